@@ -1,0 +1,132 @@
+import { create } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { Registry } from "prom-client";
+import { RequestContextSchema } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import {
+  type ChatRequest,
+  type ChatResponse,
+  ChatResponseSchema,
+  type ConnectorService,
+  type ProbeRequest,
+  type ProbeResponse,
+  ProbeResponseSchema,
+} from "../../gen/switchyard/connector/v1/connector_pb.js";
+import { Failure } from "../lib/errors.js";
+import type { Logger } from "../lib/logger.js";
+import { counter, gauge, histogram } from "../lib/metrics.js";
+import type { Provider } from "./providers/provider.js";
+
+export interface ConnectorDeps {
+  providers: ReadonlyMap<string, Provider>;
+  logger: Logger;
+  registry: Registry;
+}
+
+/** Runs single attempts against upstreams; all retry and routing decisions are the router's. */
+export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof ConnectorService> {
+  const upstreamRequests = counter(
+    deps.registry,
+    "switchyard_connector_upstream_requests_total",
+    "Calls to upstream providers, by outcome",
+    ["provider", "target", "outcome"],
+  );
+  const firstChunk = histogram(
+    deps.registry,
+    "switchyard_connector_upstream_first_chunk_seconds",
+    "Time from sending an upstream request to its first chunk",
+    ["provider", "target"],
+  );
+  const inflight = gauge(
+    deps.registry,
+    "switchyard_connector_inflight_requests",
+    "Upstream calls in flight",
+    ["provider"],
+  );
+
+  function providerFor(name: string): Provider {
+    const provider = deps.providers.get(name);
+    if (!provider) {
+      // The router and connector read the same config; a mismatch is a deployment fault.
+      throw new Failure({
+        status: 502,
+        kind: "upstream_error",
+        retryable: true,
+        message: `this connector does not serve provider '${name}'`,
+      });
+    }
+    return provider;
+  }
+
+  async function* chat(req: ChatRequest, ctx: HandlerContext): AsyncGenerator<ChatResponse> {
+    const target = req.target;
+    const params = req.params;
+    if (!target || !params) {
+      throw new Failure({
+        status: 400,
+        kind: "invalid_request",
+        message: "target and params are required",
+      }).toConnectError();
+    }
+    const started = performance.now();
+    let first = true;
+    inflight.inc({ provider: target.provider });
+    try {
+      const provider = providerFor(target.provider);
+      const chunks = provider.chat({
+        provider: target.provider,
+        model: target.model,
+        params,
+        context: req.context ?? create(RequestContextSchema),
+        signal: ctx.signal,
+      });
+      for await (const chunk of chunks) {
+        if (first) {
+          first = false;
+          firstChunk.observe(
+            { provider: target.provider, target: target.model },
+            (performance.now() - started) / 1000,
+          );
+        }
+        yield create(ChatResponseSchema, { chunk });
+      }
+      upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: "ok" });
+    } catch (err) {
+      const f = ctx.signal.aborted
+        ? new Failure({ status: 499, kind: "cancelled", message: "cancelled" })
+        : Failure.from(err);
+      upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: f.kind });
+      throw f.toConnectError();
+    } finally {
+      inflight.dec({ provider: target.provider });
+    }
+  }
+
+  async function probe(req: ProbeRequest, ctx: HandlerContext): Promise<ProbeResponse> {
+    const target = req.target;
+    if (!target)
+      return create(ProbeResponseSchema, {
+        ok: false,
+        error: new Failure({
+          status: 400,
+          kind: "invalid_request",
+          message: "target is required",
+        }).toProto(),
+      });
+    const started = performance.now();
+    try {
+      await providerFor(target.provider).probe(target.model, ctx.signal);
+      return create(ProbeResponseSchema, {
+        ok: true,
+        latencyMs: Math.round(performance.now() - started),
+      });
+    } catch (err) {
+      return create(ProbeResponseSchema, {
+        ok: false,
+        latencyMs: Math.round(performance.now() - started),
+        error: Failure.from(err).toProto(),
+      });
+    }
+  }
+
+  return { chat, probe };
+}

@@ -1,0 +1,259 @@
+// `type: mock` — a deterministic token streamer with no network, so the gateway runs (and is
+// tested and benchmarked) without any upstream account.
+
+import { setTimeout as sleep } from "node:timers/promises";
+import { create } from "@bufbuild/protobuf";
+import {
+  type ChatChunk,
+  ChatChunkSchema,
+  type ChatParams,
+  ChatStartSchema,
+  ChoiceDeltaSchema,
+  FinishReason,
+  type Message,
+  Role,
+  ToolCallDeltaSchema,
+  ToolChoice_Mode,
+  type Usage,
+  UsageSchema,
+} from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import type { ProviderConfig } from "../../../lib/config/types.js";
+import { Failure } from "../../../lib/errors.js";
+import type { ChatCall, Provider } from "../provider.js";
+
+export const MOCK_DEFAULTS = { first_token_ms: 200, token_interval_ms: 20, tokens: 24 } as const;
+
+const PREFIX = "This is a mock answer from Switchyard to:";
+/** Deterministic filler for answers longer than the prefix and the question. */
+const FILLER = [
+  "alpha",
+  "bravo",
+  "charlie",
+  "delta",
+  "echo",
+  "foxtrot",
+  "golf",
+  "hotel",
+  "india",
+  "juliet",
+  "kilo",
+  "lima",
+  "mike",
+  "november",
+  "oscar",
+  "papa",
+  "quebec",
+  "romeo",
+  "sierra",
+  "tango",
+  "uniform",
+  "victor",
+  "whiskey",
+  "xray",
+  "yankee",
+  "zulu",
+];
+/** The arguments of a mock tool call, in the fragments they stream in. */
+const TOOL_ARGUMENT_FRAGMENTS = ["{", "}"];
+
+let answers = 0;
+
+/**
+ * The tokens of the mock answer to `params`: the prefix and the last user message's words, cut
+ * or padded to exactly `tokens` tokens. A token is a word and the space after it; the last one
+ * has no space, so the tokens joined give the answer text.
+ */
+export function mockAnswerTokens(params: ChatParams, tokens: number): string[] {
+  const words = `${PREFIX} ${lastUserText(params.messages)}`.split(/\s+/).filter((w) => w !== "");
+  const out: string[] = [];
+  for (let i = 0; i < tokens; i++) {
+    const word = words[i] ?? FILLER[(i - words.length) % FILLER.length] ?? "";
+    out.push(i < tokens - 1 ? `${word} ` : word);
+  }
+  return out;
+}
+
+/** A deterministic stand-in for a tokenizer: the number of words in every text part. */
+export function mockPromptTokens(messages: readonly Message[]): number {
+  let count = 0;
+  for (const message of messages) {
+    for (const part of message.content) {
+      if (part.part.case === "text") count += wordCount(part.part.value);
+    }
+  }
+  return count;
+}
+
+export function createMockProvider(name: string, config: ProviderConfig): Provider {
+  const firstTokenMs = config.first_token_ms ?? MOCK_DEFAULTS.first_token_ms;
+  const intervalMs = config.token_interval_ms ?? MOCK_DEFAULTS.token_interval_ms;
+  const tokens = Math.max(0, Math.floor(config.tokens ?? MOCK_DEFAULTS.tokens));
+
+  async function* chat(call: ChatCall): AsyncGenerator<ChatChunk> {
+    const { params, signal } = call;
+    if (signal.aborted) throw cancelled(name, signal.reason);
+    answers += 1;
+    const start = create(ChatStartSchema, {
+      id: `chatcmpl-mock-${answers}`,
+      created: BigInt(Math.floor(Date.now() / 1000)),
+      upstreamModel: call.model,
+      provider: name,
+    });
+    const promptTokens = mockPromptTokens(params.messages);
+
+    const tool = calledTool(params);
+    if (tool !== undefined) {
+      const callId = `call_mock_${answers}`;
+      const fragments = TOOL_ARGUMENT_FRAGMENTS;
+      const usage = usageOf(promptTokens, fragments.length);
+      if (!params.stream) {
+        await pause(firstTokenMs + intervalMs * (fragments.length - 1), signal, name);
+        const call = create(ToolCallDeltaSchema, {
+          index: 0,
+          id: callId,
+          name: tool,
+          arguments: fragments.join(""),
+        });
+        const delta = create(ChoiceDeltaSchema, {
+          index: 0,
+          role: Role.ASSISTANT,
+          toolCalls: [call],
+          finishReason: FinishReason.TOOL_CALLS,
+          rawFinishReason: "tool_calls",
+        });
+        yield create(ChatChunkSchema, { start, choices: [delta], usage });
+        return;
+      }
+      for (const [i, fragment] of fragments.entries()) {
+        await pause(i === 0 ? firstTokenMs : intervalMs, signal, name);
+        const chunk =
+          i === 0
+            ? toolChunk(0, { id: callId, name: tool, arguments: fragment })
+            : toolChunk(0, { arguments: fragment });
+        if (i === 0) chunk.start = start;
+        yield chunk;
+      }
+      yield finalChunk(FinishReason.TOOL_CALLS, "tool_calls", usage);
+      return;
+    }
+
+    const limit = params.maxTokens !== undefined ? Math.min(params.maxTokens, tokens) : tokens;
+    const pieces = mockAnswerTokens(params, tokens).slice(0, limit);
+    const [finish, raw] =
+      limit < tokens ? [FinishReason.LENGTH, "length"] : [FinishReason.STOP, "stop"];
+    const usage = usageOf(promptTokens, pieces.length);
+    if (!params.stream) {
+      await pause(firstTokenMs + intervalMs * Math.max(0, pieces.length - 1), signal, name);
+      const delta = create(ChoiceDeltaSchema, {
+        index: 0,
+        role: Role.ASSISTANT,
+        content: pieces.join(""),
+        finishReason: finish,
+        rawFinishReason: raw,
+      });
+      yield create(ChatChunkSchema, { start, choices: [delta], usage });
+      return;
+    }
+    await pause(firstTokenMs, signal, name);
+    yield create(ChatChunkSchema, {
+      start,
+      choices: [
+        create(ChoiceDeltaSchema, { index: 0, role: Role.ASSISTANT, content: pieces[0] ?? "" }),
+      ],
+    });
+    for (const piece of pieces.slice(1)) {
+      await pause(intervalMs, signal, name);
+      yield create(ChatChunkSchema, {
+        choices: [create(ChoiceDeltaSchema, { index: 0, content: piece })],
+      });
+    }
+    yield finalChunk(finish, raw, usage);
+  }
+
+  return {
+    name,
+    config,
+    chat,
+    probe: async () => {},
+    close: async () => {},
+  };
+}
+
+/** The function a mock answer calls, when the request forces a tool call. */
+function calledTool(params: ChatParams): string | undefined {
+  const first = params.tools[0];
+  if (first === undefined) return undefined;
+  switch (params.toolChoice?.mode) {
+    case ToolChoice_Mode.REQUIRED:
+      return first.name;
+    case ToolChoice_Mode.FUNCTION:
+      return params.toolChoice.functionName || first.name;
+    default:
+      return undefined;
+  }
+}
+
+function toolChunk(
+  index: number,
+  call: { id?: string; name?: string; arguments: string },
+): ChatChunk {
+  const fragment = create(ToolCallDeltaSchema, { index, arguments: call.arguments });
+  if (call.id !== undefined) fragment.id = call.id;
+  if (call.name !== undefined) fragment.name = call.name;
+  const delta = create(ChoiceDeltaSchema, { index: 0, toolCalls: [fragment] });
+  if (call.id !== undefined) delta.role = Role.ASSISTANT;
+  return create(ChatChunkSchema, { choices: [delta] });
+}
+
+function finalChunk(finish: FinishReason, raw: string, usage: Usage): ChatChunk {
+  const delta = create(ChoiceDeltaSchema, { index: 0, finishReason: finish, rawFinishReason: raw });
+  return create(ChatChunkSchema, { choices: [delta], usage });
+}
+
+function usageOf(promptTokens: number, completionTokens: number): Usage {
+  return create(UsageSchema, {
+    promptTokens,
+    completionTokens,
+    totalTokens: promptTokens + completionTokens,
+  });
+}
+
+function lastUserText(messages: readonly Message[]): string {
+  for (let i = messages.length - 1; i >= 0; i--) {
+    const message = messages[i];
+    if (message?.role !== Role.USER) continue;
+    const texts: string[] = [];
+    for (const part of message.content) if (part.part.case === "text") texts.push(part.part.value);
+    return texts.join(" ");
+  }
+  return "";
+}
+
+function wordCount(text: string): number {
+  let count = 0;
+  for (const word of text.split(/\s+/)) if (word !== "") count++;
+  return count;
+}
+
+/** Waits like a model thinking; an abort stops the wait at once. */
+async function pause(ms: number, signal: AbortSignal, provider: string): Promise<void> {
+  if (signal.aborted) throw cancelled(provider, signal.reason);
+  if (ms <= 0) return;
+  try {
+    await sleep(ms, undefined, { signal });
+  } catch (err) {
+    throw cancelled(provider, err);
+  }
+}
+
+function cancelled(provider: string, cause: unknown): Failure {
+  return new Failure(
+    {
+      status: 499,
+      kind: "cancelled",
+      message: `request to provider ${provider} was cancelled`,
+      provider,
+    },
+    { cause },
+  );
+}

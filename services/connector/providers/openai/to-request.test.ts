@@ -1,0 +1,220 @@
+import { create } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+import {
+  ChatParamsSchema,
+  type ContentPart,
+  ContentPartSchema,
+  MessageSchema,
+  ResponseFormat_Type,
+  Role,
+  ToolChoice_Mode,
+} from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { Failure } from "../../../lib/errors.js";
+import { toOpenAIRequest } from "./to-request.js";
+
+const text = (value: string): ContentPart =>
+  create(ContentPartSchema, { part: { case: "text", value } });
+
+const userSays = (value: string) =>
+  create(MessageSchema, { role: Role.USER, content: [text(value)], contentIsText: true });
+
+describe("toOpenAIRequest", () => {
+  it("sends the upstream model and only the fields the client set", () => {
+    const params = create(ChatParamsSchema, { model: "public-alias", messages: [userSays("Hi")] });
+    expect(toOpenAIRequest(params, "gpt-4o-mini")).toEqual({
+      model: "gpt-4o-mini",
+      messages: [{ role: "user", content: "Hi" }],
+    });
+  });
+
+  it("always asks for usage when streaming", () => {
+    const params = create(ChatParamsSchema, {
+      messages: [userSays("Hi")],
+      stream: true,
+      includeUsage: false,
+    });
+    expect(toOpenAIRequest(params, "m")).toMatchObject({
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+  });
+
+  it("translates a conversation with system, parts, tool calls and tool results", () => {
+    const params = create(ChatParamsSchema, {
+      messages: [
+        create(MessageSchema, { role: Role.SYSTEM, content: [text("Be brief.")], contentIsText: true }),
+        create(MessageSchema, {
+          role: Role.USER,
+          name: "ada",
+          content: [
+            text("What is in this image?"),
+            create(ContentPartSchema, {
+              part: { case: "image", value: { url: "https://example.com/cat.png", detail: "low" } },
+            }),
+            create(ContentPartSchema, {
+              part: { case: "audio", value: { data: "UklGRg==", format: "wav" } },
+            }),
+            create(ContentPartSchema, {
+              part: { case: "file", value: { fileId: "file-abc", filename: "a.pdf" } },
+            }),
+          ],
+        }),
+        create(MessageSchema, {
+          role: Role.ASSISTANT,
+          toolCalls: [{ id: "call_1", name: "lookup", arguments: '{"q":"cat"}' }],
+        }),
+        create(MessageSchema, {
+          role: Role.TOOL,
+          toolCallId: "call_1",
+          content: [text("a cat")],
+          contentIsText: true,
+        }),
+        create(MessageSchema, { role: Role.DEVELOPER, content: [text("Rule")], contentIsText: false }),
+      ],
+    });
+    expect(toOpenAIRequest(params, "m").messages).toEqual([
+      { role: "system", content: "Be brief." },
+      {
+        role: "user",
+        name: "ada",
+        content: [
+          { type: "text", text: "What is in this image?" },
+          { type: "image_url", image_url: { url: "https://example.com/cat.png", detail: "low" } },
+          { type: "input_audio", input_audio: { data: "UklGRg==", format: "wav" } },
+          { type: "file", file: { file_id: "file-abc", filename: "a.pdf" } },
+        ],
+      },
+      {
+        role: "assistant",
+        content: null,
+        tool_calls: [
+          { id: "call_1", type: "function", function: { name: "lookup", arguments: '{"q":"cat"}' } },
+        ],
+      },
+      { role: "tool", tool_call_id: "call_1", content: "a cat" },
+      { role: "developer", content: [{ type: "text", text: "Rule" }] },
+    ]);
+  });
+
+  it("passes tools, tool_choice, response_format, stop and sampling fields", () => {
+    const params = create(ChatParamsSchema, {
+      messages: [userSays("Weather?")],
+      tools: [
+        {
+          name: "get_weather",
+          description: "Current weather",
+          parametersJson: '{"type":"object","properties":{"city":{"type":"string"}}}',
+          strict: true,
+        },
+        { name: "noop" },
+      ],
+      toolChoice: { mode: ToolChoice_Mode.FUNCTION, functionName: "get_weather" },
+      responseFormat: {
+        type: ResponseFormat_Type.JSON_SCHEMA,
+        jsonSchemaJson: '{"name":"w","schema":{"type":"object"},"strict":true}',
+      },
+      temperature: 0,
+      topP: 0.9,
+      maxTokens: 64,
+      stop: ["\n\n"],
+      n: 2,
+      presencePenalty: 0.5,
+      frequencyPenalty: -0.5,
+      seed: 42n,
+      user: "u-1",
+      parallelToolCalls: false,
+    });
+    const body = toOpenAIRequest(params, "m");
+    expect(body).toEqual({
+      model: "m",
+      messages: [{ role: "user", content: "Weather?" }],
+      tools: [
+        {
+          type: "function",
+          function: {
+            name: "get_weather",
+            description: "Current weather",
+            parameters: { type: "object", properties: { city: { type: "string" } } },
+            strict: true,
+          },
+        },
+        { type: "function", function: { name: "noop" } },
+      ],
+      tool_choice: { type: "function", function: { name: "get_weather" } },
+      response_format: {
+        type: "json_schema",
+        json_schema: { name: "w", schema: { type: "object" }, strict: true },
+      },
+      temperature: 0,
+      top_p: 0.9,
+      max_tokens: 64,
+      stop: ["\n\n"],
+      n: 2,
+      presence_penalty: 0.5,
+      frequency_penalty: -0.5,
+      seed: 42,
+      user: "u-1",
+      parallel_tool_calls: false,
+    });
+  });
+
+  it.each([
+    [ToolChoice_Mode.NONE, "none"],
+    [ToolChoice_Mode.AUTO, "auto"],
+    [ToolChoice_Mode.REQUIRED, "required"],
+  ])("maps tool choice mode %i to %s", (mode, expected) => {
+    const params = create(ChatParamsSchema, { messages: [userSays("x")], toolChoice: { mode } });
+    expect(toOpenAIRequest(params, "m").tool_choice).toBe(expected);
+  });
+
+  it("puts max_tokens where the upstream wants it", () => {
+    const params = create(ChatParamsSchema, { messages: [userSays("x")], maxTokens: 5 });
+    const body = toOpenAIRequest(params, "m", { maxTokensField: "max_completion_tokens" });
+    expect(body.max_completion_tokens).toBe(5);
+    expect(body.max_tokens).toBeUndefined();
+  });
+
+  it("merges extra fields without letting them replace model, messages or stream", () => {
+    const params = create(ChatParamsSchema, {
+      messages: [userSays("x")],
+      stream: true,
+      extraJson: JSON.stringify({
+        model: "evil",
+        messages: [],
+        stream: false,
+        stream_options: { include_usage: false, continuous_usage_stats: true },
+        logit_bias: { "50256": -100 },
+        reasoning_effort: "low",
+      }),
+    });
+    expect(toOpenAIRequest(params, "m")).toEqual({
+      model: "m",
+      messages: [{ role: "user", content: "x" }],
+      stream: true,
+      stream_options: { include_usage: true, continuous_usage_stats: true },
+      logit_bias: { "50256": -100 },
+      reasoning_effort: "low",
+    });
+  });
+
+  it("drops stream_options from extras when not streaming", () => {
+    const params = create(ChatParamsSchema, {
+      messages: [userSays("x")],
+      extraJson: '{"stream_options":{"include_usage":true}}',
+    });
+    expect(toOpenAIRequest(params, "m")).not.toHaveProperty("stream_options");
+  });
+
+  it("rejects tool parameters that are not a JSON object", () => {
+    const params = create(ChatParamsSchema, {
+      messages: [userSays("x")],
+      tools: [{ name: "t", parametersJson: "{not json" }],
+    });
+    expect(() => toOpenAIRequest(params, "m")).toThrow(Failure);
+    try {
+      toOpenAIRequest(params, "m");
+    } catch (err) {
+      expect(err).toMatchObject({ status: 400, param: "tools[0].function.parameters" });
+    }
+  });
+});

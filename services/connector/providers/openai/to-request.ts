@@ -1,0 +1,221 @@
+import {
+  type ChatParams,
+  type ContentPart,
+  type Message,
+  ResponseFormat_Type,
+  Role,
+  type Tool,
+  type ToolChoice,
+  ToolChoice_Mode,
+} from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { Failure } from "../../../lib/errors.js";
+import type {
+  OpenAIChatRequest,
+  OpenAIContentPart,
+  OpenAIMessage,
+  OpenAIResponseFormat,
+  OpenAIRole,
+  OpenAITool,
+  OpenAIToolChoice,
+} from "../../../lib/wire/openai.js";
+
+export interface ToRequestOptions {
+  /**
+   * Which field carries `max_tokens`. OpenAI itself wants `max_completion_tokens` (its reasoning
+   * models reject `max_tokens`); most OpenAI-compatible servers only know `max_tokens`.
+   */
+  maxTokensField?: "max_tokens" | "max_completion_tokens";
+}
+
+/** Fields the gateway owns; `extra_json` must not replace them. */
+const RESERVED = new Set(["model", "messages", "stream", "stream_options"]);
+
+/**
+ * Builds the Chat Completions request body for one attempt. Optional fields appear only when the
+ * client set them, so upstream defaults stay in force. Throws a `Failure` (400) if a JSON text
+ * field of `params` does not parse.
+ */
+export function toOpenAIRequest(
+  params: ChatParams,
+  model: string,
+  options: ToRequestOptions = {},
+): OpenAIChatRequest {
+  const extras = parseObject(params.extraJson, "extra_json");
+  const body: OpenAIChatRequest = { model, messages: [] };
+  for (const [key, value] of Object.entries(extras)) {
+    if (!RESERVED.has(key)) body[key] = value;
+  }
+  body.model = model;
+  body.messages = params.messages.map(toMessage);
+
+  if (params.tools.length > 0) body.tools = params.tools.map(toTool);
+  const toolChoice = toToolChoice(params.toolChoice);
+  if (toolChoice !== undefined) body.tool_choice = toolChoice;
+  const responseFormat = toResponseFormat(params);
+  if (responseFormat !== undefined) body.response_format = responseFormat;
+  if (params.temperature !== undefined) body.temperature = params.temperature;
+  if (params.topP !== undefined) body.top_p = params.topP;
+  if (params.maxTokens !== undefined) {
+    body[options.maxTokensField ?? "max_tokens"] = params.maxTokens;
+  }
+  if (params.stop.length > 0) body.stop = [...params.stop];
+  if (params.n !== undefined) body.n = params.n;
+  if (params.presencePenalty !== undefined) body.presence_penalty = params.presencePenalty;
+  if (params.frequencyPenalty !== undefined) body.frequency_penalty = params.frequencyPenalty;
+  if (params.seed !== undefined) body.seed = Number(params.seed);
+  if (params.user !== undefined) body.user = params.user;
+  if (params.parallelToolCalls !== undefined) body.parallel_tool_calls = params.parallelToolCalls;
+
+  if (params.stream) {
+    body.stream = true;
+    // Always ask for usage: the gateway meters tokens even when the client did not ask.
+    const clientOptions = extras.stream_options;
+    body.stream_options = {
+      ...(isRecord(clientOptions) ? clientOptions : {}),
+      include_usage: true,
+    };
+  }
+  return body;
+}
+
+const ROLES: Record<Role, OpenAIRole | undefined> = {
+  [Role.UNSPECIFIED]: undefined,
+  [Role.SYSTEM]: "system",
+  [Role.DEVELOPER]: "developer",
+  [Role.USER]: "user",
+  [Role.ASSISTANT]: "assistant",
+  [Role.TOOL]: "tool",
+};
+
+function toMessage(message: Message, index: number): OpenAIMessage {
+  const role = ROLES[message.role];
+  if (role === undefined) {
+    throw new Failure({
+      status: 400,
+      kind: "invalid_request",
+      message: `messages[${index}] has no role`,
+      param: `messages[${index}].role`,
+    });
+  }
+  const out: OpenAIMessage = { role, content: toContent(message) };
+  if (message.name !== undefined) out.name = message.name;
+  if (message.toolCalls.length > 0) {
+    out.tool_calls = message.toolCalls.map((call) => ({
+      id: call.id,
+      type: "function",
+      function: { name: call.name, arguments: call.arguments },
+    }));
+  }
+  if (message.toolCallId !== undefined) out.tool_call_id = message.toolCallId;
+  if (message.refusal !== undefined) out.refusal = message.refusal;
+  return out;
+}
+
+function toContent(message: Message): string | OpenAIContentPart[] | null {
+  if (message.contentIsText) {
+    let text = "";
+    for (const part of message.content) if (part.part.case === "text") text += part.part.value;
+    return text;
+  }
+  // An assistant turn that only calls tools has no content; OpenAI wants null there.
+  if (message.content.length === 0 && message.role === Role.ASSISTANT) return null;
+  const parts: OpenAIContentPart[] = [];
+  for (const part of message.content) {
+    const converted = toPart(part);
+    if (converted !== undefined) parts.push(converted);
+  }
+  return parts;
+}
+
+function toPart({ part }: ContentPart): OpenAIContentPart | undefined {
+  switch (part.case) {
+    case "text":
+      return { type: "text", text: part.value };
+    case "image": {
+      const image: { url: string; detail?: "auto" | "low" | "high" } = { url: part.value.url };
+      // Passed through as the client sent it; the upstream judges the value.
+      if (part.value.detail !== undefined) image.detail = part.value.detail as "auto";
+      return { type: "image_url", image_url: image };
+    }
+    case "audio":
+      return {
+        type: "input_audio",
+        input_audio: { data: part.value.data, format: part.value.format },
+      };
+    case "file": {
+      const file: { file_id?: string; filename?: string; file_data?: string } = {};
+      if (part.value.fileId !== undefined) file.file_id = part.value.fileId;
+      if (part.value.filename !== undefined) file.filename = part.value.filename;
+      if (part.value.fileData !== undefined) file.file_data = part.value.fileData;
+      return { type: "file", file };
+    }
+    default:
+      return undefined;
+  }
+}
+
+function toTool(tool: Tool, index: number): OpenAITool {
+  const fn: OpenAITool["function"] = { name: tool.name };
+  if (tool.description !== undefined) fn.description = tool.description;
+  if (tool.parametersJson !== "") {
+    fn.parameters = parseObject(tool.parametersJson, `tools[${index}].function.parameters`);
+  }
+  if (tool.strict !== undefined) fn.strict = tool.strict;
+  return { type: "function", function: fn };
+}
+
+function toToolChoice(choice: ToolChoice | undefined): OpenAIToolChoice | undefined {
+  switch (choice?.mode) {
+    case ToolChoice_Mode.NONE:
+      return "none";
+    case ToolChoice_Mode.AUTO:
+      return "auto";
+    case ToolChoice_Mode.REQUIRED:
+      return "required";
+    case ToolChoice_Mode.FUNCTION:
+      return { type: "function", function: { name: choice.functionName } };
+    default:
+      return undefined;
+  }
+}
+
+function toResponseFormat(params: ChatParams): OpenAIResponseFormat | undefined {
+  const format = params.responseFormat;
+  switch (format?.type) {
+    case ResponseFormat_Type.TEXT:
+      return { type: "text" };
+    case ResponseFormat_Type.JSON_OBJECT:
+      return { type: "json_object" };
+    case ResponseFormat_Type.JSON_SCHEMA:
+      return {
+        type: "json_schema",
+        json_schema: parseObject(format.jsonSchemaJson, "response_format.json_schema"),
+      };
+    default:
+      return undefined;
+  }
+}
+
+/** Parses a JSON object carried as text in the canonical model; "" means an empty object. */
+function parseObject(text: string, param: string): Record<string, unknown> {
+  if (text === "") return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    value = undefined;
+  }
+  if (!isRecord(value)) {
+    throw new Failure({
+      status: 400,
+      kind: "invalid_request",
+      message: `${param} must be a JSON object`,
+      param,
+    });
+  }
+  return value;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}

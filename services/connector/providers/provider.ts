@@ -1,0 +1,38 @@
+import type {
+  ChatChunk,
+  ChatParams,
+  RequestContext,
+} from "../../../gen/switchyard/chat/v1/chat_pb.js";
+import type { ProviderConfig } from "../../lib/config/types.js";
+
+/** One attempt of one chat request against one upstream model. */
+export interface ChatCall {
+  /** The configured provider name (the key under `providers:`). */
+  provider: string;
+  /** The model name the upstream knows. */
+  model: string;
+  params: ChatParams;
+  context: RequestContext;
+  /** Aborted when the client goes away or a deadline passes; must cancel the upstream request. */
+  signal: AbortSignal;
+}
+
+/**
+ * An upstream account: credentials, a connection pool and the translations between the
+ * canonical chat model and the provider's wire format.
+ *
+ * `chat` throws a `Failure` (services/lib/errors.ts) if the upstream refuses the request before
+ * it produces anything; once it has yielded a chunk, a later failure is also a `Failure` but the
+ * router will not retry it. The first chunk carries `start` (id, created, upstream model,
+ * provider). Adapters yield canonical chunks, never SSE text.
+ */
+export interface Provider {
+  readonly name: string;
+  readonly config: ProviderConfig;
+  chat(call: ChatCall): AsyncIterable<ChatChunk>;
+  /** A cheap check that the upstream answers for `model`; throws a `Failure` if not. */
+  probe(model: string, signal: AbortSignal): Promise<void>;
+  close(): Promise<void>;
+}
+
+export type ProviderFactory = (name: string, config: ProviderConfig) => Provider;

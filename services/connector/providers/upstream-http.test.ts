@@ -1,0 +1,182 @@
+import { once } from "node:events";
+import { createServer } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { Failure } from "../../lib/errors.js";
+import { readFixture } from "./openai/fixtures/fixtures.js";
+import {
+  createUpstreamHttp,
+  errorCode,
+  failureFromError,
+  failureFromResponse,
+  retryAfterMs,
+  type UpstreamHttp,
+} from "./upstream-http.js";
+
+const KEY = "sk-test-0123456789abcdef";
+
+describe("failureFromResponse", () => {
+  it("keeps the upstream's message, param and code for a rejected request", () => {
+    const f = failureFromResponse("openai", 400, {}, readFixture("error-invalid-request.json"));
+    expect(f).toMatchObject({
+      status: 400,
+      kind: "invalid_request",
+      retryable: false,
+      upstreamStatus: 400,
+      provider: "openai",
+      param: "temperature",
+      code: "invalid_value",
+    });
+    expect(f.message).toBe(
+      "provider openai rejected the request (400): Invalid value for 'temperature': expected a number between 0 and 2, but got 7 instead.",
+    );
+  });
+
+  it.each([413, 422])("maps %i to invalid_request", (status) => {
+    expect(failureFromResponse("p", status, {}, "")).toMatchObject({
+      status: 400,
+      kind: "invalid_request",
+    });
+  });
+
+  it("names the provider and model when the upstream does not know the model", () => {
+    const f = failureFromResponse("openai", 404, {}, readFixture("error-model-not-found.json"), {
+      model: "gpt-9",
+    });
+    expect(f).toMatchObject({
+      status: 502,
+      kind: "upstream_error",
+      retryable: true,
+      code: "model_not_found",
+    });
+    expect(f.message).toContain('provider openai does not know model "gpt-9" (404)');
+    expect(f.message).toContain("does not exist");
+  });
+
+  it.each([401, 403])("blames the gateway's credentials on %i and never echoes them", (status) => {
+    const body = JSON.stringify({
+      error: { message: `Incorrect API key provided: ${KEY.slice(0, 8)}****cdef`, code: "x" },
+    });
+    const f = failureFromResponse("openai", status, {}, body, { secrets: [KEY] });
+    expect(f).toMatchObject({ status: 502, kind: "auth", retryable: true, upstreamStatus: status });
+    expect(f.message).toBe(`provider openai rejected the gateway's credentials (${status})`);
+  });
+
+  it("maps 408 to a retryable timeout", () => {
+    expect(failureFromResponse("p", 408, {}, "")).toMatchObject({
+      status: 504,
+      kind: "timeout",
+      retryable: true,
+    });
+  });
+
+  it("maps 429 to rate_limited with the upstream's Retry-After", () => {
+    const f = failureFromResponse("p", 429, { "retry-after": "7" }, "");
+    expect(f).toMatchObject({ status: 429, kind: "rate_limited", retryable: true });
+    expect(f.retryAfterMs).toBe(7000);
+  });
+
+  it("maps 500 and 502 to a retryable upstream_error and 503 to upstream_unavailable", () => {
+    expect(failureFromResponse("p", 500, {}, "boom")).toMatchObject({
+      status: 502,
+      kind: "upstream_error",
+      retryable: true,
+      message: "provider p failed (500): boom",
+    });
+    expect(failureFromResponse("p", 502, {}, "")).toMatchObject({ status: 502, retryable: true });
+    expect(failureFromResponse("p", 503, {}, "")).toMatchObject({
+      status: 503,
+      kind: "upstream_unavailable",
+      retryable: true,
+    });
+  });
+
+  it("scrubs the API key from the upstream's message", () => {
+    const f = failureFromResponse("p", 500, {}, `{"error":{"message":"bad key ${KEY} here"}}`, {
+      secrets: [KEY],
+    });
+    expect(f.message).toBe("provider p failed (500): bad key [redacted] here");
+  });
+
+  it("cuts a long text body to 500 characters and collapses whitespace", () => {
+    const f = failureFromResponse("p", 502, {}, `<html>\n  ${"x".repeat(2000)}</html>`);
+    const said = f.message.slice("provider p failed (502): ".length);
+    expect(said.startsWith("<html> xxx")).toBe(true);
+    expect(said.length).toBe(501);
+  });
+
+  it("reads Anthropic's and Gemini's error shapes too", () => {
+    const anthropic = '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}';
+    expect(failureFromResponse("a", 529, {}, anthropic).message).toBe(
+      "provider a failed (529): Overloaded",
+    );
+    const gemini = '{"error":{"code":400,"message":"API key not valid","status":"INVALID_ARGUMENT"}}';
+    expect(failureFromResponse("g", 400, {}, gemini)).toMatchObject({ code: "400" });
+  });
+});
+
+describe("retryAfterMs", () => {
+  it("reads seconds, an HTTP date and retry-after-ms", () => {
+    const now = Date.parse("2025-01-01T00:00:00Z");
+    expect(retryAfterMs({ "retry-after": "2" }, now)).toBe(2000);
+    expect(retryAfterMs({ "retry-after": "0.5" }, now)).toBe(500);
+    expect(retryAfterMs({ "retry-after": "Wed, 01 Jan 2025 00:00:30 GMT" }, now)).toBe(30_000);
+    expect(retryAfterMs({ "retry-after": "Tue, 31 Dec 2024 00:00:00 GMT" }, now)).toBe(0);
+    expect(retryAfterMs({ "retry-after-ms": "250", "retry-after": "9" }, now)).toBe(250);
+    expect(retryAfterMs({ "retry-after": "soon" }, now)).toBeUndefined();
+    expect(retryAfterMs({}, now)).toBeUndefined();
+  });
+});
+
+describe("failureFromError", () => {
+  it("reports a cancelled call when the signal was aborted", () => {
+    const controller = new AbortController();
+    controller.abort();
+    const f = failureFromError("p", new Error("aborted"), controller.signal);
+    expect(f).toMatchObject({ status: 499, kind: "cancelled" });
+  });
+
+  it("finds the code inside causes and aggregates", () => {
+    const refused = Object.assign(new Error("connect"), { code: "ECONNREFUSED" });
+    expect(errorCode(new AggregateError([refused]))).toBe("ECONNREFUSED");
+    expect(errorCode(new TypeError("fetch failed", { cause: refused }))).toBe("ECONNREFUSED");
+    expect(failureFromError("p", { code: "UND_ERR_HEADERS_TIMEOUT" })).toMatchObject({
+      status: 504,
+      kind: "timeout",
+    });
+  });
+});
+
+describe("createUpstreamHttp", () => {
+  let http: UpstreamHttp | undefined;
+  afterEach(async () => {
+    await http?.close();
+    http = undefined;
+  });
+
+  it("reports an upstream that refuses connections as unreachable", async () => {
+    // Take a free port and release it, so nothing listens there.
+    const probe = createServer().listen(0, "127.0.0.1");
+    await once(probe, "listening");
+    const { port } = probe.address() as { port: number };
+    await new Promise((resolve) => probe.close(resolve));
+
+    http = createUpstreamHttp({ provider: "local", baseUrl: `http://127.0.0.1:${port}/v1`, headers: {} });
+    const error = await http.get("/models", AbortSignal.timeout(5000)).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(Failure);
+    expect(error).toMatchObject({
+      status: 502,
+      kind: "upstream_unavailable",
+      retryable: true,
+      message: "provider local unreachable: ECONNREFUSED",
+    });
+  });
+
+  it("refuses to start a request whose signal is already aborted", async () => {
+    http = createUpstreamHttp({ provider: "p", baseUrl: "http://127.0.0.1:9/v1", headers: {} });
+    const controller = new AbortController();
+    controller.abort();
+    await expect(http.get("/models", controller.signal)).rejects.toMatchObject({
+      kind: "cancelled",
+    });
+  });
+});

@@ -1,0 +1,380 @@
+// Shared plumbing for providers that speak HTTP: one keep-alive connection pool per provider,
+// JSON requests that honour the caller's AbortSignal, and the mapping of upstream HTTP errors
+// and connection errors to `Failure`.
+
+import type { IncomingHttpHeaders } from "node:http";
+import { type Dispatcher, Pool } from "undici";
+import { Failure } from "../../lib/errors.js";
+
+export type UpstreamBody = Dispatcher.ResponseData["body"];
+
+export interface UpstreamResponse {
+  status: number;
+  headers: IncomingHttpHeaders;
+  /** The response body; read it to the end, or destroy it, so the connection is released. */
+  body: UpstreamBody;
+}
+
+export interface UpstreamHttpOptions {
+  /** The configured provider name, used in error messages. */
+  provider: string;
+  /** e.g. "https://api.openai.com/v1"; request paths are appended to its path. */
+  baseUrl: string;
+  /** Sent with every request (credentials and configured extra headers). */
+  headers: Record<string, string>;
+  /** Upper bound on open connections; default 128. */
+  maxConnections?: number;
+  /** Strings that must never reach an error message (the provider's API key). */
+  secrets?: string[];
+}
+
+export interface RequestInfo {
+  /** The upstream model, named in error messages. */
+  model?: string;
+  /** Extra headers for this request only. */
+  headers?: Record<string, string>;
+}
+
+export interface UpstreamHttp {
+  readonly provider: string;
+  /**
+   * POSTs `body` as JSON. Resolves with the response once headers arrive if the status is 2xx;
+   * otherwise reads the error body and throws the mapped `Failure`. Connection errors and aborts
+   * also throw a `Failure` (see `failureFromError`).
+   */
+  postJson(
+    path: string,
+    body: unknown,
+    signal: AbortSignal,
+    info?: RequestInfo,
+  ): Promise<UpstreamResponse>;
+  /** GET with the same contract as `postJson`. */
+  get(path: string, signal: AbortSignal, info?: RequestInfo): Promise<UpstreamResponse>;
+  /** Lets in-flight requests finish, then closes every connection. */
+  close(): Promise<void>;
+}
+
+/** Error bodies beyond this size are cut: the message is all that is kept of them. */
+const ERROR_BODY_LIMIT = 64 * 1024;
+const TEXT_MESSAGE_LIMIT = 500;
+const JSON_MESSAGE_LIMIT = 2000;
+
+export function createUpstreamHttp(options: UpstreamHttpOptions): UpstreamHttp {
+  const base = new URL(options.baseUrl);
+  const basePath = base.pathname.replace(/\/+$/, "");
+  const secrets = (options.secrets ?? []).filter((s) => s !== "");
+  const provider = options.provider;
+  const pool = new Pool(base.origin, {
+    connections: options.maxConnections ?? 128,
+    pipelining: 1,
+    // Deadlines belong to the caller (the router's first-token, idle and total timeouts arrive
+    // as the AbortSignal); a second, hidden timer here would cut long generations short.
+    headersTimeout: 0,
+    bodyTimeout: 0,
+  });
+
+  async function send(
+    method: "GET" | "POST",
+    path: string,
+    body: string | undefined,
+    signal: AbortSignal,
+    info: RequestInfo | undefined,
+  ): Promise<UpstreamResponse> {
+    const headers: Record<string, string> = { ...options.headers, ...info?.headers };
+    if (body !== undefined) headers["content-type"] = "application/json";
+    let data: Dispatcher.ResponseData;
+    try {
+      signal.throwIfAborted();
+      data = await pool.request({
+        origin: base.origin,
+        path: `${basePath}${path}${base.search}`,
+        method,
+        headers,
+        body: body ?? null,
+        signal,
+      });
+    } catch (err) {
+      throw failureFromError(provider, err, signal);
+    }
+    if (data.statusCode >= 200 && data.statusCode < 300) {
+      return { status: data.statusCode, headers: data.headers, body: data.body };
+    }
+    let text: string;
+    try {
+      text = await readLimited(data.body, ERROR_BODY_LIMIT);
+    } catch (err) {
+      if (signal.aborted) throw failureFromError(provider, err, signal);
+      // The status alone still says what went wrong.
+      text = "";
+    }
+    const failureInfo: { model?: string; secrets: string[] } = { secrets };
+    if (info?.model !== undefined) failureInfo.model = info.model;
+    throw failureFromResponse(provider, data.statusCode, data.headers, text, failureInfo);
+  }
+
+  return {
+    provider,
+    postJson: (path, body, signal, info) => send("POST", path, JSON.stringify(body), signal, info),
+    get: (path, signal, info) => send("GET", path, undefined, signal, info),
+    close: () => pool.close(),
+  };
+}
+
+/** Reads at most `limit` bytes of a body as UTF-8 and releases the rest. */
+export async function readLimited(body: UpstreamBody, limit: number): Promise<string> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    const buf = chunk as Buffer;
+    parts.push(buf);
+    size += buf.length;
+    if (size >= limit) break;
+  }
+  return Buffer.concat(parts).subarray(0, limit).toString("utf8");
+}
+
+/** Removes every secret from a text that may be shown to clients or logged. */
+export function scrubSecrets(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const secret of secrets) {
+    if (secret !== "") out = out.replaceAll(secret, "[redacted]");
+  }
+  return out;
+}
+
+/**
+ * How long the upstream asks us to wait, from `retry-after-ms` (milliseconds) or `retry-after`
+ * (seconds or an HTTP date). Undefined when it did not say.
+ */
+export function retryAfterMs(headers: IncomingHttpHeaders, now = Date.now()): number | undefined {
+  const ms = headerValue(headers["retry-after-ms"]);
+  if (ms !== undefined) {
+    const n = Number(ms);
+    if (ms.trim() !== "" && Number.isFinite(n) && n >= 0) return clampMs(n);
+  }
+  const ra = headerValue(headers["retry-after"]);
+  if (ra === undefined || ra.trim() === "") return undefined;
+  const seconds = Number(ra);
+  if (Number.isFinite(seconds)) return seconds >= 0 ? clampMs(seconds * 1000) : undefined;
+  const date = Date.parse(ra);
+  if (Number.isNaN(date)) return undefined;
+  return clampMs(Math.max(0, date - now));
+}
+
+/** The upstream's own words about an error: OpenAI, Anthropic and Gemini all nest `error.message`. */
+export interface UpstreamErrorDetail {
+  message: string;
+  code?: string;
+  param?: string;
+  type?: string;
+}
+
+export function parseErrorBody(bodyText: string): UpstreamErrorDetail {
+  const trimmed = bodyText.trim();
+  if (trimmed.startsWith("{")) {
+    try {
+      const parsed: unknown = JSON.parse(trimmed);
+      const detail = errorDetailFromJson(parsed);
+      if (detail) return detail;
+    } catch {
+      // Not JSON after all: fall through to the text.
+    }
+  }
+  return { message: truncate(trimmed.replace(/\s+/g, " "), TEXT_MESSAGE_LIMIT) };
+}
+
+/** Reads `{"error": {...}}`, `{"error": "..."}` or `{"message": "..."}`; undefined otherwise. */
+export function errorDetailFromJson(value: unknown): UpstreamErrorDetail | undefined {
+  if (!isRecord(value)) return undefined;
+  const error = value.error;
+  if (typeof error === "string") return { message: truncate(error, JSON_MESSAGE_LIMIT) };
+  const source = isRecord(error) ? error : value;
+  const message = source.message;
+  if (typeof message !== "string") return undefined;
+  const detail: UpstreamErrorDetail = { message: truncate(message, JSON_MESSAGE_LIMIT) };
+  const code = source.code ?? source.status;
+  if (typeof code === "string") detail.code = code;
+  else if (typeof code === "number") detail.code = String(code);
+  if (typeof source.param === "string") detail.param = source.param;
+  if (typeof source.type === "string") detail.type = source.type;
+  return detail;
+}
+
+/**
+ * Maps an upstream HTTP error to what the client should see. The client's own key is never at
+ * fault here: upstream auth errors mean the gateway's credentials are wrong.
+ */
+export function failureFromResponse(
+  provider: string,
+  status: number,
+  headers: IncomingHttpHeaders,
+  bodyText: string,
+  options: { model?: string; secrets?: readonly string[] } = {},
+): Failure {
+  const detail = parseErrorBody(bodyText);
+  const said = scrubSecrets(detail.message, options.secrets ?? []);
+  const suffix = said === "" ? "" : `: ${said}`;
+  const common = {
+    upstreamStatus: status,
+    provider,
+    ...(detail.code !== undefined && { code: detail.code }),
+  };
+  const wait = retryAfterMs(headers);
+  const retryAfter = wait === undefined ? {} : { retryAfterMs: wait };
+
+  if (status === 401 || status === 403) {
+    // The upstream's text may echo part of the key; it says nothing the client can act on.
+    return new Failure({
+      ...common,
+      status: 502,
+      kind: "auth",
+      message: `provider ${provider} rejected the gateway's credentials (${status})`,
+      retryable: true,
+    });
+  }
+  if (status === 404) {
+    // The configured upstream model (or base_url) is wrong; another target may still serve.
+    const what = options.model === undefined ? "the request" : `model "${options.model}"`;
+    return new Failure({
+      ...common,
+      status: 502,
+      kind: "upstream_error",
+      message: `provider ${provider} does not know ${what} (404)${suffix}`,
+      retryable: true,
+    });
+  }
+  if (status === 400 || status === 413 || status === 422) {
+    return new Failure({
+      ...common,
+      ...(detail.param !== undefined && { param: detail.param }),
+      status: 400,
+      kind: "invalid_request",
+      message: `provider ${provider} rejected the request (${status})${suffix}`,
+    });
+  }
+  if (status === 408) {
+    return new Failure({
+      ...common,
+      status: 504,
+      kind: "timeout",
+      message: `provider ${provider} timed out (408)${suffix}`,
+      retryable: true,
+    });
+  }
+  if (status === 429) {
+    return new Failure({
+      ...common,
+      ...retryAfter,
+      status: 429,
+      kind: "rate_limited",
+      message: `provider ${provider} is rate limiting the gateway (429)${suffix}`,
+      retryable: true,
+    });
+  }
+  if (status === 503) {
+    return new Failure({
+      ...common,
+      ...retryAfter,
+      status: 503,
+      kind: "upstream_unavailable",
+      message: `provider ${provider} is unavailable (503)${suffix}`,
+      retryable: true,
+    });
+  }
+  if (status === 504) {
+    return new Failure({
+      ...common,
+      status: 504,
+      kind: "timeout",
+      message: `provider ${provider} timed out (504)${suffix}`,
+      retryable: true,
+    });
+  }
+  // Other 4xx (402 billing, 409, 415, …) concern the gateway's account or this upstream's
+  // dialect, and 5xx the upstream itself: another target may well succeed.
+  return new Failure({
+    ...common,
+    ...retryAfter,
+    status: 502,
+    kind: "upstream_error",
+    message: `provider ${provider} failed (${status})${suffix}`,
+    retryable: true,
+  });
+}
+
+const TIMEOUT_CODES = new Set([
+  "UND_ERR_HEADERS_TIMEOUT",
+  "UND_ERR_BODY_TIMEOUT",
+  "UND_ERR_CONNECT_TIMEOUT",
+  "ETIMEDOUT",
+]);
+
+/**
+ * Maps an error thrown before or while talking to the upstream (no HTTP answer, or a body cut
+ * off) to a `Failure`. If `signal` was aborted the call was cancelled by our side.
+ */
+export function failureFromError(provider: string, err: unknown, signal?: AbortSignal): Failure {
+  if (err instanceof Failure) return err;
+  if (signal?.aborted) {
+    return new Failure(
+      {
+        status: 499,
+        kind: "cancelled",
+        message: `request to provider ${provider} was cancelled`,
+        provider,
+      },
+      { cause: err },
+    );
+  }
+  const code = errorCode(err);
+  if (TIMEOUT_CODES.has(code)) {
+    return new Failure(
+      {
+        status: 504,
+        kind: "timeout",
+        message: `provider ${provider} timed out: ${code}`,
+        retryable: true,
+        provider,
+      },
+      { cause: err },
+    );
+  }
+  return new Failure(
+    {
+      status: 502,
+      kind: "upstream_unavailable",
+      message: `provider ${provider} unreachable: ${code}`,
+      retryable: true,
+      provider,
+    },
+    { cause: err },
+  );
+}
+
+/** The most specific error code in an error, its cause or (happy-eyeballs) aggregate. */
+export function errorCode(err: unknown): string {
+  let current: unknown = err;
+  for (let depth = 0; depth < 4 && isRecord(current); depth++) {
+    if (typeof current.code === "string" && current.code !== "") return current.code;
+    const errors = current.errors;
+    current = Array.isArray(errors) && errors.length > 0 ? errors[0] : current.cause;
+  }
+  if (err instanceof Error && err.name !== "Error") return err.name;
+  return "unknown error";
+}
+
+function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function clampMs(ms: number): number {
+  return Math.min(Math.round(ms), 0xffffffff);
+}
+
+function truncate(text: string, limit: number): string {
+  return text.length <= limit ? text : `${text.slice(0, limit)}…`;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null;
+}

@@ -1,0 +1,192 @@
+import { type ConnectRouter, createRouterTransport, type Transport } from "@connectrpc/connect";
+import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
+import type { Registry } from "prom-client";
+import { request } from "undici";
+import { buildConnector } from "./connector/main.js";
+import { buildIngress } from "./ingress/main.js";
+import type { Bus } from "./lib/bus/bus.js";
+import { createBus } from "./lib/bus/index.js";
+import type { Config, ListenAddress } from "./lib/config/types.js";
+import { createAdminHandler } from "./lib/http/admin.js";
+import { createDualServer, type DualHandler, type DualServer } from "./lib/http/dual-server.js";
+import type { Logger } from "./lib/logger.js";
+import { createProcessRegistry, createRegistry, renderMetrics } from "./lib/metrics.js";
+import { buildProber } from "./prober/main.js";
+import { buildRouter } from "./router/main.js";
+
+export const SERVICE_NAMES = ["ingress", "router", "connector", "prober"] as const;
+export type ServiceName = (typeof SERVICE_NAMES)[number];
+
+export interface Fabric {
+  /** Bound ports by service (only services that listen). */
+  readonly ports: Partial<Record<ServiceName, number>>;
+  /** SIGTERM semantics: stop accepting, let in-flight work finish within `graceMs`, close. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+export interface FabricOptions {
+  config: Config;
+  services: ReadonlySet<ServiceName>;
+  logger: Logger;
+  /** Override listen addresses (tests bind port 0). */
+  listen?: Partial<Record<ServiceName, ListenAddress>>;
+}
+
+/**
+ * Composes the services this process runs. Services in the same process call each other
+ * through in-process Connect transports; the others are reached over h2c at `peers.*`. With all
+ * four in one process only the ingress listens; otherwise each service here listens on its port.
+ */
+export async function startFabric(opts: FabricOptions): Promise<Fabric> {
+  const { config, services, logger } = opts;
+  const has = (s: ServiceName) => services.has(s);
+  const oneProcess = SERVICE_NAMES.every(has);
+  const processRegistry = createProcessRegistry();
+  const registries: Registry[] = [processRegistry];
+  const metrics = () => renderMetrics(registries);
+  const closers: Array<() => Promise<void>> = [];
+  const servers: Array<{ name: ServiceName; server: DualServer }> = [];
+  const ports: Partial<Record<ServiceName, number>> = {};
+
+  const needsBus = has("router") || has("prober") || has("connector");
+  let bus: Bus | undefined;
+  if (needsBus) {
+    if (!config.nats && !oneProcess && (has("router") || has("prober"))) {
+      throw new Error(
+        "nats.url is required when services run in separate processes: routers and the prober share target health over NATS",
+      );
+    }
+    bus = await createBus({
+      ...(config.nats ? { natsUrl: config.nats.url } : {}),
+      name: `switchyard-${[...services].join("+")}`,
+      logger,
+    });
+    const b = bus;
+    closers.push(() => b.close());
+  }
+
+  const registryFor = (name: ServiceName) => {
+    const r = createRegistry(name);
+    registries.push(r);
+    return r;
+  };
+  const loggerFor = (name: ServiceName) => logger.child({ service: name });
+  const remote = (baseUrl: string): Transport =>
+    createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true });
+
+  // Connectors: the in-process one, or the static peer list.
+  const connectorTransports = new Map<string, Transport>();
+  let connectorRoutes: ((r: ConnectRouter) => void) | undefined;
+  if (has("connector")) {
+    const c = buildConnector({
+      config,
+      logger: loggerFor("connector"),
+      registry: registryFor("connector"),
+    });
+    closers.push(() => c.close());
+    connectorRoutes = c.routes;
+    connectorTransports.set("local", createRouterTransport(c.routes));
+  } else if (has("router") || has("prober")) {
+    for (const url of config.peers.connectors) connectorTransports.set(url, remote(url));
+  }
+
+  let routerRoutes: ((r: ConnectRouter) => void) | undefined;
+  let routerTransport: Transport | undefined;
+  if (has("router") && bus) {
+    const r = buildRouter({
+      config,
+      logger: loggerFor("router"),
+      registry: registryFor("router"),
+      bus,
+      connectors: connectorTransports,
+    });
+    closers.push(() => r.close());
+    routerRoutes = r.routes;
+    routerTransport = createRouterTransport(r.routes);
+  } else if (has("ingress")) {
+    routerTransport = remote(config.peers.router);
+  }
+
+  if (has("prober") && bus) {
+    const prober = buildProber({
+      config,
+      logger: loggerFor("prober"),
+      registry: registryFor("prober"),
+      bus,
+      connectors: connectorTransports,
+    });
+    prober.start();
+    closers.push(() => prober.stop());
+  }
+
+  let draining = false;
+  if (has("ingress") && routerTransport) {
+    const routerIsLocal = routerRoutes !== undefined;
+    const ingress = buildIngress({
+      config,
+      logger: loggerFor("ingress"),
+      registry: registryFor("ingress"),
+      routerTransport,
+      renderMetrics: metrics,
+      ready: async () => !draining && (routerIsLocal || (await peerReady(config.peers.router))),
+    });
+    servers.push({ name: "ingress", server: createDualServer(ingress.handler) });
+  }
+
+  if (!oneProcess) {
+    const admin = createAdminHandler({ renderMetrics: metrics, ready: async () => !draining });
+    const internal = (routes: ((r: ConnectRouter) => void) | undefined): DualHandler =>
+      connectNodeAdapter({
+        routes: routes ?? (() => {}),
+        fallback: (req, res) => admin(req, res as Parameters<DualHandler>[1]),
+      });
+    if (has("router"))
+      servers.push({ name: "router", server: createDualServer(internal(routerRoutes)) });
+    if (has("connector"))
+      servers.push({ name: "connector", server: createDualServer(internal(connectorRoutes)) });
+    if (has("prober"))
+      servers.push({ name: "prober", server: createDualServer(internal(undefined)) });
+  }
+
+  try {
+    for (const { name, server } of servers) {
+      const addr = opts.listen?.[name] ?? config.server[name];
+      ports[name] = await server.listen(addr.port, addr.host);
+      logger.info({ service: name, host: addr.host, port: ports[name] }, "listening");
+    }
+  } catch (err) {
+    await Promise.all(servers.map((s) => s.server.close(0)));
+    for (const close of closers.reverse()) await close().catch(() => {});
+    throw err;
+  }
+
+  return {
+    ports,
+    async stop(graceMs = config.server.drain_timeout_ms) {
+      draining = true;
+      await Promise.all(servers.map((s) => s.server.close(graceMs)));
+      for (const close of closers.reverse()) {
+        await close().catch((err) => logger.warn({ err: String(err) }, "error while closing"));
+      }
+    },
+  };
+}
+
+/** Whether a peer's /readyz answers 200 (cached for a second so probes stay cheap). */
+const readiness = new Map<string, { at: number; ok: boolean }>();
+async function peerReady(baseUrl: string): Promise<boolean> {
+  const cached = readiness.get(baseUrl);
+  if (cached && Date.now() - cached.at < 1000) return cached.ok;
+  let ok = false;
+  try {
+    const res = await request(new URL("/readyz", baseUrl), {
+      signal: AbortSignal.timeout(2000),
+    });
+    ok = res.statusCode === 200;
+    await res.body.dump();
+  } catch {
+    ok = false;
+  }
+  readiness.set(baseUrl, { at: Date.now(), ok });
+  return ok;
+}

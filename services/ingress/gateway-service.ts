@@ -1,0 +1,122 @@
+import { randomUUID } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { ChatChunk, ChatParams } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import {
+  type ChatRequest,
+  type ChatResponse,
+  ChatResponseSchema,
+  type ChatStreamRequest,
+  type ChatStreamResponse,
+  ChatStreamResponseSchema,
+  type GatewayService,
+  ListModelsResponseSchema,
+  ModelSchema,
+} from "../../gen/switchyard/gateway/v1/gateway_pb.js";
+import { CompletionBuilder } from "../lib/chat/aggregate.js";
+import { Failure } from "../lib/errors.js";
+import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
+import { ChatExchange, type IngressDeps, type IngressMetrics } from "./exchange.js";
+
+/** GatewayService: the public typed API, same auth, routing and limits as the REST routes. */
+export function createGatewayService(
+  deps: IngressDeps & { metrics: IngressMetrics },
+): ServiceImpl<typeof GatewayService> {
+  function begin(ctx: HandlerContext): { requestId: string; caller: Caller } {
+    const requestId = ctx.requestHeader.get("x-request-id") || randomUUID();
+    ctx.responseHeader.set("x-request-id", requestId);
+    try {
+      const key = presentedKey(
+        ctx.requestHeader.get("authorization") ?? undefined,
+        ctx.requestHeader.get("x-api-key") ?? undefined,
+      );
+      return { requestId, caller: authenticate(deps.config, key) };
+    } catch (err) {
+      throw Failure.from(err).toConnectError();
+    }
+  }
+
+  function exchangeFor(
+    ctx: HandlerContext,
+    params: ChatParams | undefined,
+    stream: boolean,
+  ): ChatExchange {
+    const { requestId, caller } = begin(ctx);
+    const checked = checkParams(params);
+    checked.stream = stream;
+    checked.clientApi = "grpc";
+    return new ChatExchange(
+      deps,
+      deps.metrics,
+      "grpc",
+      requestId,
+      caller,
+      checked,
+      ctx.requestHeader.get("traceparent") ?? "",
+    );
+  }
+
+  async function* chatStream(
+    req: ChatStreamRequest,
+    ctx: HandlerContext,
+  ): AsyncGenerator<ChatStreamResponse> {
+    const exchange = exchangeFor(ctx, req.params, true);
+    let sent = false;
+    try {
+      let chunk: ChatChunk | undefined = await exchange.open(ctx.signal);
+      for (const [k, v] of Object.entries(exchange.routeHeaders())) ctx.responseHeader.set(k, v);
+      while (chunk) {
+        sent = true;
+        yield create(ChatStreamResponseSchema, { chunk });
+        chunk = await exchange.next();
+      }
+      exchange.finish(200);
+    } catch (err) {
+      const f = Failure.from(err);
+      exchange.finish(ctx.signal.aborted ? 499 : f.status, { error: f, truncated: sent });
+      throw f.toConnectError();
+    }
+  }
+
+  async function chat(req: ChatRequest, ctx: HandlerContext): Promise<ChatResponse> {
+    const exchange = exchangeFor(ctx, req.params, false);
+    try {
+      const builder = new CompletionBuilder();
+      let c: ChatChunk | undefined = await exchange.open(ctx.signal);
+      for (; c; c = await exchange.next()) builder.add(c);
+      for (const [k, v] of Object.entries(exchange.routeHeaders())) ctx.responseHeader.set(k, v);
+      exchange.finish(200);
+      return create(ChatResponseSchema, { completion: builder.build() });
+    } catch (err) {
+      const f = Failure.from(err);
+      exchange.finish(ctx.signal.aborted ? 499 : f.status, { error: f });
+      throw f.toConnectError();
+    }
+  }
+
+  function listModels(_req: unknown, ctx: HandlerContext) {
+    const { caller } = begin(ctx);
+    return create(ListModelsResponseSchema, {
+      models: visibleModels(deps.config, caller).map((id) =>
+        create(ModelSchema, { id, ownedBy: "switchyard" }),
+      ),
+    });
+  }
+
+  return { chatStream, chat, listModels };
+}
+
+/** The checks the REST parser makes, for requests that arrive already typed. */
+function checkParams(params: ChatParams | undefined): ChatParams {
+  const invalid = (message: string, param: string) =>
+    new Failure({ status: 400, kind: "invalid_request", message, param }).toConnectError();
+  if (!params) throw invalid("'params' is required", "params");
+  if (!params.model) throw invalid("'params.model' is required", "model");
+  if (params.messages.length === 0)
+    throw invalid("'params.messages' must not be empty", "messages");
+  for (const [i, m] of params.messages.entries()) {
+    if (m.role === 0)
+      throw invalid(`'params.messages[${i}].role' is required`, `messages[${i}].role`);
+  }
+  return params;
+}

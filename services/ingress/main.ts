@@ -1,0 +1,45 @@
+import { type Client, createClient, type Transport } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Registry } from "prom-client";
+import { GatewayService } from "../../gen/switchyard/gateway/v1/gateway_pb.js";
+import { RouterService } from "../../gen/switchyard/router/v1/router_pb.js";
+import type { Config } from "../lib/config/types.js";
+import type { DualHandler } from "../lib/http/dual-server.js";
+import type { Logger } from "../lib/logger.js";
+import { createIngressMetrics } from "./exchange.js";
+import { createGatewayService } from "./gateway-service.js";
+import { createRestHandler } from "./rest.js";
+
+export interface IngressBuild {
+  /** Serves REST and GatewayService (gRPC, Connect, gRPC-Web) from one handler. */
+  handler: DualHandler;
+  router: Client<typeof RouterService>;
+}
+
+/** The ingress: public APIs, auth, validation, SSE framing. Never holds upstream keys. */
+export function buildIngress(deps: {
+  config: Config;
+  logger: Logger;
+  registry: Registry;
+  routerTransport: Transport;
+  renderMetrics(): Promise<{ contentType: string; body: string }>;
+  ready(): Promise<boolean>;
+}): IngressBuild {
+  const router = createClient(RouterService, deps.routerTransport);
+  const metrics = createIngressMetrics(deps.registry);
+  const base = {
+    config: deps.config,
+    router,
+    logger: deps.logger,
+    registry: deps.registry,
+    metrics,
+  };
+  const rest = createRestHandler({ ...base, renderMetrics: deps.renderMetrics, ready: deps.ready });
+  const gateway = createGatewayService(base);
+  const handler = connectNodeAdapter({
+    routes: (r) => r.service(GatewayService, gateway),
+    // connect-node types the response without `write`; it is the same Node response object.
+    fallback: (req, res) => void rest(req, res as Parameters<typeof rest>[1]),
+  });
+  return { handler, router };
+}

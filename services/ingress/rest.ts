@@ -1,0 +1,223 @@
+import { randomUUID } from "node:crypto";
+import type http from "node:http";
+import http2 from "node:http2";
+import { CompletionBuilder } from "../lib/chat/aggregate.js";
+import { Failure } from "../lib/errors.js";
+import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
+import { parseJson, readBody } from "./body.js";
+import { ChatExchange, type IngressDeps, type IngressMetrics } from "./exchange.js";
+import { openAIError } from "./openai/errors.js";
+import { renderModelList } from "./openai/models.js";
+import { parseChatRequest } from "./openai/parse-request.js";
+import { ChunkRenderer, renderCompletion } from "./openai/render.js";
+
+type Req = http.IncomingMessage | http2.Http2ServerRequest;
+type Res = http.ServerResponse | http2.Http2ServerResponse;
+
+export interface RestDeps extends IngressDeps {
+  metrics: IngressMetrics;
+  /** Prometheus text of every registry this process serves. */
+  renderMetrics(): Promise<{ contentType: string; body: string }>;
+  /** Whether the router answers and config is loaded; false while draining. */
+  ready(): Promise<boolean>;
+}
+
+/** The ingress's REST routes: OpenAI-compatible API plus health and metrics. */
+export function createRestHandler(deps: RestDeps) {
+  const created = Math.floor(Date.now() / 1000);
+
+  return async function handle(req: Req, res: Res): Promise<void> {
+    const requestId = headerValue(req, "x-request-id") || randomUUID();
+    res.setHeader("x-request-id", requestId);
+    const path = (req.url ?? "/").split("?", 1)[0] ?? "/";
+    try {
+      if (path === "/healthz" && req.method === "GET") return sendJson(res, 200, { status: "ok" });
+      if (path === "/readyz" && req.method === "GET") {
+        const ok = await deps.ready();
+        return sendJson(res, ok ? 200 : 503, { status: ok ? "ready" : "not ready" });
+      }
+      if (path === "/metrics" && req.method === "GET") {
+        const m = await deps.renderMetrics();
+        res.writeHead(200, { "content-type": m.contentType });
+        res.end(m.body);
+        return;
+      }
+      if (path === "/v1/chat/completions" || path === "/chat/completions") {
+        if (req.method !== "POST") throw methodNotAllowed(req.method, "POST");
+        return await chatCompletions(req, res, requestId);
+      }
+      if (path === "/v1/models" || path === "/models") {
+        if (req.method !== "GET") throw methodNotAllowed(req.method, "GET");
+        const caller = callerOf(req);
+        return sendJson(res, 200, renderModelList(visibleModels(deps.config, caller), created));
+      }
+      throw new Failure({
+        status: 404,
+        kind: "not_found",
+        code: "unknown_url",
+        message: `Unknown request URL: ${req.method} ${path}. Please check the URL for typos.`,
+      });
+    } catch (err) {
+      sendError(res, toFailure(err, deps));
+    }
+  };
+
+  function callerOf(req: Req): Caller {
+    return authenticate(
+      deps.config,
+      presentedKey(headerValue(req, "authorization"), headerValue(req, "x-api-key")),
+    );
+  }
+
+  async function chatCompletions(req: Req, res: Res, requestId: string): Promise<void> {
+    const caller = callerOf(req);
+    const params = parseChatRequest(
+      parseJson(await readBody(req, deps.config.server.max_body_bytes)),
+    );
+    const exchange = new ChatExchange(
+      deps,
+      deps.metrics,
+      "openai",
+      requestId,
+      caller,
+      params,
+      headerValue(req, "traceparent") ?? "",
+    );
+    // A client that goes away cancels the router call, and through it the upstream request.
+    const abort = new AbortController();
+    const onClose = () => {
+      if (!res.writableFinished) abort.abort();
+    };
+    res.once("close", onClose);
+    let first: Awaited<ReturnType<ChatExchange["open"]>>;
+    try {
+      first = await exchange.open(abort.signal);
+    } catch (err) {
+      const f = Failure.from(err);
+      exchange.finish(abort.signal.aborted ? 499 : f.status, { error: f });
+      throw f;
+    }
+    if (params.stream) return streamAnswer(res, exchange, first, abort.signal);
+
+    const builder = new CompletionBuilder();
+    builder.add(first);
+    try {
+      for (let c = await exchange.next(); c; c = await exchange.next()) builder.add(c);
+    } catch (err) {
+      const f = Failure.from(err);
+      exchange.finish(abort.signal.aborted ? 499 : f.status, { error: f });
+      throw f;
+    }
+    const body = JSON.stringify(renderCompletion(builder.build(), params.model));
+    res.writeHead(200, {
+      "content-type": "application/json",
+      "content-length": String(Buffer.byteLength(body)),
+      ...exchange.routeHeaders(),
+    });
+    res.end(body);
+    exchange.finish(200);
+  }
+
+  async function streamAnswer(
+    res: Res,
+    exchange: ChatExchange,
+    first: NonNullable<Awaited<ReturnType<ChatExchange["next"]>>>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const renderer = new ChunkRenderer({ includeUsage: exchange.params.includeUsage });
+    res.writeHead(200, {
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-cache",
+      ...exchange.routeHeaders(),
+    });
+    try {
+      let chunk: typeof first | undefined = first;
+      while (chunk) {
+        const frame = renderer.render(chunk);
+        if (frame !== undefined && !write(res, frame)) await drained(res, signal);
+        chunk = await exchange.next();
+      }
+      const usage = renderer.finish();
+      res.end(usage === undefined ? renderer.done() : usage + renderer.done());
+      exchange.finish(200);
+    } catch (err) {
+      if (signal.aborted) {
+        exchange.finish(499);
+        return;
+      }
+      // After the first token: an error event and no [DONE], so the answer cannot look complete.
+      const f = Failure.from(err);
+      res.end(renderer.error(f));
+      exchange.finish(f.status, { error: f, truncated: true });
+    }
+  }
+}
+
+function write(res: Res, text: string): boolean {
+  // Both response types have write(string); TypeScript cannot call the union of their overloads.
+  return (res as http.ServerResponse).write(text);
+}
+
+function drained(res: Res, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      res.off("drain", done);
+      signal.removeEventListener("abort", fail);
+      resolve();
+    };
+    const fail = () => {
+      res.off("drain", done);
+      reject(new Error("client went away"));
+    };
+    res.once("drain", done);
+    signal.addEventListener("abort", fail, { once: true });
+  });
+}
+
+function toFailure(err: unknown, deps: IngressDeps): Failure {
+  if (err instanceof Failure) return err;
+  // Anything else is our bug: log it with its stack, answer without internals.
+  deps.logger.error({ err }, "unhandled error in ingress");
+  return new Failure({ status: 500, kind: "upstream_error", message: "internal gateway error" });
+}
+
+function sendError(res: Res, f: Failure): void {
+  if (res.headersSent) {
+    res.end();
+    return;
+  }
+  const e = openAIError(f);
+  // An HTTP/1.1 body we stopped reading cannot be skipped on a kept-alive connection.
+  if (f.status === 413 && !(res instanceof http2.Http2ServerResponse))
+    e.headers.connection = "close";
+  sendJson(res, e.status, e.body, e.headers);
+}
+
+function sendJson(
+  res: Res,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    ...headers,
+    "content-type": "application/json",
+    "content-length": String(Buffer.byteLength(text)),
+  });
+  res.end(text);
+}
+
+function methodNotAllowed(method: string | undefined, allowed: string): Failure {
+  return new Failure({
+    status: 405,
+    kind: "invalid_request",
+    code: "method_not_allowed",
+    message: `Method ${method} is not allowed here; use ${allowed}`,
+  });
+}
+
+export function headerValue(req: Req, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}

@@ -1,0 +1,193 @@
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+import {
+  type ChatChunk,
+  ChatChunkSchema,
+  ChatCompletionSchema,
+  FinishReason,
+  Role,
+} from "../../../gen/switchyard/chat/v1/chat_pb.js";
+import { aggregate, CompletionBuilder } from "./aggregate.js";
+
+type ChunkInit = MessageInitShape<typeof ChatChunkSchema>;
+const chunk = (init: ChunkInit): ChatChunk => create(ChatChunkSchema, init);
+
+const start = {
+  id: "chatcmpl-1",
+  created: 1700000000n,
+  upstreamModel: "gpt-4o-2024-08-06",
+  provider: "openai",
+  attempts: 2,
+  systemFingerprint: "fp_1",
+};
+const usage = { promptTokens: 12, completionTokens: 5, totalTokens: 17, cachedPromptTokens: 4 };
+
+describe("aggregate", () => {
+  it("folds a streamed text answer into the completion a non-streamed upstream gives", () => {
+    const streamed = [
+      chunk({ start, choices: [{ index: 0, role: Role.ASSISTANT, content: "" }] }),
+      chunk({ choices: [{ index: 0, content: "Hel" }] }),
+      chunk({ choices: [{ index: 0, content: "lo, " }] }),
+      chunk({ choices: [{ index: 0, content: "world" }] }),
+      chunk({
+        choices: [{ index: 0, finishReason: FinishReason.STOP, rawFinishReason: "stop" }],
+      }),
+      chunk({ usage }),
+    ];
+    const whole = chunk({
+      start,
+      choices: [
+        {
+          index: 0,
+          role: Role.ASSISTANT,
+          content: "Hello, world",
+          finishReason: FinishReason.STOP,
+          rawFinishReason: "stop",
+        },
+      ],
+      usage,
+    });
+    const expected = create(ChatCompletionSchema, {
+      ...start,
+      choices: [
+        {
+          index: 0,
+          message: {
+            role: Role.ASSISTANT,
+            content: [{ part: { case: "text", value: "Hello, world" } }],
+            contentIsText: true,
+          },
+          finishReason: FinishReason.STOP,
+          rawFinishReason: "stop",
+        },
+      ],
+      usage,
+    });
+    expect(aggregate(streamed)).toEqual(expected);
+    expect(aggregate([whole])).toEqual(expected);
+  });
+
+  it("keeps choices apart and sorts them by index", () => {
+    const c = aggregate([
+      chunk({ start, choices: [{ index: 1, role: Role.ASSISTANT, content: "B1" }] }),
+      chunk({ choices: [{ index: 0, role: Role.ASSISTANT, content: "A1" }] }),
+      chunk({
+        choices: [
+          { index: 0, content: "A2" },
+          { index: 1, content: "B2" },
+        ],
+      }),
+      chunk({
+        choices: [
+          { index: 1, finishReason: FinishReason.LENGTH, rawFinishReason: "length" },
+          { index: 0, finishReason: FinishReason.STOP },
+        ],
+      }),
+    ]);
+    expect(c.choices.map((ch) => ch.index)).toEqual([0, 1]);
+    expect(c.choices[0]?.message?.content[0]?.part.value).toBe("A1A2");
+    expect(c.choices[1]?.message?.content[0]?.part.value).toBe("B1B2");
+    expect(c.choices[0]?.finishReason).toBe(FinishReason.STOP);
+    expect(c.choices[0]?.rawFinishReason).toBeUndefined();
+    expect(c.choices[1]?.finishReason).toBe(FinishReason.LENGTH);
+    expect(c.choices[1]?.rawFinishReason).toBe("length");
+  });
+
+  it("reassembles tool calls split into fragments, arguments byte for byte", () => {
+    const argsA = '{"city": "Zürich",\n "unit":"c"}';
+    const argsB = '{"q":"\\"quoted\\""}';
+    const streamed = [
+      chunk({ start, choices: [{ index: 0, role: Role.ASSISTANT }] }),
+      chunk({
+        choices: [
+          { index: 0, toolCalls: [{ index: 0, id: "call_a", name: "weather", arguments: "" }] },
+        ],
+      }),
+      chunk({ choices: [{ index: 0, toolCalls: [{ index: 0, arguments: argsA.slice(0, 9) }] }] }),
+      chunk({
+        choices: [
+          {
+            index: 0,
+            toolCalls: [
+              { index: 1, id: "call_b", name: "search", arguments: argsB.slice(0, 3) },
+              { index: 0, arguments: argsA.slice(9, 20) },
+            ],
+          },
+        ],
+      }),
+      chunk({ choices: [{ index: 0, toolCalls: [{ index: 1, arguments: argsB.slice(3) }] }] }),
+      chunk({ choices: [{ index: 0, toolCalls: [{ index: 0, arguments: argsA.slice(20) }] }] }),
+      chunk({
+        choices: [
+          { index: 0, finishReason: FinishReason.TOOL_CALLS, rawFinishReason: "tool_calls" },
+        ],
+        usage,
+      }),
+    ];
+    const whole = chunk({
+      start,
+      choices: [
+        {
+          index: 0,
+          role: Role.ASSISTANT,
+          toolCalls: [
+            { index: 0, id: "call_a", name: "weather", arguments: argsA },
+            { index: 1, id: "call_b", name: "search", arguments: argsB },
+          ],
+          finishReason: FinishReason.TOOL_CALLS,
+          rawFinishReason: "tool_calls",
+        },
+      ],
+      usage,
+    });
+    const c = aggregate(streamed);
+    expect(c).toEqual(aggregate([whole]));
+    const message = c.choices[0]?.message;
+    expect(message?.content).toEqual([]);
+    expect(message?.toolCalls.map((t) => [t.id, t.name, t.arguments])).toEqual([
+      ["call_a", "weather", argsA],
+      ["call_b", "search", argsB],
+    ]);
+  });
+
+  it("concatenates reasoning and refusal text", () => {
+    const c = aggregate([
+      chunk({ start, choices: [{ index: 0, reasoning: "think " }] }),
+      chunk({ choices: [{ index: 0, reasoning: "more" }] }),
+      chunk({ choices: [{ index: 0, refusal: "I can't " }] }),
+      chunk({ choices: [{ index: 0, refusal: "do that." }] }),
+      chunk({ choices: [{ index: 0, finishReason: FinishReason.STOP }] }),
+    ]);
+    expect(c.choices[0]?.reasoning).toBe("think more");
+    expect(c.choices[0]?.message?.refusal).toBe("I can't do that.");
+    expect(c.choices[0]?.message?.role).toBe(Role.ASSISTANT);
+  });
+
+  it("leaves reasoning and refusal unset when none came", () => {
+    const c = aggregate([chunk({ start, choices: [{ index: 0, content: "x" }] })]);
+    expect(c.choices[0]?.reasoning).toBeUndefined();
+    expect(c.choices[0]?.message?.refusal).toBeUndefined();
+  });
+
+  it("keeps the last usage and the first start", () => {
+    const b = new CompletionBuilder();
+    b.add(chunk({ start, choices: [{ index: 0, content: "x" }], usage: { promptTokens: 1 } }));
+    b.add(chunk({ start: { ...start, id: "other" }, usage }));
+    const c = b.build();
+    expect(c.id).toBe("chatcmpl-1");
+    expect(c.usage).toEqual(create(ChatCompletionSchema, { usage }).usage);
+  });
+
+  it("builds the same completion when asked twice", () => {
+    const b = new CompletionBuilder();
+    b.add(chunk({ start, choices: [{ index: 0, content: "a" }] }));
+    const first = b.build();
+    expect(b.build()).toEqual(first);
+    b.add(chunk({ choices: [{ index: 0, content: "b" }] }));
+    expect(b.build().choices[0]?.message?.content[0]?.part.value).toBe("ab");
+  });
+
+  it("gives an empty completion for no chunks", () => {
+    expect(aggregate([])).toEqual(create(ChatCompletionSchema, {}));
+  });
+});

@@ -1,0 +1,119 @@
+// The resolved configuration every service reads: switchyard.yaml after environment
+// interpolation, validation and defaults (see SPEC §3 and README "Configuration").
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export interface ServerConfig {
+  ingress: ListenAddress;
+  router: ListenAddress;
+  connector: ListenAddress;
+  prober: ListenAddress;
+  max_body_bytes: number;
+  drain_timeout_ms: number;
+}
+
+export interface PeersConfig {
+  router: string;
+  connectors: string[];
+}
+
+export interface NatsConfig {
+  url: string;
+}
+
+export type ProviderType = "openai" | "azure-openai" | "anthropic" | "gemini" | "mock";
+
+export interface ProviderConfig {
+  type: ProviderType;
+  /** Upstream base URL; defaults per type (OpenAI: https://api.openai.com/v1). */
+  base_url?: string;
+  api_key?: string;
+  /** Azure OpenAI only. */
+  api_version?: string;
+  /** Extra HTTP headers sent upstream with every request. */
+  headers?: Record<string, string>;
+  /** Upper bound on open connections to this upstream. */
+  max_connections?: number;
+  /** How the prober checks this provider: `models` lists models (free), `completion` asks for one token. */
+  probe?: "models" | "completion" | "none";
+  /** Mock only: delay before the first token. */
+  first_token_ms?: number;
+  /** Mock only: delay between tokens. */
+  token_interval_ms?: number;
+  /** Mock only: how many tokens an answer has. */
+  tokens?: number;
+}
+
+export interface Price {
+  /** USD per 1M input tokens. */
+  input: number;
+  /** USD per 1M output tokens. */
+  output: number;
+  /** USD per 1M cached input tokens. */
+  cached_input?: number;
+}
+
+export interface TargetConfig {
+  provider: string;
+  /** The model name the upstream knows. */
+  model: string;
+  weight: number;
+  price?: Price;
+}
+
+export type Strategy = "priority" | "weighted" | "least-latency" | "lowest-cost" | "least-inflight";
+
+export interface ModelConfig {
+  strategy: Strategy;
+  targets: TargetConfig[];
+  fallbacks: string[];
+}
+
+export interface RoutingConfig {
+  retries: number;
+  backoff: { base_ms: number; max_ms: number };
+  timeouts: { first_token_ms: number; idle_ms: number; total_ms: number };
+  circuit_breaker: { consecutive_failures: number; cooldown_ms: number };
+}
+
+export interface HealthConfig {
+  probe_interval_ms: number;
+  stale_after_ms: number;
+}
+
+export interface TenantLimits {
+  rpm?: number;
+  tpm?: number;
+  concurrency?: number;
+  daily_tokens?: number;
+  monthly_usd?: number;
+}
+
+export interface TenantConfig {
+  /** `sha256:<hex>` hashes of the tenant's API keys. */
+  keys: string[];
+  /** Allowed public model names; absent = all. */
+  models?: string[];
+  limits: TenantLimits;
+}
+
+export interface RedisConfig {
+  url: string;
+  on_error: "fail_open" | "fail_closed";
+}
+
+export interface Config {
+  server: ServerConfig;
+  peers: PeersConfig;
+  nats?: NatsConfig;
+  providers: Record<string, ProviderConfig>;
+  models: Record<string, ModelConfig>;
+  routing: RoutingConfig;
+  health: HealthConfig;
+  /** Absent = open gateway. */
+  tenants?: Record<string, TenantConfig>;
+  redis?: RedisConfig;
+}

@@ -1,0 +1,154 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { type UpstreamError, UpstreamErrorSchema } from "../../gen/switchyard/chat/v1/chat_pb.js";
+
+/** Classes of failure; the ingress maps them to each client API's error type. */
+export type FailureKind =
+  | "invalid_request"
+  | "auth"
+  | "not_found"
+  | "rate_limited"
+  | "upstream_unavailable"
+  | "upstream_error"
+  | "timeout"
+  | "cancelled"
+  | "unsupported";
+
+export interface FailureInit {
+  status: number;
+  kind: FailureKind;
+  message: string;
+  retryable?: boolean;
+  retryAfterMs?: number;
+  upstreamStatus?: number;
+  provider?: string;
+  param?: string;
+  code?: string;
+}
+
+/**
+ * A failed call as every service sees it. Crosses hops as a ConnectError whose detail is an
+ * UpstreamError message, so the ingress can answer with the right status and envelope.
+ * The message must never contain credentials.
+ */
+export class Failure extends Error {
+  readonly status: number;
+  readonly kind: FailureKind;
+  readonly retryable: boolean;
+  readonly retryAfterMs: number;
+  readonly upstreamStatus: number;
+  readonly provider: string;
+  readonly param: string;
+  readonly code: string;
+
+  constructor(init: FailureInit, options?: { cause?: unknown }) {
+    super(init.message, options);
+    this.name = "Failure";
+    this.status = init.status;
+    this.kind = init.kind;
+    this.retryable = init.retryable ?? false;
+    this.retryAfterMs = init.retryAfterMs ?? 0;
+    this.upstreamStatus = init.upstreamStatus ?? 0;
+    this.provider = init.provider ?? "";
+    this.param = init.param ?? "";
+    this.code = init.code ?? "";
+  }
+
+  toProto(): UpstreamError {
+    return create(UpstreamErrorSchema, {
+      status: this.status,
+      kind: this.kind,
+      message: this.message,
+      retryable: this.retryable,
+      retryAfterMs: this.retryAfterMs,
+      upstreamStatus: this.upstreamStatus,
+      provider: this.provider,
+      param: this.param,
+      code: this.code,
+    });
+  }
+
+  toConnectError(): ConnectError {
+    return new ConnectError(this.message, codeForStatus(this.status), undefined, [
+      { desc: UpstreamErrorSchema, value: this.toProto() },
+    ]);
+  }
+
+  static fromProto(e: UpstreamError): Failure {
+    return new Failure({
+      status: e.status,
+      kind: e.kind as FailureKind,
+      message: e.message,
+      retryable: e.retryable,
+      retryAfterMs: e.retryAfterMs,
+      upstreamStatus: e.upstreamStatus,
+      provider: e.provider,
+      param: e.param,
+      code: e.code,
+    });
+  }
+
+  /** Recovers a Failure from whatever a call threw (a ConnectError from another hop, or not). */
+  static from(err: unknown): Failure {
+    if (err instanceof Failure) return err;
+    const ce = ConnectError.from(err);
+    const detail = ce.findDetails(UpstreamErrorSchema)[0];
+    if (detail) return Failure.fromProto(detail);
+    return failureForCode(ce);
+  }
+}
+
+/** Maps the gRPC code of an error without an UpstreamError detail (transport trouble). */
+function failureForCode(ce: ConnectError): Failure {
+  const message = ce.rawMessage;
+  switch (ce.code) {
+    case Code.Canceled:
+      return new Failure({ status: 499, kind: "cancelled", message }, { cause: ce });
+    case Code.DeadlineExceeded:
+      return new Failure({ status: 504, kind: "timeout", message, retryable: true }, { cause: ce });
+    case Code.InvalidArgument:
+      return new Failure({ status: 400, kind: "invalid_request", message }, { cause: ce });
+    case Code.NotFound:
+      return new Failure({ status: 404, kind: "not_found", message }, { cause: ce });
+    case Code.Unauthenticated:
+      return new Failure({ status: 401, kind: "auth", message }, { cause: ce });
+    case Code.PermissionDenied:
+      return new Failure({ status: 403, kind: "auth", message }, { cause: ce });
+    case Code.ResourceExhausted:
+      return new Failure(
+        { status: 429, kind: "rate_limited", message, retryable: true },
+        { cause: ce },
+      );
+    case Code.Unimplemented:
+      return new Failure({ status: 400, kind: "unsupported", message }, { cause: ce });
+    case Code.Unavailable:
+      return new Failure(
+        { status: 503, kind: "upstream_unavailable", message, retryable: true },
+        { cause: ce },
+      );
+    default:
+      return new Failure(
+        { status: 502, kind: "upstream_error", message, retryable: true },
+        { cause: ce },
+      );
+  }
+}
+
+export function codeForStatus(status: number): Code {
+  if (status === 400 || status === 422) return Code.InvalidArgument;
+  if (status === 401) return Code.Unauthenticated;
+  if (status === 403) return Code.PermissionDenied;
+  if (status === 404) return Code.NotFound;
+  if (status === 408 || status === 504) return Code.DeadlineExceeded;
+  if (status === 413) return Code.InvalidArgument;
+  if (status === 429) return Code.ResourceExhausted;
+  if (status === 499) return Code.Canceled;
+  if (status === 503) return Code.Unavailable;
+  if (status === 501) return Code.Unimplemented;
+  return Code.Internal;
+}
+
+/** The HTTP status a gRPC code means, for errors that carry no UpstreamError detail. */
+export function statusForCode(code: Code): number {
+  return failureForCode(new ConnectError("", code)).status;
+}

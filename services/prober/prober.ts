@@ -1,0 +1,186 @@
+import { create } from "@bufbuild/protobuf";
+import type { Registry } from "prom-client";
+import {
+  HealthSource,
+  type TargetHealth,
+  TargetHealthSchema,
+  TargetSchema,
+  TargetState,
+} from "../../gen/switchyard/health/v1/health_pb.js";
+import type { HealthStore } from "../lib/bus/bus.js";
+import type { Config } from "../lib/config/types.js";
+import type { ConnectorPool } from "../lib/connector-pool.js";
+import { Failure } from "../lib/errors.js";
+import type { Logger } from "../lib/logger.js";
+import { counter, gauge } from "../lib/metrics.js";
+import { targetKey } from "../lib/targets.js";
+
+const EWMA_ALPHA = 0.3;
+/** Probe failures in a row after which a target that still answers is marked down. */
+const DOWN_AFTER_FAILURES = 2;
+
+export interface ProberDeps {
+  config: Config;
+  connectors: ConnectorPool;
+  health: HealthStore;
+  logger: Logger;
+  registry: Registry;
+  now?: () => number;
+}
+
+export interface Prober {
+  /** Probes every target once now, then every `health.probe_interval_ms` until stopped. */
+  start(): void;
+  /** One round over all targets; resolves when every probe has answered or timed out. */
+  probeAll(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** The distinct upstream targets named by any model. */
+export function distinctTargets(config: Config): Array<{ provider: string; model: string }> {
+  const seen = new Map<string, { provider: string; model: string }>();
+  for (const m of Object.values(config.models)) {
+    for (const t of m.targets)
+      seen.set(targetKey(t.provider, t.model), { provider: t.provider, model: t.model });
+  }
+  return [...seen.values()];
+}
+
+/** Folds one probe result into a target's previous health. */
+export function nextHealth(
+  prev: TargetHealth | undefined,
+  target: { provider: string; model: string },
+  result: { ok: true; latencyMs: number } | { ok: false; failure: Failure },
+  now: number,
+  intervalMs: number,
+): TargetHealth {
+  const ewma = (old: number | undefined, x: number) =>
+    old === undefined || old === 0 ? x : old + EWMA_ALPHA * (x - old);
+  if (result.ok) {
+    return create(TargetHealthSchema, {
+      target: create(TargetSchema, target),
+      state: TargetState.HEALTHY,
+      ttftEwmaMs: ewma(prev?.ttftEwmaMs, result.latencyMs),
+      errorRate: ewma(prev?.errorRate, 0),
+      lastProbeMs: BigInt(now),
+      updatedMs: BigInt(now),
+      source: HealthSource.PROBE,
+    });
+  }
+  const f = result.failure;
+  const failures = (prev?.consecutiveFailures ?? 0) + 1;
+  // Unreachable is down at once; an upstream that answers badly gets a second chance.
+  const down = f.kind === "upstream_unavailable" || failures >= DOWN_AFTER_FAILURES;
+  const cooldown = f.retryAfterMs > 0 ? f.retryAfterMs : down ? intervalMs : 0;
+  return create(TargetHealthSchema, {
+    target: create(TargetSchema, target),
+    state: down ? TargetState.DOWN : TargetState.DEGRADED,
+    ttftEwmaMs: prev?.ttftEwmaMs ?? 0,
+    errorRate:
+      prev?.errorRate === undefined ? 1 : prev.errorRate + EWMA_ALPHA * (1 - prev.errorRate),
+    cooldownUntilMs: cooldown > 0 ? BigInt(now + cooldown) : 0n,
+    lastProbeMs: BigInt(now),
+    updatedMs: BigInt(now),
+    source: HealthSource.PROBE,
+    lastError: f.message,
+    consecutiveFailures: failures,
+  });
+}
+
+/** Actively probes every target through a connector and publishes the result as shared health. */
+export function createProber(deps: ProberDeps): Prober {
+  const now = deps.now ?? Date.now;
+  const interval = deps.config.health.probe_interval_ms;
+  const last = new Map<string, TargetHealth>();
+  const probes = counter(
+    deps.registry,
+    "switchyard_prober_probes_total",
+    "Probes sent, by outcome",
+    ["provider", "target", "outcome"],
+  );
+  const healthGauge = gauge(
+    deps.registry,
+    "switchyard_target_health",
+    "Target state as last probed: 1 healthy, 2 degraded, 3 down",
+    ["provider", "target"],
+  );
+  let timer: NodeJS.Timeout | undefined;
+  let round: Promise<void> | undefined;
+  const abort = new AbortController();
+
+  async function probeOne(t: { provider: string; model: string }): Promise<void> {
+    const connector = deps.connectors.pick();
+    let result: { ok: true; latencyMs: number } | { ok: false; failure: Failure };
+    if (!connector) {
+      return; // nothing to probe through; keep the last known state rather than inventing one
+    }
+    try {
+      const res = await connector.client.probe(
+        { target: create(TargetSchema, t) },
+        { signal: abort.signal, timeoutMs: Math.min(interval, 10_000) },
+      );
+      result = res.ok
+        ? { ok: true, latencyMs: res.latencyMs }
+        : {
+            ok: false,
+            failure: res.error
+              ? Failure.fromProto(res.error)
+              : new Failure({ status: 502, kind: "upstream_error", message: "probe failed" }),
+          };
+    } catch (err) {
+      if (abort.signal.aborted) return;
+      result = { ok: false, failure: Failure.from(err) };
+    }
+    const key = targetKey(t.provider, t.model);
+    const health = nextHealth(last.get(key), t, result, now(), interval);
+    last.set(key, health);
+    probes.inc({
+      provider: t.provider,
+      target: t.model,
+      outcome: result.ok ? "ok" : result.failure.kind,
+    });
+    healthGauge.set({ provider: t.provider, target: t.model }, health.state);
+    if (!result.ok) {
+      deps.logger.warn(
+        {
+          provider: t.provider,
+          target: t.model,
+          state: TargetState[health.state],
+          error: health.lastError,
+        },
+        "probe failed",
+      );
+    }
+    await deps.health.put(health);
+  }
+
+  async function probeAll(): Promise<void> {
+    await Promise.all(
+      distinctTargets(deps.config).map((t) =>
+        probeOne(t).catch((err) =>
+          deps.logger.error(
+            { err: String(err), provider: t.provider, target: t.model },
+            "could not publish target health",
+          ),
+        ),
+      ),
+    );
+  }
+
+  return {
+    start() {
+      const tick = () => {
+        round = probeAll().finally(() => {
+          if (!abort.signal.aborted) timer = setTimeout(tick, interval);
+        });
+      };
+      tick();
+    },
+    probeAll,
+    async stop() {
+      abort.abort();
+      clearTimeout(timer);
+      await round;
+    },
+  };
+}

@@ -1,0 +1,63 @@
+import type { Config, TargetConfig } from "../lib/config/types.js";
+import { Failure } from "../lib/errors.js";
+
+/** One target the router may try, and the public model it serves (a fallback may differ). */
+export interface PlannedTarget {
+  model: string;
+  target: TargetConfig;
+}
+
+export interface PlanHints {
+  /** Only targets of this provider. */
+  provider?: string | undefined;
+  /** Replaces the model's configured fallbacks. */
+  fallbacks?: string[] | undefined;
+}
+
+/**
+ * The order in which targets are tried: the model's targets, then each fallback model's, in
+ * priority order. Unusable targets (shared health says down, or the local breaker is open) move
+ * to the end rather than out, so that when everything looks unhealthy the least-bad one is still
+ * tried instead of refusing outright.
+ */
+export function planTargets(
+  config: Config,
+  modelName: string,
+  hints: PlanHints,
+  usable: (t: TargetConfig) => boolean,
+): PlannedTarget[] {
+  const model = config.models[modelName];
+  if (!model) {
+    throw new Failure({
+      status: 404,
+      kind: "not_found",
+      code: "model_not_found",
+      param: "model",
+      message: `The model '${modelName}' does not exist or is not served by this gateway`,
+    });
+  }
+  const chain = [modelName, ...(hints.fallbacks ?? model.fallbacks)];
+  const seen = new Set<string>();
+  const planned: PlannedTarget[] = [];
+  for (const name of chain) {
+    if (seen.has(name)) continue;
+    seen.add(name);
+    const m = config.models[name];
+    if (!m) continue; // request-level fallbacks may name unknown models; config ones are validated
+    for (const target of m.targets) {
+      if (hints.provider !== undefined && target.provider !== hints.provider) continue;
+      planned.push({ model: name, target });
+    }
+  }
+  if (planned.length === 0) {
+    throw new Failure({
+      status: 400,
+      kind: "invalid_request",
+      param: "provider",
+      message: `The model '${modelName}' has no target on provider '${hints.provider ?? ""}'`,
+    });
+  }
+  const good = planned.filter((p) => usable(p.target));
+  if (good.length === planned.length) return planned;
+  return [...good, ...planned.filter((p) => !usable(p.target))];
+}

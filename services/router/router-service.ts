@@ -1,0 +1,274 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import type { Registry } from "prom-client";
+import { TargetSchema } from "../../gen/switchyard/health/v1/health_pb.js";
+import {
+  type ChatRequest,
+  type ChatResponse,
+  ChatResponseSchema,
+  type RouterService,
+} from "../../gen/switchyard/router/v1/router_pb.js";
+import type { Config } from "../lib/config/types.js";
+import type { ConnectorPool } from "../lib/connector-pool.js";
+import { Failure } from "../lib/errors.js";
+import type { Logger } from "../lib/logger.js";
+import { counter, gauge } from "../lib/metrics.js";
+import type { CircuitBreakers } from "./circuit-breaker.js";
+import type { HealthView } from "./health-view.js";
+import { type PlannedTarget, planTargets } from "./plan.js";
+
+export interface RouterDeps {
+  config: Config;
+  connectors: ConnectorPool;
+  health: HealthView;
+  breakers: CircuitBreakers;
+  logger: Logger;
+  registry: Registry;
+}
+
+type Timeout = "first_token" | "idle" | "total";
+
+/**
+ * Drives attempts for one request: picks targets in plan order, retries retryable failures
+ * before the first chunk (never after), and passes chunks through unchanged once one target
+ * has answered.
+ */
+export function createRouterService(deps: RouterDeps): ServiceImpl<typeof RouterService> {
+  const { config, connectors, health, breakers } = deps;
+  const { retries, backoff, timeouts } = config.routing;
+  const attemptsTotal = counter(
+    deps.registry,
+    "switchyard_router_attempts_total",
+    "Attempts against targets, by outcome",
+    ["model", "provider", "target", "outcome"],
+  );
+  const circuitState = gauge(
+    deps.registry,
+    "switchyard_router_circuit_state",
+    "Local circuit breaker per target: 0 closed, 1 open, 2 half-open",
+    ["provider", "target"],
+  );
+  const usable = (t: { provider: string; model: string }) =>
+    !health.isDown(t.provider, t.model) && !breakers.isOpen(t.provider, t.model);
+
+  function noteFailure(p: PlannedTarget, f: Failure) {
+    // A refusal of the request itself (400-class) shows the target is up and answering.
+    if (f.retryable) breakers.onFailure(p.target.provider, p.target.model);
+    else breakers.onSuccess(p.target.provider, p.target.model);
+    circuitState.set(
+      { provider: p.target.provider, target: p.target.model },
+      breakers.stateValue(p.target.provider, p.target.model),
+    );
+    attemptsTotal.inc({
+      model: p.model,
+      provider: p.target.provider,
+      target: p.target.model,
+      outcome: f.kind,
+    });
+  }
+
+  async function* chat(req: ChatRequest, ctx: HandlerContext): AsyncGenerator<ChatResponse> {
+    const params = req.params;
+    if (!params) throw new ConnectError("params are required", Code.InvalidArgument);
+    const started = Date.now();
+    const totalDeadline =
+      started + Math.min(timeouts.total_ms, ctx.timeoutMs() ?? Number.POSITIVE_INFINITY);
+    let plan: PlannedTarget[];
+    try {
+      plan = planTargets(
+        config,
+        params.model,
+        {
+          provider: req.hints?.provider,
+          fallbacks: req.hints?.hasFallbacks ? req.hints.fallbacks : undefined,
+        },
+        usable,
+      );
+    } catch (err) {
+      throw Failure.from(err).toConnectError();
+    }
+
+    const maxAttempts = retries + 1;
+    let last: Failure | undefined;
+    let attempt = 0;
+    for (const p of candidates(plan, breakers)) {
+      attempt++;
+      if (attempt > 1) await sleepBackoff(attempt, backoff.base_ms, backoff.max_ms, ctx.signal);
+      if (ctx.signal.aborted) throw new ConnectError("client cancelled", Code.Canceled);
+      try {
+        yield* attemptTarget(req, p, attempt, totalDeadline, ctx.signal);
+        return;
+      } catch (err) {
+        if (!(err instanceof RetryableFailure)) throw err;
+        last = err.failure;
+      }
+      if (attempt >= maxAttempts) break; // before the next pull, which could claim a trial
+    }
+    throw (
+      last ??
+      new Failure({
+        status: 503,
+        kind: "upstream_unavailable",
+        message: "no target could be tried",
+      })
+    ).toConnectError();
+  }
+
+  /**
+   * One attempt. Throws RetryableFailure when the attempt failed before its first chunk in a way
+   * another target may fix; any other throw ends the request.
+   */
+  async function* attemptTarget(
+    req: ChatRequest,
+    p: PlannedTarget,
+    attempt: number,
+    totalDeadline: number,
+    clientSignal: AbortSignal,
+  ): AsyncGenerator<ChatResponse> {
+    const { provider, model } = p.target;
+    const connector = connectors.pick();
+    if (!connector) {
+      throw new RetryableFailure(
+        new Failure({
+          status: 503,
+          kind: "upstream_unavailable",
+          retryable: true,
+          message: "no connector is available",
+        }),
+      );
+    }
+    const abort = new AbortController();
+    let timedOut: Timeout | undefined;
+    const onClientAbort = () => abort.abort(clientSignal.reason);
+    clientSignal.addEventListener("abort", onClientAbort, { once: true });
+    const arm = (kind: Timeout, ms: number) =>
+      setTimeout(
+        () => {
+          timedOut = kind;
+          abort.abort(new Error(`${kind} timeout`));
+        },
+        Math.max(0, ms),
+      );
+    const totalTimer = arm("total", totalDeadline - Date.now());
+    let stepTimer = arm("first_token", timeouts.first_token_ms);
+    let sentFirst = false;
+    connector.inflight++;
+    try {
+      const stream = connector.client.chat(
+        {
+          context: req.context,
+          target: create(TargetSchema, { provider, model }),
+          params: req.params,
+        },
+        { signal: abort.signal, timeoutMs: Math.max(1, totalDeadline - Date.now()) },
+      );
+      for await (const res of stream) {
+        clearTimeout(stepTimer);
+        if (!sentFirst) {
+          sentFirst = true;
+          breakers.onSuccess(provider, model);
+          attemptsTotal.inc({ model: p.model, provider, target: model, outcome: "ok" });
+          if (res.chunk?.start) res.chunk.start.attempts = attempt;
+        }
+        yield create(ChatResponseSchema, { chunk: res.chunk });
+        stepTimer = arm("idle", timeouts.idle_ms);
+      }
+      if (!sentFirst) {
+        // A stream that ends with nothing in it is an upstream fault, and retryable.
+        throw new Failure({
+          status: 502,
+          kind: "upstream_error",
+          retryable: true,
+          provider,
+          message: `provider ${provider} returned an empty answer`,
+        });
+      }
+    } catch (err) {
+      if (clientSignal.aborted) {
+        breakers.onAbandon(provider, model);
+        throw new ConnectError("client cancelled", Code.Canceled);
+      }
+      const f = timedOut ? timeoutFailure(timedOut, p, timeouts) : Failure.from(err);
+      noteFailure(p, f);
+      // After the first chunk the client has tokens: no retry can be honest now.
+      if (sentFirst || !f.retryable || timedOut === "total") throw f.toConnectError();
+      deps.logger.debug(
+        { request_id: req.context?.requestId, provider, target: model, attempt, kind: f.kind, error: f.message },
+        "attempt failed; trying the next target",
+      );
+      throw new RetryableFailure(f);
+    } finally {
+      connector.inflight--;
+      clearTimeout(stepTimer);
+      clearTimeout(totalTimer);
+      clientSignal.removeEventListener("abort", onClientAbort);
+    }
+  }
+
+  return { chat };
+}
+
+function timeoutFailure(
+  kind: Timeout,
+  p: PlannedTarget,
+  t: Config["routing"]["timeouts"],
+): Failure {
+  const ms = kind === "first_token" ? t.first_token_ms : kind === "idle" ? t.idle_ms : t.total_ms;
+  const what =
+    kind === "first_token"
+      ? "no first token"
+      : kind === "idle"
+        ? "no token"
+        : "request not finished";
+  return new Failure({
+    status: 504,
+    kind: "timeout",
+    retryable: kind !== "total",
+    provider: p.target.provider,
+    message: `provider ${p.target.provider} timed out: ${what} within ${ms} ms`,
+  });
+}
+
+/** Exponential backoff with full jitter, at least as long as the upstream's Retry-After. */
+async function sleepBackoff(
+  attempt: number,
+  baseMs: number,
+  maxMs: number,
+  signal: AbortSignal,
+): Promise<void> {
+  const exp = Math.min(maxMs, baseMs * 2 ** (attempt - 2));
+  const jittered = exp / 2 + Math.random() * (exp / 2);
+  // Retry-After is about the target that sent it; the next attempt goes to another target.
+  const ms = Math.min(maxMs, jittered);
+  if (ms <= 0 || signal.aborted) return;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+/**
+ * Targets in plan order whose breaker lets a call through (claiming a half-open trial only when
+ * the target is reached). If every breaker refuses, the first planned target is the last resort.
+ */
+function* candidates(plan: PlannedTarget[], breakers: CircuitBreakers): Generator<PlannedTarget> {
+  let any = false;
+  for (const p of plan) {
+    if (!breakers.tryAcquire(p.target.provider, p.target.model)) continue;
+    any = true;
+    yield p;
+  }
+  if (!any && plan[0]) yield plan[0];
+}
+
+/** Marks a failure that happened before the first chunk and that another target may fix. */
+class RetryableFailure extends Error {
+  constructor(readonly failure: Failure) {
+    super(failure.message);
+  }
+}

@@ -1,0 +1,141 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import {
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+} from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type ChatParams, ChatParamsSchema, Role } from "../gen/switchyard/chat/v1/chat_pb.js";
+import { GatewayService } from "../gen/switchyard/gateway/v1/gateway_pb.js";
+import { hashKey } from "../services/lib/config/keys.js";
+import { grpcJsGatewayClient } from "./clients/grpc-js-gateway.js";
+import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
+import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
+
+// GatewayService on the ingress port, called by real clients of every protocol it serves.
+const KEY = "sk-switchyard-test-key";
+let upstream: OpenAIUpstream;
+let gw: RunningFabric;
+
+beforeAll(async () => {
+  upstream = await startOpenAIUpstream({
+    behavior: { kind: "answer", text: "one two three", chunks: 3 },
+  });
+  gw = await startOneProcess(
+    testConfig(`
+providers:
+  up: { type: openai, base_url: "${upstream.url}", api_key: sk-up }
+models:
+  chat: { targets: [{ provider: up, model: up-chat }] }
+  other: { targets: [{ provider: up, model: up-other }] }
+tenants:
+  acme: { keys: ["${hashKey(KEY)}"], models: [chat] }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+  );
+});
+
+afterAll(async () => {
+  await gw?.stop();
+  await upstream?.close();
+});
+
+const params = (model = "chat"): ChatParams =>
+  create(ChatParamsSchema, {
+    model,
+    messages: [
+      {
+        role: Role.USER,
+        content: [{ part: { case: "text", value: "count" } }],
+        contentIsText: true,
+      },
+    ],
+  });
+const auth = { authorization: `Bearer ${KEY}` };
+
+describe.each([
+  ["Connect over h2c", () => createConnectTransport({ baseUrl: gw.url, httpVersion: "2" })],
+  [
+    "Connect over HTTP/1.1 (JSON)",
+    () => createConnectTransport({ baseUrl: gw.url, httpVersion: "1.1", useBinaryFormat: false }),
+  ],
+  ["gRPC over h2c", () => createGrpcTransport({ baseUrl: gw.url })],
+  ["gRPC-Web over HTTP/1.1", () => createGrpcWebTransport({ baseUrl: gw.url, httpVersion: "1.1" })],
+])("GatewayService via connect-node, %s", (_name, transport) => {
+  it("streams token deltas then a finish reason and usage", async () => {
+    const client = createClient(GatewayService, transport());
+    const texts: string[] = [];
+    let finish = 0;
+    let completionTokens = 0;
+    for await (const res of client.chatStream({ params: params() }, { headers: auth })) {
+      for (const c of res.chunk?.choices ?? []) {
+        if (c.content) texts.push(c.content);
+        if (c.finishReason) finish = c.finishReason;
+      }
+      if (res.chunk?.usage) completionTokens = res.chunk.usage.completionTokens;
+    }
+    expect(texts.join("")).toBe("one two three");
+    expect(texts.length).toBe(3);
+    expect(finish).toBe(1); // FINISH_REASON_STOP
+    expect(completionTokens).toBeGreaterThan(0);
+  });
+
+  it("answers the unary call with the whole completion", async () => {
+    const client = createClient(GatewayService, transport());
+    const res = await client.chat({ params: params() }, { headers: auth });
+    const text = res.completion?.choices[0]?.message?.content
+      .map((p) => (p.part.case === "text" ? p.part.value : ""))
+      .join("");
+    expect(text).toBe("one two three");
+    expect(res.completion?.provider).toBe("up");
+    expect(res.completion?.upstreamModel).toBe("up-chat");
+  });
+
+  it("refuses a missing key, a model outside the allow-list and an unknown model with precise codes", async () => {
+    const client = createClient(GatewayService, transport());
+    const codeOf = (p: Promise<unknown>) =>
+      p.then(
+        () => "ok",
+        (e) => ConnectError.from(e).code,
+      );
+    expect(await codeOf(client.chat({ params: params() }))).toBe(Code.Unauthenticated);
+    expect(await codeOf(client.chat({ params: params("other") }, { headers: auth }))).toBe(
+      Code.PermissionDenied,
+    );
+    expect(await codeOf(client.chat({ params: params("nope") }, { headers: auth }))).toBe(
+      Code.NotFound,
+    );
+    expect(
+      await codeOf(
+        client.chat({ params: create(ChatParamsSchema, { model: "chat" }) }, { headers: auth }),
+      ),
+    ).toBe(Code.InvalidArgument);
+  });
+
+  it("lists only the models the key may use", async () => {
+    const client = createClient(GatewayService, transport());
+    const res = await client.listModels({}, { headers: auth });
+    expect(res.models.map((m) => m.id)).toEqual(["chat"]);
+  });
+});
+
+describe("GatewayService via @grpc/grpc-js", () => {
+  it("streams and answers unary calls over plain gRPC", async () => {
+    const client = grpcJsGatewayClient(`127.0.0.1:${gw.fabric.ports.ingress}`);
+    try {
+      const chunks = await client.chatStream({ params: params() }, auth);
+      const text = chunks
+        .flatMap((r) => r.chunk?.choices ?? [])
+        .map((c) => c.content ?? "")
+        .join("");
+      expect(text).toBe("one two three");
+      const unary = await client.chat({ params: params() }, auth);
+      expect(unary.completion?.choices[0]?.finishReason).toBe(1);
+      const err = await client.chat({ params: params() }).catch((e: { code: number }) => e);
+      expect((err as { code: number }).code).toBe(16); // UNAUTHENTICATED
+    } finally {
+      client.close();
+    }
+  });
+});
