@@ -59,7 +59,7 @@ async function start(args: string[]): Promise<number> {
   const values = parseStartArgs(args);
   const services = selectServices(values.service ?? ["all"]);
   const { config, source } = loadConfig(location(values.config));
-  const logger = createLogger({ level: process.env.LOG_LEVEL, service: "switchyard" });
+  const logger = createLogger({ level: process.env.LOG_LEVEL });
   logger.info({ config: source, services: [...services] }, "starting");
   if (services.has("ingress") && !config.tenants) {
     logger.warn("no tenants are configured: the gateway is open to anyone who can reach it");

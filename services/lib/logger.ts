@@ -6,10 +6,11 @@ export type Logger = pino.Logger;
  * JSON logs on stdout. Credentials never reach a log line: request headers are not logged, and
  * these paths are redacted in case a caller passes an object that holds one.
  */
-export function createLogger(opts: { level?: string | undefined; service: string }): Logger {
+export function createLogger(opts: { level?: string | undefined; service?: string }): Logger {
   return pino({
     level: opts.level ?? "info",
-    base: { service: opts.service },
+    // Each service adds its name in a child logger; one process holds several.
+    base: opts.service ? { pid: process.pid, service: opts.service } : { pid: process.pid },
     redact: {
       paths: [
         "api_key",

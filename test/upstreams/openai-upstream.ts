@@ -72,6 +72,8 @@ export interface AnswerBehavior {
   cutAfterChunks?: number;
   /** How a cut stream stops; default "end". */
   cutMode?: "end" | "destroy";
+  /** Stream only: delay between `data: [DONE]` and the end of the HTTP body. */
+  endDelayMs?: number;
 }
 
 export interface ErrorBehavior {
@@ -357,7 +359,13 @@ async function answer(
     if (res.destroyed) return;
     await write(res, `data: ${JSON.stringify(event)}\n\n`);
   }
-  res.end("data: [DONE]\n\n");
+  if (behavior.endDelayMs) {
+    await write(res, "data: [DONE]\n\n");
+    await sleep(behavior.endDelayMs);
+    res.end();
+  } else {
+    res.end("data: [DONE]\n\n");
+  }
 }
 
 /** Splits text into `n` pieces of near-equal length, never inside a code point. */

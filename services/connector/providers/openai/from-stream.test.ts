@@ -1,9 +1,5 @@
 import { describe, expect, it } from "vitest";
-import {
-  type ChatChunk,
-  FinishReason,
-  Role,
-} from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { type ChatChunk, FinishReason, Role } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import type { OpenAIChatChunk } from "../../../lib/wire/openai.js";
 import { SseParser } from "../sse.js";
 import { assemble, readFixture } from "./fixtures/fixtures.js";
@@ -94,7 +90,11 @@ describe("fromOpenAIChunk", () => {
     const answer = assemble(chunks);
     expect(answer.toolCalls).toEqual([
       { id: "call_7QmWnYb9eX1", name: "get_weather", arguments: '{"location": "Paris, France"}' },
-      { id: "call_2kLpQ8vZs3T", name: "get_time", arguments: '{"tz": "Asia/Tokyo", "format": "24h"}' },
+      {
+        id: "call_2kLpQ8vZs3T",
+        name: "get_time",
+        arguments: '{"tz": "Asia/Tokyo", "format": "24h"}',
+      },
     ]);
     expect(answer.content).toBeUndefined();
     expect(answer.finishReason).toBe(FinishReason.TOOL_CALLS);

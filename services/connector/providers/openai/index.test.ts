@@ -239,7 +239,13 @@ describe("openai provider over HTTP", () => {
   it.each(["end", "destroy"] as const)(
     "throws when the stream stops without [DONE] (cut by %s)",
     async (cutMode) => {
-      upstream.setBehavior({ kind: "answer", text: "abcdef", chunks: 6, cutAfterChunks: 3, cutMode });
+      upstream.setBehavior({
+        kind: "answer",
+        text: "abcdef",
+        chunks: 6,
+        cutAfterChunks: 3,
+        cutMode,
+      });
       const { error, yielded } = await failure(provider().chat(call(true)));
       expect(yielded).toHaveLength(3);
       expect(error).toMatchObject({ status: 502, kind: "upstream_error", retryable: true });
@@ -286,7 +292,17 @@ describe("openai provider over HTTP", () => {
     upstream.setBehavior({
       kind: "raw",
       headers: { "content-type": "application/json" },
-      chunks: [JSON.stringify({ id: "x", object: "chat.completion", created: 1, model: "m", choices: [{ index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "stop" }] })],
+      chunks: [
+        JSON.stringify({
+          id: "x",
+          object: "chat.completion",
+          created: 1,
+          model: "m",
+          choices: [
+            { index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "stop" },
+          ],
+        }),
+      ],
     });
     const chunks = await collect(provider().chat(call(true)));
     expect(assemble(chunks).content).toBe("ok");
@@ -305,7 +321,12 @@ describe("openai provider over HTTP", () => {
   });
 
   it("cancels the upstream request when the signal aborts mid-stream", async () => {
-    upstream.setBehavior({ kind: "answer", text: "one two three four five", chunks: 5, chunkDelayMs: 100 });
+    upstream.setBehavior({
+      kind: "answer",
+      text: "one two three four five",
+      chunks: 5,
+      chunkDelayMs: 100,
+    });
     const controller = new AbortController();
     const chunks = provider().chat(call(true, controller.signal));
     const yielded: ChatChunk[] = [];
@@ -327,7 +348,12 @@ describe("openai provider over HTTP", () => {
   });
 
   it("cancels the upstream request when the caller stops reading", async () => {
-    upstream.setBehavior({ kind: "answer", text: "one two three four five", chunks: 5, chunkDelayMs: 100 });
+    upstream.setBehavior({
+      kind: "answer",
+      text: "one two three four five",
+      chunks: 5,
+      chunkDelayMs: 100,
+    });
     for await (const chunk of provider().chat(call(true))) {
       expect(chunk.start).toBeDefined();
       break;
@@ -336,12 +362,15 @@ describe("openai provider over HTTP", () => {
     expect(upstream.requests[0]?.aborted).toBe(true);
   });
 
-  it("reuses its connection for the next request after a complete stream", async () => {
+  it("keeps its connection after a complete stream, even when the body's end trails [DONE]", async () => {
+    upstream.setBehavior({ kind: "answer", endDelayMs: 20 });
     const p = provider();
     const before = upstream.connections;
-    await collect(p.chat(call(true)));
-    await collect(p.chat(call(true)));
-    await collect(p.chat(call(false)));
+    for (let i = 0; i < 4; i++) {
+      const chunks = await collect(p.chat(call(true)));
+      expect(assemble(chunks).finishReason).toBe(FinishReason.STOP);
+      await new Promise((r) => setTimeout(r, 60));
+    }
     expect(upstream.connections - before).toBe(1);
   });
 });

@@ -23,6 +23,7 @@ export const OPENAI_BASE_URL = "https://api.openai.com/v1";
 
 /** How long the rest of a body may take to arrive after [DONE] before its connection is dropped. */
 const DRAIN_AFTER_DONE_MS = 2000;
+const DRAIN_LIMIT_BYTES = 64 * 1024;
 
 export function createOpenAIProvider(name: string, config: ProviderConfig): Provider {
   const baseUrl = config.base_url ?? OPENAI_BASE_URL;
@@ -44,7 +45,7 @@ export function createOpenAIProvider(name: string, config: ProviderConfig): Prov
       new URL(baseUrl).hostname === "api.openai.com" ? "max_completion_tokens" : "max_tokens",
   };
 
-  function streamFailure(message: string, cause?: unknown, code?: string): Failure {
+  function upstreamFailure(message: string, cause?: unknown, code?: string): Failure {
     return new Failure(
       {
         status: 502,
@@ -61,34 +62,37 @@ export function createOpenAIProvider(name: string, config: ProviderConfig): Prov
 
   /** Turns a parsed JSON answer into a chunk, or the error it reports into a Failure. */
   function completionChunk(parsed: unknown): ChatChunk {
-    if (!isRecord(parsed)) throw streamFailure(`answer from provider ${name} was malformed`);
+    if (!isRecord(parsed)) throw upstreamFailure(`answer from provider ${name} was malformed`);
     if (parsed.error !== undefined && parsed.error !== null) {
       const detail = errorDetailFromJson(parsed);
-      throw streamFailure(
+      throw upstreamFailure(
         `provider ${name} failed: ${detail?.message ?? "unknown error"}`,
         undefined,
         detail?.code,
       );
     }
     if (!Array.isArray(parsed.choices)) {
-      throw streamFailure(`answer from provider ${name} was malformed: no choices`);
+      throw upstreamFailure(`answer from provider ${name} was malformed: no choices`);
     }
     return fromOpenAICompletion(parsed as unknown as OpenAIChatCompletion, name);
   }
 
-  async function readCompletion(response: UpstreamResponse, signal: AbortSignal) {
+  async function readCompletion(
+    response: UpstreamResponse,
+    signal: AbortSignal,
+  ): Promise<ChatChunk> {
     let text: string;
     try {
       text = await response.body.text();
     } catch (err) {
       if (signal.aborted) throw failureFromError(name, err, signal);
-      throw streamFailure(`answer from provider ${name} ended early: ${errorCode(err)}`, err);
+      throw upstreamFailure(`answer from provider ${name} ended early: ${errorCode(err)}`, err);
     }
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
     } catch (err) {
-      throw streamFailure(`answer from provider ${name} was malformed: not JSON`, err);
+      throw upstreamFailure(`answer from provider ${name} was malformed: not JSON`, err);
     }
     return completionChunk(parsed);
   }
@@ -101,7 +105,9 @@ export function createOpenAIProvider(name: string, config: ProviderConfig): Prov
     let first = true;
     // Leaving the loop must not destroy the body: after [DONE] it is drained instead, so the
     // connection goes back to the pool (see `chat`).
-    const body = { [Symbol.asyncIterator]: () => response.body.iterator({ destroyOnReturn: false }) };
+    const body = {
+      [Symbol.asyncIterator]: () => response.body.iterator({ destroyOnReturn: false }),
+    };
     try {
       for await (const event of parseSse(body)) {
         if (event.data === "[DONE]") {
@@ -112,14 +118,14 @@ export function createOpenAIProvider(name: string, config: ProviderConfig): Prov
         try {
           parsed = JSON.parse(event.data);
         } catch (err) {
-          throw streamFailure(`stream from provider ${name} was malformed: invalid JSON`, err);
+          throw upstreamFailure(`stream from provider ${name} was malformed: invalid JSON`, err);
         }
         if (!isRecord(parsed)) {
-          throw streamFailure(`stream from provider ${name} was malformed: not an object`);
+          throw upstreamFailure(`stream from provider ${name} was malformed: not an object`);
         }
         if (parsed.error !== undefined && parsed.error !== null) {
           const detail = errorDetailFromJson(parsed);
-          throw streamFailure(
+          throw upstreamFailure(
             `stream from provider ${name} failed: ${detail?.message ?? "unknown error"}`,
             undefined,
             detail?.code,
@@ -133,10 +139,10 @@ export function createOpenAIProvider(name: string, config: ProviderConfig): Prov
     } catch (err) {
       if (err instanceof Failure) throw err;
       if (signal.aborted) throw failureFromError(name, err, signal);
-      throw streamFailure(`stream from provider ${name} ended early: ${errorCode(err)}`, err);
+      throw upstreamFailure(`stream from provider ${name} ended early: ${errorCode(err)}`, err);
     }
     // Without [DONE] the answer may be cut short; it must not pass for a complete one.
-    if (!outcome.done) throw streamFailure(`stream from provider ${name} ended early`);
+    if (!outcome.done) throw upstreamFailure(`stream from provider ${name} ended early`);
   }
 
   async function* chat(call: ChatCall): AsyncGenerator<ChatChunk> {
@@ -154,15 +160,16 @@ export function createOpenAIProvider(name: string, config: ProviderConfig): Prov
       }
       yield* readStream(response, call.signal, outcome);
     } finally {
-      if (response.body.readableEnded) {
-        // Nothing left to release.
-      } else if (outcome.done) {
+      if (outcome.done) {
         // The end of the HTTP body may trail [DONE] by a packet; reading it keeps the
         // connection alive for the next request, where destroying would close it.
-        response.body.dump({ signal: AbortSignal.timeout(DRAIN_AFTER_DONE_MS) }).catch(() => {});
-      } else {
+        response.body
+          .dump({ limit: DRAIN_LIMIT_BYTES, signal: AbortSignal.timeout(DRAIN_AFTER_DONE_MS) })
+          .catch(() => {});
+      } else if (!response.body.readableEnded) {
         // The caller gave up early (or the stream failed): stop the upstream generating.
-        response.body.destroy();
+        // Nobody reads the body any more, so its abort error has no one to tell.
+        response.body.on("error", () => {}).destroy();
       }
     }
   }

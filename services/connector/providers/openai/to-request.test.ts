@@ -42,7 +42,11 @@ describe("toOpenAIRequest", () => {
   it("translates a conversation with system, parts, tool calls and tool results", () => {
     const params = create(ChatParamsSchema, {
       messages: [
-        create(MessageSchema, { role: Role.SYSTEM, content: [text("Be brief.")], contentIsText: true }),
+        create(MessageSchema, {
+          role: Role.SYSTEM,
+          content: [text("Be brief.")],
+          contentIsText: true,
+        }),
         create(MessageSchema, {
           role: Role.USER,
           name: "ada",
@@ -69,7 +73,11 @@ describe("toOpenAIRequest", () => {
           content: [text("a cat")],
           contentIsText: true,
         }),
-        create(MessageSchema, { role: Role.DEVELOPER, content: [text("Rule")], contentIsText: false }),
+        create(MessageSchema, {
+          role: Role.DEVELOPER,
+          content: [text("Rule")],
+          contentIsText: false,
+        }),
       ],
     });
     expect(toOpenAIRequest(params, "m").messages).toEqual([
@@ -88,7 +96,11 @@ describe("toOpenAIRequest", () => {
         role: "assistant",
         content: null,
         tool_calls: [
-          { id: "call_1", type: "function", function: { name: "lookup", arguments: '{"q":"cat"}' } },
+          {
+            id: "call_1",
+            type: "function",
+            function: { name: "lookup", arguments: '{"q":"cat"}' },
+          },
         ],
       },
       { role: "tool", tool_call_id: "call_1", content: "a cat" },

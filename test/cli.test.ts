@@ -1,0 +1,135 @@
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DEMO_CONFIG_YAML } from "../services/lib/config/demo.js";
+import { BIN } from "./helpers/processes.js";
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "switchyard-cli-"));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function cli(args: string[], opts: { input?: string; cwd?: string; env?: NodeJS.ProcessEnv } = {}) {
+  const r = spawnSync(process.execPath, [BIN, ...args], {
+    input: opts.input ?? "",
+    cwd: opts.cwd ?? dir,
+    env: { ...process.env, SWITCHYARD_CONFIG: "", ...opts.env },
+    encoding: "utf8",
+    timeout: 30_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe("switchyard hash-key", () => {
+  const expected = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+  it("hashes a key given as an argument", () => {
+    expect(cli(["hash-key", "test"])).toMatchObject({ code: 0, stdout: `${expected}\n` });
+  });
+  it("hashes a key read from stdin, without its trailing newline", () => {
+    expect(cli(["hash-key"], { input: "test\n" })).toMatchObject({
+      code: 0,
+      stdout: `${expected}\n`,
+    });
+  });
+});
+
+describe("switchyard check-config", () => {
+  it("prints every problem as path: reason and exits 1", () => {
+    const file = join(dir, "bad.yaml");
+    writeFileSync(
+      file,
+      `providers:
+  up: { type: openai, base_url: "not a url" }
+models:
+  chat:
+    stratgy: priority
+    targets: [{ provider: missing, model: x }]
+`,
+    );
+    const r = cli(["check-config", "--config", file]);
+    expect(r.code).toBe(1);
+    const lines = r.stderr.trim().split("\n");
+    expect(lines).toContain("models.chat.stratgy: unknown key, did you mean 'strategy'?");
+    expect(lines.some((l) => l.startsWith("providers.up.base_url: "))).toBe(true);
+    expect(lines.some((l) => l.startsWith("models.chat.targets[0].provider: "))).toBe(true);
+  });
+
+  it("accepts a valid file and the built-in demo", () => {
+    const file = join(dir, "good.yaml");
+    writeFileSync(file, DEMO_CONFIG_YAML);
+    expect(cli(["check-config", "--config", file]).code).toBe(0);
+    expect(cli(["check-config"], { cwd: mkdtempSync(join(dir, "empty-")) })).toMatchObject({
+      code: 0,
+      stdout: "built-in demo: ok\n",
+    });
+  });
+
+  it("reports an unknown command with usage and exit code 2", () => {
+    const r = cli(["frobnicate"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("Usage:");
+  });
+});
+
+describe("switchyard start", () => {
+  it("serves ./switchyard.yaml, and drains in-flight streams on SIGTERM before exiting 0", async () => {
+    const cwd = mkdtempSync(join(dir, "start-"));
+    writeFileSync(
+      join(cwd, "switchyard.yaml"),
+      `${DEMO_CONFIG_YAML}
+server:
+  ingress: { host: 127.0.0.1, port: 0 }
+  drain_timeout_ms: 10000
+`,
+    );
+    const child = spawn(process.execPath, [BIN, "start"], {
+      cwd,
+      env: { ...process.env, SWITCHYARD_CONFIG: "", LOG_LEVEL: "info" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.on("data", (b: Buffer) => {
+      out += b.toString();
+    });
+    child.stderr.on("data", (b: Buffer) => {
+      out += b.toString();
+    });
+    const exit = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+    let port = 0;
+    for (let i = 0; i < 200 && port === 0; i++) {
+      const m = /"service":"ingress","host":"127.0.0.1","port":(\d+)/.exec(out);
+      if (m) port = Number(m[1]);
+      else await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(port, out).toBeGreaterThan(0);
+    expect(out).toContain("the gateway is open");
+
+    const client = new OpenAI({
+      baseURL: `http://127.0.0.1:${port}/v1`,
+      apiKey: "x",
+      maxRetries: 0,
+    });
+    // `demo` streams 24 tokens 25 ms apart: SIGTERM lands mid-stream.
+    const stream = await client.chat.completions.create({
+      model: "demo",
+      messages: [{ role: "user", content: "hello" }],
+      stream: true,
+    });
+    let text = "";
+    let chunks = 0;
+    let finish: string | null | undefined;
+    for await (const c of stream) {
+      if (++chunks === 3) child.kill("SIGTERM");
+      text += c.choices[0]?.delta.content ?? "";
+      finish = c.choices[0]?.finish_reason ?? finish;
+    }
+    expect(finish).toBe("stop");
+    expect(text.split(" ").length).toBe(24);
+    expect(await exit).toBe(0);
+    expect(out).toContain('"draining"');
+  }, 30_000);
+});

@@ -1,0 +1,170 @@
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import OpenAI from "openai";
+import { request } from "undici";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ChatParamsSchema, Role } from "../gen/switchyard/chat/v1/chat_pb.js";
+import { grpcJsGatewayClient } from "./clients/grpc-js-gateway.js";
+import { freePorts, requireNats, runSwitchyard, type ServiceProcess } from "./helpers/processes.js";
+import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
+
+// The four services as four processes, talking Connect over h2c and sharing health over the
+// machine's NATS, driven by the official openai client and a @grpc/grpc-js client.
+let first: OpenAIUpstream;
+let second: OpenAIUpstream;
+let dir: string;
+let ingressUrl: string;
+let ingressPort: number;
+const procs: ServiceProcess[] = [];
+// Unique provider names keep this run's health keys apart from other runs on the shared NATS.
+const run = randomUUID().slice(0, 8);
+const p1 = `first-${run}`;
+const p2 = `second-${run}`;
+
+beforeAll(async () => {
+  await requireNats();
+  first = await startOpenAIUpstream({ behavior: { kind: "answer", text: "from the first" } });
+  second = await startOpenAIUpstream({ behavior: { kind: "answer", text: "from the second" } });
+  const [ingress, router, connector, prober] = await freePorts(4);
+  ingressPort = ingress as number;
+  ingressUrl = `http://127.0.0.1:${ingress}`;
+  dir = mkdtempSync(join(tmpdir(), "switchyard-e2e-"));
+  const configPath = join(dir, "switchyard.yaml");
+  writeFileSync(
+    configPath,
+    `
+server:
+  ingress: { host: 127.0.0.1, port: ${ingress} }
+  router: { host: 127.0.0.1, port: ${router} }
+  connector: { host: 127.0.0.1, port: ${connector} }
+  prober: { host: 127.0.0.1, port: ${prober} }
+  drain_timeout_ms: 2000
+peers:
+  router: http://127.0.0.1:${router}
+  connectors: [http://127.0.0.1:${connector}]
+nats: { url: nats://127.0.0.1:4222 }
+providers:
+  ${p1}: { type: openai, base_url: "${first.url}", api_key: "\${FIRST_KEY}" }
+  ${p2}: { type: openai, base_url: "${second.url}", api_key: sk-second }
+models:
+  chat:
+    targets:
+      - { provider: ${p1}, model: m1 }
+      - { provider: ${p2}, model: m2 }
+routing:
+  backoff: { base_ms: 1, max_ms: 10 }
+health: { probe_interval_ms: 300, stale_after_ms: 5000 }
+`,
+  );
+  const env = { FIRST_KEY: "sk-first-canary-7d1e" };
+  for (const name of ["connector", "router", "prober", "ingress"]) {
+    procs.push(runSwitchyard(name, ["start", "--config", configPath, "--service", name], env));
+  }
+  await Promise.all(procs.map((p) => p.waitFor((l) => l.includes('"listening"'))));
+  // Ready = the ingress reaches the router.
+  for (let i = 0; i < 100; i++) {
+    const res = await request(`${ingressUrl}/readyz`).catch(() => undefined);
+    const code = res?.statusCode;
+    await res?.body.dump();
+    if (code === 200) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}, 60_000);
+
+afterAll(async () => {
+  const codes = await Promise.all(procs.map((p) => p.stop()));
+  await first?.close();
+  await second?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+  // SIGTERM drains and exits 0 (SPEC §2).
+  expect(codes).toEqual([0, 0, 0, 0]);
+  // Upstream keys never appear in any service's output.
+  for (const p of procs) expect(p.lines.join("\n")).not.toContain("sk-first-canary-7d1e");
+});
+
+describe("separate processes", () => {
+  it("answers the openai client, streaming and not, through ingress → router → connector", async () => {
+    const client = new OpenAI({ baseURL: `${ingressUrl}/v1`, apiKey: "x", maxRetries: 0 });
+    const { data, response } = await client.chat.completions
+      .create({ model: "chat", messages: [{ role: "user", content: "hi" }] })
+      .withResponse();
+    expect(data.choices[0]?.message.content).toBe("from the first");
+    expect(response.headers.get("x-switchyard-provider")).toBe(p1);
+    const stream = await client.chat.completions.create({
+      model: "chat",
+      messages: [{ role: "user", content: "hi" }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let text = "";
+    let usage = 0;
+    for await (const c of stream) {
+      text += c.choices[0]?.delta.content ?? "";
+      usage = c.usage?.total_tokens ?? usage;
+    }
+    expect(text).toBe("from the first");
+    expect(usage).toBeGreaterThan(0);
+    expect(first.requests.at(-1)?.headers.authorization).toBe("Bearer sk-first-canary-7d1e");
+  });
+
+  it("serves GatewayService to a @grpc/grpc-js client on the ingress port", async () => {
+    const client = grpcJsGatewayClient(`127.0.0.1:${ingressPort}`);
+    try {
+      const chunks = await client.chatStream({
+        params: create(ChatParamsSchema, {
+          model: "chat",
+          messages: [{ role: Role.USER, content: [{ part: { case: "text", value: "hi" } }] }],
+        }),
+      });
+      expect(
+        chunks
+          .flatMap((r) => r.chunk?.choices ?? [])
+          .map((c) => c.content ?? "")
+          .join(""),
+      ).toBe("from the first");
+    } finally {
+      client.close();
+    }
+  });
+
+  it("skips a target the prober marked down, without trying it first", async () => {
+    // The first upstream now fails everything, probes included.
+    first.setBehavior({ kind: "error", status: 503 });
+    const client = new OpenAI({ baseURL: `${ingressUrl}/v1`, apiKey: "x", maxRetries: 0 });
+    let attempts = "";
+    for (let i = 0; i < 100 && attempts !== "1"; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const { response } = await client.chat.completions
+        .create({ model: "chat", messages: [{ role: "user", content: "hi" }] })
+        .withResponse();
+      expect(response.headers.get("x-switchyard-provider")).toBe(p2);
+      attempts = response.headers.get("x-switchyard-attempts") ?? "";
+    }
+    // Health travelled prober → NATS KV → router: the router no longer tries the first target.
+    expect(attempts).toBe("1");
+    const chatPostsBefore = first.requests.filter((r) => r.method === "POST").length;
+    await client.chat.completions.create({
+      model: "chat",
+      messages: [{ role: "user", content: "again" }],
+    });
+    expect(first.requests.filter((r) => r.method === "POST").length).toBe(chatPostsBefore);
+    first.setBehavior({ kind: "answer", text: "from the first" });
+  });
+
+  it("exposes /metrics and /healthz on every service's own port", async () => {
+    const metrics = await (await request(`${ingressUrl}/metrics`)).body.text();
+    expect(metrics).toContain("switchyard_requests_total");
+    for (const p of procs) {
+      const line = p.lines.find((l) => l.includes('"listening"')) ?? "";
+      const port = (JSON.parse(line) as { port: number }).port;
+      const res = await request(`http://127.0.0.1:${port}/healthz`);
+      expect(res.statusCode).toBe(200);
+      await res.body.dump();
+      const m = await request(`http://127.0.0.1:${port}/metrics`);
+      expect(await m.body.text()).toContain("switchyard_process_");
+    }
+  });
+});
