@@ -68,7 +68,7 @@ describe("OpenAI chat completions through one process", () => {
     expect(response.headers.get("x-request-id")).toBeTruthy();
     // The upstream got the upstream model name and the gateway's own key, not the client's.
     const sent = primary.requests.at(-1);
-    expect((sent?.body as { model: string }).model).toBe("up-model-a");
+    expect((sent?.body as { model?: string } | undefined)?.model).toBe("up-model-a");
     expect(sent?.headers.authorization).toBe("Bearer sk-primary-secret");
   });
 
@@ -154,7 +154,9 @@ describe("OpenAI chat completions through one process", () => {
       finish: "tool_calls",
     });
     // The tool definition reached the upstream intact.
-    expect((primary.requests.at(-1)?.body as { tools: unknown }).tools).toEqual(tools);
+    expect((primary.requests.at(-1)?.body as { tools?: unknown } | undefined)?.tools).toEqual(
+      tools,
+    );
 
     const full = await client.chat.completions.create({
       model: "gpt-test",

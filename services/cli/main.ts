@@ -1,8 +1,10 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { supportedProviderTypes } from "../connector/providers/registry.js";
 import { SERVICE_NAMES, type ServiceName, startFabric } from "../fabric.js";
 import { hashKey } from "../lib/config/keys.js";
 import { ConfigError, formatProblems, loadConfig } from "../lib/config/load.js";
+import type { Config } from "../lib/config/types.js";
 import { createLogger } from "../lib/logger.js";
 
 const USAGE = `Usage:
@@ -51,14 +53,28 @@ function parseConfigFlag(args: string[]) {
     .values;
 }
 
-function location(flag: string | undefined) {
-  return { ...(flag === undefined ? {} : { flag }), env: process.env, cwd: process.cwd() };
+/** The config, valid and servable by this build (a provider type may be valid but not built yet). */
+function load(flag: string | undefined): { config: Config; source: string } {
+  const loaded = loadConfig({
+    ...(flag === undefined ? {} : { flag }),
+    env: process.env,
+    cwd: process.cwd(),
+  });
+  const supported = supportedProviderTypes();
+  const problems = Object.entries(loaded.config.providers)
+    .filter(([, p]) => !supported.includes(p.type))
+    .map(([name, p]) => ({
+      path: `providers.${name}.type`,
+      reason: `type ${p.type} is not supported by this version (supported: ${supported.join(", ")})`,
+    }));
+  if (problems.length > 0) throw new ConfigError(loaded.source, problems);
+  return loaded;
 }
 
 async function start(args: string[]): Promise<number> {
   const values = parseStartArgs(args);
   const services = selectServices(values.service ?? ["all"]);
-  const { config, source } = loadConfig(location(values.config));
+  const { config, source } = load(values.config);
   const logger = createLogger({ level: process.env.LOG_LEVEL });
   logger.info({ config: source, services: [...services] }, "starting");
   if (services.has("ingress") && !config.tenants) {
@@ -104,7 +120,7 @@ function selectServices(names: string[]): Set<ServiceName> {
 function checkConfig(args: string[]): number {
   const values = parseConfigFlag(args);
   try {
-    const { source } = loadConfig(location(values.config));
+    const { source } = load(values.config);
     process.stdout.write(`${source}: ok\n`);
     return 0;
   } catch (err) {

@@ -193,7 +193,14 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       // After the first chunk the client has tokens: no retry can be honest now.
       if (sentFirst || !f.retryable || timedOut === "total") throw f.toConnectError();
       deps.logger.debug(
-        { request_id: req.context?.requestId, provider, target: model, attempt, kind: f.kind, error: f.message },
+        {
+          request_id: req.context?.requestId,
+          provider,
+          target: model,
+          attempt,
+          kind: f.kind,
+          error: f.message,
+        },
         "attempt failed; trying the next target",
       );
       throw new RetryableFailure(f);

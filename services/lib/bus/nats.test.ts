@@ -210,6 +210,7 @@ describe("redactNatsUrl", () => {
       "nats://nats-1:4222,nats://nats-2:4222,nats-3",
     );
     expect(redactNatsUrl("user:secret@127.0.0.1:4222")).toBe("127.0.0.1:4222");
+    expect(redactNatsUrl("nats://u:pa/ss@wd@host:4222")).toBe("nats://host:4222");
   });
 });
 

@@ -429,7 +429,7 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<Bus> {
         for (const watch of [...watches]) watch.box.end();
         for (const box of [...subscribers]) box.end();
         try {
-          await Promise.resolve();
+          await nc.drain();
         } catch {
           // Draining needs the server; while it is away, closing is all that is left.
           if (!nc.isClosed()) await nc.close();

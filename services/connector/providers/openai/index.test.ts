@@ -369,7 +369,7 @@ describe("openai provider over HTTP", () => {
     for (let i = 0; i < 4; i++) {
       const chunks = await collect(p.chat(call(true)));
       expect(assemble(chunks).finishReason).toBe(FinishReason.STOP);
-      await new Promise((r) => setTimeout(r, 60));
+      await new Promise((r) => setTimeout(r, 100));
     }
     expect(upstream.connections - before).toBe(1);
   });
