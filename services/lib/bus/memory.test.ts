@@ -1,4 +1,5 @@
 import { create } from "@bufbuild/protobuf";
+import pino from "pino";
 import { describe, expect, it } from "vitest";
 import {
   ConnectorAnnouncementSchema,
@@ -8,6 +9,7 @@ import {
   TargetOutcomeBatchSchema,
   TargetState,
 } from "../../../gen/switchyard/health/v1/health_pb.js";
+import { createBus } from "./index.js";
 import { createMemoryBus, Mailbox } from "./memory.js";
 
 function health(provider: string, model: string, ttftEwmaMs: number): TargetHealth {
@@ -203,5 +205,14 @@ describe("memory bus", () => {
     expect(bus.connected()).toBe(true);
     await bus.close();
     expect(process.getActiveResourcesInfo().length).toBeLessThanOrEqual(before);
+  });
+
+  it("createBus gives the in-memory bus when no NATS URL is configured", async () => {
+    const logger = pino({ level: "silent" });
+    for (const natsUrl of [undefined, "", "  "]) {
+      const bus = await createBus({ natsUrl, name: "test", logger });
+      expect(bus.kind).toBe("memory");
+      await bus.close();
+    }
   });
 });

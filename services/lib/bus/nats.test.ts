@@ -17,6 +17,7 @@ import {
   TargetState,
 } from "../../../gen/switchyard/health/v1/health_pb.js";
 import type { Bus } from "./bus.js";
+import { createBus } from "./index.js";
 import {
   connectNatsBus,
   connectNatsBusWithRetry,
@@ -308,6 +309,17 @@ describe("NATS bus on the shared server", () => {
       expect(announcement?.address).toBe("http://10.0.0.5:8082");
       expect(announcement?.sentMs).toBe(5n);
     }
+  });
+
+  it("createBus connects to NATS when a URL is configured", async () => {
+    const bus = await createBus({
+      natsUrl: SHARED_URL,
+      name: "bus-test",
+      logger: pino({ level: "silent" }),
+    });
+    openBuses.push(bus);
+    expect(bus.kind).toBe("nats");
+    expect(bus.connected()).toBe(true);
   });
 
   it("aborting a signal ends that iterator only", async () => {
