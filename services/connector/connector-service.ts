@@ -7,6 +7,9 @@ import {
   type ChatResponse,
   ChatResponseSchema,
   type ConnectorService,
+  type EmbedRequest,
+  type EmbedResponse,
+  EmbedResponseSchema,
   type ProbeRequest,
   type ProbeResponse,
   ProbeResponseSchema,
@@ -128,5 +131,45 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
     }
   }
 
-  return { chat, probe };
+  async function embed(req: EmbedRequest, ctx: HandlerContext): Promise<EmbedResponse> {
+    const { target, params } = req;
+    if (!target || !params) {
+      throw new Failure({
+        status: 400,
+        kind: "invalid_request",
+        message: "target and params are required",
+      }).toConnectError();
+    }
+    inflight.inc({ provider: target.provider });
+    try {
+      const provider = providerFor(target.provider);
+      if (!provider.embed) {
+        throw new Failure({
+          status: 400,
+          kind: "unsupported",
+          param: "model",
+          message: `provider ${target.provider} (type ${provider.config.type}) does not offer embeddings`,
+        });
+      }
+      const result = await provider.embed({
+        provider: target.provider,
+        model: target.model,
+        params,
+        context: req.context ?? create(RequestContextSchema),
+        signal: ctx.signal,
+      });
+      upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: "ok" });
+      return create(EmbedResponseSchema, { result });
+    } catch (err) {
+      const f = ctx.signal.aborted
+        ? new Failure({ status: 499, kind: "cancelled", message: "cancelled" })
+        : Failure.from(err);
+      upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: f.kind });
+      throw f.toConnectError();
+    } finally {
+      inflight.dec({ provider: target.provider });
+    }
+  }
+
+  return { chat, embed, probe };
 }

@@ -4,12 +4,14 @@ import type { Registry } from "prom-client";
 import {
   type ChatChunk,
   type ChatParams,
+  type EmbedParams,
+  type EmbedResult,
   RequestContextSchema,
   type Usage,
 } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import type { RouterService } from "../../gen/switchyard/router/v1/router_pb.js";
 import type { Config } from "../lib/config/types.js";
-import { Failure } from "../lib/errors.js";
+import { Failure, modelNotFound } from "../lib/errors.js";
 import type { Logger } from "../lib/logger.js";
 import { counter, gauge, histogram } from "../lib/metrics.js";
 import { authorizeModel, type Caller } from "./auth.js";
@@ -103,13 +105,7 @@ export class ChatExchange {
   async open(signal: AbortSignal): Promise<ChatChunk> {
     const { config } = this.deps;
     if (!config.models[this.params.model]) {
-      throw new Failure({
-        status: 404,
-        kind: "not_found",
-        code: "model_not_found",
-        param: "model",
-        message: `The model '${this.params.model}' does not exist or is not served by this gateway`,
-      });
+      throw modelNotFound(this.params.model);
     }
     authorizeModel(this.caller, this.params.model);
     const stream = this.deps.router.chat(
@@ -218,6 +214,79 @@ export class ChatExchange {
     };
     if (status >= 500 || opts.truncated) this.deps.logger.warn(line, "request failed");
     else this.deps.logger.info(line, "request");
+  }
+}
+
+/**
+ * One embeddings request, whatever the client API: routes it and writes its log line and metrics.
+ * Throws a Failure.
+ */
+export async function runEmbed(
+  deps: IngressDeps,
+  metrics: IngressMetrics,
+  api: ClientApi,
+  requestId: string,
+  caller: Caller,
+  params: EmbedParams,
+  signal: AbortSignal,
+): Promise<EmbedResult> {
+  const started = performance.now();
+  const model = deps.config.models[params.model] ? params.model : "(unknown)";
+  let status = 200;
+  let result: EmbedResult | undefined;
+  let error: Failure | undefined;
+  metrics.inflight.inc({ api });
+  try {
+    if (model === "(unknown)") throw modelNotFound(params.model);
+    authorizeModel(caller, params.model);
+    const res = await deps.router.embed(
+      {
+        context: create(RequestContextSchema, { requestId, tenant: caller.tenant }),
+        params,
+      },
+      { signal, timeoutMs: deps.config.routing.timeouts.total_ms },
+    );
+    if (!res.result)
+      throw new Failure({ status: 502, kind: "upstream_error", message: "empty answer" });
+    result = res.result;
+    return result;
+  } catch (err) {
+    error = Failure.from(err);
+    status = signal.aborted ? 499 : error.status;
+    throw error;
+  } finally {
+    const seconds = (performance.now() - started) / 1000;
+    metrics.inflight.dec({ api });
+    metrics.requests.inc({
+      api,
+      model,
+      provider: result?.provider ?? "",
+      status_class: `${Math.floor(status / 100)}xx`,
+    });
+    metrics.duration.observe({ api, model, stream: "false" }, seconds);
+    if (result?.usage) {
+      metrics.tokens.inc(
+        { model, provider: result.provider, direction: "input" },
+        result.usage.promptTokens,
+      );
+    }
+    const line = {
+      request_id: requestId,
+      tenant: caller.tenant || undefined,
+      api,
+      endpoint: "embeddings",
+      model: params.model,
+      provider: result?.provider,
+      upstream_model: result?.upstreamModel,
+      attempts: result?.attempts,
+      inputs: params.inputs.length,
+      status,
+      tokens_in: result?.usage?.promptTokens,
+      latency_ms: round(seconds * 1000),
+      error: error ? { kind: error.kind, message: error.message } : undefined,
+    };
+    if (status >= 500) deps.logger.warn(line, "request failed");
+    else deps.logger.info(line, "request");
   }
 }
 

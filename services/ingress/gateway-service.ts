@@ -9,6 +9,9 @@ import {
   type ChatStreamRequest,
   type ChatStreamResponse,
   ChatStreamResponseSchema,
+  type EmbedRequest,
+  type EmbedResponse,
+  EmbedResponseSchema,
   type GatewayService,
   ListModelsResponseSchema,
   ModelSchema,
@@ -16,7 +19,7 @@ import {
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { Failure } from "../lib/errors.js";
 import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
-import { ChatExchange, type IngressDeps, type IngressMetrics } from "./exchange.js";
+import { ChatExchange, type IngressDeps, type IngressMetrics, runEmbed } from "./exchange.js";
 
 /** GatewayService: the public typed API, same auth, routing and limits as the REST routes. */
 export function createGatewayService(
@@ -94,6 +97,33 @@ export function createGatewayService(
     }
   }
 
+  async function embed(req: EmbedRequest, ctx: HandlerContext): Promise<EmbedResponse> {
+    const { requestId, caller } = begin(ctx);
+    const params = req.params;
+    if (!params?.model || params.inputs.length === 0) {
+      throw new Failure({
+        status: 400,
+        kind: "invalid_request",
+        param: "params",
+        message: "'params.model' and at least one of 'params.inputs' are required",
+      }).toConnectError();
+    }
+    try {
+      const result = await runEmbed(
+        deps,
+        deps.metrics,
+        "grpc",
+        requestId,
+        caller,
+        params,
+        ctx.signal,
+      );
+      return create(EmbedResponseSchema, { result });
+    } catch (err) {
+      throw Failure.from(err).toConnectError();
+    }
+  }
+
   function listModels(_req: unknown, ctx: HandlerContext) {
     const { caller } = begin(ctx);
     return create(ListModelsResponseSchema, {
@@ -103,7 +133,7 @@ export function createGatewayService(
     });
   }
 
-  return { chatStream, chat, listModels };
+  return { chatStream, chat, embed, listModels };
 }
 
 /** The checks the REST parser makes, for requests that arrive already typed. */

@@ -5,7 +5,8 @@ import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { Failure } from "../lib/errors.js";
 import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
 import { parseJson, readBody } from "./body.js";
-import { ChatExchange, type IngressDeps, type IngressMetrics } from "./exchange.js";
+import { ChatExchange, type IngressDeps, type IngressMetrics, runEmbed } from "./exchange.js";
+import { parseEmbeddingsRequest, renderEmbeddings } from "./openai/embeddings.js";
 import { openAIError } from "./openai/errors.js";
 import { renderModelList } from "./openai/models.js";
 import { parseChatRequest } from "./openai/parse-request.js";
@@ -46,6 +47,10 @@ export function createRestHandler(deps: RestDeps) {
         if (req.method !== "POST") throw methodNotAllowed(req.method, "POST");
         return await chatCompletions(req, res, requestId);
       }
+      if (path === "/v1/embeddings" || path === "/embeddings") {
+        if (req.method !== "POST") throw methodNotAllowed(req.method, "POST");
+        return await embeddings(req, res, requestId);
+      }
       if (path === "/v1/models" || path === "/models") {
         if (req.method !== "GET") throw methodNotAllowed(req.method, "GET");
         const caller = callerOf(req);
@@ -58,7 +63,15 @@ export function createRestHandler(deps: RestDeps) {
         message: `Unknown request URL: ${req.method} ${path}. Please check the URL for typos.`,
       });
     } catch (err) {
-      sendError(res, toFailure(err, deps));
+      const f = toFailure(err, deps);
+      // Requests refused before routing still get their log line (chat exchanges log their own).
+      if (!(err instanceof RoutedFailure)) {
+        deps.logger.info(
+          { request_id: requestId, method: req.method, path, status: f.status, error: f.message },
+          "request rejected",
+        );
+      }
+      sendError(res, f);
     }
   };
 
@@ -95,7 +108,7 @@ export function createRestHandler(deps: RestDeps) {
     } catch (err) {
       const f = Failure.from(err);
       exchange.finish(abort.signal.aborted ? 499 : f.status, { error: f });
-      throw f;
+      throw new RoutedFailure(f);
     }
     if (params.stream) return streamAnswer(res, exchange, first, abort.signal);
 
@@ -106,7 +119,7 @@ export function createRestHandler(deps: RestDeps) {
     } catch (err) {
       const f = Failure.from(err);
       exchange.finish(abort.signal.aborted ? 499 : f.status, { error: f });
-      throw f;
+      throw new RoutedFailure(f);
     }
     const body = JSON.stringify(renderCompletion(builder.build(), params.model));
     res.writeHead(200, {
@@ -116,6 +129,35 @@ export function createRestHandler(deps: RestDeps) {
     });
     res.end(body);
     exchange.finish(200);
+  }
+
+  async function embeddings(req: Req, res: Res, requestId: string): Promise<void> {
+    const caller = callerOf(req);
+    const body = parseJson(await readBody(req, deps.config.server.max_body_bytes));
+    const { params, encoding } = parseEmbeddingsRequest(body);
+    const abort = new AbortController();
+    res.once("close", () => {
+      if (!res.writableFinished) abort.abort();
+    });
+    let result: Awaited<ReturnType<typeof runEmbed>>;
+    try {
+      result = await runEmbed(
+        deps,
+        deps.metrics,
+        "openai",
+        requestId,
+        caller,
+        params,
+        abort.signal,
+      );
+    } catch (err) {
+      throw new RoutedFailure(Failure.from(err));
+    }
+    sendJson(res, 200, renderEmbeddings(result, encoding), {
+      "x-switchyard-provider": result.provider,
+      "x-switchyard-model": result.upstreamModel,
+      "x-switchyard-attempts": String(result.attempts),
+    });
   }
 
   async function streamAnswer(
@@ -174,7 +216,15 @@ function drained(res: Res, signal: AbortSignal): Promise<void> {
   });
 }
 
+/** A failure whose request already has its log line from the ChatExchange. */
+class RoutedFailure extends Error {
+  constructor(readonly failure: Failure) {
+    super(failure.message);
+  }
+}
+
 function toFailure(err: unknown, deps: IngressDeps): Failure {
+  if (err instanceof RoutedFailure) return err.failure;
   if (err instanceof Failure) return err;
   // Anything else is our bug: log it with its stack, answer without internals.
   deps.logger.error({ err }, "unhandled error in ingress");

@@ -134,6 +134,17 @@ function failureForCode(ce: ConnectError): Failure {
   }
 }
 
+/** 404 for a model name no `models:` entry has (the same words at the ingress and the router). */
+export function modelNotFound(model: string): Failure {
+  return new Failure({
+    status: 404,
+    kind: "not_found",
+    code: "model_not_found",
+    param: "model",
+    message: `The model '${model}' does not exist or is not served by this gateway`,
+  });
+}
+
 export function codeForStatus(status: number): Code {
   if (status === 400 || status === 422) return Code.InvalidArgument;
   if (status === 401) return Code.Unauthenticated;

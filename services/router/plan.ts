@@ -1,5 +1,5 @@
 import type { Config, TargetConfig } from "../lib/config/types.js";
-import { Failure } from "../lib/errors.js";
+import { Failure, modelNotFound } from "../lib/errors.js";
 
 /** One target the router may try, and the public model it serves (a fallback may differ). */
 export interface PlannedTarget {
@@ -28,13 +28,7 @@ export function planTargets(
 ): PlannedTarget[] {
   const model = config.models[modelName];
   if (!model) {
-    throw new Failure({
-      status: 404,
-      kind: "not_found",
-      code: "model_not_found",
-      param: "model",
-      message: `The model '${modelName}' does not exist or is not served by this gateway`,
-    });
+    throw modelNotFound(modelName);
   }
   const chain = [modelName, ...(hints.fallbacks ?? model.fallbacks)];
   const seen = new Set<string>();

@@ -6,10 +6,14 @@ import {
   type ChatRequest,
   type ChatResponse,
   ChatResponseSchema,
+  type EmbedRequest,
+  type EmbedResponse,
+  EmbedResponseSchema,
   type RouterService,
+  type RoutingHints,
 } from "../../gen/switchyard/router/v1/router_pb.js";
 import type { Config } from "../lib/config/types.js";
-import type { ConnectorPool } from "../lib/connector-pool.js";
+import type { ConnectorEndpoint, ConnectorPool } from "../lib/connector-pool.js";
 import { Failure } from "../lib/errors.js";
 import type { Logger } from "../lib/logger.js";
 import { counter, gauge } from "../lib/metrics.js";
@@ -67,27 +71,32 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     });
   }
 
-  async function* chat(req: ChatRequest, ctx: HandlerContext): AsyncGenerator<ChatResponse> {
-    const params = req.params;
-    if (!params) throw new ConnectError("params are required", Code.InvalidArgument);
-    const started = Date.now();
+  /**
+   * The attempt loop both RPCs share: targets in plan order, backoff between attempts, at most
+   * `routing.retries` extra attempts, and only RetryableFailures move on to the next target.
+   */
+  async function* withRetries<T>(
+    model: string,
+    hints: RoutingHints | undefined,
+    ctx: HandlerContext,
+    attemptOne: (p: PlannedTarget, attempt: number, totalDeadline: number) => AsyncGenerator<T>,
+  ): AsyncGenerator<T> {
     const totalDeadline =
-      started + Math.min(timeouts.total_ms, ctx.timeoutMs() ?? Number.POSITIVE_INFINITY);
+      Date.now() + Math.min(timeouts.total_ms, ctx.timeoutMs() ?? Number.POSITIVE_INFINITY);
     let plan: PlannedTarget[];
     try {
       plan = planTargets(
         config,
-        params.model,
+        model,
         {
-          provider: req.hints?.provider,
-          fallbacks: req.hints?.hasFallbacks ? req.hints.fallbacks : undefined,
+          provider: hints?.provider,
+          fallbacks: hints?.hasFallbacks ? hints.fallbacks : undefined,
         },
         usable,
       );
     } catch (err) {
       throw Failure.from(err).toConnectError();
     }
-
     const maxAttempts = retries + 1;
     let last: Failure | undefined;
     let attempt = 0;
@@ -96,7 +105,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       if (attempt > 1) await sleepBackoff(attempt, backoff.base_ms, backoff.max_ms, ctx.signal);
       if (ctx.signal.aborted) throw new ConnectError("client cancelled", Code.Canceled);
       try {
-        yield* attemptTarget(req, p, attempt, totalDeadline, ctx.signal);
+        yield* attemptOne(p, attempt, totalDeadline);
         return;
       } catch (err) {
         if (!(err instanceof RetryableFailure)) throw err;
@@ -114,6 +123,98 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     ).toConnectError();
   }
 
+  function chat(req: ChatRequest, ctx: HandlerContext): AsyncGenerator<ChatResponse> {
+    if (!req.params) throw new ConnectError("params are required", Code.InvalidArgument);
+    return withRetries(req.params.model, req.hints, ctx, (p, attempt, deadline) =>
+      attemptTarget(req, p, attempt, deadline, ctx.signal),
+    );
+  }
+
+  async function embed(req: EmbedRequest, ctx: HandlerContext): Promise<EmbedResponse> {
+    const params = req.params;
+    if (!params) throw new ConnectError("params are required", Code.InvalidArgument);
+    const attempts = withRetries(params.model, req.hints, ctx, (p, attempt, deadline) =>
+      attemptEmbed(req, p, attempt, deadline, ctx.signal),
+    );
+    for await (const res of attempts) return res;
+    throw new ConnectError("no answer", Code.Internal); // withRetries yields or throws
+  }
+
+  /** One embeddings attempt; the same failure rules as a chat attempt before its first chunk. */
+  async function* attemptEmbed(
+    req: EmbedRequest,
+    p: PlannedTarget,
+    attempt: number,
+    totalDeadline: number,
+    clientSignal: AbortSignal,
+  ): AsyncGenerator<EmbedResponse> {
+    const { provider, model } = p.target;
+    const connector = pickConnector();
+    connector.inflight++;
+    try {
+      const res = await connector.client.embed(
+        {
+          context: req.context,
+          target: create(TargetSchema, { provider, model }),
+          params: req.params,
+        },
+        { signal: clientSignal, timeoutMs: Math.max(1, totalDeadline - Date.now()) },
+      );
+      breakers.onSuccess(provider, model);
+      attemptsTotal.inc({ model: p.model, provider, target: model, outcome: "ok" });
+      if (res.result) res.result.attempts = attempt;
+      yield create(EmbedResponseSchema, { result: res.result });
+    } catch (err) {
+      throw settleFailure(err, p, clientSignal, undefined, false, req.context?.requestId, attempt);
+    } finally {
+      connector.inflight--;
+    }
+  }
+
+  function pickConnector(): ConnectorEndpoint {
+    const connector = connectors.pick();
+    if (!connector) {
+      throw new RetryableFailure(
+        new Failure({
+          status: 503,
+          kind: "upstream_unavailable",
+          retryable: true,
+          message: "no connector is available",
+        }),
+      );
+    }
+    return connector;
+  }
+
+  /**
+   * What a failed attempt means: cancellation ends the request, a retryable failure before the
+   * first chunk moves on (RetryableFailure), anything else ends the request with its error.
+   */
+  function settleFailure(
+    err: unknown,
+    p: PlannedTarget,
+    clientSignal: AbortSignal,
+    timedOut: Timeout | undefined,
+    sentFirst: boolean,
+    requestId: string | undefined,
+    attempt: number,
+  ): Error {
+    const { provider, model } = p.target;
+    if (clientSignal.aborted) {
+      breakers.onAbandon(provider, model);
+      return new ConnectError("client cancelled", Code.Canceled);
+    }
+    const f = timedOut ? timeoutFailure(timedOut, p, timeouts) : Failure.from(err);
+    noteFailure(p, f);
+    // After the first chunk the client has tokens: no retry can be honest now.
+    if (sentFirst || !f.retryable || timedOut === "total") return f.toConnectError();
+    deps.logger.debug(
+      { request_id: requestId, provider, target: model, attempt, kind: f.kind, error: f.message },
+      "attempt failed; trying the next target",
+    );
+    return new RetryableFailure(f);
+  }
+
   /**
    * One attempt. Throws RetryableFailure when the attempt failed before its first chunk in a way
    * another target may fix; any other throw ends the request.
@@ -126,17 +227,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     clientSignal: AbortSignal,
   ): AsyncGenerator<ChatResponse> {
     const { provider, model } = p.target;
-    const connector = connectors.pick();
-    if (!connector) {
-      throw new RetryableFailure(
-        new Failure({
-          status: 503,
-          kind: "upstream_unavailable",
-          retryable: true,
-          message: "no connector is available",
-        }),
-      );
-    }
+    const connector = pickConnector();
     const abort = new AbortController();
     let timedOut: Timeout | undefined;
     const onClientAbort = () => abort.abort(clientSignal.reason);
@@ -184,26 +275,15 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         });
       }
     } catch (err) {
-      if (clientSignal.aborted) {
-        breakers.onAbandon(provider, model);
-        throw new ConnectError("client cancelled", Code.Canceled);
-      }
-      const f = timedOut ? timeoutFailure(timedOut, p, timeouts) : Failure.from(err);
-      noteFailure(p, f);
-      // After the first chunk the client has tokens: no retry can be honest now.
-      if (sentFirst || !f.retryable || timedOut === "total") throw f.toConnectError();
-      deps.logger.debug(
-        {
-          request_id: req.context?.requestId,
-          provider,
-          target: model,
-          attempt,
-          kind: f.kind,
-          error: f.message,
-        },
-        "attempt failed; trying the next target",
+      throw settleFailure(
+        err,
+        p,
+        clientSignal,
+        timedOut,
+        sentFirst,
+        req.context?.requestId,
+        attempt,
       );
-      throw new RetryableFailure(f);
     } finally {
       connector.inflight--;
       clearTimeout(stepTimer);
@@ -212,7 +292,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     }
   }
 
-  return { chat };
+  return { chat, embed };
 }
 
 function timeoutFailure(

@@ -1,6 +1,8 @@
 import type {
   ChatChunk,
   ChatParams,
+  EmbedParams,
+  EmbedResult,
   RequestContext,
 } from "../../../gen/switchyard/chat/v1/chat_pb.js";
 import type { ProviderConfig } from "../../lib/config/types.js";
@@ -17,6 +19,15 @@ export interface ChatCall {
   signal: AbortSignal;
 }
 
+/** One embeddings attempt against one upstream model. */
+export interface EmbedCall {
+  provider: string;
+  model: string;
+  params: EmbedParams;
+  context: RequestContext;
+  signal: AbortSignal;
+}
+
 /**
  * An upstream account: credentials, a connection pool and the translations between the
  * canonical chat model and the provider's wire format.
@@ -30,6 +41,11 @@ export interface Provider {
   readonly name: string;
   readonly config: ProviderConfig;
   chat(call: ChatCall): AsyncIterable<ChatChunk>;
+  /**
+   * Embeddings, for providers that have them (an optional capability: without it the connector
+   * answers 400 naming the provider). Resolves with `upstreamModel` and `provider` set.
+   */
+  embed?(call: EmbedCall): Promise<EmbedResult>;
   /** A cheap check that the upstream answers for `model`; throws a `Failure` if not. */
   probe(model: string, signal: AbortSignal): Promise<void>;
   close(): Promise<void>;

@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { ChatChunk, ChatParams, RequestContext, UpstreamError } from "../../chat/v1/chat_pb.js";
+import type { ChatChunk, ChatParams, EmbedParams, EmbedResult, RequestContext, UpstreamError } from "../../chat/v1/chat_pb.js";
 import { file_switchyard_chat_v1_chat } from "../../chat/v1/chat_pb.js";
 import type { Target } from "../../health/v1/health_pb.js";
 import { file_switchyard_health_v1_health } from "../../health/v1/health_pb.js";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file switchyard/connector/v1/connector.proto.
  */
 export const file_switchyard_connector_v1_connector: GenFile = /*@__PURE__*/
-  fileDesc("Cidzd2l0Y2h5YXJkL2Nvbm5lY3Rvci92MS9jb25uZWN0b3IucHJvdG8SF3N3aXRjaHlhcmQuY29ubmVjdG9yLnYxIqABCgtDaGF0UmVxdWVzdBIzCgdjb250ZXh0GAEgASgLMiIuc3dpdGNoeWFyZC5jaGF0LnYxLlJlcXVlc3RDb250ZXh0EiwKBnRhcmdldBgCIAEoCzIcLnN3aXRjaHlhcmQuaGVhbHRoLnYxLlRhcmdldBIuCgZwYXJhbXMYAyABKAsyHi5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hhdFBhcmFtcyI8CgxDaGF0UmVzcG9uc2USLAoFY2h1bmsYASABKAsyHS5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hhdENodW5rIjwKDFByb2JlUmVxdWVzdBIsCgZ0YXJnZXQYASABKAsyHC5zd2l0Y2h5YXJkLmhlYWx0aC52MS5UYXJnZXQiYQoNUHJvYmVSZXNwb25zZRIKCgJvaxgBIAEoCBISCgpsYXRlbmN5X21zGAIgASgNEjAKBWVycm9yGAMgASgLMiEuc3dpdGNoeWFyZC5jaGF0LnYxLlVwc3RyZWFtRXJyb3IywQEKEENvbm5lY3RvclNlcnZpY2USVQoEQ2hhdBIkLnN3aXRjaHlhcmQuY29ubmVjdG9yLnYxLkNoYXRSZXF1ZXN0GiUuc3dpdGNoeWFyZC5jb25uZWN0b3IudjEuQ2hhdFJlc3BvbnNlMAESVgoFUHJvYmUSJS5zd2l0Y2h5YXJkLmNvbm5lY3Rvci52MS5Qcm9iZVJlcXVlc3QaJi5zd2l0Y2h5YXJkLmNvbm5lY3Rvci52MS5Qcm9iZVJlc3BvbnNlYgZwcm90bzM", [file_switchyard_chat_v1_chat, file_switchyard_health_v1_health]);
+  fileDesc("Cidzd2l0Y2h5YXJkL2Nvbm5lY3Rvci92MS9jb25uZWN0b3IucHJvdG8SF3N3aXRjaHlhcmQuY29ubmVjdG9yLnYxIqABCgtDaGF0UmVxdWVzdBIzCgdjb250ZXh0GAEgASgLMiIuc3dpdGNoeWFyZC5jaGF0LnYxLlJlcXVlc3RDb250ZXh0EiwKBnRhcmdldBgCIAEoCzIcLnN3aXRjaHlhcmQuaGVhbHRoLnYxLlRhcmdldBIuCgZwYXJhbXMYAyABKAsyHi5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hhdFBhcmFtcyI8CgxDaGF0UmVzcG9uc2USLAoFY2h1bmsYASABKAsyHS5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hhdENodW5rIqIBCgxFbWJlZFJlcXVlc3QSMwoHY29udGV4dBgBIAEoCzIiLnN3aXRjaHlhcmQuY2hhdC52MS5SZXF1ZXN0Q29udGV4dBIsCgZ0YXJnZXQYAiABKAsyHC5zd2l0Y2h5YXJkLmhlYWx0aC52MS5UYXJnZXQSLwoGcGFyYW1zGAMgASgLMh8uc3dpdGNoeWFyZC5jaGF0LnYxLkVtYmVkUGFyYW1zIkAKDUVtYmVkUmVzcG9uc2USLwoGcmVzdWx0GAEgASgLMh8uc3dpdGNoeWFyZC5jaGF0LnYxLkVtYmVkUmVzdWx0IjwKDFByb2JlUmVxdWVzdBIsCgZ0YXJnZXQYASABKAsyHC5zd2l0Y2h5YXJkLmhlYWx0aC52MS5UYXJnZXQiYQoNUHJvYmVSZXNwb25zZRIKCgJvaxgBIAEoCBISCgpsYXRlbmN5X21zGAIgASgNEjAKBWVycm9yGAMgASgLMiEuc3dpdGNoeWFyZC5jaGF0LnYxLlVwc3RyZWFtRXJyb3IymQIKEENvbm5lY3RvclNlcnZpY2USVQoEQ2hhdBIkLnN3aXRjaHlhcmQuY29ubmVjdG9yLnYxLkNoYXRSZXF1ZXN0GiUuc3dpdGNoeWFyZC5jb25uZWN0b3IudjEuQ2hhdFJlc3BvbnNlMAESVgoFRW1iZWQSJS5zd2l0Y2h5YXJkLmNvbm5lY3Rvci52MS5FbWJlZFJlcXVlc3QaJi5zd2l0Y2h5YXJkLmNvbm5lY3Rvci52MS5FbWJlZFJlc3BvbnNlElYKBVByb2JlEiUuc3dpdGNoeWFyZC5jb25uZWN0b3IudjEuUHJvYmVSZXF1ZXN0GiYuc3dpdGNoeWFyZC5jb25uZWN0b3IudjEuUHJvYmVSZXNwb25zZWIGcHJvdG8z", [file_switchyard_chat_v1_chat, file_switchyard_health_v1_health]);
 
 /**
  * @generated from message switchyard.connector.v1.ChatRequest
@@ -61,6 +61,50 @@ export const ChatResponseSchema: GenMessage<ChatResponse> = /*@__PURE__*/
   messageDesc(file_switchyard_connector_v1_connector, 1);
 
 /**
+ * @generated from message switchyard.connector.v1.EmbedRequest
+ */
+export type EmbedRequest = Message<"switchyard.connector.v1.EmbedRequest"> & {
+  /**
+   * @generated from field: switchyard.chat.v1.RequestContext context = 1;
+   */
+  context?: RequestContext | undefined;
+
+  /**
+   * @generated from field: switchyard.health.v1.Target target = 2;
+   */
+  target?: Target | undefined;
+
+  /**
+   * @generated from field: switchyard.chat.v1.EmbedParams params = 3;
+   */
+  params?: EmbedParams | undefined;
+};
+
+/**
+ * Describes the message switchyard.connector.v1.EmbedRequest.
+ * Use `create(EmbedRequestSchema)` to create a new message.
+ */
+export const EmbedRequestSchema: GenMessage<EmbedRequest> = /*@__PURE__*/
+  messageDesc(file_switchyard_connector_v1_connector, 2);
+
+/**
+ * @generated from message switchyard.connector.v1.EmbedResponse
+ */
+export type EmbedResponse = Message<"switchyard.connector.v1.EmbedResponse"> & {
+  /**
+   * @generated from field: switchyard.chat.v1.EmbedResult result = 1;
+   */
+  result?: EmbedResult | undefined;
+};
+
+/**
+ * Describes the message switchyard.connector.v1.EmbedResponse.
+ * Use `create(EmbedResponseSchema)` to create a new message.
+ */
+export const EmbedResponseSchema: GenMessage<EmbedResponse> = /*@__PURE__*/
+  messageDesc(file_switchyard_connector_v1_connector, 3);
+
+/**
  * @generated from message switchyard.connector.v1.ProbeRequest
  */
 export type ProbeRequest = Message<"switchyard.connector.v1.ProbeRequest"> & {
@@ -75,7 +119,7 @@ export type ProbeRequest = Message<"switchyard.connector.v1.ProbeRequest"> & {
  * Use `create(ProbeRequestSchema)` to create a new message.
  */
 export const ProbeRequestSchema: GenMessage<ProbeRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_connector_v1_connector, 2);
+  messageDesc(file_switchyard_connector_v1_connector, 4);
 
 /**
  * @generated from message switchyard.connector.v1.ProbeResponse
@@ -104,7 +148,7 @@ export type ProbeResponse = Message<"switchyard.connector.v1.ProbeResponse"> & {
  * Use `create(ProbeResponseSchema)` to create a new message.
  */
 export const ProbeResponseSchema: GenMessage<ProbeResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_connector_v1_connector, 3);
+  messageDesc(file_switchyard_connector_v1_connector, 5);
 
 /**
  * Holds upstream credentials and connection pools; translates canonical requests into each
@@ -122,6 +166,16 @@ export const ConnectorService: GenService<{
     methodKind: "server_streaming";
     input: typeof ChatRequestSchema;
     output: typeof ChatResponseSchema;
+  },
+  /**
+   * One embeddings attempt against one target. Unimplemented when the provider has none.
+   *
+   * @generated from rpc switchyard.connector.v1.ConnectorService.Embed
+   */
+  embed: {
+    methodKind: "unary";
+    input: typeof EmbedRequestSchema;
+    output: typeof EmbedResponseSchema;
   },
   /**
    * A cheap check that a target answers (model list or a 1-token completion).

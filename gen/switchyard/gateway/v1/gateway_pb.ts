@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { ChatChunk, ChatCompletion, ChatParams } from "../../chat/v1/chat_pb.js";
+import type { ChatChunk, ChatCompletion, ChatParams, EmbedParams, EmbedResult } from "../../chat/v1/chat_pb.js";
 import { file_switchyard_chat_v1_chat } from "../../chat/v1/chat_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file switchyard/gateway/v1/gateway.proto.
  */
 export const file_switchyard_gateway_v1_gateway: GenFile = /*@__PURE__*/
-  fileDesc("CiNzd2l0Y2h5YXJkL2dhdGV3YXkvdjEvZ2F0ZXdheS5wcm90bxIVc3dpdGNoeWFyZC5nYXRld2F5LnYxIkMKEUNoYXRTdHJlYW1SZXF1ZXN0Ei4KBnBhcmFtcxgBIAEoCzIeLnN3aXRjaHlhcmQuY2hhdC52MS5DaGF0UGFyYW1zIkIKEkNoYXRTdHJlYW1SZXNwb25zZRIsCgVjaHVuaxgBIAEoCzIdLnN3aXRjaHlhcmQuY2hhdC52MS5DaGF0Q2h1bmsiPQoLQ2hhdFJlcXVlc3QSLgoGcGFyYW1zGAEgASgLMh4uc3dpdGNoeWFyZC5jaGF0LnYxLkNoYXRQYXJhbXMiRgoMQ2hhdFJlc3BvbnNlEjYKCmNvbXBsZXRpb24YASABKAsyIi5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hhdENvbXBsZXRpb24iEwoRTGlzdE1vZGVsc1JlcXVlc3QiQgoSTGlzdE1vZGVsc1Jlc3BvbnNlEiwKBm1vZGVscxgBIAMoCzIcLnN3aXRjaHlhcmQuZ2F0ZXdheS52MS5Nb2RlbCIlCgVNb2RlbBIKCgJpZBgBIAEoCRIQCghvd25lZF9ieRgCIAEoCTKpAgoOR2F0ZXdheVNlcnZpY2USYwoKQ2hhdFN0cmVhbRIoLnN3aXRjaHlhcmQuZ2F0ZXdheS52MS5DaGF0U3RyZWFtUmVxdWVzdBopLnN3aXRjaHlhcmQuZ2F0ZXdheS52MS5DaGF0U3RyZWFtUmVzcG9uc2UwARJPCgRDaGF0EiIuc3dpdGNoeWFyZC5nYXRld2F5LnYxLkNoYXRSZXF1ZXN0GiMuc3dpdGNoeWFyZC5nYXRld2F5LnYxLkNoYXRSZXNwb25zZRJhCgpMaXN0TW9kZWxzEiguc3dpdGNoeWFyZC5nYXRld2F5LnYxLkxpc3RNb2RlbHNSZXF1ZXN0Gikuc3dpdGNoeWFyZC5nYXRld2F5LnYxLkxpc3RNb2RlbHNSZXNwb25zZWIGcHJvdG8z", [file_switchyard_chat_v1_chat]);
+  fileDesc("CiNzd2l0Y2h5YXJkL2dhdGV3YXkvdjEvZ2F0ZXdheS5wcm90bxIVc3dpdGNoeWFyZC5nYXRld2F5LnYxIkMKEUNoYXRTdHJlYW1SZXF1ZXN0Ei4KBnBhcmFtcxgBIAEoCzIeLnN3aXRjaHlhcmQuY2hhdC52MS5DaGF0UGFyYW1zIkIKEkNoYXRTdHJlYW1SZXNwb25zZRIsCgVjaHVuaxgBIAEoCzIdLnN3aXRjaHlhcmQuY2hhdC52MS5DaGF0Q2h1bmsiPQoLQ2hhdFJlcXVlc3QSLgoGcGFyYW1zGAEgASgLMh4uc3dpdGNoeWFyZC5jaGF0LnYxLkNoYXRQYXJhbXMiRgoMQ2hhdFJlc3BvbnNlEjYKCmNvbXBsZXRpb24YASABKAsyIi5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hhdENvbXBsZXRpb24iPwoMRW1iZWRSZXF1ZXN0Ei8KBnBhcmFtcxgBIAEoCzIfLnN3aXRjaHlhcmQuY2hhdC52MS5FbWJlZFBhcmFtcyJACg1FbWJlZFJlc3BvbnNlEi8KBnJlc3VsdBgBIAEoCzIfLnN3aXRjaHlhcmQuY2hhdC52MS5FbWJlZFJlc3VsdCITChFMaXN0TW9kZWxzUmVxdWVzdCJCChJMaXN0TW9kZWxzUmVzcG9uc2USLAoGbW9kZWxzGAEgAygLMhwuc3dpdGNoeWFyZC5nYXRld2F5LnYxLk1vZGVsIiUKBU1vZGVsEgoKAmlkGAEgASgJEhAKCG93bmVkX2J5GAIgASgJMv0CCg5HYXRld2F5U2VydmljZRJjCgpDaGF0U3RyZWFtEiguc3dpdGNoeWFyZC5nYXRld2F5LnYxLkNoYXRTdHJlYW1SZXF1ZXN0Gikuc3dpdGNoeWFyZC5nYXRld2F5LnYxLkNoYXRTdHJlYW1SZXNwb25zZTABEk8KBENoYXQSIi5zd2l0Y2h5YXJkLmdhdGV3YXkudjEuQ2hhdFJlcXVlc3QaIy5zd2l0Y2h5YXJkLmdhdGV3YXkudjEuQ2hhdFJlc3BvbnNlElIKBUVtYmVkEiMuc3dpdGNoeWFyZC5nYXRld2F5LnYxLkVtYmVkUmVxdWVzdBokLnN3aXRjaHlhcmQuZ2F0ZXdheS52MS5FbWJlZFJlc3BvbnNlEmEKCkxpc3RNb2RlbHMSKC5zd2l0Y2h5YXJkLmdhdGV3YXkudjEuTGlzdE1vZGVsc1JlcXVlc3QaKS5zd2l0Y2h5YXJkLmdhdGV3YXkudjEuTGlzdE1vZGVsc1Jlc3BvbnNlYgZwcm90bzM", [file_switchyard_chat_v1_chat]);
 
 /**
  * @generated from message switchyard.gateway.v1.ChatStreamRequest
@@ -83,6 +83,40 @@ export const ChatResponseSchema: GenMessage<ChatResponse> = /*@__PURE__*/
   messageDesc(file_switchyard_gateway_v1_gateway, 3);
 
 /**
+ * @generated from message switchyard.gateway.v1.EmbedRequest
+ */
+export type EmbedRequest = Message<"switchyard.gateway.v1.EmbedRequest"> & {
+  /**
+   * @generated from field: switchyard.chat.v1.EmbedParams params = 1;
+   */
+  params?: EmbedParams | undefined;
+};
+
+/**
+ * Describes the message switchyard.gateway.v1.EmbedRequest.
+ * Use `create(EmbedRequestSchema)` to create a new message.
+ */
+export const EmbedRequestSchema: GenMessage<EmbedRequest> = /*@__PURE__*/
+  messageDesc(file_switchyard_gateway_v1_gateway, 4);
+
+/**
+ * @generated from message switchyard.gateway.v1.EmbedResponse
+ */
+export type EmbedResponse = Message<"switchyard.gateway.v1.EmbedResponse"> & {
+  /**
+   * @generated from field: switchyard.chat.v1.EmbedResult result = 1;
+   */
+  result?: EmbedResult | undefined;
+};
+
+/**
+ * Describes the message switchyard.gateway.v1.EmbedResponse.
+ * Use `create(EmbedResponseSchema)` to create a new message.
+ */
+export const EmbedResponseSchema: GenMessage<EmbedResponse> = /*@__PURE__*/
+  messageDesc(file_switchyard_gateway_v1_gateway, 5);
+
+/**
  * @generated from message switchyard.gateway.v1.ListModelsRequest
  */
 export type ListModelsRequest = Message<"switchyard.gateway.v1.ListModelsRequest"> & {
@@ -93,7 +127,7 @@ export type ListModelsRequest = Message<"switchyard.gateway.v1.ListModelsRequest
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_gateway_v1_gateway, 4);
+  messageDesc(file_switchyard_gateway_v1_gateway, 6);
 
 /**
  * @generated from message switchyard.gateway.v1.ListModelsResponse
@@ -110,7 +144,7 @@ export type ListModelsResponse = Message<"switchyard.gateway.v1.ListModelsRespon
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_gateway_v1_gateway, 5);
+  messageDesc(file_switchyard_gateway_v1_gateway, 7);
 
 /**
  * @generated from message switchyard.gateway.v1.Model
@@ -132,7 +166,7 @@ export type Model = Message<"switchyard.gateway.v1.Model"> & {
  * Use `create(ModelSchema)` to create a new message.
  */
 export const ModelSchema: GenMessage<Model> = /*@__PURE__*/
-  messageDesc(file_switchyard_gateway_v1_gateway, 6);
+  messageDesc(file_switchyard_gateway_v1_gateway, 8);
 
 /**
  * The public typed API, served on the ingress port over gRPC, Connect and gRPC-Web. Send the
@@ -161,6 +195,16 @@ export const GatewayService: GenService<{
     methodKind: "unary";
     input: typeof ChatRequestSchema;
     output: typeof ChatResponseSchema;
+  },
+  /**
+   * Embeddings of one or more texts.
+   *
+   * @generated from rpc switchyard.gateway.v1.GatewayService.Embed
+   */
+  embed: {
+    methodKind: "unary";
+    input: typeof EmbedRequestSchema;
+    output: typeof EmbedResponseSchema;
   },
   /**
    * The model names this key may use.

@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { ChatChunk, ChatParams, RequestContext } from "../../chat/v1/chat_pb.js";
+import type { ChatChunk, ChatParams, EmbedParams, EmbedResult, RequestContext } from "../../chat/v1/chat_pb.js";
 import { file_switchyard_chat_v1_chat } from "../../chat/v1/chat_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file switchyard/router/v1/router.proto.
  */
 export const file_switchyard_router_v1_router: GenFile = /*@__PURE__*/
-  fileDesc("CiFzd2l0Y2h5YXJkL3JvdXRlci92MS9yb3V0ZXIucHJvdG8SFHN3aXRjaHlhcmQucm91dGVyLnYxIqUBCgtDaGF0UmVxdWVzdBIzCgdjb250ZXh0GAEgASgLMiIuc3dpdGNoeWFyZC5jaGF0LnYxLlJlcXVlc3RDb250ZXh0Ei4KBnBhcmFtcxgCIAEoCzIeLnN3aXRjaHlhcmQuY2hhdC52MS5DaGF0UGFyYW1zEjEKBWhpbnRzGAMgASgLMiIuc3dpdGNoeWFyZC5yb3V0ZXIudjEuUm91dGluZ0hpbnRzIjwKDENoYXRSZXNwb25zZRIsCgVjaHVuaxgBIAEoCzIdLnN3aXRjaHlhcmQuY2hhdC52MS5DaGF0Q2h1bmsiXAoMUm91dGluZ0hpbnRzEhUKCHByb3ZpZGVyGAEgASgJSACIAQESEQoJZmFsbGJhY2tzGAIgAygJEhUKDWhhc19mYWxsYmFja3MYAyABKAhCCwoJX3Byb3ZpZGVyMmAKDVJvdXRlclNlcnZpY2USTwoEQ2hhdBIhLnN3aXRjaHlhcmQucm91dGVyLnYxLkNoYXRSZXF1ZXN0GiIuc3dpdGNoeWFyZC5yb3V0ZXIudjEuQ2hhdFJlc3BvbnNlMAFiBnByb3RvMw", [file_switchyard_chat_v1_chat]);
+  fileDesc("CiFzd2l0Y2h5YXJkL3JvdXRlci92MS9yb3V0ZXIucHJvdG8SFHN3aXRjaHlhcmQucm91dGVyLnYxIqUBCgtDaGF0UmVxdWVzdBIzCgdjb250ZXh0GAEgASgLMiIuc3dpdGNoeWFyZC5jaGF0LnYxLlJlcXVlc3RDb250ZXh0Ei4KBnBhcmFtcxgCIAEoCzIeLnN3aXRjaHlhcmQuY2hhdC52MS5DaGF0UGFyYW1zEjEKBWhpbnRzGAMgASgLMiIuc3dpdGNoeWFyZC5yb3V0ZXIudjEuUm91dGluZ0hpbnRzIjwKDENoYXRSZXNwb25zZRIsCgVjaHVuaxgBIAEoCzIdLnN3aXRjaHlhcmQuY2hhdC52MS5DaGF0Q2h1bmsiXAoMUm91dGluZ0hpbnRzEhUKCHByb3ZpZGVyGAEgASgJSACIAQESEQoJZmFsbGJhY2tzGAIgAygJEhUKDWhhc19mYWxsYmFja3MYAyABKAhCCwoJX3Byb3ZpZGVyIqcBCgxFbWJlZFJlcXVlc3QSMwoHY29udGV4dBgBIAEoCzIiLnN3aXRjaHlhcmQuY2hhdC52MS5SZXF1ZXN0Q29udGV4dBIvCgZwYXJhbXMYAiABKAsyHy5zd2l0Y2h5YXJkLmNoYXQudjEuRW1iZWRQYXJhbXMSMQoFaGludHMYAyABKAsyIi5zd2l0Y2h5YXJkLnJvdXRlci52MS5Sb3V0aW5nSGludHMiQAoNRW1iZWRSZXNwb25zZRIvCgZyZXN1bHQYASABKAsyHy5zd2l0Y2h5YXJkLmNoYXQudjEuRW1iZWRSZXN1bHQysgEKDVJvdXRlclNlcnZpY2USTwoEQ2hhdBIhLnN3aXRjaHlhcmQucm91dGVyLnYxLkNoYXRSZXF1ZXN0GiIuc3dpdGNoeWFyZC5yb3V0ZXIudjEuQ2hhdFJlc3BvbnNlMAESUAoFRW1iZWQSIi5zd2l0Y2h5YXJkLnJvdXRlci52MS5FbWJlZFJlcXVlc3QaIy5zd2l0Y2h5YXJkLnJvdXRlci52MS5FbWJlZFJlc3BvbnNlYgZwcm90bzM", [file_switchyard_chat_v1_chat]);
 
 /**
  * @generated from message switchyard.router.v1.ChatRequest
@@ -92,6 +92,50 @@ export const RoutingHintsSchema: GenMessage<RoutingHints> = /*@__PURE__*/
   messageDesc(file_switchyard_router_v1_router, 2);
 
 /**
+ * @generated from message switchyard.router.v1.EmbedRequest
+ */
+export type EmbedRequest = Message<"switchyard.router.v1.EmbedRequest"> & {
+  /**
+   * @generated from field: switchyard.chat.v1.RequestContext context = 1;
+   */
+  context?: RequestContext | undefined;
+
+  /**
+   * @generated from field: switchyard.chat.v1.EmbedParams params = 2;
+   */
+  params?: EmbedParams | undefined;
+
+  /**
+   * @generated from field: switchyard.router.v1.RoutingHints hints = 3;
+   */
+  hints?: RoutingHints | undefined;
+};
+
+/**
+ * Describes the message switchyard.router.v1.EmbedRequest.
+ * Use `create(EmbedRequestSchema)` to create a new message.
+ */
+export const EmbedRequestSchema: GenMessage<EmbedRequest> = /*@__PURE__*/
+  messageDesc(file_switchyard_router_v1_router, 3);
+
+/**
+ * @generated from message switchyard.router.v1.EmbedResponse
+ */
+export type EmbedResponse = Message<"switchyard.router.v1.EmbedResponse"> & {
+  /**
+   * @generated from field: switchyard.chat.v1.EmbedResult result = 1;
+   */
+  result?: EmbedResult | undefined;
+};
+
+/**
+ * Describes the message switchyard.router.v1.EmbedResponse.
+ * Use `create(EmbedResponseSchema)` to create a new message.
+ */
+export const EmbedResponseSchema: GenMessage<EmbedResponse> = /*@__PURE__*/
+  messageDesc(file_switchyard_router_v1_router, 4);
+
+/**
  * Chooses targets for a public model name and drives attempts against connectors: retries
  * and fallbacks before the first token, honest errors after it.
  *
@@ -107,6 +151,16 @@ export const RouterService: GenService<{
     methodKind: "server_streaming";
     input: typeof ChatRequestSchema;
     output: typeof ChatResponseSchema;
+  },
+  /**
+   * Embeddings from the first target that answers, with the same retry rules.
+   *
+   * @generated from rpc switchyard.router.v1.RouterService.Embed
+   */
+  embed: {
+    methodKind: "unary";
+    input: typeof EmbedRequestSchema;
+    output: typeof EmbedResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_switchyard_router_v1_router, 0);
