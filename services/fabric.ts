@@ -1,15 +1,20 @@
+import { randomBytes } from "node:crypto";
+import { hostname, networkInterfaces } from "node:os";
 import { type ConnectRouter, createRouterTransport, type Transport } from "@connectrpc/connect";
 import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
 import { request } from "undici";
-import { buildConnector } from "./connector/main.js";
+import { startAnnouncer } from "./connector/announcer.js";
+import { buildConnector, type ConnectorBuild } from "./connector/main.js";
 import { buildIngress } from "./ingress/main.js";
 import type { Bus } from "./lib/bus/bus.js";
 import { createBus } from "./lib/bus/index.js";
 import type { Config, ListenAddress } from "./lib/config/types.js";
+import { ConnectorPool } from "./lib/connector-pool.js";
 import { createAdminHandler } from "./lib/http/admin.js";
 import { createDualServer, type DualHandler, type DualServer } from "./lib/http/dual-server.js";
 import type { Logger } from "./lib/logger.js";
+import { followConnectors } from "./lib/membership.js";
 import { createProcessRegistry, createRegistry, renderMetrics } from "./lib/metrics.js";
 import { buildProber } from "./prober/main.js";
 import { buildRouter } from "./router/main.js";
@@ -56,10 +61,12 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
         "nats.url is required when services run in separate processes: routers and the prober share target health over NATS",
       );
     }
+    // wait:false — a service serves while NATS is unreachable, and joins it when it is back.
     bus = await createBus({
-      ...(config.nats ? { natsUrl: config.nats.url } : {}),
+      ...(config.nats ? { natsUrl: config.nats.url, namespace: config.nats.namespace } : {}),
       name: `switchyard-${[...services].join("+")}`,
       logger,
+      wait: false,
     });
     const b = bus;
     closers.push(() => b.close());
@@ -74,20 +81,31 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
   const remote = (baseUrl: string): Transport =>
     createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true });
 
-  // Connectors: the in-process one, or the static peer list.
-  const connectorTransports = new Map<string, Transport>();
-  let connectorRoutes: ((r: ConnectRouter) => void) | undefined;
+  // Connectors the router and prober call: the in-process one, or the static peer list plus
+  // every connector that announces itself on the bus.
+  const connectorId = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+  const connectors = new ConnectorPool();
+  let connector: ConnectorBuild | undefined;
   if (has("connector")) {
-    const c = buildConnector({
+    connector = buildConnector({
       config,
       logger: loggerFor("connector"),
       registry: registryFor("connector"),
+      ...(bus ? { outcomes: { bus, connectorId } } : {}),
     });
+    const c = connector;
     closers.push(() => c.close());
-    connectorRoutes = c.routes;
-    connectorTransports.set("local", createRouterTransport(c.routes));
-  } else if (has("router") || has("prober")) {
-    for (const url of config.peers.connectors) connectorTransports.set(url, remote(url));
+    connectors.add("local", createRouterTransport(c.routes));
+  } else if ((has("router") || has("prober")) && bus) {
+    for (const url of config.peers.connectors) connectors.add(url, remote(url));
+    const membership = followConnectors({
+      bus,
+      pool: connectors,
+      staticAddresses: config.peers.connectors,
+      transportFor: remote,
+      logger,
+    });
+    closers.push(async () => membership.stop());
   }
 
   let routerRoutes: ((r: ConnectRouter) => void) | undefined;
@@ -98,7 +116,7 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
       logger: loggerFor("router"),
       registry: registryFor("router"),
       bus,
-      connectors: connectorTransports,
+      connectors,
     });
     closers.push(() => r.close());
     routerRoutes = r.routes;
@@ -113,7 +131,8 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
       logger: loggerFor("prober"),
       registry: registryFor("prober"),
       bus,
-      connectors: connectorTransports,
+      connectors,
+      holder: connectorId,
     });
     prober.start();
     closers.push(() => prober.stop());
@@ -142,8 +161,8 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
       });
     if (has("router"))
       servers.push({ name: "router", server: createDualServer(internal(routerRoutes)) });
-    if (has("connector"))
-      servers.push({ name: "connector", server: createDualServer(internal(connectorRoutes)) });
+    if (connector)
+      servers.push({ name: "connector", server: createDualServer(internal(connector.routes)) });
     if (has("prober"))
       servers.push({ name: "prober", server: createDualServer(internal(undefined)) });
   }
@@ -160,16 +179,49 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
     throw err;
   }
 
+  // A connector in its own process tells routers and probers where to find it.
+  let announcer: { stop(): void } | undefined;
+  if (connector && bus && ports.connector !== undefined) {
+    const address = advertisedUrl(
+      opts.listen?.connector?.host ?? config.server.connector.host,
+      ports.connector,
+    );
+    const c = connector;
+    announcer = startAnnouncer({
+      bus,
+      id: connectorId,
+      address,
+      providers: c.providers,
+      inflight: () => c.load.inflight,
+    });
+    logger.info({ service: "connector", address, id: connectorId }, "announcing on the bus");
+  }
+
   return {
     ports,
     async stop(graceMs = config.server.drain_timeout_ms) {
       draining = true;
+      announcer?.stop();
       await Promise.all(servers.map((s) => s.server.close(graceMs)));
       for (const close of closers.reverse()) {
         await close().catch((err) => logger.warn({ err: String(err) }, "error while closing"));
       }
     },
   };
+}
+
+/** The URL other processes dial to reach a service bound to `host:port`. */
+function advertisedUrl(host: string, port: number): string {
+  if (host !== "0.0.0.0" && host !== "::" && host !== "") {
+    return `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  }
+  // Bound to every interface: advertise the first external IPv4 address (a pod IP, say).
+  for (const addrs of Object.values(networkInterfaces())) {
+    for (const a of addrs ?? []) {
+      if (a.family === "IPv4" && !a.internal) return `http://${a.address}:${port}`;
+    }
+  }
+  return `http://${hostname()}:${port}`;
 }
 
 /** Whether a peer's /readyz answers 200 (cached for a second so probes stay cheap). */

@@ -1,6 +1,5 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { supportedProviderTypes } from "../connector/providers/registry.js";
 import { SERVICE_NAMES, type ServiceName, startFabric } from "../fabric.js";
 import { hashKey } from "../lib/config/keys.js";
 import { ConfigError, formatProblems, loadConfig } from "../lib/config/load.js";
@@ -53,22 +52,12 @@ function parseConfigFlag(args: string[]) {
     .values;
 }
 
-/** The config, valid and servable by this build (a provider type may be valid but not built yet). */
 function load(flag: string | undefined): { config: Config; source: string } {
-  const loaded = loadConfig({
+  return loadConfig({
     ...(flag === undefined ? {} : { flag }),
     env: process.env,
     cwd: process.cwd(),
   });
-  const supported = supportedProviderTypes();
-  const problems = Object.entries(loaded.config.providers)
-    .filter(([, p]) => !supported.includes(p.type))
-    .map(([name, p]) => ({
-      path: `providers.${name}.type`,
-      reason: `type ${p.type} is not supported by this version (supported: ${supported.join(", ")})`,
-    }));
-  if (problems.length > 0) throw new ConfigError(loaded.source, problems);
-  return loaded;
 }
 
 async function start(args: string[]): Promise<number> {

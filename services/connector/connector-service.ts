@@ -17,12 +17,17 @@ import {
 import { Failure } from "../lib/errors.js";
 import type { Logger } from "../lib/logger.js";
 import { counter, gauge, histogram } from "../lib/metrics.js";
+import type { OutcomeReporter } from "./outcomes.js";
 import type { Provider } from "./providers/provider.js";
 
 export interface ConnectorDeps {
   providers: ReadonlyMap<string, Provider>;
   logger: Logger;
   registry: Registry;
+  /** Passive health reports; absent = none. */
+  outcomes?: OutcomeReporter;
+  /** Calls in flight on this connector, for its announcements. */
+  load?: { inflight: number };
 }
 
 /** Runs single attempts against upstreams; all retry and routing decisions are the router's. */
@@ -73,6 +78,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
     const started = performance.now();
     let first = true;
     inflight.inc({ provider: target.provider });
+    if (deps.load) deps.load.inflight++;
     try {
       const provider = providerFor(target.provider);
       const chunks = provider.chat({
@@ -85,6 +91,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
       for await (const chunk of chunks) {
         if (first) {
           first = false;
+          deps.outcomes?.success(target.provider, target.model, performance.now() - started);
           firstChunk.observe(
             { provider: target.provider, target: target.model },
             (performance.now() - started) / 1000,
@@ -98,9 +105,11 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
         ? new Failure({ status: 499, kind: "cancelled", message: "cancelled" })
         : Failure.from(err);
       upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: f.kind });
+      deps.outcomes?.failure(target.provider, target.model, f);
       throw f.toConnectError();
     } finally {
       inflight.dec({ provider: target.provider });
+      if (deps.load) deps.load.inflight--;
     }
   }
 

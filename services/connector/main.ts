@@ -1,14 +1,20 @@
 import type { ConnectRouter } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
 import { ConnectorService } from "../../gen/switchyard/connector/v1/connector_pb.js";
+import type { Bus } from "../lib/bus/bus.js";
 import type { Config } from "../lib/config/types.js";
 import type { Logger } from "../lib/logger.js";
 import { createConnectorService } from "./connector-service.js";
+import { OutcomeReporter } from "./outcomes.js";
 import type { Provider } from "./providers/provider.js";
 import { createProvider } from "./providers/registry.js";
 
 export interface ConnectorBuild {
   routes(router: ConnectRouter): void;
+  /** Names of the providers this connector serves. */
+  readonly providers: string[];
+  /** Calls in flight right now. */
+  readonly load: { inflight: number };
   close(): Promise<void>;
 }
 
@@ -17,15 +23,30 @@ export function buildConnector(deps: {
   config: Config;
   logger: Logger;
   registry: Registry;
+  /** Where passive health outcomes go (with the id they are reported under). */
+  outcomes?: { bus: Bus; connectorId: string };
 }): ConnectorBuild {
   const providers = new Map<string, Provider>();
   for (const [name, pc] of Object.entries(deps.config.providers)) {
     providers.set(name, createProvider(name, pc));
   }
-  const impl = createConnectorService({ providers, logger: deps.logger, registry: deps.registry });
+  const load = { inflight: 0 };
+  const outcomes = deps.outcomes
+    ? new OutcomeReporter(deps.outcomes.bus, deps.outcomes.connectorId)
+    : undefined;
+  const impl = createConnectorService({
+    providers,
+    logger: deps.logger,
+    registry: deps.registry,
+    load,
+    ...(outcomes ? { outcomes } : {}),
+  });
   return {
     routes: (router) => router.service(ConnectorService, impl),
+    providers: [...providers.keys()],
+    load,
     async close() {
+      outcomes?.flush();
       await Promise.all([...providers.values()].map((p) => p.close()));
     },
   };

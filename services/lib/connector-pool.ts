@@ -5,23 +5,40 @@ export interface ConnectorEndpoint {
   readonly id: string;
   readonly client: Client<typeof ConnectorService>;
   inflight: number;
+  /** Until when (ms) calls avoid this connector after it could not be reached. */
+  suspectUntil: number;
 }
 
+/** How long a connector that could not be reached is passed over while others are available. */
+export const SUSPECT_MS = 2_000;
+
 /**
- * The connectors a router can call. Calls go to the one with the fewest calls in flight; ties
- * rotate so an idle fabric still spreads load.
+ * The connectors a router (or prober) can call. Calls go to the one with the fewest calls in
+ * flight; ties rotate so an idle fabric still spreads load; a connector that just failed to
+ * answer is avoided while another one is available.
  */
 export class ConnectorPool {
   private readonly endpoints = new Map<string, ConnectorEndpoint>();
   private turn = 0;
 
+  constructor(private readonly now: () => number = Date.now) {}
+
   add(id: string, transport: Transport): void {
     if (this.endpoints.has(id)) return;
-    this.endpoints.set(id, { id, client: createClient(ConnectorService, transport), inflight: 0 });
+    this.endpoints.set(id, {
+      id,
+      client: createClient(ConnectorService, transport),
+      inflight: 0,
+      suspectUntil: 0,
+    });
   }
 
   remove(id: string): void {
     this.endpoints.delete(id);
+  }
+
+  has(id: string): boolean {
+    return this.endpoints.has(id);
   }
 
   get size(): number {
@@ -32,17 +49,26 @@ export class ConnectorPool {
     return [...this.endpoints.keys()];
   }
 
-  /** The least-loaded connector, avoiding `exclude` (one that just failed) when there is another. */
-  pick(exclude?: string): ConnectorEndpoint | undefined {
+  /** Marks a connector unreachable for SUSPECT_MS (e.g. its process died). */
+  suspect(id: string): void {
+    const e = this.endpoints.get(id);
+    if (e) e.suspectUntil = this.now() + SUSPECT_MS;
+  }
+
+  /** The least-loaded connector, preferring ones not under suspicion. */
+  pick(): ConnectorEndpoint | undefined {
+    const n = this.endpoints.size;
+    if (n === 0) return undefined;
+    const now = this.now();
+    const start = this.turn++ % n;
     let best: ConnectorEndpoint | undefined;
     let bestScore = Number.POSITIVE_INFINITY;
-    const n = this.endpoints.size;
     let i = 0;
-    const start = this.turn++ % Math.max(n, 1);
     for (const e of this.endpoints.values()) {
       // Rotating the tie-break start spreads equal-load picks.
       const rotation = (i - start + n) % n;
-      const score = e.inflight * n + rotation + (e.id === exclude && n > 1 ? n * 1e6 : 0);
+      const penalty = e.suspectUntil > now ? 1e9 : 0;
+      const score = penalty + e.inflight * n + rotation;
       if (score < bestScore) {
         best = e;
         bestScore = score;

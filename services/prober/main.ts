@@ -1,8 +1,7 @@
-import type { Transport } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
 import type { Bus } from "../lib/bus/bus.js";
 import type { Config } from "../lib/config/types.js";
-import { ConnectorPool } from "../lib/connector-pool.js";
+import type { ConnectorPool } from "../lib/connector-pool.js";
 import type { Logger } from "../lib/logger.js";
 import { createProber, type Prober } from "./prober.js";
 
@@ -12,15 +11,17 @@ export function buildProber(deps: {
   logger: Logger;
   registry: Registry;
   bus: Bus;
-  connectors: ReadonlyMap<string, Transport>;
+  connectors: ConnectorPool;
+  /** This prober's identity in the election for the active prober. */
+  holder: string;
 }): Prober {
-  const connectors = new ConnectorPool();
-  for (const [id, transport] of deps.connectors) connectors.add(id, transport);
   return createProber({
     config: deps.config,
-    connectors,
+    connectors: deps.connectors,
     health: deps.bus.health,
     logger: deps.logger,
     registry: deps.registry,
+    lease: deps.bus.lease("prober", deps.holder),
+    outcomes: (signal) => deps.bus.outcomes(signal),
   });
 }

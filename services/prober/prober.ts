@@ -4,10 +4,12 @@ import {
   HealthSource,
   type TargetHealth,
   TargetHealthSchema,
+  type TargetOutcome,
+  type TargetOutcomeBatch,
   TargetSchema,
   TargetState,
 } from "../../gen/switchyard/health/v1/health_pb.js";
-import type { HealthStore } from "../lib/bus/bus.js";
+import type { HealthStore, Lease } from "../lib/bus/bus.js";
 import type { Config } from "../lib/config/types.js";
 import type { ConnectorPool } from "../lib/connector-pool.js";
 import { Failure } from "../lib/errors.js";
@@ -26,6 +28,13 @@ export interface ProberDeps {
   logger: Logger;
   registry: Registry;
   now?: () => number;
+  /**
+   * Held by the one active prober of a cluster; the others stand by, so adding prober replicas
+   * does not multiply probes. Absent = always active.
+   */
+  lease?: Lease;
+  /** Passive outcomes reported by connectors, folded into health by the active prober. */
+  outcomes?: (signal: AbortSignal) => AsyncIterable<TargetOutcomeBatch>;
 }
 
 export interface Prober {
@@ -57,6 +66,15 @@ export function nextHealth(
   const ewma = (old: number | undefined, x: number) =>
     old === undefined || old === 0 ? x : old + EWMA_ALPHA * (x - old);
   if (result.ok) {
+    // A model list answering does not prove completions work: live traffic that marked the
+    // target down keeps it down until its cooldown ends.
+    if (
+      prev?.source === HealthSource.PASSIVE &&
+      prev.state === TargetState.DOWN &&
+      now < Number(prev.cooldownUntilMs)
+    ) {
+      return create(TargetHealthSchema, { ...prev, lastProbeMs: BigInt(now) });
+    }
     return create(TargetHealthSchema, {
       target: create(TargetSchema, target),
       state: TargetState.HEALTHY,
@@ -84,6 +102,49 @@ export function nextHealth(
     source: HealthSource.PROBE,
     lastError: f.message,
     consecutiveFailures: failures,
+  });
+}
+
+/**
+ * Folds one live-traffic outcome into a target's health: failures in a row (as many as the
+ * circuit breaker's threshold) mark it down for the breaker's cooldown, a 429 with Retry-After
+ * puts it in cooldown for that long, a success clears both.
+ */
+export function foldOutcome(
+  prev: TargetHealth | undefined,
+  o: TargetOutcome,
+  now: number,
+  breaker: { consecutive_failures: number; cooldown_ms: number },
+): TargetHealth {
+  const target = create(TargetSchema, o.target ?? {});
+  const base = {
+    target,
+    ttftEwmaMs: prev?.ttftEwmaMs ?? 0,
+    lastProbeMs: prev?.lastProbeMs ?? 0n,
+    updatedMs: BigInt(now),
+    source: HealthSource.PASSIVE,
+  };
+  if (o.success) {
+    const old = prev?.ttftEwmaMs ?? 0;
+    return create(TargetHealthSchema, {
+      ...base,
+      state: TargetState.HEALTHY,
+      ttftEwmaMs: old === 0 ? o.firstTokenMs : old + EWMA_ALPHA * (o.firstTokenMs - old),
+      errorRate: (prev?.errorRate ?? 0) * (1 - EWMA_ALPHA),
+    });
+  }
+  const failures = (prev?.consecutiveFailures ?? 0) + 1;
+  const errorRate = (prev?.errorRate ?? 0) + EWMA_ALPHA * (1 - (prev?.errorRate ?? 0));
+  const retryAfter = o.errorKind === "rate_limited" ? o.retryAfterMs : 0;
+  const down = retryAfter > 0 || failures >= breaker.consecutive_failures;
+  const cooldown = retryAfter > 0 ? retryAfter : down ? breaker.cooldown_ms : 0;
+  return create(TargetHealthSchema, {
+    ...base,
+    state: down ? TargetState.DOWN : TargetState.DEGRADED,
+    errorRate,
+    consecutiveFailures: failures,
+    cooldownUntilMs: cooldown > 0 ? BigInt(now + cooldown) : 0n,
+    lastError: `live traffic: ${o.errorKind}${o.upstreamStatus ? ` (HTTP ${o.upstreamStatus})` : ""}`,
   });
 }
 
@@ -167,18 +228,58 @@ export function createProber(deps: ProberDeps): Prober {
     );
   }
 
+  // A standby prober checks often whether it has become the active one.
+  const standbyMs = Math.min(interval, 1_000);
+
+  async function followOutcomes(
+    source: (signal: AbortSignal) => AsyncIterable<TargetOutcomeBatch>,
+  ): Promise<void> {
+    const breaker = deps.config.routing.circuit_breaker;
+    while (!abort.signal.aborted) {
+      try {
+        for await (const batch of source(abort.signal)) {
+          if (!(deps.lease?.held() ?? true)) continue;
+          // One write per target per batch, whatever the batch holds.
+          const changed = new Map<string, TargetHealth>();
+          for (const o of batch.outcomes) {
+            if (!o.target) continue;
+            const key = targetKey(o.target.provider, o.target.model);
+            const health = foldOutcome(last.get(key), o, now(), breaker);
+            last.set(key, health);
+            changed.set(key, health);
+          }
+          for (const health of changed.values()) {
+            const t = health.target;
+            if (t) healthGauge.set({ provider: t.provider, target: t.model }, health.state);
+            await deps.health
+              .put(health)
+              .catch((err) =>
+                deps.logger.warn({ err: String(err) }, "could not publish target health"),
+              );
+          }
+        }
+      } catch (err) {
+        if (!abort.signal.aborted) deps.logger.warn({ err: String(err) }, "outcome stream failed");
+      }
+      if (!abort.signal.aborted) await new Promise((r) => setTimeout(r, 1_000).unref());
+    }
+  }
+
   return {
     start() {
       const tick = () => {
-        round = probeAll().finally(() => {
-          if (!abort.signal.aborted) timer = setTimeout(tick, interval);
+        const active = deps.lease?.held() ?? true;
+        round = (active ? probeAll() : Promise.resolve()).finally(() => {
+          if (!abort.signal.aborted) timer = setTimeout(tick, active ? interval : standbyMs);
         });
       };
       tick();
+      if (deps.outcomes) void followOutcomes(deps.outcomes);
     },
     probeAll,
     async stop() {
       abort.abort();
+      await deps.lease?.release();
       clearTimeout(timer);
       await round;
     },

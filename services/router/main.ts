@@ -1,9 +1,9 @@
-import type { ConnectRouter, Transport } from "@connectrpc/connect";
+import type { ConnectRouter } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
 import { RouterService } from "../../gen/switchyard/router/v1/router_pb.js";
 import type { Bus } from "../lib/bus/bus.js";
 import type { Config } from "../lib/config/types.js";
-import { ConnectorPool } from "../lib/connector-pool.js";
+import type { ConnectorPool } from "../lib/connector-pool.js";
 import type { Logger } from "../lib/logger.js";
 import { CircuitBreakers } from "./circuit-breaker.js";
 import { HealthView } from "./health-view.js";
@@ -22,11 +22,10 @@ export function buildRouter(deps: {
   logger: Logger;
   registry: Registry;
   bus: Bus;
-  connectors: ReadonlyMap<string, Transport>;
+  /** The connectors to spread calls over (kept current by the caller). */
+  connectors: ConnectorPool;
 }): RouterBuild {
-  const { config } = deps;
-  const connectors = new ConnectorPool();
-  for (const [id, transport] of deps.connectors) connectors.add(id, transport);
+  const { config, connectors } = deps;
   const health = new HealthView(config.health.stale_after_ms);
   health.follow(deps.bus.health, deps.logger);
   const breakers = new CircuitBreakers(

@@ -100,16 +100,27 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     const maxAttempts = retries + 1;
     let last: Failure | undefined;
     let attempt = 0;
+    let connectorRetries = 0;
     for (const p of candidates(plan, breakers)) {
-      attempt++;
-      if (attempt > 1) await sleepBackoff(attempt, backoff.base_ms, backoff.max_ms, ctx.signal);
-      if (ctx.signal.aborted) throw new ConnectError("client cancelled", Code.Canceled);
-      try {
-        yield* attemptOne(p, attempt, totalDeadline);
-        return;
-      } catch (err) {
-        if (!(err instanceof RetryableFailure)) throw err;
-        last = err.failure;
+      for (;;) {
+        attempt++;
+        if (attempt > 1) await sleepBackoff(attempt, backoff.base_ms, backoff.max_ms, ctx.signal);
+        if (ctx.signal.aborted) throw new ConnectError("client cancelled", Code.Canceled);
+        try {
+          yield* attemptOne(p, attempt, totalDeadline);
+          return;
+        } catch (err) {
+          if (!(err instanceof RetryableFailure)) throw err;
+          last = err.failure;
+          // A connector that did not answer says nothing about the target: try the same
+          // target through another connector, outside the target retry budget.
+          if (err.connectorDown && connectorRetries < MAX_CONNECTOR_RETRIES) {
+            connectorRetries++;
+            attempt--;
+            continue;
+          }
+        }
+        break;
       }
       if (attempt >= maxAttempts) break; // before the next pull, which could claim a trial
     }
@@ -165,7 +176,16 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       if (res.result) res.result.attempts = attempt;
       yield create(EmbedResponseSchema, { result: res.result });
     } catch (err) {
-      throw settleFailure(err, p, clientSignal, undefined, false, req.context?.requestId, attempt);
+      throw settleFailure(
+        err,
+        p,
+        connector,
+        clientSignal,
+        undefined,
+        false,
+        req.context?.requestId,
+        attempt,
+      );
     } finally {
       connector.inflight--;
     }
@@ -186,6 +206,16 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     return connector;
   }
 
+  function settleSuccess(p: PlannedTarget): void {
+    breakers.onSuccess(p.target.provider, p.target.model);
+    attemptsTotal.inc({
+      model: p.model,
+      provider: p.target.provider,
+      target: p.target.model,
+      outcome: "ok",
+    });
+  }
+
   /**
    * What a failed attempt means: cancellation ends the request, a retryable failure before the
    * first chunk moves on (RetryableFailure), anything else ends the request with its error.
@@ -193,6 +223,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
   function settleFailure(
     err: unknown,
     p: PlannedTarget,
+    connector: ConnectorEndpoint,
     clientSignal: AbortSignal,
     timedOut: Timeout | undefined,
     sentFirst: boolean,
@@ -204,7 +235,22 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       breakers.onAbandon(provider, model);
       return new ConnectError("client cancelled", Code.Canceled);
     }
-    const f = timedOut ? timeoutFailure(timedOut, p, timeouts) : Failure.from(err);
+    let f = timedOut ? timeoutFailure(timedOut, p, timeouts) : Failure.from(err);
+    if (f.kind === "cancelled") {
+      // Not cancelled by our client: the connector's connection went away under the call.
+      f = new Failure({
+        status: 503,
+        kind: "upstream_unavailable",
+        retryable: true,
+        message: `connector ${connector.id} dropped the call: ${f.message}`,
+      });
+    }
+    if (f.kind === "upstream_unavailable" && f.provider === "") {
+      // The connector itself did not answer (no provider named the error): not the target's
+      // fault. Avoid that connector for a while; the next attempt goes through another.
+      connectors.suspect(connector.id);
+      if (!sentFirst) return new RetryableFailure(f, true);
+    }
     noteFailure(p, f);
     // After the first chunk the client has tokens: no retry can be honest now.
     if (sentFirst || !f.retryable || timedOut === "total") return f.toConnectError();
@@ -253,18 +299,27 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         },
         { signal: abort.signal, timeoutMs: Math.max(1, totalDeadline - Date.now()) },
       );
+      // A client that is not streaming sees nothing until the answer is complete, so the whole
+      // answer is held here and the attempt stays retryable until its last chunk.
+      const held: ChatResponse[] | undefined = req.params?.stream ? undefined : [];
+      let received = false;
       for await (const res of stream) {
         clearTimeout(stepTimer);
-        if (!sentFirst) {
-          sentFirst = true;
-          breakers.onSuccess(provider, model);
-          attemptsTotal.inc({ model: p.model, provider, target: model, outcome: "ok" });
+        if (!received) {
+          received = true;
           if (res.chunk?.start) res.chunk.start.attempts = attempt;
         }
-        yield create(ChatResponseSchema, { chunk: res.chunk });
+        const out = create(ChatResponseSchema, { chunk: res.chunk });
+        if (held) {
+          held.push(out);
+        } else {
+          if (!sentFirst) settleSuccess(p);
+          sentFirst = true;
+          yield out;
+        }
         stepTimer = arm("idle", timeouts.idle_ms);
       }
-      if (!sentFirst) {
+      if (!received) {
         // A stream that ends with nothing in it is an upstream fault, and retryable.
         throw new Failure({
           status: 502,
@@ -274,10 +329,16 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
           message: `provider ${provider} returned an empty answer`,
         });
       }
+      if (held) {
+        settleSuccess(p);
+        sentFirst = true;
+        yield* held;
+      }
     } catch (err) {
       throw settleFailure(
         err,
         p,
+        connector,
         clientSignal,
         timedOut,
         sentFirst,
@@ -355,7 +416,14 @@ function* candidates(plan: PlannedTarget[], breakers: CircuitBreakers): Generato
 
 /** Marks a failure that happened before the first chunk and that another target may fix. */
 class RetryableFailure extends Error {
-  constructor(readonly failure: Failure) {
+  constructor(
+    readonly failure: Failure,
+    /** The connector, not the target, failed: the same target may be tried elsewhere. */
+    readonly connectorDown = false,
+  ) {
     super(failure.message);
   }
 }
+
+/** Connectors that may fail to answer within one request before it gives up on them. */
+const MAX_CONNECTOR_RETRIES = 3;

@@ -1,22 +1,38 @@
 /**
  * A fake OpenAI-compatible upstream for tests: a real `node:http` server on 127.0.0.1 (port 0)
- * that speaks the Chat Completions wire format (JSON and SSE), records every request and does
- * what the test tells it to.
+ * that speaks the Chat Completions and Embeddings wire formats (JSON and SSE), in OpenAI's and in
+ * Azure OpenAI's route styles, records every request and does what the test tells it to.
  *
  *   const upstream = await startOpenAIUpstream({ behavior: { kind: "answer", text: "Hi there" } });
  *   // providers: { local: { type: openai, base_url: upstream.url } }
+ *   // providers: { azure: { type: azure-openai, base_url: upstream.origin, api_version: "2024-10-21" } }
  *   upstream.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "2" } });
  *   upstream.setBehavior((req) => (upstream.requests.length === 1 ? failOnce : answer));
  *   upstream.requests[0]?.body          // the parsed JSON the gateway sent
+ *   upstream.requests[0]?.query         // e.g. { "api-version": "2024-10-21" }
  *   await upstream.requests[0]?.closed  // resolves when that request's connection ended
  *   await upstream.close();
  *
- * Routes (under `url`, which ends in "/v1"):
+ * Routes, OpenAI style (under `url`, which ends in "/v1"):
  * - POST /v1/chat/completions — answers per the current behaviour; streams (SSE, ending with
  *   `data: [DONE]`) when the body has `stream: true`, and adds a usage chunk when it also has
  *   `stream_options.include_usage: true`, as OpenAI does.
+ * - POST /v1/embeddings — with an "answer" behaviour, one `fakeEmbedding` per input (floats, or
+ *   base64 when `encoding_format` is "base64") and usage counting words.
  * - GET /v1/models — with an "answer" behaviour, an OpenAI model list of `models`; other
  *   behaviours apply here too (so probes can be made to fail).
+ *
+ * Routes, Azure OpenAI style (under `origin`), answered the Azure way: streams open with a
+ * prompt-filter-results chunk (empty id and model, `created` 0) and choices carry
+ * `content_filter_results`; the model named in answers is the deployment unless the behaviour
+ * names one:
+ * - POST /openai/deployments/{deployment}/chat/completions?api-version=V
+ * - POST /openai/deployments/{deployment}/embeddings?api-version=V
+ * - GET /openai/models?api-version=V
+ *   A missing api-version is refused (400), and dated versions before 2024-09-01 refuse
+ *   `stream_options` and `max_completion_tokens` (400), as Azure does.
+ * - POST /openai/v1/chat/completions, POST /openai/v1/embeddings, GET /openai/v1/models — the v1
+ *   surface, no api-version, the deployment named by the body's `model`.
  * - anything else — 404 with an OpenAI error body.
  *
  * Behaviours:
@@ -25,12 +41,14 @@
  *   many SSE events without `[DONE]` (`cutMode` "end" ends the HTTP response cleanly,
  *   "destroy" resets the connection).
  * - `error`: answers `status` with `body` (an object is sent as JSON; default an OpenAI error
- *   envelope) and `headers` (e.g. `retry-after`).
+ *   envelope) and `headers` (e.g. `retry-after`). `azureContentFilterError()` is Azure's body
+ *   for a prompt its content filter blocked.
  * - `hang`: reads the request and never sends headers (for timeouts and cancellation).
  * - `raw`: writes `chunks` verbatim after the headers, then ends (or resets) the response; for
  *   malformed streams and mid-stream error events.
  */
 
+import { createHash } from "node:crypto";
 import { once } from "node:events";
 import {
   createServer,
@@ -102,10 +120,19 @@ export interface RawBehavior {
 
 export type UpstreamBehavior = AnswerBehavior | ErrorBehavior | HangBehavior | RawBehavior;
 
+/** Which wire dialect a route speaks. */
+export type RouteStyle = "openai" | "azure" | "azure-v1";
+
 export interface RecordedRequest {
   method: string;
   /** Path and query, e.g. "/v1/chat/completions". */
   path: string;
+  /** The query parameters, e.g. `{ "api-version": "2024-10-21" }`. */
+  query: Record<string, string>;
+  /** The route's dialect; undefined for an unknown route. */
+  style?: RouteStyle;
+  /** Azure dated routes: the deployment named in the path. */
+  deployment?: string;
   headers: IncomingHttpHeaders;
   /** The parsed JSON body; undefined when there was none or it was not JSON. */
   body: unknown;
@@ -125,8 +152,10 @@ export interface OpenAIUpstreamOptions {
 export type BehaviorFn = (request: RecordedRequest) => UpstreamBehavior;
 
 export interface OpenAIUpstream {
-  /** Base URL ending in "/v1", for a provider's `base_url`. */
+  /** Base URL ending in "/v1", for a `type: openai` provider's `base_url`. */
   url: string;
+  /** "http://127.0.0.1:PORT", for a `type: azure-openai` provider's `base_url`. */
+  origin: string;
   requests: RecordedRequest[];
   /** TCP connections accepted so far (to observe keep-alive reuse). */
   readonly connections: number;
@@ -161,9 +190,11 @@ export async function startOpenAIUpstream(
       body = undefined;
     }
     let markClosed = () => {};
+    const url = new URL(req.url ?? "/", "http://fake");
     const record: RecordedRequest = {
       method: req.method ?? "",
       path: req.url ?? "",
+      query: Object.fromEntries(url.searchParams),
       headers: req.headers,
       body,
       closed: new Promise<void>((resolve) => {
@@ -177,13 +208,21 @@ export async function startOpenAIUpstream(
     });
     requests.push(record);
 
-    const path = record.path.split("?")[0];
-    if (path !== "/v1/chat/completions" && path !== "/v1/models") {
+    const route = routeOf(record.method, url);
+    if (route === undefined) {
+      const path = record.path.split("?")[0];
       sendJson(
         res,
         404,
         errorEnvelope(`no route ${record.method} ${path}`, "invalid_request_error"),
       );
+      return;
+    }
+    record.style = route.style;
+    if (route.deployment !== undefined) record.deployment = route.deployment;
+    const refusal = azureRefusal(route, record.query, body);
+    if (refusal !== undefined) {
+      sendJson(res, 400, refusal);
       return;
     }
     const current = typeof behavior === "function" ? behavior(record) : behavior;
@@ -216,24 +255,30 @@ export async function startOpenAIUpstream(
         else res.end();
         return;
       }
-      case "answer":
+      case "answer": {
         if (current.headersDelayMs) await sleep(current.headersDelayMs);
         if (res.destroyed) return;
-        if (path === "/v1/models") {
-          sendJson(res, 200, {
-            object: "list",
-            data: models.map((id) => ({
-              id,
-              object: "model",
-              created: 1700000000,
-              owned_by: "fake",
-            })),
-          });
+        const request = isRecord(body) ? body : {};
+        if (route.kind === "models") {
+          sendJson(res, 200, modelList(models, route.style));
+          return;
+        }
+        const model =
+          current.model ??
+          route.deployment ??
+          (typeof request.model === "string" ? request.model : "fake-model");
+        if (route.kind === "embeddings") {
+          sendJson(res, 200, embeddingsAnswer(current, request, model));
           return;
         }
         answers += 1;
-        await answer(res, current, isRecord(body) ? body : {}, `chatcmpl-fake${answers}`);
+        await answer(res, current, request, {
+          id: `chatcmpl-fake${answers}`,
+          model,
+          azure: route.style !== "openai",
+        });
         return;
+      }
     }
   }
 
@@ -243,6 +288,7 @@ export async function startOpenAIUpstream(
 
   return {
     url: `http://127.0.0.1:${port}/v1`,
+    origin: `http://127.0.0.1:${port}`,
     requests,
     get connections() {
       return connections;
@@ -258,11 +304,168 @@ export async function startOpenAIUpstream(
   };
 }
 
+interface Route {
+  kind: "chat" | "embeddings" | "models";
+  style: RouteStyle;
+  deployment?: string;
+}
+
+function routeOf(method: string, url: URL): Route | undefined {
+  const post = method === "POST";
+  const get = method === "GET";
+  const path = url.pathname;
+  if (post && path === "/v1/chat/completions") return { kind: "chat", style: "openai" };
+  if (post && path === "/v1/embeddings") return { kind: "embeddings", style: "openai" };
+  if (get && path === "/v1/models") return { kind: "models", style: "openai" };
+  if (post && path === "/openai/v1/chat/completions") return { kind: "chat", style: "azure-v1" };
+  if (post && path === "/openai/v1/embeddings") return { kind: "embeddings", style: "azure-v1" };
+  if (get && path === "/openai/v1/models") return { kind: "models", style: "azure-v1" };
+  if (get && path === "/openai/models") return { kind: "models", style: "azure" };
+  const deployment = /^\/openai\/deployments\/([^/]+)\/(chat\/completions|embeddings)$/.exec(path);
+  if (post && deployment?.[1] !== undefined) {
+    return {
+      kind: deployment[2] === "embeddings" ? "embeddings" : "chat",
+      style: "azure",
+      deployment: decodeURIComponent(deployment[1]),
+    };
+  }
+  return undefined;
+}
+
+/** First Azure API version whose request schema has `stream_options` and `max_completion_tokens`. */
+const AZURE_STREAM_OPTIONS_SINCE = "2024-09-01";
+
+/** What Azure's dated API answers 400 to before any behaviour applies; undefined if nothing. */
+function azureRefusal(
+  route: Route,
+  query: Record<string, string>,
+  body: unknown,
+): Record<string, unknown> | undefined {
+  if (route.style !== "azure") return undefined;
+  const version = query["api-version"];
+  if (version === undefined || version === "") {
+    return {
+      error: {
+        code: "MissingApiVersionParameter",
+        message: "The api-version query parameter (?api-version=) is required for all requests.",
+      },
+    };
+  }
+  if (route.kind !== "chat" || !isRecord(body)) return undefined;
+  if (version.slice(0, 10) >= AZURE_STREAM_OPTIONS_SINCE) return undefined;
+  for (const field of ["stream_options", "max_completion_tokens"]) {
+    if (field in body) {
+      return errorEnvelope(
+        `Unrecognized request argument supplied: ${field}`,
+        "invalid_request_error",
+      );
+    }
+  }
+  return undefined;
+}
+
+function modelList(models: readonly string[], style: RouteStyle): Record<string, unknown> {
+  if (style === "azure") {
+    return {
+      object: "list",
+      data: models.map((id) => ({
+        id,
+        object: "model",
+        created_at: 1700000000,
+        status: "succeeded",
+        lifecycle_status: "generally-available",
+      })),
+    };
+  }
+  return {
+    object: "list",
+    data: models.map((id) => ({ id, object: "model", created: 1700000000, owned_by: "fake" })),
+  };
+}
+
+/**
+ * The fake's embedding of `text`: deterministic, derived from its SHA-256, with values that are
+ * exact in float32 (so floats, base64 and protobuf all carry the same numbers).
+ */
+export function fakeEmbedding(text: string, dimensions = 8): number[] {
+  const values: number[] = [];
+  for (let block = 0; values.length < dimensions; block++) {
+    const digest = createHash("sha256").update(`${block}:${text}`).digest();
+    for (const byte of digest) {
+      if (values.length === dimensions) break;
+      values.push((byte - 128) / 128);
+    }
+  }
+  return values;
+}
+
+function embeddingsAnswer(
+  behavior: AnswerBehavior,
+  request: Record<string, unknown>,
+  model: string,
+): Record<string, unknown> {
+  const inputs =
+    typeof request.input === "string"
+      ? [request.input]
+      : Array.isArray(request.input)
+        ? request.input.map(String)
+        : [];
+  const dimensions =
+    typeof request.dimensions === "number" && request.dimensions > 0 ? request.dimensions : 8;
+  const base64 = request.encoding_format === "base64";
+  const words = inputs.reduce((n, text) => n + text.split(/\s+/).filter((w) => w).length, 0);
+  const promptTokens = behavior.usage?.prompt_tokens ?? words;
+  return {
+    object: "list",
+    data: inputs.map((text, index) => {
+      const values = fakeEmbedding(text, dimensions);
+      return {
+        object: "embedding",
+        index,
+        embedding: base64
+          ? Buffer.from(new Float32Array(values).buffer).toString("base64")
+          : values,
+      };
+    }),
+    model,
+    usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
+  };
+}
+
+/** Azure's verdict on a prompt or completion its filters passed. */
+const AZURE_FILTER_PASSED = {
+  hate: { filtered: false, severity: "safe" },
+  self_harm: { filtered: false, severity: "safe" },
+  sexual: { filtered: false, severity: "safe" },
+  violence: { filtered: false, severity: "safe" },
+};
+
+/** Azure's 400 body for a prompt its content filter blocked (`category` rated `severity`). */
+export function azureContentFilterError(category = "violence", severity = "high") {
+  return {
+    error: {
+      message:
+        "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please modify your prompt and retry.",
+      type: null,
+      param: "prompt",
+      code: "content_filter",
+      status: 400,
+      innererror: {
+        code: "ResponsibleAIPolicyViolation",
+        content_filter_result: {
+          ...AZURE_FILTER_PASSED,
+          [category]: { filtered: true, severity },
+        },
+      },
+    },
+  };
+}
+
 async function answer(
   res: ServerResponse,
   behavior: AnswerBehavior,
   request: Record<string, unknown>,
-  id: string,
+  { id, model, azure }: { id: string; model: string; azure: boolean },
 ): Promise<void> {
   const text = behavior.text ?? "Hello from the fake upstream.";
   const pieces = text === "" ? [] : splitInto(text, behavior.chunks ?? 3);
@@ -272,8 +475,6 @@ async function answer(
     arguments: call.arguments,
     fragments: splitInto(call.arguments, call.fragments ?? 3),
   }));
-  const model =
-    behavior.model ?? (typeof request.model === "string" ? request.model : "fake-model");
   const created = Math.floor(Date.now() / 1000);
   const finishReason = behavior.finishReason ?? (calls.length > 0 ? "tool_calls" : "stop");
   const fragmentCount = calls.reduce((n, call) => n + call.fragments.length, 0);
@@ -300,14 +501,24 @@ async function answer(
         function: { name: call.name, arguments: call.arguments },
       }));
     }
+    const choice: Record<string, unknown> = {
+      index: 0,
+      message,
+      logprobs: null,
+      finish_reason: finishReason,
+    };
+    if (azure) choice.content_filter_results = AZURE_FILTER_PASSED;
     sendJson(res, 200, {
       id,
       object: "chat.completion",
       created,
       model,
       system_fingerprint: "fp_fake",
-      choices: [{ index: 0, message, logprobs: null, finish_reason: finishReason }],
+      choices: [choice],
       usage,
+      ...(azure && {
+        prompt_filter_results: [{ prompt_index: 0, content_filter_results: AZURE_FILTER_PASSED }],
+      }),
     });
     return;
   }
@@ -322,9 +533,27 @@ async function answer(
     system_fingerprint: "fp_fake",
   };
   const events: unknown[] = [];
+  if (azure) {
+    events.push({
+      choices: [],
+      created: 0,
+      id: "",
+      model: "",
+      object: "",
+      prompt_filter_results: [{ prompt_index: 0, content_filter_results: AZURE_FILTER_PASSED }],
+    });
+  }
   const chunk = (delta: Record<string, unknown>, finish: string | null = null) => ({
     ...head,
-    choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
+    choices: [
+      {
+        index: 0,
+        delta,
+        logprobs: null,
+        finish_reason: finish,
+        ...(azure && { content_filter_results: delta.role ? {} : AZURE_FILTER_PASSED }),
+      },
+    ],
     ...(includeUsage && { usage: null }),
   });
   events.push(chunk({ role: "assistant", content: "", refusal: null }));

@@ -20,6 +20,17 @@ export interface HealthStore {
   watch(signal: AbortSignal): AsyncIterable<TargetHealth>;
 }
 
+/**
+ * A named lease that at most one holder has at a time (e.g. the active health-prober). Renewed in
+ * the background; a holder that stops renewing loses it after LEASE_TTL_MS.
+ */
+export interface Lease {
+  /** Whether this holder has the lease now. */
+  held(): boolean;
+  /** Stops renewing, and gives the lease up if held. */
+  release(): Promise<void>;
+}
+
 /** How the services share state: health (KV), passive outcomes and membership (subjects). */
 export interface Bus {
   readonly kind: "memory" | "nats";
@@ -30,6 +41,8 @@ export interface Bus {
   /** Connectors announce themselves on a heartbeat; fire and forget. */
   announce(announcement: ConnectorAnnouncement): void;
   announcements(signal: AbortSignal): AsyncIterable<ConnectorAnnouncement>;
+  /** Competes for the lease `name` as `holder` until released. */
+  lease(name: string, holder: string): Lease;
   /** Whether shared state is flowing (always true in memory; NATS connection state otherwise). */
   connected(): boolean;
   close(): Promise<void>;
@@ -39,3 +52,6 @@ export interface Bus {
 export const HEALTH_BUCKET = "switchyard_health";
 export const OUTCOMES_SUBJECT = "switchyard.health.outcomes";
 export const ANNOUNCE_SUBJECT = "switchyard.connectors.announce";
+export const LEASE_BUCKET = "switchyard_leases";
+/** How long a lease outlives its holder's last renewal. */
+export const LEASE_TTL_MS = 6_000;

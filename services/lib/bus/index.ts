@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
-import type { Bus } from "./bus.js";
+import { type Bus, HEALTH_BUCKET, LEASE_BUCKET } from "./bus.js";
+import { deferBus } from "./deferred.js";
 import { createMemoryBus } from "./memory.js";
 import { connectNatsBusWithRetry } from "./nats.js";
 
@@ -18,12 +19,19 @@ export {
 export interface CreateBusOptions {
   /** `nats.url` from the config; absent or empty means the in-memory bus. */
   natsUrl?: string | undefined;
+  /** `nats.namespace`: keeps deployments that share a NATS server apart. */
+  namespace?: string | undefined;
   /** Connection name, e.g. the service it serves. */
   name: string;
   logger: Logger;
   /** Gives up waiting for an unreachable NATS (shutdown during startup). */
   signal?: AbortSignal | undefined;
   onStatus?: ((connected: boolean) => void) | undefined;
+  /**
+   * false: resolve at once with a bus that connects in the background (deferBus), so a service
+   * serves while NATS is unreachable. Default true: resolve once connected.
+   */
+  wait?: boolean;
 }
 
 /**
@@ -32,11 +40,23 @@ export interface CreateBusOptions {
  */
 export async function createBus(opts: CreateBusOptions): Promise<Bus> {
   if (opts.natsUrl === undefined || opts.natsUrl.trim() === "") return createMemoryBus();
-  return connectNatsBusWithRetry({
+  const ns = opts.namespace;
+  const giveUp = new AbortController();
+  const signal = opts.signal ? AbortSignal.any([opts.signal, giveUp.signal]) : giveUp.signal;
+  const connecting = connectNatsBusWithRetry({
     url: opts.natsUrl,
+    ...(ns
+      ? {
+          bucket: `${HEALTH_BUCKET}_${ns}`,
+          leaseBucket: `${LEASE_BUCKET}_${ns}`,
+          subjectPrefix: ns,
+        }
+      : {}),
     name: opts.name,
     logger: opts.logger,
-    ...(opts.signal === undefined ? {} : { signal: opts.signal }),
+    signal,
     ...(opts.onStatus === undefined ? {} : { onStatus: opts.onStatus }),
   });
+  if (opts.wait === false) return deferBus(connecting, () => giveUp.abort());
+  return connecting;
 }

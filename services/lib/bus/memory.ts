@@ -8,7 +8,7 @@ import {
   type TargetOutcomeBatch,
   TargetOutcomeBatchSchema,
 } from "../../../gen/switchyard/health/v1/health_pb.js";
-import type { Bus } from "./bus.js";
+import type { Bus, Lease } from "./bus.js";
 
 /**
  * How many outcome batches or announcements may wait for one slow subscriber; beyond that the
@@ -129,6 +129,7 @@ export function createMemoryBus(): Bus {
     return box.endOn(signal);
   }
 
+  const leases = new Map<string, string>();
   return {
     kind: "memory",
     health: {
@@ -163,6 +164,20 @@ export function createMemoryBus(): Bus {
       for (const subscriber of announcementSubscribers) {
         subscriber.offer(clone(ConnectorAnnouncementSchema, announcement));
       }
+    },
+    lease(name: string, holder: string): Lease {
+      // One process: the first holder of a name keeps it until it releases it.
+      if (!leases.has(name)) leases.set(name, holder);
+      return {
+        held: () => {
+          if (!leases.has(name)) leases.set(name, holder);
+          return leases.get(name) === holder;
+        },
+        release: () => {
+          if (leases.get(name) === holder) leases.delete(name);
+          return Promise.resolve();
+        },
+      };
     },
     announcements(signal: AbortSignal): AsyncIterable<ConnectorAnnouncement> {
       return join(announcementSubscribers, signal, BROADCAST_BACKLOG);

@@ -23,7 +23,15 @@ import {
   TargetOutcomeBatchSchema,
   TargetSchema,
 } from "../../../gen/switchyard/health/v1/health_pb.js";
-import { ANNOUNCE_SUBJECT, type Bus, HEALTH_BUCKET, OUTCOMES_SUBJECT } from "./bus.js";
+import {
+  ANNOUNCE_SUBJECT,
+  type Bus,
+  HEALTH_BUCKET,
+  LEASE_BUCKET,
+  LEASE_TTL_MS,
+  type Lease,
+  OUTCOMES_SUBJECT,
+} from "./bus.js";
 import { BROADCAST_BACKLOG, Mailbox } from "./memory.js";
 
 export interface NatsBusOptions {
@@ -38,6 +46,8 @@ export interface NatsBusOptions {
   bucket?: string;
   /** Prepended (with a dot) to OUTCOMES_SUBJECT and ANNOUNCE_SUBJECT; tests use their own. */
   subjectPrefix?: string;
+  /** JetStream KV bucket for leases. Default LEASE_BUCKET. */
+  leaseBucket?: string;
 }
 
 const RECONNECT_WAIT_MS = 500;
@@ -382,6 +392,80 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<Bus> {
     }
   }
 
+  /**
+   * Leases live in their own bucket whose values expire LEASE_TTL_MS after their last write: the
+   * holder renews with a compare-and-set update every third of that; anyone else tries `create`,
+   * which only succeeds once the key is gone (expired or released).
+   */
+  let leaseBucket: Promise<KV> | undefined;
+  const openLeases = () => {
+    leaseBucket ??= kvm
+      .create(opts.leaseBucket ?? LEASE_BUCKET, { history: 1, ttl: LEASE_TTL_MS })
+      .catch((err) => {
+        leaseBucket = undefined;
+        throw err;
+      });
+    return leaseBucket;
+  };
+  const leaseKey = (name: string) => `lease.${Buffer.from(name).toString("base64url")}`;
+
+  function startLease(name: string, holder: string): Lease {
+    const key = leaseKey(name);
+    const stop = new AbortController();
+    let held = false;
+    let revision = 0;
+    const setHeld = (value: boolean) => {
+      if (held === value) return;
+      held = value;
+      logger.info({ lease: name, holder }, value ? "lease acquired" : "lease lost");
+    };
+    const tick = async () => {
+      try {
+        const kv = await openLeases();
+        if (held) {
+          revision = await kv.update(key, holder, revision);
+          return;
+        }
+        try {
+          revision = await kv.create(key, holder);
+          setHeld(true);
+        } catch {
+          // Taken: by us before a restart (adopt it) or by someone else (wait for it to expire).
+          const entry = await kv.get(key);
+          if (entry?.operation === "PUT" && entry.string() === holder) {
+            revision = entry.revision;
+            setHeld(true);
+          }
+        }
+      } catch (err) {
+        logger.debug({ lease: name, err: reason(err) }, "lease renewal failed");
+        setHeld(false);
+      }
+    };
+    const loop = (async () => {
+      while (!stop.signal.aborted && !closing.signal.aborted) {
+        await tick();
+        await pause(LEASE_TTL_MS / 3, AbortSignal.any([stop.signal, closing.signal]));
+      }
+    })();
+    track(loop);
+    return {
+      held: () => held,
+      async release() {
+        stop.abort();
+        await loop;
+        if (!held) return;
+        held = false;
+        try {
+          const kv = await openLeases();
+          await kv.delete(key, { previousSeq: revision });
+        } catch (err) {
+          logger.debug({ lease: name, err: reason(err) }, "lease release failed; it will expire");
+        }
+      },
+    };
+  }
+
   let closed: Promise<void> | undefined;
 
   return {
@@ -421,6 +505,9 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<Bus> {
     },
     announcements(signal: AbortSignal): AsyncIterable<ConnectorAnnouncement> {
       return subscribe(announceSubject, ConnectorAnnouncementSchema, signal);
+    },
+    lease(name: string, holder: string): Lease {
+      return startLease(name, holder);
     },
     connected: () => connected,
     close(): Promise<void> {

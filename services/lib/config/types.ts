@@ -22,6 +22,8 @@ export interface PeersConfig {
 
 export interface NatsConfig {
   url: string;
+  /** Keeps deployments that share one NATS server apart (bucket and subject names). */
+  namespace?: string;
 }
 
 export type ProviderType = "openai" | "azure-openai" | "anthropic" | "gemini" | "mock";

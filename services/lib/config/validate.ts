@@ -414,8 +414,15 @@ function readPeers(node: Node): PeersConfig {
 
 function readNats(node: Node): NatsConfig | undefined {
   if (node.absent) return undefined;
-  section(node, ["url"]);
-  return { url: requiredUrl(node.child("url"), NATS_URL) };
+  section(node, ["url", "namespace"]);
+  const nats: NatsConfig = { url: requiredUrl(node.child("url"), NATS_URL) };
+  const nsNode = node.child("namespace");
+  const namespace = optionalString(nsNode);
+  if (namespace !== undefined) {
+    if (/^[A-Za-z0-9_-]{1,32}$/.test(namespace)) nats.namespace = namespace;
+    else nsNode.problem("must be 1 to 32 letters, digits, '_' or '-'");
+  }
+  return nats;
 }
 
 const PROVIDER_KEYS = [

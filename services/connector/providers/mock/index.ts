@@ -1,6 +1,7 @@
 // `type: mock` — a deterministic token streamer with no network, so the gateway runs (and is
 // tested and benchmarked) without any upstream account.
 
+import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import {
@@ -9,6 +10,9 @@ import {
   type ChatParams,
   ChatStartSchema,
   ChoiceDeltaSchema,
+  EmbeddingSchema,
+  type EmbedResult,
+  EmbedResultSchema,
   FinishReason,
   type Message,
   Role,
@@ -19,9 +23,14 @@ import {
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
-import type { ChatCall, Provider } from "../provider.js";
+import type { ChatCall, EmbedCall, Provider } from "../provider.js";
 
 export const MOCK_DEFAULTS = { first_token_ms: 200, token_interval_ms: 20, tokens: 24 } as const;
+
+/** Mock embeddings have this many dimensions unless the request asks for others. */
+export const MOCK_EMBEDDING_DIMENSIONS = 8;
+/** Larger than any real embedding model's vectors; a bound on the work one request can cause. */
+const MAX_EMBEDDING_DIMENSIONS = 4096;
 
 const PREFIX = "This is a mock answer from Switchyard to:";
 /** Deterministic filler for answers longer than the prefix and the question. */
@@ -82,6 +91,23 @@ export function mockPromptTokens(messages: readonly Message[]): number {
     }
   }
   return count;
+}
+
+/**
+ * A deterministic unit vector standing in for the embedding of `text`: the same text always
+ * gets the same vector, different texts (almost surely) different ones.
+ */
+export function mockEmbedding(text: string, dimensions: number): number[] {
+  const raw: number[] = [];
+  for (let block = 0; raw.length < dimensions; block++) {
+    const digest = createHash("sha256").update(`${block}\0${text}`).digest();
+    for (let i = 0; i + 1 < digest.length && raw.length < dimensions; i += 2) {
+      // Never exactly 0, so the vector always has a length to divide by.
+      raw.push((digest.readUInt16BE(i) - 32767.5) / 32767.5);
+    }
+  }
+  const length = Math.hypot(...raw);
+  return raw.map((v) => v / length);
 }
 
 export function createMockProvider(name: string, config: ProviderConfig): Provider {
@@ -170,10 +196,34 @@ export function createMockProvider(name: string, config: ProviderConfig): Provid
     yield finalChunk(finish, raw, usage);
   }
 
+  async function embed(call: EmbedCall): Promise<EmbedResult> {
+    const dimensions = call.params.dimensions ?? MOCK_EMBEDDING_DIMENSIONS;
+    if (dimensions < 1 || dimensions > MAX_EMBEDDING_DIMENSIONS) {
+      throw new Failure({
+        status: 400,
+        kind: "invalid_request",
+        param: "dimensions",
+        message: `provider ${name} makes embeddings of 1 to ${MAX_EMBEDDING_DIMENSIONS} dimensions, not ${dimensions}`,
+      });
+    }
+    await pause(firstTokenMs, call.signal, name);
+    let words = 0;
+    for (const input of call.params.inputs) words += wordCount(input);
+    return create(EmbedResultSchema, {
+      embeddings: call.params.inputs.map((input, index) =>
+        create(EmbeddingSchema, { index, values: mockEmbedding(input, dimensions) }),
+      ),
+      usage: create(UsageSchema, { promptTokens: words, totalTokens: words }),
+      upstreamModel: call.model,
+      provider: name,
+    });
+  }
+
   return {
     name,
     config,
     chat,
+    embed,
     probe: async () => {},
     close: async () => {},
   };

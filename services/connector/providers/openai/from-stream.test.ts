@@ -3,7 +3,7 @@ import { type ChatChunk, FinishReason, Role } from "../../../../gen/switchyard/c
 import type { OpenAIChatChunk } from "../../../lib/wire/openai.js";
 import { SseParser } from "../sse.js";
 import { assemble, readFixture } from "./fixtures/fixtures.js";
-import { fromOpenAIChunk, isEmptyChunk } from "./from-stream.js";
+import { createOpenAIStreamTranslator, fromOpenAIChunk, isEmptyChunk } from "./from-stream.js";
 
 /** Runs a recorded SSE stream through the parser and the translation, as the provider does. */
 function translate(fixture: string): { chunks: ChatChunk[]; done: boolean } {
@@ -125,5 +125,68 @@ describe("fromOpenAIChunk", () => {
     const chunk = fromOpenAIChunk(sloppy, "p", true);
     expect(chunk.choices[0]).toMatchObject({ index: 0, content: "x" });
     expect(chunk.start).toMatchObject({ id: "", upstreamModel: "", provider: "p" });
+  });
+});
+
+describe("createOpenAIStreamTranslator", () => {
+  const head = { object: "chat.completion.chunk" as const, created: 1733256300, model: "m" };
+  const filterOnly = {
+    ...head,
+    id: "",
+    created: 0,
+    model: "",
+    choices: [],
+  } as unknown as OpenAIChatChunk;
+  const content = (text: string): OpenAIChatChunk => ({
+    ...head,
+    id: "chatcmpl-1",
+    choices: [{ index: 0, delta: { content: text }, finish_reason: null }],
+  });
+
+  it("gives the same chunks as fromOpenAIChunk for an OpenAI stream", () => {
+    const parser = new SseParser();
+    const events = parser.push(new TextEncoder().encode(readFixture("stream-plain.sse")));
+    const translator = createOpenAIStreamTranslator("openai");
+    const chunks: ChatChunk[] = [];
+    for (const event of events) {
+      if (event.data === "[DONE]") break;
+      const chunk = translator.push(JSON.parse(event.data) as OpenAIChatChunk);
+      if (chunk !== undefined) chunks.push(chunk);
+    }
+    expect(chunks).toEqual(translate("stream-plain.sse").chunks);
+    expect(translator.end()).toBeUndefined();
+  });
+
+  it("takes the start from the first chunk with choices, not an empty leading one", () => {
+    const translator = createOpenAIStreamTranslator("azure");
+    expect(translator.push(filterOnly)).toBeUndefined();
+    const first = translator.push(content("Hi"));
+    expect(first?.start).toMatchObject({
+      id: "chatcmpl-1",
+      created: 1733256300n,
+      upstreamModel: "m",
+    });
+    expect(translator.push(content("!"))?.start).toBeUndefined();
+  });
+
+  it("drops choices that carry nothing, and chunks left with nothing", () => {
+    const translator = createOpenAIStreamTranslator("azure");
+    translator.push(content("Hi"));
+    const annotation = {
+      ...head,
+      id: "",
+      choices: [{ index: 0, finish_reason: null, content_filter_results: {} }],
+    } as unknown as OpenAIChatChunk;
+    expect(translator.push(annotation)).toBeUndefined();
+  });
+
+  it("still yields a start at the end of a stream that had nothing else", () => {
+    const translator = createOpenAIStreamTranslator("p");
+    const idle = { ...head, id: "chatcmpl-idle", choices: [] } as OpenAIChatChunk;
+    expect(translator.push(idle)).toBeUndefined();
+    const last = translator.end();
+    expect(last?.start).toMatchObject({ id: "chatcmpl-idle", provider: "p" });
+    expect(last?.choices).toEqual([]);
+    expect(translator.end()).toBeUndefined();
   });
 });

@@ -2,7 +2,9 @@ import { create } from "@bufbuild/protobuf";
 import {
   type ChatChunk,
   ChatChunkSchema,
+  type ChoiceDelta,
   ChoiceDeltaSchema,
+  FinishReason,
   Role,
   ToolCallDeltaSchema,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
@@ -61,4 +63,51 @@ export function fromOpenAIChunk(
 /** A chunk with nothing for the client (e.g. a keep-alive or filter-results-only chunk). */
 export function isEmptyChunk(chunk: ChatChunk): boolean {
   return chunk.start === undefined && chunk.choices.length === 0 && chunk.usage === undefined;
+}
+
+/** A choice delta that carries nothing (e.g. Azure's content-filter annotations alone). */
+export function isEmptyDelta(delta: ChoiceDelta): boolean {
+  return (
+    delta.role === Role.UNSPECIFIED &&
+    delta.content === undefined &&
+    delta.reasoning === undefined &&
+    delta.refusal === undefined &&
+    delta.toolCalls.length === 0 &&
+    delta.finishReason === FinishReason.UNSPECIFIED &&
+    delta.rawFinishReason === undefined
+  );
+}
+
+export interface OpenAIStreamTranslator {
+  /** The canonical chunk for one upstream chunk; undefined when it has nothing for the client. */
+  push(chunk: OpenAIChatChunk): ChatChunk | undefined;
+  /** At a clean end of the stream: a start-only chunk if no chunk carried the start yet. */
+  end(): ChatChunk | undefined;
+}
+
+/**
+ * The state of one streamed answer. The start (id, created, model) is taken from the first chunk
+ * that carries choices or usage: Azure opens its streams with a prompt-filter-results chunk whose
+ * id and model are empty and whose `created` is 0.
+ */
+export function createOpenAIStreamTranslator(provider: string): OpenAIStreamTranslator {
+  let started = false;
+  let idleHead: OpenAIChatChunk | undefined;
+  return {
+    push(chunk) {
+      const out = fromOpenAIChunk(chunk, provider, !started);
+      out.choices = out.choices.filter((delta) => !isEmptyDelta(delta));
+      if (out.choices.length === 0 && out.usage === undefined) {
+        idleHead ??= chunk;
+        return undefined;
+      }
+      started = true;
+      return out;
+    },
+    end() {
+      if (started || idleHead === undefined) return undefined;
+      started = true;
+      return create(ChatChunkSchema, { start: toStart(idleHead, provider) });
+    },
+  };
 }

@@ -3,18 +3,20 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   type ChatChunk,
   ChatParamsSchema,
+  EmbedParamsSchema,
   FinishReason,
   MessageSchema,
   RequestContextSchema,
   Role,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import {
+  fakeEmbedding,
   type OpenAIUpstream,
   startOpenAIUpstream,
 } from "../../../../test/upstreams/openai-upstream.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
-import type { ChatCall, Provider } from "../provider.js";
+import type { ChatCall, EmbedCall, Provider } from "../provider.js";
 import { assemble } from "./fixtures/fixtures.js";
 import { createOpenAIProvider } from "./index.js";
 
@@ -400,5 +402,103 @@ describe("openai provider probe", () => {
     upstream.setBehavior({ kind: "error", status: 500 });
     await provider({ probe: "none" }).probe("m", AbortSignal.timeout(5000));
     expect(upstream.requests).toEqual([]);
+  });
+});
+
+describe("openai provider embeddings", () => {
+  function embedCall(
+    inputs: string[],
+    options: { dimensions?: number; extraJson?: string; signal?: AbortSignal } = {},
+  ): EmbedCall {
+    const params = create(EmbedParamsSchema, { model: "public-emb", inputs });
+    if (options.dimensions !== undefined) params.dimensions = options.dimensions;
+    if (options.extraJson !== undefined) params.extraJson = options.extraJson;
+    return {
+      provider: "local",
+      model: "text-embedding-3-small",
+      params,
+      context: create(RequestContextSchema, { requestId: "req-e" }),
+      signal: options.signal ?? AbortSignal.timeout(10_000),
+    };
+  }
+
+  it("posts to /embeddings and returns one vector per input, in order, with usage", async () => {
+    const result = await provider().embed?.(
+      embedCall(["the quick brown fox", "jumps"], {
+        dimensions: 16,
+        extraJson: '{"user":"u-9","encoding_format":"base64"}',
+      }),
+    );
+    expect(result?.embeddings.map((e) => e.index)).toEqual([0, 1]);
+    expect(result?.embeddings[0]?.values).toEqual(fakeEmbedding("the quick brown fox", 16));
+    expect(result?.embeddings[1]?.values).toEqual(fakeEmbedding("jumps", 16));
+    expect(result?.usage).toMatchObject({ promptTokens: 5, completionTokens: 0, totalTokens: 5 });
+    expect(result).toMatchObject({ upstreamModel: "text-embedding-3-small", provider: "local" });
+
+    const [request] = upstream.requests;
+    expect(`${request?.method} ${request?.path}`).toBe("POST /v1/embeddings");
+    expect(request?.headers.authorization).toBe(`Bearer ${KEY}`);
+    expect(request?.body).toEqual({
+      model: "text-embedding-3-small",
+      input: ["the quick brown fox", "jumps"],
+      encoding_format: "float",
+      dimensions: 16,
+      user: "u-9",
+    });
+  });
+
+  it("maps an upstream 400 to invalid_request with the upstream's words", async () => {
+    upstream.setBehavior({
+      kind: "error",
+      status: 400,
+      body: {
+        error: {
+          message: "This model does not support specifying dimensions.",
+          type: "invalid_request_error",
+          param: "dimensions",
+          code: null,
+        },
+      },
+    });
+    const error = await provider()
+      .embed?.(embedCall(["x"], { dimensions: 3 }))
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(Failure);
+    expect(error).toMatchObject({ status: 400, kind: "invalid_request", param: "dimensions" });
+    expect((error as Failure).message).toContain("does not support specifying dimensions");
+  });
+
+  it("fails retryably when the answer lacks a vector", async () => {
+    upstream.setBehavior({
+      kind: "raw",
+      headers: { "content-type": "application/json" },
+      chunks: [
+        JSON.stringify({
+          object: "list",
+          data: [{ object: "embedding", index: 0, embedding: [0.5] }],
+          model: "m",
+          usage: { prompt_tokens: 2, total_tokens: 2 },
+        }),
+      ],
+    });
+    await expect(provider().embed?.(embedCall(["a", "b"]))).rejects.toMatchObject({
+      status: 502,
+      kind: "upstream_error",
+      retryable: true,
+      message: "answer from provider local was malformed: 1 embeddings for 2 inputs",
+    });
+  });
+
+  it("cancels the upstream request when the signal aborts", async () => {
+    upstream.setBehavior({ kind: "hang" });
+    const controller = new AbortController();
+    const pending = provider()
+      .embed?.(embedCall(["x"], { signal: controller.signal }))
+      .catch((e: unknown) => e);
+    await requestsArrived(1);
+    controller.abort();
+    expect(await pending).toMatchObject({ status: 499, kind: "cancelled" });
+    await within(upstream.requests[0]?.closed ?? Promise.reject(), 1000);
+    expect(upstream.requests[0]?.aborted).toBe(true);
   });
 });

@@ -39,6 +39,17 @@ describe("toOpenAIRequest", () => {
     });
   });
 
+  it("leaves stream_options out for a server that predates it", () => {
+    const params = create(ChatParamsSchema, {
+      messages: [userSays("Hi")],
+      stream: true,
+      extraJson: '{"stream_options":{"include_obfuscation":false}}',
+    });
+    const body = toOpenAIRequest(params, "m", { streamUsage: false });
+    expect(body.stream).toBe(true);
+    expect(body).not.toHaveProperty("stream_options");
+  });
+
   it("translates a conversation with system, parts, tool calls and tool results", () => {
     const params = create(ChatParamsSchema, {
       messages: [

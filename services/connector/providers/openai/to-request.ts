@@ -25,6 +25,11 @@ export interface ToRequestOptions {
    * models reject `max_tokens`); most OpenAI-compatible servers only know `max_tokens`.
    */
   maxTokensField?: "max_tokens" | "max_completion_tokens";
+  /**
+   * Whether to send `stream_options.include_usage` on streamed requests (default true). Servers
+   * that predate it reject the field, and then a streamed answer carries no usage.
+   */
+  streamUsage?: boolean;
 }
 
 /** Fields the gateway owns; `extra_json` must not replace them. */
@@ -69,11 +74,13 @@ export function toOpenAIRequest(
   if (params.stream) {
     body.stream = true;
     // Always ask for usage: the gateway meters tokens even when the client did not ask.
-    const clientOptions = extras.stream_options;
-    body.stream_options = {
-      ...(isRecord(clientOptions) ? clientOptions : {}),
-      include_usage: true,
-    };
+    if (options.streamUsage !== false) {
+      const clientOptions = extras.stream_options;
+      body.stream_options = {
+        ...(isRecord(clientOptions) ? clientOptions : {}),
+        include_usage: true,
+      };
+    }
   }
   return body;
 }
@@ -197,7 +204,7 @@ function toResponseFormat(params: ChatParams): OpenAIResponseFormat | undefined 
 }
 
 /** Parses a JSON object carried as text in the canonical model; "" means an empty object. */
-function parseObject(text: string, param: string): Record<string, unknown> {
+export function parseObject(text: string, param: string): Record<string, unknown> {
   if (text === "") return {};
   let value: unknown;
   try {

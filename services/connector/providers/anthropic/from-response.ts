@@ -1,0 +1,155 @@
+import { create } from "@bufbuild/protobuf";
+import {
+  type ChatChunk,
+  ChatChunkSchema,
+  type ChatStart,
+  ChatStartSchema,
+  type ChoiceDelta,
+  ChoiceDeltaSchema,
+  FinishReason,
+  Role,
+  type ToolCallDelta,
+  ToolCallDeltaSchema,
+  type Usage,
+  UsageSchema,
+} from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { isRecord } from "./to-request.js";
+import type { AnthropicMessage } from "./wire.js";
+
+// Upstream JSON is read with a type check per field, so a malformed answer yields absent
+// fields rather than wrong-typed ones.
+
+export interface TranslateOptions {
+  /** The configured provider name, for `start.provider`. */
+  provider: string;
+  /** The request's JSON-mode tool (see `toAnthropicRequest`): its input is the answer's text. */
+  jsonTool?: string | undefined;
+  /** Unix seconds for `start.created` (Anthropic answers carry no time); default now. */
+  now?: number | undefined;
+}
+
+/** A whole (non-streamed) answer as one canonical chunk: start, full message, finish, usage. */
+export function fromAnthropicMessage(
+  message: AnthropicMessage,
+  options: TranslateOptions,
+): ChatChunk {
+  const delta = create(ChoiceDeltaSchema, { index: 0, role: Role.ASSISTANT });
+  const jsonMode = options.jsonTool !== undefined;
+  const text: string[] = [];
+  const reasoning: string[] = [];
+  for (const block of records(message.content)) {
+    switch (block.type) {
+      case "text":
+        // In JSON mode only the JSON tool's input is the answer.
+        if (!jsonMode && typeof block.text === "string") text.push(block.text);
+        break;
+      case "thinking":
+        if (typeof block.thinking === "string") reasoning.push(block.thinking);
+        break;
+      case "tool_use":
+        if (jsonMode && block.name === options.jsonTool) {
+          text.push(JSON.stringify(isRecord(block.input) ? block.input : {}));
+        } else {
+          delta.toolCalls.push(toolCall(block, delta.toolCalls.length));
+        }
+        break;
+      default:
+        // redacted_thinking is encrypted; server tool blocks are the upstream's own business.
+        break;
+    }
+  }
+  if (text.length > 0) delta.content = text.join("");
+  if (reasoning.length > 0) delta.reasoning = reasoning.join("");
+  setFinish(delta, message.stop_reason, jsonMode && delta.toolCalls.length === 0);
+
+  const chunk = create(ChatChunkSchema, {
+    start: toStart(message, options),
+    choices: [delta],
+  });
+  const usage = toUsage(message.usage);
+  if (usage !== undefined) chunk.usage = usage;
+  return chunk;
+}
+
+/**
+ * A whole tool call. Anthropic hands the input over as an object, so its JSON text is written
+ * anew: byte for byte it may differ in spacing from the fragments the same call streams in.
+ */
+function toolCall(block: Record<string, unknown>, index: number): ToolCallDelta {
+  const call = create(ToolCallDeltaSchema, {
+    index,
+    arguments: JSON.stringify(isRecord(block.input) ? block.input : {}),
+  });
+  if (typeof block.id === "string") call.id = block.id;
+  if (typeof block.name === "string") call.name = block.name;
+  return call;
+}
+
+export function toStart(
+  message: { id?: unknown; model?: unknown },
+  options: TranslateOptions,
+): ChatStart {
+  return create(ChatStartSchema, {
+    id: typeof message.id === "string" ? message.id : "",
+    created: BigInt(options.now ?? Math.floor(Date.now() / 1000)),
+    upstreamModel: typeof message.model === "string" ? message.model : "",
+    provider: options.provider,
+  });
+}
+
+const STOP_REASONS: Record<string, FinishReason> = {
+  end_turn: FinishReason.STOP,
+  stop_sequence: FinishReason.STOP,
+  max_tokens: FinishReason.LENGTH,
+  // The context window filled up: the answer is cut short, as with max_tokens.
+  model_context_window_exceeded: FinishReason.LENGTH,
+  tool_use: FinishReason.TOOL_CALLS,
+  refusal: FinishReason.CONTENT_FILTER,
+};
+
+/**
+ * Sets the canonical finish reason and keeps Anthropic's word beside it. `jsonAnswer` marks a
+ * JSON-mode answer made only of the JSON tool's input: for the client that is a finished text,
+ * so it stops with STOP, and Anthropic's "tool_use" is not passed on where no tool call is.
+ */
+export function setFinish(delta: ChoiceDelta, raw: unknown, jsonAnswer: boolean): void {
+  if (typeof raw !== "string") return;
+  if (raw === "tool_use" && jsonAnswer) {
+    delta.finishReason = FinishReason.STOP;
+    return;
+  }
+  delta.finishReason = STOP_REASONS[raw] ?? FinishReason.OTHER;
+  delta.rawFinishReason = raw;
+}
+
+/**
+ * Anthropic counts cached prompt tokens apart from `input_tokens`; the canonical prompt count
+ * includes them, and the cache reads are its cached share.
+ */
+export function toUsage(usage: unknown): Usage | undefined {
+  if (!isRecord(usage)) return undefined;
+  const cacheRead = usage.cache_read_input_tokens;
+  const prompt =
+    count(usage.input_tokens) + count(cacheRead) + count(usage.cache_creation_input_tokens);
+  const completion = count(usage.output_tokens);
+  const out = create(UsageSchema, {
+    promptTokens: prompt,
+    completionTokens: completion,
+    totalTokens: prompt + completion,
+  });
+  if (isCount(cacheRead)) out.cachedPromptTokens = cacheRead;
+  return out;
+}
+
+/** The object entries of what should be an array of objects; anything else counts as empty. */
+export function records(value: unknown): Record<string, unknown>[] {
+  return Array.isArray(value) ? value.filter(isRecord) : [];
+}
+
+function count(value: unknown): number {
+  return isCount(value) ? value : 0;
+}
+
+export function isCount(value: unknown): value is number {
+  return typeof value === "number" && Number.isInteger(value) && value >= 0 && value <= 0xffffffff;
+}

@@ -1,0 +1,204 @@
+import { describe, expect, it } from "vitest";
+import { type ChatChunk, FinishReason, Role } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { aggregate } from "../../../lib/chat/aggregate.js";
+import { Failure } from "../../../lib/errors.js";
+import { SseParser } from "../sse.js";
+import { readFixture, readJsonFixture, translateStream } from "./fixtures/fixtures.js";
+import { fromAnthropicMessage } from "./from-response.js";
+import { AnthropicStreamTranslator } from "./from-stream.js";
+import type { AnthropicMessage } from "./wire.js";
+
+const NOW = 1_760_000_000;
+
+describe("AnthropicStreamTranslator", () => {
+  it("opens with start, role and prompt usage, streams text and ends with final usage", () => {
+    const { chunks, done } = translateStream("stream-text.sse", { provider: "claude", now: NOW });
+    expect(done).toBe(true);
+    // message_start, two text deltas, message_delta; ping and block start/stop carry nothing.
+    expect(chunks).toHaveLength(4);
+    const [first, ...rest] = chunks;
+    expect(first?.start).toMatchObject({
+      id: "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY",
+      created: BigInt(NOW),
+      upstreamModel: "claude-sonnet-4-5-20250929",
+      provider: "claude",
+    });
+    expect(first?.choices).toMatchObject([{ index: 0, role: Role.ASSISTANT }]);
+    expect(first?.choices[0]?.content).toBeUndefined();
+    expect(first?.usage).toMatchObject({ promptTokens: 25, completionTokens: 1 });
+    expect(rest.every((c) => c.start === undefined)).toBe(true);
+    expect(chunks.map((c) => c.choices[0]?.content)).toEqual([undefined, "Hello", "!", undefined]);
+    expect(chunks[1]?.choices[0]?.role).toBe(Role.UNSPECIFIED);
+
+    const last = chunks.at(-1);
+    expect(last?.choices[0]).toMatchObject({
+      finishReason: FinishReason.STOP,
+      rawFinishReason: "end_turn",
+    });
+    // message_delta's output_tokens is the total, not an increment.
+    expect(last?.usage).toMatchObject({ promptTokens: 25, completionTokens: 15, totalTokens: 40 });
+  });
+
+  it("passes tool input fragments through so the call reassembles byte for byte", () => {
+    const { chunks } = translateStream("stream-tool-use.sse", { provider: "claude", now: NOW });
+    const fragments = chunks.flatMap((c) => c.choices[0]?.toolCalls ?? []);
+    expect(fragments[0]).toMatchObject({
+      index: 0,
+      id: "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+      name: "get_weather",
+      arguments: "",
+    });
+    // Later fragments carry arguments only; the empty first input_json_delta is skipped.
+    expect(fragments.slice(1).map((f) => [f.index, f.id, f.name, f.arguments])).toEqual([
+      [0, undefined, undefined, '{"location":'],
+      [0, undefined, undefined, ' "San Fra'],
+      [0, undefined, undefined, "ncisc"],
+      [0, undefined, undefined, "o,"],
+      [0, undefined, undefined, ' CA"'],
+      [0, undefined, undefined, ", "],
+      [0, undefined, undefined, '"unit": "fah'],
+      [0, undefined, undefined, 'renheit"}'],
+    ]);
+    const answer = aggregate(chunks).choices[0];
+    expect(answer?.message?.toolCalls).toMatchObject([
+      {
+        id: "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+        name: "get_weather",
+        arguments: '{"location": "San Francisco, CA", "unit": "fahrenheit"}',
+      },
+    ]);
+    expect(answer?.finishReason).toBe(FinishReason.TOOL_CALLS);
+    expect(answer?.rawFinishReason).toBe("tool_use");
+  });
+
+  it("numbers tool calls by their order among tool_use blocks, not by block index", () => {
+    const { chunks } = translateStream("stream-thinking-tool-use.sse", {
+      provider: "claude",
+      now: NOW,
+    });
+    const starts = chunks
+      .flatMap((c) => c.choices[0]?.toolCalls ?? [])
+      .filter((f) => f.id !== undefined);
+    expect(starts.map((f) => [f.index, f.id])).toEqual([
+      [0, "toolu_01A09q90qw90lq917835lq9"],
+      [1, "toolu_01B7tx3Gm5Jd2YkVx9qP4rLm"],
+    ]);
+    const answer = aggregate(chunks).choices[0];
+    expect(answer?.reasoning).toBe(
+      "The user wants the weather in two cities. I'll call get_weather for each.",
+    );
+    // Signatures and redacted thinking have no canonical counterpart.
+    expect(chunks.some((c) => c.choices[0]?.reasoning?.startsWith("Eq"))).toBe(false);
+    expect(chunks.at(-1)?.usage).toMatchObject({
+      promptTokens: 472 + 1024 + 2048,
+      cachedPromptTokens: 2048,
+      completionTokens: 161,
+    });
+    expect(chunks[0]?.usage).toMatchObject({ promptTokens: 3544, completionTokens: 3 });
+  });
+
+  it("streams the JSON-mode tool's input as content that finishes normally", () => {
+    const { chunks } = translateStream("stream-json-mode.sse", {
+      provider: "claude",
+      jsonTool: "json_response",
+      now: NOW,
+    });
+    expect(chunks.every((c) => c.choices[0]?.toolCalls.length === 0)).toBe(true);
+    expect(chunks.map((c) => c.choices[0]?.content).filter((t) => t !== undefined)).toEqual([
+      '{"name":"Ada ',
+      'Lovelace","born":18',
+      '15,"fields":["mathematics","comp',
+      'uting"]}',
+    ]);
+    expect(chunks.at(-1)?.choices[0]).toMatchObject({ finishReason: FinishReason.STOP });
+    expect(chunks.at(-1)?.choices[0]?.rawFinishReason).toBeUndefined();
+  });
+
+  it("throws a retryable upstream error for an error event, after what came before", () => {
+    const translator = new AnthropicStreamTranslator({
+      provider: "claude",
+      secrets: ["Overloaded"],
+    });
+    const parser = new SseParser();
+    const chunks: ChatChunk[] = [];
+    let error: unknown;
+    try {
+      for (const event of parser.push(new TextEncoder().encode(readFixture("stream-error.sse")))) {
+        const chunk = translator.push(JSON.parse(event.data));
+        if (chunk !== undefined) chunks.push(chunk);
+      }
+    } catch (err) {
+      error = err;
+    }
+    expect(chunks.map((c) => c.choices[0]?.content)).toEqual([undefined, "Once upon"]);
+    expect(error).toBeInstanceOf(Failure);
+    expect(error).toMatchObject({
+      status: 502,
+      kind: "upstream_error",
+      retryable: true,
+      provider: "claude",
+      code: "overloaded_error",
+      // Secrets are scrubbed even from the upstream's own words.
+      message: "stream from provider claude failed: [redacted]",
+    });
+    expect(translator.done).toBe(false);
+  });
+
+  it("takes cumulative input counts from message_delta when it has them", () => {
+    const translator = new AnthropicStreamTranslator({ provider: "p", now: NOW });
+    translator.push({
+      type: "message_start",
+      message: { id: "m", model: "c", usage: { input_tokens: 10, output_tokens: 1 } },
+    });
+    const last = translator.push({
+      type: "message_delta",
+      delta: { stop_reason: "max_tokens", stop_sequence: null },
+      usage: { input_tokens: 30, cache_read_input_tokens: 5, output_tokens: 7 },
+    });
+    expect(last?.usage).toMatchObject({
+      promptTokens: 35,
+      cachedPromptTokens: 5,
+      completionTokens: 7,
+      totalTokens: 42,
+    });
+    expect(last?.choices[0]).toMatchObject({
+      finishReason: FinishReason.LENGTH,
+      rawFinishReason: "max_tokens",
+    });
+  });
+
+  it("still opens with start when a stream skips message_start", () => {
+    const translator = new AnthropicStreamTranslator({ provider: "p", now: NOW });
+    translator.push({ type: "content_block_start", index: 0, content_block: { type: "text" } });
+    const chunk = translator.push({
+      type: "content_block_delta",
+      index: 0,
+      delta: { type: "text_delta", text: "hi" },
+    });
+    expect(chunk?.start).toMatchObject({ id: "", provider: "p" });
+    expect(chunk?.choices[0]).toMatchObject({ role: Role.ASSISTANT, content: "hi" });
+  });
+
+  it("ignores pings and event types it does not know", () => {
+    const translator = new AnthropicStreamTranslator({ provider: "p" });
+    expect(translator.push({ type: "ping" })).toBeUndefined();
+    expect(translator.push({ type: "brand_new_event", index: 0 })).toBeUndefined();
+    expect(translator.done).toBe(false);
+    expect(translator.push({ type: "message_stop" })).toBeUndefined();
+    expect(translator.done).toBe(true);
+  });
+});
+
+describe("streamed and whole answers", () => {
+  it.each([
+    ["stream-text.sse", "message-text.json", undefined],
+    ["stream-thinking-tool-use.sse", "message-thinking-tool-use.json", undefined],
+    ["stream-json-mode.sse", "message-json-mode.json", "json_response"],
+  ] as const)("%s adds up to what %s says at once", (stream, whole, jsonTool) => {
+    const options = { provider: "claude", jsonTool, now: NOW };
+    const streamed = translateStream(stream, options);
+    expect(streamed.done).toBe(true);
+    const once = fromAnthropicMessage(readJsonFixture<AnthropicMessage>(whole), options);
+    expect(aggregate(streamed.chunks)).toEqual(aggregate([once]));
+  });
+});

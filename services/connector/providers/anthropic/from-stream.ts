@@ -1,0 +1,193 @@
+import { create } from "@bufbuild/protobuf";
+import {
+  type ChatChunk,
+  ChatChunkSchema,
+  type ChoiceDelta,
+  ChoiceDeltaSchema,
+  Role,
+  ToolCallDeltaSchema,
+} from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { Failure } from "../../../lib/errors.js";
+import { errorDetailFromJson, scrubSecrets } from "../upstream-http.js";
+import { isCount, setFinish, type TranslateOptions, toStart, toUsage } from "./from-response.js";
+import { isRecord } from "./to-request.js";
+
+export interface StreamOptions extends TranslateOptions {
+  /** Strings that must never reach an error message (the provider's API key). */
+  secrets?: readonly string[];
+}
+
+/** What a content block of the answer turns into for the client. */
+type BlockKind = "text" | "thinking" | "tool" | "json" | "ignored";
+
+interface Block {
+  kind: BlockKind;
+  /** For tool blocks: the call's index among the answer's tool calls. */
+  toolIndex: number;
+}
+
+/**
+ * Translates one Anthropic event stream into canonical chunks. Anthropic numbers content blocks
+ * and states the prompt usage only once, up front, so the translation keeps state: one
+ * translator per answer. Feed each event's parsed data to `push`, in order.
+ */
+export class AnthropicStreamTranslator {
+  readonly #options: StreamOptions;
+  readonly #blocks = new Map<number, Block>();
+  #toolCalls = 0;
+  /** Usage so far; `message_delta` counts are cumulative and replace `message_start`'s. */
+  #usage: Record<string, unknown> = {};
+  #started = false;
+  #done = false;
+
+  constructor(options: StreamOptions) {
+    this.#options = options;
+  }
+
+  /** True once `message_stop` arrived: the answer is complete. */
+  get done(): boolean {
+    return this.#done;
+  }
+
+  /**
+   * One event to at most one chunk; undefined for events with nothing for the client (ping,
+   * block stops, signatures). Throws a `Failure` (502, retryable) for an `error` event.
+   */
+  push(event: Record<string, unknown>): ChatChunk | undefined {
+    switch (event.type) {
+      case "message_start":
+        return this.#messageStart(isRecord(event.message) ? event.message : {});
+      case "content_block_start":
+        return this.#blockStart(
+          event.index,
+          isRecord(event.content_block) ? event.content_block : {},
+        );
+      case "content_block_delta":
+        return this.#blockDelta(event.index, isRecord(event.delta) ? event.delta : {});
+      case "message_delta":
+        return this.#messageDelta(event);
+      case "message_stop":
+        this.#done = true;
+        return undefined;
+      case "error":
+        throw this.#failure(event);
+      default:
+        // ping, content_block_stop, and event types added to the API later.
+        return undefined;
+    }
+  }
+
+  #messageStart(message: Record<string, unknown>): ChatChunk {
+    this.#addUsage(message.usage);
+    const chunk = this.#chunk(
+      create(ChoiceDeltaSchema, { index: 0, role: Role.ASSISTANT }),
+      message,
+    );
+    chunk.usage = toUsage(this.#usage);
+    return chunk;
+  }
+
+  #blockStart(index: unknown, block: Record<string, unknown>): ChatChunk | undefined {
+    if (!isCount(index)) return undefined;
+    const jsonMode = this.#options.jsonTool !== undefined;
+    switch (block.type) {
+      case "text":
+        // In JSON mode only the JSON tool's input is the answer.
+        this.#blocks.set(index, { kind: jsonMode ? "ignored" : "text", toolIndex: 0 });
+        return jsonMode ? undefined : this.#text("content", block.text);
+      case "thinking":
+        this.#blocks.set(index, { kind: "thinking", toolIndex: 0 });
+        return this.#text("reasoning", block.thinking);
+      case "tool_use": {
+        if (jsonMode && block.name === this.#options.jsonTool) {
+          this.#blocks.set(index, { kind: "json", toolIndex: 0 });
+          return undefined;
+        }
+        const toolIndex = this.#toolCalls++;
+        this.#blocks.set(index, { kind: "tool", toolIndex });
+        // The input arrives as input_json_delta fragments; the start's `input` is always {}.
+        const call = create(ToolCallDeltaSchema, { index: toolIndex, arguments: "" });
+        if (typeof block.id === "string") call.id = block.id;
+        if (typeof block.name === "string") call.name = block.name;
+        return this.#chunk(create(ChoiceDeltaSchema, { index: 0, toolCalls: [call] }));
+      }
+      default:
+        // redacted_thinking is encrypted; server tool blocks are the upstream's own business.
+        this.#blocks.set(index, { kind: "ignored", toolIndex: 0 });
+        return undefined;
+    }
+  }
+
+  #blockDelta(index: unknown, delta: Record<string, unknown>): ChatChunk | undefined {
+    const block = isCount(index) ? this.#blocks.get(index) : undefined;
+    switch (`${block?.kind}:${String(delta.type)}`) {
+      case "text:text_delta":
+        return this.#text("content", delta.text);
+      case "thinking:thinking_delta":
+        return this.#text("reasoning", delta.thinking);
+      case "json:input_json_delta":
+        return this.#text("content", delta.partial_json);
+      case "tool:input_json_delta": {
+        const fragment = delta.partial_json;
+        if (typeof fragment !== "string" || fragment === "" || block === undefined)
+          return undefined;
+        const call = create(ToolCallDeltaSchema, { index: block.toolIndex, arguments: fragment });
+        return this.#chunk(create(ChoiceDeltaSchema, { index: 0, toolCalls: [call] }));
+      }
+      default:
+        // signature_delta and citations_delta have no canonical counterpart.
+        return undefined;
+    }
+  }
+
+  #messageDelta(event: Record<string, unknown>): ChatChunk {
+    this.#addUsage(event.usage);
+    const delta = create(ChoiceDeltaSchema, { index: 0 });
+    const stop = isRecord(event.delta) ? event.delta.stop_reason : undefined;
+    setFinish(delta, stop, this.#options.jsonTool !== undefined && this.#toolCalls === 0);
+    const chunk = this.#chunk(delta);
+    chunk.usage = toUsage(this.#usage);
+    return chunk;
+  }
+
+  #addUsage(usage: unknown): void {
+    if (!isRecord(usage)) return;
+    for (const [key, value] of Object.entries(usage)) {
+      if (isCount(value)) this.#usage[key] = value;
+    }
+  }
+
+  /** A chunk with text for `field`; nothing for an absent or empty text. */
+  #text(field: "content" | "reasoning", value: unknown): ChatChunk | undefined {
+    if (typeof value !== "string" || value === "") return undefined;
+    const delta = create(ChoiceDeltaSchema, { index: 0 });
+    delta[field] = value;
+    return this.#chunk(delta);
+  }
+
+  /** Wraps a delta; the first chunk carries `start`, even in a stream that skipped message_start. */
+  #chunk(delta: ChoiceDelta, message: Record<string, unknown> = {}): ChatChunk {
+    const chunk = create(ChatChunkSchema, { choices: [delta] });
+    if (!this.#started) {
+      this.#started = true;
+      chunk.start = toStart(message, this.#options);
+      delta.role = Role.ASSISTANT;
+    }
+    return chunk;
+  }
+
+  #failure(event: Record<string, unknown>): Failure {
+    const { provider, secrets = [] } = this.#options;
+    const detail = errorDetailFromJson(event);
+    const said = scrubSecrets(detail?.message ?? "unknown error", secrets);
+    return new Failure({
+      status: 502,
+      kind: "upstream_error",
+      message: `stream from provider ${provider} failed: ${said}`,
+      // The router retries only if nothing reached the client yet.
+      retryable: true,
+      provider,
+      ...(detail?.type !== undefined && { code: detail.type }),
+    });
+  }
+}

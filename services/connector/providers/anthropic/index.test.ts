@@ -1,0 +1,440 @@
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import {
+  type ChatChunk,
+  ChatParamsSchema,
+  FinishReason,
+  MessageSchema,
+  RequestContextSchema,
+  ResponseFormat_Type,
+  Role,
+} from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import {
+  type AnthropicUpstream,
+  startAnthropicUpstream,
+} from "../../../../test/upstreams/anthropic-upstream.js";
+import { aggregate } from "../../../lib/chat/aggregate.js";
+import type { ProviderConfig } from "../../../lib/config/types.js";
+import { Failure } from "../../../lib/errors.js";
+import type { ChatCall, Provider } from "../provider.js";
+import { readJsonFixture } from "./fixtures/fixtures.js";
+import { createAnthropicProvider } from "./index.js";
+
+const KEY = "sk-ant-local-test-key-0123456789";
+
+let upstream: AnthropicUpstream;
+const providers: Provider[] = [];
+
+beforeAll(async () => {
+  upstream = await startAnthropicUpstream();
+});
+afterAll(async () => {
+  await upstream.close();
+});
+afterEach(async () => {
+  upstream.requests.length = 0;
+  upstream.setBehavior({ kind: "answer" });
+  await Promise.all(providers.splice(0).map((p) => p.close()));
+});
+
+function provider(overrides: Partial<ProviderConfig> = {}): Provider {
+  const p = createAnthropicProvider("claude", {
+    type: "anthropic",
+    base_url: upstream.url,
+    api_key: KEY,
+    ...overrides,
+  });
+  providers.push(p);
+  return p;
+}
+
+function call(
+  stream: boolean,
+  signal = AbortSignal.timeout(10_000),
+  params: MessageInitShape<typeof ChatParamsSchema> = {},
+): ChatCall {
+  return {
+    provider: "claude",
+    model: "claude-upstream",
+    params: create(ChatParamsSchema, {
+      model: "public",
+      stream,
+      messages: [
+        create(MessageSchema, {
+          role: Role.USER,
+          contentIsText: true,
+          content: [{ part: { case: "text", value: "Say hello" } }],
+        }),
+      ],
+      ...params,
+    }),
+    context: create(RequestContextSchema, { requestId: "req-1" }),
+    signal,
+  };
+}
+
+async function collect(chunks: AsyncIterable<ChatChunk>): Promise<ChatChunk[]> {
+  const out: ChatChunk[] = [];
+  for await (const chunk of chunks) out.push(chunk);
+  return out;
+}
+
+/** Runs a call to its end and returns the Failure it throws, with the chunks it yielded first. */
+async function failure(
+  chunks: AsyncIterable<ChatChunk>,
+): Promise<{ error: Failure; yielded: ChatChunk[] }> {
+  const yielded: ChatChunk[] = [];
+  try {
+    for await (const chunk of chunks) yielded.push(chunk);
+  } catch (err) {
+    expect(err).toBeInstanceOf(Failure);
+    return { error: err as Failure, yielded };
+  }
+  throw new Error("the call succeeded");
+}
+
+/** Resolves once the upstream has received `n` requests. */
+async function requestsArrived(n: number): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (upstream.requests.length < n) {
+    if (Date.now() > deadline) throw new Error("request never arrived");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Fails unless `promise` settles within `limit` ms. */
+async function within(promise: Promise<unknown>, limit: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`not within ${limit} ms`)), limit);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+describe("anthropic provider over HTTP", () => {
+  it("streams an answer and sends the request the way Anthropic expects", async () => {
+    upstream.setBehavior({ kind: "answer", text: "Hello there, friend!", chunks: 4 });
+    const p = provider({ headers: { "Anthropic-Beta": "some-feature-2025-01-01" } });
+    const chunks = await collect(p.chat(call(true)));
+
+    const answer = aggregate(chunks);
+    expect(answer.choices[0]?.message?.content.map((c) => c.part)).toEqual([
+      { case: "text", value: "Hello there, friend!" },
+    ]);
+    expect(answer.choices[0]?.finishReason).toBe(FinishReason.STOP);
+    expect(answer.choices[0]?.rawFinishReason).toBe("end_turn");
+    expect(chunks.filter((c) => c.start !== undefined)).toHaveLength(1);
+    expect(chunks[0]?.start).toMatchObject({
+      id: expect.stringMatching(/^msg_fake\d+$/),
+      upstreamModel: "claude-upstream",
+      provider: "claude",
+    });
+    expect(answer.usage).toMatchObject({ promptTokens: 10, completionTokens: 4, totalTokens: 14 });
+
+    const [request] = upstream.requests;
+    expect(request?.method).toBe("POST");
+    expect(request?.path).toBe("/v1/messages");
+    expect(request?.headers["x-api-key"]).toBe(KEY);
+    expect(request?.headers["anthropic-version"]).toBe("2023-06-01");
+    expect(request?.headers["anthropic-beta"]).toBe("some-feature-2025-01-01");
+    expect(request?.headers["content-type"]).toBe("application/json");
+    expect(request?.headers.authorization).toBeUndefined();
+    expect(request?.body).toEqual({
+      model: "claude-upstream",
+      max_tokens: 4096,
+      messages: [{ role: "user", content: "Say hello" }],
+      stream: true,
+    });
+  });
+
+  it("answers a non-streamed call with one whole chunk", async () => {
+    upstream.setBehavior({ kind: "answer", text: "Whole answer.", thinking: "Hmm." });
+    const chunks = await collect(provider().chat(call(false)));
+    expect(chunks).toHaveLength(1);
+    expect(chunks[0]?.start?.id).toMatch(/^msg_fake\d+$/);
+    expect(chunks[0]?.choices[0]).toMatchObject({
+      role: Role.ASSISTANT,
+      content: "Whole answer.",
+      reasoning: "Hmm.",
+      finishReason: FinishReason.STOP,
+    });
+    expect(chunks[0]?.usage).toMatchObject({ promptTokens: 10, completionTokens: 5 });
+    expect(upstream.requests[0]?.body).not.toHaveProperty("stream");
+  });
+
+  it("reassembles streamed tool input fragments exactly, and matches the whole answer", async () => {
+    const weather = '{"city":"Zürich","unit":"celsius","days":[1,2,3]}';
+    const time = '{"tz":"Asia/Tokyo"}';
+    upstream.setBehavior({
+      kind: "answer",
+      text: "Let me look.",
+      thinking: "Two lookups.",
+      toolUses: [
+        { id: "toolu_w", name: "get_weather", input: weather, fragments: 7 },
+        { id: "toolu_t", name: "get_time", input: time, fragments: 4 },
+      ],
+    });
+    const params = {
+      tools: [
+        { name: "get_weather", parametersJson: '{"type":"object"}' },
+        { name: "get_time", description: "Clock" },
+      ],
+    };
+    const p = provider();
+    const streamed = aggregate(await collect(p.chat(call(true, undefined, params))));
+    expect(streamed.choices[0]?.message?.toolCalls.map((c) => [c.id, c.name, c.arguments])).toEqual(
+      [
+        ["toolu_w", "get_weather", weather],
+        ["toolu_t", "get_time", time],
+      ],
+    );
+    expect(streamed.choices[0]?.finishReason).toBe(FinishReason.TOOL_CALLS);
+    expect(upstream.requests[0]?.body).toMatchObject({
+      tools: [
+        { name: "get_weather", input_schema: { type: "object" } },
+        { name: "get_time", description: "Clock", input_schema: { type: "object" } },
+      ],
+    });
+
+    const whole = aggregate(await collect(p.chat(call(false, undefined, params))));
+    // Only the upstream's message id and the clock may differ.
+    expect({ ...whole, id: "", created: 0n }).toEqual({ ...streamed, id: "", created: 0n });
+  });
+
+  it("emulates JSON mode: the forced tool's input reaches the client as text", async () => {
+    const json = '{"name":"Ada","tags":["math"]}';
+    upstream.setBehavior({
+      kind: "answer",
+      text: "",
+      toolUses: [{ name: "json_response", input: json, fragments: 5 }],
+    });
+    const params = { responseFormat: { type: ResponseFormat_Type.JSON_OBJECT } };
+    const chunks = await collect(provider().chat(call(true, undefined, params)));
+    const choice = aggregate(chunks).choices[0];
+    expect(choice?.message?.toolCalls).toEqual([]);
+    expect(choice?.message?.content[0]?.part).toEqual({ case: "text", value: json });
+    expect(choice?.finishReason).toBe(FinishReason.STOP);
+    expect(upstream.requests[0]?.body).toMatchObject({
+      tools: [{ name: "json_response", input_schema: { type: "object" } }],
+      tool_choice: { type: "tool", name: "json_response" },
+    });
+  });
+
+  it("refuses what Anthropic cannot do before calling it", async () => {
+    const { error } = await failure(provider().chat(call(true, undefined, { n: 3 })));
+    expect(error).toMatchObject({ status: 400, kind: "unsupported", param: "n" });
+    expect(upstream.requests).toEqual([]);
+  });
+
+  it("maps an upstream 500 to a retryable upstream_error with Anthropic's words", async () => {
+    upstream.setBehavior({ kind: "error", status: 500 });
+    const { error, yielded } = await failure(provider().chat(call(true)));
+    expect(yielded).toEqual([]);
+    expect(error).toMatchObject({
+      status: 502,
+      kind: "upstream_error",
+      retryable: true,
+      upstreamStatus: 500,
+      provider: "claude",
+      message: "provider claude failed (500): fake upstream error 500",
+    });
+  });
+
+  it("maps an upstream 429 to rate_limited with Retry-After", async () => {
+    upstream.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "3" } });
+    const { error } = await failure(provider().chat(call(true)));
+    expect(error).toMatchObject({
+      status: 429,
+      kind: "rate_limited",
+      retryable: true,
+      retryAfterMs: 3000,
+      upstreamStatus: 429,
+    });
+  });
+
+  it("maps 529 overloaded to a retryable 503", async () => {
+    upstream.setBehavior({ kind: "error", status: 529, headers: { "retry-after": "2" } });
+    const { error } = await failure(provider().chat(call(false)));
+    expect(error).toMatchObject({
+      status: 503,
+      kind: "upstream_unavailable",
+      retryable: true,
+      retryAfterMs: 2000,
+      upstreamStatus: 529,
+      provider: "claude",
+    });
+    expect(error.message).toContain("Overloaded");
+  });
+
+  it("maps an upstream 400 to invalid_request with the upstream's words", async () => {
+    upstream.setBehavior({
+      kind: "error",
+      status: 400,
+      body: readJsonFixture("error-invalid-request.json"),
+    });
+    const { error } = await failure(provider().chat(call(false)));
+    expect(error).toMatchObject({ status: 400, kind: "invalid_request", retryable: false });
+    expect(error.message).toContain("roles must alternate");
+  });
+
+  it("maps a rejected key to an auth failure and never repeats the key", async () => {
+    upstream.setBehavior({ kind: "error", status: 401 });
+    const { error } = await failure(provider().chat(call(false)));
+    expect(error).toMatchObject({ status: 502, kind: "auth", retryable: true });
+
+    upstream.setBehavior({ kind: "error", status: 502, body: `proxy got key ${KEY}` });
+    const { error: echoed } = await failure(provider().chat(call(false)));
+    expect(echoed.message).not.toContain(KEY);
+    expect(echoed.message).toContain("[redacted]");
+  });
+
+  it.each(["end", "destroy"] as const)(
+    "throws when the stream stops without message_stop (cut by %s)",
+    async (cutMode) => {
+      // message_start, content_block_start, ping, two text deltas: three chunks for the client.
+      upstream.setBehavior({
+        kind: "answer",
+        text: "abcdef",
+        chunks: 3,
+        cutAfterEvents: 5,
+        cutMode,
+      });
+      const { error, yielded } = await failure(provider().chat(call(true)));
+      expect(yielded).toHaveLength(3);
+      expect(error).toMatchObject({ status: 502, kind: "upstream_error", retryable: true });
+      expect(error.message).toMatch(/^stream from provider claude ended early/);
+    },
+  );
+
+  it("throws when the stream stops after the final usage but before message_stop", async () => {
+    // message_start, content_block_start, ping, delta, content_block_stop, message_delta.
+    upstream.setBehavior({ kind: "answer", text: "ab", chunks: 1, cutAfterEvents: 6 });
+    const { error, yielded } = await failure(provider().chat(call(true)));
+    expect(yielded.at(-1)?.choices[0]?.finishReason).toBe(FinishReason.STOP);
+    expect(error.message).toBe("stream from provider claude ended early");
+  });
+
+  it("throws the upstream's words when an error event arrives mid-stream", async () => {
+    upstream.setBehavior({ kind: "answer", text: "abc", chunks: 3, errorAfterEvents: 4 });
+    const { error, yielded } = await failure(provider().chat(call(true)));
+    expect(yielded).toHaveLength(2);
+    expect(error).toMatchObject({
+      status: 502,
+      kind: "upstream_error",
+      retryable: true,
+      code: "overloaded_error",
+      message: "stream from provider claude failed: Overloaded",
+    });
+  });
+
+  it("throws when an event is not JSON", async () => {
+    upstream.setBehavior({ kind: "raw", chunks: ["event: message_start\ndata: {oops\n\n"] });
+    const { error } = await failure(provider().chat(call(true)));
+    expect(error.message).toBe("stream from provider claude was malformed: invalid JSON");
+  });
+
+  it("cancels the upstream request when the signal aborts before headers", async () => {
+    upstream.setBehavior({ kind: "hang" });
+    const controller = new AbortController();
+    const pending = failure(provider().chat(call(true, controller.signal)));
+    await requestsArrived(1);
+    controller.abort();
+    const { error } = await pending;
+    expect(error).toMatchObject({ status: 499, kind: "cancelled" });
+    await within(upstream.requests[0]?.closed ?? Promise.reject(), 1000);
+    expect(upstream.requests[0]?.aborted).toBe(true);
+  });
+
+  it("cancels the upstream request when the signal aborts mid-stream", async () => {
+    upstream.setBehavior({ kind: "answer", text: "one two three", chunks: 3, eventDelayMs: 100 });
+    const controller = new AbortController();
+    const yielded: ChatChunk[] = [];
+    const error = await (async () => {
+      try {
+        for await (const chunk of provider().chat(call(true, controller.signal))) {
+          yielded.push(chunk);
+          controller.abort();
+        }
+      } catch (err) {
+        return err;
+      }
+      return undefined;
+    })();
+    expect(yielded).toHaveLength(1);
+    expect(error).toMatchObject({ status: 499, kind: "cancelled" });
+    await within(upstream.requests[0]?.closed ?? Promise.reject(), 1000);
+    expect(upstream.requests[0]?.aborted).toBe(true);
+  });
+
+  it("cancels the upstream request when the caller stops reading", async () => {
+    upstream.setBehavior({ kind: "answer", text: "one two three", chunks: 3, eventDelayMs: 100 });
+    for await (const chunk of provider().chat(call(true))) {
+      expect(chunk.start).toBeDefined();
+      break;
+    }
+    await within(upstream.requests[0]?.closed ?? Promise.reject(), 1000);
+    expect(upstream.requests[0]?.aborted).toBe(true);
+  });
+
+  it("keeps its connection after a complete stream, even when the body's end trails message_stop", async () => {
+    upstream.setBehavior({ kind: "answer", endDelayMs: 20 });
+    const p = provider();
+    const before = upstream.connections;
+    for (let i = 0; i < 3; i++) {
+      const chunks = await collect(p.chat(call(true)));
+      expect(aggregate(chunks).choices[0]?.finishReason).toBe(FinishReason.STOP);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(upstream.connections - before).toBe(1);
+  });
+});
+
+describe("anthropic provider probe", () => {
+  it("lists models by default", async () => {
+    await provider().probe("claude-upstream", AbortSignal.timeout(5000));
+    expect(upstream.requests.map((r) => `${r.method} ${r.path}`)).toEqual(["GET /v1/models"]);
+    expect(upstream.requests[0]?.headers["x-api-key"]).toBe(KEY);
+    expect(upstream.requests[0]?.headers["anthropic-version"]).toBe("2023-06-01");
+  });
+
+  it("fails when the upstream rejects the gateway's key", async () => {
+    upstream.setBehavior({ kind: "error", status: 401 });
+    await expect(provider().probe("m", AbortSignal.timeout(5000))).rejects.toMatchObject({
+      kind: "auth",
+      status: 502,
+    });
+  });
+
+  it("reports an overloaded upstream as unavailable", async () => {
+    upstream.setBehavior({ kind: "error", status: 529 });
+    await expect(provider().probe("m", AbortSignal.timeout(5000))).rejects.toMatchObject({
+      status: 503,
+      kind: "upstream_unavailable",
+      retryable: true,
+    });
+  });
+
+  it("asks for one token when probe is completion, and reports overload", async () => {
+    const p = provider({ probe: "completion" });
+    await p.probe("claude-upstream", AbortSignal.timeout(5000));
+    expect(upstream.requests[0]?.path).toBe("/v1/messages");
+    expect(upstream.requests[0]?.body).toEqual({
+      model: "claude-upstream",
+      max_tokens: 1,
+      messages: [{ role: "user", content: "ping" }],
+    });
+    upstream.setBehavior({ kind: "error", status: 529 });
+    await expect(p.probe("claude-upstream", AbortSignal.timeout(5000))).rejects.toMatchObject({
+      status: 503,
+      kind: "upstream_unavailable",
+    });
+  });
+
+  it("does nothing when probe is none", async () => {
+    upstream.setBehavior({ kind: "error", status: 500 });
+    await provider({ probe: "none" }).probe("m", AbortSignal.timeout(5000));
+    expect(upstream.requests).toEqual([]);
+  });
+});

@@ -1,0 +1,215 @@
+// `type: anthropic` — the Anthropic Messages API (https://docs.anthropic.com/en/api/messages).
+// Anthropic has no embeddings endpoint, so this provider has no `embed`.
+
+import type { ChatChunk } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import type { ProviderConfig } from "../../../lib/config/types.js";
+import { Failure } from "../../../lib/errors.js";
+import type { ChatCall, Provider } from "../provider.js";
+import { parseSse } from "../sse.js";
+import {
+  createUpstreamHttp,
+  errorCode,
+  errorDetailFromJson,
+  failureFromError,
+  scrubSecrets,
+  type UpstreamResponse,
+} from "../upstream-http.js";
+import { fromAnthropicMessage } from "./from-response.js";
+import { AnthropicStreamTranslator } from "./from-stream.js";
+import { isRecord, toAnthropicRequest } from "./to-request.js";
+import { ANTHROPIC_VERSION, type AnthropicMessage } from "./wire.js";
+
+export const ANTHROPIC_BASE_URL = "https://api.anthropic.com";
+
+/** Anthropic's "overloaded" status: the API is up but has no capacity right now. */
+const OVERLOADED_STATUS = 529;
+
+/** How long the rest of a body may take to arrive after message_stop before it is dropped. */
+const DRAIN_AFTER_STOP_MS = 2000;
+const DRAIN_LIMIT_BYTES = 64 * 1024;
+
+export function createAnthropicProvider(name: string, config: ProviderConfig): Provider {
+  const secrets = config.api_key ? [config.api_key] : [];
+  // Configured headers may name another API version or add `anthropic-beta`.
+  const headers: Record<string, string> = { "anthropic-version": ANTHROPIC_VERSION };
+  for (const [key, value] of Object.entries(config.headers ?? {})) {
+    headers[key.toLowerCase()] = value;
+  }
+  if (config.api_key) headers["x-api-key"] = config.api_key;
+  const http = createUpstreamHttp({
+    provider: name,
+    baseUrl: config.base_url ?? ANTHROPIC_BASE_URL,
+    headers,
+    secrets,
+    ...(config.max_connections !== undefined && { maxConnections: config.max_connections }),
+  });
+
+  function upstreamFailure(message: string, cause?: unknown, code?: string): Failure {
+    return new Failure(
+      {
+        status: 502,
+        kind: "upstream_error",
+        message: scrubSecrets(message, secrets),
+        // The router retries only if nothing reached the client yet.
+        retryable: true,
+        provider: name,
+        ...(code !== undefined && { code }),
+      },
+      { cause },
+    );
+  }
+
+  /** Anthropic's 529 "overloaded" means no capacity right now: a retryable 503, not a 502. */
+  function overloadedAsUnavailable(err: unknown): unknown {
+    if (!(err instanceof Failure) || err.upstreamStatus !== OVERLOADED_STATUS) return err;
+    return new Failure(
+      {
+        status: 503,
+        kind: "upstream_unavailable",
+        message: err.message,
+        retryable: true,
+        upstreamStatus: err.upstreamStatus,
+        provider: name,
+        ...(err.retryAfterMs > 0 && { retryAfterMs: err.retryAfterMs }),
+        ...(err.code !== "" && { code: err.code }),
+      },
+      { cause: err },
+    );
+  }
+
+  async function postMessages(
+    body: unknown,
+    signal: AbortSignal,
+    model: string,
+  ): Promise<UpstreamResponse> {
+    try {
+      return await http.postJson("/v1/messages", body, signal, { model });
+    } catch (err) {
+      throw overloadedAsUnavailable(err);
+    }
+  }
+
+  async function readMessage(
+    response: UpstreamResponse,
+    signal: AbortSignal,
+    jsonTool: string | undefined,
+  ): Promise<ChatChunk> {
+    let text: string;
+    try {
+      text = await response.body.text();
+    } catch (err) {
+      if (signal.aborted) throw failureFromError(name, err, signal);
+      throw upstreamFailure(`answer from provider ${name} ended early: ${errorCode(err)}`, err);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      throw upstreamFailure(`answer from provider ${name} was malformed: not JSON`, err);
+    }
+    if (!isRecord(parsed)) throw upstreamFailure(`answer from provider ${name} was malformed`);
+    if (parsed.type === "error") {
+      const detail = errorDetailFromJson(parsed);
+      throw upstreamFailure(
+        `provider ${name} failed: ${detail?.message ?? "unknown error"}`,
+        undefined,
+        detail?.type,
+      );
+    }
+    if (!Array.isArray(parsed.content)) {
+      throw upstreamFailure(`answer from provider ${name} was malformed: no content`);
+    }
+    return fromAnthropicMessage(parsed as unknown as AnthropicMessage, {
+      provider: name,
+      jsonTool,
+    });
+  }
+
+  async function* readStream(
+    response: UpstreamResponse,
+    signal: AbortSignal,
+    translator: AnthropicStreamTranslator,
+  ): AsyncGenerator<ChatChunk> {
+    // Leaving the loop must not destroy the body: after message_stop it is drained instead, so
+    // the connection goes back to the pool (see `chat`).
+    const body = {
+      [Symbol.asyncIterator]: () => response.body.iterator({ destroyOnReturn: false }),
+    };
+    try {
+      for await (const event of parseSse(body)) {
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(event.data);
+        } catch (err) {
+          throw upstreamFailure(`stream from provider ${name} was malformed: invalid JSON`, err);
+        }
+        if (!isRecord(parsed)) {
+          throw upstreamFailure(`stream from provider ${name} was malformed: not an object`);
+        }
+        // Anthropic repeats the event name as `type` in the data; the name wins if they differ.
+        if (event.event !== undefined && event.event !== "message") parsed.type = event.event;
+        const chunk = translator.push(parsed);
+        if (chunk !== undefined) yield chunk;
+        if (translator.done) break;
+      }
+    } catch (err) {
+      if (err instanceof Failure) throw err;
+      if (signal.aborted) throw failureFromError(name, err, signal);
+      throw upstreamFailure(`stream from provider ${name} ended early: ${errorCode(err)}`, err);
+    }
+    // Without message_stop the answer may be cut short; it must not pass for a complete one.
+    if (!translator.done) throw upstreamFailure(`stream from provider ${name} ended early`);
+  }
+
+  async function* chat(call: ChatCall): AsyncGenerator<ChatChunk> {
+    const { body, jsonTool } = toAnthropicRequest(call.params, call.model, name);
+    const response = await postMessages(body, call.signal, call.model);
+    const translator = new AnthropicStreamTranslator({ provider: name, jsonTool, secrets });
+    try {
+      const contentType = String(response.headers["content-type"] ?? "");
+      if (!call.params.stream || contentType.includes("application/json")) {
+        yield await readMessage(response, call.signal, jsonTool);
+        return;
+      }
+      yield* readStream(response, call.signal, translator);
+    } finally {
+      if (translator.done) {
+        // The end of the HTTP body may trail message_stop by a packet; reading it keeps the
+        // connection alive for the next request, where destroying would close it.
+        response.body
+          .dump({ limit: DRAIN_LIMIT_BYTES, signal: AbortSignal.timeout(DRAIN_AFTER_STOP_MS) })
+          .catch(() => {});
+      } else if (!response.body.readableEnded) {
+        // The caller gave up early (or the stream failed): stop the upstream generating.
+        // Nobody reads the body any more, so its abort error has no one to tell.
+        response.body.on("error", () => {}).destroy();
+      }
+    }
+  }
+
+  async function probe(model: string, signal: AbortSignal): Promise<void> {
+    const mode = config.probe ?? "models";
+    if (mode === "none") return;
+    if (mode === "models") {
+      const response = await http.get("/v1/models", signal).catch((err: unknown) => {
+        throw overloadedAsUnavailable(err);
+      });
+      await response.body.dump();
+      return;
+    }
+    const response = await postMessages(
+      { model, max_tokens: 1, messages: [{ role: "user", content: "ping" }] },
+      signal,
+      model,
+    );
+    await readMessage(response, signal, undefined);
+  }
+
+  return {
+    name,
+    config,
+    chat,
+    probe,
+    close: () => http.close(),
+  };
+}

@@ -1,0 +1,519 @@
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+import {
+  ChatParamsSchema,
+  type ContentPart,
+  ContentPartSchema,
+  MessageSchema,
+  ResponseFormat_Type,
+  Role,
+  ToolChoice_Mode,
+} from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { Failure } from "../../../lib/errors.js";
+import { DEFAULT_MAX_TOKENS, JSON_TOOL_NAME, toAnthropicRequest } from "./to-request.js";
+
+const text = (value: string): ContentPart =>
+  create(ContentPartSchema, { part: { case: "text", value } });
+
+const says = (role: Role, value: string) =>
+  create(MessageSchema, { role, content: [text(value)], contentIsText: true });
+
+const userSays = (value: string) => says(Role.USER, value);
+
+const toolSays = (toolCallId: string, value: string) =>
+  create(MessageSchema, { ...says(Role.TOOL, value), toolCallId });
+
+function params(init: MessageInitShape<typeof ChatParamsSchema>) {
+  return create(ChatParamsSchema, { messages: [userSays("Hi")], ...init });
+}
+
+const body = (init: MessageInitShape<typeof ChatParamsSchema>) =>
+  toAnthropicRequest(params(init), "claude-x", "claude").body;
+
+/** The Failure a translation throws. */
+function refusal(init: MessageInitShape<typeof ChatParamsSchema>): Failure {
+  try {
+    toAnthropicRequest(params(init), "claude-x", "claude");
+  } catch (err) {
+    expect(err).toBeInstanceOf(Failure);
+    return err as Failure;
+  }
+  throw new Error("the request was translated");
+}
+
+describe("toAnthropicRequest", () => {
+  it("sends the upstream model, the default max_tokens and only what the client set", () => {
+    const plan = toAnthropicRequest(params({ model: "public-alias" }), "claude-x", "claude");
+    expect(plan).toEqual({
+      body: {
+        model: "claude-x",
+        max_tokens: DEFAULT_MAX_TOKENS,
+        messages: [{ role: "user", content: "Hi" }],
+      },
+      jsonTool: undefined,
+    });
+    expect(DEFAULT_MAX_TOKENS).toBe(4096);
+  });
+
+  it("streams when the client streams", () => {
+    expect(body({ stream: true }).stream).toBe(true);
+  });
+
+  it("lifts one plain system prompt into a top-level string", () => {
+    expect(body({ messages: [says(Role.SYSTEM, "Be brief."), userSays("Hi")] })).toMatchObject({
+      system: "Be brief.",
+      messages: [{ role: "user", content: "Hi" }],
+    });
+  });
+
+  it("keeps several system and developer prompts as text blocks, wherever they stood", () => {
+    const request = body({
+      messages: [
+        says(Role.SYSTEM, "Be brief."),
+        userSays("Hi"),
+        create(MessageSchema, { role: Role.DEVELOPER, content: [text("Rule 1"), text("Rule 2")] }),
+      ],
+    });
+    expect(request.system).toEqual([
+      { type: "text", text: "Be brief." },
+      { type: "text", text: "Rule 1" },
+      { type: "text", text: "Rule 2" },
+    ]);
+    expect(request.messages).toEqual([{ role: "user", content: "Hi" }]);
+  });
+
+  it("refuses an image in a system prompt", () => {
+    const error = refusal({
+      messages: [
+        create(MessageSchema, {
+          role: Role.SYSTEM,
+          content: [{ part: { case: "image", value: { url: "https://x.test/a.png" } } }],
+        }),
+      ],
+    });
+    expect(error).toMatchObject({
+      status: 400,
+      kind: "unsupported",
+      param: "messages[0].content[0]",
+    });
+    expect(error.message).toBe(
+      "model 'claude-x' on provider 'claude' (anthropic) does not support image content in system messages",
+    );
+  });
+
+  it("translates tool calls and results, merging turns so roles alternate", () => {
+    const request = body({
+      messages: [
+        userSays("Weather in Paris and Rome?"),
+        userSays("In celsius."),
+        create(MessageSchema, {
+          role: Role.ASSISTANT,
+          content: [text("Checking.")],
+          contentIsText: true,
+          toolCalls: [
+            { id: "toolu_1", name: "get_weather", arguments: '{"city": "Paris"}' },
+            { id: "toolu_2", name: "get_weather", arguments: '{"city":"Rome"}' },
+            { id: "toolu_3", name: "now", arguments: "" },
+          ],
+        }),
+        toolSays("toolu_1", "18°C"),
+        create(MessageSchema, {
+          role: Role.TOOL,
+          toolCallId: "toolu_2",
+          isError: true,
+          content: [text("service down")],
+        }),
+        toolSays("toolu_3", "12:00"),
+        userSays("Thanks"),
+      ],
+    });
+    expect(request.messages).toEqual([
+      {
+        role: "user",
+        content: [
+          { type: "text", text: "Weather in Paris and Rome?" },
+          { type: "text", text: "In celsius." },
+        ],
+      },
+      {
+        role: "assistant",
+        content: [
+          { type: "text", text: "Checking." },
+          { type: "tool_use", id: "toolu_1", name: "get_weather", input: { city: "Paris" } },
+          { type: "tool_use", id: "toolu_2", name: "get_weather", input: { city: "Rome" } },
+          { type: "tool_use", id: "toolu_3", name: "now", input: {} },
+        ],
+      },
+      {
+        role: "user",
+        content: [
+          { type: "tool_result", tool_use_id: "toolu_1", content: "18°C" },
+          {
+            type: "tool_result",
+            tool_use_id: "toolu_2",
+            content: [{ type: "text", text: "service down" }],
+            is_error: true,
+          },
+          { type: "tool_result", tool_use_id: "toolu_3", content: "12:00" },
+          { type: "text", text: "Thanks" },
+        ],
+      },
+    ]);
+  });
+
+  it("replays earlier assistant answers, refusals included", () => {
+    const request = body({
+      messages: [
+        userSays("Hi"),
+        says(Role.ASSISTANT, "Hello!"),
+        userSays("Do something bad"),
+        create(MessageSchema, {
+          role: Role.ASSISTANT,
+          content: [text("")],
+          contentIsText: true,
+          refusal: "I can't help with that.",
+        }),
+      ],
+    });
+    expect(request.messages).toEqual([
+      { role: "user", content: "Hi" },
+      { role: "assistant", content: "Hello!" },
+      { role: "user", content: "Do something bad" },
+      { role: "assistant", content: [{ type: "text", text: "I can't help with that." }] },
+    ]);
+  });
+
+  it("puts tool results first in a user turn, as Anthropic requires", () => {
+    const request = body({
+      messages: [userSays("Here you go"), toolSays("toolu_9", "42")],
+    });
+    expect(request.messages[0]?.content).toEqual([
+      { type: "tool_result", tool_use_id: "toolu_9", content: "42" },
+      { type: "text", text: "Here you go" },
+    ]);
+  });
+
+  it("refuses tool-call arguments that are not a JSON object, naming the message", () => {
+    const error = refusal({
+      messages: [
+        userSays("x"),
+        create(MessageSchema, {
+          role: Role.ASSISTANT,
+          toolCalls: [{ id: "t", name: "f", arguments: "{oops" }],
+        }),
+      ],
+    });
+    expect(error).toMatchObject({
+      status: 400,
+      kind: "invalid_request",
+      param: "messages[1].tool_calls[0].function.arguments",
+    });
+  });
+
+  it("refuses a tool result without the call it answers", () => {
+    expect(refusal({ messages: [says(Role.TOOL, "x")] })).toMatchObject({
+      status: 400,
+      param: "messages[0]",
+    });
+  });
+
+  it("sends images as base64 or URL sources and PDFs as documents", () => {
+    const request = body({
+      messages: [
+        create(MessageSchema, {
+          role: Role.USER,
+          content: [
+            text("Compare"),
+            {
+              part: {
+                case: "image",
+                value: { url: "data:image/PNG;base64,iVBORw0K", detail: "low" },
+              },
+            },
+            { part: { case: "image", value: { url: "https://example.com/cat.jpg" } } },
+            {
+              part: {
+                case: "file",
+                value: { filename: "a.pdf", fileData: "data:application/pdf;base64,JVBERi0x" },
+              },
+            },
+            { part: { case: "file", value: { filename: "B.PDF", fileData: "JVBERi0y" } } },
+          ],
+        }),
+      ],
+    });
+    expect(request.messages[0]?.content).toEqual([
+      { type: "text", text: "Compare" },
+      { type: "image", source: { type: "base64", media_type: "image/png", data: "iVBORw0K" } },
+      { type: "image", source: { type: "url", url: "https://example.com/cat.jpg" } },
+      {
+        type: "document",
+        source: { type: "base64", media_type: "application/pdf", data: "JVBERi0x" },
+        title: "a.pdf",
+      },
+      {
+        type: "document",
+        source: { type: "base64", media_type: "application/pdf", data: "JVBERi0y" },
+        title: "B.PDF",
+      },
+    ]);
+  });
+
+  it.each([
+    [
+      "audio input",
+      { case: "audio", value: { data: "UklGRg==", format: "wav" } },
+      "messages[0].content[0]",
+    ],
+    [
+      "uploaded file ids",
+      { case: "file", value: { fileId: "file-abc" } },
+      "messages[0].content[0].file.file_id",
+    ],
+    [
+      "files of type text/csv (only PDF)",
+      { case: "file", value: { fileData: "data:text/csv;base64,YSxi" } },
+      "messages[0].content[0].file",
+    ],
+  ] as const)("refuses %s", (feature, part, param) => {
+    const error = refusal({
+      messages: [create(MessageSchema, { role: Role.USER, content: [{ part }] })],
+    });
+    expect(error).toMatchObject({ status: 400, kind: "unsupported", param });
+    expect(error.message).toBe(
+      `model 'claude-x' on provider 'claude' (anthropic) does not support ${feature}`,
+    );
+  });
+
+  it("refuses an image data: URL that is not base64", () => {
+    const error = refusal({
+      messages: [
+        create(MessageSchema, {
+          role: Role.USER,
+          content: [{ part: { case: "image", value: { url: "data:image/png,rawbytes" } } }],
+        }),
+      ],
+    });
+    expect(error).toMatchObject({ status: 400, kind: "invalid_request" });
+  });
+
+  it("translates tools and every tool choice", () => {
+    const tools = [
+      {
+        name: "get_weather",
+        description: "Current weather",
+        parametersJson: '{"type":"object","properties":{"city":{"type":"string"}}}',
+        strict: true,
+      },
+      { name: "now", strict: false },
+    ];
+    expect(body({ tools }).tools).toEqual([
+      {
+        name: "get_weather",
+        description: "Current weather",
+        input_schema: { type: "object", properties: { city: { type: "string" } } },
+        strict: true,
+      },
+      { name: "now", input_schema: { type: "object" } },
+    ]);
+    const choice = (mode: ToolChoice_Mode, functionName = "") =>
+      body({ tools, toolChoice: { mode, functionName } }).tool_choice;
+    expect(choice(ToolChoice_Mode.AUTO)).toEqual({ type: "auto" });
+    expect(choice(ToolChoice_Mode.REQUIRED)).toEqual({ type: "any" });
+    expect(choice(ToolChoice_Mode.NONE)).toEqual({ type: "none" });
+    expect(choice(ToolChoice_Mode.FUNCTION, "now")).toEqual({ type: "tool", name: "now" });
+    expect(body({ tools }).tool_choice).toBeUndefined();
+  });
+
+  it("turns parallel_tool_calls false into disable_parallel_tool_use", () => {
+    const tools = [{ name: "f" }];
+    expect(body({ tools, parallelToolCalls: false }).tool_choice).toEqual({
+      type: "auto",
+      disable_parallel_tool_use: true,
+    });
+    expect(
+      body({ tools, parallelToolCalls: false, toolChoice: { mode: ToolChoice_Mode.REQUIRED } })
+        .tool_choice,
+    ).toEqual({ type: "any", disable_parallel_tool_use: true });
+    expect(body({ tools, parallelToolCalls: true }).tool_choice).toBeUndefined();
+  });
+
+  it("sends no tool_choice without tools", () => {
+    expect(body({ toolChoice: { mode: ToolChoice_Mode.AUTO } })).not.toHaveProperty("tool_choice");
+  });
+
+  it("maps sampling fields, stop sequences and the end user", () => {
+    expect(
+      body({
+        temperature: 0.7,
+        topP: 0.9,
+        maxTokens: 64,
+        stop: ["\n\nHuman:"],
+        n: 1,
+        presencePenalty: 0,
+        frequencyPenalty: 0,
+        seed: 42n,
+        user: "user-7",
+      }),
+    ).toEqual({
+      model: "claude-x",
+      messages: [{ role: "user", content: "Hi" }],
+      max_tokens: 64,
+      temperature: 0.7,
+      top_p: 0.9,
+      stop_sequences: ["\n\nHuman:"],
+      metadata: { user_id: "user-7" },
+    });
+  });
+
+  it.each([
+    [{ temperature: 1.5 }, "temperature above 1", "temperature"],
+    [{ n: 2 }, "n above 1", "n"],
+    [{ presencePenalty: 0.5 }, "presence_penalty", "presence_penalty"],
+    [{ frequencyPenalty: -1 }, "frequency_penalty", "frequency_penalty"],
+  ] as const)("refuses %o", (init, feature, param) => {
+    const error = refusal(init);
+    expect(error).toMatchObject({ status: 400, kind: "unsupported", param, provider: "claude" });
+    expect(error.message).toBe(
+      `model 'claude-x' on provider 'claude' (anthropic) does not support ${feature}`,
+    );
+  });
+
+  it("passes the extra fields Anthropic knows and no others", () => {
+    const request = body({
+      user: "u1",
+      extraJson: JSON.stringify({
+        top_k: 40,
+        thinking: { type: "enabled", budget_tokens: 2048 },
+        service_tier: "standard_only",
+        metadata: { user_id: "overridden", trace: "t" },
+        logit_bias: { "50256": -100 },
+        model: "evil",
+        messages: [],
+        system: "evil",
+        stream: true,
+      }),
+    });
+    expect(request).toEqual({
+      model: "claude-x",
+      messages: [{ role: "user", content: "Hi" }],
+      // The thinking budget comes on top of the default answer length.
+      max_tokens: 2048 + DEFAULT_MAX_TOKENS,
+      top_k: 40,
+      thinking: { type: "enabled", budget_tokens: 2048 },
+      service_tier: "standard_only",
+      metadata: { user_id: "u1", trace: "t" },
+    });
+  });
+
+  it("refuses extra_json that is not an object", () => {
+    expect(refusal({ extraJson: "[1]" })).toMatchObject({ status: 400, param: "extra_json" });
+  });
+
+  describe("JSON mode", () => {
+    it("forces a json_response tool for JSON_OBJECT", () => {
+      const plan = toAnthropicRequest(
+        params({ responseFormat: { type: ResponseFormat_Type.JSON_OBJECT } }),
+        "claude-x",
+        "claude",
+      );
+      expect(plan.jsonTool).toBe(JSON_TOOL_NAME);
+      expect(plan.body.tools).toEqual([
+        {
+          name: "json_response",
+          description: "Give your answer as this tool's input: a JSON object.",
+          input_schema: { type: "object" },
+        },
+      ]);
+      expect(plan.body.tool_choice).toEqual({ type: "tool", name: "json_response" });
+    });
+
+    it("uses the JSON schema as the tool's input schema", () => {
+      const schema = { type: "object", properties: { name: { type: "string" } } };
+      const plan = toAnthropicRequest(
+        params({
+          parallelToolCalls: false,
+          responseFormat: {
+            type: ResponseFormat_Type.JSON_SCHEMA,
+            jsonSchemaJson: JSON.stringify({
+              name: "person",
+              description: "A person.",
+              schema,
+              strict: true,
+            }),
+          },
+        }),
+        "claude-x",
+        "claude",
+      );
+      expect(plan.body.tools).toEqual([
+        {
+          name: "json_response",
+          description: "Give your answer as this tool's input: a JSON object. A person.",
+          input_schema: schema,
+        },
+      ]);
+      expect(plan.body.tool_choice).toEqual({
+        type: "tool",
+        name: "json_response",
+        disable_parallel_tool_use: true,
+      });
+    });
+
+    it("lets the model choose between the client's tools and the answer", () => {
+      const plan = toAnthropicRequest(
+        params({
+          tools: [{ name: "lookup" }],
+          toolChoice: { mode: ToolChoice_Mode.AUTO },
+          responseFormat: { type: ResponseFormat_Type.JSON_OBJECT },
+        }),
+        "claude-x",
+        "claude",
+      );
+      expect(plan.body.tools?.map((t) => t.name)).toEqual(["lookup", "json_response"]);
+      expect(plan.body.tool_choice).toEqual({ type: "any" });
+      const none = body({
+        tools: [{ name: "lookup" }],
+        toolChoice: { mode: ToolChoice_Mode.NONE },
+        responseFormat: { type: ResponseFormat_Type.JSON_OBJECT },
+      });
+      expect(none.tool_choice).toEqual({ type: "tool", name: "json_response" });
+    });
+
+    it.each([ToolChoice_Mode.REQUIRED, ToolChoice_Mode.FUNCTION])(
+      "refuses JSON mode with a forced tool choice (mode %i)",
+      (mode) => {
+        const error = refusal({
+          tools: [{ name: "lookup" }],
+          toolChoice: { mode, functionName: "lookup" },
+          responseFormat: { type: ResponseFormat_Type.JSON_OBJECT },
+        });
+        expect(error).toMatchObject({ status: 400, kind: "unsupported", param: "tool_choice" });
+      },
+    );
+
+    it("refuses a schema whose root is not an object", () => {
+      const error = refusal({
+        responseFormat: {
+          type: ResponseFormat_Type.JSON_SCHEMA,
+          jsonSchemaJson: '{"name":"list","schema":{"type":"array"}}',
+        },
+      });
+      expect(error).toMatchObject({
+        status: 400,
+        kind: "unsupported",
+        param: "response_format.json_schema.schema",
+      });
+    });
+
+    it("leaves a TEXT response format alone", () => {
+      const plan = toAnthropicRequest(
+        params({ responseFormat: { type: ResponseFormat_Type.TEXT } }),
+        "claude-x",
+        "claude",
+      );
+      expect(plan.jsonTool).toBeUndefined();
+      expect(plan.body).not.toHaveProperty("tools");
+    });
+  });
+});

@@ -1,0 +1,451 @@
+import {
+  type ChatParams,
+  type ContentPart,
+  type Message,
+  type ResponseFormat,
+  ResponseFormat_Type,
+  Role,
+  type Tool,
+  type ToolChoice,
+  ToolChoice_Mode,
+} from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { Failure } from "../../../lib/errors.js";
+import type {
+  AnthropicBase64Source,
+  AnthropicContentBlockParam,
+  AnthropicMessageParam,
+  AnthropicMessagesRequest,
+  AnthropicTextBlockParam,
+  AnthropicTool,
+  AnthropicToolChoice,
+  AnthropicToolResultContent,
+} from "./wire.js";
+
+/**
+ * Anthropic requires `max_tokens`; OpenAI-style clients usually leave it out. 4096 is what every
+ * current Claude model can produce and large enough for an ordinary answer. When the client
+ * enables extended thinking, the thinking budget is added on top (the API wants
+ * `max_tokens` > `budget_tokens`).
+ */
+export const DEFAULT_MAX_TOKENS = 4096;
+
+/** The tool that carries the answer when a client asks for JSON output (see `jsonModeTool`). */
+export const JSON_TOOL_NAME = "json_response";
+
+/**
+ * `extra_json` keys passed to Anthropic: request fields its Messages API reference lists that
+ * the canonical model does not name. Anything else (OpenAI-only fields such as `logit_bias`)
+ * means nothing to Anthropic and is left out, as the gateway's other adapters do with foreign
+ * keys. Fields the gateway builds itself (model, messages, system, tools, stream, …) are never
+ * taken from extras.
+ */
+const PASSED_EXTRAS = ["top_k", "thinking", "metadata", "service_tier", "output_config"] as const;
+
+export interface AnthropicRequestPlan {
+  body: AnthropicMessagesRequest;
+  /**
+   * The name of the tool that stands in for JSON mode, when the client asked for JSON output:
+   * its input is the answer and must reach the client as content, not as a tool call.
+   */
+  jsonTool: string | undefined;
+}
+
+type Refuse = (feature: string, param: string) => Failure;
+
+/**
+ * Builds the Messages request for one attempt. Throws a `Failure` (400) for what Anthropic
+ * cannot do (`unsupported`) and for malformed JSON text in `params` (`invalid_request`).
+ * `provider` is the configured provider name, used in those messages.
+ */
+export function toAnthropicRequest(
+  params: ChatParams,
+  model: string,
+  provider: string,
+): AnthropicRequestPlan {
+  const refuse: Refuse = (feature, param) =>
+    new Failure({
+      status: 400,
+      kind: "unsupported",
+      param,
+      provider,
+      message: `model '${model}' on provider '${provider}' (anthropic) does not support ${feature}`,
+    });
+  checkSampling(params, refuse);
+
+  const extras = parseObject(params.extraJson, "extra_json");
+  const { system, messages } = toConversation(params.messages, refuse);
+  const body: AnthropicMessagesRequest = {
+    model,
+    max_tokens: params.maxTokens ?? defaultMaxTokens(extras.thinking),
+    messages,
+  };
+  if (system !== undefined) body.system = system;
+  const passed: Record<string, unknown> = body;
+  for (const key of PASSED_EXTRAS) {
+    if (extras[key] !== undefined) passed[key] = extras[key];
+  }
+  if (params.user !== undefined) {
+    body.metadata = { ...(isRecord(extras.metadata) ? extras.metadata : {}), user_id: params.user };
+  }
+  if (params.stop.length > 0) body.stop_sequences = [...params.stop];
+  if (params.temperature !== undefined) body.temperature = params.temperature;
+  if (params.topP !== undefined) body.top_p = params.topP;
+
+  const tools = params.tools.map(toTool);
+  let toolChoice = toToolChoice(params.toolChoice, tools.length > 0);
+  let jsonTool: string | undefined;
+  const format = params.responseFormat;
+  if (
+    format?.type === ResponseFormat_Type.JSON_OBJECT ||
+    format?.type === ResponseFormat_Type.JSON_SCHEMA
+  ) {
+    const mode = params.toolChoice?.mode;
+    if (mode === ToolChoice_Mode.REQUIRED || mode === ToolChoice_Mode.FUNCTION) {
+      throw refuse("response_format json together with a forced tool_choice", "tool_choice");
+    }
+    if (tools.some((tool) => tool.name === JSON_TOOL_NAME)) {
+      throw refuse(`response_format json together with a tool named '${JSON_TOOL_NAME}'`, "tools");
+    }
+    // With tools of its own the model may call one of them or answer (through the JSON tool);
+    // without, or with tool_choice none, the JSON tool is the only way to answer.
+    toolChoice =
+      tools.length > 0 && mode !== ToolChoice_Mode.NONE
+        ? { type: "any" }
+        : { type: "tool", name: JSON_TOOL_NAME };
+    tools.push(jsonModeTool(format, refuse));
+    jsonTool = JSON_TOOL_NAME;
+  }
+  if (tools.length > 0) body.tools = tools;
+  if (toolChoice !== undefined) {
+    if (params.parallelToolCalls === false && toolChoice.type !== "none") {
+      toolChoice.disable_parallel_tool_use = true;
+    }
+    body.tool_choice = toolChoice;
+  } else if (params.parallelToolCalls === false && tools.length > 0) {
+    body.tool_choice = { type: "auto", disable_parallel_tool_use: true };
+  }
+
+  if (params.stream) body.stream = true;
+  return { body, jsonTool };
+}
+
+/**
+ * Refuses sampling requests Anthropic cannot honour. Penalties of 0 are the OpenAI defaults and
+ * change nothing, so they pass. `seed` is left out: OpenAI itself only promises best-effort
+ * determinism for it, so an upstream without seeding still keeps that promise.
+ */
+function checkSampling(params: ChatParams, refuse: Refuse): void {
+  if (params.temperature !== undefined && params.temperature > 1) {
+    throw refuse("temperature above 1", "temperature");
+  }
+  if (params.n !== undefined && params.n > 1) throw refuse("n above 1", "n");
+  if (params.presencePenalty !== undefined && params.presencePenalty !== 0) {
+    throw refuse("presence_penalty", "presence_penalty");
+  }
+  if (params.frequencyPenalty !== undefined && params.frequencyPenalty !== 0) {
+    throw refuse("frequency_penalty", "frequency_penalty");
+  }
+}
+
+function defaultMaxTokens(thinking: unknown): number {
+  if (isRecord(thinking) && typeof thinking.budget_tokens === "number") {
+    return thinking.budget_tokens + DEFAULT_MAX_TOKENS;
+  }
+  return DEFAULT_MAX_TOKENS;
+}
+
+interface Turn {
+  role: "user" | "assistant";
+  blocks: AnthropicContentBlockParam[];
+  /** The message as one plain string, while the turn is a single plain-text message. */
+  plain: string | undefined;
+}
+
+/**
+ * Splits the canonical messages into Anthropic's top-level `system` and a conversation of
+ * alternating turns: consecutive messages of one role (tool results count as user) become one
+ * turn with several blocks. `name` has no Anthropic counterpart and is left out.
+ */
+function toConversation(
+  input: readonly Message[],
+  refuse: Refuse,
+): { system: string | AnthropicTextBlockParam[] | undefined; messages: AnthropicMessageParam[] } {
+  const system: AnthropicTextBlockParam[] = [];
+  let systemMessages = 0;
+  let systemIsPlain = true;
+  const turns: Turn[] = [];
+  const add = (role: Turn["role"], blocks: AnthropicContentBlockParam[], plain?: string) => {
+    const last = turns.at(-1);
+    if (last?.role === role) {
+      last.blocks.push(...blocks);
+      last.plain = undefined;
+    } else {
+      turns.push({ role, blocks, plain });
+    }
+  };
+
+  input.forEach((message, i) => {
+    const param = `messages[${i}]`;
+    switch (message.role) {
+      case Role.SYSTEM:
+      case Role.DEVELOPER: {
+        system.push(...textOnly(message, param, "system", refuse));
+        systemMessages += 1;
+        systemIsPlain &&= message.contentIsText;
+        return;
+      }
+      case Role.USER: {
+        const blocks = message.content.flatMap((part, j) =>
+          toUserBlock(part, `${param}.content[${j}]`, refuse),
+        );
+        add("user", blocks, message.contentIsText ? textOf(message) : undefined);
+        return;
+      }
+      case Role.ASSISTANT: {
+        const blocks: AnthropicContentBlockParam[] = textOnly(message, param, "assistant", refuse);
+        // An earlier refusal is what the assistant said; Anthropic has only text for it.
+        if (message.refusal !== undefined && message.refusal !== "") {
+          blocks.push({ type: "text", text: message.refusal });
+        }
+        message.toolCalls.forEach((call, j) => {
+          blocks.push({
+            type: "tool_use",
+            id: call.id,
+            name: call.name,
+            input: parseArguments(call.arguments, `${param}.tool_calls[${j}].function.arguments`),
+          });
+        });
+        const plain =
+          message.contentIsText && message.toolCalls.length === 0 && message.refusal === undefined
+            ? textOf(message)
+            : undefined;
+        add("assistant", blocks, plain);
+        return;
+      }
+      case Role.TOOL: {
+        if (message.toolCallId === undefined) {
+          throw invalid(`${param} answers no tool call: tool_call_id is missing`, param);
+        }
+        const content: string | AnthropicToolResultContent[] = message.contentIsText
+          ? textOf(message)
+          : message.content.flatMap((part, j) =>
+              toUserBlock(part, `${param}.content[${j}]`, refuse),
+            );
+        add("user", [
+          {
+            type: "tool_result",
+            tool_use_id: message.toolCallId,
+            content,
+            ...(message.isError && { is_error: true }),
+          },
+        ]);
+        return;
+      }
+      default:
+        throw invalid(`${param} has no role`, `${param}.role`);
+    }
+  });
+
+  const messages = turns.map(
+    ({ role, blocks, plain }): AnthropicMessageParam => ({
+      role,
+      content: plain ?? resultsFirst(blocks),
+    }),
+  );
+  if (system.length === 0) return { system: undefined, messages };
+  const plain = systemMessages === 1 && systemIsPlain;
+  return { system: plain ? joinText(system) : system, messages };
+}
+
+/** Anthropic wants a user turn's tool results before anything else in it. */
+function resultsFirst(blocks: AnthropicContentBlockParam[]): AnthropicContentBlockParam[] {
+  const results = blocks.filter((b) => b.type === "tool_result");
+  if (results.length === 0) return blocks;
+  return [...results, ...blocks.filter((b) => b.type !== "tool_result")];
+}
+
+/** The text blocks of a message whose role only takes text (system prompts, assistant turns). */
+function textOnly(
+  message: Message,
+  param: string,
+  where: string,
+  refuse: Refuse,
+): AnthropicTextBlockParam[] {
+  const blocks: AnthropicTextBlockParam[] = [];
+  message.content.forEach(({ part }, j) => {
+    if (part.case === "text") {
+      // Anthropic rejects empty text blocks; an empty text says nothing anyway.
+      if (part.value !== "") blocks.push({ type: "text", text: part.value });
+    } else if (part.case !== undefined) {
+      throw refuse(`${part.case} content in ${where} messages`, `${param}.content[${j}]`);
+    }
+  });
+  return blocks;
+}
+
+function toUserBlock(
+  { part }: ContentPart,
+  param: string,
+  refuse: Refuse,
+): AnthropicToolResultContent[] {
+  switch (part.case) {
+    case "text":
+      return part.value === "" ? [] : [{ type: "text", text: part.value }];
+    case "image": {
+      // `detail` is OpenAI's resolution hint; Anthropic picks the resolution itself.
+      const url = part.value.url;
+      if (url.startsWith("data:")) {
+        return [{ type: "image", source: base64Source(url, `${param}.image_url`) }];
+      }
+      if (/^https?:\/\//i.test(url)) return [{ type: "image", source: { type: "url", url } }];
+      throw invalid(`${param}: an image URL must be an https: or data: URL`, `${param}.image_url`);
+    }
+    case "audio":
+      throw refuse("audio input", param);
+    case "file": {
+      const file = part.value;
+      if (file.fileData === undefined) throw refuse("uploaded file ids", `${param}.file.file_id`);
+      const source = fileSource(file.fileData, file.filename, `${param}.file.file_data`);
+      if (source.media_type !== "application/pdf") {
+        throw refuse(`files of type ${source.media_type} (only PDF)`, `${param}.file`);
+      }
+      return [
+        {
+          type: "document",
+          source,
+          ...(file.filename !== undefined && { title: file.filename }),
+        },
+      ];
+    }
+    default:
+      return [];
+  }
+}
+
+const DATA_URL = /^data:([^,;]*)((?:;[^,;]*)*),(.*)$/s;
+
+/** A `data:…;base64,…` URL as an Anthropic base64 source. */
+function base64Source(url: string, param: string): AnthropicBase64Source {
+  const match = DATA_URL.exec(url);
+  const [, mediaType = "", attributes = "", data = ""] = match ?? [];
+  if (match === null || mediaType === "" || !attributes.split(";").includes("base64")) {
+    throw invalid(`${param} must be a base64 data: URL with a media type`, param);
+  }
+  return { type: "base64", media_type: mediaType.toLowerCase(), data };
+}
+
+/** File data is a data: URL, or bare base64 whose type the file name tells. */
+function fileSource(
+  fileData: string,
+  filename: string | undefined,
+  param: string,
+): AnthropicBase64Source {
+  if (fileData.startsWith("data:")) return base64Source(fileData, param);
+  const mediaType = filename?.toLowerCase().endsWith(".pdf")
+    ? "application/pdf"
+    : "application/octet-stream";
+  return { type: "base64", media_type: mediaType, data: fileData };
+}
+
+function toTool(tool: Tool, index: number): AnthropicTool {
+  const out: AnthropicTool = {
+    name: tool.name,
+    // Anthropic requires a schema; a function without parameters takes an empty object.
+    input_schema:
+      tool.parametersJson === ""
+        ? { type: "object" }
+        : parseObject(tool.parametersJson, `tools[${index}].function.parameters`),
+  };
+  if (tool.description !== undefined) out.description = tool.description;
+  // `strict: false` is the default on both sides; only a request for validation is passed.
+  if (tool.strict === true) out.strict = true;
+  return out;
+}
+
+function toToolChoice(
+  choice: ToolChoice | undefined,
+  hasTools: boolean,
+): AnthropicToolChoice | undefined {
+  switch (choice?.mode) {
+    case ToolChoice_Mode.NONE:
+      return hasTools ? { type: "none" } : undefined;
+    case ToolChoice_Mode.AUTO:
+      return hasTools ? { type: "auto" } : undefined;
+    case ToolChoice_Mode.REQUIRED:
+      return { type: "any" };
+    case ToolChoice_Mode.FUNCTION:
+      return { type: "tool", name: choice.functionName };
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Anthropic has no JSON mode of its own on every model, so JSON output is asked for the way
+ * other gateways do it: a tool whose input schema is the wanted JSON, which the model is made to
+ * call. Its input is then handed to the client as the answer's text (see from-response and
+ * from-stream). `strict` of a JSON schema is not forwarded, so the emulation works on models
+ * without strict tool use.
+ */
+function jsonModeTool(format: ResponseFormat, refuse: Refuse): AnthropicTool {
+  let schema: Record<string, unknown> = { type: "object" };
+  let description = "Give your answer as this tool's input: a JSON object.";
+  if (format.type === ResponseFormat_Type.JSON_SCHEMA) {
+    const param = "response_format.json_schema";
+    const spec = parseObject(format.jsonSchemaJson, param);
+    if (isRecord(spec.schema)) {
+      if (spec.schema.type !== undefined && spec.schema.type !== "object") {
+        throw refuse("a JSON schema whose root is not an object", `${param}.schema`);
+      }
+      schema = spec.schema;
+    }
+    if (typeof spec.description === "string" && spec.description !== "") {
+      description = `${description} ${spec.description}`;
+    }
+  }
+  return { name: JSON_TOOL_NAME, description, input_schema: schema };
+}
+
+/** Tool-call arguments as the object Anthropic wants; "" (no arguments) is an empty object. */
+function parseArguments(text: string, param: string): Record<string, unknown> {
+  if (text.trim() === "") return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    value = undefined;
+  }
+  if (!isRecord(value)) throw invalid(`${param} must be a JSON object`, param);
+  return value;
+}
+
+function textOf(message: Message): string {
+  let text = "";
+  for (const { part } of message.content) if (part.case === "text") text += part.value;
+  return text;
+}
+
+function joinText(blocks: readonly AnthropicTextBlockParam[]): string {
+  return blocks.map((b) => b.text).join("");
+}
+
+/** Parses a JSON object carried as text in the canonical model; "" means an empty object. */
+function parseObject(text: string, param: string): Record<string, unknown> {
+  if (text === "") return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    value = undefined;
+  }
+  if (!isRecord(value)) throw invalid(`${param} must be a JSON object`, param);
+  return value;
+}
+
+function invalid(message: string, param: string): Failure {
+  return new Failure({ status: 400, kind: "invalid_request", message, param });
+}
+
+export function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}

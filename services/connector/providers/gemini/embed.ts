@@ -1,0 +1,96 @@
+import { create } from "@bufbuild/protobuf";
+import {
+  EmbeddingSchema,
+  type EmbedParams,
+  type EmbedResult,
+  EmbedResultSchema,
+  UsageSchema,
+} from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { Failure } from "../../../lib/errors.js";
+import { isRecord, records } from "./from-response.js";
+import { geminiModelName } from "./to-request.js";
+import type { GeminiBatchEmbedContentsRequest, GeminiEmbedContentRequest } from "./wire.js";
+
+/**
+ * One batchEmbedContents body for all inputs, in order. From `extra_json` only the
+ * EmbedContentRequest fields the API reference names are passed: `taskType` (or `task_type`) and
+ * `title`; other keys (e.g. OpenAI `encoding_format`, which the ingress applies itself) are ignored.
+ */
+export function toGeminiEmbedRequest(
+  params: EmbedParams,
+  model: string,
+): GeminiBatchEmbedContentsRequest {
+  const extras = parseExtras(params.extraJson);
+  const taskType = extras.taskType ?? extras.task_type;
+  const title = extras.title;
+  return {
+    requests: params.inputs.map((text) => {
+      const request: GeminiEmbedContentRequest = {
+        model: geminiModelName(model),
+        content: { parts: [{ text }] },
+      };
+      if (typeof taskType === "string") request.taskType = taskType;
+      if (typeof title === "string") request.title = title;
+      if (params.dimensions !== undefined) request.outputDimensionality = params.dimensions;
+      return request;
+    }),
+  };
+}
+
+/**
+ * The embeddings, one per input in input order. batchEmbedContents reports no token counts, so
+ * usage stays at zero rather than being guessed. Throws a `Failure` (502) when the answer does not
+ * hold exactly one vector per input.
+ */
+export function fromGeminiEmbedResponse(
+  response: unknown,
+  options: { provider: string; model: string; inputs: number },
+): EmbedResult {
+  const malformed = (why: string) =>
+    new Failure({
+      status: 502,
+      kind: "upstream_error",
+      retryable: true,
+      provider: options.provider,
+      message: `embeddings from provider ${options.provider} were malformed: ${why}`,
+    });
+  if (!isRecord(response) || !Array.isArray(response.embeddings)) {
+    throw malformed("no embeddings");
+  }
+  const embeddings = records(response.embeddings);
+  if (embeddings.length !== options.inputs || response.embeddings.length !== options.inputs) {
+    throw malformed(`${response.embeddings.length} vectors for ${options.inputs} inputs`);
+  }
+  return create(EmbedResultSchema, {
+    embeddings: embeddings.map((embedding, index) => {
+      const values = embedding.values;
+      if (!Array.isArray(values) || !values.every((v) => typeof v === "number")) {
+        throw malformed(`embeddings[${index}].values is not a list of numbers`);
+      }
+      return create(EmbeddingSchema, { index, values });
+    }),
+    usage: create(UsageSchema, { promptTokens: 0, completionTokens: 0, totalTokens: 0 }),
+    // The answer does not name a model version; the one asked for is the one that answered.
+    upstreamModel: options.model,
+    provider: options.provider,
+  });
+}
+
+function parseExtras(text: string): Record<string, unknown> {
+  if (text === "") return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    value = undefined;
+  }
+  if (!isRecord(value)) {
+    throw new Failure({
+      status: 400,
+      kind: "invalid_request",
+      param: "extra_json",
+      message: "extra_json must be a JSON object",
+    });
+  }
+  return value;
+}

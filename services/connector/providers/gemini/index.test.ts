@@ -1,0 +1,520 @@
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import {
+  type ChatChunk,
+  ChatParamsSchema,
+  EmbedParamsSchema,
+  FinishReason,
+  MessageSchema,
+  RequestContextSchema,
+  Role,
+  ToolChoice_Mode,
+} from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import {
+  fakeVector,
+  type GeminiUpstream,
+  startGeminiUpstream,
+} from "../../../../test/upstreams/gemini-upstream.js";
+import { aggregate } from "../../../lib/chat/aggregate.js";
+import type { ProviderConfig } from "../../../lib/config/types.js";
+import { Failure } from "../../../lib/errors.js";
+import type { ChatCall, Provider } from "../provider.js";
+import { createGeminiProvider } from "./index.js";
+
+const KEY = "AIzaSy-local-test-key-0123456789";
+const MODEL = "gemini-2.5-flash";
+
+let upstream: GeminiUpstream;
+const providers: Provider[] = [];
+
+beforeAll(async () => {
+  upstream = await startGeminiUpstream({ apiKey: KEY });
+});
+afterAll(async () => {
+  await upstream.close();
+});
+afterEach(async () => {
+  upstream.requests.length = 0;
+  upstream.setBehavior({ kind: "answer" });
+  await Promise.all(providers.splice(0).map((p) => p.close()));
+});
+
+function provider(overrides: Partial<ProviderConfig> = {}): Provider {
+  const p = createGeminiProvider("google", {
+    type: "gemini",
+    base_url: upstream.url,
+    api_key: KEY,
+    ...overrides,
+  });
+  providers.push(p);
+  return p;
+}
+
+function call(
+  stream: boolean,
+  signal = AbortSignal.timeout(10_000),
+  params: MessageInitShape<typeof ChatParamsSchema> = {},
+  model = MODEL,
+): ChatCall {
+  return {
+    provider: "google",
+    model,
+    params: create(ChatParamsSchema, {
+      model: "public",
+      stream,
+      messages: [
+        create(MessageSchema, {
+          role: Role.USER,
+          contentIsText: true,
+          content: [{ part: { case: "text", value: "Say hello" } }],
+        }),
+      ],
+      ...params,
+    }),
+    context: create(RequestContextSchema, { requestId: "req-1" }),
+    signal,
+  };
+}
+
+async function collect(chunks: AsyncIterable<ChatChunk>): Promise<ChatChunk[]> {
+  const out: ChatChunk[] = [];
+  for await (const chunk of chunks) out.push(chunk);
+  return out;
+}
+
+/** Runs a call to its end and returns the Failure it throws, with the chunks it yielded first. */
+async function failure(
+  chunks: AsyncIterable<ChatChunk>,
+): Promise<{ error: Failure; yielded: ChatChunk[] }> {
+  const yielded: ChatChunk[] = [];
+  try {
+    for await (const chunk of chunks) yielded.push(chunk);
+  } catch (err) {
+    expect(err).toBeInstanceOf(Failure);
+    return { error: err as Failure, yielded };
+  }
+  throw new Error("the call succeeded");
+}
+
+async function requestsArrived(n: number): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (upstream.requests.length < n) {
+    if (Date.now() > deadline) throw new Error("request never arrived");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Fails unless `promise` settles within `limit` ms. */
+async function within(promise: Promise<unknown>, limit: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`not within ${limit} ms`)), limit);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** The answer the chunks add up to, without the clock. */
+function whole(chunks: ChatChunk[]) {
+  const completion = aggregate(chunks);
+  completion.created = 0n;
+  return completion;
+}
+
+describe("gemini provider over HTTP", () => {
+  it("streams an answer and sends the request the way Gemini expects", async () => {
+    upstream.setBehavior({ kind: "answer", text: "Hello there, friend!", chunks: 4 });
+    const p = provider({ headers: { "X-Goog-User-Project": "proj-1" } });
+    const chunks = await collect(p.chat(call(true)));
+
+    expect(chunks).toHaveLength(4);
+    expect(chunks[0]?.start).toMatchObject({
+      id: "fake-response-1",
+      upstreamModel: `${MODEL}-001`,
+      provider: "google",
+    });
+    const answer = aggregate(chunks);
+    expect(answer.choices[0]?.message?.content[0]?.part.value).toBe("Hello there, friend!");
+    expect(answer.choices[0]?.finishReason).toBe(FinishReason.STOP);
+    expect(answer.usage).toMatchObject({ promptTokens: 10, completionTokens: 4, totalTokens: 14 });
+
+    const [request] = upstream.requests;
+    expect(request?.method).toBe("POST");
+    expect(request?.path).toBe(`/v1beta/models/${MODEL}:streamGenerateContent`);
+    expect(request?.query).toEqual({ alt: "sse" });
+    expect(request?.headers["x-goog-api-key"]).toBe(KEY);
+    expect(request?.headers["x-goog-user-project"]).toBe("proj-1");
+    expect(request?.headers["content-type"]).toBe("application/json");
+    expect(request?.body).toEqual({ contents: [{ role: "user", parts: [{ text: "Say hello" }] }] });
+  });
+
+  it("answers a non-streamed call with one whole chunk", async () => {
+    upstream.setBehavior({ kind: "answer", text: "Whole answer." });
+    const chunks = await collect(provider().chat(call(false)));
+    expect(chunks).toHaveLength(1);
+    expect(chunks[0]?.choices[0]).toMatchObject({
+      role: Role.ASSISTANT,
+      content: "Whole answer.",
+      finishReason: FinishReason.STOP,
+    });
+    expect(upstream.requests[0]?.path).toBe(`/v1beta/models/${MODEL}:generateContent`);
+    expect(upstream.requests[0]?.query).toEqual({});
+  });
+
+  it("gives the same answer streamed and whole: text, thoughts, tool calls, candidates", async () => {
+    upstream.setBehavior({
+      kind: "answer",
+      text: "Checking both.",
+      chunks: 3,
+      thoughts: "The user wants weather and time.",
+      candidates: 2,
+      functionCalls: [
+        {
+          name: "get_weather",
+          args: { city: "Zürich", days: [1, 2, 3] },
+          thoughtSignature: "c2ln",
+        },
+        { name: "get_time", args: { tz: "Asia/Tokyo" } },
+      ],
+      usage: { promptTokenCount: 30, candidatesTokenCount: 12, thoughtsTokenCount: 8 },
+    });
+    const p = provider();
+    const streamed = whole(await collect(p.chat(call(true))));
+    const single = whole(await collect(p.chat(call(false))));
+    // The fake numbers its answers; everything else must match.
+    streamed.id = single.id;
+    expect(streamed).toEqual(single);
+
+    const first = single.choices[0];
+    expect(first?.reasoning).toBe("The user wants weather and time.");
+    expect(first?.message?.toolCalls.map((c) => [c.id, c.name, c.arguments])).toEqual([
+      ["call_0_0", "get_weather", '{"city":"Zürich","days":[1,2,3]}'],
+      ["call_0_1", "get_time", '{"tz":"Asia/Tokyo"}'],
+    ]);
+    expect(first?.finishReason).toBe(FinishReason.TOOL_CALLS);
+    expect(single.choices[1]?.message?.content[0]?.part.value).toBe("Checking both. #1");
+    expect(single.choices[1]?.message?.toolCalls[0]?.id).toBe("call_1_0");
+    expect(single.usage).toMatchObject({
+      promptTokens: 30,
+      completionTokens: 20,
+      reasoningTokens: 8,
+      totalTokens: 50,
+    });
+  });
+
+  it("sends tools and tool choice, and the conversation's earlier calls and results", async () => {
+    upstream.setBehavior({ kind: "answer", functionCalls: [{ name: "lookup", args: { q: "x" } }] });
+    const chunks = await collect(
+      provider().chat(
+        call(true, AbortSignal.timeout(10_000), {
+          tools: [{ name: "lookup", parametersJson: '{"type":"object"}' }],
+          toolChoice: { mode: ToolChoice_Mode.FUNCTION, functionName: "lookup" },
+          messages: [
+            create(MessageSchema, {
+              role: Role.USER,
+              content: [{ part: { case: "text", value: "find x" } }],
+            }),
+            create(MessageSchema, {
+              role: Role.ASSISTANT,
+              toolCalls: [{ id: "toolu_1", name: "lookup", arguments: '{"q":"w"}' }],
+            }),
+            create(MessageSchema, {
+              role: Role.TOOL,
+              toolCallId: "toolu_1",
+              content: [{ part: { case: "text", value: "nothing" } }],
+            }),
+          ],
+        }),
+      ),
+    );
+    expect(aggregate(chunks).choices[0]?.finishReason).toBe(FinishReason.TOOL_CALLS);
+    expect(upstream.requests[0]?.body).toMatchObject({
+      tools: [
+        { functionDeclarations: [{ name: "lookup", parametersJsonSchema: { type: "object" } }] },
+      ],
+      toolConfig: { functionCallingConfig: { mode: "ANY", allowedFunctionNames: ["lookup"] } },
+      contents: [
+        { role: "user", parts: [{ text: "find x" }] },
+        { role: "model", parts: [{ functionCall: { name: "lookup", args: { q: "w" } } }] },
+        {
+          role: "user",
+          parts: [{ functionResponse: { name: "lookup", response: { output: "nothing" } } }],
+        },
+      ],
+    });
+  });
+
+  it("reaches a model named models/… and a base_url that already names the API version", async () => {
+    const p = provider({ base_url: `${upstream.url}/v1beta/` });
+    await collect(p.chat(call(false, AbortSignal.timeout(10_000), {}, "models/gemini-2.0-flash")));
+    expect(upstream.requests[0]?.path).toBe("/v1beta/models/gemini-2.0-flash:generateContent");
+  });
+
+  it("maps a 429 RESOURCE_EXHAUSTED to rate_limited with Google's retry delay", async () => {
+    upstream.setBehavior({ kind: "error", status: 429, retryDelay: "7s" });
+    const { error, yielded } = await failure(provider().chat(call(true)));
+    expect(yielded).toEqual([]);
+    expect(error).toMatchObject({
+      status: 429,
+      kind: "rate_limited",
+      retryable: true,
+      retryAfterMs: 7000,
+      upstreamStatus: 429,
+      code: "RESOURCE_EXHAUSTED",
+      provider: "google",
+    });
+  });
+
+  it("maps a 503 to a retryable upstream_unavailable", async () => {
+    upstream.setBehavior({ kind: "error", status: 503 });
+    const { error } = await failure(provider().chat(call(false)));
+    expect(error).toMatchObject({
+      status: 503,
+      kind: "upstream_unavailable",
+      retryable: true,
+      code: "UNAVAILABLE",
+      message: "provider google is unavailable (503): fake upstream error 503",
+    });
+  });
+
+  it("maps a 400 to invalid_request with the upstream's words", async () => {
+    upstream.setBehavior({
+      kind: "error",
+      status: 400,
+      body: {
+        error: {
+          code: 400,
+          message: "* GenerateContentRequest.contents: contents is not specified\n",
+          status: "INVALID_ARGUMENT",
+        },
+      },
+    });
+    const { error } = await failure(provider().chat(call(false)));
+    expect(error).toMatchObject({ status: 400, kind: "invalid_request", retryable: false });
+    expect(error.message).toContain("contents is not specified");
+  });
+
+  it("reports a wrong key as the gateway's credentials, never showing the key", async () => {
+    const { error } = await failure(provider({ api_key: "AIza-wrong-key" }).chat(call(false)));
+    expect(error).toMatchObject({ status: 502, kind: "auth", code: "API_KEY_INVALID" });
+    expect(error.message).not.toContain("AIza-wrong-key");
+
+    upstream.setBehavior({ kind: "error", status: 502, body: `proxy saw key ${KEY}` });
+    const echoed = await failure(provider().chat(call(false)));
+    expect(echoed.error.message).not.toContain(KEY);
+    expect(echoed.error.message).toContain("[redacted]");
+  });
+
+  it("refuses a blocked prompt with a 400 before yielding anything", async () => {
+    upstream.setBehavior({ kind: "answer", blockReason: "SAFETY" });
+    const { error, yielded } = await failure(provider().chat(call(true)));
+    expect(yielded).toEqual([]);
+    expect(error).toMatchObject({ status: 400, kind: "invalid_request", code: "SAFETY" });
+  });
+
+  it.each(["end", "destroy"] as const)(
+    "throws when the stream stops before every candidate finished (cut by %s)",
+    async (cutMode) => {
+      upstream.setBehavior({
+        kind: "answer",
+        text: "abcdef",
+        chunks: 6,
+        cutAfterChunks: 3,
+        cutMode,
+      });
+      const { error, yielded } = await failure(provider().chat(call(true)));
+      expect(yielded).toHaveLength(3);
+      expect(error).toMatchObject({ status: 502, kind: "upstream_error", retryable: true });
+      expect(error.message).toMatch(/^stream from provider google ended early/);
+    },
+  );
+
+  it("throws when the stream stops in the middle of an event, even after a finish", async () => {
+    const done = JSON.stringify({
+      candidates: [{ content: { parts: [{ text: "hi" }] }, finishReason: "STOP" }],
+    });
+    upstream.setBehavior({
+      kind: "raw",
+      chunks: [`data: ${done}\r\n\r\n`, 'data: {"candidates": [{"content"'],
+    });
+    const { error, yielded } = await failure(provider().chat(call(true)));
+    expect(yielded).toHaveLength(1);
+    expect(error.message).toBe("stream from provider google ended early");
+  });
+
+  it("throws the upstream's words when an error arrives as an event", async () => {
+    upstream.setBehavior({
+      kind: "raw",
+      chunks: [
+        `data: ${JSON.stringify({ candidates: [{ content: { parts: [{ text: "hi" }] } }] })}\r\n\r\n`,
+        `data: ${JSON.stringify({ error: { code: 500, message: "An internal error has occurred.", status: "INTERNAL" } })}\r\n\r\n`,
+      ],
+    });
+    const { error, yielded } = await failure(provider().chat(call(true)));
+    expect(yielded).toHaveLength(1);
+    expect(error).toMatchObject({ status: 502, kind: "upstream_error", code: "INTERNAL" });
+    expect(error.message).toContain("An internal error has occurred.");
+  });
+
+  it("throws when an event is not JSON", async () => {
+    upstream.setBehavior({ kind: "raw", chunks: ["data: {oops\r\n\r\n"] });
+    const { error } = await failure(provider().chat(call(true)));
+    expect(error.message).toBe("stream from provider google was malformed: invalid JSON");
+  });
+
+  it("accepts a stream sent as one JSON array", async () => {
+    const events = [
+      { candidates: [{ content: { parts: [{ text: "o" }] } }] },
+      { candidates: [{ content: { parts: [{ text: "k" }] }, finishReason: "STOP" }] },
+    ];
+    upstream.setBehavior({
+      kind: "raw",
+      headers: { "content-type": "application/json" },
+      chunks: [JSON.stringify(events)],
+    });
+    const chunks = await collect(provider().chat(call(true)));
+    expect(chunks.map((c) => c.choices[0]?.content)).toEqual(["o", "k"]);
+  });
+
+  it("cancels the upstream request when the signal aborts before headers", async () => {
+    upstream.setBehavior({ kind: "hang" });
+    const controller = new AbortController();
+    const pending = failure(provider().chat(call(true, controller.signal)));
+    await requestsArrived(1);
+    controller.abort();
+    const { error } = await pending;
+    expect(error).toMatchObject({ status: 499, kind: "cancelled" });
+    await within(upstream.requests[0]?.closed ?? Promise.reject(), 1000);
+    expect(upstream.requests[0]?.aborted).toBe(true);
+  });
+
+  it("cancels the upstream request when the signal aborts mid-stream", async () => {
+    upstream.setBehavior({
+      kind: "answer",
+      text: "one two three four five",
+      chunks: 5,
+      chunkDelayMs: 100,
+    });
+    const controller = new AbortController();
+    const yielded: ChatChunk[] = [];
+    const error = await (async () => {
+      try {
+        for await (const chunk of provider().chat(call(true, controller.signal))) {
+          yielded.push(chunk);
+          controller.abort();
+        }
+      } catch (err) {
+        return err;
+      }
+      return undefined;
+    })();
+    expect(yielded).toHaveLength(1);
+    expect(error).toMatchObject({ status: 499, kind: "cancelled" });
+    await within(upstream.requests[0]?.closed ?? Promise.reject(), 1000);
+    expect(upstream.requests[0]?.aborted).toBe(true);
+  });
+
+  it("cancels the upstream request when the caller stops reading", async () => {
+    upstream.setBehavior({
+      kind: "answer",
+      text: "one two three four five",
+      chunks: 5,
+      chunkDelayMs: 100,
+    });
+    for await (const chunk of provider().chat(call(true))) {
+      expect(chunk.start).toBeDefined();
+      break;
+    }
+    await within(upstream.requests[0]?.closed ?? Promise.reject(), 1000);
+    expect(upstream.requests[0]?.aborted).toBe(true);
+  });
+
+  it("keeps its connection across complete streams", async () => {
+    const p = provider();
+    const before = upstream.connections;
+    for (let i = 0; i < 4; i++) {
+      const chunks = await collect(p.chat(call(true)));
+      expect(aggregate(chunks).choices[0]?.finishReason).toBe(FinishReason.STOP);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(upstream.connections - before).toBe(1);
+  });
+});
+
+describe("gemini provider embeddings", () => {
+  it("embeds every input in one batch and returns the vectors in order", async () => {
+    const result = await provider().embed?.({
+      provider: "google",
+      model: "gemini-embedding-001",
+      params: create(EmbedParamsSchema, { model: "emb", inputs: ["a", "bcd"], dimensions: 3 }),
+      context: create(RequestContextSchema, { requestId: "req-2" }),
+      signal: AbortSignal.timeout(5000),
+    });
+    expect(result?.embeddings.map((e) => [e.index, e.values])).toEqual([
+      [0, fakeVector("a", 3)],
+      [1, fakeVector("bcd", 3)],
+    ]);
+    expect(result).toMatchObject({ upstreamModel: "gemini-embedding-001", provider: "google" });
+    const [request] = upstream.requests;
+    expect(request?.path).toBe("/v1beta/models/gemini-embedding-001:batchEmbedContents");
+    expect(request?.body).toEqual({
+      requests: [
+        {
+          model: "models/gemini-embedding-001",
+          content: { parts: [{ text: "a" }] },
+          outputDimensionality: 3,
+        },
+        {
+          model: "models/gemini-embedding-001",
+          content: { parts: [{ text: "bcd" }] },
+          outputDimensionality: 3,
+        },
+      ],
+    });
+  });
+
+  it("maps an upstream error", async () => {
+    upstream.setBehavior({ kind: "error", status: 429, retryDelay: "1.5s" });
+    await expect(
+      provider().embed?.({
+        provider: "google",
+        model: "gemini-embedding-001",
+        params: create(EmbedParamsSchema, { inputs: ["a"] }),
+        context: create(RequestContextSchema),
+        signal: AbortSignal.timeout(5000),
+      }),
+    ).rejects.toMatchObject({ status: 429, retryAfterMs: 1500 });
+  });
+});
+
+describe("gemini provider probe", () => {
+  it("gets the model by default", async () => {
+    await provider().probe(MODEL, AbortSignal.timeout(5000));
+    expect(upstream.requests.map((r) => `${r.method} ${r.path}`)).toEqual([
+      `GET /v1beta/models/${MODEL}`,
+    ]);
+    expect(upstream.requests[0]?.headers["x-goog-api-key"]).toBe(KEY);
+  });
+
+  it("fails when the upstream does not know the model", async () => {
+    upstream.setBehavior({ kind: "error", status: 404 });
+    await expect(provider().probe("gemini-9", AbortSignal.timeout(5000))).rejects.toMatchObject({
+      status: 502,
+      kind: "upstream_error",
+      code: "NOT_FOUND",
+    });
+  });
+
+  it("asks for one token when probe is completion", async () => {
+    await provider({ probe: "completion" }).probe(MODEL, AbortSignal.timeout(5000));
+    expect(upstream.requests[0]?.path).toBe(`/v1beta/models/${MODEL}:generateContent`);
+    expect(upstream.requests[0]?.body).toMatchObject({ generationConfig: { maxOutputTokens: 1 } });
+  });
+
+  it("does nothing when probe is none", async () => {
+    upstream.setBehavior({ kind: "error", status: 500 });
+    await provider({ probe: "none" }).probe(MODEL, AbortSignal.timeout(5000));
+    expect(upstream.requests).toEqual([]);
+  });
+});

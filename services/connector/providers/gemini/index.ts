@@ -1,0 +1,276 @@
+// `type: gemini` — the Google AI Gemini API (generativelanguage.googleapis.com, v1beta REST):
+// generateContent, streamGenerateContent (SSE), batchEmbedContents, models.get.
+
+import { randomUUID } from "node:crypto";
+import { Pool } from "undici";
+import type {
+  ChatChunk,
+  EmbedResult,
+  RequestContext,
+} from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import type { ProviderConfig } from "../../../lib/config/types.js";
+import { Failure } from "../../../lib/errors.js";
+import type { ChatCall, EmbedCall, Provider } from "../provider.js";
+import { parseSse, type SseEnd } from "../sse.js";
+import {
+  errorCode,
+  failureFromError,
+  readLimited,
+  scrubSecrets,
+  type UpstreamResponse,
+} from "../upstream-http.js";
+import { fromGeminiEmbedResponse, toGeminiEmbedRequest } from "./embed.js";
+import {
+  checkAnswer,
+  failureFromGoogle,
+  fromGeminiResponse,
+  type TranslateOptions,
+} from "./from-response.js";
+import { GeminiStream } from "./from-stream.js";
+import { geminiModelPath, toGeminiRequest } from "./to-request.js";
+import type { GeminiGenerateContentRequest } from "./wire.js";
+
+export const GEMINI_BASE_URL = "https://generativelanguage.googleapis.com";
+
+/** A base_url that already ends in an API version (".../v1beta") is used as it is. */
+const API_VERSION_PATH = /\/v1(?:alpha|beta)?\d*$/;
+const ERROR_BODY_LIMIT = 64 * 1024;
+
+export function createGeminiProvider(name: string, config: ProviderConfig): Provider {
+  const base = new URL(config.base_url ?? GEMINI_BASE_URL);
+  const basePath = base.pathname.replace(/\/+$/, "");
+  const apiPath = API_VERSION_PATH.test(basePath) ? basePath : `${basePath}/v1beta`;
+  const secrets = config.api_key ? [config.api_key] : [];
+  const headers: Record<string, string> = {};
+  for (const [key, value] of Object.entries(config.headers ?? {})) {
+    headers[key.toLowerCase()] = value;
+  }
+  // A header, never `?key=`: URLs end up in logs and error messages.
+  if (config.api_key) headers["x-goog-api-key"] = config.api_key;
+  const pool = new Pool(base.origin, {
+    connections: config.max_connections ?? 128,
+    pipelining: 1,
+    // Deadlines belong to the caller's AbortSignal (the router's timeouts); no hidden timer here.
+    headersTimeout: 0,
+    bodyTimeout: 0,
+  });
+
+  /**
+   * One request to `{apiPath}{path}`. Resolves once a 2xx answer's headers arrive; otherwise
+   * reads the error body and throws the mapped `Failure` (Google's envelope understood).
+   * Connection errors and aborts throw a `Failure` too.
+   */
+  async function send(
+    method: "GET" | "POST",
+    path: string,
+    query: Record<string, string>,
+    body: unknown,
+    signal: AbortSignal,
+    model: string,
+  ): Promise<UpstreamResponse> {
+    const search = new URLSearchParams(base.search);
+    for (const [key, value] of Object.entries(query)) search.set(key, value);
+    const qs = search.toString();
+    const requestHeaders = { ...headers };
+    if (body !== undefined) requestHeaders["content-type"] = "application/json";
+    let data: Awaited<ReturnType<Pool["request"]>>;
+    try {
+      signal.throwIfAborted();
+      data = await pool.request({
+        origin: base.origin,
+        path: `${apiPath}${path}${qs === "" ? "" : `?${qs}`}`,
+        method,
+        headers: requestHeaders,
+        body: body === undefined ? null : JSON.stringify(body),
+        signal,
+      });
+    } catch (err) {
+      throw failureFromError(name, err, signal);
+    }
+    if (data.statusCode >= 200 && data.statusCode < 300) {
+      return { status: data.statusCode, headers: data.headers, body: data.body };
+    }
+    let text: string;
+    try {
+      text = await readLimited(data.body, ERROR_BODY_LIMIT);
+    } catch (err) {
+      if (signal.aborted) throw failureFromError(name, err, signal);
+      // The status alone still says what went wrong.
+      text = "";
+    }
+    throw failureFromGoogle(name, data.statusCode, data.headers, text, { model, secrets });
+  }
+
+  function upstreamFailure(message: string, cause?: unknown): Failure {
+    return new Failure(
+      {
+        status: 502,
+        kind: "upstream_error",
+        message: scrubSecrets(message, secrets),
+        // The router retries only if nothing reached the client yet.
+        retryable: true,
+        provider: name,
+      },
+      { cause },
+    );
+  }
+
+  async function readJson(
+    response: UpstreamResponse,
+    signal: AbortSignal,
+    what: string,
+  ): Promise<unknown> {
+    let text: string;
+    try {
+      text = await response.body.text();
+    } catch (err) {
+      if (signal.aborted) throw failureFromError(name, err, signal);
+      throw upstreamFailure(`${what} from provider ${name} ended early: ${errorCode(err)}`, err);
+    }
+    try {
+      return JSON.parse(text);
+    } catch (err) {
+      throw upstreamFailure(`${what} from provider ${name} was malformed: not JSON`, err);
+    }
+  }
+
+  async function* readSse(
+    response: UpstreamResponse,
+    signal: AbortSignal,
+    stream: GeminiStream,
+  ): AsyncGenerator<ChatChunk> {
+    const events = parseSse(response.body);
+    let end: SseEnd;
+    try {
+      for (;;) {
+        const next = await events.next();
+        if (next.done) {
+          end = next.value;
+          break;
+        }
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(next.value.data);
+        } catch (err) {
+          throw upstreamFailure(`stream from provider ${name} was malformed: invalid JSON`, err);
+        }
+        const chunk = stream.push(parsed);
+        if (chunk !== undefined) yield chunk;
+      }
+    } catch (err) {
+      if (err instanceof Failure) throw err;
+      if (signal.aborted) throw failureFromError(name, err, signal);
+      throw upstreamFailure(`stream from provider ${name} ended early: ${errorCode(err)}`, err);
+    }
+    // Half an event at the end means the body was cut, whatever came before.
+    if (end.truncated) throw upstreamFailure(`stream from provider ${name} ended early`);
+    stream.end();
+  }
+
+  async function* chat(call: ChatCall): AsyncGenerator<ChatChunk> {
+    const body = toGeminiRequest(call.params, { provider: name, model: call.model });
+    const options = translateOptions(call.model, call.context);
+    const streamed = call.params.stream;
+    const method = streamed ? "streamGenerateContent" : "generateContent";
+    const response = await send(
+      "POST",
+      `/${geminiModelPath(call.model)}:${method}`,
+      streamed ? { alt: "sse" } : {},
+      body,
+      call.signal,
+      call.model,
+    );
+    try {
+      if (!streamed) {
+        yield fromGeminiResponse(await readJson(response, call.signal, "answer"), options);
+        return;
+      }
+      const stream = new GeminiStream(options);
+      const contentType = String(response.headers["content-type"] ?? "");
+      if (contentType.includes("application/json")) {
+        // Without SSE the API streams one JSON array of the same events; accept it whole.
+        const parsed = await readJson(response, call.signal, "stream");
+        for (const event of Array.isArray(parsed) ? parsed : [parsed]) {
+          const chunk = stream.push(event);
+          if (chunk !== undefined) yield chunk;
+        }
+        stream.end();
+        return;
+      }
+      yield* readSse(response, call.signal, stream);
+    } finally {
+      if (!response.body.readableEnded) {
+        // The caller gave up early (or the answer failed): stop the upstream generating.
+        // Nobody reads the body any more, so its abort error has no one to tell.
+        response.body.on("error", () => {}).destroy();
+      }
+    }
+  }
+
+  async function embed(call: EmbedCall): Promise<EmbedResult> {
+    const body = toGeminiEmbedRequest(call.params, call.model);
+    const response = await send(
+      "POST",
+      `/${geminiModelPath(call.model)}:batchEmbedContents`,
+      {},
+      body,
+      call.signal,
+      call.model,
+    );
+    try {
+      const parsed = await readJson(response, call.signal, "embeddings");
+      return fromGeminiEmbedResponse(parsed, {
+        provider: name,
+        model: call.model,
+        inputs: call.params.inputs.length,
+      });
+    } finally {
+      if (!response.body.readableEnded) response.body.on("error", () => {}).destroy();
+    }
+  }
+
+  async function probe(model: string, signal: AbortSignal): Promise<void> {
+    const mode = config.probe ?? "models";
+    if (mode === "none") return;
+    if (mode === "models") {
+      // models.get costs nothing and fails with 404 for a model the key cannot use.
+      const response = await send(
+        "GET",
+        `/${geminiModelPath(model)}`,
+        {},
+        undefined,
+        signal,
+        model,
+      );
+      await response.body.dump();
+      return;
+    }
+    const ping: GeminiGenerateContentRequest = {
+      contents: [{ role: "user", parts: [{ text: "ping" }] }],
+      generationConfig: { maxOutputTokens: 1 },
+    };
+    const path = `/${geminiModelPath(model)}:generateContent`;
+    const response = await send("POST", path, {}, ping, signal, model);
+    checkAnswer(await readJson(response, signal, "answer"), translateOptions(model), "answer");
+  }
+
+  function translateOptions(model: string, context?: RequestContext): TranslateOptions {
+    return {
+      provider: name,
+      model,
+      // Tied to the request, so a streamed and a whole answer to it carry the same id.
+      fallbackId: `gemini-${context?.requestId || randomUUID()}`,
+      now: Math.floor(Date.now() / 1000),
+      secrets,
+    };
+  }
+
+  return {
+    name,
+    config,
+    chat,
+    embed,
+    probe,
+    close: () => pool.close(),
+  };
+}

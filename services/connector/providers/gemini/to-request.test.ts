@@ -1,0 +1,423 @@
+import { create } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+import {
+  type ChatParams,
+  ChatParamsSchema,
+  type ContentPart,
+  ContentPartSchema,
+  type Message,
+  MessageSchema,
+  ResponseFormat_Type,
+  Role,
+  ToolChoice_Mode,
+} from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { Failure } from "../../../lib/errors.js";
+import {
+  FOREIGN_THOUGHT_SIGNATURE,
+  geminiModelName,
+  geminiModelPath,
+  toGeminiRequest,
+} from "./to-request.js";
+
+const TARGET = { provider: "google", model: "gemini-2.5-flash" };
+
+const text = (value: string): ContentPart =>
+  create(ContentPartSchema, { part: { case: "text", value } });
+
+const says = (role: Role, value: string): Message =>
+  create(MessageSchema, { role, content: [text(value)], contentIsText: true });
+
+const image = (url: string): ContentPart =>
+  create(ContentPartSchema, { part: { case: "image", value: { url } } });
+
+function request(init: Parameters<typeof create<typeof ChatParamsSchema>>[1]) {
+  return toGeminiRequest(create(ChatParamsSchema, init), TARGET);
+}
+
+function failureOf(params: ChatParams): Failure {
+  try {
+    toGeminiRequest(params, TARGET);
+  } catch (err) {
+    expect(err).toBeInstanceOf(Failure);
+    return err as Failure;
+  }
+  throw new Error("the translation succeeded");
+}
+
+describe("toGeminiRequest", () => {
+  it("sends the contents and nothing the client did not set", () => {
+    expect(request({ model: "alias", messages: [says(Role.USER, "Hi")], stream: true })).toEqual({
+      contents: [{ role: "user", parts: [{ text: "Hi" }] }],
+    });
+  });
+
+  it("translates a tool-using conversation: system prompt, roles, calls and their results", () => {
+    const body = request({
+      messages: [
+        says(Role.SYSTEM, "Be brief."),
+        says(Role.USER, "Weather and time in Paris?"),
+        create(MessageSchema, {
+          role: Role.ASSISTANT,
+          content: [text("Let me look.")],
+          toolCalls: [
+            { id: "call_w", name: "get_weather", arguments: '{"location":"Paris"}' },
+            { id: "call_t", name: "get_time", arguments: "" },
+          ],
+        }),
+        create(MessageSchema, {
+          role: Role.TOOL,
+          toolCallId: "call_w",
+          content: [text('{"temp": 21, "sky": "clear"}')],
+          contentIsText: true,
+        }),
+        create(MessageSchema, {
+          role: Role.TOOL,
+          toolCallId: "call_t",
+          content: [text("14:05")],
+          contentIsText: true,
+        }),
+        says(Role.DEVELOPER, "Answer in French."),
+        says(Role.USER, "Thanks!"),
+      ],
+    });
+    expect(body.systemInstruction).toEqual({
+      parts: [{ text: "Be brief." }, { text: "Answer in French." }],
+    });
+    expect(body.contents).toEqual([
+      { role: "user", parts: [{ text: "Weather and time in Paris?" }] },
+      {
+        role: "model",
+        parts: [
+          { text: "Let me look." },
+          {
+            functionCall: { name: "get_weather", args: { location: "Paris" } },
+            thoughtSignature: FOREIGN_THOUGHT_SIGNATURE,
+          },
+          { functionCall: { name: "get_time", args: {} } },
+        ],
+      },
+      // Tool results and the user's next words make one user turn, so turns alternate.
+      {
+        role: "user",
+        parts: [
+          { functionResponse: { name: "get_weather", response: { temp: 21, sky: "clear" } } },
+          { functionResponse: { name: "get_time", response: { output: "14:05" } } },
+          { text: "Thanks!" },
+        ],
+      },
+    ]);
+  });
+
+  it("marks a failed tool result as an error, as the API reference's convention says", () => {
+    const body = request({
+      messages: [
+        create(MessageSchema, {
+          role: Role.ASSISTANT,
+          toolCalls: [{ id: "c1", name: "fetch", arguments: "{}" }],
+        }),
+        create(MessageSchema, {
+          role: Role.TOOL,
+          toolCallId: "c1",
+          isError: true,
+          content: [text("connection refused")],
+        }),
+      ],
+    });
+    expect(body.contents[1]?.parts[0]).toEqual({
+      functionResponse: { name: "fetch", response: { error: "connection refused" } },
+    });
+  });
+
+  it("refuses a tool result that answers no earlier call, naming the field", () => {
+    const error = failureOf(
+      create(ChatParamsSchema, {
+        messages: [
+          says(Role.USER, "x"),
+          create(MessageSchema, { role: Role.TOOL, toolCallId: "ghost", content: [text("1")] }),
+        ],
+      }),
+    );
+    expect(error).toMatchObject({
+      status: 400,
+      kind: "invalid_request",
+      param: "messages[1].tool_call_id",
+    });
+    expect(error.message).toContain("'ghost'");
+  });
+
+  it("refuses tool-call arguments that are not a JSON object", () => {
+    const error = failureOf(
+      create(ChatParamsSchema, {
+        messages: [
+          create(MessageSchema, {
+            role: Role.ASSISTANT,
+            toolCalls: [{ id: "c", name: "f", arguments: "[1,2]" }],
+          }),
+        ],
+      }),
+    );
+    expect(error).toMatchObject({
+      status: 400,
+      param: "messages[0].tool_calls[0].function.arguments",
+    });
+  });
+
+  it("sends images, audio and files as inline data or fetchable URLs", () => {
+    const body = request({
+      messages: [
+        create(MessageSchema, {
+          role: Role.USER,
+          content: [
+            text("What is this?"),
+            image("data:image/png;base64,iVBORw0KGgo="),
+            image("https://example.com/photos/cat.JPG?size=large"),
+            image("https://example.com/render?id=7"),
+            create(ContentPartSchema, {
+              part: { case: "audio", value: { data: "UklGRg==", format: "wav" } },
+            }),
+            create(ContentPartSchema, {
+              part: {
+                case: "file",
+                value: { filename: "a.pdf", fileData: "data:application/pdf;base64,JVBERi0=" },
+              },
+            }),
+            create(ContentPartSchema, {
+              part: { case: "file", value: { filename: "notes.txt", fileData: "aGk=" } },
+            }),
+            image("data:text/plain,hello%20there"),
+          ],
+        }),
+      ],
+    });
+    expect(body.contents[0]?.parts).toEqual([
+      { text: "What is this?" },
+      { inlineData: { mimeType: "image/png", data: "iVBORw0KGgo=" } },
+      {
+        fileData: {
+          fileUri: "https://example.com/photos/cat.JPG?size=large",
+          mimeType: "image/jpeg",
+        },
+      },
+      { fileData: { fileUri: "https://example.com/render?id=7" } },
+      { inlineData: { mimeType: "audio/wav", data: "UklGRg==" } },
+      { inlineData: { mimeType: "application/pdf", data: "JVBERi0=" } },
+      { inlineData: { mimeType: "text/plain", data: "aGk=" } },
+      {
+        inlineData: { mimeType: "text/plain", data: Buffer.from("hello there").toString("base64") },
+      },
+    ]);
+  });
+
+  it.each([
+    ["a plain http image URL", image("http://example.com/cat.png"), "image URLs other than https:"],
+    [
+      "a file id",
+      create(ContentPartSchema, { part: { case: "file", value: { fileId: "file-abc" } } }),
+      "file ids",
+    ],
+  ])("refuses %s as unsupported", (_, part, feature) => {
+    const error = failureOf(
+      create(ChatParamsSchema, {
+        messages: [create(MessageSchema, { role: Role.USER, content: [part] })],
+      }),
+    );
+    expect(error).toMatchObject({ status: 400, kind: "unsupported" });
+    expect(error.message).toContain(
+      `model 'gemini-2.5-flash' on provider 'google' (gemini) does not support ${feature}`,
+    );
+  });
+
+  it("refuses raw file bytes whose type the filename does not tell", () => {
+    const error = failureOf(
+      create(ChatParamsSchema, {
+        messages: [
+          create(MessageSchema, {
+            role: Role.USER,
+            content: [
+              create(ContentPartSchema, {
+                part: { case: "file", value: { filename: "blob.bin", fileData: "AAAA" } },
+              }),
+            ],
+          }),
+        ],
+      }),
+    );
+    expect(error).toMatchObject({
+      kind: "invalid_request",
+      param: "messages[0].content[0].file.file_data",
+    });
+  });
+
+  it("maps sampling settings into generationConfig", () => {
+    const body = request({
+      messages: [says(Role.USER, "Hi")],
+      temperature: 0.2,
+      topP: 0.9,
+      maxTokens: 256,
+      stop: ["END"],
+      n: 2,
+      presencePenalty: 0.5,
+      frequencyPenalty: -0.5,
+      seed: 42n,
+      user: "u-1",
+      responseFormat: { type: ResponseFormat_Type.JSON_OBJECT },
+    });
+    expect(body.generationConfig).toEqual({
+      temperature: 0.2,
+      topP: 0.9,
+      maxOutputTokens: 256,
+      stopSequences: ["END"],
+      candidateCount: 2,
+      presencePenalty: 0.5,
+      frequencyPenalty: -0.5,
+      seed: 42,
+      responseMimeType: "application/json",
+    });
+  });
+
+  it("passes a JSON schema as plain JSON Schema", () => {
+    const schema = {
+      type: "object",
+      properties: { name: { type: "string" }, tags: { type: "array", items: { type: "string" } } },
+      required: ["name"],
+      additionalProperties: false,
+    };
+    const body = request({
+      messages: [says(Role.USER, "Hi")],
+      responseFormat: {
+        type: ResponseFormat_Type.JSON_SCHEMA,
+        jsonSchemaJson: JSON.stringify({ name: "person", schema, strict: true }),
+      },
+    });
+    expect(body.generationConfig).toEqual({
+      responseMimeType: "application/json",
+      responseJsonSchema: schema,
+    });
+  });
+
+  it("declares tools with their JSON Schema and maps every tool choice", () => {
+    const parameters = { type: "object", properties: { q: { type: "string" } } };
+    const tools = [
+      { name: "search", description: "Search the web", parametersJson: JSON.stringify(parameters) },
+      { name: "now", parametersJson: "" },
+    ];
+    const body = request({ messages: [says(Role.USER, "Hi")], tools });
+    expect(body.tools).toEqual([
+      {
+        functionDeclarations: [
+          { name: "search", description: "Search the web", parametersJsonSchema: parameters },
+          { name: "now" },
+        ],
+      },
+    ]);
+    expect(body.toolConfig).toBeUndefined();
+
+    const choice = (mode: ToolChoice_Mode, functionName = "") =>
+      request({ messages: [says(Role.USER, "Hi")], tools, toolChoice: { mode, functionName } })
+        .toolConfig;
+    expect(choice(ToolChoice_Mode.AUTO)).toEqual({ functionCallingConfig: { mode: "AUTO" } });
+    expect(choice(ToolChoice_Mode.REQUIRED)).toEqual({ functionCallingConfig: { mode: "ANY" } });
+    expect(choice(ToolChoice_Mode.NONE)).toEqual({ functionCallingConfig: { mode: "NONE" } });
+    expect(choice(ToolChoice_Mode.FUNCTION, "now")).toEqual({
+      functionCallingConfig: { mode: "ANY", allowedFunctionNames: ["now"] },
+    });
+  });
+
+  it("refuses to forbid parallel tool calls, which Gemini cannot", () => {
+    const error = failureOf(
+      create(ChatParamsSchema, {
+        messages: [says(Role.USER, "Hi")],
+        tools: [{ name: "f", parametersJson: "" }],
+        parallelToolCalls: false,
+      }),
+    );
+    expect(error).toMatchObject({ kind: "unsupported", param: "parallel_tool_calls" });
+  });
+
+  it("passes the extra fields the Gemini API names and ignores other dialects'", () => {
+    const body = request({
+      messages: [says(Role.USER, "Hi")],
+      extraJson: JSON.stringify({
+        top_k: 40,
+        safetySettings: [{ category: "HARM_CATEGORY_HARASSMENT", threshold: "BLOCK_NONE" }],
+        cached_content: "cachedContents/abc123",
+        logit_bias: { "50256": -100 },
+        reasoning_effort: "high",
+      }),
+    });
+    expect(body.generationConfig).toEqual({ topK: 40 });
+    expect(body.safetySettings).toEqual([
+      { category: "HARM_CATEGORY_HARASSMENT", threshold: "BLOCK_NONE" },
+    ]);
+    expect(body.cachedContent).toBe("cachedContents/abc123");
+    expect(body).not.toHaveProperty("logit_bias");
+  });
+
+  it("translates Anthropic thinking into a thinking budget with thoughts shown", () => {
+    const thinking = (value: unknown) =>
+      request({ messages: [says(Role.USER, "Hi")], extraJson: JSON.stringify({ thinking: value }) })
+        .generationConfig;
+    expect(thinking({ type: "enabled", budget_tokens: 2048 })).toEqual({
+      thinkingConfig: { includeThoughts: true, thinkingBudget: 2048 },
+    });
+    expect(thinking({ type: "disabled" })).toBeUndefined();
+    // Gemini's own spelling wins.
+    expect(
+      request({
+        messages: [says(Role.USER, "Hi")],
+        extraJson: JSON.stringify({
+          thinking: { type: "enabled", budget_tokens: 10 },
+          thinkingConfig: { thinkingLevel: "low" },
+        }),
+      }).generationConfig,
+    ).toEqual({ thinkingConfig: { thinkingLevel: "low" } });
+  });
+
+  it("refuses non-text system prompts and malformed extra_json", () => {
+    expect(
+      failureOf(
+        create(ChatParamsSchema, {
+          messages: [
+            create(MessageSchema, {
+              role: Role.SYSTEM,
+              content: [image("data:image/png;base64,AA==")],
+            }),
+          ],
+        }),
+      ),
+    ).toMatchObject({ kind: "unsupported", param: "messages[0].content[0]" });
+    expect(
+      failureOf(create(ChatParamsSchema, { messages: [says(Role.USER, "x")], extraJson: "[1]" })),
+    ).toMatchObject({ kind: "invalid_request", param: "extra_json" });
+  });
+
+  it("drops empty text rather than sending parts Gemini rejects", () => {
+    const body = request({
+      messages: [
+        says(Role.USER, "Hi"),
+        create(MessageSchema, {
+          role: Role.ASSISTANT,
+          content: [text("")],
+          toolCalls: [{ id: "c", name: "f", arguments: "{}" }],
+        }),
+      ],
+    });
+    expect(body.contents[1]?.parts).toEqual([
+      { functionCall: { name: "f", args: {} }, thoughtSignature: FOREIGN_THOUGHT_SIGNATURE },
+    ]);
+  });
+});
+
+describe("gemini model names", () => {
+  it("names models the way the API does, and encodes them in paths", () => {
+    expect(geminiModelName("gemini-2.5-flash")).toBe("models/gemini-2.5-flash");
+    expect(geminiModelName("models/gemini-2.5-flash")).toBe("models/gemini-2.5-flash");
+    expect(geminiModelPath("gemini-2.5-flash")).toBe("models/gemini-2.5-flash");
+    expect(geminiModelPath("models/gemini-2.5-flash")).toBe("models/gemini-2.5-flash");
+    expect(geminiModelPath("tunedModels/my-model-7")).toBe("tunedModels/my-model-7");
+    // A name can never add a path segment or a method of its own.
+    expect(geminiModelPath("x/y:streamGenerateContent")).toBe(
+      "models/x%2Fy%3AstreamGenerateContent",
+    );
+  });
+});

@@ -1,0 +1,263 @@
+// The shared base of every upstream that speaks OpenAI's Chat Completions and Embeddings wire
+// format (`type: openai` and its many compatible servers, `type: azure-openai`). A vendor
+// supplies where requests go, how it authenticates and its dialect of the request; the
+// translations, the stream handling and the failure mapping are shared.
+
+import type { ChatChunk, EmbedResult } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import type { ProviderConfig } from "../../../lib/config/types.js";
+import { Failure } from "../../../lib/errors.js";
+import type { OpenAIChatChunk, OpenAIChatCompletion } from "../../../lib/wire/openai.js";
+import type { ChatCall, EmbedCall, Provider } from "../provider.js";
+import { parseSse } from "../sse.js";
+import {
+  createUpstreamHttp,
+  errorCode,
+  errorDetailFromJson,
+  failureFromError,
+  type RequestInfo,
+  scrubSecrets,
+  type UpstreamResponse,
+} from "../upstream-http.js";
+import { fromOpenAIEmbeddings, toOpenAIEmbeddingsRequest } from "./embeddings.js";
+import { fromOpenAICompletion, isRecord } from "./from-response.js";
+import { createOpenAIStreamTranslator } from "./from-stream.js";
+import { type ToRequestOptions, toOpenAIRequest } from "./to-request.js";
+
+/** Request paths under `baseUrl` (without a query: the base URL's query is added to each). */
+export interface OpenAICompatibleRoutes {
+  chat(model: string): string;
+  embeddings(model: string): string;
+  models: string;
+}
+
+export interface OpenAICompatibleOptions {
+  /** The configured provider name. */
+  name: string;
+  config: ProviderConfig;
+  /** Origin, base path and (e.g. Azure's api-version) a query sent with every request. */
+  baseUrl: string;
+  routes: OpenAICompatibleRoutes;
+  /** Credential headers, sent after (and so over) the configured `headers`. */
+  authHeaders: Record<string, string>;
+  /** The vendor's dialect of the request body. */
+  request: ToRequestOptions;
+  /** Restates an upstream HTTP failure in the vendor's own terms (e.g. Azure's content filter). */
+  mapFailure?: (failure: Failure, operation: UpstreamOperation) => Failure;
+}
+
+/** What a request to the upstream was for. */
+export type UpstreamOperation = "chat" | "embed" | "probe";
+
+/** How long the rest of a body may take to arrive after [DONE] before its connection is dropped. */
+const DRAIN_AFTER_DONE_MS = 2000;
+const DRAIN_LIMIT_BYTES = 64 * 1024;
+
+export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions): Provider {
+  const { name, config, routes, request: requestOptions } = options;
+  const secrets = config.api_key ? [config.api_key] : [];
+  const headers: Record<string, string> = {};
+  for (const [key, value] of Object.entries(config.headers ?? {})) {
+    headers[key.toLowerCase()] = value;
+  }
+  for (const [key, value] of Object.entries(options.authHeaders)) {
+    headers[key.toLowerCase()] = value;
+  }
+  const http = createUpstreamHttp({
+    provider: name,
+    baseUrl: options.baseUrl,
+    headers,
+    secrets,
+    ...(config.max_connections !== undefined && { maxConnections: config.max_connections }),
+  });
+  const mapFailure = options.mapFailure ?? ((failure: Failure) => failure);
+
+  async function post(
+    operation: UpstreamOperation,
+    path: string,
+    body: unknown,
+    signal: AbortSignal,
+    info: RequestInfo,
+  ): Promise<UpstreamResponse> {
+    try {
+      return await http.postJson(path, body, signal, info);
+    } catch (err) {
+      throw err instanceof Failure ? mapFailure(err, operation) : err;
+    }
+  }
+
+  function upstreamFailure(message: string, cause?: unknown, code?: string): Failure {
+    return new Failure(
+      {
+        status: 502,
+        kind: "upstream_error",
+        message: scrubSecrets(message, secrets),
+        // The router retries only if nothing reached the client yet.
+        retryable: true,
+        provider: name,
+        ...(code !== undefined && { code }),
+      },
+      { cause },
+    );
+  }
+
+  /** Reads a whole JSON answer; a body that is cut off or not JSON is the upstream's failure. */
+  async function readJson(response: UpstreamResponse, signal: AbortSignal): Promise<unknown> {
+    let text: string;
+    try {
+      text = await response.body.text();
+    } catch (err) {
+      if (signal.aborted) throw failureFromError(name, err, signal);
+      throw upstreamFailure(`answer from provider ${name} ended early: ${errorCode(err)}`, err);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      throw upstreamFailure(`answer from provider ${name} was malformed: not JSON`, err);
+    }
+    if (!isRecord(parsed)) throw upstreamFailure(`answer from provider ${name} was malformed`);
+    // Some servers answer 200 with an error object.
+    if (parsed.error !== undefined && parsed.error !== null) {
+      const detail = errorDetailFromJson(parsed);
+      throw upstreamFailure(
+        `provider ${name} failed: ${detail?.message ?? "unknown error"}`,
+        undefined,
+        detail?.code,
+      );
+    }
+    return parsed;
+  }
+
+  async function readCompletion(
+    response: UpstreamResponse,
+    signal: AbortSignal,
+  ): Promise<ChatChunk> {
+    const parsed = (await readJson(response, signal)) as Record<string, unknown>;
+    if (!Array.isArray(parsed.choices)) {
+      throw upstreamFailure(`answer from provider ${name} was malformed: no choices`);
+    }
+    return fromOpenAICompletion(parsed as unknown as OpenAIChatCompletion, name);
+  }
+
+  async function* readStream(
+    response: UpstreamResponse,
+    signal: AbortSignal,
+    outcome: { done: boolean },
+  ): AsyncGenerator<ChatChunk> {
+    const translator = createOpenAIStreamTranslator(name);
+    // Leaving the loop must not destroy the body: after [DONE] it is drained instead, so the
+    // connection goes back to the pool (see `chat`).
+    const body = {
+      [Symbol.asyncIterator]: () => response.body.iterator({ destroyOnReturn: false }),
+    };
+    try {
+      for await (const event of parseSse(body)) {
+        if (event.data === "[DONE]") {
+          outcome.done = true;
+          break;
+        }
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(event.data);
+        } catch (err) {
+          throw upstreamFailure(`stream from provider ${name} was malformed: invalid JSON`, err);
+        }
+        if (!isRecord(parsed)) {
+          throw upstreamFailure(`stream from provider ${name} was malformed: not an object`);
+        }
+        if (parsed.error !== undefined && parsed.error !== null) {
+          const detail = errorDetailFromJson(parsed);
+          throw upstreamFailure(
+            `stream from provider ${name} failed: ${detail?.message ?? "unknown error"}`,
+            undefined,
+            detail?.code,
+          );
+        }
+        const chunk = translator.push(parsed as unknown as OpenAIChatChunk);
+        if (chunk !== undefined) yield chunk;
+      }
+    } catch (err) {
+      if (err instanceof Failure) throw err;
+      if (signal.aborted) throw failureFromError(name, err, signal);
+      throw upstreamFailure(`stream from provider ${name} ended early: ${errorCode(err)}`, err);
+    }
+    // Without [DONE] the answer may be cut short; it must not pass for a complete one.
+    if (!outcome.done) throw upstreamFailure(`stream from provider ${name} ended early`);
+    const last = translator.end();
+    if (last !== undefined) yield last;
+  }
+
+  async function* chat(call: ChatCall): AsyncGenerator<ChatChunk> {
+    const body = toOpenAIRequest(call.params, call.model, requestOptions);
+    const response = await post("chat", routes.chat(call.model), body, call.signal, {
+      model: call.model,
+    });
+    const outcome = { done: false };
+    try {
+      // A server that ignores `stream: true` answers with one JSON body; that is still an answer.
+      const contentType = String(response.headers["content-type"] ?? "");
+      if (!call.params.stream || contentType.includes("application/json")) {
+        yield await readCompletion(response, call.signal);
+        return;
+      }
+      yield* readStream(response, call.signal, outcome);
+    } finally {
+      if (outcome.done) {
+        // The end of the HTTP body may trail [DONE] by a packet; reading it keeps the
+        // connection alive for the next request, where destroying would close it.
+        response.body
+          .dump({ limit: DRAIN_LIMIT_BYTES, signal: AbortSignal.timeout(DRAIN_AFTER_DONE_MS) })
+          .catch(() => {});
+      } else if (!response.body.readableEnded) {
+        // The caller gave up early (or the stream failed): stop the upstream generating.
+        // Nobody reads the body any more, so its abort error has no one to tell.
+        response.body.on("error", () => {}).destroy();
+      }
+    }
+  }
+
+  async function embed(call: EmbedCall): Promise<EmbedResult> {
+    const body = toOpenAIEmbeddingsRequest(call.params, call.model);
+    const response = await post("embed", routes.embeddings(call.model), body, call.signal, {
+      model: call.model,
+    });
+    const parsed = await readJson(response, call.signal);
+    const reading = fromOpenAIEmbeddings(parsed, call.params.inputs.length, name);
+    if (!reading.ok) {
+      throw upstreamFailure(`answer from provider ${name} was malformed: ${reading.problem}`);
+    }
+    if (reading.result.upstreamModel === "") reading.result.upstreamModel = call.model;
+    return reading.result;
+  }
+
+  async function probe(model: string, signal: AbortSignal): Promise<void> {
+    const mode = config.probe ?? "models";
+    if (mode === "none") return;
+    if (mode === "models") {
+      const response = await http.get(routes.models, signal);
+      await response.body.dump();
+      return;
+    }
+    const response = await post(
+      "probe",
+      routes.chat(model),
+      {
+        model,
+        messages: [{ role: "user", content: "ping" }],
+        [requestOptions.maxTokensField ?? "max_tokens"]: 1,
+      },
+      signal,
+      { model },
+    );
+    await readCompletion(response, signal);
+  }
+
+  return {
+    name,
+    config,
+    chat,
+    embed,
+    probe,
+    close: () => http.close(),
+  };
+}

@@ -1,0 +1,103 @@
+import { create } from "@bufbuild/protobuf";
+import {
+  EmbeddingSchema,
+  type EmbedParams,
+  type EmbedResult,
+  EmbedResultSchema,
+  UsageSchema,
+} from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { isCount, isRecord } from "./from-response.js";
+import { parseObject } from "./to-request.js";
+import type { OpenAIEmbeddingsRequest } from "./wire.js";
+
+/** Fields the gateway owns; `extra_json` must not replace them. */
+const RESERVED = new Set(["model", "input", "encoding_format"]);
+
+/**
+ * Builds the Embeddings request body for one attempt. Vectors are always asked for as floats:
+ * the ingress re-encodes them if its client wanted base64. Fields of `extra_json` the gateway
+ * does not own (e.g. Azure's `input_type`) pass through for the upstream to judge.
+ */
+export function toOpenAIEmbeddingsRequest(
+  params: EmbedParams,
+  model: string,
+): OpenAIEmbeddingsRequest {
+  const extras = parseObject(params.extraJson, "extra_json");
+  // fromEntries defines own properties, so a "__proto__" key stays a plain field.
+  const body = Object.fromEntries(
+    Object.entries(extras).filter(([key]) => !RESERVED.has(key)),
+  ) as OpenAIEmbeddingsRequest;
+  body.model = model;
+  body.input = [...params.inputs];
+  body.encoding_format = "float";
+  if (params.dimensions !== undefined) body.dimensions = params.dimensions;
+  if (params.user !== undefined) body.user = params.user;
+  return body;
+}
+
+export type EmbeddingsReading = { ok: true; result: EmbedResult } | { ok: false; problem: string };
+
+/**
+ * Reads an Embeddings answer for `inputs` texts. Every input must get exactly one vector; the
+ * vectors come back ordered by index. `problem` says what was wrong with a malformed answer.
+ */
+export function fromOpenAIEmbeddings(
+  answer: unknown,
+  inputs: number,
+  provider: string,
+): EmbeddingsReading {
+  if (!isRecord(answer)) return { ok: false, problem: "not an object" };
+  if (!Array.isArray(answer.data)) return { ok: false, problem: "no data" };
+  if (answer.data.length !== inputs) {
+    return {
+      ok: false,
+      problem: `${answer.data.length} embeddings for ${inputs} inputs`,
+    };
+  }
+  const vectors: Array<number[] | undefined> = new Array(inputs).fill(undefined);
+  for (const [position, item] of answer.data.entries()) {
+    if (!isRecord(item)) return { ok: false, problem: `data[${position}] is not an object` };
+    const index = isCount(item.index) ? item.index : position;
+    if (index >= inputs || vectors[index] !== undefined) {
+      return { ok: false, problem: `data[${position}] has index ${index} out of place` };
+    }
+    const values = readVector(item.embedding);
+    if (values === undefined) {
+      return { ok: false, problem: `data[${position}].embedding is not a vector` };
+    }
+    vectors[index] = values;
+  }
+  const usage = isRecord(answer.usage) ? answer.usage : {};
+  const promptTokens = isCount(usage.prompt_tokens) ? usage.prompt_tokens : 0;
+  return {
+    ok: true,
+    result: create(EmbedResultSchema, {
+      // As many distinct in-range indexes as inputs: every slot is filled.
+      embeddings: vectors.map((values, index) =>
+        create(EmbeddingSchema, { index, values: values ?? [] }),
+      ),
+      usage: create(UsageSchema, {
+        promptTokens,
+        totalTokens: isCount(usage.total_tokens) ? usage.total_tokens : promptTokens,
+      }),
+      upstreamModel: typeof answer.model === "string" ? answer.model : "",
+      provider,
+    }),
+  };
+}
+
+/** Floats as sent, or base64 float32 from a server that ignored `encoding_format: "float"`. */
+function readVector(value: unknown): number[] | undefined {
+  if (Array.isArray(value)) {
+    return value.every((v) => typeof v === "number" && Number.isFinite(v))
+      ? (value as number[])
+      : undefined;
+  }
+  if (typeof value !== "string") return undefined;
+  const bytes = Buffer.from(value, "base64");
+  if (bytes.length === 0 || bytes.length % 4 !== 0) return undefined;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const out: number[] = [];
+  for (let offset = 0; offset < bytes.length; offset += 4) out.push(view.getFloat32(offset, true));
+  return out;
+}

@@ -1,0 +1,651 @@
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+import {
+  type ChatChunk,
+  ChatChunkSchema,
+  ChatCompletionSchema,
+  FinishReason,
+  Role,
+} from "../../../gen/switchyard/chat/v1/chat_pb.js";
+import { aggregate } from "../../lib/chat/aggregate.js";
+import { Failure } from "../../lib/errors.js";
+import { anthropicStopReason, MessageStreamRenderer, renderMessage } from "./render.js";
+
+type ChunkInit = MessageInitShape<typeof ChatChunkSchema>;
+const chunk = (init: ChunkInit): ChatChunk => create(ChatChunkSchema, init);
+
+const start = {
+  id: "msg_abc",
+  created: 1700000000n,
+  upstreamModel: "claude-sonnet-4-5-20250929",
+  provider: "anthropic",
+  attempts: 1,
+};
+
+/** One SSE event exactly as Anthropic frames it. */
+const ev = (data: { type: string } & Record<string, unknown>): string =>
+  `event: ${data.type}\ndata: ${JSON.stringify(data)}\n\n`;
+
+const messageStart = (usage: Record<string, unknown>) =>
+  ev({
+    type: "message_start",
+    message: {
+      id: "msg_abc",
+      type: "message",
+      role: "assistant",
+      model: "claude-sonnet-4-5-20250929",
+      content: [],
+      stop_reason: null,
+      stop_sequence: null,
+      usage,
+    },
+  });
+
+function failureOf(run: () => unknown): Failure {
+  try {
+    run();
+  } catch (err) {
+    if (err instanceof Failure) return err;
+    throw err;
+  }
+  throw new Error("expected a Failure");
+}
+
+describe("renderMessage", () => {
+  it("renders a text answer as Anthropic does", () => {
+    const c = create(ChatCompletionSchema, {
+      ...start,
+      choices: [
+        {
+          index: 0,
+          message: {
+            role: Role.ASSISTANT,
+            content: [{ part: { case: "text", value: "Hello!" } }],
+            contentIsText: true,
+          },
+          finishReason: FinishReason.STOP,
+          rawFinishReason: "end_turn",
+        },
+      ],
+      usage: { promptTokens: 12, completionTokens: 3, totalTokens: 15 },
+    });
+    expect(JSON.stringify(renderMessage(c))).toBe(
+      '{"id":"msg_abc","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929",' +
+        '"content":[{"type":"text","text":"Hello!"}],"stop_reason":"end_turn","stop_sequence":null,' +
+        '"usage":{"input_tokens":12,"output_tokens":3}}',
+    );
+  });
+
+  it("renders thinking, text and tool calls in that order, with cached and thinking tokens", () => {
+    const c = create(ChatCompletionSchema, {
+      id: "chatcmpl-1",
+      upstreamModel: "o4-mini",
+      choices: [
+        {
+          index: 0,
+          message: {
+            role: Role.ASSISTANT,
+            content: [{ part: { case: "text", value: "Checking." } }],
+            toolCalls: [
+              { id: "call_1", name: "get_weather", arguments: '{"city": "Paris"}' },
+              { id: "call_2", name: "get_time", arguments: "" },
+            ],
+          },
+          finishReason: FinishReason.TOOL_CALLS,
+          rawFinishReason: "tool_calls",
+          reasoning: "Need weather.",
+        },
+      ],
+      usage: {
+        promptTokens: 100,
+        completionTokens: 20,
+        totalTokens: 120,
+        cachedPromptTokens: 64,
+        reasoningTokens: 8,
+      },
+    });
+    expect(JSON.stringify(renderMessage(c))).toBe(
+      '{"id":"chatcmpl-1","type":"message","role":"assistant","model":"o4-mini","content":[' +
+        '{"type":"thinking","thinking":"Need weather.","signature":""},' +
+        '{"type":"text","text":"Checking."},' +
+        '{"type":"tool_use","id":"call_1","name":"get_weather","input":{"city":"Paris"}},' +
+        '{"type":"tool_use","id":"call_2","name":"get_time","input":{}}],' +
+        '"stop_reason":"tool_use","stop_sequence":null,' +
+        '"usage":{"input_tokens":36,"cache_read_input_tokens":64,"output_tokens":20,"output_tokens_details":{"thinking_tokens":8}}}',
+    );
+  });
+
+  it("says tool_use when an OpenAI-compatible upstream stopped with 'stop' after calling tools", () => {
+    const c = create(ChatCompletionSchema, {
+      ...start,
+      choices: [
+        {
+          index: 0,
+          message: { role: Role.ASSISTANT, toolCalls: [{ id: "c", name: "f", arguments: "{}" }] },
+          finishReason: FinishReason.STOP,
+          rawFinishReason: "stop",
+        },
+      ],
+    });
+    expect(renderMessage(c).stop_reason).toBe("tool_use");
+  });
+
+  it("names the stop sequence when the request had exactly one", () => {
+    const c = create(ChatCompletionSchema, {
+      ...start,
+      choices: [
+        {
+          index: 0,
+          message: { role: Role.ASSISTANT, content: [{ part: { case: "text", value: "1, 2" } }] },
+          finishReason: FinishReason.STOP,
+          rawFinishReason: "stop_sequence",
+        },
+      ],
+    });
+    const one = renderMessage(c, { stopSequences: [", 3"] });
+    expect([one.stop_reason, one.stop_sequence]).toEqual(["stop_sequence", ", 3"]);
+    const two = renderMessage(c, { stopSequences: [", 3", "END"] });
+    expect([two.stop_reason, two.stop_sequence]).toEqual(["stop_sequence", null]);
+  });
+
+  it("renders a refusal as text and falls back to the public model and zero usage", () => {
+    const c = create(ChatCompletionSchema, {
+      id: "x",
+      choices: [
+        {
+          index: 0,
+          message: { role: Role.ASSISTANT, refusal: "I can't help with that." },
+          finishReason: FinishReason.CONTENT_FILTER,
+        },
+      ],
+    });
+    const m = renderMessage(c, { publicModel: "claude" });
+    expect(m.model).toBe("claude");
+    expect(m.content).toEqual([{ type: "text", text: "I can't help with that." }]);
+    expect(m.stop_reason).toBe("refusal");
+    expect(m.usage).toEqual({ input_tokens: 0, output_tokens: 0 });
+  });
+
+  it("gives a call without an id a deterministic one the client can answer", () => {
+    const c = create(ChatCompletionSchema, {
+      id: "gen:1/2",
+      choices: [
+        {
+          index: 0,
+          message: { role: Role.ASSISTANT, toolCalls: [{ name: "f", arguments: "{}" }] },
+          finishReason: FinishReason.TOOL_CALLS,
+        },
+      ],
+    });
+    expect(renderMessage(c).content[0]).toEqual({
+      type: "tool_use",
+      id: "toolu_gen_1_2_0",
+      name: "f",
+      input: {},
+    });
+  });
+
+  it.each([
+    ["truncated JSON", '{"city": "Par'],
+    ["a JSON array", "[1, 2]"],
+    ["a JSON string", '"Paris"'],
+  ])("fails with a 502 rather than invent an input for %s arguments", (_name, args) => {
+    const c = create(ChatCompletionSchema, {
+      ...start,
+      choices: [
+        {
+          index: 0,
+          message: {
+            role: Role.ASSISTANT,
+            toolCalls: [{ id: "c", name: "get_weather", arguments: args }],
+          },
+          finishReason: FinishReason.LENGTH,
+        },
+      ],
+    });
+    const f = failureOf(() => renderMessage(c));
+    expect(f.status).toBe(502);
+    expect(f.kind).toBe("upstream_error");
+    expect(f.message).toBe(
+      "the model called tool 'get_weather' with arguments that are not a JSON object, which an Anthropic tool_use block cannot hold",
+    );
+  });
+
+  it("renders only choice 0", () => {
+    const c = create(ChatCompletionSchema, {
+      ...start,
+      choices: [
+        { index: 1, message: { content: [{ part: { case: "text", value: "second" } }] } },
+        { index: 0, message: { content: [{ part: { case: "text", value: "first" } }] } },
+      ],
+    });
+    expect(renderMessage(c).content).toEqual([{ type: "text", text: "first" }]);
+  });
+});
+
+describe("anthropicStopReason", () => {
+  it.each<[FinishReason, string | undefined, boolean, string]>([
+    [FinishReason.STOP, undefined, false, "end_turn"],
+    [FinishReason.STOP, "stop", false, "end_turn"],
+    [FinishReason.STOP, "stop_sequence", false, "stop_sequence"],
+    [FinishReason.STOP, "stop", true, "tool_use"],
+    [FinishReason.LENGTH, "length", false, "max_tokens"],
+    [FinishReason.LENGTH, "MAX_TOKENS", false, "max_tokens"],
+    [FinishReason.LENGTH, "model_context_window_exceeded", false, "model_context_window_exceeded"],
+    [FinishReason.TOOL_CALLS, "tool_calls", true, "tool_use"],
+    [FinishReason.CONTENT_FILTER, "SAFETY", false, "refusal"],
+    [FinishReason.OTHER, "pause_turn", false, "pause_turn"],
+    [FinishReason.OTHER, "abort", false, "end_turn"],
+    [FinishReason.UNSPECIFIED, undefined, false, "end_turn"],
+    // Anthropic's word is kept only where it agrees with the canonical reason.
+    [FinishReason.LENGTH, "end_turn", false, "max_tokens"],
+  ])("maps %s with raw %s (tools: %s) to %s", (reason, raw, tools, expected) => {
+    expect(anthropicStopReason(reason, raw, tools)).toBe(expected);
+  });
+});
+
+describe("MessageStreamRenderer", () => {
+  it("frames a text stream byte for byte, holding message_delta until finish for late usage", () => {
+    const r = new MessageStreamRenderer();
+    const frames = [
+      r.render(chunk({ start, choices: [{ index: 0, role: Role.ASSISTANT, content: "" }] })),
+      r.render(chunk({ choices: [{ index: 0, content: "Hel" }] })),
+      r.render(chunk({ choices: [{ index: 0, content: "lo" }] })),
+      r.render(
+        chunk({
+          choices: [{ index: 0, finishReason: FinishReason.STOP, rawFinishReason: "stop" }],
+        }),
+      ),
+      r.render(chunk({ usage: { promptTokens: 9, completionTokens: 2, totalTokens: 11 } })),
+      r.finish(),
+    ];
+    expect(frames).toEqual([
+      messageStart({ input_tokens: 0, output_tokens: 0 }),
+      ev({ type: "content_block_start", index: 0, content_block: { type: "text", text: "" } }) +
+        ev({ type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "Hel" } }),
+      ev({ type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "lo" } }),
+      "",
+      "",
+      ev({ type: "content_block_stop", index: 0 }) +
+        ev({
+          type: "message_delta",
+          delta: { stop_reason: "end_turn", stop_sequence: null },
+          usage: { input_tokens: 9, output_tokens: 2 },
+        }) +
+        ev({ type: "message_stop" }),
+    ]);
+    expect(frames[0]).toBe(
+      'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_abc","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":0,"output_tokens":0}}}\n\n',
+    );
+    expect(r.finish()).toBe("");
+  });
+
+  it("takes message_start usage from the first chunk, as an Anthropic upstream reports it", () => {
+    const r = new MessageStreamRenderer();
+    const first = r.render(
+      chunk({
+        start,
+        choices: [{ index: 0, role: Role.ASSISTANT }],
+        usage: { promptTokens: 30, completionTokens: 1, totalTokens: 31, cachedPromptTokens: 20 },
+      }),
+    );
+    expect(first).toBe(
+      messageStart({ input_tokens: 10, cache_read_input_tokens: 20, output_tokens: 1 }),
+    );
+  });
+
+  it("frames thinking, then text, then tool calls streamed in fragments", () => {
+    const r = new MessageStreamRenderer();
+    const out = [
+      r.render(chunk({ start, choices: [{ index: 0, role: Role.ASSISTANT, reasoning: "Hmm" }] })),
+      r.render(chunk({ choices: [{ index: 0, reasoning: "." }] })),
+      r.render(chunk({ choices: [{ index: 0, content: "Let me check." }] })),
+      r.render(
+        chunk({
+          choices: [
+            {
+              index: 0,
+              toolCalls: [{ index: 0, id: "toolu_1", name: "get_weather", arguments: "" }],
+            },
+          ],
+        }),
+      ),
+      r.render(chunk({ choices: [{ index: 0, toolCalls: [{ index: 0, arguments: '{"ci' }] }] })),
+      r.render(
+        chunk({ choices: [{ index: 0, toolCalls: [{ index: 0, arguments: 'ty":"P"}' }] }] }),
+      ),
+      r.render(
+        chunk({
+          choices: [{ index: 0, toolCalls: [{ index: 1, id: "toolu_2", name: "get_time" }] }],
+        }),
+      ),
+      r.render(chunk({ choices: [{ index: 0, toolCalls: [{ index: 1, arguments: "{}" }] }] })),
+      r.render(
+        chunk({
+          choices: [
+            { index: 0, finishReason: FinishReason.TOOL_CALLS, rawFinishReason: "tool_use" },
+          ],
+          usage: { promptTokens: 50, completionTokens: 25, totalTokens: 75, reasoningTokens: 3 },
+        }),
+      ),
+      r.finish(),
+    ];
+    expect(out).toEqual([
+      messageStart({ input_tokens: 0, output_tokens: 0 }) +
+        ev({
+          type: "content_block_start",
+          index: 0,
+          content_block: { type: "thinking", thinking: "", signature: "" },
+        }) +
+        ev({
+          type: "content_block_delta",
+          index: 0,
+          delta: { type: "thinking_delta", thinking: "Hmm" },
+        }),
+      ev({
+        type: "content_block_delta",
+        index: 0,
+        delta: { type: "thinking_delta", thinking: "." },
+      }),
+      ev({ type: "content_block_stop", index: 0 }) +
+        ev({ type: "content_block_start", index: 1, content_block: { type: "text", text: "" } }) +
+        ev({
+          type: "content_block_delta",
+          index: 1,
+          delta: { type: "text_delta", text: "Let me check." },
+        }),
+      ev({ type: "content_block_stop", index: 1 }) +
+        ev({
+          type: "content_block_start",
+          index: 2,
+          content_block: { type: "tool_use", id: "toolu_1", name: "get_weather", input: {} },
+        }),
+      ev({
+        type: "content_block_delta",
+        index: 2,
+        delta: { type: "input_json_delta", partial_json: '{"ci' },
+      }),
+      ev({
+        type: "content_block_delta",
+        index: 2,
+        delta: { type: "input_json_delta", partial_json: 'ty":"P"}' },
+      }),
+      // The second call waits one fragment: the first one might still go on.
+      "",
+      ev({ type: "content_block_stop", index: 2 }) +
+        ev({
+          type: "content_block_start",
+          index: 3,
+          content_block: { type: "tool_use", id: "toolu_2", name: "get_time", input: {} },
+        }) +
+        ev({
+          type: "content_block_delta",
+          index: 3,
+          delta: { type: "input_json_delta", partial_json: "{}" },
+        }),
+      "",
+      ev({ type: "content_block_stop", index: 3 }) +
+        ev({
+          type: "message_delta",
+          delta: { stop_reason: "tool_use", stop_sequence: null },
+          usage: {
+            input_tokens: 50,
+            output_tokens: 25,
+            output_tokens_details: { thinking_tokens: 3 },
+          },
+        }) +
+        ev({ type: "message_stop" }),
+    ]);
+  });
+
+  it("holds a call that opens while another is open, and opens its block when it goes on", () => {
+    const r = new MessageStreamRenderer();
+    let out = r.render(
+      chunk({
+        start,
+        choices: [
+          {
+            index: 0,
+            toolCalls: [{ index: 0, id: "call_w", name: "get_weather", arguments: '{"city":' }],
+          },
+        ],
+      }),
+    );
+    out += r.render(
+      chunk({
+        choices: [
+          {
+            index: 0,
+            toolCalls: [
+              { index: 1, id: "call_t", name: "get_time", arguments: '{"tz":' },
+              { index: 0, arguments: ' "Zürich"}' },
+            ],
+          },
+        ],
+      }),
+    );
+    out += r.render(chunk({ choices: [{ index: 0, toolCalls: [{ index: 0, arguments: "" }] }] }));
+    out += r.render(
+      chunk({ choices: [{ index: 0, toolCalls: [{ index: 1, arguments: '"CET"}' }] }] }),
+    );
+    out += r.finish();
+    const events = parseEvents(out);
+    expect(events.map((e) => [e.type, e.index])).toEqual([
+      ["message_start", undefined],
+      ["content_block_start", 0],
+      ["content_block_delta", 0],
+      ["content_block_delta", 0],
+      ["content_block_stop", 0],
+      ["content_block_start", 1],
+      ["content_block_delta", 1],
+      ["content_block_stop", 1],
+      ["message_delta", undefined],
+      ["message_stop", undefined],
+    ]);
+    expect(events[5]?.content_block).toEqual({
+      type: "tool_use",
+      id: "call_t",
+      name: "get_time",
+      input: {},
+    });
+    expect(events.slice(2, 4).map((e) => e.delta)).toEqual([
+      { type: "input_json_delta", partial_json: '{"city":' },
+      { type: "input_json_delta", partial_json: ' "Zürich"}' },
+    ]);
+    // What the held call gathered while it waited arrives in one delta.
+    expect(events[6]?.delta).toEqual({ type: "input_json_delta", partial_json: '{"tz":"CET"}' });
+  });
+
+  it("refuses a held call whose arguments never became a JSON object", () => {
+    const r = new MessageStreamRenderer();
+    r.render(
+      chunk({
+        start,
+        choices: [{ index: 0, toolCalls: [{ index: 0, id: "a", name: "f", arguments: "{}" }] }],
+      }),
+    );
+    r.render(
+      chunk({
+        choices: [{ index: 0, toolCalls: [{ index: 1, id: "b", name: "g", arguments: "{" }] }],
+      }),
+    );
+    r.render(chunk({ choices: [{ index: 0, toolCalls: [{ index: 0, arguments: "" }] }] }));
+    const f = failureOf(() => r.finish());
+    expect(f.status).toBe(502);
+    expect(f.message).toContain("tool 'g'");
+  });
+
+  it("sends a whole non-streamed answer's parallel calls as consecutive blocks", () => {
+    const whole = chunk({
+      start,
+      choices: [
+        {
+          index: 0,
+          role: Role.ASSISTANT,
+          content: "Both.",
+          toolCalls: [
+            { index: 0, id: "a", name: "f", arguments: '{"x":1}' },
+            { index: 1, id: "b", name: "g", arguments: '{"y":2}' },
+          ],
+          finishReason: FinishReason.TOOL_CALLS,
+        },
+      ],
+      usage: { promptTokens: 5, completionTokens: 6, totalTokens: 11 },
+    });
+    const r = new MessageStreamRenderer();
+    const events = parseEvents(r.render(whole) + r.finish());
+    expect(events.map((e) => [e.type, e.index])).toEqual([
+      ["message_start", undefined],
+      ["content_block_start", 0],
+      ["content_block_delta", 0],
+      ["content_block_stop", 0],
+      ["content_block_start", 1],
+      ["content_block_delta", 1],
+      ["content_block_stop", 1],
+      ["content_block_start", 2],
+      ["content_block_delta", 2],
+      ["content_block_stop", 2],
+      ["message_delta", undefined],
+      ["message_stop", undefined],
+    ]);
+    expect(events[8]?.delta).toEqual({ type: "input_json_delta", partial_json: '{"y":2}' });
+    expect(events[10]?.usage).toEqual({ input_tokens: 5, output_tokens: 6 });
+  });
+
+  it("fails a call that goes on after other content closed its block", () => {
+    const r = new MessageStreamRenderer();
+    r.render(
+      chunk({
+        start,
+        choices: [{ index: 0, toolCalls: [{ index: 0, id: "a", name: "f", arguments: "{" }] }],
+      }),
+    );
+    // The text closes the tool block; its arguments are checked as it closes.
+    const early = failureOf(() => r.render(chunk({ choices: [{ index: 0, content: "x" }] })));
+    expect(early.message).toContain("tool 'f'");
+
+    const s = new MessageStreamRenderer();
+    s.render(
+      chunk({
+        start,
+        choices: [{ index: 0, toolCalls: [{ index: 0, id: "a", name: "f", arguments: "{}" }] }],
+      }),
+    );
+    s.render(chunk({ choices: [{ index: 0, content: "then text" }] }));
+    const late = failureOf(() =>
+      s.render(chunk({ choices: [{ index: 0, toolCalls: [{ index: 0, arguments: " " }] }] })),
+    );
+    expect(late.status).toBe(502);
+    expect(late.message).toBe(
+      "tool call 0 went on after its block was closed, which an Anthropic stream cannot hold",
+    );
+  });
+
+  it("opens the message even for a stream that ends without content or start", () => {
+    const r = new MessageStreamRenderer({ publicModel: "claude" });
+    const events = parseEvents(r.finish());
+    expect(events.map((e) => e.type)).toEqual(["message_start", "message_delta", "message_stop"]);
+    const message = events[0]?.message as { id: string; model: string };
+    expect(message.id).toMatch(/^msg_[0-9a-f]{32}$/);
+    expect(message.model).toBe("claude");
+  });
+
+  it("ignores choices other than 0 and names a single stop sequence", () => {
+    const r = new MessageStreamRenderer({ stopSequences: ["###"] });
+    const out =
+      r.render(
+        chunk({
+          start,
+          choices: [
+            { index: 1, content: "other" },
+            { index: 0, content: "one" },
+          ],
+        }),
+      ) +
+      r.render(
+        chunk({
+          choices: [
+            { index: 0, finishReason: FinishReason.STOP, rawFinishReason: "stop_sequence" },
+          ],
+        }),
+      ) +
+      r.finish();
+    const events = parseEvents(out);
+    expect(events.filter((e) => e.type === "content_block_delta").map((e) => e.delta)).toEqual([
+      { type: "text_delta", text: "one" },
+    ]);
+    expect(events.at(-2)?.delta).toEqual({ stop_reason: "stop_sequence", stop_sequence: "###" });
+  });
+
+  it("frames a mid-stream failure as an Anthropic error event, with no message_stop after", () => {
+    const r = new MessageStreamRenderer();
+    r.render(chunk({ start, choices: [{ index: 0, content: "Hel" }] }));
+    const f = new Failure({ status: 502, kind: "upstream_error", message: "upstream reset" });
+    expect(r.error(f)).toBe(
+      'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"upstream reset"}}\n\n',
+    );
+    expect(r.finish()).toBe("");
+    expect(r.render(chunk({ choices: [{ index: 0, content: "lo" }] }))).toBe("");
+  });
+
+  it("streams what renderMessage renders for the same answer", () => {
+    const chunks = [
+      chunk({ start, choices: [{ index: 0, role: Role.ASSISTANT, reasoning: "Think" }] }),
+      chunk({ choices: [{ index: 0, content: "Sure: " }] }),
+      chunk({
+        choices: [{ index: 0, toolCalls: [{ index: 0, id: "t1", name: "f", arguments: '{"a":' }] }],
+      }),
+      chunk({ choices: [{ index: 0, toolCalls: [{ index: 0, arguments: "[1,2]}" }] }] }),
+      chunk({
+        choices: [{ index: 0, finishReason: FinishReason.TOOL_CALLS }],
+        usage: { promptTokens: 4, completionTokens: 9, totalTokens: 13 },
+      }),
+    ];
+    const r = new MessageStreamRenderer();
+    let sse = "";
+    for (const c of chunks) sse += r.render(c);
+    sse += r.finish();
+    expect(reassemble(parseEvents(sse))).toEqual(renderMessage(aggregate(chunks)));
+  });
+});
+
+type Event = Record<string, unknown> & { type: string; index?: number };
+
+function parseEvents(sse: string): Event[] {
+  return sse
+    .split("\n\n")
+    .filter((frame) => frame !== "")
+    .map((frame) => {
+      const [eventLine = "", dataLine = ""] = frame.split("\n");
+      const data = JSON.parse(dataLine.slice("data: ".length)) as Event;
+      expect(eventLine).toBe(`event: ${data.type}`);
+      return data;
+    });
+}
+
+/** Folds events into a message the way Anthropic's reference describes. */
+function reassemble(events: Event[]): unknown {
+  const start = events[0]?.message as Record<string, unknown>;
+  const content: Record<string, unknown>[] = [];
+  const json: string[] = [];
+  let message = { ...start };
+  for (const e of events.slice(1)) {
+    const i = e.index ?? 0;
+    if (e.type === "content_block_start") {
+      content[i] = { ...(e.content_block as Record<string, unknown>) };
+      json[i] = "";
+    } else if (e.type === "content_block_delta") {
+      const d = e.delta as Record<string, string>;
+      const block = content[i] as Record<string, unknown>;
+      if (d.type === "text_delta") block.text = `${block.text}${d.text}`;
+      if (d.type === "thinking_delta") block.thinking = `${block.thinking}${d.thinking}`;
+      if (d.type === "input_json_delta") json[i] += d.partial_json ?? "";
+    } else if (e.type === "content_block_stop") {
+      const block = content[i] as Record<string, unknown>;
+      if (block.type === "tool_use" && json[i] !== "") block.input = JSON.parse(json[i] ?? "");
+    } else if (e.type === "message_delta") {
+      message = { ...message, ...(e.delta as object), usage: e.usage };
+    }
+  }
+  return { ...message, content };
+}

@@ -1,0 +1,427 @@
+import { randomUUID } from "node:crypto";
+import {
+  type ChatChunk,
+  type ChatCompletion,
+  type ChatStart,
+  FinishReason,
+  type ToolCallDelta,
+  type Usage,
+} from "../../../gen/switchyard/chat/v1/chat_pb.js";
+import { Failure } from "../../lib/errors.js";
+import { anthropicError } from "./errors.js";
+import type {
+  AnthropicContentBlock,
+  AnthropicMessage,
+  AnthropicStopReason,
+  AnthropicStreamEvent,
+  AnthropicUsage,
+} from "./wire.js";
+
+export interface RenderOptions {
+  /** The model name the client asked for; shown only when the upstream named no model. */
+  publicModel?: string;
+  /**
+   * The request's `stop_sequences`. The canonical answer does not say which one matched, so
+   * `stop_sequence` is filled in only when there was exactly one.
+   */
+  stopSequences?: readonly string[];
+}
+
+/** Anthropic's stop reasons and the canonical finish reason each one means. */
+const STOP_REASONS: ReadonlyMap<string, FinishReason> = new Map([
+  ["end_turn", FinishReason.STOP],
+  ["stop_sequence", FinishReason.STOP],
+  ["max_tokens", FinishReason.LENGTH],
+  ["model_context_window_exceeded", FinishReason.LENGTH],
+  ["tool_use", FinishReason.TOOL_CALLS],
+  ["refusal", FinishReason.CONTENT_FILTER],
+  ["pause_turn", FinishReason.OTHER],
+]);
+
+function isStopReason(raw: string | undefined): raw is AnthropicStopReason {
+  return raw !== undefined && STOP_REASONS.has(raw);
+}
+
+/**
+ * The `stop_reason` an Anthropic client sees. An Anthropic upstream's own word passes through
+ * when it agrees with the canonical reason (so "stop_sequence" and "pause_turn" survive);
+ * otherwise the canonical reason is mapped. An answer that calls tools stops with "tool_use"
+ * even when an OpenAI-compatible upstream said "stop": Anthropic clients run tools on
+ * "tool_use" only.
+ */
+export function anthropicStopReason(
+  reason: FinishReason,
+  raw: string | undefined,
+  callsTools: boolean,
+): AnthropicStopReason {
+  if (isStopReason(raw) && STOP_REASONS.get(raw) === reason) return raw;
+  switch (reason) {
+    case FinishReason.LENGTH:
+      return "max_tokens";
+    case FinishReason.TOOL_CALLS:
+      return "tool_use";
+    case FinishReason.CONTENT_FILTER:
+      return "refusal";
+    default:
+      return callsTools ? "tool_use" : "end_turn";
+  }
+}
+
+function stopSequence(reason: AnthropicStopReason, options: RenderOptions): string | null {
+  const sequences = options.stopSequences ?? [];
+  return reason === "stop_sequence" && sequences.length === 1 ? (sequences[0] ?? null) : null;
+}
+
+/**
+ * Anthropic counts cache reads apart from `input_tokens`; the canonical prompt count includes
+ * them. Cache writes cannot be told apart in the canonical usage and stay in `input_tokens`.
+ */
+export function renderUsage(u: Usage | undefined): AnthropicUsage {
+  if (u === undefined) return { input_tokens: 0, output_tokens: 0 };
+  const cached = u.cachedPromptTokens;
+  // Keys in the order Anthropic sends them.
+  const out: AnthropicUsage = {
+    input_tokens: Math.max(0, u.promptTokens - (cached ?? 0)),
+    ...(cached !== undefined && { cache_read_input_tokens: cached }),
+    output_tokens: u.completionTokens,
+  };
+  if (u.reasoningTokens !== undefined) {
+    out.output_tokens_details = { thinking_tokens: u.reasoningTokens };
+  }
+  return out;
+}
+
+/**
+ * Tool-call arguments as the object a `tool_use` block holds ("" is no arguments). Arguments
+ * that are not a JSON object cannot be shown to an Anthropic client without inventing an
+ * input the model never gave, and a client would run its tool on it; so the answer fails
+ * loudly instead, streamed or not.
+ */
+function toolInput(args: string, name: string): Record<string, unknown> {
+  if (args.trim() === "") return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(args);
+  } catch {
+    value = undefined;
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new Failure({
+      status: 502,
+      kind: "upstream_error",
+      code: "invalid_tool_arguments",
+      message: `the model called tool '${name}' with arguments that are not a JSON object, which an Anthropic tool_use block cannot hold`,
+    });
+  }
+  return value as Record<string, unknown>;
+}
+
+/** Upstreams that gave a call no id still need one the client can answer; deterministic. */
+function toolUseId(id: string | undefined, messageId: string, index: number): string {
+  if (id !== undefined && id !== "") return id;
+  return `toolu_${messageId.replace(/[^a-zA-Z0-9_-]/g, "_")}_${index}`;
+}
+
+function newMessageId(): string {
+  return `msg_${randomUUID().replaceAll("-", "")}`;
+}
+
+/**
+ * The body of a non-streamed `POST /v1/messages` answer: thinking, then text (a refusal is
+ * text too), then tool calls, which is the order the stream renderer produces for the same
+ * answer. Only choice 0: Anthropic answers have one.
+ */
+export function renderMessage(c: ChatCompletion, options: RenderOptions = {}): AnthropicMessage {
+  const id = c.id || newMessageId();
+  const choice = c.choices.find((ch) => ch.index === 0) ?? c.choices[0];
+  const content: AnthropicContentBlock[] = [];
+  if (choice?.reasoning) {
+    content.push({ type: "thinking", thinking: choice.reasoning, signature: "" });
+  }
+  let text = "";
+  for (const { part } of choice?.message?.content ?? []) {
+    if (part.case === "text") text += part.value;
+  }
+  text += choice?.message?.refusal ?? "";
+  if (text !== "") content.push({ type: "text", text });
+  const toolCalls = choice?.message?.toolCalls ?? [];
+  toolCalls.forEach((call, i) => {
+    content.push({
+      type: "tool_use",
+      id: toolUseId(call.id, id, i),
+      name: call.name,
+      input: toolInput(call.arguments, call.name),
+    });
+  });
+  const stopReason = anthropicStopReason(
+    choice?.finishReason ?? FinishReason.UNSPECIFIED,
+    choice?.rawFinishReason,
+    toolCalls.length > 0,
+  );
+  return {
+    id,
+    type: "message",
+    role: "assistant",
+    model: c.upstreamModel || (options.publicModel ?? ""),
+    content,
+    stop_reason: stopReason,
+    stop_sequence: stopSequence(stopReason, options),
+    usage: renderUsage(c.usage),
+  };
+}
+
+function sse(event: AnthropicStreamEvent): string {
+  return `event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
+}
+
+function toolStart(index: number, call: ToolCallState): string {
+  return sse({
+    type: "content_block_start",
+    index,
+    content_block: { type: "tool_use", id: call.id, name: call.name, input: {} },
+  });
+}
+
+function inputDelta(index: number, fragment: string): string {
+  return sse({
+    type: "content_block_delta",
+    index,
+    delta: { type: "input_json_delta", partial_json: fragment },
+  });
+}
+
+interface ToolCallState {
+  /** The canonical tool-call index. */
+  tool: number;
+  id: string;
+  name: string;
+  args: string[];
+}
+
+type OpenBlock =
+  | { kind: "text" | "thinking"; index: number }
+  | { kind: "tool"; index: number; call: ToolCallState };
+
+/**
+ * Frames one answer's canonical chunks as Anthropic SSE events, one renderer per stream:
+ * `message_start` on the first chunk, then content blocks numbered from 0, each opened with
+ * `content_block_start`, filled with deltas and closed with `content_block_stop` before the
+ * next one opens. `message_delta` (stop reason, usage) and `message_stop` wait for `finish()`,
+ * since an upstream's usage may come after its finish reason. Pings are not sent; they only
+ * keep idle connections open.
+ *
+ * Anthropic blocks never interleave, but OpenAI-style upstreams may stream several tool calls
+ * at once. A call that opens while another one's block is open is held back until the
+ * upstream sends it a further fragment (then the open block closes and the held call's block
+ * opens with what it has so far) or until the open block closes for another reason (then it
+ * is sent as one whole block). `render` and `finish` throw a Failure (502) for
+ * what an Anthropic stream cannot hold — arguments that are not a JSON object, or a call
+ * continued after its block closed — so the caller ends the stream with `error(…)` instead of
+ * an answer that looks complete.
+ */
+export class MessageStreamRenderer {
+  readonly #options: RenderOptions;
+  #started = false;
+  #finished = false;
+  #id = "";
+  #blocks = 0;
+  #open: OpenBlock | undefined;
+  /** Tool calls that opened while another call's block was open, by canonical index. */
+  readonly #held = new Map<number, ToolCallState>();
+  readonly #closedTools = new Set<number>();
+  #callsTools = false;
+  #finishReason = FinishReason.UNSPECIFIED;
+  #rawFinishReason: string | undefined;
+  #usage: Usage | undefined;
+
+  constructor(options: RenderOptions = {}) {
+    this.#options = options;
+  }
+
+  /** The SSE events for one chunk; "" when the client is owed nothing for it. */
+  render(chunk: ChatChunk): string {
+    if (this.#finished) return "";
+    if (chunk.usage !== undefined) this.#usage = chunk.usage;
+    let out = this.#start(chunk.start);
+    for (const d of chunk.choices) {
+      if (d.index !== 0) continue;
+      if (d.reasoning) out += this.#write("thinking", d.reasoning);
+      if (d.content) out += this.#write("text", d.content);
+      if (d.refusal) out += this.#write("text", d.refusal);
+      for (const call of d.toolCalls) out += this.#toolCall(call);
+      if (d.finishReason !== FinishReason.UNSPECIFIED) {
+        this.#finishReason = d.finishReason;
+        this.#rawFinishReason = d.rawFinishReason;
+      } else if (d.rawFinishReason !== undefined) {
+        this.#rawFinishReason = d.rawFinishReason;
+      }
+    }
+    return out;
+  }
+
+  /** Closes what is open, then `message_delta` with the stop reason and usage, `message_stop`. */
+  finish(): string {
+    if (this.#finished) return "";
+    let out = this.#start(undefined);
+    out += this.#closeBlocks();
+    this.#finished = true;
+    const stopReason = anthropicStopReason(
+      this.#finishReason,
+      this.#rawFinishReason,
+      this.#callsTools,
+    );
+    out += sse({
+      type: "message_delta",
+      delta: { stop_reason: stopReason, stop_sequence: stopSequence(stopReason, this.#options) },
+      usage: renderUsage(this.#usage),
+    });
+    return out + sse({ type: "message_stop" });
+  }
+
+  /**
+   * A failure after the stream began: an `error` event and no `message_stop`. The
+   * @anthropic-ai/sdk throws an APIError when it reads one, so a truncated answer never looks
+   * complete.
+   */
+  error(f: Failure, requestId?: string): string {
+    this.#finished = true;
+    return sse(anthropicError(f, requestId).body);
+  }
+
+  #start(start: ChatStart | undefined): string {
+    if (this.#started) return "";
+    this.#started = true;
+    this.#id = start?.id || newMessageId();
+    return sse({
+      type: "message_start",
+      message: {
+        id: this.#id,
+        type: "message",
+        role: "assistant",
+        model: start?.upstreamModel || (this.#options.publicModel ?? ""),
+        content: [],
+        stop_reason: null,
+        stop_sequence: null,
+        usage: renderUsage(this.#usage),
+      },
+    });
+  }
+
+  #write(kind: "text" | "thinking", text: string): string {
+    let out = "";
+    let open = this.#open;
+    if (open?.kind !== kind) {
+      out += this.#closeBlocks();
+      open = { kind, index: this.#blocks++ };
+      this.#open = open;
+      out += sse({
+        type: "content_block_start",
+        index: open.index,
+        content_block:
+          kind === "text"
+            ? { type: "text", text: "" }
+            : { type: "thinking", thinking: "", signature: "" },
+      });
+    }
+    return (
+      out +
+      sse({
+        type: "content_block_delta",
+        index: open.index,
+        delta:
+          kind === "text"
+            ? { type: "text_delta", text }
+            : { type: "thinking_delta", thinking: text },
+      })
+    );
+  }
+
+  #toolCall(t: ToolCallDelta): string {
+    const fragment = t.arguments ?? "";
+    const open = this.#open;
+    if (open?.kind === "tool" && open.call.tool === t.index) {
+      if (fragment === "") return "";
+      open.call.args.push(fragment);
+      return inputDelta(open.index, fragment);
+    }
+    if (this.#closedTools.has(t.index)) {
+      throw new Failure({
+        status: 502,
+        kind: "upstream_error",
+        code: "unframeable_stream",
+        message: `tool call ${t.index} went on after its block was closed, which an Anthropic stream cannot hold`,
+      });
+    }
+    const held = this.#held.get(t.index);
+    if (held === undefined) {
+      this.#callsTools = true;
+      const call: ToolCallState = {
+        tool: t.index,
+        id: toolUseId(t.id, this.#id, t.index),
+        name: t.name ?? "",
+        args: fragment === "" ? [] : [fragment],
+      };
+      // The open call may not be done: OpenAI-style upstreams can interleave parallel calls.
+      if (open?.kind === "tool") {
+        this.#held.set(t.index, call);
+        return "";
+      }
+      return this.#closeBlocks() + this.#openTool(call);
+    }
+    // The upstream moved on to a held call, so the open one is done.
+    if (held.name === "" && t.name !== undefined) held.name = t.name;
+    if (fragment !== "") held.args.push(fragment);
+    this.#held.delete(t.index);
+    let out = this.#closeOpen();
+    for (const earlier of this.#heldInOrder()) {
+      if (earlier.tool > t.index) break;
+      this.#held.delete(earlier.tool);
+      out += this.#wholeTool(earlier);
+    }
+    return out + this.#openTool(held);
+  }
+
+  /** Opens a tool_use block that stays open for the call's further fragments. */
+  #openTool(call: ToolCallState): string {
+    const index = this.#blocks++;
+    this.#open = { kind: "tool", index, call };
+    const args = call.args.join("");
+    return toolStart(index, call) + (args === "" ? "" : inputDelta(index, args));
+  }
+
+  /** A held call as one whole block: start, all its arguments at once, stop. */
+  #wholeTool(call: ToolCallState): string {
+    const args = call.args.join("");
+    toolInput(args, call.name);
+    const index = this.#blocks++;
+    this.#closedTools.add(call.tool);
+    return (
+      toolStart(index, call) +
+      (args === "" ? "" : inputDelta(index, args)) +
+      sse({ type: "content_block_stop", index })
+    );
+  }
+
+  #heldInOrder(): ToolCallState[] {
+    return [...this.#held.values()].sort((a, b) => a.tool - b.tool);
+  }
+
+  #closeOpen(): string {
+    const open = this.#open;
+    if (open === undefined) return "";
+    if (open.kind === "tool") {
+      toolInput(open.call.args.join(""), open.call.name);
+      this.#closedTools.add(open.call.tool);
+    }
+    this.#open = undefined;
+    return sse({ type: "content_block_stop", index: open.index });
+  }
+
+  /** Closes the open block, then sends each held tool call as a whole block, by index. */
+  #closeBlocks(): string {
+    let out = this.#closeOpen();
+    for (const call of this.#heldInOrder()) out += this.#wholeTool(call);
+    this.#held.clear();
+    return out;
+  }
+}

@@ -1,0 +1,95 @@
+// Anthropic Messages API wire types for what the ingress sends its clients
+// (https://docs.anthropic.com/en/api/messages, .../build-with-claude/streaming,
+// .../api/errors). Requests are read field by field from `unknown` in parse-request.ts, so only
+// the answer side is typed here.
+
+export type AnthropicStopReason =
+  | "end_turn"
+  | "max_tokens"
+  | "stop_sequence"
+  | "tool_use"
+  | "pause_turn"
+  | "refusal"
+  | "model_context_window_exceeded";
+
+export interface AnthropicUsage {
+  /** Prompt tokens not read from the cache. */
+  input_tokens: number;
+  /** Present only when the upstream reported cache reads. */
+  cache_read_input_tokens?: number;
+  output_tokens: number;
+  output_tokens_details?: { thinking_tokens: number };
+}
+
+export interface AnthropicTextBlock {
+  type: "text";
+  text: string;
+}
+
+export interface AnthropicThinkingBlock {
+  type: "thinking";
+  thinking: string;
+  /** Always "": no upstream signature survives the canonical model. */
+  signature: string;
+}
+
+export interface AnthropicToolUseBlock {
+  type: "tool_use";
+  id: string;
+  name: string;
+  input: Record<string, unknown>;
+}
+
+export type AnthropicContentBlock =
+  | AnthropicTextBlock
+  | AnthropicThinkingBlock
+  | AnthropicToolUseBlock;
+
+/** A whole answer (non-streamed), and the `message` of `message_start` (with empty content). */
+export interface AnthropicMessage {
+  id: string;
+  type: "message";
+  role: "assistant";
+  model: string;
+  content: AnthropicContentBlock[];
+  stop_reason: AnthropicStopReason | null;
+  stop_sequence: string | null;
+  usage: AnthropicUsage;
+}
+
+export type AnthropicBlockDelta =
+  | { type: "text_delta"; text: string }
+  | { type: "thinking_delta"; thinking: string }
+  | { type: "input_json_delta"; partial_json: string };
+
+export type AnthropicErrorType =
+  | "invalid_request_error"
+  | "authentication_error"
+  | "permission_error"
+  | "not_found_error"
+  | "request_too_large"
+  | "rate_limit_error"
+  | "api_error"
+  | "overloaded_error";
+
+/** The body of an error answer, and the data of an `error` stream event. */
+export interface AnthropicErrorBody {
+  type: "error";
+  error: { type: AnthropicErrorType; message: string };
+  request_id?: string;
+}
+
+/** The data of each named SSE event; `event:` always equals `type`. */
+export type AnthropicStreamEvent =
+  | { type: "message_start"; message: AnthropicMessage }
+  | { type: "content_block_start"; index: number; content_block: AnthropicContentBlock }
+  | { type: "content_block_delta"; index: number; delta: AnthropicBlockDelta }
+  | { type: "content_block_stop"; index: number }
+  | {
+      type: "message_delta";
+      delta: { stop_reason: AnthropicStopReason; stop_sequence: string | null };
+      /** Totals for the whole answer, not increments. */
+      usage: AnthropicUsage;
+    }
+  | { type: "message_stop" }
+  | AnthropicErrorBody;

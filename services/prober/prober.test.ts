@@ -1,0 +1,353 @@
+import { once } from "node:events";
+import type { AddressInfo } from "node:net";
+import { createServer, type Socket, connect as tcpConnect } from "node:net";
+import { createRouterTransport } from "@connectrpc/connect";
+import pino from "pino";
+import { Registry } from "prom-client";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  HealthSource,
+  type TargetHealth,
+  TargetState,
+} from "../../gen/switchyard/health/v1/health_pb.js";
+import { testConfig } from "../../test/helpers/fabric.js";
+import { type OpenAIUpstream, startOpenAIUpstream } from "../../test/upstreams/openai-upstream.js";
+import { buildConnector, type ConnectorBuild } from "../connector/main.js";
+import type { Bus } from "../lib/bus/bus.js";
+import { createMemoryBus } from "../lib/bus/memory.js";
+import { ConnectorPool } from "../lib/connector-pool.js";
+import { Failure } from "../lib/errors.js";
+import { targetKey } from "../lib/targets.js";
+import { createProber, distinctTargets, nextHealth, type Prober } from "./prober.js";
+
+const logger = pino({ level: "silent" });
+const TARGET = { provider: "p", model: "m" };
+const INTERVAL = 15_000;
+const NOW = 1_700_000_000_000;
+
+const unavailable = new Failure({
+  status: 502,
+  kind: "upstream_unavailable",
+  retryable: true,
+  message: "provider p unreachable: ECONNREFUSED",
+});
+const badAnswer = new Failure({
+  status: 502,
+  kind: "upstream_error",
+  retryable: true,
+  message: "provider p failed (500)",
+});
+
+describe("nextHealth", () => {
+  it("marks a target that answers HEALTHY with its latency as the first TTFT sample", () => {
+    const h = nextHealth(undefined, TARGET, { ok: true, latencyMs: 120 }, NOW, INTERVAL);
+    expect(h.target).toMatchObject(TARGET);
+    expect(h.state).toBe(TargetState.HEALTHY);
+    expect(h.ttftEwmaMs).toBe(120);
+    expect(h.errorRate).toBe(0);
+    expect(h.cooldownUntilMs).toBe(0n);
+    expect(h.consecutiveFailures).toBe(0);
+    expect(h.lastProbeMs).toBe(BigInt(NOW));
+    expect(h.updatedMs).toBe(BigInt(NOW));
+    expect(h.source).toBe(HealthSource.PROBE);
+  });
+
+  it("smooths latency over probes instead of jumping to the last one", () => {
+    const first = nextHealth(undefined, TARGET, { ok: true, latencyMs: 100 }, NOW, INTERVAL);
+    const second = nextHealth(first, TARGET, { ok: true, latencyMs: 200 }, NOW + 1, INTERVAL);
+    expect(second.ttftEwmaMs).toBeGreaterThan(100);
+    expect(second.ttftEwmaMs).toBeLessThan(200);
+  });
+
+  it("gives a target that answers badly a second chance: DEGRADED first, DOWN on the next", () => {
+    const first = nextHealth(undefined, TARGET, { ok: false, failure: badAnswer }, NOW, INTERVAL);
+    expect(first.state).toBe(TargetState.DEGRADED);
+    expect(first.consecutiveFailures).toBe(1);
+    expect(first.cooldownUntilMs).toBe(0n);
+    expect(first.errorRate).toBe(1);
+    expect(first.lastError).toBe(badAnswer.message);
+
+    const second = nextHealth(first, TARGET, { ok: false, failure: badAnswer }, NOW + 5, INTERVAL);
+    expect(second.state).toBe(TargetState.DOWN);
+    expect(second.consecutiveFailures).toBe(2);
+    expect(second.cooldownUntilMs).toBe(BigInt(NOW + 5 + INTERVAL));
+  });
+
+  it("marks an unreachable target DOWN at once, until the next probe is due", () => {
+    const h = nextHealth(undefined, TARGET, { ok: false, failure: unavailable }, NOW, INTERVAL);
+    expect(h.state).toBe(TargetState.DOWN);
+    expect(h.consecutiveFailures).toBe(1);
+    expect(h.cooldownUntilMs).toBe(BigInt(NOW + INTERVAL));
+  });
+
+  it("honours the upstream's Retry-After as the cooldown", () => {
+    const limited = new Failure({
+      status: 429,
+      kind: "rate_limited",
+      retryable: true,
+      retryAfterMs: 3000,
+      message: "slow down",
+    });
+    const h = nextHealth(undefined, TARGET, { ok: false, failure: limited }, NOW, INTERVAL);
+    expect(h.state).toBe(TargetState.DEGRADED);
+    expect(h.cooldownUntilMs).toBe(BigInt(NOW + 3000));
+  });
+
+  it("keeps the latency estimate through failures", () => {
+    const ok = nextHealth(undefined, TARGET, { ok: true, latencyMs: 80 }, NOW, INTERVAL);
+    const failed = nextHealth(ok, TARGET, { ok: false, failure: badAnswer }, NOW + 1, INTERVAL);
+    expect(failed.ttftEwmaMs).toBe(80);
+    expect(failed.errorRate).toBeGreaterThan(0);
+    expect(failed.errorRate).toBeLessThan(1);
+  });
+
+  it("brings a DOWN target back to HEALTHY with no cooldown on its first good probe", () => {
+    const down = nextHealth(undefined, TARGET, { ok: false, failure: unavailable }, NOW, INTERVAL);
+    const back = nextHealth(down, TARGET, { ok: true, latencyMs: 50 }, NOW + 10, INTERVAL);
+    expect(back.state).toBe(TargetState.HEALTHY);
+    expect(back.cooldownUntilMs).toBe(0n);
+    expect(back.consecutiveFailures).toBe(0);
+    expect(back.lastError).toBe("");
+    expect(back.errorRate).toBeLessThan(down.errorRate);
+  });
+});
+
+describe("distinctTargets", () => {
+  it("lists each upstream target once, however many models name it", () => {
+    const config = testConfig(`
+providers:
+  a: { type: mock }
+  b: { type: mock }
+models:
+  one:
+    targets: [{ provider: a, model: x }, { provider: b, model: x }]
+  two:
+    targets: [{ provider: a, model: x }, { provider: a, model: y }]
+`);
+    expect(distinctTargets(config)).toEqual([
+      { provider: "a", model: "x" },
+      { provider: "b", model: "x" },
+      { provider: "a", model: "y" },
+    ]);
+  });
+});
+
+/** A TCP port nothing listens on (for a moment: it was just freed). */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/**
+ * Forwards every connection on `port` to `target`, so a dead address comes back to life.
+ * Resolves to the function that closes it, cutting the connections it carries.
+ */
+async function forward(port: number, target: number): Promise<() => Promise<void>> {
+  const sockets = new Set<Socket>();
+  const proxy = createServer((client) => {
+    const upstream = tcpConnect(target, "127.0.0.1");
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on("close", () => sockets.delete(s));
+    }
+    client.pipe(upstream).pipe(client);
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => client.destroy());
+  });
+  proxy.listen(port, "127.0.0.1");
+  await once(proxy, "listening");
+  return async () => {
+    const closed = new Promise<void>((resolve) => proxy.close(() => resolve()));
+    for (const s of sockets) s.destroy();
+    await closed;
+  };
+}
+
+interface Rig {
+  bus: Bus;
+  prober: Prober;
+  clock: { now: number };
+  health(provider: string, model: string): Promise<TargetHealth | undefined>;
+}
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** A prober over a real in-process connector, writing to a memory bus. */
+function rig(yaml: string, opts: { connector?: boolean } = {}): Rig {
+  const config = testConfig(yaml);
+  const bus = createMemoryBus();
+  const pool = new ConnectorPool();
+  let connector: ConnectorBuild | undefined;
+  if (opts.connector !== false) {
+    connector = buildConnector({ config, logger, registry: new Registry() });
+    pool.add("c1", createRouterTransport(connector.routes));
+  }
+  const clock = { now: NOW };
+  const prober = createProber({
+    config,
+    connectors: pool,
+    health: bus.health,
+    logger,
+    registry: new Registry(),
+    now: () => clock.now,
+  });
+  cleanups.push(async () => {
+    await prober.stop();
+    await connector?.close();
+    await bus.close();
+  });
+  return {
+    bus,
+    prober,
+    clock,
+    async health(provider, model) {
+      const all = await bus.health.all();
+      return all.find(
+        (h) =>
+          h.target && targetKey(h.target.provider, h.target.model) === targetKey(provider, model),
+      );
+    },
+  };
+}
+
+async function upstream(): Promise<OpenAIUpstream> {
+  const u = await startOpenAIUpstream({ models: ["fake-model"] });
+  cleanups.push(() => u.close());
+  return u;
+}
+
+function openaiConfig(baseUrl: string, intervalMs = 1000): string {
+  return `
+providers:
+  demo: { type: mock }
+  local: { type: openai, base_url: "${baseUrl}" }
+models:
+  chat:
+    targets: [{ provider: demo, model: demo-1 }, { provider: local, model: fake-model }]
+  same:
+    targets: [{ provider: local, model: fake-model }]
+health: { probe_interval_ms: ${intervalMs}, stale_after_ms: ${intervalMs * 4} }
+`;
+}
+
+describe("createProber", () => {
+  it("writes HEALTHY for a mock target and for an OpenAI upstream that lists its models", async () => {
+    const u = await upstream();
+    const r = rig(openaiConfig(u.url));
+    await r.prober.probeAll();
+
+    const all = await r.bus.health.all();
+    expect(all).toHaveLength(2);
+    for (const h of all) {
+      expect(h.state).toBe(TargetState.HEALTHY);
+      expect(h.source).toBe(HealthSource.PROBE);
+      expect(h.lastProbeMs).toBe(BigInt(NOW));
+    }
+    expect((await r.health("demo", "demo-1"))?.state).toBe(TargetState.HEALTHY);
+    expect((await r.health("local", "fake-model"))?.state).toBe(TargetState.HEALTHY);
+    // Two models name the OpenAI target: it is probed once, with the free model list.
+    expect(u.requests.map((q) => `${q.method} ${q.path}`)).toEqual(["GET /v1/models"]);
+  });
+
+  it("marks an unreachable upstream DOWN, and HEALTHY again once it answers", async () => {
+    const port = await closedPort();
+    const r = rig(openaiConfig(`http://127.0.0.1:${port}/v1`));
+    await r.prober.probeAll();
+
+    const down = await r.health("local", "fake-model");
+    expect(down?.state).toBe(TargetState.DOWN);
+    expect(down?.cooldownUntilMs).toBe(BigInt(NOW + 1000));
+    expect(down?.lastError).toContain("unreachable");
+    expect((await r.health("demo", "demo-1"))?.state).toBe(TargetState.HEALTHY);
+
+    const u = await upstream();
+    cleanups.push(await forward(port, Number(new URL(u.url).port)));
+    r.clock.now += 1000;
+    await r.prober.probeAll();
+
+    const back = await r.health("local", "fake-model");
+    expect(back?.state).toBe(TargetState.HEALTHY);
+    expect(back?.cooldownUntilMs).toBe(0n);
+    expect(back?.consecutiveFailures).toBe(0);
+    expect(back?.lastProbeMs).toBe(BigInt(NOW + 1000));
+    expect(u.requests).toHaveLength(1);
+  });
+
+  it("marks an upstream that answers 500 DEGRADED, then DOWN on the next round", async () => {
+    const u = await upstream();
+    u.setBehavior({ kind: "error", status: 500 });
+    const r = rig(openaiConfig(u.url));
+
+    await r.prober.probeAll();
+    const first = await r.health("local", "fake-model");
+    expect(first?.state).toBe(TargetState.DEGRADED);
+    expect(first?.consecutiveFailures).toBe(1);
+
+    r.clock.now += 1000;
+    await r.prober.probeAll();
+    const second = await r.health("local", "fake-model");
+    expect(second?.state).toBe(TargetState.DOWN);
+    expect(second?.consecutiveFailures).toBe(2);
+    expect(second?.cooldownUntilMs).toBe(BigInt(NOW + 2000));
+  });
+
+  it("puts a rate-limited upstream in cooldown for its Retry-After", async () => {
+    const u = await upstream();
+    u.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "7" } });
+    const r = rig(openaiConfig(u.url));
+    await r.prober.probeAll();
+    const h = await r.health("local", "fake-model");
+    expect(h?.state).toBe(TargetState.DEGRADED);
+    expect(h?.cooldownUntilMs).toBe(BigInt(NOW + 7000));
+  });
+
+  it("counts a probe that gets no answer within the interval as a failure", async () => {
+    const u = await upstream();
+    u.setBehavior({ kind: "hang" });
+    const r = rig(openaiConfig(u.url, 100));
+    await r.prober.probeAll();
+    const h = await r.health("local", "fake-model");
+    expect(h?.state).toBe(TargetState.DEGRADED);
+    expect(h?.consecutiveFailures).toBe(1);
+    // The probe's deadline closes the upstream request rather than leaving it open.
+    await u.requests[0]?.closed;
+    expect(u.requests[0]?.aborted).toBe(true);
+  });
+
+  it("writes nothing when there is no connector to probe through", async () => {
+    const r = rig(openaiConfig("http://127.0.0.1:9/v1"), { connector: false });
+    await r.prober.probeAll();
+    expect(await r.bus.health.all()).toEqual([]);
+  });
+
+  it("probes at once on start, again every interval, and never after stop", async () => {
+    const u = await upstream();
+    const r = rig(openaiConfig(u.url, 30));
+    const seen: bigint[] = [];
+    const watching = new AbortController();
+    const watch = (async () => {
+      for await (const h of r.bus.health.watch(watching.signal)) {
+        if (h.target?.provider === "local") seen.push(h.lastProbeMs);
+        r.clock.now += 1;
+        if (seen.length >= 3) return;
+      }
+    })();
+    r.prober.start();
+    await watch;
+    watching.abort();
+    expect(seen).toHaveLength(3);
+    expect(new Set(seen).size).toBe(3);
+
+    await r.prober.stop();
+    const after = u.requests.length;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(u.requests.length).toBe(after);
+  });
+});

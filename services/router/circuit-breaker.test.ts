@@ -1,0 +1,131 @@
+import { describe, expect, it } from "vitest";
+import { CircuitBreakers } from "./circuit-breaker.js";
+
+const COOLDOWN = 30_000;
+
+/** Breakers that open after 3 failures, on a clock the test moves by hand. */
+function breakersWithClock() {
+  const clock = { now: 1_000_000 };
+  const breakers = new CircuitBreakers(3, COOLDOWN, () => clock.now);
+  return { clock, breakers };
+}
+
+function fail(breakers: CircuitBreakers, times: number, provider = "p", model = "m") {
+  for (let i = 0; i < times; i++) breakers.onFailure(provider, model);
+}
+
+describe("CircuitBreakers", () => {
+  it("lets calls through while failures stay under the threshold", () => {
+    const { breakers } = breakersWithClock();
+    fail(breakers, 2);
+    expect(breakers.isOpen("p", "m")).toBe(false);
+    expect(breakers.tryAcquire("p", "m")).toBe(true);
+    expect(breakers.stateValue("p", "m")).toBe(0);
+  });
+
+  it("opens after consecutive_failures failures in a row", () => {
+    const { breakers } = breakersWithClock();
+    fail(breakers, 3);
+    expect(breakers.isOpen("p", "m")).toBe(true);
+    expect(breakers.tryAcquire("p", "m")).toBe(false);
+    expect(breakers.stateValue("p", "m")).toBe(1);
+  });
+
+  it("counts only failures in a row: a success starts the count again", () => {
+    const { breakers } = breakersWithClock();
+    fail(breakers, 2);
+    breakers.onSuccess("p", "m");
+    fail(breakers, 2);
+    expect(breakers.isOpen("p", "m")).toBe(false);
+    fail(breakers, 1);
+    expect(breakers.isOpen("p", "m")).toBe(true);
+  });
+
+  it("keeps each target apart", () => {
+    const { breakers } = breakersWithClock();
+    fail(breakers, 3, "p", "m");
+    expect(breakers.isOpen("p", "other-model")).toBe(false);
+    expect(breakers.isOpen("q", "m")).toBe(false);
+    expect(breakers.tryAcquire("q", "m")).toBe(true);
+  });
+
+  it("stays open for the whole cooldown, then lets exactly one trial through", () => {
+    const { clock, breakers } = breakersWithClock();
+    fail(breakers, 3);
+    clock.now += COOLDOWN - 1;
+    expect(breakers.tryAcquire("p", "m")).toBe(false);
+    clock.now += 1;
+    // Past the cooldown the breaker no longer refuses, but asking does not claim the trial.
+    expect(breakers.isOpen("p", "m")).toBe(false);
+    expect(breakers.isOpen("p", "m")).toBe(false);
+    expect(breakers.tryAcquire("p", "m")).toBe(true);
+    expect(breakers.stateValue("p", "m")).toBe(2);
+    expect(breakers.isOpen("p", "m")).toBe(true);
+    expect(breakers.tryAcquire("p", "m")).toBe(false);
+  });
+
+  it("closes when the trial succeeds", () => {
+    const { clock, breakers } = breakersWithClock();
+    fail(breakers, 3);
+    clock.now += COOLDOWN;
+    expect(breakers.tryAcquire("p", "m")).toBe(true);
+    breakers.onSuccess("p", "m");
+    expect(breakers.stateValue("p", "m")).toBe(0);
+    expect(breakers.tryAcquire("p", "m")).toBe(true);
+    expect(breakers.tryAcquire("p", "m")).toBe(true);
+    // Closed again means a fresh count: one failure does not reopen it.
+    fail(breakers, 1);
+    expect(breakers.isOpen("p", "m")).toBe(false);
+  });
+
+  it("reopens for a full cooldown when the trial fails", () => {
+    const { clock, breakers } = breakersWithClock();
+    fail(breakers, 3);
+    clock.now += COOLDOWN;
+    expect(breakers.tryAcquire("p", "m")).toBe(true);
+    breakers.onFailure("p", "m");
+    expect(breakers.stateValue("p", "m")).toBe(1);
+    clock.now += COOLDOWN - 1;
+    expect(breakers.tryAcquire("p", "m")).toBe(false);
+    clock.now += 1;
+    expect(breakers.tryAcquire("p", "m")).toBe(true);
+  });
+
+  it("offers the trial again at once when its holder gave up without a verdict", () => {
+    const { clock, breakers } = breakersWithClock();
+    fail(breakers, 3);
+    clock.now += COOLDOWN;
+    expect(breakers.tryAcquire("p", "m")).toBe(true);
+    breakers.onAbandon("p", "m");
+    expect(breakers.isOpen("p", "m")).toBe(false);
+    expect(breakers.tryAcquire("p", "m")).toBe(true);
+    expect(breakers.tryAcquire("p", "m")).toBe(false);
+  });
+
+  it("ignores an abandoned call when no trial is out", () => {
+    const { breakers } = breakersWithClock();
+    fail(breakers, 3);
+    breakers.onAbandon("p", "m");
+    expect(breakers.tryAcquire("p", "m")).toBe(false);
+    const fresh = breakersWithClock().breakers;
+    fresh.onAbandon("p", "m");
+    expect(fresh.stateValue("p", "m")).toBe(0);
+  });
+
+  it("restarts the cooldown when a call that began before it opened fails late", () => {
+    const { clock, breakers } = breakersWithClock();
+    fail(breakers, 3);
+    clock.now += COOLDOWN / 2;
+    breakers.onFailure("p", "m");
+    clock.now += COOLDOWN / 2;
+    expect(breakers.tryAcquire("p", "m")).toBe(false);
+    clock.now += COOLDOWN / 2;
+    expect(breakers.tryAcquire("p", "m")).toBe(true);
+  });
+
+  it("uses the real clock when none is given", () => {
+    const breakers = new CircuitBreakers(1, 60_000);
+    breakers.onFailure("p", "m");
+    expect(breakers.isOpen("p", "m")).toBe(true);
+  });
+});

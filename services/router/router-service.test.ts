@@ -1,0 +1,431 @@
+import { create } from "@bufbuild/protobuf";
+import {
+  type CallOptions,
+  type Client,
+  Code,
+  ConnectError,
+  createClient,
+  createRouterTransport,
+} from "@connectrpc/connect";
+import pino from "pino";
+import { Registry } from "prom-client";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { type ChatChunk, Role } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import {
+  HealthSource,
+  TargetHealthSchema,
+  TargetState,
+} from "../../gen/switchyard/health/v1/health_pb.js";
+import { RouterService } from "../../gen/switchyard/router/v1/router_pb.js";
+import { testConfig } from "../../test/helpers/fabric.js";
+import { type OpenAIUpstream, startOpenAIUpstream } from "../../test/upstreams/openai-upstream.js";
+import { buildConnector } from "../connector/main.js";
+import type { Config } from "../lib/config/types.js";
+import { ConnectorPool } from "../lib/connector-pool.js";
+import { Failure } from "../lib/errors.js";
+import { CircuitBreakers } from "./circuit-breaker.js";
+import { HealthView } from "./health-view.js";
+import { createRouterService } from "./router-service.js";
+
+const logger = pino({ level: "silent" });
+
+type Upstream = "a" | "b" | "c";
+
+/** Three fake OpenAI upstreams, one per configured provider a, b and c; filled in beforeAll. */
+const upstreams = {} as Record<Upstream, OpenAIUpstream>;
+
+beforeAll(async () => {
+  for (const name of ["a", "b", "c"] as const satisfies Upstream[])
+    upstreams[name] = await startOpenAIUpstream();
+});
+afterAll(async () => {
+  await Promise.all(Object.values(upstreams).map((u) => u.close()));
+});
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  for (const u of Object.values(upstreams)) {
+    u.requests.length = 0;
+    u.setBehavior({ kind: "answer" });
+  }
+});
+
+interface Setup {
+  /** The targets of model "chat", as "provider/model", in priority order. */
+  targets: string[];
+  retries?: number;
+  firstTokenMs?: number;
+  idleMs?: number;
+  totalMs?: number;
+}
+
+function configFor(s: Setup): Config {
+  const targets = s.targets.map((t) => {
+    const [provider, model] = t.split("/");
+    return `      - { provider: ${provider}, model: ${model} }`;
+  });
+  return testConfig(`
+providers:
+  a: { type: openai, base_url: "${upstreams.a.url}" }
+  b: { type: openai, base_url: "${upstreams.b.url}" }
+  c: { type: openai, base_url: "${upstreams.c.url}" }
+models:
+  chat:
+    targets:
+${targets.join("\n")}
+routing:
+  retries: ${s.retries ?? 2}
+  backoff: { base_ms: 1, max_ms: 5 }
+  timeouts:
+    first_token_ms: ${s.firstTokenMs ?? 5000}
+    idle_ms: ${s.idleMs ?? 5000}
+    total_ms: ${s.totalMs ?? 10000}
+`);
+}
+
+interface Rig {
+  client: Client<typeof RouterService>;
+  health: HealthView;
+  breakers: CircuitBreakers;
+  registry: Registry;
+}
+
+/**
+ * The router over a real Connect in-process transport, calling a real connector (also
+ * in-process) that talks HTTP to the fake upstreams.
+ */
+function startRouter(s: Setup, breakers = new CircuitBreakers(100, 60_000)): Rig {
+  const config = configFor(s);
+  const connector = buildConnector({ config, logger, registry: new Registry() });
+  cleanups.push(() => connector.close());
+  const connectors = new ConnectorPool();
+  connectors.add("c1", createRouterTransport(connector.routes));
+  const health = new HealthView(config.health.stale_after_ms);
+  const registry = new Registry();
+  const impl = createRouterService({ config, connectors, health, breakers, logger, registry });
+  const transport = createRouterTransport((router) => router.service(RouterService, impl));
+  return { client: createClient(RouterService, transport), health, breakers, registry };
+}
+
+function chatRequest(model = "chat") {
+  return {
+    context: { requestId: "req-test" },
+    params: {
+      model,
+      stream: true,
+      messages: [
+        {
+          role: Role.USER,
+          contentIsText: true,
+          content: [{ part: { case: "text" as const, value: "Say hello" } }],
+        },
+      ],
+    },
+  };
+}
+
+interface Outcome {
+  chunks: ChatChunk[];
+  text: string;
+  error: ConnectError | undefined;
+  ms: number;
+}
+
+/** Runs a chat call to its end, keeping what arrived before any error. */
+async function chat(rig: Rig, options: CallOptions = {}, model = "chat"): Promise<Outcome> {
+  const started = performance.now();
+  const chunks: ChatChunk[] = [];
+  let error: ConnectError | undefined;
+  try {
+    for await (const res of rig.client.chat(chatRequest(model), options)) {
+      if (res.chunk) chunks.push(res.chunk);
+    }
+  } catch (err) {
+    error = ConnectError.from(err);
+  }
+  const text = chunks.map((c) => c.choices.map((d) => d.content ?? "").join("")).join("");
+  return { chunks, text, error, ms: performance.now() - started };
+}
+
+/** The answer's start chunk, failing the test if the call did not succeed. */
+function started(o: Outcome) {
+  expect(o.error).toBeUndefined();
+  const start = o.chunks[0]?.start;
+  if (!start) throw new Error("the answer has no start chunk");
+  return start;
+}
+
+async function until(check: () => boolean, ms = 3000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms}ms`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Resolves when the request closes, failing the test if it stays open for `ms`. */
+async function closedWithin(p: Promise<void> | undefined, ms = 3000): Promise<void> {
+  if (!p) throw new Error("no such request");
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    p,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`request still open after ${ms}ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+describe("RouterService.Chat", () => {
+  it("streams the first target's answer unchanged, with attempts 1", async () => {
+    upstreams.a.setBehavior({ kind: "answer", text: "Hello there, friend", chunks: 3 });
+    const rig = startRouter({ targets: ["a/model-a", "b/model-b"] });
+    const o = await chat(rig);
+    const start = started(o);
+    expect(start.attempts).toBe(1);
+    expect(start.provider).toBe("a");
+    expect(o.text).toBe("Hello there, friend");
+    expect(upstreams.a.requests).toHaveLength(1);
+    expect(upstreams.b.requests).toHaveLength(0);
+  });
+
+  it("moves past a 500 and a 429 to the next target, counting every attempt", async () => {
+    upstreams.a.setBehavior({ kind: "error", status: 500 });
+    upstreams.b.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "1" } });
+    const rig = startRouter({ targets: ["a/model-a", "b/model-b", "c/model-c"], retries: 2 });
+    const o = await chat(rig);
+    const start = started(o);
+    expect(start.attempts).toBe(3);
+    expect(start.provider).toBe("c");
+    expect(upstreams.a.requests).toHaveLength(1);
+    expect(upstreams.b.requests).toHaveLength(1);
+    expect(upstreams.c.requests).toHaveLength(1);
+    const attempts = await rig.registry.getSingleMetric("switchyard_router_attempts_total")?.get();
+    const outcomes = attempts?.values.map((v) => `${v.labels.provider}:${v.labels.outcome}`);
+    expect(outcomes?.sort()).toEqual(["a:upstream_error", "b:rate_limited", "c:ok"]);
+  });
+
+  it("makes at most routing.retries extra attempts, then returns the last failure", async () => {
+    upstreams.a.setBehavior({ kind: "error", status: 500 });
+    const targets = ["a/m1", "a/m2", "a/m3", "a/m4", "a/m5"];
+    const rig = startRouter({ targets, retries: 2 });
+    const o = await chat(rig);
+    expect(o.chunks).toHaveLength(0);
+    expect(o.error?.code).toBe(Code.Internal);
+    const f = Failure.from(o.error);
+    expect(f.kind).toBe("upstream_error");
+    expect(f.upstreamStatus).toBe(500);
+    expect(f.status).toBe(502);
+    expect(upstreams.a.requests.map((r) => (r.body as { model: string }).model)).toEqual([
+      "m1",
+      "m2",
+      "m3",
+    ]);
+  });
+
+  it("makes one attempt only when routing.retries is 0", async () => {
+    upstreams.a.setBehavior({ kind: "error", status: 503 });
+    const rig = startRouter({ targets: ["a/model-a", "b/model-b"], retries: 0 });
+    const o = await chat(rig);
+    expect(o.error?.code).toBe(Code.Unavailable);
+    expect(upstreams.a.requests).toHaveLength(1);
+    expect(upstreams.b.requests).toHaveLength(0);
+  });
+
+  it("returns a 400 at once without trying another target or charging the breaker", async () => {
+    upstreams.a.setBehavior({ kind: "error", status: 400 });
+    const rig = startRouter(
+      { targets: ["a/model-a", "b/model-b"] },
+      new CircuitBreakers(1, 60_000),
+    );
+    const o = await chat(rig);
+    expect(o.error?.code).toBe(Code.InvalidArgument);
+    const f = Failure.from(o.error);
+    expect(f.status).toBe(400);
+    expect(f.kind).toBe("invalid_request");
+    expect(upstreams.b.requests).toHaveLength(0);
+    expect(rig.breakers.isOpen("a", "model-a")).toBe(false);
+  });
+
+  it("answers NotFound for a model the config does not name, before any attempt", async () => {
+    const rig = startRouter({ targets: ["a/model-a"] });
+    const o = await chat(rig, {}, "no-such-model");
+    expect(o.error?.code).toBe(Code.NotFound);
+    expect(Failure.from(o.error).code).toBe("model_not_found");
+    expect(upstreams.a.requests).toHaveLength(0);
+  });
+
+  it("gives up on a target with no first token within first_token_ms and tries the next", async () => {
+    upstreams.a.setBehavior({ kind: "hang" });
+    // Wide enough that b, answering at once, never misses it even on a loaded machine.
+    const rig = startRouter({ targets: ["a/model-a", "b/model-b"], firstTokenMs: 400 });
+    const o = await chat(rig);
+    const start = started(o);
+    expect(start.attempts).toBe(2);
+    expect(start.provider).toBe("b");
+    // The abandoned attempt's upstream request is closed, not left hanging.
+    await closedWithin(upstreams.a.requests[0]?.closed);
+    expect(upstreams.a.requests[0]?.aborted).toBe(true);
+  });
+
+  it("ends a stream that goes idle after its first chunk with DeadlineExceeded, no retry", async () => {
+    // The first chunk comes well within first_token_ms; the gap after it is 10x idle_ms.
+    upstreams.a.setBehavior({ kind: "answer", chunks: 5, chunkDelayMs: 300 });
+    const rig = startRouter({
+      targets: ["a/model-a", "b/model-b"],
+      firstTokenMs: 5000,
+      idleMs: 30,
+    });
+    const o = await chat(rig);
+    expect(o.chunks.length).toBeGreaterThanOrEqual(1);
+    expect(o.chunks[0]?.start?.provider).toBe("a");
+    expect(o.error?.code).toBe(Code.DeadlineExceeded);
+    const f = Failure.from(o.error);
+    expect(f.kind).toBe("timeout");
+    expect(f.message).toContain("no token within 30 ms");
+    expect(upstreams.b.requests).toHaveLength(0);
+    await closedWithin(upstreams.a.requests[0]?.closed);
+    expect(upstreams.a.requests[0]?.aborted).toBe(true);
+  });
+
+  it("ends a stream cut after its first chunk with an error, never a retry or a clean end", async () => {
+    upstreams.a.setBehavior({ kind: "answer", chunks: 5, cutAfterChunks: 2 });
+    const rig = startRouter({ targets: ["a/model-a", "b/model-b"] });
+    const o = await chat(rig);
+    expect(o.chunks.length).toBeGreaterThanOrEqual(1);
+    expect(o.error).toBeDefined();
+    expect(Failure.from(o.error).kind).toBe("upstream_error");
+    expect(upstreams.b.requests).toHaveLength(0);
+  });
+
+  it("bounds the whole request by total_ms, even while tokens keep coming", async () => {
+    // A token every 100 ms (well inside idle_ms), 29 of them: about 3 s if left alone.
+    upstreams.a.setBehavior({ kind: "answer", chunks: 29, chunkDelayMs: 100 });
+    const rig = startRouter({
+      targets: ["a/model-a", "b/model-b"],
+      firstTokenMs: 400,
+      idleMs: 5000,
+      totalMs: 400,
+    });
+    const o = await chat(rig);
+    expect(o.chunks.length).toBeGreaterThanOrEqual(1);
+    expect(o.chunks[0]?.start?.provider).toBe("a");
+    expect(o.error?.code).toBe(Code.DeadlineExceeded);
+    const f = Failure.from(o.error);
+    expect(f.status).toBe(504);
+    expect(f.kind).toBe("timeout");
+    expect(o.ms).toBeLessThan(2500);
+    expect(upstreams.b.requests).toHaveLength(0);
+    await closedWithin(upstreams.a.requests[0]?.closed);
+    expect(upstreams.a.requests[0]?.aborted).toBe(true);
+  });
+
+  it("bounds all attempts together by total_ms, not each one", async () => {
+    // Nine targets that never answer, 40 ms each: 360 ms of attempts if total_ms did not stop
+    // them at 200 ms.
+    upstreams.a.setBehavior({ kind: "hang" });
+    const targets = Array.from({ length: 9 }, (_, i) => `a/m${i + 1}`);
+    const rig = startRouter({ targets, retries: 20, firstTokenMs: 40, totalMs: 200 });
+    const o = await chat(rig);
+    expect(o.chunks).toHaveLength(0);
+    expect(o.error?.code).toBe(Code.DeadlineExceeded);
+    expect(Failure.from(o.error).message).toContain("request not finished within 200 ms");
+    expect(upstreams.a.requests.length).toBeGreaterThanOrEqual(2);
+    expect(upstreams.a.requests.length).toBeLessThan(9);
+    await Promise.all(upstreams.a.requests.map((r) => closedWithin(r.closed)));
+  });
+
+  it("tries a target that shared health marks DOWN only after the others", async () => {
+    const rig = startRouter({ targets: ["a/model-a", "b/model-b"] });
+    rig.health.apply(
+      create(TargetHealthSchema, {
+        target: { provider: "a", model: "model-a" },
+        state: TargetState.DOWN,
+        source: HealthSource.PROBE,
+        updatedMs: BigInt(Date.now()),
+      }),
+    );
+    const first = started(await chat(rig));
+    expect(first.provider).toBe("b");
+    expect(first.attempts).toBe(1);
+    expect(upstreams.a.requests).toHaveLength(0);
+
+    // When the healthy ones fail, the DOWN target is still the last resort.
+    upstreams.b.setBehavior({ kind: "error", status: 500 });
+    const second = started(await chat(rig));
+    expect(second.provider).toBe("a");
+    expect(second.attempts).toBe(2);
+  });
+
+  it("skips a target whose breaker opened, then lets one trial through after the cooldown", async () => {
+    const clock = { now: 1_000_000 };
+    const breakers = new CircuitBreakers(2, 1000, () => clock.now);
+    upstreams.a.setBehavior({ kind: "error", status: 500 });
+    const rig = startRouter({ targets: ["a/model-a", "b/model-b"] }, breakers);
+
+    // Two failures in a row open a's breaker; b answers each time.
+    for (let i = 0; i < 2; i++) expect(started(await chat(rig)).attempts).toBe(2);
+    expect(breakers.isOpen("a", "model-a")).toBe(true);
+    const skipped = started(await chat(rig));
+    expect(skipped.provider).toBe("b");
+    expect(skipped.attempts).toBe(1);
+    expect(upstreams.a.requests).toHaveLength(2);
+
+    // After the cooldown a recovers. The trial is slow, and while it runs nobody else gets in.
+    clock.now += 1000;
+    upstreams.a.setBehavior({ kind: "answer", headersDelayMs: 300 });
+    const trial = chat(rig);
+    await until(() => upstreams.a.requests.length === 3);
+    // Even when b fails too, a call made during the trial does not reach a.
+    upstreams.b.setBehavior({ kind: "error", status: 500 });
+    const meanwhile = await chat(rig);
+    expect(Failure.from(meanwhile.error).upstreamStatus).toBe(500);
+    expect(upstreams.a.requests).toHaveLength(3);
+    upstreams.b.setBehavior({ kind: "answer" });
+    const trialStart = started(await trial);
+    expect(trialStart.provider).toBe("a");
+    expect(trialStart.attempts).toBe(1);
+
+    // The trial's success closed the breaker: a is first choice again.
+    expect(breakers.isOpen("a", "model-a")).toBe(false);
+    expect(started(await chat(rig)).provider).toBe("a");
+  });
+
+  it("closes the upstream request when the client goes away mid-stream", async () => {
+    upstreams.a.setBehavior({ kind: "answer", chunks: 50, chunkDelayMs: 40 });
+    const rig = startRouter({ targets: ["a/model-a", "b/model-b"] });
+    const abort = new AbortController();
+    const chunks: ChatChunk[] = [];
+    let error: unknown;
+    try {
+      for await (const res of rig.client.chat(chatRequest(), { signal: abort.signal })) {
+        if (res.chunk) chunks.push(res.chunk);
+        if (chunks.length === 2) abort.abort();
+      }
+    } catch (err) {
+      error = err;
+    }
+    expect(ConnectError.from(error).code).toBe(Code.Canceled);
+    await closedWithin(upstreams.a.requests[0]?.closed);
+    expect(upstreams.a.requests[0]?.aborted).toBe(true);
+    expect(upstreams.b.requests).toHaveLength(0);
+  });
+
+  it("closes the upstream request, tries nothing else and charges no breaker when the client leaves before the first token", async () => {
+    upstreams.a.setBehavior({ kind: "hang" });
+    const rig = startRouter(
+      { targets: ["a/model-a", "b/model-b"] },
+      new CircuitBreakers(1, 60_000),
+    );
+    const abort = new AbortController();
+    const call = chat(rig, { signal: abort.signal });
+    await until(() => upstreams.a.requests.length === 1);
+    abort.abort();
+    const o = await call;
+    expect(o.error?.code).toBe(Code.Canceled);
+    await closedWithin(upstreams.a.requests[0]?.closed);
+    expect(upstreams.a.requests[0]?.aborted).toBe(true);
+    expect(upstreams.b.requests).toHaveLength(0);
+    expect(rig.breakers.isOpen("a", "model-a")).toBe(false);
+  });
+});

@@ -1,0 +1,120 @@
+import Anthropic from "@anthropic-ai/sdk";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { type AnthropicUpstream, startAnthropicUpstream } from "./anthropic-upstream.js";
+
+// The official SDK is the judge of whether the fake speaks Anthropic's wire format.
+let upstream: AnthropicUpstream;
+let client: Anthropic;
+
+beforeAll(async () => {
+  upstream = await startAnthropicUpstream();
+  client = new Anthropic({ baseURL: upstream.url, apiKey: "sk-ant-fake", maxRetries: 0 });
+});
+afterAll(async () => {
+  await upstream.close();
+});
+afterEach(() => {
+  upstream.setBehavior({ kind: "answer" });
+});
+
+const ask = {
+  model: "claude-x",
+  max_tokens: 64,
+  messages: [{ role: "user" as const, content: "x" }],
+};
+
+describe("fake Anthropic upstream", () => {
+  it("streams thinking, text and tool_use blocks the SDK reassembles", async () => {
+    upstream.setBehavior({
+      kind: "answer",
+      thinking: "Let me think.",
+      text: "Hi there",
+      chunks: 2,
+      toolUses: [{ name: "f", input: '{"a":1,"b":[true,null]}', fragments: 4 }],
+    });
+    const message = await client.messages.stream(ask).finalMessage();
+    expect(message.content).toEqual([
+      { type: "thinking", thinking: "Let me think.", signature: "sig_fake" },
+      { type: "text", text: "Hi there" },
+      { type: "tool_use", id: "toolu_fake_1", name: "f", input: { a: 1, b: [true, null] } },
+    ]);
+    expect(message.stop_reason).toBe("tool_use");
+    expect(message.model).toBe("claude-x");
+    expect(message.usage.output_tokens).toBe(8);
+    const request = upstream.requests.at(-1);
+    expect(request?.headers["x-api-key"]).toBe("sk-ant-fake");
+    expect(request?.body).toMatchObject({ stream: true, max_tokens: 64 });
+  });
+
+  it("answers without streaming and lists models", async () => {
+    upstream.setBehavior({ kind: "answer", text: "Whole" });
+    const message = await client.messages.create(ask);
+    expect(message.content).toEqual([{ type: "text", text: "Whole" }]);
+    expect(message.stop_reason).toBe("end_turn");
+    const models = await client.models.list();
+    expect(models.data.map((m) => m.id)).toEqual(["claude-fake"]);
+  });
+
+  it("sends errors in Anthropic's envelope with their status and headers", async () => {
+    upstream.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "1" } });
+    const limited = await client.messages.create(ask).catch((e: unknown) => e);
+    expect(limited).toBeInstanceOf(Anthropic.RateLimitError);
+    expect(
+      (limited as InstanceType<typeof Anthropic.RateLimitError>).headers.get("retry-after"),
+    ).toBe("1");
+
+    upstream.setBehavior({ kind: "error", status: 529 });
+    const overloaded = await client.messages.create(ask).catch((e: unknown) => e);
+    expect(overloaded).toBeInstanceOf(Anthropic.InternalServerError);
+    expect((overloaded as InstanceType<typeof Anthropic.APIError>).error).toEqual({
+      type: "error",
+      error: { type: "overloaded_error", message: "Overloaded" },
+      request_id: "req_fake",
+    });
+  });
+
+  it("fails a stream with an error event after k events", async () => {
+    upstream.setBehavior({ kind: "answer", errorAfterEvents: 3 });
+    const seen: string[] = [];
+    const error = await (async () => {
+      const stream = await client.messages.create({ ...ask, stream: true });
+      for await (const event of stream) seen.push(event.type);
+    })().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(Anthropic.APIError);
+    expect(String((error as Error).message)).toContain("Overloaded");
+    // The SDK does not hand out pings: the third event was one.
+    expect(seen).toEqual(["message_start", "content_block_start"]);
+  });
+
+  it("cuts a stream after k events without message_stop", async () => {
+    upstream.setBehavior({ kind: "answer", cutAfterEvents: 4 });
+    const seen: string[] = [];
+    const stream = await client.messages.create({ ...ask, stream: true });
+    for await (const event of stream) seen.push(event.type);
+    expect(seen).toEqual(["message_start", "content_block_start", "content_block_delta"]);
+  });
+
+  it("names every event as Anthropic does, in Anthropic's order", async () => {
+    upstream.setBehavior({ kind: "answer", text: "ab", chunks: 2 });
+    const response = await fetch(`${upstream.url}/v1/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ ...ask, stream: true }),
+    });
+    const text = await response.text();
+    const names = [...text.matchAll(/^event: (\w+)\ndata: (.*)$/gm)].map(([, name, data]) => {
+      expect(JSON.parse(data ?? "").type).toBe(name);
+      return name;
+    });
+    expect(names).toEqual([
+      "message_start",
+      "content_block_start",
+      "ping",
+      "content_block_delta",
+      "content_block_delta",
+      "content_block_stop",
+      "message_delta",
+      "message_stop",
+    ]);
+  });
+});

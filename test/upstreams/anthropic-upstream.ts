@@ -1,0 +1,482 @@
+/**
+ * A fake Anthropic Messages API for tests: a real `node:http` server on 127.0.0.1 (port 0) that
+ * speaks the Messages wire format (JSON, and named SSE events as Anthropic sends them), records
+ * every request and does what the test tells it to.
+ *
+ *   const upstream = await startAnthropicUpstream({ behavior: { kind: "answer", text: "Hi" } });
+ *   // providers: { claude: { type: anthropic, base_url: upstream.url } }
+ *   upstream.setBehavior({ kind: "error", status: 529 });   // Anthropic's "Overloaded"
+ *   upstream.requests[0]?.body          // the parsed JSON the gateway sent
+ *   await upstream.requests[0]?.closed  // resolves when that request's connection ended
+ *   await upstream.close();
+ *
+ * Routes (under `url`, which is a base URL like https://api.anthropic.com, without /v1):
+ * - POST /v1/messages — answers per the current behaviour; streams when the body has
+ *   `stream: true` (message_start, content_block_start, ping, content_block_delta,
+ *   content_block_stop, message_delta, message_stop), else one JSON message.
+ * - GET /v1/models — with an "answer" behaviour, a model list of `models`; other behaviours
+ *   apply here too (so probes can be made to fail).
+ * - anything else — 404 with an Anthropic error body.
+ *
+ * Behaviours:
+ * - `answer`: an optional thinking block, a text block (`text` in `chunks` deltas; none when
+ *   `text` is ""), then `toolUses` whose input JSON streams in `fragments` input_json_delta
+ *   pieces. `cutAfterEvents` stops a stream after that many events without message_stop
+ *   (`cutMode` "end" ends the response cleanly, "destroy" resets the connection);
+ *   `errorAfterEvents` sends an `event: error` after that many events and ends the response.
+ * - `error`: answers `status` with `body` (an object is sent as JSON; default the Anthropic
+ *   envelope `{"type":"error","error":{type,message}}` with the type Anthropic uses for that
+ *   status, e.g. 529 → overloaded_error) and `headers` (e.g. `retry-after`).
+ * - `hang`: reads the request and never sends headers (for timeouts and cancellation).
+ * - `raw`: writes `chunks` verbatim after the headers, then ends (or resets) the response.
+ */
+
+import { once } from "node:events";
+import {
+  createServer,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type ServerResponse,
+} from "node:http";
+import type { AddressInfo } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
+import type {
+  AnthropicContentBlock,
+  AnthropicErrorBody,
+  AnthropicMessage,
+  AnthropicStreamEvent,
+  AnthropicUsage,
+} from "../../services/connector/providers/anthropic/wire.js";
+import { splitInto } from "./openai-upstream.js";
+
+export interface FakeToolUse {
+  /** Default `toolu_fake_<n>`. */
+  id?: string;
+  name: string;
+  /** The input as JSON text: streamed byte for byte, parsed for a whole answer. */
+  input: string;
+  /** How many input_json_delta pieces the input streams in; default 3. */
+  fragments?: number;
+}
+
+export interface AnswerBehavior {
+  kind: "answer";
+  /** Default "Hello from the fake upstream."; "" sends no text block. */
+  text?: string;
+  /** How many text_delta events the text streams in; default 3. */
+  chunks?: number;
+  /** A thinking block before the text, streamed in `thinkingChunks` pieces (default 2). */
+  thinking?: string;
+  thinkingChunks?: number;
+  toolUses?: FakeToolUse[];
+  /** Default "tool_use" when there are tool uses, else "end_turn". */
+  stopReason?: string;
+  /** Default: input 10, output = the number of deltas, no cache. */
+  usage?: AnthropicUsage;
+  /** The model the answer names; default the requested model. */
+  model?: string;
+  /** Delay before the response headers. */
+  headersDelayMs?: number;
+  /** Delay before every SSE event. */
+  eventDelayMs?: number;
+  /** Stream only: stop after this many events, without message_stop. */
+  cutAfterEvents?: number;
+  /** How a cut stream stops; default "end". */
+  cutMode?: "end" | "destroy";
+  /** Stream only: send an `error` event after this many events, then end the response. */
+  errorAfterEvents?: number;
+  /** The error that event carries; default overloaded_error "Overloaded". */
+  streamError?: { type: string; message: string };
+  /** Stream only: delay between message_stop and the end of the HTTP body. */
+  endDelayMs?: number;
+}
+
+export interface ErrorBehavior {
+  kind: "error";
+  status: number;
+  /** An object is sent as JSON, a string as is; default an Anthropic error envelope. */
+  body?: unknown;
+  headers?: Record<string, string>;
+}
+
+export interface HangBehavior {
+  kind: "hang";
+}
+
+export interface RawBehavior {
+  kind: "raw";
+  /** Default 200. */
+  status?: number;
+  /** Default `content-type: text/event-stream`. */
+  headers?: Record<string, string>;
+  chunks: Array<string | Uint8Array>;
+  chunkDelayMs?: number;
+  /** Default "end". */
+  endMode?: "end" | "destroy";
+}
+
+export type UpstreamBehavior = AnswerBehavior | ErrorBehavior | HangBehavior | RawBehavior;
+
+export interface RecordedRequest {
+  method: string;
+  /** Path and query, e.g. "/v1/messages". */
+  path: string;
+  headers: IncomingHttpHeaders;
+  /** The parsed JSON body; undefined when there was none or it was not JSON. */
+  body: unknown;
+  /** Resolves when the exchange is over: response finished or connection closed. */
+  closed: Promise<void>;
+  /** True once the client went away before the response was complete. */
+  aborted: boolean;
+}
+
+export type BehaviorFn = (request: RecordedRequest) => UpstreamBehavior;
+
+export interface AnthropicUpstreamOptions {
+  /** Default `{ kind: "answer" }`. */
+  behavior?: UpstreamBehavior | BehaviorFn;
+  /** Ids for GET /v1/models; default ["claude-fake"]. */
+  models?: string[];
+}
+
+export interface AnthropicUpstream {
+  /** Base URL without a path, for a provider's `base_url`. */
+  url: string;
+  requests: RecordedRequest[];
+  /** TCP connections accepted so far (to observe keep-alive reuse). */
+  readonly connections: number;
+  setBehavior(behavior: UpstreamBehavior | BehaviorFn): void;
+  close(): Promise<void>;
+}
+
+/** The error type Anthropic names for each status (https://docs.anthropic.com/en/api/errors). */
+const ERROR_TYPES: Record<number, string> = {
+  400: "invalid_request_error",
+  401: "authentication_error",
+  402: "billing_error",
+  403: "permission_error",
+  404: "not_found_error",
+  413: "request_too_large",
+  429: "rate_limit_error",
+  500: "api_error",
+  504: "timeout_error",
+  529: "overloaded_error",
+};
+
+export function anthropicError(type: string, message: string): AnthropicErrorBody {
+  return { type: "error", error: { type, message }, request_id: "req_fake" };
+}
+
+export async function startAnthropicUpstream(
+  options: AnthropicUpstreamOptions = {},
+): Promise<AnthropicUpstream> {
+  let behavior: UpstreamBehavior | BehaviorFn = options.behavior ?? { kind: "answer" };
+  const models = options.models ?? ["claude-fake"];
+  const requests: RecordedRequest[] = [];
+  let connections = 0;
+  let answers = 0;
+
+  const server = createServer((req, res) => {
+    void handle(req, res).catch(() => res.destroy());
+  });
+  server.on("connection", () => {
+    connections += 1;
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const text = Buffer.concat(chunks).toString("utf8");
+    let body: unknown;
+    try {
+      body = text === "" ? undefined : JSON.parse(text);
+    } catch {
+      body = undefined;
+    }
+    let markClosed = () => {};
+    const record: RecordedRequest = {
+      method: req.method ?? "",
+      path: req.url ?? "",
+      headers: req.headers,
+      body,
+      closed: new Promise<void>((resolve) => {
+        markClosed = resolve;
+      }),
+      aborted: false,
+    };
+    res.on("close", () => {
+      record.aborted = !res.writableFinished;
+      markClosed();
+    });
+    requests.push(record);
+
+    const path = record.path.split("?")[0];
+    const route = `${record.method} ${path}`;
+    if (route !== "POST /v1/messages" && route !== "GET /v1/models") {
+      sendJson(res, 404, anthropicError("not_found_error", `no route ${route}`));
+      return;
+    }
+    const current = typeof behavior === "function" ? behavior(record) : behavior;
+    switch (current.kind) {
+      case "hang":
+        return;
+      case "error": {
+        const errorBody =
+          current.body ??
+          anthropicError(
+            ERROR_TYPES[current.status] ?? "api_error",
+            current.status === 529 ? "Overloaded" : `fake upstream error ${current.status}`,
+          );
+        const payload = typeof errorBody === "string" ? errorBody : JSON.stringify(errorBody);
+        res.writeHead(current.status, {
+          "content-type": typeof errorBody === "string" ? "text/plain" : "application/json",
+          ...current.headers,
+        });
+        res.end(payload);
+        return;
+      }
+      case "raw": {
+        res.writeHead(current.status ?? 200, {
+          "content-type": "text/event-stream",
+          ...current.headers,
+        });
+        res.flushHeaders();
+        for (const chunk of current.chunks) {
+          if (current.chunkDelayMs) await sleep(current.chunkDelayMs);
+          if (res.destroyed) return;
+          await write(res, chunk);
+        }
+        if (current.endMode === "destroy") res.destroy();
+        else res.end();
+        return;
+      }
+      case "answer":
+        if (current.headersDelayMs) await sleep(current.headersDelayMs);
+        if (res.destroyed) return;
+        if (path === "/v1/models") {
+          sendJson(res, 200, {
+            data: models.map((id) => ({
+              type: "model",
+              id,
+              display_name: id,
+              created_at: "2025-01-01T00:00:00Z",
+            })),
+            has_more: false,
+            first_id: models[0] ?? null,
+            last_id: models.at(-1) ?? null,
+          });
+          return;
+        }
+        answers += 1;
+        await answer(res, current, isRecord(body) ? body : {}, `msg_fake${answers}`);
+        return;
+    }
+  }
+
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as AddressInfo;
+
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    get connections() {
+      return connections;
+    },
+    setBehavior(next) {
+      behavior = next;
+    },
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+      await closed;
+    },
+  };
+}
+
+async function answer(
+  res: ServerResponse,
+  behavior: AnswerBehavior,
+  request: Record<string, unknown>,
+  id: string,
+): Promise<void> {
+  const text = behavior.text ?? "Hello from the fake upstream.";
+  const textPieces = text === "" ? [] : splitInto(text, behavior.chunks ?? 3);
+  const thinkingPieces =
+    behavior.thinking === undefined
+      ? []
+      : splitInto(behavior.thinking, behavior.thinkingChunks ?? 2);
+  const toolUses = (behavior.toolUses ?? []).map((use, i) => ({
+    id: use.id ?? `toolu_fake_${i + 1}`,
+    name: use.name,
+    input: use.input,
+    fragments: splitInto(use.input, use.fragments ?? 3),
+  }));
+  const model =
+    behavior.model ?? (typeof request.model === "string" ? request.model : "claude-fake");
+  const stopReason = behavior.stopReason ?? (toolUses.length > 0 ? "tool_use" : "end_turn");
+  const deltas =
+    textPieces.length +
+    thinkingPieces.length +
+    toolUses.reduce((n, use) => n + use.fragments.length, 0);
+  const usage: AnthropicUsage = {
+    input_tokens: 10,
+    cache_creation_input_tokens: 0,
+    cache_read_input_tokens: 0,
+    output_tokens: deltas,
+    ...behavior.usage,
+  };
+
+  if (request.stream !== true) {
+    const content: AnthropicContentBlock[] = [];
+    if (behavior.thinking !== undefined) {
+      content.push({ type: "thinking", thinking: behavior.thinking, signature: "sig_fake" });
+    }
+    if (text !== "") content.push({ type: "text", text });
+    for (const use of toolUses) {
+      content.push({
+        type: "tool_use",
+        id: use.id,
+        name: use.name,
+        input: JSON.parse(use.input) as Record<string, unknown>,
+      });
+    }
+    const message: AnthropicMessage = {
+      id,
+      type: "message",
+      role: "assistant",
+      model,
+      content,
+      stop_reason: stopReason as AnthropicMessage["stop_reason"],
+      stop_sequence: null,
+      usage,
+    };
+    sendJson(res, 200, message);
+    return;
+  }
+
+  const events: AnthropicStreamEvent[] = [];
+  events.push({
+    type: "message_start",
+    message: {
+      id,
+      type: "message",
+      role: "assistant",
+      model,
+      content: [],
+      stop_reason: null,
+      stop_sequence: null,
+      // Anthropic states the prompt up front and a first output token count.
+      usage: { ...usage, output_tokens: 1 },
+    },
+  });
+  let index = 0;
+  const block = (start: AnthropicContentBlock, deltas: AnthropicStreamEvent[]) => {
+    events.push({ type: "content_block_start", index, content_block: start });
+    if (index === 0) events.push({ type: "ping" });
+    events.push(...deltas);
+    events.push({ type: "content_block_stop", index });
+    index += 1;
+  };
+  if (behavior.thinking !== undefined) {
+    const at = index;
+    block({ type: "thinking", thinking: "", signature: "" }, [
+      ...thinkingPieces.map(
+        (thinking): AnthropicStreamEvent => ({
+          type: "content_block_delta",
+          index: at,
+          delta: { type: "thinking_delta", thinking },
+        }),
+      ),
+      {
+        type: "content_block_delta",
+        index: at,
+        delta: { type: "signature_delta", signature: "sig_fake" },
+      },
+    ]);
+  }
+  if (text !== "") {
+    const at = index;
+    block(
+      { type: "text", text: "" },
+      textPieces.map((piece) => ({
+        type: "content_block_delta",
+        index: at,
+        delta: { type: "text_delta", text: piece },
+      })),
+    );
+  }
+  for (const use of toolUses) {
+    const at = index;
+    block(
+      { type: "tool_use", id: use.id, name: use.name, input: {} },
+      use.fragments.map((partial_json) => ({
+        type: "content_block_delta",
+        index: at,
+        delta: { type: "input_json_delta", partial_json },
+      })),
+    );
+  }
+  events.push({
+    type: "message_delta",
+    delta: { stop_reason: stopReason as AnthropicMessage["stop_reason"], stop_sequence: null },
+    usage: { output_tokens: usage.output_tokens ?? 0 },
+  });
+  events.push({ type: "message_stop" });
+
+  res.writeHead(200, {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "request-id": "req_fake",
+  });
+  res.flushHeaders();
+  for (const [i, event] of events.entries()) {
+    if (behavior.errorAfterEvents !== undefined && i >= behavior.errorAfterEvents) {
+      const error = behavior.streamError ?? { type: "overloaded_error", message: "Overloaded" };
+      await write(res, frame(anthropicError(error.type, error.message)));
+      res.end();
+      return;
+    }
+    if (behavior.cutAfterEvents !== undefined && i >= behavior.cutAfterEvents) {
+      if (behavior.cutMode === "destroy") res.destroy();
+      else res.end();
+      return;
+    }
+    if (behavior.eventDelayMs) await sleep(behavior.eventDelayMs);
+    if (res.destroyed) return;
+    if (behavior.endDelayMs && event.type === "message_stop") {
+      await write(res, frame(event));
+      await sleep(behavior.endDelayMs);
+      res.end();
+      return;
+    }
+    await write(res, frame(event));
+  }
+  res.end();
+}
+
+/** One named SSE event, the way Anthropic writes them. */
+export function frame(event: AnthropicStreamEvent): string {
+  return `event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
+}
+
+/** Writes and waits until the bytes reached the socket, so a following destroy cannot eat them. */
+function write(res: ServerResponse, data: string | Uint8Array): Promise<void> {
+  return new Promise((resolve) => {
+    res.write(data, () => resolve());
+  });
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const payload = JSON.stringify(body);
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(payload),
+    "request-id": "req_fake",
+  });
+  res.end(payload);
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}

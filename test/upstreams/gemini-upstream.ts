@@ -1,0 +1,580 @@
+/**
+ * A fake Google AI Gemini API for tests: a real `node:http` server on 127.0.0.1 (port 0) that
+ * speaks the v1beta REST wire format, records every request and does what the test tells it to.
+ *
+ *   const upstream = await startGeminiUpstream({ behavior: { kind: "answer", text: "Hi" } });
+ *   // providers: { g: { type: gemini, base_url: upstream.url, api_key: "k" } }
+ *   upstream.setBehavior({ kind: "error", status: 429, retryDelay: "7s" });
+ *   upstream.requests[0]?.body          // the parsed JSON the gateway sent
+ *   await upstream.requests[0]?.closed  // resolves when that request's connection ended
+ *   await upstream.close();
+ *
+ * Routes (under `url`, the API's origin):
+ * - POST /v1beta/models/{model}:generateContent — one GenerateContentResponse.
+ * - POST /v1beta/models/{model}:streamGenerateContent?alt=sse — SSE, each `data:` a
+ *   GenerateContentResponse; no `[DONE]`: the body simply ends. Without `alt=sse` the same
+ *   events come as one JSON array, as the real API sends them.
+ * - POST /v1beta/models/{model}:batchEmbedContents — one vector per request, values made from
+ *   the text (length `outputDimensionality`, default 4).
+ * - GET /v1beta/models/{model} — the model resource.
+ * - anything else — 404 with a Google error envelope.
+ * With `apiKey` set, requests must carry it in `x-goog-api-key`: none → 403 PERMISSION_DENIED,
+ * a wrong one → 400 INVALID_ARGUMENT with ErrorInfo reason API_KEY_INVALID (what Google answers).
+ *
+ * Behaviours (they apply to every route):
+ * - `answer`: `text` split into `chunks` pieces, optional `thoughts` (one thought part first),
+ *   `functionCalls` (each a whole part, streamed one per event), `candidates` copies of it all;
+ *   `blockReason` answers a blocked prompt instead. `cutAfterChunks` stops a stream after that
+ *   many events before the finishing one (`cutMode` "end" ends the body cleanly, "destroy"
+ *   resets the connection).
+ * - `error`: `status` with `body` (default a Google envelope; `retryDelay` adds RetryInfo) and
+ *   `headers`.
+ * - `hang`: reads the request and never answers (for timeouts and cancellation).
+ * - `raw`: writes `chunks` verbatim after the headers, then ends (or resets) the response.
+ */
+
+import { once } from "node:events";
+import {
+  createServer,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type ServerResponse,
+} from "node:http";
+import type { AddressInfo } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
+
+export interface FakeFunctionCall {
+  name: string;
+  args: Record<string, unknown>;
+  /** Gemini's public API usually sends none. */
+  id?: string;
+  thoughtSignature?: string;
+}
+
+export interface GeminiAnswerBehavior {
+  kind: "answer";
+  /** Default "Hello from the fake Gemini." */
+  text?: string;
+  /** How many pieces the text streams in; default 3. */
+  chunks?: number;
+  /** A thought summary, sent as one `thought: true` part before the text. */
+  thoughts?: string;
+  functionCalls?: FakeFunctionCall[];
+  /** How many candidates; candidate i > 0 says the text with " #i" appended. Default 1. */
+  candidates?: number;
+  /** Default "STOP". */
+  finishReason?: string;
+  /** Answers a prompt blocked with this reason: promptFeedback and no candidates. */
+  blockReason?: string;
+  /** Default: prompt 10, candidates = text pieces + calls, thoughts 5 when there are thoughts. */
+  usage?: {
+    promptTokenCount: number;
+    candidatesTokenCount: number;
+    thoughtsTokenCount?: number;
+    cachedContentTokenCount?: number;
+  };
+  /** Default "{model}-001". */
+  modelVersion?: string;
+  /** Default "fake-response-{n}". */
+  responseId?: string;
+  headersDelayMs?: number;
+  /** Delay before every SSE event. */
+  chunkDelayMs?: number;
+  /** Stream only: stop after this many events, before the one that finishes. */
+  cutAfterChunks?: number;
+  /** Default "end". */
+  cutMode?: "end" | "destroy";
+}
+
+export interface GeminiErrorBehavior {
+  kind: "error";
+  status: number;
+  /** An object is sent as JSON, a string as is; default a Google error envelope. */
+  body?: unknown;
+  /** Adds a google.rpc.RetryInfo detail with this delay (e.g. "7s") to the default envelope. */
+  retryDelay?: string;
+  headers?: Record<string, string>;
+}
+
+export interface GeminiHangBehavior {
+  kind: "hang";
+}
+
+export interface GeminiRawBehavior {
+  kind: "raw";
+  /** Default 200. */
+  status?: number;
+  /** Default `content-type: text/event-stream`. */
+  headers?: Record<string, string>;
+  chunks: Array<string | Uint8Array>;
+  chunkDelayMs?: number;
+  /** Default "end". */
+  endMode?: "end" | "destroy";
+}
+
+export type GeminiBehavior =
+  | GeminiAnswerBehavior
+  | GeminiErrorBehavior
+  | GeminiHangBehavior
+  | GeminiRawBehavior;
+
+export type GeminiAction =
+  | "generateContent"
+  | "streamGenerateContent"
+  | "batchEmbedContents"
+  | "get"
+  | "unknown";
+
+export interface RecordedGeminiRequest {
+  method: string;
+  /** The path without the query, e.g. "/v1beta/models/gemini-2.5-flash:generateContent". */
+  path: string;
+  query: Record<string, string>;
+  headers: IncomingHttpHeaders;
+  /** The model named in the path, decoded (e.g. "gemini-2.5-flash"). */
+  model: string;
+  action: GeminiAction;
+  /** The parsed JSON body; undefined when there was none or it was not JSON. */
+  body: unknown;
+  /** Resolves when the exchange is over: response finished or connection closed. */
+  closed: Promise<void>;
+  /** True once the client went away before the response was complete. */
+  aborted: boolean;
+}
+
+export type GeminiBehaviorFn = (request: RecordedGeminiRequest) => GeminiBehavior;
+
+export interface GeminiUpstreamOptions {
+  /** Default `{ kind: "answer" }`. */
+  behavior?: GeminiBehavior | GeminiBehaviorFn;
+  /** When set, requests must send this key in `x-goog-api-key`. */
+  apiKey?: string;
+}
+
+export interface GeminiUpstream {
+  /** The API origin, for a provider's `base_url`. */
+  url: string;
+  requests: RecordedGeminiRequest[];
+  /** TCP connections accepted so far (to observe keep-alive reuse). */
+  readonly connections: number;
+  setBehavior(behavior: GeminiBehavior | GeminiBehaviorFn): void;
+  close(): Promise<void>;
+}
+
+const ROUTE = /^\/v1beta\/models\/([^/:]+)(?::([A-Za-z]+))?$/;
+
+export async function startGeminiUpstream(
+  options: GeminiUpstreamOptions = {},
+): Promise<GeminiUpstream> {
+  let behavior: GeminiBehavior | GeminiBehaviorFn = options.behavior ?? { kind: "answer" };
+  const requests: RecordedGeminiRequest[] = [];
+  let connections = 0;
+  let answers = 0;
+
+  const server = createServer((req, res) => {
+    void handle(req, res).catch(() => res.destroy());
+  });
+  server.on("connection", () => {
+    connections += 1;
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const text = Buffer.concat(chunks).toString("utf8");
+    let body: unknown;
+    try {
+      body = text === "" ? undefined : JSON.parse(text);
+    } catch {
+      body = undefined;
+    }
+    const url = new URL(req.url ?? "/", "http://fake");
+    const route = ROUTE.exec(url.pathname);
+    const method = req.method ?? "";
+    let markClosed = () => {};
+    const record: RecordedGeminiRequest = {
+      method,
+      path: url.pathname,
+      query: Object.fromEntries(url.searchParams),
+      headers: req.headers,
+      model: route?.[1] === undefined ? "" : decodeURIComponent(route[1]),
+      action: actionOf(method, route?.[2]),
+      body,
+      closed: new Promise<void>((resolve) => {
+        markClosed = resolve;
+      }),
+      aborted: false,
+    };
+    res.on("close", () => {
+      record.aborted = !res.writableFinished;
+      markClosed();
+    });
+    requests.push(record);
+
+    if (record.action === "unknown") {
+      sendJson(res, 404, googleErrorEnvelope(404, `no route ${method} ${url.pathname}`));
+      return;
+    }
+    if (options.apiKey !== undefined) {
+      const key = req.headers["x-goog-api-key"];
+      if (key === undefined) {
+        sendJson(
+          res,
+          403,
+          googleErrorEnvelope(
+            403,
+            "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+          ),
+        );
+        return;
+      }
+      if (key !== options.apiKey) {
+        sendJson(
+          res,
+          400,
+          googleErrorEnvelope(400, "API key not valid. Please pass a valid API key.", [
+            {
+              "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+              reason: "API_KEY_INVALID",
+              domain: "googleapis.com",
+              metadata: { service: "generativelanguage.googleapis.com" },
+            },
+          ]),
+        );
+        return;
+      }
+    }
+
+    const current = typeof behavior === "function" ? behavior(record) : behavior;
+    switch (current.kind) {
+      case "hang":
+        return;
+      case "error": {
+        const details =
+          current.retryDelay === undefined
+            ? undefined
+            : [
+                {
+                  "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                  retryDelay: current.retryDelay,
+                },
+              ];
+        const errorBody =
+          current.body ??
+          googleErrorEnvelope(current.status, `fake upstream error ${current.status}`, details);
+        const payload = typeof errorBody === "string" ? errorBody : JSON.stringify(errorBody);
+        res.writeHead(current.status, {
+          "content-type": typeof errorBody === "string" ? "text/plain" : "application/json",
+          ...current.headers,
+        });
+        res.end(payload);
+        return;
+      }
+      case "raw": {
+        res.writeHead(current.status ?? 200, {
+          "content-type": "text/event-stream",
+          ...current.headers,
+        });
+        res.flushHeaders();
+        for (const chunk of current.chunks) {
+          if (current.chunkDelayMs) await sleep(current.chunkDelayMs);
+          if (res.destroyed) return;
+          await write(res, chunk);
+        }
+        if (current.endMode === "destroy") res.destroy();
+        else res.end();
+        return;
+      }
+      case "answer":
+        if (current.headersDelayMs) await sleep(current.headersDelayMs);
+        if (res.destroyed) return;
+        if (record.action === "get") {
+          sendJson(res, 200, modelResource(record.model));
+          return;
+        }
+        if (record.action === "batchEmbedContents") {
+          sendJson(res, 200, embeddings(body));
+          return;
+        }
+        answers += 1;
+        await answer(res, current, record, `fake-response-${answers}`);
+        return;
+    }
+  }
+
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as AddressInfo;
+
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    get connections() {
+      return connections;
+    },
+    setBehavior(next) {
+      behavior = next;
+    },
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+      await closed;
+    },
+  };
+}
+
+function actionOf(method: string, verb: string | undefined): GeminiAction {
+  if (method === "GET" && verb === undefined) return "get";
+  if (method !== "POST") return "unknown";
+  switch (verb) {
+    case "generateContent":
+    case "streamGenerateContent":
+    case "batchEmbedContents":
+      return verb;
+    default:
+      return "unknown";
+  }
+}
+
+type Part = Record<string, unknown>;
+
+/** The events of one answer: each a GenerateContentResponse; the last one finishes. */
+export function answerEvents(
+  behavior: GeminiAnswerBehavior,
+  model: string,
+  id: string,
+): Array<Record<string, unknown>> {
+  const head = {
+    modelVersion: behavior.modelVersion ?? `${model}-001`,
+    responseId: behavior.responseId ?? id,
+  };
+  if (behavior.blockReason !== undefined) {
+    return [
+      {
+        promptFeedback: {
+          blockReason: behavior.blockReason,
+          safetyRatings: [
+            { category: "HARM_CATEGORY_DANGEROUS_CONTENT", probability: "HIGH", blocked: true },
+          ],
+        },
+        usageMetadata: { promptTokenCount: 10, totalTokenCount: 10 },
+        ...head,
+      },
+    ];
+  }
+  const text = behavior.text ?? "Hello from the fake Gemini.";
+  const pieces = text === "" ? [] : splitInto(text, behavior.chunks ?? 3);
+  const calls = behavior.functionCalls ?? [];
+  const candidates = behavior.candidates ?? 1;
+  const prompt = behavior.usage?.promptTokenCount ?? 10;
+  const thoughts =
+    behavior.usage?.thoughtsTokenCount ?? (behavior.thoughts === undefined ? undefined : 5);
+  const completion = behavior.usage?.candidatesTokenCount ?? pieces.length + calls.length;
+  const cached = behavior.usage?.cachedContentTokenCount;
+
+  // Each step is the parts every candidate says in one event.
+  const steps: Array<(candidate: number) => Part[]> = [];
+  if (behavior.thoughts !== undefined) {
+    const thought = behavior.thoughts;
+    steps.push(() => [{ text: thought, thought: true }]);
+  }
+  pieces.forEach((piece, i) => {
+    steps.push((c) => [{ text: c > 0 && i === pieces.length - 1 ? `${piece} #${c}` : piece }]);
+  });
+  for (const call of calls) {
+    steps.push(() => {
+      const part: Part = {
+        functionCall: {
+          ...(call.id !== undefined && { id: call.id }),
+          name: call.name,
+          args: call.args,
+        },
+      };
+      if (call.thoughtSignature !== undefined) part.thoughtSignature = call.thoughtSignature;
+      return [part];
+    });
+  }
+  if (steps.length === 0) steps.push(() => [{ text: "" }]);
+
+  return steps.map((step, i) => {
+    const last = i === steps.length - 1;
+    return {
+      candidates: Array.from({ length: candidates }, (_, c) => ({
+        content: { parts: step(c), role: "model" },
+        ...(last && { finishReason: behavior.finishReason ?? "STOP" }),
+        // proto3 JSON leaves out a zero index, as the real API does.
+        ...(c > 0 && { index: c }),
+      })),
+      // Like the real API: prompt tokens from the start, the answer's counts at the end.
+      usageMetadata: last
+        ? {
+            promptTokenCount: prompt,
+            candidatesTokenCount: completion,
+            totalTokenCount: prompt + completion + (thoughts ?? 0),
+            ...(thoughts !== undefined && { thoughtsTokenCount: thoughts }),
+            ...(cached !== undefined && { cachedContentTokenCount: cached }),
+            promptTokensDetails: [{ modality: "TEXT", tokenCount: prompt }],
+          }
+        : { promptTokenCount: prompt, totalTokenCount: prompt },
+      ...head,
+    };
+  });
+}
+
+/** The events of an answer folded into the one response generateContent sends. */
+export function wholeResponse(events: Array<Record<string, unknown>>): Record<string, unknown> {
+  const last = events.at(-1) ?? {};
+  if (!Array.isArray(last.candidates)) return last;
+  const candidates = (last.candidates as Array<Record<string, unknown>>).map((candidate, c) => {
+    const parts: Part[] = [];
+    for (const event of events) {
+      const content = (event.candidates as Array<Record<string, unknown>>)[c]?.content as
+        | { parts: Part[] }
+        | undefined;
+      for (const part of content?.parts ?? []) {
+        const previous = parts.at(-1);
+        // The whole answer holds the text in one part, as the API sends it.
+        if (
+          typeof part.text === "string" &&
+          typeof previous?.text === "string" &&
+          previous.thought === part.thought
+        ) {
+          previous.text += part.text;
+        } else {
+          parts.push({ ...part });
+        }
+      }
+    }
+    return { ...candidate, content: { parts, role: "model" } };
+  });
+  return { ...last, candidates };
+}
+
+async function answer(
+  res: ServerResponse,
+  behavior: GeminiAnswerBehavior,
+  record: RecordedGeminiRequest,
+  id: string,
+): Promise<void> {
+  const events = answerEvents(behavior, record.model, id);
+  if (record.action === "generateContent") {
+    sendJson(res, 200, wholeResponse(events));
+    return;
+  }
+  if (record.query.alt !== "sse") {
+    sendJson(res, 200, events);
+    return;
+  }
+  res.writeHead(200, {
+    "content-type": "text/event-stream",
+    "content-disposition": "attachment",
+  });
+  res.flushHeaders();
+  for (const [i, event] of events.entries()) {
+    if (behavior.cutAfterChunks !== undefined && i >= behavior.cutAfterChunks) {
+      if (behavior.cutMode === "destroy") res.destroy();
+      else res.end();
+      return;
+    }
+    if (behavior.chunkDelayMs) await sleep(behavior.chunkDelayMs);
+    if (res.destroyed) return;
+    // The real API ends its lines with CRLF.
+    await write(res, `data: ${JSON.stringify(event)}\r\n\r\n`);
+  }
+  res.end();
+}
+
+function embeddings(body: unknown): Record<string, unknown> {
+  const requests =
+    typeof body === "object" &&
+    body !== null &&
+    Array.isArray((body as { requests?: unknown }).requests)
+      ? ((body as { requests: unknown[] }).requests as Array<Record<string, unknown>>)
+      : [];
+  return {
+    embeddings: requests.map((request) => {
+      const content = request.content as { parts?: Array<{ text?: string }> } | undefined;
+      const text = content?.parts?.map((p) => p.text ?? "").join("") ?? "";
+      const size =
+        typeof request.outputDimensionality === "number" ? request.outputDimensionality : 4;
+      return { values: fakeVector(text, size) };
+    }),
+  };
+}
+
+/** A vector that depends on the text, so tests can tell which input it belongs to. */
+export function fakeVector(text: string, size: number): number[] {
+  return Array.from({ length: size }, (_, i) => (text.length * (i + 1)) / 64);
+}
+
+function modelResource(model: string): Record<string, unknown> {
+  return {
+    name: `models/${model}`,
+    version: "001",
+    displayName: model,
+    description: "A fake Gemini model.",
+    inputTokenLimit: 1048576,
+    outputTokenLimit: 65536,
+    supportedGenerationMethods: ["generateContent", "countTokens", "createCachedContent"],
+    temperature: 1,
+    topP: 0.95,
+    topK: 64,
+    maxTemperature: 2,
+    thinking: true,
+  };
+}
+
+const STATUS_NAMES: Record<number, string> = {
+  400: "INVALID_ARGUMENT",
+  401: "UNAUTHENTICATED",
+  403: "PERMISSION_DENIED",
+  404: "NOT_FOUND",
+  409: "ABORTED",
+  429: "RESOURCE_EXHAUSTED",
+  499: "CANCELLED",
+  500: "INTERNAL",
+  501: "NOT_IMPLEMENTED",
+  503: "UNAVAILABLE",
+  504: "DEADLINE_EXCEEDED",
+};
+
+/** Google's error envelope, `{"error": {"code", "message", "status", "details"?}}`. */
+export function googleErrorEnvelope(code: number, message: string, details?: unknown[]) {
+  return {
+    error: {
+      code,
+      message,
+      status: STATUS_NAMES[code] ?? "UNKNOWN",
+      ...(details !== undefined && { details }),
+    },
+  };
+}
+
+/** Splits text into `n` pieces of near-equal length, never inside a code point. */
+export function splitInto(text: string, n: number): string[] {
+  const chars = Array.from(text);
+  const count = Math.max(1, Math.min(n, chars.length));
+  const pieces: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const from = Math.floor((i * chars.length) / count);
+    const to = Math.floor(((i + 1) * chars.length) / count);
+    pieces.push(chars.slice(from, to).join(""));
+  }
+  return pieces;
+}
+
+/** Writes and waits until the bytes reached the socket, so a following destroy cannot eat them. */
+function write(res: ServerResponse, data: string | Uint8Array): Promise<void> {
+  return new Promise((resolve) => {
+    res.write(data, () => resolve());
+  });
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const payload = JSON.stringify(body);
+  res.writeHead(status, {
+    "content-type": "application/json; charset=UTF-8",
+    "content-length": Buffer.byteLength(payload),
+  });
+  res.end(payload);
+}
