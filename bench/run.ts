@@ -788,7 +788,7 @@ async function openStreamsScenario(h: Harness) {
       if (refused.length > 0) {
         h.note(`open streams ${n} ${v.label}: not run — ${refused.join("; ")}`);
         rows.push({ streams: n, variant: v.name, skipped: refused });
-        printed.push([String(n), v.label, "skipped: too few file descriptors (see notes)"]);
+        printed.push([String(n), v.label, ...Array<string>(9).fill("—"), "skipped: fd limit"]);
         continue;
       }
       progress(`open streams: ${n} through ${v.label}`);
@@ -847,6 +847,7 @@ async function openStreamsScenario(h: Harness) {
         fmt(row.rssBeforeMb, 1),
         fmt(row.rssOpenMb, 1),
         fmt(row.kbPerStream, 1),
+        "",
       ]);
       if (result.lost + result.failedToOpen > 0) {
         h.note(
@@ -870,6 +871,7 @@ async function openStreamsScenario(h: Harness) {
         "RSS before MB",
         "RSS open MB",
         "KB/stream",
+        "note",
       ],
       printed,
     ),

@@ -8,6 +8,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import ts from "typescript";
 import { describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
 import { SERVICE_NAMES, type ServiceName } from "../services/fabric.js";
@@ -623,13 +624,11 @@ describe("the image", () => {
     const visit = (file: string) => {
       if (files.has(file)) return;
       files.add(file);
-      const text = readFileSync(file, "utf8");
-      const statements = [
-        ...text.matchAll(/^\s*(import|export)\s+(type\s+)?[^;]*?\bfrom\s*"([^"]+)"/gm),
-      ].flatMap((m) => (m[2] ? [] : [m[3] ?? ""]));
-      const dynamic = [...text.matchAll(/\bimport\s*\(\s*"([^"]+)"\s*\)/g)].map((m) => m[1] ?? "");
-      const bare = [...text.matchAll(/^\s*import\s+"([^"]+)"/gm)].map((m) => m[1] ?? "");
-      for (const specifier of [...statements, ...dynamic, ...bare]) {
+      // TypeScript's own scanner: regexes trip over `import`/`from` inside strings and comments.
+      // Type-only imports are listed too; they name packages the runtime has anyway.
+      const { importedFiles } = ts.preProcessFile(readFileSync(file, "utf8"), true, true);
+      const specifiers = importedFiles.map((f) => f.fileName);
+      for (const specifier of specifiers) {
         if (specifier.startsWith("node:")) continue;
         if (specifier.startsWith(".")) {
           const target = resolve(dirname(file), specifier);

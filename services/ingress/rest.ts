@@ -5,12 +5,10 @@ import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { Failure } from "../lib/errors.js";
 import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
 import { parseJson, readBody } from "./body.js";
+import { anthropicCodec, type ChatCodec, openAICodec } from "./codecs.js";
 import { ChatExchange, type IngressDeps, type IngressMetrics, runEmbed } from "./exchange.js";
 import { parseEmbeddingsRequest, renderEmbeddings } from "./openai/embeddings.js";
-import { openAIError } from "./openai/errors.js";
 import { renderModelList } from "./openai/models.js";
-import { parseChatRequest } from "./openai/parse-request.js";
-import { ChunkRenderer, renderCompletion } from "./openai/render.js";
 
 type Req = http.IncomingMessage | http2.Http2ServerRequest;
 type Res = http.ServerResponse | http2.Http2ServerResponse;
@@ -45,7 +43,11 @@ export function createRestHandler(deps: RestDeps) {
       }
       if (path === "/v1/chat/completions" || path === "/chat/completions") {
         if (req.method !== "POST") throw methodNotAllowed(req.method, "POST");
-        return await chatCompletions(req, res, requestId);
+        return await chat(openAICodec, req, res, requestId);
+      }
+      if (path === "/v1/messages") {
+        if (req.method !== "POST") throw methodNotAllowed(req.method, "POST");
+        return await chat(anthropicCodec, req, res, requestId);
       }
       if (path === "/v1/embeddings" || path === "/embeddings") {
         if (req.method !== "POST") throw methodNotAllowed(req.method, "POST");
@@ -71,7 +73,7 @@ export function createRestHandler(deps: RestDeps) {
           "request rejected",
         );
       }
-      sendError(res, f);
+      sendError(res, f, path === "/v1/messages" ? anthropicCodec : openAICodec, requestId);
     }
   };
 
@@ -82,15 +84,14 @@ export function createRestHandler(deps: RestDeps) {
     );
   }
 
-  async function chatCompletions(req: Req, res: Res, requestId: string): Promise<void> {
+  /** A chat request in either client API's dialect: same auth, routing, limits and logging. */
+  async function chat(codec: ChatCodec, req: Req, res: Res, requestId: string): Promise<void> {
     const caller = callerOf(req);
-    const params = parseChatRequest(
-      parseJson(await readBody(req, deps.config.server.max_body_bytes)),
-    );
+    const params = codec.parse(parseJson(await readBody(req, deps.config.server.max_body_bytes)));
     const exchange = new ChatExchange(
       deps,
       deps.metrics,
-      "openai",
+      codec.api,
       requestId,
       caller,
       params,
@@ -110,7 +111,7 @@ export function createRestHandler(deps: RestDeps) {
       exchange.finish(abort.signal.aborted ? 499 : f.status, { error: f });
       throw new RoutedFailure(f);
     }
-    if (params.stream) return streamAnswer(res, exchange, first, abort.signal);
+    if (params.stream) return streamAnswer(codec, res, exchange, first, abort.signal, requestId);
 
     const builder = new CompletionBuilder();
     builder.add(first);
@@ -121,7 +122,14 @@ export function createRestHandler(deps: RestDeps) {
       exchange.finish(abort.signal.aborted ? 499 : f.status, { error: f });
       throw new RoutedFailure(f);
     }
-    const body = JSON.stringify(renderCompletion(builder.build(), params.model));
+    let body: string;
+    try {
+      body = JSON.stringify(codec.renderWhole(builder.build(), params));
+    } catch (err) {
+      const f = Failure.from(err);
+      exchange.finish(f.status, { error: f });
+      throw new RoutedFailure(f);
+    }
     res.writeHead(200, {
       "content-type": "application/json",
       "content-length": String(Buffer.byteLength(body)),
@@ -161,12 +169,14 @@ export function createRestHandler(deps: RestDeps) {
   }
 
   async function streamAnswer(
+    codec: ChatCodec,
     res: Res,
     exchange: ChatExchange,
     first: NonNullable<Awaited<ReturnType<ChatExchange["next"]>>>,
     signal: AbortSignal,
+    requestId: string,
   ): Promise<void> {
-    const renderer = new ChunkRenderer({ includeUsage: exchange.params.includeUsage });
+    const framer = codec.framer(exchange.params, requestId);
     res.writeHead(200, {
       "content-type": "text/event-stream; charset=utf-8",
       "cache-control": "no-cache",
@@ -175,12 +185,11 @@ export function createRestHandler(deps: RestDeps) {
     try {
       let chunk: typeof first | undefined = first;
       while (chunk) {
-        const frame = renderer.render(chunk);
-        if (frame !== undefined && !write(res, frame)) await drained(res, signal);
+        const frame = framer.render(chunk);
+        if (frame && !write(res, frame)) await drained(res, signal);
         chunk = await exchange.next();
       }
-      const usage = renderer.finish();
-      res.end(usage === undefined ? renderer.done() : usage + renderer.done());
+      res.end(framer.finish());
       exchange.finish(200);
     } catch (err) {
       if (signal.aborted) {
@@ -189,7 +198,7 @@ export function createRestHandler(deps: RestDeps) {
       }
       // After the first token: an error event and no [DONE], so the answer cannot look complete.
       const f = Failure.from(err);
-      res.end(renderer.error(f));
+      res.end(framer.error(f));
       exchange.finish(f.status, { error: f, truncated: true });
     }
   }
@@ -231,12 +240,12 @@ function toFailure(err: unknown, deps: IngressDeps): Failure {
   return new Failure({ status: 500, kind: "upstream_error", message: "internal gateway error" });
 }
 
-function sendError(res: Res, f: Failure): void {
+function sendError(res: Res, f: Failure, codec: ChatCodec, requestId: string): void {
   if (res.headersSent) {
     res.end();
     return;
   }
-  const e = openAIError(f);
+  const e = codec.error(f, requestId);
   // An HTTP/1.1 body we stopped reading cannot be skipped on a kept-alive connection.
   if (f.status === 413 && !(res instanceof http2.Http2ServerResponse))
     e.headers.connection = "close";

@@ -171,27 +171,37 @@ export function createProber(deps: ProberDeps): Prober {
 
   async function probeOne(t: { provider: string; model: string }): Promise<void> {
     const connector = deps.connectors.pick();
-    let result: { ok: true; latencyMs: number } | { ok: false; failure: Failure };
-    if (!connector) {
-      return; // nothing to probe through; keep the last known state rather than inventing one
-    }
+    // Nothing to probe through: keep the last known state rather than inventing one.
+    if (!connector) return;
     try {
       const res = await connector.client.probe(
         { target: create(TargetSchema, t) },
         { signal: abort.signal, timeoutMs: Math.min(interval, 10_000) },
       );
-      result = res.ok
-        ? { ok: true, latencyMs: res.latencyMs }
-        : {
-            ok: false,
-            failure: res.error
-              ? Failure.fromProto(res.error)
-              : new Failure({ status: 502, kind: "upstream_error", message: "probe failed" }),
-          };
+      if (res.ok) return settle(t, { ok: true, latencyMs: res.latencyMs });
+      const failure = res.error
+        ? Failure.fromProto(res.error)
+        : new Failure({ status: 502, kind: "upstream_error", message: "probe failed" });
+      return settle(t, { ok: false, failure });
     } catch (err) {
       if (abort.signal.aborted) return;
-      result = { ok: false, failure: Failure.from(err) };
+      const failure = Failure.from(err);
+      // The connector took the probe but the target never answered: the target's fault.
+      if (failure.kind === "timeout") return settle(t, { ok: false, failure });
+      // The connector did not answer: that says nothing about the target. Keep its last known
+      // state; the next round goes through another connector.
+      deps.connectors.suspect(connector.id);
+      deps.logger.warn(
+        { connector: connector.id, provider: t.provider, target: t.model, err: failure.message },
+        "probe could not reach a connector",
+      );
     }
+  }
+
+  async function settle(
+    t: { provider: string; model: string },
+    result: { ok: true; latencyMs: number } | { ok: false; failure: Failure },
+  ): Promise<void> {
     const key = targetKey(t.provider, t.model);
     const health = nextHealth(last.get(key), t, result, now(), interval);
     last.set(key, health);

@@ -161,6 +161,8 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
   ): AsyncGenerator<EmbedResponse> {
     const { provider, model } = p.target;
     const connector = pickConnector();
+    // An embedding arrives whole: its first token is the answer, so first_token_ms bounds it.
+    const attemptTimeout = AbortSignal.timeout(timeouts.first_token_ms);
     connector.inflight++;
     try {
       const res = await connector.client.embed(
@@ -169,19 +171,24 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
           target: create(TargetSchema, { provider, model }),
           params: req.params,
         },
-        { signal: clientSignal, timeoutMs: Math.max(1, totalDeadline - Date.now()) },
+        {
+          signal: AbortSignal.any([clientSignal, attemptTimeout]),
+          timeoutMs: Math.max(1, totalDeadline - Date.now()),
+        },
       );
       breakers.onSuccess(provider, model);
       attemptsTotal.inc({ model: p.model, provider, target: model, outcome: "ok" });
       if (res.result) res.result.attempts = attempt;
       yield create(EmbedResponseSchema, { result: res.result });
     } catch (err) {
+      const timedOut: Timeout | undefined =
+        Date.now() >= totalDeadline ? "total" : attemptTimeout.aborted ? "first_token" : undefined;
       throw settleFailure(
         err,
         p,
         connector,
         clientSignal,
-        undefined,
+        timedOut,
         false,
         req.context?.requestId,
         attempt,
@@ -281,7 +288,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     const arm = (kind: Timeout, ms: number) =>
       setTimeout(
         () => {
-          timedOut = kind;
+          timedOut ??= kind; // the first timer to fire names the timeout
           abort.abort(new Error(`${kind} timeout`));
         },
         Math.max(0, ms),
@@ -335,6 +342,8 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         yield* held;
       }
     } catch (err) {
+      // Connect's own deadline (the same instant as our total timer) may fire first.
+      if (!timedOut && Date.now() >= totalDeadline) timedOut = "total";
       throw settleFailure(
         err,
         p,

@@ -1,0 +1,68 @@
+import type {
+  ChatChunk,
+  ChatCompletion,
+  ChatParams,
+} from "../../gen/switchyard/chat/v1/chat_pb.js";
+import type { Failure } from "../lib/errors.js";
+import { anthropicError } from "./anthropic/errors.js";
+import { parseMessagesRequest } from "./anthropic/parse-request.js";
+import { MessageStreamRenderer, renderMessage } from "./anthropic/render.js";
+import type { ClientApi } from "./exchange.js";
+import { openAIError } from "./openai/errors.js";
+import { parseChatRequest } from "./openai/parse-request.js";
+import { ChunkRenderer, renderCompletion } from "./openai/render.js";
+
+/** Frames one streamed answer as SSE in a client API's dialect. */
+export interface StreamFramer {
+  /** SSE text for a chunk ("" or undefined when the client is owed nothing for it). */
+  render(chunk: ChatChunk): string | undefined;
+  /** What closes a complete answer (e.g. a usage frame and `[DONE]`, or `message_stop`). */
+  finish(): string;
+  /** What ends an answer that failed after it began: never looks like a clean end. */
+  error(f: Failure): string;
+}
+
+/** One client API's chat dialect: request parsing, answer rendering, error envelope. */
+export interface ChatCodec {
+  readonly api: ClientApi;
+  parse(body: unknown): ChatParams;
+  renderWhole(c: ChatCompletion, params: ChatParams): unknown;
+  framer(params: ChatParams, requestId: string): StreamFramer;
+  error(
+    f: Failure,
+    requestId: string,
+  ): { status: number; body: unknown; headers: Record<string, string> };
+}
+
+/** OpenAI Chat Completions (`POST /v1/chat/completions`). */
+export const openAICodec: ChatCodec = {
+  api: "openai",
+  parse: parseChatRequest,
+  renderWhole: (c, params) => renderCompletion(c, params.model),
+  framer(params) {
+    const r = new ChunkRenderer({ includeUsage: params.includeUsage });
+    return {
+      render: (chunk) => r.render(chunk),
+      finish: () => (r.finish() ?? "") + r.done(),
+      error: (f) => r.error(f),
+    };
+  },
+  error: (f) => openAIError(f),
+};
+
+/** Anthropic Messages (`POST /v1/messages`). */
+export const anthropicCodec: ChatCodec = {
+  api: "anthropic",
+  parse: parseMessagesRequest,
+  renderWhole: (c, params) =>
+    renderMessage(c, { publicModel: params.model, stopSequences: params.stop }),
+  framer(params, requestId) {
+    const r = new MessageStreamRenderer({ publicModel: params.model, stopSequences: params.stop });
+    return {
+      render: (chunk) => r.render(chunk),
+      finish: () => r.finish(),
+      error: (f) => r.error(f, requestId),
+    };
+  },
+  error: (f, requestId) => anthropicError(f, requestId),
+};

@@ -1,0 +1,328 @@
+import Anthropic from "@anthropic-ai/sdk";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
+import { type AnthropicUpstream, startAnthropicUpstream } from "./upstreams/anthropic-upstream.js";
+import { type GeminiUpstream, startGeminiUpstream } from "./upstreams/gemini-upstream.js";
+import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
+
+// Every client API against every upstream type, streaming and not, with and without tools:
+// the official openai and @anthropic-ai/sdk clients through one gateway process to local
+// upstreams that speak OpenAI's, Azure's, Anthropic's and Gemini's wire formats.
+const TEXT = "The answer is 42.";
+const ARGS = '{"city":"Paris"}';
+const SYSTEM = "You are terse.";
+
+let openaiUp: OpenAIUpstream;
+let azureUp: OpenAIUpstream;
+let anthropicUp: AnthropicUpstream;
+let geminiUp: GeminiUpstream;
+let gw: RunningFabric;
+let oai: OpenAI;
+let claude: Anthropic;
+
+type Upstream = "openai" | "azure" | "anthropic" | "gemini";
+const UPSTREAMS: Upstream[] = ["openai", "azure", "anthropic", "gemini"];
+
+function answerWith(up: Upstream, tools: boolean) {
+  switch (up) {
+    case "openai":
+    case "azure":
+      (up === "openai" ? openaiUp : azureUp).setBehavior(
+        tools
+          ? {
+              kind: "answer",
+              text: "",
+              toolCalls: [{ id: "call_1", name: "get_weather", arguments: ARGS, fragments: 3 }],
+              finishReason: "tool_calls",
+            }
+          : { kind: "answer", text: TEXT, chunks: 3 },
+      );
+      return;
+    case "anthropic":
+      anthropicUp.setBehavior(
+        tools
+          ? {
+              kind: "answer",
+              text: "",
+              toolUses: [{ id: "toolu_1", name: "get_weather", input: ARGS, fragments: 3 }],
+            }
+          : { kind: "answer", text: TEXT, chunks: 3 },
+      );
+      return;
+    case "gemini":
+      geminiUp.setBehavior(
+        tools
+          ? {
+              kind: "answer",
+              text: "",
+              functionCalls: [{ name: "get_weather", args: { city: "Paris" } }],
+            }
+          : { kind: "answer", text: TEXT, chunks: 3 },
+      );
+  }
+}
+
+/** What the upstream received last, reduced to where the system prompt went. */
+function systemPromptSeen(up: Upstream): unknown {
+  type Body = { messages?: unknown[]; system?: unknown; systemInstruction?: unknown };
+  const last = {
+    openai: openaiUp.requests.at(-1),
+    azure: azureUp.requests.at(-1),
+    anthropic: anthropicUp.requests.at(-1),
+    gemini: geminiUp.requests.at(-1),
+  }[up];
+  const body = (last?.body ?? {}) as Body;
+  if (up === "anthropic") return body.system;
+  if (up === "gemini") return body.systemInstruction;
+  return body.messages?.[0];
+}
+
+const expectedSystem: Record<Upstream, unknown> = {
+  openai: { role: "system", content: SYSTEM },
+  azure: { role: "system", content: SYSTEM },
+  anthropic: SYSTEM,
+  gemini: { parts: [{ text: SYSTEM }] },
+};
+
+beforeAll(async () => {
+  openaiUp = await startOpenAIUpstream();
+  azureUp = await startOpenAIUpstream();
+  anthropicUp = await startAnthropicUpstream();
+  geminiUp = await startGeminiUpstream();
+  gw = await startOneProcess(
+    testConfig(`
+providers:
+  oa: { type: openai, base_url: "${openaiUp.url}", api_key: sk-oa }
+  az: { type: azure-openai, base_url: "${azureUp.origin}", api_key: az-key, api_version: "2024-10-21" }
+  an: { type: anthropic, base_url: "${anthropicUp.url}", api_key: an-key }
+  ge: { type: gemini, base_url: "${geminiUp.url}", api_key: ge-key }
+models:
+  m-openai: { targets: [{ provider: oa, model: gpt-up }] }
+  m-azure: { targets: [{ provider: az, model: my-deployment }] }
+  m-anthropic: { targets: [{ provider: an, model: claude-up }] }
+  m-gemini: { targets: [{ provider: ge, model: gemini-up }] }
+routing: { retries: 0 }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+  );
+  oai = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: "x", maxRetries: 0 });
+  claude = new Anthropic({ baseURL: gw.url, apiKey: "x", maxRetries: 0 });
+});
+
+afterAll(async () => {
+  await gw?.stop();
+  await Promise.all([openaiUp?.close(), azureUp?.close(), anthropicUp?.close(), geminiUp?.close()]);
+});
+
+const weatherTool = {
+  name: "get_weather",
+  description: "Weather for a city",
+  schema: {
+    type: "object" as const,
+    properties: { city: { type: "string" } },
+    required: ["city"],
+  },
+};
+
+describe.each(UPSTREAMS)("upstream %s", (up) => {
+  const model = `m-${up}`;
+
+  describe("through the openai client", () => {
+    const base = {
+      model,
+      messages: [
+        { role: "system" as const, content: SYSTEM },
+        { role: "user" as const, content: "What is the answer?" },
+      ],
+    };
+
+    it("answers whole and streamed with the same text, finish reason and usage", async () => {
+      answerWith(up, false);
+      const whole = await oai.chat.completions.create(base);
+      expect(whole.choices[0]?.message.content).toBe(TEXT);
+      expect(whole.choices[0]?.finish_reason).toBe("stop");
+      expect(whole.usage?.prompt_tokens).toBeGreaterThan(0);
+      expect(systemPromptSeen(up)).toEqual(expectedSystem[up]);
+
+      const stream = await oai.chat.completions.create({
+        ...base,
+        stream: true,
+        stream_options: { include_usage: true },
+      });
+      let text = "";
+      let finish: string | null | undefined;
+      let usage: OpenAI.CompletionUsage | null | undefined;
+      let chunks = 0;
+      for await (const c of stream) {
+        chunks++;
+        text += c.choices[0]?.delta.content ?? "";
+        finish = c.choices[0]?.finish_reason ?? finish;
+        usage = c.usage ?? usage;
+      }
+      expect(text).toBe(TEXT);
+      expect(chunks).toBeGreaterThan(2); // streamed in pieces, not one buffered answer
+      expect(finish).toBe("stop");
+      expect(usage?.total_tokens).toBe(whole.usage?.total_tokens);
+    });
+
+    it("calls tools, whole and streamed, with the arguments reassembled exactly", async () => {
+      answerWith(up, true);
+      const tools: OpenAI.ChatCompletionTool[] = [
+        {
+          type: "function",
+          function: {
+            name: weatherTool.name,
+            description: weatherTool.description,
+            parameters: weatherTool.schema,
+          },
+        },
+      ];
+      const whole = await oai.chat.completions.create({ ...base, tools });
+      const call = whole.choices[0]?.message.tool_calls?.[0];
+      expect(call?.type === "function" && call.function).toEqual({
+        name: "get_weather",
+        arguments: ARGS,
+      });
+      expect(whole.choices[0]?.finish_reason).toBe("tool_calls");
+
+      const stream = await oai.chat.completions.create({ ...base, tools, stream: true });
+      let args = "";
+      let name = "";
+      let id = "";
+      let finish: string | null | undefined;
+      for await (const c of stream) {
+        for (const tc of c.choices[0]?.delta.tool_calls ?? []) {
+          args += tc.function?.arguments ?? "";
+          name += tc.function?.name ?? "";
+          id += tc.id ?? "";
+        }
+        finish = c.choices[0]?.finish_reason ?? finish;
+      }
+      expect({ name, args, finish }).toEqual({
+        name: "get_weather",
+        args: ARGS,
+        finish: "tool_calls",
+      });
+      expect(id).toBe(call?.id);
+    });
+  });
+
+  describe("through the anthropic client", () => {
+    const base = {
+      model,
+      max_tokens: 256,
+      system: SYSTEM,
+      messages: [{ role: "user" as const, content: "What is the answer?" }],
+    };
+
+    it("answers whole and streamed with the same text, stop reason and usage", async () => {
+      answerWith(up, false);
+      const whole = await claude.messages.create(base);
+      expect(whole.content).toEqual(
+        [{ type: "text", text: TEXT, citations: null }].map(({ citations: _, ...b }) => b),
+      );
+      expect(whole.stop_reason).toBe("end_turn");
+      expect(whole.usage.output_tokens).toBeGreaterThan(0);
+      expect(systemPromptSeen(up)).toEqual(expectedSystem[up]);
+
+      const events: string[] = [];
+      const stream = claude.messages.stream(base);
+      stream.on("streamEvent", (e) => events.push(e.type));
+      const final = await stream.finalMessage();
+      expect(final.content.map((b) => (b.type === "text" ? b.text : ""))).toEqual([TEXT]);
+      expect(final.stop_reason).toBe("end_turn");
+      expect(final.usage.output_tokens).toBe(whole.usage.output_tokens);
+      expect(events[0]).toBe("message_start");
+      expect(events).toContain("content_block_start");
+      expect(events.filter((e) => e === "content_block_delta").length).toBeGreaterThan(1);
+      expect(events.slice(-2)).toEqual(["message_delta", "message_stop"]);
+    });
+
+    it("calls tools, whole and streamed, with the input intact", async () => {
+      answerWith(up, true);
+      const tools = [
+        {
+          name: weatherTool.name,
+          description: weatherTool.description,
+          input_schema: weatherTool.schema,
+        },
+      ];
+      const whole = await claude.messages.create({ ...base, tools });
+      const use = whole.content.find((b) => b.type === "tool_use");
+      expect(use?.type === "tool_use" && { name: use.name, input: use.input }).toEqual({
+        name: "get_weather",
+        input: { city: "Paris" },
+      });
+      expect(whole.stop_reason).toBe("tool_use");
+
+      const final = await claude.messages.stream({ ...base, tools }).finalMessage();
+      const streamed = final.content.find((b) => b.type === "tool_use");
+      expect(streamed?.type === "tool_use" && { id: streamed.id, input: streamed.input }).toEqual({
+        id: use?.type === "tool_use" ? use.id : "",
+        input: { city: "Paris" },
+      });
+      expect(final.stop_reason).toBe("tool_use");
+    });
+  });
+});
+
+describe("embeddings", () => {
+  it.each(["openai", "azure", "gemini"] as const)(
+    "come back from %s in OpenAI's format",
+    async (up) => {
+      const res = await oai.embeddings.create({ model: `m-${up}`, input: ["hello", "hi there"] });
+      expect(res.data.map((d) => d.index)).toEqual([0, 1]);
+      expect(res.data[0]?.embedding.length).toBeGreaterThan(0);
+      expect(res.data[0]?.embedding).not.toEqual(res.data[1]?.embedding);
+    },
+  );
+
+  it("are refused with a 400 naming the provider where the upstream has none", async () => {
+    const err = await oai.embeddings
+      .create({ model: "m-anthropic", input: "hello" })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(String((err as Error).message)).toMatch(/an.*does not offer embeddings/);
+  });
+});
+
+describe("errors keep each client API's envelope", () => {
+  it("a 429 upstream reaches the anthropic client as a RateLimitError and the openai client as one too", async () => {
+    anthropicUp.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "3" } });
+    const a = await claude.messages
+      .create({ model: "m-anthropic", max_tokens: 10, messages: [{ role: "user", content: "x" }] })
+      .catch((e: unknown) => e);
+    expect(a).toBeInstanceOf(Anthropic.RateLimitError);
+    expect((a as InstanceType<typeof Anthropic.RateLimitError>).headers?.get("retry-after")).toBe(
+      "3",
+    );
+    const o = await oai.chat.completions
+      .create({ model: "m-anthropic", messages: [{ role: "user", content: "x" }] })
+      .catch((e: unknown) => e);
+    expect(o).toBeInstanceOf(OpenAI.RateLimitError);
+    anthropicUp.setBehavior({ kind: "answer" });
+  });
+
+  it("a request the Messages API rejects gets Anthropic's invalid_request_error naming the field", async () => {
+    const err = await claude.messages
+      // @ts-expect-error max_tokens is required: the gateway must say so
+      .create({ model: "m-openai", messages: [{ role: "user", content: "x" }] })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Anthropic.BadRequestError);
+    const body = (err as InstanceType<typeof Anthropic.BadRequestError>).error as {
+      error: { type: string; message: string };
+    };
+    expect(body.error.type).toBe("invalid_request_error");
+    expect(body.error.message).toMatch(/max_tokens/);
+  });
+
+  it("a feature the target cannot serve is a 400 naming the model and the feature", async () => {
+    const err = await oai.chat.completions
+      .create({ model: "m-anthropic", n: 2, messages: [{ role: "user", content: "x" }] })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((err as Error).message).toMatch(/claude-up/);
+    expect((err as Error).message).toMatch(/\bn\b/);
+  });
+});
