@@ -9,7 +9,7 @@ import {
   RequestContextSchema,
   type Usage,
 } from "../../gen/switchyard/chat/v1/chat_pb.js";
-import type { RouterService } from "../../gen/switchyard/router/v1/router_pb.js";
+import type { RouterService, RoutingHints } from "../../gen/switchyard/router/v1/router_pb.js";
 import type { Config } from "../lib/config/types.js";
 import { Failure, modelNotFound } from "../lib/errors.js";
 import type { Logger } from "../lib/logger.js";
@@ -88,6 +88,10 @@ export class ChatExchange {
   private attempts = 0;
   private stream: AsyncIterator<{ chunk?: ChatChunk | undefined }> | undefined;
   private finished = false;
+  /** Per-request routing overrides (pinned provider, fallbacks) the client sent. */
+  hints: RoutingHints | undefined;
+  /** The client's own deadline, when shorter than `routing.timeouts.total_ms`. */
+  deadlineMs: number | undefined;
 
   constructor(
     private readonly deps: IngressDeps,
@@ -116,8 +120,12 @@ export class ChatExchange {
           traceparent: this.traceparent,
         }),
         params: this.params,
+        hints: this.hints,
       },
-      { signal, timeoutMs: config.routing.timeouts.total_ms },
+      {
+        signal,
+        timeoutMs: Math.min(config.routing.timeouts.total_ms, this.deadlineMs ?? Infinity),
+      },
     );
     this.stream = stream[Symbol.asyncIterator]();
     const first = await this.next();

@@ -20,6 +20,7 @@ import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { Failure } from "../lib/errors.js";
 import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
 import { ChatExchange, type IngressDeps, type IngressMetrics, runEmbed } from "./exchange.js";
+import { routingHints } from "./hints.js";
 
 /** GatewayService: the public typed API, same auth, routing and limits as the REST routes. */
 export function createGatewayService(
@@ -48,7 +49,13 @@ export function createGatewayService(
     const checked = checkParams(params);
     checked.stream = stream;
     checked.clientApi = "grpc";
-    return new ChatExchange(
+    let routing: ReturnType<typeof routingHints>;
+    try {
+      routing = routingHints((name) => ctx.requestHeader.get(name) ?? undefined);
+    } catch (err) {
+      throw Failure.from(err).toConnectError();
+    }
+    const exchange = new ChatExchange(
       deps,
       deps.metrics,
       "grpc",
@@ -57,6 +64,10 @@ export function createGatewayService(
       checked,
       ctx.requestHeader.get("traceparent") ?? "",
     );
+    exchange.hints = routing.hints;
+    // gRPC clients set their deadline as grpc-timeout / connect-timeout-ms.
+    exchange.deadlineMs = minDefined(routing.deadlineMs, ctx.timeoutMs());
+    return exchange;
   }
 
   async function* chatStream(
@@ -134,6 +145,12 @@ export function createGatewayService(
   }
 
   return { chatStream, chat, embed, listModels };
+}
+
+function minDefined(a: number | undefined, b: number | undefined): number | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return Math.min(a, b);
 }
 
 /** The checks the REST parser makes, for requests that arrive already typed. */

@@ -7,6 +7,7 @@ import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.j
 import { parseJson, readBody } from "./body.js";
 import { anthropicCodec, type ChatCodec, openAICodec } from "./codecs.js";
 import { ChatExchange, type IngressDeps, type IngressMetrics, runEmbed } from "./exchange.js";
+import { routingHints, takeBodyFallbacks } from "./hints.js";
 import { parseEmbeddingsRequest, renderEmbeddings } from "./openai/embeddings.js";
 import { renderModelList } from "./openai/models.js";
 
@@ -88,6 +89,10 @@ export function createRestHandler(deps: RestDeps) {
   async function chat(codec: ChatCodec, req: Req, res: Res, requestId: string): Promise<void> {
     const caller = callerOf(req);
     const params = codec.parse(parseJson(await readBody(req, deps.config.server.max_body_bytes)));
+    const routing = routingHints(
+      (name) => headerValue(req, name),
+      codec.api === "openai" ? takeBodyFallbacks(params) : undefined,
+    );
     const exchange = new ChatExchange(
       deps,
       deps.metrics,
@@ -97,6 +102,8 @@ export function createRestHandler(deps: RestDeps) {
       params,
       headerValue(req, "traceparent") ?? "",
     );
+    exchange.hints = routing.hints;
+    exchange.deadlineMs = routing.deadlineMs;
     // A client that goes away cancels the router call, and through it the upstream request.
     const abort = new AbortController();
     const onClose = () => {

@@ -57,6 +57,18 @@ export class CircuitBreakers {
     );
   }
 
+  /**
+   * The target asked for a pause (429 with Retry-After): no calls until then, after which one
+   * trial goes through as after any cooldown. Never shortens a longer pause already in force.
+   */
+  coolDown(provider: string, model: string, ms: number): void {
+    const key = targetKey(provider, model);
+    const until = this.now() + ms;
+    const s = this.states.get(key);
+    if (s?.kind === "open" && s.until >= until) return;
+    this.states.set(key, { kind: "open", until });
+  }
+
   /** The call holding the half-open trial ended without a verdict (e.g. the client left). */
   onAbandon(provider: string, model: string): void {
     const key = targetKey(provider, model);

@@ -19,7 +19,9 @@ import type { Logger } from "../lib/logger.js";
 import { counter, gauge } from "../lib/metrics.js";
 import type { CircuitBreakers } from "./circuit-breaker.js";
 import type { HealthView } from "./health-view.js";
-import { type PlannedTarget, planTargets } from "./plan.js";
+import { type PlanHints, type PlannedTarget, planTargets } from "./plan.js";
+import { RetryBudget } from "./retry-budget.js";
+import { createStrategies, type Strategies } from "./strategies.js";
 
 export interface RouterDeps {
   config: Config;
@@ -28,6 +30,8 @@ export interface RouterDeps {
   breakers: CircuitBreakers;
   logger: Logger;
   registry: Registry;
+  /** Routing strategy state (rotations, latency, in-flight); made here when not given. */
+  strategies?: Strategies;
 }
 
 type Timeout = "first_token" | "idle" | "total";
@@ -39,6 +43,7 @@ type Timeout = "first_token" | "idle" | "total";
  */
 export function createRouterService(deps: RouterDeps): ServiceImpl<typeof RouterService> {
   const { config, connectors, health, breakers } = deps;
+  const strategies = deps.strategies ?? createStrategies({ health });
   const { retries, backoff, timeouts } = config.routing;
   const attemptsTotal = counter(
     deps.registry,
@@ -52,13 +57,26 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     "Local circuit breaker per target: 0 closed, 1 open, 2 half-open",
     ["provider", "target"],
   );
+  const retriesRefused = counter(
+    deps.registry,
+    "switchyard_router_retries_refused_total",
+    "Retries not made because the retry budget was spent",
+    ["model"],
+  );
+  const retryBudget = new RetryBudget(
+    config.routing.retry_budget.ratio,
+    config.routing.retry_budget.min_per_second,
+  );
   const usable = (t: { provider: string; model: string }) =>
     !health.isDown(t.provider, t.model) && !breakers.isOpen(t.provider, t.model);
 
   function noteFailure(p: PlannedTarget, f: Failure) {
     // A refusal of the request itself (400-class) shows the target is up and answering.
     if (f.retryable) breakers.onFailure(p.target.provider, p.target.model);
-    else breakers.onSuccess(p.target.provider, p.target.model);
+    // The target asked for a pause: honour it here as well as in shared health.
+    if (f.kind === "rate_limited" && f.retryAfterMs > 0) {
+      breakers.coolDown(p.target.provider, p.target.model, f.retryAfterMs);
+    } else breakers.onSuccess(p.target.provider, p.target.model);
     circuitState.set(
       { provider: p.target.provider, target: p.target.model },
       breakers.stateValue(p.target.provider, p.target.model),
@@ -77,23 +95,16 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
    */
   async function* withRetries<T>(
     model: string,
-    hints: RoutingHints | undefined,
+    hints: PlanHints,
     ctx: HandlerContext,
     attemptOne: (p: PlannedTarget, attempt: number, totalDeadline: number) => AsyncGenerator<T>,
+    seenModels: ReadonlySet<string> = new Set([model]),
   ): AsyncGenerator<T> {
     const totalDeadline =
       Date.now() + Math.min(timeouts.total_ms, ctx.timeoutMs() ?? Number.POSITIVE_INFINITY);
     let plan: PlannedTarget[];
     try {
-      plan = planTargets(
-        config,
-        model,
-        {
-          provider: hints?.provider,
-          fallbacks: hints?.hasFallbacks ? hints.fallbacks : undefined,
-        },
-        usable,
-      );
+      plan = planTargets(config, model, hints, usable, strategies);
     } catch (err) {
       throw Failure.from(err).toConnectError();
     }
@@ -101,15 +112,43 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     let last: Failure | undefined;
     let attempt = 0;
     let connectorRetries = 0;
+    retryBudget.onRequest();
     for (const p of candidates(plan, breakers)) {
       for (;;) {
         attempt++;
-        if (attempt > 1) await sleepBackoff(attempt, backoff.base_ms, backoff.max_ms, ctx.signal);
+        if (attempt > 1) {
+          if (!retryBudget.tryRetry()) {
+            retriesRefused.inc({ model });
+            deps.logger.warn(
+              { model, attempt },
+              "retry budget spent: returning the last failure instead of retrying",
+            );
+            throw (last ?? noTarget()).toConnectError();
+          }
+          await sleepBackoff(attempt, backoff.base_ms, backoff.max_ms, ctx.signal);
+        }
         if (ctx.signal.aborted) throw new ConnectError("client cancelled", Code.Canceled);
         try {
           yield* attemptOne(p, attempt, totalDeadline);
           return;
         } catch (err) {
+          if (err instanceof ContextWindowExceeded) {
+            // A bigger window is the only fix: go to the model configured for that, once.
+            const bigger = config.models[p.model]?.context_window_fallbacks[0];
+            if (!bigger || seenModels.has(bigger)) throw err.failure.toConnectError();
+            deps.logger.info(
+              { model: p.model, fallback: bigger },
+              "context window exceeded; falling back",
+            );
+            yield* withRetries(
+              bigger,
+              { provider: hints.provider, fallbacks: [] },
+              ctx,
+              attemptOne,
+              new Set([...seenModels, bigger]),
+            );
+            return;
+          }
           if (!(err instanceof RetryableFailure)) throw err;
           last = err.failure;
           // A connector that did not answer says nothing about the target: try the same
@@ -124,19 +163,13 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       }
       if (attempt >= maxAttempts) break; // before the next pull, which could claim a trial
     }
-    throw (
-      last ??
-      new Failure({
-        status: 503,
-        kind: "upstream_unavailable",
-        message: "no target could be tried",
-      })
-    ).toConnectError();
+    throw (last ?? noTarget()).toConnectError();
   }
 
   function chat(req: ChatRequest, ctx: HandlerContext): AsyncGenerator<ChatResponse> {
     if (!req.params) throw new ConnectError("params are required", Code.InvalidArgument);
-    return withRetries(req.params.model, req.hints, ctx, (p, attempt, deadline) =>
+    const hints = { ...planHints(req.hints), request: req.params };
+    return withRetries(req.params.model, hints, ctx, (p, attempt, deadline) =>
       attemptTarget(req, p, attempt, deadline, ctx.signal),
     );
   }
@@ -144,7 +177,8 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
   async function embed(req: EmbedRequest, ctx: HandlerContext): Promise<EmbedResponse> {
     const params = req.params;
     if (!params) throw new ConnectError("params are required", Code.InvalidArgument);
-    const attempts = withRetries(params.model, req.hints, ctx, (p, attempt, deadline) =>
+    const hints = { ...planHints(req.hints), request: params };
+    const attempts = withRetries(params.model, hints, ctx, (p, attempt, deadline) =>
       attemptEmbed(req, p, attempt, deadline, ctx.signal),
     );
     for await (const res of attempts) return res;
@@ -164,6 +198,8 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     // An embedding arrives whole: its first token is the answer, so first_token_ms bounds it.
     const attemptTimeout = AbortSignal.timeout(timeouts.first_token_ms);
     connector.inflight++;
+    const release = strategies.inflight.begin(provider, model);
+    const started = performance.now();
     try {
       const res = await connector.client.embed(
         {
@@ -176,6 +212,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
           timeoutMs: Math.max(1, totalDeadline - Date.now()),
         },
       );
+      strategies.latency.observe(provider, model, performance.now() - started);
       breakers.onSuccess(provider, model);
       attemptsTotal.inc({ model: p.model, provider, target: model, outcome: "ok" });
       if (res.result) res.result.attempts = attempt;
@@ -183,6 +220,10 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     } catch (err) {
       const timedOut: Timeout | undefined =
         Date.now() >= totalDeadline ? "total" : attemptTimeout.aborted ? "first_token" : undefined;
+      // A target too slow to answer at all is at least that slow, for least-latency.
+      if (timedOut === "first_token") {
+        strategies.latency.observe(provider, model, timeouts.first_token_ms);
+      }
       throw settleFailure(
         err,
         p,
@@ -195,6 +236,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       );
     } finally {
       connector.inflight--;
+      release();
     }
   }
 
@@ -259,6 +301,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       if (!sentFirst) return new RetryableFailure(f, true);
     }
     noteFailure(p, f);
+    if (!sentFirst && isContextWindowExceeded(f)) return new ContextWindowExceeded(f);
     // After the first chunk the client has tokens: no retry can be honest now.
     if (sentFirst || !f.retryable || timedOut === "total") return f.toConnectError();
     deps.logger.debug(
@@ -297,6 +340,8 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     let stepTimer = arm("first_token", timeouts.first_token_ms);
     let sentFirst = false;
     connector.inflight++;
+    const release = strategies.inflight.begin(provider, model);
+    const started = performance.now();
     try {
       const stream = connector.client.chat(
         {
@@ -314,6 +359,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         clearTimeout(stepTimer);
         if (!received) {
           received = true;
+          strategies.latency.observe(provider, model, performance.now() - started);
           if (res.chunk?.start) res.chunk.start.attempts = attempt;
         }
         const out = create(ChatResponseSchema, { chunk: res.chunk });
@@ -344,6 +390,10 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     } catch (err) {
       // Connect's own deadline (the same instant as our total timer) may fire first.
       if (!timedOut && Date.now() >= totalDeadline) timedOut = "total";
+      // A target too slow to answer at all is at least that slow, for least-latency.
+      if (timedOut === "first_token") {
+        strategies.latency.observe(provider, model, timeouts.first_token_ms);
+      }
       throw settleFailure(
         err,
         p,
@@ -356,6 +406,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       );
     } finally {
       connector.inflight--;
+      release();
       clearTimeout(stepTimer);
       clearTimeout(totalTimer);
       clientSignal.removeEventListener("abort", onClientAbort);
@@ -432,6 +483,39 @@ class RetryableFailure extends Error {
   ) {
     super(failure.message);
   }
+}
+
+/** The request does not fit the target's context window; only a bigger model can help. */
+class ContextWindowExceeded extends Error {
+  constructor(readonly failure: Failure) {
+    super(failure.message);
+  }
+}
+
+/**
+ * Context-window errors as upstreams word them: OpenAI's code, and the messages Anthropic
+ * ("prompt is too long"), Gemini ("exceeds the maximum number of tokens") and OpenAI-compatible
+ * servers (vLLM's "maximum context length") send with a 400.
+ */
+export function isContextWindowExceeded(f: Failure): boolean {
+  if (f.status !== 400) return false;
+  if (f.code === "context_length_exceeded") return true;
+  return /context length|context window|prompt is too long|maximum number of tokens|too many tokens/i.test(
+    f.message,
+  );
+}
+
+/** The per-request overrides a client sent, as the planner takes them. */
+function planHints(h: RoutingHints | undefined): PlanHints {
+  return { provider: h?.provider, fallbacks: h?.hasFallbacks ? h.fallbacks : undefined };
+}
+
+function noTarget(): Failure {
+  return new Failure({
+    status: 503,
+    kind: "upstream_unavailable",
+    message: "no target could be tried",
+  });
 }
 
 /** Connectors that may fail to answer within one request before it gives up on them. */

@@ -72,6 +72,8 @@ export interface ModelConfig {
   strategy: Strategy;
   targets: TargetConfig[];
   fallbacks: string[];
+  /** Models with a bigger context window, tried when this one's window is exceeded. */
+  context_window_fallbacks: string[];
 }
 
 export interface RoutingConfig {
@@ -79,6 +81,11 @@ export interface RoutingConfig {
   backoff: { base_ms: number; max_ms: number };
   timeouts: { first_token_ms: number; idle_ms: number; total_ms: number };
   circuit_breaker: { consecutive_failures: number; cooldown_ms: number };
+  /**
+   * Retries allowed on top of normal traffic: `ratio` of recent requests plus `min_per_second`,
+   * so an outage cannot multiply the load on upstreams.
+   */
+  retry_budget: { ratio: number; min_per_second: number };
 }
 
 export interface HealthConfig {

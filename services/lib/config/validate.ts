@@ -577,7 +577,7 @@ function readModel(
   providerNames: ReadonlySet<string>,
   modelNames: ReadonlySet<string>,
 ): ModelConfig {
-  section(node, ["strategy", "targets", "fallbacks"]);
+  section(node, ["strategy", "targets", "fallbacks", "context_window_fallbacks"]);
   const strategy = oneOf(node.child("strategy"), STRATEGIES) ?? "priority";
 
   const targetsNode = node.child("targets");
@@ -589,17 +589,25 @@ function readModel(
     targetsNode.problem("strategy weighted needs at least one target with a weight above 0");
   }
 
-  const fallbacksNode = node.child("fallbacks");
-  const fallbacks = stringList(fallbacksNode) ?? [];
-  for (const [index, fallback] of fallbacks.entries()) {
-    const item = fallbacksNode.item(index);
-    if (fallback === name) {
-      item.problem("a model cannot fall back to itself");
-    } else if (!modelNames.has(fallback)) {
-      item.problem(unknownNameReason("model", fallback, modelNames));
+  const readFallbacks = (key: string) => {
+    const fallbacksNode = node.child(key);
+    const names = stringList(fallbacksNode) ?? [];
+    for (const [index, fallback] of names.entries()) {
+      const item = fallbacksNode.item(index);
+      if (fallback === name) {
+        item.problem("a model cannot fall back to itself");
+      } else if (!modelNames.has(fallback)) {
+        item.problem(unknownNameReason("model", fallback, modelNames));
+      }
     }
-  }
-  return { strategy, targets, fallbacks };
+    return names;
+  };
+  return {
+    strategy,
+    targets,
+    fallbacks: readFallbacks("fallbacks"),
+    context_window_fallbacks: readFallbacks("context_window_fallbacks"),
+  };
 }
 
 function readTarget(node: Node, providerNames: ReadonlySet<string>): TargetConfig {
@@ -631,7 +639,8 @@ function readPrice(node: Node): Price {
 }
 
 function readRouting(node: Node): RoutingConfig {
-  section(node, ["retries", "backoff", "timeouts", "circuit_breaker"]);
+  section(node, ["retries", "backoff", "timeouts", "circuit_breaker", "retry_budget"]);
+  const budget = section(node.child("retry_budget"), ["ratio", "min_per_second"]);
   const backoff = section(node.child("backoff"), ["base_ms", "max_ms"]);
   const timeouts = section(node.child("timeouts"), ["first_token_ms", "idle_ms", "total_ms"]);
   const breaker = section(node.child("circuit_breaker"), ["consecutive_failures", "cooldown_ms"]);
@@ -650,6 +659,10 @@ function readRouting(node: Node): RoutingConfig {
     circuit_breaker: {
       consecutive_failures: numberOr(breaker.child("consecutive_failures"), POSITIVE_INTEGER, 5),
       cooldown_ms: numberOr(breaker.child("cooldown_ms"), DURATION_MS, 30_000),
+    },
+    retry_budget: {
+      ratio: numberOr(budget.child("ratio"), NON_NEGATIVE, 0.2),
+      min_per_second: numberOr(budget.child("min_per_second"), NON_NEGATIVE, 10),
     },
   };
   if (routing.backoff.max_ms < routing.backoff.base_ms) {

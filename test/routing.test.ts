@@ -1,0 +1,199 @@
+import OpenAI from "openai";
+import { request } from "undici";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
+import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
+
+// Per-request routing hints, Retry-After cooldowns, context-window fallbacks, the retry budget
+// and client deadlines, through one gateway process and real upstreams.
+let a: OpenAIUpstream;
+let b: OpenAIUpstream;
+let big: OpenAIUpstream;
+let gw: RunningFabric;
+let budgetGw: RunningFabric;
+
+const ok = (text: string) => ({ kind: "answer" as const, text });
+const posts = (u: OpenAIUpstream) => u.requests.filter((r) => r.method === "POST").length;
+
+beforeAll(async () => {
+  a = await startOpenAIUpstream({ behavior: ok("from a") });
+  b = await startOpenAIUpstream({ behavior: ok("from b") });
+  big = await startOpenAIUpstream({ behavior: ok("from big") });
+  const providers = `
+providers:
+  pa: { type: openai, base_url: "${a.url}" }
+  pb: { type: openai, base_url: "${b.url}" }
+  pbig: { type: openai, base_url: "${big.url}" }`;
+  gw = await startOneProcess(
+    testConfig(`${providers}
+models:
+  chat:
+    targets: [{ provider: pa, model: ma }, { provider: pb, model: mb }]
+    fallbacks: [backup]
+  solo:
+    targets: [{ provider: pa, model: ma }]
+    fallbacks: [backup]
+  backup:
+    targets: [{ provider: pbig, model: m-backup }]
+  small:
+    targets: [{ provider: pa, model: m-small }]
+    context_window_fallbacks: [large]
+  large:
+    targets: [{ provider: pbig, model: m-large }]
+routing:
+  retries: 2
+  backoff: { base_ms: 1, max_ms: 5 }
+  timeouts: { first_token_ms: 5000, idle_ms: 5000, total_ms: 20000 }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+  );
+  budgetGw = await startOneProcess(
+    testConfig(`${providers}
+models:
+  chat:
+    targets: [{ provider: pa, model: ma }, { provider: pb, model: mb }]
+routing:
+  retries: 2
+  backoff: { base_ms: 0, max_ms: 0 }
+  circuit_breaker: { consecutive_failures: 1000, cooldown_ms: 1000 }
+  retry_budget: { ratio: 0, min_per_second: 1 }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+  );
+});
+
+afterAll(async () => {
+  await gw?.stop();
+  await budgetGw?.stop();
+  await Promise.all([a?.close(), b?.close(), big?.close()]);
+});
+
+afterEach(() => {
+  for (const [u, text] of [
+    [a, "from a"],
+    [b, "from b"],
+    [big, "from big"],
+  ] as const) {
+    u.setBehavior(ok(text));
+    u.requests.length = 0;
+  }
+});
+
+async function chat(
+  base: string,
+  body: Record<string, unknown>,
+  headers: Record<string, string> = {},
+) {
+  const res = await request(`${base}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: JSON.stringify({ messages: [{ role: "user", content: "hi" }], ...body }),
+  });
+  const json = (await res.body.json()) as {
+    choices?: Array<{ message: { content: string } }>;
+    error?: { message: string };
+  };
+  return {
+    status: res.statusCode,
+    text: json.choices?.[0]?.message.content,
+    error: json.error?.message,
+    attempts: res.headers["x-switchyard-attempts"],
+    provider: res.headers["x-switchyard-provider"],
+  };
+}
+
+describe("per-request hints", () => {
+  it("pins a provider with x-switchyard-provider", async () => {
+    const r = await chat(gw.url, { model: "chat" }, { "x-switchyard-provider": "pb" });
+    expect(r).toMatchObject({ status: 200, text: "from b", provider: "pb" });
+    expect(posts(a)).toBe(0);
+  });
+
+  it("overrides fallbacks from the body, and does not pass that field upstream", async () => {
+    a.setBehavior({ kind: "error", status: 500 });
+    const r = await chat(gw.url, { model: "solo", fallbacks: ["chat"] });
+    // solo's own target fails; the request's fallback `chat` is tried instead of `backup`.
+    expect(r.status).toBe(200);
+    expect(r.provider).toBe("pb");
+    expect(posts(big)).toBe(0);
+    expect(b.requests.at(-1)?.body).not.toHaveProperty("fallbacks");
+  });
+
+  it("turns configured fallbacks off with an empty x-switchyard-fallbacks", async () => {
+    a.setBehavior({ kind: "error", status: 500 });
+    const r = await chat(gw.url, { model: "solo" }, { "x-switchyard-fallbacks": "" });
+    expect(r.status).toBe(502);
+    expect(posts(big)).toBe(0);
+  });
+
+  it("honours the client's deadline from x-switchyard-timeout-ms", async () => {
+    a.setBehavior({ kind: "hang" });
+    const started = Date.now();
+    const r = await chat(
+      gw.url,
+      { model: "solo" },
+      { "x-switchyard-timeout-ms": "300", "x-switchyard-fallbacks": "" },
+    );
+    expect(r.status).toBe(504);
+    expect(Date.now() - started).toBeLessThan(3_000);
+  });
+
+  it("refuses a malformed deadline header with a 400 naming it", async () => {
+    const r = await chat(gw.url, { model: "solo" }, { "x-switchyard-timeout-ms": "soon" });
+    expect(r.status).toBe(400);
+    expect(r.error).toMatch(/x-switchyard-timeout-ms/);
+  });
+});
+
+describe("failure handling", () => {
+  it("puts a target that answered 429 with Retry-After in cooldown for that long", async () => {
+    a.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "30" } });
+    const first = await chat(gw.url, { model: "chat" });
+    expect(first).toMatchObject({ status: 200, provider: "pb", attempts: "2" });
+    const second = await chat(gw.url, { model: "chat" });
+    // The cooling-down target is passed over: one attempt, and it never saw the second request.
+    expect(second).toMatchObject({ status: 200, provider: "pb", attempts: "1" });
+    expect(posts(a)).toBe(1);
+  });
+
+  it("falls back to a model with a bigger window when the context window is exceeded", async () => {
+    a.setBehavior({
+      kind: "error",
+      status: 400,
+      body: {
+        error: {
+          message: "This model's maximum context length is 8192 tokens.",
+          type: "invalid_request_error",
+          param: "messages",
+          code: "context_length_exceeded",
+        },
+      },
+    });
+    const r = await chat(gw.url, { model: "small" });
+    expect(r).toMatchObject({ status: 200, text: "from big" });
+    expect((big.requests.at(-1)?.body as { model?: string } | undefined)?.model).toBe("m-large");
+  });
+
+  it("keeps retries within the retry budget during an outage", async () => {
+    a.setBehavior({ kind: "error", status: 500 });
+    const results = await Promise.all(
+      Array.from({ length: 6 }, () => chat(budgetGw.url, { model: "chat" })),
+    );
+    // min_per_second 1 and ratio 0: one retry in that second, the other requests fail fast.
+    expect(posts(b)).toBe(1);
+    expect(results.filter((r) => r.status === 200)).toHaveLength(1);
+    expect(results.filter((r) => r.status === 502)).toHaveLength(5);
+  });
+});
+
+describe("the openai client", () => {
+  it("sends the fallbacks field through extra_body and gets the fallback's answer", async () => {
+    a.setBehavior({ kind: "error", status: 503 });
+    const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: "x", maxRetries: 0 });
+    const res = await client.chat.completions.create(
+      { model: "solo", messages: [{ role: "user", content: "hi" }] },
+      { body: { model: "solo", messages: [{ role: "user", content: "hi" }], fallbacks: ["chat"] } },
+    );
+    expect(res.choices[0]?.message.content).toBe("from b");
+  });
+});
