@@ -378,3 +378,62 @@ function truncate(text: string, limit: number): string {
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null;
 }
+
+/**
+ * An upstream answer that was cut off or malformed: the upstream's fault, and retryable (the
+ * router only retries while nothing has reached the client).
+ */
+export function malformedAnswer(
+  provider: string,
+  secrets: readonly string[],
+  message: string,
+  cause?: unknown,
+  code?: string,
+): Failure {
+  return new Failure(
+    {
+      status: 502,
+      kind: "upstream_error",
+      message: scrubSecrets(message, secrets),
+      retryable: true,
+      provider,
+      ...(code !== undefined && { code }),
+    },
+    { cause },
+  );
+}
+
+/**
+ * Reads a whole JSON answer. A body that is cut off or not JSON is a malformedAnswer; `what`
+ * names the answer in messages ("answer", "embeddings").
+ */
+export async function readJsonAnswer(
+  provider: string,
+  secrets: readonly string[],
+  body: UpstreamBody,
+  signal: AbortSignal,
+  what = "answer",
+): Promise<unknown> {
+  let text: string;
+  try {
+    text = await body.text();
+  } catch (err) {
+    if (signal.aborted) throw failureFromError(provider, err, signal);
+    throw malformedAnswer(
+      provider,
+      secrets,
+      `${what} from provider ${provider} ended early: ${errorCode(err)}`,
+      err,
+    );
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw malformedAnswer(
+      provider,
+      secrets,
+      `${what} from provider ${provider} was malformed: not JSON`,
+      err,
+    );
+  }
+}

@@ -11,7 +11,8 @@ import {
   errorCode,
   errorDetailFromJson,
   failureFromError,
-  scrubSecrets,
+  malformedAnswer,
+  readJsonAnswer,
   type UpstreamResponse,
 } from "../upstream-http.js";
 import { fromAnthropicMessage } from "./from-response.js";
@@ -44,20 +45,8 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
     ...(config.max_connections !== undefined && { maxConnections: config.max_connections }),
   });
 
-  function upstreamFailure(message: string, cause?: unknown, code?: string): Failure {
-    return new Failure(
-      {
-        status: 502,
-        kind: "upstream_error",
-        message: scrubSecrets(message, secrets),
-        // The router retries only if nothing reached the client yet.
-        retryable: true,
-        provider: name,
-        ...(code !== undefined && { code }),
-      },
-      { cause },
-    );
-  }
+  const upstreamFailure = (message: string, cause?: unknown, code?: string) =>
+    malformedAnswer(name, secrets, message, cause, code);
 
   /** Anthropic's 529 "overloaded" means no capacity right now: a retryable 503, not a 502. */
   function overloadedAsUnavailable(err: unknown): unknown {
@@ -94,19 +83,7 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
     signal: AbortSignal,
     jsonTool: string | undefined,
   ): Promise<ChatChunk> {
-    let text: string;
-    try {
-      text = await response.body.text();
-    } catch (err) {
-      if (signal.aborted) throw failureFromError(name, err, signal);
-      throw upstreamFailure(`answer from provider ${name} ended early: ${errorCode(err)}`, err);
-    }
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch (err) {
-      throw upstreamFailure(`answer from provider ${name} was malformed: not JSON`, err);
-    }
+    const parsed = await readJsonAnswer(name, secrets, response.body, signal);
     if (!isRecord(parsed)) throw upstreamFailure(`answer from provider ${name} was malformed`);
     if (parsed.type === "error") {
       const detail = errorDetailFromJson(parsed);

@@ -15,8 +15,9 @@ import { parseSse, type SseEnd } from "../sse.js";
 import {
   errorCode,
   failureFromError,
+  malformedAnswer,
+  readJsonAnswer,
   readLimited,
-  scrubSecrets,
   type UpstreamResponse,
 } from "../upstream-http.js";
 import { fromGeminiEmbedResponse, toGeminiEmbedRequest } from "./embed.js";
@@ -101,37 +102,11 @@ export function createGeminiProvider(name: string, config: ProviderConfig): Prov
     throw failureFromGoogle(name, data.statusCode, data.headers, text, { model, secrets });
   }
 
-  function upstreamFailure(message: string, cause?: unknown): Failure {
-    return new Failure(
-      {
-        status: 502,
-        kind: "upstream_error",
-        message: scrubSecrets(message, secrets),
-        // The router retries only if nothing reached the client yet.
-        retryable: true,
-        provider: name,
-      },
-      { cause },
-    );
-  }
+  const upstreamFailure = (message: string, cause?: unknown) =>
+    malformedAnswer(name, secrets, message, cause);
 
-  async function readJson(
-    response: UpstreamResponse,
-    signal: AbortSignal,
-    what: string,
-  ): Promise<unknown> {
-    let text: string;
-    try {
-      text = await response.body.text();
-    } catch (err) {
-      if (signal.aborted) throw failureFromError(name, err, signal);
-      throw upstreamFailure(`${what} from provider ${name} ended early: ${errorCode(err)}`, err);
-    }
-    try {
-      return JSON.parse(text);
-    } catch (err) {
-      throw upstreamFailure(`${what} from provider ${name} was malformed: not JSON`, err);
-    }
+  function readJson(response: UpstreamResponse, signal: AbortSignal, what: string) {
+    return readJsonAnswer(name, secrets, response.body, signal, what);
   }
 
   async function* readSse(

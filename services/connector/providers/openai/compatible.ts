@@ -14,8 +14,9 @@ import {
   errorCode,
   errorDetailFromJson,
   failureFromError,
+  malformedAnswer,
   type RequestInfo,
-  scrubSecrets,
+  readJsonAnswer,
   type UpstreamResponse,
 } from "../upstream-http.js";
 import { fromOpenAIEmbeddings, toOpenAIEmbeddingsRequest } from "./embeddings.js";
@@ -85,36 +86,12 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions)
     }
   }
 
-  function upstreamFailure(message: string, cause?: unknown, code?: string): Failure {
-    return new Failure(
-      {
-        status: 502,
-        kind: "upstream_error",
-        message: scrubSecrets(message, secrets),
-        // The router retries only if nothing reached the client yet.
-        retryable: true,
-        provider: name,
-        ...(code !== undefined && { code }),
-      },
-      { cause },
-    );
-  }
+  const upstreamFailure = (message: string, cause?: unknown, code?: string) =>
+    malformedAnswer(name, secrets, message, cause, code);
 
   /** Reads a whole JSON answer; a body that is cut off or not JSON is the upstream's failure. */
   async function readJson(response: UpstreamResponse, signal: AbortSignal): Promise<unknown> {
-    let text: string;
-    try {
-      text = await response.body.text();
-    } catch (err) {
-      if (signal.aborted) throw failureFromError(name, err, signal);
-      throw upstreamFailure(`answer from provider ${name} ended early: ${errorCode(err)}`, err);
-    }
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch (err) {
-      throw upstreamFailure(`answer from provider ${name} was malformed: not JSON`, err);
-    }
+    const parsed = await readJsonAnswer(name, secrets, response.body, signal);
     if (!isRecord(parsed)) throw upstreamFailure(`answer from provider ${name} was malformed`);
     // Some servers answer 200 with an error object.
     if (parsed.error !== undefined && parsed.error !== null) {
