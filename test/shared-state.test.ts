@@ -16,6 +16,7 @@ let up2: OpenAIUpstream;
 let dir: string;
 const procs = new Map<string, ServiceProcess>();
 const ingress: string[] = [];
+const proberPorts: number[] = [];
 
 /** Answers probes (GET /models) but fails every completion: only live traffic can tell. */
 const failCompletions = (up: OpenAIUpstream) =>
@@ -123,11 +124,12 @@ async function eventually<T>(
   }
 }
 
-async function metric(port: number, name: string): Promise<number> {
+/** The sum of a metric's series on a service's /metrics, optionally only those with `label`. */
+async function metric(port: number, name: string, label = ""): Promise<number> {
   const text = await (await request(`http://127.0.0.1:${port}/metrics`)).body.text();
   let sum = 0;
   for (const line of text.split("\n"))
-    if (line.startsWith(name)) sum += Number(line.split(" ").at(-1));
+    if (line.startsWith(name) && line.includes(label)) sum += Number(line.split(" ").at(-1));
   return sum;
 }
 
@@ -154,11 +156,12 @@ beforeAll(async () => {
   up1 = await startOpenAIUpstream({ behavior: { kind: "answer", text: "one" } });
   up2 = await startOpenAIUpstream({ behavior: { kind: "answer", text: "two" } });
   const [i1, r1, i2, r2, c1, pr1, pr2] = (await freePorts(7)) as number[];
+  proberPorts.push(pr1 as number, pr2 as number);
   await Promise.all([
     start("connector-1", ["connector"], { connector: c1 }),
     start("router-ingress-1", ["router", "ingress"], { ingress: i1, router: r1 }),
     start("router-ingress-2", ["router", "ingress"], { ingress: i2, router: r2 }),
-    start("prober-1", ["prober"], { prober: pr1 }),
+    start("prober-1", ["prober"], { prober: pr1 as number }),
     start("prober-2", ["prober"], { prober: pr2 }),
   ]);
   ingress.push(`http://127.0.0.1:${i1}`, `http://127.0.0.1:${i2}`);
@@ -179,14 +182,23 @@ afterAll(async () => {
 
 describe("shared state over NATS", () => {
   it("probes each target once per interval, whatever the number of routers and probers", async () => {
-    const probes = () => up1.requests.filter((r) => r.method === "GET").length;
-    await new Promise((r) => setTimeout(r, 1_000)); // the active prober is settled by now
-    const before = probes();
-    await new Promise((r) => setTimeout(r, 3_000));
-    const count = probes() - before;
-    // 3 s at one probe per 500 ms is 6; two active probers would make it 12.
-    expect(count).toBeGreaterThanOrEqual(3);
-    expect(count).toBeLessThanOrEqual(8);
+    const upstreamProbes = () => up1.requests.filter((r) => r.method === "GET").length;
+    const proberCounts = () =>
+      Promise.all(
+        proberPorts.map((port) => metric(port, "switchyard_prober_probes_total{", 'provider="p1"')),
+      );
+    await eventually("a prober to be probing", async () =>
+      (await proberCounts()).some((n) => n > 2) ? true : undefined,
+    );
+    const [before, upBefore] = [await proberCounts(), upstreamProbes()];
+    await new Promise((r) => setTimeout(r, 2_000));
+    const [after, upAfter] = [await proberCounts(), upstreamProbes()];
+    const active = after.map((n, i) => n - (before[i] ?? 0));
+    // One prober holds the lease and probes; the other stands by and sends nothing.
+    expect(active.filter((n) => n > 0)).toHaveLength(1);
+    // Every probe the upstream saw came from that one prober (±1 for a probe in flight).
+    const sent = active.reduce((x, y) => x + y, 0);
+    expect(Math.abs(upAfter - upBefore - sent)).toBeLessThanOrEqual(1);
   });
 
   it("marks a target that fails live traffic down for every router before the next probe", async () => {
