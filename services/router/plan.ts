@@ -1,5 +1,6 @@
 import type { Config, TargetConfig } from "../lib/config/types.js";
 import { Failure, modelNotFound } from "../lib/errors.js";
+import type { RequestParams, Strategies } from "./strategies.js";
 
 /** One target the router may try, and the public model it serves (a fallback may differ). */
 export interface PlannedTarget {
@@ -12,19 +13,22 @@ export interface PlanHints {
   provider?: string | undefined;
   /** Replaces the model's configured fallbacks. */
   fallbacks?: string[] | undefined;
+  /** What the request asks for, for strategies that weigh it (lowest-cost). */
+  request?: RequestParams | undefined;
 }
 
 /**
- * The order in which targets are tried: the model's targets, then each fallback model's, in
- * priority order. Unusable targets (shared health says down, or the local breaker is open) move
- * to the end rather than out, so that when everything looks unhealthy the least-bad one is still
- * tried instead of refusing outright.
+ * The order in which targets are tried: the model's targets, then each fallback model's, each
+ * model's in the order its strategy gives for this request. Unusable targets (shared health says
+ * down, or the local breaker is open) move to the end rather than out, so that when everything
+ * looks unhealthy the least-bad one is still tried instead of refusing outright.
  */
 export function planTargets(
   config: Config,
   modelName: string,
   hints: PlanHints,
   usable: (t: TargetConfig) => boolean,
+  strategies: Strategies,
 ): PlannedTarget[] {
   const model = config.models[modelName];
   if (!model) {
@@ -38,7 +42,7 @@ export function planTargets(
     seen.add(name);
     const m = config.models[name];
     if (!m) continue; // request-level fallbacks may name unknown models; config ones are validated
-    for (const target of m.targets) {
+    for (const target of strategies.order(name, m, hints.request)) {
       if (hints.provider !== undefined && target.provider !== hints.provider) continue;
       planned.push({ model: name, target });
     }

@@ -71,12 +71,14 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     !health.isDown(t.provider, t.model) && !breakers.isOpen(t.provider, t.model);
 
   function noteFailure(p: PlannedTarget, f: Failure) {
+    const { provider, model } = p.target;
+    if (f.retryable) breakers.onFailure(provider, model);
     // A refusal of the request itself (400-class) shows the target is up and answering.
-    if (f.retryable) breakers.onFailure(p.target.provider, p.target.model);
+    else breakers.onSuccess(provider, model);
     // The target asked for a pause: honour it here as well as in shared health.
     if (f.kind === "rate_limited" && f.retryAfterMs > 0) {
-      breakers.coolDown(p.target.provider, p.target.model, f.retryAfterMs);
-    } else breakers.onSuccess(p.target.provider, p.target.model);
+      breakers.coolDown(provider, model, f.retryAfterMs);
+    }
     circuitState.set(
       { provider: p.target.provider, target: p.target.model },
       breakers.stateValue(p.target.provider, p.target.model),
@@ -142,7 +144,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
             );
             yield* withRetries(
               bigger,
-              { provider: hints.provider, fallbacks: [] },
+              { ...hints, fallbacks: [] },
               ctx,
               attemptOne,
               new Set([...seenModels, bigger]),

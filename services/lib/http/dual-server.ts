@@ -51,7 +51,8 @@ export function createDualServer(handler: DualHandler): DualServer {
   const h2Sockets = new WeakSet<net.Socket>();
   const isH2Socket = (socket: net.Socket) => h2Sockets.has(socket);
 
-  const server = net.createServer((socket) => {
+  // noDelay: without it Nagle holds small writes back for the peer's delayed ACK (~40 ms a hop).
+  const server = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.once("close", () => {
       sockets.delete(socket);
