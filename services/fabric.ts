@@ -1,11 +1,14 @@
 import { randomBytes } from "node:crypto";
 import { hostname, networkInterfaces } from "node:os";
-import { type ConnectRouter, createRouterTransport, type Transport } from "@connectrpc/connect";
+import type { ConnectRouter, Transport } from "@connectrpc/connect";
 import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
 import { request } from "undici";
+import { ConnectorService } from "../gen/switchyard/connector/v1/connector_pb.js";
+import { RouterService } from "../gen/switchyard/router/v1/router_pb.js";
 import { startAnnouncer } from "./connector/announcer.js";
 import { buildConnector, type ConnectorBuild } from "./connector/main.js";
+import { type Clock, createLimiter } from "./ingress/limits/index.js";
 import { buildIngress } from "./ingress/main.js";
 import type { Bus } from "./lib/bus/bus.js";
 import { createBus } from "./lib/bus/index.js";
@@ -13,6 +16,7 @@ import type { Config, ListenAddress } from "./lib/config/types.js";
 import { ConnectorPool } from "./lib/connector-pool.js";
 import { createAdminHandler } from "./lib/http/admin.js";
 import { createDualServer, type DualHandler, type DualServer } from "./lib/http/dual-server.js";
+import { createLocalTransport } from "./lib/local-transport.js";
 import type { Logger } from "./lib/logger.js";
 import { followConnectors } from "./lib/membership.js";
 import { createProcessRegistry, createRegistry, renderMetrics } from "./lib/metrics.js";
@@ -35,6 +39,8 @@ export interface FabricOptions {
   logger: Logger;
   /** Override listen addresses (tests bind port 0). */
   listen?: Partial<Record<ServiceName, ListenAddress>>;
+  /** The time tenant limits count by (tests move it to cross days and months). */
+  clock?: Clock;
 }
 
 /**
@@ -95,7 +101,7 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
     });
     const c = connector;
     closers.push(() => c.close());
-    connectors.add("local", createRouterTransport(c.routes));
+    connectors.add("local", createLocalTransport(ConnectorService, c.impl));
   } else if ((has("router") || has("prober")) && bus) {
     for (const url of config.peers.connectors) connectors.add(url, remote(url));
     const membership = followConnectors({
@@ -120,7 +126,7 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
     });
     closers.push(() => r.close());
     routerRoutes = r.routes;
-    routerTransport = createRouterTransport(r.routes);
+    routerTransport = createLocalTransport(RouterService, r.impl);
   } else if (has("ingress")) {
     routerTransport = remote(config.peers.router);
   }
@@ -141,11 +147,22 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
   let draining = false;
   if (has("ingress") && routerTransport) {
     const routerIsLocal = routerRoutes !== undefined;
+    const ingressLogger = loggerFor("ingress");
+    const ingressRegistry = registryFor("ingress");
+    const limiter = await createLimiter({
+      config,
+      logger: ingressLogger,
+      registry: ingressRegistry,
+      ...(opts.clock ? { clock: opts.clock } : {}),
+    });
+    closers.push(() => limiter.close());
     const ingress = buildIngress({
       config,
-      logger: loggerFor("ingress"),
-      registry: registryFor("ingress"),
+      logger: ingressLogger,
+      registry: ingressRegistry,
       routerTransport,
+      limiter,
+      ...(opts.clock ? { clock: opts.clock } : {}),
       renderMetrics: metrics,
       ready: async () => !draining && (routerIsLocal || (await peerReady(config.peers.router))),
     });

@@ -1,4 +1,4 @@
-import type { ConnectRouter } from "@connectrpc/connect";
+import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
 import { ConnectorService } from "../../gen/switchyard/connector/v1/connector_pb.js";
 import type { Bus } from "../lib/bus/bus.js";
@@ -11,6 +11,8 @@ import { createProvider } from "./providers/registry.js";
 
 export interface ConnectorBuild {
   routes(router: ConnectRouter): void;
+  /** The service implementation, for in-process callers (createLocalTransport). */
+  readonly impl: ServiceImpl<typeof ConnectorService>;
   /** Names of the providers this connector serves. */
   readonly providers: string[];
   /** Calls in flight right now. */
@@ -43,6 +45,7 @@ export function buildConnector(deps: {
   });
   return {
     routes: (router) => router.service(ConnectorService, impl),
+    impl,
     providers: [...providers.keys()],
     load,
     async close() {

@@ -1,4 +1,4 @@
-import type { ConnectRouter } from "@connectrpc/connect";
+import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
 import { RouterService } from "../../gen/switchyard/router/v1/router_pb.js";
 import type { Bus } from "../lib/bus/bus.js";
@@ -11,6 +11,8 @@ import { createRouterService } from "./router-service.js";
 
 export interface RouterBuild {
   routes(router: ConnectRouter): void;
+  /** The service implementation, for in-process callers (createLocalTransport). */
+  readonly impl: ServiceImpl<typeof RouterService>;
   readonly connectors: ConnectorPool;
   readonly health: HealthView;
   close(): Promise<void>;
@@ -42,6 +44,7 @@ export function buildRouter(deps: {
   });
   return {
     routes: (router) => router.service(RouterService, impl),
+    impl,
     connectors,
     health,
     async close() {

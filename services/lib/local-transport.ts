@@ -1,0 +1,204 @@
+import {
+  create,
+  type DescMessage,
+  type DescMethodStreaming,
+  type DescMethodUnary,
+  type DescService,
+  type MessageInitShape,
+  type MessageShape,
+} from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  type ContextValues,
+  createContextValues,
+  type HandlerContext,
+  type ServiceImpl,
+  type StreamResponse,
+  type Transport,
+  type UnaryResponse,
+} from "@connectrpc/connect";
+
+/** What Headers accepts (the DOM `HeadersInit`, which this project's lib settings do not declare). */
+type HeaderInit = ConstructorParameters<typeof Headers>[0];
+
+type AnyImpl = (req: unknown, ctx: HandlerContext) => unknown;
+
+/**
+ * A Connect Transport to a service implementation in this process, for one-process mode: the
+ * handler is called directly with the request message — no serialization, no protocol framing —
+ * while the seam keeps its meaning: errors arrive as ConnectError, a deadline aborts the
+ * handler's signal with DeadlineExceeded, the caller's signal (or a consumer that stops reading
+ * a stream) aborts it too. Messages are shared, not copied: neither side may keep mutating one
+ * after handing it over.
+ */
+export function createLocalTransport<S extends DescService>(
+  service: S,
+  impl: Partial<ServiceImpl<S>>,
+): Transport {
+  const handler = (method: { localName: string; name: string }): AnyImpl => {
+    const fn = (impl as Record<string, AnyImpl | undefined>)[method.localName];
+    if (!fn) {
+      throw new ConnectError(
+        `${service.typeName}.${method.name} is not implemented`,
+        Code.Unimplemented,
+      );
+    }
+    return fn.bind(impl);
+  };
+
+  return {
+    async unary<I extends DescMessage, O extends DescMessage>(
+      method: DescMethodUnary<I, O>,
+      signal: AbortSignal | undefined,
+      timeoutMs: number | undefined,
+      header: HeaderInit | undefined,
+      input: MessageInitShape<I>,
+      contextValues?: ContextValues,
+    ): Promise<UnaryResponse<I, O>> {
+      const call = localContext(service, method, signal, timeoutMs, header, contextValues);
+      try {
+        const out = await Promise.race([
+          handler(method)(create(method.input, input), call.ctx) as Promise<MessageInitShape<O>>,
+          call.aborted,
+        ]);
+        return {
+          stream: false,
+          service,
+          method,
+          header: call.ctx.responseHeader,
+          message: create(method.output, out) as MessageShape<O>,
+          trailer: call.ctx.responseTrailer,
+        };
+      } catch (err) {
+        throw call.error(err);
+      } finally {
+        call.finish();
+      }
+    },
+
+    async stream<I extends DescMessage, O extends DescMessage>(
+      method: DescMethodStreaming<I, O>,
+      signal: AbortSignal | undefined,
+      timeoutMs: number | undefined,
+      header: HeaderInit | undefined,
+      input: AsyncIterable<MessageInitShape<I>>,
+      contextValues?: ContextValues,
+    ): Promise<StreamResponse<I, O>> {
+      if (method.methodKind !== "server_streaming") {
+        throw new ConnectError("only server streaming is supported in process", Code.Unimplemented);
+      }
+      let request: MessageInitShape<I> | undefined;
+      for await (const m of input) {
+        request = m;
+        break;
+      }
+      const call = localContext(service, method, signal, timeoutMs, header, contextValues);
+      const source = handler(method)(create(method.input, request), call.ctx) as AsyncIterable<
+        MessageInitShape<O>
+      >;
+      async function* messages(): AsyncGenerator<MessageShape<O>> {
+        const it = source[Symbol.asyncIterator]();
+        try {
+          for (;;) {
+            const r = await Promise.race([it.next(), call.aborted]);
+            if (r.done) return;
+            yield create(method.output, r.value) as MessageShape<O>;
+          }
+        } catch (err) {
+          throw call.error(err);
+        } finally {
+          // A consumer that stops early (or an abort) ends the handler's work as well.
+          call.finish();
+          void it.return?.()?.catch(() => {});
+        }
+      }
+      return {
+        stream: true,
+        service,
+        method,
+        header: call.ctx.responseHeader,
+        message: messages(),
+        trailer: call.ctx.responseTrailer,
+      };
+    },
+  };
+}
+
+/** Why a finished call's handler signal is aborted (the call is over, nothing failed). */
+const CALL_ENDED = new ConnectError("call ended", Code.Canceled);
+
+function localContext(
+  service: DescService,
+  method: HandlerContext["method"],
+  signal: AbortSignal | undefined,
+  timeoutMs: number | undefined,
+  header: HeaderInit | undefined,
+  contextValues: ContextValues | undefined,
+) {
+  const controller = new AbortController();
+  const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+  const timer =
+    timeoutMs === undefined
+      ? undefined
+      : setTimeout(
+          () =>
+            controller.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded)),
+          timeoutMs,
+        );
+  const onCallerAbort = () =>
+    controller.abort(ConnectError.from(signal?.reason ?? "cancelled", Code.Canceled));
+  if (signal?.aborted) onCallerAbort();
+  else signal?.addEventListener("abort", onCallerAbort, { once: true });
+  // Rejects when the call is aborted, so a handler that ignores its signal cannot hang the caller.
+  const aborted = new Promise<never>((_, reject) => {
+    const fail = () => reject(controller.signal.reason);
+    if (controller.signal.aborted) fail();
+    else controller.signal.addEventListener("abort", fail, { once: true });
+  });
+  aborted.catch(() => {});
+
+  // Headers are built only when someone looks at them: most calls never do.
+  let requestHeader: Headers | undefined;
+  let responseHeader: Headers | undefined;
+  let responseTrailer: Headers | undefined;
+  const ctx: HandlerContext = {
+    service,
+    method,
+    signal: controller.signal,
+    timeoutMs: () => (deadline === undefined ? undefined : deadline - Date.now()),
+    requestMethod: "POST",
+    get requestHeader() {
+      requestHeader ??= new Headers(header);
+      return requestHeader;
+    },
+    get responseHeader() {
+      responseHeader ??= new Headers();
+      return responseHeader;
+    },
+    get responseTrailer() {
+      responseTrailer ??= new Headers();
+      return responseTrailer;
+    },
+    protocolName: "in-process",
+    values: contextValues ?? createContextValues(),
+    url: `in-process:///${service.typeName}/${method.name}`,
+  };
+
+  return {
+    ctx,
+    aborted,
+    /** The error the caller sees: the abort reason when the call was aborted. */
+    error(err: unknown): ConnectError {
+      if (controller.signal.aborted && controller.signal.reason !== CALL_ENDED) {
+        return ConnectError.from(controller.signal.reason);
+      }
+      return ConnectError.from(err);
+    },
+    finish() {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onCallerAbort);
+      if (!controller.signal.aborted) controller.abort(CALL_ENDED);
+    },
+  };
+}
