@@ -1,6 +1,9 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { Registry } from "prom-client";
 import { SERVICE_NAMES, type ServiceName, startFabric } from "../fabric.js";
+import { createLimiter } from "../ingress/limits/index.js";
+import { formatUsage, type UsageJson, usageJson } from "../ingress/limits/report.js";
 import { hashKey } from "../lib/config/keys.js";
 import { ConfigError, formatProblems, loadConfig } from "../lib/config/load.js";
 import type { Config } from "../lib/config/types.js";
@@ -10,6 +13,10 @@ const USAGE = `Usage:
   switchyard start [--config FILE] [--service ingress|router|connector|prober|all]...
   switchyard check-config [--config FILE]
   switchyard hash-key [KEY]        (reads the key from stdin when KEY is absent)
+  switchyard usage [--config FILE] [--url URL] [TENANT]
+                                   tenants' usage against their limits: from Redis when the
+                                   config has one, else from the ingress at URL
+                                   (GET /admin/usage with $SWITCHYARD_ADMIN_KEY)
 
 Config: --config, else $SWITCHYARD_CONFIG, else ./switchyard.yaml, else the built-in demo.
 Environment: LOG_LEVEL (pino level, default info).`;
@@ -24,6 +31,8 @@ async function main(argv: string[]): Promise<number> {
       return checkConfig(rest);
     case "hash-key":
       return hashKeyCommand(rest);
+    case "usage":
+      return usageCommand(rest);
     case undefined:
     case "help":
     case "--help":
@@ -128,6 +137,91 @@ function hashKeyCommand(args: string[]): number {
   if (key === "") throw new UsageError("the key is empty");
   process.stdout.write(`${hashKey(key)}\n`);
   return 0;
+}
+
+/**
+ * Prints usage against limits. Counters kept in Redis are read directly; counters kept in an
+ * ingress's memory can only be asked of that ingress, over its admin route.
+ */
+async function usageCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: { config: { type: "string", short: "c" }, url: { type: "string" } },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (positionals.length > 1) throw new UsageError("usage takes at most one TENANT");
+  const tenant = positionals[0];
+  if (values.url !== undefined) {
+    const usage = await usageFromIngress(values.url, tenant, process.env.SWITCHYARD_ADMIN_KEY);
+    if (typeof usage === "string") {
+      process.stderr.write(`switchyard: ${usage}\n`);
+      return 1;
+    }
+    process.stdout.write(formatUsage(usage));
+    return 0;
+  }
+
+  const { config } = load(values.config);
+  if (!config.tenants) {
+    process.stdout.write("No tenants are configured: the gateway is open and counts no usage.\n");
+    return 0;
+  }
+  if (tenant !== undefined && !config.tenants[tenant]) {
+    process.stderr.write(`switchyard: no tenant named '${tenant}' in the config\n`);
+    return 1;
+  }
+  if (!config.redis) {
+    process.stderr.write(
+      "switchyard: this config keeps limit counters in the memory of the running ingress (no\n" +
+        "'redis' section), so only that process knows them. Ask it over its admin route:\n" +
+        "  SWITCHYARD_ADMIN_KEY=... switchyard usage --url http://HOST:PORT [TENANT]\n" +
+        "(the config needs 'admin: { keys: [sha256:...] }' for that route).\n",
+    );
+    return 1;
+  }
+  const limiter = await createLimiter({
+    config,
+    logger: createLogger({ level: "silent" }),
+    registry: new Registry(),
+  });
+  try {
+    process.stdout.write(formatUsage(usageJson(await limiter.usage(tenant))));
+    return 0;
+  } catch {
+    // The URL may hold a password: name the setting, not its value.
+    process.stderr.write("switchyard: cannot read usage: Redis at redis.url is unreachable\n");
+    return 1;
+  } finally {
+    await limiter.close();
+  }
+}
+
+/** GET /admin/usage from a running ingress; a string is what went wrong. */
+async function usageFromIngress(
+  baseUrl: string,
+  tenant: string | undefined,
+  adminKey: string | undefined,
+): Promise<UsageJson | string> {
+  if (!adminKey) return "set SWITCHYARD_ADMIN_KEY to an admin key to ask an ingress";
+  const url = new URL("/admin/usage", baseUrl);
+  if (tenant !== undefined) url.searchParams.set("tenant", tenant);
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      headers: { authorization: `Bearer ${adminKey}` },
+      signal: AbortSignal.timeout(10_000),
+    });
+  } catch (err) {
+    return `cannot reach ${url.origin}: ${(err as Error).message}`;
+  }
+  const body = (await res.json().catch(() => undefined)) as
+    | (UsageJson & { error?: { message?: string } })
+    | undefined;
+  if (res.status !== 200 || !body) {
+    return `${url.origin} answered ${res.status}: ${body?.error?.message ?? "no usage report"}`;
+  }
+  return body;
 }
 
 class UsageError extends Error {}

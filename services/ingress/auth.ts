@@ -1,5 +1,6 @@
+import { createHash, timingSafeEqual } from "node:crypto";
 import { keyMatches } from "../lib/config/keys.js";
-import type { Config } from "../lib/config/types.js";
+import type { Config, TenantConfig } from "../lib/config/types.js";
 import { Failure } from "../lib/errors.js";
 
 export interface Caller {
@@ -7,9 +8,11 @@ export interface Caller {
   tenant: string;
   /** Public model names this caller may use; undefined = all. */
   models: ReadonlySet<string> | undefined;
+  /** The `sha256:` hash of the key that authenticated (names per-key limits); "" when open. */
+  keyHash: string;
 }
 
-const OPEN: Caller = { tenant: "", models: undefined };
+const OPEN: Caller = { tenant: "", models: undefined, keyHash: "" };
 
 /** Extracts the API key from `Authorization: Bearer KEY` or `x-api-key: KEY`. */
 export function presentedKey(
@@ -23,13 +26,55 @@ export function presentedKey(
   return xApiKey?.trim() || undefined;
 }
 
+interface KeyEntry {
+  tenant: string;
+  hash: string;
+  digest: Buffer;
+  models: ReadonlySet<string> | undefined;
+  /** Epoch ms from which the key is refused; undefined = never. */
+  expiresAt: number | undefined;
+}
+
+/** Every configured key by its `sha256:` hash: one lookup per request, whatever the key count. */
+export type KeyIndex = ReadonlyMap<string, KeyEntry>;
+
+export function createKeyIndex(tenants: Record<string, TenantConfig>): KeyIndex {
+  const index = new Map<string, KeyEntry>();
+  for (const [tenant, t] of Object.entries(tenants)) {
+    const models = t.models ? new Set(t.models) : undefined;
+    for (const hash of t.keys) {
+      const expires = t.key_options?.[hash]?.expires;
+      index.set(hash, {
+        tenant,
+        hash,
+        digest: Buffer.from(hash.slice("sha256:".length), "hex"),
+        models,
+        expiresAt: expires === undefined ? undefined : Date.parse(expires),
+      });
+    }
+  }
+  return index;
+}
+
+// Config objects are immutable once loaded, so each one's index is built once and kept with it.
+const indexes = new WeakMap<Config, KeyIndex>();
+
+/** The key index of a config, built on first use (the ingress asks for it at startup). */
+export function keyIndexOf(config: Config): KeyIndex {
+  let index = indexes.get(config);
+  if (!index) {
+    index = createKeyIndex(config.tenants ?? {});
+    indexes.set(config, index);
+  }
+  return index;
+}
+
 /**
  * Who is calling. Without a `tenants` section the gateway is open; with one, every call needs a
- * key whose hash one tenant lists.
+ * key whose hash one tenant lists, and that has not expired by `now` (epoch ms).
  */
-export function authenticate(config: Config, key: string | undefined): Caller {
-  const tenants = config.tenants;
-  if (!tenants) return OPEN;
+export function authenticate(config: Config, key: string | undefined, now = Date.now()): Caller {
+  if (!config.tenants) return OPEN;
   if (!key) {
     throw new Failure({
       status: 401,
@@ -39,16 +84,33 @@ export function authenticate(config: Config, key: string | undefined): Caller {
         "You didn't provide an API key. Send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'.",
     });
   }
-  for (const [tenant, t] of Object.entries(tenants)) {
-    if (keyMatches(key, t.keys))
-      return { tenant, models: t.models ? new Set(t.models) : undefined };
+  // The key is hashed once; the map finds the one candidate, and the digests are then compared
+  // in constant time so a near miss takes as long as a hit.
+  const digest = createHash("sha256").update(key, "utf8").digest();
+  const entry = keyIndexOf(config).get(`sha256:${digest.toString("hex")}`);
+  if (!entry || !timingSafeEqual(digest, entry.digest)) {
+    throw new Failure({
+      status: 401,
+      kind: "auth",
+      code: "invalid_api_key",
+      message: "Incorrect API key provided.",
+    });
   }
-  throw new Failure({
-    status: 401,
-    kind: "auth",
-    code: "invalid_api_key",
-    message: "Incorrect API key provided.",
-  });
+  if (entry.expiresAt !== undefined && now >= entry.expiresAt) {
+    throw new Failure({
+      status: 401,
+      kind: "auth",
+      code: "expired_api_key",
+      message: "This API key has expired. Ask your gateway operator for a new one.",
+    });
+  }
+  return { tenant: entry.tenant, models: entry.models, keyHash: entry.hash };
+}
+
+/** Whether `key` is one of `admin.keys` (always false without an admin section). */
+export function isAdminKey(config: Config, key: string | undefined): boolean {
+  if (!key || !config.admin) return false;
+  return keyMatches(key, config.admin.keys);
 }
 
 export function authorizeModel(caller: Caller, model: string): void {

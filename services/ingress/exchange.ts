@@ -15,12 +15,24 @@ import { Failure, modelNotFound } from "../lib/errors.js";
 import type { Logger } from "../lib/logger.js";
 import { counter, gauge, histogram } from "../lib/metrics.js";
 import { authorizeModel, type Caller } from "./auth.js";
+import {
+  answerCost,
+  estimateChat,
+  estimateEmbed,
+  tokensOfText,
+  worstCaseCost,
+} from "./limits/estimate.js";
+import { rateLimitHeaders } from "./limits/headers.js";
+import type { Clock, Limiter, Reservation } from "./limits/index.js";
 
 export interface IngressDeps {
   config: Config;
   router: Client<typeof RouterService>;
   logger: Logger;
   registry: Registry;
+  /** Tenant limits: admit before routing, settle with the real usage at the end. */
+  limiter: Limiter;
+  clock: Clock;
 }
 
 export type ClientApi = "openai" | "anthropic" | "grpc";
@@ -88,6 +100,10 @@ export class ChatExchange {
   private attempts = 0;
   private stream: AsyncIterator<{ chunk?: ChatChunk | undefined }> | undefined;
   private finished = false;
+  private reservation: Reservation | undefined;
+  private estimate = { prompt: 0, completion: 0 };
+  /** Characters of answer handed out, for the usage of a stream cut before its usage came. */
+  private answerChars = 0;
   /** Per-request routing overrides (pinned provider, fallbacks) the client sent. */
   hints: RoutingHints | undefined;
   /** The client's own deadline, when shorter than `routing.timeouts.total_ms`. */
@@ -112,6 +128,13 @@ export class ChatExchange {
       throw modelNotFound(this.params.model);
     }
     authorizeModel(this.caller, this.params.model);
+    if (this.caller.tenant) {
+      this.estimate = estimateChat(this.params);
+      this.reservation = await this.deps.limiter.admit(this.caller.tenant, this.caller.keyHash, {
+        tokens: this.estimate.prompt + this.estimate.completion,
+        usd: worstCaseCost(config, this.params.model, this.estimate),
+      });
+    }
     const stream = this.deps.router.chat(
       {
         context: create(RequestContextSchema, {
@@ -158,16 +181,59 @@ export class ChatExchange {
       this.attempts = chunk.start.attempts;
     }
     if (chunk.usage) this.usage = chunk.usage;
+    for (const c of chunk.choices) {
+      this.answerChars += (c.content?.length ?? 0) + (c.reasoning?.length ?? 0);
+      this.answerChars += c.refusal?.length ?? 0;
+      for (const t of c.toolCalls) this.answerChars += t.arguments?.length ?? 0;
+    }
     return chunk;
   }
 
-  /** Response headers that say who answered (SPEC §4). */
+  /** Response headers that say who answered (SPEC §4), and what is left of the caller's limits. */
   routeHeaders(): Record<string, string> {
     return {
       "x-switchyard-provider": this.provider,
       "x-switchyard-model": this.upstreamModel,
       "x-switchyard-attempts": String(this.attempts),
+      ...(this.reservation
+        ? rateLimitHeaders(this.reservation.snapshot, this.api, this.deps.clock())
+        : {}),
     };
+  }
+
+  /**
+   * What the request used: the upstream's final usage when the answer ended cleanly; for one cut
+   * short, the prompt (reported or estimated) and the answer handed out so far; nothing when no
+   * answer began.
+   */
+  private usedTokens(complete: boolean): { prompt: number; completion: number; cached: number } {
+    const u = this.usage;
+    if (complete && u && (u.promptTokens > 0 || u.completionTokens > 0)) {
+      return {
+        prompt: u.promptTokens,
+        completion: u.completionTokens,
+        cached: u.cachedPromptTokens ?? 0,
+      };
+    }
+    if (this.firstTokenMs === undefined) return { prompt: 0, completion: 0, cached: 0 };
+    return {
+      prompt: u?.promptTokens || this.estimate.prompt,
+      completion: Math.max(u?.completionTokens ?? 0, tokensOfText(this.answerChars)),
+      cached: u?.cachedPromptTokens ?? 0,
+    };
+  }
+
+  private settle(status: number, truncated: boolean): void {
+    const reservation = this.reservation;
+    if (!reservation) return;
+    const used = this.usedTokens(status === 200 && !truncated);
+    const cost = answerCost(
+      this.deps.config,
+      this.params.model,
+      { provider: this.provider, upstreamModel: this.upstreamModel },
+      { prompt: used.prompt, completion: used.completion, cachedPrompt: used.cached },
+    );
+    void this.deps.limiter.settle(reservation, { tokens: used.prompt + used.completion }, cost);
   }
 
   /**
@@ -177,6 +243,7 @@ export class ChatExchange {
   finish(status: number, opts: { error?: Failure; truncated?: boolean } = {}): void {
     if (this.finished) return;
     this.finished = true;
+    this.settle(status, opts.truncated === true);
     const { metrics, api, params } = this;
     const seconds = (performance.now() - this.started) / 1000;
     const model = this.deps.config.models[params.model] ? params.model : "(unknown)";
@@ -225,9 +292,15 @@ export class ChatExchange {
   }
 }
 
+export interface EmbedAnswer {
+  result: EmbedResult;
+  /** What is left of the caller's limits, for the response headers. */
+  limitHeaders: Record<string, string>;
+}
+
 /**
- * One embeddings request, whatever the client API: routes it and writes its log line and metrics.
- * Throws a Failure.
+ * One embeddings request, whatever the client API: routes it within the caller's limits and
+ * writes its log line and metrics. Throws a Failure.
  */
 export async function runEmbed(
   deps: IngressDeps,
@@ -237,16 +310,24 @@ export async function runEmbed(
   caller: Caller,
   params: EmbedParams,
   signal: AbortSignal,
-): Promise<EmbedResult> {
+): Promise<EmbedAnswer> {
   const started = performance.now();
   const model = deps.config.models[params.model] ? params.model : "(unknown)";
   let status = 200;
   let result: EmbedResult | undefined;
   let error: Failure | undefined;
+  let reservation: Reservation | undefined;
+  const estimate = estimateEmbed(params);
   metrics.inflight.inc({ api });
   try {
     if (model === "(unknown)") throw modelNotFound(params.model);
     authorizeModel(caller, params.model);
+    if (caller.tenant) {
+      reservation = await deps.limiter.admit(caller.tenant, caller.keyHash, {
+        tokens: estimate,
+        usd: worstCaseCost(deps.config, params.model, { prompt: estimate, completion: 0 }),
+      });
+    }
     const res = await deps.router.embed(
       {
         context: create(RequestContextSchema, { requestId, tenant: caller.tenant }),
@@ -257,12 +338,22 @@ export async function runEmbed(
     if (!res.result)
       throw new Failure({ status: 502, kind: "upstream_error", message: "empty answer" });
     result = res.result;
-    return result;
+    const limitHeaders = reservation
+      ? rateLimitHeaders(reservation.snapshot, api, deps.clock())
+      : {};
+    return { result, limitHeaders };
   } catch (err) {
     error = Failure.from(err);
     status = signal.aborted ? 499 : error.status;
     throw error;
   } finally {
+    if (reservation) {
+      const prompt = result ? result.usage?.promptTokens || estimate : 0;
+      const cost = result
+        ? answerCost(deps.config, params.model, result, { prompt, completion: 0 })
+        : 0;
+      void deps.limiter.settle(reservation, { tokens: prompt }, cost);
+    }
     const seconds = (performance.now() - started) / 1000;
     metrics.inflight.dec({ api });
     metrics.requests.inc({

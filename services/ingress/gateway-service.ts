@@ -21,6 +21,7 @@ import { Failure } from "../lib/errors.js";
 import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
 import { ChatExchange, type IngressDeps, type IngressMetrics, runEmbed } from "./exchange.js";
 import { routingHints } from "./hints.js";
+import { connectErrorFor } from "./limits/headers.js";
 
 /** GatewayService: the public typed API, same auth, routing and limits as the REST routes. */
 export function createGatewayService(
@@ -34,7 +35,7 @@ export function createGatewayService(
         ctx.requestHeader.get("authorization") ?? undefined,
         ctx.requestHeader.get("x-api-key") ?? undefined,
       );
-      return { requestId, caller: authenticate(deps.config, key) };
+      return { requestId, caller: authenticate(deps.config, key, deps.clock()) };
     } catch (err) {
       throw Failure.from(err).toConnectError();
     }
@@ -88,7 +89,10 @@ export function createGatewayService(
     } catch (err) {
       const f = Failure.from(err);
       exchange.finish(ctx.signal.aborted ? 499 : f.status, { error: f, truncated: sent });
-      throw f.toConnectError();
+      throw connectErrorFor(f, deps.clock());
+    } finally {
+      // A client that goes away mid-stream ends the generator at its `yield`, past the catch.
+      exchange.finish(499);
     }
   }
 
@@ -104,7 +108,7 @@ export function createGatewayService(
     } catch (err) {
       const f = Failure.from(err);
       exchange.finish(ctx.signal.aborted ? 499 : f.status, { error: f });
-      throw f.toConnectError();
+      throw connectErrorFor(f, deps.clock());
     }
   }
 
@@ -120,7 +124,7 @@ export function createGatewayService(
       }).toConnectError();
     }
     try {
-      const result = await runEmbed(
+      const { result, limitHeaders } = await runEmbed(
         deps,
         deps.metrics,
         "grpc",
@@ -129,9 +133,10 @@ export function createGatewayService(
         params,
         ctx.signal,
       );
+      for (const [k, v] of Object.entries(limitHeaders)) ctx.responseHeader.set(k, v);
       return create(EmbedResponseSchema, { result });
     } catch (err) {
-      throw Failure.from(err).toConnectError();
+      throw connectErrorFor(Failure.from(err), deps.clock());
     }
   }
 

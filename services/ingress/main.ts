@@ -6,8 +6,10 @@ import { RouterService } from "../../gen/switchyard/router/v1/router_pb.js";
 import type { Config } from "../lib/config/types.js";
 import type { DualHandler } from "../lib/http/dual-server.js";
 import type { Logger } from "../lib/logger.js";
+import { keyIndexOf } from "./auth.js";
 import { createIngressMetrics } from "./exchange.js";
 import { createGatewayService } from "./gateway-service.js";
+import type { Clock, Limiter } from "./limits/index.js";
 import { createRestHandler } from "./rest.js";
 
 export interface IngressBuild {
@@ -22,17 +24,24 @@ export function buildIngress(deps: {
   logger: Logger;
   registry: Registry;
   routerTransport: Transport;
+  /** Tenant limits (see limits/index.ts createLimiter); the caller closes it. */
+  limiter: Limiter;
+  clock?: Clock;
   renderMetrics(): Promise<{ contentType: string; body: string }>;
   ready(): Promise<boolean>;
 }): IngressBuild {
   const router = createClient(RouterService, deps.routerTransport);
   const metrics = createIngressMetrics(deps.registry);
+  // Every key's hash is indexed once, now, rather than on the first request.
+  keyIndexOf(deps.config);
   const base = {
     config: deps.config,
     router,
     logger: deps.logger,
     registry: deps.registry,
     metrics,
+    limiter: deps.limiter,
+    clock: deps.clock ?? Date.now,
   };
   const rest = createRestHandler({ ...base, renderMetrics: deps.renderMetrics, ready: deps.ready });
   const gateway = createGatewayService(base);

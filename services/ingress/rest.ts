@@ -3,11 +3,14 @@ import type http from "node:http";
 import http2 from "node:http2";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { Failure } from "../lib/errors.js";
+import { adminUsage } from "./admin.js";
 import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
 import { parseJson, readBody } from "./body.js";
 import { anthropicCodec, type ChatCodec, openAICodec } from "./codecs.js";
 import { ChatExchange, type IngressDeps, type IngressMetrics, runEmbed } from "./exchange.js";
 import { routingHints, takeBodyFallbacks } from "./hints.js";
+import { decorateLimitError } from "./limits/headers.js";
+import { LimitExceeded } from "./limits/index.js";
 import { parseEmbeddingsRequest, renderEmbeddings } from "./openai/embeddings.js";
 import { renderModelList } from "./openai/models.js";
 
@@ -59,6 +62,12 @@ export function createRestHandler(deps: RestDeps) {
         const caller = callerOf(req);
         return sendJson(res, 200, renderModelList(visibleModels(deps.config, caller), created));
       }
+      if (path === "/admin/usage") {
+        if (req.method !== "GET") throw methodNotAllowed(req.method, "GET");
+        const key = presentedKey(headerValue(req, "authorization"), headerValue(req, "x-api-key"));
+        const query = new URLSearchParams((req.url ?? "").split("?", 2)[1] ?? "");
+        return sendJson(res, 200, await adminUsage(deps, key, query));
+      }
       throw new Failure({
         status: 404,
         kind: "not_found",
@@ -74,7 +83,8 @@ export function createRestHandler(deps: RestDeps) {
           "request rejected",
         );
       }
-      sendError(res, f, path === "/v1/messages" ? anthropicCodec : openAICodec, requestId);
+      const codec = path === "/v1/messages" ? anthropicCodec : openAICodec;
+      sendError(res, f, codec, requestId, deps.clock());
     }
   };
 
@@ -82,6 +92,7 @@ export function createRestHandler(deps: RestDeps) {
     return authenticate(
       deps.config,
       presentedKey(headerValue(req, "authorization"), headerValue(req, "x-api-key")),
+      deps.clock(),
     );
   }
 
@@ -154,9 +165,9 @@ export function createRestHandler(deps: RestDeps) {
     res.once("close", () => {
       if (!res.writableFinished) abort.abort();
     });
-    let result: Awaited<ReturnType<typeof runEmbed>>;
+    let answer: Awaited<ReturnType<typeof runEmbed>>;
     try {
-      result = await runEmbed(
+      answer = await runEmbed(
         deps,
         deps.metrics,
         "openai",
@@ -168,7 +179,9 @@ export function createRestHandler(deps: RestDeps) {
     } catch (err) {
       throw new RoutedFailure(Failure.from(err));
     }
+    const { result, limitHeaders } = answer;
     sendJson(res, 200, renderEmbeddings(result, encoding), {
+      ...limitHeaders,
       "x-switchyard-provider": result.provider,
       "x-switchyard-model": result.upstreamModel,
       "x-switchyard-attempts": String(result.attempts),
@@ -247,12 +260,13 @@ function toFailure(err: unknown, deps: IngressDeps): Failure {
   return new Failure({ status: 500, kind: "upstream_error", message: "internal gateway error" });
 }
 
-function sendError(res: Res, f: Failure, codec: ChatCodec, requestId: string): void {
+function sendError(res: Res, f: Failure, codec: ChatCodec, requestId: string, now: number): void {
   if (res.headersSent) {
     res.end();
     return;
   }
   const e = codec.error(f, requestId);
+  if (f instanceof LimitExceeded) decorateLimitError(e, f, codec.api, now);
   // An HTTP/1.1 body we stopped reading cannot be skipped on a kept-alive connection.
   if (f.status === 413 && !(res instanceof http2.Http2ServerResponse))
     e.headers.connection = "close";

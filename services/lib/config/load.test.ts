@@ -153,11 +153,13 @@ describe("demo config", () => {
         strategy: "priority",
         targets: [{ provider: "mock", model: "mock-1", weight: 1 }],
         fallbacks: [],
+        context_window_fallbacks: [],
       },
       "demo-fast": {
         strategy: "priority",
         targets: [{ provider: "mock-fast", model: "mock-1", weight: 1 }],
         fallbacks: [],
+        context_window_fallbacks: [],
       },
     });
     expect(config?.tenants).toBeUndefined();

@@ -101,9 +101,19 @@ export interface TenantLimits {
   monthly_usd?: number;
 }
 
+/** What a key given in the object form `{ hash, expires, limits }` adds to its bare hash. */
+export interface KeyOptions {
+  /** When the key stops working: an ISO 8601 date-time, as configured. */
+  expires?: string;
+  /** Limits on this key alone, enforced on top of its tenant's. */
+  limits?: TenantLimits;
+}
+
 export interface TenantConfig {
-  /** `sha256:<hex>` hashes of the tenant's API keys. */
+  /** `sha256:<hex>` hashes of the tenant's API keys (lowercase), in either config form. */
   keys: string[];
+  /** Expiry and limits of the keys that were given in the object form, by hash. */
+  key_options?: Record<string, KeyOptions>;
   /** Allowed public model names; absent = all. */
   models?: string[];
   limits: TenantLimits;
@@ -111,7 +121,15 @@ export interface TenantConfig {
 
 export interface RedisConfig {
   url: string;
+  /** What admission does while Redis cannot be reached: allow (and log), or refuse with 503. */
   on_error: "fail_open" | "fail_closed";
+  /** Prepended to every key, so deployments can share one Redis; default `switchyard`. */
+  prefix?: string;
+}
+
+export interface AdminConfig {
+  /** `sha256:<hex>` hashes of the keys that may call the ingress's `/admin/*` routes. */
+  keys: string[];
 }
 
 export interface Config {
@@ -125,4 +143,6 @@ export interface Config {
   /** Absent = open gateway. */
   tenants?: Record<string, TenantConfig>;
   redis?: RedisConfig;
+  /** Absent = no admin routes. */
+  admin?: AdminConfig;
 }

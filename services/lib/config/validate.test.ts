@@ -53,6 +53,7 @@ describe("defaults", () => {
           strategy: "priority",
           targets: [{ provider: "demo", model: "mock-1", weight: 1 }],
           fallbacks: [],
+          context_window_fallbacks: [],
         },
       },
       routing: {
@@ -60,6 +61,7 @@ describe("defaults", () => {
         backoff: { base_ms: 50, max_ms: 2000 },
         timeouts: { first_token_ms: 15000, idle_ms: 30000, total_ms: 600000 },
         circuit_breaker: { consecutive_failures: 5, cooldown_ms: 30000 },
+        retry_budget: { ratio: 0.2, min_per_second: 10 },
       },
       health: { probe_interval_ms: 15000, stale_after_ms: 60000 },
     });
@@ -178,6 +180,7 @@ redis:
         { provider: "azure", model: "gpt-4o-prod", weight: 1 },
       ],
       fallbacks: ["claude"],
+      context_window_fallbacks: [],
     });
     // Hashes are stored lowercased so equal keys compare equal.
     expect(config.tenants?.acme?.keys).toEqual([KEY_A]);

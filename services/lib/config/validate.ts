@@ -6,8 +6,10 @@
 
 import { isKeyHash } from "./keys.js";
 import type {
+  AdminConfig,
   Config,
   HealthConfig,
+  KeyOptions,
   ListenAddress,
   ModelConfig,
   NatsConfig,
@@ -356,6 +358,7 @@ const ROOT_KEYS = [
   "health",
   "tenants",
   "redis",
+  "admin",
 ];
 
 function readConfig(root: Node): Config {
@@ -371,11 +374,13 @@ function readConfig(root: Node): Config {
   const health = readHealth(root.child("health"));
   const tenants = readTenants(root.child("tenants"), new Set(Object.keys(models)));
   const redis = readRedis(root.child("redis"));
+  const admin = readAdmin(root.child("admin"), tenants);
 
   const config: Config = { server, peers, providers, models, routing, health };
   if (nats !== undefined) config.nats = nats;
   if (tenants !== undefined) config.tenants = tenants;
   if (redis !== undefined) config.redis = redis;
+  if (admin !== undefined) config.admin = admin;
   return config;
 }
 
@@ -721,13 +726,16 @@ function readTenant(
   const keyNodes = list(keysNode);
   if (!keysNode.missing() && keyNodes?.length === 0) keysNode.problem("must list at least one key");
   const keys: string[] = [];
+  const keyOptions: Record<string, KeyOptions> = {};
   for (const item of keyNodes ?? []) {
-    const key = readKeyHash(item);
-    if (key === undefined) continue;
+    const entry = readTenantKey(item);
+    if (entry === undefined) continue;
+    const { hash: key, options } = entry;
     const owner = keyOwners.get(key);
     if (owner === undefined) {
       keyOwners.set(key, { tenant: name, path: item.path });
       keys.push(key);
+      if (options !== undefined) keyOptions[key] = options;
     } else if (owner.tenant === name) {
       item.problem(`duplicate key (same as ${owner.path})`);
     } else {
@@ -736,6 +744,7 @@ function readTenant(
   }
 
   const tenant: TenantConfig = { keys, limits: readLimits(node.child("limits")) };
+  if (Object.keys(keyOptions).length > 0) tenant.key_options = keyOptions;
   const modelsNode = node.child("models");
   const models = stringList(modelsNode);
   if (models !== undefined) {
@@ -761,6 +770,41 @@ function readKeyHash(node: Node): string | undefined {
   return value.toLowerCase();
 }
 
+/**
+ * A tenant key: a bare hash, or `{ hash, expires, limits }` for a key that stops working at a
+ * given time or has limits of its own on top of the tenant's.
+ */
+function readTenantKey(node: Node): { hash: string; options?: KeyOptions } | undefined {
+  if (!isRecord(node.value)) {
+    const hash = readKeyHash(node);
+    return hash === undefined ? undefined : { hash };
+  }
+  section(node, ["hash", "expires", "limits"]);
+  const hashNode = node.child("hash");
+  const hash = hashNode.missing() ? undefined : readKeyHash(hashNode);
+  const options: KeyOptions = {};
+  const expires = readDateTime(node.child("expires"));
+  if (expires !== undefined) options.expires = expires;
+  const limitsNode = node.child("limits");
+  if (!limitsNode.absent) options.limits = readLimits(limitsNode);
+  if (hash === undefined) return undefined;
+  return Object.keys(options).length > 0 ? { hash, options } : { hash };
+}
+
+const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/i;
+
+/** An ISO 8601 date-time with a time zone (a bare date would leave "which midnight?" open). */
+function readDateTime(node: Node): string | undefined {
+  const value = optionalString(node);
+  if (value === undefined) return undefined;
+  if (!DATE_TIME.test(value) || Number.isNaN(Date.parse(value))) {
+    return node.problem(
+      `must be an ISO 8601 date-time with a time zone, e.g. 2026-12-31T00:00:00Z, got ${shown(node)}`,
+    );
+  }
+  return value;
+}
+
 function readLimits(node: Node): TenantLimits {
   section(node, ["rpm", "tpm", "concurrency", "daily_tokens", "monthly_usd"]);
   const limits: TenantLimits = {};
@@ -779,9 +823,38 @@ function readLimits(node: Node): TenantLimits {
 
 function readRedis(node: Node): RedisConfig | undefined {
   if (node.absent) return undefined;
-  section(node, ["url", "on_error"]);
-  return {
+  section(node, ["url", "on_error", "prefix"]);
+  const redis: RedisConfig = {
     url: requiredUrl(node.child("url"), REDIS_URL),
     on_error: oneOf(node.child("on_error"), ["fail_open", "fail_closed"]) ?? "fail_open",
   };
+  const prefixNode = node.child("prefix");
+  const prefix = optionalString(prefixNode);
+  if (prefix !== undefined) {
+    if (/^[A-Za-z0-9_.:-]{1,64}$/.test(prefix)) redis.prefix = prefix;
+    else prefixNode.problem("must be 1 to 64 letters, digits, '_', '.', ':' or '-'");
+  }
+  return redis;
+}
+
+/** Keys for the ingress's `/admin/*` routes; never the same as a tenant's key. */
+function readAdmin(
+  node: Node,
+  tenants: Record<string, TenantConfig> | undefined,
+): AdminConfig | undefined {
+  if (node.absent) return undefined;
+  section(node, ["keys"]);
+  const keysNode = node.child("keys");
+  const keyNodes = list(keysNode);
+  if (!keysNode.missing() && keyNodes?.length === 0) keysNode.problem("must list at least one key");
+  const keys: string[] = [];
+  for (const item of keyNodes ?? []) {
+    const key = readKeyHash(item);
+    if (key === undefined) continue;
+    const tenant = Object.entries(tenants ?? {}).find(([, t]) => t.keys.includes(key))?.[0];
+    if (keys.includes(key)) item.problem("duplicate key");
+    else if (tenant !== undefined) item.problem(`key already belongs to tenant '${tenant}'`);
+    else keys.push(key);
+  }
+  return { keys };
 }

@@ -1,0 +1,80 @@
+// How limits show up on the wire: the rate-limit headers SDKs read (OpenAI's `x-ratelimit-*`,
+// Anthropic's `anthropic-ratelimit-*`), on answers and on 429s, and as gRPC metadata.
+
+import type { ConnectError } from "@connectrpc/connect";
+import type { Failure } from "../../lib/errors.js";
+import type { ClientApi } from "../exchange.js";
+import { LimitExceeded, type LimitSnapshot, type Quota } from "./limiter.js";
+
+/** Headers telling the caller what is left of its request and token rates. */
+export function rateLimitHeaders(
+  snapshot: LimitSnapshot,
+  api: ClientApi,
+  now: number,
+): Record<string, string> {
+  const headers: Record<string, string> = {};
+  const put = (dimension: "requests" | "tokens", q: Quota | undefined) => {
+    if (!q) return;
+    headers[`x-ratelimit-limit-${dimension}`] = String(q.limit);
+    headers[`x-ratelimit-remaining-${dimension}`] = String(q.remaining);
+    headers[`x-ratelimit-reset-${dimension}`] = openAIDuration(q.resetMs);
+    if (api === "anthropic") {
+      headers[`anthropic-ratelimit-${dimension}-limit`] = String(q.limit);
+      headers[`anthropic-ratelimit-${dimension}-remaining`] = String(q.remaining);
+      headers[`anthropic-ratelimit-${dimension}-reset`] = rfc3339(now + q.resetMs);
+    }
+  };
+  put("requests", snapshot.requests);
+  put("tokens", snapshot.tokens);
+  return headers;
+}
+
+/**
+ * Completes a 429 envelope made by a client API's error function (which already set
+ * `retry-after`): the rate-limit headers, which limit was hit (`x-switchyard-limit`, and `limit`
+ * in the error object), and for OpenAI the `type` its SDK users check ("tokens" for tpm).
+ */
+export function decorateLimitError(
+  envelope: { body: unknown; headers: Record<string, string> },
+  f: LimitExceeded,
+  api: ClientApi,
+  now: number,
+): void {
+  Object.assign(envelope.headers, rateLimitHeaders(f.snapshot, api, now), {
+    "x-switchyard-limit": f.limit,
+  });
+  const error = (envelope.body as { error?: unknown } | null)?.error;
+  if (typeof error === "object" && error !== null) {
+    const e = error as Record<string, unknown>;
+    e.limit = f.limit;
+    if (api === "openai" && f.limit === "tpm") e.type = "tokens";
+  }
+}
+
+/** The ConnectError for a Failure; a refused admission also carries the rate-limit metadata. */
+export function connectErrorFor(f: Failure, now: number): ConnectError {
+  const ce = f.toConnectError();
+  if (f instanceof LimitExceeded) {
+    const headers = rateLimitHeaders(f.snapshot, "grpc", now);
+    headers["retry-after"] = String(Math.ceil(f.retryAfterMs / 1000));
+    headers["x-switchyard-limit"] = f.limit;
+    for (const [k, v] of Object.entries(headers)) ce.metadata.set(k, v);
+  }
+  return ce;
+}
+
+/** OpenAI's duration style: `350ms`, `12.5s`, `6m0s`, `1h2m3s`. */
+export function openAIDuration(ms: number): string {
+  const total = Math.max(0, Math.ceil(ms));
+  if (total < 1000) return `${total}ms`;
+  if (total < 60_000) return `${Number((total / 1000).toFixed(3))}s`;
+  const s = Math.ceil(total / 1000);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return `${h > 0 ? `${h}h` : ""}${m}m${s % 60}s`;
+}
+
+/** An RFC 3339 time to the second (rounded up, so a client waiting until it is never early). */
+function rfc3339(at: number): string {
+  return new Date(Math.ceil(at / 1000) * 1000).toISOString().replace(".000Z", "Z");
+}
