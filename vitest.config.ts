@@ -2,7 +2,12 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
-    include: ["services/**/*.test.ts", "test/**/*.test.ts", "deploy/**/*.test.ts"],
+    include: [
+      "services/**/*.test.ts",
+      "test/**/*.test.ts",
+      "deploy/**/*.test.ts",
+      "bench/**/*.test.ts",
+    ],
     testTimeout: 30_000,
     hookTimeout: 30_000,
     pool: "forks",

@@ -246,8 +246,8 @@ export interface OpenResult {
   overloaded: boolean;
   /** From each request's scheduled send time to the end of its answer. */
   latency: LatencySummary;
-  /** How late the scheduler fired a request, at worst (client-side lag, ms). */
-  maxLagMs: number;
+  /** How late the client sent each request after its scheduled time: its own stalls. */
+  lag: LatencySummary;
 }
 
 export interface HoldProgress {
@@ -413,6 +413,7 @@ export async function runClosed(job: ClosedJob): Promise<ClosedResult> {
 export async function runOpen(job: OpenJob): Promise<OpenResult> {
   const pool = sharedPool(job.target.origin);
   const latency = newHistogram();
+  const lag = newHistogram();
   const intervalMs = 1000 / job.rate;
   const total = Math.max(1, Math.floor((job.rate * job.durationMs) / 1000));
   // Little's law: this many in flight means latency far past any threshold worth measuring.
@@ -425,7 +426,6 @@ export async function runOpen(job: OpenJob): Promise<OpenResult> {
   let errors = 0;
   let inFlight = 0;
   let overloaded = false;
-  let maxLagMs = 0;
   let firstError: string | undefined;
   const { promise: settled, resolve: settle } = deferred();
   const maybeSettled = () => {
@@ -460,7 +460,7 @@ export async function runOpen(job: OpenJob): Promise<OpenResult> {
     const now = performance.now();
     while (scheduled < total && start + scheduled * intervalMs <= now) {
       const at = start + scheduled * intervalMs;
-      maxLagMs = Math.max(maxLagMs, now - at);
+      recordMs(lag, now - at);
       send(at);
       scheduled++;
     }
@@ -481,7 +481,7 @@ export async function runOpen(job: OpenJob): Promise<OpenResult> {
     ...(firstError !== undefined && { firstError }),
     overloaded,
     latency: summarize(latency),
-    maxLagMs: round3(maxLagMs),
+    lag: summarize(lag),
   };
 }
 
@@ -612,6 +612,7 @@ interface JobMessage {
 }
 
 type WorkerMessage =
+  | { type: "ready" }
   | { id: number; type: "progress"; progress: HoldProgress }
   | { id: number; type: "result"; result: LoadResult }
   | { id: number; type: "error"; message: string };
@@ -633,7 +634,7 @@ async function serve(): Promise<void> {
   });
   // The parent going away (even by SIGKILL) closes the channel: stop then.
   process.on("disconnect", () => process.exit(0));
-  send({ id: 0, type: "progress", progress: { opened: 0, failedToOpen: 0, openMs: 0 } });
+  send({ type: "ready" });
 }
 
 /** Sends jobs to a load worker child (spawned with an IPC channel) and awaits their results. */
@@ -653,7 +654,7 @@ export class LoadDriver {
     const ready = deferred();
     this.ready = ready.promise;
     child.on("message", (m: WorkerMessage) => {
-      if (m.id === 0) return ready.resolve();
+      if (m.type === "ready") return ready.resolve();
       const w = this.waiting.get(m.id);
       if (!w) return;
       if (m.type === "progress") return w.onProgress?.(m.progress);

@@ -9,7 +9,7 @@
  *   `data: [DONE]`. Model `bench-slow` streams a delta every `slowIntervalMs` until released.
  * - GET /v1/models — a model list (the gateway's prober asks for it).
  * - POST /bench/release — every open slow stream finishes at its next tick; answers the count.
- * - GET /bench/stats — `{ "slowOpen": n }`.
+ * - GET /bench/stats — `{ "slowOpen": n, "connections": n }`.
  *
  * Content deltas read `t0 `, `t1 `, … and a slow stream's last one `end`, so a client can check
  * that none went missing or out of order.
@@ -209,8 +209,10 @@ export async function startMockUpstream(
     return slow.size;
   }
 
+  // Node's default keep-alive (5 s): the thousands of connections a gateway opens for held
+  // streams close soon after, instead of lingering into the next variant's run.
   const server = createServer(
-    { keepAliveTimeout: 120_000, requestTimeout: 0, headersTimeout: 60_000, noDelay: true },
+    { keepAliveTimeout: 5000, requestTimeout: 0, headersTimeout: 60_000, noDelay: true },
     (req, res) => {
       const path = req.url ?? "";
       if (req.method === "POST" && path === "/v1/chat/completions") return chat(req, res);
@@ -223,8 +225,10 @@ export async function startMockUpstream(
         return void res.end(JSON.stringify({ released: release() }));
       }
       if (req.method === "GET" && path === "/bench/stats") {
-        res.writeHead(200, { "content-type": "application/json" });
-        return void res.end(JSON.stringify({ slowOpen: slow.size }));
+        return void server.getConnections((_err, connections) => {
+          res.writeHead(200, { "content-type": "application/json" });
+          res.end(JSON.stringify({ slowOpen: slow.size, connections }));
+        });
       }
       req.resume();
       res.writeHead(404, { "content-type": "application/json" });

@@ -14,7 +14,15 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -465,18 +473,20 @@ export function rssOf(procs: ChildProc[], at: Map<number, ProcUsage>): number {
 }
 
 /**
- * Makes sure a process may hold `need` descriptors, raising its limit with prlimit(1) if its
- * hard limit allows or we are privileged to; otherwise says why not.
+ * Makes sure a process may open `more` descriptors on top of those it holds now, raising its
+ * limit with prlimit(1) if its hard limit allows or we are privileged to; otherwise says why not.
  */
 export async function ensureFdLimit(
   pid: number,
-  need: number,
+  more: number,
 ): Promise<{ ok: true } | { ok: false; reason: string }> {
   let limit: { soft: number; hard: number };
+  let need: number;
   try {
     limit = parseFdLimit(readFileSync(`/proc/${pid}/limits`, "utf8"));
+    need = readdirSync(`/proc/${pid}/fd`).length + more;
   } catch (err) {
-    return { ok: false, reason: `cannot read /proc/${pid}/limits: ${(err as Error).message}` };
+    return { ok: false, reason: `cannot read /proc/${pid}: ${(err as Error).message}` };
   }
   if (limit.soft >= need) return { ok: true };
   try {

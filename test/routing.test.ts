@@ -44,6 +44,8 @@ routing:
   retries: 2
   backoff: { base_ms: 1, max_ms: 5 }
   timeouts: { first_token_ms: 5000, idle_ms: 5000, total_ms: 20000 }
+  # Out of the way: breakers would carry one test's failures into the next.
+  circuit_breaker: { consecutive_failures: 1000, cooldown_ms: 1000 }
 health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
 `),
   );

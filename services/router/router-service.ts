@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
+import { type ChatParams, ChatParamsSchema } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import { TargetSchema } from "../../gen/switchyard/health/v1/health_pb.js";
 import {
   type ChatRequest,
@@ -103,7 +104,13 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     seenModels: ReadonlySet<string> = new Set([model]),
   ): AsyncGenerator<T> {
     const totalDeadline =
-      Date.now() + Math.min(timeouts.total_ms, ctx.timeoutMs() ?? Number.POSITIVE_INFINITY);
+      // Our own timer fires a little before the caller's deadline, so the client hears which
+      // timeout it was rather than a bare "deadline exceeded".
+      Date.now() +
+      Math.min(
+        timeouts.total_ms,
+        (ctx.timeoutMs() ?? Number.POSITIVE_INFINITY) - DEADLINE_MARGIN_MS,
+      );
     let plan: PlannedTarget[];
     try {
       plan = planTargets(config, model, hints, usable, strategies);
@@ -349,7 +356,10 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         {
           context: req.context,
           target: create(TargetSchema, { provider, model }),
-          params: req.params,
+          // Upstreams are always asked to stream, also for a client that is not: then a target
+          // that stalls is caught by first_token_ms / idle_ms, while a long answer that keeps
+          // producing tokens is not cut off; the client's whole answer is held below.
+          params: upstreamParams(req.params),
         },
         { signal: abort.signal, timeoutMs: Math.max(1, totalDeadline - Date.now()) },
       );
@@ -467,14 +477,23 @@ async function sleepBackoff(
  * the target is reached). If every breaker refuses, the first planned target is the last resort.
  */
 function* candidates(plan: PlannedTarget[], breakers: CircuitBreakers): Generator<PlannedTarget> {
-  let any = false;
-  for (const p of plan) {
-    if (!breakers.tryAcquire(p.target.provider, p.target.model)) continue;
-    any = true;
-    yield p;
+  // Passes over the plan repeat while the caller wants more attempts, so a model with a single
+  // target still gets its retries; a pass in which every breaker refuses ends it.
+  for (let pass = 0; ; pass++) {
+    let any = false;
+    for (const p of plan) {
+      if (!breakers.tryAcquire(p.target.provider, p.target.model)) continue;
+      any = true;
+      yield p;
+    }
+    if (any) continue;
+    if (pass === 0 && plan[0]) yield plan[0];
+    return;
   }
-  if (!any && plan[0]) yield plan[0];
 }
+
+/** How much earlier than its caller's deadline the router times a request out. */
+const DEADLINE_MARGIN_MS = 20;
 
 /** Marks a failure that happened before the first chunk and that another target may fix. */
 class RetryableFailure extends Error {
@@ -505,6 +524,11 @@ export function isContextWindowExceeded(f: Failure): boolean {
   return /context length|context window|prompt is too long|maximum number of tokens|too many tokens/i.test(
     f.message,
   );
+}
+
+function upstreamParams(params: ChatParams | undefined): ChatParams | undefined {
+  if (!params || params.stream) return params;
+  return create(ChatParamsSchema, { ...params, stream: true });
 }
 
 /** The per-request overrides a client sent, as the planner takes them. */
