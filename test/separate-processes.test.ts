@@ -157,14 +157,54 @@ describe("separate processes", () => {
   it("exposes /metrics and /healthz on every service's own port", async () => {
     const metrics = await (await request(`${ingressUrl}/metrics`)).body.text();
     expect(metrics).toContain("switchyard_requests_total");
+    // Each service's own series, under its own name, beside the process metrics.
+    const expected: Record<string, RegExp[]> = {
+      ingress: [/^switchyard_requests_total\{.*service="ingress".*\} [1-9]/m],
+      router: [
+        /^switchyard_router_attempts_total\{.*outcome="ok".*\} [1-9]/m,
+        /^switchyard_connectors_known\{service="router"\} 1$/m,
+        /^switchyard_nats_connected\{service="router"\} 1$/m,
+      ],
+      connector: [
+        /^switchyard_connector_upstream_requests_total\{.*service="connector".*\} [1-9]/m,
+        /^switchyard_nats_connected\{service="connector"\} 1$/m,
+      ],
+      prober: [
+        /^switchyard_prober_active\{service="prober"\} 1$/m,
+        /^switchyard_connectors_known\{service="prober"\} 1$/m,
+      ],
+    };
     for (const p of procs) {
       const line = p.lines.find((l) => l.includes('"listening"')) ?? "";
       const port = (JSON.parse(line) as { port: number }).port;
       const res = await request(`http://127.0.0.1:${port}/healthz`);
       expect(res.statusCode).toBe(200);
       await res.body.dump();
-      const m = await request(`http://127.0.0.1:${port}/metrics`);
-      expect(await m.body.text()).toContain("switchyard_process_");
+      const m = await (await request(`http://127.0.0.1:${port}/metrics`)).body.text();
+      expect(m).toContain("switchyard_process_");
+      for (const series of expected[p.name] ?? []) expect(m, p.name).toMatch(series);
     }
+  });
+
+  it("carries the caller's trace across the processes to the upstream", async () => {
+    const traceId = "0af7651916cd43dd8448eb211c80319c";
+    const res = await request(`${ingressUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        traceparent: `00-${traceId}-b7ad6b7169203331-01`,
+        "x-request-id": `trace-${run}`,
+      },
+      body: JSON.stringify({ model: "chat", messages: [{ role: "user", content: "hi" }] }),
+    });
+    expect(res.statusCode).toBe(200);
+    await res.body.dump();
+    expect(String(res.headers.traceparent)).toMatch(new RegExp(`^00-${traceId}-`));
+    const sent = [...first.requests, ...second.requests].find(
+      (r) => r.headers["x-request-id"] === `trace-${run}`,
+    );
+    expect(String(sent?.headers.traceparent)).toMatch(
+      new RegExp(`^00-${traceId}-(?!b7ad6b7169203331)[0-9a-f]{16}-01$`),
+    );
   });
 });

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
-import { RequestContextSchema } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import type { RequestContext } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import {
   type ChatRequest,
   type ChatResponse,
@@ -15,8 +15,9 @@ import {
   ProbeResponseSchema,
 } from "../../gen/switchyard/connector/v1/connector_pb.js";
 import { Failure } from "../lib/errors.js";
-import type { Logger } from "../lib/logger.js";
+import { type Logger, requestLogger } from "../lib/logger.js";
 import { counter, gauge, histogram } from "../lib/metrics.js";
+import { nextHop } from "../lib/trace.js";
 import type { OutcomeReporter } from "./outcomes.js";
 import type { Provider } from "./providers/provider.js";
 
@@ -35,7 +36,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
   const upstreamRequests = counter(
     deps.registry,
     "switchyard_connector_upstream_requests_total",
-    "Calls to upstream providers, by outcome",
+    "Calls to upstream providers, by outcome: ok, or the error class (rate_limited, timeout, upstream_unavailable, upstream_error, auth, invalid_request, cancelled, …)",
     ["provider", "target", "outcome"],
   );
   const firstChunk = histogram(
@@ -44,12 +45,40 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
     "Time from sending an upstream request to its first chunk",
     ["provider", "target"],
   );
+  const duration = histogram(
+    deps.registry,
+    "switchyard_connector_upstream_duration_seconds",
+    "Time from sending an upstream request to its last chunk, for calls that completed",
+    ["provider", "target"],
+  );
   const inflight = gauge(
     deps.registry,
     "switchyard_connector_inflight_requests",
     "Upstream calls in flight",
     ["provider"],
   );
+
+  /**
+   * One line per failed upstream call, with the request's ids. A caller that went away is not a
+   * failure; an upstream refusing the request itself (400-class) is the client's, logged at info.
+   */
+  function logFailure(
+    context: RequestContext,
+    target: { provider: string; model: string },
+    f: Failure,
+  ): void {
+    if (f.kind === "cancelled") return;
+    const line = {
+      provider: target.provider,
+      target: target.model,
+      kind: f.kind,
+      upstream_status: f.upstreamStatus || undefined,
+      error: f.message,
+    };
+    const log = requestLogger(deps.logger, context);
+    if (f.retryable || f.status >= 500) log.warn(line, "upstream call failed");
+    else log.info(line, "upstream call failed");
+  }
 
   function providerFor(name: string): Provider {
     const provider = deps.providers.get(name);
@@ -77,6 +106,8 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
     }
     const started = performance.now();
     let first = true;
+    // The upstream request is this hop's span of the caller's trace.
+    const context = nextHop(req.context);
     inflight.inc({ provider: target.provider });
     if (deps.load) deps.load.inflight++;
     try {
@@ -85,27 +116,32 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
         provider: target.provider,
         model: target.model,
         params,
-        context: req.context ?? create(RequestContextSchema),
+        context,
         signal: ctx.signal,
       });
       for await (const chunk of chunks) {
         if (first) {
           first = false;
-          deps.outcomes?.success(target.provider, target.model, performance.now() - started);
-          firstChunk.observe(
-            { provider: target.provider, target: target.model },
-            (performance.now() - started) / 1000,
-          );
+          const ms = performance.now() - started;
+          // Carried to the ingress, which tells the gateway's own time apart by it.
+          if (chunk.start) chunk.start.upstreamMs = ms;
+          deps.outcomes?.success(target.provider, target.model, ms);
+          firstChunk.observe({ provider: target.provider, target: target.model }, ms / 1000);
         }
         yield create(ChatResponseSchema, { chunk });
       }
       upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: "ok" });
+      duration.observe(
+        { provider: target.provider, target: target.model },
+        (performance.now() - started) / 1000,
+      );
     } catch (err) {
       const f = ctx.signal.aborted
         ? new Failure({ status: 499, kind: "cancelled", message: "cancelled" })
         : Failure.from(err);
       upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: f.kind });
       deps.outcomes?.failure(target.provider, target.model, f);
+      logFailure(context, target, f);
       throw f.toConnectError();
     } finally {
       inflight.dec({ provider: target.provider });
@@ -149,6 +185,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
         message: "target and params are required",
       }).toConnectError();
     }
+    const context = nextHop(req.context);
     inflight.inc({ provider: target.provider });
     try {
       const provider = providerFor(target.provider);
@@ -164,7 +201,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
         provider: target.provider,
         model: target.model,
         params,
-        context: req.context ?? create(RequestContextSchema),
+        context,
         signal: ctx.signal,
       });
       upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: "ok" });
@@ -174,6 +211,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
         ? new Failure({ status: 499, kind: "cancelled", message: "cancelled" })
         : Failure.from(err);
       upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: f.kind });
+      logFailure(context, target, f);
       throw f.toConnectError();
     } finally {
       inflight.dec({ provider: target.provider });

@@ -4,6 +4,7 @@ import { ConnectorService } from "../../gen/switchyard/connector/v1/connector_pb
 import type { Bus } from "../lib/bus/bus.js";
 import type { Config } from "../lib/config/types.js";
 import type { Logger } from "../lib/logger.js";
+import { natsConnectedGauge } from "../lib/metrics.js";
 import { createConnectorService } from "./connector-service.js";
 import { OutcomeReporter } from "./outcomes.js";
 import type { Provider } from "./providers/provider.js";
@@ -32,6 +33,7 @@ export function buildConnector(deps: {
   for (const [name, pc] of Object.entries(deps.config.providers)) {
     providers.set(name, createProvider(name, pc));
   }
+  if (deps.outcomes) natsConnectedGauge(deps.registry, deps.outcomes.bus);
   const load = { inflight: 0 };
   const outcomes = deps.outcomes
     ? new OutcomeReporter(deps.outcomes.bus, deps.outcomes.connectorId)

@@ -4,19 +4,30 @@ import type { Registry } from "prom-client";
 import {
   type ChatChunk,
   type ChatParams,
+  type ChatStart,
   type EmbedParams,
   type EmbedResult,
   RequestContextSchema,
+  Role,
   type Usage,
 } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import type { RouterService, RoutingHints } from "../../gen/switchyard/router/v1/router_pb.js";
-import type { Config } from "../lib/config/types.js";
+import type { Config, Price } from "../lib/config/types.js";
 import { Failure, modelNotFound } from "../lib/errors.js";
 import type { Logger } from "../lib/logger.js";
-import { counter, gauge, histogram } from "../lib/metrics.js";
+import {
+  counter,
+  FastHistogram,
+  gauge,
+  type HistogramSeries,
+  histogram,
+  OVERHEAD_BUCKETS_SECONDS,
+} from "../lib/metrics.js";
+import { costUsd, formatUsd, roundUsd, type TokenUsage } from "../lib/pricing.js";
+import { formatTraceparent, type TraceContext } from "../lib/trace.js";
 import { authorizeModel, type Caller } from "./auth.js";
 import {
-  answerCost,
+  answerPrice,
   estimateChat,
   estimateEmbed,
   tokensOfText,
@@ -36,15 +47,40 @@ export interface IngressDeps {
 }
 
 export type ClientApi = "openai" | "anthropic" | "grpc";
+const CLIENT_APIS: readonly ClientApi[] = ["openai", "anthropic", "grpc"];
 
 /** The ingress's request metrics, created once per service. */
 export function createIngressMetrics(registry: Registry) {
+  const inflight = gauge(
+    registry,
+    "switchyard_inflight_requests",
+    "Requests in flight at the ingress (open streams included)",
+    ["api"],
+  );
+  const openStreams = gauge(
+    registry,
+    "switchyard_open_streams",
+    "Streamed answers being sent to clients right now",
+    ["api"],
+  );
+  const overhead = histogram(
+    registry,
+    "switchyard_gateway_overhead_seconds",
+    "Time the gateway added before an answer could be released: the ingress's time to the first chunk minus the answering upstream's (requests answered on their first attempt)",
+    ["api"],
+    OVERHEAD_BUCKETS_SECONDS,
+  );
+  // Label children made once, so a request's gauges cost no label objects.
+  const byApi = <T>(make: (api: ClientApi) => T) =>
+    Object.fromEntries(CLIENT_APIS.map((api) => [api, make(api)])) as Record<ClientApi, T>;
   return {
     requests: counter(registry, "switchyard_requests_total", "Requests answered, by outcome", [
       "api",
       "model",
       "provider",
+      "tenant",
       "status_class",
+      "outcome",
     ]),
     duration: histogram(
       registry,
@@ -55,14 +91,27 @@ export function createIngressMetrics(registry: Registry) {
     firstToken: histogram(
       registry,
       "switchyard_time_to_first_token_seconds",
-      "Time from request to the first chunk of the answer",
-      ["api", "model"],
+      "Time from request to the first chunk of a streamed answer",
+      ["api", "model", "provider"],
     ),
-    tokens: counter(registry, "switchyard_tokens_total", "Tokens reported by upstreams", [
-      "model",
-      "provider",
-      "direction",
-    ]),
+    interToken: new FastHistogram(
+      registry,
+      "switchyard_inter_token_seconds",
+      "Gaps between consecutive token chunks of a streamed answer, as the ingress receives them",
+      ["model", "provider"],
+    ),
+    tokens: counter(
+      registry,
+      "switchyard_tokens_total",
+      "Tokens charged per request (input includes cached_input): the upstream's usage, or for an answer cut short the prompt and the answer so far",
+      ["model", "provider", "tenant", "direction"],
+    ),
+    cost: counter(
+      registry,
+      "switchyard_cost_usd_total",
+      "Spend in USD, priced from each answering target's price (or the built-in table)",
+      ["tenant", "model"],
+    ),
     attempts: histogram(
       registry,
       "switchyard_request_attempts",
@@ -70,18 +119,15 @@ export function createIngressMetrics(registry: Registry) {
       ["model"],
       [1, 2, 3, 4, 5, 8],
     ),
-    inflight: gauge(
-      registry,
-      "switchyard_inflight_requests",
-      "Requests and open streams in flight",
-      ["api"],
-    ),
     truncated: counter(
       registry,
       "switchyard_truncated_streams_total",
       "Streams that failed after their first token",
       ["model", "provider"],
     ),
+    inflight: byApi((api) => inflight.labels({ api })),
+    openStreams: byApi((api) => openStreams.labels({ api })),
+    overhead: byApi((api) => overhead.labels({ api })),
   };
 }
 export type IngressMetrics = ReturnType<typeof createIngressMetrics>;
@@ -89,17 +135,24 @@ export type IngressMetrics = ReturnType<typeof createIngressMetrics>;
 /**
  * One chat request as the ingress sees it, whatever the client API: it opens the router stream,
  * holds back until the first chunk (so failures before it still get a proper status), then hands
- * out the rest, and writes the request's log line and metrics once at the end.
+ * out the rest, prices the usage, and writes the request's log line and metrics once at the end.
  */
 export class ChatExchange {
   private readonly started = performance.now();
   private firstTokenMs: number | undefined;
+  /** The answering upstream's share of `firstTokenMs` (ChatStart.upstream_ms). */
+  private upstreamMs: number | undefined;
   private usage: Usage | undefined;
   private provider = "";
   private upstreamModel = "";
   private attempts = 0;
+  /** The answering target's price, known from the first chunk; undefined = none known. */
+  private price: Price | undefined;
   private stream: AsyncIterator<{ chunk?: ChatChunk | undefined }> | undefined;
   private finished = false;
+  private streaming = false;
+  private gaps: HistogramSeries | undefined;
+  private lastTokenAt = 0;
   private reservation: Reservation | undefined;
   private estimate = { prompt: 0, completion: 0 };
   /** Characters of answer handed out, for the usage of a stream cut before its usage came. */
@@ -116,9 +169,10 @@ export class ChatExchange {
     readonly requestId: string,
     readonly caller: Caller,
     readonly params: ChatParams,
-    private readonly traceparent = "",
+    /** The ingress's span of the request's trace (see rest.ts / gateway-service.ts). */
+    readonly trace: TraceContext,
   ) {
-    metrics.inflight.inc({ api });
+    metrics.inflight[api].inc();
   }
 
   /** Sends the request to the router and waits for the first chunk. Throws a Failure. */
@@ -140,7 +194,7 @@ export class ChatExchange {
         context: create(RequestContextSchema, {
           requestId: this.requestId,
           tenant: this.caller.tenant,
-          traceparent: this.traceparent,
+          traceparent: formatTraceparent(this.trace),
         }),
         params: this.params,
         hints: this.hints,
@@ -174,24 +228,49 @@ export class ChatExchange {
     if (r.done) return undefined;
     const chunk = r.value.chunk;
     if (!chunk) return this.next();
-    if (chunk.start) {
-      this.firstTokenMs ??= performance.now() - this.started;
-      this.provider = chunk.start.provider;
-      this.upstreamModel = chunk.start.upstreamModel;
-      this.attempts = chunk.start.attempts;
+    if (chunk.start) this.begin(chunk.start);
+    if (chunk.usage) {
+      this.usage = chunk.usage;
+      // The client sees what its usage cost wherever it sees the usage (SSE, body, gRPC).
+      if (this.price) chunk.usage.costUsd = roundUsd(costUsd(this.price, usageTokens(chunk.usage)));
     }
-    if (chunk.usage) this.usage = chunk.usage;
-    for (const c of chunk.choices) {
-      this.answerChars += (c.content?.length ?? 0) + (c.reasoning?.length ?? 0);
-      this.answerChars += c.refusal?.length ?? 0;
-      for (const t of c.toolCalls) this.answerChars += t.arguments?.length ?? 0;
+    if (chunk.choices.length > 0) {
+      if (this.gaps) {
+        const now = performance.now();
+        if (this.lastTokenAt > 0) this.gaps.observe((now - this.lastTokenAt) / 1000);
+        this.lastTokenAt = now;
+      }
+      for (const c of chunk.choices) {
+        this.answerChars += (c.content?.length ?? 0) + (c.reasoning?.length ?? 0);
+        this.answerChars += c.refusal?.length ?? 0;
+        for (const t of c.toolCalls) this.answerChars += t.arguments?.length ?? 0;
+      }
     }
     return chunk;
   }
 
-  /** Response headers that say who answered (SPEC §4), and what is left of the caller's limits. */
+  /** The first chunk names who answers: everything priced and labelled by it starts here. */
+  private begin(start: ChatStart): void {
+    if (this.firstTokenMs !== undefined) return;
+    this.firstTokenMs = performance.now() - this.started;
+    this.upstreamMs = start.upstreamMs;
+    this.provider = start.provider;
+    this.upstreamModel = start.upstreamModel;
+    this.attempts = start.attempts;
+    this.price = answerPrice(this.deps.config, this.params.model, start);
+    if (this.params.stream) {
+      this.streaming = true;
+      this.metrics.openStreams[this.api].inc();
+      this.gaps = this.metrics.interToken.seriesFor(this.params.model, this.provider);
+    }
+  }
+
+  /**
+   * Response headers that say who answered (SPEC §4), what is left of the caller's limits, and,
+   * for a whole (non-streamed) answer, what it cost.
+   */
   routeHeaders(): Record<string, string> {
-    return {
+    const headers: Record<string, string> = {
       "x-switchyard-provider": this.provider,
       "x-switchyard-model": this.upstreamModel,
       "x-switchyard-attempts": String(this.attempts),
@@ -199,6 +278,9 @@ export class ChatExchange {
         ? rateLimitHeaders(this.reservation.snapshot, this.api, this.deps.clock())
         : {}),
     };
+    const cost = this.usage?.costUsd;
+    if (!this.params.stream && cost !== undefined) headers[COST_HEADER] = formatUsd(cost);
+    return headers;
   }
 
   /**
@@ -206,96 +288,157 @@ export class ChatExchange {
    * short, the prompt (reported or estimated) and the answer handed out so far; nothing when no
    * answer began.
    */
-  private usedTokens(complete: boolean): { prompt: number; completion: number; cached: number } {
+  private usedTokens(complete: boolean): TokenUsage {
     const u = this.usage;
-    if (complete && u && (u.promptTokens > 0 || u.completionTokens > 0)) {
-      return {
-        prompt: u.promptTokens,
-        completion: u.completionTokens,
-        cached: u.cachedPromptTokens ?? 0,
-      };
-    }
-    if (this.firstTokenMs === undefined) return { prompt: 0, completion: 0, cached: 0 };
+    if (complete && u && (u.promptTokens > 0 || u.completionTokens > 0)) return usageTokens(u);
+    if (this.firstTokenMs === undefined) return { prompt: 0, completion: 0, cachedPrompt: 0 };
     return {
       prompt: u?.promptTokens || this.estimate.prompt,
       completion: Math.max(u?.completionTokens ?? 0, tokensOfText(this.answerChars)),
-      cached: u?.cachedPromptTokens ?? 0,
+      cachedPrompt: u?.cachedPromptTokens ?? 0,
     };
   }
 
-  private settle(status: number, truncated: boolean): void {
-    const reservation = this.reservation;
-    if (!reservation) return;
-    const used = this.usedTokens(status === 200 && !truncated);
-    const cost = answerCost(
-      this.deps.config,
-      this.params.model,
-      { provider: this.provider, upstreamModel: this.upstreamModel },
-      { prompt: used.prompt, completion: used.completion, cachedPrompt: used.cached },
-    );
-    void this.deps.limiter.settle(reservation, { tokens: used.prompt + used.completion }, cost);
-  }
-
   /**
-   * Records the outcome once. `truncated` marks a stream that failed after its first token.
-   * Client mistakes are logged without a stack; the log line never holds keys or prompts.
+   * Records the outcome once: limits settled, metrics, and the request's log line. `truncated`
+   * marks a stream that failed after its first token. Client mistakes are logged without a
+   * stack; the log line never holds keys, and prompts only for a tenant with `log_prompts`.
    */
   finish(status: number, opts: { error?: Failure; truncated?: boolean } = {}): void {
     if (this.finished) return;
     this.finished = true;
-    this.settle(status, opts.truncated === true);
-    const { metrics, api, params } = this;
+    const { metrics, api, params, caller } = this;
+    const truncated = opts.truncated === true;
+    const used = this.usedTokens(status === 200 && !truncated);
+    // One price, one computation: what the limiter is charged is what metrics and logs say.
+    const cost = this.price ? roundUsd(costUsd(this.price, used)) : 0;
+    if (this.reservation) {
+      void this.deps.limiter.settle(
+        this.reservation,
+        { tokens: used.prompt + used.completion },
+        cost,
+      );
+    }
     const seconds = (performance.now() - this.started) / 1000;
     const model = this.deps.config.models[params.model] ? params.model : "(unknown)";
-    metrics.inflight.dec({ api });
+    const provider = this.provider;
+    const tenant = caller.tenant;
+    const outcome = outcomeOf(status, truncated, opts.error);
+    metrics.inflight[api].dec();
+    if (this.streaming) metrics.openStreams[api].dec();
     metrics.requests.inc({
       api,
       model,
-      provider: this.provider,
-      status_class: `${Math.floor(status / 100)}xx`,
+      provider,
+      tenant,
+      status_class: statusClass(status),
+      outcome,
     });
     metrics.duration.observe({ api, model, stream: String(params.stream) }, seconds);
+    let overheadMs: number | undefined;
     if (this.firstTokenMs !== undefined) {
-      metrics.firstToken.observe({ api, model }, this.firstTokenMs / 1000);
+      if (params.stream)
+        metrics.firstToken.observe({ api, model, provider }, this.firstTokenMs / 1000);
       metrics.attempts.observe({ model }, this.attempts);
+      // Earlier attempts' time is the upstreams' and the backoff's, not overhead: only a first
+      // attempt's answer tells the gateway's own time apart.
+      if (this.attempts === 1 && this.upstreamMs !== undefined) {
+        overheadMs = Math.max(0, this.firstTokenMs - this.upstreamMs);
+        metrics.overhead[api].observe(overheadMs / 1000);
+      }
     }
-    if (this.usage) {
-      metrics.tokens.inc(
-        { model, provider: this.provider, direction: "input" },
-        this.usage.promptTokens,
-      );
-      metrics.tokens.inc(
-        { model, provider: this.provider, direction: "output" },
-        this.usage.completionTokens,
-      );
+    if (used.prompt > 0) {
+      metrics.tokens.inc({ model, provider, tenant, direction: "input" }, used.prompt);
     }
-    if (opts.truncated) metrics.truncated.inc({ model, provider: this.provider });
-    const line = {
+    if (used.completion > 0) {
+      metrics.tokens.inc({ model, provider, tenant, direction: "output" }, used.completion);
+    }
+    if (used.cachedPrompt) {
+      metrics.tokens.inc({ model, provider, tenant, direction: "cached_input" }, used.cachedPrompt);
+    }
+    if (cost > 0) metrics.cost.inc({ tenant, model }, cost);
+    if (truncated) metrics.truncated.inc({ model, provider });
+    const line: Record<string, unknown> = {
       request_id: this.requestId,
-      tenant: this.caller.tenant || undefined,
+      trace_id: this.trace.traceId,
+      span_id: this.trace.spanId,
+      tenant: tenant || undefined,
       api,
       model: params.model,
-      provider: this.provider || undefined,
+      provider: provider || undefined,
       upstream_model: this.upstreamModel || undefined,
       attempts: this.attempts,
       stream: params.stream,
       status,
-      tokens_in: this.usage?.promptTokens,
-      tokens_out: this.usage?.completionTokens,
+      outcome,
+      tokens_in: used.prompt,
+      tokens_out: used.completion,
+      tokens_cached: used.cachedPrompt || undefined,
+      cost_usd: this.price ? cost : undefined,
       first_token_ms: this.firstTokenMs === undefined ? undefined : round(this.firstTokenMs),
+      upstream_ms: this.upstreamMs === undefined ? undefined : round(this.upstreamMs),
+      overhead_ms: overheadMs === undefined ? undefined : round(overheadMs),
       latency_ms: round(seconds * 1000),
-      truncated: opts.truncated || undefined,
+      truncated,
       error: opts.error ? { kind: opts.error.kind, message: opts.error.message } : undefined,
     };
-    if (status >= 500 || opts.truncated) this.deps.logger.warn(line, "request failed");
+    if (tenant && this.deps.config.tenants?.[tenant]?.log_prompts) line.prompt = promptOf(params);
+    if (status >= 500 || truncated) this.deps.logger.warn(line, "request failed");
     else this.deps.logger.info(line, "request");
   }
 }
 
+/** The response header that carries a whole answer's price. */
+export const COST_HEADER = "x-switchyard-cost-usd";
+
+/**
+ * A bounded word for how a request ended: "ok", "truncated" (failed after its first token),
+ * "cancelled" (the client left), else the failure's kind.
+ */
+function outcomeOf(status: number, truncated: boolean, error: Failure | undefined): string {
+  if (truncated) return "truncated";
+  if (status === 499) return "cancelled";
+  if (status < 400) return "ok";
+  return error?.kind ?? "error";
+}
+
+function statusClass(status: number): string {
+  return `${Math.floor(status / 100)}xx`;
+}
+
+function usageTokens(u: Usage): TokenUsage {
+  return {
+    prompt: u.promptTokens,
+    completion: u.completionTokens,
+    cachedPrompt: u.cachedPromptTokens ?? 0,
+  };
+}
+
+const ROLE_NAMES: Record<Role, string> = {
+  [Role.UNSPECIFIED]: "unspecified",
+  [Role.SYSTEM]: "system",
+  [Role.DEVELOPER]: "developer",
+  [Role.USER]: "user",
+  [Role.ASSISTANT]: "assistant",
+  [Role.TOOL]: "tool",
+};
+
+/** The prompt as a tenant with `log_prompts` sees it logged: each message's role and text. */
+function promptOf(params: ChatParams): Array<{ role: string; content: string }> {
+  return params.messages.map((m) => {
+    let content = "";
+    for (const p of m.content) {
+      content += p.part.case === "text" ? p.part.value : p.part.case ? `[${p.part.case}]` : "";
+    }
+    for (const call of m.toolCalls) content += `[tool call ${call.name}(${call.arguments})]`;
+    return { role: ROLE_NAMES[m.role], content };
+  });
+}
+
 export interface EmbedAnswer {
   result: EmbedResult;
-  /** What is left of the caller's limits, for the response headers. */
-  limitHeaders: Record<string, string>;
+  /** What is left of the caller's limits and what the answer cost, for the response headers. */
+  headers: Record<string, string>;
 }
 
 /**
@@ -310,27 +453,35 @@ export async function runEmbed(
   caller: Caller,
   params: EmbedParams,
   signal: AbortSignal,
+  trace: TraceContext,
 ): Promise<EmbedAnswer> {
   const started = performance.now();
   const model = deps.config.models[params.model] ? params.model : "(unknown)";
+  const tenant = caller.tenant;
   let status = 200;
   let result: EmbedResult | undefined;
   let error: Failure | undefined;
   let reservation: Reservation | undefined;
+  let price: Price | undefined;
+  let prompt = 0;
   const estimate = estimateEmbed(params);
-  metrics.inflight.inc({ api });
+  metrics.inflight[api].inc();
   try {
     if (model === "(unknown)") throw modelNotFound(params.model);
     authorizeModel(caller, params.model);
-    if (caller.tenant) {
-      reservation = await deps.limiter.admit(caller.tenant, caller.keyHash, {
+    if (tenant) {
+      reservation = await deps.limiter.admit(tenant, caller.keyHash, {
         tokens: estimate,
         usd: worstCaseCost(deps.config, params.model, { prompt: estimate, completion: 0 }),
       });
     }
     const res = await deps.router.embed(
       {
-        context: create(RequestContextSchema, { requestId, tenant: caller.tenant }),
+        context: create(RequestContextSchema, {
+          requestId,
+          tenant,
+          traceparent: formatTraceparent(trace),
+        }),
         params,
       },
       { signal, timeoutMs: deps.config.routing.timeouts.total_ms },
@@ -338,40 +489,42 @@ export async function runEmbed(
     if (!res.result)
       throw new Failure({ status: 502, kind: "upstream_error", message: "empty answer" });
     result = res.result;
-    const limitHeaders = reservation
-      ? rateLimitHeaders(reservation.snapshot, api, deps.clock())
-      : {};
-    return { result, limitHeaders };
+    price = answerPrice(deps.config, params.model, result);
+    prompt = result.usage?.promptTokens || estimate;
+    const headers = reservation ? rateLimitHeaders(reservation.snapshot, api, deps.clock()) : {};
+    if (price) {
+      const cost = roundUsd(costUsd(price, { prompt, completion: 0 }));
+      if (result.usage) result.usage.costUsd = cost;
+      headers[COST_HEADER] = formatUsd(cost);
+    }
+    return { result, headers };
   } catch (err) {
     error = Failure.from(err);
     status = signal.aborted ? 499 : error.status;
     throw error;
   } finally {
-    if (reservation) {
-      const prompt = result ? result.usage?.promptTokens || estimate : 0;
-      const cost = result
-        ? answerCost(deps.config, params.model, result, { prompt, completion: 0 })
-        : 0;
-      void deps.limiter.settle(reservation, { tokens: prompt }, cost);
-    }
+    const cost = price ? roundUsd(costUsd(price, { prompt, completion: 0 })) : 0;
+    if (reservation) void deps.limiter.settle(reservation, { tokens: prompt }, cost);
     const seconds = (performance.now() - started) / 1000;
-    metrics.inflight.dec({ api });
+    const provider = result?.provider ?? "";
+    const outcome = outcomeOf(status, false, error);
+    metrics.inflight[api].dec();
     metrics.requests.inc({
       api,
       model,
-      provider: result?.provider ?? "",
-      status_class: `${Math.floor(status / 100)}xx`,
+      provider,
+      tenant,
+      status_class: statusClass(status),
+      outcome,
     });
     metrics.duration.observe({ api, model, stream: "false" }, seconds);
-    if (result?.usage) {
-      metrics.tokens.inc(
-        { model, provider: result.provider, direction: "input" },
-        result.usage.promptTokens,
-      );
-    }
+    if (prompt > 0) metrics.tokens.inc({ model, provider, tenant, direction: "input" }, prompt);
+    if (cost > 0) metrics.cost.inc({ tenant, model }, cost);
     const line = {
       request_id: requestId,
-      tenant: caller.tenant || undefined,
+      trace_id: trace.traceId,
+      span_id: trace.spanId,
+      tenant: tenant || undefined,
       api,
       endpoint: "embeddings",
       model: params.model,
@@ -380,7 +533,9 @@ export async function runEmbed(
       attempts: result?.attempts,
       inputs: params.inputs.length,
       status,
-      tokens_in: result?.usage?.promptTokens,
+      outcome,
+      tokens_in: prompt,
+      cost_usd: price ? cost : undefined,
       latency_ms: round(seconds * 1000),
       error: error ? { kind: error.kind, message: error.message } : undefined,
     };

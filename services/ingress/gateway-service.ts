@@ -18,6 +18,7 @@ import {
 } from "../../gen/switchyard/gateway/v1/gateway_pb.js";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { Failure } from "../lib/errors.js";
+import { childSpan, formatTraceparent, parseTraceparent, type TraceContext } from "../lib/trace.js";
 import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
 import { ChatExchange, type IngressDeps, type IngressMetrics, runEmbed } from "./exchange.js";
 import { routingHints } from "./hints.js";
@@ -27,15 +28,17 @@ import { connectErrorFor } from "./limits/headers.js";
 export function createGatewayService(
   deps: IngressDeps & { metrics: IngressMetrics },
 ): ServiceImpl<typeof GatewayService> {
-  function begin(ctx: HandlerContext): { requestId: string; caller: Caller } {
+  function begin(ctx: HandlerContext): { requestId: string; caller: Caller; trace: TraceContext } {
     const requestId = ctx.requestHeader.get("x-request-id") || randomUUID();
     ctx.responseHeader.set("x-request-id", requestId);
+    const trace = childSpan(parseTraceparent(ctx.requestHeader.get("traceparent")));
+    ctx.responseHeader.set("traceparent", formatTraceparent(trace));
     try {
       const key = presentedKey(
         ctx.requestHeader.get("authorization") ?? undefined,
         ctx.requestHeader.get("x-api-key") ?? undefined,
       );
-      return { requestId, caller: authenticate(deps.config, key, deps.clock()) };
+      return { requestId, caller: authenticate(deps.config, key, deps.clock()), trace };
     } catch (err) {
       throw Failure.from(err).toConnectError();
     }
@@ -46,7 +49,7 @@ export function createGatewayService(
     params: ChatParams | undefined,
     stream: boolean,
   ): ChatExchange {
-    const { requestId, caller } = begin(ctx);
+    const { requestId, caller, trace } = begin(ctx);
     const checked = checkParams(params);
     checked.stream = stream;
     checked.clientApi = "grpc";
@@ -63,7 +66,7 @@ export function createGatewayService(
       requestId,
       caller,
       checked,
-      ctx.requestHeader.get("traceparent") ?? "",
+      trace,
     );
     exchange.hints = routing.hints;
     // gRPC clients set their deadline as grpc-timeout / connect-timeout-ms.
@@ -113,7 +116,7 @@ export function createGatewayService(
   }
 
   async function embed(req: EmbedRequest, ctx: HandlerContext): Promise<EmbedResponse> {
-    const { requestId, caller } = begin(ctx);
+    const { requestId, caller, trace } = begin(ctx);
     const params = req.params;
     if (!params?.model || params.inputs.length === 0) {
       throw new Failure({
@@ -124,7 +127,7 @@ export function createGatewayService(
       }).toConnectError();
     }
     try {
-      const { result, limitHeaders } = await runEmbed(
+      const { result, headers } = await runEmbed(
         deps,
         deps.metrics,
         "grpc",
@@ -132,8 +135,9 @@ export function createGatewayService(
         caller,
         params,
         ctx.signal,
+        trace,
       );
-      for (const [k, v] of Object.entries(limitHeaders)) ctx.responseHeader.set(k, v);
+      for (const [k, v] of Object.entries(headers)) ctx.responseHeader.set(k, v);
       return create(EmbedResponseSchema, { result });
     } catch (err) {
       throw connectErrorFor(Failure.from(err), deps.clock());

@@ -3,6 +3,7 @@ import type http from "node:http";
 import http2 from "node:http2";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { Failure } from "../lib/errors.js";
+import { childSpan, formatTraceparent, parseTraceparent, type TraceContext } from "../lib/trace.js";
 import { adminUsage } from "./admin.js";
 import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
 import { parseJson, readBody } from "./body.js";
@@ -33,6 +34,7 @@ export function createRestHandler(deps: RestDeps) {
     const requestId = headerValue(req, "x-request-id") || randomUUID();
     res.setHeader("x-request-id", requestId);
     const path = (req.url ?? "/").split("?", 1)[0] ?? "/";
+    let trace: TraceContext | undefined;
     try {
       if (path === "/healthz" && req.method === "GET") return sendJson(res, 200, { status: "ok" });
       if (path === "/readyz" && req.method === "GET") {
@@ -45,17 +47,20 @@ export function createRestHandler(deps: RestDeps) {
         res.end(m.body);
         return;
       }
+      // The ingress's span of the caller's trace (or of a new one); answered on every response.
+      trace = childSpan(parseTraceparent(headerValue(req, "traceparent")));
+      res.setHeader("traceparent", formatTraceparent(trace));
       if (path === "/v1/chat/completions" || path === "/chat/completions") {
         if (req.method !== "POST") throw methodNotAllowed(req.method, "POST");
-        return await chat(openAICodec, req, res, requestId);
+        return await chat(openAICodec, req, res, requestId, trace);
       }
       if (path === "/v1/messages") {
         if (req.method !== "POST") throw methodNotAllowed(req.method, "POST");
-        return await chat(anthropicCodec, req, res, requestId);
+        return await chat(anthropicCodec, req, res, requestId, trace);
       }
       if (path === "/v1/embeddings" || path === "/embeddings") {
         if (req.method !== "POST") throw methodNotAllowed(req.method, "POST");
-        return await embeddings(req, res, requestId);
+        return await embeddings(req, res, requestId, trace);
       }
       if (path === "/v1/models" || path === "/models") {
         if (req.method !== "GET") throw methodNotAllowed(req.method, "GET");
@@ -79,7 +84,14 @@ export function createRestHandler(deps: RestDeps) {
       // Requests refused before routing still get their log line (chat exchanges log their own).
       if (!(err instanceof RoutedFailure)) {
         deps.logger.info(
-          { request_id: requestId, method: req.method, path, status: f.status, error: f.message },
+          {
+            request_id: requestId,
+            trace_id: trace?.traceId,
+            method: req.method,
+            path,
+            status: f.status,
+            error: f.message,
+          },
           "request rejected",
         );
       }
@@ -97,7 +109,13 @@ export function createRestHandler(deps: RestDeps) {
   }
 
   /** A chat request in either client API's dialect: same auth, routing, limits and logging. */
-  async function chat(codec: ChatCodec, req: Req, res: Res, requestId: string): Promise<void> {
+  async function chat(
+    codec: ChatCodec,
+    req: Req,
+    res: Res,
+    requestId: string,
+    trace: TraceContext,
+  ): Promise<void> {
     const caller = callerOf(req);
     const params = codec.parse(parseJson(await readBody(req, deps.config.server.max_body_bytes)));
     const routing = routingHints(
@@ -111,7 +129,7 @@ export function createRestHandler(deps: RestDeps) {
       requestId,
       caller,
       params,
-      headerValue(req, "traceparent") ?? "",
+      trace,
     );
     exchange.hints = routing.hints;
     exchange.deadlineMs = routing.deadlineMs;
@@ -157,7 +175,12 @@ export function createRestHandler(deps: RestDeps) {
     exchange.finish(200);
   }
 
-  async function embeddings(req: Req, res: Res, requestId: string): Promise<void> {
+  async function embeddings(
+    req: Req,
+    res: Res,
+    requestId: string,
+    trace: TraceContext,
+  ): Promise<void> {
     const caller = callerOf(req);
     const body = parseJson(await readBody(req, deps.config.server.max_body_bytes));
     const { params, encoding } = parseEmbeddingsRequest(body);
@@ -175,13 +198,14 @@ export function createRestHandler(deps: RestDeps) {
         caller,
         params,
         abort.signal,
+        trace,
       );
     } catch (err) {
       throw new RoutedFailure(Failure.from(err));
     }
-    const { result, limitHeaders } = answer;
+    const { result, headers } = answer;
     sendJson(res, 200, renderEmbeddings(result, encoding), {
-      ...limitHeaders,
+      ...headers,
       "x-switchyard-provider": result.provider,
       "x-switchyard-model": result.upstreamModel,
       "x-switchyard-attempts": String(result.attempts),

@@ -1,27 +1,66 @@
 import pino from "pino";
+import type { RequestContext } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import { traceIdOf } from "./trace.js";
 
 export type Logger = pino.Logger;
 
 /**
- * JSON logs on stdout. Credentials never reach a log line: request headers are not logged, and
- * these paths are redacted in case a caller passes an object that holds one.
+ * JSON logs on stdout. Credentials and prompts never reach a log line: request headers and
+ * bodies are not logged, and these paths are redacted in case a caller passes an object that
+ * holds one. A tenant configured with `log_prompts` gets its prompt under `prompt`, which is
+ * deliberately not among them.
  */
-export function createLogger(opts: { level?: string | undefined; service?: string }): Logger {
-  return pino({
-    level: opts.level ?? "info",
+export function createLogger(opts: {
+  level?: string | undefined;
+  service?: string;
+  /** Where lines go instead of stdout (tests read them). */
+  destination?: pino.DestinationStream;
+}): Logger {
+  const level = opts.level || "info";
+  if (level !== "silent" && !(level in pino.levels.values)) {
+    throw new Error(
+      `LOG_LEVEL must be one of ${Object.keys(pino.levels.values).join(", ")}, silent; got '${level}'`,
+    );
+  }
+  const options: pino.LoggerOptions = {
+    level,
     // Each service adds its name in a child logger; one process holds several.
     base: opts.service ? { pid: process.pid, service: opts.service } : { pid: process.pid },
-    redact: {
-      paths: [
-        "api_key",
-        "*.api_key",
-        "providers.*.api_key",
-        "authorization",
-        "*.authorization",
-        'headers["x-api-key"]',
-        "headers.authorization",
-      ],
-      censor: "[redacted]",
-    },
+    redact: { paths: REDACTED_PATHS, censor: "[redacted]" },
+  };
+  return opts.destination ? pino(options, opts.destination) : pino(options);
+}
+
+/** Where keys, auth headers and prompt content would sit in a logged object. */
+export const REDACTED_PATHS = [
+  "api_key",
+  "*.api_key",
+  "providers.*.api_key",
+  "authorization",
+  "*.authorization",
+  "headers.authorization",
+  'headers["x-api-key"]',
+  'headers["api-key"]',
+  'headers["x-goog-api-key"]',
+  "headers.cookie",
+  "*.headers.authorization",
+  '*.headers["x-api-key"]',
+  // Prompt and answer content of chat and embeddings requests, canonical or wire-shaped.
+  "messages",
+  "*.messages",
+  "system",
+  "*.system",
+  "inputs",
+  "*.inputs",
+];
+
+/**
+ * A child logger whose lines name the request and its trace. Made where a service logs about one
+ * request (failures, fallbacks), never ahead of time on the request path.
+ */
+export function requestLogger(logger: Logger, context: RequestContext | undefined): Logger {
+  return logger.child({
+    request_id: context?.requestId || undefined,
+    trace_id: traceIdOf(context?.traceparent ?? ""),
   });
 }

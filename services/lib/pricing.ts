@@ -71,3 +71,13 @@ export function costUsd(price: Price, usage: TokenUsage): number {
     usage.completion * price.output;
   return micro / 1_000_000;
 }
+
+/** USD to 1e-10 (a ten-thousandth of a micro-dollar): the float noise off, sums unchanged. */
+export function roundUsd(usd: number): number {
+  return Math.round(usd * 1e10) / 1e10;
+}
+
+/** USD as a plain decimal for a header (never exponent notation): 0.000075, 0. */
+export function formatUsd(usd: number): string {
+  return usd.toFixed(10).replace(/\.?0+$/, "");
+}

@@ -22,7 +22,6 @@ import { createProber, distinctTargets, nextHealth, type Prober } from "./prober
 
 const logger = pino({ level: "silent" });
 const TARGET = { provider: "p", model: "m" };
-const INTERVAL = 15_000;
 const NOW = 1_700_000_000_000;
 
 const unavailable = new Failure({
@@ -40,7 +39,7 @@ const badAnswer = new Failure({
 
 describe("nextHealth", () => {
   it("marks a target that answers HEALTHY with its latency as the first TTFT sample", () => {
-    const h = nextHealth(undefined, TARGET, { ok: true, latencyMs: 120 }, NOW, INTERVAL);
+    const h = nextHealth(undefined, TARGET, { ok: true, latencyMs: 120 }, NOW);
     expect(h.target).toMatchObject(TARGET);
     expect(h.state).toBe(TargetState.HEALTHY);
     expect(h.ttftEwmaMs).toBe(120);
@@ -53,31 +52,31 @@ describe("nextHealth", () => {
   });
 
   it("smooths latency over probes instead of jumping to the last one", () => {
-    const first = nextHealth(undefined, TARGET, { ok: true, latencyMs: 100 }, NOW, INTERVAL);
-    const second = nextHealth(first, TARGET, { ok: true, latencyMs: 200 }, NOW + 1, INTERVAL);
+    const first = nextHealth(undefined, TARGET, { ok: true, latencyMs: 100 }, NOW);
+    const second = nextHealth(first, TARGET, { ok: true, latencyMs: 200 }, NOW + 1);
     expect(second.ttftEwmaMs).toBeGreaterThan(100);
     expect(second.ttftEwmaMs).toBeLessThan(200);
   });
 
   it("gives a target that answers badly a second chance: DEGRADED first, DOWN on the next", () => {
-    const first = nextHealth(undefined, TARGET, { ok: false, failure: badAnswer }, NOW, INTERVAL);
+    const first = nextHealth(undefined, TARGET, { ok: false, failure: badAnswer }, NOW);
     expect(first.state).toBe(TargetState.DEGRADED);
     expect(first.consecutiveFailures).toBe(1);
     expect(first.cooldownUntilMs).toBe(0n);
     expect(first.errorRate).toBe(1);
     expect(first.lastError).toBe(badAnswer.message);
 
-    const second = nextHealth(first, TARGET, { ok: false, failure: badAnswer }, NOW + 5, INTERVAL);
+    const second = nextHealth(first, TARGET, { ok: false, failure: badAnswer }, NOW + 5);
     expect(second.state).toBe(TargetState.DOWN);
     expect(second.consecutiveFailures).toBe(2);
-    expect(second.cooldownUntilMs).toBe(BigInt(NOW + 5 + INTERVAL));
+    expect(second.cooldownUntilMs).toBe(0n); // down until a probe says otherwise
   });
 
-  it("marks an unreachable target DOWN at once, until the next probe is due", () => {
-    const h = nextHealth(undefined, TARGET, { ok: false, failure: unavailable }, NOW, INTERVAL);
+  it("marks an unreachable target DOWN at once, until a probe says otherwise", () => {
+    const h = nextHealth(undefined, TARGET, { ok: false, failure: unavailable }, NOW);
     expect(h.state).toBe(TargetState.DOWN);
     expect(h.consecutiveFailures).toBe(1);
-    expect(h.cooldownUntilMs).toBe(BigInt(NOW + INTERVAL));
+    expect(h.cooldownUntilMs).toBe(0n);
   });
 
   it("honours the upstream's Retry-After as the cooldown", () => {
@@ -88,22 +87,22 @@ describe("nextHealth", () => {
       retryAfterMs: 3000,
       message: "slow down",
     });
-    const h = nextHealth(undefined, TARGET, { ok: false, failure: limited }, NOW, INTERVAL);
+    const h = nextHealth(undefined, TARGET, { ok: false, failure: limited }, NOW);
     expect(h.state).toBe(TargetState.DEGRADED);
     expect(h.cooldownUntilMs).toBe(BigInt(NOW + 3000));
   });
 
   it("keeps the latency estimate through failures", () => {
-    const ok = nextHealth(undefined, TARGET, { ok: true, latencyMs: 80 }, NOW, INTERVAL);
-    const failed = nextHealth(ok, TARGET, { ok: false, failure: badAnswer }, NOW + 1, INTERVAL);
+    const ok = nextHealth(undefined, TARGET, { ok: true, latencyMs: 80 }, NOW);
+    const failed = nextHealth(ok, TARGET, { ok: false, failure: badAnswer }, NOW + 1);
     expect(failed.ttftEwmaMs).toBe(80);
     expect(failed.errorRate).toBeGreaterThan(0);
     expect(failed.errorRate).toBeLessThan(1);
   });
 
   it("brings a DOWN target back to HEALTHY with no cooldown on its first good probe", () => {
-    const down = nextHealth(undefined, TARGET, { ok: false, failure: unavailable }, NOW, INTERVAL);
-    const back = nextHealth(down, TARGET, { ok: true, latencyMs: 50 }, NOW + 10, INTERVAL);
+    const down = nextHealth(undefined, TARGET, { ok: false, failure: unavailable }, NOW);
+    const back = nextHealth(down, TARGET, { ok: true, latencyMs: 50 }, NOW + 10);
     expect(back.state).toBe(TargetState.HEALTHY);
     expect(back.cooldownUntilMs).toBe(0n);
     expect(back.consecutiveFailures).toBe(0);
@@ -263,7 +262,7 @@ describe("createProber", () => {
 
     const down = await r.health("local", "fake-model");
     expect(down?.state).toBe(TargetState.DOWN);
-    expect(down?.cooldownUntilMs).toBe(BigInt(NOW + 1000));
+    expect(down?.cooldownUntilMs).toBe(0n);
     expect(down?.lastError).toContain("unreachable");
     expect((await r.health("demo", "demo-1"))?.state).toBe(TargetState.HEALTHY);
 
@@ -295,7 +294,7 @@ describe("createProber", () => {
     const second = await r.health("local", "fake-model");
     expect(second?.state).toBe(TargetState.DOWN);
     expect(second?.consecutiveFailures).toBe(2);
-    expect(second?.cooldownUntilMs).toBe(BigInt(NOW + 2000));
+    expect(second?.cooldownUntilMs).toBe(0n);
   });
 
   it("puts a rate-limited upstream in cooldown for its Retry-After", async () => {

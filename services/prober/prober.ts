@@ -14,8 +14,10 @@ import type { Config } from "../lib/config/types.js";
 import type { ConnectorPool } from "../lib/connector-pool.js";
 import { Failure } from "../lib/errors.js";
 import type { Logger } from "../lib/logger.js";
-import { counter, gauge } from "../lib/metrics.js";
-import { targetKey } from "../lib/targets.js";
+import { counter, gauge, observedGauge } from "../lib/metrics.js";
+import { distinctTargets, targetKey } from "../lib/targets.js";
+
+export { distinctTargets };
 
 const EWMA_ALPHA = 0.3;
 /** Probe failures in a row after which a target that still answers is marked down. */
@@ -45,23 +47,12 @@ export interface Prober {
   stop(): Promise<void>;
 }
 
-/** The distinct upstream targets named by any model. */
-export function distinctTargets(config: Config): Array<{ provider: string; model: string }> {
-  const seen = new Map<string, { provider: string; model: string }>();
-  for (const m of Object.values(config.models)) {
-    for (const t of m.targets)
-      seen.set(targetKey(t.provider, t.model), { provider: t.provider, model: t.model });
-  }
-  return [...seen.values()];
-}
-
 /** Folds one probe result into a target's previous health. */
 export function nextHealth(
   prev: TargetHealth | undefined,
   target: { provider: string; model: string },
   result: { ok: true; latencyMs: number } | { ok: false; failure: Failure },
   now: number,
-  intervalMs: number,
 ): TargetHealth {
   const ewma = (old: number | undefined, x: number) =>
     old === undefined || old === 0 ? x : old + EWMA_ALPHA * (x - old);
@@ -89,7 +80,10 @@ export function nextHealth(
   const failures = (prev?.consecutiveFailures ?? 0) + 1;
   // Unreachable is down at once; an upstream that answers badly gets a second chance.
   const down = f.kind === "upstream_unavailable" || failures >= DOWN_AFTER_FAILURES;
-  const cooldown = f.retryAfterMs > 0 ? f.retryAfterMs : down ? intervalMs : 0;
+  // Down by probe means down until a probe says otherwise (or the state goes stale), unless the
+  // target named its own pause: a cooldown that ended between two probe rounds would send
+  // traffic to a target known to be failing.
+  const cooldown = f.retryAfterMs;
   return create(TargetHealthSchema, {
     target: create(TargetSchema, target),
     state: down ? TargetState.DOWN : TargetState.DEGRADED,
@@ -165,6 +159,13 @@ export function createProber(deps: ProberDeps): Prober {
     "Target state as last probed: 1 healthy, 2 degraded, 3 down",
     ["provider", "target"],
   );
+  observedGauge(
+    deps.registry,
+    "switchyard_prober_active",
+    "1 on the prober replica that holds the lease and probes, 0 on a standby",
+    [],
+    (g) => g.set((deps.lease?.held() ?? true) ? 1 : 0),
+  );
   let timer: NodeJS.Timeout | undefined;
   let round: Promise<void> | undefined;
   const abort = new AbortController();
@@ -203,7 +204,7 @@ export function createProber(deps: ProberDeps): Prober {
     result: { ok: true; latencyMs: number } | { ok: false; failure: Failure },
   ): Promise<void> {
     const key = targetKey(t.provider, t.model);
-    const health = nextHealth(last.get(key), t, result, now(), interval);
+    const health = nextHealth(last.get(key), t, result, now());
     last.set(key, health);
     probes.inc({
       provider: t.provider,

@@ -5,6 +5,8 @@ import type { Bus } from "../lib/bus/bus.js";
 import type { Config } from "../lib/config/types.js";
 import type { ConnectorPool } from "../lib/connector-pool.js";
 import type { Logger } from "../lib/logger.js";
+import { connectorsGauge, natsConnectedGauge, observedGauge } from "../lib/metrics.js";
+import { distinctTargets } from "../lib/targets.js";
 import { CircuitBreakers } from "./circuit-breaker.js";
 import { HealthView } from "./health-view.js";
 import { createRouterService } from "./router-service.js";
@@ -33,6 +35,23 @@ export function buildRouter(deps: {
   const breakers = new CircuitBreakers(
     config.routing.circuit_breaker.consecutive_failures,
     config.routing.circuit_breaker.cooldown_ms,
+  );
+  natsConnectedGauge(deps.registry, deps.bus);
+  connectorsGauge(deps.registry, connectors);
+  const targets = distinctTargets(config);
+  observedGauge(
+    deps.registry,
+    "switchyard_router_target_health",
+    "Target state in the shared health this router follows: 0 unknown, 1 healthy, 2 degraded, 3 down (stale entries read 0)",
+    ["provider", "target"],
+    (g) => {
+      const now = Date.now();
+      for (const t of targets) {
+        const h = health.get(t.provider, t.model);
+        const fresh = h !== undefined && now - Number(h.updatedMs) <= config.health.stale_after_ms;
+        g.set({ provider: t.provider, target: t.model }, fresh ? h.state : 0);
+      }
+    },
   );
   const impl = createRouterService({
     config,

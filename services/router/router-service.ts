@@ -1,7 +1,12 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
-import { type ChatParams, ChatParamsSchema } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import {
+  type ChatParams,
+  ChatParamsSchema,
+  type EmbedParams,
+  type RequestContext,
+} from "../../gen/switchyard/chat/v1/chat_pb.js";
 import { TargetSchema } from "../../gen/switchyard/health/v1/health_pb.js";
 import {
   type ChatRequest,
@@ -16,8 +21,10 @@ import {
 import type { Config } from "../lib/config/types.js";
 import type { ConnectorEndpoint, ConnectorPool } from "../lib/connector-pool.js";
 import { Failure } from "../lib/errors.js";
-import type { Logger } from "../lib/logger.js";
-import { counter, gauge } from "../lib/metrics.js";
+import { type Logger, requestLogger } from "../lib/logger.js";
+import { counter, observedGauge } from "../lib/metrics.js";
+import { distinctTargets } from "../lib/targets.js";
+import { nextHop } from "../lib/trace.js";
 import type { CircuitBreakers } from "./circuit-breaker.js";
 import type { HealthView } from "./health-view.js";
 import { type PlanHints, type PlannedTarget, planTargets } from "./plan.js";
@@ -52,11 +59,26 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     "Attempts against targets, by outcome",
     ["model", "provider", "target", "outcome"],
   );
-  const circuitState = gauge(
+  const targets = distinctTargets(config);
+  observedGauge(
     deps.registry,
     "switchyard_router_circuit_state",
-    "Local circuit breaker per target: 0 closed, 1 open, 2 half-open",
+    "Local circuit breaker per target: 0 closed, 1 open, 2 half-open (or open with its cooldown over: the next call is a trial)",
     ["provider", "target"],
+    (g) => {
+      for (const t of targets) {
+        const state = breakers.stateValue(t.provider, t.model);
+        // An open breaker whose cooldown has passed lets the next call through as a trial.
+        const value = state === 1 && !breakers.isOpen(t.provider, t.model) ? 2 : state;
+        g.set({ provider: t.provider, target: t.model }, value);
+      }
+    },
+  );
+  const fallbacks = counter(
+    deps.registry,
+    "switchyard_router_fallbacks_total",
+    "Requests answered by another model than the one asked for (a fallback or a bigger context window)",
+    ["model", "fallback"],
   );
   const retriesRefused = counter(
     deps.registry,
@@ -80,10 +102,6 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     if (f.kind === "rate_limited" && f.retryAfterMs > 0) {
       breakers.coolDown(provider, model, f.retryAfterMs);
     }
-    circuitState.set(
-      { provider: p.target.provider, target: p.target.model },
-      breakers.stateValue(p.target.provider, p.target.model),
-    );
     attemptsTotal.inc({
       model: p.model,
       provider: p.target.provider,
@@ -100,6 +118,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     model: string,
     hints: PlanHints,
     ctx: HandlerContext,
+    context: RequestContext,
     attemptOne: (p: PlannedTarget, attempt: number, totalDeadline: number) => AsyncGenerator<T>,
     seenModels: ReadonlySet<string> = new Set([model]),
   ): AsyncGenerator<T> {
@@ -128,7 +147,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         if (attempt > 1) {
           if (!retryBudget.tryRetry()) {
             retriesRefused.inc({ model });
-            deps.logger.warn(
+            requestLogger(deps.logger, context).warn(
               { model, attempt },
               "retry budget spent: returning the last failure instead of retrying",
             );
@@ -145,7 +164,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
             // A bigger window is the only fix: go to the model configured for that, once.
             const bigger = config.models[p.model]?.context_window_fallbacks[0];
             if (!bigger || seenModels.has(bigger)) throw err.failure.toConnectError();
-            deps.logger.info(
+            requestLogger(deps.logger, context).info(
               { model: p.model, fallback: bigger },
               "context window exceeded; falling back",
             );
@@ -153,6 +172,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
               bigger,
               { ...hints, fallbacks: [] },
               ctx,
+              context,
               attemptOne,
               new Set([...seenModels, bigger]),
             );
@@ -176,10 +196,12 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
   }
 
   function chat(req: ChatRequest, ctx: HandlerContext): AsyncGenerator<ChatResponse> {
-    if (!req.params) throw new ConnectError("params are required", Code.InvalidArgument);
-    const hints = { ...planHints(req.hints), request: req.params };
-    return withRetries(req.params.model, hints, ctx, (p, attempt, deadline) =>
-      attemptTarget(req, p, attempt, deadline, ctx.signal),
+    const params = req.params;
+    if (!params) throw new ConnectError("params are required", Code.InvalidArgument);
+    const hints = { ...planHints(req.hints), request: params };
+    const context = nextHop(req.context);
+    return withRetries(params.model, hints, ctx, context, (p, attempt, deadline) =>
+      attemptTarget(params, context, p, attempt, deadline, ctx.signal),
     );
   }
 
@@ -187,8 +209,9 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     const params = req.params;
     if (!params) throw new ConnectError("params are required", Code.InvalidArgument);
     const hints = { ...planHints(req.hints), request: params };
-    const attempts = withRetries(params.model, hints, ctx, (p, attempt, deadline) =>
-      attemptEmbed(req, p, attempt, deadline, ctx.signal),
+    const context = nextHop(req.context);
+    const attempts = withRetries(params.model, hints, ctx, context, (p, attempt, deadline) =>
+      attemptEmbed(params, context, p, attempt, deadline, ctx.signal),
     );
     for await (const res of attempts) return res;
     throw new ConnectError("no answer", Code.Internal); // withRetries yields or throws
@@ -196,7 +219,8 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
 
   /** One embeddings attempt; the same failure rules as a chat attempt before its first chunk. */
   async function* attemptEmbed(
-    req: EmbedRequest,
+    params: EmbedParams,
+    context: RequestContext,
     p: PlannedTarget,
     attempt: number,
     totalDeadline: number,
@@ -212,9 +236,9 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     try {
       const res = await connector.client.embed(
         {
-          context: req.context,
+          context,
           target: create(TargetSchema, { provider, model }),
-          params: req.params,
+          params,
         },
         {
           signal: AbortSignal.any([clientSignal, attemptTimeout]),
@@ -222,8 +246,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         },
       );
       strategies.latency.observe(provider, model, performance.now() - started);
-      breakers.onSuccess(provider, model);
-      attemptsTotal.inc({ model: p.model, provider, target: model, outcome: "ok" });
+      settleSuccess(p, params.model);
       if (res.result) res.result.attempts = attempt;
       yield create(EmbedResponseSchema, { result: res.result });
     } catch (err) {
@@ -233,16 +256,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       if (timedOut === "first_token") {
         strategies.latency.observe(provider, model, timeouts.first_token_ms);
       }
-      throw settleFailure(
-        err,
-        p,
-        connector,
-        clientSignal,
-        timedOut,
-        false,
-        req.context?.requestId,
-        attempt,
-      );
+      throw settleFailure(err, p, connector, clientSignal, timedOut, false, context, attempt);
     } finally {
       connector.inflight--;
       release();
@@ -264,7 +278,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     return connector;
   }
 
-  function settleSuccess(p: PlannedTarget): void {
+  function settleSuccess(p: PlannedTarget, requested: string): void {
     breakers.onSuccess(p.target.provider, p.target.model);
     attemptsTotal.inc({
       model: p.model,
@@ -272,6 +286,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       target: p.target.model,
       outcome: "ok",
     });
+    if (p.model !== requested) fallbacks.inc({ model: requested, fallback: p.model });
   }
 
   /**
@@ -285,7 +300,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     clientSignal: AbortSignal,
     timedOut: Timeout | undefined,
     sentFirst: boolean,
-    requestId: string | undefined,
+    context: RequestContext,
     attempt: number,
   ): Error {
     const { provider, model } = p.target;
@@ -313,8 +328,9 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     if (!sentFirst && isContextWindowExceeded(f)) return new ContextWindowExceeded(f);
     // After the first chunk the client has tokens: no retry can be honest now.
     if (sentFirst || !f.retryable || timedOut === "total") return f.toConnectError();
-    deps.logger.debug(
-      { request_id: requestId, provider, target: model, attempt, kind: f.kind, error: f.message },
+    // Once per failover, not per token: worth a line at info, with the request's ids.
+    requestLogger(deps.logger, context).info(
+      { provider, target: model, attempt, kind: f.kind, error: f.message },
       "attempt failed; trying the next target",
     );
     return new RetryableFailure(f);
@@ -325,7 +341,8 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
    * another target may fix; any other throw ends the request.
    */
   async function* attemptTarget(
-    req: ChatRequest,
+    params: ChatParams,
+    context: RequestContext,
     p: PlannedTarget,
     attempt: number,
     totalDeadline: number,
@@ -354,31 +371,33 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     try {
       const stream = connector.client.chat(
         {
-          context: req.context,
+          context,
           target: create(TargetSchema, { provider, model }),
           // Upstreams are always asked to stream, also for a client that is not: then a target
           // that stalls is caught by first_token_ms / idle_ms, while a long answer that keeps
           // producing tokens is not cut off; the client's whole answer is held below.
-          params: upstreamParams(req.params),
+          params: upstreamParams(params),
         },
         { signal: abort.signal, timeoutMs: Math.max(1, totalDeadline - Date.now()) },
       );
       // A client that is not streaming sees nothing until the answer is complete, so the whole
       // answer is held here and the attempt stays retryable until its last chunk.
-      const held: ChatResponse[] | undefined = req.params?.stream ? undefined : [];
+      const held: ChatResponse[] | undefined = params.stream ? undefined : [];
       let received = false;
+      let firstAt = 0;
       for await (const res of stream) {
         clearTimeout(stepTimer);
         if (!received) {
           received = true;
-          strategies.latency.observe(provider, model, performance.now() - started);
+          firstAt = performance.now();
+          strategies.latency.observe(provider, model, firstAt - started);
           if (res.chunk?.start) res.chunk.start.attempts = attempt;
         }
         const out = create(ChatResponseSchema, { chunk: res.chunk });
         if (held) {
           held.push(out);
         } else {
-          if (!sentFirst) settleSuccess(p);
+          if (!sentFirst) settleSuccess(p, params.model);
           sentFirst = true;
           yield out;
         }
@@ -395,7 +414,11 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         });
       }
       if (held) {
-        settleSuccess(p);
+        // The rest of the answer was the upstream's time too: the ingress tells its own
+        // overhead apart by it (ChatStart.upstream_ms).
+        const start = held[0]?.chunk?.start;
+        if (start?.upstreamMs !== undefined) start.upstreamMs += performance.now() - firstAt;
+        settleSuccess(p, params.model);
         sentFirst = true;
         yield* held;
       }
@@ -406,16 +429,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       if (timedOut === "first_token") {
         strategies.latency.observe(provider, model, timeouts.first_token_ms);
       }
-      throw settleFailure(
-        err,
-        p,
-        connector,
-        clientSignal,
-        timedOut,
-        sentFirst,
-        req.context?.requestId,
-        attempt,
-      );
+      throw settleFailure(err, p, connector, clientSignal, timedOut, sentFirst, context, attempt);
     } finally {
       connector.inflight--;
       release();
@@ -526,8 +540,8 @@ export function isContextWindowExceeded(f: Failure): boolean {
   );
 }
 
-function upstreamParams(params: ChatParams | undefined): ChatParams | undefined {
-  if (!params || params.stream) return params;
+function upstreamParams(params: ChatParams): ChatParams {
+  if (params.stream) return params;
   return create(ChatParamsSchema, { ...params, stream: true });
 }
 

@@ -2,6 +2,7 @@ import pino from "pino";
 import { type Fabric, SERVICE_NAMES, startFabric } from "../../services/fabric.js";
 import { parseConfigText } from "../../services/lib/config/load.js";
 import type { Config } from "../../services/lib/config/types.js";
+import type { Logger } from "../../services/lib/logger.js";
 
 /** A Config from YAML text, failing loudly if the test wrote an invalid one. */
 export function testConfig(yaml: string, env: Record<string, string> = {}): Config {
@@ -20,9 +21,15 @@ export interface RunningFabric {
   stop(): Promise<void>;
 }
 
-/** All four services in this process, the ingress on a free loopback port. */
-export async function startOneProcess(config: Config): Promise<RunningFabric> {
-  const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
+/**
+ * All four services in this process, the ingress on a free loopback port. Logs go nowhere
+ * unless `logger` is given (e.g. one writing to a stream the test reads).
+ */
+export async function startOneProcess(
+  config: Config,
+  opts: { logger?: Logger } = {},
+): Promise<RunningFabric> {
+  const logger = opts.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
   const fabric = await startFabric({
     config,
     services: new Set(SERVICE_NAMES),

@@ -4,6 +4,7 @@
 
 import type { IncomingHttpHeaders } from "node:http";
 import { type Dispatcher, Pool } from "undici";
+import type { RequestContext } from "../../../gen/switchyard/chat/v1/chat_pb.js";
 import { Failure } from "../../lib/errors.js";
 
 export type UpstreamBody = Dispatcher.ResponseData["body"];
@@ -52,6 +53,17 @@ export interface UpstreamHttp {
   get(path: string, signal: AbortSignal, info?: RequestInfo): Promise<UpstreamResponse>;
   /** Lets in-flight requests finish, then closes every connection. */
   close(): Promise<void>;
+}
+
+/**
+ * The headers that tie an upstream request to the gateway request it serves: W3C `traceparent`
+ * (the connector's span, see connector-service.ts) and `x-request-id`.
+ */
+export function traceHeaders(context: RequestContext): Record<string, string> {
+  const headers: Record<string, string> = {};
+  if (context.traceparent) headers.traceparent = context.traceparent;
+  if (context.requestId) headers["x-request-id"] = context.requestId;
+  return headers;
 }
 
 /** Error bodies beyond this size are cut: the message is all that is kept of them. */

@@ -76,11 +76,14 @@ function stopSequence(reason: AnthropicStopReason, options: RenderOptions): stri
  * Anthropic counts cache reads apart from `input_tokens`; the canonical prompt count includes
  * them. Cache writes cannot be told apart in the canonical usage and stay in `input_tokens`.
  */
-export function renderUsage(u: Usage | undefined): AnthropicUsage {
+export function renderUsage(
+  u: Usage | undefined,
+  options: { withCost: boolean } = { withCost: true },
+): AnthropicUsage & { cost_usd?: number } {
   if (u === undefined) return { input_tokens: 0, output_tokens: 0 };
   const cached = u.cachedPromptTokens;
   // Keys in the order Anthropic sends them.
-  const out: AnthropicUsage = {
+  const out: AnthropicUsage & { cost_usd?: number } = {
     input_tokens: Math.max(0, u.promptTokens - (cached ?? 0)),
     ...(cached !== undefined && { cache_read_input_tokens: cached }),
     output_tokens: u.completionTokens,
@@ -88,6 +91,8 @@ export function renderUsage(u: Usage | undefined): AnthropicUsage {
   if (u.reasoningTokens !== undefined) {
     out.output_tokens_details = { thinking_tokens: u.reasoningTokens };
   }
+  // Clients and SDKs ignore fields they do not know; only final usage carries a final cost.
+  if (options.withCost && u.costUsd !== undefined) out.cost_usd = u.costUsd;
   return out;
 }
 
@@ -302,7 +307,8 @@ export class MessageStreamRenderer {
         content: [],
         stop_reason: null,
         stop_sequence: null,
-        usage: renderUsage(this.#usage),
+        // The usage so far (prompt tokens, at most): its cost is not the answer's.
+        usage: renderUsage(this.#usage, { withCost: false }),
       },
     });
   }

@@ -2,7 +2,7 @@
 // answer's max_tokens), and what a request really cost once the answering target is known.
 
 import type { ChatParams, EmbedParams } from "../../../gen/switchyard/chat/v1/chat_pb.js";
-import type { Config, TargetConfig } from "../../lib/config/types.js";
+import type { Config, Price, TargetConfig } from "../../lib/config/types.js";
 import { costUsd, priceFor, type TokenUsage } from "../../lib/pricing.js";
 
 /** The answer length assumed when a request sets no max_tokens. */
@@ -58,17 +58,20 @@ export function worstCaseCost(config: Config, model: string, usage: TokenUsage):
 }
 
 /**
- * What an answer cost, priced from the target that gave it: the candidate with that provider and
- * upstream model, else the candidate with that provider (upstreams may name a dated snapshot).
+ * The price of the target that gave an answer: the candidate with that provider and upstream
+ * model, else the candidate with that provider (upstreams may name a dated snapshot). Undefined
+ * when that target has no price, configured or built in.
  */
-export function answerCost(
+export function answerPrice(
   config: Config,
   model: string,
   answeredBy: { provider: string; upstreamModel: string },
-  usage: TokenUsage,
-): number {
-  const targets = candidates(config, model).filter((t) => t.provider === answeredBy.provider);
-  const target = targets.find((t) => t.model === answeredBy.upstreamModel) ?? targets[0];
-  const price = target ? priceFor(target) : undefined;
-  return price ? costUsd(price, usage) : 0;
+): Price | undefined {
+  let byProvider: TargetConfig | undefined;
+  for (const t of candidates(config, model)) {
+    if (t.provider !== answeredBy.provider) continue;
+    if (t.model === answeredBy.upstreamModel) return priceFor(t);
+    byProvider ??= t;
+  }
+  return byProvider ? priceFor(byProvider) : undefined;
 }

@@ -1,7 +1,7 @@
 import type { Registry } from "prom-client";
 import type { Config } from "../../lib/config/types.js";
 import type { Logger } from "../../lib/logger.js";
-import { counter } from "../../lib/metrics.js";
+import { counter, gauge } from "../../lib/metrics.js";
 import { type Clock, LimitExceeded, type Limiter } from "./limiter.js";
 import { createMemoryLimiter } from "./memory.js";
 import { createRedisLimiter } from "./redis.js";
@@ -36,6 +36,16 @@ export async function createLimiter(opts: {
     "Requests refused because a tenant or key limit was reached",
     ["tenant", "limit", "scope"],
   );
+  // The budgets spend is measured against, so an alert can compare the two (budget burn).
+  const budgets = gauge(
+    registry,
+    "switchyard_tenant_budget_usd",
+    "Each tenant's configured monthly spend limit (limits.monthly_usd), in USD",
+    ["tenant"],
+  );
+  for (const [tenant, t] of Object.entries(config.tenants ?? {})) {
+    if (t.limits.monthly_usd !== undefined) budgets.set({ tenant }, t.limits.monthly_usd);
+  }
   const maxLeaseMs = config.routing.timeouts.total_ms + LEASE_GRACE_MS;
   const inner = config.redis
     ? await createRedisLimiter({

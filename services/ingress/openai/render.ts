@@ -55,8 +55,11 @@ export function openAIFinishReason(reason: FinishReason, raw: string | undefined
   }
 }
 
-export function renderUsage(u: Usage): OpenAIUsage {
-  const out: OpenAIUsage = {
+/** OpenAI's usage object, plus what it cost (clients and SDKs ignore fields they do not know). */
+export type UsageWithCost = OpenAIUsage & { cost_usd?: number };
+
+export function renderUsage(u: Usage): UsageWithCost {
+  const out: UsageWithCost = {
     prompt_tokens: u.promptTokens,
     completion_tokens: u.completionTokens,
     total_tokens: u.totalTokens || u.promptTokens + u.completionTokens,
@@ -67,6 +70,7 @@ export function renderUsage(u: Usage): OpenAIUsage {
   if (u.reasoningTokens !== undefined) {
     out.completion_tokens_details = { reasoning_tokens: u.reasoningTokens };
   }
+  if (u.costUsd !== undefined) out.cost_usd = u.costUsd;
   return out;
 }
 

@@ -117,6 +117,8 @@ export interface TenantConfig {
   /** Allowed public model names; absent = all. */
   models?: string[];
   limits: TenantLimits;
+  /** Log this tenant's prompts (under `prompt` in its request log lines); off by default. */
+  log_prompts?: boolean;
 }
 
 export interface RedisConfig {

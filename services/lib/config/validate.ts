@@ -200,6 +200,15 @@ function optionalString(node: Node): string | undefined {
   return node.value;
 }
 
+function optionalBoolean(node: Node): boolean | undefined {
+  if (node.absent) return undefined;
+  let value = node.value;
+  // `${VAR}` interpolation always yields a string.
+  if (node.fromEnvironment && (value === "true" || value === "false")) value = value === "true";
+  if (typeof value !== "boolean") return node.problem(`must be true or false, got ${shown(node)}`);
+  return value;
+}
+
 /** A string that must be present and non-empty; "" stands in when it is not. */
 function requiredString(node: Node): string {
   if (node.missing()) return "";
@@ -721,7 +730,7 @@ function readTenant(
   modelNames: ReadonlySet<string>,
   keyOwners: Map<string, { tenant: string; path: string }>,
 ): TenantConfig {
-  section(node, ["keys", "models", "limits"]);
+  section(node, ["keys", "models", "limits", "log_prompts"]);
   const keysNode = node.child("keys");
   const keyNodes = list(keysNode);
   if (!keysNode.missing() && keyNodes?.length === 0) keysNode.problem("must list at least one key");
@@ -745,6 +754,7 @@ function readTenant(
 
   const tenant: TenantConfig = { keys, limits: readLimits(node.child("limits")) };
   if (Object.keys(keyOptions).length > 0) tenant.key_options = keyOptions;
+  if (optionalBoolean(node.child("log_prompts")) === true) tenant.log_prompts = true;
   const modelsNode = node.child("models");
   const models = stringList(modelsNode);
   if (models !== undefined) {

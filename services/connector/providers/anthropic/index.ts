@@ -13,6 +13,7 @@ import {
   failureFromError,
   malformedAnswer,
   readJsonAnswer,
+  traceHeaders,
   type UpstreamResponse,
 } from "../upstream-http.js";
 import { fromAnthropicMessage } from "./from-response.js";
@@ -70,9 +71,10 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
     body: unknown,
     signal: AbortSignal,
     model: string,
+    headers: Record<string, string> = {},
   ): Promise<UpstreamResponse> {
     try {
-      return await http.postJson("/v1/messages", body, signal, { model });
+      return await http.postJson("/v1/messages", body, signal, { model, headers });
     } catch (err) {
       throw overloadedAsUnavailable(err);
     }
@@ -140,7 +142,7 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
 
   async function* chat(call: ChatCall): AsyncGenerator<ChatChunk> {
     const { body, jsonTool } = toAnthropicRequest(call.params, call.model, name);
-    const response = await postMessages(body, call.signal, call.model);
+    const response = await postMessages(body, call.signal, call.model, traceHeaders(call.context));
     const translator = new AnthropicStreamTranslator({ provider: name, jsonTool, secrets });
     try {
       const contentType = String(response.headers["content-type"] ?? "");

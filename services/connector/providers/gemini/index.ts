@@ -18,6 +18,7 @@ import {
   malformedAnswer,
   readJsonAnswer,
   readLimited,
+  traceHeaders,
   type UpstreamResponse,
 } from "../upstream-http.js";
 import { fromGeminiEmbedResponse, toGeminiEmbedRequest } from "./embed.js";
@@ -68,11 +69,12 @@ export function createGeminiProvider(name: string, config: ProviderConfig): Prov
     body: unknown,
     signal: AbortSignal,
     model: string,
+    extraHeaders: Record<string, string> = {},
   ): Promise<UpstreamResponse> {
     const search = new URLSearchParams(base.search);
     for (const [key, value] of Object.entries(query)) search.set(key, value);
     const qs = search.toString();
-    const requestHeaders = { ...headers };
+    const requestHeaders = { ...headers, ...extraHeaders };
     if (body !== undefined) requestHeaders["content-type"] = "application/json";
     let data: Awaited<ReturnType<Pool["request"]>>;
     try {
@@ -154,6 +156,7 @@ export function createGeminiProvider(name: string, config: ProviderConfig): Prov
       body,
       call.signal,
       call.model,
+      traceHeaders(call.context),
     );
     try {
       if (!streamed) {
@@ -191,6 +194,7 @@ export function createGeminiProvider(name: string, config: ProviderConfig): Prov
       body,
       call.signal,
       call.model,
+      traceHeaders(call.context),
     );
     try {
       const parsed = await readJson(response, call.signal, "embeddings");

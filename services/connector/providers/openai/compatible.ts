@@ -17,6 +17,7 @@ import {
   malformedAnswer,
   type RequestInfo,
   readJsonAnswer,
+  traceHeaders,
   type UpstreamResponse,
 } from "../upstream-http.js";
 import { fromOpenAIEmbeddings, toOpenAIEmbeddingsRequest } from "./embeddings.js";
@@ -168,6 +169,7 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions)
     const body = toOpenAIRequest(call.params, call.model, requestOptions);
     const response = await post("chat", routes.chat(call.model), body, call.signal, {
       model: call.model,
+      headers: traceHeaders(call.context),
     });
     const outcome = { done: false };
     try {
@@ -197,6 +199,7 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions)
     const body = toOpenAIEmbeddingsRequest(call.params, call.model);
     const response = await post("embed", routes.embeddings(call.model), body, call.signal, {
       model: call.model,
+      headers: traceHeaders(call.context),
     });
     const parsed = await readJson(response, call.signal);
     const reading = fromOpenAIEmbeddings(parsed, call.params.inputs.length, name);
