@@ -47,7 +47,17 @@ import type {
   AnthropicStreamEvent,
   AnthropicUsage,
 } from "../../services/connector/providers/anthropic/wire.js";
-import { splitInto } from "./openai-upstream.js";
+import { isRecord, sendBody, sendRaw, splitInto, write } from "./wire.js";
+
+/** Anthropic answers carry a request id; so do this fake's. */
+function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
+  sendBody(res, status, body, { "request-id": "req_fake", ...headers });
+}
 
 export interface FakeToolUse {
   /** Default `toolu_fake_<n>`. */
@@ -227,29 +237,12 @@ export async function startAnthropicUpstream(
             ERROR_TYPES[current.status] ?? "api_error",
             current.status === 529 ? "Overloaded" : `fake upstream error ${current.status}`,
           );
-        const payload = typeof errorBody === "string" ? errorBody : JSON.stringify(errorBody);
-        res.writeHead(current.status, {
-          "content-type": typeof errorBody === "string" ? "text/plain" : "application/json",
-          ...current.headers,
-        });
-        res.end(payload);
+        sendJson(res, current.status, errorBody, current.headers);
         return;
       }
-      case "raw": {
-        res.writeHead(current.status ?? 200, {
-          "content-type": "text/event-stream",
-          ...current.headers,
-        });
-        res.flushHeaders();
-        for (const chunk of current.chunks) {
-          if (current.chunkDelayMs) await sleep(current.chunkDelayMs);
-          if (res.destroyed) return;
-          await write(res, chunk);
-        }
-        if (current.endMode === "destroy") res.destroy();
-        else res.end();
+      case "raw":
+        await sendRaw(res, current);
         return;
-      }
       case "answer":
         if (current.headersDelayMs) await sleep(current.headersDelayMs);
         if (res.destroyed) return;
@@ -458,25 +451,4 @@ async function answer(
 /** One named SSE event, the way Anthropic writes them. */
 export function frame(event: AnthropicStreamEvent): string {
   return `event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
-}
-
-/** Writes and waits until the bytes reached the socket, so a following destroy cannot eat them. */
-function write(res: ServerResponse, data: string | Uint8Array): Promise<void> {
-  return new Promise((resolve) => {
-    res.write(data, () => resolve());
-  });
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const payload = JSON.stringify(body);
-  res.writeHead(status, {
-    "content-type": "application/json",
-    "content-length": Buffer.byteLength(payload),
-    "request-id": "req_fake",
-  });
-  res.end(payload);
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }

@@ -45,7 +45,8 @@ import {
 } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
-import { errorEnvelope, splitInto } from "./openai-upstream.js";
+import { errorEnvelope } from "./openai-upstream.js";
+import { isRecord, sendBody, splitInto, write } from "./wire.js";
 
 export type FaultMode =
   | { kind: "answer" }
@@ -177,14 +178,14 @@ export async function startFaultUpstream(
 
     const path = (req.url ?? "").split("?", 1)[0];
     if (req.method === "GET" && path === "/v1/models") {
-      sendJson(res, 200, {
+      sendBody(res, 200, {
         object: "list",
         data: [{ id: "fault-model", object: "model", created: 1700000000, owned_by: "fake" }],
       });
       return;
     }
     if (req.method !== "POST" || path !== "/v1/chat/completions") {
-      sendJson(res, 404, errorEnvelope(`no route ${req.method} ${path}`, "invalid_request_error"));
+      sendBody(res, 404, errorEnvelope(`no route ${req.method} ${path}`, "invalid_request_error"));
       return;
     }
     answers++;
@@ -201,7 +202,7 @@ export async function startFaultUpstream(
       case "hang-before-headers":
         return;
       case "status":
-        sendJson(
+        sendBody(
           res,
           current.status,
           current.body ??
@@ -210,7 +211,7 @@ export async function startFaultUpstream(
         );
         return;
       case "rate-limit":
-        sendJson(
+        sendBody(
           res,
           429,
           errorEnvelope(
@@ -232,7 +233,7 @@ export async function startFaultUpstream(
           record.chunksSent = 1;
           res.end();
         } else {
-          sendJson(res, 200, error);
+          sendBody(res, 200, error);
         }
         return;
       }
@@ -374,30 +375,4 @@ function writeHead(res: ServerResponse, stream: boolean): void {
     "content-type": stream ? "text/event-stream; charset=utf-8" : "application/json",
     "cache-control": "no-cache",
   });
-}
-
-/** Writes and waits until the bytes reached the socket, so a following reset cannot eat them. */
-function write(res: ServerResponse, data: string | Uint8Array): Promise<void> {
-  return new Promise((resolve) => {
-    res.write(data, () => resolve());
-  });
-}
-
-function sendJson(
-  res: ServerResponse,
-  status: number,
-  body: unknown,
-  headers: Record<string, string> = {},
-): void {
-  const payload = typeof body === "string" ? body : JSON.stringify(body);
-  res.writeHead(status, {
-    "content-type": typeof body === "string" ? "text/plain" : "application/json",
-    "content-length": Buffer.byteLength(payload),
-    ...headers,
-  });
-  res.end(payload);
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }

@@ -42,6 +42,7 @@ import {
 } from "node:http";
 import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
+import { sendBody, sendRaw, splitInto, write } from "./wire.js";
 
 export interface FakeFunctionCall {
   name: string;
@@ -212,13 +213,13 @@ export async function startGeminiUpstream(
     requests.push(record);
 
     if (record.action === "unknown") {
-      sendJson(res, 404, googleErrorEnvelope(404, `no route ${method} ${url.pathname}`));
+      sendBody(res, 404, googleErrorEnvelope(404, `no route ${method} ${url.pathname}`));
       return;
     }
     if (options.apiKey !== undefined) {
       const key = req.headers["x-goog-api-key"];
       if (key === undefined) {
-        sendJson(
+        sendBody(
           res,
           403,
           googleErrorEnvelope(
@@ -229,7 +230,7 @@ export async function startGeminiUpstream(
         return;
       }
       if (key !== options.apiKey) {
-        sendJson(
+        sendBody(
           res,
           400,
           googleErrorEnvelope(400, "API key not valid. Please pass a valid API key.", [
@@ -262,38 +263,21 @@ export async function startGeminiUpstream(
         const errorBody =
           current.body ??
           googleErrorEnvelope(current.status, `fake upstream error ${current.status}`, details);
-        const payload = typeof errorBody === "string" ? errorBody : JSON.stringify(errorBody);
-        res.writeHead(current.status, {
-          "content-type": typeof errorBody === "string" ? "text/plain" : "application/json",
-          ...current.headers,
-        });
-        res.end(payload);
+        sendBody(res, current.status, errorBody, current.headers);
         return;
       }
-      case "raw": {
-        res.writeHead(current.status ?? 200, {
-          "content-type": "text/event-stream",
-          ...current.headers,
-        });
-        res.flushHeaders();
-        for (const chunk of current.chunks) {
-          if (current.chunkDelayMs) await sleep(current.chunkDelayMs);
-          if (res.destroyed) return;
-          await write(res, chunk);
-        }
-        if (current.endMode === "destroy") res.destroy();
-        else res.end();
+      case "raw":
+        await sendRaw(res, current);
         return;
-      }
       case "answer":
         if (current.headersDelayMs) await sleep(current.headersDelayMs);
         if (res.destroyed) return;
         if (record.action === "get") {
-          sendJson(res, 200, modelResource(record.model));
+          sendBody(res, 200, modelResource(record.model));
           return;
         }
         if (record.action === "batchEmbedContents") {
-          sendJson(res, 200, embeddings(body));
+          sendBody(res, 200, embeddings(body));
           return;
         }
         answers += 1;
@@ -458,11 +442,11 @@ async function answer(
 ): Promise<void> {
   const events = answerEvents(behavior, record.model, id);
   if (record.action === "generateContent") {
-    sendJson(res, 200, wholeResponse(events));
+    sendBody(res, 200, wholeResponse(events));
     return;
   }
   if (record.query.alt !== "sse") {
-    sendJson(res, 200, events);
+    sendBody(res, 200, events);
     return;
   }
   res.writeHead(200, {
@@ -548,33 +532,4 @@ export function googleErrorEnvelope(code: number, message: string, details?: unk
       ...(details !== undefined && { details }),
     },
   };
-}
-
-/** Splits text into `n` pieces of near-equal length, never inside a code point. */
-export function splitInto(text: string, n: number): string[] {
-  const chars = Array.from(text);
-  const count = Math.max(1, Math.min(n, chars.length));
-  const pieces: string[] = [];
-  for (let i = 0; i < count; i++) {
-    const from = Math.floor((i * chars.length) / count);
-    const to = Math.floor(((i + 1) * chars.length) / count);
-    pieces.push(chars.slice(from, to).join(""));
-  }
-  return pieces;
-}
-
-/** Writes and waits until the bytes reached the socket, so a following destroy cannot eat them. */
-function write(res: ServerResponse, data: string | Uint8Array): Promise<void> {
-  return new Promise((resolve) => {
-    res.write(data, () => resolve());
-  });
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const payload = JSON.stringify(body);
-  res.writeHead(status, {
-    "content-type": "application/json; charset=UTF-8",
-    "content-length": Buffer.byteLength(payload),
-  });
-  res.end(payload);
 }

@@ -58,6 +58,7 @@ import {
 } from "node:http";
 import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
+import { isRecord, sendBody, sendRaw, splitInto, write } from "./wire.js";
 
 export interface FakeToolCall {
   /** Default `call_<n>`. */
@@ -211,7 +212,7 @@ export async function startOpenAIUpstream(
     const route = routeOf(record.method, url);
     if (route === undefined) {
       const path = record.path.split("?")[0];
-      sendJson(
+      sendBody(
         res,
         404,
         errorEnvelope(`no route ${record.method} ${path}`, "invalid_request_error"),
@@ -222,7 +223,7 @@ export async function startOpenAIUpstream(
     if (route.deployment !== undefined) record.deployment = route.deployment;
     const refusal = azureRefusal(route, record.query, body);
     if (refusal !== undefined) {
-      sendJson(res, 400, refusal);
+      sendBody(res, 400, refusal);
       return;
     }
     const current = typeof behavior === "function" ? behavior(record) : behavior;
@@ -232,35 +233,18 @@ export async function startOpenAIUpstream(
       case "error": {
         const errorBody =
           current.body ?? errorEnvelope(`fake upstream error ${current.status}`, "server_error");
-        const payload = typeof errorBody === "string" ? errorBody : JSON.stringify(errorBody);
-        res.writeHead(current.status, {
-          "content-type": typeof errorBody === "string" ? "text/plain" : "application/json",
-          ...current.headers,
-        });
-        res.end(payload);
+        sendBody(res, current.status, errorBody, current.headers);
         return;
       }
-      case "raw": {
-        res.writeHead(current.status ?? 200, {
-          "content-type": "text/event-stream",
-          ...current.headers,
-        });
-        res.flushHeaders();
-        for (const chunk of current.chunks) {
-          if (current.chunkDelayMs) await sleep(current.chunkDelayMs);
-          if (res.destroyed) return;
-          await write(res, chunk);
-        }
-        if (current.endMode === "destroy") res.destroy();
-        else res.end();
+      case "raw":
+        await sendRaw(res, current);
         return;
-      }
       case "answer": {
         if (current.headersDelayMs) await sleep(current.headersDelayMs);
         if (res.destroyed) return;
         const request = isRecord(body) ? body : {};
         if (route.kind === "models") {
-          sendJson(res, 200, modelList(models, route.style));
+          sendBody(res, 200, modelList(models, route.style));
           return;
         }
         const model =
@@ -268,7 +252,7 @@ export async function startOpenAIUpstream(
           route.deployment ??
           (typeof request.model === "string" ? request.model : "fake-model");
         if (route.kind === "embeddings") {
-          sendJson(res, 200, embeddingsAnswer(current, request, model));
+          sendBody(res, 200, embeddingsAnswer(current, request, model));
           return;
         }
         answers += 1;
@@ -508,7 +492,7 @@ async function answer(
       finish_reason: finishReason,
     };
     if (azure) choice.content_filter_results = AZURE_FILTER_PASSED;
-    sendJson(res, 200, {
+    sendBody(res, 200, {
       id,
       object: "chat.completion",
       created,
@@ -597,39 +581,6 @@ async function answer(
   }
 }
 
-/** Splits text into `n` pieces of near-equal length, never inside a code point. */
-export function splitInto(text: string, n: number): string[] {
-  const chars = Array.from(text);
-  const count = Math.max(1, Math.min(n, chars.length));
-  const pieces: string[] = [];
-  for (let i = 0; i < count; i++) {
-    const from = Math.floor((i * chars.length) / count);
-    const to = Math.floor(((i + 1) * chars.length) / count);
-    pieces.push(chars.slice(from, to).join(""));
-  }
-  return pieces;
-}
-
 export function errorEnvelope(message: string, type: string, code: string | null = null) {
   return { error: { message, type, param: null, code } };
-}
-
-/** Writes and waits until the bytes reached the socket, so a following destroy cannot eat them. */
-function write(res: ServerResponse, data: string | Uint8Array): Promise<void> {
-  return new Promise((resolve) => {
-    res.write(data, () => resolve());
-  });
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const payload = JSON.stringify(body);
-  res.writeHead(status, {
-    "content-type": "application/json",
-    "content-length": Buffer.byteLength(payload),
-  });
-  res.end(payload);
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
