@@ -154,6 +154,34 @@ describe("separate processes", () => {
     first.setBehavior({ kind: "answer", text: "from the first" });
   });
 
+  it("cancels the upstream request across both internal hops when the client goes away", async () => {
+    const slow = { kind: "answer" as const, text: "a b c d e f g h", chunks: 8, chunkDelayMs: 300 };
+    first.setBehavior(slow);
+    second.setBehavior(slow);
+    const posts = () => [...first.requests, ...second.requests].filter((r) => r.method === "POST");
+    const before = posts().length;
+    const client = new OpenAI({ baseURL: `${ingressUrl}/v1`, apiKey: "x", maxRetries: 0 });
+    const ac = new AbortController();
+    const stream = await client.chat.completions.create(
+      { model: "chat", messages: [{ role: "user", content: "hi" }], stream: true },
+      { signal: ac.signal },
+    );
+    for await (const _ of stream) break; // the first chunk arrived: now leave
+    const abortedAt = performance.now();
+    ac.abort();
+    const upstreamRequest = posts()[before];
+    expect(upstreamRequest).toBeDefined();
+    // ingress → router → connector → upstream: the close must cross both internal hops.
+    await Promise.race([
+      upstreamRequest?.closed,
+      new Promise((_, reject) => setTimeout(() => reject(new Error("upstream not closed")), 1_000)),
+    ]);
+    expect(upstreamRequest?.aborted).toBe(true);
+    expect(performance.now() - abortedAt).toBeLessThan(1_000);
+    first.setBehavior({ kind: "answer", text: "from the first" });
+    second.setBehavior({ kind: "answer", text: "from the second" });
+  });
+
   it("exposes /metrics and /healthz on every service's own port", async () => {
     const metrics = await (await request(`${ingressUrl}/metrics`)).body.text();
     expect(metrics).toContain("switchyard_requests_total");
