@@ -7,6 +7,9 @@
  * - POST /v1/chat/completions — a ~400-byte JSON answer; with `"stream": true` an SSE stream of
  *   `deltas` content chunks `intervalMs` apart (the first at once), a finish chunk and
  *   `data: [DONE]`. Model `bench-slow` streams a delta every `slowIntervalMs` until released.
+ *   Model `bench-unary` streams the JSON answer's text at once, a word per chunk, with its
+ *   usage: the gateway always asks upstreams to stream, also for a client that is not, so this
+ *   is what a non-streaming request through the gateway costs against the same answer direct.
  * - GET /v1/models — a model list (the gateway's prober asks for it).
  * - POST /bench/release — every open slow stream finishes at its next tick; answers the count.
  * - GET /bench/stats — `{ "slowOpen": n, "connections": n }`.
@@ -26,6 +29,8 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
 export const SLOW_MODEL = "bench-slow";
+/** The model the unary scenario asks for (see the header). */
+export const UNARY_MODEL = "bench-unary";
 
 export interface MockUpstreamOptions {
   /** Content chunks in a normal stream; default 64. */
@@ -47,6 +52,7 @@ export interface MockUpstream {
 const ANSWER_TEXT =
   "Hello! This is the benchmark upstream answering with a fixed sentence so that every " +
   "response has the same size, about the size of a short chat reply.";
+const ANSWER_USAGE = { prompt_tokens: 14, completion_tokens: 30, total_tokens: 44 };
 
 const STREAM_HEADERS = {
   "content-type": "text/event-stream; charset=utf-8",
@@ -84,9 +90,44 @@ class Bodies {
           finish_reason: "stop",
         },
       ],
-      usage: { prompt_tokens: 14, completion_tokens: 30, total_tokens: 44 },
+      usage: ANSWER_USAGE,
     }),
   );
+  /** The same answer as an OpenAI stream sent at once: a word per chunk, then finish and usage. */
+  readonly answerStream = Buffer.concat([
+    ...ANSWER_TEXT.split(/(?<= )/).map((word, i) =>
+      sseEvent({
+        id: "chatcmpl-bench",
+        object: "chat.completion.chunk",
+        created: 1_700_000_000,
+        model: UNARY_MODEL,
+        choices: [
+          {
+            index: 0,
+            delta: i === 0 ? { role: "assistant", content: word } : { content: word },
+            logprobs: null,
+            finish_reason: null,
+          },
+        ],
+      }),
+    ),
+    sseEvent({
+      id: "chatcmpl-bench",
+      object: "chat.completion.chunk",
+      created: 1_700_000_000,
+      model: UNARY_MODEL,
+      choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: "stop" }],
+    }),
+    sseEvent({
+      id: "chatcmpl-bench",
+      object: "chat.completion.chunk",
+      created: 1_700_000_000,
+      model: UNARY_MODEL,
+      choices: [],
+      usage: ANSWER_USAGE,
+    }),
+    Buffer.from("data: [DONE]\n\n"),
+  ]);
   readonly answerHeaders = {
     "content-type": "application/json",
     "content-length": String(this.answer.length),
@@ -94,7 +135,12 @@ class Bodies {
   readonly models = Buffer.from(
     JSON.stringify({
       object: "list",
-      data: ["bench", SLOW_MODEL].map((id) => ({ id, object: "model", created: 0, owned_by: "b" })),
+      data: ["bench", SLOW_MODEL, UNARY_MODEL].map((id) => ({
+        id,
+        object: "model",
+        created: 0,
+        owned_by: "b",
+      })),
     }),
   );
   readonly finish = sseEvent({
@@ -196,6 +242,9 @@ export async function startMockUpstream(
       if (body.stream !== true) {
         res.writeHead(200, bodies.answerHeaders);
         res.end(bodies.answer);
+      } else if (body.model === UNARY_MODEL) {
+        res.writeHead(200, STREAM_HEADERS);
+        res.end(bodies.answerStream);
       } else if (body.model === SLOW_MODEL) {
         slowStream(res);
       } else {

@@ -5,7 +5,9 @@
  * - the mock upstream (bench/mock-upstream.ts) and the load worker (bench/load.ts);
  * - the variants under test: `direct` (no process: the client talks to the upstream), `bare`
  *   (bench/bare-proxy.ts), `one` (`switchyard start`, all services in one process) and `four`
- *   (`switchyard start --service X` for each of the four services, NATS at 127.0.0.1:4222).
+ *   (`switchyard start --service X` for each of the four services, NATS at 127.0.0.1:4222);
+ *   `four-connect` is `four` with SWITCHYARD_FABRIC_TRANSPORT=connect (connect-node's client and
+ *   server between the processes, as before the lean hop transport), for a before/after in one run.
  *
  * Each child writes its output to a file in the run's temp dir (no pipe for the harness to
  * drain, and the gateway's per-request log lines cost what they cost in production).
@@ -32,6 +34,7 @@ import { promisify } from "node:util";
 import { request } from "undici";
 import { hashKey } from "../services/lib/config/keys.js";
 import { LoadDriver } from "./load.js";
+import { UNARY_MODEL } from "./mock-upstream.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "bin", "switchyard.js");
@@ -233,13 +236,14 @@ async function answers(url: string, init?: { body: string; headers: Record<strin
 // ---------------------------------------------------------------------------------------------
 // The run's processes
 
-export type VariantName = "direct" | "bare" | "one" | "four";
+export type VariantName = "direct" | "bare" | "one" | "four" | "four-connect";
 
 export const VARIANT_LABELS: Record<VariantName, string> = {
   direct: "direct",
   bare: "bare proxy",
   one: "one process",
   four: "4 processes",
+  "four-connect": "4 procs, connect-node",
 };
 
 export interface Variant {
@@ -275,6 +279,8 @@ export interface StartOptions {
   /** Pin the upstream and load client to CPU 0 and the variants to CPU 1. */
   pin: boolean;
   natsUrl: string;
+  /** Run the gateways under `node --cpu-prof`, writing one .cpuprofile per process here. */
+  cpuProfDir?: string;
 }
 
 function gatewayConfig(o: {
@@ -306,6 +312,7 @@ function gatewayConfig(o: {
     "models:",
     "  bench: { targets: [{ provider: bench, model: bench }] }",
     "  bench-slow: { targets: [{ provider: bench, model: bench-slow }] }",
+    "  bench-unary: { targets: [{ provider: bench, model: bench-unary }] }",
     "tenants:",
     `  bench: { keys: ["${hashKey(CLIENT_KEY)}"] }`,
   );
@@ -360,16 +367,20 @@ export async function startBench(opts: StartOptions): Promise<BenchProcesses> {
 
     const variants: Variant[] = [];
     const sanity = {
-      body: JSON.stringify({ model: "bench", messages: [{ role: "user", content: "hi" }] }),
+      body: JSON.stringify({ model: UNARY_MODEL, messages: [{ role: "user", content: "hi" }] }),
       headers: { "content-type": "application/json", authorization: `Bearer ${CLIENT_KEY}` },
     };
     const env = { LOG_LEVEL: opts.logLevel };
-    const gateway = (name: string, args: string[]) =>
+    const gateway = (name: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}) =>
       startChild({
         name,
         dir,
-        args: [BIN, ...args],
-        env,
+        args: [
+          ...(opts.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${opts.cpuProfDir}`] : []),
+          BIN,
+          ...args,
+        ],
+        env: { ...env, ...extraEnv },
         ...(gatewaySide && { cpus: gatewaySide }),
       });
 
@@ -414,16 +425,21 @@ export async function startBench(opts: StartOptions): Promise<BenchProcesses> {
             ports: { ingress, router, connector, prober },
             upstreamOrigin,
             maxConnections: opts.maxConnections,
-            ...(name === "four" && {
+            ...(name !== "one" && {
               nats: { url: opts.natsUrl, namespace: `bench-${randomUUID().slice(0, 8)}` },
             }),
           }),
         );
+        const connectNode = name === "four-connect";
         procs =
           name === "one"
             ? [gateway("switchyard", ["start", "--config", config])]
             : ["connector", "router", "prober", "ingress"].map((service) =>
-                gateway(service, ["start", "--config", config, "--service", service]),
+                gateway(
+                  connectNode ? `${service}-cn` : service,
+                  ["start", "--config", config, "--service", service],
+                  connectNode ? { SWITCHYARD_FABRIC_TRANSPORT: "connect" } : {},
+                ),
               );
       }
       underTest.push(...procs);

@@ -8,14 +8,14 @@
 import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { request } from "undici";
 import type { ClosedResult, HoldResult, LoadTarget, OpenResult } from "./load.js";
-import { SLOW_MODEL } from "./mock-upstream.js";
+import { SLOW_MODEL, UNARY_MODEL } from "./mock-upstream.js";
 import {
   type BenchProcesses,
   CHAT_PATH,
@@ -33,7 +33,9 @@ import {
 
 const SCENARIOS = ["unary", "stream", "open-loop", "memory", "open-streams"] as const;
 type Scenario = (typeof SCENARIOS)[number];
-const VARIANTS: readonly VariantName[] = ["direct", "bare", "one", "four"];
+const VARIANTS: readonly VariantName[] = ["direct", "bare", "one", "four", "four-connect"];
+/** `four-connect` (the hops on connect-node, for a before/after) only when asked for. */
+const DEFAULT_VARIANTS: readonly VariantName[] = ["direct", "bare", "one", "four"];
 /** The open-loop ceiling: the highest rate whose p99 stays within this of direct's. */
 const OPEN_LOOP_BUDGET_MS = 10;
 /** Client send lag (p99) above which an open-loop step is too noisy to judge. */
@@ -99,6 +101,7 @@ interface Options {
   logLevel: string;
   pin: boolean;
   keep: boolean;
+  cpuProf?: string;
   out?: string;
   natsUrl: string;
 }
@@ -107,7 +110,9 @@ const HELP = `Usage: npm run bench -- [options]
 
   --quick                  smoke run, 2–3 minutes (1 s windows, 2 repeats, 1k open streams)
   --scenarios LIST         ${SCENARIOS.join(",")} (default: all)
-  --variants LIST          ${VARIANTS.join(",")} (default: all; direct is always included)
+  --variants LIST          ${VARIANTS.join(",")} (default: ${DEFAULT_VARIANTS.join(",")};
+                           direct is always included; four-connect = four with the hops on
+                           connect-node, SWITCHYARD_FABRIC_TRANSPORT=connect)
   --duration S             seconds per measured window (default 5, quick 1)
   --repeats N              windows per variant and setting; medians are reported (default 3, quick 2)
   --concurrency LIST       unary client concurrency (default 1,16,64)
@@ -120,6 +125,8 @@ const HELP = `Usage: npm run bench -- [options]
   --log-level LEVEL        the gateways' LOG_LEVEL (default info: one line per request, as deployed)
   --pin                    pin upstream + load client to CPU 0, variants to CPU 1 (taskset)
   --keep                   keep the temp dir with configs and every process's output
+  --cpu-prof DIR           run the gateways under node --cpu-prof, a .cpuprofile per process in DIR
+                           (summarise with: node --import tsx bench/profile-summary.ts DIR/*.cpuprofile)
   --out FILE               results JSON (default bench/results/<time>[-quick].json)
   --nats URL               NATS for the 4-process variant (default nats://127.0.0.1:4222)`;
 
@@ -158,6 +165,7 @@ function parseOptions(argv: string[]): Options | undefined {
       "log-level": { type: "string", default: "info" },
       pin: { type: "boolean", default: false },
       keep: { type: "boolean", default: false },
+      "cpu-prof": { type: "string" },
       out: { type: "string" },
       nats: { type: "string", default: "nats://127.0.0.1:4222" },
       help: { type: "boolean", short: "h", default: false },
@@ -175,7 +183,7 @@ function parseOptions(argv: string[]): Options | undefined {
     if (!SCENARIOS.includes(s))
       throw new Error(`unknown scenario '${s}' (${SCENARIOS.join(", ")})`);
   }
-  const chosen = (list(values.variants) ?? [...VARIANTS]) as VariantName[];
+  const chosen = (list(values.variants) ?? [...DEFAULT_VARIANTS]) as VariantName[];
   for (const v of chosen) {
     if (!VARIANTS.includes(v)) throw new Error(`unknown variant '${v}' (${VARIANTS.join(", ")})`);
   }
@@ -206,6 +214,7 @@ function parseOptions(argv: string[]): Options | undefined {
     pin: values.pin,
     keep: values.keep,
     ...(values.out !== undefined && { out: values.out }),
+    ...(values["cpu-prof"] !== undefined && { cpuProf: resolve(values["cpu-prof"]) }),
     natsUrl: values.nats,
   };
 }
@@ -224,7 +233,7 @@ interface Measured<R> {
   wallMs: number;
 }
 
-function bodyFor(stream: boolean, model = "bench"): string {
+function bodyFor(stream: boolean, model = stream ? "bench" : UNARY_MODEL): string {
   return JSON.stringify({
     model,
     messages: [{ role: "user", content: "Say hello in one short sentence." }],
@@ -803,7 +812,7 @@ async function openStreamsScenario(h: Harness) {
       const perStream = (p: ChildProc) =>
         v.name === "bare" || v.name === "one"
           ? 2
-          : p.name === "ingress" || p.name === "connector"
+          : p.name.startsWith("ingress") || p.name.startsWith("connector")
             ? 1
             : 0;
       // Connections left idle by the previous run close on the upstream's keep-alive timeout.
@@ -967,6 +976,7 @@ async function main(argv: string[]): Promise<number> {
     maxConnections: Math.max(128, maxStreams + 256),
     pin: opts.pin,
     natsUrl: opts.natsUrl,
+    ...(opts.cpuProf !== undefined && { cpuProfDir: opts.cpuProf }),
   });
   let stopping = false;
   const interrupt = () => {

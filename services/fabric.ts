@@ -14,6 +14,8 @@ import type { Bus } from "./lib/bus/bus.js";
 import { createBus } from "./lib/bus/index.js";
 import type { Config, ListenAddress } from "./lib/config/types.js";
 import { ConnectorPool } from "./lib/connector-pool.js";
+import { createHopTransport } from "./lib/hop/client.js";
+import { createHopHandler, type HopService, hopService } from "./lib/hop/server.js";
 import { createAdminHandler } from "./lib/http/admin.js";
 import { createDualServer, type DualHandler, type DualServer } from "./lib/http/dual-server.js";
 import { createLocalTransport } from "./lib/local-transport.js";
@@ -41,7 +43,22 @@ export interface FabricOptions {
   listen?: Partial<Record<ServiceName, ListenAddress>>;
   /** The time tenant limits count by (tests move it to cross days and months). */
   clock?: Clock;
+  /**
+   * How services in different processes call each other (default "hop", or
+   * SWITCHYARD_FABRIC_TRANSPORT): "hop" is the lean Connect client and server in lib/hop,
+   * "connect" is connect-node on both ends. Both speak the Connect protocol over h2c, so either
+   * end may run either; "connect" is kept for comparison (bench) and as a fallback.
+   */
+  transport?: FabricTransport;
 }
+
+export type FabricTransport = "hop" | "connect";
+
+/**
+ * HTTP/2 connections a process keeps to each peer. 1, 2 and 4 measured the same through the
+ * gateway (bench/README.md); two keep one slow connection from holding up every call.
+ */
+const HOP_SESSIONS_PER_PEER = 2;
 
 /**
  * Composes the services this process runs. Services in the same process call each other
@@ -84,8 +101,11 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
     return r;
   };
   const loggerFor = (name: ServiceName) => logger.child({ service: name });
+  const transport = opts.transport ?? fabricTransportFromEnv();
   const remote = (baseUrl: string): Transport =>
-    createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true });
+    transport === "connect"
+      ? createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true })
+      : createHopTransport({ baseUrl, sessions: HOP_SESSIONS_PER_PEER });
 
   // Connectors the router and prober call: the in-process one, or the static peer list plus
   // every connector that announces itself on the bus.
@@ -115,6 +135,7 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
   }
 
   let routerRoutes: ((r: ConnectRouter) => void) | undefined;
+  let routerService: HopService | undefined;
   let routerTransport: Transport | undefined;
   if (has("router") && bus) {
     const r = buildRouter({
@@ -126,6 +147,7 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
     });
     closers.push(() => r.close());
     routerRoutes = r.routes;
+    routerService = hopService(RouterService, r.impl);
     routerTransport = createLocalTransport(RouterService, r.impl);
   } else if (has("ingress")) {
     routerTransport = remote(config.peers.router);
@@ -171,17 +193,30 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
 
   if (!oneProcess) {
     const admin = createAdminHandler({ renderMetrics: metrics, ready: async () => !draining });
-    const internal = (routes: ((r: ConnectRouter) => void) | undefined): DualHandler =>
-      connectNodeAdapter({
+    // connect-node serves every protocol (gRPC, gRPC-web, JSON) and the admin paths; with the
+    // hop transport, the lean handler takes the fabric's own calls in front of it.
+    const internal = (
+      routes: ((r: ConnectRouter) => void) | undefined,
+      service: HopService | undefined,
+    ): DualHandler => {
+      const adapter = connectNodeAdapter({
         routes: routes ?? (() => {}),
         fallback: (req, res) => admin(req, res as Parameters<DualHandler>[1]),
       });
-    if (has("router"))
-      servers.push({ name: "router", server: createDualServer(internal(routerRoutes)) });
-    if (connector)
-      servers.push({ name: "connector", server: createDualServer(internal(connector.routes)) });
+      return transport === "hop" && service
+        ? createHopHandler({ services: [service], fallback: adapter })
+        : adapter;
+    };
+    if (has("router")) {
+      const handler = internal(routerRoutes, routerService);
+      servers.push({ name: "router", server: createDualServer(handler) });
+    }
+    if (connector) {
+      const handler = internal(connector.routes, hopService(ConnectorService, connector.impl));
+      servers.push({ name: "connector", server: createDualServer(handler) });
+    }
     if (has("prober"))
-      servers.push({ name: "prober", server: createDualServer(internal(undefined)) });
+      servers.push({ name: "prober", server: createDualServer(internal(undefined, undefined)) });
   }
 
   try {
@@ -225,6 +260,13 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
       }
     },
   };
+}
+
+function fabricTransportFromEnv(): FabricTransport {
+  const value = process.env.SWITCHYARD_FABRIC_TRANSPORT;
+  if (value === undefined || value === "" || value === "hop") return "hop";
+  if (value === "connect") return "connect";
+  throw new Error(`SWITCHYARD_FABRIC_TRANSPORT must be "hop" or "connect", not "${value}"`);
 }
 
 /** The URL other processes dial to reach a service bound to `host:port`. */

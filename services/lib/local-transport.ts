@@ -58,10 +58,9 @@ export function createLocalTransport<S extends DescService>(
     ): Promise<UnaryResponse<I, O>> {
       const call = localContext(service, method, signal, timeoutMs, header, contextValues);
       try {
-        const out = await Promise.race([
+        const out = await call.untilAborted(
           handler(method)(create(method.input, input), call.ctx) as Promise<MessageInitShape<O>>,
-          call.aborted,
-        ]);
+        );
         return {
           stream: false,
           service,
@@ -101,7 +100,7 @@ export function createLocalTransport<S extends DescService>(
         const it = source[Symbol.asyncIterator]();
         try {
           for (;;) {
-            const r = await Promise.race([it.next(), call.aborted]);
+            const r = await call.untilAborted(it.next());
             if (r.done) return;
             yield create(method.output, r.value) as MessageShape<O>;
           }
@@ -150,13 +149,23 @@ function localContext(
     controller.abort(ConnectError.from(signal?.reason ?? "cancelled", Code.Canceled));
   if (signal?.aborted) onCallerAbort();
   else signal?.addEventListener("abort", onCallerAbort, { once: true });
-  // Rejects when the call is aborted, so a handler that ignores its signal cannot hang the caller.
-  const aborted = new Promise<never>((_, reject) => {
-    const fail = () => reject(controller.signal.reason);
-    if (controller.signal.aborted) fail();
-    else controller.signal.addEventListener("abort", fail, { once: true });
+  // What the caller awaits also rejects when the call is aborted, so a handler that ignores its
+  // signal cannot hang the caller. One listener per call: a Promise.race per message would leave
+  // a reaction on a never-settled promise for every message of a long stream.
+  let interrupt: ((reason: unknown) => void) | undefined;
+  controller.signal.addEventListener("abort", () => interrupt?.(controller.signal.reason), {
+    once: true,
   });
-  aborted.catch(() => {});
+  const untilAborted = <T>(work: Promise<T>): Promise<T> =>
+    new Promise<T>((resolve, reject) => {
+      if (controller.signal.aborted) {
+        work.catch(() => {});
+        reject(controller.signal.reason);
+        return;
+      }
+      interrupt = reject;
+      work.then(resolve, reject);
+    });
 
   // Headers are built only when someone looks at them: most calls never do.
   let requestHeader: Headers | undefined;
@@ -187,7 +196,7 @@ function localContext(
 
   return {
     ctx,
-    aborted,
+    untilAborted,
     /** The error the caller sees: the abort reason when the call was aborted. */
     error(err: unknown): ConnectError {
       if (controller.signal.aborted && controller.signal.reason !== CALL_ENDED) {

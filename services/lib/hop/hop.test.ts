@@ -1,0 +1,342 @@
+import http from "node:http";
+import { create } from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  type ConnectRouter,
+  createClient,
+  type HandlerContext,
+  type ServiceImpl,
+  type Transport,
+} from "@connectrpc/connect";
+import {
+  connectNodeAdapter,
+  createConnectTransport,
+  createGrpcTransport,
+} from "@connectrpc/connect-node";
+import { afterEach, describe, expect, it } from "vitest";
+import { ChatChunkSchema, ChoiceDeltaSchema } from "../../../gen/switchyard/chat/v1/chat_pb.js";
+import {
+  type ChatRequest,
+  type ChatResponse,
+  ChatResponseSchema,
+  ConnectorService,
+  type EmbedRequest,
+  EmbedResponseSchema,
+  type ProbeRequest,
+  ProbeResponseSchema,
+} from "../../../gen/switchyard/connector/v1/connector_pb.js";
+import { TargetSchema } from "../../../gen/switchyard/health/v1/health_pb.js";
+import { Failure } from "../errors.js";
+import { createDualServer, type DualServer } from "../http/dual-server.js";
+import { createHopTransport } from "./client.js";
+import { createHopHandler, hopService } from "./server.js";
+
+// The hop transport against connect-node on the other end (both ways) and against its own
+// server, over real sockets: messages, errors with details, deadlines, cancellation, lost peers.
+
+const servers: DualServer[] = [];
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((s) => s.close(0)));
+});
+
+const word = (i: number) => `w${i} `;
+
+function chunk(content: string): ChatResponse {
+  return create(ChatResponseSchema, {
+    chunk: create(ChatChunkSchema, { choices: [create(ChoiceDeltaSchema, { index: 0, content })] }),
+  });
+}
+
+/** What the test service saw: the handler signals, to check they are aborted. */
+interface Seen {
+  signals: AbortSignal[];
+  headers: Array<string | null>;
+}
+
+/**
+ * A connector whose behaviour the request picks: `target.model` is `words:N`, `fail-after:N`
+ * (N words, then a Failure), `big:N` (N chunks of 1 KB), `hang` (one word, then waits for its
+ * signal), or `crash`.
+ */
+function testService(seen: Seen): Partial<ServiceImpl<typeof ConnectorService>> {
+  return {
+    async *chat(req: ChatRequest, ctx: HandlerContext) {
+      seen.signals.push(ctx.signal);
+      seen.headers.push(ctx.requestHeader.get("x-test"));
+      const [kind, n] = (req.target?.model ?? "").split(":");
+      ctx.responseTrailer.set("x-words", n ?? "");
+      if (kind === "crash") throw new Error("not a ConnectError");
+      if (kind === "hang") {
+        yield chunk(word(0));
+        await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
+        return;
+      }
+      if (kind === "big") {
+        for (let i = 0; i < Number(n); i++) yield chunk(`${word(i)}${"x".repeat(1024)}`);
+        return;
+      }
+      for (let i = 0; i < Number(n); i++) yield chunk(word(i));
+      if (kind === "fail-after") {
+        throw new Failure({
+          status: 429,
+          kind: "rate_limited",
+          retryable: true,
+          provider: "p",
+          retryAfterMs: 1500,
+          message: "slow down",
+        }).toConnectError();
+      }
+    },
+    async embed(req: EmbedRequest, ctx: HandlerContext) {
+      seen.signals.push(ctx.signal);
+      if (req.target?.model === "fail") {
+        throw new Failure({
+          status: 400,
+          kind: "invalid_request",
+          message: "bad input",
+        }).toConnectError();
+      }
+      ctx.responseTrailer.set("x-served", "yes");
+      return create(EmbedResponseSchema, { result: { provider: req.target?.provider ?? "" } });
+    },
+    async probe(_req: ProbeRequest) {
+      return create(ProbeResponseSchema, { ok: true, latencyMs: 7 });
+    },
+  };
+}
+
+type ServerKind = "hop" | "connect";
+
+async function serve(kind: ServerKind, seen: Seen = { signals: [], headers: [] }) {
+  const impl = testService(seen);
+  const adapter = connectNodeAdapter({
+    routes: (r: ConnectRouter) => r.service(ConnectorService, impl),
+  });
+  const server = createDualServer(
+    kind === "hop"
+      ? createHopHandler({ services: [hopService(ConnectorService, impl)], fallback: adapter })
+      : adapter,
+  );
+  servers.push(server);
+  const port = await server.listen(0, "127.0.0.1");
+  return { url: `http://127.0.0.1:${port}`, seen, server };
+}
+
+const hop = (url: string) => createHopTransport({ baseUrl: url });
+const connectH2 = (url: string) =>
+  createConnectTransport({ baseUrl: url, httpVersion: "2", useBinaryFormat: true });
+
+function chatRequest(model: string) {
+  return { target: create(TargetSchema, { provider: "p", model }) };
+}
+
+async function words(transport: Transport, model: string, signal?: AbortSignal) {
+  const client = createClient(ConnectorService, transport);
+  const out: string[] = [];
+  for await (const res of client.chat(chatRequest(model), signal ? { signal } : {})) {
+    out.push(res.chunk?.choices[0]?.content ?? "");
+  }
+  return out;
+}
+
+async function caught(p: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await p;
+  } catch (err) {
+    return ConnectError.from(err);
+  }
+  throw new Error("expected the call to fail");
+}
+
+const pairs: Array<[string, ServerKind, (url: string) => Transport]> = [
+  ["hop client → hop server", "hop", hop],
+  ["hop client → connect-node server", "connect", hop],
+  ["connect-node client → hop server", "hop", connectH2],
+];
+
+describe.each(pairs)("%s", (_name, kind, transport) => {
+  it("streams every message in order, and many calls at once", async () => {
+    const { url } = await serve(kind);
+    const t = transport(url);
+    expect(await words(t, "words:3")).toEqual(["w0 ", "w1 ", "w2 "]);
+    const many = await Promise.all(Array.from({ length: 50 }, () => words(t, "words:40")));
+    for (const w of many) expect(w).toEqual(Array.from({ length: 40 }, (_, i) => word(i)));
+  });
+
+  it("delivers the messages before a failure, then the failure with its details", async () => {
+    const { url } = await serve(kind);
+    const got: string[] = [];
+    const err = await caught(wordsInto(transport(url), "fail-after:2", got));
+    expect(got).toEqual(["w0 ", "w1 "]);
+    expect(err.code).toBe(Code.ResourceExhausted);
+    const f = Failure.from(err);
+    expect(f).toMatchObject({
+      status: 429,
+      kind: "rate_limited",
+      provider: "p",
+      retryAfterMs: 1500,
+    });
+  });
+
+  it("answers unary calls, and their errors with status and details", async () => {
+    const { url } = await serve(kind);
+    const client = createClient(ConnectorService, transport(url));
+    let trailer: Headers | undefined;
+    const res = await client.embed(
+      { target: create(TargetSchema, { provider: "prov", model: "ok" }) },
+      { onTrailer: (t) => (trailer = t) },
+    );
+    expect(res.result?.provider).toBe("prov");
+    expect(trailer?.get("x-served")).toBe("yes");
+    const err = await caught(
+      client.embed({ target: create(TargetSchema, { provider: "prov", model: "fail" }) }),
+    );
+    expect(err.code).toBe(Code.InvalidArgument);
+    expect(Failure.from(err)).toMatchObject({ status: 400, kind: "invalid_request" });
+    expect((await client.probe({})).latencyMs).toBe(7);
+  });
+
+  it("turns a handler's plain exception into Internal", async () => {
+    const { url } = await serve(kind);
+    const err = await caught(words(transport(url), "crash"));
+    expect(err.code).toBe(Code.Internal);
+  });
+
+  it("passes request headers and stream trailers through", async () => {
+    const { url, seen } = await serve(kind);
+    const client = createClient(ConnectorService, transport(url));
+    let trailer: Headers | undefined;
+    for await (const _ of client.chat(chatRequest("words:1"), {
+      headers: { "x-test": "hello" },
+      onTrailer: (t) => (trailer = t),
+    })) {
+      // drain
+    }
+    expect(seen.headers).toEqual(["hello"]);
+    expect(trailer?.get("x-words")).toBe("1");
+  });
+
+  it("enforces the caller's deadline on both ends", async () => {
+    const { url, seen } = await serve(kind);
+    const client = createClient(ConnectorService, transport(url));
+    const started = Date.now();
+    const err = await caught(
+      (async () => {
+        for await (const _ of client.chat(chatRequest("hang"), { timeoutMs: 200 })) {
+          // the first word arrives, then nothing
+        }
+      })(),
+    );
+    expect(err.code).toBe(Code.DeadlineExceeded);
+    expect(Date.now() - started).toBeLessThan(2000);
+    await until(() => seen.signals[0]?.aborted === true);
+  });
+
+  it("cancels the handler when the caller aborts or stops reading", async () => {
+    const { url, seen } = await serve(kind);
+    const t = transport(url);
+    const abort = new AbortController();
+    const client = createClient(ConnectorService, t);
+    const err = await caught(
+      (async () => {
+        for await (const _ of client.chat(chatRequest("hang"), { signal: abort.signal })) {
+          abort.abort(new Error("client went away"));
+        }
+      })(),
+    );
+    expect(err.code).toBe(Code.Canceled);
+    await until(() => seen.signals[0]?.aborted === true);
+  });
+});
+
+describe("hop transport", () => {
+  it("reports a peer that is not listening as Unavailable", async () => {
+    const { url, server } = await serve("hop");
+    await server.close(0);
+    servers.splice(servers.indexOf(server), 1);
+    const err = await caught(words(hop(url), "words:1"));
+    expect(err.code).toBe(Code.Unavailable);
+  });
+
+  it("reports a peer that goes away mid-stream as Unavailable, and reconnects after", async () => {
+    const { url, server } = await serve("hop");
+    const t = hop(url);
+    expect(await words(t, "words:1")).toEqual(["w0 "]);
+    const pending = caught(words(t, "hang"));
+    await new Promise((r) => setTimeout(r, 100));
+    await server.close(0);
+    servers.splice(servers.indexOf(server), 1);
+    expect((await pending).code).toBe(Code.Unavailable);
+    // A new server on the same port: the next call opens a fresh connection.
+    const port = Number(new URL(url).port);
+    const again = createDualServer(
+      createHopHandler({
+        services: [hopService(ConnectorService, testService({ signals: [], headers: [] }))],
+        fallback: (_req, res) => res.end(),
+      }),
+    );
+    servers.push(again);
+    await again.listen(port, "127.0.0.1");
+    expect(await words(t, "words:2")).toEqual(["w0 ", "w1 "]);
+  });
+
+  it("leaves gRPC and HTTP/1.1 callers to the connect-node fallback", async () => {
+    const { url } = await serve("hop");
+    expect(await words(createGrpcTransport({ baseUrl: url }), "words:2")).toEqual(["w0 ", "w1 "]);
+    const h1 = createConnectTransport({
+      baseUrl: url,
+      httpVersion: "1.1",
+      useBinaryFormat: true,
+      nodeOptions: { agent: new http.Agent({ keepAlive: false }) },
+    });
+    expect(await words(h1, "words:2")).toEqual(["w0 ", "w1 "]);
+    const json = createConnectTransport({ baseUrl: url, httpVersion: "2" });
+    expect(await words(json, "words:2")).toEqual(["w0 ", "w1 "]);
+  });
+
+  it("holds a handler back while its caller stops reading, and keeps other calls going", async () => {
+    const { url, seen } = await serve("hop");
+    const t = hop(url);
+    const client = createClient(ConnectorService, t);
+    const abort = new AbortController();
+    const stalled = client
+      .chat(chatRequest("big:2000"), { signal: abort.signal })
+      [Symbol.asyncIterator]();
+    await stalled.next(); // then never read again: 2 MB wait in the server and the windows
+    const started = Date.now();
+    expect(await words(t, "words:3")).toEqual(["w0 ", "w1 ", "w2 "]);
+    expect(Date.now() - started).toBeLessThan(1000);
+    // Backpressure: the handler waits for the reader instead of queueing 2 MB.
+    expect(seen.signals[0]?.aborted).toBe(false);
+    abort.abort();
+    await until(() => seen.signals[0]?.aborted === true);
+  });
+
+  it("spreads calls over its sessions", async () => {
+    const { url, server } = await serve("hop");
+    const sessions = new Set<unknown>();
+    server.server.on("connection", (socket) => sessions.add(socket));
+    const t = createHopTransport({ baseUrl: url, sessions: 3 });
+    await Promise.all(
+      Array.from({ length: 9 }, () => words(t, "hang:1", AbortSignal.timeout(300)).catch(() => [])),
+    );
+    expect(sessions.size).toBe(3);
+  });
+});
+
+/** Collects words into `into` as they come, so the ones before a failure are kept. */
+async function wordsInto(t: Transport, model: string, into: string[]): Promise<void> {
+  const client = createClient(ConnectorService, t);
+  for await (const res of client.chat(chatRequest(model))) {
+    into.push(res.chunk?.choices[0]?.content ?? "");
+  }
+}
+
+async function until(check: () => boolean, ms = 2000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

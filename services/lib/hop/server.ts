@@ -1,0 +1,383 @@
+import type http from "node:http";
+import type http2 from "node:http2";
+import {
+  create,
+  type DescMessage,
+  type DescMethod,
+  type DescService,
+  fromBinary,
+  isMessage,
+  type MessageInitShape,
+  type MessageShape,
+  toBinary,
+} from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  createContextValues,
+  type HandlerContext,
+  type ServiceImpl,
+} from "@connectrpc/connect";
+import {
+  codeToHttpStatus,
+  endStreamToJson,
+  errorToJsonBytes,
+  parseTimeout,
+} from "@connectrpc/connect/protocol-connect";
+import type { DualHandler } from "../http/dual-server.js";
+import {
+  END_STREAM_FLAG,
+  EnvelopeReader,
+  envelope,
+  STREAM_CONTENT_TYPE,
+  UNARY_CONTENT_TYPE,
+} from "./protocol.js";
+
+type Req = http.IncomingMessage | http2.Http2ServerRequest;
+type Res = http.ServerResponse | http2.Http2ServerResponse;
+type AnyImpl = (req: unknown, ctx: HandlerContext) => unknown;
+
+/** A service and its implementation, as the hop handler serves them. */
+export interface HopService {
+  readonly service: DescService;
+  readonly impl: object;
+}
+
+/** Pairs a service with its implementation, type-checked. */
+export function hopService<S extends DescService>(
+  service: S,
+  impl: Partial<ServiceImpl<S>>,
+): HopService {
+  return { service, impl };
+}
+
+interface Route {
+  method: DescMethod;
+  fn: AnyImpl;
+  url: string;
+}
+
+/**
+ * Why a finished call's handler signal is aborted: the call is over, nothing failed. One shared
+ * reason, because abort() without one builds a DOMException (with a stack) every call.
+ */
+const CALL_ENDED = new ConnectError("call ended", Code.Canceled);
+const clientCancelled = () => new ConnectError("the client cancelled", Code.Canceled);
+
+/** The longest deadline a caller may ask for (ms), as in connect's handlers. */
+const MAX_TIMEOUT_MS = 0xffffffff;
+/** Messages of a stream held for one write at most this big. */
+const FLUSH_BYTES = 64 * 1024;
+/** Request bodies are one small message; anything bigger than this is not ours. */
+const MAX_REQUEST_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Serves the Connect protocol's binary POST calls to `services` straight from node's request
+ * and response — one loop per call that encodes each message the implementation yields and
+ * writes what is ready in one go — and hands every other request (gRPC, gRPC-web, JSON,
+ * compression, GET, unknown paths) to `fallback`, e.g. connectNodeAdapter with the same routes.
+ * Works for HTTP/1.1 and HTTP/2 alike (the compatibility API).
+ */
+export function createHopHandler(opts: {
+  services: readonly HopService[];
+  fallback: DualHandler;
+}): DualHandler {
+  const routes = new Map<string, Route>();
+  for (const { service, impl } of opts.services) {
+    for (const method of service.methods) {
+      const fn = (impl as Record<string, AnyImpl | undefined>)[method.localName];
+      if (!fn) continue; // unimplemented: the fallback answers with the right error
+      if (method.methodKind !== "unary" && method.methodKind !== "server_streaming") continue;
+      const path = `/${service.typeName}/${method.name}`;
+      routes.set(path, { method, fn: fn.bind(impl), url: path });
+    }
+  }
+
+  return (req, res) => {
+    const route = req.method === "POST" ? routes.get(req.url ?? "") : undefined;
+    const streaming = route?.method.methodKind === "server_streaming";
+    if (
+      !route ||
+      req.headers["content-type"] !== (streaming ? STREAM_CONTENT_TYPE : UNARY_CONTENT_TYPE) ||
+      isCompressed(req.headers[streaming ? "connect-content-encoding" : "content-encoding"])
+    ) {
+      opts.fallback(req, res);
+      return;
+    }
+    readBody(req, (body) => {
+      if (body === undefined) {
+        res.destroy();
+        return;
+      }
+      if (streaming) void serveStream(route, req, res, body);
+      else void serveUnary(route, req, res, body);
+    });
+  };
+}
+
+function isCompressed(encoding: string | string[] | undefined): boolean {
+  return encoding !== undefined && encoding !== "identity";
+}
+
+function readBody(req: Req, done: (body: Buffer | undefined) => void): void {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  req.on("data", (chunk: Buffer) => {
+    bytes += chunk.length;
+    if (bytes > MAX_REQUEST_BYTES) {
+      req.removeAllListeners("data");
+      done(undefined);
+      return;
+    }
+    chunks.push(chunk);
+  });
+  req.once("end", () => {
+    if (bytes <= MAX_REQUEST_BYTES) done(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
+  });
+  req.once("error", () => done(undefined));
+}
+
+/** The state of one call on the server: its context, deadline and cancellation. */
+class ServerCall {
+  readonly controller = new AbortController();
+  readonly ctx: HandlerContext;
+  private timer: NodeJS.Timeout | undefined;
+  private requestHeader: Headers | undefined;
+  private responseHeader: Headers | undefined;
+  private responseTrailer: Headers | undefined;
+  /** Set when the call cannot go on: the deadline passed or the client went away. */
+  stopped: ConnectError | undefined;
+
+  constructor(route: Route, req: Req, res: Res) {
+    const self = this;
+    const timeout = parseTimeout(
+      (req.headers["connect-timeout-ms"] as string | undefined) ?? null,
+      MAX_TIMEOUT_MS,
+    );
+    if (timeout.error) this.stopped = timeout.error;
+    const deadline = timeout.timeoutMs === undefined ? undefined : Date.now() + timeout.timeoutMs;
+    if (timeout.timeoutMs !== undefined) {
+      this.timer = setTimeout(
+        () => this.stop(new ConnectError("the operation timed out", Code.DeadlineExceeded)),
+        timeout.timeoutMs,
+      );
+    }
+    res.once("close", () => {
+      if (!this.controller.signal.aborted) this.stop(clientCancelled());
+    });
+    this.ctx = {
+      service: route.method.parent,
+      method: route.method,
+      signal: this.controller.signal,
+      timeoutMs: () => (deadline === undefined ? undefined : deadline - Date.now()),
+      requestMethod: "POST",
+      get requestHeader() {
+        self.requestHeader ??= headersOf(req.headers);
+        return self.requestHeader;
+      },
+      get responseHeader() {
+        self.responseHeader ??= new Headers();
+        return self.responseHeader;
+      },
+      get responseTrailer() {
+        self.responseTrailer ??= new Headers();
+        return self.responseTrailer;
+      },
+      protocolName: "connect",
+      values: createContextValues(),
+      url: route.url,
+    };
+  }
+
+  stop(reason: ConnectError): void {
+    if (this.stopped || this.controller.signal.aborted) return;
+    this.stopped = reason;
+    this.controller.abort(reason);
+  }
+
+  /** The call is over: timers off, the handler's signal aborted as connect's handlers do. */
+  end(): void {
+    clearTimeout(this.timer);
+    if (!this.controller.signal.aborted) this.controller.abort(CALL_ENDED);
+  }
+
+  /** Response headers as node takes them, the content type first. */
+  head(contentType: string, trailersAsHeaders: boolean): Record<string, string | string[]> {
+    const out: Record<string, string | string[]> = { "content-type": contentType };
+    this.responseHeader?.forEach((v, k) => {
+      out[k] = v;
+    });
+    if (trailersAsHeaders) {
+      this.responseTrailer?.forEach((v, k) => {
+        out[`trailer-${k}`] = v;
+      });
+    }
+    return out;
+  }
+
+  get trailer(): Headers {
+    return this.responseTrailer ?? new Headers();
+  }
+}
+
+function toConnectError(err: unknown): ConnectError {
+  return err instanceof ConnectError
+    ? err
+    : new ConnectError("internal error", Code.Internal, undefined, undefined, err);
+}
+
+function asOutput<D extends DescMessage>(schema: D, value: unknown): MessageShape<D> {
+  return isMessage(value, schema) ? value : create(schema, value as MessageInitShape<D>);
+}
+
+async function serveUnary(route: Route, req: Req, res: Res, body: Buffer): Promise<void> {
+  const call = new ServerCall(route, req, res);
+  let status = 200;
+  let out: Uint8Array;
+  let headers: Record<string, string | string[]>;
+  try {
+    if (call.stopped) throw call.stopped;
+    const input = fromBinary(route.method.input, body);
+    const answer = await Promise.race([
+      route.fn(input, call.ctx) as Promise<unknown>,
+      aborted(call.controller.signal),
+    ]);
+    out = toBinary(route.method.output, asOutput(route.method.output, answer));
+    headers = call.head(UNARY_CONTENT_TYPE, true);
+  } catch (err) {
+    const error = call.stopped ?? toConnectError(err);
+    status = codeToHttpStatus(error.code);
+    out = errorToJsonBytes(error, undefined);
+    headers = call.head("application/json", true);
+    error.metadata.forEach((v, k) => {
+      headers[k] = v;
+    });
+  } finally {
+    call.end();
+  }
+  if (res.destroyed || res.writableEnded) return;
+  headers["content-length"] = String(out.byteLength);
+  res.writeHead(status, headers);
+  res.end(out);
+}
+
+/**
+ * Runs a server-streaming implementation and writes each message as it comes. Messages yielded
+ * in the same turn of the event loop (a whole answer the upstream sent in one read, say) go out
+ * in one write; a slow reader holds the implementation back (backpressure) instead of queueing.
+ */
+async function serveStream(route: Route, req: Req, res: Res, body: Buffer): Promise<void> {
+  const call = new ServerCall(route, req, res);
+  const output = route.method.output;
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  let headSent = false;
+  let flushing: NodeJS.Immediate | undefined;
+  let drained: Promise<void> | undefined;
+  const flush = () => {
+    flushing = undefined;
+    if (pending.length === 0 || res.destroyed) return;
+    if (!headSent) {
+      headSent = true;
+      res.writeHead(200, call.head(STREAM_CONTENT_TYPE, false));
+    }
+    const data = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending);
+    pending = [];
+    pendingBytes = 0;
+    if (!(res as http.ServerResponse).write(data) && !drained) {
+      drained = new Promise<void>((resolve) => {
+        const done = () => {
+          res.off("drain", done);
+          res.off("close", done);
+          drained = undefined;
+          resolve();
+        };
+        res.on("drain", done);
+        res.on("close", done);
+      });
+    }
+  };
+
+  let iterator: AsyncIterator<unknown> | undefined;
+  let error: ConnectError | undefined;
+  try {
+    if (call.stopped) throw call.stopped;
+    const envelopes = new EnvelopeReader().push(body);
+    const first = envelopes[0];
+    if (envelopes.length !== 1 || !first || first.flags !== 0) {
+      throw new ConnectError(
+        "protocol error: expected exactly one request message",
+        Code.InvalidArgument,
+      );
+    }
+    const input = fromBinary(route.method.input, first.data);
+    const it = (route.fn(input, call.ctx) as AsyncIterable<unknown>)[Symbol.asyncIterator]();
+    iterator = it;
+    // Each wait also ends when the call is stopped, so a handler that ignores its signal cannot
+    // hold the response open; one listener per call, not one per message.
+    let interrupt: ((reason: unknown) => void) | undefined;
+    const signal = call.controller.signal;
+    signal.addEventListener("abort", () => interrupt?.(signal.reason), { once: true });
+    const next = () =>
+      new Promise<IteratorResult<unknown>>((resolve, reject) => {
+        if (signal.aborted) return reject(signal.reason);
+        interrupt = reject;
+        it.next().then(resolve, reject);
+      });
+    for (;;) {
+      const r = await next();
+      if (r.done) break;
+      const message = envelope(0, toBinary(output, asOutput(output, r.value)));
+      pending.push(message);
+      pendingBytes += message.length;
+      // A burst goes out at the end of the turn, or once it is big enough to hand over now
+      // (and to find out whether the reader keeps up).
+      if (pendingBytes >= FLUSH_BYTES) {
+        if (flushing) clearImmediate(flushing);
+        flush();
+      } else {
+        flushing ??= setImmediate(flush);
+      }
+      if (drained) {
+        const wait = drained;
+        await new Promise<void>((resolve, reject) => {
+          if (signal.aborted) return reject(signal.reason);
+          interrupt = reject;
+          wait.then(resolve);
+        });
+      }
+    }
+  } catch (err) {
+    error = call.stopped ?? toConnectError(err);
+    // A handler still running (it ignored its signal, or we stopped reading) is told to end.
+    void iterator?.return?.()?.catch(() => {});
+  } finally {
+    call.end();
+  }
+  if (flushing) clearImmediate(flushing);
+  if (res.destroyed || res.writableEnded) return;
+  const end = JSON.stringify(endStreamToJson(call.trailer, error, undefined));
+  pending.push(envelope(END_STREAM_FLAG, Buffer.from(end)));
+  flush();
+  res.end();
+}
+
+/** A promise that rejects with the signal's reason once it is aborted (and never resolves). */
+function aborted(signal: AbortSignal): Promise<never> {
+  const p = new Promise<never>((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    else signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+  });
+  p.catch(() => {});
+  return p;
+}
+
+function headersOf(raw: http.IncomingHttpHeaders): Headers {
+  const h = new Headers();
+  for (const [k, v] of Object.entries(raw)) {
+    if (k.startsWith(":") || v === undefined) continue;
+    if (Array.isArray(v)) for (const x of v) h.append(k, x);
+    else h.append(k, v);
+  }
+  return h;
+}
