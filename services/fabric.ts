@@ -44,7 +44,7 @@ export interface FabricOptions {
   /** The time tenant limits count by (tests move it to cross days and months). */
   clock?: Clock;
   /**
-   * How services in different processes call each other (default "hop", or
+   * How services in different processes call each other (default "hop"; the CLI takes it from
    * SWITCHYARD_FABRIC_TRANSPORT): "hop" is the lean Connect client and server in lib/hop,
    * "connect" is connect-node on both ends. Both speak the Connect protocol over h2c, so either
    * end may run either; "connect" is kept for comparison (bench) and as a fallback.
@@ -101,7 +101,7 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
     return r;
   };
   const loggerFor = (name: ServiceName) => logger.child({ service: name });
-  const transport = opts.transport ?? fabricTransportFromEnv();
+  const transport = opts.transport ?? "hop";
   const remote = (baseUrl: string): Transport =>
     transport === "connect"
       ? createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true })
@@ -262,8 +262,8 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
   };
 }
 
-function fabricTransportFromEnv(): FabricTransport {
-  const value = process.env.SWITCHYARD_FABRIC_TRANSPORT;
+/** Reads a fabric transport name (e.g. from SWITCHYARD_FABRIC_TRANSPORT); empty means "hop". */
+export function parseFabricTransport(value: string | undefined): FabricTransport {
   if (value === undefined || value === "" || value === "hop") return "hop";
   if (value === "connect") return "connect";
   throw new Error(`SWITCHYARD_FABRIC_TRANSPORT must be "hop" or "connect", not "${value}"`);

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { Registry } from "prom-client";
-import { SERVICE_NAMES, type ServiceName, startFabric } from "../fabric.js";
+import { parseFabricTransport, SERVICE_NAMES, type ServiceName, startFabric } from "../fabric.js";
 import { createLimiter } from "../ingress/limits/index.js";
 import { formatUsage, type UsageJson, usageJson } from "../ingress/limits/report.js";
 import { hashKey } from "../lib/config/keys.js";
@@ -78,7 +78,12 @@ async function start(args: string[]): Promise<number> {
   if (services.has("ingress") && !config.tenants) {
     logger.warn("no tenants are configured: the gateway is open to anyone who can reach it");
   }
-  const fabric = await startFabric({ config, services, logger });
+  const fabric = await startFabric({
+    config,
+    services,
+    logger,
+    transport: parseFabricTransport(process.env.SWITCHYARD_FABRIC_TRANSPORT),
+  });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
