@@ -281,7 +281,7 @@ describe("hop transport", () => {
     expect(await words(t, "words:2")).toEqual(["w0 ", "w1 "]);
   });
 
-  it("leaves gRPC and HTTP/1.1 callers to the connect-node fallback", async () => {
+  it("serves Connect over HTTP/1.1 too, and leaves gRPC and JSON to the fallback", async () => {
     const { url } = await serve("hop");
     expect(await words(createGrpcTransport({ baseUrl: url }), "words:2")).toEqual(["w0 ", "w1 "]);
     const h1 = createConnectTransport({
