@@ -14,6 +14,7 @@ import {
   type ProbeResponse,
   ProbeResponseSchema,
 } from "../../gen/switchyard/connector/v1/connector_pb.js";
+import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { Failure } from "../lib/errors.js";
 import { type Logger, requestLogger } from "../lib/logger.js";
 import { counter, gauge, histogram } from "../lib/metrics.js";
@@ -119,6 +120,10 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
         context,
         signal: ctx.signal,
       });
+      // A caller that holds the whole answer gets the chunks after the first merged (hold_ms).
+      const holdMs = req.holdMs;
+      let held: CompletionBuilder | undefined;
+      let sentAt = 0;
       for await (const chunk of chunks) {
         if (first) {
           first = false;
@@ -127,9 +132,20 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
           if (chunk.start) chunk.start.upstreamMs = ms;
           deps.outcomes?.success(target.provider, target.model, ms);
           firstChunk.observe({ provider: target.provider, target: target.model }, ms / 1000);
+        } else if (holdMs > 0) {
+          held ??= new CompletionBuilder();
+          held.add(chunk);
+          if (performance.now() - sentAt < holdMs) continue;
+          const merged = held.chunk();
+          held = undefined;
+          sentAt = performance.now();
+          yield create(ChatResponseSchema, { chunk: merged });
+          continue;
         }
+        sentAt = performance.now();
         yield create(ChatResponseSchema, { chunk });
       }
+      if (held) yield create(ChatResponseSchema, { chunk: held.chunk() });
       upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: "ok" });
       duration.observe(
         { provider: target.provider, target: target.model },

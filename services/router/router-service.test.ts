@@ -6,11 +6,12 @@ import {
   ConnectError,
   createClient,
   createRouterTransport,
+  type Interceptor,
 } from "@connectrpc/connect";
 import pino from "pino";
 import { Registry } from "prom-client";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type ChatChunk, Role } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import { type ChatChunk, FinishReason, Role } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import {
   HealthSource,
   TargetHealthSchema,
@@ -89,6 +90,25 @@ interface Rig {
   health: HealthView;
   breakers: CircuitBreakers;
   registry: Registry;
+  /** Messages the connector sent the router, per call, in call order. */
+  connectorMessages: number[];
+}
+
+/** Counts the messages of each streamed response that crosses a transport. */
+function countMessages(into: number[]): Interceptor {
+  return (next) => async (req) => {
+    const res = await next(req);
+    if (!res.stream) return res;
+    const call = into.push(0) - 1;
+    const source = res.message;
+    async function* counted() {
+      for await (const m of source) {
+        into[call] = (into[call] ?? 0) + 1;
+        yield m;
+      }
+    }
+    return { ...res, message: counted() };
+  };
 }
 
 /**
@@ -100,20 +120,27 @@ function startRouter(s: Setup, breakers = new CircuitBreakers(100, 60_000)): Rig
   const connector = buildConnector({ config, logger, registry: new Registry() });
   cleanups.push(() => connector.close());
   const connectors = new ConnectorPool();
-  connectors.add("c1", createRouterTransport(connector.routes));
+  const connectorMessages: number[] = [];
+  connectors.add(
+    "c1",
+    createRouterTransport(connector.routes, {
+      transport: { interceptors: [countMessages(connectorMessages)] },
+    }),
+  );
   const health = new HealthView(config.health.stale_after_ms);
   const registry = new Registry();
   const impl = createRouterService({ config, connectors, health, breakers, logger, registry });
   const transport = createRouterTransport((router) => router.service(RouterService, impl));
-  return { client: createClient(RouterService, transport), health, breakers, registry };
+  const client = createClient(RouterService, transport);
+  return { client, health, breakers, registry, connectorMessages };
 }
 
-function chatRequest(model = "chat") {
+function chatRequest(model = "chat", stream = true) {
   return {
     context: { requestId: "req-test" },
     params: {
       model,
-      stream: true,
+      stream,
       messages: [
         {
           role: Role.USER,
@@ -133,12 +160,17 @@ interface Outcome {
 }
 
 /** Runs a chat call to its end, keeping what arrived before any error. */
-async function chat(rig: Rig, options: CallOptions = {}, model = "chat"): Promise<Outcome> {
+async function chat(
+  rig: Rig,
+  options: CallOptions = {},
+  model = "chat",
+  stream = true,
+): Promise<Outcome> {
   const started = performance.now();
   const chunks: ChatChunk[] = [];
   let error: ConnectError | undefined;
   try {
-    for await (const res of rig.client.chat(chatRequest(model), options)) {
+    for await (const res of rig.client.chat(chatRequest(model, stream), options)) {
       if (res.chunk) chunks.push(res.chunk);
     }
   } catch (err) {
@@ -427,5 +459,63 @@ describe("RouterService.Chat", () => {
     expect(upstreams.a.requests[0]?.aborted).toBe(true);
     expect(upstreams.b.requests).toHaveLength(0);
     expect(rig.breakers.isOpen("a", "model-a")).toBe(false);
+  });
+});
+
+describe("RouterService.Chat for a client that is not streaming", () => {
+  const text = Array.from({ length: 24 }, (_, i) => `w${i} `).join("");
+
+  it("passes every chunk of a streamed answer as it comes (the reference)", async () => {
+    upstreams.a.setBehavior({ kind: "answer", text, chunks: 24 });
+    const rig = startRouter({ targets: ["a/model-a"] });
+    const o = await chat(rig);
+    expect(o.text).toBe(text);
+    // Role chunk, 24 content chunks, the finish chunk, the usage chunk.
+    expect(o.chunks).toHaveLength(27);
+    expect(rig.connectorMessages).toEqual([27]);
+  });
+
+  it("answers with one message, and the connector merges what follows its first chunk", async () => {
+    upstreams.a.setBehavior({ kind: "answer", text, chunks: 24 });
+    const rig = startRouter({ targets: ["a/model-a"] });
+    const o = await chat(rig, {}, "chat", false);
+    expect(o.error).toBeUndefined();
+    expect(o.chunks).toHaveLength(1);
+    const whole = o.chunks[0];
+    expect(whole?.start?.provider).toBe("a");
+    expect(whole?.start?.attempts).toBe(1);
+    expect(whole?.choices.map((c) => [c.content, c.finishReason])).toEqual([
+      [text, FinishReason.STOP],
+    ]);
+    expect(whole?.usage?.completionTokens).toBeGreaterThan(0);
+    // Sent at once, the upstream's 27 chunks cross the connector hop as the first alone plus
+    // the rest merged (two messages; a third if the rest straddled hold_ms on a slow machine).
+    expect(rig.connectorMessages).toHaveLength(1);
+    expect(rig.connectorMessages[0]).toBeGreaterThanOrEqual(2);
+    expect(rig.connectorMessages[0]).toBeLessThanOrEqual(4);
+  });
+
+  it("still hears from a slow answer while it is generated, every hold_ms at least", async () => {
+    // idle_ms 800 → hold_ms 200; fifteen events 50 ms apart take ~750 ms: the first chunk, merged
+    // progress during the answer (not only at its end), and far fewer messages than chunks.
+    upstreams.a.setBehavior({ kind: "answer", text, chunks: 12, chunkDelayMs: 50 });
+    const rig = startRouter({ targets: ["a/model-a"], idleMs: 800 });
+    const o = await chat(rig, {}, "chat", false);
+    expect(o.error).toBeUndefined();
+    expect(o.text).toBe(text);
+    const messages = rig.connectorMessages[0] ?? 0;
+    expect(messages).toBeGreaterThanOrEqual(3);
+    expect(messages).toBeLessThan(12);
+  });
+
+  it("retries an answer that stops mid-way on the next target: nothing was shown yet", async () => {
+    upstreams.a.setBehavior({ kind: "answer", text, chunks: 24, cutAfterChunks: 10 });
+    upstreams.b.setBehavior({ kind: "answer", text: "from b", chunks: 2 });
+    const rig = startRouter({ targets: ["a/model-a", "b/model-b"] });
+    const o = await chat(rig, {}, "chat", false);
+    expect(o.error).toBeUndefined();
+    expect(o.chunks).toHaveLength(1);
+    expect(o.text).toBe("from b");
+    expect(o.chunks[0]?.start?.attempts).toBe(2);
   });
 });

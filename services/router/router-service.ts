@@ -18,6 +18,7 @@ import {
   type RouterService,
   type RoutingHints,
 } from "../../gen/switchyard/router/v1/router_pb.js";
+import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import type { Config } from "../lib/config/types.js";
 import type { ConnectorEndpoint, ConnectorPool } from "../lib/connector-pool.js";
 import { Failure } from "../lib/errors.js";
@@ -354,16 +355,28 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     let timedOut: Timeout | undefined;
     const onClientAbort = () => abort.abort(clientSignal.reason);
     clientSignal.addEventListener("abort", onClientAbort, { once: true });
-    const arm = (kind: Timeout, ms: number) =>
-      setTimeout(
-        () => {
-          timedOut ??= kind; // the first timer to fire names the timeout
-          abort.abort(new Error(`${kind} timeout`));
-        },
-        Math.max(0, ms),
-      );
-    const totalTimer = arm("total", totalDeadline - Date.now());
-    let stepTimer = arm("first_token", timeouts.first_token_ms);
+    const fire = (kind: Timeout) => {
+      timedOut ??= kind; // the first timer to fire names the timeout
+      abort.abort(new Error(`${kind} timeout`));
+    };
+    const totalTimer = setTimeout(() => fire("total"), Math.max(0, totalDeadline - Date.now()));
+    // A client that is not streaming sees nothing until the answer is complete, so the whole
+    // answer is held here and the attempt stays retryable until its last chunk. The connector
+    // merges what follows the first chunk (hold_ms), so a long answer crosses the hop in a few
+    // messages; the gap between them may then exceed the upstream's own by up to hold_ms.
+    const held = params.stream ? undefined : new CompletionBuilder();
+    const holdMs = held ? Math.min(MAX_HOLD_MS, Math.floor(timeouts.idle_ms / 4)) : 0;
+    const idleLimit = timeouts.idle_ms + holdMs;
+    // One step timer per attempt: first_token until the first chunk, then idle. A chunk only
+    // notes its time; the timer, when it fires, re-arms for what is left of the idle window.
+    let lastChunkAt = 0;
+    const onStep = () => {
+      if (lastChunkAt === 0) return fire("first_token");
+      const quiet = performance.now() - lastChunkAt;
+      if (quiet >= idleLimit) return fire("idle");
+      stepTimer = setTimeout(onStep, idleLimit - quiet);
+    };
+    let stepTimer = setTimeout(onStep, Math.max(0, timeouts.first_token_ms));
     let sentFirst = false;
     connector.inflight++;
     const release = strategies.inflight.begin(provider, model);
@@ -375,35 +388,34 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
           target: create(TargetSchema, { provider, model }),
           // Upstreams are always asked to stream, also for a client that is not: then a target
           // that stalls is caught by first_token_ms / idle_ms, while a long answer that keeps
-          // producing tokens is not cut off; the client's whole answer is held below.
+          // producing tokens is not cut off.
           params: upstreamParams(params),
+          holdMs,
         },
         { signal: abort.signal, timeoutMs: Math.max(1, totalDeadline - Date.now()) },
       );
-      // A client that is not streaming sees nothing until the answer is complete, so the whole
-      // answer is held here and the attempt stays retryable until its last chunk.
-      const held: ChatResponse[] | undefined = params.stream ? undefined : [];
-      let received = false;
       let firstAt = 0;
       for await (const res of stream) {
-        clearTimeout(stepTimer);
-        if (!received) {
-          received = true;
-          firstAt = performance.now();
+        const chunk = res.chunk;
+        if (lastChunkAt === 0) {
+          firstAt = lastChunkAt = performance.now();
+          clearTimeout(stepTimer);
+          stepTimer = setTimeout(onStep, idleLimit);
           strategies.latency.observe(provider, model, firstAt - started);
-          if (res.chunk?.start) res.chunk.start.attempts = attempt;
+          if (chunk?.start) chunk.start.attempts = attempt;
+        } else {
+          lastChunkAt = performance.now();
         }
-        const out = create(ChatResponseSchema, { chunk: res.chunk });
+        if (!chunk) continue;
         if (held) {
-          held.push(out);
+          held.add(chunk);
         } else {
           if (!sentFirst) settleSuccess(p, params.model);
           sentFirst = true;
-          yield out;
+          yield create(ChatResponseSchema, { chunk });
         }
-        stepTimer = arm("idle", timeouts.idle_ms);
       }
-      if (!received) {
+      if (lastChunkAt === 0 || held?.empty) {
         // A stream that ends with nothing in it is an upstream fault, and retryable.
         throw new Failure({
           status: 502,
@@ -414,13 +426,14 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         });
       }
       if (held) {
+        const whole = held.chunk();
         // The rest of the answer was the upstream's time too: the ingress tells its own
         // overhead apart by it (ChatStart.upstream_ms).
-        const start = held[0]?.chunk?.start;
+        const start = whole.start;
         if (start?.upstreamMs !== undefined) start.upstreamMs += performance.now() - firstAt;
         settleSuccess(p, params.model);
         sentFirst = true;
-        yield* held;
+        yield create(ChatResponseSchema, { chunk: whole });
       }
     } catch (err) {
       // Connect's own deadline (the same instant as our total timer) may fire first.
@@ -557,6 +570,13 @@ function noTarget(): Failure {
     message: "no target could be tried",
   });
 }
+
+/**
+ * The longest the connector merges chunks of a held answer before sending them on (hold_ms is a
+ * quarter of idle_ms up to this): a few messages a second for a long answer, and an idle timeout
+ * at most this much later than configured.
+ */
+const MAX_HOLD_MS = 250;
 
 /** Connectors that may fail to answer within one request before it gives up on them. */
 const MAX_CONNECTOR_RETRIES = 3;

@@ -191,3 +191,71 @@ describe("aggregate", () => {
     expect(aggregate([])).toEqual(create(ChatCompletionSchema, {}));
   });
 });
+
+describe("CompletionBuilder.chunk", () => {
+  /** Merges `chunks` into one and checks it stands for them all. */
+  const merged = (chunks: ChatChunk[]): ChatChunk => {
+    const b = new CompletionBuilder();
+    for (const c of chunks) b.add(c);
+    const one = b.chunk();
+    expect(aggregate([one])).toEqual(aggregate(chunks));
+    return one;
+  };
+
+  it("makes one chunk of a streamed text answer, with its start, finish and usage", () => {
+    const one = merged([
+      chunk({ start, choices: [{ index: 0, role: Role.ASSISTANT, content: "" }] }),
+      chunk({ choices: [{ index: 0, content: "Hel" }] }),
+      chunk({ choices: [{ index: 0, content: "lo" }] }),
+      chunk({ choices: [{ index: 0, finishReason: FinishReason.STOP, rawFinishReason: "stop" }] }),
+      chunk({ usage }),
+    ]);
+    expect(one).toEqual(
+      chunk({
+        start,
+        choices: [
+          {
+            index: 0,
+            role: Role.ASSISTANT,
+            content: "Hello",
+            finishReason: FinishReason.STOP,
+            rawFinishReason: "stop",
+          },
+        ],
+        usage,
+      }),
+    );
+  });
+
+  it("keeps tool calls whole, in index order, and choices apart", () => {
+    const one = merged([
+      chunk({
+        start,
+        choices: [
+          { index: 1, role: Role.ASSISTANT, toolCalls: [{ index: 1, id: "b", name: "g" }] },
+        ],
+      }),
+      chunk({ choices: [{ index: 1, toolCalls: [{ index: 0, id: "a", name: "f" }] }] }),
+      chunk({ choices: [{ index: 1, toolCalls: [{ index: 1, arguments: '{"y":' }] }] }),
+      chunk({ choices: [{ index: 1, toolCalls: [{ index: 0, arguments: "{}" }] }] }),
+      chunk({ choices: [{ index: 1, toolCalls: [{ index: 1, arguments: "2}" }] }] }),
+      chunk({ choices: [{ index: 0, reasoning: "r", refusal: "no" }] }),
+    ]);
+    expect(one.choices.map((c) => c.index)).toEqual([0, 1]);
+    expect(one.choices[0]).toMatchObject({ reasoning: "r", refusal: "no" });
+    expect(one.choices[0]?.content).toBeUndefined();
+    expect(one.choices[1]?.role).toBe(Role.ASSISTANT);
+    expect(one.choices[1]?.toolCalls.map((t) => [t.index, t.id, t.name, t.arguments])).toEqual([
+      [0, "a", "f", "{}"],
+      [1, "b", "g", '{"y":2}'],
+    ]);
+  });
+
+  it("is empty before anything was added, and not after", () => {
+    const b = new CompletionBuilder();
+    expect(b.empty).toBe(true);
+    expect(b.chunk()).toEqual(chunk({}));
+    b.add(chunk({ usage }));
+    expect(b.empty).toBe(false);
+  });
+});

@@ -1,15 +1,19 @@
 import { create } from "@bufbuild/protobuf";
 import {
   type ChatChunk,
+  ChatChunkSchema,
   type ChatCompletion,
   ChatCompletionSchema,
   type ChatStart,
   type Choice,
+  type ChoiceDelta,
+  ChoiceDeltaSchema,
   ChoiceSchema,
   FinishReason,
   MessageSchema,
   Role,
   type ToolCall,
+  ToolCallDeltaSchema,
   ToolCallSchema,
   type Usage,
 } from "../../../gen/switchyard/chat/v1/chat_pb.js";
@@ -23,6 +27,7 @@ interface ToolCallParts {
 
 interface ChoiceParts {
   index: number;
+  role: Role;
   content: string[];
   reasoning: string[];
   refusal: string[];
@@ -33,8 +38,9 @@ interface ChoiceParts {
 
 /**
  * Folds the chunks of one answer into the whole answer, e.g. to answer a non-streaming client
- * from a streamed upstream. Text fragments are kept in arrays and joined once in `build()`,
- * so a long answer costs one concatenation, not one per token.
+ * from a streamed upstream (`build()`), or into one chunk that stands for all of them (`chunk()`,
+ * so a held answer crosses an internal hop as one message). Text fragments are kept in arrays and
+ * joined once at the end, so a long answer costs one concatenation, not one per token.
  */
 export class CompletionBuilder {
   #start: ChatStart | undefined;
@@ -49,6 +55,7 @@ export class CompletionBuilder {
       if (choice === undefined) {
         choice = {
           index: delta.index,
+          role: delta.role,
           content: [],
           reasoning: [],
           refusal: [],
@@ -57,6 +64,8 @@ export class CompletionBuilder {
           rawFinishReason: undefined,
         };
         this.#choices.set(delta.index, choice);
+      } else if (choice.role === Role.UNSPECIFIED) {
+        choice.role = delta.role;
       }
       if (delta.content) choice.content.push(delta.content);
       if (delta.reasoning) choice.reasoning.push(delta.reasoning);
@@ -80,9 +89,31 @@ export class CompletionBuilder {
     }
   }
 
+  /** Whether nothing was added yet. */
+  get empty(): boolean {
+    return this.#start === undefined && this.#usage === undefined && this.#choices.size === 0;
+  }
+
+  /**
+   * The chunks added so far as one chunk: aggregating it gives what aggregating them gives. Each
+   * choice's text is one fragment, each tool call one fragment with its whole arguments.
+   */
+  chunk(): ChatChunk {
+    return create(ChatChunkSchema, {
+      start: this.#start,
+      choices: this.#sortedChoices().map(mergedDelta),
+      usage: this.#usage,
+    });
+  }
+
+  #sortedChoices(): ChoiceParts[] {
+    const choices = [...this.#choices.values()];
+    return choices.length > 1 ? choices.sort((a, b) => a.index - b.index) : choices;
+  }
+
   build(): ChatCompletion {
     const start = this.#start;
-    const choices = [...this.#choices.values()].sort((a, b) => a.index - b.index).map(buildChoice);
+    const choices = this.#sortedChoices().map(buildChoice);
     return create(ChatCompletionSchema, {
       id: start?.id ?? "",
       created: start?.created ?? 0n,
@@ -96,13 +127,35 @@ export class CompletionBuilder {
   }
 }
 
+function mergedDelta(parts: ChoiceParts): ChoiceDelta {
+  return create(ChoiceDeltaSchema, {
+    index: parts.index,
+    role: parts.role,
+    content: parts.content.length > 0 ? parts.content.join("") : undefined,
+    reasoning: parts.reasoning.length > 0 ? parts.reasoning.join("") : undefined,
+    refusal: parts.refusal.length > 0 ? parts.refusal.join("") : undefined,
+    toolCalls: sortedCalls(parts).map((c) =>
+      create(ToolCallDeltaSchema, {
+        index: c.index,
+        id: c.id === "" ? undefined : c.id,
+        name: c.name === "" ? undefined : c.name,
+        arguments: c.arguments.length > 0 ? c.arguments.join("") : undefined,
+      }),
+    ),
+    finishReason: parts.finishReason,
+    rawFinishReason: parts.rawFinishReason,
+  });
+}
+
+function sortedCalls(parts: ChoiceParts): ToolCallParts[] {
+  return [...parts.toolCalls.values()].sort((a, b) => a.index - b.index);
+}
+
 function buildChoice(parts: ChoiceParts): Choice {
   const text = parts.content.join("");
-  const toolCalls: ToolCall[] = [...parts.toolCalls.values()]
-    .sort((a, b) => a.index - b.index)
-    .map((c) =>
-      create(ToolCallSchema, { id: c.id, name: c.name, arguments: c.arguments.join("") }),
-    );
+  const toolCalls: ToolCall[] = sortedCalls(parts).map((c) =>
+    create(ToolCallSchema, { id: c.id, name: c.name, arguments: c.arguments.join("") }),
+  );
   return create(ChoiceSchema, {
     index: parts.index,
     message: create(MessageSchema, {
