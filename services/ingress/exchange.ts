@@ -14,7 +14,7 @@ import {
 import type { RouterService, RoutingHints } from "../../gen/switchyard/router/v1/router_pb.js";
 import type { Config, Price } from "../lib/config/types.js";
 import { Failure, modelNotFound } from "../lib/errors.js";
-import type { Logger } from "../lib/logger.js";
+import { type Logger, requestLineLogger } from "../lib/logger.js";
 import {
   counter,
   FastHistogram,
@@ -383,8 +383,9 @@ export class ChatExchange {
       error: opts.error ? { kind: opts.error.kind, message: opts.error.message } : undefined,
     };
     if (tenant && this.deps.config.tenants?.[tenant]?.log_prompts) line.prompt = promptOf(params);
-    if (status >= 500 || truncated) this.deps.logger.warn(line, "request failed");
-    else this.deps.logger.info(line, "request");
+    const log = requestLineLogger(this.deps.logger);
+    if (status >= 500 || truncated) log.warn(line, "request failed");
+    else log.info(line, "request");
   }
 }
 
@@ -539,8 +540,9 @@ export async function runEmbed(
       latency_ms: round(seconds * 1000),
       error: error ? { kind: error.kind, message: error.message } : undefined,
     };
-    if (status >= 500) deps.logger.warn(line, "request failed");
-    else deps.logger.info(line, "request");
+    const log = requestLineLogger(deps.logger);
+    if (status >= 500) log.warn(line, "request failed");
+    else log.info(line, "request");
   }
 }
 

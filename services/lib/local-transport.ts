@@ -57,10 +57,12 @@ export function createLocalTransport<S extends DescService>(
       contextValues?: ContextValues,
     ): Promise<UnaryResponse<I, O>> {
       const call = localContext(service, method, signal, timeoutMs, header, contextValues);
+      let completed = false;
       try {
         const out = await call.untilAborted(
           handler(method)(create(method.input, input), call.ctx) as Promise<MessageInitShape<O>>,
         );
+        completed = true;
         return {
           stream: false,
           service,
@@ -72,7 +74,7 @@ export function createLocalTransport<S extends DescService>(
       } catch (err) {
         throw call.error(err);
       } finally {
-        call.finish();
+        call.finish(completed);
       }
     },
 
@@ -98,18 +100,22 @@ export function createLocalTransport<S extends DescService>(
       >;
       async function* messages(): AsyncGenerator<MessageShape<O>> {
         const it = source[Symbol.asyncIterator]();
+        let completed = false;
         try {
           for (;;) {
             const r = await call.untilAborted(it.next());
-            if (r.done) return;
+            if (r.done) {
+              completed = true;
+              return;
+            }
             yield create(method.output, r.value) as MessageShape<O>;
           }
         } catch (err) {
           throw call.error(err);
         } finally {
           // A consumer that stops early (or an abort) ends the handler's work as well.
-          call.finish();
-          void it.return?.()?.catch(() => {});
+          call.finish(completed);
+          if (!completed) void it.return?.()?.catch(() => {});
         }
       }
       return {
@@ -204,10 +210,15 @@ function localContext(
       }
       return ConnectError.from(err);
     },
-    finish() {
+    /**
+     * The call is over. A handler that did not complete (the consumer stopped early, or it
+     * failed) has its signal aborted, so whatever it still holds is released; one that returned
+     * has nothing left to stop, and an abort (an event dispatch) would only cost time.
+     */
+    finish(completed: boolean) {
       clearTimeout(timer);
       signal?.removeEventListener("abort", onCallerAbort);
-      if (!controller.signal.aborted) controller.abort(CALL_ENDED);
+      if (!completed && !controller.signal.aborted) controller.abort(CALL_ENDED);
     },
   };
 }

@@ -145,6 +145,21 @@ export async function readLimited(body: UpstreamBody, limit: number): Promise<st
   return Buffer.concat(parts).subarray(0, limit).toString("utf8");
 }
 
+/**
+ * After an answer's last event, reads what is left of its body (the end may trail it by a
+ * packet) so the connection goes back to the pool instead of being closed; a body that does not
+ * end within `withinMs`, or is longer than `limitBytes`, is destroyed. A plain timer, not an
+ * AbortSignal.timeout: this runs once per answer, and a signal costs several times as much.
+ */
+export function drainBody(body: UpstreamBody, limitBytes: number, withinMs: number): void {
+  if (body.closed) return;
+  const timer = setTimeout(() => body.destroy(), withinMs);
+  body
+    .dump({ limit: limitBytes })
+    .catch(() => {})
+    .finally(() => clearTimeout(timer));
+}
+
 /** Removes every secret from a text that may be shown to clients or logged. */
 export function scrubSecrets(text: string, secrets: readonly string[]): string {
   let out = text;

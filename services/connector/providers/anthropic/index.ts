@@ -8,6 +8,7 @@ import type { ChatCall, Provider } from "../provider.js";
 import { parseSse } from "../sse.js";
 import {
   createUpstreamHttp,
+  drainBody,
   errorCode,
   errorDetailFromJson,
   failureFromError,
@@ -155,9 +156,7 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
       if (translator.done) {
         // The end of the HTTP body may trail message_stop by a packet; reading it keeps the
         // connection alive for the next request, where destroying would close it.
-        response.body
-          .dump({ limit: DRAIN_LIMIT_BYTES, signal: AbortSignal.timeout(DRAIN_AFTER_STOP_MS) })
-          .catch(() => {});
+        drainBody(response.body, DRAIN_LIMIT_BYTES, DRAIN_AFTER_STOP_MS);
       } else if (!response.body.readableEnded) {
         // The caller gave up early (or the stream failed): stop the upstream generating.
         // Nobody reads the body any more, so its abort error has no one to tell.

@@ -11,6 +11,7 @@ import type { ChatCall, EmbedCall, Provider } from "../provider.js";
 import { parseSse } from "../sse.js";
 import {
   createUpstreamHttp,
+  drainBody,
   errorCode,
   errorDetailFromJson,
   failureFromError,
@@ -184,9 +185,7 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions)
       if (outcome.done) {
         // The end of the HTTP body may trail [DONE] by a packet; reading it keeps the
         // connection alive for the next request, where destroying would close it.
-        response.body
-          .dump({ limit: DRAIN_LIMIT_BYTES, signal: AbortSignal.timeout(DRAIN_AFTER_DONE_MS) })
-          .catch(() => {});
+        drainBody(response.body, DRAIN_LIMIT_BYTES, DRAIN_AFTER_DONE_MS);
       } else if (!response.body.readableEnded) {
         // The caller gave up early (or the stream failed): stop the upstream generating.
         // Nobody reads the body any more, so its abort error has no one to tell.
