@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseSse, type SseEnd, type SseEvent, SseParser } from "./sse.js";
+import { parseSse, parseSseBatches, type SseEnd, type SseEvent, SseParser } from "./sse.js";
 
 const encoder = new TextEncoder();
 
@@ -151,5 +151,28 @@ describe("parseSse", () => {
       break;
     }
     expect(finished).toBe(true);
+  });
+});
+
+describe("parseSseBatches", () => {
+  async function* bytes(chunks: string[]): AsyncGenerator<Uint8Array> {
+    for (const chunk of chunks) yield encoder.encode(chunk);
+  }
+
+  it("hands over the events each read completed, skips reads that completed none", async () => {
+    const batches = parseSseBatches(
+      bytes(["data: a\n\ndata: b\n\ndata: c", "\n", "\ndata: d\n\n", "data: e"]),
+    );
+    const seen: SseEvent[][] = [];
+    let result = await batches.next();
+    while (!result.done) {
+      seen.push(result.value);
+      result = await batches.next();
+    }
+    expect(seen).toEqual([
+      [{ data: "a" }, { data: "b" }],
+      [{ data: "c" }, { data: "d" }],
+    ]);
+    expect(result.value).toEqual({ truncated: true });
   });
 });

@@ -5,7 +5,7 @@ import type { ChatChunk } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
 import type { ChatCall, Provider } from "../provider.js";
-import { parseSse } from "../sse.js";
+import { parseSseBatches } from "../sse.js";
 import {
   createUpstreamHttp,
   drainBody,
@@ -116,21 +116,23 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
       [Symbol.asyncIterator]: () => response.body.iterator({ destroyOnReturn: false }),
     };
     try {
-      for await (const event of parseSse(body)) {
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(event.data);
-        } catch (err) {
-          throw upstreamFailure(`stream from provider ${name} was malformed: invalid JSON`, err);
+      read: for await (const events of parseSseBatches(body)) {
+        for (const event of events) {
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(event.data);
+          } catch (err) {
+            throw upstreamFailure(`stream from provider ${name} was malformed: invalid JSON`, err);
+          }
+          if (!isRecord(parsed)) {
+            throw upstreamFailure(`stream from provider ${name} was malformed: not an object`);
+          }
+          // Anthropic repeats the event name as `type` in the data; the name wins if they differ.
+          if (event.event !== undefined && event.event !== "message") parsed.type = event.event;
+          const chunk = translator.push(parsed);
+          if (chunk !== undefined) yield chunk;
+          if (translator.done) break read;
         }
-        if (!isRecord(parsed)) {
-          throw upstreamFailure(`stream from provider ${name} was malformed: not an object`);
-        }
-        // Anthropic repeats the event name as `type` in the data; the name wins if they differ.
-        if (event.event !== undefined && event.event !== "message") parsed.type = event.event;
-        const chunk = translator.push(parsed);
-        if (chunk !== undefined) yield chunk;
-        if (translator.done) break;
       }
     } catch (err) {
       if (err instanceof Failure) throw err;

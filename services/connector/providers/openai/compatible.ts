@@ -8,7 +8,7 @@ import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
 import type { OpenAIChatChunk, OpenAIChatCompletion } from "../../../lib/wire/openai.js";
 import type { ChatCall, EmbedCall, Provider } from "../provider.js";
-import { parseSse } from "../sse.js";
+import { parseSseBatches } from "../sse.js";
 import {
   createUpstreamHttp,
   drainBody,
@@ -130,30 +130,32 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions)
       [Symbol.asyncIterator]: () => response.body.iterator({ destroyOnReturn: false }),
     };
     try {
-      for await (const event of parseSse(body)) {
-        if (event.data === "[DONE]") {
-          outcome.done = true;
-          break;
+      read: for await (const events of parseSseBatches(body)) {
+        for (const event of events) {
+          if (event.data === "[DONE]") {
+            outcome.done = true;
+            break read;
+          }
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(event.data);
+          } catch (err) {
+            throw upstreamFailure(`stream from provider ${name} was malformed: invalid JSON`, err);
+          }
+          if (!isRecord(parsed)) {
+            throw upstreamFailure(`stream from provider ${name} was malformed: not an object`);
+          }
+          if (parsed.error !== undefined && parsed.error !== null) {
+            const detail = errorDetailFromJson(parsed);
+            throw upstreamFailure(
+              `stream from provider ${name} failed: ${detail?.message ?? "unknown error"}`,
+              undefined,
+              detail?.code,
+            );
+          }
+          const chunk = translator.push(parsed as unknown as OpenAIChatChunk);
+          if (chunk !== undefined) yield chunk;
         }
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(event.data);
-        } catch (err) {
-          throw upstreamFailure(`stream from provider ${name} was malformed: invalid JSON`, err);
-        }
-        if (!isRecord(parsed)) {
-          throw upstreamFailure(`stream from provider ${name} was malformed: not an object`);
-        }
-        if (parsed.error !== undefined && parsed.error !== null) {
-          const detail = errorDetailFromJson(parsed);
-          throw upstreamFailure(
-            `stream from provider ${name} failed: ${detail?.message ?? "unknown error"}`,
-            undefined,
-            detail?.code,
-          );
-        }
-        const chunk = translator.push(parsed as unknown as OpenAIChatChunk);
-        if (chunk !== undefined) yield chunk;
       }
     } catch (err) {
       if (err instanceof Failure) throw err;
