@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { hostname, networkInterfaces } from "node:os";
-import type { ConnectRouter, Transport } from "@connectrpc/connect";
+import type { Client, ConnectRouter, Transport } from "@connectrpc/connect";
 import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
 import { request } from "undici";
@@ -18,7 +18,7 @@ import { createHopTransport } from "./lib/hop/client.js";
 import { createHopHandler, type HopService, hopService } from "./lib/hop/server.js";
 import { createAdminHandler } from "./lib/http/admin.js";
 import { createDualServer, type DualHandler, type DualServer } from "./lib/http/dual-server.js";
-import { createLocalTransport } from "./lib/local-transport.js";
+import { createLocalClient } from "./lib/local-client.js";
 import type { Logger } from "./lib/logger.js";
 import { followConnectors } from "./lib/membership.js";
 import { createProcessRegistry, createRegistry, renderMetrics } from "./lib/metrics.js";
@@ -121,7 +121,7 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
     });
     const c = connector;
     closers.push(() => c.close());
-    connectors.add("local", createLocalTransport(ConnectorService, c.impl));
+    connectors.add("local", createLocalClient(ConnectorService, c.impl));
   } else if ((has("router") || has("prober")) && bus) {
     for (const url of config.peers.connectors) connectors.add(url, remote(url));
     const membership = followConnectors({
@@ -136,7 +136,7 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
 
   let routerRoutes: ((r: ConnectRouter) => void) | undefined;
   let routerService: HopService | undefined;
-  let routerTransport: Transport | undefined;
+  let router: Transport | Client<typeof RouterService> | undefined;
   if (has("router") && bus) {
     const r = buildRouter({
       config,
@@ -148,9 +148,9 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
     closers.push(() => r.close());
     routerRoutes = r.routes;
     routerService = hopService(RouterService, r.impl);
-    routerTransport = createLocalTransport(RouterService, r.impl);
+    router = createLocalClient(RouterService, r.impl);
   } else if (has("ingress")) {
-    routerTransport = remote(config.peers.router);
+    router = remote(config.peers.router);
   }
 
   if (has("prober") && bus) {
@@ -167,7 +167,7 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
   }
 
   let draining = false;
-  if (has("ingress") && routerTransport) {
+  if (has("ingress") && router) {
     const routerIsLocal = routerRoutes !== undefined;
     const ingressLogger = loggerFor("ingress");
     const ingressRegistry = registryFor("ingress");
@@ -182,7 +182,7 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
       config,
       logger: ingressLogger,
       registry: ingressRegistry,
-      routerTransport,
+      router,
       limiter,
       ...(opts.clock ? { clock: opts.clock } : {}),
       renderMetrics: metrics,

@@ -12,7 +12,7 @@ import { createProvider } from "./providers/registry.js";
 
 export interface ConnectorBuild {
   routes(router: ConnectRouter): void;
-  /** The service implementation, for in-process callers (createLocalTransport). */
+  /** The service implementation, for in-process callers (createLocalClient). */
   readonly impl: ServiceImpl<typeof ConnectorService>;
   /** Names of the providers this connector serves. */
   readonly providers: string[];

@@ -23,14 +23,15 @@ export function buildIngress(deps: {
   config: Config;
   logger: Logger;
   registry: Registry;
-  routerTransport: Transport;
+  /** The router: a Transport to a router elsewhere, or a ready client (in process). */
+  router: Transport | Client<typeof RouterService>;
   /** Tenant limits (see limits/index.ts createLimiter); the caller closes it. */
   limiter: Limiter;
   clock?: Clock;
   renderMetrics(): Promise<{ contentType: string; body: string }>;
   ready(): Promise<boolean>;
 }): IngressBuild {
-  const router = createClient(RouterService, deps.routerTransport);
+  const router = "chat" in deps.router ? deps.router : createClient(RouterService, deps.router);
   const metrics = createIngressMetrics(deps.registry);
   // Every key's hash is indexed once, now, rather than on the first request.
   keyIndexOf(deps.config);

@@ -23,14 +23,11 @@ export class ConnectorPool {
 
   constructor(private readonly now: () => number = Date.now) {}
 
-  add(id: string, transport: Transport): void {
+  /** Adds a connector reached through `via`: a Transport, or a ready client (in process). */
+  add(id: string, via: Transport | Client<typeof ConnectorService>): void {
     if (this.endpoints.has(id)) return;
-    this.endpoints.set(id, {
-      id,
-      client: createClient(ConnectorService, transport),
-      inflight: 0,
-      suspectUntil: 0,
-    });
+    const client = "chat" in via ? via : createClient(ConnectorService, via);
+    this.endpoints.set(id, { id, client, inflight: 0, suspectUntil: 0 });
   }
 
   remove(id: string): void {

@@ -13,7 +13,7 @@ import { createRouterService } from "./router-service.js";
 
 export interface RouterBuild {
   routes(router: ConnectRouter): void;
-  /** The service implementation, for in-process callers (createLocalTransport). */
+  /** The service implementation, for in-process callers (createLocalClient). */
   readonly impl: ServiceImpl<typeof RouterService>;
   readonly connectors: ConnectorPool;
   readonly health: HealthView;

@@ -112,7 +112,7 @@ function countMessages(into: number[]): Interceptor {
 }
 
 /**
- * The router over a real Connect in-process transport, calling a real connector (also
+ * The router over a real Connect in-process transport (createRouterTransport), calling a real connector (also
  * in-process) that talks HTTP to the fake upstreams.
  */
 function startRouter(s: Setup, breakers = new CircuitBreakers(100, 60_000)): Rig {
