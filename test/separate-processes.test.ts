@@ -45,7 +45,9 @@ server:
 peers:
   router: http://127.0.0.1:${router}
   connectors: [http://127.0.0.1:${connector}]
-nats: { url: nats://127.0.0.1:4222 }
+# A namespace of its own: another run on the same NATS (a second checkout, a benchmark) would
+# otherwise share its health state, connectors and prober lease.
+nats: { url: nats://127.0.0.1:4222, namespace: e2e_${run} }
 providers:
   ${p1}: { type: openai, base_url: "${first.url}", api_key: "\${FIRST_KEY}" }
   ${p2}: { type: openai, base_url: "${second.url}", api_key: sk-second }
@@ -158,18 +160,22 @@ describe("separate processes", () => {
     const slow = { kind: "answer" as const, text: "a b c d e f g h", chunks: 8, chunkDelayMs: 300 };
     first.setBehavior(slow);
     second.setBehavior(slow);
-    const posts = () => [...first.requests, ...second.requests].filter((r) => r.method === "POST");
-    const before = posts().length;
+    // This request's own upstream call, told apart from any other by its prompt.
+    const prompt = `leave early ${randomUUID()}`;
+    const ours = () =>
+      [...first.requests, ...second.requests].find((r) =>
+        JSON.stringify(r.body ?? null).includes(prompt),
+      );
     const client = new OpenAI({ baseURL: `${ingressUrl}/v1`, apiKey: "x", maxRetries: 0 });
     const ac = new AbortController();
     const stream = await client.chat.completions.create(
-      { model: "chat", messages: [{ role: "user", content: "hi" }], stream: true },
+      { model: "chat", messages: [{ role: "user", content: prompt }], stream: true },
       { signal: ac.signal },
     );
     for await (const _ of stream) break; // the first chunk arrived: now leave
     const abortedAt = performance.now();
     ac.abort();
-    const upstreamRequest = posts()[before];
+    const upstreamRequest = ours();
     expect(upstreamRequest).toBeDefined();
     // ingress → router → connector → upstream: the close must cross both internal hops.
     await Promise.race([

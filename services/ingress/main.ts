@@ -1,4 +1,4 @@
-import { type Client, createClient, type Transport } from "@connectrpc/connect";
+import type { Client, Transport } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
 import { GatewayService } from "../../gen/switchyard/gateway/v1/gateway_pb.js";
@@ -6,6 +6,7 @@ import { RouterService } from "../../gen/switchyard/router/v1/router_pb.js";
 import type { Config } from "../lib/config/types.js";
 import type { DualHandler } from "../lib/http/dual-server.js";
 import type { Logger } from "../lib/logger.js";
+import { createTransportClient } from "../lib/transport-client.js";
 import { keyIndexOf } from "./auth.js";
 import { createIngressMetrics } from "./exchange.js";
 import { createGatewayService } from "./gateway-service.js";
@@ -31,7 +32,8 @@ export function buildIngress(deps: {
   renderMetrics(): Promise<{ contentType: string; body: string }>;
   ready(): Promise<boolean>;
 }): IngressBuild {
-  const router = "chat" in deps.router ? deps.router : createClient(RouterService, deps.router);
+  const router =
+    "chat" in deps.router ? deps.router : createTransportClient(RouterService, deps.router);
   const metrics = createIngressMetrics(deps.registry);
   // Every key's hash is indexed once, now, rather than on the first request.
   keyIndexOf(deps.config);

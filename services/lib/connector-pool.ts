@@ -1,5 +1,6 @@
-import { type Client, createClient, type Transport } from "@connectrpc/connect";
+import type { Client, Transport } from "@connectrpc/connect";
 import { ConnectorService } from "../../gen/switchyard/connector/v1/connector_pb.js";
+import { createTransportClient } from "./transport-client.js";
 
 export interface ConnectorEndpoint {
   readonly id: string;
@@ -26,7 +27,7 @@ export class ConnectorPool {
   /** Adds a connector reached through `via`: a Transport, or a ready client (in process). */
   add(id: string, via: Transport | Client<typeof ConnectorService>): void {
     if (this.endpoints.has(id)) return;
-    const client = "chat" in via ? via : createClient(ConnectorService, via);
+    const client = "chat" in via ? via : createTransportClient(ConnectorService, via);
     this.endpoints.set(id, { id, client, inflight: 0, suspectUntil: 0 });
   }
 
