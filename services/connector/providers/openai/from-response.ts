@@ -54,12 +54,12 @@ export function toStart(
   source: { id?: unknown; created?: unknown; model?: unknown; system_fingerprint?: unknown },
   provider: string,
 ): ChatStart {
-  const start = create(ChatStartSchema, {
-    id: typeof source.id === "string" ? source.id : "",
-    created: BigInt(Math.trunc(numberOr(source.created, Math.floor(Date.now() / 1000)))),
-    upstreamModel: typeof source.model === "string" ? source.model : "",
-    provider,
-  });
+  // Made empty, then filled in: cheaper than create(schema, init) on a per-answer path.
+  const start = create(ChatStartSchema);
+  if (typeof source.id === "string") start.id = source.id;
+  start.created = BigInt(Math.trunc(numberOr(source.created, Math.floor(Date.now() / 1000))));
+  if (typeof source.model === "string") start.upstreamModel = source.model;
+  start.provider = provider;
   if (typeof source.system_fingerprint === "string") {
     start.systemFingerprint = source.system_fingerprint;
   }
@@ -93,11 +93,10 @@ export function toUsage(usage: OpenAIUsage | null | undefined): Usage | undefine
   if (!isRecord(usage)) return undefined;
   const prompt = count(usage.prompt_tokens);
   const completion = count(usage.completion_tokens);
-  const out = create(UsageSchema, {
-    promptTokens: prompt,
-    completionTokens: completion,
-    totalTokens: isCount(usage.total_tokens) ? usage.total_tokens : prompt + completion,
-  });
+  const out = create(UsageSchema);
+  out.promptTokens = prompt;
+  out.completionTokens = completion;
+  out.totalTokens = isCount(usage.total_tokens) ? usage.total_tokens : prompt + completion;
   const promptDetails: unknown = usage.prompt_tokens_details;
   if (isRecord(promptDetails) && isCount(promptDetails.cached_tokens)) {
     out.cachedPromptTokens = promptDetails.cached_tokens;
