@@ -28,7 +28,25 @@ export function createLogger(opts: {
     base: opts.service ? { pid: process.pid, service: opts.service } : { pid: process.pid },
     redact: { paths: REDACTED_PATHS, censor: "[redacted]" },
   };
-  return opts.destination ? pino(options, opts.destination) : pino(options);
+  return pino(options, opts.destination ?? asyncStdout());
+}
+
+/**
+ * Stdout written asynchronously: a line per request must not block the event loop on a write(2)
+ * (pino's default stdout is synchronous; measured at up to 8% of the ingress's CPU under load).
+ * Lines logged while a write is in flight go out together with the next one. What is still
+ * pending when the process exits, also through process.exit(), is written synchronously then.
+ */
+function asyncStdout(): pino.DestinationStream {
+  const stdout = pino.destination({ dest: 1, sync: false });
+  process.once("exit", () => {
+    try {
+      stdout.flushSync();
+    } catch {
+      // Exiting: stdout is gone or busy, and there is no one left to tell.
+    }
+  });
+  return stdout;
 }
 
 /** Where keys, auth headers and prompt content would sit in a logged object. */
