@@ -1,7 +1,18 @@
 #!/usr/bin/env node
-// Runs the TypeScript sources directly (tsx compiles them on load), so a fresh clone needs no
-// build step: `npm ci && npx switchyard start`.
-import { register } from "tsx/esm/api";
+// Runs the CLI from a plain-JavaScript bundle of the TypeScript sources, which bin/bundle.js
+// builds on the first start and again after an edit: a fresh clone needs no build step
+// (`npm ci && npx switchyard start`), and no compiler stays loaded in a running process.
+import { pathToFileURL } from "node:url";
+import { cliBundle } from "./bundle.js";
 
-register();
-await import("../services/cli/main.ts");
+let bundle;
+try {
+  bundle = await cliBundle();
+} catch (err) {
+  const reason = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`switchyard: cannot build the CLI from its sources: ${reason}\n`);
+  process.exit(1);
+}
+// Stack traces then name the .ts sources rather than the bundle.
+process.setSourceMapsEnabled(true);
+await import(pathToFileURL(bundle).href);
