@@ -1,5 +1,4 @@
 import { createHash, randomUUID } from "node:crypto";
-import { Redis } from "ioredis";
 import type { Counter } from "prom-client";
 import type { TenantConfig } from "../../lib/config/types.js";
 import { Failure } from "../../lib/errors.js";
@@ -73,6 +72,8 @@ interface Live {
 export async function createRedisLimiter(opts: RedisLimiterOptions): Promise<Limiter> {
   const { tenants, clock, maxLeaseMs, logger, errors } = opts;
   const leaseMs = opts.leaseMs ?? 30_000;
+  // ioredis is loaded only when a config uses Redis (~6 MB of RSS otherwise spent for nothing).
+  const { Redis } = await import("ioredis");
   const redis = new Redis(opts.url, {
     lazyConnect: true,
     // While disconnected, calls fail at once (and on_error decides) instead of queueing.

@@ -5,13 +5,8 @@ import {
   type MessageShape,
   toBinary,
 } from "@bufbuild/protobuf";
-import { type KV, Kvm, type KvWatchEntry } from "@nats-io/kv";
-import {
-  connect,
-  type NatsConnection,
-  type QueuedIterator,
-  type Subscription,
-} from "@nats-io/transport-node";
+import type { KV, KvWatchEntry } from "@nats-io/kv";
+import type { NatsConnection, QueuedIterator, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import {
   type ConnectorAnnouncement,
@@ -188,6 +183,12 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<Bus> {
   const announceSubject = prefix + ANNOUNCE_SUBJECT;
   const { servers, ...credentials } = parseServers(opts.url);
 
+  // The NATS client is loaded when a bus is first connected, not by every process that imports
+  // this module: a one-process gateway without NATS saves its ~4 MB of RSS.
+  const [{ connect }, { Kvm }] = await Promise.all([
+    import("@nats-io/transport-node"),
+    import("@nats-io/kv"),
+  ]);
   const nc: NatsConnection = await connect({
     servers,
     name: opts.name,
