@@ -13,6 +13,7 @@ try {
   process.stderr.write(`switchyard: cannot build the CLI from its sources: ${reason}\n`);
   process.exit(1);
 }
-// Stack traces then name the .ts sources rather than the bundle.
-process.setSourceMapsEnabled(true);
+// Stack traces name the bundle's lines unless Node is asked for source maps
+// (NODE_OPTIONS=--enable-source-maps): they would name the .ts sources, at ~5 MB of RSS for the
+// loaded map and a source-map lookup for every stack trace an error prints.
 await import(pathToFileURL(bundle).href);

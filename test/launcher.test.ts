@@ -201,11 +201,17 @@ describe("bin/switchyard.js", () => {
     expect(existsSync(join(dir, `${name}.map`))).toBe(false);
   });
 
-  it("reports errors with stack traces that name the TypeScript source", () => {
+  it("reports errors with stack traces that name the TypeScript source, with source maps on", () => {
     const root = toyPackage("stack");
-    const r = run(root, ["throw"]);
+    const r = run(root, ["throw"], { NODE_OPTIONS: "--enable-source-maps" });
     expect(r.status).toBe(1);
     expect(r.stderr).toContain("thrown in main.ts");
     expect(r.stderr).toContain(`${join(root, "services", "cli", "main.ts")}:4:`);
+    // Off by default (the map costs memory): the trace names the bundle.
+    const plain = run(root, ["throw"]);
+    expect(plain.status).toBe(1);
+    expect(plain.stderr).toContain("thrown in main.ts");
+    expect(plain.stderr).not.toContain(`${join(root, "services", "cli", "main.ts")}:4:`);
+    expect(plain.stderr).toMatch(/\.mjs:\d+:\d+/);
   });
 });
