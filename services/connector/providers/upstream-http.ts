@@ -430,6 +430,33 @@ export function malformedAnswer(
   );
 }
 
+/** One stream event's JSON object; an event that is not one is a malformedAnswer. */
+export function parseStreamEvent(
+  provider: string,
+  secrets: readonly string[],
+  data: string,
+): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(data);
+  } catch (err) {
+    throw malformedAnswer(
+      provider,
+      secrets,
+      `stream from provider ${provider} was malformed: invalid JSON`,
+      err,
+    );
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw malformedAnswer(
+      provider,
+      secrets,
+      `stream from provider ${provider} was malformed: not an object`,
+    );
+  }
+  return parsed as Record<string, unknown>;
+}
+
 /**
  * Reads a whole JSON answer. A body that is cut off or not JSON is a malformedAnswer; `what`
  * names the answer in messages ("answer", "embeddings").

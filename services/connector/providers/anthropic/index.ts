@@ -13,6 +13,7 @@ import {
   errorDetailFromJson,
   failureFromError,
   malformedAnswer,
+  parseStreamEvent,
   readJsonAnswer,
   traceHeaders,
   type UpstreamResponse,
@@ -118,15 +119,7 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
     try {
       read: for await (const events of parseSseBatches(body)) {
         for (const event of events) {
-          let parsed: unknown;
-          try {
-            parsed = JSON.parse(event.data);
-          } catch (err) {
-            throw upstreamFailure(`stream from provider ${name} was malformed: invalid JSON`, err);
-          }
-          if (!isRecord(parsed)) {
-            throw upstreamFailure(`stream from provider ${name} was malformed: not an object`);
-          }
+          const parsed = parseStreamEvent(name, secrets, event.data);
           // Anthropic repeats the event name as `type` in the data; the name wins if they differ.
           if (event.event !== undefined && event.event !== "message") parsed.type = event.event;
           const chunk = translator.push(parsed);

@@ -16,6 +16,7 @@ import {
   errorDetailFromJson,
   failureFromError,
   malformedAnswer,
+  parseStreamEvent,
   type RequestInfo,
   readJsonAnswer,
   traceHeaders,
@@ -136,15 +137,7 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions)
             outcome.done = true;
             break read;
           }
-          let parsed: unknown;
-          try {
-            parsed = JSON.parse(event.data);
-          } catch (err) {
-            throw upstreamFailure(`stream from provider ${name} was malformed: invalid JSON`, err);
-          }
-          if (!isRecord(parsed)) {
-            throw upstreamFailure(`stream from provider ${name} was malformed: not an object`);
-          }
+          const parsed = parseStreamEvent(name, secrets, event.data);
           if (parsed.error !== undefined && parsed.error !== null) {
             const detail = errorDetailFromJson(parsed);
             throw upstreamFailure(
