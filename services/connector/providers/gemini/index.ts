@@ -16,6 +16,7 @@ import {
   errorCode,
   failureFromError,
   malformedAnswer,
+  parseStreamEvent,
   readJsonAnswer,
   readLimited,
   traceHeaders,
@@ -125,13 +126,7 @@ export function createGeminiProvider(name: string, config: ProviderConfig): Prov
           end = next.value;
           break;
         }
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(next.value.data);
-        } catch (err) {
-          throw upstreamFailure(`stream from provider ${name} was malformed: invalid JSON`, err);
-        }
-        const chunk = stream.push(parsed);
+        const chunk = stream.push(parseStreamEvent(name, secrets, next.value.data));
         if (chunk !== undefined) yield chunk;
       }
     } catch (err) {
