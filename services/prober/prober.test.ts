@@ -1,6 +1,7 @@
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
 import { createServer, type Socket, connect as tcpConnect } from "node:net";
+import { create } from "@bufbuild/protobuf";
 import { createRouterTransport } from "@connectrpc/connect";
 import pino from "pino";
 import { Registry } from "prom-client";
@@ -8,6 +9,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import {
   HealthSource,
   type TargetHealth,
+  TargetOutcomeSchema,
   TargetState,
 } from "../../gen/switchyard/health/v1/health_pb.js";
 import { testConfig } from "../../test/helpers/fabric.js";
@@ -18,7 +20,7 @@ import { createMemoryBus } from "../lib/bus/memory.js";
 import { ConnectorPool } from "../lib/connector-pool.js";
 import { Failure } from "../lib/errors.js";
 import { targetKey } from "../lib/targets.js";
-import { createProber, distinctTargets, nextHealth, type Prober } from "./prober.js";
+import { createProber, distinctTargets, foldOutcome, nextHealth, type Prober } from "./prober.js";
 
 const logger = pino({ level: "silent" });
 const TARGET = { provider: "p", model: "m" };
@@ -108,6 +110,78 @@ describe("nextHealth", () => {
     expect(back.consecutiveFailures).toBe(0);
     expect(back.lastError).toBe("");
     expect(back.errorRate).toBeLessThan(down.errorRate);
+  });
+});
+
+describe("foldOutcome", () => {
+  const BREAKER = { consecutive_failures: 5, cooldown_ms: 30_000 };
+  const failed = (extra: { errorKind?: string; retryAfterMs?: number } = {}) =>
+    create(TargetOutcomeSchema, {
+      target: TARGET,
+      success: false,
+      errorKind: "upstream_error",
+      upstreamStatus: 503,
+      ...extra,
+    });
+
+  it("marks a target DOWN for the breaker's cooldown after its threshold of failures in a row", () => {
+    let h: TargetHealth | undefined;
+    for (let i = 0; i < 4; i++) h = foldOutcome(h, failed(), NOW, BREAKER);
+    expect(h?.state).toBe(TargetState.DEGRADED);
+    h = foldOutcome(h, failed(), NOW, BREAKER);
+    expect(h.state).toBe(TargetState.DOWN);
+    expect(Number(h.cooldownUntilMs)).toBe(NOW + BREAKER.cooldown_ms);
+  });
+
+  it("never makes a target a probe marked DOWN less down", () => {
+    // Two failed probes: DOWN until a probe says otherwise. A live failure from before the mark,
+    // folded in after it, must not turn it into DEGRADED (routers would try it again).
+    const probed = nextHealth(
+      nextHealth(undefined, TARGET, { ok: false, failure: badAnswer }, NOW),
+      TARGET,
+      { ok: false, failure: badAnswer },
+      NOW,
+    );
+    expect(probed.state).toBe(TargetState.DOWN);
+    const h = foldOutcome(probed, failed(), NOW + 10, BREAKER);
+    expect(h.state).toBe(TargetState.DOWN);
+    expect(h.cooldownUntilMs).toBe(0n);
+    // And a good probe still brings it back.
+    expect(nextHealth(h, TARGET, { ok: true, latencyMs: 5 }, NOW + 20).state).toBe(
+      TargetState.HEALTHY,
+    );
+  });
+
+  it("ignores a success from before the probe that found the target down", () => {
+    // Batched outcomes arrive late: a call that succeeded before the target failed must not
+    // bring it back after a probe marked it down.
+    const probed = nextHealth(undefined, TARGET, { ok: false, failure: unavailable }, NOW);
+    expect(probed.state).toBe(TargetState.DOWN);
+    const ok = (atMs: number) =>
+      create(TargetOutcomeSchema, {
+        target: TARGET,
+        success: true,
+        firstTokenMs: 5,
+        atMs: BigInt(atMs),
+      });
+    expect(foldOutcome(probed, ok(NOW - 100), NOW + 50, BREAKER)).toBe(probed);
+    expect(foldOutcome(probed, ok(NOW + 10), NOW + 50, BREAKER).state).toBe(TargetState.HEALTHY);
+  });
+
+  it("only ever extends a running cooldown", () => {
+    const limited = foldOutcome(
+      undefined,
+      failed({ errorKind: "rate_limited", retryAfterMs: 60_000 }),
+      NOW,
+      BREAKER,
+    );
+    expect(Number(limited.cooldownUntilMs)).toBe(NOW + 60_000);
+    const h = foldOutcome(limited, failed(), NOW + 1_000, BREAKER);
+    expect(h.state).toBe(TargetState.DOWN);
+    expect(Number(h.cooldownUntilMs)).toBe(NOW + 60_000);
+    // Once it has run out, a single failure is one failure again.
+    const later = foldOutcome(limited, failed(), NOW + 61_000, BREAKER);
+    expect(later.state).toBe(TargetState.DEGRADED);
   });
 });
 

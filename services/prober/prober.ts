@@ -102,7 +102,8 @@ export function nextHealth(
 /**
  * Folds one live-traffic outcome into a target's health: failures in a row (as many as the
  * circuit breaker's threshold) mark it down for the breaker's cooldown, a 429 with Retry-After
- * puts it in cooldown for that long, a success clears both.
+ * puts it in cooldown for that long, a success clears both; a failure leaves a target that is
+ * down at least as down as it was, and an outcome older than the last probe changes nothing.
  */
 export function foldOutcome(
   prev: TargetHealth | undefined,
@@ -110,6 +111,11 @@ export function foldOutcome(
   now: number,
   breaker: { consecutive_failures: number; cooldown_ms: number },
 ): TargetHealth {
+  // A probe's verdict is newer than what live traffic saw before it: outcomes from before the
+  // probe (a connector's batch arrives up to a batch interval late) leave it as it is.
+  if (prev?.source === HealthSource.PROBE && o.atMs > 0n && o.atMs < prev.lastProbeMs) {
+    return prev;
+  }
   const target = create(TargetSchema, o.target ?? {});
   const base = {
     target,
@@ -130,14 +136,22 @@ export function foldOutcome(
   const failures = (prev?.consecutiveFailures ?? 0) + 1;
   const errorRate = (prev?.errorRate ?? 0) + EWMA_ALPHA * (1 - (prev?.errorRate ?? 0));
   const retryAfter = o.errorKind === "rate_limited" ? o.retryAfterMs : 0;
-  const down = retryAfter > 0 || failures >= breaker.consecutive_failures;
-  const cooldown = retryAfter > 0 ? retryAfter : down ? breaker.cooldown_ms : 0;
+  const tripped = retryAfter > 0 || failures >= breaker.consecutive_failures;
+  const cooldown = retryAfter > 0 ? retryAfter : tripped ? breaker.cooldown_ms : 0;
+  let until = cooldown > 0 ? now + cooldown : 0;
+  // A failure never makes a down target less down: one a probe marked down (no cooldown: until a
+  // probe says otherwise) stays so, and a cooldown still running is only ever extended. Outcomes
+  // arrive in batches, so a failure from before the mark is often folded in after it.
+  const prevUntil = Number(prev?.cooldownUntilMs ?? 0n);
+  const wasDown = prev?.state === TargetState.DOWN && (prevUntil === 0 || now < prevUntil);
+  if (wasDown) until = prevUntil === 0 ? 0 : Math.max(prevUntil, until);
+  const down = wasDown || tripped;
   return create(TargetHealthSchema, {
     ...base,
     state: down ? TargetState.DOWN : TargetState.DEGRADED,
     errorRate,
     consecutiveFailures: failures,
-    cooldownUntilMs: cooldown > 0 ? BigInt(now + cooldown) : 0n,
+    cooldownUntilMs: BigInt(until),
     lastError: `live traffic: ${o.errorKind}${o.upstreamStatus ? ` (HTTP ${o.upstreamStatus})` : ""}`,
   });
 }
