@@ -14,7 +14,7 @@ import {
 import type { RouterService, RoutingHints } from "../../gen/switchyard/router/v1/router_pb.js";
 import type { Config, Price } from "../lib/config/types.js";
 import { Failure, modelNotFound } from "../lib/errors.js";
-import { type Logger, requestLineLogger } from "../lib/logger.js";
+import type { Logger } from "../lib/logger.js";
 import {
   counter,
   FastHistogram,
@@ -40,6 +40,8 @@ export interface IngressDeps {
   config: Config;
   router: Client<typeof RouterService>;
   logger: Logger;
+  /** The one line per request (requestLineLogger(logger)). */
+  requestLog: Logger;
   registry: Registry;
   /** Tenant limits: admit before routing, settle with the real usage at the end. */
   limiter: Limiter;
@@ -383,9 +385,8 @@ export class ChatExchange {
       error: opts.error ? { kind: opts.error.kind, message: opts.error.message } : undefined,
     };
     if (tenant && this.deps.config.tenants?.[tenant]?.log_prompts) line.prompt = promptOf(params);
-    const log = requestLineLogger(this.deps.logger);
-    if (status >= 500 || truncated) log.warn(line, "request failed");
-    else log.info(line, "request");
+    if (status >= 500 || truncated) this.deps.requestLog.warn(line, "request failed");
+    else this.deps.requestLog.info(line, "request");
   }
 }
 
@@ -540,9 +541,8 @@ export async function runEmbed(
       latency_ms: round(seconds * 1000),
       error: error ? { kind: error.kind, message: error.message } : undefined,
     };
-    const log = requestLineLogger(deps.logger);
-    if (status >= 500) log.warn(line, "request failed");
-    else log.info(line, "request");
+    if (status >= 500) deps.requestLog.warn(line, "request failed");
+    else deps.requestLog.info(line, "request");
   }
 }
 

@@ -5,8 +5,8 @@ import { GatewayService } from "../../gen/switchyard/gateway/v1/gateway_pb.js";
 import { RouterService } from "../../gen/switchyard/router/v1/router_pb.js";
 import type { Config } from "../lib/config/types.js";
 import type { DualHandler } from "../lib/http/dual-server.js";
-import type { Logger } from "../lib/logger.js";
-import { createTransportClient } from "../lib/transport-client.js";
+import { type Logger, requestLineLogger } from "../lib/logger.js";
+import { asClient } from "../lib/transport-client.js";
 import { keyIndexOf } from "./auth.js";
 import { createIngressMetrics } from "./exchange.js";
 import { createGatewayService } from "./gateway-service.js";
@@ -32,8 +32,7 @@ export function buildIngress(deps: {
   renderMetrics(): Promise<{ contentType: string; body: string }>;
   ready(): Promise<boolean>;
 }): IngressBuild {
-  const router =
-    "chat" in deps.router ? deps.router : createTransportClient(RouterService, deps.router);
+  const router = asClient(RouterService, deps.router);
   const metrics = createIngressMetrics(deps.registry);
   // Every key's hash is indexed once, now, rather than on the first request.
   keyIndexOf(deps.config);
@@ -41,6 +40,7 @@ export function buildIngress(deps: {
     config: deps.config,
     router,
     logger: deps.logger,
+    requestLog: requestLineLogger(deps.logger),
     registry: deps.registry,
     metrics,
     limiter: deps.limiter,

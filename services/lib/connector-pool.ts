@@ -1,6 +1,6 @@
 import type { Client, Transport } from "@connectrpc/connect";
 import { ConnectorService } from "../../gen/switchyard/connector/v1/connector_pb.js";
-import { createTransportClient } from "./transport-client.js";
+import { asClient } from "./transport-client.js";
 
 export interface ConnectorEndpoint {
   readonly id: string;
@@ -27,8 +27,12 @@ export class ConnectorPool {
   /** Adds a connector reached through `via`: a Transport, or a ready client (in process). */
   add(id: string, via: Transport | Client<typeof ConnectorService>): void {
     if (this.endpoints.has(id)) return;
-    const client = "chat" in via ? via : createTransportClient(ConnectorService, via);
-    this.endpoints.set(id, { id, client, inflight: 0, suspectUntil: 0 });
+    this.endpoints.set(id, {
+      id,
+      client: asClient(ConnectorService, via),
+      inflight: 0,
+      suspectUntil: 0,
+    });
   }
 
   remove(id: string): void {

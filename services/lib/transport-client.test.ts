@@ -3,7 +3,8 @@ import { Code, ConnectError, createRouterTransport } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { ChatChunkSchema, EmbedResultSchema } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import { RouterService } from "../../gen/switchyard/router/v1/router_pb.js";
-import { createTransportClient } from "./transport-client.js";
+import { createLocalClient } from "./local-client.js";
+import { asClient, createTransportClient } from "./transport-client.js";
 
 // Over connect's own in-memory transport (the full Connect protocol, serialization included).
 const transport = createRouterTransport((router) =>
@@ -69,5 +70,18 @@ describe("createTransportClient", () => {
       }
     })().catch((e: unknown) => ConnectError.from(e));
     expect(err?.code).toBe(Code.Canceled);
+  });
+});
+
+describe("asClient", () => {
+  it("makes a client over a Transport, and takes a ready client as it is", async () => {
+    const over = asClient(RouterService, transport);
+    expect((await over.embed({ params: { model: "t" } })).result?.provider).toBe("t");
+    const local = createLocalClient(RouterService, {
+      async embed() {
+        return { result: create(EmbedResultSchema, { provider: "local" }) };
+      },
+    });
+    expect(asClient(RouterService, local)).toBe(local);
   });
 });

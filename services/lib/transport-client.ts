@@ -18,6 +18,19 @@ import {
 type AnyMethod = DescMethodUnary<DescMessage, DescMessage> | DescMethodStreaming;
 
 /**
+ * A client of `service` reached through `via`: a Transport (to another process) gets a client
+ * made over it; a ready client (one in this process, see local-client.ts) is used as it is.
+ */
+export function asClient<S extends DescService>(service: S, via: Transport | Client<S>): Client<S> {
+  return isTransport(via) ? createTransportClient(service, via) : via;
+}
+
+function isTransport(value: object): value is Transport {
+  const v = value as Partial<Transport>;
+  return typeof v.unary === "function" && typeof v.stream === "function";
+}
+
+/**
  * A client over a Transport, like connect's createClient, for the fabric's unary and
  * server-streaming calls. connect's client is compiled down to ES2017 and runs every call through
  * generator polyfills (`__asyncGenerator`: one for the request, one wrapping the response
