@@ -1,11 +1,10 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
-import {
-  type ChatParams,
-  ChatParamsSchema,
-  type EmbedParams,
-  type RequestContext,
+import type {
+  ChatParams,
+  EmbedParams,
+  RequestContext,
 } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import { TargetSchema } from "../../gen/switchyard/health/v1/health_pb.js";
 import {
@@ -555,7 +554,8 @@ export function isContextWindowExceeded(f: Failure): boolean {
 
 function upstreamParams(params: ChatParams): ChatParams {
   if (params.stream) return params;
-  return create(ChatParamsSchema, { ...params, stream: true });
+  // A shallow copy is still a ChatParams (it keeps `$typeName`): create() would walk every field.
+  return { ...params, stream: true };
 }
 
 /** The per-request overrides a client sent, as the planner takes them. */

@@ -313,6 +313,17 @@ describe("hop transport", () => {
     await until(() => seen.signals[0]?.aborted === true);
   });
 
+  it("aborts the signal of a handler that failed, and leaves one that completed alone", async () => {
+    const { url, seen } = await serve("hop");
+    const t = hop(url);
+    const client = createClient(ConnectorService, t);
+    expect(await words(t, "words:2")).toEqual(["w0 ", "w1 "]);
+    await client.embed({ target: create(TargetSchema, { provider: "p", model: "ok" }) });
+    await caught(words(t, "crash"));
+    await caught(client.embed({ target: create(TargetSchema, { provider: "p", model: "fail" }) }));
+    expect(seen.signals.map((s) => s.aborted)).toEqual([false, false, true, true]);
+  });
+
   it("spreads calls over its sessions", async () => {
     const { url, server } = await serve("hop");
     const sessions = new Set<unknown>();

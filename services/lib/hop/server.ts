@@ -147,6 +147,8 @@ class ServerCall {
   private responseTrailer: Headers | undefined;
   /** Set when the call cannot go on: the deadline passed or the client went away. */
   stopped: ConnectError | undefined;
+  /** The handler is done; a response closing after that stops nothing. */
+  private ended = false;
 
   constructor(route: Route, req: Req, res: Res) {
     const self = this;
@@ -190,15 +192,21 @@ class ServerCall {
   }
 
   stop(reason: ConnectError): void {
-    if (this.stopped || this.controller.signal.aborted) return;
+    if (this.ended || this.stopped || this.controller.signal.aborted) return;
     this.stopped = reason;
     this.controller.abort(reason);
   }
 
-  /** The call is over: timers off, the handler's signal aborted as connect's handlers do. */
-  end(): void {
+  /**
+   * The call is over: timers off. A handler that did not complete (it failed, or was stopped)
+   * has its signal aborted, so whatever it still holds is released; one that returned has
+   * nothing left to stop, and an abort (an event dispatch to every listener) would only cost
+   * time. The in-process client (local-client.ts) does the same.
+   */
+  end(completed: boolean): void {
+    this.ended = true;
     clearTimeout(this.timer);
-    if (!this.controller.signal.aborted) this.controller.abort(CALL_ENDED);
+    if (!completed && !this.controller.signal.aborted) this.controller.abort(CALL_ENDED);
   }
 
   /** Response headers as node takes them, the content type first. */
@@ -235,6 +243,7 @@ async function serveUnary(route: Route, req: Req, res: Res, body: Buffer): Promi
   let status = 200;
   let out: Uint8Array;
   let headers: Record<string, string | string[]>;
+  let completed = false;
   try {
     if (call.stopped) throw call.stopped;
     const input = fromBinary(route.method.input, body);
@@ -242,6 +251,7 @@ async function serveUnary(route: Route, req: Req, res: Res, body: Buffer): Promi
       route.fn(input, call.ctx) as Promise<unknown>,
       aborted(call.controller.signal),
     ]);
+    completed = true;
     out = toBinary(route.method.output, asOutput(route.method.output, answer));
     headers = call.head(UNARY_CONTENT_TYPE, true);
   } catch (err) {
@@ -253,7 +263,7 @@ async function serveUnary(route: Route, req: Req, res: Res, body: Buffer): Promi
       headers[k] = v;
     });
   } finally {
-    call.end();
+    call.end(completed);
   }
   if (res.destroyed || res.writableEnded) return;
   headers["content-length"] = String(out.byteLength);
@@ -352,7 +362,7 @@ async function serveStream(route: Route, req: Req, res: Res, body: Buffer): Prom
     // A handler still running (it ignored its signal, or we stopped reading) is told to end.
     void iterator?.return?.()?.catch(() => {});
   } finally {
-    call.end();
+    call.end(error === undefined);
   }
   if (flushing) clearImmediate(flushing);
   if (res.destroyed || res.writableEnded) return;
