@@ -60,6 +60,7 @@ import { createHopTransport } from "../services/lib/hop/client.js";
 import { createHopHandler, hopService } from "../services/lib/hop/server.js";
 import { createDualServer, type DualHandler } from "../services/lib/http/dual-server.js";
 import { createLogger } from "../services/lib/logger.js";
+import { useFastUtf8Encoding } from "../services/lib/utf8.js";
 import { newHistogram, recordMs, summarize } from "./load.js";
 import { readUsage } from "./procs.js";
 import { formatTable, median, rotate } from "./run.js";
@@ -530,6 +531,8 @@ async function main(): Promise<void> {
     },
   });
   const chunks = Number(values.chunks);
+  // Strings encode as the fabric's processes encode them (startFabric does the same).
+  useFastUtf8Encoding();
   if (values.serve !== undefined) {
     if (!SERVER_KINDS.includes(values.serve as ServerKind)) throw new Error("unknown server kind");
     return serve(values.serve as ServerKind, chunks);

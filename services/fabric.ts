@@ -22,6 +22,7 @@ import { createLocalClient } from "./lib/local-client.js";
 import type { Logger } from "./lib/logger.js";
 import { followConnectors } from "./lib/membership.js";
 import { createProcessRegistry, createRegistry, renderMetrics } from "./lib/metrics.js";
+import { useFastUtf8Encoding } from "./lib/utf8.js";
 import { buildProber } from "./prober/main.js";
 import { buildRouter } from "./router/main.js";
 
@@ -67,6 +68,8 @@ const HOP_SESSIONS_PER_PEER = 2;
  */
 export async function startFabric(opts: FabricOptions): Promise<Fabric> {
   const { config, services, logger } = opts;
+  // Every message the services encode goes through it (see utf8.ts).
+  useFastUtf8Encoding();
   const has = (s: ServiceName) => services.has(s);
   const oneProcess = SERVICE_NAMES.every(has);
   const processRegistry = createProcessRegistry();
