@@ -396,12 +396,25 @@ async function startServer(
     ],
     { stdio: ["ignore", "pipe", "inherit"] },
   );
+  // The child's other output (e.g. V8 tracing flags in NODE_OPTIONS) goes on to stderr.
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
-  for await (const line of lines) {
-    const port = (JSON.parse(line) as { listening?: number }).listening;
-    if (port !== undefined) return { kind, child, baseUrl: `http://127.0.0.1:${port}` };
-  }
-  throw new Error(`hop server ${kind} did not start`);
+  return new Promise((resolve, reject) => {
+    let started = false;
+    lines.on("line", (line) => {
+      const port = started
+        ? undefined
+        : (line.startsWith("{") ? (JSON.parse(line) as { listening?: number }) : {}).listening;
+      if (port === undefined) {
+        process.stderr.write(`[${kind} server] ${line}\n`);
+        return;
+      }
+      started = true;
+      resolve({ kind, child, baseUrl: `http://127.0.0.1:${port}` });
+    });
+    lines.on("close", () => {
+      if (!started) reject(new Error(`hop server ${kind} did not start`));
+    });
+  });
 }
 
 const cpuUs = () => {

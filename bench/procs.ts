@@ -274,6 +274,8 @@ export interface StartOptions {
   slowIntervalMs: number;
   /** The gateways' LOG_LEVEL. */
   logLevel: string;
+  /** NODE_OPTIONS for the gateways' processes only (V8 flags under test); none by default. */
+  gatewayNodeOptions?: string;
   /** Upstream connection cap written into the gateways' provider config. */
   maxConnections: number;
   /** Pin the upstream and load client to CPU 0 and the variants to CPU 1. */
@@ -370,7 +372,10 @@ export async function startBench(opts: StartOptions): Promise<BenchProcesses> {
       body: JSON.stringify({ model: UNARY_MODEL, messages: [{ role: "user", content: "hi" }] }),
       headers: { "content-type": "application/json", authorization: `Bearer ${CLIENT_KEY}` },
     };
-    const env = { LOG_LEVEL: opts.logLevel };
+    const env: NodeJS.ProcessEnv = {
+      LOG_LEVEL: opts.logLevel,
+      ...(opts.gatewayNodeOptions !== undefined && { NODE_OPTIONS: opts.gatewayNodeOptions }),
+    };
     const gateway = (name: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}) =>
       startChild({
         name,

@@ -99,6 +99,7 @@ interface Options {
   intervalMs: number;
   slowIntervalMs: number;
   logLevel: string;
+  gatewayNodeOptions?: string;
   pin: boolean;
   keep: boolean;
   cpuProf?: string;
@@ -123,6 +124,7 @@ const HELP = `Usage: npm run bench -- [options]
   --deltas N --interval-ms MS   stream shape (default 64 deltas, 20 ms apart)
   --slow-interval-ms MS    gap between chunks of a held slow stream (default 15000, quick 3000)
   --log-level LEVEL        the gateways' LOG_LEVEL (default info: one line per request, as deployed)
+  --gateway-node-options S NODE_OPTIONS for the gateways' processes only (e.g. V8 GC flags under test)
   --pin                    pin upstream + load client to CPU 0, variants to CPU 1 (taskset)
   --keep                   keep the temp dir with configs and every process's output
   --cpu-prof DIR           run the gateways under node --cpu-prof, a .cpuprofile per process in DIR
@@ -163,6 +165,7 @@ function parseOptions(argv: string[]): Options | undefined {
       "interval-ms": { type: "string" },
       "slow-interval-ms": { type: "string" },
       "log-level": { type: "string", default: "info" },
+      "gateway-node-options": { type: "string" },
       pin: { type: "boolean", default: false },
       keep: { type: "boolean", default: false },
       "cpu-prof": { type: "string" },
@@ -211,6 +214,9 @@ function parseOptions(argv: string[]): Options | undefined {
     // Long gaps keep thousands of held streams cheap (under the gateway's 30 s idle timeout).
     slowIntervalMs: one(values["slow-interval-ms"], "--slow-interval-ms") ?? (quick ? 3000 : 15000),
     logLevel: values["log-level"],
+    ...(values["gateway-node-options"] !== undefined && {
+      gatewayNodeOptions: values["gateway-node-options"],
+    }),
     pin: values.pin,
     keep: values.keep,
     ...(values.out !== undefined && { out: values.out }),
@@ -972,6 +978,7 @@ async function main(argv: string[]): Promise<number> {
     intervalMs: opts.intervalMs,
     slowIntervalMs: opts.slowIntervalMs,
     logLevel: opts.logLevel,
+    ...(opts.gatewayNodeOptions !== undefined && { gatewayNodeOptions: opts.gatewayNodeOptions }),
     // Room for every held stream on its own upstream connection (the default is 128).
     maxConnections: Math.max(128, maxStreams + 256),
     pin: opts.pin,
@@ -1016,7 +1023,9 @@ async function main(argv: string[]): Promise<number> {
     `Run ${started.toISOString()} → ${finished.toISOString()} (${fmt((finished.getTime() - started.getTime()) / 1000, 0)} s), node ${machine.node}, ${machine.cpus} CPUs, commit ${machine.commit ?? "?"}`,
     `Load average at start ${machine.loadavgStart.map((l) => l.toFixed(1)).join(" ")}, at end ${loadavg()
       .map((l) => l.toFixed(1))
-      .join(" ")}; ${placement}; gateway LOG_LEVEL=${opts.logLevel}`,
+      .join(" ")}; ${placement}; gateway LOG_LEVEL=${opts.logLevel}${
+      opts.gatewayNodeOptions !== undefined ? `, NODE_OPTIONS=${opts.gatewayNodeOptions}` : ""
+    }`,
     ...h.notes.map((n) => `note: ${n}`),
   ];
   process.stdout.write(`\n${context.join("\n")}\n`);
