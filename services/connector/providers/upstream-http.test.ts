@@ -176,6 +176,30 @@ describe("createUpstreamHttp", () => {
     });
   });
 
+  it("answers a request after close() as unavailable, without opening a connection", async () => {
+    const server = createServer((socket) => socket.destroy()).listen(0, "127.0.0.1");
+    await once(server, "listening");
+    let connections = 0;
+    server.on("connection", () => connections++);
+    const { port } = server.address() as { port: number };
+    try {
+      // Closed before its first request: the pool was never made (undici loads on first use).
+      const closed = createUpstreamHttp({
+        provider: "p",
+        baseUrl: `http://127.0.0.1:${port}/v1`,
+        headers: {},
+      });
+      await closed.close();
+      await expect(closed.get("/models", AbortSignal.timeout(5000))).rejects.toMatchObject({
+        kind: "upstream_unavailable",
+        message: "provider p unreachable: UND_ERR_CLOSED",
+      });
+      expect(connections).toBe(0);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
   it("refuses to start a request whose signal is already aborted", async () => {
     http = createUpstreamHttp({ provider: "p", baseUrl: "http://127.0.0.1:9/v1", headers: {} });
     const controller = new AbortController();

@@ -3,7 +3,7 @@
 // and connection errors to `Failure`.
 
 import type { IncomingHttpHeaders } from "node:http";
-import { type Dispatcher, Pool } from "undici";
+import type { Dispatcher, Pool } from "undici";
 import type { RequestContext } from "../../../gen/switchyard/chat/v1/chat_pb.js";
 import { Failure } from "../../lib/errors.js";
 
@@ -66,6 +66,50 @@ export function traceHeaders(context: RequestContext): Record<string, string> {
   return headers;
 }
 
+export interface UpstreamPool {
+  request(options: Dispatcher.RequestOptions): Promise<Dispatcher.ResponseData>;
+  /** Lets in-flight requests finish, then closes every connection. */
+  close(): Promise<void>;
+}
+
+/**
+ * A keep-alive connection pool to `origin` (HTTP/1.1, one request per connection at a time),
+ * made on the first request. undici is imported then, not at start: the CLI is one bundle, and
+ * a top-level import would load undici (~5 MB of heap, ~7 MB of RSS) into the router, prober
+ * and ingress processes too, which never call an upstream.
+ */
+export function upstreamPool(origin: string, connections: number): UpstreamPool {
+  let pool: Pool | undefined;
+  let making: Promise<Pool> | undefined;
+  let closed = false;
+  const make = () => {
+    if (closed) {
+      // The error (and code) undici's own closed pool would give.
+      const err = Object.assign(new Error("The client is destroyed"), { code: "UND_ERR_CLOSED" });
+      return Promise.reject(err);
+    }
+    making ??= import("undici").then(({ Pool }) => {
+      pool = new Pool(origin, {
+        connections,
+        pipelining: 1,
+        // Deadlines belong to the caller (the router's first-token, idle and total timeouts
+        // arrive as the AbortSignal); a second, hidden timer here would cut long generations short.
+        headersTimeout: 0,
+        bodyTimeout: 0,
+      });
+      return pool;
+    });
+    return making;
+  };
+  return {
+    request: (opts) => (pool ? pool.request(opts) : make().then((p) => p.request(opts))),
+    close: async () => {
+      closed = true;
+      await (await making)?.close();
+    },
+  };
+}
+
 /** Error bodies beyond this size are cut: the message is all that is kept of them. */
 const ERROR_BODY_LIMIT = 64 * 1024;
 const TEXT_MESSAGE_LIMIT = 500;
@@ -76,14 +120,7 @@ export function createUpstreamHttp(options: UpstreamHttpOptions): UpstreamHttp {
   const basePath = base.pathname.replace(/\/+$/, "");
   const secrets = (options.secrets ?? []).filter((s) => s !== "");
   const provider = options.provider;
-  const pool = new Pool(base.origin, {
-    connections: options.maxConnections ?? 128,
-    pipelining: 1,
-    // Deadlines belong to the caller (the router's first-token, idle and total timeouts arrive
-    // as the AbortSignal); a second, hidden timer here would cut long generations short.
-    headersTimeout: 0,
-    bodyTimeout: 0,
-  });
+  const pool = upstreamPool(base.origin, options.maxConnections ?? 128);
 
   async function send(
     method: "GET" | "POST",

@@ -2,7 +2,6 @@
 // generateContent, streamGenerateContent (SSE), batchEmbedContents, models.get.
 
 import { randomUUID } from "node:crypto";
-import { Pool } from "undici";
 import type {
   ChatChunk,
   EmbedResult,
@@ -20,7 +19,9 @@ import {
   readJsonAnswer,
   readLimited,
   traceHeaders,
+  type UpstreamPool,
   type UpstreamResponse,
+  upstreamPool,
 } from "../upstream-http.js";
 import { fromGeminiEmbedResponse, toGeminiEmbedRequest } from "./embed.js";
 import {
@@ -50,13 +51,7 @@ export function createGeminiProvider(name: string, config: ProviderConfig): Prov
   }
   // A header, never `?key=`: URLs end up in logs and error messages.
   if (config.api_key) headers["x-goog-api-key"] = config.api_key;
-  const pool = new Pool(base.origin, {
-    connections: config.max_connections ?? 128,
-    pipelining: 1,
-    // Deadlines belong to the caller's AbortSignal (the router's timeouts); no hidden timer here.
-    headersTimeout: 0,
-    bodyTimeout: 0,
-  });
+  const pool = upstreamPool(base.origin, config.max_connections ?? 128);
 
   /**
    * One request to `{apiPath}{path}`. Resolves once a 2xx answer's headers arrive; otherwise
@@ -77,7 +72,7 @@ export function createGeminiProvider(name: string, config: ProviderConfig): Prov
     const qs = search.toString();
     const requestHeaders = { ...headers, ...extraHeaders };
     if (body !== undefined) requestHeaders["content-type"] = "application/json";
-    let data: Awaited<ReturnType<Pool["request"]>>;
+    let data: Awaited<ReturnType<UpstreamPool["request"]>>;
     try {
       signal.throwIfAborted();
       data = await pool.request({
