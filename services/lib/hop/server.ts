@@ -14,6 +14,7 @@ import {
 import {
   Code,
   ConnectError,
+  type ContextValues,
   createContextValues,
   type HandlerContext,
   type ServiceImpl,
@@ -137,21 +138,68 @@ function readBody(req: Req, done: (body: Buffer | undefined) => void): void {
   req.once("error", () => done(undefined));
 }
 
+/**
+ * What a handler sees of its call. A class, not an object literal with getters: V8 keeps such a
+ * literal in dictionary mode, ~0.8 KB per call, held for as long as a stream stays open.
+ */
+class CallContext implements HandlerContext {
+  readonly service: DescService;
+  readonly method: DescMethod;
+  readonly url: string;
+  readonly requestMethod = "POST";
+  readonly protocolName = "connect";
+  private contextValues: ContextValues | undefined;
+  private requestHeaders: Headers | undefined;
+  responseHeaders: Headers | undefined;
+  responseTrailers: Headers | undefined;
+
+  constructor(
+    route: Route,
+    readonly signal: AbortSignal,
+    private readonly req: Req,
+    private readonly deadline: number | undefined,
+  ) {
+    this.service = route.method.parent;
+    this.method = route.method;
+    this.url = route.url;
+  }
+
+  timeoutMs(): number | undefined {
+    return this.deadline === undefined ? undefined : this.deadline - Date.now();
+  }
+
+  get values(): ContextValues {
+    this.contextValues ??= createContextValues();
+    return this.contextValues;
+  }
+
+  get requestHeader(): Headers {
+    this.requestHeaders ??= headersOf(this.req.headers);
+    return this.requestHeaders;
+  }
+
+  get responseHeader(): Headers {
+    this.responseHeaders ??= new Headers();
+    return this.responseHeaders;
+  }
+
+  get responseTrailer(): Headers {
+    this.responseTrailers ??= new Headers();
+    return this.responseTrailers;
+  }
+}
+
 /** The state of one call on the server: its context, deadline and cancellation. */
 class ServerCall {
   readonly controller = new AbortController();
-  readonly ctx: HandlerContext;
+  readonly ctx: CallContext;
   private timer: NodeJS.Timeout | undefined;
-  private requestHeader: Headers | undefined;
-  private responseHeader: Headers | undefined;
-  private responseTrailer: Headers | undefined;
   /** Set when the call cannot go on: the deadline passed or the client went away. */
   stopped: ConnectError | undefined;
   /** The handler is done; a response closing after that stops nothing. */
   private ended = false;
 
   constructor(route: Route, req: Req, res: Res) {
-    const self = this;
     const timeout = parseTimeout(
       (req.headers["connect-timeout-ms"] as string | undefined) ?? null,
       MAX_TIMEOUT_MS,
@@ -167,28 +215,7 @@ class ServerCall {
     res.once("close", () => {
       if (!this.controller.signal.aborted) this.stop(clientCancelled());
     });
-    this.ctx = {
-      service: route.method.parent,
-      method: route.method,
-      signal: this.controller.signal,
-      timeoutMs: () => (deadline === undefined ? undefined : deadline - Date.now()),
-      requestMethod: "POST",
-      get requestHeader() {
-        self.requestHeader ??= headersOf(req.headers);
-        return self.requestHeader;
-      },
-      get responseHeader() {
-        self.responseHeader ??= new Headers();
-        return self.responseHeader;
-      },
-      get responseTrailer() {
-        self.responseTrailer ??= new Headers();
-        return self.responseTrailer;
-      },
-      protocolName: "connect",
-      values: createContextValues(),
-      url: route.url,
-    };
+    this.ctx = new CallContext(route, this.controller.signal, req, deadline);
   }
 
   stop(reason: ConnectError): void {
@@ -212,11 +239,11 @@ class ServerCall {
   /** Response headers as node takes them, the content type first. */
   head(contentType: string, trailersAsHeaders: boolean): Record<string, string | string[]> {
     const out: Record<string, string | string[]> = { "content-type": contentType };
-    this.responseHeader?.forEach((v, k) => {
+    this.ctx.responseHeaders?.forEach((v, k) => {
       out[k] = v;
     });
     if (trailersAsHeaders) {
-      this.responseTrailer?.forEach((v, k) => {
+      this.ctx.responseTrailers?.forEach((v, k) => {
         out[`trailer-${k}`] = v;
       });
     }
@@ -224,7 +251,7 @@ class ServerCall {
   }
 
   get trailer(): Headers {
-    return this.responseTrailer ?? new Headers();
+    return this.ctx.responseTrailers ?? new Headers();
   }
 }
 
