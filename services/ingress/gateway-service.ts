@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { ChatChunk, ChatParams } from "../../gen/switchyard/chat/v1/chat_pb.js";
@@ -18,6 +17,7 @@ import {
 } from "../../gen/switchyard/gateway/v1/gateway_pb.js";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { Failure } from "../lib/errors.js";
+import { newUuid } from "../lib/ids.js";
 import { childSpan, formatTraceparent, parseTraceparent, type TraceContext } from "../lib/trace.js";
 import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
 import { ChatExchange, type IngressDeps, type IngressMetrics, runEmbed } from "./exchange.js";
@@ -29,7 +29,7 @@ export function createGatewayService(
   deps: IngressDeps & { metrics: IngressMetrics },
 ): ServiceImpl<typeof GatewayService> {
   function begin(ctx: HandlerContext): { requestId: string; caller: Caller; trace: TraceContext } {
-    const requestId = ctx.requestHeader.get("x-request-id") || randomUUID();
+    const requestId = ctx.requestHeader.get("x-request-id") || newUuid();
     ctx.responseHeader.set("x-request-id", requestId);
     const trace = childSpan(parseTraceparent(ctx.requestHeader.get("traceparent")));
     ctx.responseHeader.set("traceparent", formatTraceparent(trace));

@@ -1,8 +1,8 @@
-import { randomUUID } from "node:crypto";
 import type http from "node:http";
 import http2 from "node:http2";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { Failure } from "../lib/errors.js";
+import { newUuid } from "../lib/ids.js";
 import { childSpan, formatTraceparent, parseTraceparent, type TraceContext } from "../lib/trace.js";
 import { adminUsage } from "./admin.js";
 import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
@@ -31,7 +31,7 @@ export function createRestHandler(deps: RestDeps) {
   const created = Math.floor(Date.now() / 1000);
 
   return async function handle(req: Req, res: Res): Promise<void> {
-    const requestId = headerValue(req, "x-request-id") || randomUUID();
+    const requestId = headerValue(req, "x-request-id") || newUuid();
     res.setHeader("x-request-id", requestId);
     const path = (req.url ?? "/").split("?", 1)[0] ?? "/";
     let trace: TraceContext | undefined;

@@ -1,5 +1,5 @@
-import { randomUUID } from "node:crypto";
 import type { TenantConfig } from "../../lib/config/types.js";
+import { newUuid } from "../../lib/ids.js";
 import {
   allSubjects,
   type Clock,
@@ -146,7 +146,7 @@ export function createMemoryLimiter(opts: {
 
     async admit(tenant: string, keyHash: string, estimate: Estimate): Promise<Reservation> {
       const now = clock();
-      const id = randomUUID();
+      const id = newUuid();
       const subjects = subjectsFor(tenants, tenant, keyHash);
       if (subjects.length === 0) return uncounted(id, tenant, keyHash, now, estimate);
 

@@ -1,7 +1,8 @@
-import { createHash, randomUUID } from "node:crypto";
+import { createHash } from "node:crypto";
 import type { Counter } from "prom-client";
 import type { TenantConfig } from "../../lib/config/types.js";
 import { Failure } from "../../lib/errors.js";
+import { newUuid } from "../../lib/ids.js";
 import type { Logger } from "../../lib/logger.js";
 import {
   allSubjects,
@@ -168,7 +169,7 @@ export async function createRedisLimiter(opts: RedisLimiterOptions): Promise<Lim
 
   async function admit(tenant: string, keyHash: string, estimate: Estimate): Promise<Reservation> {
     const now = clock();
-    const id = randomUUID();
+    const id = newUuid();
     const subjects = subjectsFor(tenants, tenant, keyHash);
     if (subjects.length === 0 || closed) return uncounted(id, tenant, keyHash, now, estimate);
     const tokens = Math.max(0, Math.ceil(estimate.tokens));

@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import {
   type ChatChunk,
   type ChatCompletion,
@@ -11,6 +10,7 @@ import {
   type Usage,
 } from "../../../gen/switchyard/chat/v1/chat_pb.js";
 import type { Failure } from "../../lib/errors.js";
+import { newUuid } from "../../lib/ids.js";
 import type {
   OpenAIChatChunk,
   OpenAIChatCompletion,
@@ -181,7 +181,7 @@ export class ChunkRenderer {
   #envelope(start: ChatStart | undefined): string {
     if (this.#prefix !== undefined) return this.#prefix;
     // A stream should open with `start`; if it did not, still give the client a usable envelope.
-    const id = start?.id || `chatcmpl-${randomUUID()}`;
+    const id = start?.id || `chatcmpl-${newUuid()}`;
     const created = start !== undefined ? Number(start.created) : Math.floor(Date.now() / 1000);
     let prefix = `data: {"id":${JSON.stringify(id)},"object":"chat.completion.chunk","created":${created},"model":${JSON.stringify(start?.upstreamModel ?? "")}`;
     if (start?.systemFingerprint !== undefined) {
