@@ -8,7 +8,7 @@ import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
 import type { OpenAIChatChunk, OpenAIChatCompletion } from "../../../lib/wire/openai.js";
 import type { ChatCall, EmbedCall, Provider } from "../provider.js";
-import { parseSseBatches } from "../sse.js";
+import { SseParser } from "../sse.js";
 import {
   createUpstreamHttp,
   drainBody,
@@ -119,55 +119,13 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions)
     return fromOpenAICompletion(parsed as unknown as OpenAIChatCompletion, name);
   }
 
-  async function* readStream(
-    response: UpstreamResponse,
-    signal: AbortSignal,
-    outcome: { done: boolean },
-  ): AsyncGenerator<ChatChunk> {
-    const translator = createOpenAIStreamTranslator(name);
-    // Leaving the loop must not destroy the body: after [DONE] it is drained instead, so the
-    // connection goes back to the pool (see `chat`).
-    const body = {
-      [Symbol.asyncIterator]: () => response.body.iterator({ destroyOnReturn: false }),
-    };
-    try {
-      read: for await (const events of parseSseBatches(body)) {
-        for (const event of events) {
-          if (event.data === "[DONE]") {
-            outcome.done = true;
-            break read;
-          }
-          const parsed = parseStreamEvent(name, secrets, event.data);
-          if (parsed.error !== undefined && parsed.error !== null) {
-            const detail = errorDetailFromJson(parsed);
-            throw upstreamFailure(
-              `stream from provider ${name} failed: ${detail?.message ?? "unknown error"}`,
-              undefined,
-              detail?.code,
-            );
-          }
-          const chunk = translator.push(parsed as unknown as OpenAIChatChunk);
-          if (chunk !== undefined) yield chunk;
-        }
-      }
-    } catch (err) {
-      if (err instanceof Failure) throw err;
-      if (signal.aborted) throw failureFromError(name, err, signal);
-      throw upstreamFailure(`stream from provider ${name} ended early: ${errorCode(err)}`, err);
-    }
-    // Without [DONE] the answer may be cut short; it must not pass for a complete one.
-    if (!outcome.done) throw upstreamFailure(`stream from provider ${name} ended early`);
-    const last = translator.end();
-    if (last !== undefined) yield last;
-  }
-
   async function* chat(call: ChatCall): AsyncGenerator<ChatChunk> {
     const body = toOpenAIRequest(call.params, call.model, requestOptions);
     const response = await post("chat", routes.chat(call.model), body, call.signal, {
       model: call.model,
       headers: traceHeaders(call.context),
     });
-    const outcome = { done: false };
+    let done = false;
     try {
       // A server that ignores `stream: true` answers with one JSON body; that is still an answer.
       const contentType = String(response.headers["content-type"] ?? "");
@@ -175,9 +133,37 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions)
         yield await readCompletion(response, call.signal);
         return;
       }
-      yield* readStream(response, call.signal, outcome);
+      // Reading, parsing and translating happen in this one generator: an open stream holds
+      // every suspended generator's frame for as long as it lasts.
+      const translator = createOpenAIStreamTranslator(name);
+      const parser = new SseParser();
+      // Leaving the loop must not destroy the body: after [DONE] it is drained instead, so the
+      // connection goes back to the pool (see below).
+      const chunks = {
+        [Symbol.asyncIterator]: () => response.body.iterator({ destroyOnReturn: false }),
+      };
+      try {
+        read: for await (const bytes of chunks) {
+          for (const event of parser.push(bytes as Uint8Array)) {
+            if (event.data === "[DONE]") {
+              done = true;
+              break read;
+            }
+            const chunk = translate(translator, event.data);
+            if (chunk !== undefined) yield chunk;
+          }
+        }
+      } catch (err) {
+        if (err instanceof Failure) throw err;
+        if (call.signal.aborted) throw failureFromError(name, err, call.signal);
+        throw upstreamFailure(`stream from provider ${name} ended early: ${errorCode(err)}`, err);
+      }
+      // Without [DONE] the answer may be cut short; it must not pass for a complete one.
+      if (!done) throw upstreamFailure(`stream from provider ${name} ended early`);
+      const last = translator.end();
+      if (last !== undefined) yield last;
     } finally {
-      if (outcome.done) {
+      if (done) {
         // The end of the HTTP body may trail [DONE] by a packet; reading it keeps the
         // connection alive for the next request, where destroying would close it.
         drainBody(response.body, DRAIN_LIMIT_BYTES, DRAIN_AFTER_DONE_MS);
@@ -187,6 +173,23 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions)
         response.body.on("error", () => {}).destroy();
       }
     }
+  }
+
+  /** One stream event's chunk, if it makes one; an error event is the upstream's failure. */
+  function translate(
+    translator: ReturnType<typeof createOpenAIStreamTranslator>,
+    data: string,
+  ): ChatChunk | undefined {
+    const parsed = parseStreamEvent(name, secrets, data);
+    if (parsed.error !== undefined && parsed.error !== null) {
+      const detail = errorDetailFromJson(parsed);
+      throw upstreamFailure(
+        `stream from provider ${name} failed: ${detail?.message ?? "unknown error"}`,
+        undefined,
+        detail?.code,
+      );
+    }
+    return translator.push(parsed as unknown as OpenAIChatChunk);
   }
 
   async function embed(call: EmbedCall): Promise<EmbedResult> {
