@@ -32,46 +32,55 @@ export function createRestHandler(deps: RestDeps) {
 
   return async function handle(req: Req, res: Res): Promise<void> {
     const requestId = headerValue(req, "x-request-id") || newUuid();
-    res.setHeader("x-request-id", requestId);
+    // Headers every answer carries, handed to writeHead with the rest: res.setHeader would give
+    // the response a header table of its own (~0.8 KB), kept for as long as a stream is open.
+    const base: Record<string, string> = { "x-request-id": requestId };
     const path = (req.url ?? "/").split("?", 1)[0] ?? "/";
     let trace: TraceContext | undefined;
     try {
-      if (path === "/healthz" && req.method === "GET") return sendJson(res, 200, { status: "ok" });
+      if (path === "/healthz" && req.method === "GET") {
+        return sendJson(res, 200, { status: "ok" }, base);
+      }
       if (path === "/readyz" && req.method === "GET") {
         const ok = await deps.ready();
-        return sendJson(res, ok ? 200 : 503, { status: ok ? "ready" : "not ready" });
+        return sendJson(res, ok ? 200 : 503, { status: ok ? "ready" : "not ready" }, base);
       }
       if (path === "/metrics" && req.method === "GET") {
         const m = await deps.renderMetrics();
-        res.writeHead(200, { "content-type": m.contentType });
+        res.writeHead(200, { ...base, "content-type": m.contentType });
         res.end(m.body);
         return;
       }
       // The ingress's span of the caller's trace (or of a new one); answered on every response.
       trace = childSpan(parseTraceparent(headerValue(req, "traceparent")));
-      res.setHeader("traceparent", formatTraceparent(trace));
+      base.traceparent = formatTraceparent(trace);
       if (path === "/v1/chat/completions" || path === "/chat/completions") {
         if (req.method !== "POST") throw methodNotAllowed(req.method, "POST");
-        return await chat(openAICodec, req, res, requestId, trace);
+        return await chat(openAICodec, req, res, requestId, trace, base);
       }
       if (path === "/v1/messages") {
         if (req.method !== "POST") throw methodNotAllowed(req.method, "POST");
-        return await chat(anthropicCodec, req, res, requestId, trace);
+        return await chat(anthropicCodec, req, res, requestId, trace, base);
       }
       if (path === "/v1/embeddings" || path === "/embeddings") {
         if (req.method !== "POST") throw methodNotAllowed(req.method, "POST");
-        return await embeddings(req, res, requestId, trace);
+        return await embeddings(req, res, requestId, trace, base);
       }
       if (path === "/v1/models" || path === "/models") {
         if (req.method !== "GET") throw methodNotAllowed(req.method, "GET");
         const caller = callerOf(req);
-        return sendJson(res, 200, renderModelList(visibleModels(deps.config, caller), created));
+        return sendJson(
+          res,
+          200,
+          renderModelList(visibleModels(deps.config, caller), created),
+          base,
+        );
       }
       if (path === "/admin/usage") {
         if (req.method !== "GET") throw methodNotAllowed(req.method, "GET");
         const key = presentedKey(headerValue(req, "authorization"), headerValue(req, "x-api-key"));
         const query = new URLSearchParams((req.url ?? "").split("?", 2)[1] ?? "");
-        return sendJson(res, 200, await adminUsage(deps, key, query));
+        return sendJson(res, 200, await adminUsage(deps, key, query), base);
       }
       throw new Failure({
         status: 404,
@@ -96,7 +105,7 @@ export function createRestHandler(deps: RestDeps) {
         );
       }
       const codec = path === "/v1/messages" ? anthropicCodec : openAICodec;
-      sendError(res, f, codec, requestId, deps.clock());
+      sendError(res, f, codec, requestId, deps.clock(), base);
     }
   };
 
@@ -115,6 +124,7 @@ export function createRestHandler(deps: RestDeps) {
     res: Res,
     requestId: string,
     trace: TraceContext,
+    base: Record<string, string>,
   ): Promise<void> {
     const caller = callerOf(req);
     const params = codec.parse(parseJson(await readBody(req, deps.config.server.max_body_bytes)));
@@ -138,7 +148,7 @@ export function createRestHandler(deps: RestDeps) {
     const onClose = () => {
       if (!res.writableFinished) abort.abort();
     };
-    res.once("close", onClose);
+    res.on("close", onClose);
     let first: Awaited<ReturnType<ChatExchange["open"]>>;
     try {
       first = await exchange.open(abort.signal);
@@ -147,7 +157,9 @@ export function createRestHandler(deps: RestDeps) {
       exchange.finish(abort.signal.aborted ? 499 : f.status, { error: f });
       throw new RoutedFailure(f);
     }
-    if (params.stream) return streamAnswer(codec, res, exchange, first, abort.signal, requestId);
+    if (params.stream) {
+      return streamAnswer(codec, res, exchange, first, abort.signal, requestId, base);
+    }
 
     const builder = new CompletionBuilder();
     builder.add(first);
@@ -167,6 +179,7 @@ export function createRestHandler(deps: RestDeps) {
       throw new RoutedFailure(f);
     }
     res.writeHead(200, {
+      ...base,
       "content-type": "application/json",
       "content-length": String(Buffer.byteLength(body)),
       ...exchange.routeHeaders(),
@@ -180,6 +193,7 @@ export function createRestHandler(deps: RestDeps) {
     res: Res,
     requestId: string,
     trace: TraceContext,
+    base: Record<string, string>,
   ): Promise<void> {
     const caller = callerOf(req);
     const body = parseJson(await readBody(req, deps.config.server.max_body_bytes));
@@ -205,6 +219,7 @@ export function createRestHandler(deps: RestDeps) {
     }
     const { result, headers } = answer;
     sendJson(res, 200, renderEmbeddings(result, encoding), {
+      ...base,
       ...headers,
       "x-switchyard-provider": result.provider,
       "x-switchyard-model": result.upstreamModel,
@@ -219,9 +234,11 @@ export function createRestHandler(deps: RestDeps) {
     first: NonNullable<Awaited<ReturnType<ChatExchange["next"]>>>,
     signal: AbortSignal,
     requestId: string,
+    base: Record<string, string>,
   ): Promise<void> {
     const framer = codec.framer(exchange.params, requestId);
     res.writeHead(200, {
+      ...base,
       "content-type": "text/event-stream; charset=utf-8",
       "cache-control": "no-cache",
       ...exchange.routeHeaders(),
@@ -284,7 +301,14 @@ function toFailure(err: unknown, deps: IngressDeps): Failure {
   return new Failure({ status: 500, kind: "upstream_error", message: "internal gateway error" });
 }
 
-function sendError(res: Res, f: Failure, codec: ChatCodec, requestId: string, now: number): void {
+function sendError(
+  res: Res,
+  f: Failure,
+  codec: ChatCodec,
+  requestId: string,
+  now: number,
+  base: Record<string, string>,
+): void {
   if (res.headersSent) {
     res.end();
     return;
@@ -294,7 +318,7 @@ function sendError(res: Res, f: Failure, codec: ChatCodec, requestId: string, no
   // An HTTP/1.1 body we stopped reading cannot be skipped on a kept-alive connection.
   if (f.status === 413 && !(res instanceof http2.Http2ServerResponse))
     e.headers.connection = "close";
-  sendJson(res, e.status, e.body, e.headers);
+  sendJson(res, e.status, e.body, { ...base, ...e.headers });
 }
 
 function sendJson(
