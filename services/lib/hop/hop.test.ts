@@ -357,7 +357,7 @@ async function until(check: () => boolean, ms = 2000): Promise<void> {
 
 // An open stream holds its handler's context for as long as it lasts; V8 keeps an object
 // literal with getters in dictionary mode, ~0.8 KB each.
-it("hands handlers a context V8 keeps in fast mode", async () => {
+it("hands handlers a context, and callers a response, V8 keeps in fast mode", async () => {
   setFlagsFromString("--allow-natives-syntax");
   const hasFastProperties = new Function("o", "return %HasFastProperties(o)") as (
     o: unknown,
@@ -369,4 +369,19 @@ it("hands handlers a context V8 keeps in fast mode", async () => {
   expect(ctx?.requestHeader.get("x-test")).toBeNull();
   expect(ctx?.timeoutMs()).toBeUndefined();
   expect(hasFastProperties(ctx)).toBe(true);
+  // The client's response, which connect's client holds while the stream is open, too.
+  const res = await hop(url).stream(
+    ConnectorService.method.chat,
+    undefined,
+    undefined,
+    undefined,
+    (async function* () {
+      yield chatRequest("words:2");
+    })(),
+  );
+  expect(hasFastProperties(res)).toBe(true);
+  const got: string[] = [];
+  for await (const m of res.message) got.push(m.chunk?.choices[0]?.content ?? "");
+  expect(got).toEqual(["w0 ", "w1 "]);
+  expect(res.trailer.get("x-words")).toBe("2");
 });
