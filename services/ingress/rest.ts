@@ -243,6 +243,14 @@ export function createRestHandler(deps: RestDeps) {
       "cache-control": "no-cache",
       ...exchange.routeHeaders(),
     });
+    if (!(res instanceof http2.Http2ServerResponse)) {
+      // Node builds the head from ~40 concatenated strings and keeps it on the response for as
+      // long as it is open (~1 KB per held stream); a head written out on its own is flattened
+      // in place. Corked until the next tick, so it still leaves with the first frame.
+      res.cork();
+      res.flushHeaders();
+      process.nextTick(uncork, res);
+    }
     try {
       let chunk: typeof first | undefined = first;
       while (chunk) {
@@ -263,6 +271,10 @@ export function createRestHandler(deps: RestDeps) {
       exchange.finish(f.status, { error: f, truncated: true });
     }
   }
+}
+
+function uncork(res: http.ServerResponse): void {
+  res.uncork();
 }
 
 function write(res: Res, text: string): boolean {
