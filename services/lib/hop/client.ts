@@ -269,7 +269,8 @@ class SessionPool {
  */
 class Call {
   responseHeaders: http2.IncomingHttpHeaders = {};
-  trailer = new Headers();
+  /** The end-of-stream metadata; an empty Headers (~0.4 KB) is made only when someone asks. */
+  private trailers: Headers | undefined;
   private stream: http2.ClientHttp2Stream | undefined;
   private session: PooledSession | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -287,6 +288,11 @@ class Call {
     private readonly header: HeaderInit | undefined,
     private readonly timeoutMs: number | undefined,
   ) {}
+
+  get trailer(): Headers {
+    this.trailers ??= new Headers();
+    return this.trailers;
+  }
 
   private start(body: Buffer, signal: AbortSignal | undefined): http2.ClientHttp2Stream {
     if (signal?.aborted) throw abortError(signal);
@@ -494,7 +500,7 @@ class Call {
                 }
                 throw end.error;
               }
-              this.trailer = end.metadata;
+              this.trailers = end.metadata;
               continue;
             }
             queue.push(fromBinary(output, e.data));
