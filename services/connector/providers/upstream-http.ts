@@ -139,7 +139,9 @@ export function createUpstreamHttp(options: UpstreamHttpOptions): UpstreamHttp {
         path: `${basePath}${path}${base.search}`,
         method,
         headers,
-        body: body ?? null,
+        // As bytes: undici keeps the body it was given for the whole exchange (minutes, for a
+        // held stream), and a string it would keep twice, as given and as the Buffer it sends.
+        body: body === undefined ? null : Buffer.from(body),
         signal,
       });
     } catch (err) {
