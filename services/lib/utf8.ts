@@ -1,7 +1,7 @@
 // Protobuf-ES turns every string field into UTF-8 bytes through the text encoding it is
 // configured with (by default the WHATWG TextEncoder). On Node 20, TextEncoder.encode crosses
 // into C++ and allocates a fresh ArrayBuffer per call: ~0.7 µs for a 10-byte string, about 40%
-// of encoding a connector request (24 µs for 196 bytes, bench/README.md "Protobuf strings").
+// of encoding a connector request (bench/README.md, "Allocation, per-stream memory and idle RSS").
 // The fabric's strings are mostly short ASCII (model names, ids, trace parents), which a plain
 // loop copies in ~0.1 µs; anything longer or non-ASCII goes to Buffer.from, which writes into
 // Node's pooled memory. Both give exactly TextEncoder's bytes, lone surrogates included (U+FFFD).
