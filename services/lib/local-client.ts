@@ -12,11 +12,10 @@ import {
   type Client,
   Code,
   ConnectError,
-  type ContextValues,
-  createContextValues,
   type HandlerContext,
   type ServiceImpl,
 } from "@connectrpc/connect";
+import { LazyHandlerContext } from "./handler-context.js";
 
 /** What Headers accepts (the DOM `HeadersInit`, which this project's lib settings do not declare). */
 type HeaderInit = ConstructorParameters<typeof Headers>[0];
@@ -150,21 +149,17 @@ const CALL_ENDED = new ConnectError("call ended", Code.Canceled);
  * keeps such a literal in dictionary mode (~0.8 KB each), and with its closures it came to
  * ~1.3 KB per call, held as long as a stream is open — twice per stream in one process.
  */
-class LocalCall implements HandlerContext {
+class LocalCall extends LazyHandlerContext implements HandlerContext {
   readonly signal: AbortSignal;
   readonly requestMethod = "POST";
   readonly protocolName = "in-process";
   readonly url: string;
   private readonly controller = new AbortController();
-  private readonly deadline: number | undefined;
   private readonly timer: NodeJS.Timeout | undefined;
   private readonly callerSignal: AbortSignal | undefined;
   private readonly header: HeaderInit | undefined;
-  private contextValues: ContextValues | undefined;
-  // Headers are built only when someone looks at them: most calls never do.
+  // Built only when someone looks at it: most calls never do.
   private requestHeaders: Headers | undefined;
-  private responseHeaders: Headers | undefined;
-  private responseTrailers: Headers | undefined;
   /** Rejects what the caller awaits when the call is aborted (see untilAborted). */
   private interrupt: ((reason: unknown) => void) | undefined;
 
@@ -173,6 +168,7 @@ class LocalCall implements HandlerContext {
     readonly method: HandlerContext["method"],
     options: CallOptions | undefined,
   ) {
+    super();
     this.url = urlOf(service, method);
     this.signal = this.controller.signal;
     const timeoutMs = options?.timeoutMs;
@@ -202,28 +198,9 @@ class LocalCall implements HandlerContext {
     );
   }
 
-  timeoutMs(): number | undefined {
-    return this.deadline === undefined ? undefined : this.deadline - Date.now();
-  }
-
-  get values(): ContextValues {
-    this.contextValues ??= createContextValues();
-    return this.contextValues;
-  }
-
   get requestHeader(): Headers {
     this.requestHeaders ??= new Headers(this.header);
     return this.requestHeaders;
-  }
-
-  get responseHeader(): Headers {
-    this.responseHeaders ??= new Headers();
-    return this.responseHeaders;
-  }
-
-  get responseTrailer(): Headers {
-    this.responseTrailers ??= new Headers();
-    return this.responseTrailers;
   }
 
   /**
