@@ -1,6 +1,5 @@
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
 import { describe, expect, it } from "vitest";
+import { heapKeptEach } from "../../test/helpers/heap.js";
 import { newUuid } from "./ids.js";
 
 describe("newUuid", () => {
@@ -11,17 +10,10 @@ describe("newUuid", () => {
   });
 
   // A held stream keeps its ids for as long as it lasts.
-  it("keeps little heap per id held", () => {
-    setFlagsFromString("--expose-gc");
-    const gc = runInNewContext("gc") as () => void;
-    const ids = new Array<string>(5000);
-    gc();
-    const before = process.memoryUsage().heapUsed;
-    for (let i = 0; i < ids.length; i++) ids[i] = newUuid();
-    gc();
-    const perId = (process.memoryUsage().heapUsed - before) / ids.length;
-    expect(ids.at(-1)).toHaveLength(36);
+  it("keeps little heap per id held", async () => {
+    const { bytesEach, kept } = await heapKeptEach(5000, () => newUuid());
+    expect(kept.at(-1)).toHaveLength(36);
     // crypto.randomUUID()'s own result: ~480 bytes; flat: ~56.
-    expect(perId).toBeLessThan(200);
+    expect(bytesEach).toBeLessThan(200);
   });
 });

@@ -1,5 +1,3 @@
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
@@ -9,6 +7,7 @@ import {
   EmbedResultSchema,
 } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import { type ChatRequest, RouterService } from "../../gen/switchyard/router/v1/router_pb.js";
+import { heapKeptEach } from "../../test/helpers/heap.js";
 import { createLocalClient } from "./local-client.js";
 
 // The in-process client keeps the meaning of the Connect seam: messages, errors, deadlines,
@@ -159,24 +158,18 @@ describe("createLocalClient", () => {
   // An open stream holds its call for as long as it lasts (minutes for a slow answer), once per
   // in-process hop: what a call keeps is memory per open stream.
   it("keeps little per open call", async () => {
-    setFlagsFromString("--expose-gc");
-    const gc = runInNewContext("gc") as () => void;
-    const calls = 2000;
     const ac = new AbortController();
     const client = service(async function* (_req, ctx) {
       yield { chunk: chunk("first") };
       await new Promise((r) => ctx.signal.addEventListener("abort", r));
     });
     const open: Array<Promise<unknown>> = [];
-    gc();
-    const before = process.memoryUsage().heapUsed;
-    for (let i = 0; i < calls; i++) {
+    const { bytesEach: perCall } = await heapKeptEach(2000, async () => {
       const it = client.chat({}, { signal: ac.signal, timeoutMs: 60_000 })[Symbol.asyncIterator]();
       await it.next();
       open.push(it.next().catch(() => {}));
-    }
-    gc();
-    const perCall = (process.memoryUsage().heapUsed - before) / calls;
+      return it;
+    });
     ac.abort();
     await Promise.all(open);
     // Handler, consumer and call together: ~3.8 KB; 5.3 KB with the context as an object

@@ -1,8 +1,7 @@
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { RequestContextSchema } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import { heapKeptEach } from "../../test/helpers/heap.js";
 import { childSpan, formatTraceparent, nextHop, parseTraceparent, traceIdOf } from "./trace.js";
 
 const TRACE = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -80,17 +79,12 @@ describe("nextHop", () => {
 
 describe("formatTraceparent", () => {
   // Every hop's context keeps its traceparent for as long as a stream is open.
-  it("keeps little heap per traceparent held", () => {
-    setFlagsFromString("--expose-gc");
-    const gc = runInNewContext("gc") as () => void;
-    const held = new Array<string>(5000);
-    gc();
-    const before = process.memoryUsage().heapUsed;
-    for (let i = 0; i < held.length; i++) held[i] = formatTraceparent(childSpan(undefined));
-    gc();
-    const perId = (process.memoryUsage().heapUsed - before) / held.length;
-    expect(held.at(-1)).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+  it("keeps little heap per traceparent held", async () => {
+    const { bytesEach, kept } = await heapKeptEach(5000, () =>
+      formatTraceparent(childSpan(undefined)),
+    );
+    expect(kept.at(-1)).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
     // As a template literal: ~265 bytes (a rope of five pieces, which keeps the ids); flat: <100.
-    expect(perId).toBeLessThan(150);
+    expect(bytesEach).toBeLessThan(150);
   });
 });

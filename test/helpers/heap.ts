@@ -1,0 +1,21 @@
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+
+/**
+ * The JS heap each of `count` values made by `make` keeps: heapUsed after a full GC, before and
+ * after making them, divided by `count`. The values are returned, so they are alive at the second
+ * GC (and the caller may release them afterwards). For "what does an open stream keep" tests.
+ */
+export async function heapKeptEach<T>(
+  count: number,
+  make: (i: number) => T | Promise<T>,
+): Promise<{ bytesEach: number; kept: T[] }> {
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  const kept: T[] = [];
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  for (let i = 0; i < count; i++) kept.push(await make(i));
+  gc();
+  return { bytesEach: (process.memoryUsage().heapUsed - before) / count, kept };
+}
