@@ -183,8 +183,10 @@ class ServerCall {
         timeout.timeoutMs,
       );
     }
+    // Every response closes, most after the handler is done: the error (a stack trace to
+    // capture) is made only for a call the client really left.
     res.once("close", () => {
-      if (!this.controller.signal.aborted) this.stop(clientCancelled());
+      if (!this.ended && !this.controller.signal.aborted) this.stop(clientCancelled());
     });
     this.ctx = new CallContext(route, this.controller.signal, req, deadline);
   }
