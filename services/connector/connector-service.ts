@@ -113,15 +113,16 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
     if (deps.load) deps.load.inflight++;
     try {
       const provider = providerFor(target.provider);
+      // A caller that holds the whole answer gets the chunks after the first merged (hold_ms).
+      const holdMs = req.holdMs;
       const chunks = provider.chat({
         provider: target.provider,
         model: target.model,
         params,
         context,
         signal: ctx.signal,
+        merge: holdMs > 0,
       });
-      // A caller that holds the whole answer gets the chunks after the first merged (hold_ms).
-      const holdMs = req.holdMs;
       let held: CompletionBuilder | undefined;
       let sentAt = 0;
       for await (const chunk of chunks) {

@@ -5,6 +5,7 @@ import type {
   EmbedResult,
   RequestContext,
 } from "../../../gen/switchyard/chat/v1/chat_pb.js";
+import { CompletionBuilder } from "../../lib/chat/aggregate.js";
 import type { ProviderConfig } from "../../lib/config/types.js";
 
 /** One attempt of one chat request against one upstream model. */
@@ -17,6 +18,11 @@ export interface ChatCall {
   context: RequestContext;
   /** Aborted when the client goes away or a deadline passes; must cancel the upstream request. */
   signal: AbortSignal;
+  /**
+   * The caller merges the answer's chunks (a client that is not streaming): after the first,
+   * an adapter may yield the chunks one network read brings as one (see ReadBatch).
+   */
+  merge?: boolean;
 }
 
 /** One embeddings attempt against one upstream model. */
@@ -52,3 +58,34 @@ export interface Provider {
 }
 
 export type ProviderFactory = (name: string, config: ProviderConfig) => Provider;
+
+/**
+ * The chunks of one network read, merged into one for a caller that merges them anyway
+ * (`ChatCall.merge`). A held answer then costs one generator step and one message through the
+ * connector per read instead of one per upstream event. The first chunk always goes alone, so the
+ * router's first-token clock reads the upstream's time, not the end of the read.
+ */
+export class ReadBatch {
+  private builder: CompletionBuilder | undefined;
+  private first = true;
+
+  constructor(private readonly merge: boolean) {}
+
+  /** The chunk to yield now, or undefined when it is kept for the end of the read. */
+  add(chunk: ChatChunk): ChatChunk | undefined {
+    if (!this.merge || this.first) {
+      this.first = false;
+      return chunk;
+    }
+    this.builder ??= new CompletionBuilder();
+    this.builder.add(chunk);
+    return undefined;
+  }
+
+  /** At the end of a read (and of the answer): what was kept, as one chunk. */
+  take(): ChatChunk | undefined {
+    const kept = this.builder;
+    this.builder = undefined;
+    return kept?.chunk();
+  }
+}

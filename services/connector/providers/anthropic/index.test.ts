@@ -17,7 +17,7 @@ import { aggregate } from "../../../lib/chat/aggregate.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
 import type { ChatCall, Provider } from "../provider.js";
-import { readJsonFixture } from "./fixtures/fixtures.js";
+import { readFixture, readJsonFixture } from "./fixtures/fixtures.js";
 import { createAnthropicProvider } from "./index.js";
 
 const KEY = "sk-ant-local-test-key-0123456789";
@@ -114,6 +114,26 @@ async function within(promise: Promise<unknown>, limit: number): Promise<void> {
 }
 
 describe("anthropic provider over HTTP", () => {
+  it("merges what one network read brings when the caller merges anyway", async () => {
+    // The recorded stream in two network reads, split before its second text delta.
+    const sse = readFixture("stream-text.sse");
+    const cut = sse.lastIndexOf("event: content_block_delta");
+    const reads = [sse.slice(0, cut), sse.slice(cut)];
+    upstream.setBehavior({ kind: "raw", chunks: reads, chunkDelayMs: 30 });
+    const plain = await collect(provider().chat(call(true)));
+    upstream.setBehavior({ kind: "raw", chunks: reads, chunkDelayMs: 30 });
+    const merged = await collect(provider().chat({ ...call(true), merge: true }));
+
+    // At most the first chunk alone, then one per read; the same answer either way.
+    expect(merged.length).toBeLessThanOrEqual(3);
+    expect(merged.length).toBeLessThan(plain.length);
+    expect(merged[0]?.start).toEqual(plain[0]?.start);
+    expect(aggregate(merged)).toEqual(aggregate(plain));
+    expect(aggregate(merged).choices[0]?.message?.content).toEqual([
+      expect.objectContaining({ part: { case: "text", value: "Hello!" } }),
+    ]);
+  });
+
   it("streams an answer and sends the request the way Anthropic expects", async () => {
     upstream.setBehavior({ kind: "answer", text: "Hello there, friend!", chunks: 4 });
     const p = provider({ headers: { "Anthropic-Beta": "some-feature-2025-01-01" } });

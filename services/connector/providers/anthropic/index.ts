@@ -4,7 +4,7 @@
 import type { ChatChunk } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
-import type { ChatCall, Provider } from "../provider.js";
+import { type ChatCall, type Provider, ReadBatch } from "../provider.js";
 import { parseSseBatches } from "../sse.js";
 import {
   createUpstreamHttp,
@@ -110,6 +110,7 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
     response: UpstreamResponse,
     signal: AbortSignal,
     translator: AnthropicStreamTranslator,
+    batch: ReadBatch,
   ): AsyncGenerator<ChatChunk> {
     // Leaving the loop must not destroy the body: after message_stop it is drained instead, so
     // the connection goes back to the pool (see `chat`).
@@ -123,9 +124,12 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
           // Anthropic repeats the event name as `type` in the data; the name wins if they differ.
           if (event.event !== undefined && event.event !== "message") parsed.type = event.event;
           const chunk = translator.push(parsed);
-          if (chunk !== undefined) yield chunk;
+          const now = chunk && batch.add(chunk);
+          if (now !== undefined) yield now;
           if (translator.done) break read;
         }
+        const kept = batch.take();
+        if (kept !== undefined) yield kept;
       }
     } catch (err) {
       if (err instanceof Failure) throw err;
@@ -134,6 +138,8 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
     }
     // Without message_stop the answer may be cut short; it must not pass for a complete one.
     if (!translator.done) throw upstreamFailure(`stream from provider ${name} ended early`);
+    const kept = batch.take();
+    if (kept !== undefined) yield kept;
   }
 
   async function* chat(call: ChatCall): AsyncGenerator<ChatChunk> {
@@ -146,7 +152,7 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
         yield await readMessage(response, call.signal, jsonTool);
         return;
       }
-      yield* readStream(response, call.signal, translator);
+      yield* readStream(response, call.signal, translator, new ReadBatch(call.merge === true));
     } finally {
       if (translator.done) {
         // The end of the HTTP body may trail message_stop by a packet; reading it keeps the

@@ -7,7 +7,7 @@ import type { ChatChunk, EmbedResult } from "../../../../gen/switchyard/chat/v1/
 import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
 import type { OpenAIChatChunk, OpenAIChatCompletion } from "../../../lib/wire/openai.js";
-import type { ChatCall, EmbedCall, Provider } from "../provider.js";
+import { type ChatCall, type EmbedCall, type Provider, ReadBatch } from "../provider.js";
 import { SseParser } from "../sse.js";
 import {
   createUpstreamHttp,
@@ -142,6 +142,7 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions)
       const chunks = {
         [Symbol.asyncIterator]: () => response.body.iterator({ destroyOnReturn: false }),
       };
+      const batch = new ReadBatch(call.merge === true);
       try {
         read: for await (const bytes of chunks) {
           for (const event of parser.push(bytes as Uint8Array)) {
@@ -150,8 +151,11 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions)
               break read;
             }
             const chunk = translate(translator, event.data);
-            if (chunk !== undefined) yield chunk;
+            const now = chunk && batch.add(chunk);
+            if (now !== undefined) yield now;
           }
+          const kept = batch.take();
+          if (kept !== undefined) yield kept;
         }
       } catch (err) {
         if (err instanceof Failure) throw err;
@@ -160,6 +164,8 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions)
       }
       // Without [DONE] the answer may be cut short; it must not pass for a complete one.
       if (!done) throw upstreamFailure(`stream from provider ${name} ended early`);
+      const kept = batch.take();
+      if (kept !== undefined) yield kept;
       const last = translator.end();
       if (last !== undefined) yield last;
     } finally {

@@ -155,6 +155,41 @@ describe("openai provider over HTTP", () => {
     expect(upstream.requests[0]?.body).not.toHaveProperty("stream");
   });
 
+  it("merges what one network read brings when the caller merges anyway", async () => {
+    const event = (delta: object, finish: string | null = null, usage?: object) =>
+      `data: ${JSON.stringify({
+        id: "chatcmpl-read",
+        object: "chat.completion.chunk",
+        created: 1_700_000_000,
+        model: "upstream-model",
+        choices: usage ? [] : [{ index: 0, delta, finish_reason: finish }],
+        ...(usage && { usage }),
+      })}\n\n`;
+    // Two network reads: the role chunk and two words, then the rest of the answer.
+    const reads = [
+      event({ role: "assistant", content: "" }) + event({ content: "Hel" }) + event({ content: "lo" }),
+      event({ content: ", wor" }) +
+        event({ content: "ld" }) +
+        event({}, "stop") +
+        event({}, null, { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 }) +
+        "data: [DONE]\n\n",
+    ];
+    upstream.setBehavior({ kind: "raw", chunks: reads, chunkDelayMs: 30 });
+    const plain = await collect(provider().chat(call(true)));
+    upstream.setBehavior({ kind: "raw", chunks: reads, chunkDelayMs: 30 });
+    const merged = await collect(provider().chat({ ...call(true), merge: true }));
+
+    // The first chunk alone (the first-token clock), then one chunk per read.
+    expect(plain).toHaveLength(7);
+    expect(merged).toHaveLength(3);
+    expect(merged[0]?.start?.id).toBe("chatcmpl-read");
+    expect(merged[1]?.choices[0]?.content).toBe("Hello");
+    const [a, b] = [assemble(plain), assemble(merged)];
+    expect(b).toEqual(a);
+    expect(b).toMatchObject({ content: "Hello, world", finishReason: FinishReason.STOP });
+    expect(b.usage?.totalTokens).toBe(7);
+  });
+
   it("reassembles streamed tool-call fragments exactly", async () => {
     const weather = '{"city": "Zürich", "unit": "celsius", "days": [1, 2, 3]}';
     const time = '{"tz":"Asia/Tokyo"}';
