@@ -167,7 +167,9 @@ describe("openai provider over HTTP", () => {
       })}\n\n`;
     // Two network reads: the role chunk and two words, then the rest of the answer.
     const reads = [
-      event({ role: "assistant", content: "" }) + event({ content: "Hel" }) + event({ content: "lo" }),
+      event({ role: "assistant", content: "" }) +
+        event({ content: "Hel" }) +
+        event({ content: "lo" }),
       event({ content: ", wor" }) +
         event({ content: "ld" }) +
         event({}, "stop") +
