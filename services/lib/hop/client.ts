@@ -114,8 +114,8 @@ export function createHopTransport(options: HopTransportOptions): Transport {
       }
       const body = envelope(0, toBinary(method.input, asMessage(method.input, request)));
       const call = new Call(pool, pathOf(prefix, method), STREAM_CONTENT_TYPE, header, timeoutMs);
-      const messages = await call.serverStream(body, signal, method.output);
-      return new HopStreamResponse(method, call, messages as AsyncIterator<MessageShape<O>>);
+      await call.serverStream(body, signal, method.output);
+      return new HopStreamResponse(method, call);
     },
   };
 }
@@ -135,10 +135,9 @@ class HopStreamResponse<I extends DescMessage, O extends DescMessage>
   constructor(
     readonly method: DescMethodStreaming<I, O>,
     private readonly call: Call,
-    messages: AsyncIterator<MessageShape<O>>,
   ) {
     this.service = method.parent;
-    this.message = { [Symbol.asyncIterator]: () => messages };
+    this.message = call as unknown as AsyncIterable<MessageShape<O>>;
   }
 
   get header(): Headers {
@@ -266,6 +265,11 @@ class SessionPool {
  * One request on an HTTP/2 stream, with the semantics connect-node gives a call: a deadline
  * (sent to the server, and enforced here as DeadlineExceeded), the caller's signal (cancels the
  * stream, surfaces as Canceled with the signal's reason), errors as ConnectError.
+ *
+ * A server stream's call is also the iterator of its messages. Its state is fields and its
+ * handlers are methods (the stream's listeners are shared functions that find the call on the
+ * stream): a dozen closures and their contexts per call came to ~1 KB, held as long as the
+ * stream is open, in every process that calls another.
  */
 class Call {
   responseHeaders: http2.IncomingHttpHeaders = {};
@@ -275,11 +279,23 @@ class Call {
   private session: PooledSession | undefined;
   private timer: NodeJS.Timeout | undefined;
   private signal: AbortSignal | undefined;
-  private readonly onAbort = () => this.fail(abortError(this.signal));
   /** The call ended (successfully or not); nothing more may happen to it. */
   private settled = false;
   private failure: ConnectError | undefined;
+  /** Until a server stream's headers are in, a failure rejects what `serverStream` returned. */
+  private opening: { resolve: () => void; reject: (err: ConnectError) => void } | undefined;
   private onFailure: ((err: ConnectError) => void) | undefined;
+
+  // A server stream's messages: decoded, queued until read, and who waits for the next one.
+  private reader: EnvelopeReader | undefined;
+  private output: DescMessage | undefined;
+  private readonly queue: unknown[] = [];
+  private head = 0;
+  /** The server's end-of-stream arrived. */
+  private ended = false;
+  private waiter:
+    | { resolve: (r: IteratorResult<unknown>) => void; reject: (e: unknown) => void }
+    | undefined;
 
   constructor(
     private readonly pool: SessionPool,
@@ -324,46 +340,61 @@ class Call {
       }
     }
     this.stream = stream;
-    if (timeoutMs !== undefined) {
-      this.timer = setTimeout(
-        () => this.fail(new ConnectError("the operation timed out", Code.DeadlineExceeded)),
-        timeoutMs,
-      );
-    }
+    (stream as CallStream)[kCall] = this;
+    if (timeoutMs !== undefined) this.timer = setTimeout(timeOut, timeoutMs, this);
     if (signal) {
       this.signal = signal;
-      signal.addEventListener("abort", this.onAbort, { once: true });
+      signal.addEventListener("abort", this, { once: true });
     }
-    stream.on("error", (err: Error) => this.fail(transportError(err, this.session)));
-    stream.on("close", () => {
-      if (this.settled) return;
-      const code = this.stream?.rstCode;
-      if (code === NGHTTP2_REFUSED_STREAM) {
-        this.fail(new ConnectError("the peer refused the stream", Code.Unavailable));
-      } else if (code !== undefined && code !== NGHTTP2_NO_ERROR) {
-        this.fail(new ConnectError(`the peer reset the stream (code ${code})`, Code.Unavailable));
-      } else {
-        this.fail(transportError(this.session?.error, this.session));
-      }
-    });
+    stream.on("error", onStreamError);
+    stream.on("close", onStreamClose);
     stream.end(body);
     return stream;
   }
 
+  /** The caller's signal aborted (the call is its listener: no closure per call). */
+  handleEvent(): void {
+    this.fail(abortError(this.signal));
+  }
+
+  onStreamError(err: Error): void {
+    this.fail(transportError(err, this.session));
+  }
+
+  onStreamClose(): void {
+    if (this.settled) return;
+    const code = this.stream?.rstCode;
+    if (code === NGHTTP2_REFUSED_STREAM) {
+      this.fail(new ConnectError("the peer refused the stream", Code.Unavailable));
+    } else if (code !== undefined && code !== NGHTTP2_NO_ERROR) {
+      this.fail(new ConnectError(`the peer reset the stream (code ${code})`, Code.Unavailable));
+    } else {
+      this.fail(transportError(this.session?.error, this.session));
+    }
+  }
+
   /** Ends the call with an error: cancels the stream, and tells whoever waits. */
-  private fail(err: ConnectError): void {
+  fail(err: ConnectError): void {
     if (this.settled) return;
     this.failure = err;
     this.finish();
     if (this.stream && !this.stream.closed) this.stream.close(NGHTTP2_CANCEL);
-    this.onFailure?.(err);
+    if (this.opening) {
+      const { reject } = this.opening;
+      this.opening = undefined;
+      reject(err);
+    } else if (this.reader) {
+      this.settleWaiter();
+    } else {
+      this.onFailure?.(err);
+    }
   }
 
   private finish(): void {
     if (this.settled) return;
     this.settled = true;
     clearTimeout(this.timer);
-    this.signal?.removeEventListener("abort", this.onAbort);
+    this.signal?.removeEventListener("abort", this);
     if (this.session) this.pool.release(this.session);
   }
 
@@ -401,134 +432,157 @@ class Call {
     });
   }
 
-  /** Sends a server-streaming request; resolves once the answer's headers are in. */
-  serverStream<O extends DescMessage>(
-    body: Buffer,
-    signal: AbortSignal | undefined,
-    output: O,
-  ): Promise<AsyncIterator<MessageShape<O>>> {
+  /**
+   * Sends a server-streaming request; resolves once the answer's headers are in. The messages
+   * are then read from the call itself (an AsyncIterator).
+   */
+  serverStream(body: Buffer, signal: AbortSignal | undefined, output: DescMessage): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.onFailure = reject;
+      this.opening = { resolve, reject };
+      this.output = output;
+      this.reader = new EnvelopeReader();
       const stream = this.start(body, signal);
-      const reader = new EnvelopeReader();
-      const queue: Array<MessageShape<O>> = [];
-      let head = 0;
-      let ended = false;
-      let waiter:
-        | { resolve: (r: IteratorResult<MessageShape<O>>) => void; reject: (e: unknown) => void }
-        | undefined;
-      const settleWaiter = () => {
-        const w = waiter;
-        if (!w) return;
-        if (head < queue.length) {
-          waiter = undefined;
-          w.resolve({ done: false, value: take() });
-        } else if (this.failure) {
-          waiter = undefined;
-          w.reject(this.failure);
-        } else if (ended) {
-          waiter = undefined;
-          w.resolve({ done: true, value: undefined });
-        }
-      };
-      const take = (): MessageShape<O> => {
-        const m = queue[head] as MessageShape<O>;
-        queue[head++] = undefined as unknown as MessageShape<O>;
-        if (head === queue.length) {
-          queue.length = 0;
-          head = 0;
-        }
-        if (stream.isPaused() && queue.length - head < HIGH_WATER / 2) stream.resume();
-        return m;
-      };
-      const iterator: AsyncIterator<MessageShape<O>> = {
-        next: () => {
-          if (head < queue.length) return Promise.resolve({ done: false, value: take() });
-          if (this.failure) return Promise.reject(this.failure);
-          if (ended) return Promise.resolve({ done: true, value: undefined });
-          return new Promise((res, rej) => {
-            waiter = { resolve: res, reject: rej };
-          });
-        },
-        return: () => {
-          // A consumer that stops early cancels the call.
-          if (!this.settled)
-            this.fail(new ConnectError("the caller stopped reading", Code.Canceled));
-          return Promise.resolve({ done: true, value: undefined });
-        },
-      };
-
-      stream.on("response", (headers) => {
-        this.responseHeaders = headers;
-        const status = Number(headers[":status"]);
-        const type = String(headers["content-type"] ?? "");
-        if (status !== 200) {
-          this.fail(
-            new ConnectError(`HTTP ${status}`, codeFromHttpStatus(status), headersOf(headers)),
-          );
-          return;
-        }
-        if (type !== STREAM_CONTENT_TYPE) {
-          this.fail(new ConnectError(`unsupported content type ${type}`, Code.Internal));
-          return;
-        }
-        // From here on a failure reaches whoever reads, after the messages that came before it.
-        this.onFailure = settleWaiter;
-        resolve(iterator);
-      });
-      stream.on("data", (chunk: Buffer) => {
-        if (this.settled) return;
-        let envelopes: ReturnType<EnvelopeReader["push"]>;
-        try {
-          envelopes = reader.push(chunk);
-          for (const e of envelopes) {
-            if (ended) {
-              throw new ConnectError(
-                "protocol error: received extra message after EndStreamResponse",
-                Code.InvalidArgument,
-              );
-            }
-            if (e.flags & END_STREAM_FLAG) {
-              ended = true;
-              // The usual end, `{}`: no error, no trailers (the parser builds an error per call).
-              if (e.data.length === 2 && e.data[0] === 0x7b && e.data[1] === 0x7d) continue;
-              const end = endStreamFromJson(e.data);
-              if (end.error) {
-                for (const [k, v] of Object.entries(this.responseHeaders)) {
-                  if (!k.startsWith(":") && v !== undefined)
-                    end.error.metadata.append(k, String(v));
-                }
-                throw end.error;
-              }
-              this.trailers = end.metadata;
-              continue;
-            }
-            queue.push(fromBinary(output, e.data));
-          }
-        } catch (err) {
-          this.fail(ConnectError.from(err));
-          return;
-        }
-        if (queue.length - head >= HIGH_WATER) stream.pause();
-        settleWaiter();
-      });
-      stream.on("end", () => {
-        if (this.settled) return;
-        if (!ended) {
-          // Cut short: the peer (or its connection) went away before it could finish the call.
-          this.fail(
-            new ConnectError(
-              "the peer ended the stream before the call finished",
-              Code.Unavailable,
-            ),
-          );
-          return;
-        }
-        this.finish();
-        settleWaiter();
-      });
+      stream.on("response", onStreamResponse);
+      stream.on("data", onStreamData);
+      stream.on("end", onStreamEnd);
     });
   }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<unknown>> {
+    if (this.head < this.queue.length) return Promise.resolve({ done: false, value: this.take() });
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.ended) return Promise.resolve({ done: true, value: undefined });
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+    });
+  }
+
+  /** A consumer that stops early cancels the call. */
+  return(): Promise<IteratorResult<unknown>> {
+    if (!this.settled) this.fail(new ConnectError("the caller stopped reading", Code.Canceled));
+    return Promise.resolve({ done: true, value: undefined });
+  }
+
+  private take(): unknown {
+    const queue = this.queue;
+    const m = queue[this.head];
+    queue[this.head++] = undefined;
+    if (this.head === queue.length) {
+      queue.length = 0;
+      this.head = 0;
+    }
+    const stream = this.stream;
+    if (stream?.isPaused() && queue.length - this.head < HIGH_WATER / 2) stream.resume();
+    return m;
+  }
+
+  /** Hands whoever waits the next message, the failure, or the end, once there is one. */
+  private settleWaiter(): void {
+    const w = this.waiter;
+    if (!w) return;
+    if (this.head < this.queue.length) {
+      this.waiter = undefined;
+      w.resolve({ done: false, value: this.take() });
+    } else if (this.failure) {
+      this.waiter = undefined;
+      w.reject(this.failure);
+    } else if (this.ended) {
+      this.waiter = undefined;
+      w.resolve({ done: true, value: undefined });
+    }
+  }
+
+  onStreamResponse(headers: http2.IncomingHttpHeaders): void {
+    this.responseHeaders = headers;
+    const status = Number(headers[":status"]);
+    const type = String(headers["content-type"] ?? "");
+    if (status !== 200) {
+      this.fail(new ConnectError(`HTTP ${status}`, codeFromHttpStatus(status), headersOf(headers)));
+      return;
+    }
+    if (type !== STREAM_CONTENT_TYPE) {
+      this.fail(new ConnectError(`unsupported content type ${type}`, Code.Internal));
+      return;
+    }
+    // From here on a failure reaches whoever reads, after the messages that came before it.
+    const opening = this.opening;
+    this.opening = undefined;
+    opening?.resolve();
+  }
+
+  onStreamData(chunk: Buffer): void {
+    if (this.settled || !this.reader || !this.output) return;
+    try {
+      for (const e of this.reader.push(chunk)) {
+        if (this.ended) {
+          throw new ConnectError(
+            "protocol error: received extra message after EndStreamResponse",
+            Code.InvalidArgument,
+          );
+        }
+        if (e.flags & END_STREAM_FLAG) {
+          this.ended = true;
+          // The usual end, `{}`: no error, no trailers (the parser builds an error per call).
+          if (e.data.length === 2 && e.data[0] === 0x7b && e.data[1] === 0x7d) continue;
+          const end = endStreamFromJson(e.data);
+          if (end.error) {
+            for (const [k, v] of Object.entries(this.responseHeaders)) {
+              if (!k.startsWith(":") && v !== undefined) end.error.metadata.append(k, String(v));
+            }
+            throw end.error;
+          }
+          this.trailers = end.metadata;
+          continue;
+        }
+        this.queue.push(fromBinary(this.output, e.data));
+      }
+    } catch (err) {
+      this.fail(ConnectError.from(err));
+      return;
+    }
+    if (this.queue.length - this.head >= HIGH_WATER) this.stream?.pause();
+    this.settleWaiter();
+  }
+
+  onStreamEnd(): void {
+    if (this.settled) return;
+    if (!this.ended) {
+      // Cut short: the peer (or its connection) went away before it could finish the call.
+      this.fail(
+        new ConnectError("the peer ended the stream before the call finished", Code.Unavailable),
+      );
+      return;
+    }
+    this.finish();
+    this.settleWaiter();
+  }
+}
+
+/** A call's stream points back at the call, so its listeners can be shared functions. */
+const kCall = Symbol("hop call");
+type CallStream = http2.ClientHttp2Stream & { [kCall]: Call };
+
+function onStreamError(this: CallStream, err: Error): void {
+  this[kCall].onStreamError(err);
+}
+function onStreamClose(this: CallStream): void {
+  this[kCall].onStreamClose();
+}
+function onStreamResponse(this: CallStream, headers: http2.IncomingHttpHeaders): void {
+  this[kCall].onStreamResponse(headers);
+}
+function onStreamData(this: CallStream, chunk: Buffer): void {
+  this[kCall].onStreamData(chunk);
+}
+function onStreamEnd(this: CallStream): void {
+  this[kCall].onStreamEnd();
+}
+function timeOut(call: Call): void {
+  call.fail(new ConnectError("the operation timed out", Code.DeadlineExceeded));
 }
 
 function abortError(signal: AbortSignal | undefined): ConnectError {
