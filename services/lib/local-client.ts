@@ -176,26 +176,26 @@ class LocalCall extends LazyHandlerContext implements HandlerContext {
     this.contextValues = options?.contextValues;
     if (timeoutMs !== undefined) {
       this.deadline = Date.now() + timeoutMs;
-      this.timer = setTimeout(timeOut, timeoutMs, this.controller);
+      this.timer = setTimeout(timeOut, timeoutMs, this);
     }
     this.callerSignal = options?.signal;
-    if (this.callerSignal?.aborted) this.onCallerAbort();
+    if (this.callerSignal?.aborted) this.handleEvent();
     else this.callerSignal?.addEventListener("abort", this, { once: true });
-    // One listener per call: a Promise.race per message would leave a reaction on a
-    // never-settled promise for every message of a long stream.
-    this.signal.addEventListener("abort", this, { once: true });
   }
 
-  /** Both abort listeners (the caller's signal, the call's own): an object, not two closures. */
-  handleEvent(event: Event): void {
-    if (event.target === this.signal) this.interrupt?.(this.signal.reason);
-    else this.onCallerAbort();
+  /** The caller's signal aborted (the call is its listener: an object, not a closure). */
+  handleEvent(): void {
+    this.abort(ConnectError.from(this.callerSignal?.reason ?? "cancelled", Code.Canceled));
   }
 
-  private onCallerAbort(): void {
-    this.controller.abort(
-      ConnectError.from(this.callerSignal?.reason ?? "cancelled", Code.Canceled),
-    );
+  /**
+   * Aborts the handler's signal and what the caller awaits. Only this class aborts the
+   * controller, so it tells the caller itself rather than listening to its own signal.
+   */
+  abort(reason: unknown): void {
+    if (this.signal.aborted) return;
+    this.controller.abort(reason);
+    this.interrupt?.(reason);
   }
 
   get requestHeader(): Headers {
@@ -235,12 +235,12 @@ class LocalCall extends LazyHandlerContext implements HandlerContext {
   finish(completed: boolean): void {
     clearTimeout(this.timer);
     this.callerSignal?.removeEventListener("abort", this);
-    if (!completed && !this.signal.aborted) this.controller.abort(CALL_ENDED);
+    if (!completed) this.abort(CALL_ENDED);
   }
 }
 
-function timeOut(controller: AbortController): void {
-  controller.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
+function timeOut(call: LocalCall): void {
+  call.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
 }
 
 /** Each method's URL, built once: a template per call would be a string held per open stream. */
