@@ -97,47 +97,73 @@ function callServerStream(
   // The call starts now, as a remote call would (its deadline runs from here); the handler runs
   // when the first message is asked for.
   const call = new LocalCall(service, method, options);
-  let source: AsyncIterator<unknown> | undefined;
-  let over = false;
-  const end = (completed: boolean) => {
-    if (over) return;
-    over = true;
-    call.finish(completed);
-    // A handler that did not complete is stopped; its own error (if any) has no one to tell.
-    if (!completed) void source?.return?.()?.catch(() => {});
-  };
-  const iterator: AsyncIterator<MessageShape<DescMessage>> = {
-    async next() {
-      if (over) return { done: true, value: undefined };
-      try {
-        if (source === undefined) {
-          if (!fn) throw missing();
-          const messages = fn(create(method.input, input), call) as AsyncIterable<unknown>;
-          source = messages[Symbol.asyncIterator]();
-          options?.onHeader?.(call.responseHeader);
-        }
-        const r = await call.untilAborted(source.next());
-        if (r.done) {
-          end(true);
-          options?.onTrailer?.(call.responseTrailer);
-          return { done: true, value: undefined };
-        }
-        return {
-          done: false,
-          value: create(method.output, r.value as MessageInitShape<DescMessage>),
-        };
-      } catch (err) {
-        const error = call.error(err);
-        end(false);
-        throw error;
+  return new LocalStream(call, method, fn, missing, input, options);
+}
+
+/**
+ * A server stream's messages as the caller reads them. A class rather than an iterator object
+ * with closures: an open stream holds it (and, in one process, one per hop) for as long as it
+ * lasts.
+ */
+class LocalStream implements AsyncIterableIterator<MessageShape<DescMessage>> {
+  private source: AsyncIterator<unknown> | undefined;
+  private over = false;
+
+  constructor(
+    private readonly call: LocalCall,
+    private readonly method: DescMethodStreaming,
+    private readonly fn: AnyImpl | undefined,
+    private readonly missing: () => ConnectError,
+    private readonly input: MessageInitShape<DescMessage>,
+    private readonly options: CallOptions | undefined,
+  ) {}
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  async next(): Promise<IteratorResult<MessageShape<DescMessage>>> {
+    if (this.over) return { done: true, value: undefined };
+    const call = this.call;
+    try {
+      if (this.source === undefined) {
+        if (!this.fn) throw this.missing();
+        const messages = this.fn(
+          create(this.method.input, this.input),
+          call,
+        ) as AsyncIterable<unknown>;
+        this.source = messages[Symbol.asyncIterator]();
+        this.options?.onHeader?.(call.responseHeader);
       }
-    },
-    async return() {
-      end(false);
-      return { done: true, value: undefined };
-    },
-  };
-  return { [Symbol.asyncIterator]: () => iterator };
+      const r = await call.untilAborted(this.source.next());
+      if (r.done) {
+        this.end(true);
+        this.options?.onTrailer?.(call.responseTrailer);
+        return { done: true, value: undefined };
+      }
+      return {
+        done: false,
+        value: create(this.method.output, r.value as MessageInitShape<DescMessage>),
+      };
+    } catch (err) {
+      const error = call.error(err);
+      this.end(false);
+      throw error;
+    }
+  }
+
+  async return(): Promise<IteratorResult<MessageShape<DescMessage>>> {
+    this.end(false);
+    return { done: true, value: undefined };
+  }
+
+  private end(completed: boolean): void {
+    if (this.over) return;
+    this.over = true;
+    this.call.finish(completed);
+    // A handler that did not complete is stopped; its own error (if any) has no one to tell.
+    if (!completed) void this.source?.return?.()?.catch(() => {});
+  }
 }
 
 /** Why a finished call's handler signal is aborted (the call is over, nothing failed). */
