@@ -160,7 +160,10 @@ class CallContext extends LazyHandlerContext implements HandlerContext {
   }
 }
 
-/** The state of one call on the server: its context, deadline and cancellation. */
+/**
+ * The state of one call on the server: its context, deadline and cancellation. Its callbacks are
+ * methods and shared functions, not closures: an open stream holds the call as long as it lasts.
+ */
 class ServerCall {
   readonly controller = new AbortController();
   readonly ctx: CallContext;
@@ -169,6 +172,8 @@ class ServerCall {
   stopped: ConnectError | undefined;
   /** The handler is done; a response closing after that stops nothing. */
   private ended = false;
+  /** Rejects what the call awaits of its handler when the call is stopped (see untilStopped). */
+  private interrupt: ((reason: unknown) => void) | undefined;
 
   constructor(route: Route, req: Req, res: Res) {
     const timeout = parseTimeout(
@@ -178,23 +183,49 @@ class ServerCall {
     if (timeout.error) this.stopped = timeout.error;
     const deadline = timeout.timeoutMs === undefined ? undefined : Date.now() + timeout.timeoutMs;
     if (timeout.timeoutMs !== undefined) {
-      this.timer = setTimeout(
-        () => this.stop(new ConnectError("the operation timed out", Code.DeadlineExceeded)),
-        timeout.timeoutMs,
-      );
+      this.timer = setTimeout(timeOut, timeout.timeoutMs, this);
     }
-    // Every response closes, most after the handler is done: the error (a stack trace to
-    // capture) is made only for a call the client really left.
-    res.once("close", () => {
-      if (!this.ended && !this.controller.signal.aborted) this.stop(clientCancelled());
-    });
+    (res as CallResponse)[kCall] = this;
+    res.once("close", onResponseClose);
     this.ctx = new CallContext(route, this.controller.signal, req, deadline);
+  }
+
+  /** Every response closes, most after the handler is done: only a call still running stops. */
+  onResponseClose(): void {
+    // The error (a stack trace to capture) is made only for a call the client really left.
+    if (!this.ended && !this.controller.signal.aborted) this.stop(clientCancelled());
   }
 
   stop(reason: ConnectError): void {
     if (this.ended || this.stopped || this.controller.signal.aborted) return;
     this.stopped = reason;
+    this.abort(reason);
+  }
+
+  /**
+   * Aborts the handler's signal and what the call awaits. Only this class aborts the
+   * controller, so it tells the waiting side itself rather than listening to its own signal.
+   */
+  private abort(reason: unknown): void {
     this.controller.abort(reason);
+    this.interrupt?.(reason);
+  }
+
+  /**
+   * What the call awaits of its handler also rejects when the call is stopped, so a handler that
+   * ignores its signal cannot hold the response open.
+   */
+  untilStopped<T>(work: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const signal = this.controller.signal;
+      if (signal.aborted) {
+        work.catch(() => {});
+        reject(signal.reason);
+        return;
+      }
+      this.interrupt = reject;
+      work.then(resolve, reject);
+    });
   }
 
   /**
@@ -206,7 +237,7 @@ class ServerCall {
   end(completed: boolean): void {
     this.ended = true;
     clearTimeout(this.timer);
-    if (!completed && !this.controller.signal.aborted) this.controller.abort(CALL_ENDED);
+    if (!completed && !this.controller.signal.aborted) this.abort(CALL_ENDED);
   }
 
   /** Response headers as node takes them, the content type first. */
@@ -228,6 +259,17 @@ class ServerCall {
   }
 }
 
+/** A call's response points back at the call, so its listeners can be shared functions. */
+const kCall = Symbol("hop server call");
+type CallResponse = Res & { [kCall]: ServerCall };
+
+function onResponseClose(this: CallResponse): void {
+  this[kCall].onResponseClose();
+}
+function timeOut(call: ServerCall): void {
+  call.stop(new ConnectError("the operation timed out", Code.DeadlineExceeded));
+}
+
 function toConnectError(err: unknown): ConnectError {
   return err instanceof ConnectError
     ? err
@@ -247,10 +289,7 @@ async function serveUnary(route: Route, req: Req, res: Res, body: Buffer): Promi
   try {
     if (call.stopped) throw call.stopped;
     const input = fromBinary(route.method.input, body);
-    const answer = await Promise.race([
-      route.fn(input, call.ctx) as Promise<unknown>,
-      aborted(call.controller.signal),
-    ]);
+    const answer = await call.untilStopped(Promise.resolve(route.fn(input, call.ctx)));
     completed = true;
     out = toBinary(route.method.output, asOutput(route.method.output, answer));
     headers = call.head(UNARY_CONTENT_TYPE, true);
@@ -323,19 +362,9 @@ async function serveStream(route: Route, req: Req, res: Res, body: Buffer): Prom
     const input = fromBinary(route.method.input, first.data);
     const it = (route.fn(input, call.ctx) as AsyncIterable<unknown>)[Symbol.asyncIterator]();
     iterator = it;
-    // Each wait also ends when the call is stopped, so a handler that ignores its signal cannot
-    // hold the response open; one listener per call, not one per message.
-    let interrupt: ((reason: unknown) => void) | undefined;
-    const signal = call.controller.signal;
-    signal.addEventListener("abort", () => interrupt?.(signal.reason), { once: true });
-    const next = () =>
-      new Promise<IteratorResult<unknown>>((resolve, reject) => {
-        if (signal.aborted) return reject(signal.reason);
-        interrupt = reject;
-        it.next().then(resolve, reject);
-      });
     for (;;) {
-      const r = await next();
+      // Each wait also ends when the call is stopped (see untilStopped).
+      const r = await call.untilStopped(it.next());
       if (r.done) break;
       const message = envelope(0, toBinary(output, asOutput(output, r.value)));
       pending.push(message);
@@ -348,14 +377,7 @@ async function serveStream(route: Route, req: Req, res: Res, body: Buffer): Prom
       } else {
         flushing ??= setImmediate(flush);
       }
-      if (drained) {
-        const wait = drained;
-        await new Promise<void>((resolve, reject) => {
-          if (signal.aborted) return reject(signal.reason);
-          interrupt = reject;
-          wait.then(resolve);
-        });
-      }
+      if (drained) await call.untilStopped(drained);
     }
   } catch (err) {
     error = call.stopped ?? toConnectError(err);
@@ -370,16 +392,6 @@ async function serveStream(route: Route, req: Req, res: Res, body: Buffer): Prom
   pending.push(envelope(END_STREAM_FLAG, Buffer.from(end)));
   flush();
   res.end();
-}
-
-/** A promise that rejects with the signal's reason once it is aborted (and never resolves). */
-function aborted(signal: AbortSignal): Promise<never> {
-  const p = new Promise<never>((_, reject) => {
-    if (signal.aborted) reject(signal.reason);
-    else signal.addEventListener("abort", () => reject(signal.reason), { once: true });
-  });
-  p.catch(() => {});
-  return p;
 }
 
 function headersOf(raw: http.IncomingHttpHeaders): Headers {
