@@ -32,6 +32,7 @@ const { values } = parseArgs({
     concurrency: { type: "string", default: "16" },
     warmup: { type: "string", default: "8" },
     nats: { type: "string", default: "nats://127.0.0.1:4222" },
+    pin: { type: "boolean", default: false },
   },
 });
 if (!values.base) {
@@ -61,7 +62,7 @@ const options: here.StartOptions = {
   slowIntervalMs: 5000,
   logLevel: "info",
   maxConnections: 128,
-  pin: false,
+  pin: values.pin as boolean,
   natsUrl: values.nats as string,
 };
 const body = JSON.stringify({
