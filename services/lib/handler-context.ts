@@ -33,3 +33,36 @@ export abstract class LazyHandlerContext {
     return this.responseTrailers;
   }
 }
+
+/**
+ * A call's cancellation, as the fabric's handlers and their callers see it: the signal the handler
+ * gets, and a wait on the handler's work that ends when the call is aborted, so a handler that
+ * ignores its signal cannot hold up whoever waits for it. Only the call itself aborts, so the
+ * waiting side is told directly rather than through a listener on the signal (an EventTarget
+ * registration per call).
+ */
+export class CallCancel {
+  private readonly controller = new AbortController();
+  readonly signal = this.controller.signal;
+  /** Rejects the current wait (see until). */
+  private interrupt: ((reason: unknown) => void) | undefined;
+
+  abort(reason: unknown): void {
+    if (this.signal.aborted) return;
+    this.controller.abort(reason);
+    this.interrupt?.(reason);
+  }
+
+  /** `work`, or its rejection with the abort's reason once the call is aborted. */
+  until<T>(work: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (this.signal.aborted) {
+        work.catch(() => {});
+        reject(this.signal.reason);
+        return;
+      }
+      this.interrupt = reject;
+      work.then(resolve, reject);
+    });
+  }
+}

@@ -15,7 +15,7 @@ import {
   type HandlerContext,
   type ServiceImpl,
 } from "@connectrpc/connect";
-import { LazyHandlerContext } from "./handler-context.js";
+import { CallCancel, LazyHandlerContext } from "./handler-context.js";
 
 /** What Headers accepts (the DOM `HeadersInit`, which this project's lib settings do not declare). */
 type HeaderInit = ConstructorParameters<typeof Headers>[0];
@@ -72,7 +72,7 @@ async function callUnary(
   let completed = false;
   try {
     if (!fn) throw missing();
-    const out = await call.untilAborted(
+    const out = await call.cancel.until(
       Promise.resolve(fn(create(method.input, input), call) as MessageInitShape<DescMessage>),
     );
     completed = true;
@@ -135,7 +135,7 @@ class LocalStream implements AsyncIterableIterator<MessageShape<DescMessage>> {
         this.source = messages[Symbol.asyncIterator]();
         this.options?.onHeader?.(call.responseHeader);
       }
-      const r = await call.untilAborted(this.source.next());
+      const r = await call.cancel.until(this.source.next());
       if (r.done) {
         this.end(true);
         this.options?.onTrailer?.(call.responseTrailer);
@@ -180,14 +180,13 @@ class LocalCall extends LazyHandlerContext implements HandlerContext {
   readonly requestMethod = "POST";
   readonly protocolName = "in-process";
   readonly url: string;
-  private readonly controller = new AbortController();
+  /** The handler's signal, and the caller's wait on the handler (CallCancel.until). */
+  readonly cancel = new CallCancel();
   private readonly timer: NodeJS.Timeout | undefined;
   private readonly callerSignal: AbortSignal | undefined;
   private readonly header: HeaderInit | undefined;
   // Built only when someone looks at it: most calls never do.
   private requestHeaders: Headers | undefined;
-  /** Rejects what the caller awaits when the call is aborted (see untilAborted). */
-  private interrupt: ((reason: unknown) => void) | undefined;
 
   constructor(
     readonly service: DescService,
@@ -196,7 +195,7 @@ class LocalCall extends LazyHandlerContext implements HandlerContext {
   ) {
     super();
     this.url = urlOf(service, method);
-    this.signal = this.controller.signal;
+    this.signal = this.cancel.signal;
     const timeoutMs = options?.timeoutMs;
     this.header = options?.headers;
     this.contextValues = options?.contextValues;
@@ -211,38 +210,12 @@ class LocalCall extends LazyHandlerContext implements HandlerContext {
 
   /** The caller's signal aborted (the call is its listener: an object, not a closure). */
   handleEvent(): void {
-    this.abort(ConnectError.from(this.callerSignal?.reason ?? "cancelled", Code.Canceled));
-  }
-
-  /**
-   * Aborts the handler's signal and what the caller awaits. Only this class aborts the
-   * controller, so it tells the caller itself rather than listening to its own signal.
-   */
-  abort(reason: unknown): void {
-    if (this.signal.aborted) return;
-    this.controller.abort(reason);
-    this.interrupt?.(reason);
+    this.cancel.abort(ConnectError.from(this.callerSignal?.reason ?? "cancelled", Code.Canceled));
   }
 
   get requestHeader(): Headers {
     this.requestHeaders ??= new Headers(this.header);
     return this.requestHeaders;
-  }
-
-  /**
-   * What the caller awaits also rejects when the call is aborted, so a handler that ignores its
-   * signal cannot hang the caller.
-   */
-  untilAborted<T>(work: Promise<T>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      if (this.signal.aborted) {
-        work.catch(() => {});
-        reject(this.signal.reason);
-        return;
-      }
-      this.interrupt = reject;
-      work.then(resolve, reject);
-    });
   }
 
   /** The error the caller sees: the abort reason when the call was aborted. */
@@ -261,12 +234,12 @@ class LocalCall extends LazyHandlerContext implements HandlerContext {
   finish(completed: boolean): void {
     clearTimeout(this.timer);
     this.callerSignal?.removeEventListener("abort", this);
-    if (!completed) this.abort(CALL_ENDED);
+    if (!completed) this.cancel.abort(CALL_ENDED);
   }
 }
 
 function timeOut(call: LocalCall): void {
-  call.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
+  call.cancel.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
 }
 
 /** Each method's URL, built once: a template per call would be a string held per open stream. */

@@ -18,7 +18,7 @@ import {
   errorToJsonBytes,
   parseTimeout,
 } from "@connectrpc/connect/protocol-connect";
-import { LazyHandlerContext } from "../handler-context.js";
+import { CallCancel, LazyHandlerContext } from "../handler-context.js";
 import type { DualHandler } from "../http/dual-server.js";
 import {
   END_STREAM_FLAG,
@@ -165,15 +165,13 @@ class CallContext extends LazyHandlerContext implements HandlerContext {
  * methods and shared functions, not closures: an open stream holds the call as long as it lasts.
  */
 class ServerCall {
-  readonly controller = new AbortController();
+  readonly cancel = new CallCancel();
   readonly ctx: CallContext;
   private timer: NodeJS.Timeout | undefined;
   /** Set when the call cannot go on: the deadline passed or the client went away. */
   stopped: ConnectError | undefined;
   /** The handler is done; a response closing after that stops nothing. */
   private ended = false;
-  /** Rejects what the call awaits of its handler when the call is stopped (see untilStopped). */
-  private interrupt: ((reason: unknown) => void) | undefined;
 
   constructor(route: Route, req: Req, res: Res) {
     const timeout = parseTimeout(
@@ -187,45 +185,19 @@ class ServerCall {
     }
     (res as CallResponse)[kCall] = this;
     res.once("close", onResponseClose);
-    this.ctx = new CallContext(route, this.controller.signal, req, deadline);
+    this.ctx = new CallContext(route, this.cancel.signal, req, deadline);
   }
 
   /** Every response closes, most after the handler is done: only a call still running stops. */
   onResponseClose(): void {
     // The error (a stack trace to capture) is made only for a call the client really left.
-    if (!this.ended && !this.controller.signal.aborted) this.stop(clientCancelled());
+    if (!this.ended && !this.cancel.signal.aborted) this.stop(clientCancelled());
   }
 
   stop(reason: ConnectError): void {
-    if (this.ended || this.stopped || this.controller.signal.aborted) return;
+    if (this.ended || this.stopped || this.cancel.signal.aborted) return;
     this.stopped = reason;
-    this.abort(reason);
-  }
-
-  /**
-   * Aborts the handler's signal and what the call awaits. Only this class aborts the
-   * controller, so it tells the waiting side itself rather than listening to its own signal.
-   */
-  private abort(reason: unknown): void {
-    this.controller.abort(reason);
-    this.interrupt?.(reason);
-  }
-
-  /**
-   * What the call awaits of its handler also rejects when the call is stopped, so a handler that
-   * ignores its signal cannot hold the response open.
-   */
-  untilStopped<T>(work: Promise<T>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const signal = this.controller.signal;
-      if (signal.aborted) {
-        work.catch(() => {});
-        reject(signal.reason);
-        return;
-      }
-      this.interrupt = reject;
-      work.then(resolve, reject);
-    });
+    this.cancel.abort(reason);
   }
 
   /**
@@ -237,7 +209,7 @@ class ServerCall {
   end(completed: boolean): void {
     this.ended = true;
     clearTimeout(this.timer);
-    if (!completed && !this.controller.signal.aborted) this.abort(CALL_ENDED);
+    if (!completed) this.cancel.abort(CALL_ENDED);
   }
 
   /** Response headers as node takes them, the content type first. */
@@ -289,7 +261,7 @@ async function serveUnary(route: Route, req: Req, res: Res, body: Buffer): Promi
   try {
     if (call.stopped) throw call.stopped;
     const input = fromBinary(route.method.input, body);
-    const answer = await call.untilStopped(Promise.resolve(route.fn(input, call.ctx)));
+    const answer = await call.cancel.until(Promise.resolve(route.fn(input, call.ctx)));
     completed = true;
     out = toBinary(route.method.output, asOutput(route.method.output, answer));
     headers = call.head(UNARY_CONTENT_TYPE, true);
@@ -363,8 +335,8 @@ async function serveStream(route: Route, req: Req, res: Res, body: Buffer): Prom
     const it = (route.fn(input, call.ctx) as AsyncIterable<unknown>)[Symbol.asyncIterator]();
     iterator = it;
     for (;;) {
-      // Each wait also ends when the call is stopped (see untilStopped).
-      const r = await call.untilStopped(it.next());
+      // Each wait also ends when the call is stopped (CallCancel.until).
+      const r = await call.cancel.until(it.next());
       if (r.done) break;
       const message = envelope(0, toBinary(output, asOutput(output, r.value)));
       pending.push(message);
@@ -377,7 +349,7 @@ async function serveStream(route: Route, req: Req, res: Res, body: Buffer): Prom
       } else {
         flushing ??= setImmediate(flush);
       }
-      if (drained) await call.untilStopped(drained);
+      if (drained) await call.cancel.until(drained);
     }
   } catch (err) {
     error = call.stopped ?? toConnectError(err);
