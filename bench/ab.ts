@@ -20,6 +20,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { UNARY_MODEL } from "./mock-upstream.js";
 import * as here from "./procs.js";
+import { formatTable, median } from "./run.js";
 
 type Procs = typeof here;
 
@@ -95,12 +96,6 @@ async function window(side: Side, vi: number, ms: number) {
   };
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
-};
-
 const sides: Side[] = [];
 try {
   progress(`starting ${variants.join(", ")} from this checkout and from ${values.base}`);
@@ -138,13 +133,13 @@ try {
     const rps = ratios((w) => w.rps);
     return {
       variant,
-      cpuThis: median(mine.map((w) => w.cpuUsPerReq)),
-      cpuBase: median(base.map((w) => w.cpuUsPerReq)),
-      cpuRatio: median(cpu),
+      cpuThis: median(mine.map((w) => w.cpuUsPerReq)) ?? 0,
+      cpuBase: median(base.map((w) => w.cpuUsPerReq)) ?? 0,
+      cpuRatio: median(cpu) ?? 0,
       cpuRatioRange: [Math.min(...cpu), Math.max(...cpu)],
-      rpsThis: median(mine.map((w) => w.rps)),
-      rpsBase: median(base.map((w) => w.rps)),
-      rpsRatio: median(rps),
+      rpsThis: median(mine.map((w) => w.rps)) ?? 0,
+      rpsBase: median(base.map((w) => w.rps)) ?? 0,
+      rpsRatio: median(rps) ?? 0,
       rpsRatioRange: [Math.min(...rps), Math.max(...rps)],
     };
   });
@@ -153,14 +148,33 @@ try {
   console.log(
     `\nA/B — unary c=${concurrency}, ${rounds} rounds of ${values.duration} s per side; this = ${process.cwd()}, base = ${values.base}\n`,
   );
+  const range = (r: number[]) => `${f(r[0] as number, 2)}–${f(r[1] as number, 2)}`;
   console.log(
-    "variant  cpu µs/req this  base  this/base (range)      rps this  base  this/base (range)",
+    formatTable(
+      [
+        "variant",
+        "cpu µs/req this",
+        "base",
+        "this/base",
+        "range",
+        "rps this",
+        "base",
+        "this/base",
+        "range",
+      ],
+      rows.map((r) => [
+        r.variant,
+        f(r.cpuThis),
+        f(r.cpuBase),
+        f(r.cpuRatio, 3),
+        range(r.cpuRatioRange),
+        f(r.rpsThis),
+        f(r.rpsBase),
+        f(r.rpsRatio, 3),
+        range(r.rpsRatioRange),
+      ]),
+    ),
   );
-  for (const r of rows) {
-    console.log(
-      `${r.variant.padEnd(7)}  ${f(r.cpuThis).padStart(13)}  ${f(r.cpuBase).padStart(4)}  ${f(r.cpuRatio, 3)} (${f(r.cpuRatioRange[0] as number, 2)}–${f(r.cpuRatioRange[1] as number, 2)})  ${f(r.rpsThis).padStart(12)}  ${f(r.rpsBase).padStart(4)}  ${f(r.rpsRatio, 3)} (${f(r.rpsRatioRange[0] as number, 2)}–${f(r.rpsRatioRange[1] as number, 2)})`,
-    );
-  }
   const dir = join(dirname(fileURLToPath(import.meta.url)), "results");
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `ab-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
