@@ -5,11 +5,9 @@ import {
   type DescMessage,
   type DescMethodStreaming,
   type DescMethodUnary,
-  fromBinary,
   isMessage,
   type MessageInitShape,
   type MessageShape,
-  toBinary,
 } from "@bufbuild/protobuf";
 import {
   Code,
@@ -23,10 +21,10 @@ import {
   endStreamFromJson,
   errorFromJsonBytes,
 } from "@connectrpc/connect/protocol-connect";
+import { type Codec, codecFor } from "./codec.js";
 import {
   END_STREAM_FLAG,
   EnvelopeReader,
-  envelope,
   PROTOCOL_VERSION,
   STREAM_CONTENT_TYPE,
   UNARY_CONTENT_TYPE,
@@ -80,7 +78,7 @@ export function createHopTransport(options: HopTransportOptions): Transport {
       header: HeaderInit | undefined,
       input: MessageInitShape<I>,
     ): Promise<UnaryResponse<I, O>> {
-      const body = toBinary(method.input, asMessage(method.input, input));
+      const body = codecFor(method.input).encode(asMessage(method.input, input));
       const call = new Call(pool, pathOf(prefix, method), UNARY_CONTENT_TYPE, header, timeoutMs);
       const { headers, body: bytes } = await call.unary(body, signal);
       const [h, trailer] = splitTrailers(headers);
@@ -89,7 +87,7 @@ export function createHopTransport(options: HopTransportOptions): Transport {
         service: method.parent,
         method,
         header: h,
-        message: fromBinary(method.output, bytes) as MessageShape<O>,
+        message: codecFor(method.output).decode(bytes),
         trailer,
       };
     },
@@ -112,9 +110,9 @@ export function createHopTransport(options: HopTransportOptions): Transport {
       if (request === undefined) {
         throw new ConnectError("a server stream needs a request message", Code.InvalidArgument);
       }
-      const body = envelope(0, toBinary(method.input, asMessage(method.input, request)));
+      const body = codecFor(method.input).encodeEnvelope(0, asMessage(method.input, request));
       const call = new Call(pool, pathOf(prefix, method), STREAM_CONTENT_TYPE, header, timeoutMs);
-      await call.serverStream(body, signal, method.output);
+      await call.serverStream(body, signal, codecFor(method.output));
       return new HopStreamResponse(method, call);
     },
   };
@@ -288,7 +286,7 @@ class Call {
 
   // A server stream's messages: decoded, queued until read, and who waits for the next one.
   private reader: EnvelopeReader | undefined;
-  private output: DescMessage | undefined;
+  private output: Codec | undefined;
   private readonly queue: unknown[] = [];
   private head = 0;
   /** The server's end-of-stream arrived. */
@@ -436,7 +434,7 @@ class Call {
    * Sends a server-streaming request; resolves once the answer's headers are in. The messages
    * are then read from the call itself (an AsyncIterator).
    */
-  serverStream(body: Buffer, signal: AbortSignal | undefined, output: DescMessage): Promise<void> {
+  serverStream(body: Buffer, signal: AbortSignal | undefined, output: Codec): Promise<void> {
     return new Promise((resolve, reject) => {
       this.opening = { resolve, reject };
       this.output = output;
@@ -538,7 +536,7 @@ class Call {
           this.trailers = end.metadata;
           continue;
         }
-        this.queue.push(fromBinary(this.output, e.data));
+        this.queue.push(this.output.decode(e.data));
       }
     } catch (err) {
       this.fail(ConnectError.from(err));

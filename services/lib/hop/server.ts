@@ -5,11 +5,9 @@ import {
   type DescMessage,
   type DescMethod,
   type DescService,
-  fromBinary,
   isMessage,
   type MessageInitShape,
   type MessageShape,
-  toBinary,
 } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
@@ -20,6 +18,7 @@ import {
 } from "@connectrpc/connect/protocol-connect";
 import { CallCancel, LazyHandlerContext } from "../handler-context.js";
 import type { DualHandler } from "../http/dual-server.js";
+import { type Codec, codecFor } from "./codec.js";
 import {
   END_STREAM_FLAG,
   EnvelopeReader,
@@ -48,6 +47,8 @@ export function hopService<S extends DescService>(
 
 interface Route {
   method: DescMethod;
+  input: Codec;
+  output: Codec;
   fn: AnyImpl;
   url: string;
 }
@@ -84,7 +85,13 @@ export function createHopHandler(opts: {
       if (!fn) continue; // unimplemented: the fallback answers with the right error
       if (method.methodKind !== "unary" && method.methodKind !== "server_streaming") continue;
       const path = `/${service.typeName}/${method.name}`;
-      routes.set(path, { method, fn: fn.bind(impl), url: path });
+      routes.set(path, {
+        method,
+        input: codecFor(method.input),
+        output: codecFor(method.output),
+        fn: fn.bind(impl),
+        url: path,
+      });
     }
   }
 
@@ -260,10 +267,10 @@ async function serveUnary(route: Route, req: Req, res: Res, body: Buffer): Promi
   let completed = false;
   try {
     if (call.stopped) throw call.stopped;
-    const input = fromBinary(route.method.input, body);
+    const input = route.input.decode(body);
     const answer = await call.cancel.until(Promise.resolve(route.fn(input, call.ctx)));
     completed = true;
-    out = toBinary(route.method.output, asOutput(route.method.output, answer));
+    out = route.output.encode(asOutput(route.method.output, answer));
     headers = call.head(UNARY_CONTENT_TYPE, true);
   } catch (err) {
     const error = call.stopped ?? toConnectError(err);
@@ -331,14 +338,14 @@ async function serveStream(route: Route, req: Req, res: Res, body: Buffer): Prom
         Code.InvalidArgument,
       );
     }
-    const input = fromBinary(route.method.input, first.data);
+    const input = route.input.decode(first.data);
     const it = (route.fn(input, call.ctx) as AsyncIterable<unknown>)[Symbol.asyncIterator]();
     iterator = it;
     for (;;) {
       // Each wait also ends when the call is stopped (CallCancel.until).
       const r = await call.cancel.until(it.next());
       if (r.done) break;
-      const message = envelope(0, toBinary(output, asOutput(output, r.value)));
+      const message = route.output.encodeEnvelope(0, asOutput(output, r.value));
       pending.push(message);
       pendingBytes += message.length;
       // A burst goes out at the end of the turn, or once it is big enough to hand over now
