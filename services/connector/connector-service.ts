@@ -5,7 +5,6 @@ import type { RequestContext } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import {
   type ChatRequest,
   type ChatResponse,
-  ChatResponseSchema,
   type ConnectorService,
   type EmbedRequest,
   type EmbedResponse,
@@ -15,6 +14,7 @@ import {
   ProbeResponseSchema,
 } from "../../gen/switchyard/connector/v1/connector_pb.js";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
+import { connectorChatResponse } from "../lib/chat/messages.js";
 import { Failure } from "../lib/errors.js";
 import { type Logger, requestLogger } from "../lib/logger.js";
 import { counter, gauge, histogram } from "../lib/metrics.js";
@@ -140,13 +140,13 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
           const merged = held.chunk();
           held = undefined;
           sentAt = performance.now();
-          yield create(ChatResponseSchema, { chunk: merged });
+          yield connectorChatResponse(merged);
           continue;
         }
         sentAt = performance.now();
-        yield create(ChatResponseSchema, { chunk });
+        yield connectorChatResponse(chunk);
       }
-      if (held) yield create(ChatResponseSchema, { chunk: held.chunk() });
+      if (held) yield connectorChatResponse(held.chunk());
       upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: "ok" });
       duration.observe(
         { provider: target.provider, target: target.model },

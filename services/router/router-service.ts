@@ -10,7 +10,6 @@ import { TargetSchema } from "../../gen/switchyard/health/v1/health_pb.js";
 import {
   type ChatRequest,
   type ChatResponse,
-  ChatResponseSchema,
   type EmbedRequest,
   type EmbedResponse,
   EmbedResponseSchema,
@@ -18,6 +17,7 @@ import {
   type RoutingHints,
 } from "../../gen/switchyard/router/v1/router_pb.js";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
+import { routerChatResponse } from "../lib/chat/messages.js";
 import type { Config } from "../lib/config/types.js";
 import type { ConnectorEndpoint, ConnectorPool } from "../lib/connector-pool.js";
 import { Failure } from "../lib/errors.js";
@@ -411,7 +411,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         } else {
           if (!sentFirst) settleSuccess(p, params.model);
           sentFirst = true;
-          yield create(ChatResponseSchema, { chunk });
+          yield routerChatResponse(chunk);
         }
       }
       if (lastChunkAt === 0 || held?.empty) {
@@ -432,7 +432,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         if (start?.upstreamMs !== undefined) start.upstreamMs += performance.now() - firstAt;
         settleSuccess(p, params.model);
         sentFirst = true;
-        yield create(ChatResponseSchema, { chunk: whole });
+        yield routerChatResponse(whole);
       }
     } catch (err) {
       // Connect's own deadline (the same instant as our total timer) may fire first.

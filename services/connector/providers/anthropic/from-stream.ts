@@ -1,12 +1,10 @@
-import { create } from "@bufbuild/protobuf";
 import {
   type ChatChunk,
-  ChatChunkSchema,
   type ChoiceDelta,
-  ChoiceDeltaSchema,
   Role,
-  ToolCallDeltaSchema,
+  type ToolCallDelta,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { newChatChunk, newChoiceDelta, newToolCallDelta } from "../../../lib/chat/messages.js";
 import { Failure } from "../../../lib/errors.js";
 import { errorDetailFromJson, scrubSecrets } from "../upstream-http.js";
 import { isCount, setFinish, type TranslateOptions, toStart, toUsage } from "./from-response.js";
@@ -79,10 +77,9 @@ export class AnthropicStreamTranslator {
 
   #messageStart(message: Record<string, unknown>): ChatChunk {
     this.#addUsage(message.usage);
-    const chunk = this.#chunk(
-      create(ChoiceDeltaSchema, { index: 0, role: Role.ASSISTANT }),
-      message,
-    );
+    const delta = newChoiceDelta(0);
+    delta.role = Role.ASSISTANT;
+    const chunk = this.#chunk(delta, message);
     chunk.usage = toUsage(this.#usage);
     return chunk;
   }
@@ -106,10 +103,11 @@ export class AnthropicStreamTranslator {
         const toolIndex = this.#toolCalls++;
         this.#blocks.set(index, { kind: "tool", toolIndex });
         // The input arrives as input_json_delta fragments; the start's `input` is always {}.
-        const call = create(ToolCallDeltaSchema, { index: toolIndex, arguments: "" });
+        const call = newToolCallDelta(toolIndex);
+        call.arguments = "";
         if (typeof block.id === "string") call.id = block.id;
         if (typeof block.name === "string") call.name = block.name;
-        return this.#chunk(create(ChoiceDeltaSchema, { index: 0, toolCalls: [call] }));
+        return this.#chunk(toolCallChoice(call));
       }
       default:
         // redacted_thinking is encrypted; server tool blocks are the upstream's own business.
@@ -131,8 +129,9 @@ export class AnthropicStreamTranslator {
         const fragment = delta.partial_json;
         if (typeof fragment !== "string" || fragment === "" || block === undefined)
           return undefined;
-        const call = create(ToolCallDeltaSchema, { index: block.toolIndex, arguments: fragment });
-        return this.#chunk(create(ChoiceDeltaSchema, { index: 0, toolCalls: [call] }));
+        const call = newToolCallDelta(block.toolIndex);
+        call.arguments = fragment;
+        return this.#chunk(toolCallChoice(call));
       }
       default:
         // signature_delta and citations_delta have no canonical counterpart.
@@ -142,7 +141,7 @@ export class AnthropicStreamTranslator {
 
   #messageDelta(event: Record<string, unknown>): ChatChunk {
     this.#addUsage(event.usage);
-    const delta = create(ChoiceDeltaSchema, { index: 0 });
+    const delta = newChoiceDelta(0);
     const stop = isRecord(event.delta) ? event.delta.stop_reason : undefined;
     setFinish(delta, stop, this.#options.jsonTool !== undefined && this.#toolCalls === 0);
     const chunk = this.#chunk(delta);
@@ -160,14 +159,15 @@ export class AnthropicStreamTranslator {
   /** A chunk with text for `field`; nothing for an absent or empty text. */
   #text(field: "content" | "reasoning", value: unknown): ChatChunk | undefined {
     if (typeof value !== "string" || value === "") return undefined;
-    const delta = create(ChoiceDeltaSchema, { index: 0 });
+    const delta = newChoiceDelta(0);
     delta[field] = value;
     return this.#chunk(delta);
   }
 
   /** Wraps a delta; the first chunk carries `start`, even in a stream that skipped message_start. */
   #chunk(delta: ChoiceDelta, message: Record<string, unknown> = {}): ChatChunk {
-    const chunk = create(ChatChunkSchema, { choices: [delta] });
+    const chunk = newChatChunk();
+    chunk.choices.push(delta);
     if (!this.#started) {
       this.#started = true;
       chunk.start = toStart(message, this.#options);
@@ -190,4 +190,11 @@ export class AnthropicStreamTranslator {
       ...(detail?.type !== undefined && { code: detail.type }),
     });
   }
+}
+
+/** The first choice, carrying one tool call fragment. */
+function toolCallChoice(call: ToolCallDelta): ChoiceDelta {
+  const delta = newChoiceDelta(0);
+  delta.toolCalls.push(call);
+  return delta;
 }
