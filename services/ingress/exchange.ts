@@ -12,6 +12,7 @@ import {
   type Usage,
 } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import type { RouterService, RoutingHints } from "../../gen/switchyard/router/v1/router_pb.js";
+import { requestContext, routerChatRequest } from "../lib/chat/messages.js";
 import type { Config, Price } from "../lib/config/types.js";
 import { Failure, modelNotFound } from "../lib/errors.js";
 import type { Logger } from "../lib/logger.js";
@@ -192,15 +193,11 @@ export class ChatExchange {
       });
     }
     const stream = this.deps.router.chat(
-      {
-        context: create(RequestContextSchema, {
-          requestId: this.requestId,
-          tenant: this.caller.tenant,
-          traceparent: formatTraceparent(this.trace),
-        }),
-        params: this.params,
-        hints: this.hints,
-      },
+      routerChatRequest(
+        requestContext(this.requestId, this.caller.tenant, formatTraceparent(this.trace)),
+        this.params,
+        this.hints,
+      ),
       {
         signal,
         timeoutMs: Math.min(config.routing.timeouts.total_ms, this.deadlineMs ?? Infinity),

@@ -17,7 +17,7 @@ import {
   type RoutingHints,
 } from "../../gen/switchyard/router/v1/router_pb.js";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
-import { routerChatResponse } from "../lib/chat/messages.js";
+import { connectorChatRequest, newTarget, routerChatResponse } from "../lib/chat/messages.js";
 import type { Config } from "../lib/config/types.js";
 import type { ConnectorEndpoint, ConnectorPool } from "../lib/connector-pool.js";
 import { Failure } from "../lib/errors.js";
@@ -382,15 +382,10 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     const started = performance.now();
     try {
       const stream = connector.client.chat(
-        {
-          context,
-          target: create(TargetSchema, { provider, model }),
-          // Upstreams are always asked to stream, also for a client that is not: then a target
-          // that stalls is caught by first_token_ms / idle_ms, while a long answer that keeps
-          // producing tokens is not cut off.
-          params: upstreamParams(params),
-          holdMs,
-        },
+        // Upstreams are always asked to stream, also for a client that is not: then a target
+        // that stalls is caught by first_token_ms / idle_ms, while a long answer that keeps
+        // producing tokens is not cut off.
+        connectorChatRequest(context, newTarget(provider, model), upstreamParams(params), holdMs),
         { signal: abort.signal, timeoutMs: Math.max(1, totalDeadline - Date.now()) },
       );
       let firstAt = 0;

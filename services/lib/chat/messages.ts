@@ -1,4 +1,4 @@
-// The messages made for every token of every answer, as object literals.
+// The messages made for every request and every token of every answer, as object literals.
 //
 // A protobuf-es message is a plain object branded with `$typeName`; create(schema) builds it by
 // walking the schema's fields through reflection. At two or three messages per upstream event
@@ -9,13 +9,23 @@
 
 import {
   type ChatChunk,
+  type ChatParams,
   type ChoiceDelta,
   FinishReason,
+  type RequestContext,
   Role,
   type ToolCallDelta,
 } from "../../../gen/switchyard/chat/v1/chat_pb.js";
-import type { ChatResponse as ConnectorChatResponse } from "../../../gen/switchyard/connector/v1/connector_pb.js";
-import type { ChatResponse as RouterChatResponse } from "../../../gen/switchyard/router/v1/router_pb.js";
+import type {
+  ChatRequest as ConnectorChatRequest,
+  ChatResponse as ConnectorChatResponse,
+} from "../../../gen/switchyard/connector/v1/connector_pb.js";
+import type { Target } from "../../../gen/switchyard/health/v1/health_pb.js";
+import type {
+  ChatRequest as RouterChatRequest,
+  ChatResponse as RouterChatResponse,
+  RoutingHints,
+} from "../../../gen/switchyard/router/v1/router_pb.js";
 
 /** `create(ChatChunkSchema)`. */
 export function newChatChunk(): ChatChunk {
@@ -46,4 +56,39 @@ export function connectorChatResponse(chunk: ChatChunk): ConnectorChatResponse {
 /** `create(router.v1.ChatResponseSchema, { chunk })`. */
 export function routerChatResponse(chunk: ChatChunk): RouterChatResponse {
   return { $typeName: "switchyard.router.v1.ChatResponse", chunk };
+}
+
+/** `create(RequestContextSchema, { requestId, tenant, traceparent })`. */
+export function requestContext(
+  requestId: string,
+  tenant: string,
+  traceparent: string,
+): RequestContext {
+  return { $typeName: "switchyard.chat.v1.RequestContext", requestId, tenant, traceparent };
+}
+
+/** `create(TargetSchema, { provider, model })`. */
+export function newTarget(provider: string, model: string): Target {
+  return { $typeName: "switchyard.health.v1.Target", provider, model };
+}
+
+/** `create(router.v1.ChatRequestSchema, { context, params, hints })`. */
+export function routerChatRequest(
+  context: RequestContext,
+  params: ChatParams,
+  hints: RoutingHints | undefined,
+): RouterChatRequest {
+  const out: RouterChatRequest = { $typeName: "switchyard.router.v1.ChatRequest", context, params };
+  if (hints !== undefined) out.hints = hints;
+  return out;
+}
+
+/** `create(connector.v1.ChatRequestSchema, { context, target, params, holdMs })`. */
+export function connectorChatRequest(
+  context: RequestContext,
+  target: Target,
+  params: ChatParams,
+  holdMs: number,
+): ConnectorChatRequest {
+  return { $typeName: "switchyard.connector.v1.ChatRequest", context, target, params, holdMs };
 }
