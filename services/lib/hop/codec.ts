@@ -178,8 +178,10 @@ function planOf(desc: DescMessage): Plan {
   return plan;
 }
 
+type FieldBase = Pick<FieldPlan, "no" | "name" | "oneof" | "implicit" | "path">;
+
 function fieldPlan(f: DescField): FieldPlan {
-  const base = {
+  const base: FieldBase = {
     no: f.number,
     name: f.localName,
     oneof: f.oneof?.localName,
@@ -188,60 +190,52 @@ function fieldPlan(f: DescField): FieldPlan {
   };
   switch (f.fieldKind) {
     case "scalar":
-    case "enum": {
-      const scalar = f.fieldKind === "enum" ? ScalarType.INT32 : f.scalar;
-      const wireType = wireTypeOf(scalar);
-      return {
-        ...base,
-        kind: Kind.Scalar,
-        scalar,
-        packed: false,
-        tag: (f.number << 3) | wireType,
-        wireType,
-        longAsString: f.fieldKind === "scalar" && f.longAsString,
-        message: undefined,
-      };
-    }
+      return scalarField(base, Kind.Scalar, f.scalar, false, f.longAsString);
+    case "enum":
+      return scalarField(base, Kind.Scalar, ScalarType.INT32, false, false);
     case "message":
-      return {
-        ...base,
-        kind: Kind.Message,
-        scalar: ScalarType.INT32,
-        packed: false,
-        tag: (f.number << 3) | WIRE_LEN,
-        wireType: WIRE_LEN,
-        longAsString: false,
-        message: f.message,
-      };
-    case "list": {
-      if (f.listKind === "message") {
-        return {
-          ...base,
-          kind: Kind.MessageList,
-          scalar: ScalarType.INT32,
-          packed: false,
-          tag: (f.number << 3) | WIRE_LEN,
-          wireType: WIRE_LEN,
-          longAsString: false,
-          message: f.message,
-        };
+      return messageField(base, Kind.Message, f.message);
+    case "list":
+      switch (f.listKind) {
+        case "message":
+          return messageField(base, Kind.MessageList, f.message);
+        case "enum":
+          return scalarField(base, Kind.ScalarList, ScalarType.INT32, f.packed, false);
+        default:
+          return scalarField(base, Kind.ScalarList, f.scalar, f.packed, f.longAsString);
       }
-      const scalar = f.listKind === "enum" ? ScalarType.INT32 : f.scalar;
-      const wireType = wireTypeOf(scalar);
-      return {
-        ...base,
-        kind: Kind.ScalarList,
-        scalar,
-        packed: f.packed,
-        tag: (f.number << 3) | (f.packed ? WIRE_LEN : wireType),
-        wireType,
-        longAsString: f.listKind === "scalar" && f.longAsString,
-        message: undefined,
-      };
-    }
     default:
       throw new Error(`${base.path}: maps are not compiled`);
   }
+}
+
+function scalarField(
+  base: FieldBase,
+  kind: Kind.Scalar | Kind.ScalarList,
+  scalar: ScalarType,
+  packed: boolean,
+  longAsString: boolean,
+): FieldPlan {
+  const wireType = wireTypeOf(scalar);
+  const tag = (base.no << 3) | (packed ? WIRE_LEN : wireType);
+  return { ...base, kind, scalar, packed, tag, wireType, longAsString, message: undefined };
+}
+
+function messageField(
+  base: FieldBase,
+  kind: Kind.Message | Kind.MessageList,
+  message: DescMessage,
+): FieldPlan {
+  return {
+    ...base,
+    kind,
+    scalar: ScalarType.INT32,
+    packed: false,
+    tag: (base.no << 3) | WIRE_LEN,
+    wireType: WIRE_LEN,
+    longAsString: false,
+    message,
+  };
 }
 
 function wireTypeOf(scalar: ScalarType): number {
@@ -351,6 +345,16 @@ class Writer {
     this.reserve(bytes);
     this.buf.write(s, this.pos, bytes, "utf8");
     this.pos += bytes;
+  }
+
+  double(v: number): void {
+    this.reserve(8);
+    this.pos = this.buf.writeDoubleLE(v, this.pos);
+  }
+
+  float(v: number): void {
+    this.reserve(4);
+    this.pos = this.buf.writeFloatLE(v, this.pos);
   }
 
   raw(data: Uint8Array): void {
@@ -514,21 +518,15 @@ function writeScalar(w: Writer, f: FieldPlan, value: unknown): void {
       w.reserve(1);
       w.buf[w.pos++] = value ? 1 : 0;
       return;
-    case ScalarType.DOUBLE: {
-      const v = toNumber(f, value);
-      w.reserve(8);
-      w.buf.writeDoubleLE(v, w.pos);
-      w.pos += 8;
+    case ScalarType.DOUBLE:
+      w.double(toNumber(f, value));
       return;
-    }
     case ScalarType.FLOAT: {
       const v = toNumber(f, value);
       if (Number.isFinite(v) && (v > FLOAT32_MAX || v < -FLOAT32_MAX)) {
         throw invalid(f, "float32", value);
       }
-      w.reserve(4);
-      w.buf.writeFloatLE(v, w.pos);
-      w.pos += 4;
+      w.float(v);
       return;
     }
     case ScalarType.INT32: {
