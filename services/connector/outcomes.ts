@@ -1,4 +1,3 @@
-import { create } from "@bufbuild/protobuf";
 import {
   type TargetOutcome,
   TargetOutcomeBatchSchema,
@@ -7,6 +6,7 @@ import {
 } from "../../gen/switchyard/health/v1/health_pb.js";
 import type { Bus } from "../lib/bus/bus.js";
 import type { Failure } from "../lib/errors.js";
+import { makeMessage } from "../lib/hop/codec.js";
 
 const FLUSH_MS = 250;
 const MAX_BATCH = 512;
@@ -27,8 +27,8 @@ export class OutcomeReporter {
 
   success(provider: string, model: string, firstTokenMs: number): void {
     this.add(
-      create(TargetOutcomeSchema, {
-        target: create(TargetSchema, { provider, model }),
+      makeMessage(TargetOutcomeSchema, {
+        target: makeMessage(TargetSchema, { provider, model }),
         success: true,
         firstTokenMs: Math.round(firstTokenMs),
         atMs: BigInt(Date.now()),
@@ -39,8 +39,8 @@ export class OutcomeReporter {
   failure(provider: string, model: string, f: Failure): void {
     if (f.kind === "cancelled" || !f.retryable) return;
     this.add(
-      create(TargetOutcomeSchema, {
-        target: create(TargetSchema, { provider, model }),
+      makeMessage(TargetOutcomeSchema, {
+        target: makeMessage(TargetSchema, { provider, model }),
         success: false,
         errorKind: f.kind,
         retryAfterMs: f.retryAfterMs,
@@ -63,7 +63,7 @@ export class OutcomeReporter {
     const outcomes = this.pending;
     this.pending = [];
     this.bus.publishOutcomes(
-      create(TargetOutcomeBatchSchema, { connectorId: this.connectorId, outcomes }),
+      makeMessage(TargetOutcomeBatchSchema, { connectorId: this.connectorId, outcomes }),
     );
   }
 }

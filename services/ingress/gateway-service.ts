@@ -1,4 +1,3 @@
-import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { ChatChunk, ChatParams } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import {
@@ -17,6 +16,7 @@ import {
 } from "../../gen/switchyard/gateway/v1/gateway_pb.js";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { Failure } from "../lib/errors.js";
+import { makeMessage } from "../lib/hop/codec.js";
 import { newUuid } from "../lib/ids.js";
 import { childSpan, formatTraceparent, parseTraceparent, type TraceContext } from "../lib/trace.js";
 import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
@@ -85,7 +85,7 @@ export function createGatewayService(
       for (const [k, v] of Object.entries(exchange.routeHeaders())) ctx.responseHeader.set(k, v);
       while (chunk) {
         sent = true;
-        yield create(ChatStreamResponseSchema, { chunk });
+        yield makeMessage(ChatStreamResponseSchema, { chunk });
         chunk = await exchange.next();
       }
       exchange.finish(200);
@@ -107,7 +107,7 @@ export function createGatewayService(
       for (; c; c = await exchange.next()) builder.add(c);
       for (const [k, v] of Object.entries(exchange.routeHeaders())) ctx.responseHeader.set(k, v);
       exchange.finish(200);
-      return create(ChatResponseSchema, { completion: builder.build() });
+      return makeMessage(ChatResponseSchema, { completion: builder.build() });
     } catch (err) {
       const f = Failure.from(err);
       exchange.finish(ctx.signal.aborted ? 499 : f.status, { error: f });
@@ -138,7 +138,7 @@ export function createGatewayService(
         trace,
       );
       for (const [k, v] of Object.entries(headers)) ctx.responseHeader.set(k, v);
-      return create(EmbedResponseSchema, { result });
+      return makeMessage(EmbedResponseSchema, { result });
     } catch (err) {
       throw connectErrorFor(Failure.from(err), deps.clock());
     }
@@ -146,9 +146,9 @@ export function createGatewayService(
 
   function listModels(_req: unknown, ctx: HandlerContext) {
     const { caller } = begin(ctx);
-    return create(ListModelsResponseSchema, {
+    return makeMessage(ListModelsResponseSchema, {
       models: visibleModels(deps.config, caller).map((id) =>
-        create(ModelSchema, { id, ownedBy: "switchyard" }),
+        makeMessage(ModelSchema, { id, ownedBy: "switchyard" }),
       ),
     });
   }

@@ -2,8 +2,8 @@
 // with, or a new one, continued by every hop with a span id of its own and the same trace id.
 
 import { randomFillSync } from "node:crypto";
-import { create } from "@bufbuild/protobuf";
 import { type RequestContext, RequestContextSchema } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import { makeMessage } from "./hop/codec.js";
 
 export interface TraceContext {
   /** 32 lowercase hex digits, not all zero. */
@@ -63,7 +63,7 @@ export function continueTrace(traceparent: string): TraceContext {
  * in the caller's trace (a new trace if the caller sent none).
  */
 export function nextHop(context: RequestContext | undefined): RequestContext {
-  return create(RequestContextSchema, {
+  return makeMessage(RequestContextSchema, {
     requestId: context?.requestId ?? "",
     tenant: context?.tenant ?? "",
     traceparent: formatTraceparent(continueTrace(context?.traceparent ?? "")),

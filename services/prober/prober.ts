@@ -1,4 +1,3 @@
-import { create } from "@bufbuild/protobuf";
 import type { Registry } from "prom-client";
 import {
   HealthSource,
@@ -13,6 +12,7 @@ import type { HealthStore, Lease } from "../lib/bus/bus.js";
 import type { Config } from "../lib/config/types.js";
 import type { ConnectorPool } from "../lib/connector-pool.js";
 import { Failure } from "../lib/errors.js";
+import { makeMessage } from "../lib/hop/codec.js";
 import type { Logger } from "../lib/logger.js";
 import { counter, gauge, observedGauge } from "../lib/metrics.js";
 import { distinctTargets, targetKey } from "../lib/targets.js";
@@ -64,10 +64,10 @@ export function nextHealth(
       prev.state === TargetState.DOWN &&
       now < Number(prev.cooldownUntilMs)
     ) {
-      return create(TargetHealthSchema, { ...prev, lastProbeMs: BigInt(now) });
+      return makeMessage(TargetHealthSchema, { ...prev, lastProbeMs: BigInt(now) });
     }
-    return create(TargetHealthSchema, {
-      target: create(TargetSchema, target),
+    return makeMessage(TargetHealthSchema, {
+      target: makeMessage(TargetSchema, target),
       state: TargetState.HEALTHY,
       ttftEwmaMs: ewma(prev?.ttftEwmaMs, result.latencyMs),
       errorRate: ewma(prev?.errorRate, 0),
@@ -84,8 +84,8 @@ export function nextHealth(
   // target named its own pause: a cooldown that ended between two probe rounds would send
   // traffic to a target known to be failing.
   const cooldown = f.retryAfterMs;
-  return create(TargetHealthSchema, {
-    target: create(TargetSchema, target),
+  return makeMessage(TargetHealthSchema, {
+    target: makeMessage(TargetSchema, target),
     state: down ? TargetState.DOWN : TargetState.DEGRADED,
     ttftEwmaMs: prev?.ttftEwmaMs ?? 0,
     errorRate:
@@ -116,7 +116,7 @@ export function foldOutcome(
   if (prev?.source === HealthSource.PROBE && o.atMs > 0n && o.atMs < prev.lastProbeMs) {
     return prev;
   }
-  const target = create(TargetSchema, o.target ?? {});
+  const target = makeMessage(TargetSchema, o.target ?? {});
   const base = {
     target,
     ttftEwmaMs: prev?.ttftEwmaMs ?? 0,
@@ -126,7 +126,7 @@ export function foldOutcome(
   };
   if (o.success) {
     const old = prev?.ttftEwmaMs ?? 0;
-    return create(TargetHealthSchema, {
+    return makeMessage(TargetHealthSchema, {
       ...base,
       state: TargetState.HEALTHY,
       ttftEwmaMs: old === 0 ? o.firstTokenMs : old + EWMA_ALPHA * (o.firstTokenMs - old),
@@ -146,7 +146,7 @@ export function foldOutcome(
   const wasDown = prev?.state === TargetState.DOWN && (prevUntil === 0 || now < prevUntil);
   if (wasDown) until = prevUntil === 0 ? 0 : Math.max(prevUntil, until);
   const down = wasDown || tripped;
-  return create(TargetHealthSchema, {
+  return makeMessage(TargetHealthSchema, {
     ...base,
     state: down ? TargetState.DOWN : TargetState.DEGRADED,
     errorRate,
@@ -190,7 +190,7 @@ export function createProber(deps: ProberDeps): Prober {
     if (!connector) return;
     try {
       const res = await connector.client.probe(
-        { target: create(TargetSchema, t) },
+        { target: makeMessage(TargetSchema, t) },
         { signal: abort.signal, timeoutMs: Math.min(interval, 10_000) },
       );
       if (res.ok) return settle(t, { ok: true, latencyMs: res.latencyMs });

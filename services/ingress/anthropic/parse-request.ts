@@ -1,4 +1,4 @@
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import {
   type ChatParams,
   ChatParamsSchema,
@@ -13,6 +13,7 @@ import {
   type ToolSchema,
 } from "../../../gen/switchyard/chat/v1/chat_pb.js";
 import { Failure } from "../../lib/errors.js";
+import { makeMessage } from "../../lib/hop/codec.js";
 
 type JsonObject = Record<string, unknown>;
 type MessageInit = MessageInitShape<typeof MessageSchema>;
@@ -184,7 +185,7 @@ export function parseMessagesRequest(body: unknown): ChatParams {
   if (output.rest !== undefined) extra.push(["output_config", output.rest]);
   checkExtras(body);
 
-  return create(ChatParamsSchema, {
+  return makeMessage(ChatParamsSchema, {
     model,
     messages,
     tools,

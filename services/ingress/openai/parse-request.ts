@@ -1,4 +1,4 @@
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import {
   type ChatParams,
   ChatParamsSchema,
@@ -13,6 +13,7 @@ import {
   type ToolSchema,
 } from "../../../gen/switchyard/chat/v1/chat_pb.js";
 import { Failure } from "../../lib/errors.js";
+import { makeMessage } from "../../lib/hop/codec.js";
 
 type JsonObject = Record<string, unknown>;
 type MessageInit = MessageInitShape<typeof MessageSchema>;
@@ -126,7 +127,7 @@ export function parseChatRequest(body: unknown): ChatParams {
   const maxTokens = positiveInt(body.max_tokens, "max_tokens");
   const maxCompletionTokens = positiveInt(body.max_completion_tokens, "max_completion_tokens");
 
-  return create(ChatParamsSchema, {
+  return makeMessage(ChatParamsSchema, {
     model,
     messages,
     tools,

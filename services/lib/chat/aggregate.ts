@@ -1,4 +1,3 @@
-import { create } from "@bufbuild/protobuf";
 import {
   type ChatChunk,
   ChatChunkSchema,
@@ -17,6 +16,7 @@ import {
   ToolCallSchema,
   type Usage,
 } from "../../../gen/switchyard/chat/v1/chat_pb.js";
+import { makeMessage } from "../hop/codec.js";
 
 interface ToolCallParts {
   index: number;
@@ -99,7 +99,7 @@ export class CompletionBuilder {
    * choice's text is one fragment, each tool call one fragment with its whole arguments.
    */
   chunk(): ChatChunk {
-    return create(ChatChunkSchema, {
+    return makeMessage(ChatChunkSchema, {
       start: this.#start,
       choices: this.#sortedChoices().map(mergedDelta),
       usage: this.#usage,
@@ -114,7 +114,7 @@ export class CompletionBuilder {
   build(): ChatCompletion {
     const start = this.#start;
     const choices = this.#sortedChoices().map(buildChoice);
-    return create(ChatCompletionSchema, {
+    return makeMessage(ChatCompletionSchema, {
       id: start?.id ?? "",
       created: start?.created ?? 0n,
       upstreamModel: start?.upstreamModel ?? "",
@@ -128,14 +128,14 @@ export class CompletionBuilder {
 }
 
 function mergedDelta(parts: ChoiceParts): ChoiceDelta {
-  return create(ChoiceDeltaSchema, {
+  return makeMessage(ChoiceDeltaSchema, {
     index: parts.index,
     role: parts.role,
     content: parts.content.length > 0 ? parts.content.join("") : undefined,
     reasoning: parts.reasoning.length > 0 ? parts.reasoning.join("") : undefined,
     refusal: parts.refusal.length > 0 ? parts.refusal.join("") : undefined,
     toolCalls: sortedCalls(parts).map((c) =>
-      create(ToolCallDeltaSchema, {
+      makeMessage(ToolCallDeltaSchema, {
         index: c.index,
         id: c.id === "" ? undefined : c.id,
         name: c.name === "" ? undefined : c.name,
@@ -154,11 +154,11 @@ function sortedCalls(parts: ChoiceParts): ToolCallParts[] {
 function buildChoice(parts: ChoiceParts): Choice {
   const text = parts.content.join("");
   const toolCalls: ToolCall[] = sortedCalls(parts).map((c) =>
-    create(ToolCallSchema, { id: c.id, name: c.name, arguments: c.arguments.join("") }),
+    makeMessage(ToolCallSchema, { id: c.id, name: c.name, arguments: c.arguments.join("") }),
   );
-  return create(ChoiceSchema, {
+  return makeMessage(ChoiceSchema, {
     index: parts.index,
-    message: create(MessageSchema, {
+    message: makeMessage(MessageSchema, {
       role: Role.ASSISTANT,
       content: text === "" ? [] : [{ part: { case: "text", value: text } }],
       contentIsText: true,

@@ -10,6 +10,7 @@ import {
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import {
+  ChatParamsSchema,
   file_switchyard_chat_v1_chat,
   MessageSchema,
 } from "../../../gen/switchyard/chat/v1/chat_pb.js";
@@ -22,7 +23,7 @@ import { file_switchyard_gateway_v1_gateway } from "../../../gen/switchyard/gate
 import { file_switchyard_health_v1_health } from "../../../gen/switchyard/health/v1/health_pb.js";
 import { file_switchyard_router_v1_router } from "../../../gen/switchyard/router/v1/router_pb.js";
 import { useFastUtf8Encoding } from "../utf8.js";
-import { codecFor } from "./codec.js";
+import { codecFor, makeMessage } from "./codec.js";
 
 useFastUtf8Encoding();
 
@@ -264,6 +265,38 @@ describe("hop codec", () => {
     expect(() => codec.encode({ ...create(MessageSchema), name: 5 as never })).toThrow(
       /invalid string/,
     );
+  });
+
+  it("makes messages from init objects as create() does, for every type", () => {
+    // An init object: the message with its $typeName dropped here and there, nulls sprinkled in.
+    const toInit = (r: Rand, value: unknown): unknown => {
+      if (Array.isArray(value)) return value.map((x) => toInit(r, x));
+      if (value === null || typeof value !== "object" || value instanceof Uint8Array) return value;
+      const out: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(value)) {
+        if (k === "$typeName" && r() < 0.6) continue;
+        out[k] = r() < 0.1 && k !== "$typeName" ? null : toInit(r, v);
+      }
+      return out;
+    };
+    for (const schema of schemas) {
+      for (let seed = 1; seed <= 25; seed++) {
+        const r = rng(seed * 104_729 + schema.typeName.length);
+        const init = toInit(r, randomMessage(r, schema, 0)) as never;
+        expect(makeMessage(schema, init), `${schema.typeName} seed ${seed}`).toStrictEqual(
+          create(schema, init),
+        );
+      }
+      expect(makeMessage(schema)).toStrictEqual(create(schema));
+    }
+    // A message of the type is kept as it is; a list of scalars stays the same array.
+    const msg = create(MessageSchema, { name: "a" });
+    expect(makeMessage(MessageSchema, msg)).toBe(msg);
+    const stop = ["\n\n"];
+    expect(makeMessage(ChatParamsSchema, { stop }).stop).toBe(stop);
+    // A oneof whose case names no field is left unset, as create() leaves it.
+    const odd = { content: [{ part: { case: "nothing", value: 1 } }] } as never;
+    expect(makeMessage(MessageSchema, odd)).toStrictEqual(create(MessageSchema, odd));
   });
 
   it("falls back to protobuf-es for what it does not compile (proto2, maps)", () => {
