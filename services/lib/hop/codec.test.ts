@@ -209,6 +209,15 @@ describe("hop codec", () => {
     expect(ours).toEqual(fromBinary(MessageSchema, bytes));
     expect(ours.$unknown).toHaveLength(2);
     expect(hex(codec.encode(ours))).toBe(hex(bytes));
+
+    // `name` (a string, field 4) sent as a varint: kept as an unknown field, not misread.
+    const name = MessageSchema.fields.find((f) => f.localName === "name");
+    if (!name) throw new Error("no name field");
+    const wrongType = Buffer.from([name.number << 3, 0x05]);
+    const read = codec.decode(wrongType);
+    expect(read.name).toBeUndefined();
+    expect(read.$unknown).toEqual([{ no: name.number, wireType: 0, data: Buffer.from([0x05]) }]);
+    expect(hex(codec.encode(read))).toBe(hex(wrongType));
   });
 
   it("reads what other writers may send: unpacked lists, merged messages, ten-byte int32s", () => {
