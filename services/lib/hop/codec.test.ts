@@ -315,5 +315,11 @@ describe("hop codec", () => {
     const bytes = codec.encode(msg);
     expect(hex(bytes)).toBe(hex(toBinary(FileDescriptorProtoSchema, msg)));
     expect(codec.decode(bytes)).toEqual(fromBinary(FileDescriptorProtoSchema, bytes));
+    const env = codec.encodeEnvelope(0, msg);
+    expect([env[0], env.readUInt32BE(1), hex(env.subarray(5))]).toEqual([
+      0,
+      bytes.length,
+      hex(bytes),
+    ]);
   });
 });

@@ -34,6 +34,7 @@ import {
   ScalarType,
   toBinary,
 } from "@bufbuild/protobuf";
+import { envelope } from "./protocol.js";
 
 export interface Codec<D extends DescMessage = DescMessage> {
   /** The message's bytes, as toBinary gives them. */
@@ -1014,12 +1015,7 @@ class FallbackCodec<D extends DescMessage> implements Codec<D> {
   }
 
   encodeEnvelope(flags: number, message: MessageShape<D>): Buffer {
-    const bytes = toBinary(this.schema, message);
-    const out = Buffer.allocUnsafe(5 + bytes.byteLength);
-    out[0] = flags;
-    out.writeUInt32BE(bytes.byteLength, 1);
-    out.set(bytes, 5);
-    return out;
+    return envelope(flags, toBinary(this.schema, message));
   }
 
   decode(bytes: Uint8Array): MessageShape<D> {
