@@ -1,13 +1,11 @@
 import http2 from "node:http2";
 import net from "node:net";
-import {
-  create,
-  type DescMessage,
-  type DescMethodStreaming,
-  type DescMethodUnary,
-  isMessage,
-  type MessageInitShape,
-  type MessageShape,
+import type {
+  DescMessage,
+  DescMethodStreaming,
+  DescMethodUnary,
+  MessageInitShape,
+  MessageShape,
 } from "@bufbuild/protobuf";
 import {
   Code,
@@ -21,7 +19,7 @@ import {
   endStreamFromJson,
   errorFromJsonBytes,
 } from "@connectrpc/connect/protocol-connect";
-import { type Codec, codecFor } from "./codec.js";
+import { type Codec, codecFor, makeMessage } from "./codec.js";
 import {
   END_STREAM_FLAG,
   EnvelopeReader,
@@ -78,7 +76,7 @@ export function createHopTransport(options: HopTransportOptions): Transport {
       header: HeaderInit | undefined,
       input: MessageInitShape<I>,
     ): Promise<UnaryResponse<I, O>> {
-      const body = codecFor(method.input).encode(asMessage(method.input, input));
+      const body = codecFor(method.input).encode(makeMessage(method.input, input));
       const call = new Call(pool, pathOf(prefix, method), UNARY_CONTENT_TYPE, header, timeoutMs);
       const { headers, body: bytes } = await call.unary(body, signal);
       const [h, trailer] = splitTrailers(headers);
@@ -110,7 +108,7 @@ export function createHopTransport(options: HopTransportOptions): Transport {
       if (request === undefined) {
         throw new ConnectError("a server stream needs a request message", Code.InvalidArgument);
       }
-      const body = codecFor(method.input).encodeEnvelope(0, asMessage(method.input, request));
+      const body = codecFor(method.input).encodeEnvelope(0, makeMessage(method.input, request));
       const call = new Call(pool, pathOf(prefix, method), STREAM_CONTENT_TYPE, header, timeoutMs);
       await call.serverStream(body, signal, codecFor(method.output));
       return new HopStreamResponse(method, call);
@@ -149,10 +147,6 @@ class HopStreamResponse<I extends DescMessage, O extends DescMessage>
 
 function pathOf(prefix: string, method: { parent: { typeName: string }; name: string }): string {
   return `${prefix}/${method.parent.typeName}/${method.name}`;
-}
-
-function asMessage<D extends DescMessage>(schema: D, init: MessageInitShape<D>): MessageShape<D> {
-  return isMessage(init, schema) ? (init as MessageShape<D>) : create(schema, init);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,14 +1,6 @@
 import type http from "node:http";
 import type http2 from "node:http2";
-import {
-  create,
-  type DescMessage,
-  type DescMethod,
-  type DescService,
-  isMessage,
-  type MessageInitShape,
-  type MessageShape,
-} from "@bufbuild/protobuf";
+import type { DescMessage, DescMethod, DescService, MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
   codeToHttpStatus,
@@ -18,7 +10,7 @@ import {
 } from "@connectrpc/connect/protocol-connect";
 import { CallCancel, LazyHandlerContext } from "../handler-context.js";
 import type { DualHandler } from "../http/dual-server.js";
-import { type Codec, codecFor } from "./codec.js";
+import { type Codec, codecFor, makeMessage } from "./codec.js";
 import {
   END_STREAM_FLAG,
   EnvelopeReader,
@@ -255,10 +247,6 @@ function toConnectError(err: unknown): ConnectError {
     : new ConnectError("internal error", Code.Internal, undefined, undefined, err);
 }
 
-function asOutput<D extends DescMessage>(schema: D, value: unknown): MessageShape<D> {
-  return isMessage(value, schema) ? value : create(schema, value as MessageInitShape<D>);
-}
-
 async function serveUnary(route: Route, req: Req, res: Res, body: Buffer): Promise<void> {
   const call = new ServerCall(route, req, res);
   let status = 200;
@@ -270,7 +258,9 @@ async function serveUnary(route: Route, req: Req, res: Res, body: Buffer): Promi
     const input = route.input.decode(body);
     const answer = await call.cancel.until(Promise.resolve(route.fn(input, call.ctx)));
     completed = true;
-    out = route.output.encode(asOutput(route.method.output, answer));
+    out = route.output.encode(
+      makeMessage(route.method.output, answer as MessageInitShape<DescMessage>),
+    );
     headers = call.head(UNARY_CONTENT_TYPE, true);
   } catch (err) {
     const error = call.stopped ?? toConnectError(err);
@@ -345,7 +335,10 @@ async function serveStream(route: Route, req: Req, res: Res, body: Buffer): Prom
       // Each wait also ends when the call is stopped (CallCancel.until).
       const r = await call.cancel.until(it.next());
       if (r.done) break;
-      const message = route.output.encodeEnvelope(0, asOutput(output, r.value));
+      const message = route.output.encodeEnvelope(
+        0,
+        makeMessage(output, r.value as MessageInitShape<DescMessage>),
+      );
       pending.push(message);
       pendingBytes += message.length;
       // A burst goes out at the end of the turn, or once it is big enough to hand over now
