@@ -1,6 +1,6 @@
-import { create } from "@bufbuild/protobuf";
 import { ConnectorAnnouncementSchema } from "../../gen/switchyard/health/v1/health_pb.js";
 import type { Bus } from "../lib/bus/bus.js";
+import { makeMessage } from "../lib/hop/codec.js";
 
 export const HEARTBEAT_MS = 2_000;
 
@@ -18,7 +18,7 @@ export function startAnnouncer(opts: {
   const started = BigInt(Date.now());
   const send = (leaving: boolean) =>
     opts.bus.announce(
-      create(ConnectorAnnouncementSchema, {
+      makeMessage(ConnectorAnnouncementSchema, {
         id: opts.id,
         address: opts.address,
         providers: opts.providers,

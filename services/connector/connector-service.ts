@@ -1,4 +1,3 @@
-import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
 import type { RequestContext } from "../../gen/switchyard/chat/v1/chat_pb.js";
@@ -16,6 +15,7 @@ import {
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { connectorChatResponse } from "../lib/chat/messages.js";
 import { Failure } from "../lib/errors.js";
+import { makeMessage } from "../lib/hop/codec.js";
 import { type Logger, requestLogger } from "../lib/logger.js";
 import { counter, gauge, histogram } from "../lib/metrics.js";
 import { nextHop } from "../lib/trace.js";
@@ -169,7 +169,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
   async function probe(req: ProbeRequest, ctx: HandlerContext): Promise<ProbeResponse> {
     const target = req.target;
     if (!target)
-      return create(ProbeResponseSchema, {
+      return makeMessage(ProbeResponseSchema, {
         ok: false,
         error: new Failure({
           status: 400,
@@ -180,12 +180,12 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
     const started = performance.now();
     try {
       await providerFor(target.provider).probe(target.model, ctx.signal);
-      return create(ProbeResponseSchema, {
+      return makeMessage(ProbeResponseSchema, {
         ok: true,
         latencyMs: Math.round(performance.now() - started),
       });
     } catch (err) {
-      return create(ProbeResponseSchema, {
+      return makeMessage(ProbeResponseSchema, {
         ok: false,
         latencyMs: Math.round(performance.now() - started),
         error: Failure.from(err).toProto(),
@@ -222,7 +222,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
         signal: ctx.signal,
       });
       upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: "ok" });
-      return create(EmbedResponseSchema, { result });
+      return makeMessage(EmbedResponseSchema, { result });
     } catch (err) {
       const f = ctx.signal.aborted
         ? new Failure({ status: 499, kind: "cancelled", message: "cancelled" })

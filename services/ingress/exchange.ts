@@ -1,4 +1,3 @@
-import { create } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
 import {
@@ -15,6 +14,7 @@ import type { RouterService, RoutingHints } from "../../gen/switchyard/router/v1
 import { requestContext, routerChatRequest } from "../lib/chat/messages.js";
 import type { Config, Price } from "../lib/config/types.js";
 import { Failure, modelNotFound } from "../lib/errors.js";
+import { makeMessage } from "../lib/hop/codec.js";
 import type { Logger } from "../lib/logger.js";
 import {
   counter,
@@ -476,7 +476,7 @@ export async function runEmbed(
     }
     const res = await deps.router.embed(
       {
-        context: create(RequestContextSchema, {
+        context: makeMessage(RequestContextSchema, {
           requestId,
           tenant,
           traceparent: formatTraceparent(trace),

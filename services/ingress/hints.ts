@@ -1,6 +1,6 @@
-import { create } from "@bufbuild/protobuf";
 import { type RoutingHints, RoutingHintsSchema } from "../../gen/switchyard/router/v1/router_pb.js";
 import { Failure } from "../lib/errors.js";
+import { makeMessage } from "../lib/hop/codec.js";
 
 /**
  * Per-request routing overrides, from headers (every client API, and gRPC metadata):
@@ -48,7 +48,7 @@ export function routingHints(
   }
   const hints =
     provider || fallbacks !== undefined
-      ? create(RoutingHintsSchema, {
+      ? makeMessage(RoutingHintsSchema, {
           ...(provider ? { provider } : {}),
           fallbacks: fallbacks ?? [],
           hasFallbacks: fallbacks !== undefined,

@@ -1,6 +1,6 @@
-import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type UpstreamError, UpstreamErrorSchema } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import { makeMessage } from "./hop/codec.js";
 
 /** Classes of failure; the ingress maps them to each client API's error type. */
 export type FailureKind =
@@ -55,7 +55,7 @@ export class Failure extends Error {
   }
 
   toProto(): UpstreamError {
-    return create(UpstreamErrorSchema, {
+    return makeMessage(UpstreamErrorSchema, {
       status: this.status,
       kind: this.kind,
       message: this.message,

@@ -1,4 +1,3 @@
-import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
 import type {
@@ -21,6 +20,7 @@ import { connectorChatRequest, newTarget, routerChatResponse } from "../lib/chat
 import type { Config } from "../lib/config/types.js";
 import type { ConnectorEndpoint, ConnectorPool } from "../lib/connector-pool.js";
 import { Failure } from "../lib/errors.js";
+import { makeMessage } from "../lib/hop/codec.js";
 import { type Logger, requestLogger } from "../lib/logger.js";
 import { counter, observedGauge } from "../lib/metrics.js";
 import { distinctTargets } from "../lib/targets.js";
@@ -237,7 +237,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       const res = await connector.client.embed(
         {
           context,
-          target: create(TargetSchema, { provider, model }),
+          target: makeMessage(TargetSchema, { provider, model }),
           params,
         },
         {
@@ -248,7 +248,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       strategies.latency.observe(provider, model, performance.now() - started);
       settleSuccess(p, params.model);
       if (res.result) res.result.attempts = attempt;
-      yield create(EmbedResponseSchema, { result: res.result });
+      yield makeMessage(EmbedResponseSchema, { result: res.result });
     } catch (err) {
       const timedOut: Timeout | undefined =
         Date.now() >= totalDeadline ? "total" : attemptTimeout.aborted ? "first_token" : undefined;
@@ -549,7 +549,7 @@ export function isContextWindowExceeded(f: Failure): boolean {
 
 function upstreamParams(params: ChatParams): ChatParams {
   if (params.stream) return params;
-  // A shallow copy is still a ChatParams (it keeps `$typeName`): create() would walk every field.
+  // A shallow copy is still a ChatParams (it keeps `$typeName`): makeMessage() would walk every field.
   return { ...params, stream: true };
 }
 

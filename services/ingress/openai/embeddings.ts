@@ -1,10 +1,10 @@
-import { create } from "@bufbuild/protobuf";
 import {
   type EmbedParams,
   EmbedParamsSchema,
   type EmbedResult,
 } from "../../../gen/switchyard/chat/v1/chat_pb.js";
 import { Failure } from "../../lib/errors.js";
+import { makeMessage } from "../../lib/hop/codec.js";
 
 // OpenAI Embeddings (https://platform.openai.com/docs/api-reference/embeddings).
 
@@ -53,7 +53,7 @@ export function parseEmbeddingsRequest(body: unknown): {
   }
   if (inputs.some((s) => s === ""))
     throw invalid("'input' must not contain empty strings", "input");
-  const params = create(EmbedParamsSchema, { model: b.model, inputs });
+  const params = makeMessage(EmbedParamsSchema, { model: b.model, inputs });
   if (b.dimensions !== undefined && b.dimensions !== null) {
     if (!Number.isInteger(b.dimensions) || (b.dimensions as number) < 1) {
       throw invalid("'dimensions' must be a positive integer", "dimensions");

@@ -1,4 +1,3 @@
-import { create } from "@bufbuild/protobuf";
 import {
   type ChatChunk,
   ChatChunkSchema,
@@ -13,6 +12,7 @@ import {
   type Usage,
   UsageSchema,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { makeMessage } from "../../../lib/hop/codec.js";
 import { isRecord } from "./to-request.js";
 import type { AnthropicMessage } from "./wire.js";
 
@@ -33,7 +33,7 @@ export function fromAnthropicMessage(
   message: AnthropicMessage,
   options: TranslateOptions,
 ): ChatChunk {
-  const delta = create(ChoiceDeltaSchema, { index: 0, role: Role.ASSISTANT });
+  const delta = makeMessage(ChoiceDeltaSchema, { index: 0, role: Role.ASSISTANT });
   const jsonMode = options.jsonTool !== undefined;
   const text: string[] = [];
   const reasoning: string[] = [];
@@ -62,7 +62,7 @@ export function fromAnthropicMessage(
   if (reasoning.length > 0) delta.reasoning = reasoning.join("");
   setFinish(delta, message.stop_reason, jsonMode && delta.toolCalls.length === 0);
 
-  const chunk = create(ChatChunkSchema, {
+  const chunk = makeMessage(ChatChunkSchema, {
     start: toStart(message, options),
     choices: [delta],
   });
@@ -76,7 +76,7 @@ export function fromAnthropicMessage(
  * anew: byte for byte it may differ in spacing from the fragments the same call streams in.
  */
 function toolCall(block: Record<string, unknown>, index: number): ToolCallDelta {
-  const call = create(ToolCallDeltaSchema, {
+  const call = makeMessage(ToolCallDeltaSchema, {
     index,
     arguments: JSON.stringify(isRecord(block.input) ? block.input : {}),
   });
@@ -89,7 +89,7 @@ export function toStart(
   message: { id?: unknown; model?: unknown },
   options: TranslateOptions,
 ): ChatStart {
-  return create(ChatStartSchema, {
+  return makeMessage(ChatStartSchema, {
     id: typeof message.id === "string" ? message.id : "",
     created: BigInt(options.now ?? Math.floor(Date.now() / 1000)),
     upstreamModel: typeof message.model === "string" ? message.model : "",
@@ -132,7 +132,7 @@ export function toUsage(usage: unknown): Usage | undefined {
   const prompt =
     count(usage.input_tokens) + count(cacheRead) + count(usage.cache_creation_input_tokens);
   const completion = count(usage.output_tokens);
-  const out = create(UsageSchema, {
+  const out = makeMessage(UsageSchema, {
     promptTokens: prompt,
     completionTokens: completion,
     totalTokens: prompt + completion,

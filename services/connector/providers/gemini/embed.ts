@@ -1,4 +1,3 @@
-import { create } from "@bufbuild/protobuf";
 import {
   EmbeddingSchema,
   type EmbedParams,
@@ -7,6 +6,7 @@ import {
   UsageSchema,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import { Failure } from "../../../lib/errors.js";
+import { makeMessage } from "../../../lib/hop/codec.js";
 import { isRecord, records } from "./from-response.js";
 import { geminiModelName } from "./to-request.js";
 import type { GeminiBatchEmbedContentsRequest, GeminiEmbedContentRequest } from "./wire.js";
@@ -61,15 +61,15 @@ export function fromGeminiEmbedResponse(
   if (embeddings.length !== options.inputs || response.embeddings.length !== options.inputs) {
     throw malformed(`${response.embeddings.length} vectors for ${options.inputs} inputs`);
   }
-  return create(EmbedResultSchema, {
+  return makeMessage(EmbedResultSchema, {
     embeddings: embeddings.map((embedding, index) => {
       const values = embedding.values;
       if (!Array.isArray(values) || !values.every((v) => typeof v === "number")) {
         throw malformed(`embeddings[${index}].values is not a list of numbers`);
       }
-      return create(EmbeddingSchema, { index, values });
+      return makeMessage(EmbeddingSchema, { index, values });
     }),
-    usage: create(UsageSchema, { promptTokens: 0, completionTokens: 0, totalTokens: 0 }),
+    usage: makeMessage(UsageSchema, { promptTokens: 0, completionTokens: 0, totalTokens: 0 }),
     // The answer does not name a model version; the one asked for is the one that answered.
     upstreamModel: options.model,
     provider: options.provider,

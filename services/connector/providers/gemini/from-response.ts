@@ -1,5 +1,4 @@
 import type { IncomingHttpHeaders } from "node:http";
-import { create } from "@bufbuild/protobuf";
 import {
   type ChatChunk,
   ChatChunkSchema,
@@ -14,6 +13,7 @@ import {
   UsageSchema,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import { Failure } from "../../../lib/errors.js";
+import { makeMessage } from "../../../lib/hop/codec.js";
 import { failureFromResponse, retryAfterMs, scrubSecrets } from "../upstream-http.js";
 import type { GeminiGenerateContentResponse } from "./wire.js";
 
@@ -53,7 +53,7 @@ export function fromGeminiResponse(response: unknown, options: TranslateOptions)
     throw malformed(options, "answer", "no candidates");
   }
   const choices = new Map<number, ChoiceState>();
-  const chunk = create(ChatChunkSchema, {
+  const chunk = makeMessage(ChatChunkSchema, {
     start: toStart(answer, options),
     choices: records(answer.candidates).map((candidate, i) =>
       candidateDelta(candidate, i, choices),
@@ -102,7 +102,7 @@ export function toStart(
   response: GeminiGenerateContentResponse,
   options: TranslateOptions,
 ): ChatStart {
-  return create(ChatStartSchema, {
+  return makeMessage(ChatStartSchema, {
     id: nonEmpty(response.responseId) ?? options.fallbackId,
     created: BigInt(Math.trunc(options.now)),
     upstreamModel: nonEmpty(response.modelVersion) ?? options.model,
@@ -127,7 +127,7 @@ export function candidateDelta(
     choice = { started: false, toolCalls: 0, finished: false };
     choices.set(index, choice);
   }
-  const delta = create(ChoiceDeltaSchema, { index });
+  const delta = makeMessage(ChoiceDeltaSchema, { index });
   if (!choice.started) {
     delta.role = Role.ASSISTANT;
     choice.started = true;
@@ -139,7 +139,7 @@ export function candidateDelta(
       const n = choice.toolCalls;
       choice.toolCalls += 1;
       delta.toolCalls.push(
-        create(ToolCallDeltaSchema, {
+        makeMessage(ToolCallDeltaSchema, {
           index: n,
           id: nonEmpty(call.id) ?? `call_${index}_${n}`,
           name: typeof call.name === "string" ? call.name : "",
@@ -200,7 +200,7 @@ export function toUsage(metadata: unknown): Usage | undefined {
   if (!isRecord(metadata)) return undefined;
   const prompt = count(metadata.promptTokenCount) + count(metadata.toolUsePromptTokenCount);
   const completion = count(metadata.candidatesTokenCount) + count(metadata.thoughtsTokenCount);
-  const usage = create(UsageSchema, {
+  const usage = makeMessage(UsageSchema, {
     promptTokens: prompt,
     completionTokens: completion,
     totalTokens: isCount(metadata.totalTokenCount) ? metadata.totalTokenCount : prompt + completion,

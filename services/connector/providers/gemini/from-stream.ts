@@ -1,6 +1,6 @@
-import { create } from "@bufbuild/protobuf";
 import { type ChatChunk, ChatChunkSchema } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import { Failure } from "../../../lib/errors.js";
+import { makeMessage } from "../../../lib/hop/codec.js";
 import {
   type ChoiceState,
   candidateDelta,
@@ -34,7 +34,7 @@ export class GeminiStream {
    */
   push(event: unknown): ChatChunk | undefined {
     const response = checkAnswer(event, this.#options, "stream");
-    const chunk = create(ChatChunkSchema);
+    const chunk = makeMessage(ChatChunkSchema);
     if (this.#first) chunk.start = toStart(response, this.#options);
     records(response.candidates).forEach((candidate, i) => {
       const delta = candidateDelta(candidate, i, this.#choices);

@@ -3,7 +3,6 @@
 
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import { create } from "@bufbuild/protobuf";
 import {
   type ChatChunk,
   ChatChunkSchema,
@@ -23,6 +22,7 @@ import {
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
+import { makeMessage } from "../../../lib/hop/codec.js";
 import type { ChatCall, EmbedCall, Provider } from "../provider.js";
 
 export const MOCK_DEFAULTS = { first_token_ms: 200, token_interval_ms: 20, tokens: 24 } as const;
@@ -119,7 +119,7 @@ export function createMockProvider(name: string, config: ProviderConfig): Provid
     const { params, signal } = call;
     if (signal.aborted) throw cancelled(name, signal.reason);
     answers += 1;
-    const start = create(ChatStartSchema, {
+    const start = makeMessage(ChatStartSchema, {
       id: `chatcmpl-mock-${answers}`,
       created: BigInt(Math.floor(Date.now() / 1000)),
       upstreamModel: call.model,
@@ -134,20 +134,20 @@ export function createMockProvider(name: string, config: ProviderConfig): Provid
       const usage = usageOf(promptTokens, fragments.length);
       if (!params.stream) {
         await pause(firstTokenMs + intervalMs * (fragments.length - 1), signal, name);
-        const call = create(ToolCallDeltaSchema, {
+        const call = makeMessage(ToolCallDeltaSchema, {
           index: 0,
           id: callId,
           name: tool,
           arguments: fragments.join(""),
         });
-        const delta = create(ChoiceDeltaSchema, {
+        const delta = makeMessage(ChoiceDeltaSchema, {
           index: 0,
           role: Role.ASSISTANT,
           toolCalls: [call],
           finishReason: FinishReason.TOOL_CALLS,
           rawFinishReason: "tool_calls",
         });
-        yield create(ChatChunkSchema, { start, choices: [delta], usage });
+        yield makeMessage(ChatChunkSchema, { start, choices: [delta], usage });
         return;
       }
       for (const [i, fragment] of fragments.entries()) {
@@ -170,27 +170,31 @@ export function createMockProvider(name: string, config: ProviderConfig): Provid
     const usage = usageOf(promptTokens, pieces.length);
     if (!params.stream) {
       await pause(firstTokenMs + intervalMs * Math.max(0, pieces.length - 1), signal, name);
-      const delta = create(ChoiceDeltaSchema, {
+      const delta = makeMessage(ChoiceDeltaSchema, {
         index: 0,
         role: Role.ASSISTANT,
         content: pieces.join(""),
         finishReason: finish,
         rawFinishReason: raw,
       });
-      yield create(ChatChunkSchema, { start, choices: [delta], usage });
+      yield makeMessage(ChatChunkSchema, { start, choices: [delta], usage });
       return;
     }
     await pause(firstTokenMs, signal, name);
-    yield create(ChatChunkSchema, {
+    yield makeMessage(ChatChunkSchema, {
       start,
       choices: [
-        create(ChoiceDeltaSchema, { index: 0, role: Role.ASSISTANT, content: pieces[0] ?? "" }),
+        makeMessage(ChoiceDeltaSchema, {
+          index: 0,
+          role: Role.ASSISTANT,
+          content: pieces[0] ?? "",
+        }),
       ],
     });
     for (const piece of pieces.slice(1)) {
       await pause(intervalMs, signal, name);
-      yield create(ChatChunkSchema, {
-        choices: [create(ChoiceDeltaSchema, { index: 0, content: piece })],
+      yield makeMessage(ChatChunkSchema, {
+        choices: [makeMessage(ChoiceDeltaSchema, { index: 0, content: piece })],
       });
     }
     yield finalChunk(finish, raw, usage);
@@ -209,11 +213,11 @@ export function createMockProvider(name: string, config: ProviderConfig): Provid
     await pause(firstTokenMs, call.signal, name);
     let words = 0;
     for (const input of call.params.inputs) words += wordCount(input);
-    return create(EmbedResultSchema, {
+    return makeMessage(EmbedResultSchema, {
       embeddings: call.params.inputs.map((input, index) =>
-        create(EmbeddingSchema, { index, values: mockEmbedding(input, dimensions) }),
+        makeMessage(EmbeddingSchema, { index, values: mockEmbedding(input, dimensions) }),
       ),
-      usage: create(UsageSchema, { promptTokens: words, totalTokens: words }),
+      usage: makeMessage(UsageSchema, { promptTokens: words, totalTokens: words }),
       upstreamModel: call.model,
       provider: name,
     });
@@ -247,21 +251,25 @@ function toolChunk(
   index: number,
   call: { id?: string; name?: string; arguments: string },
 ): ChatChunk {
-  const fragment = create(ToolCallDeltaSchema, { index, arguments: call.arguments });
+  const fragment = makeMessage(ToolCallDeltaSchema, { index, arguments: call.arguments });
   if (call.id !== undefined) fragment.id = call.id;
   if (call.name !== undefined) fragment.name = call.name;
-  const delta = create(ChoiceDeltaSchema, { index: 0, toolCalls: [fragment] });
+  const delta = makeMessage(ChoiceDeltaSchema, { index: 0, toolCalls: [fragment] });
   if (call.id !== undefined) delta.role = Role.ASSISTANT;
-  return create(ChatChunkSchema, { choices: [delta] });
+  return makeMessage(ChatChunkSchema, { choices: [delta] });
 }
 
 function finalChunk(finish: FinishReason, raw: string, usage: Usage): ChatChunk {
-  const delta = create(ChoiceDeltaSchema, { index: 0, finishReason: finish, rawFinishReason: raw });
-  return create(ChatChunkSchema, { choices: [delta], usage });
+  const delta = makeMessage(ChoiceDeltaSchema, {
+    index: 0,
+    finishReason: finish,
+    rawFinishReason: raw,
+  });
+  return makeMessage(ChatChunkSchema, { choices: [delta], usage });
 }
 
 function usageOf(promptTokens: number, completionTokens: number): Usage {
-  return create(UsageSchema, {
+  return makeMessage(UsageSchema, {
     promptTokens,
     completionTokens,
     totalTokens: promptTokens + completionTokens,

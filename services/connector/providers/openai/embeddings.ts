@@ -1,4 +1,3 @@
-import { create } from "@bufbuild/protobuf";
 import {
   EmbeddingSchema,
   type EmbedParams,
@@ -6,6 +5,7 @@ import {
   EmbedResultSchema,
   UsageSchema,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { makeMessage } from "../../../lib/hop/codec.js";
 import { isCount, isRecord } from "./from-response.js";
 import { parseObject } from "./to-request.js";
 import type { OpenAIEmbeddingsRequest } from "./wire.js";
@@ -71,12 +71,12 @@ export function fromOpenAIEmbeddings(
   const promptTokens = isCount(usage.prompt_tokens) ? usage.prompt_tokens : 0;
   return {
     ok: true,
-    result: create(EmbedResultSchema, {
+    result: makeMessage(EmbedResultSchema, {
       // As many distinct in-range indexes as inputs: every slot is filled.
       embeddings: vectors.map((values, index) =>
-        create(EmbeddingSchema, { index, values: values ?? [] }),
+        makeMessage(EmbeddingSchema, { index, values: values ?? [] }),
       ),
-      usage: create(UsageSchema, {
+      usage: makeMessage(UsageSchema, {
         promptTokens,
         totalTokens: isCount(usage.total_tokens) ? usage.total_tokens : promptTokens,
       }),

@@ -1,4 +1,3 @@
-import { create } from "@bufbuild/protobuf";
 import {
   type ChatChunk,
   ChatChunkSchema,
@@ -12,6 +11,7 @@ import {
   type Usage,
   UsageSchema,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { makeMessage } from "../../../lib/hop/codec.js";
 import type { OpenAIChatCompletion, OpenAIUsage } from "../../../lib/wire/openai.js";
 
 // Upstream JSON is only as well-formed as the server that sent it: every field is read with a
@@ -22,11 +22,11 @@ export function fromOpenAICompletion(
   completion: OpenAIChatCompletion,
   provider: string,
 ): ChatChunk {
-  const chunk = create(ChatChunkSchema, {
+  const chunk = makeMessage(ChatChunkSchema, {
     start: toStart(completion, provider),
     choices: records(completion.choices).map((choice, i) => {
       const message = isRecord(choice.message) ? choice.message : {};
-      const delta = create(ChoiceDeltaSchema, {
+      const delta = makeMessage(ChoiceDeltaSchema, {
         index: isCount(choice.index) ? choice.index : i,
         role: Role.ASSISTANT,
       });
@@ -34,7 +34,7 @@ export function fromOpenAICompletion(
       setText(delta, "refusal", message.refusal);
       setText(delta, "reasoning", message.reasoning_content);
       delta.toolCalls = records(message.tool_calls).map((call, index) => {
-        const out = create(ToolCallDeltaSchema, { index });
+        const out = makeMessage(ToolCallDeltaSchema, { index });
         const fn = isRecord(call.function) ? call.function : {};
         if (typeof call.id === "string") out.id = call.id;
         if (typeof fn.name === "string") out.name = fn.name;
@@ -54,8 +54,8 @@ export function toStart(
   source: { id?: unknown; created?: unknown; model?: unknown; system_fingerprint?: unknown },
   provider: string,
 ): ChatStart {
-  // Made empty, then filled in: cheaper than create(schema, init) on a per-answer path.
-  const start = create(ChatStartSchema);
+  // Made empty, then filled in, as the per-token code does (from-stream.ts).
+  const start = makeMessage(ChatStartSchema);
   if (typeof source.id === "string") start.id = source.id;
   start.created = BigInt(Math.trunc(numberOr(source.created, Math.floor(Date.now() / 1000))));
   if (typeof source.model === "string") start.upstreamModel = source.model;
@@ -93,7 +93,7 @@ export function toUsage(usage: OpenAIUsage | null | undefined): Usage | undefine
   if (!isRecord(usage)) return undefined;
   const prompt = count(usage.prompt_tokens);
   const completion = count(usage.completion_tokens);
-  const out = create(UsageSchema);
+  const out = makeMessage(UsageSchema);
   out.promptTokens = prompt;
   out.completionTokens = completion;
   out.totalTokens = isCount(usage.total_tokens) ? usage.total_tokens : prompt + completion;

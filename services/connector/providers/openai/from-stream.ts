@@ -1,4 +1,3 @@
-import { create } from "@bufbuild/protobuf";
 import {
   type ChatChunk,
   ChatChunkSchema,
@@ -8,6 +7,7 @@ import {
   type ToolCallDelta,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import { newChatChunk, newChoiceDelta, newToolCallDelta } from "../../../lib/chat/messages.js";
+import { makeMessage } from "../../../lib/hop/codec.js";
 import type { OpenAIChatChunk } from "../../../lib/wire/openai.js";
 import {
   isCount,
@@ -26,8 +26,8 @@ import {
  * holding only usage.
  *
  * This runs for every token of every answer, so its messages are literals (../../../lib/chat/
- * messages.ts) filled in field by field, not create(schema, init), which walks the init object
- * through reflection.
+ * messages.ts) filled in field by field: cheaper still than makeMessage(schema, init), which
+ * reads the init object field by field.
  */
 export function fromOpenAIChunk(
   chunk: OpenAIChatChunk,
@@ -112,7 +112,7 @@ export function createOpenAIStreamTranslator(provider: string): OpenAIStreamTran
     end() {
       if (started || idleHead === undefined) return undefined;
       started = true;
-      return create(ChatChunkSchema, { start: toStart(idleHead, provider) });
+      return makeMessage(ChatChunkSchema, { start: toStart(idleHead, provider) });
     },
   };
 }
