@@ -1,11 +1,10 @@
-import {
-  create,
-  type DescMessage,
-  type DescMethodStreaming,
-  type DescMethodUnary,
-  type DescService,
-  type MessageInitShape,
-  type MessageShape,
+import type {
+  DescMessage,
+  DescMethodStreaming,
+  DescMethodUnary,
+  DescService,
+  MessageInitShape,
+  MessageShape,
 } from "@bufbuild/protobuf";
 import {
   type CallOptions,
@@ -16,6 +15,7 @@ import {
   type ServiceImpl,
 } from "@connectrpc/connect";
 import { CallCancel, LazyHandlerContext } from "./handler-context.js";
+import { makeMessage } from "./hop/codec.js";
 
 /** What Headers accepts (the DOM `HeadersInit`, which this project's lib settings do not declare). */
 type HeaderInit = ConstructorParameters<typeof Headers>[0];
@@ -73,12 +73,12 @@ async function callUnary(
   try {
     if (!fn) throw missing();
     const out = await call.cancel.until(
-      Promise.resolve(fn(create(method.input, input), call) as MessageInitShape<DescMessage>),
+      Promise.resolve(fn(makeMessage(method.input, input), call) as MessageInitShape<DescMessage>),
     );
     completed = true;
     options?.onHeader?.(call.responseHeader);
     options?.onTrailer?.(call.responseTrailer);
-    return create(method.output, out);
+    return makeMessage(method.output, out);
   } catch (err) {
     throw call.error(err);
   } finally {
@@ -129,7 +129,7 @@ class LocalStream implements AsyncIterableIterator<MessageShape<DescMessage>> {
       if (this.source === undefined) {
         if (!this.fn) throw this.missing();
         const messages = this.fn(
-          create(this.method.input, this.input),
+          makeMessage(this.method.input, this.input),
           call,
         ) as AsyncIterable<unknown>;
         this.source = messages[Symbol.asyncIterator]();
@@ -143,7 +143,7 @@ class LocalStream implements AsyncIterableIterator<MessageShape<DescMessage>> {
       }
       return {
         done: false,
-        value: create(this.method.output, r.value as MessageInitShape<DescMessage>),
+        value: makeMessage(this.method.output, r.value as MessageInitShape<DescMessage>),
       };
     } catch (err) {
       const error = call.error(err);

@@ -1,10 +1,4 @@
-import {
-  create,
-  type DescMessage,
-  fromBinary,
-  type MessageShape,
-  toBinary,
-} from "@bufbuild/protobuf";
+import { type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import type { KV, KvWatchEntry } from "@nats-io/kv";
 import type { NatsConnection, QueuedIterator, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
@@ -18,6 +12,7 @@ import {
   TargetOutcomeBatchSchema,
   TargetSchema,
 } from "../../../gen/switchyard/health/v1/health_pb.js";
+import { makeMessage } from "../hop/codec.js";
 import {
   ANNOUNCE_SUBJECT,
   type Bus,
@@ -343,7 +338,7 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<Bus> {
       if (!health.target) {
         const target = decodeTargetKey(entry.key);
         if (!target) return;
-        health.target = create(TargetSchema, target);
+        health.target = makeMessage(TargetSchema, target);
       }
       this.box.offer(health, entry.key);
     }
