@@ -1,5 +1,8 @@
+import { execFile } from "node:child_process";
 import { once } from "node:events";
 import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
 import { Failure } from "../../lib/errors.js";
 import { readFixture } from "./openai/fixtures/fixtures.js";
@@ -206,6 +209,50 @@ describe("createUpstreamHttp", () => {
     controller.abort();
     await expect(http.get("/models", controller.signal)).rejects.toMatchObject({
       kind: "cancelled",
+    });
+  });
+
+  it("posts and reads an answer through undici's own Pool and request modules alone", async () => {
+    // In a fresh process, so that no other test's import of undici hides a load of its entry.
+    const module = fileURLToPath(new URL("./upstream-http.ts", import.meta.url));
+    const script = `
+      import { createServer } from "node:http";
+      import { createRequire } from "node:module";
+      const { createUpstreamHttp } = await import(${JSON.stringify(module)});
+      const server = createServer((req, res) => {
+        let body = "";
+        req.on("data", (c) => (body += c)).on("end", () => {
+          res.setHeader("content-type", "application/json");
+          res.end(JSON.stringify({ got: JSON.parse(body), auth: req.headers.authorization }));
+        });
+      }).listen(0, "127.0.0.1");
+      await new Promise((r) => server.once("listening", r));
+      const http = createUpstreamHttp({
+        provider: "p",
+        baseUrl: "http://127.0.0.1:" + server.address().port + "/v1",
+        headers: { authorization: "Bearer k" },
+      });
+      const answer = await http.postJson("/chat/completions", { n: 1 }, AbortSignal.timeout(5000));
+      let text = "";
+      for await (const chunk of answer.body) text += chunk;
+      await http.close();
+      server.close();
+      const entry = createRequire(import.meta.url).resolve("undici");
+      process.stdout.write(JSON.stringify({
+        status: answer.status,
+        text,
+        entryLoaded: entry in createRequire(import.meta.url).cache,
+      }));
+    `;
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ["--import", "tsx", "--input-type=module", "-e", script],
+      { cwd: fileURLToPath(new URL("../../..", import.meta.url)), timeout: 30_000 },
+    );
+    expect(JSON.parse(stdout)).toEqual({
+      status: 200,
+      text: JSON.stringify({ got: { n: 1 }, auth: "Bearer k" }),
+      entryLoaded: false,
     });
   });
 });

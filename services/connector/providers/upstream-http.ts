@@ -72,6 +72,28 @@ export interface UpstreamPool {
   close(): Promise<void>;
 }
 
+/** undici's `Pool` class and its `request` API, all of undici a connector uses. */
+interface UndiciParts {
+  Pool: typeof Pool;
+  request: (this: Dispatcher, opts: Dispatcher.RequestOptions) => Promise<Dispatcher.ResponseData>;
+}
+
+let undiciParts: Promise<UndiciParts> | undefined;
+
+/**
+ * Loads undici's `Pool` and `request` from their own modules rather than from `undici` itself.
+ * The package's entry loads every part of undici (fetch, WebSocket, caches, mocks, proxies) for
+ * ~8 MB more RSS, which is a tenth of an idle connector. The version is pinned exactly in
+ * package.json, and `upstream-http.test.ts` checks that these paths still give a working pool.
+ */
+export function loadUndiciParts(): Promise<UndiciParts> {
+  undiciParts ??= Promise.all([
+    import("undici/lib/dispatcher/pool.js"),
+    import("undici/lib/api/api-request.js"),
+  ]).then(([pool, request]) => ({ Pool: pool.default, request: request.default }));
+  return undiciParts;
+}
+
 /**
  * A keep-alive connection pool to `origin` (HTTP/1.1, one request per connection at a time),
  * made on the first request. undici is imported then, not at start: the CLI is one bundle, and
@@ -80,6 +102,7 @@ export interface UpstreamPool {
  */
 export function upstreamPool(origin: string, connections: number): UpstreamPool {
   let pool: Pool | undefined;
+  let request: UndiciParts["request"] | undefined;
   let making: Promise<Pool> | undefined;
   let closed = false;
   const make = () => {
@@ -88,8 +111,9 @@ export function upstreamPool(origin: string, connections: number): UpstreamPool 
       const err = Object.assign(new Error("The client is destroyed"), { code: "UND_ERR_CLOSED" });
       return Promise.reject(err);
     }
-    making ??= import("undici").then(({ Pool }) => {
-      pool = new Pool(origin, {
+    making ??= loadUndiciParts().then((parts) => {
+      request = parts.request;
+      pool = new parts.Pool(origin, {
         connections,
         pipelining: 1,
         // Deadlines belong to the caller (the router's first-token, idle and total timeouts
@@ -102,7 +126,10 @@ export function upstreamPool(origin: string, connections: number): UpstreamPool 
     return making;
   };
   return {
-    request: (opts) => (pool ? pool.request(opts) : make().then((p) => p.request(opts))),
+    request: (opts) =>
+      pool && request
+        ? request.call(pool, opts)
+        : make().then((p) => (request as UndiciParts["request"]).call(p, opts)),
     close: async () => {
       closed = true;
       await (await making)?.close();
