@@ -1,4 +1,4 @@
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import type { Bus } from "./bus/bus.js";
 import type { ConnectorPool } from "./connector-pool.js";
 
@@ -64,12 +64,241 @@ export async function renderMetrics(
   return { contentType: Registry.PROMETHEUS_CONTENT_TYPE, body: `${lines.join("\n")}\n` };
 }
 
-export function counter(registry: Registry, name: string, help: string, labelNames: string[] = []) {
-  return new Counter({ name, help, labelNames, registers: [registry] });
+/** Label values as call sites pass them, by label name. */
+type LabelValues = Readonly<Partial<Record<string, string | number>>>;
+type Sample = { labels: Record<string, string>; value: number; metricName?: string };
+type MetricData = { name: string; help: string; type: string; values: Sample[]; aggregator: "sum" };
+
+const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
+const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+
+/**
+ * The series of one metric, found by label values without building a key. prom-client's own
+ * metrics hash a sorted copy of the labels and validate them on every call (~0.5 µs, a dozen
+ * times per request); here a series is one Map lookup per label, in `labelNames` order, and
+ * labels are validated only when a series is made.
+ */
+class SeriesIndex<S> {
+  private root = new Map<string, unknown>();
+  private list: S[] = [];
+
+  constructor(
+    private readonly metric: string,
+    private readonly labelNames: readonly string[],
+    private readonly make: (labels: Record<string, string>) => S,
+  ) {
+    if (!METRIC_NAME.test(metric)) throw new Error(`Invalid metric name: ${metric}`);
+    for (const n of labelNames) {
+      if (!LABEL_NAME.test(n) || n.startsWith("__")) throw new Error(`Invalid label name: ${n}`);
+    }
+  }
+
+  get(labels: LabelValues | undefined): S {
+    const names = this.labelNames;
+    let node = this.root;
+    const last = names.length - 1;
+    for (let i = 0; i < last; i++) {
+      const value = labelValue(labels, names[i] as string);
+      let next = node.get(value) as Map<string, unknown> | undefined;
+      if (next === undefined) {
+        next = new Map();
+        node.set(value, next);
+      }
+      node = next;
+    }
+    const leaf = last < 0 ? "" : labelValue(labels, names[last] as string);
+    const found = node.get(leaf) as S | undefined;
+    if (found !== undefined) return found;
+    const made = this.make(this.checked(labels));
+    node.set(leaf, made);
+    this.list.push(made);
+    return made;
+  }
+
+  all(): readonly S[] {
+    return this.list;
+  }
+
+  clear(): void {
+    this.root = new Map();
+    this.list = [];
+  }
+
+  /** The labels a new series renders with; a label the metric does not have is an error. */
+  checked(labels: LabelValues | undefined): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const [name, value] of Object.entries(labels ?? {})) {
+      if (!this.labelNames.includes(name)) {
+        throw new Error(
+          `Added label "${name}" is not included in initial labelset: ${JSON.stringify(this.labelNames)} (metric ${this.metric})`,
+        );
+      }
+      if (value !== undefined) out[name] = String(value);
+    }
+    return out;
+  }
 }
 
-export function gauge(registry: Registry, name: string, help: string, labelNames: string[] = []) {
-  return new Gauge({ name, help, labelNames, registers: [registry] });
+function labelValue(labels: LabelValues | undefined, name: string): string {
+  const v = labels?.[name];
+  return typeof v === "string" ? v : v === undefined ? "" : String(v);
+}
+
+/** prom-client's registries take these as their own metrics (they call `get` and `reset`). */
+function register(registry: Registry, metric: { name: string }): void {
+  registry.registerMetric(metric as unknown as Parameters<Registry["registerMetric"]>[0]);
+}
+
+/** One label combination of a counter or gauge. */
+class Cell {
+  value = 0;
+  constructor(readonly labels: Record<string, string>) {}
+}
+
+/** A counter with prom-client's `inc` and `labels`, cheap per call (see SeriesIndex). */
+export class FastCounter {
+  private readonly cells: SeriesIndex<Cell>;
+
+  constructor(
+    registry: Registry,
+    readonly name: string,
+    readonly help: string,
+    labelNames: readonly string[] = [],
+  ) {
+    this.cells = new SeriesIndex(name, labelNames, (labels) => new Cell(labels));
+    register(registry, this);
+  }
+
+  /** Adds `value` (default 1) to the series of `labels`. */
+  inc(labels?: LabelValues | number, value?: number): void {
+    if (typeof labels === "number" || labels === undefined) {
+      this.add(this.cells.get(undefined), labels ?? 1);
+    } else {
+      this.add(this.cells.get(labels), value ?? 1);
+    }
+  }
+
+  /**
+   * The series of `labels`, to count on without looking it up again. As with prom-client, the
+   * series is rendered once it is first counted on, not before.
+   */
+  labels(labels: LabelValues): { inc(value?: number): void } {
+    this.cells.checked(labels);
+    let cell: Cell | undefined;
+    return {
+      inc: (value = 1) => {
+        cell ??= this.cells.get(labels);
+        this.add(cell, value);
+      },
+    };
+  }
+
+  private add(cell: Cell, value: number): void {
+    if (!Number.isFinite(value)) throw new TypeError(`Value is not a valid number: ${value}`);
+    if (value < 0) throw new Error("It is not possible to decrease a counter");
+    cell.value += value;
+  }
+
+  async get(): Promise<MetricData> {
+    const values = this.cells.all().map((c) => ({ labels: c.labels, value: c.value }));
+    return { name: this.name, help: this.help, type: "counter", values, aggregator: "sum" };
+  }
+
+  reset(): void {
+    this.cells.clear();
+  }
+}
+
+/** A gauge with prom-client's `set`, `inc`, `dec` and `labels`, cheap per call. */
+export class FastGauge {
+  private readonly cells: SeriesIndex<Cell>;
+
+  constructor(
+    registry: Registry,
+    readonly name: string,
+    readonly help: string,
+    labelNames: readonly string[] = [],
+  ) {
+    this.cells = new SeriesIndex(name, labelNames, (labels) => new Cell(labels));
+    register(registry, this);
+  }
+
+  set(labels: LabelValues | number, value?: number): void {
+    if (typeof labels === "number") setCell(this.cells.get(undefined), labels);
+    else setCell(this.cells.get(labels), value);
+  }
+
+  inc(labels?: LabelValues | number, value?: number): void {
+    if (typeof labels === "number" || labels === undefined) {
+      addCell(this.cells.get(undefined), labels ?? 1);
+    } else {
+      addCell(this.cells.get(labels), value ?? 1);
+    }
+  }
+
+  dec(labels?: LabelValues | number, value?: number): void {
+    if (typeof labels === "number" || labels === undefined) {
+      addCell(this.cells.get(undefined), -(labels ?? 1));
+    } else {
+      addCell(this.cells.get(labels), -(value ?? 1));
+    }
+  }
+
+  /** The series of `labels`, to change without looking it up again (rendered once changed). */
+  labels(labels: LabelValues): {
+    inc(value?: number): void;
+    dec(value?: number): void;
+    set(value: number): void;
+  } {
+    this.cells.checked(labels);
+    let cell: Cell | undefined;
+    const series = () => {
+      cell ??= this.cells.get(labels);
+      return cell;
+    };
+    return {
+      inc: (value = 1) => addCell(series(), value),
+      dec: (value = 1) => addCell(series(), -value),
+      set: (value) => setCell(series(), value),
+    };
+  }
+
+  async get(): Promise<MetricData> {
+    const values = this.cells.all().map((c) => ({ labels: c.labels, value: c.value }));
+    return { name: this.name, help: this.help, type: "gauge", values, aggregator: "sum" };
+  }
+
+  reset(): void {
+    this.cells.clear();
+  }
+}
+
+function setCell(cell: Cell, value: number | undefined): void {
+  if (typeof value !== "number") throw new TypeError(`Value is not a valid number: ${value}`);
+  cell.value = value;
+}
+
+function addCell(cell: Cell, delta: number): void {
+  if (typeof delta !== "number") throw new TypeError(`Delta is not a valid number: ${delta}`);
+  cell.value += delta;
+}
+
+export function counter(
+  registry: Registry,
+  name: string,
+  help: string,
+  labelNames: string[] = [],
+): FastCounter {
+  return new FastCounter(registry, name, help, labelNames);
+}
+
+export function gauge(
+  registry: Registry,
+  name: string,
+  help: string,
+  labelNames: string[] = [],
+): FastGauge {
+  return new FastGauge(registry, name, help, labelNames);
 }
 
 /**
@@ -100,8 +329,8 @@ export function histogram(
   help: string,
   labelNames: string[] = [],
   buckets: number[] = LATENCY_BUCKETS_SECONDS,
-) {
-  return new Histogram({ name, help, labelNames, buckets, registers: [registry] });
+): FastHistogram {
+  return new FastHistogram(registry, name, help, labelNames, buckets);
 }
 
 /** One label combination of a FastHistogram: observing costs a bucket search and nothing else. */
@@ -118,6 +347,7 @@ export class HistogramSeries {
   }
 
   observe(value: number): void {
+    if (!Number.isFinite(value)) throw new TypeError(`Value is not a valid number: ${value}`);
     this.sum += value;
     this.count++;
     const bounds = this.bounds;
@@ -130,72 +360,77 @@ export class HistogramSeries {
   }
 }
 
-type HistogramData = Awaited<ReturnType<Histogram<string>["get"]>>;
-
 /**
- * A histogram for observations made per chunk (e.g. the gaps between tokens). prom-client's
- * `observe` hashes its labels on every call; here a request looks its series up once and each
- * observation after that allocates nothing. Rendered like any prom-client histogram.
+ * A histogram with prom-client's `observe` and `labels`, cheap per call (see SeriesIndex); per
+ * chunk, a request looks its series up once (`seriesFor`) and each observation after that
+ * allocates nothing. Rendered as prom-client renders a histogram.
  */
-export class FastHistogram extends Histogram<string> {
-  private series = new Map<string, HistogramSeries>();
+export class FastHistogram {
+  private readonly series: SeriesIndex<HistogramSeries>;
   private readonly bounds: readonly number[];
 
   constructor(
     registry: Registry,
-    private readonly metricName: string,
-    private readonly helpText: string,
-    private readonly labelNames: readonly string[],
+    readonly name: string,
+    readonly help: string,
+    private readonly labelNames: readonly string[] = [],
     buckets: number[] = LATENCY_BUCKETS_SECONDS,
   ) {
-    super({ name: metricName, help: helpText, labelNames, buckets, registers: [registry] });
     this.bounds = [...buckets].sort((a, b) => a - b);
+    this.series = new SeriesIndex(
+      name,
+      labelNames,
+      (labels) => new HistogramSeries(labels, this.bounds),
+    );
+    register(registry, this);
+  }
+
+  observe(labels: LabelValues | number, value?: number): void {
+    if (typeof labels === "number") this.series.get(undefined).observe(labels);
+    else this.series.get(labels).observe(value as number);
+  }
+
+  /** The series of `labels`, to observe into without looking it up again (rendered once used). */
+  labels(labels: LabelValues): { observe(value: number): void } {
+    this.series.checked(labels);
+    let series: HistogramSeries | undefined;
+    return {
+      observe: (value) => {
+        series ??= this.series.get(labels);
+        series.observe(value);
+      },
+    };
   }
 
   /** The series for these label values (in `labelNames` order), made on first use. */
   seriesFor(...values: string[]): HistogramSeries {
-    const key = values.join("\u0000");
-    let s = this.series.get(key);
-    if (!s) {
-      const labels: Record<string, string> = {};
-      for (const [i, n] of this.labelNames.entries()) labels[n] = values[i] ?? "";
-      s = new HistogramSeries(labels, this.bounds);
-      this.series.set(key, s);
-    }
-    return s;
+    const labels: Record<string, string> = {};
+    for (const [i, n] of this.labelNames.entries()) labels[n] = values[i] ?? "";
+    return this.series.get(labels);
   }
 
-  override async get(): Promise<HistogramData> {
-    const bucket = `${this.metricName}_bucket`;
-    const values: Array<{
-      labels: Record<string, string | number>;
-      value: number;
-      metricName: string;
-    }> = [];
-    for (const s of this.series.values()) {
+  async get(): Promise<MetricData> {
+    const bucket = `${this.name}_bucket`;
+    const values: Sample[] = [];
+    for (const s of this.series.all()) {
       let cumulative = 0;
       for (const [i, le] of this.bounds.entries()) {
         cumulative += s.counts[i] ?? 0;
-        values.push({ labels: { ...s.labels, le }, value: cumulative, metricName: bucket });
+        values.push({
+          labels: { ...s.labels, le: String(le) },
+          value: cumulative,
+          metricName: bucket,
+        });
       }
       values.push({ labels: { ...s.labels, le: "+Inf" }, value: s.count, metricName: bucket });
-      values.push({ labels: s.labels, value: s.sum, metricName: `${this.metricName}_sum` });
-      values.push({ labels: s.labels, value: s.count, metricName: `${this.metricName}_count` });
+      values.push({ labels: s.labels, value: s.sum, metricName: `${this.name}_sum` });
+      values.push({ labels: s.labels, value: s.count, metricName: `${this.name}_count` });
     }
-    // prom-client's typings declare `type` as a numeric enum that its runtime never uses (it
-    // writes "histogram"), so the object is handed over as the type `get` is declared with.
-    const data = { name: this.metricName, help: this.helpText, type: "histogram", values };
-    return data as unknown as HistogramData;
+    return { name: this.name, help: this.help, type: "histogram", values, aggregator: "sum" };
   }
 
-  /** What the registry calls to render text (prom-client prefers it to `get`). */
-  getForPromString(): Promise<HistogramData> {
-    return this.get();
-  }
-
-  // Also called by prom-client's constructor, before this class's fields exist.
-  override reset(): void {
-    this.series = new Map();
+  reset(): void {
+    this.series.clear();
   }
 }
 

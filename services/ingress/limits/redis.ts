@@ -1,9 +1,9 @@
 import { createHash } from "node:crypto";
-import type { Counter } from "prom-client";
 import type { TenantConfig } from "../../lib/config/types.js";
 import { Failure } from "../../lib/errors.js";
 import { newUuid } from "../../lib/ids.js";
 import type { Logger } from "../../lib/logger.js";
+import type { FastCounter } from "../../lib/metrics.js";
 import {
   allSubjects,
   type Clock,
@@ -42,7 +42,7 @@ export interface RedisLimiterOptions {
   commandTimeoutMs?: number;
   logger: Logger;
   /** `switchyard_limits_backend_errors_total`, by operation. */
-  errors: Counter<string>;
+  errors: FastCounter;
 }
 
 interface Script {
@@ -339,7 +339,7 @@ export async function createRedisLimiter(opts: RedisLimiterOptions): Promise<Lim
  * Counts every backend error and logs it, but at most one line per operation every 10 s: an
  * outage must not turn into a log line per request.
  */
-function throttledReporter(logger: Logger, errors: Counter<string>) {
+function throttledReporter(logger: Logger, errors: FastCounter) {
   const lastLogged = new Map<string, number>();
   const suppressed = new Map<string, number>();
   return (op: string, err: unknown) => {
