@@ -7,7 +7,7 @@ import {
   streamTimings,
   summarize,
 } from "./load.js";
-import { parseFdLimit, parseProcStat, parseProcStatus } from "./procs.js";
+import { parseFdLimit, parseProcStat, parseProcStatus, streamsThatFit } from "./procs.js";
 import { formatTable, median, rotate } from "./run.js";
 
 // The pure parts of the benchmark harness: if these are wrong, every figure it prints is.
@@ -170,6 +170,18 @@ describe("/proc parsing", () => {
     expect(
       parseFdLimit("Max open files            unlimited            unlimited   files"),
     ).toEqual({ soft: Number.POSITIVE_INFINITY, hard: Number.POSITIVE_INFINITY });
+  });
+
+  it("fits held streams to every process's spare descriptors", () => {
+    // One process holds two descriptors per stream: 20,000 less what it holds, less the reserve.
+    const procs = [
+      { room: 19_980, reserve: 64, perStream: 1 }, // load client
+      { room: 19_975, reserve: 64, perStream: 2 }, // one-process gateway
+      { room: 19_990, reserve: 64, perStream: 0 }, // prober: none per stream
+    ];
+    expect(streamsThatFit(10_000, procs)).toBe(9_955);
+    expect(streamsThatFit(1_000, procs)).toBe(1_000);
+    expect(streamsThatFit(10, [{ room: 10, reserve: 64, perStream: 1 }])).toBe(0);
   });
 
   it("rejects text that is not a stat line", () => {

@@ -494,6 +494,30 @@ export function rssOf(procs: ChildProc[], at: Map<number, ProcUsage>): number {
 }
 
 /**
+ * How many descriptors a process can still open: its hard limit (the soft one can be raised to
+ * it, see ensureFdLimit) less those it holds now.
+ */
+export function fdRoom(pid: number): number {
+  const { hard } = parseFdLimit(readFileSync(`/proc/${pid}/limits`, "utf8"));
+  return hard - readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/**
+ * The most streams, up to `wanted`, that every process can hold: each has `room` descriptors to
+ * spare, `reserve` of them kept back, and needs `perStream` more per stream (0: none).
+ */
+export function streamsThatFit(
+  wanted: number,
+  processes: ReadonlyArray<{ room: number; reserve: number; perStream: number }>,
+): number {
+  let fit = wanted;
+  for (const p of processes) {
+    if (p.perStream > 0) fit = Math.min(fit, Math.floor((p.room - p.reserve) / p.perStream));
+  }
+  return Math.max(0, fit);
+}
+
+/**
  * Makes sure a process may open `more` descriptors on top of those it holds now, raising its
  * limit with prlimit(1) if its hard limit allows or we are privileged to; otherwise says why not.
  */
