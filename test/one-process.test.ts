@@ -413,4 +413,44 @@ describe("operations endpoints", () => {
     expect(text).toBe(full.choices[0]?.message.content);
     expect(full.usage?.completion_tokens).toBe(5);
   });
+
+  it("gives n choices from the mock provider, streaming and not, and refuses too many", async () => {
+    const messages = [{ role: "user" as const, content: "hi" }];
+    const full = await client.chat.completions.create({ model: "demo", messages, n: 3 });
+    expect(full.choices.map((c) => c.index)).toEqual([0, 1, 2]);
+    const answer = full.choices[0]?.message.content;
+    expect(answer).toMatch(/^This is a mock answer/);
+    expect(full.choices.map((c) => c.message.content)).toEqual([answer, answer, answer]);
+    expect(full.choices.every((c) => c.finish_reason === "stop")).toBe(true);
+    expect(full.usage?.completion_tokens).toBe(15);
+
+    const stream = await client.chat.completions.create({
+      model: "demo",
+      messages,
+      n: 2,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const texts = ["", ""];
+    const finishes: Array<string | null> = [null, null];
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    for await (const c of stream) {
+      for (const choice of c.choices) {
+        texts[choice.index] += choice.delta.content ?? "";
+        if (choice.finish_reason) finishes[choice.index] = choice.finish_reason;
+      }
+      if (c.usage) usage = c.usage;
+    }
+    expect(texts).toEqual([answer, answer]);
+    expect(finishes).toEqual(["stop", "stop"]);
+    expect(usage?.completion_tokens).toBe(10);
+
+    const err = await client.chat.completions
+      .create({ model: "demo", messages, n: 129 })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((err as InstanceType<typeof OpenAI.BadRequestError>).message).toMatch(
+      /1 to 128 choices, not 129/,
+    );
+  });
 });

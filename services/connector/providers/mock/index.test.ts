@@ -147,6 +147,54 @@ describe("mock provider", () => {
     expect(assemble(whole).toolCalls[0]).toMatchObject({ name: "get_weather", arguments: "{}" });
   });
 
+  it("gives n identical choices, streamed and whole, counting every choice's tokens", async () => {
+    const provider = createMockProvider("demo", fast);
+    const streamed = await collect(provider.chat(call(params({ n: 3 }))));
+    expect(streamed).toHaveLength(13);
+    for (const chunk of streamed) expect(chunk.choices.map((c) => c.index)).toEqual([0, 1, 2]);
+    const texts = [0, 1, 2].map((i) =>
+      streamed.map((c) => c.choices.find((d) => d.index === i)?.content ?? "").join(""),
+    );
+    const one = assemble(streamed).content;
+    expect(texts).toEqual([one, one, one]);
+    expect(streamed.at(-1)?.choices.map((c) => c.finishReason)).toEqual([
+      FinishReason.STOP,
+      FinishReason.STOP,
+      FinishReason.STOP,
+    ]);
+    expect(streamed.at(-1)?.usage?.completionTokens).toBe(36);
+
+    const whole = await collect(provider.chat(call(params({ n: 2, stream: false }))));
+    expect(whole).toHaveLength(1);
+    expect(whole[0]?.choices.map((c) => [c.index, c.content])).toEqual([
+      [0, one],
+      [1, one],
+    ]);
+    expect(whole[0]?.usage?.completionTokens).toBe(24);
+
+    const forced = params({
+      n: 2,
+      tools: [{ name: "t" }],
+      toolChoice: { mode: ToolChoice_Mode.REQUIRED },
+    });
+    const calls = await collect(provider.chat(call(forced)));
+    const ids = calls[0]?.choices.map((c) => c.toolCalls[0]?.id);
+    expect(ids).toHaveLength(2);
+    expect(new Set(ids).size).toBe(2);
+    expect(calls.at(-1)?.choices.map((c) => c.finishReason)).toEqual([
+      FinishReason.TOOL_CALLS,
+      FinishReason.TOOL_CALLS,
+    ]);
+  });
+
+  it("refuses more choices than OpenAI allows, as a 400", async () => {
+    const err = await collect(
+      createMockProvider("demo", fast).chat(call(params({ n: 129 }))),
+    ).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Failure);
+    expect(err).toMatchObject({ status: 400, kind: "invalid_request", param: "n" });
+  });
+
   it("answers in text when tools are offered but not forced", async () => {
     const p = params({
       tools: [{ name: "t" }],

@@ -8,6 +8,7 @@ import {
   ChatChunkSchema,
   type ChatParams,
   ChatStartSchema,
+  type ChoiceDelta,
   ChoiceDeltaSchema,
   EmbeddingSchema,
   type EmbedResult,
@@ -31,6 +32,8 @@ export const MOCK_DEFAULTS = { first_token_ms: 200, token_interval_ms: 20, token
 export const MOCK_EMBEDDING_DIMENSIONS = 8;
 /** Larger than any real embedding model's vectors; a bound on the work one request can cause. */
 const MAX_EMBEDDING_DIMENSIONS = 4096;
+/** OpenAI's own limit on `n`, choices per request; a bound on the work one request can cause. */
+const MAX_CHOICES = 128;
 
 const PREFIX = "This is a mock answer from Switchyard to:";
 /** Deterministic filler for answers longer than the prefix and the question. */
@@ -118,6 +121,16 @@ export function createMockProvider(name: string, config: ProviderConfig): Provid
   async function* chat(call: ChatCall): AsyncGenerator<ChatChunk> {
     const { params, signal } = call;
     if (signal.aborted) throw cancelled(name, signal.reason);
+    // `n` choices, each the same deterministic answer, as a model at temperature 0 might give.
+    const n = params.n ?? 1;
+    if (n > MAX_CHOICES) {
+      throw new Failure({
+        status: 400,
+        kind: "invalid_request",
+        param: "n",
+        message: `provider ${name} gives 1 to ${MAX_CHOICES} choices, not ${n}`,
+      });
+    }
     answers += 1;
     const start = makeMessage(ChatStartSchema, {
       id: `chatcmpl-mock-${answers}`,
@@ -129,37 +142,45 @@ export function createMockProvider(name: string, config: ProviderConfig): Provid
 
     const tool = calledTool(params);
     if (tool !== undefined) {
-      const callId = `call_mock_${answers}`;
+      // Each choice calls the tool once, under an id of its own.
+      const callIdOf = (index: number) =>
+        index === 0 ? `call_mock_${answers}` : `call_mock_${answers}_${index}`;
       const fragments = TOOL_ARGUMENT_FRAGMENTS;
-      const usage = usageOf(promptTokens, fragments.length);
+      const usage = usageOf(promptTokens, fragments.length * n);
       if (!params.stream) {
         await pause(firstTokenMs + intervalMs * (fragments.length - 1), signal, name);
-        const call = makeMessage(ToolCallDeltaSchema, {
-          index: 0,
-          id: callId,
-          name: tool,
-          arguments: fragments.join(""),
-        });
-        const delta = makeMessage(ChoiceDeltaSchema, {
-          index: 0,
-          role: Role.ASSISTANT,
-          toolCalls: [call],
-          finishReason: FinishReason.TOOL_CALLS,
-          rawFinishReason: "tool_calls",
-        });
-        yield makeMessage(ChatChunkSchema, { start, choices: [delta], usage });
+        const choices = everyChoice(n, (index) =>
+          makeMessage(ChoiceDeltaSchema, {
+            index,
+            role: Role.ASSISTANT,
+            toolCalls: [
+              makeMessage(ToolCallDeltaSchema, {
+                index: 0,
+                id: callIdOf(index),
+                name: tool,
+                arguments: fragments.join(""),
+              }),
+            ],
+            finishReason: FinishReason.TOOL_CALLS,
+            rawFinishReason: "tool_calls",
+          }),
+        );
+        yield makeMessage(ChatChunkSchema, { start, choices, usage });
         return;
       }
       for (const [i, fragment] of fragments.entries()) {
         await pause(i === 0 ? firstTokenMs : intervalMs, signal, name);
-        const chunk =
-          i === 0
-            ? toolChunk(0, { id: callId, name: tool, arguments: fragment })
-            : toolChunk(0, { arguments: fragment });
+        const chunk = makeMessage(ChatChunkSchema, {
+          choices: everyChoice(n, (index) =>
+            i === 0
+              ? toolDelta(index, { id: callIdOf(index), name: tool, arguments: fragment })
+              : toolDelta(index, { arguments: fragment }),
+          ),
+        });
         if (i === 0) chunk.start = start;
         yield chunk;
       }
-      yield finalChunk(FinishReason.TOOL_CALLS, "tool_calls", usage);
+      yield finalChunk(n, FinishReason.TOOL_CALLS, "tool_calls", usage);
       return;
     }
 
@@ -167,37 +188,39 @@ export function createMockProvider(name: string, config: ProviderConfig): Provid
     const pieces = mockAnswerTokens(params, tokens).slice(0, limit);
     const [finish, raw] =
       limit < tokens ? [FinishReason.LENGTH, "length"] : [FinishReason.STOP, "stop"];
-    const usage = usageOf(promptTokens, pieces.length);
+    const usage = usageOf(promptTokens, pieces.length * n);
     if (!params.stream) {
       await pause(firstTokenMs + intervalMs * Math.max(0, pieces.length - 1), signal, name);
-      const delta = makeMessage(ChoiceDeltaSchema, {
-        index: 0,
-        role: Role.ASSISTANT,
-        content: pieces.join(""),
-        finishReason: finish,
-        rawFinishReason: raw,
-      });
-      yield makeMessage(ChatChunkSchema, { start, choices: [delta], usage });
+      const content = pieces.join("");
+      const choices = everyChoice(n, (index) =>
+        makeMessage(ChoiceDeltaSchema, {
+          index,
+          role: Role.ASSISTANT,
+          content,
+          finishReason: finish,
+          rawFinishReason: raw,
+        }),
+      );
+      yield makeMessage(ChatChunkSchema, { start, choices, usage });
       return;
     }
     await pause(firstTokenMs, signal, name);
+    const first = pieces[0] ?? "";
     yield makeMessage(ChatChunkSchema, {
       start,
-      choices: [
-        makeMessage(ChoiceDeltaSchema, {
-          index: 0,
-          role: Role.ASSISTANT,
-          content: pieces[0] ?? "",
-        }),
-      ],
+      choices: everyChoice(n, (index) =>
+        makeMessage(ChoiceDeltaSchema, { index, role: Role.ASSISTANT, content: first }),
+      ),
     });
     for (const piece of pieces.slice(1)) {
       await pause(intervalMs, signal, name);
       yield makeMessage(ChatChunkSchema, {
-        choices: [makeMessage(ChoiceDeltaSchema, { index: 0, content: piece })],
+        choices: everyChoice(n, (index) =>
+          makeMessage(ChoiceDeltaSchema, { index, content: piece }),
+        ),
       });
     }
-    yield finalChunk(finish, raw, usage);
+    yield finalChunk(n, finish, raw, usage);
   }
 
   async function embed(call: EmbedCall): Promise<EmbedResult> {
@@ -247,25 +270,31 @@ function calledTool(params: ChatParams): string | undefined {
   }
 }
 
-function toolChunk(
-  index: number,
-  call: { id?: string; name?: string; arguments: string },
-): ChatChunk {
-  const fragment = makeMessage(ToolCallDeltaSchema, { index, arguments: call.arguments });
-  if (call.id !== undefined) fragment.id = call.id;
-  if (call.name !== undefined) fragment.name = call.name;
-  const delta = makeMessage(ChoiceDeltaSchema, { index: 0, toolCalls: [fragment] });
-  if (call.id !== undefined) delta.role = Role.ASSISTANT;
-  return makeMessage(ChatChunkSchema, { choices: [delta] });
+/** One delta for each of the answer's `n` choices, made by `make(index)`. */
+function everyChoice(n: number, make: (index: number) => ChoiceDelta): ChoiceDelta[] {
+  const out: ChoiceDelta[] = [];
+  for (let index = 0; index < n; index++) out.push(make(index));
+  return out;
 }
 
-function finalChunk(finish: FinishReason, raw: string, usage: Usage): ChatChunk {
-  const delta = makeMessage(ChoiceDeltaSchema, {
-    index: 0,
-    finishReason: finish,
-    rawFinishReason: raw,
-  });
-  return makeMessage(ChatChunkSchema, { choices: [delta], usage });
+/** Choice `choice`'s fragment of its one tool call; the first names the call. */
+function toolDelta(
+  choice: number,
+  call: { id?: string; name?: string; arguments: string },
+): ChoiceDelta {
+  const fragment = makeMessage(ToolCallDeltaSchema, { index: 0, arguments: call.arguments });
+  if (call.id !== undefined) fragment.id = call.id;
+  if (call.name !== undefined) fragment.name = call.name;
+  const delta = makeMessage(ChoiceDeltaSchema, { index: choice, toolCalls: [fragment] });
+  if (call.id !== undefined) delta.role = Role.ASSISTANT;
+  return delta;
+}
+
+function finalChunk(n: number, finish: FinishReason, raw: string, usage: Usage): ChatChunk {
+  const choices = everyChoice(n, (index) =>
+    makeMessage(ChoiceDeltaSchema, { index, finishReason: finish, rawFinishReason: raw }),
+  );
+  return makeMessage(ChatChunkSchema, { choices, usage });
 }
 
 function usageOf(promptTokens: number, completionTokens: number): Usage {
