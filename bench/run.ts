@@ -236,6 +236,8 @@ interface Measured<R> {
   result: R;
   /** CPU of the variant's own processes (none for direct), µs. */
   cpuUs: number;
+  /** The same, process by process (by name). */
+  cpuUsByProcess: Record<string, number>;
   clientCpuUs: number;
   upstreamCpuUs: number;
   wallMs: number;
@@ -297,6 +299,9 @@ class Harness {
       repeat,
       result,
       cpuUs: cpuBetween(v.procs, before, after),
+      cpuUsByProcess: Object.fromEntries(
+        v.procs.map((p) => [p.name, cpuBetween([p], before, after)]),
+      ),
       clientCpuUs: cpuBetween([load], before, after),
       upstreamCpuUs: cpuBetween([upstream], before, after),
       wallMs,
@@ -371,6 +376,8 @@ interface UnaryRow {
   addedP50?: number | undefined;
   addedP99?: number | undefined;
   cpuUsPerRequest?: number | undefined;
+  /** CPU µs per request of each of the variant's processes (medians over the windows). */
+  cpuUsPerRequestByProcess?: Record<string, number | undefined>;
   clientCpuPct: number | undefined;
   upstreamCpuPct: number | undefined;
   errors: number;
@@ -407,6 +414,16 @@ async function unaryScenario(h: Harness) {
           addedP99: pairedAdded(these, v.name, (r) => r.latency.p99),
           cpuUsPerRequest: medianOf(these, v.name, (w) =>
             w.result.completed > 0 ? w.cpuUs / w.result.completed : undefined,
+          ),
+          cpuUsPerRequestByProcess: Object.fromEntries(
+            v.procs.map((p) => [
+              p.name,
+              medianOf(these, v.name, (w) =>
+                w.result.completed > 0
+                  ? (w.cpuUsByProcess[p.name] ?? 0) / w.result.completed
+                  : undefined,
+              ),
+            ]),
           ),
         }),
         clientCpuPct: medianOf(these, v.name, (w) => pct(w.clientCpuUs, w.wallMs)),
@@ -457,9 +474,20 @@ async function unaryScenario(h: Harness) {
     const vsDirect = direct && s.variant !== "direct" ? `, ${fmt(s.rps / direct, 3)}× direct` : "";
     return `  ${label(s.variant)}: ${fmt(s.rps, 0)} rps${vsBare}${vsDirect}`;
   });
+  // Where a variant of several processes spends its CPU (one process is the table's column).
+  const byProcess = rows
+    .filter((r) => Object.keys(r.cpuUsPerRequestByProcess ?? {}).length > 1)
+    .map((r) => {
+      const parts = Object.entries(r.cpuUsPerRequestByProcess ?? {}).map(
+        ([name, us]) => `${name} ${fmt(us, 0)}`,
+      );
+      return `  c=${r.concurrency} ${label(r.variant)}: ${parts.join(" · ")}`;
+    });
+  const byProcessText =
+    byProcess.length > 0 ? `\n\nCPU µs per request by process:\n${byProcess.join("\n")}` : "";
   print(
     `UNARY — non-streaming chat, ~400-byte answer; medians of ${opts.repeats} × ${opts.durationMs / 1000} s windows; +p50/+p99 = variant − direct in the same repeat`,
-    `${table}\n\nRPS at saturation (best over c):\n${satLines.join("\n")}`,
+    `${table}\n\nRPS at saturation (best over c):\n${satLines.join("\n")}${byProcessText}`,
   );
   for (const r of rows.filter((x) => x.errors > 0)) {
     h.note(`unary c=${r.concurrency} ${label(r.variant)}: ${r.errors} errors (${r.firstError})`);

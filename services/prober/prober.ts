@@ -116,7 +116,8 @@ export function foldOutcome(
   if (prev?.source === HealthSource.PROBE && o.atMs > 0n && o.atMs < prev.lastProbeMs) {
     return prev;
   }
-  const target = makeMessage(TargetSchema, o.target ?? {});
+  // The target's message is shared from one health value to the next; no one changes it.
+  const target = prev?.target ?? makeMessage(TargetSchema, o.target ?? {});
   const base = {
     target,
     ttftEwmaMs: prev?.ttftEwmaMs ?? 0,

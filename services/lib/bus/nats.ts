@@ -1,4 +1,4 @@
-import { type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import type { KV, KvWatchEntry } from "@nats-io/kv";
 import type { NatsConnection, QueuedIterator, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
@@ -12,7 +12,7 @@ import {
   TargetOutcomeBatchSchema,
   TargetSchema,
 } from "../../../gen/switchyard/health/v1/health_pb.js";
-import { makeMessage } from "../hop/codec.js";
+import { codecFor, makeMessage } from "../hop/codec.js";
 import {
   ANNOUNCE_SUBJECT,
   type Bus,
@@ -43,6 +43,11 @@ export interface NatsBusOptions {
 const RECONNECT_WAIT_MS = 500;
 const RETRY_FIRST_MS = 500;
 const RETRY_CAP_MS = 5_000;
+/**
+ * Bus messages in the hops' compiled codec: the same bytes as protobuf-es's toBinary/fromBinary,
+ * several times faster (the prober decodes every connector's outcome batches).
+ */
+const healthCodec = codecFor(TargetHealthSchema);
 /** Every health key starts with this token, so a watch can filter on `t.>`. */
 const TARGET_KEY_PREFIX = "t";
 /** Stands for an empty name: unpadded base64url output is never one character long. */
@@ -330,7 +335,7 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<Bus> {
       if (entry.operation !== "PUT") return;
       let health: TargetHealth;
       try {
-        health = fromBinary(TargetHealthSchema, entry.value);
+        health = healthCodec.decode(entry.value);
       } catch (err) {
         logger.warn({ key: entry.key, err: reason(err) }, "undecodable health value skipped");
         return;
@@ -350,6 +355,7 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<Bus> {
     signal: AbortSignal,
   ): Mailbox<MessageShape<Desc>> {
     let sub: Subscription | undefined;
+    const codec = codecFor(schema);
     const box: Mailbox<MessageShape<Desc>> = new Mailbox<MessageShape<Desc>>({
       limit: BROADCAST_BACKLOG,
       onEnd: () => {
@@ -369,7 +375,7 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<Bus> {
           return;
         }
         try {
-          box.offer(fromBinary(schema, msg.data));
+          box.offer(codec.decode(msg.data));
         } catch (decodeErr) {
           logger.warn({ subject, err: reason(decodeErr) }, "undecodable message skipped");
         }
@@ -469,7 +475,7 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<Bus> {
     health: {
       async put(health: TargetHealth): Promise<void> {
         if (!health.target) throw new Error("TargetHealth.target is required to store health");
-        await kv.put(encodeTargetKey(health.target), toBinary(TargetHealthSchema, health));
+        await kv.put(encodeTargetKey(health.target), healthCodec.encode(health));
       },
       async all(): Promise<TargetHealth[]> {
         const keys: string[] = [];
@@ -479,7 +485,7 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<Bus> {
         for (const entry of entries) {
           if (entry?.operation !== "PUT") continue;
           try {
-            values.push(fromBinary(TargetHealthSchema, entry.value));
+            values.push(healthCodec.decode(entry.value));
           } catch (err) {
             logger.warn({ key: entry.key, err: reason(err) }, "undecodable health value skipped");
           }
@@ -491,13 +497,13 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<Bus> {
       },
     },
     publishOutcomes(batch: TargetOutcomeBatch): void {
-      publish(outcomesSubject, toBinary(TargetOutcomeBatchSchema, batch));
+      publish(outcomesSubject, codecFor(TargetOutcomeBatchSchema).encode(batch));
     },
     outcomes(signal: AbortSignal): AsyncIterable<TargetOutcomeBatch> {
       return subscribe(outcomesSubject, TargetOutcomeBatchSchema, signal);
     },
     announce(announcement: ConnectorAnnouncement): void {
-      publish(announceSubject, toBinary(ConnectorAnnouncementSchema, announcement));
+      publish(announceSubject, codecFor(ConnectorAnnouncementSchema).encode(announcement));
     },
     announcements(signal: AbortSignal): AsyncIterable<ConnectorAnnouncement> {
       return subscribe(announceSubject, ConnectorAnnouncementSchema, signal);
