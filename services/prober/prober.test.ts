@@ -1,7 +1,7 @@
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
 import { createServer, type Socket, connect as tcpConnect } from "node:net";
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createRouterTransport } from "@connectrpc/connect";
 import pino from "pino";
 import { Registry } from "prom-client";
@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import {
   HealthSource,
   type TargetHealth,
+  TargetHealthSchema,
   TargetOutcomeSchema,
   TargetState,
 } from "../../gen/switchyard/health/v1/health_pb.js";
@@ -123,6 +124,20 @@ describe("foldOutcome", () => {
       upstreamStatus: 503,
       ...extra,
     });
+
+  it("builds health values that are exactly the messages create() makes", () => {
+    const ok = create(TargetOutcomeSchema, { target: TARGET, success: true, firstTokenMs: 12 });
+    const healthy = foldOutcome(undefined, ok, NOW, BREAKER);
+    const degraded = foldOutcome(healthy, failed(), NOW + 1, BREAKER);
+    for (const h of [healthy, degraded]) {
+      // A field the literal lacks, or one the schema does not have, makes these differ.
+      const { $typeName: _, ...fields } = h;
+      expect(h).toEqual(create(TargetHealthSchema, fields));
+      expect(fromBinary(TargetHealthSchema, toBinary(TargetHealthSchema, h))).toEqual(h);
+    }
+    expect(healthy).toMatchObject({ state: TargetState.HEALTHY, ttftEwmaMs: 12 });
+    expect(degraded).toMatchObject({ state: TargetState.DEGRADED, consecutiveFailures: 1 });
+  });
 
   it("marks a target DOWN for the breaker's cooldown after its threshold of failures in a row", () => {
     let h: TargetHealth | undefined;
