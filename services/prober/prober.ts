@@ -166,9 +166,9 @@ export function foldOutcome(
  * `create(TargetHealthSchema, fields)` as an object literal: the active prober makes one for
  * every live call of the whole fleet (8 us each through create(), under 1 us as a literal).
  * Every field is required here, so a field added to the proto cannot be missed;
- * prober.test.ts checks the result against create().
+ * prober.test.ts checks what foldOutcome returns against create().
  */
-export function targetHealth(f: Omit<TargetHealth, "$typeName" | "$unknown">): TargetHealth {
+function targetHealth(f: Omit<TargetHealth, "$typeName" | "$unknown">): TargetHealth {
   return {
     $typeName: "switchyard.health.v1.TargetHealth",
     target: f.target,
