@@ -45,9 +45,11 @@ const RETRY_FIRST_MS = 500;
 const RETRY_CAP_MS = 5_000;
 /**
  * Bus messages in the hops' compiled codec: the same bytes as protobuf-es's toBinary/fromBinary,
- * several times faster (the prober decodes every connector's outcome batches).
+ * several times faster (connectors encode, and the prober decodes, every live call's outcome).
  */
 const healthCodec = codecFor(TargetHealthSchema);
+const outcomesCodec = codecFor(TargetOutcomeBatchSchema);
+const announcementCodec = codecFor(ConnectorAnnouncementSchema);
 /** Every health key starts with this token, so a watch can filter on `t.>`. */
 const TARGET_KEY_PREFIX = "t";
 /** Stands for an empty name: unpadded base64url output is never one character long. */
@@ -497,13 +499,13 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<Bus> {
       },
     },
     publishOutcomes(batch: TargetOutcomeBatch): void {
-      publish(outcomesSubject, codecFor(TargetOutcomeBatchSchema).encode(batch));
+      publish(outcomesSubject, outcomesCodec.encode(batch));
     },
     outcomes(signal: AbortSignal): AsyncIterable<TargetOutcomeBatch> {
       return subscribe(outcomesSubject, TargetOutcomeBatchSchema, signal);
     },
     announce(announcement: ConnectorAnnouncement): void {
-      publish(announceSubject, codecFor(ConnectorAnnouncementSchema).encode(announcement));
+      publish(announceSubject, announcementCodec.encode(announcement));
     },
     announcements(signal: AbortSignal): AsyncIterable<ConnectorAnnouncement> {
       return subscribe(announceSubject, ConnectorAnnouncementSchema, signal);
