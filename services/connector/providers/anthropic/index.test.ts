@@ -10,12 +10,17 @@ import {
   Role,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import {
+  collect,
+  failure,
+  requestsArrived,
+  within,
+} from "../../../../test/helpers/provider-calls.js";
+import {
   type AnthropicUpstream,
   startAnthropicUpstream,
 } from "../../../../test/upstreams/anthropic-upstream.js";
 import { aggregate } from "../../../lib/chat/aggregate.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
-import { Failure } from "../../../lib/errors.js";
 import type { ChatCall, Provider } from "../provider.js";
 import { readFixture, readJsonFixture } from "./fixtures/fixtures.js";
 import { createAnthropicProvider } from "./index.js";
@@ -71,46 +76,6 @@ function call(
     context: create(RequestContextSchema, { requestId: "req-1" }),
     signal,
   };
-}
-
-async function collect(chunks: AsyncIterable<ChatChunk>): Promise<ChatChunk[]> {
-  const out: ChatChunk[] = [];
-  for await (const chunk of chunks) out.push(chunk);
-  return out;
-}
-
-/** Runs a call to its end and returns the Failure it throws, with the chunks it yielded first. */
-async function failure(
-  chunks: AsyncIterable<ChatChunk>,
-): Promise<{ error: Failure; yielded: ChatChunk[] }> {
-  const yielded: ChatChunk[] = [];
-  try {
-    for await (const chunk of chunks) yielded.push(chunk);
-  } catch (err) {
-    expect(err).toBeInstanceOf(Failure);
-    return { error: err as Failure, yielded };
-  }
-  throw new Error("the call succeeded");
-}
-
-/** Resolves once the upstream has received `n` requests. */
-async function requestsArrived(n: number): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (upstream.requests.length < n) {
-    if (Date.now() > deadline) throw new Error("request never arrived");
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-/** Fails unless `promise` settles within `limit` ms. */
-async function within(promise: Promise<unknown>, limit: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`not within ${limit} ms`)), limit);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }
 
 describe("anthropic provider over HTTP", () => {
@@ -361,7 +326,7 @@ describe("anthropic provider over HTTP", () => {
     upstream.setBehavior({ kind: "hang" });
     const controller = new AbortController();
     const pending = failure(provider().chat(call(true, controller.signal)));
-    await requestsArrived(1);
+    await requestsArrived(upstream.requests, 1);
     controller.abort();
     const { error } = await pending;
     expect(error).toMatchObject({ status: 499, kind: "cancelled" });

@@ -13,6 +13,7 @@ import {
   ToolChoiceSchema,
   ToolSchema,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { collect, failure, within } from "../../../../test/helpers/provider-calls.js";
 import {
   azureContentFilterError,
   fakeEmbedding,
@@ -20,7 +21,6 @@ import {
   startOpenAIUpstream,
 } from "../../../../test/upstreams/openai-upstream.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
-import { Failure } from "../../../lib/errors.js";
 import type { OpenAIChatChunk, OpenAIChatCompletion } from "../../../lib/wire/openai.js";
 import { assemble } from "../openai/fixtures/fixtures.js";
 import { fromOpenAICompletion } from "../openai/from-response.js";
@@ -92,35 +92,6 @@ function call(
     context: create(RequestContextSchema, { requestId: "req-1" }),
     signal: options.signal ?? AbortSignal.timeout(10_000),
   };
-}
-
-async function collect(chunks: AsyncIterable<ChatChunk>): Promise<ChatChunk[]> {
-  const out: ChatChunk[] = [];
-  for await (const chunk of chunks) out.push(chunk);
-  return out;
-}
-
-async function failure(
-  chunks: AsyncIterable<ChatChunk>,
-): Promise<{ error: Failure; yielded: ChatChunk[] }> {
-  const yielded: ChatChunk[] = [];
-  try {
-    for await (const chunk of chunks) yielded.push(chunk);
-  } catch (err) {
-    expect(err).toBeInstanceOf(Failure);
-    return { error: err as Failure, yielded };
-  }
-  throw new Error("the call succeeded");
-}
-
-async function within(promise: Promise<unknown>, limit: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`not within ${limit} ms`)), limit);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }
 
 describe("azureDialect", () => {

@@ -11,13 +11,18 @@ import {
   ToolChoice_Mode,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import {
+  collect,
+  failure,
+  requestsArrived,
+  within,
+} from "../../../../test/helpers/provider-calls.js";
+import {
   fakeVector,
   type GeminiUpstream,
   startGeminiUpstream,
 } from "../../../../test/upstreams/gemini-upstream.js";
 import { aggregate } from "../../../lib/chat/aggregate.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
-import { Failure } from "../../../lib/errors.js";
 import type { ChatCall, Provider } from "../provider.js";
 import { createGeminiProvider } from "./index.js";
 
@@ -74,45 +79,6 @@ function call(
     context: create(RequestContextSchema, { requestId: "req-1" }),
     signal,
   };
-}
-
-async function collect(chunks: AsyncIterable<ChatChunk>): Promise<ChatChunk[]> {
-  const out: ChatChunk[] = [];
-  for await (const chunk of chunks) out.push(chunk);
-  return out;
-}
-
-/** Runs a call to its end and returns the Failure it throws, with the chunks it yielded first. */
-async function failure(
-  chunks: AsyncIterable<ChatChunk>,
-): Promise<{ error: Failure; yielded: ChatChunk[] }> {
-  const yielded: ChatChunk[] = [];
-  try {
-    for await (const chunk of chunks) yielded.push(chunk);
-  } catch (err) {
-    expect(err).toBeInstanceOf(Failure);
-    return { error: err as Failure, yielded };
-  }
-  throw new Error("the call succeeded");
-}
-
-async function requestsArrived(n: number): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (upstream.requests.length < n) {
-    if (Date.now() > deadline) throw new Error("request never arrived");
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-/** Fails unless `promise` settles within `limit` ms. */
-async function within(promise: Promise<unknown>, limit: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`not within ${limit} ms`)), limit);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }
 
 /** The answer the chunks add up to, without the clock. */
@@ -381,7 +347,7 @@ describe("gemini provider over HTTP", () => {
     upstream.setBehavior({ kind: "hang" });
     const controller = new AbortController();
     const pending = failure(provider().chat(call(true, controller.signal)));
-    await requestsArrived(1);
+    await requestsArrived(upstream.requests, 1);
     controller.abort();
     const { error } = await pending;
     expect(error).toMatchObject({ status: 499, kind: "cancelled" });

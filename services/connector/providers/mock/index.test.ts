@@ -10,6 +10,7 @@ import {
   Role,
   ToolChoice_Mode,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { collect } from "../../../../test/helpers/provider-calls.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
 import { assemble } from "../openai/fixtures/fixtures.js";
@@ -43,12 +44,6 @@ function call(p: ChatParams, signal = AbortSignal.timeout(10_000)): ChatCall {
     context: create(RequestContextSchema, {}),
     signal,
   };
-}
-
-async function collect(chunks: AsyncIterable<ChatChunk>): Promise<ChatChunk[]> {
-  const out: ChatChunk[] = [];
-  for await (const chunk of chunks) out.push(chunk);
-  return out;
 }
 
 describe("mock provider", () => {

@@ -10,6 +10,12 @@ import {
   Role,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import {
+  collect,
+  failure,
+  requestsArrived,
+  within,
+} from "../../../../test/helpers/provider-calls.js";
+import {
   fakeEmbedding,
   type OpenAIUpstream,
   startOpenAIUpstream,
@@ -66,48 +72,6 @@ function call(stream: boolean, signal = AbortSignal.timeout(10_000)): ChatCall {
     context: create(RequestContextSchema, { requestId: "req-1" }),
     signal,
   };
-}
-
-async function collect(chunks: AsyncIterable<ChatChunk>): Promise<ChatChunk[]> {
-  const out: ChatChunk[] = [];
-  for await (const chunk of chunks) out.push(chunk);
-  return out;
-}
-
-/** Runs a call to its end and returns the Failure it throws, with the chunks it yielded first. */
-async function failure(
-  chunks: AsyncIterable<ChatChunk>,
-): Promise<{ error: Failure; yielded: ChatChunk[] }> {
-  const yielded: ChatChunk[] = [];
-  try {
-    for await (const chunk of chunks) yielded.push(chunk);
-  } catch (err) {
-    expect(err).toBeInstanceOf(Failure);
-    return { error: err as Failure, yielded };
-  }
-  throw new Error("the call succeeded");
-}
-
-/** Resolves once the upstream has received `n` requests. */
-async function requestsArrived(n: number): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (upstream.requests.length < n) {
-    if (Date.now() > deadline) throw new Error("request never arrived");
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-/** Milliseconds until `promise` settles, failing past `limit`. */
-async function within(promise: Promise<unknown>, limit: number): Promise<number> {
-  const started = Date.now();
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`not within ${limit} ms`)), limit);
-    }),
-  ]).finally(() => clearTimeout(timer));
-  return Date.now() - started;
 }
 
 describe("openai provider over HTTP", () => {
@@ -351,7 +315,7 @@ describe("openai provider over HTTP", () => {
     upstream.setBehavior({ kind: "hang" });
     const controller = new AbortController();
     const pending = failure(provider().chat(call(true, controller.signal)));
-    await requestsArrived(1);
+    await requestsArrived(upstream.requests, 1);
     controller.abort();
     const { error } = await pending;
     expect(error).toMatchObject({ status: 499, kind: "cancelled" });
@@ -532,7 +496,7 @@ describe("openai provider embeddings", () => {
     const pending = provider()
       .embed?.(embedCall(["x"], { signal: controller.signal }))
       .catch((e: unknown) => e);
-    await requestsArrived(1);
+    await requestsArrived(upstream.requests, 1);
     controller.abort();
     expect(await pending).toMatchObject({ status: 499, kind: "cancelled" });
     await within(upstream.requests[0]?.closed ?? Promise.reject(), 1000);
