@@ -30,13 +30,14 @@ import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { type Client, createClient, type Transport } from "@connectrpc/connect";
 import {
   connectNodeAdapter,
   createConnectTransport,
   createGrpcTransport,
 } from "@connectrpc/connect-node";
+import * as grpc from "@grpc/grpc-js";
 import { Registry } from "prom-client";
 import {
   ChatParamsSchema,
@@ -51,14 +52,17 @@ import {
   ChatResponseSchema,
   ConnectorService,
   EmbedRequestSchema,
+  EmbedResponseSchema,
 } from "../gen/switchyard/connector/v1/connector_pb.js";
 import { TargetSchema } from "../gen/switchyard/health/v1/health_pb.js";
 import { createConnectorService } from "../services/connector/connector-service.js";
 import { createMockProvider } from "../services/connector/providers/mock/index.js";
 import type { Provider } from "../services/connector/providers/provider.js";
 import { createHopTransport } from "../services/lib/hop/client.js";
+import { codecFor } from "../services/lib/hop/codec.js";
 import { createHopHandler, hopService } from "../services/lib/hop/server.js";
 import { createDualServer, type DualHandler } from "../services/lib/http/dual-server.js";
+import { createLocalClient } from "../services/lib/local-client.js";
 import { createLogger } from "../services/lib/logger.js";
 import { useFastUtf8Encoding } from "../services/lib/utf8.js";
 import { newHistogram, recordMs, summarize } from "./load.js";
@@ -68,8 +72,8 @@ import { formatTable, median, rotate } from "./run.js";
 // ---------------------------------------------------------------------------------------------
 // The server side
 
-type ServerKind = "connect" | "hop" | "raw-h2";
-const SERVER_KINDS: readonly ServerKind[] = ["connect", "hop", "raw-h2"];
+type ServerKind = "connect" | "hop" | "raw-h2" | "grpc-js";
+const SERVER_KINDS: readonly ServerKind[] = ["connect", "hop", "raw-h2", "grpc-js"];
 
 /** Provider `instant` answers every token at once; `held` sends one, then waits for a cancel. */
 function connectorImpl(chunks: number) {
@@ -119,7 +123,86 @@ function precomputedAnswer(chunks: number): Buffer {
   return Buffer.concat(parts);
 }
 
+/**
+ * ConnectorService's two methods as @grpc/grpc-js describes a service: its paths and, for both
+ * ends, the same compiled protobuf codec the hop transport uses, so a comparison measures the
+ * framework, not the serializer.
+ */
+const chatCodec = { req: codecFor(ChatRequestSchema), res: codecFor(ChatResponseSchema) };
+const embedCodec = { req: codecFor(EmbedRequestSchema), res: codecFor(EmbedResponseSchema) };
+const GRPC_DEFINITION = {
+  chat: {
+    path: "/switchyard.connector.v1.ConnectorService/Chat",
+    requestStream: false,
+    responseStream: true,
+    requestSerialize: (m: MessageShape<typeof ChatRequestSchema>) => chatCodec.req.encode(m),
+    requestDeserialize: (b: Buffer) => chatCodec.req.decode(b),
+    responseSerialize: (m: MessageShape<typeof ChatResponseSchema>) => chatCodec.res.encode(m),
+    responseDeserialize: (b: Buffer) => chatCodec.res.decode(b),
+  },
+  embed: {
+    path: "/switchyard.connector.v1.ConnectorService/Embed",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (m: MessageShape<typeof EmbedRequestSchema>) => embedCodec.req.encode(m),
+    requestDeserialize: (b: Buffer) => embedCodec.req.decode(b),
+    responseSerialize: (m: MessageShape<typeof EmbedResponseSchema>) => embedCodec.res.encode(m),
+    responseDeserialize: (b: Buffer) => embedCodec.res.decode(b),
+  },
+} satisfies grpc.ServiceDefinition;
+
+/**
+ * The connector behind a @grpc/grpc-js server. grpc-js has no Connect-style service
+ * implementations, so each call shape gets a small adapter: the handler calls the connector
+ * through the in-process client (its handler context, deadline and cancellation), and a call the
+ * client cancels aborts it.
+ */
+async function serveGrpcJs(chunks: number): Promise<number> {
+  const connector = createLocalClient(ConnectorService, connectorImpl(chunks));
+  const server = new grpc.Server();
+  const abortOnCancel = (call: grpc.ServerUnaryCall<unknown, unknown>) => {
+    const abort = new AbortController();
+    call.on("cancelled", () => abort.abort());
+    return abort.signal;
+  };
+  server.addService(GRPC_DEFINITION, {
+    chat: (call: grpc.ServerWritableStream<MessageShape<typeof ChatRequestSchema>, unknown>) => {
+      void (async () => {
+        try {
+          for await (const res of connector.chat(call.request, { signal: abortOnCancel(call) })) {
+            call.write(res);
+          }
+          call.end();
+        } catch (err) {
+          if (!call.cancelled) call.destroy(err instanceof Error ? err : new Error(String(err)));
+        }
+      })();
+    },
+    embed: (
+      call: grpc.ServerUnaryCall<MessageShape<typeof EmbedRequestSchema>, unknown>,
+      callback: grpc.sendUnaryData<unknown>,
+    ) => {
+      connector.embed(call.request, { signal: abortOnCancel(call) }).then(
+        (res) => callback(null, res),
+        (err: unknown) => callback({ code: grpc.status.INTERNAL, details: String(err) }),
+      );
+    },
+  });
+  return new Promise((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, port) =>
+      err ? reject(err) : resolve(port),
+    ),
+  );
+}
+
 async function serve(kind: ServerKind, chunks: number): Promise<void> {
+  if (kind === "grpc-js") {
+    const port = await serveGrpcJs(chunks);
+    process.stdout.write(`${JSON.stringify({ listening: port })}\n`);
+    process.on("SIGTERM", () => process.exit(0));
+    process.on("SIGUSR2", () => global.gc?.());
+    return;
+  }
   let handler: DualHandler;
   if (kind === "raw-h2") {
     const answer = precomputedAnswer(chunks);
@@ -239,6 +322,16 @@ const VARIANTS: Record<string, VariantSpec> = {
     describe: "connect-node's client against the hop server (what the server alone saves)",
     make: (u) => rpcClient([connectH2(u)]),
   },
+  "grpc-js": {
+    server: "grpc-js",
+    describe: "@grpc/grpc-js client and server, h2c, one channel (hop's protobuf codec both ends)",
+    make: grpcJsClient,
+  },
+  "grpc-js-client": {
+    server: "hop",
+    describe: "@grpc/grpc-js client against the hop server (gRPC protocol: connect-node answers)",
+    make: grpcJsClient,
+  },
   "raw-h2": {
     server: "raw-h2",
     describe: "floor: node:http2 both ends, precomputed answer, bytes counted, nothing decoded",
@@ -273,6 +366,35 @@ function embedRequest() {
     target: create(TargetSchema, { provider: "instant", model: "bench" }),
     params: create(EmbedParamsSchema, { model: "bench", inputs: ["hello"] }),
   });
+}
+
+/** A @grpc/grpc-js channel to the server; a held stream's signal cancels its call. */
+function grpcJsClient(baseUrl: string): HopClient {
+  const client = new grpc.Client(new URL(baseUrl).host, grpc.credentials.createInsecure());
+  const { chat, embed } = GRPC_DEFINITION;
+  return {
+    chat(provider, signal) {
+      const call = client.makeServerStreamRequest(
+        chat.path,
+        chat.requestSerialize,
+        chat.responseDeserialize,
+        chatRequest(provider),
+      );
+      signal?.addEventListener("abort", () => call.cancel(), { once: true });
+      return call;
+    },
+    embed: () =>
+      new Promise((resolve, reject) =>
+        client.makeUnaryRequest(
+          embed.path,
+          embed.requestSerialize,
+          embed.responseDeserialize,
+          embedRequest(),
+          (err, res) => (err ? reject(err) : resolve(res)),
+        ),
+      ),
+    close: () => client.close(),
+  };
 }
 
 function rawH2Client(baseUrl: string): HopClient {
