@@ -281,7 +281,7 @@ export interface StartOptions {
   /** Pin the upstream and load client to CPU 0 and the variants to CPU 1. */
   pin: boolean;
   natsUrl: string;
-  /** Run the gateways under `node --cpu-prof`, writing one .cpuprofile per process here. */
+  /** Run the gateways and the bare proxy under `node --cpu-prof`, one .cpuprofile per process here. */
   cpuProfDir?: string;
 }
 
@@ -404,6 +404,7 @@ export async function startBench(opts: StartOptions): Promise<BenchProcesses> {
             name: "bare-proxy",
             dir,
             args: [
+              ...(opts.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${opts.cpuProfDir}`] : []),
               "--import",
               "tsx",
               join(BENCH, "bare-proxy.ts"),

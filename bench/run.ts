@@ -129,7 +129,8 @@ const HELP = `Usage: npm run bench -- [options]
   --gateway-node-options S NODE_OPTIONS for the gateways' processes only (e.g. V8 GC flags under test)
   --pin                    pin upstream + load client to CPU 0, variants to CPU 1 (taskset)
   --keep                   keep the temp dir with configs and every process's output
-  --cpu-prof DIR           run the gateways under node --cpu-prof, a .cpuprofile per process in DIR
+  --cpu-prof DIR           run the gateways and the bare proxy under node --cpu-prof, a .cpuprofile
+                           per process in DIR
                            (summarise with: node --import tsx bench/profile-summary.ts DIR/*.cpuprofile)
   --out FILE               results JSON (default bench/results/<time>[-quick].json)
   --nats URL               NATS for the 4-process variant (default nats://127.0.0.1:4222)`;
