@@ -1,44 +1,4 @@
-/**
- * A fake Anthropic Messages API for tests: a real `node:http` server on 127.0.0.1 (port 0) that
- * speaks the Messages wire format (JSON, and named SSE events as Anthropic sends them), records
- * every request and does what the test tells it to.
- *
- *   const upstream = await startAnthropicUpstream({ behavior: { kind: "answer", text: "Hi" } });
- *   // providers: { claude: { type: anthropic, base_url: upstream.url } }
- *   upstream.setBehavior({ kind: "error", status: 529 });   // Anthropic's "Overloaded"
- *   upstream.requests[0]?.body          // the parsed JSON the gateway sent
- *   await upstream.requests[0]?.closed  // resolves when that request's connection ended
- *   await upstream.close();
- *
- * Routes (under `url`, which is a base URL like https://api.anthropic.com, without /v1):
- * - POST /v1/messages — answers per the current behaviour; streams when the body has
- *   `stream: true` (message_start, content_block_start, ping, content_block_delta,
- *   content_block_stop, message_delta, message_stop), else one JSON message.
- * - GET /v1/models — with an "answer" behaviour, a model list of `models`; other behaviours
- *   apply here too (so probes can be made to fail).
- * - anything else — 404 with an Anthropic error body.
- *
- * Behaviours:
- * - `answer`: an optional thinking block, a text block (`text` in `chunks` deltas; none when
- *   `text` is ""), then `toolUses` whose input JSON streams in `fragments` input_json_delta
- *   pieces. `cutAfterEvents` stops a stream after that many events without message_stop
- *   (`cutMode` "end" ends the response cleanly, "destroy" resets the connection);
- *   `errorAfterEvents` sends an `event: error` after that many events and ends the response.
- * - `error`: answers `status` with `body` (an object is sent as JSON; default the Anthropic
- *   envelope `{"type":"error","error":{type,message}}` with the type Anthropic uses for that
- *   status, e.g. 529 → overloaded_error) and `headers` (e.g. `retry-after`).
- * - `hang`: reads the request and never sends headers (for timeouts and cancellation).
- * - `raw`: writes `chunks` verbatim after the headers, then ends (or resets) the response.
- */
-
-import { once } from "node:events";
-import {
-  createServer,
-  type IncomingHttpHeaders,
-  type IncomingMessage,
-  type ServerResponse,
-} from "node:http";
-import type { AddressInfo } from "node:net";
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
 import type {
   AnthropicContentBlock,
@@ -47,7 +7,16 @@ import type {
   AnthropicStreamEvent,
   AnthropicUsage,
 } from "../../services/connector/providers/anthropic/wire.js";
-import { isRecord, sendBody, sendRaw, splitInto, write } from "./wire.js";
+import {
+  type HangBehavior,
+  isRecord,
+  type RawBehavior,
+  sendBody,
+  sendRaw,
+  serveOnLoopback,
+  splitInto,
+  write,
+} from "./wire.js";
 
 /** Anthropic answers carry a request id; so do this fake's. */
 function sendJson(
@@ -109,22 +78,6 @@ export interface ErrorBehavior {
   headers?: Record<string, string>;
 }
 
-export interface HangBehavior {
-  kind: "hang";
-}
-
-export interface RawBehavior {
-  kind: "raw";
-  /** Default 200. */
-  status?: number;
-  /** Default `content-type: text/event-stream`. */
-  headers?: Record<string, string>;
-  chunks: Array<string | Uint8Array>;
-  chunkDelayMs?: number;
-  /** Default "end". */
-  endMode?: "end" | "destroy";
-}
-
 export type UpstreamBehavior = AnswerBehavior | ErrorBehavior | HangBehavior | RawBehavior;
 
 export interface RecordedRequest {
@@ -183,15 +136,7 @@ export async function startAnthropicUpstream(
   let behavior: UpstreamBehavior | BehaviorFn = options.behavior ?? { kind: "answer" };
   const models = options.models ?? ["claude-fake"];
   const requests: RecordedRequest[] = [];
-  let connections = 0;
   let answers = 0;
-
-  const server = createServer((req, res) => {
-    void handle(req, res).catch(() => res.destroy());
-  });
-  server.on("connection", () => {
-    connections += 1;
-  });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];
@@ -266,24 +211,17 @@ export async function startAnthropicUpstream(
     }
   }
 
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address() as AddressInfo;
-
+  const server = await serveOnLoopback(handle);
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: server.origin,
     requests,
     get connections() {
-      return connections;
+      return server.connections;
     },
     setBehavior(next) {
       behavior = next;
     },
-    async close() {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeAllConnections();
-      await closed;
-    },
+    close: () => server.close(),
   };
 }
 

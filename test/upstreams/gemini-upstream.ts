@@ -1,48 +1,14 @@
-/**
- * A fake Google AI Gemini API for tests: a real `node:http` server on 127.0.0.1 (port 0) that
- * speaks the v1beta REST wire format, records every request and does what the test tells it to.
- *
- *   const upstream = await startGeminiUpstream({ behavior: { kind: "answer", text: "Hi" } });
- *   // providers: { g: { type: gemini, base_url: upstream.url, api_key: "k" } }
- *   upstream.setBehavior({ kind: "error", status: 429, retryDelay: "7s" });
- *   upstream.requests[0]?.body          // the parsed JSON the gateway sent
- *   await upstream.requests[0]?.closed  // resolves when that request's connection ended
- *   await upstream.close();
- *
- * Routes (under `url`, the API's origin):
- * - POST /v1beta/models/{model}:generateContent — one GenerateContentResponse.
- * - POST /v1beta/models/{model}:streamGenerateContent?alt=sse — SSE, each `data:` a
- *   GenerateContentResponse; no `[DONE]`: the body simply ends. Without `alt=sse` the same
- *   events come as one JSON array, as the real API sends them.
- * - POST /v1beta/models/{model}:batchEmbedContents — one vector per request, values made from
- *   the text (length `outputDimensionality`, default 4).
- * - GET /v1beta/models/{model} — the model resource.
- * - anything else — 404 with a Google error envelope.
- * With `apiKey` set, requests must carry it in `x-goog-api-key`: none → 403 PERMISSION_DENIED,
- * a wrong one → 400 INVALID_ARGUMENT with ErrorInfo reason API_KEY_INVALID (what Google answers).
- *
- * Behaviours (they apply to every route):
- * - `answer`: `text` split into `chunks` pieces, optional `thoughts` (one thought part first),
- *   `functionCalls` (each a whole part, streamed one per event), `candidates` copies of it all;
- *   `blockReason` answers a blocked prompt instead. `cutAfterChunks` stops a stream after that
- *   many events before the finishing one (`cutMode` "end" ends the body cleanly, "destroy"
- *   resets the connection).
- * - `error`: `status` with `body` (default a Google envelope; `retryDelay` adds RetryInfo) and
- *   `headers`.
- * - `hang`: reads the request and never answers (for timeouts and cancellation).
- * - `raw`: writes `chunks` verbatim after the headers, then ends (or resets) the response.
- */
-
-import { once } from "node:events";
-import {
-  createServer,
-  type IncomingHttpHeaders,
-  type IncomingMessage,
-  type ServerResponse,
-} from "node:http";
-import type { AddressInfo } from "node:net";
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
-import { sendBody, sendRaw, splitInto, write } from "./wire.js";
+import {
+  type HangBehavior,
+  type RawBehavior,
+  sendBody,
+  sendRaw,
+  serveOnLoopback,
+  splitInto,
+  write,
+} from "./wire.js";
 
 export interface FakeFunctionCall {
   name: string;
@@ -97,21 +63,9 @@ export interface GeminiErrorBehavior {
   headers?: Record<string, string>;
 }
 
-export interface GeminiHangBehavior {
-  kind: "hang";
-}
+export type GeminiHangBehavior = HangBehavior;
 
-export interface GeminiRawBehavior {
-  kind: "raw";
-  /** Default 200. */
-  status?: number;
-  /** Default `content-type: text/event-stream`. */
-  headers?: Record<string, string>;
-  chunks: Array<string | Uint8Array>;
-  chunkDelayMs?: number;
-  /** Default "end". */
-  endMode?: "end" | "destroy";
-}
+export type GeminiRawBehavior = RawBehavior;
 
 export type GeminiBehavior =
   | GeminiAnswerBehavior
@@ -169,15 +123,7 @@ export async function startGeminiUpstream(
 ): Promise<GeminiUpstream> {
   let behavior: GeminiBehavior | GeminiBehaviorFn = options.behavior ?? { kind: "answer" };
   const requests: RecordedGeminiRequest[] = [];
-  let connections = 0;
   let answers = 0;
-
-  const server = createServer((req, res) => {
-    void handle(req, res).catch(() => res.destroy());
-  });
-  server.on("connection", () => {
-    connections += 1;
-  });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];
@@ -286,24 +232,17 @@ export async function startGeminiUpstream(
     }
   }
 
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address() as AddressInfo;
-
+  const server = await serveOnLoopback(handle);
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: server.origin,
     requests,
     get connections() {
-      return connections;
+      return server.connections;
     },
     setBehavior(next) {
       behavior = next;
     },
-    async close() {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeAllConnections();
-      await closed;
-    },
+    close: () => server.close(),
   };
 }
 

@@ -49,16 +49,18 @@
  */
 
 import { createHash } from "node:crypto";
-import { once } from "node:events";
-import {
-  createServer,
-  type IncomingHttpHeaders,
-  type IncomingMessage,
-  type ServerResponse,
-} from "node:http";
-import type { AddressInfo } from "node:net";
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
-import { isRecord, sendBody, sendRaw, splitInto, write } from "./wire.js";
+import {
+  type HangBehavior,
+  isRecord,
+  type RawBehavior,
+  sendBody,
+  sendRaw,
+  serveOnLoopback,
+  splitInto,
+  write,
+} from "./wire.js";
 
 export interface FakeToolCall {
   /** Default `call_<n>`. */
@@ -101,22 +103,6 @@ export interface ErrorBehavior {
   /** An object is sent as JSON, a string as is; default an OpenAI error envelope. */
   body?: unknown;
   headers?: Record<string, string>;
-}
-
-export interface HangBehavior {
-  kind: "hang";
-}
-
-export interface RawBehavior {
-  kind: "raw";
-  /** Default 200. */
-  status?: number;
-  /** Default `content-type: text/event-stream`. */
-  headers?: Record<string, string>;
-  chunks: Array<string | Uint8Array>;
-  chunkDelayMs?: number;
-  /** Default "end". */
-  endMode?: "end" | "destroy";
 }
 
 export type UpstreamBehavior = AnswerBehavior | ErrorBehavior | HangBehavior | RawBehavior;
@@ -170,15 +156,7 @@ export async function startOpenAIUpstream(
   let behavior: UpstreamBehavior | BehaviorFn = options.behavior ?? { kind: "answer" };
   const models = options.models ?? ["fake-model"];
   const requests: RecordedRequest[] = [];
-  let connections = 0;
   let answers = 0;
-
-  const server = createServer((req, res) => {
-    void handle(req, res).catch(() => res.destroy());
-  });
-  server.on("connection", () => {
-    connections += 1;
-  });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];
@@ -266,25 +244,18 @@ export async function startOpenAIUpstream(
     }
   }
 
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address() as AddressInfo;
-
+  const server = await serveOnLoopback(handle);
   return {
-    url: `http://127.0.0.1:${port}/v1`,
-    origin: `http://127.0.0.1:${port}`,
+    url: `${server.origin}/v1`,
+    origin: server.origin,
     requests,
     get connections() {
-      return connections;
+      return server.connections;
     },
     setBehavior(next) {
       behavior = next;
     },
-    async close() {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeAllConnections();
-      await closed;
-    },
+    close: () => server.close(),
   };
 }
 

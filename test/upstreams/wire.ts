@@ -1,6 +1,51 @@
-// What every fake upstream writes the same way: bodies, raw SSE, and text cut into pieces.
-import type { ServerResponse } from "node:http";
+// What every fake upstream does the same way: its loopback server, the behaviours that are not
+// provider-specific, and writing bodies, raw SSE, and text cut into pieces.
+import { once } from "node:events";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
+
+/** An HTTP server on a loopback port that counts the TCP connections it accepts. */
+export interface LoopbackServer {
+  /** "http://127.0.0.1:PORT". */
+  origin: string;
+  /** TCP connections accepted so far (to observe keep-alive reuse). */
+  readonly connections: number;
+  /** Stops listening and drops every open connection. */
+  close(): Promise<void>;
+}
+
+/** Serves `handle` on a free loopback port; a handler that throws resets its connection. */
+export async function serveOnLoopback(
+  handle: (req: IncomingMessage, res: ServerResponse) => Promise<void>,
+): Promise<LoopbackServer> {
+  let connections = 0;
+  const server = createServer((req, res) => {
+    void handle(req, res).catch(() => res.destroy());
+  });
+  server.on("connection", () => {
+    connections += 1;
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as AddressInfo;
+  return {
+    origin: `http://127.0.0.1:${port}`,
+    get connections() {
+      return connections;
+    },
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+      await closed;
+    },
+  };
+}
+
+/** Accepts the request and never answers. */
+export interface HangBehavior {
+  kind: "hang";
+}
 
 /** Splits text into `n` pieces of near-equal length, never inside a code point. */
 export function splitInto(text: string, n: number): string[] {
@@ -36,6 +81,11 @@ export function sendBody(
     ...headers,
   });
   res.end(payload);
+}
+
+/** Sends `chunks` verbatim (see sendRaw): for what the provider's own format cannot say. */
+export interface RawBehavior extends RawAnswer {
+  kind: "raw";
 }
 
 export interface RawAnswer {
