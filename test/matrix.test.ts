@@ -267,6 +267,105 @@ describe.each(UPSTREAMS)("upstream %s", (up) => {
   });
 });
 
+describe("Gemini's thought signatures", () => {
+  // Base64 with both characters base64url replaces and padding: it must come back byte for byte.
+  const SIGNATURE = "CiwBVKhc7nFq0dD1nMi8mRvdNXCPb0VAvn/mzJHzqX7ytV3Eaa0v0KAmjTE0jQ==";
+  const signedCall = () =>
+    geminiUp.setBehavior({
+      kind: "answer",
+      text: "",
+      functionCalls: [
+        { name: "get_weather", args: { city: "Paris" }, thoughtSignature: SIGNATURE },
+        { name: "get_time", args: { tz: "Europe/Paris" } },
+      ],
+    });
+  /** The model turn of the last request Gemini received. */
+  const modelTurnSent = () => {
+    const body = geminiUp.requests.at(-1)?.body as { contents: Array<{ role: string }> };
+    return body.contents.find((c) => c.role === "model");
+  };
+  const expectedModelTurn = {
+    role: "model",
+    parts: [
+      {
+        functionCall: { name: "get_weather", args: { city: "Paris" } },
+        thoughtSignature: SIGNATURE,
+      },
+      { functionCall: { name: "get_time", args: { tz: "Europe/Paris" } } },
+    ],
+  };
+
+  it("come back on their call when an openai client sends the conversation on", async () => {
+    signedCall();
+    const tools: OpenAI.ChatCompletionTool[] = ["get_weather", "get_time"].map((name) => ({
+      type: "function",
+      function: { name, parameters: { type: "object", properties: {} } },
+    }));
+    const asked = [{ role: "user" as const, content: "Weather and time in Paris?" }];
+    const first = await oai.chat.completions.create({ model: "m-gemini", messages: asked, tools });
+    const assistant = first.choices[0]?.message;
+    const calls = assistant?.tool_calls ?? [];
+    expect(calls).toHaveLength(2);
+    const history: OpenAI.ChatCompletionMessageParam[] = [
+      ...asked,
+      assistant as OpenAI.ChatCompletionMessageParam,
+      ...calls.map((c) => ({ role: "tool" as const, tool_call_id: c.id, content: "ok" })),
+    ];
+
+    geminiUp.setBehavior({ kind: "answer", text: TEXT });
+    const second = await oai.chat.completions.create({
+      model: "m-gemini",
+      messages: history,
+      tools,
+    });
+    expect(second.choices[0]?.message.content).toBe(TEXT);
+    expect(modelTurnSent()).toEqual(expectedModelTurn);
+
+    // The same conversation sent on to another provider: ids short enough for OpenAI (40), and
+    // each result still answers its call.
+    openaiUp.setBehavior({ kind: "answer", text: TEXT });
+    await oai.chat.completions.create({ model: "m-openai", messages: history, tools });
+    const sent = openaiUp.requests.at(-1)?.body as {
+      messages: Array<{ tool_calls?: Array<{ id: string }>; tool_call_id?: string }>;
+    };
+    const ids = sent.messages[1]?.tool_calls?.map((c) => c.id) ?? [];
+    expect(ids.every((id) => id.length <= 40)).toBe(true);
+    expect(sent.messages.slice(2).map((m) => m.tool_call_id)).toEqual(ids);
+  });
+
+  it("come back on their call when an anthropic client streams and sends the conversation on", async () => {
+    signedCall();
+    const tools = ["get_weather", "get_time"].map((name) => ({
+      name,
+      input_schema: { type: "object" as const, properties: {} },
+    }));
+    const asked = [{ role: "user" as const, content: "Weather and time in Paris?" }];
+    const base = { model: "m-gemini", max_tokens: 256, tools };
+    const first = await claude.messages.stream({ ...base, messages: asked }).finalMessage();
+    const uses = first.content.filter((b) => b.type === "tool_use");
+    expect(uses).toHaveLength(2);
+
+    geminiUp.setBehavior({ kind: "answer", text: TEXT });
+    const second = await claude.messages.create({
+      ...base,
+      messages: [
+        ...asked,
+        { role: "assistant", content: first.content },
+        {
+          role: "user",
+          content: uses.map((u) => ({
+            type: "tool_result" as const,
+            tool_use_id: u.type === "tool_use" ? u.id : "",
+            content: "ok",
+          })),
+        },
+      ],
+    });
+    expect(second.content[0]?.type === "text" && second.content[0].text).toBe(TEXT);
+    expect(modelTurnSent()).toEqual(expectedModelTurn);
+  });
+});
+
 describe("embeddings", () => {
   it.each(["openai", "azure", "gemini"] as const)(
     "come back from %s in OpenAI's format",

@@ -193,6 +193,22 @@ describe("toAnthropicRequest", () => {
     ]);
   });
 
+  it("sends a Gemini call's id short, the same on the tool_use and its tool_result", () => {
+    const id = `call_0_0__thought__${"Zm9v".repeat(100)}`;
+    const request = body({
+      messages: [
+        userSays("Weather?"),
+        { role: Role.ASSISTANT, toolCalls: [{ id, name: "get_weather", arguments: "{}" }] },
+        toolSays(id, "sunny"),
+      ],
+    });
+    const [, assistant, user] = request.messages;
+    const use = (assistant?.content as Array<{ id?: string }> | undefined)?.[0];
+    const result = (user?.content as Array<{ tool_use_id?: string }> | undefined)?.[0];
+    expect(use?.id).toMatch(/^call_0_0_[0-9a-f]{8}$/);
+    expect(result?.tool_use_id).toBe(use?.id);
+  });
+
   it("refuses tool-call arguments that are not a JSON object, naming the message", () => {
     const error = refusal({
       messages: [

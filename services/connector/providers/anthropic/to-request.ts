@@ -9,6 +9,7 @@ import {
   type ToolChoice,
   ToolChoice_Mode,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { plainToolCallId } from "../../../lib/chat/tool-call-ids.js";
 import { Failure } from "../../../lib/errors.js";
 import type {
   AnthropicBase64Source,
@@ -210,7 +211,7 @@ function toConversation(
         message.toolCalls.forEach((call, j) => {
           blocks.push({
             type: "tool_use",
-            id: call.id,
+            id: plainToolCallId(call.id),
             name: call.name,
             input: parseArguments(call.arguments, `${param}.tool_calls[${j}].function.arguments`),
           });
@@ -234,7 +235,7 @@ function toConversation(
         add("user", [
           {
             type: "tool_result",
-            tool_use_id: message.toolCallId,
+            tool_use_id: plainToolCallId(message.toolCallId),
             content,
             ...(message.isError && { is_error: true }),
           },

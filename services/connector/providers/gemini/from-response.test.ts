@@ -69,7 +69,8 @@ describe("fromGeminiResponse", () => {
     ).toEqual([
       {
         index: 0,
-        id: "call_0_0",
+        // The call's thought signature (the fixture's, base64url), for the next step.
+        id: "call_0_0__thought__CiwBVKhc7nFq0dD1nMi8mRvdNXCPb0VAvn_mzJHzqX7ytV3Eaa0v0KAmjTE0jQ",
         name: "get_weather",
         args: '{"location":"Paris, France","unit":"celsius"}',
       },

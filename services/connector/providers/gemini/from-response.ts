@@ -12,6 +12,7 @@ import {
   type Usage,
   UsageSchema,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { withThoughtSignature } from "../../../lib/chat/tool-call-ids.js";
 import { Failure } from "../../../lib/errors.js";
 import { makeMessage } from "../../../lib/hop/codec.js";
 import { failureFromResponse, retryAfterMs, scrubSecrets } from "../upstream-http.js";
@@ -138,10 +139,13 @@ export function candidateDelta(
       const call = part.functionCall;
       const n = choice.toolCalls;
       choice.toolCalls += 1;
+      const id = nonEmpty(call.id) ?? `call_${index}_${n}`;
+      const signature = nonEmpty(part.thoughtSignature);
       delta.toolCalls.push(
         makeMessage(ToolCallDeltaSchema, {
           index: n,
-          id: nonEmpty(call.id) ?? `call_${index}_${n}`,
+          // The call's thought signature rides in its id, for the next step (tool-call-ids.ts).
+          id: signature === undefined ? id : withThoughtSignature(id, signature),
           name: typeof call.name === "string" ? call.name : "",
           arguments: JSON.stringify(isRecord(call.args) ? call.args : {}),
         }),

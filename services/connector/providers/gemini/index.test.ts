@@ -155,12 +155,12 @@ describe("gemini provider over HTTP", () => {
     const first = single.choices[0];
     expect(first?.reasoning).toBe("The user wants weather and time.");
     expect(first?.message?.toolCalls.map((c) => [c.id, c.name, c.arguments])).toEqual([
-      ["call_0_0", "get_weather", '{"city":"Zürich","days":[1,2,3]}'],
+      ["call_0_0__thought__c2ln", "get_weather", '{"city":"Zürich","days":[1,2,3]}'],
       ["call_0_1", "get_time", '{"tz":"Asia/Tokyo"}'],
     ]);
     expect(first?.finishReason).toBe(FinishReason.TOOL_CALLS);
     expect(single.choices[1]?.message?.content[0]?.part.value).toBe("Checking both. #1");
-    expect(single.choices[1]?.message?.toolCalls[0]?.id).toBe("call_1_0");
+    expect(single.choices[1]?.message?.toolCalls[0]?.id).toBe("call_1_0__thought__c2ln");
     expect(single.usage).toMatchObject({
       promptTokens: 30,
       completionTokens: 20,

@@ -11,6 +11,7 @@ import {
   Role,
   ToolChoice_Mode,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { withThoughtSignature } from "../../../lib/chat/tool-call-ids.js";
 import { Failure } from "../../../lib/errors.js";
 import {
   FOREIGN_THOUGHT_SIGNATURE,
@@ -45,6 +46,48 @@ function failureOf(params: ChatParams): Failure {
 }
 
 describe("toGeminiRequest", () => {
+  it("gives each call back the thought signature its id carries, where Gemini put it", () => {
+    // Gemini signs the first call of a parallel step only; the answer's ids carry it.
+    const signature = "CiwBVKhc7nFq0dD1nMi8mRvdNXCPb0VAvn/mzJHzqX7ytV3Eaa0v0KAmjTE0jQ==";
+    const signed = withThoughtSignature("call_0_0", signature);
+    const body = request({
+      messages: [
+        says(Role.USER, "Weather and time?"),
+        create(MessageSchema, {
+          role: Role.ASSISTANT,
+          toolCalls: [
+            { id: signed, name: "get_weather", arguments: "{}" },
+            { id: "call_0_1", name: "get_time", arguments: "{}" },
+          ],
+        }),
+        create(MessageSchema, {
+          role: Role.TOOL,
+          toolCallId: signed,
+          content: [text("sunny")],
+          contentIsText: true,
+        }),
+        create(MessageSchema, {
+          role: Role.TOOL,
+          toolCallId: "call_0_1",
+          content: [text("noon")],
+          contentIsText: true,
+        }),
+      ],
+    });
+    expect(body.contents[1]).toEqual({
+      role: "model",
+      parts: [
+        { functionCall: { name: "get_weather", args: {} }, thoughtSignature: signature },
+        { functionCall: { name: "get_time", args: {} } },
+      ],
+    });
+    // The results still find their calls' names by the full ids.
+    expect(body.contents[2]?.parts.map((p) => p.functionResponse?.name)).toEqual([
+      "get_weather",
+      "get_time",
+    ]);
+  });
+
   it("sends the contents and nothing the client did not set", () => {
     expect(request({ model: "alias", messages: [says(Role.USER, "Hi")], stream: true })).toEqual({
       contents: [{ role: "user", parts: [{ text: "Hi" }] }],

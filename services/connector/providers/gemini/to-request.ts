@@ -8,6 +8,7 @@ import {
   type ToolChoice,
   ToolChoice_Mode,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { thoughtSignatureOf } from "../../../lib/chat/tool-call-ids.js";
 import { Failure } from "../../../lib/errors.js";
 import type {
   GeminiBlob,
@@ -154,7 +155,11 @@ function modelParts(message: Message, i: number, target: GeminiTarget): GeminiPa
         args: parseObject(call.arguments, `messages[${i}].tool_calls[${j}].function.arguments`),
       },
     };
-    if (j === 0) part.thoughtSignature = FOREIGN_THOUGHT_SIGNATURE;
+    // Gemini's own signature comes back on the call it came with; a step Gemini did not make
+    // (another model's, or a client's own) gets the stand-in on its first call.
+    const signature = thoughtSignatureOf(call.id);
+    if (signature !== undefined) part.thoughtSignature = signature;
+    else if (j === 0) part.thoughtSignature = FOREIGN_THOUGHT_SIGNATURE;
     parts.push(part);
   });
   return parts;

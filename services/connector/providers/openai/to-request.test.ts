@@ -119,6 +119,34 @@ describe("toOpenAIRequest", () => {
     ]);
   });
 
+  it("sends a Gemini call's id short, the same on the call and on its result", () => {
+    // A conversation that began on Gemini carries its thought signature in the id (see
+    // services/lib/chat/tool-call-ids.ts); OpenAI has refused ids over 40 characters.
+    const id = `call_0_0__thought__${"A".repeat(400)}`;
+    const params = create(ChatParamsSchema, {
+      messages: [
+        userSays("Weather?"),
+        create(MessageSchema, {
+          role: Role.ASSISTANT,
+          toolCalls: [{ id, name: "get_weather", arguments: "{}" }],
+        }),
+        create(MessageSchema, {
+          role: Role.TOOL,
+          toolCallId: id,
+          content: [text("sunny")],
+          contentIsText: true,
+        }),
+      ],
+    });
+    const [, assistant, tool] = toOpenAIRequest(params, "gpt-4o").messages as Array<{
+      tool_calls?: Array<{ id: string }>;
+      tool_call_id?: string;
+    }>;
+    const sent = assistant?.tool_calls?.[0]?.id;
+    expect(sent).toMatch(/^call_0_0_[0-9a-f]{8}$/);
+    expect(tool?.tool_call_id).toBe(sent);
+  });
+
   it("passes tools, tool_choice, response_format, stop and sampling fields", () => {
     const params = create(ChatParamsSchema, {
       messages: [userSays("Weather?")],

@@ -8,6 +8,7 @@ import {
   type ToolChoice,
   ToolChoice_Mode,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { plainToolCallId } from "../../../lib/chat/tool-call-ids.js";
 import { Failure } from "../../../lib/errors.js";
 import type {
   OpenAIChatRequest,
@@ -108,12 +109,12 @@ function toMessage(message: Message, index: number): OpenAIMessage {
   if (message.name !== undefined) out.name = message.name;
   if (message.toolCalls.length > 0) {
     out.tool_calls = message.toolCalls.map((call) => ({
-      id: call.id,
+      id: plainToolCallId(call.id),
       type: "function",
       function: { name: call.name, arguments: call.arguments },
     }));
   }
-  if (message.toolCallId !== undefined) out.tool_call_id = message.toolCallId;
+  if (message.toolCallId !== undefined) out.tool_call_id = plainToolCallId(message.toolCallId);
   if (message.refusal !== undefined) out.refusal = message.refusal;
   return out;
 }
