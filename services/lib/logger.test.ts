@@ -1,6 +1,8 @@
+import { type ChildProcess, spawn } from "node:child_process";
 import { Writable } from "node:stream";
-import { describe, expect, it } from "vitest";
-import { createLogger, requestLineLogger } from "./logger.js";
+import { fileURLToPath } from "node:url";
+import { afterEach, describe, expect, it } from "vitest";
+import { createLogger, LOG_FLUSH_MS, requestLineLogger } from "./logger.js";
 
 function capture() {
   const lines: Record<string, unknown>[] = [];
@@ -52,5 +54,60 @@ describe("requestLineLogger", () => {
       prompt: "what a log_prompts tenant asked",
       msg: "request",
     });
+  });
+});
+
+describe("stdout, batched", () => {
+  const LOGGER = fileURLToPath(new URL("./logger.ts", import.meta.url));
+  const children: ChildProcess[] = [];
+  afterEach(() => {
+    for (const c of children.splice(0)) c.kill("SIGKILL");
+  });
+
+  /** Runs `body` in a child node whose `log` is the production stdout logger; collects stdout. */
+  function run(body: string) {
+    const child = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "--input-type=module",
+        "-e",
+        `import { createLogger } from ${JSON.stringify(LOGGER)};
+         const log = createLogger({ service: "t" });
+         ${body}`,
+      ],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    children.push(child);
+    let out = "";
+    child.stdout?.on("data", (b: Buffer) => {
+      out += b.toString("utf8");
+    });
+    const lines = () => out.split("\n").filter((l) => l.startsWith("{"));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+    return { lines, exited };
+  }
+
+  it("writes a quiet process's lines within the flush interval, not when 4 KB have gathered", async () => {
+    const { lines } = run(`log.info("ready"); setTimeout(() => {}, 60_000);`);
+    // Ten times the interval, plus a child's start-up.
+    const deadline = Date.now() + 10 * LOG_FLUSH_MS + 10_000;
+    while (lines().length === 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(lines().map((l) => JSON.parse(l).msg)).toEqual(["ready"]);
+  });
+
+  it("loses no line when the process exits at once or throws", async () => {
+    const exiting = run(`for (let i = 0; i < 2000; i++) log.info({ i }, "line"); process.exit(0);`);
+    expect(await exiting.exited).toBe(0);
+    expect(exiting.lines().map((l) => JSON.parse(l).i)).toEqual([...Array(2000).keys()]);
+
+    const throwing = run(
+      `for (let i = 0; i < 50; i++) log.info({ i }, "line"); throw new Error("boom");`,
+    );
+    expect(await throwing.exited).toBe(1);
+    expect(throwing.lines()).toHaveLength(50);
   });
 });
