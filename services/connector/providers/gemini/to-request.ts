@@ -28,9 +28,9 @@ export interface GeminiTarget {
 }
 
 /**
- * Google's documented stand-in signature for function calls the API did not just produce. Gemini 3
- * rejects a function-calling step whose first `functionCall` comes back without a signature, and
- * the canonical model has nowhere to keep the real one between turns.
+ * Google's documented stand-in signature for function calls Gemini did not make. Gemini 3 rejects
+ * a function-calling step whose first `functionCall` comes back without a signature; the calls
+ * Gemini made carry their real one in their ids (services/lib/chat/tool-call-ids.ts).
  */
 export const FOREIGN_THOUGHT_SIGNATURE = "skip_thought_signature_validator";
 
