@@ -4,7 +4,7 @@ import { plainToolCallId, thoughtSignatureOf, withThoughtSignature } from "./too
 
 describe("thought signatures in tool call ids", () => {
   it("gives back exactly the signature Gemini sent, for every padding and both odd characters", () => {
-    // Lengths 30, 31, 32 give base64 with two, one and no padding characters.
+    // Every byte length mod 3: base64 with no, two and one padding characters.
     for (const size of [1, 2, 3, 30, 31, 32, 700]) {
       const signature = randomBytes(size).toString("base64");
       const id = withThoughtSignature("call_0_0", signature);
