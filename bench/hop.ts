@@ -160,7 +160,8 @@ const GRPC_DEFINITION = {
 async function serveGrpcJs(chunks: number): Promise<number> {
   const connector = createLocalClient(ConnectorService, connectorImpl(chunks));
   const server = new grpc.Server();
-  const abortOnCancel = (call: grpc.ServerUnaryCall<unknown, unknown>) => {
+  // Both call shapes are grpc-js ServerSurfaceCalls (a type its index does not export).
+  const abortOnCancel = (call: Pick<grpc.ServerUnaryCall<unknown, unknown>, "on">) => {
     const abort = new AbortController();
     call.on("cancelled", () => abort.abort());
     return abort.signal;
