@@ -2,7 +2,11 @@ import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
-import { type AnthropicUpstream, startAnthropicUpstream } from "./upstreams/anthropic-upstream.js";
+import {
+  type AnthropicUpstream,
+  signThinking,
+  startAnthropicUpstream,
+} from "./upstreams/anthropic-upstream.js";
 import { type GeminiUpstream, startGeminiUpstream } from "./upstreams/gemini-upstream.js";
 import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
 
@@ -363,6 +367,108 @@ describe("Gemini's thought signatures", () => {
     });
     expect(second.content[0]?.type === "text" && second.content[0].text).toBe(TEXT);
     expect(modelTurnSent()).toEqual(expectedModelTurn);
+  });
+});
+
+describe("Anthropic's extended thinking in a tool-use loop", () => {
+  // With thinking enabled, Anthropic refuses the turn after a tool call unless the call's
+  // assistant turn starts with its thinking, signed as Anthropic issued it (the fake checks
+  // both, in Anthropic's words).
+  const THINKING = "The user wants Paris. I'll call get_weather.";
+  const REDACTED = "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xl==";
+  const base = {
+    model: "m-anthropic",
+    max_tokens: 2048,
+    thinking: { type: "enabled" as const, budget_tokens: 1024 },
+    tools: [{ name: "get_weather", input_schema: weatherTool.schema }],
+  };
+  const asked = [{ role: "user" as const, content: "Weather in Paris?" }];
+  const callWithThinking = () =>
+    anthropicUp.setBehavior({
+      kind: "answer",
+      thinking: THINKING,
+      redactedThinking: REDACTED,
+      text: "",
+      toolUses: [{ id: "toolu_1", name: "get_weather", input: ARGS }],
+    });
+  /** The conversation sent on after the call, with the client's own copy of the answer. */
+  const followUp = (content: Anthropic.ContentBlockParam[]) => [
+    ...asked,
+    { role: "assistant" as const, content },
+    {
+      role: "user" as const,
+      content: [{ type: "tool_result" as const, tool_use_id: "toolu_1", content: "sunny" }],
+    },
+  ];
+  const expectedAssistantTurn = {
+    role: "assistant",
+    content: [
+      { type: "thinking", thinking: THINKING, signature: signThinking(THINKING) },
+      { type: "redacted_thinking", data: REDACTED },
+      { type: "tool_use", id: "toolu_1", name: "get_weather", input: { city: "Paris" } },
+    ],
+  };
+  const assistantTurnSent = () =>
+    (anthropicUp.requests.at(-1)?.body as { messages?: unknown[] } | undefined)?.messages?.[1];
+
+  it.each([
+    ["streamed", true],
+    ["whole", false],
+  ])("go on when the client sends its %s answer back as it got it", async (_, stream) => {
+    callWithThinking();
+    const first = stream
+      ? await claude.messages.stream({ ...base, messages: asked }).finalMessage()
+      : await claude.messages.create({ ...base, messages: asked });
+    expect(first.content).toEqual(expectedAssistantTurn.content);
+
+    anthropicUp.setBehavior({ kind: "answer", text: TEXT });
+    const second = await claude.messages.create({ ...base, messages: followUp(first.content) });
+    expect(second.content).toEqual([{ type: "text", text: TEXT }]);
+    expect(assistantTurnSent()).toEqual(expectedAssistantTurn);
+  });
+
+  it("go on for an openai client that sends thinking_blocks back, and stay away from an openai upstream", async () => {
+    callWithThinking();
+    const tools: OpenAI.ChatCompletionTool[] = [
+      { type: "function", function: { name: "get_weather", parameters: weatherTool.schema } },
+    ];
+    // `thinking` is not an OpenAI field: it passes through to the Anthropic upstream.
+    const thinking = { thinking: base.thinking } as object;
+    const first = await oai.chat.completions.create({
+      model: "m-anthropic",
+      messages: asked,
+      tools,
+      ...thinking,
+    });
+    const assistant = first.choices[0]?.message as OpenAI.ChatCompletionMessage & {
+      reasoning_content?: string;
+      thinking_blocks?: unknown[];
+    };
+    expect(assistant.reasoning_content).toBe(THINKING);
+    expect(assistant.thinking_blocks).toEqual(expectedAssistantTurn.content.slice(0, 2));
+    const history = [
+      ...asked,
+      assistant as OpenAI.ChatCompletionMessageParam,
+      { role: "tool" as const, tool_call_id: "toolu_1", content: "sunny" },
+    ];
+
+    anthropicUp.setBehavior({ kind: "answer", text: TEXT });
+    const second = await oai.chat.completions.create({
+      model: "m-anthropic",
+      messages: history,
+      tools,
+      ...thinking,
+    });
+    expect(second.choices[0]?.message.content).toBe(TEXT);
+    expect(assistantTurnSent()).toEqual(expectedAssistantTurn);
+
+    // The same conversation sent on to an OpenAI target: Anthropic's blocks are not its to see.
+    openaiUp.setBehavior({ kind: "answer", text: TEXT });
+    await oai.chat.completions.create({ model: "m-openai", messages: history, tools });
+    const sent = JSON.stringify(openaiUp.requests.at(-1)?.body);
+    expect(sent).toContain("toolu_1");
+    expect(sent).not.toContain(REDACTED);
+    expect(sent).not.toContain(signThinking(THINKING));
   });
 });
 

@@ -1,6 +1,10 @@
 import Anthropic from "@anthropic-ai/sdk";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type AnthropicUpstream, startAnthropicUpstream } from "./anthropic-upstream.js";
+import {
+  type AnthropicUpstream,
+  signThinking,
+  startAnthropicUpstream,
+} from "./anthropic-upstream.js";
 
 // The official SDK is the judge of whether the fake speaks Anthropic's wire format.
 let upstream: AnthropicUpstream;
@@ -34,7 +38,7 @@ describe("fake Anthropic upstream", () => {
     });
     const message = await client.messages.stream(ask).finalMessage();
     expect(message.content).toEqual([
-      { type: "thinking", thinking: "Let me think.", signature: "sig_fake" },
+      { type: "thinking", thinking: "Let me think.", signature: signThinking("Let me think.") },
       { type: "text", text: "Hi there" },
       { type: "tool_use", id: "toolu_fake_1", name: "f", input: { a: 1, b: [true, null] } },
     ]);
@@ -44,6 +48,48 @@ describe("fake Anthropic upstream", () => {
     const request = upstream.requests.at(-1);
     expect(request?.headers["x-api-key"]).toBe("sk-ant-fake");
     expect(request?.body).toMatchObject({ stream: true, max_tokens: 64 });
+  });
+
+  it("checks thinking in the history as Anthropic does: signed, and first in a tool loop's last turn", async () => {
+    upstream.setBehavior({
+      kind: "answer",
+      thinking: "Use the tool.",
+      redactedThinking: "EmwKAhgB",
+      text: "",
+      toolUses: [{ id: "toolu_1", name: "f", input: "{}" }],
+    });
+    const thinking = { type: "enabled" as const, budget_tokens: 1024 };
+    const first = await client.messages.create({ ...ask, thinking });
+    expect(first.content.map((b) => b.type)).toEqual(["thinking", "redacted_thinking", "tool_use"]);
+    const next = (content: Anthropic.ContentBlockParam[]) =>
+      client.messages.create({
+        ...ask,
+        thinking,
+        messages: [
+          ...ask.messages,
+          { role: "assistant", content },
+          {
+            role: "user",
+            content: [{ type: "tool_result", tool_use_id: "toolu_1", content: "1" }],
+          },
+        ],
+      });
+    upstream.setBehavior({ kind: "answer", text: "Done." });
+    expect((await next(first.content)).content).toEqual([{ type: "text", text: "Done." }]);
+
+    const withoutThinking = await next(first.content.slice(2)).catch((e: unknown) => e);
+    expect(withoutThinking).toBeInstanceOf(Anthropic.BadRequestError);
+    expect(String((withoutThinking as Error).message)).toContain(
+      "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `tool_use`.",
+    );
+    const forged = await next([
+      { type: "thinking", thinking: "Use the tool.", signature: "Eqforged" },
+      ...first.content.slice(1),
+    ]).catch((e: unknown) => e);
+    expect(forged).toBeInstanceOf(Anthropic.BadRequestError);
+    expect(String((forged as Error).message)).toContain(
+      "messages.1.content.0: Invalid `signature` in `thinking` block",
+    );
   });
 
   it("answers without streaming and lists models", async () => {

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
 import type {
@@ -44,9 +45,14 @@ export interface AnswerBehavior {
   text?: string;
   /** How many text_delta events the text streams in; default 3. */
   chunks?: number;
-  /** A thinking block before the text, streamed in `thinkingChunks` pieces (default 2). */
+  /**
+   * A thinking block before the text, streamed in `thinkingChunks` pieces (default 2) and
+   * signed: the fake accepts the block back only with the signature it issued for this text.
+   */
   thinking?: string;
   thinkingChunks?: number;
+  /** A redacted_thinking block after the thinking, with this encrypted data. */
+  redactedThinking?: string;
   toolUses?: FakeToolUse[];
   /** Default "tool_use" when there are tool uses, else "end_turn". */
   stopReason?: string;
@@ -130,6 +136,48 @@ export function anthropicError(type: string, message: string): AnthropicErrorBod
   return { type: "error", error: { type, message }, request_id: "req_fake" };
 }
 
+/** A signature Anthropic would issue for a thinking text: opaque, and bound to the text. */
+export function signThinking(thinking: string): string {
+  return `Eq${createHash("sha256").update(thinking).digest("base64url")}`;
+}
+
+const THINKING_DOCS = "https://docs.claude.com/en/docs/build-with-claude/extended-thinking";
+
+/**
+ * What Anthropic checks of the thinking in a request's history, worded as it words it: every
+ * thinking block must carry the signature issued for its text, and with thinking enabled the
+ * last assistant turn of a tool-use loop must start with its thinking. Returns the error
+ * message, or undefined when the history passes.
+ */
+function thinkingHistoryError(request: Record<string, unknown>): string | undefined {
+  const messages = Array.isArray(request.messages) ? request.messages : [];
+  const blocksOf = (message: unknown): Record<string, unknown>[] =>
+    isRecord(message) && Array.isArray(message.content) ? message.content.filter(isRecord) : [];
+  for (const [i, message] of messages.entries()) {
+    for (const [j, block] of blocksOf(message).entries()) {
+      if (block.type === "thinking" && block.signature !== signThinking(String(block.thinking))) {
+        return `messages.${i}.content.${j}: Invalid \`signature\` in \`thinking\` block`;
+      }
+    }
+  }
+  const thinking = isRecord(request.thinking) ? request.thinking : undefined;
+  if (thinking?.type !== "enabled") return undefined;
+  const last = messages.findLastIndex((m) => isRecord(m) && m.role === "assistant");
+  const blocks = blocksOf(messages[last]);
+  const inToolLoop =
+    blocks.some((b) => b.type === "tool_use") &&
+    messages.slice(last + 1).some((m) => blocksOf(m).some((b) => b.type === "tool_result"));
+  const first = blocks[0]?.type;
+  if (!inToolLoop || first === "thinking" || first === "redacted_thinking") return undefined;
+  return (
+    `messages.${last}.content.0.type: Expected \`thinking\` or \`redacted_thinking\`, but found \`${String(first)}\`. ` +
+    "When `thinking` is enabled, a final `assistant` message must start with a thinking block " +
+    "(preceeding the lastmost set of `tool_use` and `tool_result` blocks). We recommend you " +
+    "include thinking blocks from previous turns. To avoid this requirement, disable `thinking`. " +
+    `Please consult our documentation at ${THINKING_DOCS}`
+  );
+}
+
 export async function startAnthropicUpstream(
   options: AnthropicUpstreamOptions = {},
 ): Promise<AnthropicUpstream> {
@@ -205,6 +253,13 @@ export async function startAnthropicUpstream(
           });
           return;
         }
+        {
+          const problem = isRecord(body) ? thinkingHistoryError(body) : undefined;
+          if (problem !== undefined) {
+            sendJson(res, 400, anthropicError("invalid_request_error", problem));
+            return;
+          }
+        }
         answers += 1;
         await answer(res, current, isRecord(body) ? body : {}, `msg_fake${answers}`);
         return;
@@ -246,6 +301,7 @@ async function answer(
   const model =
     behavior.model ?? (typeof request.model === "string" ? request.model : "claude-fake");
   const stopReason = behavior.stopReason ?? (toolUses.length > 0 ? "tool_use" : "end_turn");
+  const signature = behavior.thinking === undefined ? "" : signThinking(behavior.thinking);
   const deltas =
     textPieces.length +
     thinkingPieces.length +
@@ -261,7 +317,10 @@ async function answer(
   if (request.stream !== true) {
     const content: AnthropicContentBlock[] = [];
     if (behavior.thinking !== undefined) {
-      content.push({ type: "thinking", thinking: behavior.thinking, signature: "sig_fake" });
+      content.push({ type: "thinking", thinking: behavior.thinking, signature });
+    }
+    if (behavior.redactedThinking !== undefined) {
+      content.push({ type: "redacted_thinking", data: behavior.redactedThinking });
     }
     if (text !== "") content.push({ type: "text", text });
     for (const use of toolUses) {
@@ -322,9 +381,12 @@ async function answer(
       {
         type: "content_block_delta",
         index: at,
-        delta: { type: "signature_delta", signature: "sig_fake" },
+        delta: { type: "signature_delta", signature },
       },
     ]);
+  }
+  if (behavior.redactedThinking !== undefined) {
+    block({ type: "redacted_thinking", data: behavior.redactedThinking }, []);
   }
   if (text !== "") {
     const at = index;

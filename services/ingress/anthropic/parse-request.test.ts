@@ -649,7 +649,7 @@ describe("parseMessagesRequest: messages", () => {
     expect(p.messages[0]?.content).toEqual([]);
   });
 
-  it("drops thinking and redacted_thinking blocks from the history", () => {
+  it("keeps thinking and redacted_thinking blocks as the assistant's reasoning blocks, in order", () => {
     const p = parseMessagesRequest({
       ...base,
       messages: [
@@ -666,6 +666,12 @@ describe("parseMessagesRequest: messages", () => {
       ],
     });
     expect(p.messages[1]?.content.map((c) => c.part)).toEqual([{ case: "text", value: "Answer." }]);
+    expect(
+      p.messages[1]?.reasoningBlocks.map((b) => [b.text, b.signature, b.redactedData]),
+    ).toEqual([
+      ["Let me think.", "sig", ""],
+      ["", "", "opaque"],
+    ]);
   });
 
   it("lets the last assistant message be an empty prefill", () => {

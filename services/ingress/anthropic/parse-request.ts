@@ -4,6 +4,7 @@ import {
   ChatParamsSchema,
   type ContentPartSchema,
   type MessageSchema,
+  type ReasoningBlockSchema,
   ResponseFormat_Type,
   type ResponseFormatSchema,
   Role,
@@ -20,6 +21,7 @@ type MessageInit = MessageInitShape<typeof MessageSchema>;
 type PartInit = MessageInitShape<typeof ContentPartSchema>;
 type ToolInit = MessageInitShape<typeof ToolSchema>;
 type ToolCallInit = MessageInitShape<typeof ToolCallSchema>;
+type ReasoningBlockInit = MessageInitShape<typeof ReasoningBlockSchema>;
 type ToolChoiceInit = MessageInitShape<typeof ToolChoiceSchema>;
 type ResponseFormatInit = MessageInitShape<typeof ResponseFormatSchema>;
 
@@ -141,10 +143,9 @@ export const OUTPUT_SCHEMA_NAME = "output";
  * - A user message's `tool_result` blocks become one ROLE_TOOL message each, in order; its
  *   other blocks follow as one ROLE_USER message (OpenAI-style upstreams want tool answers
  *   right after the call).
- * - `thinking` / `redacted_thinking` blocks in the history are checked and dropped: the
- *   canonical model has no place for them, and no canonical answer carries the signature
- *   Anthropic would need to accept them back. Anthropic itself strips thinking from earlier
- *   turns; only a tool-use loop with thinking enabled would have let it see the last one.
+ * - `thinking` / `redacted_thinking` blocks in the history become the assistant message's
+ *   reasoning blocks, byte for byte: with thinking enabled and tools in use, Anthropic wants
+ *   the last turn's thinking back with its signature. Only Anthropic upstreams are sent them.
  * - `cache_control` markers and `citations` of earlier answers are dropped: they tune cost and
  *   presentation, not what the model is asked. `citations.enabled` on a document is refused.
  * - `output_config.format` becomes the canonical JSON_SCHEMA response format so every upstream
@@ -245,6 +246,7 @@ function parseMessage(raw: unknown, path: string, last: boolean): MessageInit[] 
   const results: MessageInit[] = [];
   const parts: PartInit[] = [];
   const toolCalls: ToolCallInit[] = [];
+  const reasoningBlocks: ReasoningBlockInit[] = [];
   content.forEach((block: unknown, j) => {
     const blockPath = `${path}.content.${j}`;
     const { type, value } = blockOf(block, blockPath, allowed, role);
@@ -261,11 +263,13 @@ function parseMessage(raw: unknown, path: string, last: boolean): MessageInit[] 
         results.push(toolResult(value, blockPath));
         return;
       case "thinking":
-        requiredString(value, "thinking", blockPath);
-        requiredString(value, "signature", blockPath);
+        reasoningBlocks.push({
+          text: requiredString(value, "thinking", blockPath),
+          signature: requiredString(value, "signature", blockPath),
+        });
         return;
       case "redacted_thinking":
-        requiredString(value, "data", blockPath);
+        reasoningBlocks.push({ redactedData: requiredString(value, "data", blockPath) });
         return;
     }
   });
@@ -274,7 +278,7 @@ function parseMessage(raw: unknown, path: string, last: boolean): MessageInit[] 
     if (parts.length > 0) results.push({ role, content: parts });
     return results;
   }
-  return [{ role, content: parts, toolCalls }];
+  return [{ role, content: parts, toolCalls, reasoningBlocks }];
 }
 
 /**

@@ -588,6 +588,79 @@ describe("MessageStreamRenderer", () => {
     expect(r.render(chunk({ choices: [{ index: 0, content: "lo" }] }))).toBe("");
   });
 
+  it("ends a thinking block with its signature, and sends redacted thinking as a block of its own", () => {
+    const r = new MessageStreamRenderer();
+    const out = [
+      r.render(chunk({ start, choices: [{ index: 0, role: Role.ASSISTANT, reasoning: "Hm" }] })),
+      r.render(chunk({ choices: [{ index: 0, reasoning: "m." }] })),
+      r.render(
+        chunk({ choices: [{ index: 0, reasoningBlocks: [{ text: "Hmm.", signature: "sig_1" }] }] }),
+      ),
+      r.render(chunk({ choices: [{ index: 0, reasoningBlocks: [{ redactedData: "enc_1" }] }] })),
+      // A signed block whose text the stream did not show (Anthropic's omitted display).
+      r.render(chunk({ choices: [{ index: 0, reasoningBlocks: [{ signature: "sig_2" }] }] })),
+      r.render(chunk({ choices: [{ index: 0, content: "Done." }] })),
+    ].join("");
+    const events = parseEvents(out).slice(1);
+    expect(events).toEqual([
+      {
+        type: "content_block_start",
+        index: 0,
+        content_block: { type: "thinking", thinking: "", signature: "" },
+      },
+      { type: "content_block_delta", index: 0, delta: { type: "thinking_delta", thinking: "Hm" } },
+      { type: "content_block_delta", index: 0, delta: { type: "thinking_delta", thinking: "m." } },
+      {
+        type: "content_block_delta",
+        index: 0,
+        delta: { type: "signature_delta", signature: "sig_1" },
+      },
+      { type: "content_block_stop", index: 0 },
+      {
+        type: "content_block_start",
+        index: 1,
+        content_block: { type: "redacted_thinking", data: "enc_1" },
+      },
+      { type: "content_block_stop", index: 1 },
+      {
+        type: "content_block_start",
+        index: 2,
+        content_block: { type: "thinking", thinking: "", signature: "" },
+      },
+      {
+        type: "content_block_delta",
+        index: 2,
+        delta: { type: "signature_delta", signature: "sig_2" },
+      },
+      { type: "content_block_stop", index: 2 },
+      { type: "content_block_start", index: 3, content_block: { type: "text", text: "" } },
+      { type: "content_block_delta", index: 3, delta: { type: "text_delta", text: "Done." } },
+    ]);
+  });
+
+  it("streams what renderMessage renders for the same answer, signed thinking included", () => {
+    const chunks = [
+      chunk({ start, choices: [{ index: 0, role: Role.ASSISTANT, reasoning: "Think" }] }),
+      chunk({ choices: [{ index: 0, reasoningBlocks: [{ text: "Think", signature: "sig" }] }] }),
+      chunk({ choices: [{ index: 0, reasoningBlocks: [{ redactedData: "enc" }] }] }),
+      chunk({ choices: [{ index: 0, content: "Sure." }] }),
+      chunk({
+        choices: [{ index: 0, finishReason: FinishReason.STOP }],
+        usage: { promptTokens: 4, completionTokens: 9, totalTokens: 13 },
+      }),
+    ];
+    const r = new MessageStreamRenderer();
+    let sse = "";
+    for (const c of chunks) sse += r.render(c);
+    sse += r.finish();
+    const whole = renderMessage(aggregate(chunks));
+    expect(whole.content.slice(0, 2)).toEqual([
+      { type: "thinking", thinking: "Think", signature: "sig" },
+      { type: "redacted_thinking", data: "enc" },
+    ]);
+    expect(reassemble(parseEvents(sse))).toEqual(whole);
+  });
+
   it("streams what renderMessage renders for the same answer", () => {
     const chunks = [
       chunk({ start, choices: [{ index: 0, role: Role.ASSISTANT, reasoning: "Think" }] }),
@@ -639,6 +712,7 @@ function reassemble(events: Event[]): unknown {
       const block = content[i] as Record<string, unknown>;
       if (d.type === "text_delta") block.text = `${block.text}${d.text}`;
       if (d.type === "thinking_delta") block.thinking = `${block.thinking}${d.thinking}`;
+      if (d.type === "signature_delta") block.signature = `${block.signature}${d.signature}`;
       if (d.type === "input_json_delta") json[i] += d.partial_json ?? "";
     } else if (e.type === "content_block_stop") {
       const block = content[i] as Record<string, unknown>;

@@ -4,6 +4,7 @@ import {
   type ChatCompletion,
   type ChatStart,
   FinishReason,
+  type ReasoningBlock,
   type ToolCallDelta,
   type Usage,
 } from "../../../gen/switchyard/chat/v1/chat_pb.js";
@@ -140,7 +141,12 @@ export function renderMessage(c: ChatCompletion, options: RenderOptions = {}): A
   const id = c.id || newMessageId();
   const choice = c.choices.find((ch) => ch.index === 0) ?? c.choices[0];
   const content: AnthropicContentBlock[] = [];
-  if (choice?.reasoning) {
+  const reasoningBlocks = choice?.message?.reasoningBlocks ?? [];
+  if (reasoningBlocks.length > 0) {
+    // Anthropic's own blocks, signed: the client sends them back as they are.
+    for (const block of reasoningBlocks) content.push(thinkingBlock(block));
+  } else if (choice?.reasoning) {
+    // Another upstream's reasoning has no signature to give.
     content.push({ type: "thinking", thinking: choice.reasoning, signature: "" });
   }
   let text = "";
@@ -175,8 +181,22 @@ export function renderMessage(c: ChatCompletion, options: RenderOptions = {}): A
   };
 }
 
+function thinkingBlock(block: ReasoningBlock): AnthropicContentBlock {
+  return block.redactedData !== ""
+    ? { type: "redacted_thinking", data: block.redactedData }
+    : { type: "thinking", thinking: block.text, signature: block.signature };
+}
+
 function sse(event: AnthropicStreamEvent): string {
   return `event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
+}
+
+function signatureDelta(index: number, signature: string): string {
+  return sse({
+    type: "content_block_delta",
+    index,
+    delta: { type: "signature_delta", signature },
+  });
 }
 
 function toolStart(index: number, call: ToolCallState): string {
@@ -231,6 +251,8 @@ export class MessageStreamRenderer {
   #id = "";
   #blocks = 0;
   #open: OpenBlock | undefined;
+  /** Characters of thinking sent in the open thinking block. */
+  #thinkingChars = 0;
   /** Tool calls that opened while another call's block was open, by canonical index. */
   readonly #held = new Map<number, ToolCallState>();
   readonly #closedTools = new Set<number>();
@@ -251,6 +273,7 @@ export class MessageStreamRenderer {
     for (const d of chunk.choices) {
       if (d.index !== 0) continue;
       if (d.reasoning) out += this.#write("thinking", d.reasoning);
+      for (const block of d.reasoningBlocks) out += this.#reasoningBlock(block);
       if (d.content) out += this.#write("text", d.content);
       if (d.refusal) out += this.#write("text", d.refusal);
       for (const call of d.toolCalls) out += this.#toolCall(call);
@@ -320,6 +343,7 @@ export class MessageStreamRenderer {
       out += this.#closeBlocks();
       open = { kind, index: this.#blocks++ };
       this.#open = open;
+      this.#thinkingChars = 0;
       out += sse({
         type: "content_block_start",
         index: open.index,
@@ -329,6 +353,7 @@ export class MessageStreamRenderer {
             : { type: "thinking", thinking: "", signature: "" },
       });
     }
+    if (kind === "thinking") this.#thinkingChars += text.length;
     return (
       out +
       sse({
@@ -340,6 +365,46 @@ export class MessageStreamRenderer {
             : { type: "thinking_delta", thinking: text },
       })
     );
+  }
+
+  /**
+   * A whole reasoning block. A signed one whose text has just streamed ends the open thinking
+   * block with its signature; otherwise (encrypted, or text the stream did not show) it is sent
+   * as a block of its own.
+   */
+  #reasoningBlock(block: ReasoningBlock): string {
+    const open = this.#open;
+    if (
+      block.redactedData === "" &&
+      open?.kind === "thinking" &&
+      this.#thinkingChars === block.text.length
+    ) {
+      this.#open = undefined;
+      return (
+        signatureDelta(open.index, block.signature) +
+        sse({ type: "content_block_stop", index: open.index })
+      );
+    }
+    let out = this.#closeBlocks();
+    const index = this.#blocks++;
+    if (block.redactedData !== "") {
+      out += sse({ type: "content_block_start", index, content_block: thinkingBlock(block) });
+    } else {
+      out += sse({
+        type: "content_block_start",
+        index,
+        content_block: { type: "thinking", thinking: "", signature: "" },
+      });
+      if (block.text !== "") {
+        out += sse({
+          type: "content_block_delta",
+          index,
+          delta: { type: "thinking_delta", thinking: block.text },
+        });
+      }
+      out += signatureDelta(index, block.signature);
+    }
+    return out + sse({ type: "content_block_stop", index });
   }
 
   #toolCall(t: ToolCallDelta): string {

@@ -29,8 +29,14 @@ export interface AnthropicTextBlock {
 export interface AnthropicThinkingBlock {
   type: "thinking";
   thinking: string;
-  /** Always "": no upstream signature survives the canonical model. */
+  /** Anthropic's signature over the text; "" for another upstream's reasoning. */
   signature: string;
+}
+
+export interface AnthropicRedactedThinkingBlock {
+  type: "redacted_thinking";
+  /** Encrypted reasoning, as Anthropic sent it. */
+  data: string;
 }
 
 export interface AnthropicToolUseBlock {
@@ -43,6 +49,7 @@ export interface AnthropicToolUseBlock {
 export type AnthropicContentBlock =
   | AnthropicTextBlock
   | AnthropicThinkingBlock
+  | AnthropicRedactedThinkingBlock
   | AnthropicToolUseBlock;
 
 /** A whole answer (non-streamed), and the `message` of `message_start` (with empty content). */
@@ -60,6 +67,7 @@ export interface AnthropicMessage {
 export type AnthropicBlockDelta =
   | { type: "text_delta"; text: string }
   | { type: "thinking_delta"; thinking: string }
+  | { type: "signature_delta"; signature: string }
   | { type: "input_json_delta"; partial_json: string };
 
 export type AnthropicErrorType =

@@ -349,6 +349,55 @@ describe("parseChatRequest: assistant tool calls", () => {
     });
   });
 
+  it("keeps an assistant message's thinking_blocks as its reasoning blocks, in order", () => {
+    const p = parseChatRequest({
+      model: "m",
+      messages: [
+        user,
+        {
+          role: "assistant",
+          content: null,
+          tool_calls: [call],
+          thinking_blocks: [
+            { type: "thinking", thinking: "Need weather.", signature: "sig_1" },
+            { type: "redacted_thinking", data: "enc_1" },
+          ],
+        },
+        { role: "tool", tool_call_id: "call_1", content: "sunny" },
+      ],
+    });
+    expect(
+      p.messages[1]?.reasoningBlocks.map((b) => [b.text, b.signature, b.redactedData]),
+    ).toEqual([
+      ["Need weather.", "sig_1", ""],
+      ["", "", "enc_1"],
+    ]);
+  });
+
+  it.each<[string, unknown, string, string]>([
+    [
+      "not an array",
+      { type: "thinking" },
+      "Invalid type for 'messages[1].thinking_blocks': expected an array of thinking blocks",
+      "messages[1].thinking_blocks",
+    ],
+    [
+      "an unknown block type",
+      [{ type: "text", text: "x" }],
+      "Invalid value for 'messages[1].thinking_blocks[0].type': 'text'. Supported values are: 'thinking' and 'redacted_thinking'.",
+      "messages[1].thinking_blocks[0].type",
+    ],
+    [
+      "a thinking block without its signature",
+      [{ type: "thinking", thinking: "hm" }],
+      "'messages[1].thinking_blocks[0].signature' is a required property",
+      "messages[1].thinking_blocks[0].signature",
+    ],
+  ])("refuses thinking_blocks that are %s", (_, blocks, message, param) => {
+    const messages = [user, { role: "assistant", content: "x", thinking_blocks: blocks }];
+    expectInvalid({ model: "m", messages }, message, param);
+  });
+
   it("accepts an assistant message that only carries a refusal", () => {
     const p = parseChatRequest({
       model: "m",

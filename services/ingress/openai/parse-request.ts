@@ -4,6 +4,7 @@ import {
   ChatParamsSchema,
   type ContentPartSchema,
   type MessageSchema,
+  type ReasoningBlockSchema,
   ResponseFormat_Type,
   type ResponseFormatSchema,
   Role,
@@ -20,6 +21,7 @@ type MessageInit = MessageInitShape<typeof MessageSchema>;
 type PartInit = MessageInitShape<typeof ContentPartSchema>;
 type ToolInit = MessageInitShape<typeof ToolSchema>;
 type ToolCallInit = MessageInitShape<typeof ToolCallSchema>;
+type ReasoningBlockInit = MessageInitShape<typeof ReasoningBlockSchema>;
 type ToolChoiceInit = MessageInitShape<typeof ToolChoiceSchema>;
 type ResponseFormatInit = MessageInitShape<typeof ResponseFormatSchema>;
 
@@ -177,6 +179,7 @@ function parseMessage(raw: unknown, i: number): MessageInit {
     toolCallCount = toolCalls.length;
     message.toolCalls = toolCalls;
     refusal = optionalString(raw.refusal, `${path}.refusal`);
+    message.reasoningBlocks = parseThinkingBlocks(raw.thinking_blocks, path);
   }
   if (role === Role.TOOL) {
     const id = raw.tool_call_id;
@@ -292,6 +295,33 @@ function parseToolCalls(raw: unknown, messagePath: string): ToolCallInit[] {
     const name = requiredString(fn, "name", `${callPath}.function`);
     const args = requiredString(fn, "arguments", `${callPath}.function`);
     return { id, name, arguments: args };
+  });
+}
+
+/**
+ * `thinking_blocks` on an assistant message (LiteLLM's convention, which Switchyard also
+ * answers with): the reasoning blocks of an Anthropic answer, sent back so that a tool-use
+ * loop with thinking enabled can go on.
+ */
+function parseThinkingBlocks(raw: unknown, messagePath: string): ReasoningBlockInit[] {
+  if (!present(raw)) return [];
+  const path = `${messagePath}.thinking_blocks`;
+  if (!Array.isArray(raw)) throw typeError(path, "an array of thinking blocks");
+  return raw.map((block: unknown, k): ReasoningBlockInit => {
+    const blockPath = `${path}[${k}]`;
+    if (!isObject(block)) throw typeError(blockPath, "an object");
+    switch (block.type) {
+      case "thinking":
+        return {
+          text: requiredString(block, "thinking", blockPath),
+          signature: requiredString(block, "signature", blockPath),
+        };
+      case "redacted_thinking":
+        return { redactedData: requiredString(block, "data", blockPath) };
+      default:
+        if (!present(block.type)) throw required(`${blockPath}.type`);
+        throw invalidValue(`${blockPath}.type`, block.type, ["thinking", "redacted_thinking"]);
+    }
   });
 }
 

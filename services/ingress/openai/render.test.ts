@@ -84,6 +84,34 @@ describe("renderCompletion", () => {
     );
   });
 
+  it("renders Anthropic's signed and redacted thinking as thinking_blocks", () => {
+    const c = create(ChatCompletionSchema, {
+      ...start,
+      choices: [
+        {
+          message: {
+            role: Role.ASSISTANT,
+            contentIsText: true,
+            content: [{ part: { case: "text", value: "Hi." } }],
+            reasoningBlocks: [{ text: "Hm.", signature: "sig_1" }, { redactedData: "enc_1" }],
+          },
+          finishReason: FinishReason.STOP,
+          reasoning: "Hm.",
+        },
+      ],
+    });
+    expect(renderCompletion(c, "local").choices[0]?.message).toEqual({
+      role: "assistant",
+      content: "Hi.",
+      refusal: null,
+      reasoning_content: "Hm.",
+      thinking_blocks: [
+        { type: "thinking", thinking: "Hm.", signature: "sig_1" },
+        { type: "redacted_thinking", data: "enc_1" },
+      ],
+    });
+  });
+
   it("renders a refusal with null content", () => {
     const c = create(ChatCompletionSchema, {
       ...start,
@@ -255,6 +283,17 @@ describe("ChunkRenderer", () => {
       `${head}[{"index":0,"delta":{"reasoning_content":"hmm"},"logprobs":null,"finish_reason":null},` +
         `{"index":1,"delta":{"role":"assistant","refusal":"no"},"logprobs":null,"finish_reason":null}]}\n\n`,
     );
+  });
+
+  it("sends a reasoning block whole in the delta where it completed", () => {
+    const r = new ChunkRenderer({ includeUsage: false });
+    const out = r.render(
+      chunk({ start, choices: [{ index: 0, reasoningBlocks: [{ text: "hm", signature: "s" }] }] }),
+    );
+    expect(JSON.parse(out?.slice("data: ".length) ?? "").choices[0].delta).toEqual({
+      role: "assistant",
+      thinking_blocks: [{ type: "thinking", thinking: "hm", signature: "s" }],
+    });
   });
 
   it("says nothing for a chunk with neither choices nor usage", () => {

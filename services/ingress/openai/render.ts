@@ -5,6 +5,7 @@ import {
   type Choice,
   type ChoiceDelta,
   FinishReason,
+  type ReasoningBlock,
   Role,
   type ToolCallDelta,
   type Usage,
@@ -14,6 +15,7 @@ import { newUuid } from "../../lib/ids.js";
 import type {
   OpenAIChatChunk,
   OpenAIChatCompletion,
+  OpenAIThinkingBlock,
   OpenAIToolCallDelta,
   OpenAIUsage,
 } from "../../lib/wire/openai.js";
@@ -110,6 +112,8 @@ function renderChoice(choice: Choice): CompletionChoice {
     }));
   }
   if (choice.reasoning) rendered.reasoning_content = choice.reasoning;
+  const blocks = message?.reasoningBlocks ?? [];
+  if (blocks.length > 0) rendered.thinking_blocks = blocks.map(thinkingBlock);
   return {
     index: choice.index,
     message: rendered,
@@ -201,6 +205,7 @@ export class ChunkRenderer {
     if (d.reasoning !== undefined) delta.reasoning_content = d.reasoning;
     if (d.refusal !== undefined) delta.refusal = d.refusal;
     if (d.toolCalls.length > 0) delta.tool_calls = d.toolCalls.map(renderToolCallDelta);
+    if (d.reasoningBlocks.length > 0) delta.thinking_blocks = d.reasoningBlocks.map(thinkingBlock);
     return {
       index: d.index,
       delta,
@@ -208,6 +213,13 @@ export class ChunkRenderer {
       finish_reason: openAIFinishReason(d.finishReason, d.rawFinishReason),
     };
   }
+}
+
+/** A whole reasoning block, for the client to send back on its assistant message. */
+function thinkingBlock(block: ReasoningBlock): OpenAIThinkingBlock {
+  return block.redactedData !== ""
+    ? { type: "redacted_thinking", data: block.redactedData }
+    : { type: "thinking", thinking: block.text, signature: block.signature };
 }
 
 function renderToolCallDelta(t: ToolCallDelta): OpenAIToolCallDelta {

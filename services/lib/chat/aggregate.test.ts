@@ -163,6 +163,25 @@ describe("aggregate", () => {
     expect(c.choices[0]?.message?.role).toBe(Role.ASSISTANT);
   });
 
+  it("keeps reasoning blocks whole, in the order they completed, on the message", () => {
+    const first = { text: "think ", signature: "sig_1" };
+    const secret = { redactedData: "enc_1" };
+    const second = { text: "more", signature: "sig_2" };
+    const c = aggregate([
+      chunk({ start, choices: [{ index: 0, reasoning: "think " }] }),
+      chunk({ choices: [{ index: 0, reasoningBlocks: [first] }] }),
+      chunk({ choices: [{ index: 0, reasoningBlocks: [secret] }] }),
+      chunk({ choices: [{ index: 0, reasoning: "more", reasoningBlocks: [second] }] }),
+      chunk({ choices: [{ index: 0, content: "Answer." }] }),
+    ]);
+    expect(c.choices[0]?.reasoning).toBe("think more");
+    expect(c.choices[0]?.message?.reasoningBlocks).toEqual(
+      create(ChatCompletionSchema, {
+        choices: [{ message: { reasoningBlocks: [first, secret, second] } }],
+      }).choices[0]?.message?.reasoningBlocks,
+    );
+  });
+
   it("leaves reasoning and refusal unset when none came", () => {
     const c = aggregate([chunk({ start, choices: [{ index: 0, content: "x" }] })]);
     expect(c.choices[0]?.reasoning).toBeUndefined();
@@ -248,6 +267,20 @@ describe("CompletionBuilder.chunk", () => {
     expect(one.choices[1]?.toolCalls.map((t) => [t.index, t.id, t.name, t.arguments])).toEqual([
       [0, "a", "f", "{}"],
       [1, "b", "g", '{"y":2}'],
+    ]);
+  });
+
+  it("carries every reasoning block of the chunks it stands for", () => {
+    const one = merged([
+      chunk({ start, choices: [{ index: 0, reasoning: "a" }] }),
+      chunk({ choices: [{ index: 0, reasoningBlocks: [{ text: "a", signature: "s1" }] }] }),
+      chunk({ choices: [{ index: 0, reasoning: "b" }] }),
+      chunk({ choices: [{ index: 0, reasoningBlocks: [{ text: "b", signature: "s2" }] }] }),
+    ]);
+    expect(one.choices[0]?.reasoning).toBe("ab");
+    expect(one.choices[0]?.reasoningBlocks.map((b) => [b.text, b.signature])).toEqual([
+      ["a", "s1"],
+      ["b", "s2"],
     ]);
   });
 

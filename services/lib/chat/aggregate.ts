@@ -10,6 +10,7 @@ import {
   ChoiceSchema,
   FinishReason,
   MessageSchema,
+  type ReasoningBlock,
   Role,
   type ToolCall,
   ToolCallDeltaSchema,
@@ -31,6 +32,8 @@ interface ChoiceParts {
   content: string[];
   reasoning: string[];
   refusal: string[];
+  /** Whole reasoning blocks, in the order they completed. */
+  reasoningBlocks: ReasoningBlock[];
   toolCalls: Map<number, ToolCallParts>;
   finishReason: FinishReason;
   rawFinishReason: string | undefined;
@@ -59,6 +62,7 @@ export class CompletionBuilder {
           content: [],
           reasoning: [],
           refusal: [],
+          reasoningBlocks: [],
           toolCalls: new Map(),
           finishReason: FinishReason.UNSPECIFIED,
           rawFinishReason: undefined,
@@ -70,6 +74,7 @@ export class CompletionBuilder {
       if (delta.content) choice.content.push(delta.content);
       if (delta.reasoning) choice.reasoning.push(delta.reasoning);
       if (delta.refusal) choice.refusal.push(delta.refusal);
+      if (delta.reasoningBlocks.length > 0) choice.reasoningBlocks.push(...delta.reasoningBlocks);
       for (const fragment of delta.toolCalls) {
         let call = choice.toolCalls.get(fragment.index);
         if (call === undefined) {
@@ -134,6 +139,7 @@ function mergedDelta(parts: ChoiceParts): ChoiceDelta {
     content: parts.content.length > 0 ? parts.content.join("") : undefined,
     reasoning: parts.reasoning.length > 0 ? parts.reasoning.join("") : undefined,
     refusal: parts.refusal.length > 0 ? parts.refusal.join("") : undefined,
+    reasoningBlocks: parts.reasoningBlocks,
     toolCalls: sortedCalls(parts).map((c) =>
       makeMessage(ToolCallDeltaSchema, {
         index: c.index,
@@ -164,6 +170,7 @@ function buildChoice(parts: ChoiceParts): Choice {
       contentIsText: true,
       toolCalls,
       refusal: parts.refusal.length > 0 ? parts.refusal.join("") : undefined,
+      reasoningBlocks: parts.reasoningBlocks,
     }),
     finishReason: parts.finishReason,
     rawFinishReason: parts.rawFinishReason,

@@ -4,6 +4,7 @@ import {
   ChatChunkSchema,
   ChatParamsSchema,
   ChoiceDeltaSchema,
+  ReasoningBlockSchema,
   RequestContextSchema,
   ToolCallDeltaSchema,
 } from "../../../gen/switchyard/chat/v1/chat_pb.js";
@@ -24,6 +25,7 @@ import {
   newChoiceDelta,
   newTarget,
   newToolCallDelta,
+  reasoningBlock,
   requestContext,
   routerChatRequest,
   routerChatResponse,
@@ -40,6 +42,14 @@ describe("message literals", () => {
     expectSame(newChatChunk(), create(ChatChunkSchema));
     expectSame(newChoiceDelta(3), create(ChoiceDeltaSchema, { index: 3 }));
     expectSame(newToolCallDelta(2), create(ToolCallDeltaSchema, { index: 2 }));
+    expectSame(
+      reasoningBlock("hmm", "sig"),
+      create(ReasoningBlockSchema, { text: "hmm", signature: "sig" }),
+    );
+    expectSame(
+      reasoningBlock("", "", "enc"),
+      create(ReasoningBlockSchema, { redactedData: "enc" }),
+    );
     const chunk = newChatChunk();
     expectSame(connectorChatResponse(chunk), create(ConnectorChatResponseSchema, { chunk }));
     expectSame(routerChatResponse(chunk), create(RouterChatResponseSchema, { chunk }));

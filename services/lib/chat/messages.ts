@@ -12,6 +12,7 @@ import {
   type ChatParams,
   type ChoiceDelta,
   FinishReason,
+  type ReasoningBlock,
   type RequestContext,
   Role,
   type ToolCallDelta,
@@ -40,7 +41,13 @@ export function newChoiceDelta(index: number): ChoiceDelta {
     role: Role.UNSPECIFIED,
     toolCalls: [],
     finishReason: FinishReason.UNSPECIFIED,
+    reasoningBlocks: [],
   };
+}
+
+/** `create(ReasoningBlockSchema, { text, signature, redactedData })`. */
+export function reasoningBlock(text: string, signature: string, redactedData = ""): ReasoningBlock {
+  return { $typeName: "switchyard.chat.v1.ReasoningBlock", text, signature, redactedData };
 }
 
 /** `create(ToolCallDeltaSchema, { index })`. */

@@ -109,6 +109,14 @@ export interface OpenAIUsage {
   completion_tokens_details?: { reasoning_tokens?: number; [k: string]: unknown };
 }
 
+/**
+ * A reasoning block an upstream wants back unchanged (Anthropic's signed thinking, or its
+ * encrypted thinking), in LiteLLM's `thinking_blocks` convention for OpenAI-format messages.
+ */
+export type OpenAIThinkingBlock =
+  | { type: "thinking"; thinking: string; signature: string }
+  | { type: "redacted_thinking"; data: string };
+
 export interface OpenAIChatCompletion {
   id: string;
   object: "chat.completion";
@@ -124,6 +132,7 @@ export interface OpenAIChatCompletion {
       tool_calls?: OpenAIToolCall[];
       /** Reasoning text some OpenAI-compatible servers return (vLLM, DeepSeek). */
       reasoning_content?: string;
+      thinking_blocks?: OpenAIThinkingBlock[];
     };
     finish_reason: OpenAIFinishReason | string | null;
     logprobs?: unknown;
@@ -152,6 +161,7 @@ export interface OpenAIChatChunk {
       refusal?: string | null;
       reasoning_content?: string | null;
       tool_calls?: OpenAIToolCallDelta[];
+      thinking_blocks?: OpenAIThinkingBlock[];
     };
     finish_reason: OpenAIFinishReason | string | null;
     logprobs?: unknown;

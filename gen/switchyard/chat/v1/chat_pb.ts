@@ -15,7 +15,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file switchyard/chat/v1/chat.proto.
  */
 export const file_switchyard_chat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("Ch1zd2l0Y2h5YXJkL2NoYXQvdjEvY2hhdC5wcm90bxISc3dpdGNoeWFyZC5jaGF0LnYxIqQFCgpDaGF0UGFyYW1zEg0KBW1vZGVsGAEgASgJEi0KCG1lc3NhZ2VzGAIgAygLMhsuc3dpdGNoeWFyZC5jaGF0LnYxLk1lc3NhZ2USJwoFdG9vbHMYAyADKAsyGC5zd2l0Y2h5YXJkLmNoYXQudjEuVG9vbBIzCgt0b29sX2Nob2ljZRgEIAEoCzIeLnN3aXRjaHlhcmQuY2hhdC52MS5Ub29sQ2hvaWNlEjsKD3Jlc3BvbnNlX2Zvcm1hdBgFIAEoCzIiLnN3aXRjaHlhcmQuY2hhdC52MS5SZXNwb25zZUZvcm1hdBIYCgt0ZW1wZXJhdHVyZRgGIAEoAUgAiAEBEhIKBXRvcF9wGAcgASgBSAGIAQESFwoKbWF4X3Rva2VucxgIIAEoDUgCiAEBEgwKBHN0b3AYCSADKAkSDgoBbhgKIAEoDUgDiAEBEh0KEHByZXNlbmNlX3BlbmFsdHkYCyABKAFIBIgBARIeChFmcmVxdWVuY3lfcGVuYWx0eRgMIAEoAUgFiAEBEhEKBHNlZWQYDSABKANIBogBARIRCgR1c2VyGA4gASgJSAeIAQESIAoTcGFyYWxsZWxfdG9vbF9jYWxscxgPIAEoCEgIiAEBEg4KBnN0cmVhbRgQIAEoCBIVCg1pbmNsdWRlX3VzYWdlGBEgASgIEhIKCmV4dHJhX2pzb24YEiABKAkSEgoKY2xpZW50X2FwaRgTIAEoCUIOCgxfdGVtcGVyYXR1cmVCCAoGX3RvcF9wQg0KC19tYXhfdG9rZW5zQgQKAl9uQhMKEV9wcmVzZW5jZV9wZW5hbHR5QhQKEl9mcmVxdWVuY3lfcGVuYWx0eUIHCgVfc2VlZEIHCgVfdXNlckIWChRfcGFyYWxsZWxfdG9vbF9jYWxscyKqAgoHTWVzc2FnZRImCgRyb2xlGAEgASgOMhguc3dpdGNoeWFyZC5jaGF0LnYxLlJvbGUSMAoHY29udGVudBgCIAMoCzIfLnN3aXRjaHlhcmQuY2hhdC52MS5Db250ZW50UGFydBIXCg9jb250ZW50X2lzX3RleHQYAyABKAgSEQoEbmFtZRgEIAEoCUgAiAEBEjAKCnRvb2xfY2FsbHMYBSADKAsyHC5zd2l0Y2h5YXJkLmNoYXQudjEuVG9vbENhbGwSGQoMdG9vbF9jYWxsX2lkGAYgASgJSAGIAQESFAoHcmVmdXNhbBgHIAEoCUgCiAEBEhAKCGlzX2Vycm9yGAggASgIQgcKBV9uYW1lQg8KDV90b29sX2NhbGxfaWRCCgoIX3JlZnVzYWwiswEKC0NvbnRlbnRQYXJ0Eg4KBHRleHQYASABKAlIABIuCgVpbWFnZRgCIAEoCzIdLnN3aXRjaHlhcmQuY2hhdC52MS5JbWFnZVBhcnRIABIuCgVhdWRpbxgDIAEoCzIdLnN3aXRjaHlhcmQuY2hhdC52MS5BdWRpb1BhcnRIABIsCgRmaWxlGAQgASgLMhwuc3dpdGNoeWFyZC5jaGF0LnYxLkZpbGVQYXJ0SABCBgoEcGFydCI4CglJbWFnZVBhcnQSCwoDdXJsGAEgASgJEhMKBmRldGFpbBgCIAEoCUgAiAEBQgkKB19kZXRhaWwiKQoJQXVkaW9QYXJ0EgwKBGRhdGEYASABKAkSDgoGZm9ybWF0GAIgASgJInYKCEZpbGVQYXJ0EhQKB2ZpbGVfaWQYASABKAlIAIgBARIVCghmaWxlbmFtZRgCIAEoCUgBiAEBEhYKCWZpbGVfZGF0YRgDIAEoCUgCiAEBQgoKCF9maWxlX2lkQgsKCV9maWxlbmFtZUIMCgpfZmlsZV9kYXRhIncKBFRvb2wSDAoEbmFtZRgBIAEoCRIYCgtkZXNjcmlwdGlvbhgCIAEoCUgAiAEBEhcKD3BhcmFtZXRlcnNfanNvbhgDIAEoCRITCgZzdHJpY3QYBCABKAhIAYgBAUIOCgxfZGVzY3JpcHRpb25CCQoHX3N0cmljdCI3CghUb29sQ2FsbBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhEKCWFyZ3VtZW50cxgDIAEoCSK4AQoKVG9vbENob2ljZRIxCgRtb2RlGAEgASgOMiMuc3dpdGNoeWFyZC5jaGF0LnYxLlRvb2xDaG9pY2UuTW9kZRIVCg1mdW5jdGlvbl9uYW1lGAIgASgJImAKBE1vZGUSFAoQTU9ERV9VTlNQRUNJRklFRBAAEg0KCU1PREVfTk9ORRABEg0KCU1PREVfQVVUTxACEhEKDU1PREVfUkVRVUlSRUQQAxIRCg1NT0RFX0ZVTkNUSU9OEAQiugEKDlJlc3BvbnNlRm9ybWF0EjUKBHR5cGUYASABKA4yJy5zd2l0Y2h5YXJkLmNoYXQudjEuUmVzcG9uc2VGb3JtYXQuVHlwZRIYChBqc29uX3NjaGVtYV9qc29uGAIgASgJIlcKBFR5cGUSFAoQVFlQRV9VTlNQRUNJRklFRBAAEg0KCVRZUEVfVEVYVBABEhQKEFRZUEVfSlNPTl9PQkpFQ1QQAhIUChBUWVBFX0pTT05fU0NIRU1BEAMilQEKCUNoYXRDaHVuaxIsCgVzdGFydBgBIAEoCzIdLnN3aXRjaHlhcmQuY2hhdC52MS5DaGF0U3RhcnQSMAoHY2hvaWNlcxgCIAMoCzIfLnN3aXRjaHlhcmQuY2hhdC52MS5DaG9pY2VEZWx0YRIoCgV1c2FnZRgDIAEoCzIZLnN3aXRjaHlhcmQuY2hhdC52MS5Vc2FnZSLGAQoJQ2hhdFN0YXJ0EgoKAmlkGAEgASgJEg8KB2NyZWF0ZWQYAiABKAMSFgoOdXBzdHJlYW1fbW9kZWwYAyABKAkSEAoIcHJvdmlkZXIYBCABKAkSEAoIYXR0ZW1wdHMYBSABKA0SHwoSc3lzdGVtX2ZpbmdlcnByaW50GAYgASgJSACIAQESGAoLdXBzdHJlYW1fbXMYByABKAFIAYgBAUIVChNfc3lzdGVtX2ZpbmdlcnByaW50Qg4KDF91cHN0cmVhbV9tcyLUAgoLQ2hvaWNlRGVsdGESDQoFaW5kZXgYASABKA0SJgoEcm9sZRgCIAEoDjIYLnN3aXRjaHlhcmQuY2hhdC52MS5Sb2xlEhQKB2NvbnRlbnQYAyABKAlIAIgBARIWCglyZWFzb25pbmcYBCABKAlIAYgBARIUCgdyZWZ1c2FsGAUgASgJSAKIAQESNQoKdG9vbF9jYWxscxgGIAMoCzIhLnN3aXRjaHlhcmQuY2hhdC52MS5Ub29sQ2FsbERlbHRhEjcKDWZpbmlzaF9yZWFzb24YByABKA4yIC5zd2l0Y2h5YXJkLmNoYXQudjEuRmluaXNoUmVhc29uEh4KEXJhd19maW5pc2hfcmVhc29uGAggASgJSAOIAQFCCgoIX2NvbnRlbnRCDAoKX3JlYXNvbmluZ0IKCghfcmVmdXNhbEIUChJfcmF3X2ZpbmlzaF9yZWFzb24ieAoNVG9vbENhbGxEZWx0YRINCgVpbmRleBgBIAEoDRIPCgJpZBgCIAEoCUgAiAEBEhEKBG5hbWUYAyABKAlIAYgBARIWCglhcmd1bWVudHMYBCABKAlIAogBAUIFCgNfaWRCBwoFX25hbWVCDAoKX2FyZ3VtZW50cyLjAQoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoDRIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoDRIUCgx0b3RhbF90b2tlbnMYAyABKA0SIQoUY2FjaGVkX3Byb21wdF90b2tlbnMYBCABKA1IAIgBARIdChByZWFzb25pbmdfdG9rZW5zGAUgASgNSAGIAQESFQoIY29zdF91c2QYBiABKAFIAogBAUIXChVfY2FjaGVkX3Byb21wdF90b2tlbnNCEwoRX3JlYXNvbmluZ190b2tlbnNCCwoJX2Nvc3RfdXNkIvgBCg5DaGF0Q29tcGxldGlvbhIKCgJpZBgBIAEoCRIPCgdjcmVhdGVkGAIgASgDEhYKDnVwc3RyZWFtX21vZGVsGAMgASgJEhAKCHByb3ZpZGVyGAQgASgJEhAKCGF0dGVtcHRzGAUgASgNEisKB2Nob2ljZXMYBiADKAsyGi5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hvaWNlEigKBXVzYWdlGAcgASgLMhkuc3dpdGNoeWFyZC5jaGF0LnYxLlVzYWdlEh8KEnN5c3RlbV9maW5nZXJwcmludBgIIAEoCUgAiAEBQhUKE19zeXN0ZW1fZmluZ2VycHJpbnQi2gEKBkNob2ljZRINCgVpbmRleBgBIAEoDRIsCgdtZXNzYWdlGAIgASgLMhsuc3dpdGNoeWFyZC5jaGF0LnYxLk1lc3NhZ2USNwoNZmluaXNoX3JlYXNvbhgDIAEoDjIgLnN3aXRjaHlhcmQuY2hhdC52MS5GaW5pc2hSZWFzb24SHgoRcmF3X2ZpbmlzaF9yZWFzb24YBCABKAlIAIgBARIWCglyZWFzb25pbmcYBSABKAlIAYgBAUIUChJfcmF3X2ZpbmlzaF9yZWFzb25CDAoKX3JlYXNvbmluZyJJCg5SZXF1ZXN0Q29udGV4dBISCgpyZXF1ZXN0X2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRITCgt0cmFjZXBhcmVudBgDIAEoCSKxAQoNVXBzdHJlYW1FcnJvchIOCgZzdGF0dXMYASABKA0SDAoEa2luZBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEhEKCXJldHJ5YWJsZRgEIAEoCBIWCg5yZXRyeV9hZnRlcl9tcxgFIAEoDRIXCg91cHN0cmVhbV9zdGF0dXMYBiABKA0SEAoIcHJvdmlkZXIYByABKAkSDQoFcGFyYW0YCCABKAkSDAoEY29kZRgJIAEoCSKEAQoLRW1iZWRQYXJhbXMSDQoFbW9kZWwYASABKAkSDgoGaW5wdXRzGAIgAygJEhcKCmRpbWVuc2lvbnMYAyABKA1IAIgBARIRCgR1c2VyGAQgASgJSAGIAQESEgoKZXh0cmFfanNvbhgFIAEoCUINCgtfZGltZW5zaW9uc0IHCgVfdXNlciIqCglFbWJlZGRpbmcSDQoFaW5kZXgYASABKA0SDgoGdmFsdWVzGAIgAygCIqYBCgtFbWJlZFJlc3VsdBIxCgplbWJlZGRpbmdzGAEgAygLMh0uc3dpdGNoeWFyZC5jaGF0LnYxLkVtYmVkZGluZxIoCgV1c2FnZRgCIAEoCzIZLnN3aXRjaHlhcmQuY2hhdC52MS5Vc2FnZRIWCg51cHN0cmVhbV9tb2RlbBgDIAEoCRIQCghwcm92aWRlchgEIAEoCRIQCghhdHRlbXB0cxgFIAEoDSpzCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIPCgtST0xFX1NZU1RFTRABEhIKDlJPTEVfREVWRUxPUEVSEAISDQoJUk9MRV9VU0VSEAMSEgoOUk9MRV9BU1NJU1RBTlQQBBINCglST0xFX1RPT0wQBSq4AQoMRmluaXNoUmVhc29uEh0KGUZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIWChJGSU5JU0hfUkVBU09OX1NUT1AQARIYChRGSU5JU0hfUkVBU09OX0xFTkdUSBACEhwKGEZJTklTSF9SRUFTT05fVE9PTF9DQUxMUxADEiAKHEZJTklTSF9SRUFTT05fQ09OVEVOVF9GSUxURVIQBBIXChNGSU5JU0hfUkVBU09OX09USEVSEAViBnByb3RvMw");
+  fileDesc("Ch1zd2l0Y2h5YXJkL2NoYXQvdjEvY2hhdC5wcm90bxISc3dpdGNoeWFyZC5jaGF0LnYxIqQFCgpDaGF0UGFyYW1zEg0KBW1vZGVsGAEgASgJEi0KCG1lc3NhZ2VzGAIgAygLMhsuc3dpdGNoeWFyZC5jaGF0LnYxLk1lc3NhZ2USJwoFdG9vbHMYAyADKAsyGC5zd2l0Y2h5YXJkLmNoYXQudjEuVG9vbBIzCgt0b29sX2Nob2ljZRgEIAEoCzIeLnN3aXRjaHlhcmQuY2hhdC52MS5Ub29sQ2hvaWNlEjsKD3Jlc3BvbnNlX2Zvcm1hdBgFIAEoCzIiLnN3aXRjaHlhcmQuY2hhdC52MS5SZXNwb25zZUZvcm1hdBIYCgt0ZW1wZXJhdHVyZRgGIAEoAUgAiAEBEhIKBXRvcF9wGAcgASgBSAGIAQESFwoKbWF4X3Rva2VucxgIIAEoDUgCiAEBEgwKBHN0b3AYCSADKAkSDgoBbhgKIAEoDUgDiAEBEh0KEHByZXNlbmNlX3BlbmFsdHkYCyABKAFIBIgBARIeChFmcmVxdWVuY3lfcGVuYWx0eRgMIAEoAUgFiAEBEhEKBHNlZWQYDSABKANIBogBARIRCgR1c2VyGA4gASgJSAeIAQESIAoTcGFyYWxsZWxfdG9vbF9jYWxscxgPIAEoCEgIiAEBEg4KBnN0cmVhbRgQIAEoCBIVCg1pbmNsdWRlX3VzYWdlGBEgASgIEhIKCmV4dHJhX2pzb24YEiABKAkSEgoKY2xpZW50X2FwaRgTIAEoCUIOCgxfdGVtcGVyYXR1cmVCCAoGX3RvcF9wQg0KC19tYXhfdG9rZW5zQgQKAl9uQhMKEV9wcmVzZW5jZV9wZW5hbHR5QhQKEl9mcmVxdWVuY3lfcGVuYWx0eUIHCgVfc2VlZEIHCgVfdXNlckIWChRfcGFyYWxsZWxfdG9vbF9jYWxscyLoAgoHTWVzc2FnZRImCgRyb2xlGAEgASgOMhguc3dpdGNoeWFyZC5jaGF0LnYxLlJvbGUSMAoHY29udGVudBgCIAMoCzIfLnN3aXRjaHlhcmQuY2hhdC52MS5Db250ZW50UGFydBIXCg9jb250ZW50X2lzX3RleHQYAyABKAgSEQoEbmFtZRgEIAEoCUgAiAEBEjAKCnRvb2xfY2FsbHMYBSADKAsyHC5zd2l0Y2h5YXJkLmNoYXQudjEuVG9vbENhbGwSGQoMdG9vbF9jYWxsX2lkGAYgASgJSAGIAQESFAoHcmVmdXNhbBgHIAEoCUgCiAEBEhAKCGlzX2Vycm9yGAggASgIEjwKEHJlYXNvbmluZ19ibG9ja3MYCSADKAsyIi5zd2l0Y2h5YXJkLmNoYXQudjEuUmVhc29uaW5nQmxvY2tCBwoFX25hbWVCDwoNX3Rvb2xfY2FsbF9pZEIKCghfcmVmdXNhbCJICg5SZWFzb25pbmdCbG9jaxIMCgR0ZXh0GAEgASgJEhEKCXNpZ25hdHVyZRgCIAEoCRIVCg1yZWRhY3RlZF9kYXRhGAMgASgJIrMBCgtDb250ZW50UGFydBIOCgR0ZXh0GAEgASgJSAASLgoFaW1hZ2UYAiABKAsyHS5zd2l0Y2h5YXJkLmNoYXQudjEuSW1hZ2VQYXJ0SAASLgoFYXVkaW8YAyABKAsyHS5zd2l0Y2h5YXJkLmNoYXQudjEuQXVkaW9QYXJ0SAASLAoEZmlsZRgEIAEoCzIcLnN3aXRjaHlhcmQuY2hhdC52MS5GaWxlUGFydEgAQgYKBHBhcnQiOAoJSW1hZ2VQYXJ0EgsKA3VybBgBIAEoCRITCgZkZXRhaWwYAiABKAlIAIgBAUIJCgdfZGV0YWlsIikKCUF1ZGlvUGFydBIMCgRkYXRhGAEgASgJEg4KBmZvcm1hdBgCIAEoCSJ2CghGaWxlUGFydBIUCgdmaWxlX2lkGAEgASgJSACIAQESFQoIZmlsZW5hbWUYAiABKAlIAYgBARIWCglmaWxlX2RhdGEYAyABKAlIAogBAUIKCghfZmlsZV9pZEILCglfZmlsZW5hbWVCDAoKX2ZpbGVfZGF0YSJ3CgRUb29sEgwKBG5hbWUYASABKAkSGAoLZGVzY3JpcHRpb24YAiABKAlIAIgBARIXCg9wYXJhbWV0ZXJzX2pzb24YAyABKAkSEwoGc3RyaWN0GAQgASgISAGIAQFCDgoMX2Rlc2NyaXB0aW9uQgkKB19zdHJpY3QiNwoIVG9vbENhbGwSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIRCglhcmd1bWVudHMYAyABKAkiuAEKClRvb2xDaG9pY2USMQoEbW9kZRgBIAEoDjIjLnN3aXRjaHlhcmQuY2hhdC52MS5Ub29sQ2hvaWNlLk1vZGUSFQoNZnVuY3Rpb25fbmFtZRgCIAEoCSJgCgRNb2RlEhQKEE1PREVfVU5TUEVDSUZJRUQQABINCglNT0RFX05PTkUQARINCglNT0RFX0FVVE8QAhIRCg1NT0RFX1JFUVVJUkVEEAMSEQoNTU9ERV9GVU5DVElPThAEIroBCg5SZXNwb25zZUZvcm1hdBI1CgR0eXBlGAEgASgOMicuc3dpdGNoeWFyZC5jaGF0LnYxLlJlc3BvbnNlRm9ybWF0LlR5cGUSGAoQanNvbl9zY2hlbWFfanNvbhgCIAEoCSJXCgRUeXBlEhQKEFRZUEVfVU5TUEVDSUZJRUQQABINCglUWVBFX1RFWFQQARIUChBUWVBFX0pTT05fT0JKRUNUEAISFAoQVFlQRV9KU09OX1NDSEVNQRADIpUBCglDaGF0Q2h1bmsSLAoFc3RhcnQYASABKAsyHS5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hhdFN0YXJ0EjAKB2Nob2ljZXMYAiADKAsyHy5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hvaWNlRGVsdGESKAoFdXNhZ2UYAyABKAsyGS5zd2l0Y2h5YXJkLmNoYXQudjEuVXNhZ2UixgEKCUNoYXRTdGFydBIKCgJpZBgBIAEoCRIPCgdjcmVhdGVkGAIgASgDEhYKDnVwc3RyZWFtX21vZGVsGAMgASgJEhAKCHByb3ZpZGVyGAQgASgJEhAKCGF0dGVtcHRzGAUgASgNEh8KEnN5c3RlbV9maW5nZXJwcmludBgGIAEoCUgAiAEBEhgKC3Vwc3RyZWFtX21zGAcgASgBSAGIAQFCFQoTX3N5c3RlbV9maW5nZXJwcmludEIOCgxfdXBzdHJlYW1fbXMikgMKC0Nob2ljZURlbHRhEg0KBWluZGV4GAEgASgNEiYKBHJvbGUYAiABKA4yGC5zd2l0Y2h5YXJkLmNoYXQudjEuUm9sZRIUCgdjb250ZW50GAMgASgJSACIAQESFgoJcmVhc29uaW5nGAQgASgJSAGIAQESFAoHcmVmdXNhbBgFIAEoCUgCiAEBEjUKCnRvb2xfY2FsbHMYBiADKAsyIS5zd2l0Y2h5YXJkLmNoYXQudjEuVG9vbENhbGxEZWx0YRI3Cg1maW5pc2hfcmVhc29uGAcgASgOMiAuc3dpdGNoeWFyZC5jaGF0LnYxLkZpbmlzaFJlYXNvbhIeChFyYXdfZmluaXNoX3JlYXNvbhgIIAEoCUgDiAEBEjwKEHJlYXNvbmluZ19ibG9ja3MYCSADKAsyIi5zd2l0Y2h5YXJkLmNoYXQudjEuUmVhc29uaW5nQmxvY2tCCgoIX2NvbnRlbnRCDAoKX3JlYXNvbmluZ0IKCghfcmVmdXNhbEIUChJfcmF3X2ZpbmlzaF9yZWFzb24ieAoNVG9vbENhbGxEZWx0YRINCgVpbmRleBgBIAEoDRIPCgJpZBgCIAEoCUgAiAEBEhEKBG5hbWUYAyABKAlIAYgBARIWCglhcmd1bWVudHMYBCABKAlIAogBAUIFCgNfaWRCBwoFX25hbWVCDAoKX2FyZ3VtZW50cyLjAQoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoDRIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoDRIUCgx0b3RhbF90b2tlbnMYAyABKA0SIQoUY2FjaGVkX3Byb21wdF90b2tlbnMYBCABKA1IAIgBARIdChByZWFzb25pbmdfdG9rZW5zGAUgASgNSAGIAQESFQoIY29zdF91c2QYBiABKAFIAogBAUIXChVfY2FjaGVkX3Byb21wdF90b2tlbnNCEwoRX3JlYXNvbmluZ190b2tlbnNCCwoJX2Nvc3RfdXNkIvgBCg5DaGF0Q29tcGxldGlvbhIKCgJpZBgBIAEoCRIPCgdjcmVhdGVkGAIgASgDEhYKDnVwc3RyZWFtX21vZGVsGAMgASgJEhAKCHByb3ZpZGVyGAQgASgJEhAKCGF0dGVtcHRzGAUgASgNEisKB2Nob2ljZXMYBiADKAsyGi5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hvaWNlEigKBXVzYWdlGAcgASgLMhkuc3dpdGNoeWFyZC5jaGF0LnYxLlVzYWdlEh8KEnN5c3RlbV9maW5nZXJwcmludBgIIAEoCUgAiAEBQhUKE19zeXN0ZW1fZmluZ2VycHJpbnQi2gEKBkNob2ljZRINCgVpbmRleBgBIAEoDRIsCgdtZXNzYWdlGAIgASgLMhsuc3dpdGNoeWFyZC5jaGF0LnYxLk1lc3NhZ2USNwoNZmluaXNoX3JlYXNvbhgDIAEoDjIgLnN3aXRjaHlhcmQuY2hhdC52MS5GaW5pc2hSZWFzb24SHgoRcmF3X2ZpbmlzaF9yZWFzb24YBCABKAlIAIgBARIWCglyZWFzb25pbmcYBSABKAlIAYgBAUIUChJfcmF3X2ZpbmlzaF9yZWFzb25CDAoKX3JlYXNvbmluZyJJCg5SZXF1ZXN0Q29udGV4dBISCgpyZXF1ZXN0X2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRITCgt0cmFjZXBhcmVudBgDIAEoCSKxAQoNVXBzdHJlYW1FcnJvchIOCgZzdGF0dXMYASABKA0SDAoEa2luZBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEhEKCXJldHJ5YWJsZRgEIAEoCBIWCg5yZXRyeV9hZnRlcl9tcxgFIAEoDRIXCg91cHN0cmVhbV9zdGF0dXMYBiABKA0SEAoIcHJvdmlkZXIYByABKAkSDQoFcGFyYW0YCCABKAkSDAoEY29kZRgJIAEoCSKEAQoLRW1iZWRQYXJhbXMSDQoFbW9kZWwYASABKAkSDgoGaW5wdXRzGAIgAygJEhcKCmRpbWVuc2lvbnMYAyABKA1IAIgBARIRCgR1c2VyGAQgASgJSAGIAQESEgoKZXh0cmFfanNvbhgFIAEoCUINCgtfZGltZW5zaW9uc0IHCgVfdXNlciIqCglFbWJlZGRpbmcSDQoFaW5kZXgYASABKA0SDgoGdmFsdWVzGAIgAygCIqYBCgtFbWJlZFJlc3VsdBIxCgplbWJlZGRpbmdzGAEgAygLMh0uc3dpdGNoeWFyZC5jaGF0LnYxLkVtYmVkZGluZxIoCgV1c2FnZRgCIAEoCzIZLnN3aXRjaHlhcmQuY2hhdC52MS5Vc2FnZRIWCg51cHN0cmVhbV9tb2RlbBgDIAEoCRIQCghwcm92aWRlchgEIAEoCRIQCghhdHRlbXB0cxgFIAEoDSpzCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIPCgtST0xFX1NZU1RFTRABEhIKDlJPTEVfREVWRUxPUEVSEAISDQoJUk9MRV9VU0VSEAMSEgoOUk9MRV9BU1NJU1RBTlQQBBINCglST0xFX1RPT0wQBSq4AQoMRmluaXNoUmVhc29uEh0KGUZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIWChJGSU5JU0hfUkVBU09OX1NUT1AQARIYChRGSU5JU0hfUkVBU09OX0xFTkdUSBACEhwKGEZJTklTSF9SRUFTT05fVE9PTF9DQUxMUxADEiAKHEZJTklTSF9SRUFTT05fQ09OVEVOVF9GSUxURVIQBBIXChNGSU5JU0hfUkVBU09OX09USEVSEAViBnByb3RvMw");
 
 /**
  * A request for a chat completion, as the router and connectors see it.
@@ -189,6 +189,15 @@ export type Message = Message$1<"switchyard.chat.v1.Message"> & {
    * @generated from field: bool is_error = 8;
    */
   isError: boolean;
+
+  /**
+   * For ROLE_ASSISTANT: the reasoning the model showed in this turn, as blocks its upstream wants
+   * back unchanged (Anthropic `thinking` with its signature, `redacted_thinking`). They come
+   * before the message's content and tool calls.
+   *
+   * @generated from field: repeated switchyard.chat.v1.ReasoningBlock reasoning_blocks = 9;
+   */
+  reasoningBlocks: ReasoningBlock[];
 };
 
 /**
@@ -197,6 +206,43 @@ export type Message = Message$1<"switchyard.chat.v1.Message"> & {
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
   messageDesc(file_switchyard_chat_v1_chat, 1);
+
+/**
+ * One block of a model's reasoning, whole, as its upstream issued it: signed text, or encrypted
+ * reasoning. An upstream that checks signatures accepts the block back only byte for byte.
+ *
+ * @generated from message switchyard.chat.v1.ReasoningBlock
+ */
+export type ReasoningBlock = Message$1<"switchyard.chat.v1.ReasoningBlock"> & {
+  /**
+   * The reasoning text (Anthropic `thinking`); empty for a redacted block, and for a signed
+   * block whose text the upstream did not show.
+   *
+   * @generated from field: string text = 1;
+   */
+  text: string;
+
+  /**
+   * The upstream's signature over the text (Anthropic `signature`).
+   *
+   * @generated from field: string signature = 2;
+   */
+  signature: string;
+
+  /**
+   * Encrypted reasoning (Anthropic `redacted_thinking.data`); set instead of text and signature.
+   *
+   * @generated from field: string redacted_data = 3;
+   */
+  redactedData: string;
+};
+
+/**
+ * Describes the message switchyard.chat.v1.ReasoningBlock.
+ * Use `create(ReasoningBlockSchema)` to create a new message.
+ */
+export const ReasoningBlockSchema: GenMessage<ReasoningBlock> = /*@__PURE__*/
+  messageDesc(file_switchyard_chat_v1_chat, 2);
 
 /**
  * @generated from message switchyard.chat.v1.ContentPart
@@ -237,7 +283,7 @@ export type ContentPart = Message$1<"switchyard.chat.v1.ContentPart"> & {
  * Use `create(ContentPartSchema)` to create a new message.
  */
 export const ContentPartSchema: GenMessage<ContentPart> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 2);
+  messageDesc(file_switchyard_chat_v1_chat, 3);
 
 /**
  * @generated from message switchyard.chat.v1.ImagePart
@@ -261,7 +307,7 @@ export type ImagePart = Message$1<"switchyard.chat.v1.ImagePart"> & {
  * Use `create(ImagePartSchema)` to create a new message.
  */
 export const ImagePartSchema: GenMessage<ImagePart> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 3);
+  messageDesc(file_switchyard_chat_v1_chat, 4);
 
 /**
  * @generated from message switchyard.chat.v1.AudioPart
@@ -285,7 +331,7 @@ export type AudioPart = Message$1<"switchyard.chat.v1.AudioPart"> & {
  * Use `create(AudioPartSchema)` to create a new message.
  */
 export const AudioPartSchema: GenMessage<AudioPart> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 4);
+  messageDesc(file_switchyard_chat_v1_chat, 5);
 
 /**
  * @generated from message switchyard.chat.v1.FilePart
@@ -314,7 +360,7 @@ export type FilePart = Message$1<"switchyard.chat.v1.FilePart"> & {
  * Use `create(FilePartSchema)` to create a new message.
  */
 export const FilePartSchema: GenMessage<FilePart> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 5);
+  messageDesc(file_switchyard_chat_v1_chat, 6);
 
 /**
  * @generated from message switchyard.chat.v1.Tool
@@ -348,7 +394,7 @@ export type Tool = Message$1<"switchyard.chat.v1.Tool"> & {
  * Use `create(ToolSchema)` to create a new message.
  */
 export const ToolSchema: GenMessage<Tool> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 6);
+  messageDesc(file_switchyard_chat_v1_chat, 7);
 
 /**
  * @generated from message switchyard.chat.v1.ToolCall
@@ -377,7 +423,7 @@ export type ToolCall = Message$1<"switchyard.chat.v1.ToolCall"> & {
  * Use `create(ToolCallSchema)` to create a new message.
  */
 export const ToolCallSchema: GenMessage<ToolCall> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 7);
+  messageDesc(file_switchyard_chat_v1_chat, 8);
 
 /**
  * @generated from message switchyard.chat.v1.ToolChoice
@@ -399,7 +445,7 @@ export type ToolChoice = Message$1<"switchyard.chat.v1.ToolChoice"> & {
  * Use `create(ToolChoiceSchema)` to create a new message.
  */
 export const ToolChoiceSchema: GenMessage<ToolChoice> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 8);
+  messageDesc(file_switchyard_chat_v1_chat, 9);
 
 /**
  * @generated from enum switchyard.chat.v1.ToolChoice.Mode
@@ -437,7 +483,7 @@ export enum ToolChoice_Mode {
  * Describes the enum switchyard.chat.v1.ToolChoice.Mode.
  */
 export const ToolChoice_ModeSchema: GenEnum<ToolChoice_Mode> = /*@__PURE__*/
-  enumDesc(file_switchyard_chat_v1_chat, 8, 0);
+  enumDesc(file_switchyard_chat_v1_chat, 9, 0);
 
 /**
  * @generated from message switchyard.chat.v1.ResponseFormat
@@ -461,7 +507,7 @@ export type ResponseFormat = Message$1<"switchyard.chat.v1.ResponseFormat"> & {
  * Use `create(ResponseFormatSchema)` to create a new message.
  */
 export const ResponseFormatSchema: GenMessage<ResponseFormat> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 9);
+  messageDesc(file_switchyard_chat_v1_chat, 10);
 
 /**
  * @generated from enum switchyard.chat.v1.ResponseFormat.Type
@@ -492,7 +538,7 @@ export enum ResponseFormat_Type {
  * Describes the enum switchyard.chat.v1.ResponseFormat.Type.
  */
 export const ResponseFormat_TypeSchema: GenEnum<ResponseFormat_Type> = /*@__PURE__*/
-  enumDesc(file_switchyard_chat_v1_chat, 9, 0);
+  enumDesc(file_switchyard_chat_v1_chat, 10, 0);
 
 /**
  * One piece of an answer, shaped like an OpenAI stream chunk so that one upstream chunk stays
@@ -529,7 +575,7 @@ export type ChatChunk = Message$1<"switchyard.chat.v1.ChatChunk"> & {
  * Use `create(ChatChunkSchema)` to create a new message.
  */
 export const ChatChunkSchema: GenMessage<ChatChunk> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 10);
+  messageDesc(file_switchyard_chat_v1_chat, 11);
 
 /**
  * What the client learns before the first token: who is answering.
@@ -593,7 +639,7 @@ export type ChatStart = Message$1<"switchyard.chat.v1.ChatStart"> & {
  * Use `create(ChatStartSchema)` to create a new message.
  */
 export const ChatStartSchema: GenMessage<ChatStart> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 11);
+  messageDesc(file_switchyard_chat_v1_chat, 12);
 
 /**
  * @generated from message switchyard.chat.v1.ChoiceDelta
@@ -640,6 +686,16 @@ export type ChoiceDelta = Message$1<"switchyard.chat.v1.ChoiceDelta"> & {
    * @generated from field: optional string raw_finish_reason = 8;
    */
   rawFinishReason?: string | undefined;
+
+  /**
+   * Reasoning blocks completed with this chunk (see ReasoningBlock), in order. The text of a
+   * signed block has also streamed as `reasoning` in the chunks before, so a renderer shows
+   * `reasoning` as it comes and needs a block only to end it with its signature. A chunk that
+   * stands for several (a held answer merged across a hop) carries all of their blocks.
+   *
+   * @generated from field: repeated switchyard.chat.v1.ReasoningBlock reasoning_blocks = 9;
+   */
+  reasoningBlocks: ReasoningBlock[];
 };
 
 /**
@@ -647,7 +703,7 @@ export type ChoiceDelta = Message$1<"switchyard.chat.v1.ChoiceDelta"> & {
  * Use `create(ChoiceDeltaSchema)` to create a new message.
  */
 export const ChoiceDeltaSchema: GenMessage<ChoiceDelta> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 12);
+  messageDesc(file_switchyard_chat_v1_chat, 13);
 
 /**
  * A fragment of a tool call. `id` and `name` arrive on the first fragment of a call; `arguments`
@@ -682,7 +738,7 @@ export type ToolCallDelta = Message$1<"switchyard.chat.v1.ToolCallDelta"> & {
  * Use `create(ToolCallDeltaSchema)` to create a new message.
  */
 export const ToolCallDeltaSchema: GenMessage<ToolCallDelta> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 13);
+  messageDesc(file_switchyard_chat_v1_chat, 14);
 
 /**
  * @generated from message switchyard.chat.v1.Usage
@@ -727,7 +783,7 @@ export type Usage = Message$1<"switchyard.chat.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 14);
+  messageDesc(file_switchyard_chat_v1_chat, 15);
 
 /**
  * A whole answer: what the chunks of one answer add up to.
@@ -781,7 +837,7 @@ export type ChatCompletion = Message$1<"switchyard.chat.v1.ChatCompletion"> & {
  * Use `create(ChatCompletionSchema)` to create a new message.
  */
 export const ChatCompletionSchema: GenMessage<ChatCompletion> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 15);
+  messageDesc(file_switchyard_chat_v1_chat, 16);
 
 /**
  * @generated from message switchyard.chat.v1.Choice
@@ -818,7 +874,7 @@ export type Choice = Message$1<"switchyard.chat.v1.Choice"> & {
  * Use `create(ChoiceSchema)` to create a new message.
  */
 export const ChoiceSchema: GenMessage<Choice> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 16);
+  messageDesc(file_switchyard_chat_v1_chat, 17);
 
 /**
  * Where a request came from and who sent it; travels with it across every hop.
@@ -849,7 +905,7 @@ export type RequestContext = Message$1<"switchyard.chat.v1.RequestContext"> & {
  * Use `create(RequestContextSchema)` to create a new message.
  */
 export const RequestContextSchema: GenMessage<RequestContext> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 17);
+  messageDesc(file_switchyard_chat_v1_chat, 18);
 
 /**
  * Why an upstream call failed, attached as an error detail to the ConnectError that carries it
@@ -928,7 +984,7 @@ export type UpstreamError = Message$1<"switchyard.chat.v1.UpstreamError"> & {
  * Use `create(UpstreamErrorSchema)` to create a new message.
  */
 export const UpstreamErrorSchema: GenMessage<UpstreamError> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 18);
+  messageDesc(file_switchyard_chat_v1_chat, 19);
 
 /**
  * A request for embeddings (OpenAI `/v1/embeddings`), as the router and connectors see it.
@@ -973,7 +1029,7 @@ export type EmbedParams = Message$1<"switchyard.chat.v1.EmbedParams"> & {
  * Use `create(EmbedParamsSchema)` to create a new message.
  */
 export const EmbedParamsSchema: GenMessage<EmbedParams> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 19);
+  messageDesc(file_switchyard_chat_v1_chat, 20);
 
 /**
  * @generated from message switchyard.chat.v1.Embedding
@@ -995,7 +1051,7 @@ export type Embedding = Message$1<"switchyard.chat.v1.Embedding"> & {
  * Use `create(EmbeddingSchema)` to create a new message.
  */
 export const EmbeddingSchema: GenMessage<Embedding> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 20);
+  messageDesc(file_switchyard_chat_v1_chat, 21);
 
 /**
  * The answer to an EmbedParams request.
@@ -1040,7 +1096,7 @@ export type EmbedResult = Message$1<"switchyard.chat.v1.EmbedResult"> & {
  * Use `create(EmbedResultSchema)` to create a new message.
  */
 export const EmbedResultSchema: GenMessage<EmbedResult> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 21);
+  messageDesc(file_switchyard_chat_v1_chat, 22);
 
 /**
  * Who wrote a message.

@@ -52,10 +52,22 @@ describe("fromAnthropicMessage", () => {
       { provider: "claude", now: NOW },
     );
     const choice = chunk.choices[0];
-    // redacted_thinking is encrypted and left out.
+    // redacted_thinking is encrypted: no reasoning text, but a block to send back.
     expect(choice?.reasoning).toBe(
       "The user wants the weather in two cities. I'll call get_weather for each.",
     );
+    expect(choice?.reasoningBlocks.map((b) => [b.text, b.signature, b.redactedData])).toEqual([
+      [
+        "The user wants the weather in two cities. I'll call get_weather for each.",
+        "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds",
+        "",
+      ],
+      [
+        "",
+        "",
+        "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpPkNRj2YfWXGmKDxH4mPnZ5sQ7vB5URj2pgMuoGmmsxhRMAV==",
+      ],
+    ]);
     expect(choice?.content).toBe("I'll check the weather in both cities.");
     expect(
       choice?.toolCalls.map(({ index, id, name, arguments: args }) => ({ index, id, name, args })),

@@ -12,6 +12,7 @@ import {
   type Usage,
   UsageSchema,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { reasoningBlock } from "../../../lib/chat/messages.js";
 import { makeMessage } from "../../../lib/hop/codec.js";
 import { isRecord } from "./to-request.js";
 import type { AnthropicMessage } from "./wire.js";
@@ -45,6 +46,16 @@ export function fromAnthropicMessage(
         break;
       case "thinking":
         if (typeof block.thinking === "string") reasoning.push(block.thinking);
+        // Signed, it goes back to Anthropic in the next turn (see from-stream.ts).
+        if (typeof block.signature === "string" && block.signature !== "") {
+          const text = typeof block.thinking === "string" ? block.thinking : "";
+          delta.reasoningBlocks.push(reasoningBlock(text, block.signature));
+        }
+        break;
+      case "redacted_thinking":
+        if (typeof block.data === "string" && block.data !== "") {
+          delta.reasoningBlocks.push(reasoningBlock("", "", block.data));
+        }
         break;
       case "tool_use":
         if (jsonMode && block.name === options.jsonTool) {
@@ -54,7 +65,7 @@ export function fromAnthropicMessage(
         }
         break;
       default:
-        // redacted_thinking is encrypted; server tool blocks are the upstream's own business.
+        // Server tool blocks are the upstream's own business.
         break;
     }
   }

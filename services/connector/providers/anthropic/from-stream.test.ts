@@ -87,8 +87,28 @@ describe("AnthropicStreamTranslator", () => {
     expect(answer?.reasoning).toBe(
       "The user wants the weather in two cities. I'll call get_weather for each.",
     );
-    // Signatures and redacted thinking have no canonical counterpart.
-    expect(chunks.some((c) => c.choices[0]?.reasoning?.startsWith("Eq"))).toBe(false);
+    // The signed thinking block and the redacted one travel whole, for the next turn, and
+    // neither the signature nor the encrypted data is shown as reasoning.
+    expect(chunks.some((c) => c.choices[0]?.reasoning?.startsWith("E"))).toBe(false);
+    expect(
+      answer?.message?.reasoningBlocks.map(({ text, signature, redactedData }) => ({
+        text,
+        signature,
+        redactedData,
+      })),
+    ).toEqual([
+      {
+        text: "The user wants the weather in two cities. I'll call get_weather for each.",
+        signature: "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds",
+        redactedData: "",
+      },
+      {
+        text: "",
+        signature: "",
+        redactedData:
+          "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpPkNRj2YfWXGmKDxH4mPnZ5sQ7vB5URj2pgMuoGmmsxhRMAV==",
+      },
+    ]);
     expect(chunks.at(-1)?.usage).toMatchObject({
       promptTokens: 472 + 1024 + 2048,
       cachedPromptTokens: 2048,

@@ -4,7 +4,12 @@ import {
   Role,
   type ToolCallDelta,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
-import { newChatChunk, newChoiceDelta, newToolCallDelta } from "../../../lib/chat/messages.js";
+import {
+  newChatChunk,
+  newChoiceDelta,
+  newToolCallDelta,
+  reasoningBlock,
+} from "../../../lib/chat/messages.js";
 import { Failure } from "../../../lib/errors.js";
 import { errorDetailFromJson, scrubSecrets } from "../upstream-http.js";
 import { isCount, setFinish, type TranslateOptions, toStart, toUsage } from "./from-response.js";
@@ -22,6 +27,8 @@ interface Block {
   kind: BlockKind;
   /** For tool blocks: the call's index among the answer's tool calls. */
   toolIndex: number;
+  /** For thinking blocks: the text so far and the signature, to hand the block on whole. */
+  thinking?: { text: string[]; signature: string };
 }
 
 /**
@@ -49,7 +56,7 @@ export class AnthropicStreamTranslator {
 
   /**
    * One event to at most one chunk; undefined for events with nothing for the client (ping,
-   * block stops, signatures). Throws a `Failure` (502, retryable) for an `error` event.
+   * most block stops, signatures: a signed thinking block's stop hands on the whole block). Throws a `Failure` (502, retryable) for an `error` event.
    */
   push(event: Record<string, unknown>): ChatChunk | undefined {
     switch (event.type) {
@@ -64,13 +71,15 @@ export class AnthropicStreamTranslator {
         return this.#blockDelta(event.index, isRecord(event.delta) ? event.delta : {});
       case "message_delta":
         return this.#messageDelta(event);
+      case "content_block_stop":
+        return this.#blockStop(event.index);
       case "message_stop":
         this.#done = true;
         return undefined;
       case "error":
         throw this.#failure(event);
       default:
-        // ping, content_block_stop, and event types added to the API later.
+        // ping, and event types added to the API later.
         return undefined;
     }
   }
@@ -92,9 +101,24 @@ export class AnthropicStreamTranslator {
         // In JSON mode only the JSON tool's input is the answer.
         this.#blocks.set(index, { kind: jsonMode ? "ignored" : "text", toolIndex: 0 });
         return jsonMode ? undefined : this.#text("content", block.text);
-      case "thinking":
-        this.#blocks.set(index, { kind: "thinking", toolIndex: 0 });
-        return this.#text("reasoning", block.thinking);
+      case "thinking": {
+        const text = typeof block.thinking === "string" ? block.thinking : "";
+        const signature = typeof block.signature === "string" ? block.signature : "";
+        this.#blocks.set(index, {
+          kind: "thinking",
+          toolIndex: 0,
+          thinking: { text: text === "" ? [] : [text], signature },
+        });
+        return this.#text("reasoning", text);
+      }
+      case "redacted_thinking": {
+        this.#blocks.set(index, { kind: "ignored", toolIndex: 0 });
+        // Encrypted: nothing to show, but the upstream wants it back in the next turn.
+        if (typeof block.data !== "string" || block.data === "") return undefined;
+        const delta = newChoiceDelta(0);
+        delta.reasoningBlocks.push(reasoningBlock("", "", block.data));
+        return this.#chunk(delta);
+      }
       case "tool_use": {
         if (jsonMode && block.name === this.#options.jsonTool) {
           this.#blocks.set(index, { kind: "json", toolIndex: 0 });
@@ -110,7 +134,7 @@ export class AnthropicStreamTranslator {
         return this.#chunk(toolCallChoice(call));
       }
       default:
-        // redacted_thinking is encrypted; server tool blocks are the upstream's own business.
+        // Server tool blocks are the upstream's own business.
         this.#blocks.set(index, { kind: "ignored", toolIndex: 0 });
         return undefined;
     }
@@ -122,7 +146,15 @@ export class AnthropicStreamTranslator {
       case "text:text_delta":
         return this.#text("content", delta.text);
       case "thinking:thinking_delta":
+        if (typeof delta.thinking === "string" && delta.thinking !== "") {
+          block?.thinking?.text.push(delta.thinking);
+        }
         return this.#text("reasoning", delta.thinking);
+      case "thinking:signature_delta":
+        if (block?.thinking !== undefined && typeof delta.signature === "string") {
+          block.thinking.signature += delta.signature;
+        }
+        return undefined;
       case "json:input_json_delta":
         return this.#text("content", delta.partial_json);
       case "tool:input_json_delta": {
@@ -134,9 +166,22 @@ export class AnthropicStreamTranslator {
         return this.#chunk(toolCallChoice(call));
       }
       default:
-        // signature_delta and citations_delta have no canonical counterpart.
+        // citations_delta has no canonical counterpart.
         return undefined;
     }
+  }
+
+  /**
+   * A thinking block that ends signed is handed on whole, so that a client can send it back:
+   * Anthropic wants the last turn's thinking again, unchanged, when tools are in use.
+   */
+  #blockStop(index: unknown): ChatChunk | undefined {
+    const thinking = isCount(index) ? this.#blocks.get(index)?.thinking : undefined;
+    if (thinking === undefined || thinking.signature === "") return undefined;
+    const delta = newChoiceDelta(0);
+    delta.reasoningBlocks.push(reasoningBlock(thinking.text.join(""), thinking.signature));
+    thinking.text = [];
+    return this.#chunk(delta);
   }
 
   #messageDelta(event: Record<string, unknown>): ChatChunk {

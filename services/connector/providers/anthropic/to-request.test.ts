@@ -183,6 +183,36 @@ describe("toAnthropicRequest", () => {
     ]);
   });
 
+  it("sends an assistant turn's signed and redacted thinking back first, and no unsigned reasoning", () => {
+    const request = body({
+      messages: [
+        userSays("Weather in Paris?"),
+        create(MessageSchema, {
+          role: Role.ASSISTANT,
+          content: [text("Let me look.")],
+          contentIsText: true,
+          reasoningBlocks: [
+            { text: "Need the weather tool.", signature: "sig_1" },
+            { redactedData: "enc_1" },
+            // Another upstream's reasoning: no signature Anthropic would accept.
+            { text: "unsigned" },
+          ],
+          toolCalls: [{ id: "toolu_1", name: "weather", arguments: '{"city":"Paris"}' }],
+        }),
+        toolSays("toolu_1", "sunny"),
+      ],
+    });
+    expect(request.messages[1]).toEqual({
+      role: "assistant",
+      content: [
+        { type: "thinking", thinking: "Need the weather tool.", signature: "sig_1" },
+        { type: "redacted_thinking", data: "enc_1" },
+        { type: "text", text: "Let me look." },
+        { type: "tool_use", id: "toolu_1", name: "weather", input: { city: "Paris" } },
+      ],
+    });
+  });
+
   it("puts tool results first in a user turn, as Anthropic requires", () => {
     const request = body({
       messages: [userSays("Here you go"), toolSays("toolu_9", "42")],

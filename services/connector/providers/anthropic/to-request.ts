@@ -203,7 +203,12 @@ function toConversation(
         return;
       }
       case Role.ASSISTANT: {
-        const blocks: AnthropicContentBlockParam[] = textOnly(message, param, "assistant", refuse);
+        // Thinking first, as Anthropic gave it: with tools in use it wants the last turn's back.
+        const thinking = thinkingBlocks(message);
+        const blocks: AnthropicContentBlockParam[] = [
+          ...thinking,
+          ...textOnly(message, param, "assistant", refuse),
+        ];
         // An earlier refusal is what the assistant said; Anthropic has only text for it.
         if (message.refusal !== undefined && message.refusal !== "") {
           blocks.push({ type: "text", text: message.refusal });
@@ -217,7 +222,10 @@ function toConversation(
           });
         });
         const plain =
-          message.contentIsText && message.toolCalls.length === 0 && message.refusal === undefined
+          message.contentIsText &&
+          message.toolCalls.length === 0 &&
+          message.refusal === undefined &&
+          thinking.length === 0
             ? textOf(message)
             : undefined;
         add("assistant", blocks, plain);
@@ -256,6 +264,23 @@ function toConversation(
   if (system.length === 0) return { system: undefined, messages };
   const plain = systemMessages === 1 && systemIsPlain;
   return { system: plain ? joinText(system) : system, messages };
+}
+
+/**
+ * An assistant turn's reasoning blocks as Anthropic's `thinking` and `redacted_thinking`. Only
+ * signed or encrypted blocks: Anthropic refuses thinking whose signature it did not issue, and
+ * reasoning another upstream showed (unsigned) was never Anthropic's to check.
+ */
+function thinkingBlocks(message: Message): AnthropicContentBlockParam[] {
+  const out: AnthropicContentBlockParam[] = [];
+  for (const block of message.reasoningBlocks) {
+    if (block.redactedData !== "") {
+      out.push({ type: "redacted_thinking", data: block.redactedData });
+    } else if (block.signature !== "") {
+      out.push({ type: "thinking", thinking: block.text, signature: block.signature });
+    }
+  }
+  return out;
 }
 
 /** Anthropic wants a user turn's tool results before anything else in it. */

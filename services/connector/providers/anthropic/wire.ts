@@ -53,6 +53,8 @@ export interface AnthropicToolResultBlockParam {
 }
 
 export type AnthropicContentBlockParam =
+  | AnthropicThinkingBlock
+  | AnthropicRedactedThinkingBlock
   | AnthropicTextBlockParam
   | AnthropicImageBlockParam
   | AnthropicDocumentBlockParam
