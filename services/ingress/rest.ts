@@ -1,5 +1,6 @@
 import type http from "node:http";
 import http2 from "node:http2";
+import { CallAbort } from "../lib/abort.js";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { Failure } from "../lib/errors.js";
 import { newUuid } from "../lib/ids.js";
@@ -144,7 +145,7 @@ export function createRestHandler(deps: RestDeps) {
     exchange.hints = routing.hints;
     exchange.deadlineMs = routing.deadlineMs;
     // A client that goes away cancels the router call, and through it the upstream request.
-    const abort = new AbortController();
+    const abort = new CallAbort();
     const onClose = () => {
       if (!res.writableFinished) abort.abort();
     };
@@ -198,7 +199,7 @@ export function createRestHandler(deps: RestDeps) {
     const caller = callerOf(req);
     const body = parseJson(await readBody(req, deps.config.server.max_body_bytes));
     const { params, encoding } = parseEmbeddingsRequest(body);
-    const abort = new AbortController();
+    const abort = new CallAbort();
     res.once("close", () => {
       if (!res.writableFinished) abort.abort();
     });

@@ -1,4 +1,5 @@
 import { type ContextValues, createContextValues } from "@connectrpc/connect";
+import { CallAbort } from "./abort.js";
 
 /**
  * What the fabric's own handler contexts share (the in-process client's, local-client.ts, and
@@ -42,7 +43,7 @@ export abstract class LazyHandlerContext {
  * registration per call).
  */
 export class CallCancel {
-  private readonly controller = new AbortController();
+  private readonly controller = new CallAbort();
   readonly signal = this.controller.signal;
   /** Rejects the current wait (see until). */
   private interrupt: ((reason: unknown) => void) | undefined;

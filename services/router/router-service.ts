@@ -15,6 +15,7 @@ import {
   type RouterService,
   type RoutingHints,
 } from "../../gen/switchyard/router/v1/router_pb.js";
+import { CallAbort } from "../lib/abort.js";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { connectorChatRequest, newTarget, routerChatResponse } from "../lib/chat/messages.js";
 import type { Config } from "../lib/config/types.js";
@@ -229,7 +230,16 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     const { provider, model } = p.target;
     const connector = pickConnector();
     // An embedding arrives whole: its first token is the answer, so first_token_ms bounds it.
-    const attemptTimeout = AbortSignal.timeout(timeouts.first_token_ms);
+    // (Combined by hand: AbortSignal.any does not follow the fabric's own signals, lib/abort.ts.)
+    const abort = new CallAbort();
+    let attemptTimedOut = false;
+    const attemptTimer = setTimeout(() => {
+      attemptTimedOut = true;
+      abort.abort(new Error("first_token timeout"));
+    }, timeouts.first_token_ms);
+    const onClientAbort = () => abort.abort(clientSignal.reason);
+    if (clientSignal.aborted) onClientAbort();
+    else clientSignal.addEventListener("abort", onClientAbort, { once: true });
     connector.inflight++;
     const release = strategies.inflight.begin(provider, model);
     const started = performance.now();
@@ -241,7 +251,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
           params,
         },
         {
-          signal: AbortSignal.any([clientSignal, attemptTimeout]),
+          signal: abort.signal,
           timeoutMs: Math.max(1, totalDeadline - Date.now()),
         },
       );
@@ -251,7 +261,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       yield makeMessage(EmbedResponseSchema, { result: res.result });
     } catch (err) {
       const timedOut: Timeout | undefined =
-        Date.now() >= totalDeadline ? "total" : attemptTimeout.aborted ? "first_token" : undefined;
+        Date.now() >= totalDeadline ? "total" : attemptTimedOut ? "first_token" : undefined;
       // A target too slow to answer at all is at least that slow, for least-latency.
       if (timedOut === "first_token") {
         strategies.latency.observe(provider, model, timeouts.first_token_ms);
@@ -260,6 +270,8 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     } finally {
       connector.inflight--;
       release();
+      clearTimeout(attemptTimer);
+      clientSignal.removeEventListener("abort", onClientAbort);
     }
   }
 
@@ -350,7 +362,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
   ): AsyncGenerator<ChatResponse> {
     const { provider, model } = p.target;
     const connector = pickConnector();
-    const abort = new AbortController();
+    const abort = new CallAbort();
     let timedOut: Timeout | undefined;
     const onClientAbort = () => abort.abort(clientSignal.reason);
     clientSignal.addEventListener("abort", onClientAbort, { once: true });
