@@ -47,6 +47,47 @@ describe("SseParser", () => {
     }
   });
 
+  it("decodes any bytes, invalid UTF-8 included, as TextDecoder does, however they are split", () => {
+    // Valid sequences of every length, invalid and overlong leads, stray continuation bytes,
+    // surrogates encoded in UTF-8, and sequences cut short.
+    const pieces = [
+      [0x61],
+      [0xc3, 0xa9],
+      [0xe6, 0x97, 0xa5],
+      [0xf0, 0x9f, 0x91, 0x8b],
+      [0x80],
+      [0xbf, 0xbf],
+      [0xc0, 0xaf],
+      [0xc1],
+      [0xe0, 0x80, 0xaf],
+      [0xed, 0xa0, 0x80],
+      [0xf4, 0x90, 0x80, 0x80],
+      [0xf5],
+      [0xff],
+      [0xe6, 0x97],
+      [0xf0, 0x9f, 0x91],
+    ];
+    let seed = 12345;
+    const random = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    for (let round = 0; round < 300; round++) {
+      const payload = Array.from({ length: 1 + random(12) }, () => pieces[random(pieces.length)])
+        .flat()
+        .filter((b) => b !== undefined);
+      const bytes = new Uint8Array([...encoder.encode("data: "), ...payload, 10, 10]);
+      const want = new TextDecoder().decode(new Uint8Array(payload));
+      const cuts = [random(bytes.length + 1), random(bytes.length + 1)].sort((a, b) => a - b);
+      const chunks = [
+        bytes.subarray(0, cuts[0]),
+        bytes.subarray(cuts[0], cuts[1]),
+        bytes.subarray(cuts[1]),
+      ];
+      expect(run(chunks).events, `payload ${payload} cut at ${cuts}`).toEqual([{ data: want }]);
+    }
+  });
+
   it("gives the same events when fed one byte at a time", () => {
     const text = 'event: delta\r\nid: 7\r\ndata: {"a":1}\r\n\r\n: ping\n\ndata:x\rdata: y\r\r';
     const whole = run([text]).events;
