@@ -472,6 +472,104 @@ describe("Anthropic's extended thinking in a tool-use loop", () => {
   });
 });
 
+describe("Anthropic's prompt-caching breakpoints", () => {
+  const ephemeral = { type: "ephemeral" as const };
+  const hour = { type: "ephemeral" as const, ttl: "1h" as const };
+  const tool = { name: "get_weather", input_schema: weatherTool.schema, cache_control: hour };
+  const lastBody = () => anthropicUp.requests.at(-1)?.body as Record<string, unknown>;
+
+  it("reach an Anthropic upstream on the blocks an anthropic client marked", async () => {
+    anthropicUp.setBehavior({ kind: "answer", text: TEXT });
+    // Top-level: automatic caching of the whole prompt (newer than this SDK's types).
+    const automatic = { cache_control: ephemeral } as object;
+    await claude.messages.create({
+      ...automatic,
+      model: "m-anthropic",
+      max_tokens: 64,
+      system: [{ type: "text", text: SYSTEM, cache_control: hour }],
+      tools: [tool],
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "text", text: "A long document.", cache_control: ephemeral },
+            { type: "text", text: "Weather in Paris?" },
+          ],
+        },
+        {
+          role: "assistant",
+          content: [{ type: "tool_use", id: "toolu_1", name: "get_weather", input: {} }],
+        },
+        {
+          role: "user",
+          content: [
+            {
+              type: "tool_result",
+              tool_use_id: "toolu_1",
+              content: "sunny",
+              cache_control: ephemeral,
+            },
+          ],
+        },
+      ],
+    });
+    const body = lastBody();
+    expect(body.cache_control).toEqual(ephemeral);
+    expect(body.system).toEqual([{ type: "text", text: SYSTEM, cache_control: hour }]);
+    expect(body.tools).toEqual([tool]);
+    expect(body.messages).toEqual([
+      {
+        role: "user",
+        content: [
+          { type: "text", text: "A long document.", cache_control: ephemeral },
+          { type: "text", text: "Weather in Paris?" },
+        ],
+      },
+      {
+        role: "assistant",
+        content: [{ type: "tool_use", id: "toolu_1", name: "get_weather", input: {} }],
+      },
+      {
+        role: "user",
+        content: [
+          {
+            type: "tool_result",
+            tool_use_id: "toolu_1",
+            content: "sunny",
+            cache_control: ephemeral,
+          },
+        ],
+      },
+    ]);
+  });
+
+  it("reach an Anthropic upstream from an openai client's content parts, and not an OpenAI one", async () => {
+    const messages = [
+      {
+        role: "user" as const,
+        content: [
+          { type: "text" as const, text: "A long document.", cache_control: ephemeral },
+          { type: "text" as const, text: "Summarise it." },
+        ],
+      },
+    ];
+    anthropicUp.setBehavior({ kind: "answer", text: TEXT });
+    await oai.chat.completions.create({ model: "m-anthropic", messages });
+    expect(lastBody().messages).toEqual([
+      {
+        role: "user",
+        content: [
+          { type: "text", text: "A long document.", cache_control: ephemeral },
+          { type: "text", text: "Summarise it." },
+        ],
+      },
+    ]);
+    openaiUp.setBehavior({ kind: "answer", text: TEXT });
+    await oai.chat.completions.create({ model: "m-openai", messages });
+    expect(JSON.stringify(openaiUp.requests.at(-1)?.body)).not.toContain("cache_control");
+  });
+});
+
 describe("embeddings", () => {
   it.each(["openai", "azure", "gemini"] as const)(
     "come back from %s in OpenAI's format",

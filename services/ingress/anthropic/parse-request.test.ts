@@ -526,6 +526,49 @@ describe("parseMessagesRequest: messages", () => {
     expectUnsupported({ ...base, messages }, message, param);
   });
 
+  it("keeps cache_control where the client put it: blocks, tool calls, tool results", () => {
+    const ttl = { type: "ephemeral", ttl: "1h" };
+    const p = parseMessagesRequest({
+      ...base,
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "text", text: "Long context", cache_control: ttl },
+            { type: "image", source: png, cache_control: { type: "ephemeral" } },
+          ],
+        },
+        {
+          role: "assistant",
+          content: [{ type: "tool_use", id: "t1", name: "f", input: {}, cache_control: ttl }],
+        },
+        {
+          role: "user",
+          content: [{ type: "tool_result", tool_use_id: "t1", content: "ok", cache_control: ttl }],
+        },
+      ],
+    });
+    const json = JSON.stringify(ttl);
+    expect(p.messages[0]?.content.map((c) => c.cacheControlJson)).toEqual([
+      json,
+      '{"type":"ephemeral"}',
+    ]);
+    expect(p.messages[1]?.toolCalls[0]?.cacheControlJson).toBe(json);
+    expect(p.messages[2]?.role).toBe(Role.TOOL);
+    expect(p.messages[2]?.cacheControlJson).toBe(json);
+  });
+
+  it("refuses a cache_control that is not an object, naming the block", () => {
+    expectInvalid(
+      {
+        ...base,
+        messages: [{ role: "user", content: [{ type: "text", text: "x", cache_control: "yes" }] }],
+      },
+      "messages.0.content.0.cache_control: Input should be a valid dictionary",
+      "messages.0.content.0.cache_control",
+    );
+  });
+
   it("translates text, base64 and URL images, and a PDF document in a user message", () => {
     const p = parseMessagesRequest({
       ...base,
@@ -715,6 +758,10 @@ describe("parseMessagesRequest: system", () => {
       { case: "text", value: "A" },
       { case: "text", value: "B" },
     ]);
+    expect(p.messages[0]?.content.map((c) => c.cacheControlJson)).toEqual([
+      '{"type":"ephemeral"}',
+      "",
+    ]);
   });
 
   it("adds no system message for an empty system prompt", () => {
@@ -757,6 +804,8 @@ describe("parseMessagesRequest: tools and tool_choice", () => {
       strict: true,
     });
     expect(JSON.parse(p.tools[0]?.parametersJson ?? "")).toEqual(weather.input_schema);
+    expect(p.tools[0]?.cacheControlJson).toBe('{"type":"ephemeral"}');
+    expect(p.tools[1]?.cacheControlJson).toBe("");
     expect(p.tools[1]?.parametersJson).toBe('{"type":"object"}');
     expect(p.tools[1]?.description).toBeUndefined();
     expect(p.tools[1]?.strict).toBeUndefined();

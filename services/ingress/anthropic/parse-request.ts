@@ -107,16 +107,14 @@ const TOOL_CHOICE_MODES: ReadonlyMap<string, ToolChoice_Mode> = new Map([
   ["none", ToolChoice_Mode.NONE],
 ]);
 /** Tool fields with no canonical counterpart whose loss changes nothing the model sees. */
-const IGNORED_TOOL_FIELDS: ReadonlySet<string> = new Set([
-  "cache_control",
-  "eager_input_streaming",
-]);
+const IGNORED_TOOL_FIELDS: ReadonlySet<string> = new Set(["eager_input_streaming"]);
 const TOOL_FIELDS: ReadonlySet<string> = new Set([
   "name",
   "description",
   "input_schema",
   "type",
   "strict",
+  "cache_control",
   ...IGNORED_TOOL_FIELDS,
 ]);
 /** Tool fields that change what the model does and that the canonical model cannot carry. */
@@ -146,8 +144,10 @@ export const OUTPUT_SCHEMA_NAME = "output";
  * - `thinking` / `redacted_thinking` blocks in the history become the assistant message's
  *   reasoning blocks, byte for byte: with thinking enabled and tools in use, Anthropic wants
  *   the last turn's thinking back with its signature. Only Anthropic upstreams are sent them.
- * - `cache_control` markers and `citations` of earlier answers are dropped: they tune cost and
- *   presentation, not what the model is asked. `citations.enabled` on a document is refused.
+ * - `cache_control` markers on blocks and tools are kept where they stand (`cacheControlJson`):
+ *   Anthropic targets get them back in place, other upstreams cache on their own.
+ * - `citations` of earlier answers are dropped: they tune presentation, not what the model is
+ *   asked. `citations.enabled` on a document is refused.
  * - `output_config.format` becomes the canonical JSON_SCHEMA response format so every upstream
  *   honours it; the rest of `output_config` travels in `extraJson`.
  */
@@ -311,14 +311,31 @@ function blockOf(
 }
 
 function contentPart(type: string, block: JsonObject, path: string): PartInit {
+  let part: PartInit;
   switch (type) {
     case "image":
-      return { part: { case: "image", value: { url: imageUrl(block, path) } } };
+      part = { part: { case: "image", value: { url: imageUrl(block, path) } } };
+      break;
     case "document":
-      return document(block, path);
+      part = document(block, path);
+      break;
     default:
-      return textPart(nonEmptyText(block, path));
+      part = textPart(nonEmptyText(block, path));
   }
+  const cacheControl = cacheControlJson(block, path);
+  if (cacheControl !== "") part.cacheControlJson = cacheControl;
+  return part;
+}
+
+/**
+ * A block's `cache_control` as JSON text ("" when none), for an Anthropic upstream to get back
+ * in place; its contents are Anthropic's to judge.
+ */
+function cacheControlJson(block: JsonObject, path: string): string {
+  const value = block.cache_control;
+  if (!present(value)) return "";
+  if (!isObject(value)) throw typeError(`${path}.cache_control`, "a valid dictionary");
+  return JSON.stringify(value);
 }
 
 function nonEmptyText(block: JsonObject, path: string): string {
@@ -395,13 +412,23 @@ function toolCall(block: JsonObject, path: string): ToolCallInit {
   const id = requiredString(block, "id", path);
   const name = requiredString(block, "name", path);
   const input = requiredObject(block, "input", path);
-  return { id, name, arguments: JSON.stringify(input) };
+  return {
+    id,
+    name,
+    arguments: JSON.stringify(input),
+    cacheControlJson: cacheControlJson(block, path),
+  };
 }
 
 function toolResult(block: JsonObject, path: string): MessageInit {
   const toolCallId = requiredString(block, "tool_use_id", path);
   const isError = optionalBoolean(block.is_error, `${path}.is_error`) ?? false;
-  const message: MessageInit = { role: Role.TOOL, toolCallId, isError };
+  const message: MessageInit = {
+    role: Role.TOOL,
+    toolCallId,
+    isError,
+    cacheControlJson: cacheControlJson(block, path),
+  };
   const content = block.content;
   if (!present(content)) {
     message.contentIsText = true;
@@ -432,7 +459,7 @@ function parseSystem(raw: unknown): MessageInit | undefined {
   const parts = raw.map((block: unknown, i) => {
     const path = `system.${i}`;
     const { value } = blockOf(block, path, ["text"], Role.SYSTEM);
-    return textPart(nonEmptyText(value, path));
+    return contentPart("text", value, path);
   });
   return { role: Role.SYSTEM, content: parts };
 }
@@ -480,6 +507,7 @@ function parseTools(raw: unknown): ToolInit[] {
       description: optionalString(tool.description, `${path}.description`),
       parametersJson: JSON.stringify(schema),
       strict: optionalBoolean(tool.strict, `${path}.strict`),
+      cacheControlJson: cacheControlJson(tool, path),
     };
   });
 }

@@ -215,6 +215,39 @@ describe("parseChatRequest: content parts", () => {
     });
   });
 
+  it("keeps cache_control on content parts and tools, for Anthropic targets", () => {
+    const p = parseChatRequest({
+      model: "m",
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "text", text: "Long context", cache_control: { type: "ephemeral" } },
+            { type: "text", text: "Question?" },
+          ],
+        },
+      ],
+      tools: [
+        {
+          type: "function",
+          function: { name: "f", parameters: { type: "object" } },
+          cache_control: { type: "ephemeral", ttl: "1h" },
+        },
+      ],
+    });
+    expect(p.messages[0]?.content.map((c) => c.cacheControlJson)).toEqual([
+      '{"type":"ephemeral"}',
+      "",
+    ]);
+    expect(p.tools[0]?.cacheControlJson).toBe('{"type":"ephemeral","ttl":"1h"}');
+    expect(() =>
+      parseChatRequest({
+        model: "m",
+        messages: [{ role: "user", content: [{ type: "text", text: "x", cache_control: 1 }] }],
+      }),
+    ).toThrow("Invalid type for 'messages[0].content[0].cache_control': expected an object");
+  });
+
   it("gathers assistant refusal parts into the message refusal", () => {
     const p = parseChatRequest({
       model: "m",

@@ -237,6 +237,32 @@ function parseContentPart(
   if (typeof type !== "string" || !allowed.includes(type)) {
     throw invalidValue(`${path}.type`, type, allowed);
   }
+  const before = parts.length;
+  readContentPart(raw, type, path, parts, refusals);
+  const cacheControl = cacheControlJson(raw, path);
+  if (cacheControl !== "" && parts.length > before) {
+    (parts[before] as PartInit).cacheControlJson = cacheControl;
+  }
+}
+
+/**
+ * `cache_control` on a content part or tool (LiteLLM's convention for Anthropic's prompt
+ * caching) as JSON text, "" when none: Anthropic targets get it back on the same block.
+ */
+function cacheControlJson(raw: Record<string, unknown>, path: string): string {
+  const value = raw.cache_control;
+  if (!present(value)) return "";
+  if (!isObject(value)) throw typeError(`${path}.cache_control`, "an object");
+  return JSON.stringify(value);
+}
+
+function readContentPart(
+  raw: Record<string, unknown>,
+  type: string,
+  path: string,
+  parts: PartInit[],
+  refusals: string[],
+): void {
   switch (type) {
     case "text":
       parts.push({ part: { case: "text", value: requiredString(raw, "text", path) } });
@@ -346,6 +372,7 @@ function parseTools(raw: unknown): ToolInit[] {
       description: optionalString(fn.description, `${path}.function.description`),
       parametersJson,
       strict: optionalBoolean(fn.strict, `${path}.function.strict`),
+      cacheControlJson: cacheControlJson(tool, path),
     };
   });
 }

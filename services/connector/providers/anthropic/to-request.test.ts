@@ -213,6 +213,71 @@ describe("toAnthropicRequest", () => {
     });
   });
 
+  it("puts each cache_control back on its block: system, text, image, tool, tool_use, tool_result", () => {
+    const cc = '{"type":"ephemeral"}';
+    const ttl = { type: "ephemeral", ttl: "1h" };
+    const request = toAnthropicRequest(
+      params({
+        messages: [
+          create(MessageSchema, {
+            role: Role.SYSTEM,
+            content: [{ part: { case: "text", value: "Rules." }, cacheControlJson: cc }],
+          }),
+          create(MessageSchema, {
+            role: Role.USER,
+            content: [
+              {
+                part: { case: "text", value: "Long context" },
+                cacheControlJson: JSON.stringify(ttl),
+              },
+              {
+                part: { case: "image", value: { url: "https://x.test/a.png" } },
+                cacheControlJson: cc,
+              },
+            ],
+          }),
+          create(MessageSchema, {
+            role: Role.ASSISTANT,
+            toolCalls: [{ id: "t1", name: "f", arguments: "{}", cacheControlJson: cc }],
+          }),
+          create(MessageSchema, {
+            ...toolSays("t1", "ok"),
+            cacheControlJson: cc,
+          }),
+        ],
+        tools: [{ name: "f", parametersJson: '{"type":"object"}', cacheControlJson: cc }],
+      }),
+      "claude-x",
+      "claude",
+    ).body;
+    const ephemeral = { type: "ephemeral" };
+    expect(request.system).toEqual([{ type: "text", text: "Rules.", cache_control: ephemeral }]);
+    expect(request.tools?.[0]?.cache_control).toEqual(ephemeral);
+    expect(request.messages).toEqual([
+      {
+        role: "user",
+        content: [
+          { type: "text", text: "Long context", cache_control: ttl },
+          {
+            type: "image",
+            source: { type: "url", url: "https://x.test/a.png" },
+            cache_control: ephemeral,
+          },
+        ],
+      },
+      {
+        role: "assistant",
+        content: [{ type: "tool_use", id: "t1", name: "f", input: {}, cache_control: ephemeral }],
+      },
+      {
+        role: "user",
+        content: [
+          { type: "tool_result", tool_use_id: "t1", content: "ok", cache_control: ephemeral },
+        ],
+      },
+    ]);
+  });
+
   it("puts tool results first in a user turn, as Anthropic requires", () => {
     const request = body({
       messages: [userSays("Here you go"), toolSays("toolu_9", "42")],
@@ -433,6 +498,9 @@ describe("toAnthropicRequest", () => {
         thinking: { type: "enabled", budget_tokens: 2048 },
         service_tier: "standard_only",
         metadata: { user_id: "overridden", trace: "t" },
+        cache_control: { type: "ephemeral" },
+        inference_geo: "us",
+        speed: "fast",
         logit_bias: { "50256": -100 },
         model: "evil",
         messages: [],
@@ -449,6 +517,9 @@ describe("toAnthropicRequest", () => {
       thinking: { type: "enabled", budget_tokens: 2048 },
       service_tier: "standard_only",
       metadata: { user_id: "u1", trace: "t" },
+      cache_control: { type: "ephemeral" },
+      inference_geo: "us",
+      speed: "fast",
     });
   });
 

@@ -19,7 +19,9 @@ import type {
   AnthropicTextBlockParam,
   AnthropicTool,
   AnthropicToolChoice,
+  AnthropicToolResultBlockParam,
   AnthropicToolResultContent,
+  AnthropicToolUseBlockParam,
 } from "./wire.js";
 
 /**
@@ -40,7 +42,16 @@ export const JSON_TOOL_NAME = "json_response";
  * keys. Fields the gateway builds itself (model, messages, system, tools, stream, …) are never
  * taken from extras.
  */
-const PASSED_EXTRAS = ["top_k", "thinking", "metadata", "service_tier", "output_config"] as const;
+const PASSED_EXTRAS = [
+  "top_k",
+  "thinking",
+  "metadata",
+  "service_tier",
+  "output_config",
+  "cache_control",
+  "inference_geo",
+  "speed",
+] as const;
 
 export interface AnthropicRequestPlan {
   body: AnthropicMessagesRequest;
@@ -192,14 +203,14 @@ function toConversation(
       case Role.DEVELOPER: {
         system.push(...textOnly(message, param, "system", refuse));
         systemMessages += 1;
-        systemIsPlain &&= message.contentIsText;
+        systemIsPlain &&= plainText(message);
         return;
       }
       case Role.USER: {
         const blocks = message.content.flatMap((part, j) =>
           toUserBlock(part, `${param}.content[${j}]`, refuse),
         );
-        add("user", blocks, message.contentIsText ? textOf(message) : undefined);
+        add("user", blocks, plainText(message) ? textOf(message) : undefined);
         return;
       }
       case Role.ASSISTANT: {
@@ -214,15 +225,17 @@ function toConversation(
           blocks.push({ type: "text", text: message.refusal });
         }
         message.toolCalls.forEach((call, j) => {
-          blocks.push({
+          const callParam = `${param}.tool_calls[${j}]`;
+          const block: AnthropicToolUseBlockParam = {
             type: "tool_use",
             id: plainToolCallId(call.id),
             name: call.name,
-            input: parseArguments(call.arguments, `${param}.tool_calls[${j}].function.arguments`),
-          });
+            input: parseArguments(call.arguments, `${callParam}.function.arguments`),
+          };
+          blocks.push(cached(block, call, callParam));
         });
         const plain =
-          message.contentIsText &&
+          plainText(message) &&
           message.toolCalls.length === 0 &&
           message.refusal === undefined &&
           thinking.length === 0
@@ -240,14 +253,13 @@ function toConversation(
           : message.content.flatMap((part, j) =>
               toUserBlock(part, `${param}.content[${j}]`, refuse),
             );
-        add("user", [
-          {
-            type: "tool_result",
-            tool_use_id: plainToolCallId(message.toolCallId),
-            content,
-            ...(message.isError && { is_error: true }),
-          },
-        ]);
+        const result: AnthropicToolResultBlockParam = {
+          type: "tool_result",
+          tool_use_id: plainToolCallId(message.toolCallId),
+          content,
+          ...(message.isError && { is_error: true }),
+        };
+        add("user", [cached(result, message, param)]);
         return;
       }
       default:
@@ -283,6 +295,11 @@ function thinkingBlocks(message: Message): AnthropicContentBlockParam[] {
   return out;
 }
 
+/** Whether a message may go as a plain string: sent as one, with no block marked for caching. */
+function plainText(message: Message): boolean {
+  return message.contentIsText && message.content.every((p) => p.cacheControlJson === "");
+}
+
 /** Anthropic wants a user turn's tool results before anything else in it. */
 function resultsFirst(blocks: AnthropicContentBlockParam[]): AnthropicContentBlockParam[] {
   const results = blocks.filter((b) => b.type === "tool_result");
@@ -298,10 +315,15 @@ function textOnly(
   refuse: Refuse,
 ): AnthropicTextBlockParam[] {
   const blocks: AnthropicTextBlockParam[] = [];
-  message.content.forEach(({ part }, j) => {
+  const content = message.content;
+  content.forEach(({ part }, j) => {
     if (part.case === "text") {
       // Anthropic rejects empty text blocks; an empty text says nothing anyway.
-      if (part.value !== "") blocks.push({ type: "text", text: part.value });
+      if (part.value !== "") {
+        blocks.push(
+          cached({ type: "text", text: part.value }, content[j], `${param}.content[${j}]`),
+        );
+      }
     } else if (part.case !== undefined) {
       throw refuse(`${part.case} content in ${where} messages`, `${param}.content[${j}]`);
     }
@@ -310,6 +332,28 @@ function textOnly(
 }
 
 function toUserBlock(
+  content: ContentPart,
+  param: string,
+  refuse: Refuse,
+): AnthropicToolResultContent[] {
+  return userBlocks(content, param, refuse).map((block) => cached(block, content, param));
+}
+
+/**
+ * `block` with the `cache_control` its source carried (a content part, tool, call or tool
+ * result), which Anthropic reads as a prompt-caching breakpoint at that block.
+ */
+function cached<B extends object>(
+  block: B,
+  source: { cacheControlJson: string } | undefined,
+  param: string,
+): B {
+  const json = source?.cacheControlJson ?? "";
+  if (json === "") return block;
+  return { ...block, cache_control: parseObject(json, `${param}.cache_control`) };
+}
+
+function userBlocks(
   { part }: ContentPart,
   param: string,
   refuse: Refuse,
@@ -385,7 +429,7 @@ function toTool(tool: Tool, index: number): AnthropicTool {
   if (tool.description !== undefined) out.description = tool.description;
   // `strict: false` is the default on both sides; only a request for validation is passed.
   if (tool.strict === true) out.strict = true;
-  return out;
+  return cached(out, tool, `tools[${index}]`);
 }
 
 function toToolChoice(

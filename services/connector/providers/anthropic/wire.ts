@@ -6,9 +6,13 @@
 /** The API version the adapter speaks (sent as `anthropic-version`). */
 export const ANTHROPIC_VERSION = "2023-06-01";
 
+/** A prompt-caching breakpoint (https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching). */
+export type AnthropicCacheControl = Record<string, unknown>;
+
 export interface AnthropicTextBlockParam {
   type: "text";
   text: string;
+  cache_control?: AnthropicCacheControl;
 }
 
 export interface AnthropicBase64Source {
@@ -25,12 +29,14 @@ export interface AnthropicUrlSource {
 export interface AnthropicImageBlockParam {
   type: "image";
   source: AnthropicBase64Source | AnthropicUrlSource;
+  cache_control?: AnthropicCacheControl;
 }
 
 export interface AnthropicDocumentBlockParam {
   type: "document";
   source: AnthropicBase64Source;
   title?: string;
+  cache_control?: AnthropicCacheControl;
 }
 
 export interface AnthropicToolUseBlockParam {
@@ -38,6 +44,7 @@ export interface AnthropicToolUseBlockParam {
   id: string;
   name: string;
   input: Record<string, unknown>;
+  cache_control?: AnthropicCacheControl;
 }
 
 export type AnthropicToolResultContent =
@@ -50,6 +57,7 @@ export interface AnthropicToolResultBlockParam {
   tool_use_id: string;
   content: string | AnthropicToolResultContent[];
   is_error?: boolean;
+  cache_control?: AnthropicCacheControl;
 }
 
 export type AnthropicContentBlockParam =
@@ -71,6 +79,7 @@ export interface AnthropicTool {
   description?: string;
   input_schema: Record<string, unknown>;
   strict?: boolean;
+  cache_control?: AnthropicCacheControl;
 }
 
 export type AnthropicToolChoice =
