@@ -20,6 +20,7 @@ import {
   errorFromJsonBytes,
 } from "@connectrpc/connect/protocol-connect";
 import { type Codec, codecFor, makeMessage } from "./codec.js";
+import { requestStream } from "./h2-request.js";
 import {
   END_STREAM_FLAG,
   EnvelopeReader,
@@ -323,7 +324,7 @@ class Call {
     for (let attempt = 0; stream === undefined; attempt++) {
       const session = this.pool.acquire();
       try {
-        stream = session.h2.request(headers, { endStream: false });
+        stream = requestStream(session.h2, headers, { endStream: false });
         this.session = session;
       } catch (err) {
         this.pool.release(session);
