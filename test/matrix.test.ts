@@ -479,45 +479,7 @@ describe("Anthropic's prompt-caching breakpoints", () => {
   const lastBody = () => anthropicUp.requests.at(-1)?.body as Record<string, unknown>;
 
   it("reach an Anthropic upstream on the blocks an anthropic client marked", async () => {
-    anthropicUp.setBehavior({ kind: "answer", text: TEXT });
-    // Top-level: automatic caching of the whole prompt (newer than this SDK's types).
-    const automatic = { cache_control: ephemeral } as object;
-    await claude.messages.create({
-      ...automatic,
-      model: "m-anthropic",
-      max_tokens: 64,
-      system: [{ type: "text", text: SYSTEM, cache_control: hour }],
-      tools: [tool],
-      messages: [
-        {
-          role: "user",
-          content: [
-            { type: "text", text: "A long document.", cache_control: ephemeral },
-            { type: "text", text: "Weather in Paris?" },
-          ],
-        },
-        {
-          role: "assistant",
-          content: [{ type: "tool_use", id: "toolu_1", name: "get_weather", input: {} }],
-        },
-        {
-          role: "user",
-          content: [
-            {
-              type: "tool_result",
-              tool_use_id: "toolu_1",
-              content: "sunny",
-              cache_control: ephemeral,
-            },
-          ],
-        },
-      ],
-    });
-    const body = lastBody();
-    expect(body.cache_control).toEqual(ephemeral);
-    expect(body.system).toEqual([{ type: "text", text: SYSTEM, cache_control: hour }]);
-    expect(body.tools).toEqual([tool]);
-    expect(body.messages).toEqual([
+    const messages: Anthropic.MessageParam[] = [
       {
         role: "user",
         content: [
@@ -540,7 +502,24 @@ describe("Anthropic's prompt-caching breakpoints", () => {
           },
         ],
       },
-    ]);
+    ];
+    anthropicUp.setBehavior({ kind: "answer", text: TEXT });
+    // Top-level: automatic caching of the whole prompt (newer than this SDK's types).
+    const automatic = { cache_control: ephemeral } as object;
+    await claude.messages.create({
+      ...automatic,
+      model: "m-anthropic",
+      max_tokens: 64,
+      system: [{ type: "text", text: SYSTEM, cache_control: hour }],
+      tools: [tool],
+      messages,
+    });
+    const body = lastBody();
+    expect(body.cache_control).toEqual(ephemeral);
+    expect(body.system).toEqual([{ type: "text", text: SYSTEM, cache_control: hour }]);
+    expect(body.tools).toEqual([tool]);
+    // Every block as the client wrote it, its marker included.
+    expect(body.messages).toEqual(messages);
   });
 
   it("reach an Anthropic upstream from an openai client's content parts, and not an OpenAI one", async () => {
