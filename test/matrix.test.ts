@@ -427,6 +427,35 @@ describe("Anthropic's extended thinking in a tool-use loop", () => {
     expect(assistantTurnSent()).toEqual(expectedAssistantTurn);
   });
 
+  it("reach an openai client's stream helper whole, and go on when it sends them back", async () => {
+    callWithThinking();
+    const tools: OpenAI.ChatCompletionTool[] = [
+      { type: "function", function: { name: "get_weather", parameters: weatherTool.schema } },
+    ];
+    const thinking = { thinking: base.thinking } as object;
+    const first = await oai.chat.completions
+      .stream({ model: "m-anthropic", messages: asked, tools, ...thinking })
+      .finalChatCompletion();
+    const assistant = first.choices[0]?.message as OpenAI.ChatCompletionMessage & {
+      thinking_blocks?: unknown[];
+    };
+    expect(assistant.thinking_blocks).toEqual(expectedAssistantTurn.content.slice(0, 2));
+
+    anthropicUp.setBehavior({ kind: "answer", text: TEXT });
+    const { role, content, tool_calls, thinking_blocks } = assistant;
+    await oai.chat.completions.create({
+      model: "m-anthropic",
+      messages: [
+        ...asked,
+        { role, content, tool_calls, thinking_blocks } as OpenAI.ChatCompletionMessageParam,
+        { role: "tool", tool_call_id: "toolu_1", content: "sunny" },
+      ],
+      tools,
+      ...thinking,
+    });
+    expect(assistantTurnSent()).toEqual(expectedAssistantTurn);
+  });
+
   it("go on for an openai client that sends thinking_blocks back, and stay away from an openai upstream", async () => {
     callWithThinking();
     const tools: OpenAI.ChatCompletionTool[] = [

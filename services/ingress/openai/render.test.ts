@@ -285,15 +285,27 @@ describe("ChunkRenderer", () => {
     );
   });
 
-  it("sends a reasoning block whole in the delta where it completed", () => {
+  it("sends every reasoning block so far in each delta where one completed", () => {
     const r = new ChunkRenderer({ includeUsage: false });
-    const out = r.render(
-      chunk({ start, choices: [{ index: 0, reasoningBlocks: [{ text: "hm", signature: "s" }] }] }),
-    );
-    expect(JSON.parse(out?.slice("data: ".length) ?? "").choices[0].delta).toEqual({
-      role: "assistant",
-      thinking_blocks: [{ type: "thinking", thinking: "hm", signature: "s" }],
-    });
+    const blocksOf = (frame: string | undefined) =>
+      JSON.parse(frame?.slice("data: ".length) ?? "").choices[0].delta.thinking_blocks;
+    const signed = { type: "thinking", thinking: "hm", signature: "s" };
+    expect(
+      blocksOf(
+        r.render(
+          chunk({
+            start,
+            choices: [{ index: 0, reasoningBlocks: [{ text: "hm", signature: "s" }] }],
+          }),
+        ),
+      ),
+    ).toEqual([signed]);
+    expect(blocksOf(r.render(chunk({ choices: [{ index: 0, content: "x" }] })))).toBeUndefined();
+    expect(
+      blocksOf(
+        r.render(chunk({ choices: [{ index: 0, reasoningBlocks: [{ redactedData: "e" }] }] })),
+      ),
+    ).toEqual([signed, { type: "redacted_thinking", data: "e" }]);
   });
 
   it("says nothing for a chunk with neither choices nor usage", () => {

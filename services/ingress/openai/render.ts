@@ -139,6 +139,8 @@ export class ChunkRenderer {
   #pendingUsage: Usage | undefined;
   /** Choice indexes whose role has been announced; OpenAI sends it on each choice's first delta. */
   readonly #announced = new Set<number>();
+  /** Each choice's thinking blocks so far (see #renderDelta). */
+  #thinkingBlocks: Map<number, OpenAIThinkingBlock[]> | undefined;
 
   constructor(options: ChunkRendererOptions) {
     this.#includeUsage = options.includeUsage;
@@ -195,6 +197,22 @@ export class ChunkRenderer {
     return this.#prefix;
   }
 
+  /**
+   * Every thinking block of the choice so far, the new ones last. A client that folds deltas
+   * by overwriting fields it does not know (the openai SDK's stream helpers do) ends with all
+   * of them; one that reads the frames takes the last list.
+   */
+  #blocksSoFar(d: ChoiceDelta): OpenAIThinkingBlock[] {
+    this.#thinkingBlocks ??= new Map();
+    let blocks = this.#thinkingBlocks.get(d.index);
+    if (blocks === undefined) {
+      blocks = [];
+      this.#thinkingBlocks.set(d.index, blocks);
+    }
+    for (const block of d.reasoningBlocks) blocks.push(thinkingBlock(block));
+    return [...blocks];
+  }
+
   #renderDelta(d: ChoiceDelta): ChunkChoice {
     const delta: ChunkDelta = {};
     if (d.role === Role.ASSISTANT || !this.#announced.has(d.index)) {
@@ -205,7 +223,7 @@ export class ChunkRenderer {
     if (d.reasoning !== undefined) delta.reasoning_content = d.reasoning;
     if (d.refusal !== undefined) delta.refusal = d.refusal;
     if (d.toolCalls.length > 0) delta.tool_calls = d.toolCalls.map(renderToolCallDelta);
-    if (d.reasoningBlocks.length > 0) delta.thinking_blocks = d.reasoningBlocks.map(thinkingBlock);
+    if (d.reasoningBlocks.length > 0) delta.thinking_blocks = this.#blocksSoFar(d);
     return {
       index: d.index,
       delta,
