@@ -56,7 +56,8 @@ export class AnthropicStreamTranslator {
 
   /**
    * One event to at most one chunk; undefined for events with nothing for the client (ping,
-   * most block stops, signatures: a signed thinking block's stop hands on the whole block). Throws a `Failure` (502, retryable) for an `error` event.
+   * signatures, and block stops other than a signed thinking block's, which hands on the whole
+   * block). Throws a `Failure` (502, retryable) for an `error` event.
    */
   push(event: Record<string, unknown>): ChatChunk | undefined {
     switch (event.type) {
