@@ -278,6 +278,19 @@ describe("toAnthropicRequest", () => {
     ]);
   });
 
+  it("refuses a cache_control that is not a JSON object (a gRPC client may send any text)", () => {
+    const f = refusal({
+      messages: [
+        create(MessageSchema, {
+          role: Role.USER,
+          content: [{ part: { case: "text", value: "Hi" }, cacheControlJson: "ephemeral" }],
+        }),
+      ],
+    });
+    expect(f.status).toBe(400);
+    expect(f.message).toBe("messages[0].content[0].cache_control must be a JSON object");
+  });
+
   it("puts tool results first in a user turn, as Anthropic requires", () => {
     const request = body({
       messages: [userSays("Here you go"), toolSays("toolu_9", "42")],
