@@ -48,10 +48,17 @@ export function buildIngress(deps: {
   };
   const rest = createRestHandler({ ...base, renderMetrics: deps.renderMetrics, ready: deps.ready });
   const gateway = createGatewayService(base);
-  const handler = connectNodeAdapter({
+  const rpc = connectNodeAdapter({
     routes: (r) => r.service(GatewayService, gateway),
     // connect-node types the response without `write`; it is the same Node response object.
     fallback: (req, res) => void rest(req, res as Parameters<typeof rest>[1]),
   });
+  // Only GatewayService's paths need connect-node, which parses every request's URL to route
+  // it; the REST routes go straight to their handler.
+  const rpcPrefix = `/${GatewayService.typeName}/`;
+  const handler: DualHandler = (req, res) => {
+    if (req.url?.startsWith(rpcPrefix)) rpc(req, res);
+    else void rest(req, res);
+  };
   return { handler, router };
 }
