@@ -35,6 +35,27 @@ describe("RetryBudget", () => {
     expect(b.tryRetry()).toBe(true);
   });
 
+  it("keeps a deposit for nine to ten tenths of the window", () => {
+    let t = 0;
+    const b = new RetryBudget(2, 0, 1_000, () => t);
+    b.onRequest(); // two tokens at t=0
+    t = 899;
+    expect(b.tryRetry()).toBe(true);
+    t = 1_000;
+    expect(b.tryRetry()).toBe(false);
+  });
+
+  it("spends the oldest deposits first, so the newest last longest", () => {
+    let t = 0;
+    const b = new RetryBudget(1, 0, 1_000, () => t);
+    b.onRequest(); // t=0
+    t = 500;
+    b.onRequest(); // t=500
+    expect(b.tryRetry()).toBe(true); // spends t=0's token
+    t = 1_200; // t=0's deposit has expired, t=500's has not
+    expect([b.tryRetry(), b.tryRetry()]).toEqual([true, false]);
+  });
+
   it("refills the floor over time", () => {
     let t = 0;
     const b = new RetryBudget(0, 2, 10_000, () => t);

@@ -1,11 +1,23 @@
+/** How many slices the window is kept in: deposits expire a slice at a time. */
+const SLICES = 10;
+
 /**
  * Caps retries at a share of traffic (Finagle's retry budget): every request deposits `ratio`
  * tokens, every retry withdraws one, and `minPerSecond` retries are always allowed so a quiet
  * router can still retry. Deposits expire after `windowMs`, so an outage that turns every request
  * into retries cannot multiply the load on upstreams beyond (1 + ratio).
+ *
+ * Deposits are summed per tenth of the window (as Finagle's WindowedAdder does), not kept one per
+ * request: at thousands of requests a second a list of deposits held tens of thousands of entries,
+ * and shifting the expired ones off it cost the router 3 % of its CPU. A deposit lives between
+ * nine and ten tenths of the window.
  */
 export class RetryBudget {
-  private deposits: Array<{ at: number; tokens: number }> = [];
+  /** Tokens deposited, less those withdrawn, per slice: a ring indexed by slice number. */
+  private readonly slices = new Float64Array(SLICES);
+  private readonly sliceMs: number;
+  /** The slice number (time ÷ sliceMs) the newest slot holds. */
+  private current: number;
   private balance = 0;
   private reserveAt: number;
   private reserve: number;
@@ -13,9 +25,11 @@ export class RetryBudget {
   constructor(
     private readonly ratio: number,
     private readonly minPerSecond: number,
-    private readonly windowMs = 10_000,
+    windowMs = 10_000,
     private readonly now: () => number = Date.now,
   ) {
+    this.sliceMs = windowMs / SLICES;
+    this.current = Math.floor(now() / this.sliceMs);
     this.reserveAt = now();
     this.reserve = minPerSecond;
   }
@@ -24,7 +38,8 @@ export class RetryBudget {
   onRequest(): void {
     if (this.ratio <= 0) return;
     this.expire();
-    this.deposits.push({ at: this.now(), tokens: this.ratio });
+    const at = slot(this.current);
+    this.slices[at] = (this.slices[at] as number) + this.ratio;
     this.balance += this.ratio;
   }
 
@@ -49,23 +64,33 @@ export class RetryBudget {
     return false;
   }
 
+  /** Takes `tokens` from the oldest slices first, so what is left expires last. */
   private withdraw(tokens: number): void {
     this.balance -= tokens;
     let left = tokens;
-    while (left > 0 && this.deposits.length > 0) {
-      const first = this.deposits[0] as { at: number; tokens: number };
-      const take = Math.min(first.tokens, left);
-      first.tokens -= take;
+    for (let age = SLICES - 1; age >= 0 && left > 0; age--) {
+      const at = slot(this.current - age);
+      const take = Math.min(this.slices[at] as number, left);
+      this.slices[at] = (this.slices[at] as number) - take;
       left -= take;
-      if (first.tokens <= 1e-9) this.deposits.shift();
     }
   }
 
+  /** Moves the ring to the present: the slots of slices that have passed are emptied for reuse. */
   private expire(): void {
-    const cutoff = this.now() - this.windowMs;
-    while (this.deposits.length > 0 && (this.deposits[0] as { at: number }).at < cutoff) {
-      this.balance -= (this.deposits.shift() as { tokens: number }).tokens;
+    const slice = Math.floor(this.now() / this.sliceMs);
+    if (slice <= this.current) return; // the same slice, or the clock stepped back
+    const passed = Math.min(slice - this.current, SLICES);
+    for (let i = 1; i <= passed; i++) {
+      const at = slot(this.current + i);
+      this.balance -= this.slices[at] as number;
+      this.slices[at] = 0;
     }
+    this.current = slice;
     if (this.balance < 1e-9) this.balance = 0;
   }
+}
+
+function slot(slice: number): number {
+  return ((slice % SLICES) + SLICES) % SLICES;
 }
