@@ -26,7 +26,7 @@ import {
 /** One subject's counters (a tenant, or one key of it). */
 interface Counters {
   /** Admission times in the rpm window, oldest first. */
-  requests: number[];
+  requests: TimeQueue;
   /** Tokens by clock second, over the tpm window. */
   tokens: Map<number, number>;
   /** Concurrency leases: reservation id → when the lease lapses unless settled. */
@@ -38,6 +38,43 @@ interface Counters {
 }
 
 const BUCKETS = WINDOW_MS / 1000;
+
+/**
+ * Times, oldest first, dropped from the front: the rpm window's admissions. An array spliced at
+ * the front moves every entry left on each admission, ~17 µs at 100,000 entries (a tenant at
+ * `rpm: 100000`); here the front is an index, and the array is compacted once half of it is
+ * dropped, so both ends cost O(1) amortised.
+ */
+export class TimeQueue {
+  private times: number[] = [];
+  private head = 0;
+
+  get size(): number {
+    return this.times.length - this.head;
+  }
+
+  push(t: number): void {
+    this.times.push(t);
+  }
+
+  /** The n-th newest time (1 = the newest), if there are that many. */
+  fromEnd(n: number): number | undefined {
+    return n >= 1 && n <= this.size ? this.times[this.times.length - n] : undefined;
+  }
+
+  /** Drops the times at or before `cutoff` from the front. */
+  dropUpTo(cutoff: number): void {
+    const times = this.times;
+    while (this.head < times.length && (times[this.head] as number) <= cutoff) this.head++;
+    if (this.head === times.length) {
+      this.times = [];
+      this.head = 0;
+    } else if (this.head >= 1024 && this.head * 2 >= times.length) {
+      this.times = times.slice(this.head);
+      this.head = 0;
+    }
+  }
+}
 
 /**
  * Limits held in this process: exact for a single ingress. Every admission runs to completion
@@ -58,7 +95,7 @@ export function createMemoryLimiter(opts: {
     let c = state.get(id);
     if (!c) {
       c = {
-        requests: [],
+        requests: new TimeQueue(),
         tokens: new Map(),
         leases: new Map(),
         days: new Map(),
@@ -71,9 +108,7 @@ export function createMemoryLimiter(opts: {
 
   /** Drops what has left the windows and periods. */
   function prune(c: Counters, now: number) {
-    let drop = 0;
-    while (drop < c.requests.length && (c.requests[drop] ?? 0) <= now - WINDOW_MS) drop++;
-    if (drop > 0) c.requests.splice(0, drop);
+    c.requests.dropUpTo(now - WINDOW_MS);
     const second = Math.floor(now / 1000);
     for (const b of c.tokens.keys()) if (b <= second - BUCKETS) c.tokens.delete(b);
     for (const [id, until] of c.leases) if (until <= now) c.leases.delete(id);
@@ -89,12 +124,12 @@ export function createMemoryLimiter(opts: {
     const second = Math.floor(now / 1000);
     const buckets = [...c.tokens.entries()].sort((a, b) => a[0] - b[0]);
     const tokensUsed = buckets.reduce((sum, [, v]) => sum + v, 0);
-    const newestRequest = c.requests.at(-1);
+    const newestRequest = c.requests.fromEnd(1);
     const newestBucket = buckets.at(-1)?.[0];
     const day = utcDay(now);
     const month = utcMonth(now);
     return {
-      requests: c.requests.length,
+      requests: c.requests.size,
       requestsResetMs: newestRequest === undefined ? 0 : newestRequest + WINDOW_MS - now,
       tokens: tokensUsed,
       tokensResetMs: newestBucket === undefined ? 0 : (newestBucket + BUCKETS) * 1000 - now,
@@ -107,7 +142,7 @@ export function createMemoryLimiter(opts: {
         switch (limit) {
           case "rpm": {
             const max = l.rpm ?? 0;
-            const nth = c.requests[c.requests.length - max];
+            const nth = c.requests.fromEnd(max);
             return nth === undefined ? 0 : nth + WINDOW_MS - now;
           }
           case "tpm": {
