@@ -1,4 +1,5 @@
 import http from "node:http";
+import http2 from "node:http2";
 import { setFlagsFromString } from "node:v8";
 import { create } from "@bufbuild/protobuf";
 import {
@@ -296,6 +297,33 @@ describe("hop transport", () => {
     expect(await words(h1, "words:2")).toEqual(["w0 ", "w1 "]);
     const json = createConnectTransport({ baseUrl: url, httpVersion: "2" });
     expect(await words(json, "words:2")).toEqual(["w0 ", "w1 "]);
+  });
+
+  it("serves its calls through node's HTTP/2 compatibility API too (a plain http2 server)", async () => {
+    const seen: Seen = { signals: [], headers: [] };
+    const impl = testService(seen);
+    const adapter = connectNodeAdapter({
+      routes: (r: ConnectRouter) => r.service(ConnectorService, impl),
+    });
+    const server = http2.createServer(
+      createHopHandler({ services: [hopService(ConnectorService, impl)], fallback: adapter }),
+    );
+    const sessions: http2.ServerHttp2Session[] = [];
+    server.on("session", (session) => sessions.push(session));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+      const t = hop(url);
+      expect(await words(t, "words:3")).toEqual(["w0 ", "w1 ", "w2 "]);
+      const client = createClient(ConnectorService, t);
+      expect((await client.probe({})).latencyMs).toBe(7);
+      expect((await caught(words(t, "fail-after:1"))).code).toBe(Code.ResourceExhausted);
+    } finally {
+      await new Promise((resolve) => {
+        server.close(resolve);
+        for (const session of sessions) session.destroy();
+      });
+    }
   });
 
   it("holds a handler back while its caller stops reading, and keeps other calls going", async () => {

@@ -1,5 +1,6 @@
 import type http from "node:http";
 import type http2 from "node:http2";
+import type { Readable } from "node:stream";
 import type { DescMessage, DescMethod, DescService, MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
@@ -19,8 +20,14 @@ import {
   UNARY_CONTENT_TYPE,
 } from "./protocol.js";
 
-type Req = http.IncomingMessage | http2.Http2ServerRequest;
 type Res = http.ServerResponse | http2.Http2ServerResponse;
+type RequestHeaders = http.IncomingHttpHeaders | http2.IncomingHttpHeaders;
+/**
+ * Where a call's answer goes: an HTTP/1.1 response, a response of node's HTTP/2 compatibility API,
+ * or an HTTP/2 stream itself (the dual server hands the hop calls over before the compatibility
+ * layer wraps them: see `DualHandler.stream`).
+ */
+type Sink = Res | http2.ServerHttp2Stream;
 type AnyImpl = (req: unknown, ctx: HandlerContext) => unknown;
 
 /** A service and its implementation, as the hop handler serves them. */
@@ -64,7 +71,10 @@ const MAX_REQUEST_BYTES = 64 * 1024 * 1024;
  * and response — one loop per call that encodes each message the implementation yields and
  * writes what is ready in one go — and hands every other request (gRPC, gRPC-web, JSON,
  * compression, GET, unknown paths) to `fallback`, e.g. connectNodeAdapter with the same routes.
- * Works for HTTP/1.1 and HTTP/2 alike (the compatibility API).
+ * Works for HTTP/1.1 and HTTP/2 alike. Over HTTP/2 it takes its calls as bare streams
+ * (`handler.stream`, which the dual server calls first): node's compatibility API would add a
+ * request and a response object, and their listeners, to every call, ~2 KB of heap for as long as
+ * a stream is open and a few per cent of a hop server's CPU.
  */
 export function createHopHandler(opts: {
   services: readonly HopService[];
@@ -87,33 +97,77 @@ export function createHopHandler(opts: {
     }
   }
 
-  return (req, res) => {
-    const route = req.method === "POST" ? routes.get(req.url ?? "") : undefined;
-    const streaming = route?.method.methodKind === "server_streaming";
-    if (
-      !route ||
-      req.headers["content-type"] !== (streaming ? STREAM_CONTENT_TYPE : UNARY_CONTENT_TYPE) ||
-      isCompressed(req.headers[streaming ? "connect-content-encoding" : "content-encoding"])
-    ) {
-      opts.fallback(req, res);
+  /** The route of a call this handler serves itself, if it is one. */
+  const routeOf = (
+    method: string | undefined,
+    path: string | undefined,
+    headers: RequestHeaders,
+  ): Route | undefined => {
+    const route = method === "POST" ? routes.get(path ?? "") : undefined;
+    if (!route) return undefined;
+    const streaming = route.method.methodKind === "server_streaming";
+    if (headers["content-type"] !== (streaming ? STREAM_CONTENT_TYPE : UNARY_CONTENT_TYPE)) {
+      return undefined;
+    }
+    if (isCompressed(headers[streaming ? "connect-content-encoding" : "content-encoding"])) {
+      return undefined;
+    }
+    return route;
+  };
+
+  const handler: DualHandler = (req, res) => {
+    const route = routeOf(req.method, req.url, req.headers);
+    if (route) serve(route, req.headers, req, res);
+    else opts.fallback(req, res);
+  };
+  handler.stream = (stream, headers) => {
+    const route = routeOf(headers[":method"], headers[":path"], headers);
+    if (route) serve(route, headers, stream, stream);
+    return route !== undefined;
+  };
+  return handler;
+}
+
+/** Reads the call's one request message, then answers it. */
+function serve(route: Route, headers: RequestHeaders, body: Readable, sink: Sink): void {
+  readBody(body, (bytes) => {
+    if (bytes === undefined) {
+      sink.destroy();
       return;
     }
-    readBody(req, (body) => {
-      if (body === undefined) {
-        res.destroy();
-        return;
-      }
-      if (streaming) void serveStream(route, req, res, body);
-      else void serveUnary(route, req, res, body);
-    });
-  };
+    if (route.method.methodKind === "server_streaming")
+      void serveStream(route, headers, sink, bytes);
+    else void serveUnary(route, headers, sink, bytes);
+  });
+}
+
+/**
+ * Sends the response head. A bare HTTP/2 stream is answered as node's compatibility API answers
+ * (waiting for trailers, then sending none): its last DATA frame then goes out before the end of
+ * the stream, in a frame of its own. Ending the stream in the last DATA frame saves that frame,
+ * but the stream then closes before node calls back the write of that DATA, and node 20 builds an
+ * ERR_STREAM_DESTROYED error (with its stack) for every such late callback: that cost more than
+ * the frame (bench/hop.ts, c=1).
+ */
+function sendHead(sink: Sink, status: number, headers: Record<string, string | string[]>): void {
+  if ("respond" in sink) {
+    headers[":status"] = String(status);
+    sink.respond(headers, { waitForTrailers: true });
+    sink.once("wantTrailers", sendNoTrailers);
+  } else {
+    sink.writeHead(status, headers);
+  }
+}
+
+function sendNoTrailers(this: http2.ServerHttp2Stream): void {
+  if (!this.destroyed) this.sendTrailers({});
 }
 
 function isCompressed(encoding: string | string[] | undefined): boolean {
   return encoding !== undefined && encoding !== "identity";
 }
 
-function readBody(req: Req, done: (body: Buffer | undefined) => void): void {
+function readBody(req: Readable, done: (body: Buffer | undefined) => void): void {
   const chunks: Buffer[] = [];
   let bytes = 0;
   req.on("data", (chunk: Buffer) => {
@@ -143,7 +197,7 @@ class CallContext extends LazyHandlerContext implements HandlerContext {
   constructor(
     route: Route,
     readonly signal: AbortSignal,
-    private readonly req: Req,
+    private readonly headers: RequestHeaders,
     deadline: number | undefined,
   ) {
     super();
@@ -154,7 +208,7 @@ class CallContext extends LazyHandlerContext implements HandlerContext {
   }
 
   get requestHeader(): Headers {
-    this.requestHeaders ??= headersOf(this.req.headers);
+    this.requestHeaders ??= headersOf(this.headers);
     return this.requestHeaders;
   }
 }
@@ -172,9 +226,9 @@ class ServerCall {
   /** The handler is done; a response closing after that stops nothing. */
   private ended = false;
 
-  constructor(route: Route, req: Req, res: Res) {
+  constructor(route: Route, headers: RequestHeaders, res: Sink) {
     const timeout = parseTimeout(
-      (req.headers["connect-timeout-ms"] as string | undefined) ?? null,
+      (headers["connect-timeout-ms"] as string | undefined) ?? null,
       MAX_TIMEOUT_MS,
     );
     if (timeout.error) this.stopped = timeout.error;
@@ -184,7 +238,7 @@ class ServerCall {
     }
     (res as CallResponse)[kCall] = this;
     res.once("close", onResponseClose);
-    this.ctx = new CallContext(route, this.cancel.signal, req, deadline);
+    this.ctx = new CallContext(route, this.cancel.signal, headers, deadline);
   }
 
   /** Every response closes, most after the handler is done: only a call still running stops. */
@@ -232,7 +286,7 @@ class ServerCall {
 
 /** A call's response points back at the call, so its listeners can be shared functions. */
 const kCall = Symbol("hop server call");
-type CallResponse = Res & { [kCall]: ServerCall };
+type CallResponse = Sink & { [kCall]: ServerCall };
 
 function onResponseClose(this: CallResponse): void {
   this[kCall].onResponseClose();
@@ -247,8 +301,13 @@ function toConnectError(err: unknown): ConnectError {
     : new ConnectError("internal error", Code.Internal, undefined, undefined, err);
 }
 
-async function serveUnary(route: Route, req: Req, res: Res, body: Buffer): Promise<void> {
-  const call = new ServerCall(route, req, res);
+async function serveUnary(
+  route: Route,
+  requestHeaders: RequestHeaders,
+  res: Sink,
+  body: Buffer,
+): Promise<void> {
+  const call = new ServerCall(route, requestHeaders, res);
   let status = 200;
   let out: Uint8Array;
   let headers: Record<string, string | string[]>;
@@ -275,7 +334,7 @@ async function serveUnary(route: Route, req: Req, res: Res, body: Buffer): Promi
   }
   if (res.destroyed || res.writableEnded) return;
   headers["content-length"] = String(out.byteLength);
-  res.writeHead(status, headers);
+  sendHead(res, status, headers);
   res.end(out);
 }
 
@@ -284,8 +343,13 @@ async function serveUnary(route: Route, req: Req, res: Res, body: Buffer): Promi
  * in the same turn of the event loop (a whole answer the upstream sent in one read, say) go out
  * in one write; a slow reader holds the implementation back (backpressure) instead of queueing.
  */
-async function serveStream(route: Route, req: Req, res: Res, body: Buffer): Promise<void> {
-  const call = new ServerCall(route, req, res);
+async function serveStream(
+  route: Route,
+  requestHeaders: RequestHeaders,
+  res: Sink,
+  body: Buffer,
+): Promise<void> {
+  const call = new ServerCall(route, requestHeaders, res);
   const output = route.method.output;
   let pending: Buffer[] = [];
   let pendingBytes = 0;
@@ -297,7 +361,7 @@ async function serveStream(route: Route, req: Req, res: Res, body: Buffer): Prom
     if (pending.length === 0 || res.destroyed) return;
     if (!headSent) {
       headSent = true;
-      res.writeHead(200, call.head(STREAM_CONTENT_TYPE, false));
+      sendHead(res, 200, call.head(STREAM_CONTENT_TYPE, false));
     }
     const data = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending);
     pending = [];
@@ -366,7 +430,7 @@ async function serveStream(route: Route, req: Req, res: Res, body: Buffer): Prom
   res.end();
 }
 
-function headersOf(raw: http.IncomingHttpHeaders): Headers {
+function headersOf(raw: RequestHeaders): Headers {
   const h = new Headers();
   for (const [k, v] of Object.entries(raw)) {
     if (k.startsWith(":") || v === undefined) continue;

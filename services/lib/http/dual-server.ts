@@ -3,10 +3,16 @@ import http2 from "node:http2";
 import net from "node:net";
 
 /** A request handler that works for both HTTP/1.1 and HTTP/2 (Node's compatibility API). */
-export type DualHandler = (
+export type DualHandler = ((
   req: http.IncomingMessage | http2.Http2ServerRequest,
   res: http.ServerResponse | http2.Http2ServerResponse,
-) => void;
+) => void) & {
+  /**
+   * Offered every HTTP/2 stream before node's compatibility API wraps it in a request and a
+   * response; returns true for a stream it has taken, false to leave it to the handler.
+   */
+  stream?: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean;
+};
 
 export interface DualServer {
   /** Resolves with the bound port once listening. */
@@ -42,6 +48,23 @@ export function createDualServer(handler: DualHandler): DualServer {
     handler(req, res);
   });
   const h2 = http2.createServer({}, handler);
+  const take = handler.stream;
+  if (take) {
+    // Node's compatibility API is the server's 'stream' listener, added for the request handler:
+    // streams the handler takes never reach it.
+    const compat = h2.listeners("stream") as Array<(...args: unknown[]) => void>;
+    const offer = (
+      stream: http2.ServerHttp2Stream,
+      headers: http2.IncomingHttpHeaders,
+      flags: number,
+      rawHeaders: string[],
+    ) => {
+      if (take(stream, headers)) return;
+      for (const listener of compat) listener.call(h2, stream, headers, flags, rawHeaders);
+    };
+    h2.removeAllListeners("stream");
+    h2.on("stream", offer);
+  }
   const sessions = new Set<http2.ServerHttp2Session>();
   h2.on("session", (session) => {
     sessions.add(session);

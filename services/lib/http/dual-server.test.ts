@@ -1,0 +1,88 @@
+import http from "node:http";
+import http2 from "node:http2";
+import { afterEach, describe, expect, it } from "vitest";
+import { createDualServer, type DualHandler, type DualServer } from "./dual-server.js";
+
+const servers: DualServer[] = [];
+const sessions: http2.ClientHttp2Session[] = [];
+afterEach(async () => {
+  for (const s of sessions.splice(0)) s.close();
+  await Promise.all(servers.splice(0).map((s) => s.close(0)));
+});
+
+/** Answers with who served the request: the stream hook, or the request handler (and how). */
+function handler(): DualHandler {
+  const h: DualHandler = (req, res) => {
+    const via = req.httpVersion === "2.0" ? "compat" : "http1";
+    res.writeHead(200, { "content-type": "text/plain" });
+    res.end(`${via} ${req.url}`);
+  };
+  h.stream = (stream, headers) => {
+    if (headers[":path"] !== "/taken") return false;
+    stream.respond({ ":status": 200, "content-type": "text/plain" });
+    stream.end("stream /taken");
+    return true;
+  };
+  return h;
+}
+
+async function serve(h: DualHandler): Promise<string> {
+  const server = createDualServer(h);
+  servers.push(server);
+  return `http://127.0.0.1:${await server.listen(0, "127.0.0.1")}`;
+}
+
+function h2Get(url: string, path: string): Promise<string> {
+  let session = sessions.find((s) => !s.closed);
+  if (!session) {
+    session = http2.connect(url);
+    sessions.push(session);
+  }
+  const stream = session.request({ ":path": path });
+  return new Promise((resolve, reject) => {
+    let body = "";
+    stream.setEncoding("utf8");
+    stream.on("data", (d: string) => {
+      body += d;
+    });
+    stream.on("end", () => resolve(body));
+    stream.on("error", reject);
+  });
+}
+
+function h1Get(url: string, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(`${url}${path}`, { agent: false }, (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (d: string) => {
+          body += d;
+        });
+        res.on("end", () => resolve(body));
+      })
+      .on("error", reject);
+  });
+}
+
+describe("dual server", () => {
+  it("offers each HTTP/2 stream to the handler's stream hook first, on one connection", async () => {
+    const url = await serve(handler());
+    expect(await h2Get(url, "/taken")).toBe("stream /taken");
+    expect(await h2Get(url, "/other")).toBe("compat /other");
+    expect(await h2Get(url, "/taken")).toBe("stream /taken");
+    expect(sessions).toHaveLength(1);
+  });
+
+  it("serves HTTP/1.1 with the request handler, whatever the hook would take", async () => {
+    const url = await serve(handler());
+    expect(await h1Get(url, "/taken")).toBe("http1 /taken");
+  });
+
+  it("leaves every HTTP/2 request to the compatibility API without a hook", async () => {
+    const h = handler();
+    delete h.stream;
+    const url = await serve(h);
+    expect(await h2Get(url, "/taken")).toBe("compat /taken");
+  });
+});
