@@ -4,6 +4,7 @@ import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { request } from "undici";
 import { describe, expect, it } from "vitest";
+import { heapKeptEach } from "../../test/helpers/heap.js";
 import { CallAbort } from "./abort.js";
 
 describe("CallAbort", () => {
@@ -43,6 +44,47 @@ describe("CallAbort", () => {
     abort.signal.removeEventListener("abort", listener);
     abort.abort();
     expect(heard).toBe(0);
+  });
+
+  it("keeps EventTarget's listener rules: handleEvent objects, no duplicates, once, signal", () => {
+    const abort = new CallAbort();
+    const signal = abort.signal;
+    const heard: string[] = [];
+    const fn = () => heard.push("fn");
+    signal.addEventListener("abort", fn);
+    signal.addEventListener("abort", fn); // the same listener twice: added once
+    signal.addEventListener("abort", { handleEvent: (e: Event) => heard.push(`obj ${e.type}`) });
+    const gone = new AbortController();
+    signal.addEventListener("abort", () => heard.push("removed by its signal"), {
+      signal: gone.signal,
+    });
+    gone.abort();
+    const late = () => heard.push("removed by an earlier listener");
+    signal.addEventListener("abort", () => signal.removeEventListener("abort", late));
+    signal.addEventListener("abort", late);
+    signal.addEventListener("message", () => heard.push("another event"));
+    abort.abort();
+    expect(heard).toEqual(["fn", "obj abort"]);
+    // A dispatch of its own reaches the listeners still there, once-listeners no more.
+    const again = new CallAbort();
+    let calls = 0;
+    again.signal.addEventListener("abort", () => calls++, { once: true });
+    again.signal.dispatchEvent(new Event("abort"));
+    again.signal.dispatchEvent(new Event("abort"));
+    expect(calls).toBe(1);
+  });
+
+  // The request path holds four of these per open stream.
+  it("keeps little heap per signal held, with a listener", async () => {
+    const make = () => {
+      const abort = new CallAbort();
+      abort.signal.addEventListener("abort", () => {}, { once: true });
+      return abort;
+    };
+    for (let i = 0; i < 2000; i++) make(); // warm-up: code and feedback are not counted
+    const { bytesEach } = await heapKeptEach(20_000, make);
+    // ~390 bytes; as an EventTarget (two Maps per target) ~660.
+    expect(bytesEach).toBeLessThan(500);
   });
 
   it("cancels node:timers/promises and node:events waits as an AbortSignal does", async () => {
