@@ -32,6 +32,7 @@ import { TargetSchema } from "../../../gen/switchyard/health/v1/health_pb.js";
 import { Failure } from "../errors.js";
 import { createDualServer, type DualServer } from "../http/dual-server.js";
 import { createHopTransport } from "./client.js";
+import { codecFor } from "./codec.js";
 import { createHopHandler, hopService } from "./server.js";
 
 // The hop transport against connect-node on the other end (both ways) and against its own
@@ -297,6 +298,31 @@ describe("hop transport", () => {
     expect(await words(h1, "words:2")).toEqual(["w0 ", "w1 "]);
     const json = createConnectTransport({ baseUrl: url, httpVersion: "2" });
     expect(await words(json, "words:2")).toEqual(["w0 ", "w1 "]);
+  });
+
+  it("survives a caller that resets its stream with an error code, and stops the handler", async () => {
+    const { url, seen } = await serve("hop");
+    const session = http2.connect(url);
+    try {
+      const body = codecFor(ConnectorService.method.chat.input).encodeEnvelope(
+        0,
+        create(ConnectorService.method.chat.input, chatRequest("hang")),
+      );
+      const stream = session.request({
+        ":method": "POST",
+        ":path": `/${ConnectorService.typeName}/Chat`,
+        "content-type": "application/connect+proto",
+      });
+      stream.on("error", () => {});
+      stream.end(body);
+      await new Promise((resolve) => stream.once("data", resolve)); // the first word
+      stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      await until(() => seen.signals[0]?.aborted === true);
+      // The server is still there for the next call.
+      expect(await words(hop(url), "words:2")).toEqual(["w0 ", "w1 "]);
+    } finally {
+      session.destroy();
+    }
   });
 
   it("serves its calls through node's HTTP/2 compatibility API too (a plain http2 server)", async () => {

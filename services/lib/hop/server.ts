@@ -122,8 +122,10 @@ export function createHopHandler(opts: {
   };
   handler.stream = (stream, headers) => {
     const route = routeOf(headers[":method"], headers[":path"], headers);
-    if (route) serve(route, headers, stream, stream);
-    return route !== undefined;
+    if (route === undefined) return false;
+    stream.on("error", ignoreError);
+    serve(route, headers, stream, stream);
+    return true;
   };
   return handler;
 }
@@ -167,23 +169,34 @@ function isCompressed(encoding: string | string[] | undefined): boolean {
   return encoding !== undefined && encoding !== "identity";
 }
 
+/** Reads the request body; `done` is called once, with the body or (too big, failed) without. */
 function readBody(req: Readable, done: (body: Buffer | undefined) => void): void {
   const chunks: Buffer[] = [];
   let bytes = 0;
-  req.on("data", (chunk: Buffer) => {
+  const finish = (body: Buffer | undefined) => {
+    req.off("data", onData);
+    req.off("end", onEnd);
+    req.off("error", onError);
+    done(body);
+  };
+  const onData = (chunk: Buffer) => {
     bytes += chunk.length;
-    if (bytes > MAX_REQUEST_BYTES) {
-      req.removeAllListeners("data");
-      done(undefined);
-      return;
-    }
-    chunks.push(chunk);
-  });
-  req.once("end", () => {
-    if (bytes <= MAX_REQUEST_BYTES) done(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
-  });
-  req.once("error", () => done(undefined));
+    if (bytes > MAX_REQUEST_BYTES) finish(undefined);
+    else chunks.push(chunk);
+  };
+  const onEnd = () => finish(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
+  const onError = () => finish(undefined);
+  req.on("data", onData);
+  req.on("end", onEnd);
+  req.on("error", onError);
 }
+
+/**
+ * A stream's errors (a reset from the caller, say) reach the call through its 'close'; as in
+ * node's compatibility API, the stream itself gets a listener that ignores them, so that an
+ * error after the body was read does not go unhandled.
+ */
+function ignoreError(): void {}
 
 /** What a handler sees of its call (the shared, lazy parts: ../handler-context.ts). */
 class CallContext extends LazyHandlerContext implements HandlerContext {
