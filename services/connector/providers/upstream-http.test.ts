@@ -212,6 +212,47 @@ describe("createUpstreamHttp", () => {
     });
   });
 
+  it("keeps WebAssembly (undici's llhttp) off TurboFan once undici is loaded", async () => {
+    // A hot WebAssembly loop in a fresh process, with and without loading undici's parts first:
+    // without, V8 tiers it up to TurboFan (the control); with, it stays on Liftoff.
+    const module = fileURLToPath(new URL("./upstream-http.ts", import.meta.url));
+    const script = (loadUndici: boolean) => `
+      if (${loadUndici}) await (await import(${JSON.stringify(module)})).loadUndiciParts();
+      // (func (export "sum") (param i32) (result i32) (local i32): adds n + ... + 1 in a loop)
+      const bytes = new Uint8Array([0,97,115,109,1,0,0,0,1,6,1,96,1,127,1,127,3,2,1,0,7,7,1,3,
+        115,117,109,0,0,10,27,1,25,1,1,127,3,64,32,1,32,0,106,33,1,32,0,65,1,107,34,0,13,0,11,32,
+        1,11]);
+      const sum = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports.sum;
+      const isTurboFan = new Function("f", "return %IsTurboFanFunction(f)");
+      const deadline = Date.now() + 3000;
+      let turboFan = false;
+      while (!turboFan && Date.now() < deadline) {
+        for (let i = 0; i < 2000; i++) sum(1000);
+        await new Promise((r) => setTimeout(r, 10));
+        turboFan = isTurboFan(sum);
+      }
+      process.stdout.write(JSON.stringify({ turboFan, sum: sum(1000) }));
+    `;
+    const run = async (loadUndici: boolean) => {
+      const { stdout } = await promisify(execFile)(
+        process.execPath,
+        [
+          "--import",
+          "tsx",
+          "--allow-natives-syntax",
+          "--input-type=module",
+          "-e",
+          script(loadUndici),
+        ],
+        { cwd: fileURLToPath(new URL("../../..", import.meta.url)), timeout: 30_000 },
+      );
+      return JSON.parse(stdout);
+    };
+    const [control, connector] = await Promise.all([run(false), run(true)]);
+    expect(control).toEqual({ turboFan: true, sum: 500500 });
+    expect(connector).toEqual({ turboFan: false, sum: 500500 });
+  });
+
   it("posts and reads an answer through undici's own Pool and request modules alone", async () => {
     // In a fresh process, so that no other test's import of undici hides a load of its entry.
     const module = fileURLToPath(new URL("./upstream-http.ts", import.meta.url));
