@@ -325,6 +325,29 @@ describe("hop transport", () => {
     }
   });
 
+  it("resets the stream of a request body over 64 MB, and serves the next call", async () => {
+    const { url } = await serve("hop");
+    const session = http2.connect(url);
+    try {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": `/${ConnectorService.typeName}/Probe`,
+        "content-type": "application/proto",
+      });
+      const outcome = new Promise<string>((resolve) => {
+        stream.on("response", (h) => resolve(`answered ${h[":status"]}`));
+        stream.on("error", (e: NodeJS.ErrnoException) => resolve(`${e.code}`));
+      });
+      stream.resume();
+      stream.end(Buffer.alloc(65 * 1024 * 1024));
+      expect(await outcome).toBe("ERR_HTTP2_STREAM_ERROR");
+      expect(stream.rstCode).toBe(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      expect(await words(hop(url), "words:2")).toEqual(["w0 ", "w1 "]);
+    } finally {
+      session.destroy();
+    }
+  });
+
   it("serves its calls through node's HTTP/2 compatibility API too (a plain http2 server)", async () => {
     const seen: Seen = { signals: [], headers: [] };
     const impl = testService(seen);

@@ -1,5 +1,5 @@
 import type http from "node:http";
-import type http2 from "node:http2";
+import http2 from "node:http2";
 import type { Readable } from "node:stream";
 import type { DescMessage, DescMethod, DescService, MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
@@ -134,13 +134,24 @@ export function createHopHandler(opts: {
 function serve(route: Route, headers: RequestHeaders, body: Readable, sink: Sink): void {
   readBody(body, (bytes) => {
     if (bytes === undefined) {
-      sink.destroy();
+      refuse(sink);
       return;
     }
     if (route.method.methodKind === "server_streaming")
       void serveStream(route, headers, sink, bytes);
     else void serveUnary(route, headers, sink, bytes);
   });
+}
+
+/**
+ * Drops a call whose body was too big or cut off: HTTP/2 resets its stream with an error code (a
+ * bare destroy() sent the caller nothing it acted on, and it waited for ever), HTTP/1.1 closes
+ * the connection.
+ */
+function refuse(sink: Sink): void {
+  const stream = "respond" in sink ? sink : "stream" in sink ? sink.stream : undefined;
+  if (stream) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+  else sink.destroy();
 }
 
 /**
