@@ -31,6 +31,30 @@ const H2_PREFACE_START = Buffer.from("PRI");
  * Node's http2.createServer only accepts HTTP/1.1 on TLS (`allowHTTP1`), so the first bytes of
  * each connection pick the server that gets it.
  */
+/**
+ * Reads a new connection's first bytes, puts them back, and tells `to` which protocol it speaks.
+ * The bytes read live in this function's own scope: closures made next to the connection's
+ * long-lived listeners would share their scope with them, and keep the first read (a request's
+ * head and body, up to 64 KB) for as long as the connection stays open.
+ */
+function handOver(socket: net.Socket, to: (isH2: boolean) => void): void {
+  let head: Buffer = Buffer.alloc(0);
+  const onData = (chunk: Buffer) => {
+    head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
+    if (
+      head.length < H2_PREFACE_START.length &&
+      H2_PREFACE_START.subarray(0, head.length).equals(head)
+    ) {
+      return; // too few bytes to tell yet
+    }
+    socket.off("data", onData);
+    socket.pause();
+    socket.unshift(head);
+    to(head.subarray(0, H2_PREFACE_START.length).equals(H2_PREFACE_START));
+  };
+  socket.on("data", onData);
+}
+
 export function createDualServer(handler: DualHandler): DualServer {
   // http.Server tracks idle keep-alive connections only for sockets it accepted itself, so the
   // sockets handed to it here are tracked by hand: in-flight requests per socket.
@@ -83,26 +107,13 @@ export function createDualServer(handler: DualHandler): DualServer {
     });
     // An idle connection must not keep a draining server alive, nor leak on errors.
     socket.on("error", () => socket.destroy());
-    let head: Buffer = Buffer.alloc(0);
-    const onData = (chunk: Buffer) => {
-      head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
-      if (
-        head.length < H2_PREFACE_START.length &&
-        H2_PREFACE_START.subarray(0, head.length).equals(head)
-      ) {
-        return; // too few bytes to tell yet
-      }
-      socket.off("data", onData);
-      socket.pause();
-      socket.unshift(head);
-      const isH2 = head.subarray(0, H2_PREFACE_START.length).equals(H2_PREFACE_START);
+    handOver(socket, (isH2) => {
       if (isH2) h2Sockets.add(socket);
       (isH2 ? h2 : h1).emit("connection", socket);
       // The HTTP/1 parser reads through the stream API; HTTP/2 reads the native handle and must
       // not have the stream flowing under it.
       if (!isH2) socket.resume();
-    };
-    socket.on("data", onData);
+    });
   });
 
   return {
