@@ -19,3 +19,25 @@ export async function heapKeptEach<T>(
   gc();
   return { bytesEach: (process.memoryUsage().heapUsed - before) / count, kept };
 }
+
+/**
+ * Like heapKeptEach, counting the memory of ArrayBuffers and Buffers (outside the JS heap) too:
+ * what each of `count` values keeps in all, for "does an open stream keep its request" tests.
+ */
+export async function memoryKeptEach<T>(
+  count: number,
+  make: (i: number) => T | Promise<T>,
+): Promise<{ bytesEach: number; kept: T[] }> {
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  const used = () => {
+    const m = process.memoryUsage();
+    return m.heapUsed + m.arrayBuffers;
+  };
+  const kept: T[] = [];
+  gc();
+  const before = used();
+  for (let i = 0; i < count; i++) kept.push(await make(i));
+  gc();
+  return { bytesEach: (used() - before) / count, kept };
+}

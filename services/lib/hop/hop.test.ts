@@ -29,6 +29,7 @@ import {
   ProbeResponseSchema,
 } from "../../../gen/switchyard/connector/v1/connector_pb.js";
 import { TargetSchema } from "../../../gen/switchyard/health/v1/health_pb.js";
+import { memoryKeptEach } from "../../../test/helpers/heap.js";
 import { Failure } from "../errors.js";
 import { createDualServer, type DualServer } from "../http/dual-server.js";
 import { createHopTransport } from "./client.js";
@@ -348,6 +349,37 @@ describe("hop transport", () => {
     }
   });
 
+  it("answers a request it cannot decode as the caller's error (invalid_argument)", async () => {
+    const { url } = await serve("hop");
+    const session = http2.connect(url);
+    try {
+      // Field 1 says length-delimited, then claims more bytes than follow.
+      const garbage = Buffer.from([0x0a, 0x7f, 0x01]);
+      const unary = session.request({
+        ":method": "POST",
+        ":path": `/${ConnectorService.typeName}/Probe`,
+        "content-type": "application/proto",
+      });
+      const [status, body] = await answerOf(unary, garbage);
+      expect(status).toBe(400);
+      expect(JSON.parse(body).code).toBe("invalid_argument");
+      const stream = session.request({
+        ":method": "POST",
+        ":path": `/${ConnectorService.typeName}/Chat`,
+        "content-type": "application/connect+proto",
+      });
+      const frame = Buffer.alloc(5 + garbage.length);
+      frame.writeUInt32BE(garbage.length, 1);
+      garbage.copy(frame, 5);
+      const [streamStatus, streamBody] = await answerOf(stream, frame);
+      expect(streamStatus).toBe(200);
+      // The end-of-stream message: a flags byte (2), a length, then JSON with the error.
+      expect(JSON.parse(streamBody.slice(5)).error.code).toBe("invalid_argument");
+    } finally {
+      session.destroy();
+    }
+  });
+
   it("serves its calls through node's HTTP/2 compatibility API too (a plain http2 server)", async () => {
     const seen: Seen = { signals: [], headers: [] };
     const impl = testService(seen);
@@ -462,3 +494,67 @@ it("hands handlers a context, and callers a response, V8 keeps in fast mode", as
   expect(got).toEqual(["w0 ", "w1 "]);
   expect(res.trailer.get("x-words")).toBe("2");
 });
+
+// A stream can stay open for minutes; its request (a prompt of tens of KB) must not stay with it,
+// on either end of the hop, once the handler has it and keeps no part of it.
+it("keeps none of a held stream's request, on either end of the hop", async () => {
+  const PROMPT = 256 * 1024;
+  const stop = new AbortController();
+  const impl: Partial<ServiceImpl<typeof ConnectorService>> = {
+    // Takes nothing of the request: whatever stays is the hop's.
+    chat: (_req: ChatRequest, ctx: HandlerContext) => holdOne(ctx.signal, stop.signal),
+  };
+  const server = createDualServer(
+    createHopHandler({
+      services: [hopService(ConnectorService, impl)],
+      fallback: (_req, res) => res.end(),
+    }),
+  );
+  servers.push(server);
+  const url = `http://127.0.0.1:${await server.listen(0, "127.0.0.1")}`;
+  const client = createClient(ConnectorService, hop(url));
+  const open = async (i: number) => {
+    const big = `${i}`.padEnd(PROMPT, "x");
+    const it = client.chat(chatRequest(big))[Symbol.asyncIterator]();
+    const first = await it.next();
+    expect(first.value?.chunk?.choices[0]?.content).toBe("w0 ");
+    return it;
+  };
+  try {
+    const warm = await open(-1); // the first call's one-off costs (a session, code) go uncounted
+    const { bytesEach, kept } = await memoryKeptEach(16, open);
+    // A kept copy of the request would be 256 KB or more.
+    expect(bytesEach).toBeLessThan(PROMPT / 4);
+    stop.abort();
+    for (const it of [warm, ...kept]) expect((await it.next()).done).toBe(true);
+  } finally {
+    stop.abort();
+  }
+});
+
+/** Sends `body` on an HTTP/2 request; resolves with the answer's status and body text. */
+function answerOf(stream: http2.ClientHttp2Stream, body: Buffer): Promise<[number, string]> {
+  return new Promise((resolve, reject) => {
+    let status = 0;
+    let text = "";
+    stream.on("response", (h) => {
+      status = Number(h[":status"]);
+    });
+    stream.setEncoding("latin1");
+    stream.on("data", (s: string) => {
+      text += s;
+    });
+    stream.on("end", () => resolve([status, text]));
+    stream.on("error", reject);
+    stream.end(body);
+  });
+}
+
+async function* holdOne(signal: AbortSignal, stop: AbortSignal): AsyncGenerator<ChatResponse> {
+  yield chunk(word(0));
+  await new Promise<void>((resolve) => {
+    if (stop.aborted || signal.aborted) return resolve();
+    stop.addEventListener("abort", () => resolve(), { once: true });
+    signal.addEventListener("abort", () => resolve(), { once: true });
+  });
+}

@@ -137,10 +137,58 @@ function serve(route: Route, headers: RequestHeaders, body: Readable, sink: Sink
       refuse(sink);
       return;
     }
-    if (route.method.methodKind === "server_streaming")
-      void serveStream(route, headers, sink, bytes);
-    else void serveUnary(route, headers, sink, bytes);
+    const call = new ServerCall(route, headers, sink);
+    if (route.method.methodKind === "server_streaming") {
+      void serveStream(route, call, sink, startStream(route, call, bytes));
+    } else {
+      void serveUnary(route, call, sink, bytes);
+    }
   });
+}
+
+/**
+ * Decodes a streaming call's request and starts its implementation: its iterator, or the error
+ * that ends the call. The request's bytes and message stay in this frame, which ends here; the
+ * frame of serveStream stays suspended for as long as the stream is open, and V8 keeps every
+ * variable and parameter of a suspended frame, in use or not. A prompt of tens of KB would stay
+ * with it for minutes.
+ */
+function startStream(
+  route: Route,
+  call: ServerCall,
+  body: Buffer,
+): AsyncIterator<unknown> | ConnectError {
+  try {
+    if (call.stopped) throw call.stopped;
+    const input = decodeRequest(route, body);
+    return (route.fn(input, call.ctx) as AsyncIterable<unknown>)[Symbol.asyncIterator]();
+  } catch (err) {
+    return call.stopped ?? toConnectError(err);
+  }
+}
+
+/** A call's one request message; bytes that are not one are the caller's error. */
+function decodeRequest(route: Route, body: Buffer): unknown {
+  const envelopes = new EnvelopeReader().push(body);
+  const first = envelopes[0];
+  if (envelopes.length !== 1 || !first || first.flags !== 0) {
+    throw new ConnectError(
+      "protocol error: expected exactly one request message",
+      Code.InvalidArgument,
+    );
+  }
+  return decodeMessage(route, first.data);
+}
+
+function decodeMessage(route: Route, bytes: Uint8Array): unknown {
+  try {
+    return route.input.decode(bytes);
+  } catch (err) {
+    throw new ConnectError(
+      `could not decode the request message: ${(err as Error).message}`,
+      Code.InvalidArgument,
+    );
+  }
 }
 
 /**
@@ -325,20 +373,14 @@ function toConnectError(err: unknown): ConnectError {
     : new ConnectError("internal error", Code.Internal, undefined, undefined, err);
 }
 
-async function serveUnary(
-  route: Route,
-  requestHeaders: RequestHeaders,
-  res: Sink,
-  body: Buffer,
-): Promise<void> {
-  const call = new ServerCall(route, requestHeaders, res);
+async function serveUnary(route: Route, call: ServerCall, res: Sink, body: Buffer): Promise<void> {
   let status = 200;
   let out: Uint8Array;
   let headers: Record<string, string | string[]>;
   let completed = false;
   try {
     if (call.stopped) throw call.stopped;
-    const input = route.input.decode(body);
+    const input = decodeMessage(route, body);
     const answer = await call.cancel.until(Promise.resolve(route.fn(input, call.ctx)));
     completed = true;
     out = route.output.encode(
@@ -369,11 +411,10 @@ async function serveUnary(
  */
 async function serveStream(
   route: Route,
-  requestHeaders: RequestHeaders,
+  call: ServerCall,
   res: Sink,
-  body: Buffer,
+  started: AsyncIterator<unknown> | ConnectError,
 ): Promise<void> {
-  const call = new ServerCall(route, requestHeaders, res);
   const output = route.method.output;
   let pending: Buffer[] = [];
   let pendingBytes = 0;
@@ -407,21 +448,11 @@ async function serveStream(
   let iterator: AsyncIterator<unknown> | undefined;
   let error: ConnectError | undefined;
   try {
-    if (call.stopped) throw call.stopped;
-    const envelopes = new EnvelopeReader().push(body);
-    const first = envelopes[0];
-    if (envelopes.length !== 1 || !first || first.flags !== 0) {
-      throw new ConnectError(
-        "protocol error: expected exactly one request message",
-        Code.InvalidArgument,
-      );
-    }
-    const input = route.input.decode(first.data);
-    const it = (route.fn(input, call.ctx) as AsyncIterable<unknown>)[Symbol.asyncIterator]();
-    iterator = it;
+    if (started instanceof ConnectError) throw started;
+    iterator = started;
     for (;;) {
       // Each wait also ends when the call is stopped (CallCancel.until).
-      const r = await call.cancel.until(it.next());
+      const r = await call.cancel.until(started.next());
       if (r.done) break;
       const message = route.output.encodeEnvelope(
         0,
