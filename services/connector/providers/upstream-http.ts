@@ -3,6 +3,7 @@
 // and connection errors to `Failure`.
 
 import type { IncomingHttpHeaders } from "node:http";
+import type { Readable } from "node:stream";
 import { setFlagsFromString } from "node:v8";
 import type { Dispatcher, Pool } from "undici";
 import type { RequestContext } from "../../../gen/switchyard/chat/v1/chat_pb.js";
@@ -148,6 +149,26 @@ export function upstreamPool(origin: string, connections: number): UpstreamPool 
   };
 }
 
+/**
+ * A request body that undici lets go of once it is written. undici keeps a body given as bytes
+ * (or as a string, twice: as given and as the Buffer it sends) for the whole exchange, in the
+ * request and in its writer's abort closure: for a stream held open, the prompt stays for
+ * minutes. Given an iterable it keeps only the iterable, which drops the bytes as it hands them
+ * over. The length goes in content-length, so the upstream gets the same request, unchunked.
+ */
+function sentOnce(bytes: Buffer): Readable {
+  let left: Buffer | undefined = bytes;
+  const next = async (): Promise<IteratorResult<Buffer>> => {
+    const value = left;
+    left = undefined;
+    return value === undefined ? { done: true, value: undefined } : { done: false, value };
+  };
+  const iterable: AsyncIterable<Buffer> = { [Symbol.asyncIterator]: () => ({ next }) };
+  // undici takes any iterable or async iterable as a body (lib/core/request.js); its types name
+  // only the Readable.
+  return iterable as unknown as Readable;
+}
+
 /** Error bodies beyond this size are cut: the message is all that is kept of them. */
 const ERROR_BODY_LIMIT = 64 * 1024;
 const TEXT_MESSAGE_LIMIT = 500;
@@ -168,7 +189,11 @@ export function createUpstreamHttp(options: UpstreamHttpOptions): UpstreamHttp {
     info: RequestInfo | undefined,
   ): Promise<UpstreamResponse> {
     const headers: Record<string, string> = { ...options.headers, ...info?.headers };
-    if (body !== undefined) headers["content-type"] = "application/json";
+    const bytes = body === undefined ? undefined : Buffer.from(body);
+    if (bytes !== undefined) {
+      headers["content-type"] = "application/json";
+      headers["content-length"] = String(bytes.length);
+    }
     let data: Dispatcher.ResponseData;
     try {
       signal.throwIfAborted();
@@ -177,9 +202,7 @@ export function createUpstreamHttp(options: UpstreamHttpOptions): UpstreamHttp {
         path: `${basePath}${path}${base.search}`,
         method,
         headers,
-        // As bytes: undici keeps the body it was given for the whole exchange (minutes, for a
-        // held stream), and a string it would keep twice, as given and as the Buffer it sends.
-        body: body === undefined ? null : Buffer.from(body),
+        body: bytes === undefined ? null : sentOnce(bytes),
         signal,
       });
     } catch (err) {
