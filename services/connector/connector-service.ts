@@ -20,7 +20,7 @@ import { type Logger, requestLogger } from "../lib/logger.js";
 import { counter, gauge, histogram } from "../lib/metrics.js";
 import { nextHop } from "../lib/trace.js";
 import type { OutcomeReporter } from "./outcomes.js";
-import type { Provider } from "./providers/provider.js";
+import type { ChatCall, Provider } from "./providers/provider.js";
 
 export interface ConnectorDeps {
   providers: ReadonlyMap<string, Provider>;
@@ -95,9 +95,8 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
     return provider;
   }
 
-  async function* chat(req: ChatRequest, ctx: HandlerContext): AsyncGenerator<ChatResponse> {
-    const target = req.target;
-    const params = req.params;
+  function chat(req: ChatRequest, ctx: HandlerContext): AsyncGenerator<ChatResponse> {
+    const { target, params } = req;
     if (!target || !params) {
       throw new Failure({
         status: 400,
@@ -105,24 +104,33 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
         message: "target and params are required",
       }).toConnectError();
     }
+    // The request goes to the provider in the call, which hands it over once it has sent it
+    // (takeParams): `relay` stays suspended for as long as the answer streams, and keeps
+    // whatever its frame holds.
+    const call: ChatCall = {
+      provider: target.provider,
+      model: target.model,
+      params,
+      // The upstream request is this hop's span of the caller's trace.
+      context: nextHop(req.context),
+      signal: ctx.signal,
+      // A caller that holds the whole answer gets the chunks after the first merged (hold_ms).
+      merge: req.holdMs > 0,
+    };
+    return relay(call, req.holdMs, ctx);
+  }
+
+  async function* relay(
+    call: ChatCall,
+    holdMs: number,
+    ctx: HandlerContext,
+  ): AsyncGenerator<ChatResponse> {
     const started = performance.now();
     let first = true;
-    // The upstream request is this hop's span of the caller's trace.
-    const context = nextHop(req.context);
-    inflight.inc({ provider: target.provider });
+    inflight.inc({ provider: call.provider });
     if (deps.load) deps.load.inflight++;
     try {
-      const provider = providerFor(target.provider);
-      // A caller that holds the whole answer gets the chunks after the first merged (hold_ms).
-      const holdMs = req.holdMs;
-      const chunks = provider.chat({
-        provider: target.provider,
-        model: target.model,
-        params,
-        context,
-        signal: ctx.signal,
-        merge: holdMs > 0,
-      });
+      const chunks = providerFor(call.provider).chat(call);
       let held: CompletionBuilder | undefined;
       let sentAt = 0;
       for await (const chunk of chunks) {
@@ -131,8 +139,8 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
           const ms = performance.now() - started;
           // Carried to the ingress, which tells the gateway's own time apart by it.
           if (chunk.start) chunk.start.upstreamMs = ms;
-          deps.outcomes?.success(target.provider, target.model, ms);
-          firstChunk.observe({ provider: target.provider, target: target.model }, ms / 1000);
+          deps.outcomes?.success(call.provider, call.model, ms);
+          firstChunk.observe({ provider: call.provider, target: call.model }, ms / 1000);
         } else if (holdMs > 0) {
           held ??= new CompletionBuilder();
           held.add(chunk);
@@ -147,21 +155,21 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
         yield connectorChatResponse(chunk);
       }
       if (held) yield connectorChatResponse(held.chunk());
-      upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: "ok" });
+      upstreamRequests.inc({ provider: call.provider, target: call.model, outcome: "ok" });
       duration.observe(
-        { provider: target.provider, target: target.model },
+        { provider: call.provider, target: call.model },
         (performance.now() - started) / 1000,
       );
     } catch (err) {
       const f = ctx.signal.aborted
         ? new Failure({ status: 499, kind: "cancelled", message: "cancelled" })
         : Failure.from(err);
-      upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: f.kind });
-      deps.outcomes?.failure(target.provider, target.model, f);
-      logFailure(context, target, f);
+      upstreamRequests.inc({ provider: call.provider, target: call.model, outcome: f.kind });
+      deps.outcomes?.failure(call.provider, call.model, f);
+      logFailure(call.context, call, f);
       throw f.toConnectError();
     } finally {
-      inflight.dec({ provider: target.provider });
+      inflight.dec({ provider: call.provider });
       if (deps.load) deps.load.inflight--;
     }
   }

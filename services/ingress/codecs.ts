@@ -7,7 +7,7 @@ import type { Failure } from "../lib/errors.js";
 import { anthropicError } from "./anthropic/errors.js";
 import { parseMessagesRequest } from "./anthropic/parse-request.js";
 import { MessageStreamRenderer, renderMessage } from "./anthropic/render.js";
-import type { ClientApi } from "./exchange.js";
+import type { AnswerParams, ClientApi } from "./exchange.js";
 import { openAIError } from "./openai/errors.js";
 import { parseChatRequest } from "./openai/parse-request.js";
 import { ChunkRenderer, renderCompletion } from "./openai/render.js";
@@ -26,8 +26,8 @@ export interface StreamFramer {
 export interface ChatCodec {
   readonly api: ClientApi;
   parse(body: unknown): ChatParams;
-  renderWhole(c: ChatCompletion, params: ChatParams): unknown;
-  framer(params: ChatParams, requestId: string): StreamFramer;
+  renderWhole(c: ChatCompletion, params: AnswerParams): unknown;
+  framer(params: AnswerParams, requestId: string): StreamFramer;
   error(
     f: Failure,
     requestId: string,

@@ -140,7 +140,19 @@ export type IngressMetrics = ReturnType<typeof createIngressMetrics>;
  * holds back until the first chunk (so failures before it still get a proper status), then hands
  * out the rest, prices the usage, and writes the request's log line and metrics once at the end.
  */
+/** What answering a chat request needs of it, once the request itself has been sent on. */
+export type AnswerParams = Pick<ChatParams, "model" | "stream" | "stop" | "includeUsage">;
+
 export class ChatExchange {
+  /**
+   * The request as the answer needs it. The request itself (`#request`, with the prompt: tens of
+   * KB, more with long contexts) is let go once open() has sent it to the router, rather than
+   * kept for the minutes a stream can last.
+   */
+  readonly params: AnswerParams;
+  #request: ChatParams | undefined;
+  /** The prompt for the request's log line, kept only for a tenant that logs prompts. */
+  #prompt: ReturnType<typeof promptOf> | undefined;
   private readonly started = performance.now();
   private firstTokenMs: number | undefined;
   /** The answering upstream's share of `firstTokenMs` (ChatStart.upstream_ms). */
@@ -171,31 +183,39 @@ export class ChatExchange {
     readonly api: ClientApi,
     readonly requestId: string,
     readonly caller: Caller,
-    readonly params: ChatParams,
+    params: ChatParams,
     /** The ingress's span of the request's trace (see rest.ts / gateway-service.ts). */
     readonly trace: TraceContext,
   ) {
+    const { model, stream, stop, includeUsage } = params;
+    this.params = { model, stream, stop, includeUsage };
+    this.#request = params;
+    const tenant = caller.tenant;
+    if (tenant && deps.config.tenants?.[tenant]?.log_prompts) this.#prompt = promptOf(params);
     metrics.inflight[api].inc();
   }
 
   /** Sends the request to the router and waits for the first chunk. Throws a Failure. */
   async open(signal: AbortSignal): Promise<ChatChunk> {
     const { config } = this.deps;
-    if (!config.models[this.params.model]) {
-      throw modelNotFound(this.params.model);
+    const request = this.#request;
+    if (!request) throw new Error("open() once");
+    if (!config.models[request.model]) {
+      throw modelNotFound(request.model);
     }
-    authorizeModel(this.caller, this.params.model);
+    authorizeModel(this.caller, request.model);
     if (this.caller.tenant) {
-      this.estimate = estimateChat(this.params);
+      this.estimate = estimateChat(request);
       this.reservation = await this.deps.limiter.admit(this.caller.tenant, this.caller.keyHash, {
         tokens: this.estimate.prompt + this.estimate.completion,
-        usd: worstCaseCost(config, this.params.model, this.estimate),
+        usd: worstCaseCost(config, request.model, this.estimate),
       });
     }
+    this.#request = undefined;
     const stream = this.deps.router.chat(
       routerChatRequest(
         requestContext(this.requestId, this.caller.tenant, formatTraceparent(this.trace)),
-        this.params,
+        request,
         this.hints,
       ),
       {
@@ -381,7 +401,7 @@ export class ChatExchange {
       truncated,
       error: opts.error ? { kind: opts.error.kind, message: opts.error.message } : undefined,
     };
-    if (tenant && this.deps.config.tenants?.[tenant]?.log_prompts) line.prompt = promptOf(params);
+    if (this.#prompt) line.prompt = this.#prompt;
     if (status >= 500 || truncated) this.deps.requestLog.warn(line, "request failed");
     else this.deps.requestLog.info(line, "request");
   }

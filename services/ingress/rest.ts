@@ -118,15 +118,16 @@ export function createRestHandler(deps: RestDeps) {
     );
   }
 
-  /** A chat request in either client API's dialect: same auth, routing, limits and logging. */
-  async function chat(
+  /**
+   * Reads a chat request into its exchange. A helper, so that the frame of `chat`, which waits
+   * for as long as the answer streams, never holds the request (see ChatExchange.params).
+   */
+  async function readChat(
     codec: ChatCodec,
     req: Req,
-    res: Res,
     requestId: string,
     trace: TraceContext,
-    base: Record<string, string>,
-  ): Promise<void> {
+  ): Promise<ChatExchange> {
     const caller = callerOf(req);
     const params = codec.parse(parseJson(await readBody(req, deps.config.server.max_body_bytes)));
     const routing = routingHints(
@@ -144,6 +145,19 @@ export function createRestHandler(deps: RestDeps) {
     );
     exchange.hints = routing.hints;
     exchange.deadlineMs = routing.deadlineMs;
+    return exchange;
+  }
+
+  /** A chat request in either client API's dialect: same auth, routing, limits and logging. */
+  async function chat(
+    codec: ChatCodec,
+    req: Req,
+    res: Res,
+    requestId: string,
+    trace: TraceContext,
+    base: Record<string, string>,
+  ): Promise<void> {
+    const exchange = await readChat(codec, req, requestId, trace);
     // A client that goes away cancels the router call, and through it the upstream request.
     const abort = new CallAbort();
     const onClose = () => {
@@ -158,7 +172,7 @@ export function createRestHandler(deps: RestDeps) {
       exchange.finish(abort.signal.aborted ? 499 : f.status, { error: f });
       throw new RoutedFailure(f);
     }
-    if (params.stream) {
+    if (exchange.params.stream) {
       return streamAnswer(codec, res, exchange, first, abort.signal, requestId, base);
     }
 
@@ -173,7 +187,7 @@ export function createRestHandler(deps: RestDeps) {
     }
     let body: string;
     try {
-      body = JSON.stringify(codec.renderWhole(builder.build(), params));
+      body = JSON.stringify(codec.renderWhole(builder.build(), exchange.params));
     } catch (err) {
       const f = Failure.from(err);
       exchange.finish(f.status, { error: f });

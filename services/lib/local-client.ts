@@ -108,15 +108,22 @@ function callServerStream(
 class LocalStream implements AsyncIterableIterator<MessageShape<DescMessage>> {
   private source: AsyncIterator<unknown> | undefined;
   private over = false;
+  /**
+   * The request, until the handler has it: the stream lasts as long as the answer, and a request
+   * (a prompt of tens of KB, say) is the handler's to keep or let go.
+   */
+  private input: MessageInitShape<DescMessage> | undefined;
 
   constructor(
     private readonly call: LocalCall,
     private readonly method: DescMethodStreaming,
     private readonly fn: AnyImpl | undefined,
     private readonly missing: () => ConnectError,
-    private readonly input: MessageInitShape<DescMessage>,
+    input: MessageInitShape<DescMessage>,
     private readonly options: CallOptions | undefined,
-  ) {}
+  ) {
+    this.input = input;
+  }
 
   [Symbol.asyncIterator](): this {
     return this;
@@ -128,11 +135,7 @@ class LocalStream implements AsyncIterableIterator<MessageShape<DescMessage>> {
     try {
       if (this.source === undefined) {
         if (!this.fn) throw this.missing();
-        const messages = this.fn(
-          makeMessage(this.method.input, this.input),
-          call,
-        ) as AsyncIterable<unknown>;
-        this.source = messages[Symbol.asyncIterator]();
+        this.source = this.start(this.fn);
         this.options?.onHeader?.(call.responseHeader);
       }
       const r = await call.cancel.until(this.source.next());
@@ -150,6 +153,14 @@ class LocalStream implements AsyncIterableIterator<MessageShape<DescMessage>> {
       this.end(false);
       throw error;
     }
+  }
+
+  /** Hands the request to the handler (in a frame of its own, which ends here). */
+  private start(fn: AnyImpl): AsyncIterator<unknown> {
+    const input = this.input ?? {};
+    this.input = undefined;
+    const messages = fn(makeMessage(this.method.input, input), this.call) as AsyncIterable<unknown>;
+    return messages[Symbol.asyncIterator]();
   }
 
   async return(): Promise<IteratorResult<MessageShape<DescMessage>>> {

@@ -5,7 +5,8 @@ import type {
   EmbedParams,
   RequestContext,
 } from "../../gen/switchyard/chat/v1/chat_pb.js";
-import { TargetSchema } from "../../gen/switchyard/health/v1/health_pb.js";
+import type { ChatRequest as ConnectorChatRequest } from "../../gen/switchyard/connector/v1/connector_pb.js";
+import { type Target, TargetSchema } from "../../gen/switchyard/health/v1/health_pb.js";
 import {
   type ChatRequest,
   type ChatResponse,
@@ -30,7 +31,7 @@ import type { CircuitBreakers } from "./circuit-breaker.js";
 import type { HealthView } from "./health-view.js";
 import { type PlanHints, type PlannedTarget, planTargets } from "./plan.js";
 import { RetryBudget } from "./retry-budget.js";
-import { createStrategies, type Strategies } from "./strategies.js";
+import { createStrategies, type RequestParams, type Strategies } from "./strategies.js";
 
 export interface RouterDeps {
   config: Config;
@@ -117,6 +118,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
    */
   async function* withRetries<T>(
     model: string,
+    request: Unsent<RequestParams>,
     hints: PlanHints,
     ctx: HandlerContext,
     context: RequestContext,
@@ -131,12 +133,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         timeouts.total_ms,
         (ctx.timeoutMs() ?? Number.POSITIVE_INFINITY) - DEADLINE_MARGIN_MS,
       );
-    let plan: PlannedTarget[];
-    try {
-      plan = planTargets(config, model, hints, usable, strategies);
-    } catch (err) {
-      throw Failure.from(err).toConnectError();
-    }
+    const plan = planFor(model, hints, request);
     const maxAttempts = retries + 1;
     let last: Failure | undefined;
     let attempt = 0;
@@ -171,6 +168,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
             );
             yield* withRetries(
               bigger,
+              request,
               { ...hints, fallbacks: [] },
               ctx,
               context,
@@ -196,23 +194,46 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     throw (last ?? noTarget()).toConnectError();
   }
 
+  /** The request's targets in the order to try them (a helper: see Unsent). */
+  function planFor(
+    model: string,
+    hints: PlanHints,
+    request: Unsent<RequestParams>,
+  ): PlannedTarget[] {
+    try {
+      return planTargets(config, model, { ...hints, request: request.params }, usable, strategies);
+    } catch (err) {
+      throw Failure.from(err).toConnectError();
+    }
+  }
+
   function chat(req: ChatRequest, ctx: HandlerContext): AsyncGenerator<ChatResponse> {
-    const params = req.params;
-    if (!params) throw new ConnectError("params are required", Code.InvalidArgument);
-    const hints = { ...planHints(req.hints), request: params };
+    if (!req.params) throw new ConnectError("params are required", Code.InvalidArgument);
+    const request = new Unsent(req.params);
     const context = nextHop(req.context);
-    return withRetries(params.model, hints, ctx, context, (p, attempt, deadline) =>
-      attemptTarget(params, context, p, attempt, deadline, ctx.signal),
+    return withRetries(
+      request.model,
+      request,
+      planHints(req.hints),
+      ctx,
+      context,
+      (p, attempt, deadline) => attemptTarget(request, context, p, attempt, deadline, ctx.signal),
     );
   }
 
   async function embed(req: EmbedRequest, ctx: HandlerContext): Promise<EmbedResponse> {
     const params = req.params;
     if (!params) throw new ConnectError("params are required", Code.InvalidArgument);
-    const hints = { ...planHints(req.hints), request: params };
     const context = nextHop(req.context);
-    const attempts = withRetries(params.model, hints, ctx, context, (p, attempt, deadline) =>
-      attemptEmbed(params, context, p, attempt, deadline, ctx.signal),
+    // An embeddings call is answered whole and at once: nothing to let go of early.
+    const request = new Unsent(params);
+    const attempts = withRetries(
+      params.model,
+      request,
+      planHints(req.hints),
+      ctx,
+      context,
+      (p, attempt, deadline) => attemptEmbed(params, context, p, attempt, deadline, ctx.signal),
     );
     for await (const res of attempts) return res;
     throw new ConnectError("no answer", Code.Internal); // withRetries yields or throws
@@ -353,7 +374,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
    * another target may fix; any other throw ends the request.
    */
   async function* attemptTarget(
-    params: ChatParams,
+    request: Unsent<ChatParams>,
     context: RequestContext,
     p: PlannedTarget,
     attempt: number,
@@ -375,7 +396,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     // answer is held here and the attempt stays retryable until its last chunk. The connector
     // merges what follows the first chunk (hold_ms), so a long answer crosses the hop in a few
     // messages; the gap between them may then exceed the upstream's own by up to hold_ms.
-    const held = params.stream ? undefined : new CompletionBuilder();
+    const held = request.params.stream ? undefined : new CompletionBuilder();
     const holdMs = held ? Math.min(MAX_HOLD_MS, Math.floor(timeouts.idle_ms / 4)) : 0;
     const idleLimit = timeouts.idle_ms + holdMs;
     // One step timer per attempt: first_token until the first chunk, then idle. A chunk only
@@ -394,10 +415,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     const started = performance.now();
     try {
       const stream = connector.client.chat(
-        // Upstreams are always asked to stream, also for a client that is not: then a target
-        // that stalls is caught by first_token_ms / idle_ms, while a long answer that keeps
-        // producing tokens is not cut off.
-        connectorChatRequest(context, newTarget(provider, model), upstreamParams(params), holdMs),
+        upstreamRequest(context, newTarget(provider, model), request, holdMs),
         { signal: abort.signal, timeoutMs: Math.max(1, totalDeadline - Date.now()) },
       );
       let firstAt = 0;
@@ -416,8 +434,12 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         if (held) {
           held.add(chunk);
         } else {
-          if (!sentFirst) settleSuccess(p, params.model);
-          sentFirst = true;
+          if (!sentFirst) {
+            settleSuccess(p, request.model);
+            sentFirst = true;
+            // No other attempt can follow now.
+            request.commit();
+          }
           yield routerChatResponse(chunk);
         }
       }
@@ -437,8 +459,9 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         // overhead apart by it (ChatStart.upstream_ms).
         const start = whole.start;
         if (start?.upstreamMs !== undefined) start.upstreamMs += performance.now() - firstAt;
-        settleSuccess(p, params.model);
+        settleSuccess(p, request.model);
         sentFirst = true;
+        request.commit();
         yield routerChatResponse(whole);
       }
     } catch (err) {
@@ -559,10 +582,53 @@ export function isContextWindowExceeded(f: Failure): boolean {
   );
 }
 
-function upstreamParams(params: ChatParams): ChatParams {
-  if (params.stream) return params;
+/**
+ * A request's parameters for as long as an attempt may still need them. Once the client has its
+ * first chunk no other attempt can follow, and the parameters, prompt and all (tens of KB, more
+ * with long contexts), are let go rather than kept for the rest of a stream that may last
+ * minutes. The attempt generators hold this instead of the parameters, because V8 keeps every
+ * variable and parameter of a suspended generator's frame, in use or not.
+ */
+class Unsent<P extends RequestParams> {
+  #params: P | undefined;
+  readonly model: string;
+
+  constructor(params: P) {
+    this.#params = params;
+    this.model = params.model;
+  }
+
+  get params(): P {
+    if (this.#params === undefined) throw new Error("the request was already committed");
+    return this.#params;
+  }
+
+  /** Lets go of the parameters: the request is answered by the attempt under way. */
+  commit(): void {
+    this.#params = undefined;
+  }
+}
+
+/**
+ * The connector's request for one attempt (a helper, so that the attempt's frame does not keep
+ * the parameters: see Unsent). Upstreams are always asked to stream, also for a client that is
+ * not: then a target that stalls is caught by first_token_ms / idle_ms, while a long answer that
+ * keeps producing tokens is not cut off.
+ */
+function upstreamRequest(
+  context: RequestContext,
+  target: Target,
+  request: Unsent<ChatParams>,
+  holdMs: number,
+): ConnectorChatRequest {
+  const params = request.params;
   // A shallow copy is still a ChatParams (it keeps `$typeName`): makeMessage() would walk every field.
-  return { ...params, stream: true };
+  return connectorChatRequest(
+    context,
+    target,
+    params.stream ? params : { ...params, stream: true },
+    holdMs,
+  );
 }
 
 /** The per-request overrides a client sent, as the planner takes them. */

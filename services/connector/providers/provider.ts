@@ -14,7 +14,11 @@ export interface ChatCall {
   provider: string;
   /** The model name the upstream knows. */
   model: string;
-  params: ChatParams;
+  /**
+   * The request, until the provider takes it (takeParams) to build its upstream request; it is
+   * undefined after that.
+   */
+  params: ChatParams | undefined;
   context: RequestContext;
   /** Aborted when the client goes away or a deadline passes; must cancel the upstream request. */
   signal: AbortSignal;
@@ -55,6 +59,21 @@ export interface Provider {
   /** A cheap check that the upstream answers for `model`; throws a `Failure` if not. */
   probe(model: string, signal: AbortSignal): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * Takes a call's parameters out of it, to build the upstream request from. A provider's chat is
+ * a generator that stays suspended for as long as its answer streams, and V8 keeps every
+ * variable and parameter of a suspended frame, in use or not: parameters held by the call, or by
+ * a variable of the generator, would keep the prompt (tens of KB, more with long contexts) for
+ * the minutes a stream can last. So a provider takes them in a helper that builds and sends the
+ * request and returns once it is sent, and reads what it needs later (`stream`) before that.
+ */
+export function takeParams(call: ChatCall): ChatParams {
+  const params = call.params;
+  if (params === undefined) throw new Error("the call's parameters were already taken");
+  call.params = undefined;
+  return params;
 }
 
 export type ProviderFactory = (name: string, config: ProviderConfig) => Provider;

@@ -4,7 +4,7 @@
 import type { ChatChunk } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
-import { type ChatCall, type Provider, ReadBatch } from "../provider.js";
+import { type ChatCall, type Provider, ReadBatch, takeParams } from "../provider.js";
 import { parseSseBatches } from "../sse.js";
 import {
   createUpstreamHttp,
@@ -142,13 +142,23 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
     if (kept !== undefined) yield kept;
   }
 
-  async function* chat(call: ChatCall): AsyncGenerator<ChatChunk> {
-    const { body, jsonTool } = toAnthropicRequest(call.params, call.model, name);
+  /**
+   * Builds the upstream request and sends it; resolves with the answer's head and the name of
+   * the tool that stands for a JSON answer, if any (see takeParams).
+   */
+  async function send(call: ChatCall): Promise<{ response: UpstreamResponse; jsonTool?: string }> {
+    const { body, jsonTool } = toAnthropicRequest(takeParams(call), call.model, name);
     const response = await postMessages(body, call.signal, call.model, traceHeaders(call.context));
+    return jsonTool === undefined ? { response } : { response, jsonTool };
+  }
+
+  async function* chat(call: ChatCall): AsyncGenerator<ChatChunk> {
+    const streamed = call.params?.stream === true;
+    const { response, jsonTool } = await send(call);
     const translator = new AnthropicStreamTranslator({ provider: name, jsonTool, secrets });
     try {
       const contentType = String(response.headers["content-type"] ?? "");
-      if (!call.params.stream || contentType.includes("application/json")) {
+      if (!streamed || contentType.includes("application/json")) {
         yield await readMessage(response, call.signal, jsonTool);
         return;
       }

@@ -9,7 +9,7 @@ import type {
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
-import type { ChatCall, EmbedCall, Provider } from "../provider.js";
+import { type ChatCall, type EmbedCall, type Provider, takeParams } from "../provider.js";
 import { parseSse, type SseEnd } from "../sse.js";
 import {
   errorCode,
@@ -134,12 +134,11 @@ export function createGeminiProvider(name: string, config: ProviderConfig): Prov
     stream.end();
   }
 
-  async function* chat(call: ChatCall): AsyncGenerator<ChatChunk> {
-    const body = toGeminiRequest(call.params, { provider: name, model: call.model });
-    const options = translateOptions(call.model, call.context);
-    const streamed = call.params.stream;
+  /** Builds the upstream request and sends it; resolves with the answer's head (see takeParams). */
+  function sendChat(call: ChatCall, streamed: boolean): Promise<UpstreamResponse> {
+    const body = toGeminiRequest(takeParams(call), { provider: name, model: call.model });
     const method = streamed ? "streamGenerateContent" : "generateContent";
-    const response = await send(
+    return send(
       "POST",
       `/${geminiModelPath(call.model)}:${method}`,
       streamed ? { alt: "sse" } : {},
@@ -148,6 +147,12 @@ export function createGeminiProvider(name: string, config: ProviderConfig): Prov
       call.model,
       traceHeaders(call.context),
     );
+  }
+
+  async function* chat(call: ChatCall): AsyncGenerator<ChatChunk> {
+    const options = translateOptions(call.model, call.context);
+    const streamed = call.params?.stream === true;
+    const response = await sendChat(call, streamed);
     try {
       if (!streamed) {
         yield fromGeminiResponse(await readJson(response, call.signal, "answer"), options);

@@ -24,7 +24,7 @@ import {
 import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
 import { makeMessage } from "../../../lib/hop/codec.js";
-import type { ChatCall, EmbedCall, Provider } from "../provider.js";
+import { type ChatCall, type EmbedCall, type Provider, takeParams } from "../provider.js";
 
 export const MOCK_DEFAULTS = { first_token_ms: 200, token_interval_ms: 20, tokens: 24 } as const;
 
@@ -119,7 +119,9 @@ export function createMockProvider(name: string, config: ProviderConfig): Provid
   const tokens = Math.max(0, Math.floor(config.tokens ?? MOCK_DEFAULTS.tokens));
 
   async function* chat(call: ChatCall): AsyncGenerator<ChatChunk> {
-    const { params, signal } = call;
+    // The mock stands for the model itself: it answers from the prompt, and keeps it.
+    const params = takeParams(call);
+    const signal = call.signal;
     if (signal.aborted) throw cancelled(name, signal.reason);
     // `n` choices, each the same deterministic answer, as a model at temperature 0 might give.
     const n = params.n ?? 1;

@@ -7,7 +7,13 @@ import type { ChatChunk, EmbedResult } from "../../../../gen/switchyard/chat/v1/
 import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
 import type { OpenAIChatChunk, OpenAIChatCompletion } from "../../../lib/wire/openai.js";
-import { type ChatCall, type EmbedCall, type Provider, ReadBatch } from "../provider.js";
+import {
+  type ChatCall,
+  type EmbedCall,
+  type Provider,
+  ReadBatch,
+  takeParams,
+} from "../provider.js";
 import { SseParser } from "../sse.js";
 import {
   createUpstreamHttp,
@@ -119,17 +125,23 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions)
     return fromOpenAICompletion(parsed as unknown as OpenAIChatCompletion, name);
   }
 
-  async function* chat(call: ChatCall): AsyncGenerator<ChatChunk> {
-    const body = toOpenAIRequest(call.params, call.model, requestOptions);
-    const response = await post("chat", routes.chat(call.model), body, call.signal, {
+  /** Builds the upstream request and sends it; resolves with the answer's head (see takeParams). */
+  function send(call: ChatCall): Promise<UpstreamResponse> {
+    const body = toOpenAIRequest(takeParams(call), call.model, requestOptions);
+    return post("chat", routes.chat(call.model), body, call.signal, {
       model: call.model,
       headers: traceHeaders(call.context),
     });
+  }
+
+  async function* chat(call: ChatCall): AsyncGenerator<ChatChunk> {
+    const streamed = call.params?.stream === true;
+    const response = await send(call);
     let done = false;
     try {
       // A server that ignores `stream: true` answers with one JSON body; that is still an answer.
       const contentType = String(response.headers["content-type"] ?? "");
-      if (!call.params.stream || contentType.includes("application/json")) {
+      if (!streamed || contentType.includes("application/json")) {
         yield await readCompletion(response, call.signal);
         return;
       }
