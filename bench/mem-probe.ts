@@ -33,6 +33,7 @@ const { values } = parseArgs({
     snap: { type: "boolean", default: false },
     out: { type: "string", default: "/tmp/switchyard-mem-probe" },
     rounds: { type: "string", default: "1" },
+    "prompt-kb": { type: "string", default: "0" },
   },
 });
 const out = values.out as string;
@@ -51,7 +52,8 @@ if (dir) process.on("SIGUSR2", () => {
   const mu = process.memoryUsage();
   let snap;
   if (process.env.MEMPROBE_SNAP === "1") snap = v8.writeHeapSnapshot(dir + "/" + tag + ".heapsnapshot");
-  writeFileSync(dir + "/" + tag + ".json", JSON.stringify({ argv: process.argv.slice(2), mu, snap }));
+  const spaces = Object.fromEntries(v8.getHeapSpaceStatistics().map((x) => [x.space_name, x.physical_space_size]));
+  writeFileSync(dir + "/" + tag + ".json", JSON.stringify({ argv: process.argv.slice(2), mu, spaces, snap }));
 });
 `;
 writeFileSync(`${out}/preload.mjs`, PRELOAD);
@@ -73,10 +75,12 @@ const bench = await startBench({
 const v = bench.variants.find((x) => x.name === variant);
 if (!v) throw new Error(`variant ${variant} did not start`);
 const procs = v.procs;
+// --prompt-kb N: a user message of about N KB, as a long context would bring.
+const filler = " lorem ipsum".repeat(Math.round((Number(values["prompt-kb"]) * 1024) / 12));
 const body = (stream: boolean, model: string) =>
   JSON.stringify({
     model,
-    messages: [{ role: "user", content: "Say hello in one short sentence." }],
+    messages: [{ role: "user", content: `Say hello in one short sentence.${filler}` }],
     ...(stream && { stream: true }),
   });
 const target = (stream: boolean, model: string) => ({
@@ -91,6 +95,8 @@ interface Sample {
   /** VmRSS after the GC. */
   rssKb: number;
   mu: NodeJS.MemoryUsage;
+  /** Committed physical memory of each V8 heap space, by name. */
+  spaces: Record<string, number>;
   file: string;
 }
 
@@ -104,8 +110,8 @@ async function probe(procs: ChildProc[]): Promise<Map<string, Sample>> {
   const rows = new Map<string, Sample>();
   for (const [i, p] of procs.entries()) {
     const file = files[i] as string;
-    const m = JSON.parse(readFileSync(file, "utf8")) as { mu: NodeJS.MemoryUsage };
-    rows.set(p.name, { rssKb: (await readUsage(p.pid))?.rssKb ?? 0, mu: m.mu, file });
+    const m = JSON.parse(readFileSync(file, "utf8")) as Pick<Sample, "mu" | "spaces">;
+    rows.set(p.name, { rssKb: (await readUsage(p.pid))?.rssKb ?? 0, ...m, file });
   }
   return rows;
 }
@@ -172,8 +178,9 @@ try {
       if (!b || !o) continue;
       const per = (x: number, y: number) => ((y - x) / hold.opened).toFixed(1);
       const mu = (k: keyof NodeJS.MemoryUsage) => per(b.mu[k] / 1024, o.mu[k] / 1024);
+      const space = (k: string) => per((b.spaces[k] ?? 0) / 1024, (o.spaces[k] ?? 0) / 1024);
       console.log(
-        `${variant} round ${r} ${p.name}: ${hold.opened} open; KB/stream: raw RSS ${per(b.rssKb, raw.get(p.name) ?? 0)}, RSS after GC ${per(b.rssKb, o.rssKb)}, heap used ${mu("heapUsed")}, heap total ${mu("heapTotal")}, external ${mu("external")}`,
+        `${variant} round ${r} ${p.name}: ${hold.opened} open; KB/stream: raw RSS ${per(b.rssKb, raw.get(p.name) ?? 0)}, RSS after GC ${per(b.rssKb, o.rssKb)}, heap used ${mu("heapUsed")}, heap total ${mu("heapTotal")} (new space ${space("new_space")}, old ${space("old_space")}), external ${mu("external")}`,
       );
     }
   }
