@@ -1,6 +1,14 @@
 import http from "node:http";
+import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { ChatParamsSchema, Role } from "../gen/switchyard/chat/v1/chat_pb.js";
+import {
+  ChatStreamRequestSchema,
+  ChatStreamResponseSchema,
+  GatewayService,
+} from "../gen/switchyard/gateway/v1/gateway_pb.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
 import { memoryKeptEach } from "./helpers/heap.js";
 
@@ -19,10 +27,8 @@ const STREAMS = 24;
  * nothing of it.
  */
 function startHoldingUpstream() {
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => {
-    release = resolve;
-  });
+  // Streams answered while a gate is shut stay open until release(); hold() shuts a new one.
+  let gate = shutGate();
   const problems: string[] = [];
   // Each step in a function of its own: a closure kept for the held response must not share a
   // scope with the request's bytes, or the test itself would keep them.
@@ -46,7 +52,7 @@ function startHoldingUpstream() {
       })}\n\n`;
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
     res.write(event({ role: "assistant", content: "Hello" }, null));
-    void released.then(() => res.end(`${event({}, "stop")}data: [DONE]\n\n`));
+    void gate.opened.then(() => res.end(`${event({}, "stop")}data: [DONE]\n\n`));
   };
   const server = http.createServer((req, res) => {
     let received = 0;
@@ -61,7 +67,22 @@ function startHoldingUpstream() {
       answer(res, model);
     });
   });
-  return { server, release, problems };
+  return {
+    server,
+    problems,
+    release: () => gate.open(),
+    hold: () => {
+      gate = shutGate();
+    },
+  };
+}
+
+function shutGate() {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { opened, open };
 }
 
 let upstream: ReturnType<typeof startHoldingUpstream>;
@@ -136,6 +157,7 @@ function rest(res: http.IncomingMessage): Promise<string> {
 }
 
 it("keeps none of a streamed request's prompt while the answer streams", async () => {
+  upstream.hold();
   const warm = await openStream(-1); // one-off costs (connections, code) go uncounted
   const { bytesEach, kept } = await memoryKeptEach(STREAMS, openStream);
   const ends = [warm, ...kept].map(rest);
@@ -145,3 +167,62 @@ it("keeps none of a streamed request's prompt while the answer streams", async (
   for (const end of await Promise.all(ends)) expect(end).toContain("data: [DONE]");
   expect(upstream.problems).toEqual([]);
 });
+
+// A raw gRPC client: connect's own client keeps each request for as long as its stream is open,
+// which would count here.
+it("keeps none of a gRPC ChatStream request's prompt while the answer streams", async () => {
+  upstream.hold();
+  const session = http2.connect(gw.url);
+  try {
+    const open = (i: number) =>
+      new Promise<http2.ClientHttp2Stream>((resolve, reject) => {
+        const stream = session.request({
+          ":method": "POST",
+          ":path": `/${GatewayService.typeName}/${GatewayService.method.chatStream.name}`,
+          "content-type": "application/grpc",
+          te: "trailers",
+        });
+        stream.on("error", reject);
+        stream.once("data", (first: Buffer) => {
+          const message = fromBinary(ChatStreamResponseSchema, first.subarray(5));
+          if (message.chunk?.choices[0]?.content === "Hello") resolve(stream);
+          else reject(new Error("unexpected first message"));
+        });
+        stream.end(grpcRequest(i));
+      });
+    const warm = await open(-1);
+    const { bytesEach, kept } = await memoryKeptEach(STREAMS, open);
+    const ends = [warm, ...kept].map(
+      (stream) =>
+        new Promise<string | undefined>((resolve) => {
+          stream.on("trailers", (t) => resolve(String(t["grpc-status"])));
+          stream.resume();
+        }),
+    );
+    upstream.release();
+    expect(bytesEach).toBeLessThan(PROMPT / 4);
+    for (const status of await Promise.all(ends)) expect(status).toBe("0");
+    expect(upstream.problems).toEqual([]);
+  } finally {
+    session.close();
+  }
+});
+
+/** A ChatStream request with a long prompt, as a gRPC message frame. */
+function grpcRequest(i: number): Buffer {
+  const params = create(ChatParamsSchema, {
+    model: "long-context",
+    messages: [
+      {
+        role: Role.USER,
+        content: [{ part: { case: "text", value: `${i} `.padEnd(PROMPT, "context ") } }],
+        contentIsText: true,
+      },
+    ],
+  });
+  const bytes = toBinary(ChatStreamRequestSchema, create(ChatStreamRequestSchema, { params }));
+  const frame = Buffer.alloc(5 + bytes.length);
+  frame.writeUInt32BE(bytes.length, 1);
+  frame.set(bytes, 5);
+  return frame;
+}

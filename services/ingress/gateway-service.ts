@@ -74,11 +74,28 @@ export function createGatewayService(
     return exchange;
   }
 
-  async function* chatStream(
+  /**
+   * Not a generator itself: the generator that streams the answer stays suspended for as long as
+   * the stream is open, and would keep its `req` parameter (the prompt) all that time. A request
+   * that is refused fails on the first read, as a generator's would.
+   */
+  function chatStream(
     req: ChatStreamRequest,
     ctx: HandlerContext,
   ): AsyncGenerator<ChatStreamResponse> {
-    const exchange = exchangeFor(ctx, req.params, true);
+    let exchange: ChatExchange;
+    try {
+      exchange = exchangeFor(ctx, req.params, true);
+    } catch (err) {
+      return refused(err);
+    }
+    return streamChat(exchange, ctx);
+  }
+
+  async function* streamChat(
+    exchange: ChatExchange,
+    ctx: HandlerContext,
+  ): AsyncGenerator<ChatStreamResponse> {
     let sent = false;
     try {
       let chunk: ChatChunk | undefined = await exchange.open(ctx.signal);
@@ -175,4 +192,10 @@ function checkParams(params: ChatParams | undefined): ChatParams {
       throw invalid(`'params.messages[${i}].role' is required`, `messages[${i}].role`);
   }
   return params;
+}
+
+/** A stream that fails on its first read with `err`. */
+// biome-ignore lint/correctness/useYield: it only throws
+async function* refused(err: unknown): AsyncGenerator<never> {
+  throw err;
 }
