@@ -95,6 +95,8 @@ interface Options {
   concurrency: number[];
   streamConcurrency: number[];
   openStreams: number[];
+  /** KB of user message in each held stream's request; 0 = one short sentence. */
+  openPromptKb: number;
   rates: number[];
   sustainMs: number;
   deltas: number;
@@ -121,6 +123,8 @@ const HELP = `Usage: npm run bench -- [options]
   --concurrency LIST       unary client concurrency (default 1,16,64)
   --stream-concurrency LIST  concurrent streams (default 16,64, quick 16)
   --open-streams LIST      slow streams held at once (default 1000,10000, quick 1000)
+  --open-prompt-kb N       a user message of about N KB in each held stream's request (default
+                           0: one short sentence), as a long context brings
   --rates LIST             open-loop request rates per second, rising
   --sustain S              seconds of load for the memory-growth run (default 30, quick 5)
   --deltas N --interval-ms MS   stream shape (default 64 deltas, 20 ms apart)
@@ -162,6 +166,7 @@ function parseOptions(argv: string[]): Options | undefined {
       concurrency: { type: "string" },
       "stream-concurrency": { type: "string" },
       "open-streams": { type: "string" },
+      "open-prompt-kb": { type: "string" },
       rates: { type: "string" },
       sustain: { type: "string" },
       deltas: { type: "string" },
@@ -208,6 +213,7 @@ function parseOptions(argv: string[]): Options | undefined {
       numbers(values["stream-concurrency"], "--stream-concurrency") ?? (quick ? [16] : [16, 64]),
     openStreams:
       numbers(values["open-streams"], "--open-streams") ?? (quick ? [1000] : [1000, 10000]),
+    openPromptKb: one(values["open-prompt-kb"], "--open-prompt-kb") ?? 0,
     rates: numbers(values.rates, "--rates") ?? [
       100, 250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000,
     ],
@@ -244,20 +250,23 @@ interface Measured<R> {
   wallMs: number;
 }
 
-function bodyFor(stream: boolean, model = stream ? "bench" : UNARY_MODEL): string {
+/** A request body; `promptKb` > 0 pads the user message to about that many KB. */
+function bodyFor(stream: boolean, model = stream ? "bench" : UNARY_MODEL, promptKb = 0): string {
+  const sentence = "Say hello in one short sentence.";
+  const content = promptKb > 0 ? `${sentence} `.padEnd(promptKb * 1024, "lorem ipsum ") : sentence;
   return JSON.stringify({
     model,
-    messages: [{ role: "user", content: "Say hello in one short sentence." }],
+    messages: [{ role: "user", content }],
     ...(stream && { stream: true }),
   });
 }
 
-function target(v: Variant, stream: boolean, model?: string): LoadTarget {
+function target(v: Variant, stream: boolean, model?: string, promptKb?: number): LoadTarget {
   return {
     origin: v.origin,
     path: CHAT_PATH,
     headers: { "content-type": "application/json", authorization: `Bearer ${CLIENT_KEY}` },
-    body: bodyFor(stream, model),
+    body: bodyFor(stream, model, promptKb),
   };
 }
 
@@ -896,7 +905,7 @@ async function openStreamsScenario(h: Harness) {
       let atOpen = before;
       const result: HoldResult = await bench.driver.hold(
         {
-          target: target(v, true, SLOW_MODEL),
+          target: target(v, true, SLOW_MODEL, opts.openPromptKb),
           streams: held,
           openConcurrency: 256,
           openTimeoutMs: Math.max(60_000, held * 20),
@@ -915,6 +924,7 @@ async function openStreamsScenario(h: Harness) {
       const row = {
         streams: n,
         held,
+        promptKb: opts.openPromptKb,
         variant: v.name,
         ...result,
         rssBeforeMb: v.procs.length > 0 ? mb(rssOf(v.procs, before)) : undefined,
@@ -949,7 +959,9 @@ async function openStreamsScenario(h: Harness) {
     }
   }
   print(
-    `OPEN STREAMS — slow streams (a chunk every ${opts.slowIntervalMs} ms) held at once, then released; RSS summed over the variant's processes`,
+    `OPEN STREAMS — slow streams (a chunk every ${opts.slowIntervalMs} ms) held at once, then released; ${
+      opts.openPromptKb > 0 ? `a ${opts.openPromptKb} KB prompt each; ` : ""
+    }RSS summed over the variant's processes`,
     formatTable(
       [
         "streams",
