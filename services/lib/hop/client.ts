@@ -24,6 +24,9 @@ import { requestStream } from "./h2-request.js";
 import {
   END_STREAM_FLAG,
   EnvelopeReader,
+  headerPairs,
+  headersOf,
+  headersOfPairs,
   PROTOCOL_VERSION,
   STREAM_CONTENT_TYPE,
   UNARY_CONTENT_TYPE,
@@ -138,7 +141,7 @@ class HopStreamResponse<I extends DescMessage, O extends DescMessage>
   }
 
   get header(): Headers {
-    return headersOf(this.call.responseHeaders);
+    return headersOfPairs(this.call.responseHeaders);
   }
 
   get trailer(): Headers {
@@ -265,7 +268,8 @@ class SessionPool {
  * stream is open, in every process that calls another.
  */
 class Call {
-  responseHeaders: http2.IncomingHttpHeaders = {};
+  /** The answer's headers, kept as pairs rather than as node's object (see headerPairs). */
+  responseHeaders: readonly string[] = [];
   /** The end-of-stream metadata; an empty Headers (~0.4 KB) is made only when someone asks. */
   private trailers: Headers | undefined;
   private stream: http2.ClientHttp2Stream | undefined;
@@ -397,13 +401,13 @@ class Call {
       this.onFailure = reject;
       const stream = this.start(Buffer.from(body.buffer, body.byteOffset, body.byteLength), signal);
       const chunks: Buffer[] = [];
-      stream.on("response", (headers) => {
-        this.responseHeaders = headers;
+      let headers: http2.IncomingHttpHeaders = {};
+      stream.on("response", (h) => {
+        headers = h;
       });
       stream.on("data", (chunk: Buffer) => chunks.push(chunk));
       stream.on("end", () => {
         if (this.settled) return;
-        const headers = this.responseHeaders;
         const status = Number(headers[":status"]);
         const type = String(headers["content-type"] ?? "");
         const bytes = Buffer.concat(chunks);
@@ -490,7 +494,7 @@ class Call {
   }
 
   onStreamResponse(headers: http2.IncomingHttpHeaders): void {
-    this.responseHeaders = headers;
+    this.responseHeaders = headerPairs(headers);
     const status = Number(headers[":status"]);
     const type = String(headers["content-type"] ?? "");
     if (status !== 200) {
@@ -523,8 +527,9 @@ class Call {
           if (e.data.length === 2 && e.data[0] === 0x7b && e.data[1] === 0x7d) continue;
           const end = endStreamFromJson(e.data);
           if (end.error) {
-            for (const [k, v] of Object.entries(this.responseHeaders)) {
-              if (!k.startsWith(":") && v !== undefined) end.error.metadata.append(k, String(v));
+            const pairs = this.responseHeaders;
+            for (let i = 0; i < pairs.length; i += 2) {
+              end.error.metadata.append(pairs[i] as string, pairs[i + 1] as string);
             }
             throw end.error;
           }
@@ -593,16 +598,6 @@ function transportError(err: unknown, session: PooledSession | undefined): Conne
   const cause = (err instanceof Error && err.cause) || session?.error || err;
   const message = cause instanceof Error ? cause.message : "the connection to the peer closed";
   return new ConnectError(message, Code.Unavailable, undefined, undefined, cause);
-}
-
-function headersOf(raw: http2.IncomingHttpHeaders): Headers {
-  const h = new Headers();
-  for (const [k, v] of Object.entries(raw)) {
-    if (k.startsWith(":") || v === undefined) continue;
-    if (Array.isArray(v)) for (const x of v) h.append(k, x);
-    else h.append(k, v);
-  }
-  return h;
 }
 
 /** Unary answers carry trailers as `trailer-` headers. */

@@ -16,6 +16,8 @@ import {
   END_STREAM_FLAG,
   EnvelopeReader,
   envelope,
+  headerPairs,
+  headersOfPairs,
   STREAM_CONTENT_TYPE,
   UNARY_CONTENT_TYPE,
 } from "./protocol.js";
@@ -265,11 +267,13 @@ class CallContext extends LazyHandlerContext implements HandlerContext {
   readonly requestMethod = "POST";
   readonly protocolName = "connect";
   private requestHeaders: Headers | undefined;
+  /** The request's headers, kept as pairs rather than as node's object (see headerPairs). */
+  private readonly headers: readonly string[];
 
   constructor(
     route: Route,
     readonly signal: AbortSignal,
-    private readonly headers: RequestHeaders,
+    headers: RequestHeaders,
     deadline: number | undefined,
   ) {
     super();
@@ -277,10 +281,11 @@ class CallContext extends LazyHandlerContext implements HandlerContext {
     this.method = route.method;
     this.url = route.url;
     this.deadline = deadline;
+    this.headers = headerPairs(headers);
   }
 
   get requestHeader(): Headers {
-    this.requestHeaders ??= headersOf(this.headers);
+    this.requestHeaders ??= headersOfPairs(this.headers);
     return this.requestHeaders;
   }
 }
@@ -483,14 +488,4 @@ async function serveStream(
   pending.push(envelope(END_STREAM_FLAG, Buffer.from(end)));
   flush();
   res.end();
-}
-
-function headersOf(raw: RequestHeaders): Headers {
-  const h = new Headers();
-  for (const [k, v] of Object.entries(raw)) {
-    if (k.startsWith(":") || v === undefined) continue;
-    if (Array.isArray(v)) for (const x of v) h.append(k, x);
-    else h.append(k, v);
-  }
-  return h;
 }
