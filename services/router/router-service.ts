@@ -5,7 +5,10 @@ import type {
   EmbedParams,
   RequestContext,
 } from "../../gen/switchyard/chat/v1/chat_pb.js";
-import type { ChatRequest as ConnectorChatRequest } from "../../gen/switchyard/connector/v1/connector_pb.js";
+import type {
+  ChatRequest as ConnectorChatRequest,
+  ChatResponse as ConnectorChatResponse,
+} from "../../gen/switchyard/connector/v1/connector_pb.js";
 import { type Target, TargetSchema } from "../../gen/switchyard/health/v1/health_pb.js";
 import {
   type ChatRequest,
@@ -115,16 +118,20 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
   /**
    * The attempt loop both RPCs share: targets in plan order, backoff between attempts, at most
    * `routing.retries` extra attempts, and only RetryableFailures move on to the next target.
+   * Resolves with what the first attempt to answer opened. It is an async function, not a
+   * generator, so its state (the plan, the candidates, the counts) is let go once an attempt has
+   * answered rather than kept for the life of a stream: V8 keeps every variable of a suspended
+   * generator's frame, and a stream may be held for minutes.
    */
-  async function* withRetries<T>(
+  async function openWithRetries<T>(
     model: string,
     request: Unsent<RequestParams>,
     hints: PlanHints,
     ctx: HandlerContext,
     context: RequestContext,
-    attemptOne: (p: PlannedTarget, attempt: number, totalDeadline: number) => AsyncGenerator<T>,
+    openOne: (p: PlannedTarget, attempt: number, totalDeadline: number) => Promise<T>,
     seenModels: ReadonlySet<string> = new Set([model]),
-  ): AsyncGenerator<T> {
+  ): Promise<T> {
     const totalDeadline =
       // Our own timer fires a little before the caller's deadline, so the client hears which
       // timeout it was rather than a bare "deadline exceeded".
@@ -155,8 +162,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         }
         if (ctx.signal.aborted) throw new ConnectError("client cancelled", Code.Canceled);
         try {
-          yield* attemptOne(p, attempt, totalDeadline);
-          return;
+          return await openOne(p, attempt, totalDeadline);
         } catch (err) {
           if (err instanceof ContextWindowExceeded) {
             // A bigger window is the only fix: go to the model configured for that, once.
@@ -166,16 +172,15 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
               { model: p.model, fallback: bigger },
               "context window exceeded; falling back",
             );
-            yield* withRetries(
+            return openWithRetries(
               bigger,
               request,
               { ...hints, fallbacks: [] },
               ctx,
               context,
-              attemptOne,
+              openOne,
               new Set([...seenModels, bigger]),
             );
-            return;
           }
           if (!(err instanceof RetryableFailure)) throw err;
           last = err.failure;
@@ -209,16 +214,29 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
 
   function chat(req: ChatRequest, ctx: HandlerContext): AsyncGenerator<ChatResponse> {
     if (!req.params) throw new ConnectError("params are required", Code.InvalidArgument);
-    const request = new Unsent(req.params);
-    const context = nextHop(req.context);
-    return withRetries(
+    return answerChat(new Unsent(req.params), nextHop(req.context), planHints(req.hints), ctx);
+  }
+
+  /** A chat's chunks: attempts until one answers, then that attempt's chunks to the end. */
+  async function* answerChat(
+    request: Unsent<ChatParams>,
+    context: RequestContext,
+    hints: PlanHints,
+    ctx: HandlerContext,
+  ): AsyncGenerator<ChatResponse> {
+    const answering = await openWithRetries(
       request.model,
       request,
-      planHints(req.hints),
+      hints,
       ctx,
       context,
-      (p, attempt, deadline) => attemptTarget(request, context, p, attempt, deadline, ctx.signal),
+      async (p, attempt, totalDeadline) => {
+        const a = new ChatAttempt(p, attempt, context, totalDeadline, ctx.signal);
+        await a.open(request);
+        return a;
+      },
     );
+    yield* answering.relay();
   }
 
   async function embed(req: EmbedRequest, ctx: HandlerContext): Promise<EmbedResponse> {
@@ -226,28 +244,25 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     if (!params) throw new ConnectError("params are required", Code.InvalidArgument);
     const context = nextHop(req.context);
     // An embeddings call is answered whole and at once: nothing to let go of early.
-    const request = new Unsent(params);
-    const attempts = withRetries(
+    return openWithRetries(
       params.model,
-      request,
+      new Unsent(params),
       planHints(req.hints),
       ctx,
       context,
       (p, attempt, deadline) => attemptEmbed(params, context, p, attempt, deadline, ctx.signal),
     );
-    for await (const res of attempts) return res;
-    throw new ConnectError("no answer", Code.Internal); // withRetries yields or throws
   }
 
   /** One embeddings attempt; the same failure rules as a chat attempt before its first chunk. */
-  async function* attemptEmbed(
+  async function attemptEmbed(
     params: EmbedParams,
     context: RequestContext,
     p: PlannedTarget,
     attempt: number,
     totalDeadline: number,
     clientSignal: AbortSignal,
-  ): AsyncGenerator<EmbedResponse> {
+  ): Promise<EmbedResponse> {
     const { provider, model } = p.target;
     const connector = pickConnector();
     // An embedding arrives whole: its first token is the answer, so first_token_ms bounds it.
@@ -279,7 +294,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       strategies.latency.observe(provider, model, performance.now() - started);
       settleSuccess(p, params.model);
       if (res.result) res.result.attempts = attempt;
-      yield makeMessage(EmbedResponseSchema, { result: res.result });
+      return makeMessage(EmbedResponseSchema, { result: res.result });
     } catch (err) {
       const timedOut: Timeout | undefined =
         Date.now() >= totalDeadline ? "total" : attemptTimedOut ? "first_token" : undefined;
@@ -370,114 +385,199 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
   }
 
   /**
-   * One attempt. Throws RetryableFailure when the attempt failed before its first chunk in a way
-   * another target may fix; any other throw ends the request.
+   * One chat attempt, in two phases. open() starts the call and reads up to the first chunk (for
+   * a client that is not streaming, the whole answer); it throws RetryableFailure when the attempt
+   * failed in a way another target may fix, and any other error ends the request. relay() then
+   * hands the client that chunk and the rest of the stream. Between the two the retry loop ends
+   * (openWithRetries), so a held stream keeps only this object: its timers, its connector and the
+   * call's iterator.
    */
-  async function* attemptTarget(
-    request: Unsent<ChatParams>,
-    context: RequestContext,
-    p: PlannedTarget,
-    attempt: number,
-    totalDeadline: number,
-    clientSignal: AbortSignal,
-  ): AsyncGenerator<ChatResponse> {
-    const { provider, model } = p.target;
-    const connector = pickConnector();
-    const abort = new CallAbort();
-    let timedOut: Timeout | undefined;
-    const onClientAbort = () => abort.abort(clientSignal.reason);
-    clientSignal.addEventListener("abort", onClientAbort, { once: true });
-    const fire = (kind: Timeout) => {
-      timedOut ??= kind; // the first timer to fire names the timeout
-      abort.abort(new Error(`${kind} timeout`));
-    };
-    const totalTimer = setTimeout(() => fire("total"), Math.max(0, totalDeadline - Date.now()));
-    // A client that is not streaming sees nothing until the answer is complete, so the whole
-    // answer is held here and the attempt stays retryable until its last chunk. The connector
-    // merges what follows the first chunk (hold_ms), so a long answer crosses the hop in a few
-    // messages; the gap between them may then exceed the upstream's own by up to hold_ms.
-    const held = request.params.stream ? undefined : new CompletionBuilder();
-    const holdMs = held ? Math.min(MAX_HOLD_MS, Math.floor(timeouts.idle_ms / 4)) : 0;
-    const idleLimit = timeouts.idle_ms + holdMs;
-    // One step timer per attempt: first_token until the first chunk, then idle. A chunk only
-    // notes its time; the timer, when it fires, re-arms for what is left of the idle window.
-    let lastChunkAt = 0;
-    const onStep = () => {
-      if (lastChunkAt === 0) return fire("first_token");
-      const quiet = performance.now() - lastChunkAt;
-      if (quiet >= idleLimit) return fire("idle");
-      stepTimer = setTimeout(onStep, idleLimit - quiet);
-    };
-    let stepTimer = setTimeout(onStep, Math.max(0, timeouts.first_token_ms));
-    let sentFirst = false;
-    connector.inflight++;
-    const release = strategies.inflight.begin(provider, model);
-    const started = performance.now();
-    try {
-      const stream = connector.client.chat(
-        upstreamRequest(context, newTarget(provider, model), request, holdMs),
-        { signal: abort.signal, timeoutMs: Math.max(1, totalDeadline - Date.now()) },
+  class ChatAttempt {
+    readonly #p: PlannedTarget;
+    readonly #attempt: number;
+    readonly #context: RequestContext;
+    readonly #totalDeadline: number;
+    readonly #clientSignal: AbortSignal;
+    readonly #connector: ConnectorEndpoint;
+    readonly #abort = new CallAbort();
+    readonly #release: () => void;
+    #timedOut: Timeout | undefined;
+    #totalTimer: NodeJS.Timeout;
+    #stepTimer: NodeJS.Timeout | undefined;
+    /** performance.now() of the last message; 0 until the first. */
+    #lastChunkAt = 0;
+    #idleLimit = timeouts.idle_ms;
+    #calls: AsyncIterator<ConnectorChatResponse> | undefined;
+    /** The chunk open() read and relay() hands on first (undefined: an answer without one). */
+    #first: ChatResponse | undefined;
+    /** The call's stream has ended (or failed): nothing to cancel. */
+    #ended = false;
+    #closed = false;
+
+    constructor(
+      p: PlannedTarget,
+      attempt: number,
+      context: RequestContext,
+      totalDeadline: number,
+      clientSignal: AbortSignal,
+    ) {
+      this.#p = p;
+      this.#attempt = attempt;
+      this.#context = context;
+      this.#totalDeadline = totalDeadline;
+      this.#clientSignal = clientSignal;
+      this.#connector = pickConnector();
+      clientSignal.addEventListener("abort", this.#onClientAbort, { once: true });
+      this.#totalTimer = setTimeout(
+        () => this.#fire("total"),
+        Math.max(0, totalDeadline - Date.now()),
       );
+      this.#connector.inflight++;
+      this.#release = strategies.inflight.begin(p.target.provider, p.target.model);
+    }
+
+    readonly #onClientAbort = () => this.#abort.abort(this.#clientSignal.reason);
+
+    #fire(kind: Timeout): void {
+      this.#timedOut ??= kind; // the first timer to fire names the timeout
+      this.#abort.abort(new Error(`${kind} timeout`));
+    }
+
+    /**
+     * One step timer per attempt: first_token until the first message, then idle. A message only
+     * notes its time; the timer, when it fires, re-arms for what is left of the idle window.
+     */
+    readonly #onStep = () => {
+      if (this.#lastChunkAt === 0) return this.#fire("first_token");
+      const quiet = performance.now() - this.#lastChunkAt;
+      if (quiet >= this.#idleLimit) return this.#fire("idle");
+      this.#stepTimer = setTimeout(this.#onStep, this.#idleLimit - quiet);
+    };
+
+    async open(request: Unsent<ChatParams>): Promise<void> {
+      const { provider, model } = this.#p.target;
+      // A client that is not streaming sees nothing until the answer is complete, so the whole
+      // answer is held here and the attempt stays retryable until its last chunk. The connector
+      // merges what follows the first chunk (hold_ms), so a long answer crosses the hop in a few
+      // messages; the gap between them may then exceed the upstream's own by up to hold_ms.
+      const held = request.params.stream ? undefined : new CompletionBuilder();
+      const holdMs = held ? Math.min(MAX_HOLD_MS, Math.floor(timeouts.idle_ms / 4)) : 0;
+      this.#idleLimit = timeouts.idle_ms + holdMs;
+      this.#stepTimer = setTimeout(this.#onStep, Math.max(0, timeouts.first_token_ms));
+      const started = performance.now();
       let firstAt = 0;
-      for await (const res of stream) {
-        const chunk = res.chunk;
-        if (lastChunkAt === 0) {
-          firstAt = lastChunkAt = performance.now();
-          clearTimeout(stepTimer);
-          stepTimer = setTimeout(onStep, idleLimit);
-          strategies.latency.observe(provider, model, firstAt - started);
-          if (chunk?.start) chunk.start.attempts = attempt;
-        } else {
-          lastChunkAt = performance.now();
-        }
-        if (!chunk) continue;
-        if (held) {
-          held.add(chunk);
-        } else {
-          if (!sentFirst) {
-            settleSuccess(p, request.model);
-            sentFirst = true;
+      try {
+        const calls = this.#connector.client
+          .chat(upstreamRequest(this.#context, newTarget(provider, model), request, holdMs), {
+            signal: this.#abort.signal,
+            timeoutMs: Math.max(1, this.#totalDeadline - Date.now()),
+          })
+          [Symbol.asyncIterator]();
+        this.#calls = calls;
+        for (let r = await calls.next(); !r.done; r = await calls.next()) {
+          const chunk = r.value.chunk;
+          if (this.#lastChunkAt === 0) {
+            firstAt = this.#lastChunkAt = performance.now();
+            clearTimeout(this.#stepTimer);
+            this.#stepTimer = setTimeout(this.#onStep, this.#idleLimit);
+            strategies.latency.observe(provider, model, firstAt - started);
+            if (chunk?.start) chunk.start.attempts = this.#attempt;
+          } else {
+            this.#lastChunkAt = performance.now();
+          }
+          if (!chunk) continue;
+          if (!held) {
+            settleSuccess(this.#p, request.model);
             // No other attempt can follow now.
             request.commit();
+            this.#first = routerChatResponse(chunk);
+            return;
           }
-          yield routerChatResponse(chunk);
+          held.add(chunk);
         }
+        this.#ended = true;
+        if (this.#lastChunkAt === 0 || held?.empty) {
+          // A stream that ends with nothing in it is an upstream fault, and retryable.
+          throw new Failure({
+            status: 502,
+            kind: "upstream_error",
+            retryable: true,
+            provider,
+            message: `provider ${provider} returned an empty answer`,
+          });
+        }
+        if (held) {
+          const whole = held.chunk();
+          // The rest of the answer was the upstream's time too: the ingress tells its own
+          // overhead apart by it (ChatStart.upstream_ms).
+          const start = whole.start;
+          if (start?.upstreamMs !== undefined) start.upstreamMs += performance.now() - firstAt;
+          settleSuccess(this.#p, request.model);
+          request.commit();
+          this.#first = routerChatResponse(whole);
+        }
+        this.#close();
+      } catch (err) {
+        this.#ended = true;
+        this.#close();
+        throw this.#failure(err, false);
       }
-      if (lastChunkAt === 0 || held?.empty) {
-        // A stream that ends with nothing in it is an upstream fault, and retryable.
-        throw new Failure({
-          status: 502,
-          kind: "upstream_error",
-          retryable: true,
-          provider,
-          message: `provider ${provider} returned an empty answer`,
-        });
+    }
+
+    /** The first chunk, then the rest of the stream; the attempt ends with it. */
+    async *relay(): AsyncGenerator<ChatResponse> {
+      try {
+        const first = this.#first;
+        this.#first = undefined;
+        if (first) yield first;
+        const calls = this.#calls;
+        if (this.#closed || !calls) return;
+        for (let r = await calls.next(); !r.done; r = await calls.next()) {
+          this.#lastChunkAt = performance.now();
+          const chunk = r.value.chunk;
+          if (chunk) yield routerChatResponse(chunk);
+        }
+        this.#ended = true;
+      } catch (err) {
+        this.#ended = true;
+        throw this.#failure(err, true);
+      } finally {
+        // A consumer that stopped reading leaves the call open: nobody else will read it.
+        if (!this.#ended) this.#abort.abort(new Error("the answer is no longer read"));
+        this.#close();
       }
-      if (held) {
-        const whole = held.chunk();
-        // The rest of the answer was the upstream's time too: the ingress tells its own
-        // overhead apart by it (ChatStart.upstream_ms).
-        const start = whole.start;
-        if (start?.upstreamMs !== undefined) start.upstreamMs += performance.now() - firstAt;
-        settleSuccess(p, request.model);
-        sentFirst = true;
-        request.commit();
-        yield routerChatResponse(whole);
-      }
-    } catch (err) {
+    }
+
+    #failure(err: unknown, sentFirst: boolean): Error {
       // Connect's own deadline (the same instant as our total timer) may fire first.
-      if (!timedOut && Date.now() >= totalDeadline) timedOut = "total";
+      if (!this.#timedOut && Date.now() >= this.#totalDeadline) this.#timedOut = "total";
+      const p = this.#p;
       // A target too slow to answer at all is at least that slow, for least-latency.
-      if (timedOut === "first_token") {
-        strategies.latency.observe(provider, model, timeouts.first_token_ms);
+      if (this.#timedOut === "first_token") {
+        strategies.latency.observe(p.target.provider, p.target.model, timeouts.first_token_ms);
       }
-      throw settleFailure(err, p, connector, clientSignal, timedOut, sentFirst, context, attempt);
-    } finally {
-      connector.inflight--;
-      release();
-      clearTimeout(stepTimer);
-      clearTimeout(totalTimer);
-      clientSignal.removeEventListener("abort", onClientAbort);
+      return settleFailure(
+        err,
+        p,
+        this.#connector,
+        this.#clientSignal,
+        this.#timedOut,
+        sentFirst,
+        this.#context,
+        this.#attempt,
+      );
+    }
+
+    /** Ends what the attempt holds: timers, counts, the client listener (once). */
+    #close(): void {
+      if (this.#closed) return;
+      this.#closed = true;
+      this.#connector.inflight--;
+      this.#release();
+      clearTimeout(this.#stepTimer);
+      clearTimeout(this.#totalTimer);
+      this.#clientSignal.removeEventListener("abort", this.#onClientAbort);
+      this.#calls = undefined;
     }
   }
 
