@@ -20,7 +20,7 @@ import {
   errorFromJsonBytes,
 } from "@connectrpc/connect/protocol-connect";
 import { type Codec, codecFor, makeMessage } from "./codec.js";
-import { requestStream } from "./h2-request.js";
+import { forgetSentHeaders, requestStream } from "./h2-request.js";
 import {
   END_STREAM_FLAG,
   EnvelopeReader,
@@ -329,6 +329,7 @@ class Call {
       const session = this.pool.acquire();
       try {
         stream = requestStream(session.h2, headers, { endStream: false });
+        forgetSentHeaders(stream);
         this.session = session;
       } catch (err) {
         this.pool.release(session);

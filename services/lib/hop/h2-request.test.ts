@@ -3,7 +3,7 @@ import { once } from "node:events";
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { requestStream } from "./h2-request.js";
+import { forgetSentHeaders, requestStream } from "./h2-request.js";
 
 let server: http2.Http2Server;
 let origin: string;
@@ -73,5 +73,41 @@ describe("requestStream", () => {
       }
     }
     expect(seen).toEqual(["caller", "caller"]);
+  });
+});
+
+describe("forgetSentHeaders", () => {
+  it("drops both ends' copies of the sent headers while the stream goes on", async () => {
+    // A stream that stays open after its headers: the answer's body comes when the client asks.
+    const holder = http2.createServer();
+    const seen: { before?: unknown; after?: unknown } = {};
+    holder.on("stream", (stream, headers) => {
+      stream.respond({ ":status": 200, "x-echo": String(headers["x-question"]) });
+      seen.before = stream.sentHeaders?.["x-echo"];
+      forgetSentHeaders(stream);
+      seen.after = stream.sentHeaders;
+      stream.on("data", (chunk) => stream.end(`answer to ${chunk}`));
+    });
+    holder.listen(0, "127.0.0.1");
+    await once(holder, "listening");
+    const session = http2.connect(`http://127.0.0.1:${(holder.address() as AddressInfo).port}`);
+    try {
+      const stream = requestStream(
+        session,
+        { ":method": "POST", ":path": "/", "x-question": "why" },
+        { endStream: false },
+      );
+      expect(stream.sentHeaders?.["x-question"]).toBe("why");
+      forgetSentHeaders(stream);
+      expect(stream.sentHeaders).toBeUndefined();
+      const [head] = (await once(stream, "response")) as [http2.IncomingHttpHeaders];
+      expect(head["x-echo"]).toBe("why");
+      expect(seen).toEqual({ before: "why", after: undefined });
+      stream.end("this");
+      expect(await body(stream)).toBe("answer to this");
+    } finally {
+      session.close();
+      await new Promise((resolve) => holder.close(resolve));
+    }
   });
 });

@@ -12,6 +12,7 @@ import {
 import { CallCancel, LazyHandlerContext } from "../handler-context.js";
 import type { DualHandler } from "../http/dual-server.js";
 import { type Codec, codecFor, makeMessage } from "./codec.js";
+import { forgetSentHeaders } from "./h2-request.js";
 import {
   END_STREAM_FLAG,
   EnvelopeReader,
@@ -216,6 +217,7 @@ function sendHead(sink: Sink, status: number, headers: Record<string, string | s
   if ("respond" in sink) {
     headers[":status"] = String(status);
     sink.respond(headers, { waitForTrailers: true });
+    forgetSentHeaders(sink);
     sink.once("wantTrailers", sendNoTrailers);
   } else {
     sink.writeHead(status, headers);
