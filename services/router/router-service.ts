@@ -212,31 +212,88 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     }
   }
 
-  function chat(req: ChatRequest, ctx: HandlerContext): AsyncGenerator<ChatResponse> {
+  function chat(req: ChatRequest, ctx: HandlerContext): AsyncIterableIterator<ChatResponse> {
     if (!req.params) throw new ConnectError("params are required", Code.InvalidArgument);
-    return answerChat(new Unsent(req.params), nextHop(req.context), planHints(req.hints), ctx);
+    return new ChatAnswer(new Unsent(req.params), nextHop(req.context), planHints(req.hints), ctx);
   }
 
-  /** A chat's chunks: attempts until one answers, then that attempt's chunks to the end. */
-  async function* answerChat(
-    request: Unsent<ChatParams>,
-    context: RequestContext,
-    hints: PlanHints,
-    ctx: HandlerContext,
-  ): AsyncGenerator<ChatResponse> {
-    const answering = await openWithRetries(
-      request.model,
-      request,
-      hints,
-      ctx,
-      context,
-      async (p, attempt, totalDeadline) => {
-        const a = new ChatAttempt(p, attempt, context, totalDeadline, ctx.signal);
-        await a.open(request);
-        return a;
-      },
-    );
-    yield* answering.relay();
+  /**
+   * A chat's chunks as the RPC hands them on: attempts until one answers (openWithRetries), then
+   * that attempt's chunks to the end. An iterator object rather than an async generator: a
+   * suspended generator's frame keeps every register, the last chunk handed on included, for as
+   * long as the stream waits for its next one; this keeps only its fields.
+   */
+  class ChatAnswer implements AsyncIterableIterator<ChatResponse> {
+    readonly #request: Unsent<ChatParams>;
+    readonly #context: RequestContext;
+    readonly #hints: PlanHints;
+    readonly #ctx: HandlerContext;
+    #attempt: ChatAttempt | undefined;
+    /** Returned, or failed: every later next() is done. */
+    #over = false;
+
+    constructor(
+      request: Unsent<ChatParams>,
+      context: RequestContext,
+      hints: PlanHints,
+      ctx: HandlerContext,
+    ) {
+      this.#request = request;
+      this.#context = context;
+      this.#hints = hints;
+      this.#ctx = ctx;
+    }
+
+    [Symbol.asyncIterator](): this {
+      return this;
+    }
+
+    async next(): Promise<IteratorResult<ChatResponse>> {
+      if (this.#over) return DONE;
+      try {
+        if (this.#attempt === undefined) {
+          const attempt = await this.#open();
+          // Returned while the attempts ran: the one that answered is not read.
+          if (this.#over) {
+            attempt.stop();
+            return DONE;
+          }
+          this.#attempt = attempt;
+        }
+        const value = await this.#attempt.next();
+        if (value !== undefined) return { done: false, value };
+        this.#over = true;
+        return DONE;
+      } catch (err) {
+        this.#over = true;
+        throw err;
+      }
+    }
+
+    /** The consumer stopped reading (a cancelled call): the attempt under way is stopped. */
+    async return(): Promise<IteratorResult<ChatResponse>> {
+      this.#over = true;
+      this.#attempt?.stop();
+      return DONE;
+    }
+
+    #open(): Promise<ChatAttempt> {
+      const request = this.#request;
+      const context = this.#context;
+      const signal = this.#ctx.signal;
+      return openWithRetries(
+        request.model,
+        request,
+        this.#hints,
+        this.#ctx,
+        context,
+        async (p, attempt, totalDeadline) => {
+          const a = new ChatAttempt(p, attempt, context, totalDeadline, signal);
+          await a.open(request);
+          return a;
+        },
+      );
+    }
   }
 
   async function embed(req: EmbedRequest, ctx: HandlerContext): Promise<EmbedResponse> {
@@ -387,8 +444,8 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
   /**
    * One chat attempt, in two phases. open() starts the call and reads up to the first chunk (for
    * a client that is not streaming, the whole answer); it throws RetryableFailure when the attempt
-   * failed in a way another target may fix, and any other error ends the request. relay() then
-   * hands the client that chunk and the rest of the stream. Between the two the retry loop ends
+   * failed in a way another target may fix, and any other error ends the request. next() then
+   * hands on that chunk and the rest of the stream. Between the two the retry loop ends
    * (openWithRetries), so a held stream keeps only this object: its timers, its connector and the
    * call's iterator.
    */
@@ -408,7 +465,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     #lastChunkAt = 0;
     #idleLimit = timeouts.idle_ms;
     #calls: AsyncIterator<ConnectorChatResponse> | undefined;
-    /** The chunk open() read and relay() hands on first (undefined: an answer without one). */
+    /** The chunk open() read and next() hands on first (undefined: an answer without one). */
     #first: ChatResponse | undefined;
     /** The call's stream has ended (or failed): nothing to cancel. */
     #ended = false;
@@ -524,28 +581,46 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       }
     }
 
-    /** The first chunk, then the rest of the stream; the attempt ends with it. */
-    async *relay(): AsyncGenerator<ChatResponse> {
-      try {
-        const first = this.#first;
+    /**
+     * The next chunk for the client: the one open() read, then the rest of the stream; undefined
+     * at its end. Throws what ends the request. (An async method, not a generator, so that
+     * nothing of a chunk handed on is kept while the stream waits for the next: see ChatAnswer.)
+     */
+    async next(): Promise<ChatResponse | undefined> {
+      const first = this.#first;
+      if (first !== undefined) {
         this.#first = undefined;
-        if (first) yield first;
-        const calls = this.#calls;
-        if (this.#closed || !calls) return;
-        for (let r = await calls.next(); !r.done; r = await calls.next()) {
+        return first;
+      }
+      const calls = this.#calls;
+      if (this.#closed || calls === undefined) return undefined;
+      try {
+        for (;;) {
+          const r = await calls.next();
+          if (r.done) {
+            this.#ended = true;
+            this.#close();
+            return undefined;
+          }
           this.#lastChunkAt = performance.now();
           const chunk = r.value.chunk;
-          if (chunk) yield routerChatResponse(chunk);
+          if (chunk) return routerChatResponse(chunk);
         }
-        this.#ended = true;
       } catch (err) {
         this.#ended = true;
-        throw this.#failure(err, true);
-      } finally {
-        // A consumer that stopped reading leaves the call open: nobody else will read it.
-        if (!this.#ended) this.#abort.abort(new Error("the answer is no longer read"));
+        const stopped = this.#closed;
         this.#close();
+        // Stopped by our own consumer: not the target's failure, and no one to tell.
+        if (stopped) throw new ConnectError("the answer is no longer read", Code.Canceled);
+        throw this.#failure(err, true);
       }
+    }
+
+    /** The client stopped reading: the call is cancelled, and the attempt ends. */
+    stop(): void {
+      if (this.#closed) return;
+      this.#close();
+      if (!this.#ended) this.#abort.abort(new Error("the answer is no longer read"));
     }
 
     #failure(err: unknown, sentFirst: boolean): Error {
@@ -647,6 +722,8 @@ function* candidates(plan: PlannedTarget[], breakers: CircuitBreakers): Generato
     return;
   }
 }
+
+const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
 
 /** How much earlier than its caller's deadline the router times a request out. */
 const DEADLINE_MARGIN_MS = 20;
