@@ -452,29 +452,38 @@ async function serveStream(
     }
   };
 
+  /**
+   * Waits for the handler's next message and queues it; false at the end. A function of its own
+   * so that nothing of a message sent is kept while the stream waits for the next: a suspended
+   * async function keeps every register of its frame, and this one ends with each message.
+   */
+  const sendNext = async (messages: AsyncIterator<unknown>): Promise<boolean> => {
+    // The wait also ends when the call is stopped (CallCancel.until).
+    const r = await call.cancel.until(messages.next());
+    if (r.done) return false;
+    const message = route.output.encodeEnvelope(
+      0,
+      makeMessage(output, r.value as MessageInitShape<DescMessage>),
+    );
+    pending.push(message);
+    pendingBytes += message.length;
+    // A burst goes out at the end of the turn, or once it is big enough to hand over now
+    // (and to find out whether the reader keeps up).
+    if (pendingBytes >= FLUSH_BYTES) {
+      if (flushing) clearImmediate(flushing);
+      flush();
+    } else {
+      flushing ??= setImmediate(flush);
+    }
+    return true;
+  };
+
   let iterator: AsyncIterator<unknown> | undefined;
   let error: ConnectError | undefined;
   try {
     if (started instanceof ConnectError) throw started;
     iterator = started;
-    for (;;) {
-      // Each wait also ends when the call is stopped (CallCancel.until).
-      const r = await call.cancel.until(started.next());
-      if (r.done) break;
-      const message = route.output.encodeEnvelope(
-        0,
-        makeMessage(output, r.value as MessageInitShape<DescMessage>),
-      );
-      pending.push(message);
-      pendingBytes += message.length;
-      // A burst goes out at the end of the turn, or once it is big enough to hand over now
-      // (and to find out whether the reader keeps up).
-      if (pendingBytes >= FLUSH_BYTES) {
-        if (flushing) clearImmediate(flushing);
-        flush();
-      } else {
-        flushing ??= setImmediate(flush);
-      }
+    while (await sendNext(started)) {
       if (drained) await call.cancel.until(drained);
     }
   } catch (err) {
