@@ -248,26 +248,28 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       return this;
     }
 
-    async next(): Promise<IteratorResult<ChatResponse>> {
-      if (this.#over) return DONE;
+    next(): Promise<IteratorResult<ChatResponse>> {
+      // Once a target answers, its attempt answers every read (and ends itself: see ChatAttempt).
+      if (this.#attempt !== undefined) return this.#attempt.next();
+      if (this.#over) return Promise.resolve(DONE);
+      return this.#firstRead();
+    }
+
+    async #firstRead(): Promise<IteratorResult<ChatResponse>> {
+      let attempt: ChatAttempt;
       try {
-        if (this.#attempt === undefined) {
-          const attempt = await this.#open();
-          // Returned while the attempts ran: the one that answered is not read.
-          if (this.#over) {
-            attempt.stop();
-            return DONE;
-          }
-          this.#attempt = attempt;
-        }
-        const value = await this.#attempt.next();
-        if (value !== undefined) return { done: false, value };
-        this.#over = true;
-        return DONE;
+        attempt = await this.#open();
       } catch (err) {
         this.#over = true;
         throw err;
       }
+      // Returned while the attempts ran: the one that answered is not read.
+      if (this.#over) {
+        attempt.stop();
+        return DONE;
+      }
+      this.#attempt = attempt;
+      return attempt.next();
     }
 
     /** The consumer stopped reading (a cancelled call): the attempt under way is stopped. */
@@ -582,29 +584,29 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     }
 
     /**
-     * The next chunk for the client: the one open() read, then the rest of the stream; undefined
-     * at its end. Throws what ends the request. (An async method, not a generator, so that
+     * The next chunk for the client: the one open() read, then the rest of the stream; done at
+     * its end, and for every read after the attempt ended. Throws what ends the request. (An async method, not a generator, so that
      * nothing of a chunk handed on is kept while the stream waits for the next: see ChatAnswer.)
      */
-    async next(): Promise<ChatResponse | undefined> {
+    async next(): Promise<IteratorResult<ChatResponse>> {
       const first = this.#first;
       if (first !== undefined) {
         this.#first = undefined;
-        return first;
+        return { done: false, value: first };
       }
       const calls = this.#calls;
-      if (this.#closed || calls === undefined) return undefined;
+      if (this.#closed || calls === undefined) return DONE;
       try {
         for (;;) {
           const r = await calls.next();
           if (r.done) {
             this.#ended = true;
             this.#close();
-            return undefined;
+            return DONE;
           }
           this.#lastChunkAt = performance.now();
           const chunk = r.value.chunk;
-          if (chunk) return routerChatResponse(chunk);
+          if (chunk) return { done: false, value: routerChatResponse(chunk) };
         }
       } catch (err) {
         this.#ended = true;
