@@ -8,7 +8,7 @@ import { childSpan, formatTraceparent, parseTraceparent, type TraceContext } fro
 import { adminUsage } from "./admin.js";
 import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
 import { parseJson, readBody } from "./body.js";
-import { anthropicCodec, type ChatCodec, openAICodec } from "./codecs.js";
+import { anthropicCodec, type ChatCodec, openAICodec, type StreamFramer } from "./codecs.js";
 import { ChatExchange, type IngressDeps, type IngressMetrics, runEmbed } from "./exchange.js";
 import { routingHints, takeBodyFallbacks } from "./hints.js";
 import { decorateLimitError } from "./limits/headers.js";
@@ -266,26 +266,55 @@ export function createRestHandler(deps: RestDeps) {
       res.flushHeaders();
       process.nextTick(uncork, res);
     }
-    try {
-      let chunk: typeof first | undefined = first;
-      while (chunk) {
-        const frame = framer.render(chunk);
-        if (frame && !write(res, frame)) await drained(res, signal);
-        chunk = await exchange.next();
-      }
-      res.end(framer.finish());
-      exchange.finish(200);
-    } catch (err) {
-      if (signal.aborted) {
-        exchange.finish(499);
-        return;
-      }
-      // After the first token: an error event and no [DONE], so the answer cannot look complete.
-      const f = Failure.from(err);
-      res.end(framer.error(f));
-      exchange.finish(f.status, { error: f, truncated: true });
-    }
+    const frame = framer.render(first);
+    const full = frame ? !write(res, frame) : false;
+    // Returned, not awaited: this frame, and the first chunk with it, ends here (see sendRest).
+    return sendRest(res, exchange, framer, full, signal);
   }
+}
+
+/**
+ * The rest of a streamed answer, to its end. A stream can stay open for minutes; the chunks are
+ * awaited and written in a function of their own (sendNext), whose frame ends with each one,
+ * because a suspended async function keeps every variable of its frame, and this one would keep
+ * the last chunk and frame sent for as long as the stream waits for the next.
+ */
+async function sendRest(
+  res: Res,
+  exchange: ChatExchange,
+  framer: StreamFramer,
+  full: boolean,
+  signal: AbortSignal,
+): Promise<void> {
+  try {
+    if (full) await drained(res, signal);
+    while (await sendNext(res, exchange, framer, signal));
+    res.end(framer.finish());
+    exchange.finish(200);
+  } catch (err) {
+    if (signal.aborted) {
+      exchange.finish(499);
+      return;
+    }
+    // After the first token: an error event and no [DONE], so the answer cannot look complete.
+    const f = Failure.from(err);
+    res.end(framer.error(f));
+    exchange.finish(f.status, { error: f, truncated: true });
+  }
+}
+
+/** Waits for the next chunk and writes it; false at the clean end. Throws a Failure. */
+async function sendNext(
+  res: Res,
+  exchange: ChatExchange,
+  framer: StreamFramer,
+  signal: AbortSignal,
+): Promise<boolean> {
+  const chunk = await exchange.next();
+  if (!chunk) return false;
+  const frame = framer.render(chunk);
+  if (frame && !write(res, frame)) await drained(res, signal);
+  return true;
 }
 
 function uncork(res: http.ServerResponse): void {
