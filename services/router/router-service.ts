@@ -461,7 +461,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     readonly #abort = new CallAbort();
     readonly #release: () => void;
     #timedOut: Timeout | undefined;
-    #totalTimer: NodeJS.Timeout;
+    readonly #totalTimer: NodeJS.Timeout;
     #stepTimer: NodeJS.Timeout | undefined;
     /** performance.now() of the last message; 0 until the first. */
     #lastChunkAt = 0;
