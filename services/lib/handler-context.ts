@@ -54,6 +54,14 @@ export class CallCancel {
     this.interrupt?.(reason);
   }
 
+  /**
+   * Tells `interrupt` the abort's reason when the call is aborted: for a caller that waits on
+   * the handler its own way (LocalStream), instead of through until().
+   */
+  onAbort(interrupt: (reason: unknown) => void): void {
+    this.interrupt = interrupt;
+  }
+
   /** `work`, or its rejection with the abort's reason once the call is aborted. */
   until<T>(work: Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {

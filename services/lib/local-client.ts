@@ -102,8 +102,10 @@ function callServerStream(
 
 /**
  * A server stream's messages as the caller reads them. A class rather than an iterator object
- * with closures: an open stream holds it (and, in one process, one per hop) for as long as it
- * lasts.
+ * with closures, and a read is a promise settled by its methods rather than an async method: an
+ * open stream holds this (and, in one process, one per hop) for as long as it lasts, and a
+ * suspended async frame, with the wait on the handler that CallCancel.until adds, cost ~0.9 KB
+ * per waiting read where this costs ~0.3.
  */
 class LocalStream implements AsyncIterableIterator<MessageShape<DescMessage>> {
   private source: AsyncIterator<unknown> | undefined;
@@ -113,6 +115,10 @@ class LocalStream implements AsyncIterableIterator<MessageShape<DescMessage>> {
    * (a prompt of tens of KB, say) is the handler's to keep or let go.
    */
   private input: MessageInitShape<DescMessage> | undefined;
+  /** The read under way (one at a time), and how to settle it. */
+  private reading: Promise<IteratorResult<MessageShape<DescMessage>>> | undefined;
+  private resolveRead: ((r: IteratorResult<MessageShape<DescMessage>>) => void) | undefined;
+  private rejectRead: ((err: unknown) => void) | undefined;
 
   constructor(
     private readonly call: LocalCall,
@@ -123,36 +129,89 @@ class LocalStream implements AsyncIterableIterator<MessageShape<DescMessage>> {
     private readonly options: CallOptions | undefined,
   ) {
     this.input = input;
+    // An abort ends the read under way at once: a handler that ignores its signal cannot hold
+    // up the caller.
+    call.cancel.onAbort(this.failRead);
   }
 
   [Symbol.asyncIterator](): this {
     return this;
   }
 
-  async next(): Promise<IteratorResult<MessageShape<DescMessage>>> {
-    if (this.over) return { done: true, value: undefined };
+  next(): Promise<IteratorResult<MessageShape<DescMessage>>> {
+    if (this.over) return Promise.resolve(DONE);
+    // Reads queue behind the one under way, as an async generator's do.
+    if (this.reading !== undefined) {
+      const again = () => this.next();
+      return this.reading.then(again, again);
+    }
     const call = this.call;
+    let work: Promise<IteratorResult<unknown>>;
     try {
       if (this.source === undefined) {
         if (!this.fn) throw this.missing();
         this.source = this.start(this.fn);
         this.options?.onHeader?.(call.responseHeader);
       }
-      const r = await call.cancel.until(this.source.next());
+      if (call.signal.aborted) throw call.signal.reason;
+      work = this.source.next();
+    } catch (err) {
+      return Promise.reject(this.fail(err));
+    }
+    const reading = new Promise<IteratorResult<MessageShape<DescMessage>>>((resolve, reject) => {
+      this.resolveRead = resolve;
+      this.rejectRead = reject;
+    });
+    this.reading = reading;
+    work.then(this.onMessage, this.failRead);
+    return reading;
+  }
+
+  /** The handler's next message (or its end) settles the read under way, if it still waits. */
+  private readonly onMessage = (r: IteratorResult<unknown>): void => {
+    const resolve = this.resolveRead;
+    if (resolve === undefined) return;
+    this.settled();
+    try {
       if (r.done) {
         this.end(true);
-        this.options?.onTrailer?.(call.responseTrailer);
-        return { done: true, value: undefined };
+        this.options?.onTrailer?.(this.call.responseTrailer);
+        resolve(DONE);
+        return;
       }
-      return {
+      resolve({
         done: false,
         value: makeMessage(this.method.output, r.value as MessageInitShape<DescMessage>),
-      };
+      });
     } catch (err) {
-      const error = call.error(err);
-      this.end(false);
-      throw error;
+      this.rejectNow(err);
     }
+  };
+
+  /** The handler failed, or the call was aborted: the read under way fails, and the call ends. */
+  private readonly failRead = (err: unknown): void => {
+    if (this.rejectRead === undefined) return;
+    this.rejectNow(err);
+  };
+
+  private rejectNow(err: unknown): void {
+    const reject = this.rejectRead;
+    this.settled();
+    const error = this.fail(err);
+    reject?.(error);
+  }
+
+  private settled(): void {
+    this.reading = undefined;
+    this.resolveRead = undefined;
+    this.rejectRead = undefined;
+  }
+
+  /** The error the caller sees; the call ends with it. */
+  private fail(err: unknown): ConnectError {
+    const error = this.call.error(err);
+    this.end(false);
+    return error;
   }
 
   /** Hands the request to the handler (in a frame of its own, which ends here). */
@@ -165,7 +224,7 @@ class LocalStream implements AsyncIterableIterator<MessageShape<DescMessage>> {
 
   async return(): Promise<IteratorResult<MessageShape<DescMessage>>> {
     this.end(false);
-    return { done: true, value: undefined };
+    return DONE;
   }
 
   private end(completed: boolean): void {
@@ -176,6 +235,8 @@ class LocalStream implements AsyncIterableIterator<MessageShape<DescMessage>> {
     if (!completed) void this.source?.return?.()?.catch(() => {});
   }
 }
+
+const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
 
 /** Why a finished call's handler signal is aborted (the call is over, nothing failed). */
 const CALL_ENDED = new ConnectError("call ended", Code.Canceled);
