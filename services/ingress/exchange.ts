@@ -235,15 +235,25 @@ export class ChatExchange {
     return first;
   }
 
-  /** The next chunk, or undefined at the clean end. Throws a Failure. */
-  async next(): Promise<ChatChunk | undefined> {
-    if (!this.stream) throw new Error("open() first");
-    let r: IteratorResult<{ chunk?: ChatChunk | undefined }>;
+  /**
+   * The next chunk, or undefined at the clean end; rejects with a Failure. A promise chained on
+   * the router's, not an async method: a held stream waits here for minutes, and a suspended
+   * async frame would cost several times what the pending reaction does.
+   */
+  next(): Promise<ChatChunk | undefined> {
+    if (!this.stream) return Promise.reject(new Error("open() first"));
+    let read: Promise<IteratorResult<{ chunk?: ChatChunk | undefined }>>;
     try {
-      r = await this.stream.next();
+      read = this.stream.next();
     } catch (err) {
-      throw Failure.from(err);
+      read = Promise.reject(err);
     }
+    return read.then(this.#onMessage, failureOf);
+  }
+
+  readonly #onMessage = (
+    r: IteratorResult<{ chunk?: ChatChunk | undefined }>,
+  ): ChatChunk | undefined | Promise<ChatChunk | undefined> => {
     if (r.done) return undefined;
     const chunk = r.value.chunk;
     if (!chunk) return this.next();
@@ -266,7 +276,7 @@ export class ChatExchange {
       }
     }
     return chunk;
-  }
+  };
 
   /** The first chunk names who answers: everything priced and labelled by it starts here. */
   private begin(start: ChatStart): void {
@@ -565,4 +575,9 @@ export async function runEmbed(
 
 function round(ms: number): number {
   return Math.round(ms * 100) / 100;
+}
+
+/** A router call's failure as the client API's error. */
+function failureOf(err: unknown): never {
+  throw Failure.from(err);
 }
