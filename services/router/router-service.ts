@@ -585,38 +585,50 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
 
     /**
      * The next chunk for the client: the one open() read, then the rest of the stream; done at
-     * its end, and for every read after the attempt ended. Throws what ends the request. (An async method, not a generator, so that
-     * nothing of a chunk handed on is kept while the stream waits for the next: see ChatAnswer.)
+     * its end, and for every read after the attempt ended. Rejects with what ends the request.
+     * A promise chained on the call's, not a generator or an async method, so that a held
+     * stream keeps nothing of a chunk handed on, nor a suspended frame (see ChatAnswer).
      */
-    async next(): Promise<IteratorResult<ChatResponse>> {
+    next(): Promise<IteratorResult<ChatResponse>> {
       const first = this.#first;
       if (first !== undefined) {
         this.#first = undefined;
-        return { done: false, value: first };
+        return Promise.resolve({ done: false, value: first });
       }
       const calls = this.#calls;
-      if (this.#closed || calls === undefined) return DONE;
+      if (this.#closed || calls === undefined) return Promise.resolve(DONE);
+      let read: Promise<IteratorResult<ConnectorChatResponse>>;
       try {
-        for (;;) {
-          const r = await calls.next();
-          if (r.done) {
-            this.#ended = true;
-            this.#close();
-            return DONE;
-          }
-          this.#lastChunkAt = performance.now();
-          const chunk = r.value.chunk;
-          if (chunk) return { done: false, value: routerChatResponse(chunk) };
-        }
+        read = calls.next();
       } catch (err) {
-        this.#ended = true;
-        const stopped = this.#closed;
-        this.#close();
-        // Stopped by our own consumer: not the target's failure, and no one to tell.
-        if (stopped) throw new ConnectError("the answer is no longer read", Code.Canceled);
-        throw this.#failure(err, true);
+        read = Promise.reject(err);
       }
+      return read.then(this.#onCall, this.#onCallError);
     }
+
+    readonly #onCall = (
+      r: IteratorResult<ConnectorChatResponse>,
+    ): IteratorResult<ChatResponse> | Promise<IteratorResult<ChatResponse>> => {
+      if (r.done) {
+        this.#ended = true;
+        this.#close();
+        return DONE;
+      }
+      this.#lastChunkAt = performance.now();
+      const chunk = r.value.chunk;
+      if (chunk) return { done: false, value: routerChatResponse(chunk) };
+      return this.next();
+    };
+
+    /** The call failed (or was cancelled): the attempt ends, with the error the client sees. */
+    readonly #onCallError = (err: unknown): never => {
+      this.#ended = true;
+      const stopped = this.#closed;
+      this.#close();
+      // Stopped by our own consumer: not the target's failure, and no one to tell.
+      if (stopped) throw new ConnectError("the answer is no longer read", Code.Canceled);
+      throw this.#failure(err, true);
+    };
 
     /** The client stopped reading: the call is cancelled, and the attempt ends. */
     stop(): void {
