@@ -62,12 +62,13 @@ export interface Provider {
 }
 
 /**
- * Takes a call's parameters out of it, to build the upstream request from. A provider's chat is
- * a generator that stays suspended for as long as its answer streams, and V8 keeps every
- * variable and parameter of a suspended frame, in use or not: parameters held by the call, or by
- * a variable of the generator, would keep the prompt (tens of KB, more with long contexts) for
- * the minutes a stream can last. So a provider takes them in a helper that builds and sends the
- * request and returns once it is sent, and reads what it needs later (`stream`) before that.
+ * Takes a call's parameters out of it, to build the upstream request from. A provider's chat
+ * stream (a generator, or an iterator object) lasts as long as its answer streams, and V8 keeps
+ * every variable and parameter of a suspended generator's frame, in use or not: parameters held
+ * by the call, or by a variable of the generator, would keep the prompt (tens of KB, more with
+ * long contexts) for the minutes a stream can last. So a provider takes them in a helper that
+ * builds and sends the request and returns once it is sent, and reads what it needs later
+ * (`stream`) before that.
  */
 export function takeParams(call: ChatCall): ChatParams {
   const params = call.params;
