@@ -1,6 +1,6 @@
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
-import type { RequestContext } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import type { ChatChunk, RequestContext } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import {
   type ChatRequest,
   type ChatResponse,
@@ -95,7 +95,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
     return provider;
   }
 
-  function chat(req: ChatRequest, ctx: HandlerContext): AsyncGenerator<ChatResponse> {
+  function chat(req: ChatRequest, ctx: HandlerContext): AsyncIterableIterator<ChatResponse> {
     const { target, params } = req;
     if (!target || !params) {
       throw new Failure({
@@ -105,8 +105,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
       }).toConnectError();
     }
     // The request goes to the provider in the call, which hands it over once it has sent it
-    // (takeParams): `relay` stays suspended for as long as the answer streams, and keeps
-    // whatever its frame holds.
+    // (takeParams): the relay lasts as long as the answer streams.
     const call: ChatCall = {
       provider: target.provider,
       model: target.model,
@@ -117,59 +116,136 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
       // A caller that holds the whole answer gets the chunks after the first merged (hold_ms).
       merge: req.holdMs > 0,
     };
-    return relay(call, req.holdMs, ctx);
+    return new Relay(call, req.holdMs, ctx);
   }
 
-  async function* relay(
-    call: ChatCall,
-    holdMs: number,
-    ctx: HandlerContext,
-  ): AsyncGenerator<ChatResponse> {
-    const started = performance.now();
-    let first = true;
-    inflight.inc({ provider: call.provider });
-    if (deps.load) deps.load.inflight++;
-    try {
-      const chunks = providerFor(call.provider).chat(call);
-      let held: CompletionBuilder | undefined;
-      let sentAt = 0;
-      for await (const chunk of chunks) {
-        if (first) {
-          first = false;
-          const ms = performance.now() - started;
+  /**
+   * One upstream call's answer as the router reads it, with the call's metrics and outcome.
+   * After the first chunk, a caller that holds the whole answer (holdMs > 0) gets the chunks
+   * merged, one message per holdMs. An iterator object rather than an async generator: a held
+   * stream waits here for every chunk, and a suspended generator keeps its frame (the last chunk
+   * among it) and its await chain for as long as the stream lasts.
+   */
+  class Relay implements AsyncIterableIterator<ChatResponse> {
+    readonly #call: ChatCall;
+    readonly #holdMs: number;
+    readonly #ctx: HandlerContext;
+    #chunks: AsyncIterator<ChatChunk> | undefined;
+    #started = 0;
+    #first = true;
+    /** Chunks merged since the last message (holdMs > 0). */
+    #held: CompletionBuilder | undefined;
+    #sentAt = 0;
+    /** The call ended (completed, failed or stopped) and is counted. */
+    #over = false;
+
+    constructor(call: ChatCall, holdMs: number, ctx: HandlerContext) {
+      this.#call = call;
+      this.#holdMs = holdMs;
+      this.#ctx = ctx;
+    }
+
+    [Symbol.asyncIterator](): this {
+      return this;
+    }
+
+    next(): Promise<IteratorResult<ChatResponse>> {
+      if (this.#over) return Promise.resolve(DONE);
+      let read: Promise<IteratorResult<ChatChunk>>;
+      try {
+        let chunks = this.#chunks;
+        if (chunks === undefined) {
+          // The upstream request starts with the first read, as a generator's body would.
+          this.#started = performance.now();
+          inflight.inc({ provider: this.#call.provider });
+          if (deps.load) deps.load.inflight++;
+          chunks = providerFor(this.#call.provider).chat(this.#call)[Symbol.asyncIterator]();
+          this.#chunks = chunks;
+        }
+        read = chunks.next();
+      } catch (err) {
+        read = Promise.reject(err);
+      }
+      return read.then(this.#onChunk, this.#onError);
+    }
+
+    /** The reader stopped: the provider stops reading (and cancels its upstream request). */
+    async return(): Promise<IteratorResult<ChatResponse>> {
+      if (this.#over) return DONE;
+      this.#fail(new Failure({ status: 499, kind: "cancelled", message: "cancelled" }));
+      return DONE;
+    }
+
+    readonly #onChunk = (
+      r: IteratorResult<ChatChunk>,
+    ): IteratorResult<ChatResponse> | Promise<IteratorResult<ChatResponse>> => {
+      if (this.#over) return DONE;
+      try {
+        const call = this.#call;
+        if (r.done) {
+          const held = this.#held;
+          this.#held = undefined;
+          const last = held && connectorChatResponse(held.chunk());
+          this.#end();
+          upstreamRequests.inc({ provider: call.provider, target: call.model, outcome: "ok" });
+          duration.observe(
+            { provider: call.provider, target: call.model },
+            (performance.now() - this.#started) / 1000,
+          );
+          return last ? { done: false, value: last } : DONE;
+        }
+        const chunk = r.value;
+        if (this.#first) {
+          this.#first = false;
+          const ms = performance.now() - this.#started;
           // Carried to the ingress, which tells the gateway's own time apart by it.
           if (chunk.start) chunk.start.upstreamMs = ms;
           deps.outcomes?.success(call.provider, call.model, ms);
           firstChunk.observe({ provider: call.provider, target: call.model }, ms / 1000);
-        } else if (holdMs > 0) {
-          held ??= new CompletionBuilder();
-          held.add(chunk);
-          if (performance.now() - sentAt < holdMs) continue;
-          const merged = held.chunk();
-          held = undefined;
-          sentAt = performance.now();
-          yield connectorChatResponse(merged);
-          continue;
+        } else if (this.#holdMs > 0) {
+          this.#held ??= new CompletionBuilder();
+          this.#held.add(chunk);
+          if (performance.now() - this.#sentAt < this.#holdMs) return this.next();
+          const merged = this.#held.chunk();
+          this.#held = undefined;
+          this.#sentAt = performance.now();
+          return { done: false, value: connectorChatResponse(merged) };
         }
-        sentAt = performance.now();
-        yield connectorChatResponse(chunk);
+        this.#sentAt = performance.now();
+        return { done: false, value: connectorChatResponse(chunk) };
+      } catch (err) {
+        throw this.#fail(err);
       }
-      if (held) yield connectorChatResponse(held.chunk());
-      upstreamRequests.inc({ provider: call.provider, target: call.model, outcome: "ok" });
-      duration.observe(
-        { provider: call.provider, target: call.model },
-        (performance.now() - started) / 1000,
-      );
-    } catch (err) {
-      const f = ctx.signal.aborted
+    };
+
+    readonly #onError = (err: unknown): never | IteratorResult<ChatResponse> => {
+      if (this.#over) return DONE;
+      // The provider's stream failed: it has ended, with nothing to stop.
+      this.#chunks = undefined;
+      throw this.#fail(err);
+    };
+
+    /** Counts and logs a failed call, stops the provider's stream, and says what the caller sees. */
+    #fail(err: unknown): Error {
+      const call = this.#call;
+      const f = this.#ctx.signal.aborted
         ? new Failure({ status: 499, kind: "cancelled", message: "cancelled" })
         : Failure.from(err);
+      const chunks = this.#chunks;
+      this.#end();
+      // Nobody reads the provider's stream any more; its own error has no one to tell.
+      void chunks?.return?.()?.catch(() => {});
       upstreamRequests.inc({ provider: call.provider, target: call.model, outcome: f.kind });
       deps.outcomes?.failure(call.provider, call.model, f);
       logFailure(call.context, call, f);
-      throw f.toConnectError();
-    } finally {
-      inflight.dec({ provider: call.provider });
+      return f.toConnectError();
+    }
+
+    #end(): void {
+      this.#over = true;
+      this.#chunks = undefined;
+      if (this.#started === 0) return;
+      inflight.dec({ provider: this.#call.provider });
       if (deps.load) deps.load.inflight--;
     }
   }
@@ -245,3 +321,5 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
 
   return { chat, embed, probe };
 }
+
+const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
