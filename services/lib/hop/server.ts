@@ -142,7 +142,7 @@ function serve(route: Route, headers: RequestHeaders, body: Readable, sink: Sink
     }
     const call = new ServerCall(route, headers, sink);
     if (route.method.methodKind === "server_streaming") {
-      void serveStream(route, call, sink, startStream(route, call, bytes));
+      serveStream(route, call, sink, startStream(route, call, bytes));
     } else {
       void serveUnary(route, call, sink, bytes);
     }
@@ -151,10 +151,9 @@ function serve(route: Route, headers: RequestHeaders, body: Readable, sink: Sink
 
 /**
  * Decodes a streaming call's request and starts its implementation: its iterator, or the error
- * that ends the call. The request's bytes and message stay in this frame, which ends here; the
- * frame of serveStream stays suspended for as long as the stream is open, and V8 keeps every
- * variable and parameter of a suspended frame, in use or not. A prompt of tens of KB would stay
- * with it for minutes.
+ * that ends the call. The request's bytes and message stay in this frame, which ends here:
+ * nothing that lasts as long as the stream (a prompt of tens of KB would stay for minutes)
+ * holds them.
  */
 function startStream(
   route: Route,
@@ -416,87 +415,148 @@ async function serveUnary(route: Route, call: ServerCall, res: Sink, body: Buffe
  * in the same turn of the event loop (a whole answer the upstream sent in one read, say) go out
  * in one write; a slow reader holds the implementation back (backpressure) instead of queueing.
  */
-async function serveStream(
+function serveStream(
   route: Route,
   call: ServerCall,
   res: Sink,
   started: AsyncIterator<unknown> | ConnectError,
-): Promise<void> {
-  const output = route.method.output;
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
-  let headSent = false;
-  let flushing: NodeJS.Immediate | undefined;
-  let drained: Promise<void> | undefined;
-  const flush = () => {
-    flushing = undefined;
-    if (pending.length === 0 || res.destroyed) return;
-    if (!headSent) {
-      headSent = true;
-      sendHead(res, 200, call.head(STREAM_CONTENT_TYPE, false));
-    }
-    const data = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending);
-    pending = [];
-    pendingBytes = 0;
-    if (!(res as http.ServerResponse).write(data) && !drained) {
-      drained = new Promise<void>((resolve) => {
-        const done = () => {
-          res.off("drain", done);
-          res.off("close", done);
-          drained = undefined;
-          resolve();
-        };
-        res.on("drain", done);
-        res.on("close", done);
-      });
-    }
-  };
-
-  /**
-   * Waits for the handler's next message and queues it; false at the end. A function of its own
-   * so that nothing of a message sent is kept while the stream waits for the next: a suspended
-   * async function keeps every register of its frame, and this one ends with each message.
-   */
-  const sendNext = async (messages: AsyncIterator<unknown>): Promise<boolean> => {
-    // The wait also ends when the call is stopped (CallCancel.until).
-    const r = await call.cancel.until(messages.next());
-    if (r.done) return false;
-    const message = route.output.encodeEnvelope(
-      0,
-      makeMessage(output, r.value as MessageInitShape<DescMessage>),
-    );
-    pending.push(message);
-    pendingBytes += message.length;
-    // A burst goes out at the end of the turn, or once it is big enough to hand over now
-    // (and to find out whether the reader keeps up).
-    if (pendingBytes >= FLUSH_BYTES) {
-      if (flushing) clearImmediate(flushing);
-      flush();
-    } else {
-      flushing ??= setImmediate(flush);
-    }
-    return true;
-  };
-
-  let iterator: AsyncIterator<unknown> | undefined;
-  let error: ConnectError | undefined;
-  try {
-    if (started instanceof ConnectError) throw started;
-    iterator = started;
-    while (await sendNext(started)) {
-      if (drained) await call.cancel.until(drained);
-    }
-  } catch (err) {
-    error = call.stopped ?? toConnectError(err);
-    // A handler still running (it ignored its signal, or we stopped reading) is told to end.
-    void iterator?.return?.()?.catch(() => {});
-  } finally {
-    call.end(error === undefined);
+): void {
+  if (started instanceof ConnectError) {
+    call.end(false);
+    new StreamServer(route, call, res, undefined).finish(started);
+    return;
   }
-  if (flushing) clearImmediate(flushing);
-  if (res.destroyed || res.writableEnded) return;
-  const end = JSON.stringify(endStreamToJson(call.trailer, error, undefined));
-  pending.push(envelope(END_STREAM_FLAG, Buffer.from(end)));
-  flush();
-  res.end();
+  new StreamServer(route, call, res, started).pull();
+}
+
+/**
+ * One served stream: asks the implementation for each message by a callback on its promise,
+ * rather than in an async loop, because an open stream waits here for minutes and a suspended
+ * async frame keeps every register in it (the last message among them) with its await chain.
+ */
+class StreamServer {
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
+  #headSent = false;
+  #flushing: NodeJS.Immediate | undefined;
+  /** The reader has not taken what was written yet: the next message waits for 'drain'. */
+  #waitingDrain = false;
+  /** A message has been asked for and has not come yet. */
+  #reading = false;
+  #over = false;
+
+  constructor(
+    private readonly route: Route,
+    private readonly call: ServerCall,
+    private readonly res: Sink,
+    private readonly messages: AsyncIterator<unknown> | undefined,
+  ) {
+    // A stopped call (deadline, client gone) ends the stream at once, whatever the
+    // implementation is doing.
+    if (messages) call.cancel.onAbort(this.#onStop);
+  }
+
+  /** Asks the implementation for its next message. */
+  pull(): void {
+    const messages = this.messages;
+    if (this.#over || this.#reading || messages === undefined) return;
+    this.#reading = true;
+    let read: Promise<IteratorResult<unknown>>;
+    try {
+      read = messages.next();
+    } catch (err) {
+      read = Promise.reject(err);
+    }
+    read.then(this.#onMessage, this.#onError);
+  }
+
+  readonly #onMessage = (r: IteratorResult<unknown>): void => {
+    this.#reading = false;
+    if (this.#over) return;
+    if (r.done) {
+      this.#end(undefined);
+      return;
+    }
+    try {
+      const message = this.route.output.encodeEnvelope(
+        0,
+        makeMessage(this.route.method.output, r.value as MessageInitShape<DescMessage>),
+      );
+      this.#pending.push(message);
+      this.#pendingBytes += message.length;
+      // A burst goes out at the end of the turn, or once it is big enough to hand over now
+      // (and to find out whether the reader keeps up).
+      if (this.#pendingBytes >= FLUSH_BYTES) {
+        if (this.#flushing) clearImmediate(this.#flushing);
+        this.#flush();
+      } else {
+        this.#flushing ??= setImmediate(this.#flush);
+      }
+    } catch (err) {
+      this.#end(this.call.stopped ?? toConnectError(err));
+      return;
+    }
+    if (!this.#waitingDrain) this.pull();
+  };
+
+  readonly #onError = (err: unknown): void => {
+    this.#reading = false;
+    if (this.#over) return;
+    this.#end(this.call.stopped ?? toConnectError(err));
+  };
+
+  readonly #onStop = (reason: unknown): void => {
+    if (this.#over) return;
+    this.#end(this.call.stopped ?? toConnectError(reason));
+  };
+
+  readonly #flush = (): void => {
+    this.#flushing = undefined;
+    const res = this.res;
+    if (this.#pending.length === 0 || res.destroyed) return;
+    if (!this.#headSent) {
+      this.#headSent = true;
+      sendHead(res, 200, this.call.head(STREAM_CONTENT_TYPE, false));
+    }
+    const pending = this.#pending;
+    const data = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending);
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    if (!(res as http.ServerResponse).write(data) && !this.#waitingDrain && !this.#over) {
+      this.#waitingDrain = true;
+      res.on("drain", this.#onDrain);
+      res.on("close", this.#onDrain);
+    }
+  };
+
+  readonly #onDrain = (): void => {
+    this.res.off("drain", this.#onDrain);
+    this.res.off("close", this.#onDrain);
+    this.#waitingDrain = false;
+    this.pull();
+  };
+
+  /** The implementation ended (error undefined) or the call failed or was stopped. */
+  #end(error: ConnectError | undefined): void {
+    this.#over = true;
+    if (error !== undefined) {
+      // A handler still running (it ignored its signal, or we stopped reading) is told to end.
+      void this.messages?.return?.()?.catch(() => {});
+    }
+    this.call.end(error === undefined);
+    this.finish(error);
+  }
+
+  /** Writes what is pending and the end of the stream, with its error if any. */
+  finish(error: ConnectError | undefined): void {
+    this.#over = true;
+    if (this.#flushing) clearImmediate(this.#flushing);
+    this.#flushing = undefined;
+    const res = this.res;
+    if (res.destroyed || res.writableEnded) return;
+    const end = JSON.stringify(endStreamToJson(this.call.trailer, error, undefined));
+    this.#pending.push(envelope(END_STREAM_FLAG, Buffer.from(end)));
+    this.#flush();
+    res.end();
+  }
 }
