@@ -95,16 +95,27 @@ function serverStream(
   started.catch(() => {}); // read (and rethrown) by next(); never an unhandled rejection
   let response: StreamResponse<DescMessage, DescMessage> | undefined;
   let messages: AsyncIterator<MessageShape<DescMessage>> | undefined;
-  const iterator = {
-    async next(): Promise<IteratorResult<MessageShape<DescMessage>>> {
-      if (messages === undefined) {
-        response = await started;
-        options?.onHeader?.(response.header);
-        messages = response.message[Symbol.asyncIterator]();
-      }
-      const r = await messages.next();
-      if (r.done && response) options?.onTrailer?.(response.trailer);
+  // Each read is the response's own (chained only for a caller that wants the trailer), not an
+  // async method's: an open stream waits in it for minutes, and a suspended async frame would
+  // cost several times what the pending read does.
+  const onTrailer = options?.onTrailer;
+  const trailerAtEnd =
+    onTrailer &&
+    ((r: IteratorResult<MessageShape<DescMessage>>) => {
+      if (r.done && response) onTrailer(response.trailer);
       return r;
+    });
+  const iterator = {
+    next(): Promise<IteratorResult<MessageShape<DescMessage>>> {
+      if (messages === undefined) {
+        return started.then((r) => {
+          response = r;
+          options?.onHeader?.(r.header);
+          messages = r.message[Symbol.asyncIterator]();
+          return iterator.next();
+        });
+      }
+      return trailerAtEnd ? messages.next().then(trailerAtEnd) : messages.next();
     },
   };
   return { [Symbol.asyncIterator]: () => iterator };
