@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseSse, parseSseBatches, type SseEnd, type SseEvent, SseParser } from "./sse.js";
+import { type SseEnd, type SseEvent, SseParser } from "./sse.js";
 
 const encoder = new TextEncoder();
 
@@ -157,63 +157,5 @@ describe("SseParser", () => {
     for (let i = 0; i < long.length; i += 1000) chunks.push(long.slice(i, i + 1000));
     chunks.push("\n\n");
     expect(run(chunks).events).toEqual([{ data: long }]);
-  });
-});
-
-describe("parseSse", () => {
-  async function* bytes(chunks: string[]): AsyncGenerator<Uint8Array> {
-    for (const chunk of chunks) yield encoder.encode(chunk);
-  }
-
-  it("yields events as they complete and returns whether the stream was cut", async () => {
-    const events = parseSse(bytes(["data: a\n", "\ndata: b\n\n", "data: c"]));
-    const seen: SseEvent[] = [];
-    let result = await events.next();
-    while (!result.done) {
-      seen.push(result.value);
-      result = await events.next();
-    }
-    expect(seen).toEqual([{ data: "a" }, { data: "b" }]);
-    expect(result.value).toEqual({ truncated: true });
-  });
-
-  it("stops reading the body when the caller stops early", async () => {
-    let finished = false;
-    async function* body(): AsyncGenerator<Uint8Array> {
-      try {
-        yield encoder.encode("data: a\n\n");
-        yield encoder.encode("data: b\n\n");
-      } finally {
-        finished = true;
-      }
-    }
-    for await (const event of parseSse(body())) {
-      expect(event.data).toBe("a");
-      break;
-    }
-    expect(finished).toBe(true);
-  });
-});
-
-describe("parseSseBatches", () => {
-  async function* bytes(chunks: string[]): AsyncGenerator<Uint8Array> {
-    for (const chunk of chunks) yield encoder.encode(chunk);
-  }
-
-  it("hands over the events each read completed, skips reads that completed none", async () => {
-    const batches = parseSseBatches(
-      bytes(["data: a\n\ndata: b\n\ndata: c", "\n", "\ndata: d\n\n", "data: e"]),
-    );
-    const seen: SseEvent[][] = [];
-    let result = await batches.next();
-    while (!result.done) {
-      seen.push(result.value);
-      result = await batches.next();
-    }
-    expect(seen).toEqual([
-      [{ data: "a" }, { data: "b" }],
-      [{ data: "c" }, { data: "d" }],
-    ]);
-    expect(result.value).toEqual({ truncated: true });
   });
 });

@@ -4,14 +4,17 @@
 import type { ChatChunk } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
-import { type ChatCall, type Provider, ReadBatch, takeParams } from "../provider.js";
-import { parseSseBatches } from "../sse.js";
+import {
+  AnswerStream,
+  type OpenedAnswer,
+  type StreamEvents,
+  streamEndedEarly,
+} from "../answer-stream.js";
+import { type ChatCall, type Provider, takeParams } from "../provider.js";
+import type { SseEvent } from "../sse.js";
 import {
   createUpstreamHttp,
-  drainBody,
-  errorCode,
   errorDetailFromJson,
-  failureFromError,
   malformedAnswer,
   parseStreamEvent,
   readJsonAnswer,
@@ -27,10 +30,6 @@ export const ANTHROPIC_BASE_URL = "https://api.anthropic.com";
 
 /** Anthropic's "overloaded" status: the API is up but has no capacity right now. */
 const OVERLOADED_STATUS = 529;
-
-/** How long the rest of a body may take to arrive after message_stop before it is dropped. */
-const DRAIN_AFTER_STOP_MS = 2000;
-const DRAIN_LIMIT_BYTES = 64 * 1024;
 
 export function createAnthropicProvider(name: string, config: ProviderConfig): Provider {
   const secrets = config.api_key ? [config.api_key] : [];
@@ -106,40 +105,26 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
     });
   }
 
-  async function* readStream(
-    response: UpstreamResponse,
-    signal: AbortSignal,
-    translator: AnthropicStreamTranslator,
-    batch: ReadBatch,
-  ): AsyncGenerator<ChatChunk> {
-    // Leaving the loop must not destroy the body: after message_stop it is drained instead, so
-    // the connection goes back to the pool (see `chat`).
-    const body = {
-      [Symbol.asyncIterator]: () => response.body.iterator({ destroyOnReturn: false }),
-    };
-    try {
-      read: for await (const events of parseSseBatches(body)) {
-        for (const event of events) {
-          const parsed = parseStreamEvent(name, secrets, event.data);
-          // Anthropic repeats the event name as `type` in the data; the name wins if they differ.
-          if (event.event !== undefined && event.event !== "message") parsed.type = event.event;
-          const chunk = translator.push(parsed);
-          const now = chunk && batch.add(chunk);
-          if (now !== undefined) yield now;
-          if (translator.done) break read;
-        }
-        const kept = batch.take();
-        if (kept !== undefined) yield kept;
-      }
-    } catch (err) {
-      if (err instanceof Failure) throw err;
-      if (signal.aborted) throw failureFromError(name, err, signal);
-      throw upstreamFailure(`stream from provider ${name} ended early: ${errorCode(err)}`, err);
+  /** The events of an Anthropic stream: chunks until message_stop, which a whole answer ends with. */
+  class AnthropicEvents implements StreamEvents {
+    constructor(private readonly translator: AnthropicStreamTranslator) {}
+
+    get complete(): boolean {
+      return this.translator.done;
     }
-    // Without message_stop the answer may be cut short; it must not pass for a complete one.
-    if (!translator.done) throw upstreamFailure(`stream from provider ${name} ended early`);
-    const kept = batch.take();
-    if (kept !== undefined) yield kept;
+
+    push(event: SseEvent): ChatChunk | undefined {
+      const parsed = parseStreamEvent(name, secrets, event.data);
+      // Anthropic repeats the event name as `type` in the data; the name wins if they differ.
+      if (event.event !== undefined && event.event !== "message") parsed.type = event.event;
+      return this.translator.push(parsed);
+    }
+
+    finish(): ChatChunk | undefined {
+      // Without message_stop the answer may be cut short; it must not pass for a complete one.
+      if (!this.translator.done) throw streamEndedEarly(name, secrets);
+      return undefined;
+    }
   }
 
   /**
@@ -152,28 +137,21 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
     return jsonTool === undefined ? { response } : { response, jsonTool };
   }
 
-  async function* chat(call: ChatCall): AsyncGenerator<ChatChunk> {
+  function chat(call: ChatCall): AsyncIterableIterator<ChatChunk> {
     const streamed = call.params?.stream === true;
-    const { response, jsonTool } = await send(call);
-    const translator = new AnthropicStreamTranslator({ provider: name, jsonTool, secrets });
-    try {
-      const contentType = String(response.headers["content-type"] ?? "");
-      if (!streamed || contentType.includes("application/json")) {
-        yield await readMessage(response, call.signal, jsonTool);
-        return;
-      }
-      yield* readStream(response, call.signal, translator, new ReadBatch(call.merge === true));
-    } finally {
-      if (translator.done) {
-        // The end of the HTTP body may trail message_stop by a packet; reading it keeps the
-        // connection alive for the next request, where destroying would close it.
-        drainBody(response.body, DRAIN_LIMIT_BYTES, DRAIN_AFTER_STOP_MS);
-      } else if (!response.body.readableEnded) {
-        // The caller gave up early (or the stream failed): stop the upstream generating.
-        // Nobody reads the body any more, so its abort error has no one to tell.
-        response.body.on("error", () => {}).destroy();
-      }
-    }
+    return new AnswerStream(name, secrets, call, () =>
+      send(call).then(({ response, jsonTool }): OpenedAnswer => {
+        const contentType = String(response.headers["content-type"] ?? "");
+        if (!streamed || contentType.includes("application/json")) {
+          return {
+            response,
+            whole: () => readMessage(response, call.signal, jsonTool).then((c) => [c]),
+          };
+        }
+        const translator = new AnthropicStreamTranslator({ provider: name, jsonTool, secrets });
+        return { response, events: new AnthropicEvents(translator) };
+      }),
+    );
   }
 
   async function probe(model: string, signal: AbortSignal): Promise<void> {

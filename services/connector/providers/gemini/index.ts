@@ -8,13 +8,11 @@ import type {
   RequestContext,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
-import { Failure } from "../../../lib/errors.js";
+import { AnswerStream, type OpenedAnswer, type StreamEvents } from "../answer-stream.js";
 import { type ChatCall, type EmbedCall, type Provider, takeParams } from "../provider.js";
-import { parseSse, type SseEnd } from "../sse.js";
+import type { SseEvent } from "../sse.js";
 import {
-  errorCode,
   failureFromError,
-  malformedAnswer,
   parseStreamEvent,
   readJsonAnswer,
   readLimited,
@@ -100,38 +98,24 @@ export function createGeminiProvider(name: string, config: ProviderConfig): Prov
     throw failureFromGoogle(name, data.statusCode, data.headers, text, { model, secrets });
   }
 
-  const upstreamFailure = (message: string, cause?: unknown) =>
-    malformedAnswer(name, secrets, message, cause);
-
   function readJson(response: UpstreamResponse, signal: AbortSignal, what: string) {
     return readJsonAnswer(name, secrets, response.body, signal, what);
   }
 
-  async function* readSse(
-    response: UpstreamResponse,
-    signal: AbortSignal,
-    stream: GeminiStream,
-  ): AsyncGenerator<ChatChunk> {
-    const events = parseSse(response.body);
-    let end: SseEnd;
-    try {
-      for (;;) {
-        const next = await events.next();
-        if (next.done) {
-          end = next.value;
-          break;
-        }
-        const chunk = stream.push(parseStreamEvent(name, secrets, next.value.data));
-        if (chunk !== undefined) yield chunk;
-      }
-    } catch (err) {
-      if (err instanceof Failure) throw err;
-      if (signal.aborted) throw failureFromError(name, err, signal);
-      throw upstreamFailure(`stream from provider ${name} ended early: ${errorCode(err)}`, err);
+  /** The events of a Gemini stream: each a whole response; the body's end ends the answer. */
+  class GeminiEvents implements StreamEvents {
+    readonly complete = false;
+
+    constructor(private readonly stream: GeminiStream) {}
+
+    push(event: SseEvent): ChatChunk | undefined {
+      return this.stream.push(parseStreamEvent(name, secrets, event.data));
     }
-    // Half an event at the end means the body was cut, whatever came before.
-    if (end.truncated) throw upstreamFailure(`stream from provider ${name} ended early`);
-    stream.end();
+
+    finish(): ChatChunk | undefined {
+      this.stream.end();
+      return undefined;
+    }
   }
 
   /** Builds the upstream request and sends it; resolves with the answer's head (see takeParams). */
@@ -149,35 +133,43 @@ export function createGeminiProvider(name: string, config: ProviderConfig): Prov
     );
   }
 
-  async function* chat(call: ChatCall): AsyncGenerator<ChatChunk> {
+  function chat(call: ChatCall): AsyncIterableIterator<ChatChunk> {
     const options = translateOptions(call.model, call.context);
     const streamed = call.params?.stream === true;
-    const response = await sendChat(call, streamed);
-    try {
-      if (!streamed) {
-        yield fromGeminiResponse(await readJson(response, call.signal, "answer"), options);
-        return;
-      }
-      const stream = new GeminiStream(options);
-      const contentType = String(response.headers["content-type"] ?? "");
-      if (contentType.includes("application/json")) {
-        // Without SSE the API streams one JSON array of the same events; accept it whole.
-        const parsed = await readJson(response, call.signal, "stream");
-        for (const event of Array.isArray(parsed) ? parsed : [parsed]) {
-          const chunk = stream.push(event);
-          if (chunk !== undefined) yield chunk;
+    return new AnswerStream(name, secrets, call, () =>
+      sendChat(call, streamed).then((response): OpenedAnswer => {
+        if (!streamed) {
+          return {
+            response,
+            whole: async () => [
+              fromGeminiResponse(await readJson(response, call.signal, "answer"), options),
+            ],
+          };
         }
-        stream.end();
-        return;
-      }
-      yield* readSse(response, call.signal, stream);
-    } finally {
-      if (!response.body.readableEnded) {
-        // The caller gave up early (or the answer failed): stop the upstream generating.
-        // Nobody reads the body any more, so its abort error has no one to tell.
-        response.body.on("error", () => {}).destroy();
-      }
+        const stream = new GeminiStream(options);
+        const contentType = String(response.headers["content-type"] ?? "");
+        if (contentType.includes("application/json")) {
+          // Without SSE the API streams one JSON array of the same events; accept it whole.
+          return { response, whole: () => readEventArray(response, call.signal, stream) };
+        }
+        return { response, events: new GeminiEvents(stream) };
+      }),
+    );
+  }
+
+  async function readEventArray(
+    response: UpstreamResponse,
+    signal: AbortSignal,
+    stream: GeminiStream,
+  ): Promise<ChatChunk[]> {
+    const parsed = await readJson(response, signal, "stream");
+    const chunks: ChatChunk[] = [];
+    for (const event of Array.isArray(parsed) ? parsed : [parsed]) {
+      const chunk = stream.push(event);
+      if (chunk !== undefined) chunks.push(chunk);
     }
+    stream.end();
+    return chunks;
   }
 
   async function embed(call: EmbedCall): Promise<EmbedResult> {

@@ -7,21 +7,17 @@ import type { ChatChunk, EmbedResult } from "../../../../gen/switchyard/chat/v1/
 import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
 import type { OpenAIChatChunk, OpenAIChatCompletion } from "../../../lib/wire/openai.js";
-import { BodyReader } from "../body-reader.js";
 import {
-  type ChatCall,
-  type EmbedCall,
-  type Provider,
-  ReadBatch,
-  takeParams,
-} from "../provider.js";
-import { SseParser } from "../sse.js";
+  AnswerStream,
+  type OpenedAnswer,
+  type StreamEvents,
+  streamEndedEarly,
+} from "../answer-stream.js";
+import { type ChatCall, type EmbedCall, type Provider, takeParams } from "../provider.js";
+import type { SseEvent } from "../sse.js";
 import {
   createUpstreamHttp,
-  drainBody,
-  errorCode,
   errorDetailFromJson,
-  failureFromError,
   malformedAnswer,
   parseStreamEvent,
   type RequestInfo,
@@ -58,10 +54,6 @@ export interface OpenAICompatibleOptions {
 
 /** What a request to the upstream was for. */
 export type UpstreamOperation = "chat" | "embed" | "probe";
-
-/** How long the rest of a body may take to arrive after [DONE] before its connection is dropped. */
-const DRAIN_AFTER_DONE_MS = 2000;
-const DRAIN_LIMIT_BYTES = 64 * 1024;
 
 export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions): Provider {
   const { name, config, routes, request: requestOptions } = options;
@@ -135,147 +127,39 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions)
     });
   }
 
-  /**
-   * One chat answer, read, parsed and translated as the caller asks for each chunk. An iterator
-   * object rather than an async generator: an open stream waits here for every token, and a
-   * suspended generator keeps its frame (the last event and chunk among it) and, under it, the
-   * body's own async iterator, for as long as the stream lasts.
-   */
-  class ChatStream implements AsyncIterableIterator<ChatChunk> {
-    readonly #call: ChatCall;
-    /** Read before send() takes the call's parameters. */
-    readonly #streamed: boolean;
-    readonly #batch: ReadBatch;
-    readonly #parser = new SseParser();
-    #translator: ReturnType<typeof createOpenAIStreamTranslator> | undefined;
-    #response: UpstreamResponse | undefined;
-    #reader: BodyReader | undefined;
-    /** Chunks of the last read not handed out yet. */
-    readonly #ready: ChatChunk[] = [];
-    /** The stream said [DONE]: the answer is complete. */
-    #done = false;
-    /** Nothing more is read: the answer ended, failed, or its reader stopped. */
-    #over = false;
-    /** A failure that comes after the chunks before it in the same read. */
-    #failure: unknown;
-
-    constructor(call: ChatCall) {
-      this.#call = call;
-      this.#streamed = call.params?.stream === true;
-      this.#batch = new ReadBatch(call.merge === true);
-    }
-
-    [Symbol.asyncIterator](): this {
-      return this;
-    }
-
-    next(): Promise<IteratorResult<ChatChunk>> {
-      const ready = this.#ready.shift();
-      if (ready !== undefined) return Promise.resolve({ done: false, value: ready });
-      const failure = this.#failure;
-      if (failure !== undefined) {
-        this.#failure = undefined;
-        return Promise.reject(failure);
-      }
-      if (this.#over) return Promise.resolve(DONE);
-      const reader = this.#reader;
-      if (reader === undefined) return send(this.#call).then(this.#onResponse);
-      return reader.read().then(this.#onBytes, this.#onReadError);
-    }
-
-    /** The caller stopped reading: the upstream request is cancelled (or its body drained). */
-    async return(): Promise<IteratorResult<ChatChunk>> {
-      this.#ready.length = 0;
-      this.#failure = undefined;
-      this.#finish();
-      return DONE;
-    }
-
-    readonly #onResponse = (
-      response: UpstreamResponse,
-    ): IteratorResult<ChatChunk> | Promise<IteratorResult<ChatChunk>> => {
-      this.#response = response;
-      if (this.#over) {
-        // Stopped while the request was under way.
-        this.#finish();
-        return DONE;
-      }
-      // A server that ignores `stream: true` answers with one JSON body; that is still an answer.
-      const contentType = String(response.headers["content-type"] ?? "");
-      if (!this.#streamed || contentType.includes("application/json")) {
-        this.#over = true;
-        return readCompletion(response, this.#call.signal).then(wholeAnswer, (err: unknown) => {
-          this.#finish();
-          throw err;
-        });
-      }
-      this.#translator = createOpenAIStreamTranslator(name);
-      this.#reader = new BodyReader(response.body);
-      return this.next();
-    };
-
-    /** One network read: its events become chunks (merged, for a caller that merges them). */
-    readonly #onBytes = (
-      bytes: Buffer | undefined,
-    ): IteratorResult<ChatChunk> | Promise<IteratorResult<ChatChunk>> => {
-      if (this.#over) return DONE;
-      const translator = this.#translator as ReturnType<typeof createOpenAIStreamTranslator>;
-      try {
-        // Without [DONE] the answer may be cut short; it must not pass for a complete one.
-        if (bytes === undefined) throw upstreamFailure(`stream from provider ${name} ended early`);
-        for (const event of this.#parser.push(bytes)) {
-          if (event.data === "[DONE]") {
-            this.#done = true;
-            break;
-          }
-          const chunk = translate(translator, event.data);
-          const now = chunk && this.#batch.add(chunk);
-          if (now !== undefined) this.#ready.push(now);
+  function chat(call: ChatCall): AsyncIterableIterator<ChatChunk> {
+    const streamed = call.params?.stream === true;
+    return new AnswerStream(name, secrets, call, () =>
+      send(call).then((response): OpenedAnswer => {
+        // A server that ignores `stream: true` answers with one JSON body; that is still an answer.
+        const contentType = String(response.headers["content-type"] ?? "");
+        if (!streamed || contentType.includes("application/json")) {
+          return { response, whole: () => readCompletion(response, call.signal).then(oneChunk) };
         }
-        const kept = this.#batch.take();
-        if (kept !== undefined) this.#ready.push(kept);
-        if (this.#done) {
-          const last = translator.end();
-          if (last !== undefined) this.#ready.push(last);
-          this.#finish();
-        }
-      } catch (err) {
-        this.#finish();
-        if (this.#ready.length === 0) throw err;
-        this.#failure = err;
-      }
-      return this.next();
-    };
-
-    readonly #onReadError = (err: unknown): never | IteratorResult<ChatChunk> => {
-      if (this.#over) return DONE;
-      this.#finish();
-      if (this.#call.signal.aborted) throw failureFromError(name, err, this.#call.signal);
-      throw upstreamFailure(`stream from provider ${name} ended early: ${errorCode(err)}`, err);
-    };
-
-    /** Leaves the body: drained after [DONE], so its connection is reused; destroyed otherwise. */
-    #finish(): void {
-      this.#over = true;
-      this.#reader?.release();
-      this.#reader = undefined;
-      const body = this.#response?.body;
-      this.#response = undefined;
-      if (body === undefined) return;
-      if (this.#done) {
-        // The end of the HTTP body may trail [DONE] by a packet; reading it keeps the
-        // connection alive for the next request, where destroying would close it.
-        drainBody(body, DRAIN_LIMIT_BYTES, DRAIN_AFTER_DONE_MS);
-      } else if (!body.readableEnded) {
-        // The caller gave up early (or the stream failed): stop the upstream generating.
-        // Nobody reads the body any more, so its abort error has no one to tell.
-        body.on("error", () => {}).destroy();
-      }
-    }
+        return { response, events: new OpenAIEvents(createOpenAIStreamTranslator(name)) };
+      }),
+    );
   }
 
-  function chat(call: ChatCall): AsyncIterableIterator<ChatChunk> {
-    return new ChatStream(call);
+  /** The events of an OpenAI stream: chunks until `[DONE]`, which a complete answer ends with. */
+  class OpenAIEvents implements StreamEvents {
+    complete = false;
+
+    constructor(private readonly translator: ReturnType<typeof createOpenAIStreamTranslator>) {}
+
+    push(event: SseEvent): ChatChunk | undefined {
+      if (event.data === "[DONE]") {
+        this.complete = true;
+        return undefined;
+      }
+      return translate(this.translator, event.data);
+    }
+
+    finish(): ChatChunk | undefined {
+      // Without [DONE] the answer may be cut short; it must not pass for a complete one.
+      if (!this.complete) throw streamEndedEarly(name, secrets);
+      return this.translator.end();
+    }
   }
 
   /** One stream event's chunk, if it makes one; an error event is the upstream's failure. */
@@ -342,8 +226,6 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions)
   };
 }
 
-const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
-
-function wholeAnswer(chunk: ChatChunk): IteratorResult<ChatChunk> {
-  return { done: false, value: chunk };
+function oneChunk(chunk: ChatChunk): ChatChunk[] {
+  return [chunk];
 }
