@@ -172,6 +172,11 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
     /** The reader stopped: the provider stops reading (and cancels its upstream request). */
     async return(): Promise<IteratorResult<ChatResponse>> {
       if (this.#over) return DONE;
+      if (this.#started === 0) {
+        // Never read: no upstream request was made, and there is nothing to count.
+        this.#over = true;
+        return DONE;
+      }
       this.#fail(new Failure({ status: 499, kind: "cancelled", message: "cancelled" }));
       return DONE;
     }
