@@ -16,6 +16,7 @@ import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { connectorChatResponse } from "../lib/chat/messages.js";
 import { Failure } from "../lib/errors.js";
 import { makeMessage } from "../lib/hop/codec.js";
+import { DONE } from "../lib/iteration.js";
 import { type Logger, requestLogger } from "../lib/logger.js";
 import { counter, gauge, histogram } from "../lib/metrics.js";
 import { nextHop } from "../lib/trace.js";
@@ -326,5 +327,3 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
 
   return { chat, embed, probe };
 }
-
-const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });

@@ -16,6 +16,7 @@ import {
 } from "@connectrpc/connect";
 import { CallCancel, LazyHandlerContext } from "./handler-context.js";
 import { makeMessage } from "./hop/codec.js";
+import { DONE } from "./iteration.js";
 
 /** What Headers accepts (the DOM `HeadersInit`, which this project's lib settings do not declare). */
 type HeaderInit = ConstructorParameters<typeof Headers>[0];
@@ -235,8 +236,6 @@ class LocalStream implements AsyncIterableIterator<MessageShape<DescMessage>> {
     if (!completed) void this.source?.return?.()?.catch(() => {});
   }
 }
-
-const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
 
 /** Why a finished call's handler signal is aborted (the call is over, nothing failed). */
 const CALL_ENDED = new ConnectError("call ended", Code.Canceled);

@@ -26,6 +26,7 @@ import type { Config } from "../lib/config/types.js";
 import type { ConnectorEndpoint, ConnectorPool } from "../lib/connector-pool.js";
 import { Failure } from "../lib/errors.js";
 import { makeMessage } from "../lib/hop/codec.js";
+import { DONE } from "../lib/iteration.js";
 import { type Logger, requestLogger } from "../lib/logger.js";
 import { counter, observedGauge } from "../lib/metrics.js";
 import { distinctTargets } from "../lib/targets.js";
@@ -736,8 +737,6 @@ function* candidates(plan: PlannedTarget[], breakers: CircuitBreakers): Generato
     return;
   }
 }
-
-const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
 
 /** How much earlier than its caller's deadline the router times a request out. */
 const DEADLINE_MARGIN_MS = 20;

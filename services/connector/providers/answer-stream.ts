@@ -4,6 +4,7 @@
 
 import type { ChatChunk } from "../../../gen/switchyard/chat/v1/chat_pb.js";
 import { Failure } from "../../lib/errors.js";
+import { DONE } from "../../lib/iteration.js";
 import { BodyReader } from "./body-reader.js";
 import { type ChatCall, ReadBatch } from "./provider.js";
 import { type SseEvent, SseParser } from "./sse.js";
@@ -39,8 +40,6 @@ export type OpenedAnswer =
 /** How long the rest of a body may take to arrive after its answer completed before it is dropped. */
 const DRAIN_AFTER_COMPLETE_MS = 2000;
 const DRAIN_LIMIT_BYTES = 64 * 1024;
-
-const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
 
 /** The failure of a stream that stopped before its answer was whole. */
 export function streamEndedEarly(
