@@ -251,7 +251,7 @@ class LocalCall extends LazyHandlerContext implements HandlerContext {
   readonly requestMethod = "POST";
   readonly protocolName = "in-process";
   readonly url: string;
-  /** The handler's signal, and the caller's wait on the handler (CallCancel.until). */
+  /** The handler's signal, and what ends the caller's wait on the handler when it aborts. */
   readonly cancel = new CallCancel();
   private readonly timer: NodeJS.Timeout | undefined;
   private readonly callerSignal: AbortSignal | undefined;

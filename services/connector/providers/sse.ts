@@ -201,36 +201,3 @@ function completeUtf8Length(bytes: Uint8Array): number {
     b >= 0xf0 && b <= 0xf4 ? 4 : b >= 0xe0 && b < 0xf0 ? 3 : b >= 0xc2 && b < 0xe0 ? 2 : 1;
   return n - lead >= needs ? n : lead;
 }
-
-/**
- * Parses a byte stream into the events each network read completes (never an empty batch). The
- * return value tells whether the stream stopped in the middle of an event. For a hot loop: the
- * events of one read are handed over at once, not through one generator step each (a stream sent
- * at once — a whole answer, 30 events — arrives in one or two reads).
- */
-export async function* parseSseBatches(
-  body: AsyncIterable<Uint8Array>,
-): AsyncGenerator<SseEvent[], SseEnd, undefined> {
-  const parser = new SseParser();
-  for await (const chunk of body) {
-    const events = parser.push(chunk);
-    if (events.length > 0) yield events;
-  }
-  return parser.end();
-}
-
-/**
- * Parses a byte stream into events as they complete. The generator's return value (seen by
- * callers that drive it with `next()`) tells whether the stream stopped in the middle of an
- * event. Stopping the iteration early stops reading `body`.
- */
-export async function* parseSse(
-  body: AsyncIterable<Uint8Array>,
-): AsyncGenerator<SseEvent, SseEnd, undefined> {
-  const parser = new SseParser();
-  for await (const chunk of body) {
-    const events = parser.push(chunk);
-    for (const event of events) yield event;
-  }
-  return parser.end();
-}
