@@ -2,28 +2,71 @@ import type http from "node:http";
 import type http2 from "node:http2";
 import { Failure } from "../lib/errors.js";
 
-/** Reads a request body, refusing (413) as soon as it passes `limit` bytes. */
-export async function readBody(
+/**
+ * Reads a request body, refusing (413) as soon as it passes `limit` bytes. With the stream's
+ * events rather than `for await`: Node's async iterator of a stream is an async generator with an
+ * end-of-stream watcher, ~2.6 KB of allocations per request here.
+ */
+export function readBody(
   req: http.IncomingMessage | http2.Http2ServerRequest,
   limit: number,
 ): Promise<Buffer> {
-  const tooLarge = () =>
-    new Failure({
-      status: 413,
-      kind: "invalid_request",
-      code: "request_too_large",
-      message: `Request body is larger than the ${limit}-byte limit of this gateway`,
-    });
   const declared = Number(req.headers["content-length"]);
-  if (Number.isFinite(declared) && declared > limit) throw tooLarge();
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw tooLarge();
-    chunks.push(chunk);
-  }
-  return chunks.length === 1 && chunks[0] ? chunks[0] : Buffer.concat(chunks, size);
+  if (Number.isFinite(declared) && declared > limit) return Promise.reject(tooLarge(limit));
+  // A request already gone will not say so again.
+  if (req.destroyed) return Promise.reject(prematureClose());
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const stop = () => {
+      req.off("data", onData);
+      req.off("end", onEnd);
+      req.off("error", onError);
+      req.off("close", onClose);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        stop();
+        // The rest is not read: the request is dropped, as an undeclared length gives no
+        // bound on what would follow.
+        req.destroy();
+        reject(tooLarge(limit));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      stop();
+      resolve(chunks.length === 1 && chunks[0] ? chunks[0] : Buffer.concat(chunks, size));
+    };
+    const onError = (err: Error) => {
+      stop();
+      reject(err);
+    };
+    const onClose = () => {
+      stop();
+      reject(prematureClose());
+    };
+    req.on("data", onData);
+    req.on("end", onEnd);
+    req.on("error", onError);
+    req.on("close", onClose);
+  });
+}
+
+/** What Node's own stream helpers call a request closed before its end. */
+function prematureClose(): Error {
+  return Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" });
+}
+
+function tooLarge(limit: number): Failure {
+  return new Failure({
+    status: 413,
+    kind: "invalid_request",
+    code: "request_too_large",
+    message: `Request body is larger than the ${limit}-byte limit of this gateway`,
+  });
 }
 
 export function parseJson(body: Buffer): unknown {

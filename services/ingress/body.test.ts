@@ -1,0 +1,72 @@
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { Failure } from "../lib/errors.js";
+import { readBody } from "./body.js";
+
+const LIMIT = 1024;
+
+let server: http.Server;
+let url: string;
+/** What readBody made of each request, in order. */
+const outcomes: Array<Promise<Buffer>> = [];
+
+beforeAll(async () => {
+  server = http.createServer((req, res) => {
+    const read = readBody(req, LIMIT);
+    outcomes.push(read);
+    read.then(
+      (body) => res.end(`read ${body.length}`),
+      () => res.destroy(),
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  server.closeAllConnections();
+  await new Promise((resolve) => server.close(resolve));
+});
+
+/** Sends `parts` as a chunked body, one write each; resolves with the answer, or the error. */
+function send(parts: string[], opts: { abortAfter?: boolean } = {}): Promise<string> {
+  return new Promise((resolve) => {
+    const req = http.request(url, { method: "POST", headers: { "transfer-encoding": "chunked" } });
+    req.on("error", (err) => resolve(`error: ${(err as NodeJS.ErrnoException).code}`));
+    req.on("response", (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (s: string) => {
+        text += s;
+      });
+      res.on("end", () => resolve(text));
+    });
+    for (const part of parts) req.write(part);
+    if (opts.abortAfter) setTimeout(() => req.destroy(), 50);
+    else req.end();
+  });
+}
+
+it("reads a body that arrives in pieces, whole", async () => {
+  expect(await send(["a".repeat(300), "b".repeat(300), "c".repeat(300)])).toBe("read 900");
+  expect((await outcomes.at(-1))?.toString()).toBe(
+    `${"a".repeat(300)}${"b".repeat(300)}${"c".repeat(300)}`,
+  );
+});
+
+it("refuses a body without a declared length once it passes the limit, and drops it", async () => {
+  const answer = await send(["a".repeat(800), "b".repeat(800), "c".repeat(800)]);
+  const err = await outcomes.at(-1)?.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(Failure);
+  expect(err).toMatchObject({ status: 413, code: "request_too_large" });
+  expect(answer).toMatch(/^error: /);
+});
+
+it("fails when the client goes away before the body's end", async () => {
+  await send(["a".repeat(100)], { abortAfter: true });
+  await expect(outcomes.at(-1)).rejects.toThrow();
+});
