@@ -35,7 +35,10 @@ export interface Lease {
 export interface Bus {
   readonly kind: "memory" | "nats";
   readonly health: HealthStore;
-  /** Connectors report what happened to live calls; fire and forget. */
+  /**
+   * Connectors report what happened to live calls; fire and forget. The batch is handed over:
+   * the publisher must not use it afterwards (in one process a subscriber may get it as is).
+   */
   publishOutcomes(batch: TargetOutcomeBatch): void;
   outcomes(signal: AbortSignal): AsyncIterable<TargetOutcomeBatch>;
   /** Connectors announce themselves on a heartbeat; fire and forget. */

@@ -126,6 +126,26 @@ describe("memory bus", () => {
     await bus.close();
   });
 
+  it("each outcome subscriber has a batch of its own", async () => {
+    const bus = createMemoryBus();
+    const signal = new AbortController().signal;
+    const subs = [iterate(bus.outcomes(signal)), iterate(bus.outcomes(signal))];
+    bus.publishOutcomes(
+      create(TargetOutcomeBatchSchema, {
+        connectorId: "c1",
+        outcomes: [{ target: { provider: "openai", model: "gpt-4o" }, success: true, atMs: 7n }],
+      }),
+    );
+    const [a, b] = await Promise.all(subs.map(async (sub) => (await nextWithin(sub)).value));
+    if (!a || !b) throw new Error("a subscriber got nothing");
+    expect(a).not.toBe(b);
+    const first = a.outcomes[0];
+    if (first?.target) first.target.model = "changed";
+    expect(b.outcomes[0]?.target?.model).toBe("gpt-4o");
+    expect(b.outcomes[0]?.atMs).toBe(7n);
+    await bus.close();
+  });
+
   it("a slow subscriber keeps only the newest messages, up to its limit", async () => {
     const box = new Mailbox<number>({ limit: 3 });
     for (let i = 1; i <= 10; i++) box.offer(i);

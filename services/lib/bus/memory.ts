@@ -1,4 +1,4 @@
-import { clone } from "@bufbuild/protobuf";
+import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import {
   type ConnectorAnnouncement,
   ConnectorAnnouncementSchema,
@@ -8,6 +8,7 @@ import {
   type TargetOutcomeBatch,
   TargetOutcomeBatchSchema,
 } from "../../../gen/switchyard/health/v1/health_pb.js";
+import { codecFor } from "../hop/codec.js";
 import type { Bus, Lease } from "./bus.js";
 
 /**
@@ -105,8 +106,22 @@ function memoryKey(target: Target): string {
 }
 
 /**
+ * A copy of a message as NATS would deliver it: encoded and decoded with the hops' codec, which
+ * is about three times faster than protobuf-es's reflective clone and allocates far less.
+ */
+function copier<D extends DescMessage>(schema: D): (message: MessageShape<D>) => MessageShape<D> {
+  const codec = codecFor(schema);
+  return (message) => codec.decode(codec.encode(message));
+}
+
+const copyHealth = copier(TargetHealthSchema);
+const copyOutcomes = copier(TargetOutcomeBatchSchema);
+const copyAnnouncement = copier(ConnectorAnnouncementSchema);
+
+/**
  * The bus of one-process mode: every service shares this object, nothing leaves the process.
- * Values are copied on the way in and out, so no reader sees another's mutations, as over NATS.
+ * Values are copied on the way in and out, so no reader sees another's mutations, as over NATS;
+ * an outcome batch, which its publisher hands over, goes to its first subscriber as it is.
  * It holds no timers or sockets, so it never keeps the process alive.
  */
 export function createMemoryBus(): Bus {
@@ -138,23 +153,26 @@ export function createMemoryBus(): Bus {
           return Promise.reject(new Error("TargetHealth.target is required to store health"));
         }
         const key = memoryKey(health.target);
-        const stored = clone(TargetHealthSchema, health);
+        const stored = copyHealth(health);
         current.set(key, stored);
-        for (const watcher of watchers) watcher.offer(clone(TargetHealthSchema, stored), key);
+        for (const watcher of watchers) watcher.offer(copyHealth(stored), key);
         return Promise.resolve();
       },
       all(): Promise<TargetHealth[]> {
-        return Promise.resolve([...current.values()].map((h) => clone(TargetHealthSchema, h)));
+        return Promise.resolve([...current.values()].map(copyHealth));
       },
       watch(signal: AbortSignal): AsyncIterable<TargetHealth> {
         const box = join(watchers, signal);
-        for (const [key, health] of current) box.offer(clone(TargetHealthSchema, health), key);
+        for (const [key, health] of current) box.offer(copyHealth(health), key);
         return box;
       },
     },
     publishOutcomes(batch: TargetOutcomeBatch): void {
+      // Every copy is made before any subscriber runs, so the first may have the batch itself.
+      let first = true;
       for (const subscriber of outcomeSubscribers) {
-        subscriber.offer(clone(TargetOutcomeBatchSchema, batch));
+        subscriber.offer(first ? batch : copyOutcomes(batch));
+        first = false;
       }
     },
     outcomes(signal: AbortSignal): AsyncIterable<TargetOutcomeBatch> {
@@ -162,7 +180,7 @@ export function createMemoryBus(): Bus {
     },
     announce(announcement: ConnectorAnnouncement): void {
       for (const subscriber of announcementSubscribers) {
-        subscriber.offer(clone(ConnectorAnnouncementSchema, announcement));
+        subscriber.offer(copyAnnouncement(announcement));
       }
     },
     lease(name: string, holder: string): Lease {
