@@ -1,3 +1,4 @@
+import { Readable } from "node:stream";
 import OpenAI from "openai";
 import { request } from "undici";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -366,6 +367,28 @@ describe("bad input gets the OpenAI envelope and the right status", () => {
     expect(((await res.body.json()) as { error: { message: string } }).error.message).toMatch(
       /limit/,
     );
+  });
+
+  it("refuses a body without a declared length with 413 once it passes max_body_bytes", async () => {
+    const piece = JSON.stringify({ model: "gpt-test", messages: [] }).padEnd(16_384, " ");
+    // A stream body goes out chunked, with no content-length.
+    async function* pieces() {
+      for (let i = 0; i < 8; i++) yield Buffer.from(piece);
+    }
+    const refused = await request(`${gw.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: Readable.from(pieces()),
+    });
+    expect(refused.statusCode).toBe(413);
+    expect(refused.headers["content-length"]).toBeDefined();
+    expect(((await refused.body.json()) as { error: { message: string } }).error.message).toMatch(
+      /limit/,
+    );
+    // The gateway goes on serving.
+    const next = await post(JSON.stringify({ model: "gpt-test", messages: [] }));
+    expect(next.statusCode).toBe(400);
+    await next.body.dump();
   });
 
   it("answers an unknown route with 404 and echoes the client's request id", async () => {

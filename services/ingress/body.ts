@@ -28,9 +28,8 @@ export function readBody(
       size += chunk.length;
       if (size > limit) {
         stop();
-        // The rest is not read: the request is dropped, as an undeclared length gives no
-        // bound on what would follow.
-        req.destroy();
+        // The rest is not read: the answer (413) closes the connection (rest.ts, sendError).
+        req.pause();
         reject(tooLarge(limit));
         return;
       }
