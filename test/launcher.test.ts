@@ -101,23 +101,28 @@ describe("bin/switchyard.js", () => {
     }
     const env = { SWITCHYARD_CONFIG: "", NODE_DEBUG: "esm" };
 
+    // NODE_DEBUG=esm names every ES module and CommonJS file the loader translates.
+    const loaded = (r: SpawnSyncReturns<string>) =>
+      [...r.stderr.matchAll(/Translating \w+ (file:\/\/\S+)/g)].map((m) => m[1] ?? "");
     const first = run(root, ["check-config"], env);
     expect(first.stdout, first.stderr.slice(-2000)).toBe("built-in demo: ok\n");
     expect(first.status).toBe(0);
     const built = readdirSync(cacheOf(root)).sort();
     expect(built).toEqual([expect.stringMatching(/^[0-9a-f]+\.mjs$/), expect.any(String)]);
     expect(built[1]).toBe(`${built[0]}.map`);
+    // The start that built the bundle ran the compiler in a child: esbuild's heap and the malloc
+    // arenas its work left would otherwise stay with the process for its whole life.
+    expect(loaded(first)).toContain(`file://${join(cacheOf(root), built[0] ?? "")}`);
+    expect(loaded(first).filter((url) => /\/node_modules\/(tsx|esbuild)\//.test(url))).toEqual([]);
 
-    // NODE_DEBUG=esm names every ES module and CommonJS file the loader translates.
     const second = run(root, ["check-config"], env);
     expect(second.stdout).toBe("built-in demo: ok\n");
-    const loaded = [...second.stderr.matchAll(/Translating \w+ (file:\/\/\S+)/g)].map((m) => m[1]);
-    expect(loaded).toContain(`file://${join(cacheOf(root), built[0] ?? "")}`);
-    expect(loaded.filter((url) => url?.endsWith(".ts"))).toEqual([]);
-    expect(loaded.filter((url) => /\/node_modules\/(tsx|esbuild)\//.test(url ?? ""))).toEqual([]);
+    expect(loaded(second)).toContain(`file://${join(cacheOf(root), built[0] ?? "")}`);
+    expect(loaded(second).filter((url) => url.endsWith(".ts"))).toEqual([]);
+    expect(loaded(second).filter((url) => /\/node_modules\/(tsx|esbuild)\//.test(url))).toEqual([]);
     // undici is imported by a connector's first upstream call, not by the bundle at start: the
     // router, prober and ingress processes never load it (~5 MB of heap, ~7 MB of RSS each).
-    expect(loaded.filter((url) => /\/node_modules\/undici\//.test(url ?? ""))).toEqual([]);
+    expect(loaded(second).filter((url) => /\/node_modules\/undici\//.test(url))).toEqual([]);
   });
 
   it("rebuilds after a source edit and runs the new code", () => {
