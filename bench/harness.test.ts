@@ -9,6 +9,7 @@ import {
 } from "./load.js";
 import { parseFdLimit, parseProcStat, parseProcStatus, streamsThatFit } from "./procs.js";
 import { formatTable, median, rotate } from "./run.js";
+import { parseTrace, socketPeers, timeline, timelineRows } from "./timeline.js";
 
 // The pure parts of the benchmark harness: if these are wrong, every figure it prints is.
 
@@ -186,5 +187,88 @@ describe("/proc parsing", () => {
 
   it("rejects text that is not a stat line", () => {
     expect(() => parseProcStat("garbage")).toThrow();
+  });
+});
+
+describe("the per-process timeline (bench/timeline.ts)", () => {
+  // A client (pid 10) calls a proxy (20) that calls an upstream (30); the proxy's thread 21 writes
+  // a log line. The upstream's read of the proxy's request was split by another CPU's line.
+  const trace = [
+    "     0.100 ( 0.010 ms): node/10 writev(fd: 5, vec: 0x1, vlen: 2)              = 300",
+    "     0.150 ( 0.010 ms): node/20 read(fd: 7, buf: 0x2, count: 65536)            = 300",
+    "     0.400 ( 0.050 ms): node/20 writev(fd: 8, vec: 0x3, vlen: 2)               = 450",
+    "     0.500 (         ): node/30 read(fd: 9, buf: 0x4, count: 65536)            ...",
+    "     0.480 ( 0.020 ms): node/21 write(fd: 1, buf: 0x5, count: 4000)            = 4000",
+    "     0.500 ( 0.010 ms): node/30  ... [continued]: read())                       = 450",
+    "     0.700 ( 0.020 ms): node/30 writev(fd: 9, vec: 0x6, vlen: 5)               = 5000",
+    "     0.760 ( 0.010 ms): node/20 read(fd: 8, buf: 0x7, count: 65536)            = 5000",
+    "     0.770 ( 0.005 ms): node/20 read(fd: 16, buf: 0x8, count: 1024)            = 8",
+    "     1.000 ( 0.040 ms): node/20 writev(fd: 7, vec: 0x9, vlen: 2)               = 800",
+    "     1.020 ( 0.010 ms): node/20 write(fd: 7, buf: 0xa, count: 40)              = 40",
+    "     1.100 ( 0.010 ms): node/10 read(fd: 5, buf: 0xb, count: 65536)            = 840",
+    "     1.200 ( 0.010 ms): node/10 read(fd: 5, buf: 0xc, count: 65536)            = -11 EAGAIN",
+  ].join("\n");
+  const ss = [
+    '0 0 127.0.0.1:40000 127.0.0.1:8080 users:(("node",pid=10,fd=5))',
+    '0 0 127.0.0.1:8080 127.0.0.1:40000 users:(("node",pid=20,fd=7))',
+    '0 0 127.0.0.1:40001 127.0.0.1:9090 users:(("node",pid=20,fd=8))',
+    '0 0 127.0.0.1:9090 127.0.0.1:40001 users:(("node",pid=30,fd=9))',
+    '0 0 127.0.0.1:40002 127.0.0.1:4222 users:(("node",pid=20,fd=12))',
+  ].join("\n");
+  const names = new Map([
+    [10, "client"],
+    [20, "proxy"],
+    [30, "upstream"],
+  ]);
+
+  it("parses completed calls, joins split ones and orders them by their start", () => {
+    const calls = parseTrace(trace);
+    expect(calls.map((c) => [c.pid, c.call, c.fd, c.bytes])).toEqual([
+      [10, "writev", 5, 300],
+      [20, "read", 7, 300],
+      [20, "writev", 8, 450],
+      [21, "write", 1, 4000],
+      [30, "read", 9, 450],
+      [30, "writev", 9, 5000],
+      [20, "read", 8, 5000],
+      [20, "read", 16, 8],
+      [20, "writev", 7, 800],
+      [20, "write", 7, 40],
+      [10, "read", 5, 840],
+    ]);
+    const split = calls.find((c) => c.pid === 30 && c.call === "read");
+    expect(split?.start).toBeCloseTo(500, 6);
+    expect(split?.end).toBeCloseTo(510, 6);
+  });
+
+  it("pairs the two ends of each connection among the traced processes only", () => {
+    const peers = socketPeers(ss, new Set(names.keys()));
+    expect(Object.fromEntries(peers)).toEqual({
+      "10:5": "20:7",
+      "20:7": "10:5",
+      "20:8": "30:9",
+      "30:9": "20:8",
+    });
+  });
+
+  it("splits the chain into segments inside each process and handoffs between them", () => {
+    const t = timeline(parseTrace(trace), names, socketPeers(ss, new Set(names.keys())));
+    const us = (m: Map<string, number[]>) =>
+      Object.fromEntries([...m].map(([k, v]) => [k, v.map((x) => Math.round(x))]));
+    expect(us(t.segments)).toEqual({
+      "proxy: client → upstream": [300], // 0.150 read → 0.450 end of its writev
+      "proxy: upstream → client": [280], // 0.760 read → 1.040 end of its writev
+      "upstream: proxy → proxy": [220],
+    });
+    // The client read the proxy's two writes of its answer at once: one handoff. The 8-byte
+    // read (an event-fd wake-up) is no message of the chain.
+    expect(us(t.handoffs)).toEqual({
+      "client → proxy": [40],
+      "proxy → upstream": [50],
+      "upstream → proxy": [40],
+      "proxy → client": [60],
+    });
+    expect(timelineRows(t.handoffs, 1)[0]).toEqual(["client → proxy", "1", "40"]);
+    expect(timelineRows(t.handoffs, 2)).toEqual([]);
   });
 });
