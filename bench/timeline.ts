@@ -40,13 +40,15 @@ export interface TracedCall {
 
 // "  171.389 ( 0.019 ms): node/6791 read(fd: 22, buf: 0x1bf945b0, count: 65536)   = 9"
 const LINE =
-  /^\s*([\d.]+) \(\s*([\d.]+) ms\): [^/]+\/(\d+) (read|writev|write)\(fd: (\d+)[^)]*\)\s+= (\d+)$/;
+  /^\s*(?<at>[\d.]+) \(\s*(?<ms>[\d.]+) ms\): [^/]+\/(?<pid>\d+) (?<call>read|writev|write)\(fd: (?<fd>\d+)[^)]*\)\s+= (?<bytes>\d+)$/;
 // A call that another CPU's lines interrupted is split in two: its start,
 // "   4.376 (         ): node/14370 read(fd: 25, buf: 0x171f8b70, count: 65536)   ...",
 // then its end, "   4.376 ( 0.013 ms): node/14370  ... [continued]: read())   = 452".
-const BEGUN = /^\s*([\d.]+) \(\s*\): [^/]+\/(\d+) (read|writev|write)\(fd: (\d+)[^)]*\)\s+\.\.\.$/;
+const BEGUN = /^\s*[\d.]+ \(\s*\): [^/]+\/(\d+) (read|writev|write)\(fd: (\d+)[^)]*\)\s+\.\.\.$/;
 const CONTINUED =
-  /^\s*([\d.]+) \(\s*([\d.]+) ms\): [^/]+\/(\d+)\s+\.\.\. \[continued\]: (read|writev|write)\(\)\)\s+= (\d+)$/;
+  /^\s*(?<at>[\d.]+) \(\s*(?<ms>[\d.]+) ms\): [^/]+\/(?<pid>\d+)\s+\.\.\. \[continued\]: (?<call>read|writev|write)\(\)\)\s+= (?<bytes>\d+)$/;
+
+type CallFields = Record<"at" | "ms" | "pid" | "call" | "bytes", string>;
 
 /**
  * The completed reads and writes of a `perf trace -e read,write,writev` output, in order of
@@ -54,41 +56,35 @@ const CONTINUED =
  */
 export function parseTrace(text: string): TracedCall[] {
   const calls: TracedCall[] = [];
+  // The fd of each split call whose end has not come yet, by "pid call".
   const begun = new Map<string, number>();
+  const add = (f: CallFields, fd: number) => {
+    const start = Number(f.at) * 1000;
+    calls.push({
+      start,
+      end: start + Number(f.ms) * 1000,
+      pid: Number(f.pid),
+      call: f.call as TracedCall["call"],
+      fd,
+      bytes: Number(f.bytes),
+    });
+  };
   for (const line of text.split("\n")) {
-    let m = LINE.exec(line);
-    if (m) {
-      const start = Number(m[1]) * 1000;
-      calls.push({
-        start,
-        end: start + Number(m[2]) * 1000,
-        pid: Number(m[3]),
-        call: m[4] as TracedCall["call"],
-        fd: Number(m[5]),
-        bytes: Number(m[6]),
-      });
+    const whole = LINE.exec(line)?.groups;
+    if (whole) {
+      add(whole as CallFields, Number(whole.fd));
       continue;
     }
-    m = BEGUN.exec(line);
-    if (m) {
-      begun.set(`${m[2]} ${m[3]}`, Number(m[4]));
+    const start = BEGUN.exec(line);
+    if (start) {
+      begun.set(`${start[1]} ${start[2]}`, Number(start[3]));
       continue;
     }
-    m = CONTINUED.exec(line);
-    if (m) {
-      const key = `${m[3]} ${m[4]}`;
-      const fd = begun.get(key);
-      if (fd === undefined) continue;
-      begun.delete(key);
-      const start = Number(m[1]) * 1000;
-      calls.push({
-        start,
-        end: start + Number(m[2]) * 1000,
-        pid: Number(m[3]),
-        call: m[4] as TracedCall["call"],
-        fd,
-        bytes: Number(m[5]),
-      });
+    const end = CONTINUED.exec(line)?.groups as CallFields | undefined;
+    const fd = end && begun.get(`${end.pid} ${end.call}`);
+    if (end && fd !== undefined) {
+      begun.delete(`${end.pid} ${end.call}`);
+      add(end, fd);
     }
   }
   return calls.sort((a, b) => a.start - b.start);
