@@ -1,7 +1,10 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
 import {
   newHistogram,
   recordMs,
+  runClosed,
   SseChunkParser,
   slowStreamComplete,
   streamTimings,
@@ -270,5 +273,64 @@ describe("the per-process timeline (bench/timeline.ts)", () => {
     });
     expect(timelineRows(t.handoffs, 1)[0]).toEqual(["client → proxy", "1", "40"]);
     expect(timelineRows(t.handoffs, 2)).toEqual([]);
+  });
+});
+
+describe("closed-loop starts", () => {
+  // A stream server that answers every request 600 ms after it arrived, noting when it did.
+  /** Each request's arrival, ms after the first one's. */
+  async function slowStreams(run: (origin: string) => Promise<void>): Promise<number[]> {
+    const arrivals: number[] = [];
+    const server = createServer((req, res) => {
+      arrivals.push(performance.now());
+      req.resume();
+      setTimeout(() => {
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        res.end('data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\ndata: [DONE]\n\n');
+      }, 600);
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      await run(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+    return arrivals.map((t) => t - (arrivals[0] ?? t));
+  }
+  const job = (origin: string, staggerMs?: number) => ({
+    kind: "closed" as const,
+    target: { origin, path: "/", headers: { "content-type": "application/json" }, body: "{}" },
+    concurrency: 3,
+    durationMs: 1000,
+    stream: true,
+    ...(staggerMs !== undefined && { staggerMs }),
+  });
+
+  it("spreads staggered clients over the span and times only what is sent once all have started", async () => {
+    let r = {} as Awaited<ReturnType<typeof runClosed>>;
+    const arrivals = await slowStreams(async (origin) => {
+      r = await runClosed(job(origin, 600));
+    });
+    // Three clients over 600 ms: first requests at 0, 200 and 400 ms (a timer is never early).
+    expect(arrivals[1]).toBeGreaterThanOrEqual(150);
+    expect(arrivals[2]).toBeGreaterThanOrEqual(300);
+    expect(r.completed).toBe(arrivals.length);
+    expect(r.completed).toBeGreaterThan(3);
+    // Every stream's tokens are checked; the three sent during the ramp are not timed.
+    expect(r.stream?.sequences).toEqual({ a: r.completed });
+    expect(r.stream?.ttftData.count).toBe(r.completed - 3);
+    expect(r.latency.count).toBe(r.completed - 3);
+  });
+
+  it("starts lockstep clients together and times every stream", async () => {
+    let r = {} as Awaited<ReturnType<typeof runClosed>>;
+    const arrivals = await slowStreams(async (origin) => {
+      r = await runClosed(job(origin));
+    });
+    expect(arrivals[2]).toBeLessThan(100);
+    expect(r.completed).toBe(arrivals.length);
+    expect(r.stream?.ttftData.count).toBe(r.completed);
+    expect(r.latency.count).toBe(r.completed);
   });
 });

@@ -187,6 +187,11 @@ export interface ClosedJob {
   concurrency: number;
   durationMs: number;
   stream: boolean;
+  /**
+   * Spread the workers' first requests evenly over this many ms, and time only what is sent
+   * once it has passed (every worker has started by then). 0 or absent: all start at once.
+   */
+  staggerMs?: number;
 }
 
 export interface OpenJob {
@@ -345,11 +350,14 @@ class StreamAccumulator {
   private withoutDone = 0;
   private errorEvents = 0;
 
-  add(sentAt: number, record: SseRecord): void {
-    const t = streamTimings(sentAt, record);
-    if (t.ttftData !== undefined) recordMs(this.ttftData, t.ttftData);
-    if (t.ttftContent !== undefined) recordMs(this.ttftContent, t.ttftContent);
-    for (const g of t.gaps) recordMs(this.gap, g);
+  /** Every stream's tokens are checked; only a `timed` one's timings are recorded. */
+  add(sentAt: number, record: SseRecord, timed = true): void {
+    if (timed) {
+      const t = streamTimings(sentAt, record);
+      if (t.ttftData !== undefined) recordMs(this.ttftData, t.ttftData);
+      if (t.ttftContent !== undefined) recordMs(this.ttftContent, t.ttftContent);
+      for (const g of t.gaps) recordMs(this.gap, g);
+    }
     const sequence = record.contents.join("");
     this.sequences[sequence] = (this.sequences[sequence] ?? 0) + 1;
     const events = String(record.dataTimes.length);
@@ -380,13 +388,17 @@ export async function runClosed(job: ClosedJob): Promise<ClosedResult> {
   let firstError: string | undefined;
   const started = performance.now();
   const end = started + job.durationMs;
-  const worker = async () => {
+  const stagger = job.staggerMs ?? 0;
+  const timedFrom = started + stagger;
+  const worker = async (i: number) => {
+    if (stagger > 0) await sleep((i * stagger) / job.concurrency);
     while (performance.now() < end) {
       const sentAt = performance.now();
+      const timed = sentAt >= timedFrom;
       try {
-        if (streams) streams.add(sentAt, await sse(pool, job.target));
+        if (streams) streams.add(sentAt, await sse(pool, job.target), timed);
         else await unary(pool, job.target);
-        recordMs(latency, performance.now() - sentAt);
+        if (timed) recordMs(latency, performance.now() - sentAt);
         completed++;
       } catch (err) {
         errors++;
@@ -396,7 +408,7 @@ export async function runClosed(job: ClosedJob): Promise<ClosedResult> {
       }
     }
   };
-  await Promise.all(Array.from({ length: job.concurrency }, worker));
+  await Promise.all(Array.from({ length: job.concurrency }, (_, i) => worker(i)));
   const elapsedMs = performance.now() - started;
   return {
     kind: "closed",

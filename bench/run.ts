@@ -34,6 +34,13 @@ import {
 } from "./procs.js";
 
 const SCENARIOS = ["unary", "stream", "open-loop", "memory", "open-streams"] as const;
+/**
+ * How the stream scenario's clients start. `lockstep`: all at once, and since every stream lasts
+ * the same time they stay in step, so each round's first tokens queue behind one burst of `c`
+ * requests. `staggered`: spread evenly over one stream's length, as independent clients arrive.
+ */
+const STREAM_STARTS = ["staggered", "lockstep"] as const;
+type StreamStart = (typeof STREAM_STARTS)[number];
 type Scenario = (typeof SCENARIOS)[number];
 const VARIANTS: readonly VariantName[] = ["direct", "bare", "one", "four", "four-connect"];
 /** `four-connect` (the hops on connect-node, for a before/after) only when asked for. */
@@ -94,6 +101,7 @@ interface Options {
   warmupMs: number;
   concurrency: number[];
   streamConcurrency: number[];
+  streamStarts: StreamStart[];
   openStreams: number[];
   /** KB of user message in each held stream's request; 0 = one short sentence. */
   openPromptKb: number;
@@ -122,6 +130,10 @@ const HELP = `Usage: npm run bench -- [options]
   --repeats N              windows per variant and setting; medians are reported (default 3, quick 2)
   --concurrency LIST       unary client concurrency (default 1,16,64)
   --stream-concurrency LIST  concurrent streams (default 16,64, quick 16)
+  --stream-start LIST      staggered (clients spread over one stream's length, timed once all
+                           have started), lockstep (all at once, so first tokens queue behind a
+                           burst of c requests every round) (default staggered,lockstep, quick
+                           staggered)
   --open-streams LIST      slow streams held at once (default 1000,10000, quick 1000)
   --open-prompt-kb N       a user message of about N KB in each held stream's request (default
                            0: one short sentence), as a long context brings
@@ -165,6 +177,7 @@ function parseOptions(argv: string[]): Options | undefined {
       repeats: { type: "string" },
       concurrency: { type: "string" },
       "stream-concurrency": { type: "string" },
+      "stream-start": { type: "string" },
       "open-streams": { type: "string" },
       "open-prompt-kb": { type: "string" },
       rates: { type: "string" },
@@ -201,6 +214,12 @@ function parseOptions(argv: string[]): Options | undefined {
   // Every overhead is measured against direct in the same run.
   const variants = VARIANTS.filter((v) => v === "direct" || chosen.includes(v));
   const repeats = one(values.repeats, "--repeats") ?? (quick ? 2 : 3);
+  const streamStarts = (list(values["stream-start"]) ??
+    (quick ? ["staggered"] : [...STREAM_STARTS])) as StreamStart[];
+  for (const s of streamStarts) {
+    if (!STREAM_STARTS.includes(s))
+      throw new Error(`unknown stream start '${s}' (${STREAM_STARTS.join(", ")})`);
+  }
   return {
     quick,
     scenarios: SCENARIOS.filter((s) => scenarios.includes(s)),
@@ -211,6 +230,7 @@ function parseOptions(argv: string[]): Options | undefined {
     concurrency: numbers(values.concurrency, "--concurrency") ?? [1, 16, 64],
     streamConcurrency:
       numbers(values["stream-concurrency"], "--stream-concurrency") ?? (quick ? [16] : [16, 64]),
+    streamStarts,
     openStreams:
       numbers(values["open-streams"], "--open-streams") ?? (quick ? [1000] : [1000, 10000]),
     openPromptKb: one(values["open-prompt-kb"], "--open-prompt-kb") ?? 0,
@@ -318,12 +338,13 @@ class Harness {
     };
   }
 
-  closed(v: Variant, concurrency: number, durationMs: number, stream: boolean) {
+  closed(v: Variant, concurrency: number, durationMs: number, stream: boolean, staggerMs = 0) {
     return this.bench.driver.closed({
       target: target(v, stream),
       concurrency,
       durationMs,
       stream,
+      staggerMs,
     });
   }
 }
@@ -508,93 +529,103 @@ async function unaryScenario(h: Harness) {
 async function streamScenario(h: Harness) {
   const { opts } = h;
   const rows: Array<Record<string, unknown>> = [];
-  const windows: Array<Measured<ClosedResult> & { concurrency: number }> = [];
+  const windows: Array<Measured<ClosedResult> & { concurrency: number; start: StreamStart }> = [];
   const printed: string[][] = [];
   for (const c of opts.streamConcurrency) {
-    const these: Measured<ClosedResult>[] = [];
-    for (let rep = 0; rep < opts.repeats; rep++) {
-      for (const v of rotate(h.live(), rep)) {
-        progress(`stream c=${c} repeat ${rep + 1}/${opts.repeats} ${v.label}`);
-        const w = await h.measure(v, rep, () => h.closed(v, c, opts.durationMs, true));
-        these.push(w);
-        windows.push({ ...w, concurrency: c });
-      }
-    }
-    // The reference token sequence is what the upstream sent, as the client saw it direct.
-    const reference = new Set<string>();
-    for (const w of these.filter((x) => x.variant === "direct")) {
-      for (const seq of Object.keys(w.result.stream?.sequences ?? {})) reference.add(seq);
-    }
-    for (const v of h.bench.variants) {
-      const mine = these.filter((w) => w.variant === v.name);
-      if (mine.length === 0) continue;
-      const s = (w: Measured<ClosedResult>) => w.result.stream;
-      let streams = 0;
-      let faithful = 0;
-      let errors = 0;
-      for (const w of mine) {
-        errors += w.result.errors + (s(w)?.errorEvents ?? 0) + (s(w)?.withoutDone ?? 0);
-        for (const [seq, n] of Object.entries(s(w)?.sequences ?? {})) {
-          streams += n;
-          if (reference.size === 1 && reference.has(seq)) faithful += n;
+    for (const start of opts.streamStarts) {
+      // Staggered clients start over one stream's length; the window is timed once all have.
+      const staggerMs = start === "staggered" ? opts.deltas * opts.intervalMs : 0;
+      const windowMs = opts.durationMs + staggerMs;
+      const these: Measured<ClosedResult>[] = [];
+      for (let rep = 0; rep < opts.repeats; rep++) {
+        for (const v of rotate(h.live(), rep)) {
+          progress(`stream c=${c} ${start} repeat ${rep + 1}/${opts.repeats} ${v.label}`);
+          const w = await h.measure(v, rep, () => h.closed(v, c, windowMs, true, staggerMs));
+          these.push(w);
+          windows.push({ ...w, concurrency: c, start });
         }
       }
-      const row = {
-        concurrency: c,
-        variant: v.name,
-        streams,
-        faithful,
-        errors,
-        ttftP50: medianOf(these, v.name, (w) => s(w)?.ttftData.p50),
-        ttftP99: medianOf(these, v.name, (w) => s(w)?.ttftData.p99),
-        firstTokenP50: medianOf(these, v.name, (w) => s(w)?.ttftContent.p50),
-        gapP50: medianOf(these, v.name, (w) => s(w)?.gap.p50),
-        gapP99: medianOf(these, v.name, (w) => s(w)?.gap.p99),
-        ...(v.name !== "direct" && {
-          addedTtftP50: pairedAdded(these, v.name, (r) => r.stream?.ttftData.p50),
-          addedTtftP99: pairedAdded(these, v.name, (r) => r.stream?.ttftData.p99),
-          addedFirstTokenP50: pairedAdded(these, v.name, (r) => r.stream?.ttftContent.p50),
-          addedGapP50: pairedAdded(these, v.name, (r) => r.stream?.gap.p50),
-          addedGapP99: pairedAdded(these, v.name, (r) => r.stream?.gap.p99),
-          cpuUsPerStream: medianOf(these, v.name, (w) =>
-            w.result.completed > 0 ? w.cpuUs / w.result.completed : undefined,
-          ),
-        }),
-        dataEvents: mine.map((w) => s(w)?.dataEvents),
-        firstError: mine.find((w) => w.result.firstError)?.result.firstError,
-      };
-      rows.push(row);
-      printed.push([
-        String(c),
-        v.label,
-        String(streams),
-        fmt(row.ttftP50, 2),
-        fmt(row.ttftP99, 2),
-        fmt(row.addedTtftP50, 2, true),
-        fmt(row.addedTtftP99, 2, true),
-        fmt(row.addedFirstTokenP50, 2, true),
-        fmt(row.gapP50, 2),
-        fmt(row.addedGapP50, 2, true),
-        fmt(row.addedGapP99, 2, true),
-        streams > 0 && faithful === streams && errors === 0 ? "ok" : `${faithful}/${streams}`,
-        fmt(row.cpuUsPerStream, 0),
-        String(errors),
-      ]);
-      if (errors > 0 || faithful !== streams) {
+      // The reference token sequence is what the upstream sent, as the client saw it direct.
+      const reference = new Set<string>();
+      for (const w of these.filter((x) => x.variant === "direct")) {
+        for (const seq of Object.keys(w.result.stream?.sequences ?? {})) reference.add(seq);
+      }
+      for (const v of h.bench.variants) {
+        const mine = these.filter((w) => w.variant === v.name);
+        if (mine.length === 0) continue;
+        const s = (w: Measured<ClosedResult>) => w.result.stream;
+        let streams = 0;
+        let faithful = 0;
+        let errors = 0;
+        for (const w of mine) {
+          errors += w.result.errors + (s(w)?.errorEvents ?? 0) + (s(w)?.withoutDone ?? 0);
+          for (const [seq, n] of Object.entries(s(w)?.sequences ?? {})) {
+            streams += n;
+            if (reference.size === 1 && reference.has(seq)) faithful += n;
+          }
+        }
+        const row = {
+          concurrency: c,
+          start,
+          variant: v.name,
+          streams,
+          faithful,
+          errors,
+          ttftP50: medianOf(these, v.name, (w) => s(w)?.ttftData.p50),
+          ttftP99: medianOf(these, v.name, (w) => s(w)?.ttftData.p99),
+          firstTokenP50: medianOf(these, v.name, (w) => s(w)?.ttftContent.p50),
+          gapP50: medianOf(these, v.name, (w) => s(w)?.gap.p50),
+          gapP99: medianOf(these, v.name, (w) => s(w)?.gap.p99),
+          ...(v.name !== "direct" && {
+            addedTtftP50: pairedAdded(these, v.name, (r) => r.stream?.ttftData.p50),
+            addedTtftP99: pairedAdded(these, v.name, (r) => r.stream?.ttftData.p99),
+            addedFirstTokenP50: pairedAdded(these, v.name, (r) => r.stream?.ttftContent.p50),
+            addedGapP50: pairedAdded(these, v.name, (r) => r.stream?.gap.p50),
+            addedGapP99: pairedAdded(these, v.name, (r) => r.stream?.gap.p99),
+            cpuUsPerStream: medianOf(these, v.name, (w) =>
+              w.result.completed > 0 ? w.cpuUs / w.result.completed : undefined,
+            ),
+          }),
+          dataEvents: mine.map((w) => s(w)?.dataEvents),
+          firstError: mine.find((w) => w.result.firstError)?.result.firstError,
+        };
+        rows.push(row);
+        printed.push([
+          String(c),
+          start,
+          v.label,
+          String(streams),
+          fmt(row.ttftP50, 2),
+          fmt(row.ttftP99, 2),
+          fmt(row.addedTtftP50, 2, true),
+          fmt(row.addedTtftP99, 2, true),
+          fmt(row.addedFirstTokenP50, 2, true),
+          fmt(row.gapP50, 2),
+          fmt(row.addedGapP50, 2, true),
+          fmt(row.addedGapP99, 2, true),
+          streams > 0 && faithful === streams && errors === 0 ? "ok" : `${faithful}/${streams}`,
+          fmt(row.cpuUsPerStream, 0),
+          String(errors),
+        ]);
+        if (errors > 0 || faithful !== streams) {
+          h.note(
+            `stream c=${c} ${start} ${v.label}: ${streams - faithful} of ${streams} streams differ from direct's tokens, ${errors} errors (${row.firstError ?? "no error message"})`,
+          );
+        }
+      }
+      if (reference.size !== 1) {
         h.note(
-          `stream c=${c} ${v.label}: ${streams - faithful} of ${streams} streams differ from direct's tokens, ${errors} errors (${row.firstError ?? "no error message"})`,
+          `stream c=${c} ${start}: direct itself delivered ${reference.size} different token sequences`,
         );
       }
     }
-    if (reference.size !== 1) {
-      h.note(`stream c=${c}: direct itself delivered ${reference.size} different token sequences`);
-    }
   }
   print(
-    `STREAM — ${opts.deltas} deltas ${opts.intervalMs} ms apart; TTFT = first data: event, 1st tok = first content; gap = between content chunks; medians of ${opts.repeats} × ${opts.durationMs / 1000} s`,
+    `STREAM — ${opts.deltas} deltas ${opts.intervalMs} ms apart; TTFT = first data: event, 1st tok = first content; gap = between content chunks; medians of ${opts.repeats} × ${opts.durationMs / 1000} s timed; start: staggered = clients spread over one stream's length, lockstep = all at once (each round's first tokens queue behind a burst of c requests)`,
     formatTable(
       [
         "c",
+        "start",
         "variant",
         "streams",
         "TTFT p50",
