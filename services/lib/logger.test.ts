@@ -84,9 +84,13 @@ describe("stdout, batched", () => {
     child.stdout?.on("data", (b: Buffer) => {
       out += b.toString("utf8");
     });
+    let err = "";
+    child.stderr?.on("data", (b: Buffer) => {
+      err += b.toString("utf8");
+    });
     const lines = () => out.split("\n").filter((l) => l.startsWith("{"));
     const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
-    return { lines, exited };
+    return { lines, exited, stderr: () => err };
   }
 
   it("writes a quiet process's lines within the flush interval, not when 4 KB have gathered", async () => {
@@ -97,6 +101,26 @@ describe("stdout, batched", () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     expect(lines().map((l) => JSON.parse(l).msg)).toEqual(["ready"]);
+  });
+
+  it("makes no write while no line waits", async () => {
+    // Counts the child's writes to stdout (sonic-boom writes through fs.write), empty ones apart.
+    const { lines, exited, stderr } = run(`
+      import fs from "node:fs";
+      const write = fs.write;
+      const writes = { empty: 0, lines: 0 };
+      fs.write = function (fd, data, ...rest) {
+        if (fd === 1) data.length === 0 ? writes.empty++ : writes.lines++;
+        return write.call(this, fd, data, ...rest);
+      };
+      setTimeout(() => log.info("one"), 4 * ${LOG_FLUSH_MS});
+      setTimeout(() => {
+        process.stderr.write(JSON.stringify(writes));
+        process.exit(0);
+      }, 12 * ${LOG_FLUSH_MS});`);
+    expect(await exited).toBe(0);
+    expect(lines().map((l) => JSON.parse(l).msg)).toEqual(["one"]);
+    expect(JSON.parse(stderr())).toEqual({ empty: 0, lines: 1 });
   });
 
   it("loses no line when the process exits at once or throws", async () => {

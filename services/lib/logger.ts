@@ -40,13 +40,36 @@ export const LOG_FLUSH_MS = 250;
  * under load), and a write per line costs a thread-pool hand-off and a wake-up of the event loop:
  * at one request at a time, the request line cost one process 9% of its CPU and the 4-process
  * ingress 70 µs per request (the bench at LOG_LEVEL warn against info). So lines gather until
- * 4 KB are waiting (pino's advice for asynchronous logging), and go out every LOG_FLUSH_MS in any
- * case. What is still pending when the process exits, also through process.exit() or an uncaught
- * exception, is written synchronously then (pino sees to that); only a kill -9 loses it.
+ * 4 KB are waiting (pino's advice for asynchronous logging), and go out LOG_FLUSH_MS after the
+ * first of them in any case. What is still pending when the process exits, also through
+ * process.exit() or an uncaught exception, is written synchronously then (pino sees to that); only
+ * a kill -9 loses it.
+ *
+ * The flush timer runs only while a line waits. sonic-boom's own `periodicFlush` is an interval
+ * that writes even when nothing waits: an idle process made four empty write(2)s a second, each
+ * through the thread pool and back with a wake-up of the event loop.
  */
 function asyncStdout(): pino.DestinationStream {
   // pino registers an asynchronous destination to be flushed synchronously at exit.
-  return pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: LOG_FLUSH_MS });
+  const out = pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  let timer: NodeJS.Timeout | undefined;
+  const flush = () => {
+    timer = undefined;
+    out.flush();
+  };
+  const stream: pino.DestinationStream & { flush(cb: (err?: Error) => void): void } = {
+    write(line: string): void {
+      out.write(line);
+      timer ??= setTimeout(flush, LOG_FLUSH_MS).unref();
+    },
+    // logger.flush() (pino calls its stream's flush).
+    flush(cb: (err?: Error) => void): void {
+      clearTimeout(timer);
+      timer = undefined;
+      out.flush(cb);
+    },
+  };
+  return stream;
 }
 
 /** Where keys, auth headers and prompt content would sit in a logged object. */
