@@ -1,7 +1,9 @@
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
+import { gapRows } from "./gaps.js";
 import {
+  type ClosedResult,
   newHistogram,
   recordMs,
   runClosed,
@@ -279,7 +281,10 @@ describe("the per-process timeline (bench/timeline.ts)", () => {
 describe("closed-loop starts", () => {
   // A stream server that answers every request 600 ms after it arrived, noting when it did.
   /** Each request's arrival, ms after the first one's. */
-  async function slowStreams(run: (origin: string) => Promise<void>): Promise<number[]> {
+  async function slowStreams(
+    run: (origin: string) => Promise<void>,
+    answerAfterMs = 600,
+  ): Promise<number[]> {
     const arrivals: number[] = [];
     const server = createServer((req, res) => {
       arrivals.push(performance.now());
@@ -287,7 +292,7 @@ describe("closed-loop starts", () => {
       setTimeout(() => {
         res.writeHead(200, { "content-type": "text/event-stream" });
         res.end('data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\ndata: [DONE]\n\n');
-      }, 600);
+      }, answerAfterMs);
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     try {
@@ -332,5 +337,48 @@ describe("closed-loop starts", () => {
     expect(r.completed).toBe(arrivals.length);
     expect(r.stream?.ttftData.count).toBe(r.completed);
     expect(r.latency.count).toBe(r.completed);
+  });
+
+  it("leaves a client idle for pauseMs between the end of one request and the next", async () => {
+    let r = {} as Awaited<ReturnType<typeof runClosed>>;
+    const arrivals = await slowStreams(async (origin) => {
+      r = await runClosed({ ...job(origin), concurrency: 1, durationMs: 500, pauseMs: 150 });
+    }, 0);
+    // Answered at once, so without the pause there would be hundreds in 500 ms.
+    expect(r.completed).toBe(arrivals.length);
+    expect(arrivals.length).toBeGreaterThanOrEqual(2);
+    expect(arrivals.length).toBeLessThanOrEqual(4);
+    for (let i = 1; i < arrivals.length; i++) {
+      expect((arrivals[i] ?? 0) - (arrivals[i - 1] ?? 0)).toBeGreaterThanOrEqual(140);
+    }
+  });
+});
+
+describe("idle gaps (bench/gaps.ts)", () => {
+  const result = (p50: number, p90 = p50 * 2) =>
+    ({ latency: { count: 10, p50, p90 } }) as unknown as ClosedResult;
+  it("reports medians over repeats and what a variant adds to direct in the same repeat", () => {
+    const rows = gapRows(
+      [
+        { variant: "direct", gap: 5, repeat: 0, result: result(1.0) },
+        { variant: "one", gap: 5, repeat: 0, result: result(1.5) },
+        { variant: "direct", gap: 5, repeat: 1, result: result(1.2) },
+        { variant: "one", gap: 5, repeat: 1, result: result(2.0) },
+        { variant: "direct", gap: 5, repeat: 2, result: result(3.0) },
+        { variant: "one", gap: 5, repeat: 2, result: result(3.6) },
+        { variant: "direct", gap: 0, repeat: 0, result: result(0.1) },
+      ],
+      [
+        { name: "direct", label: "direct" },
+        { name: "one", label: "one process" },
+      ],
+      [0, 5],
+    );
+    expect(rows).toEqual([
+      ["0", "direct", "10", "0.100", "0.200", "—"],
+      ["5", "direct", "30", "1.200", "2.400", "—"],
+      // Added per repeat: 0.5, 0.8, 0.6; not the difference of the medians (2.0 − 1.2).
+      ["5", "one process", "30", "2.000", "4.000", "+0.600"],
+    ]);
   });
 });

@@ -192,6 +192,8 @@ export interface ClosedJob {
    * once it has passed (every worker has started by then). 0 or absent: all start at once.
    */
   staggerMs?: number;
+  /** Each worker's idle time between the end of one request and the start of its next. */
+  pauseMs?: number;
 }
 
 export interface OpenJob {
@@ -400,6 +402,7 @@ export async function runClosed(job: ClosedJob): Promise<ClosedResult> {
         else await unary(pool, job.target);
         if (timed) recordMs(latency, performance.now() - sentAt);
         completed++;
+        if (job.pauseMs) await sleep(job.pauseMs);
       } catch (err) {
         errors++;
         firstError ??= errorText(err);

@@ -97,6 +97,26 @@ export function parseFdLimit(text: string): { soft: number; hard: number } {
   return { soft: n(match[1]), hard: n(match[2]) };
 }
 
+/**
+ * How this machine's CPUs sleep when idle, for the record of a run: the cpuidle driver, and on a
+ * KVM guest with the haltpoll driver how long an idle CPU polls before it halts. A halted virtual
+ * CPU is woken through the hypervisor, which at one request at a time costs more than the
+ * gateway's own work (bench/README.md, "What an idle moment costs"). Undefined where not exposed.
+ */
+export function cpuIdleSettings(): string | undefined {
+  const read = (path: string) => {
+    try {
+      return readFileSync(path, "utf8").trim();
+    } catch {
+      return undefined;
+    }
+  };
+  const driver = read("/sys/devices/system/cpu/cpuidle/current_driver");
+  if (driver === undefined) return undefined;
+  const pollNs = read("/sys/module/haltpoll/parameters/guest_halt_poll_ns");
+  return `cpuidle ${driver}${pollNs === undefined ? "" : `, guest_halt_poll_ns ${pollNs}`}`;
+}
+
 let ticksPerSecond: number | undefined;
 
 async function clockTicks(): Promise<number> {

@@ -22,6 +22,7 @@ import {
   type ChildProc,
   CLIENT_KEY,
   cpuBetween,
+  cpuIdleSettings,
   ensureFdLimit,
   fdRoom,
   type ProcUsage,
@@ -1060,6 +1061,7 @@ async function main(argv: string[]): Promise<number> {
     cpuModel: cpus()[0]?.model,
     loadavgStart: loadavg(),
     commit: gitCommit(),
+    cpuIdle: cpuIdleSettings(),
   };
   progress(
     `starting ${opts.variants.join(", ")} (load average ${loadavg()
@@ -1115,7 +1117,7 @@ async function main(argv: string[]): Promise<number> {
     ? "upstream + load client pinned to CPU 0, variants to CPU 1"
     : "no pinning: upstream, load client and each variant's processes share both CPUs";
   const context = [
-    `Run ${started.toISOString()} → ${finished.toISOString()} (${fmt((finished.getTime() - started.getTime()) / 1000, 0)} s), node ${machine.node}, ${machine.cpus} CPUs, commit ${machine.commit ?? "?"}`,
+    `Run ${started.toISOString()} → ${finished.toISOString()} (${fmt((finished.getTime() - started.getTime()) / 1000, 0)} s), node ${machine.node}, ${machine.cpus} CPUs${machine.cpuIdle ? ` (${machine.cpuIdle})` : ""}, commit ${machine.commit ?? "?"}`,
     `Load average at start ${machine.loadavgStart.map((l) => l.toFixed(1)).join(" ")}, at end ${loadavg()
       .map((l) => l.toFixed(1))
       .join(" ")}; ${placement}; gateway LOG_LEVEL=${opts.logLevel}${
