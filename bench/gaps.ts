@@ -12,8 +12,13 @@
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type { ClosedResult, LoadTarget } from "./load.js";
-import { UNARY_MODEL } from "./mock-upstream.js";
-import { CHAT_PATH, CLIENT_KEY, cpuIdleSettings, startBench, type VariantName } from "./procs.js";
+import {
+  cpuIdleSettings,
+  startBench,
+  unaryTarget,
+  unaryToolOptions,
+  type VariantName,
+} from "./procs.js";
 import { formatTable, median, rotate } from "./run.js";
 
 const HELP = `Usage: node --import tsx bench/gaps.ts [options]
@@ -85,30 +90,13 @@ async function main(): Promise<void> {
   const gaps = (values.gaps as string).split(",").map(Number);
   const requests = Number(values.requests);
   const repeats = Number(values.repeats);
-  const bench = await startBench({
-    variants,
-    deltas: 64,
-    intervalMs: 20,
-    slowIntervalMs: 5000,
-    logLevel: "info",
-    maxConnections: 128,
-    pin: false,
-    natsUrl: values.nats as string,
-  });
+  const bench = await startBench(unaryToolOptions(variants, values.nats as string));
   const windows: Window[] = [];
   const labels = bench.variants.map((v) => ({ name: v.name, label: v.label }));
   try {
     const targets = new Map<VariantName, LoadTarget>();
     for (const v of bench.variants) {
-      const target = {
-        origin: v.origin,
-        path: CHAT_PATH,
-        headers: { "content-type": "application/json", authorization: `Bearer ${CLIENT_KEY}` },
-        body: JSON.stringify({
-          model: UNARY_MODEL,
-          messages: [{ role: "user", content: "Say hello in one short sentence." }],
-        }),
-      };
+      const target = unaryTarget(v.origin);
       targets.set(v.name, target);
       // Warm-up at c=16 (JIT, pools), as the unary scenario does.
       await bench.driver.closed({ target, concurrency: 16, durationMs: 4000, stream: false });

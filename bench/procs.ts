@@ -33,7 +33,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { request } from "undici";
 import { hashKey } from "../services/lib/config/keys.js";
-import { LoadDriver } from "./load.js";
+import { LoadDriver, type LoadTarget } from "./load.js";
 import { UNARY_MODEL } from "./mock-upstream.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -43,6 +43,19 @@ const BENCH = join(ROOT, "bench");
 /** The key the load client presents; the gateways know it only as a hash. */
 export const CLIENT_KEY = `sk-bench-${randomUUID()}`;
 export const CHAT_PATH = "/v1/chat/completions";
+
+/** A non-streaming chat through a variant, as the one-request-at-a-time tools send it. */
+export function unaryTarget(origin: string): LoadTarget {
+  return {
+    origin,
+    path: CHAT_PATH,
+    headers: { "content-type": "application/json", authorization: `Bearer ${CLIENT_KEY}` },
+    body: JSON.stringify({
+      model: UNARY_MODEL,
+      messages: [{ role: "user", content: "Say hello in one short sentence." }],
+    }),
+  };
+}
 
 // ---------------------------------------------------------------------------------------------
 // /proc
@@ -284,6 +297,20 @@ export interface BenchProcesses {
   variants: Variant[];
   /** Stops every child this run started; removes the temp dir unless `keep`. */
   stop(keep?: boolean): Promise<void>;
+}
+
+/** startBench's options for the tools that send unary requests only (timeline, gaps). */
+export function unaryToolOptions(variants: VariantName[], natsUrl: string): StartOptions {
+  return {
+    variants,
+    deltas: 64,
+    intervalMs: 20,
+    slowIntervalMs: 5000,
+    logLevel: "info",
+    maxConnections: 128,
+    pin: false,
+    natsUrl,
+  };
 }
 
 export interface StartOptions {

@@ -23,8 +23,7 @@ import { copyFileSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { UNARY_MODEL } from "./mock-upstream.js";
-import { CHAT_PATH, CLIENT_KEY, startBench, type VariantName } from "./procs.js";
+import { startBench, unaryTarget, unaryToolOptions, type VariantName } from "./procs.js";
 import { formatTable, median } from "./run.js";
 
 /** One system call from `perf trace` output. */
@@ -209,28 +208,11 @@ async function main(): Promise<void> {
   const variants = (values.variants as string).split(",") as VariantName[];
   const seconds = Number(values.seconds);
   const concurrency = Number(values.concurrency);
-  const bench = await startBench({
-    variants,
-    deltas: 64,
-    intervalMs: 20,
-    slowIntervalMs: 5000,
-    logLevel: "info",
-    maxConnections: 128,
-    pin: false,
-    natsUrl: values.nats as string,
-  });
+  const bench = await startBench(unaryToolOptions(variants, values.nats as string));
   try {
     for (const v of bench.variants) {
       if (v.name === "direct") continue;
-      const target = {
-        origin: v.origin,
-        path: CHAT_PATH,
-        headers: { "content-type": "application/json", authorization: `Bearer ${CLIENT_KEY}` },
-        body: JSON.stringify({
-          model: UNARY_MODEL,
-          messages: [{ role: "user", content: "Say hello in one short sentence." }],
-        }),
-      };
+      const target = unaryTarget(v.origin);
       // Warm-up at c=16 (JIT, pools), then the traced window inside a longer one at `concurrency`.
       await bench.driver.closed({ target, concurrency: 16, durationMs: 5000, stream: false });
       const names = new Map<number, string>([
