@@ -23,7 +23,7 @@ import { formatTable, median, rotate } from "./run.js";
 
 const HELP = `Usage: node --import tsx bench/gaps.ts [options]
 
-  --variants LIST   bare, one, four (default bare,one,four; direct always runs)
+  --variants LIST   bare, one, two, four (default bare,one,four; direct always runs)
   --gaps LIST       the client's idle ms between requests (default 0,1,5,20,100)
   --requests N      requests per window at each gap (default 60; gap 0 runs for 2 s instead)
   --repeats N       windows per variant and gap, rotated; medians are reported (default 3)

@@ -6,6 +6,8 @@
  * - the variants under test: `direct` (no process: the client talks to the upstream), `bare`
  *   (bench/bare-proxy.ts), `one` (`switchyard start`, all services in one process) and `four`
  *   (`switchyard start --service X` for each of the four services, NATS at 127.0.0.1:4222);
+ *   `two` is the ingress, router and prober in one process (`edge`) and the connector, which
+ *   alone holds upstream keys, in another: one hop on a request's way instead of two;
  *   `four-connect` is `four` with SWITCHYARD_FABRIC_TRANSPORT=connect (connect-node's client and
  *   server between the processes, as before the lean hop transport), for a before/after in one run.
  *
@@ -269,12 +271,13 @@ async function answers(url: string, init?: { body: string; headers: Record<strin
 // ---------------------------------------------------------------------------------------------
 // The run's processes
 
-export type VariantName = "direct" | "bare" | "one" | "four" | "four-connect";
+export type VariantName = "direct" | "bare" | "one" | "two" | "four" | "four-connect";
 
 export const VARIANT_LABELS: Record<VariantName, string> = {
   direct: "direct",
   bare: "bare proxy",
   one: "one process",
+  two: "2 processes",
   four: "4 processes",
   "four-connect": "4 procs, connect-node",
 };
@@ -484,16 +487,26 @@ export async function startBench(opts: StartOptions): Promise<BenchProcesses> {
           }),
         );
         const connectNode = name === "four-connect";
+        const start = ["start", "--config", config];
+        const serve = (...services: string[]) => [
+          ...start,
+          ...services.flatMap((s) => ["--service", s]),
+        ];
         procs =
           name === "one"
-            ? [gateway("switchyard", ["start", "--config", config])]
-            : ["connector", "router", "prober", "ingress"].map((service) =>
-                gateway(
-                  connectNode ? `${service}-cn` : service,
-                  ["start", "--config", config, "--service", service],
-                  connectNode ? { SWITCHYARD_FABRIC_TRANSPORT: "connect" } : {},
-                ),
-              );
+            ? [gateway("switchyard", start)]
+            : name === "two"
+              ? [
+                  gateway("connector", serve("connector")),
+                  gateway("edge", serve("ingress", "router", "prober")),
+                ]
+              : ["connector", "router", "prober", "ingress"].map((service) =>
+                  gateway(
+                    connectNode ? `${service}-cn` : service,
+                    serve(service),
+                    connectNode ? { SWITCHYARD_FABRIC_TRANSPORT: "connect" } : {},
+                  ),
+                );
       }
       underTest.push(...procs);
       await waitUntil(VARIANT_LABELS[name], procs, async () => {

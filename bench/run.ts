@@ -43,8 +43,8 @@ const SCENARIOS = ["unary", "stream", "open-loop", "memory", "open-streams"] as 
 const STREAM_STARTS = ["staggered", "lockstep"] as const;
 type StreamStart = (typeof STREAM_STARTS)[number];
 type Scenario = (typeof SCENARIOS)[number];
-const VARIANTS: readonly VariantName[] = ["direct", "bare", "one", "four", "four-connect"];
-/** `four-connect` (the hops on connect-node, for a before/after) only when asked for. */
+const VARIANTS: readonly VariantName[] = ["direct", "bare", "one", "two", "four", "four-connect"];
+/** `two` and `four-connect` (the hops on connect-node, for a before/after) only when asked for. */
 const DEFAULT_VARIANTS: readonly VariantName[] = ["direct", "bare", "one", "four"];
 /** The open-loop ceiling: the highest rate whose p99 stays within this of direct's. */
 const OPEN_LOOP_BUDGET_MS = 10;
@@ -125,8 +125,9 @@ const HELP = `Usage: npm run bench -- [options]
   --quick                  smoke run, 2–3 minutes (1 s windows, 2 repeats, 1k open streams)
   --scenarios LIST         ${SCENARIOS.join(",")} (default: all)
   --variants LIST          ${VARIANTS.join(",")} (default: ${DEFAULT_VARIANTS.join(",")};
-                           direct is always included; four-connect = four with the hops on
-                           connect-node, SWITCHYARD_FABRIC_TRANSPORT=connect)
+                           direct is always included; two = ingress, router and prober in one
+                           process, the connector in another; four-connect = four with the hops
+                           on connect-node, SWITCHYARD_FABRIC_TRANSPORT=connect)
   --duration S             seconds per measured window (default 5, quick 1)
   --repeats N              windows per variant and setting; medians are reported (default 3, quick 2)
   --concurrency LIST       unary client concurrency (default 1,16,64)
@@ -893,7 +894,7 @@ async function openStreamsScenario(h: Harness) {
       const perStream = (p: ChildProc) =>
         v.name === "bare" || v.name === "one"
           ? 2
-          : p.name.startsWith("ingress") || p.name.startsWith("connector")
+          : p.name.startsWith("ingress") || p.name.startsWith("connector") || p.name === "edge"
             ? 1
             : 0;
       // Connections left idle by the previous run close on the upstream's keep-alive timeout.
