@@ -27,6 +27,7 @@ const HELP = `Usage: node --import tsx bench/gaps.ts [options]
   --gaps LIST       the client's idle ms between requests (default 0,1,5,20,100)
   --requests N      requests per window at each gap (default 60; gap 0 runs for 2 s instead)
   --repeats N       windows per variant and gap, rotated; medians are reported (default 3)
+  --gateway-node-options S   NODE_OPTIONS for the gateways' processes only (V8 flags under test)
   --nats URL        NATS for the 4-process variant (default nats://127.0.0.1:4222)`;
 
 /** One window's latencies (ms) and what it ran. */
@@ -76,6 +77,7 @@ async function main(): Promise<void> {
       requests: { type: "string", default: "60" },
       repeats: { type: "string", default: "3" },
       nats: { type: "string", default: "nats://127.0.0.1:4222" },
+      "gateway-node-options": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -90,7 +92,12 @@ async function main(): Promise<void> {
   const gaps = (values.gaps as string).split(",").map(Number);
   const requests = Number(values.requests);
   const repeats = Number(values.repeats);
-  const bench = await startBench(unaryToolOptions(variants, values.nats as string));
+  const bench = await startBench({
+    ...unaryToolOptions(variants, values.nats as string),
+    ...(values["gateway-node-options"] !== undefined && {
+      gatewayNodeOptions: values["gateway-node-options"],
+    }),
+  });
   const windows: Window[] = [];
   const labels = bench.variants.map((v) => ({ name: v.name, label: v.label }));
   try {
