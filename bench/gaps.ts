@@ -14,6 +14,7 @@ import { parseArgs } from "node:util";
 import type { ClosedResult, LoadTarget } from "./load.js";
 import {
   cpuIdleSettings,
+  parseVariants,
   startBench,
   unaryTarget,
   unaryToolOptions,
@@ -27,7 +28,8 @@ const HELP = `Usage: node --import tsx bench/gaps.ts [options]
   --gaps LIST       the client's idle ms between requests (default 0,1,5,20,100)
   --requests N      requests per window at each gap (default 60; gap 0 runs for 2 s instead)
   --repeats N       windows per variant and gap, rotated; medians are reported (default 3)
-  --gateway-node-options S   NODE_OPTIONS for the gateways' processes only (V8 flags under test)
+  --gateway-node-options S   NODE_OPTIONS for the gateways' processes only (what NODE_OPTIONS
+                    allows: --max-semi-space-size, yes; most other V8 flags, no)
   --nats URL        NATS for the 4-process variant (default nats://127.0.0.1:4222)`;
 
 /** One window's latencies (ms) and what it ran. */
@@ -85,10 +87,10 @@ async function main(): Promise<void> {
     process.stdout.write(`${HELP}\n`);
     return;
   }
-  const variants = [
+  const variants: VariantName[] = [
     "direct",
-    ...(values.variants as string).split(",").filter((v) => v !== "direct"),
-  ] as VariantName[];
+    ...parseVariants(values.variants as string).filter((v) => v !== "direct"),
+  ];
   const gaps = (values.gaps as string).split(",").map(Number);
   const requests = Number(values.requests);
   const repeats = Number(values.repeats);

@@ -12,7 +12,13 @@ import {
   streamTimings,
   summarize,
 } from "./load.js";
-import { parseFdLimit, parseProcStat, parseProcStatus, streamsThatFit } from "./procs.js";
+import {
+  parseFdLimit,
+  parseProcStat,
+  parseProcStatus,
+  parseVariants,
+  streamsThatFit,
+} from "./procs.js";
 import { formatTable, median, rotate } from "./run.js";
 import { parseTrace, socketPeers, timeline, timelineRows } from "./timeline.js";
 
@@ -380,5 +386,12 @@ describe("idle gaps (bench/gaps.ts)", () => {
       // Added per repeat: 0.5, 0.8, 0.6; not the difference of the medians (2.0 − 1.2).
       ["5", "one process", "30", "2.000", "4.000", "+0.600"],
     ]);
+  });
+});
+
+describe("variant lists", () => {
+  it("takes known names and refuses an unknown one instead of starting something else", () => {
+    expect(parseVariants("bare,one,two,four")).toEqual(["bare", "one", "two", "four"]);
+    expect(() => parseVariants("one,fuor")).toThrow("unknown variant 'fuor'");
   });
 });

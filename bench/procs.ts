@@ -282,6 +282,16 @@ export const VARIANT_LABELS: Record<VariantName, string> = {
   "four-connect": "4 procs, connect-node",
 };
 
+/** The variants a comma-separated list names; an unknown name is an error, not a default. */
+export function parseVariants(list: string): VariantName[] {
+  return list.split(",").map((name) => {
+    if (!(name in VARIANT_LABELS)) {
+      throw new Error(`unknown variant '${name}' (${Object.keys(VARIANT_LABELS).join(", ")})`);
+    }
+    return name as VariantName;
+  });
+}
+
 export interface Variant {
   name: VariantName;
   label: string;

@@ -144,7 +144,8 @@ const HELP = `Usage: npm run bench -- [options]
   --deltas N --interval-ms MS   stream shape (default 64 deltas, 20 ms apart)
   --slow-interval-ms MS    gap between chunks of a held slow stream (default 15000, quick 3000)
   --log-level LEVEL        the gateways' LOG_LEVEL (default info: one line per request, as deployed)
-  --gateway-node-options S NODE_OPTIONS for the gateways' processes only (e.g. V8 GC flags under test)
+  --gateway-node-options S NODE_OPTIONS for the gateways' processes only (what NODE_OPTIONS
+                           allows: --max-semi-space-size, yes; most other V8 flags, no)
   --pin                    pin upstream + load client to CPU 0, variants to CPU 1 (taskset)
   --keep                   keep the temp dir with configs and every process's output
   --cpu-prof DIR           run the gateways and the bare proxy under node --cpu-prof, a .cpuprofile
@@ -530,98 +531,11 @@ async function unaryScenario(h: Harness) {
 
 async function streamScenario(h: Harness) {
   const { opts } = h;
-  const rows: Array<Record<string, unknown>> = [];
-  const windows: Array<Measured<ClosedResult> & { concurrency: number; start: StreamStart }> = [];
-  const printed: string[][] = [];
+  const out: StreamResults = { rows: [], windows: [], printed: [] };
   for (const c of opts.streamConcurrency) {
-    for (const start of opts.streamStarts) {
-      // Staggered clients start over one stream's length; the window is timed once all have.
-      const staggerMs = start === "staggered" ? opts.deltas * opts.intervalMs : 0;
-      const windowMs = opts.durationMs + staggerMs;
-      const these: Measured<ClosedResult>[] = [];
-      for (let rep = 0; rep < opts.repeats; rep++) {
-        for (const v of rotate(h.live(), rep)) {
-          progress(`stream c=${c} ${start} repeat ${rep + 1}/${opts.repeats} ${v.label}`);
-          const w = await h.measure(v, rep, () => h.closed(v, c, windowMs, true, staggerMs));
-          these.push(w);
-          windows.push({ ...w, concurrency: c, start });
-        }
-      }
-      // The reference token sequence is what the upstream sent, as the client saw it direct.
-      const reference = new Set<string>();
-      for (const w of these.filter((x) => x.variant === "direct")) {
-        for (const seq of Object.keys(w.result.stream?.sequences ?? {})) reference.add(seq);
-      }
-      for (const v of h.bench.variants) {
-        const mine = these.filter((w) => w.variant === v.name);
-        if (mine.length === 0) continue;
-        const s = (w: Measured<ClosedResult>) => w.result.stream;
-        let streams = 0;
-        let faithful = 0;
-        let errors = 0;
-        for (const w of mine) {
-          errors += w.result.errors + (s(w)?.errorEvents ?? 0) + (s(w)?.withoutDone ?? 0);
-          for (const [seq, n] of Object.entries(s(w)?.sequences ?? {})) {
-            streams += n;
-            if (reference.size === 1 && reference.has(seq)) faithful += n;
-          }
-        }
-        const row = {
-          concurrency: c,
-          start,
-          variant: v.name,
-          streams,
-          faithful,
-          errors,
-          ttftP50: medianOf(these, v.name, (w) => s(w)?.ttftData.p50),
-          ttftP99: medianOf(these, v.name, (w) => s(w)?.ttftData.p99),
-          firstTokenP50: medianOf(these, v.name, (w) => s(w)?.ttftContent.p50),
-          gapP50: medianOf(these, v.name, (w) => s(w)?.gap.p50),
-          gapP99: medianOf(these, v.name, (w) => s(w)?.gap.p99),
-          ...(v.name !== "direct" && {
-            addedTtftP50: pairedAdded(these, v.name, (r) => r.stream?.ttftData.p50),
-            addedTtftP99: pairedAdded(these, v.name, (r) => r.stream?.ttftData.p99),
-            addedFirstTokenP50: pairedAdded(these, v.name, (r) => r.stream?.ttftContent.p50),
-            addedGapP50: pairedAdded(these, v.name, (r) => r.stream?.gap.p50),
-            addedGapP99: pairedAdded(these, v.name, (r) => r.stream?.gap.p99),
-            cpuUsPerStream: medianOf(these, v.name, (w) =>
-              w.result.completed > 0 ? w.cpuUs / w.result.completed : undefined,
-            ),
-          }),
-          dataEvents: mine.map((w) => s(w)?.dataEvents),
-          firstError: mine.find((w) => w.result.firstError)?.result.firstError,
-        };
-        rows.push(row);
-        printed.push([
-          String(c),
-          start,
-          v.label,
-          String(streams),
-          fmt(row.ttftP50, 2),
-          fmt(row.ttftP99, 2),
-          fmt(row.addedTtftP50, 2, true),
-          fmt(row.addedTtftP99, 2, true),
-          fmt(row.addedFirstTokenP50, 2, true),
-          fmt(row.gapP50, 2),
-          fmt(row.addedGapP50, 2, true),
-          fmt(row.addedGapP99, 2, true),
-          streams > 0 && faithful === streams && errors === 0 ? "ok" : `${faithful}/${streams}`,
-          fmt(row.cpuUsPerStream, 0),
-          String(errors),
-        ]);
-        if (errors > 0 || faithful !== streams) {
-          h.note(
-            `stream c=${c} ${start} ${v.label}: ${streams - faithful} of ${streams} streams differ from direct's tokens, ${errors} errors (${row.firstError ?? "no error message"})`,
-          );
-        }
-      }
-      if (reference.size !== 1) {
-        h.note(
-          `stream c=${c} ${start}: direct itself delivered ${reference.size} different token sequences`,
-        );
-      }
-    }
+    for (const start of opts.streamStarts) await streamCase(h, c, start, out);
   }
+  const { rows, windows, printed } = out;
   print(
     `STREAM — ${opts.deltas} deltas ${opts.intervalMs} ms apart; TTFT = first data: event, 1st tok = first content; gap = between content chunks; medians of ${opts.repeats} × ${opts.durationMs / 1000} s timed; start: staggered = clients spread over one stream's length, lockstep = all at once (each round's first tokens queue behind a burst of c requests)`,
     formatTable(
@@ -646,6 +560,103 @@ async function streamScenario(h: Harness) {
     ),
   );
   return { rows, windows };
+}
+
+interface StreamResults {
+  rows: Array<Record<string, unknown>>;
+  windows: Array<Measured<ClosedResult> & { concurrency: number; start: StreamStart }>;
+  printed: string[][];
+}
+
+/** One concurrency and way of starting: every variant's windows, then its row and printed line. */
+async function streamCase(h: Harness, c: number, start: StreamStart, out: StreamResults) {
+  const { opts } = h;
+  const { rows, windows, printed } = out;
+  // Staggered clients start over one stream's length; the window is timed once all have.
+  const staggerMs = start === "staggered" ? opts.deltas * opts.intervalMs : 0;
+  const windowMs = opts.durationMs + staggerMs;
+  const these: Measured<ClosedResult>[] = [];
+  for (let rep = 0; rep < opts.repeats; rep++) {
+    for (const v of rotate(h.live(), rep)) {
+      progress(`stream c=${c} ${start} repeat ${rep + 1}/${opts.repeats} ${v.label}`);
+      const w = await h.measure(v, rep, () => h.closed(v, c, windowMs, true, staggerMs));
+      these.push(w);
+      windows.push({ ...w, concurrency: c, start });
+    }
+  }
+  // The reference token sequence is what the upstream sent, as the client saw it direct.
+  const reference = new Set<string>();
+  for (const w of these.filter((x) => x.variant === "direct")) {
+    for (const seq of Object.keys(w.result.stream?.sequences ?? {})) reference.add(seq);
+  }
+  for (const v of h.bench.variants) {
+    const mine = these.filter((w) => w.variant === v.name);
+    if (mine.length === 0) continue;
+    const s = (w: Measured<ClosedResult>) => w.result.stream;
+    let streams = 0;
+    let faithful = 0;
+    let errors = 0;
+    for (const w of mine) {
+      errors += w.result.errors + (s(w)?.errorEvents ?? 0) + (s(w)?.withoutDone ?? 0);
+      for (const [seq, n] of Object.entries(s(w)?.sequences ?? {})) {
+        streams += n;
+        if (reference.size === 1 && reference.has(seq)) faithful += n;
+      }
+    }
+    const row = {
+      concurrency: c,
+      start,
+      variant: v.name,
+      streams,
+      faithful,
+      errors,
+      ttftP50: medianOf(these, v.name, (w) => s(w)?.ttftData.p50),
+      ttftP99: medianOf(these, v.name, (w) => s(w)?.ttftData.p99),
+      firstTokenP50: medianOf(these, v.name, (w) => s(w)?.ttftContent.p50),
+      gapP50: medianOf(these, v.name, (w) => s(w)?.gap.p50),
+      gapP99: medianOf(these, v.name, (w) => s(w)?.gap.p99),
+      ...(v.name !== "direct" && {
+        addedTtftP50: pairedAdded(these, v.name, (r) => r.stream?.ttftData.p50),
+        addedTtftP99: pairedAdded(these, v.name, (r) => r.stream?.ttftData.p99),
+        addedFirstTokenP50: pairedAdded(these, v.name, (r) => r.stream?.ttftContent.p50),
+        addedGapP50: pairedAdded(these, v.name, (r) => r.stream?.gap.p50),
+        addedGapP99: pairedAdded(these, v.name, (r) => r.stream?.gap.p99),
+        cpuUsPerStream: medianOf(these, v.name, (w) =>
+          w.result.completed > 0 ? w.cpuUs / w.result.completed : undefined,
+        ),
+      }),
+      dataEvents: mine.map((w) => s(w)?.dataEvents),
+      firstError: mine.find((w) => w.result.firstError)?.result.firstError,
+    };
+    rows.push(row);
+    printed.push([
+      String(c),
+      start,
+      v.label,
+      String(streams),
+      fmt(row.ttftP50, 2),
+      fmt(row.ttftP99, 2),
+      fmt(row.addedTtftP50, 2, true),
+      fmt(row.addedTtftP99, 2, true),
+      fmt(row.addedFirstTokenP50, 2, true),
+      fmt(row.gapP50, 2),
+      fmt(row.addedGapP50, 2, true),
+      fmt(row.addedGapP99, 2, true),
+      streams > 0 && faithful === streams && errors === 0 ? "ok" : `${faithful}/${streams}`,
+      fmt(row.cpuUsPerStream, 0),
+      String(errors),
+    ]);
+    if (errors > 0 || faithful !== streams) {
+      h.note(
+        `stream c=${c} ${start} ${v.label}: ${streams - faithful} of ${streams} streams differ from direct's tokens, ${errors} errors (${row.firstError ?? "no error message"})`,
+      );
+    }
+  }
+  if (reference.size !== 1) {
+    h.note(
+      `stream c=${c} ${start}: direct itself delivered ${reference.size} different token sequences`,
+    );
+  }
 }
 
 async function openLoopScenario(h: Harness) {

@@ -23,7 +23,7 @@ import { copyFileSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { startBench, unaryTarget, unaryToolOptions, type VariantName } from "./procs.js";
+import { parseVariants, startBench, unaryTarget, unaryToolOptions } from "./procs.js";
 import { formatTable, median } from "./run.js";
 
 /** One system call from `perf trace` output. */
@@ -205,7 +205,7 @@ async function main(): Promise<void> {
     process.stderr.write("bench/timeline.ts needs `perf` (Debian: linux-perf) on the PATH\n");
     process.exit(2);
   }
-  const variants = (values.variants as string).split(",") as VariantName[];
+  const variants = parseVariants(values.variants as string);
   const seconds = Number(values.seconds);
   const concurrency = Number(values.concurrency);
   const bench = await startBench(unaryToolOptions(variants, values.nats as string));
