@@ -11,6 +11,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { coldFigures, coldProbe } from "./cold.js";
 import type { ClosedResult, LoadTarget } from "./load.js";
 import {
   cpuIdleSettings,
@@ -94,6 +95,8 @@ async function main(): Promise<void> {
   const gaps = (values.gaps as string).split(",").map(Number);
   const requests = Number(values.requests);
   const repeats = Number(values.repeats);
+  // Before any process starts: how the machine runs code that follows an idle moment.
+  const cold = await coldProbe();
   const bench = await startBench({
     ...unaryToolOptions(variants, values.nats as string),
     ...(values["gateway-node-options"] !== undefined && {
@@ -132,7 +135,7 @@ async function main(): Promise<void> {
     await bench.stop();
   }
   console.log(
-    `\nUNARY, ONE REQUEST AT A TIME, THE CLIENT IDLE FOR gap ms BETWEEN REQUESTS; medians of ${repeats} windows; +p50 = variant − direct in the same repeat; ${cpuIdleSettings() ?? "cpuidle settings not exposed"}\n`,
+    `\nUNARY, ONE REQUEST AT A TIME, THE CLIENT IDLE FOR gap ms BETWEEN REQUESTS; medians of ${repeats} windows; +p50 = variant − direct in the same repeat; ${cpuIdleSettings() ?? "cpuidle settings not exposed"}\ncold code (${cold.task}): ${coldFigures(cold)}\n`,
   );
   console.log(
     formatTable(

@@ -1,6 +1,7 @@
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
+import { coldFigures, coldProbe } from "./cold.js";
 import { gapRows } from "./gaps.js";
 import {
   type ClosedResult,
@@ -393,5 +394,32 @@ describe("variant lists", () => {
   it("takes known names and refuses an unknown one instead of starting something else", () => {
     expect(parseVariants("bare,one,two,four")).toEqual(["bare", "one", "two", "four"]);
     expect(() => parseVariants("one,fuor")).toThrow("unknown variant 'fuor'");
+  });
+});
+
+describe("the cold-code probe (bench/cold.ts)", () => {
+  it("times the task at each gap, in order, and idles for the gap before each run", async () => {
+    const t0 = performance.now();
+    const probe = await coldProbe([0, 5], 20);
+    const elapsed = performance.now() - t0;
+    expect(probe.rows.map((r) => [r.gapMs, r.runs])).toEqual([
+      [0, 20],
+      [5, 20],
+    ]);
+    for (const r of probe.rows) {
+      expect(r.p50Us).toBeGreaterThan(0);
+      expect(r.p90Us).toBeGreaterThanOrEqual(r.p50Us);
+    }
+    // One second of warm-up, then 20 sleeps of 5 ms (a timer may fire up to 1 ms early).
+    expect(elapsed).toBeGreaterThanOrEqual(1000 + 20 * 4);
+  });
+
+  it("gives each gap's median with its ratio to back to back", () => {
+    const row = (gapMs: number, p50Us: number) => ({ gapMs, runs: 10, p50Us, p90Us: p50Us });
+    expect(coldFigures({ task: "t", rows: [row(0, 60), row(5, 132.4), row(20, 150)] })).toBe(
+      "60 µs back to back, 132 µs after 5 ms idle (2.2×), 150 µs after 20 ms idle (2.5×)",
+    );
+    // Without a back-to-back row there is nothing to compare with.
+    expect(coldFigures({ task: "t", rows: [row(5, 100)] })).toBe("100 µs after 5 ms idle");
   });
 });

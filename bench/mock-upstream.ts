@@ -49,7 +49,8 @@ export interface MockUpstream {
   close(): Promise<void>;
 }
 
-const ANSWER_TEXT =
+/** The unary answer's text: 27 words, a stream chunk each. */
+export const ANSWER_TEXT =
   "Hello! This is the benchmark upstream answering with a fixed sentence so that every " +
   "response has the same size, about the size of a short chat reply.";
 const ANSWER_USAGE = { prompt_tokens: 14, completion_tokens: 30, total_tokens: 44 };
