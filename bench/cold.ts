@@ -14,7 +14,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { ANSWER_TEXT, UNARY_MODEL } from "./mock-upstream.js";
+import { answerWordChunks } from "./mock-upstream.js";
 
 /** The task's time after one idle gap, µs. */
 export interface ColdRow {
@@ -30,26 +30,6 @@ export interface ColdProbe {
 }
 
 const TASK = "JSON.parse + JSON.stringify of 27 OpenAI stream chunks (~5 KB)";
-
-/** The `data:` payloads of the mock upstream's streamed unary answer (bench/mock-upstream.ts). */
-function chunkTexts(): string[] {
-  return ANSWER_TEXT.split(/(?<= )/).map((content, i) =>
-    JSON.stringify({
-      id: "chatcmpl-bench",
-      object: "chat.completion.chunk",
-      created: 1_700_000_000,
-      model: UNARY_MODEL,
-      choices: [
-        {
-          index: 0,
-          delta: i === 0 ? { role: "assistant", content } : { content },
-          logprobs: null,
-          finish_reason: null,
-        },
-      ],
-    }),
-  );
-}
 
 function runTask(texts: readonly string[]): number {
   let bytes = 0;
@@ -76,7 +56,7 @@ export async function coldProbe(
   gapsMs: readonly number[] = [0, 5],
   runs = 300,
 ): Promise<ColdProbe> {
-  const texts = chunkTexts();
+  const texts = answerWordChunks().map((chunk) => JSON.stringify(chunk));
   const warmUntil = performance.now() + 1000;
   while (performance.now() < warmUntil) runTask(texts);
   const rows: ColdRow[] = [];

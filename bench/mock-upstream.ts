@@ -49,8 +49,7 @@ export interface MockUpstream {
   close(): Promise<void>;
 }
 
-/** The unary answer's text: 27 words, a stream chunk each. */
-export const ANSWER_TEXT =
+const ANSWER_TEXT =
   "Hello! This is the benchmark upstream answering with a fixed sentence so that every " +
   "response has the same size, about the size of a short chat reply.";
 const ANSWER_USAGE = { prompt_tokens: 14, completion_tokens: 30, total_tokens: 44 };
@@ -59,6 +58,24 @@ const STREAM_HEADERS = {
   "content-type": "text/event-stream; charset=utf-8",
   "cache-control": "no-cache",
 };
+
+/** The unary answer's 27 words as OpenAI stream chunks, a word each (the first with the role). */
+export function answerWordChunks(): object[] {
+  return ANSWER_TEXT.split(/(?<= )/).map((word, i) => ({
+    id: "chatcmpl-bench",
+    object: "chat.completion.chunk",
+    created: 1_700_000_000,
+    model: UNARY_MODEL,
+    choices: [
+      {
+        index: 0,
+        delta: i === 0 ? { role: "assistant", content: word } : { content: word },
+        logprobs: null,
+        finish_reason: null,
+      },
+    ],
+  }));
+}
 
 function sseEvent(payload: unknown): Buffer {
   return Buffer.from(`data: ${JSON.stringify(payload)}\n\n`);
@@ -96,22 +113,7 @@ class Bodies {
   );
   /** The same answer as an OpenAI stream sent at once: a word per chunk, then finish and usage. */
   readonly answerStream = Buffer.concat([
-    ...ANSWER_TEXT.split(/(?<= )/).map((word, i) =>
-      sseEvent({
-        id: "chatcmpl-bench",
-        object: "chat.completion.chunk",
-        created: 1_700_000_000,
-        model: UNARY_MODEL,
-        choices: [
-          {
-            index: 0,
-            delta: i === 0 ? { role: "assistant", content: word } : { content: word },
-            logprobs: null,
-            finish_reason: null,
-          },
-        ],
-      }),
-    ),
+    ...answerWordChunks().map(sseEvent),
     sseEvent({
       id: "chatcmpl-bench",
       object: "chat.completion.chunk",
