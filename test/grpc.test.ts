@@ -6,7 +6,16 @@ import {
   createGrpcWebTransport,
 } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type ChatParams, ChatParamsSchema, Role } from "../gen/switchyard/chat/v1/chat_pb.js";
+import {
+  type ChatParams,
+  ChatParamsSchema,
+  ContentPartSchema,
+  type Message,
+  ResponseFormatSchema,
+  Role,
+  type ToolChoice_Mode,
+  ToolChoiceSchema,
+} from "../gen/switchyard/chat/v1/chat_pb.js";
 import { GatewayService } from "../gen/switchyard/gateway/v1/gateway_pb.js";
 import { hashKey } from "../services/lib/config/keys.js";
 import { grpcJsGatewayClient } from "./clients/grpc-js-gateway.js";
@@ -111,6 +120,48 @@ describe.each([
         client.chat({ params: create(ChatParamsSchema, { model: "chat" }) }, { headers: auth }),
       ),
     ).toBe(Code.InvalidArgument);
+  });
+
+  it("refuses what a newer schema could add rather than dropping it: an unknown role, an empty content part, an unknown tool choice or response format", async () => {
+    const client = createClient(GatewayService, transport());
+    const refusal = (p: ChatParams) =>
+      client.chat({ params: p }, { headers: auth }).then(
+        () => undefined,
+        (e) => ConnectError.from(e),
+      );
+    const cases: Array<[string, (p: ChatParams) => void]> = [
+      [
+        "'params.messages[0].role' 7 is not a known role",
+        (p) => {
+          (p.messages[0] as Message).role = 7 as Role;
+        },
+      ],
+      [
+        "'params.messages[0].content[1]' holds no text, image, audio or file",
+        (p) => {
+          (p.messages[0] as Message).content.push(create(ContentPartSchema, {}));
+        },
+      ],
+      [
+        "'params.tool_choice.mode' 9 is not one of none, auto, required, function",
+        (p) => {
+          p.toolChoice = create(ToolChoiceSchema, { mode: 9 as ToolChoice_Mode });
+        },
+      ],
+      [
+        "'params.response_format.type' 0 is not one of text, json_object, json_schema",
+        (p) => {
+          p.responseFormat = create(ResponseFormatSchema, {});
+        },
+      ],
+    ];
+    for (const [message, change] of cases) {
+      const p = params();
+      change(p);
+      const err = await refusal(p);
+      expect(err?.code).toBe(Code.InvalidArgument);
+      expect(err?.rawMessage).toBe(message);
+    }
   });
 
   it("lists only the models the key may use", async () => {

@@ -1,5 +1,11 @@
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import type { ChatChunk, ChatParams } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import {
+  type ChatChunk,
+  type ChatParams,
+  ResponseFormat_Type,
+  Role,
+  ToolChoice_Mode,
+} from "../../gen/switchyard/chat/v1/chat_pb.js";
 import {
   type ChatRequest,
   type ChatResponse,
@@ -179,7 +185,11 @@ function minDefined(a: number | undefined, b: number | undefined): number | unde
   return Math.min(a, b);
 }
 
-/** The checks the REST parser makes, for requests that arrive already typed. */
+/**
+ * The checks the REST parser makes, for requests that arrive already typed. Protobuf keeps what
+ * a newer client's schema adds (an enum number, a oneof case this gateway was built without) as
+ * an unknown value; the providers would drop it, so it is refused here rather than lost.
+ */
 function checkParams(params: ChatParams | undefined): ChatParams {
   const invalid = (message: string, param: string) =>
     new Failure({ status: 400, kind: "invalid_request", message, param }).toConnectError();
@@ -188,8 +198,36 @@ function checkParams(params: ChatParams | undefined): ChatParams {
   if (params.messages.length === 0)
     throw invalid("'params.messages' must not be empty", "messages");
   for (const [i, m] of params.messages.entries()) {
-    if (m.role === 0)
-      throw invalid(`'params.messages[${i}].role' is required`, `messages[${i}].role`);
+    const at = `messages[${i}]`;
+    if (m.role === Role.UNSPECIFIED) throw invalid(`'params.${at}.role' is required`, `${at}.role`);
+    if (!(m.role in Role)) {
+      throw invalid(`'params.${at}.role' ${m.role} is not a known role`, `${at}.role`);
+    }
+    for (const [j, part] of m.content.entries()) {
+      if (part.part.case === undefined) {
+        throw invalid(
+          `'params.${at}.content[${j}]' holds no text, image, audio or file`,
+          `${at}.content[${j}]`,
+        );
+      }
+    }
+  }
+  const mode = params.toolChoice?.mode;
+  if (mode !== undefined && (mode === ToolChoice_Mode.UNSPECIFIED || !(mode in ToolChoice_Mode))) {
+    throw invalid(
+      `'params.tool_choice.mode' ${mode} is not one of none, auto, required, function`,
+      "tool_choice.mode",
+    );
+  }
+  const format = params.responseFormat?.type;
+  if (
+    format !== undefined &&
+    (format === ResponseFormat_Type.UNSPECIFIED || !(format in ResponseFormat_Type))
+  ) {
+    throw invalid(
+      `'params.response_format.type' ${format} is not one of text, json_object, json_schema`,
+      "response_format.type",
+    );
   }
   return params;
 }
