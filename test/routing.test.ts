@@ -147,6 +147,57 @@ describe("per-request hints", () => {
   });
 });
 
+describe("the longest timeouts", () => {
+  it("serves requests with every timeout at the longest timer Node takes (about 24.8 days)", async () => {
+    // Node fires a longer timer after 1 ms, with a TimeoutOverflowWarning. A held answer's idle
+    // window is idle_ms plus the connector's hold, so at the maximum it must be capped; the answer
+    // here takes ~90 ms, far past 1 ms.
+    const overflows: string[] = [];
+    const onWarning = (w: Error) => {
+      if (w.name === "TimeoutOverflowWarning") overflows.push(w.message);
+    };
+    process.on("warning", onWarning);
+    a.setBehavior({ kind: "answer", text: "slow and whole", chunks: 3, chunkDelayMs: 30 });
+    const slow = await startOneProcess(
+      testConfig(`
+providers:
+  pa: { type: openai, base_url: "${a.url}" }
+models:
+  solo: { targets: [{ provider: pa, model: ma }] }
+routing:
+  backoff: { base_ms: 1, max_ms: 2147483647 }
+  timeouts: { first_token_ms: 2147483647, idle_ms: 2147483647, total_ms: 2147483647 }
+health: { probe_interval_ms: 2147483646, stale_after_ms: 2147483647 }
+`),
+    );
+    try {
+      const client = new OpenAI({ baseURL: `${slow.url}/v1`, apiKey: "none" });
+      const messages = [{ role: "user" as const, content: "hi" }];
+      const whole = await client.chat.completions.create({ model: "solo", messages });
+      expect(whole.choices[0]?.message.content).toBe("slow and whole");
+      const stream = await client.chat.completions.create({
+        model: "solo",
+        messages,
+        stream: true,
+      });
+      let text = "";
+      for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";
+      expect(text).toBe("slow and whole");
+      // A client deadline longer still is bounded by total_ms, not overflowed.
+      const r = await chat(
+        slow.url,
+        { model: "solo" },
+        { "x-switchyard-timeout-ms": "9999999999" },
+      );
+      expect([r.status, r.text]).toEqual([200, "slow and whole"]);
+      expect(overflows).toEqual([]);
+    } finally {
+      process.off("warning", onWarning);
+      await slow.stop();
+    }
+  });
+});
+
 describe("failure handling", () => {
   it("puts a target that answered 429 with Retry-After in cooldown for that long", async () => {
     a.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "30" } });

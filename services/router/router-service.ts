@@ -23,6 +23,7 @@ import { CallAbort } from "../lib/abort.js";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { connectorChatRequest, newTarget, routerChatResponse } from "../lib/chat/messages.js";
 import type { Config } from "../lib/config/types.js";
+import { MAX_TIMER_MS } from "../lib/config/validate.js";
 import type { ConnectorEndpoint, ConnectorPool } from "../lib/connector-pool.js";
 import { Failure } from "../lib/errors.js";
 import { makeMessage } from "../lib/hop/codec.js";
@@ -522,7 +523,8 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       // messages; the gap between them may then exceed the upstream's own by up to hold_ms.
       const held = request.params.stream ? undefined : new CompletionBuilder();
       const holdMs = held ? Math.min(MAX_HOLD_MS, Math.floor(timeouts.idle_ms / 4)) : 0;
-      this.#idleLimit = timeouts.idle_ms + holdMs;
+      // At most the longest timer Node takes: a longer one would fire after 1 ms.
+      this.#idleLimit = Math.min(MAX_TIMER_MS, timeouts.idle_ms + holdMs);
       this.#stepTimer = setTimeout(this.#onStep, Math.max(0, timeouts.first_token_ms));
       const started = performance.now();
       let firstAt = 0;

@@ -246,13 +246,29 @@ health:
       "server.connector.port: must be an integer from 0 to 65535, got -1",
       "server.prober.port: must be an integer from 0 to 65535, got 1.5",
       "server.max_body_bytes: must be a positive integer, got 0",
-      "server.drain_timeout_ms: must be a positive integer (milliseconds), got 0",
+      "server.drain_timeout_ms: must be a positive integer (milliseconds) up to 2147483647, about 24.8 days, got 0",
       "routing.retries: must be a non-negative integer, got -1",
-      "routing.timeouts.first_token_ms: must be a positive integer (milliseconds), got 0",
-      "routing.timeouts.idle_ms: must be a positive integer (milliseconds), got 2.5",
-      "routing.timeouts.total_ms: must be a positive integer (milliseconds), got a string",
+      "routing.timeouts.first_token_ms: must be a positive integer (milliseconds) up to 2147483647, about 24.8 days, got 0",
+      "routing.timeouts.idle_ms: must be a positive integer (milliseconds) up to 2147483647, about 24.8 days, got 2.5",
+      "routing.timeouts.total_ms: must be a positive integer (milliseconds) up to 2147483647, about 24.8 days, got a string",
       "routing.circuit_breaker.consecutive_failures: must be a positive integer, got 0",
-      "health.probe_interval_ms: must be a positive integer (milliseconds), got a list",
+      "health.probe_interval_ms: must be a positive integer (milliseconds) up to 2147483647, about 24.8 days, got a list",
+    ]);
+  });
+
+  it("refuses a duration longer than a Node.js timer takes, which would fire after 1 ms", () => {
+    expect(
+      problemsOf(`${MINIMAL}
+routing:
+  backoff: { max_ms: 2147483648 }
+  timeouts: { total_ms: 3000000000 }
+health: { probe_interval_ms: 2147483646, stale_after_ms: 2147483647 }
+server: { drain_timeout_ms: 100000000000000000000 }
+`),
+    ).toEqual([
+      "server.drain_timeout_ms: must be a positive integer (milliseconds) up to 2147483647, about 24.8 days, got 100000000000000000000",
+      "routing.backoff.max_ms: must be a non-negative integer (milliseconds) up to 2147483647, about 24.8 days, got 2147483648",
+      "routing.timeouts.total_ms: must be a positive integer (milliseconds) up to 2147483647, about 24.8 days, got 3000000000",
     ]);
   });
 
@@ -422,7 +438,7 @@ models:
       "providers.demo.headers.bad header: not a valid HTTP header name",
       "providers.demo.headers.x-num: must be a string, got a number",
       "providers.demo.max_connections: must be a positive integer, got 0",
-      "providers.demo.first_token_ms: must be a non-negative integer (milliseconds), got -1",
+      "providers.demo.first_token_ms: must be a non-negative integer (milliseconds) up to 2147483647, about 24.8 days, got -1",
       "providers.demo.tokens: must be a positive integer, got 0",
     ]);
   });

@@ -235,15 +235,23 @@ interface NumberRule {
 }
 
 const PORT: NumberRule = { integer: true, min: 0, max: 65535, says: "an integer from 0 to 65535" };
+/**
+ * The longest delay a Node.js timer takes (2^31 - 1 ms, about 24.8 days). A longer one is not
+ * refused by Node: it warns once and fires after 1 ms, so a generous total_ms would time every
+ * request out at once.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
 const DURATION_MS: NumberRule = {
   integer: true,
   min: 1,
-  says: "a positive integer (milliseconds)",
+  max: MAX_TIMER_MS,
+  says: `a positive integer (milliseconds) up to ${MAX_TIMER_MS}, about 24.8 days`,
 };
 const DELAY_MS: NumberRule = {
   integer: true,
   min: 0,
-  says: "a non-negative integer (milliseconds)",
+  max: MAX_TIMER_MS,
+  says: `a non-negative integer (milliseconds) up to ${MAX_TIMER_MS}, about 24.8 days`,
 };
 const COUNT: NumberRule = { integer: true, min: 0, says: "a non-negative integer" };
 const POSITIVE_INTEGER: NumberRule = { integer: true, min: 1, says: "a positive integer" };
