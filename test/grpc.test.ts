@@ -171,6 +171,35 @@ describe.each([
   });
 });
 
+describe("a client deadline longer than a Node.js timer (about 24.8 days)", () => {
+  // Node fires such a timer after 1 ms; the answer here takes ~90 ms, so a deadline that had
+  // overflowed would end every call with DEADLINE_EXCEEDED.
+  it.each([
+    [
+      "Connect, ten digits of milliseconds",
+      () => createConnectTransport({ baseUrl: gw.url, httpVersion: "1.1" }),
+      { "connect-timeout-ms": "9999999999" },
+    ],
+    [
+      "gRPC, eight digits of hours",
+      () => createGrpcTransport({ baseUrl: gw.url }),
+      { "grpc-timeout": "99999999H" },
+    ],
+  ])("is served: %s", async (_name, transport, deadline) => {
+    upstream.setBehavior({ kind: "answer", text: "one two three", chunks: 3, chunkDelayMs: 30 });
+    try {
+      const client = createClient(GatewayService, transport());
+      const res = await client.chat({ params: params() }, { headers: { ...auth, ...deadline } });
+      const text = res.completion?.choices[0]?.message?.content
+        .map((p) => (p.part.case === "text" ? p.part.value : ""))
+        .join("");
+      expect(text).toBe("one two three");
+    } finally {
+      upstream.setBehavior({ kind: "answer", text: "one two three", chunks: 3 });
+    }
+  });
+});
+
 describe("GatewayService via @grpc/grpc-js", () => {
   it("streams and answers unary calls over plain gRPC", async () => {
     const client = grpcJsGatewayClient(`127.0.0.1:${gw.fabric.ports.ingress}`);

@@ -4,6 +4,7 @@ import type { Registry } from "prom-client";
 import { GatewayService } from "../../gen/switchyard/gateway/v1/gateway_pb.js";
 import { RouterService } from "../../gen/switchyard/router/v1/router_pb.js";
 import type { Config } from "../lib/config/types.js";
+import { MAX_TIMER_MS } from "../lib/config/validate.js";
 import type { DualHandler } from "../lib/http/dual-server.js";
 import { type Logger, requestLineLogger } from "../lib/logger.js";
 import { asClient } from "../lib/transport-client.js";
@@ -57,8 +58,33 @@ export function buildIngress(deps: {
   // it; the REST routes go straight to their handler.
   const rpcPrefix = `/${GatewayService.typeName}/`;
   const handler: DualHandler = (req, res) => {
-    if (req.url?.startsWith(rpcPrefix)) rpc(req, res);
-    else void rest(req, res);
+    if (req.url?.startsWith(rpcPrefix)) {
+      capDeadline(req.headers);
+      rpc(req, res);
+    } else void rest(req, res);
   };
   return { handler, router };
+}
+
+const GRPC_TIMEOUT = /^(\d{1,8})([HMS])$/;
+const GRPC_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000 };
+
+/**
+ * connect-node arms a timer for the deadline a client sends (`connect-timeout-ms`, up to ten
+ * digits; `grpc-timeout`, up to eight digits of hours, minutes or seconds), and Node fires a
+ * timer longer than MAX_TIMER_MS (about 24.8 days) after 1 ms: a client that allowed a month
+ * would be timed out at once. Such a deadline is longer than any routing.timeouts.total_ms
+ * (which bounds every call anyway), so it is cut to the longest timer before connect-node reads
+ * it. Anything malformed is left for connect-node to refuse.
+ */
+export function capDeadline(headers: Record<string, string | string[] | undefined>): void {
+  const connect = headers["connect-timeout-ms"];
+  if (typeof connect === "string" && /^\d{10}$/.test(connect) && Number(connect) > MAX_TIMER_MS) {
+    headers["connect-timeout-ms"] = String(MAX_TIMER_MS);
+  }
+  const grpc = headers["grpc-timeout"];
+  const m = typeof grpc === "string" ? GRPC_TIMEOUT.exec(grpc) : null;
+  if (m && Number(m[1]) * (GRPC_UNIT_MS[m[2] as string] as number) > MAX_TIMER_MS) {
+    headers["grpc-timeout"] = `${Math.floor(MAX_TIMER_MS / 1000)}S`;
+  }
 }
