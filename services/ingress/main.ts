@@ -77,7 +77,7 @@ const GRPC_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000 
  * (which bounds every call anyway), so it is cut to the longest timer before connect-node reads
  * it. Anything malformed is left for connect-node to refuse.
  */
-export function capDeadline(headers: Record<string, string | string[] | undefined>): void {
+function capDeadline(headers: Record<string, string | string[] | undefined>): void {
   const connect = headers["connect-timeout-ms"];
   if (typeof connect === "string" && /^\d{10}$/.test(connect) && Number(connect) > MAX_TIMER_MS) {
     headers["connect-timeout-ms"] = String(MAX_TIMER_MS);
