@@ -71,6 +71,19 @@ describe("createLocalClient", () => {
 
   // Connect clients never call return() on a stream (they omit it on purpose): cancelling a call
   // is done with its signal, and that must reach the handler.
+  it("holds a deadline longer than a Node.js timer instead of ending the call at once", async () => {
+    // Node fires a timer of more than 2^31 - 1 ms after 1 ms; this answer takes 50.
+    const client = service(async function* () {
+      await new Promise((r) => setTimeout(r, 50));
+      yield { chunk: chunk("in time") };
+    });
+    const got: string[] = [];
+    for await (const r of client.chat({}, { timeoutMs: 3_000_000_000 })) {
+      got.push(r.chunk?.choices[0]?.content ?? "");
+    }
+    expect(got).toEqual(["in time"]);
+  });
+
   it("aborts the handler when the caller's signal aborts", async () => {
     const signals: AbortSignal[] = [];
     const client = service(async function* (_req, ctx) {

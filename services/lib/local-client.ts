@@ -17,6 +17,7 @@ import {
 import { CallCancel, LazyHandlerContext } from "./handler-context.js";
 import { makeMessage } from "./hop/codec.js";
 import { DONE } from "./iteration.js";
+import { timerDelay } from "./timers.js";
 
 /** What Headers accepts (the DOM `HeadersInit`, which this project's lib settings do not declare). */
 type HeaderInit = ConstructorParameters<typeof Headers>[0];
@@ -272,7 +273,7 @@ class LocalCall extends LazyHandlerContext implements HandlerContext {
     this.contextValues = options?.contextValues;
     if (timeoutMs !== undefined) {
       this.deadline = Date.now() + timeoutMs;
-      this.timer = setTimeout(timeOut, timeoutMs, this);
+      this.timer = setTimeout(timeOut, timerDelay(timeoutMs), this);
     }
     this.callerSignal = options?.signal;
     if (this.callerSignal?.aborted) this.handleEvent();

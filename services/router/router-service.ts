@@ -23,7 +23,6 @@ import { CallAbort } from "../lib/abort.js";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { connectorChatRequest, newTarget, routerChatResponse } from "../lib/chat/messages.js";
 import type { Config } from "../lib/config/types.js";
-import { MAX_TIMER_MS } from "../lib/config/validate.js";
 import type { ConnectorEndpoint, ConnectorPool } from "../lib/connector-pool.js";
 import { Failure } from "../lib/errors.js";
 import { makeMessage } from "../lib/hop/codec.js";
@@ -31,6 +30,7 @@ import { DONE } from "../lib/iteration.js";
 import { type Logger, requestLogger } from "../lib/logger.js";
 import { counter, observedGauge } from "../lib/metrics.js";
 import { distinctTargets } from "../lib/targets.js";
+import { timerDelay } from "../lib/timers.js";
 import { nextHop } from "../lib/trace.js";
 import type { CircuitBreakers } from "./circuit-breaker.js";
 import type { HealthView } from "./health-view.js";
@@ -523,8 +523,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       // messages; the gap between them may then exceed the upstream's own by up to hold_ms.
       const held = request.params.stream ? undefined : new CompletionBuilder();
       const holdMs = held ? Math.min(MAX_HOLD_MS, Math.floor(timeouts.idle_ms / 4)) : 0;
-      // At most the longest timer Node takes: a longer one would fire after 1 ms.
-      this.#idleLimit = Math.min(MAX_TIMER_MS, timeouts.idle_ms + holdMs);
+      this.#idleLimit = timerDelay(timeouts.idle_ms + holdMs);
       this.#stepTimer = setTimeout(this.#onStep, Math.max(0, timeouts.first_token_ms));
       const started = performance.now();
       let firstAt = 0;

@@ -4,6 +4,7 @@
 // of the right type (the default, or a placeholder), so validation always runs to the end and
 // reports everything at once; the assembled Config is handed out only when nothing was recorded.
 
+import { MAX_TIMER_MS } from "../timers.js";
 import { isKeyHash } from "./keys.js";
 import type {
   AdminConfig,
@@ -235,12 +236,7 @@ interface NumberRule {
 }
 
 const PORT: NumberRule = { integer: true, min: 0, max: 65535, says: "an integer from 0 to 65535" };
-/**
- * The longest delay a Node.js timer takes (2^31 - 1 ms, about 24.8 days). A longer one is not
- * refused by Node: it warns once and fires after 1 ms, so a generous total_ms would time every
- * request out at once.
- */
-export const MAX_TIMER_MS = 2_147_483_647;
+// Durations become timers: past MAX_TIMER_MS a total_ms would end every request after 1 ms.
 const DURATION_MS: NumberRule = {
   integer: true,
   min: 1,

@@ -19,6 +19,7 @@ import {
   endStreamFromJson,
   errorFromJsonBytes,
 } from "@connectrpc/connect/protocol-connect";
+import { timerDelay } from "../timers.js";
 import { type Codec, codecFor, makeMessage } from "./codec.js";
 import { forgetSentHeaders, requestStream } from "./h2-request.js";
 import {
@@ -339,7 +340,7 @@ class Call {
     }
     this.stream = stream;
     (stream as CallStream)[kCall] = this;
-    if (timeoutMs !== undefined) this.timer = setTimeout(timeOut, timeoutMs, this);
+    if (timeoutMs !== undefined) this.timer = setTimeout(timeOut, timerDelay(timeoutMs), this);
     if (signal) {
       this.signal = signal;
       signal.addEventListener("abort", this, { once: true });

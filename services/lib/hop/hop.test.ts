@@ -437,6 +437,31 @@ describe("hop transport", () => {
     expect(seen.signals.map((s) => s.aborted)).toEqual([false, false, true, true]);
   });
 
+  it("holds a deadline longer than a Node.js timer on both ends instead of ending the call at once", async () => {
+    // Node fires a timer of more than 2^31 - 1 ms after 1 ms; this one must wait.
+    const { url, seen } = await serve("hop");
+    const client = createClient(ConnectorService, hop(url));
+    const abort = new AbortController();
+    const got: string[] = [];
+    let settled = false;
+    const call = (async () => {
+      for await (const res of client.chat(chatRequest("hang"), {
+        timeoutMs: 3_000_000_000,
+        signal: abort.signal,
+      })) {
+        got.push(res.chunk?.choices[0]?.content ?? "");
+      }
+    })().finally(() => {
+      settled = true;
+    });
+    const ended = caught(call);
+    await until(() => got.length === 1);
+    await new Promise((r) => setTimeout(r, 100));
+    expect([settled, seen.signals[0]?.aborted]).toEqual([false, false]);
+    abort.abort();
+    expect((await ended).code).toBe(Code.Canceled);
+  });
+
   it("spreads calls over its sessions", async () => {
     const { url, server } = await serve("hop");
     const sessions = new Set<unknown>();

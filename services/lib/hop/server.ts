@@ -11,6 +11,7 @@ import {
 } from "@connectrpc/connect/protocol-connect";
 import { CallCancel, LazyHandlerContext } from "../handler-context.js";
 import type { DualHandler } from "../http/dual-server.js";
+import { timerDelay } from "../timers.js";
 import { type Codec, codecFor, makeMessage } from "./codec.js";
 import { forgetSentHeaders } from "./h2-request.js";
 import {
@@ -312,7 +313,7 @@ class ServerCall {
     if (timeout.error) this.stopped = timeout.error;
     const deadline = timeout.timeoutMs === undefined ? undefined : Date.now() + timeout.timeoutMs;
     if (timeout.timeoutMs !== undefined) {
-      this.timer = setTimeout(timeOut, timeout.timeoutMs, this);
+      this.timer = setTimeout(timeOut, timerDelay(timeout.timeoutMs), this);
     }
     (res as CallResponse)[kCall] = this;
     res.once("close", onResponseClose);
