@@ -14,7 +14,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { request } from "undici";
-import { type ColdProbe, coldFigures, coldProbe } from "./cold.js";
+import { coldFigures, coldProbe } from "./cold.js";
 import type { ClosedResult, HoldResult, LoadTarget, OpenResult } from "./load.js";
 import { SLOW_MODEL, UNARY_MODEL } from "./mock-upstream.js";
 import {
@@ -1075,10 +1075,9 @@ async function main(argv: string[]): Promise<number> {
     loadavgStart: loadavg(),
     commit: gitCommit(),
     cpuIdle: cpuIdleSettings(),
-    // Before any process starts and after all have stopped: how the machine runs code that
-    // follows an idle moment, at the run's two ends (bench/cold.ts).
+    // How the machine runs code that follows an idle moment (bench/cold.ts), before any process
+    // starts; coldEnd is measured after all have stopped.
     coldStart: await coldProbe(),
-    coldEnd: undefined as ColdProbe | undefined,
   };
   progress(
     `starting ${opts.variants.join(", ")} (load average ${loadavg()
@@ -1129,7 +1128,7 @@ async function main(argv: string[]): Promise<number> {
     await bench.stop(opts.keep);
     if (opts.keep) progress(`configs and process output kept in ${bench.dir}`);
   }
-  machine.coldEnd = await coldProbe();
+  const coldEnd = await coldProbe();
   const finished = new Date();
   const placement = opts.pin
     ? "upstream + load client pinned to CPU 0, variants to CPU 1"
@@ -1141,7 +1140,7 @@ async function main(argv: string[]): Promise<number> {
       .join(" ")}; ${placement}; gateway LOG_LEVEL=${opts.logLevel}${
       opts.gatewayNodeOptions !== undefined ? `, NODE_OPTIONS=${opts.gatewayNodeOptions}` : ""
     }`,
-    `Cold code (${machine.coldStart.task}): at start ${coldFigures(machine.coldStart)}; at end ${coldFigures(machine.coldEnd)}`,
+    `Cold code (${machine.coldStart.task}): at start ${coldFigures(machine.coldStart)}; at end ${coldFigures(coldEnd)}`,
     ...h.notes.map((n) => `note: ${n}`),
   ];
   process.stdout.write(`\n${context.join("\n")}\n`);
@@ -1160,7 +1159,7 @@ async function main(argv: string[]): Promise<number> {
         finished: finished.toISOString(),
         argv,
         options: opts,
-        machine: { ...machine, loadavgEnd: loadavg(), placement },
+        machine: { ...machine, coldEnd, loadavgEnd: loadavg(), placement },
         notes: h.notes,
         results,
         tables: printed,
