@@ -1,6 +1,7 @@
 import OpenAI from "openai";
 import { request } from "undici";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { hashKey } from "../services/lib/config/keys.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
 import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
 
@@ -248,5 +249,83 @@ describe("the openai client", () => {
       { body: { model: "solo", messages: [{ role: "user", content: "hi" }], fallbacks: ["chat"] } },
     );
     expect(res.choices[0]?.message.content).toBe("from b");
+  });
+});
+
+describe("fallbacks a client names", () => {
+  const KEY = "sk-routing-cheap";
+  let tenantGw: RunningFabric;
+
+  beforeAll(async () => {
+    tenantGw = await startOneProcess(
+      testConfig(`
+providers:
+  pa: { type: openai, base_url: "${a.url}" }
+  pb: { type: openai, base_url: "${b.url}" }
+models:
+  cheap:
+    targets: [{ provider: pa, model: ma, price: { input: 1, output: 1 } }]
+  cheap-backup:
+    targets: [{ provider: pb, model: mb, price: { input: 1000, output: 2000 } }]
+  premium:
+    targets: [{ provider: pb, model: mb }]
+routing:
+  retries: 2
+  backoff: { base_ms: 1, max_ms: 5 }
+  circuit_breaker: { consecutive_failures: 1000, cooldown_ms: 1000 }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+tenants:
+  t: { keys: ["${hashKey(KEY)}"], models: [cheap, cheap-backup] }
+`),
+    );
+  });
+  afterAll(() => tenantGw?.stop());
+
+  const auth = { authorization: `Bearer ${KEY}` };
+
+  it("must be models the key may use, in the body or the header", async () => {
+    a.setBehavior({ kind: "error", status: 503 });
+    for (const [body, headers] of [
+      [{ model: "cheap", fallbacks: ["premium"] }, auth],
+      [{ model: "cheap" }, { ...auth, "x-switchyard-fallbacks": "cheap-backup, premium" }],
+    ] as const) {
+      const res = await request(`${tenantGw.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...headers },
+        body: JSON.stringify({ messages: [{ role: "user", content: "hi" }], ...body }),
+      });
+      const json = (await res.body.json()) as { error: { code: string; param: string } };
+      expect(res.statusCode).toBe(403);
+      expect(json.error).toMatchObject({ code: "model_not_allowed", param: "fallbacks" });
+    }
+    expect(posts(a) + posts(b)).toBe(0);
+  });
+
+  it("must be models the gateway serves", async () => {
+    const r = await chat(tenantGw.url, { model: "cheap", fallbacks: ["nope"] }, auth);
+    expect(r.status).toBe(404);
+    expect(r.error).toContain("'nope'");
+    expect(posts(a)).toBe(0);
+  });
+
+  it("are priced when they answer", async () => {
+    a.setBehavior({ kind: "error", status: 503 });
+    const res = await request(`${tenantGw.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...auth },
+      body: JSON.stringify({
+        model: "cheap",
+        fallbacks: ["cheap-backup"],
+        messages: [{ role: "user", content: "hi" }],
+      }),
+    });
+    const json = (await res.body.json()) as {
+      usage: { prompt_tokens: number; completion_tokens: number };
+    };
+    expect(res.statusCode).toBe(200);
+    expect(res.headers["x-switchyard-provider"]).toBe("pb");
+    // cheap-backup's price, not none: (prompt × 1000 + completion × 2000) per million tokens.
+    const { prompt_tokens: p, completion_tokens: c } = json.usage;
+    expect(Number(res.headers["x-switchyard-cost-usd"])).toBeCloseTo((p * 1000 + c * 2000) / 1e6);
   });
 });

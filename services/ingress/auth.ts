@@ -114,13 +114,14 @@ export function isAdminKey(config: Config, key: string | undefined): boolean {
   return keyMatches(key, config.admin.keys);
 }
 
-export function authorizeModel(caller: Caller, model: string): void {
+/** Refuses (403) a model outside the key's allow-list; `param` names where the request named it. */
+export function authorizeModel(caller: Caller, model: string, param = "model"): void {
   if (caller.models && !caller.models.has(model)) {
     throw new Failure({
       status: 403,
       kind: "auth",
       code: "model_not_allowed",
-      param: "model",
+      param,
       message: `This API key may not use the model '${model}'`,
     });
   }

@@ -195,6 +195,11 @@ export class ChatExchange {
     metrics.inflight[api].inc();
   }
 
+  /** The fallbacks the client named in place of the configured ones, if it did. */
+  private get clientFallbacks(): readonly string[] | undefined {
+    return this.hints?.hasFallbacks ? this.hints.fallbacks : undefined;
+  }
+
   /** Sends the request to the router and waits for the first chunk. Throws a Failure. */
   async open(signal: AbortSignal): Promise<ChatChunk> {
     const { config } = this.deps;
@@ -204,11 +209,17 @@ export class ChatExchange {
       throw modelNotFound(request.model);
     }
     authorizeModel(this.caller, request.model);
+    // Fallbacks the client names are models it asks for too: the same allow-list holds, or a
+    // key limited to a cheap model could reach any other through them.
+    for (const fallback of this.clientFallbacks ?? []) {
+      if (!config.models[fallback]) throw modelNotFound(fallback, "fallbacks");
+      authorizeModel(this.caller, fallback, "fallbacks");
+    }
     if (this.caller.tenant) {
       this.estimate = estimateChat(request);
       this.reservation = await this.deps.limiter.admit(this.caller.tenant, this.caller.keyHash, {
         tokens: this.estimate.prompt + this.estimate.completion,
-        usd: worstCaseCost(config, request.model, this.estimate),
+        usd: worstCaseCost(config, request.model, this.estimate, this.clientFallbacks),
       });
     }
     this.#request = undefined;
@@ -286,7 +297,7 @@ export class ChatExchange {
     this.provider = start.provider;
     this.upstreamModel = start.upstreamModel;
     this.attempts = start.attempts;
-    this.price = answerPrice(this.deps.config, this.params.model, start);
+    this.price = answerPrice(this.deps.config, this.params.model, start, this.clientFallbacks);
     if (this.params.stream) {
       this.streaming = true;
       this.metrics.openStreams[this.api].inc();

@@ -135,12 +135,12 @@ function failureForCode(ce: ConnectError): Failure {
 }
 
 /** 404 for a model name no `models:` entry has (the same words at the ingress and the router). */
-export function modelNotFound(model: string): Failure {
+export function modelNotFound(model: string, param = "model"): Failure {
   return new Failure({
     status: 404,
     kind: "not_found",
     code: "model_not_found",
-    param: "model",
+    param,
     message: `The model '${model}' does not exist or is not served by this gateway`,
   });
 }

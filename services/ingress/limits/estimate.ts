@@ -40,17 +40,36 @@ export function estimateEmbed(params: EmbedParams): number {
   return tokensOfText(params.inputs.reduce((sum, input) => sum + input.length, 0));
 }
 
-/** The targets a request for `model` may be answered by: its own, then its fallbacks'. */
-function candidates(config: Config, model: string): TargetConfig[] {
+/**
+ * The targets a request for `model` may be answered by, as the router plans them: its own, then
+ * its fallbacks' (the client's, when it named them, else the configured ones), and for each of
+ * those models the one its context window overflows to (`context_window_fallbacks`), in turn.
+ */
+function candidates(
+  config: Config,
+  model: string,
+  fallbacks: readonly string[] | undefined,
+): TargetConfig[] {
   const m = config.models[model];
   if (!m) return [];
-  return [...m.targets, ...m.fallbacks.flatMap((f) => config.models[f]?.targets ?? [])];
+  const names = new Set([model, ...(fallbacks ?? m.fallbacks)]);
+  // A Set's iteration visits what is added during it.
+  for (const name of names) {
+    const bigger = config.models[name]?.context_window_fallbacks[0];
+    if (bigger) names.add(bigger);
+  }
+  return [...names].flatMap((name) => config.models[name]?.targets ?? []);
 }
 
 /** The most a request could cost on any of its candidate targets (0 when none has a price). */
-export function worstCaseCost(config: Config, model: string, usage: TokenUsage): number {
+export function worstCaseCost(
+  config: Config,
+  model: string,
+  usage: TokenUsage,
+  fallbacks?: readonly string[],
+): number {
   let worst = 0;
-  for (const target of candidates(config, model)) {
+  for (const target of candidates(config, model, fallbacks)) {
     const price = priceFor(target);
     if (price) worst = Math.max(worst, costUsd(price, usage));
   }
@@ -66,9 +85,10 @@ export function answerPrice(
   config: Config,
   model: string,
   answeredBy: { provider: string; upstreamModel: string },
+  fallbacks?: readonly string[],
 ): Price | undefined {
   let byProvider: TargetConfig | undefined;
-  for (const t of candidates(config, model)) {
+  for (const t of candidates(config, model, fallbacks)) {
     if (t.provider !== answeredBy.provider) continue;
     if (t.model === answeredBy.upstreamModel) return priceFor(t);
     byProvider ??= t;
