@@ -15,6 +15,7 @@ import {
   Role,
   type ToolChoice_Mode,
   ToolChoiceSchema,
+  ToolSchema,
 } from "../gen/switchyard/chat/v1/chat_pb.js";
 import { GatewayService } from "../gen/switchyard/gateway/v1/gateway_pb.js";
 import { hashKey } from "../services/lib/config/keys.js";
@@ -168,6 +169,21 @@ describe.each([
     const client = createClient(GatewayService, transport());
     const res = await client.listModels({}, { headers: auth });
     expect(res.models.map((m) => m.id)).toEqual(["chat"]);
+  });
+});
+
+describe("a tool schema nested deeper than JSON.stringify can walk", () => {
+  it("is refused with INVALID_ARGUMENT, not INTERNAL", async () => {
+    const client = createClient(GatewayService, createGrpcTransport({ baseUrl: gw.url }));
+    const p = params();
+    const deep = `${"[".repeat(20_000)}${"]".repeat(20_000)}`;
+    p.tools = [create(ToolSchema, { name: "f", parametersJson: `{"type":"object","x":${deep}}` })];
+    const err = await client.chat({ params: p }, { headers: auth }).then(
+      () => undefined,
+      (e) => ConnectError.from(e),
+    );
+    expect(err?.code).toBe(Code.InvalidArgument);
+    expect(err?.rawMessage).toMatch(/nested too deeply/);
   });
 });
 

@@ -357,6 +357,42 @@ describe("bad input gets the OpenAI envelope and the right status", () => {
     expect(res.headers["x-request-id"]).toBeTruthy();
   });
 
+  it("does not quote the body around a JSON syntax error (it would be prompt in the log line)", async () => {
+    const res = await post(
+      `{"model":"gpt-test","messages":[{"role":"user","content":'my password is hunter2'}]}`,
+    );
+    const json = (await res.body.json()) as { error: { message: string } };
+    expect(res.statusCode).toBe(400);
+    expect(json.error.message).toMatch(/parse the JSON body/);
+    expect(json.error.message).not.toMatch(/passwo|hunter/);
+  });
+
+  it("refuses JSON nested deeper than the gateway can re-serialise with a 400, on every route", async () => {
+    const deep = `${"[".repeat(20_000)}${"]".repeat(20_000)}`;
+    const messages = '[{"role":"user","content":"x"}]';
+    for (const [path, body] of [
+      ["/v1/chat/completions", `{"model":"gpt-test","messages":${messages},"extra_x":${deep}}`],
+      [
+        "/v1/chat/completions",
+        `{"model":"gpt-test","messages":${messages},"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","x":${deep}}}}]}`,
+      ],
+      [
+        "/v1/messages",
+        `{"model":"gpt-test","max_tokens":5,"messages":${messages},"tools":[{"name":"f","input_schema":{"type":"object","x":${deep}}}]}`,
+      ],
+      ["/v1/embeddings", `{"model":"gpt-test","input":"x","extra_x":${deep}}`],
+    ] as const) {
+      const res = await request(`${gw.url}${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body,
+      });
+      const text = await res.body.text();
+      expect([path, res.statusCode]).toEqual([path, 400]);
+      expect(text).toMatch(/nested too deeply/);
+    }
+  });
+
   it("refuses a body over max_body_bytes with 413", async () => {
     const big = JSON.stringify({
       model: "gpt-test",

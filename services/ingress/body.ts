@@ -82,7 +82,40 @@ export function parseJson(body: Buffer): unknown {
     throw new Failure({
       status: 400,
       kind: "invalid_request",
-      message: `We could not parse the JSON body of your request: ${(err as Error).message}`,
+      message: `We could not parse the JSON body of your request: ${syntaxErrorOf(err)}`,
     });
+  }
+}
+
+/**
+ * V8's reason, without the stretch of the body it quotes around an unexpected token (`Unexpected
+ * token 'x', "…my passwo"... is not valid JSON`): that would be a piece of the prompt in the
+ * request's log line.
+ */
+function syntaxErrorOf(err: unknown): string {
+  const message = (err as Error).message;
+  const quoted = /^(Unexpected token '.+?'), (?:\.\.\.)?"/su.exec(message);
+  if (quoted?.[1]) return quoted[1];
+  return message.includes('"') ? "the body is not valid JSON" : message;
+}
+
+/**
+ * Runs a request parser on a parsed body. JSON.parse takes any depth, but the parsers
+ * re-serialise free-form parts (tool schemas, pass-through fields) with JSON.stringify, which
+ * recurses: a value nested some thousands of levels deep overflows the stack. That is a request
+ * the gateway cannot take, the client's 400, not a 500.
+ */
+export function parseRequest<T>(parse: (body: unknown) => T, body: unknown): T {
+  try {
+    return parse(body);
+  } catch (err) {
+    if (err instanceof RangeError) {
+      throw new Failure({
+        status: 400,
+        kind: "invalid_request",
+        message: "The request body is nested too deeply",
+      });
+    }
+    throw err;
   }
 }

@@ -7,7 +7,7 @@ import { newUuid } from "../lib/ids.js";
 import { childSpan, formatTraceparent, parseTraceparent, type TraceContext } from "../lib/trace.js";
 import { adminUsage } from "./admin.js";
 import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
-import { parseJson, readBody } from "./body.js";
+import { parseJson, parseRequest, readBody } from "./body.js";
 import { anthropicCodec, type ChatCodec, openAICodec, type StreamFramer } from "./codecs.js";
 import { ChatExchange, type IngressDeps, type IngressMetrics, runEmbed } from "./exchange.js";
 import { routingHints, takeBodyFallbacks } from "./hints.js";
@@ -129,7 +129,8 @@ export function createRestHandler(deps: RestDeps) {
     trace: TraceContext,
   ): Promise<ChatExchange> {
     const caller = callerOf(req);
-    const params = codec.parse(parseJson(await readBody(req, deps.config.server.max_body_bytes)));
+    const body = parseJson(await readBody(req, deps.config.server.max_body_bytes));
+    const params = parseRequest(codec.parse, body);
     const routing = routingHints(
       (name) => headerValue(req, name),
       codec.api === "openai" ? takeBodyFallbacks(params) : undefined,
@@ -212,7 +213,7 @@ export function createRestHandler(deps: RestDeps) {
   ): Promise<void> {
     const caller = callerOf(req);
     const body = parseJson(await readBody(req, deps.config.server.max_body_bytes));
-    const { params, encoding } = parseEmbeddingsRequest(body);
+    const { params, encoding } = parseRequest(parseEmbeddingsRequest, body);
     const abort = new CallAbort();
     res.once("close", () => {
       if (!res.writableFinished) abort.abort();

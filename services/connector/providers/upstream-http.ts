@@ -226,10 +226,28 @@ export function createUpstreamHttp(options: UpstreamHttpOptions): UpstreamHttp {
 
   return {
     provider,
-    postJson: (path, body, signal, info) => send("POST", path, JSON.stringify(body), signal, info),
+    postJson: (path, body, signal, info) => send("POST", path, jsonBody(body), signal, info),
     get: (path, signal, info) => send("GET", path, undefined, signal, info),
     close: () => pool.close(),
   };
+}
+
+/**
+ * An upstream request's JSON. JSON.stringify recurses, so a value nested some thousands of levels
+ * deep (a tool schema over gRPC, where the ingress's own check is not on the way) overflows the
+ * stack: the caller's request, refused as such rather than failing as the gateway's fault.
+ */
+function jsonBody(body: unknown): string {
+  try {
+    return JSON.stringify(body);
+  } catch (err) {
+    if (!(err instanceof RangeError)) throw err;
+    throw new Failure({
+      status: 400,
+      kind: "invalid_request",
+      message: "The request is nested too deeply",
+    });
+  }
 }
 
 /** Reads at most `limit` bytes of a body as UTF-8 and releases the rest. */
