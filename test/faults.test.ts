@@ -1,6 +1,8 @@
+import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
+import { type AnthropicUpstream, startAnthropicUpstream } from "./upstreams/anthropic-upstream.js";
 import {
   type FaultMode,
   type FaultRequest,
@@ -420,6 +422,32 @@ describe.each(STREAMING)("an upstream 400 (%s)", (_label, stream) => {
   });
 });
 
+describe("a stream that breaks after its role chunk, before any token", () => {
+  useFabric();
+
+  // The role chunk (`{"role":"assistant","content":""}`) comes first and alone: the client has
+  // been shown nothing yet, so the request still moves on to the next target.
+  it.each([
+    { name: "connection reset", mode: { kind: "reset-after", chunks: 1 } as FaultMode },
+    { name: "stall", mode: { kind: "stall-after", chunks: 1 } as FaultMode },
+  ])(
+    "$name: is retried on the next target, and the client sees only its answer",
+    async ({ mode }) => {
+      await fault.setMode(mode);
+      const seen = await ask("with-backup", true);
+      expect(seen.error).toBeUndefined();
+      expect(seen.status).toBe(200);
+      expect(seen.pieces.join("")).toBe(BACKUP_TEXT);
+      expect(seen.headers?.get("x-switchyard-provider")).toBe("healthy");
+      expect(seen.headers?.get("x-switchyard-attempts")).toBe("2");
+      // One role chunk reached the client, the answering target's.
+      expect(sseData(seen.wire).filter((e) => e.includes('"role"'))).toHaveLength(1);
+      expect(fault.attempts).toBe(1);
+      expect(chatAttempts(healthy)).toBe(1);
+    },
+  );
+});
+
 describe("a stream that breaks after its first token", () => {
   useFabric();
 
@@ -613,4 +641,65 @@ describe("a client that disconnects", () => {
       expect(upstream?.chunksSent).toBeLessThan(CHUNKS + 3);
     },
   );
+});
+
+describe("Anthropic's overloaded_error right after message_start", () => {
+  let anthropic: AnthropicUpstream;
+  let anthropicGw: RunningFabric;
+
+  beforeAll(async () => {
+    // Model "busy" sends message_start, then the error event, as a loaded Anthropic does.
+    anthropic = await startAnthropicUpstream({
+      behavior: (req) =>
+        (req.body as { model?: string }).model === "busy"
+          ? { kind: "answer", errorAfterEvents: 1 }
+          : { kind: "answer", text: BACKUP_TEXT },
+    });
+    anthropicGw = await startOneProcess(
+      testConfig(`
+providers:
+  claude: { type: anthropic, base_url: "${anthropic.url}", api_key: sk-ant-secret, probe: none }
+models:
+  claude-with-backup:
+    targets: [{ provider: claude, model: busy }, { provider: claude, model: idle }]
+routing:
+  retries: 2
+  backoff: { base_ms: 1, max_ms: 5 }
+  circuit_breaker: { consecutive_failures: 1000, cooldown_ms: 1000 }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+    );
+  });
+  afterAll(async () => {
+    await anthropicGw?.stop();
+    await anthropic?.close();
+  });
+
+  it("is retried on the next target for a streaming client, which sees one clean answer", async () => {
+    const client = new Anthropic({ baseURL: anthropicGw.url, apiKey: "unused", maxRetries: 0 });
+    const { data: stream, response } = await client.messages
+      .create({
+        model: "claude-with-backup",
+        max_tokens: 50,
+        stream: true,
+        messages: [{ role: "user", content: "hi" }],
+      })
+      .withResponse();
+    const types: string[] = [];
+    let text = "";
+    for await (const event of stream) {
+      types.push(event.type);
+      if (event.type === "content_block_delta" && event.delta.type === "text_delta") {
+        text += event.delta.text;
+      }
+    }
+    expect(text).toBe(BACKUP_TEXT);
+    expect(response.headers.get("x-switchyard-attempts")).toBe("2");
+    expect(types.filter((t) => t === "message_start")).toHaveLength(1);
+    expect(types.at(-1)).toBe("message_stop");
+    expect(anthropic.requests.map((r) => (r.body as { model: string }).model)).toEqual([
+      "busy",
+      "idle",
+    ]);
+  });
 });

@@ -20,7 +20,12 @@ const STREAMS = 1000;
 
 /** One chunk, then nothing until the call is aborted, which fails it (as a cancelled call does). */
 async function* answer(signal: AbortSignal) {
-  yield { chunk: makeMessage(ChatChunkSchema, { start: { id: "chatcmpl-1", provider: "a" } }) };
+  yield {
+    chunk: makeMessage(ChatChunkSchema, {
+      start: { id: "chatcmpl-1", provider: "a" },
+      choices: [{ index: 0, role: Role.ASSISTANT, content: "Hi" }],
+    }),
+  };
   await new Promise((_, reject) => signal.addEventListener("abort", () => reject(signal.reason)));
 }
 

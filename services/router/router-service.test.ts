@@ -301,8 +301,8 @@ describe("RouterService.Chat", () => {
   });
 
   it("ends a stream that goes idle after its first chunk with DeadlineExceeded, no retry", async () => {
-    // The first chunk comes well within first_token_ms; the gap after it is 10x idle_ms.
-    upstreams.a.setBehavior({ kind: "answer", chunks: 5, chunkDelayMs: 300 });
+    // The role chunk and the first token come at once; then nothing, for longer than idle_ms.
+    upstreams.a.setBehavior({ kind: "answer", chunks: 5, stallAfterChunks: 2 });
     const rig = startRouter({
       targets: ["a/model-a", "b/model-b"],
       firstTokenMs: 5000,

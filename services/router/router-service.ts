@@ -21,7 +21,12 @@ import {
 } from "../../gen/switchyard/router/v1/router_pb.js";
 import { CallAbort } from "../lib/abort.js";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
-import { connectorChatRequest, newTarget, routerChatResponse } from "../lib/chat/messages.js";
+import {
+  carriesAnswer,
+  connectorChatRequest,
+  newTarget,
+  routerChatResponse,
+} from "../lib/chat/messages.js";
 import type { Config } from "../lib/config/types.js";
 import type { ConnectorEndpoint, ConnectorPool } from "../lib/connector-pool.js";
 import { Failure } from "../lib/errors.js";
@@ -469,8 +474,12 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     #lastChunkAt = 0;
     #idleLimit = timeouts.idle_ms;
     #calls: AsyncIterator<ConnectorChatResponse> | undefined;
-    /** The chunk open() read and next() hands on first (undefined: an answer without one). */
-    #first: ChatResponse | undefined;
+    /**
+     * What open() read and next() hands on first, in order: for a streaming client, the chunks
+     * before the first that carries the answer (who answers, the role) and that one; for a held
+     * answer, the whole of it. Empty once handed on.
+     */
+    #ready: ChatResponse[] = [];
     /** The call's stream has ended (or failed): nothing to cancel. */
     #ended = false;
     #closed = false;
@@ -527,6 +536,9 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       this.#stepTimer = setTimeout(this.#onStep, Math.max(0, timeouts.first_token_ms));
       const started = performance.now();
       let firstAt = 0;
+      // Until a chunk carries some of the answer the client has seen nothing, and an upstream
+      // that fails now (Anthropic's overloaded_error after message_start) is still retried.
+      let carried = false;
       try {
         const calls = this.#connector.client
           .chat(upstreamRequest(this.#context, newTarget(provider, model), request, holdMs), {
@@ -547,18 +559,21 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
             this.#lastChunkAt = performance.now();
           }
           if (!chunk) continue;
+          carried ||= carriesAnswer(chunk);
           if (!held) {
+            this.#ready.push(routerChatResponse(chunk));
+            if (!carried) continue;
             settleSuccess(this.#p, request.model);
             // No other attempt can follow now.
             request.commit();
-            this.#first = routerChatResponse(chunk);
             return;
           }
           held.add(chunk);
         }
         this.#ended = true;
-        if (this.#lastChunkAt === 0 || held?.empty) {
-          // A stream that ends with nothing in it is an upstream fault, and retryable.
+        // A streamed answer left the loop once it carried some of the answer. One that ends here,
+        // or a held one with nothing in it, is an upstream fault, and retryable.
+        if (!held || !carried) {
           throw new Failure({
             status: 502,
             kind: "upstream_error",
@@ -567,16 +582,14 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
             message: `provider ${provider} returned an empty answer`,
           });
         }
-        if (held) {
-          const whole = held.chunk();
-          // The rest of the answer was the upstream's time too: the ingress tells its own
-          // overhead apart by it (ChatStart.upstream_ms).
-          const start = whole.start;
-          if (start?.upstreamMs !== undefined) start.upstreamMs += performance.now() - firstAt;
-          settleSuccess(this.#p, request.model);
-          request.commit();
-          this.#first = routerChatResponse(whole);
-        }
+        const whole = held.chunk();
+        // The rest of the answer was the upstream's time too: the ingress tells its own
+        // overhead apart by it (ChatStart.upstream_ms).
+        const start = whole.start;
+        if (start?.upstreamMs !== undefined) start.upstreamMs += performance.now() - firstAt;
+        settleSuccess(this.#p, request.model);
+        request.commit();
+        this.#ready.push(routerChatResponse(whole));
         this.#close();
       } catch (err) {
         this.#ended = true;
@@ -592,11 +605,8 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
      * stream keeps nothing of a chunk handed on, nor a suspended frame (see ChatAnswer).
      */
     next(): Promise<IteratorResult<ChatResponse>> {
-      const first = this.#first;
-      if (first !== undefined) {
-        this.#first = undefined;
-        return Promise.resolve({ done: false, value: first });
-      }
+      const ready = this.#ready.shift();
+      if (ready !== undefined) return Promise.resolve({ done: false, value: ready });
       const calls = this.#calls;
       if (this.#closed || calls === undefined) return Promise.resolve(DONE);
       let read: Promise<IteratorResult<ConnectorChatResponse>>;

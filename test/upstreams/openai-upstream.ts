@@ -93,6 +93,8 @@ export interface AnswerBehavior {
   cutAfterChunks?: number;
   /** How a cut stream stops; default "end". */
   cutMode?: "end" | "destroy";
+  /** Stream only: after this many SSE events, send nothing more until the client goes away. */
+  stallAfterChunks?: number;
   /** Stream only: delay between `data: [DONE]` and the end of the HTTP body. */
   endDelayMs?: number;
 }
@@ -537,6 +539,10 @@ async function answer(
     if (behavior.cutAfterChunks !== undefined && i >= behavior.cutAfterChunks) {
       if (behavior.cutMode === "destroy") res.destroy();
       else res.end();
+      return;
+    }
+    if (behavior.stallAfterChunks !== undefined && i >= behavior.stallAfterChunks) {
+      if (!res.destroyed) await new Promise((resolve) => res.once("close", resolve));
       return;
     }
     if (behavior.chunkDelayMs) await sleep(behavior.chunkDelayMs);

@@ -99,3 +99,26 @@ export function connectorChatRequest(
 ): ConnectorChatRequest {
   return { $typeName: "switchyard.connector.v1.ChatRequest", context, target, params, holdMs };
 }
+
+/**
+ * Whether a chunk carries any of the answer itself (text, reasoning, a refusal, a tool call, a
+ * finish), rather than only who answers and the role, as Anthropic's `message_start` and
+ * OpenAI's first chunk (`{"role":"assistant","content":""}`) do. Until one does, a client has
+ * seen no token and the request may still go to another target.
+ */
+export function carriesAnswer(chunk: ChatChunk): boolean {
+  for (const c of chunk.choices) {
+    if (
+      c.content ||
+      c.reasoning ||
+      c.refusal ||
+      c.toolCalls.length > 0 ||
+      c.reasoningBlocks.length > 0 ||
+      c.finishReason !== FinishReason.UNSPECIFIED ||
+      c.rawFinishReason
+    ) {
+      return true;
+    }
+  }
+  return false;
+}
