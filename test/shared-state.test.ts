@@ -250,4 +250,21 @@ describe("shared state over NATS", () => {
     );
     await expectSharedDownAfterFailures();
   });
+
+  it("takes the prober lease again after NATS restarts without its store", async () => {
+    const probes = () =>
+      Promise.all(
+        proberPorts.map((port) => metric(port, "switchyard_prober_probes_total{", 'provider="p1"')),
+      ).then((counts) => counts.reduce((x, y) => x + y, 0));
+    await nats.stop();
+    nats.wipe();
+    await nats.start();
+    // The lease bucket went with the store: until a prober creates it again, none probes.
+    const after = await probes();
+    await eventually(
+      "a prober to probe again",
+      async () => ((await probes()) > after + 2 ? true : undefined),
+      20_000,
+    );
+  });
 });

@@ -15,6 +15,8 @@ export interface PrivateNats {
   stop(): Promise<void>;
   /** Starts it again on the same port and store. */
   start(): Promise<void>;
+  /** Empties its store while it is stopped: a restart without a persistent volume. */
+  wipe(): void;
   /** Stops it and removes its store. */
   dispose(): Promise<void>;
 }
@@ -46,6 +48,9 @@ export async function startPrivateNats(): Promise<PrivateNats> {
     port: port as number,
     start,
     stop,
+    wipe() {
+      rmSync(store, { recursive: true, force: true });
+    },
     async dispose() {
       await stop();
       rmSync(store, { recursive: true, force: true });

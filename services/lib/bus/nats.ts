@@ -444,6 +444,9 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<Bus> {
       } catch (err) {
         logger.debug({ lease: name, err: reason(err) }, "lease renewal failed");
         setHeld(false);
+        // A server restarted without its store has lost the bucket too: the next tick creates
+        // it again (create is a no-op for a bucket that is there).
+        leaseBucket = undefined;
       }
     };
     const loop = (async () => {
