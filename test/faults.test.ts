@@ -650,10 +650,13 @@ describe("Anthropic's overloaded_error right after message_start", () => {
   beforeAll(async () => {
     // Model "busy" sends message_start, then the error event, as a loaded Anthropic does.
     anthropic = await startAnthropicUpstream({
-      behavior: (req) =>
-        (req.body as { model?: string }).model === "busy"
-          ? { kind: "answer", errorAfterEvents: 1 }
-          : { kind: "answer", text: BACKUP_TEXT },
+      behavior: (req) => {
+        const model = (req.body as { model?: string }).model;
+        if (model === "busy") return { kind: "answer", errorAfterEvents: 1 };
+        // message_start, content_block_start and two text deltas, then the error.
+        if (model === "busy-later") return { kind: "answer", errorAfterEvents: 4 };
+        return { kind: "answer", text: BACKUP_TEXT };
+      },
     });
     anthropicGw = await startOneProcess(
       testConfig(`
@@ -662,6 +665,8 @@ providers:
 models:
   claude-with-backup:
     targets: [{ provider: claude, model: busy }, { provider: claude, model: idle }]
+  claude-busy-later:
+    targets: [{ provider: claude, model: busy-later }, { provider: claude, model: idle }]
 routing:
   retries: 2
   backoff: { base_ms: 1, max_ms: 5 }
@@ -701,5 +706,27 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
       "busy",
       "idle",
     ]);
+  });
+
+  it("after a token, ends the stream with the same overloaded_error, not a generic api_error", async () => {
+    const res = await fetch(`${anthropicGw.url}/v1/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-api-key": "unused" },
+      body: JSON.stringify({
+        model: "claude-busy-later",
+        max_tokens: 50,
+        stream: true,
+        messages: [{ role: "user", content: "hi" }],
+      }),
+    });
+    const wire = await res.text();
+    expect(res.status).toBe(200);
+    expect(wire).toContain("text_delta");
+    expect(wire).not.toContain("message_stop");
+    const last = wire.trim().split("\n").at(-1) ?? "";
+    expect(JSON.parse(last.replace(/^data: /, ""))).toMatchObject({
+      type: "error",
+      error: { type: "overloaded_error" },
+    });
   });
 });

@@ -612,7 +612,32 @@ describe("errors keep each client API's envelope", () => {
       .create({ model: "m-anthropic", messages: [{ role: "user", content: "x" }] })
       .catch((e: unknown) => e);
     expect(o).toBeInstanceOf(OpenAI.RateLimitError);
+    // An upstream 429 that does not say how long still reaches the client with a Retry-After.
+    anthropicUp.setBehavior({ kind: "error", status: 429 });
+    for (const e of [
+      await claude.messages
+        .create({
+          model: "m-anthropic",
+          max_tokens: 10,
+          messages: [{ role: "user", content: "x" }],
+        })
+        .catch((e: unknown) => e),
+      await oai.chat.completions
+        .create({ model: "m-anthropic", messages: [{ role: "user", content: "x" }] })
+        .catch((e: unknown) => e),
+    ]) {
+      expect((e as { status: number }).status).toBe(429);
+      expect((e as { headers: Headers }).headers.get("retry-after")).toBe("1");
+    }
     anthropicUp.setBehavior({ kind: "answer" });
+  });
+
+  it("an answer carries Anthropic's request-id header, which the anthropic client reads", async () => {
+    const { response, request_id } = await claude.messages
+      .create({ model: "m-anthropic", max_tokens: 10, messages: [{ role: "user", content: "x" }] })
+      .withResponse();
+    expect(response.headers.get("x-request-id")).toBeTruthy();
+    expect(request_id).toBe(response.headers.get("x-request-id"));
   });
 
   it("a request the Messages API rejects gets Anthropic's invalid_request_error naming the field", async () => {

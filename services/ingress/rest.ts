@@ -61,6 +61,8 @@ export function createRestHandler(deps: RestDeps) {
       }
       if (path === "/v1/messages") {
         if (req.method !== "POST") throw methodNotAllowed(req.method, "POST");
+        // Anthropic names every answer's id so (the SDK's `_request_id`); errors carry it too.
+        base["request-id"] = requestId;
         return await chat(anthropicCodec, req, res, requestId, trace, base);
       }
       if (path === "/v1/embeddings" || path === "/embeddings") {

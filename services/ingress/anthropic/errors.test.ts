@@ -16,17 +16,19 @@ describe("anthropicError", () => {
     ["an upstream failure", 502, "upstream_error", 502, "api_error"],
     ["no healthy upstream", 503, "upstream_unavailable", 503, "overloaded_error"],
     ["an overloaded upstream", 529, "upstream_unavailable", 529, "overloaded_error"],
-    ["a timeout", 504, "timeout", 504, "api_error"],
+    ["a timeout", 504, "timeout", 504, "timeout_error"],
     ["an internal cancellation", 499, "cancelled", 503, "api_error"],
     ["a status that is no error", 200, "upstream_error", 500, "api_error"],
   ])("maps %s", (_name, status, kind, wantStatus, type) => {
     const out = anthropicError(new Failure({ status, kind, message: "m" }));
     expect(out.status).toBe(wantStatus);
     expect(out.body).toEqual({ type: "error", error: { type, message: "m" } });
-    expect(out.headers).toEqual({ "content-type": "application/json" });
+    expect(out.headers["content-type"]).toBe("application/json");
+    // A 429 says when to come back even when no one said how long: a second.
+    expect(out.headers["retry-after"]).toBe(status === 429 ? "1" : undefined);
   });
 
-  it("adds Retry-After in whole seconds, rounded up, only when known", () => {
+  it("adds Retry-After in whole seconds, rounded up, when known", () => {
     const limited = anthropicError(
       new Failure({ status: 429, kind: "rate_limited", message: "slow down", retryAfterMs: 1200 }),
     );

@@ -27,10 +27,12 @@ export function anthropicError(f: Failure, requestId?: string): AnthropicErrorRe
     body.request_id = requestId;
     headers["request-id"] = requestId;
   }
-  if (f.retryAfterMs > 0) {
-    headers["retry-after"] = String(Math.ceil(f.retryAfterMs / 1000));
+  // A 429 always says when to come back (an upstream's may not have): a second, by default.
+  const retryAfterMs = f.retryAfterMs > 0 ? f.retryAfterMs : status === 429 ? 1000 : 0;
+  if (retryAfterMs > 0) {
+    headers["retry-after"] = String(Math.ceil(retryAfterMs / 1000));
     // The SDK prefers this finer header when it schedules its own retry.
-    headers["retry-after-ms"] = String(Math.ceil(f.retryAfterMs));
+    headers["retry-after-ms"] = String(Math.ceil(retryAfterMs));
   }
   return { status, body, headers };
 }
@@ -50,6 +52,8 @@ function errorType(status: number): AnthropicErrorType {
     case 503:
     case 529:
       return "overloaded_error";
+    case 504:
+      return "timeout_error";
     default:
       // Anthropic uses invalid_request_error for every other 4xx.
       return status < 500 ? "invalid_request_error" : "api_error";

@@ -78,6 +78,7 @@ export type AnthropicErrorType =
   | "request_too_large"
   | "rate_limit_error"
   | "api_error"
+  | "timeout_error"
   | "overloaded_error";
 
 /** The body of an error answer, and the data of an `error` stream event. */

@@ -102,13 +102,21 @@ describe("openAIError", () => {
     expect(out.body.error.param).toBe(f.param === "" ? null : f.param);
   });
 
-  it("adds Retry-After in whole seconds, rounded up, only when known", () => {
+  it("adds Retry-After in whole seconds, rounded up; a second on a 429 when no one said", () => {
     const limited = openAIError(
       new Failure({ status: 429, kind: "rate_limited", message: "slow down", retryAfterMs: 1200 }),
     );
     expect(limited.headers["retry-after"]).toBe("2");
     expect(limited.headers["retry-after-ms"]).toBe("1200");
     const plain = openAIError(new Failure({ status: 429, kind: "rate_limited", message: "x" }));
-    expect(plain.headers).toEqual({ "content-type": "application/json" });
+    expect(plain.headers).toEqual({
+      "content-type": "application/json",
+      "retry-after": "1",
+      "retry-after-ms": "1000",
+    });
+    const other = openAIError(
+      new Failure({ status: 503, kind: "upstream_unavailable", message: "x" }),
+    );
+    expect(other.headers).toEqual({ "content-type": "application/json" });
   });
 });

@@ -27,10 +27,12 @@ export function openAIError(f: Failure): OpenAIErrorResponse {
     },
   };
   const headers: Record<string, string> = { "content-type": "application/json" };
-  if (f.retryAfterMs > 0) {
-    headers["retry-after"] = String(Math.ceil(f.retryAfterMs / 1000));
+  // A 429 always says when to come back (an upstream's may not have): a second, by default.
+  const retryAfterMs = f.retryAfterMs > 0 ? f.retryAfterMs : status === 429 ? 1000 : 0;
+  if (retryAfterMs > 0) {
+    headers["retry-after"] = String(Math.ceil(retryAfterMs / 1000));
     // The openai SDK prefers this finer header when it schedules its own retry.
-    headers["retry-after-ms"] = String(Math.ceil(f.retryAfterMs));
+    headers["retry-after-ms"] = String(Math.ceil(retryAfterMs));
   }
   return { status, body, headers };
 }

@@ -152,9 +152,10 @@ describe("AnthropicStreamTranslator", () => {
     }
     expect(chunks.map((c) => c.choices[0]?.content)).toEqual([undefined, "Once upon"]);
     expect(error).toBeInstanceOf(Failure);
+    // overloaded_error mid-stream is Anthropic's 529: no capacity, a 503 as over HTTP.
     expect(error).toMatchObject({
-      status: 502,
-      kind: "upstream_error",
+      status: 503,
+      kind: "upstream_unavailable",
       retryable: true,
       provider: "claude",
       code: "overloaded_error",

@@ -226,9 +226,11 @@ export class AnthropicStreamTranslator {
     const { provider, secrets = [] } = this.#options;
     const detail = errorDetailFromJson(event);
     const said = scrubSecrets(detail?.message ?? "unknown error", secrets);
+    // overloaded_error is Anthropic's 529 arriving mid-stream: no capacity, as over HTTP.
+    const overloaded = detail?.type === "overloaded_error";
     return new Failure({
-      status: 502,
-      kind: "upstream_error",
+      status: overloaded ? 503 : 502,
+      kind: overloaded ? "upstream_unavailable" : "upstream_error",
       message: `stream from provider ${provider} failed: ${said}`,
       // The router retries only if nothing reached the client yet.
       retryable: true,

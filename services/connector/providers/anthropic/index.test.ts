@@ -308,12 +308,24 @@ describe("anthropic provider over HTTP", () => {
     const { error, yielded } = await failure(provider().chat(call(true)));
     expect(yielded).toHaveLength(2);
     expect(error).toMatchObject({
-      status: 502,
-      kind: "upstream_error",
+      status: 503,
+      kind: "upstream_unavailable",
       retryable: true,
       code: "overloaded_error",
       message: "stream from provider claude failed: Overloaded",
     });
+  });
+
+  it("keeps any other error event an upstream error (502)", async () => {
+    upstream.setBehavior({
+      kind: "answer",
+      text: "abc",
+      chunks: 3,
+      errorAfterEvents: 4,
+      streamError: { type: "api_error", message: "Internal server error" },
+    });
+    const { error } = await failure(provider().chat(call(true)));
+    expect(error).toMatchObject({ status: 502, kind: "upstream_error", code: "api_error" });
   });
 
   it("throws when an event is not JSON", async () => {
