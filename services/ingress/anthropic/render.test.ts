@@ -456,6 +456,31 @@ describe("MessageStreamRenderer", () => {
     expect(events[6]?.delta).toEqual({ type: "input_json_delta", partial_json: '{"tz":"CET"}' });
   });
 
+  it("keeps parallel calls whose fragments come in turns apart, each whole", () => {
+    // As some OpenAI-compatible servers stream two calls: a fragment of one, then the other.
+    const fragments: Array<[number, string, string?]> = [
+      [0, "", "fa"],
+      [1, '{"b":', "fb"],
+      [0, '{"a":1'],
+      [1, "2}"],
+      [0, "}"],
+    ];
+    const r = new MessageStreamRenderer();
+    let out = "";
+    for (const [i, [index, args, name]] of fragments.entries()) {
+      const call = { index, arguments: args, ...(name && { id: `call_${name}`, name }) };
+      out += r.render(
+        chunk({ ...(i === 0 && { start }), choices: [{ index: 0, toolCalls: [call] }] }),
+      );
+    }
+    out += r.finish();
+    const message = reassemble(parseEvents(out)) as { content: unknown[] };
+    expect(message.content).toEqual([
+      { type: "tool_use", id: "call_fa", name: "fa", input: { a: 1 } },
+      { type: "tool_use", id: "call_fb", name: "fb", input: { b: 2 } },
+    ]);
+  });
+
   it("refuses a held call whose arguments never became a JSON object", () => {
     const r = new MessageStreamRenderer();
     r.render(

@@ -123,6 +123,17 @@ function toolInput(args: string, name: string): Record<string, unknown> {
 }
 
 /** Upstreams that gave a call no id still need one the client can answer; deterministic. */
+/** Whether tool-call arguments so far are a complete JSON object (so no fragment can follow). */
+function isWholeObject(args: string): boolean {
+  if (args === "") return false;
+  try {
+    const value: unknown = JSON.parse(args);
+    return typeof value === "object" && value !== null && !Array.isArray(value);
+  } catch {
+    return false;
+  }
+}
+
 function toolUseId(id: string | undefined, messageId: string, index: number): string {
   if (id !== undefined && id !== "") return id;
   return `toolu_${messageId.replace(/[^a-zA-Z0-9_-]/g, "_")}_${index}`;
@@ -237,9 +248,9 @@ type OpenBlock =
  *
  * Anthropic blocks never interleave, but OpenAI-style upstreams may stream several tool calls
  * at once. A call that opens while another one's block is open is held back until the
- * upstream sends it a further fragment (then the open block closes and the held call's block
- * opens with what it has so far) or until the open block closes for another reason (then it
- * is sent as one whole block). `render` and `finish` throw a Failure (502) for
+ * upstream sends it a further fragment once the open call's arguments are a whole object
+ * (then the open block closes and the held call's block opens with what it has so far), or
+ * until the open block closes for another reason (then it is sent as one whole block). `render` and `finish` throw a Failure (502) for
  * what an Anthropic stream cannot hold — arguments that are not a JSON object, or a call
  * continued after its block closed — so the caller ends the stream with `error(…)` instead of
  * an answer that looks complete.
@@ -439,9 +450,12 @@ export class MessageStreamRenderer {
       }
       return this.#closeBlocks() + this.#openTool(call);
     }
-    // The upstream moved on to a held call, so the open one is done.
     if (held.name === "" && t.name !== undefined) held.name = t.name;
     if (fragment !== "") held.args.push(fragment);
+    // The upstream moved on to a held call, so the open one may be done: it is once its
+    // arguments are a whole object. Until then both go on, the held one still held (some
+    // upstreams send parallel calls' fragments in turns).
+    if (open?.kind === "tool" && !isWholeObject(open.call.args.join(""))) return "";
     this.#held.delete(t.index);
     let out = this.#closeOpen();
     for (const earlier of this.#heldInOrder()) {
