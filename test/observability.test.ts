@@ -588,6 +588,40 @@ describe("a truncated stream", () => {
       0.000038,
     );
   });
+
+  it("is charged its estimated prompt on an open gateway too (no tenants)", async () => {
+    const open = await startOneProcess(
+      testConfig(`
+providers:
+  primary: { type: openai, base_url: "${primary.url}" }
+models:
+  chat: { targets: [{ provider: primary, model: m-primary, price: { input: 2, output: 10 } }] }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+      { logger: logs.logger },
+    );
+    try {
+      primary.setBehavior({ ...answer, cutAfterChunks: 3 });
+      const res = await request(`${open.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-request-id": "req-cut-open" },
+        body: JSON.stringify({
+          model: "chat",
+          stream: true,
+          messages: [{ role: "user", content: "count to four" }],
+        }),
+      });
+      expect(await res.body.text()).not.toContain("[DONE]");
+      // The same estimate as above: the prompt ≈ 4 tokens, the answer handed out ≈ 3.
+      expect(requestLine("req-cut-open")).toMatchObject({
+        outcome: "truncated",
+        tokens_in: 4,
+        tokens_out: 3,
+      });
+    } finally {
+      await open.stop();
+    }
+  });
 });
 
 describe("trace context at the ingress", () => {

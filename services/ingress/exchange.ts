@@ -215,8 +215,10 @@ export class ChatExchange {
       if (!config.models[fallback]) throw modelNotFound(fallback, "fallbacks");
       authorizeModel(this.caller, fallback, "fallbacks");
     }
+    // A stream cut short is charged its prompt, estimated when the upstream did not say, so the
+    // estimate is needed for every stream, not only to admit a tenant's request.
+    if (this.caller.tenant || request.stream) this.estimate = estimateChat(request);
     if (this.caller.tenant) {
-      this.estimate = estimateChat(request);
       this.reservation = await this.deps.limiter.admit(this.caller.tenant, this.caller.keyHash, {
         tokens: this.estimate.prompt + this.estimate.completion,
         usd: worstCaseCost(config, request.model, this.estimate, this.clientFallbacks),
