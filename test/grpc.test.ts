@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import {
+  compressionGzip,
   createConnectTransport,
   createGrpcTransport,
   createGrpcWebTransport,
@@ -34,6 +35,7 @@ beforeAll(async () => {
   });
   gw = await startOneProcess(
     testConfig(`
+server: { max_body_bytes: 65536 }
 providers:
   up: { type: openai, base_url: "${upstream.url}", api_key: sk-up }
 models:
@@ -64,14 +66,31 @@ const params = (model = "chat"): ChatParams =>
   });
 const auth = { authorization: `Bearer ${KEY}` };
 
+/** The client's request compression: none, or gzip. */
+const sending = (gzip: boolean) => (gzip ? { sendCompression: compressionGzip } : {});
+
 describe.each([
-  ["Connect over h2c", () => createConnectTransport({ baseUrl: gw.url, httpVersion: "2" })],
+  [
+    "Connect over h2c",
+    (gzip = false) =>
+      createConnectTransport({ baseUrl: gw.url, httpVersion: "2", ...sending(gzip) }),
+  ],
   [
     "Connect over HTTP/1.1 (JSON)",
-    () => createConnectTransport({ baseUrl: gw.url, httpVersion: "1.1", useBinaryFormat: false }),
+    (gzip = false) =>
+      createConnectTransport({
+        baseUrl: gw.url,
+        httpVersion: "1.1",
+        useBinaryFormat: false,
+        ...sending(gzip),
+      }),
   ],
-  ["gRPC over h2c", () => createGrpcTransport({ baseUrl: gw.url })],
-  ["gRPC-Web over HTTP/1.1", () => createGrpcWebTransport({ baseUrl: gw.url, httpVersion: "1.1" })],
+  ["gRPC over h2c", (gzip = false) => createGrpcTransport({ baseUrl: gw.url, ...sending(gzip) })],
+  [
+    "gRPC-Web over HTTP/1.1",
+    (gzip = false) =>
+      createGrpcWebTransport({ baseUrl: gw.url, httpVersion: "1.1", ...sending(gzip) }),
+  ],
 ])("GatewayService via connect-node, %s", (_name, transport) => {
   it("streams token deltas then a finish reason and usage", async () => {
     const client = createClient(GatewayService, transport());
@@ -163,6 +182,24 @@ describe.each([
       expect(err?.code).toBe(Code.InvalidArgument);
       expect(err?.rawMessage).toBe(message);
     }
+  });
+
+  it("refuses a message larger than server.max_body_bytes, sent compressed or not", async () => {
+    const big = params();
+    (big.messages[0] as Message).content = [
+      create(ContentPartSchema, { part: { case: "text", value: "x".repeat(200_000) } }),
+    ];
+    for (const gzip of [false, true]) {
+      const client = createClient(GatewayService, transport(gzip));
+      const err = await client.chat({ params: big }, { headers: auth }).then(
+        () => undefined,
+        (e) => ConnectError.from(e),
+      );
+      expect([gzip, err?.code]).toEqual([gzip, Code.ResourceExhausted]);
+    }
+    expect(upstream.requests.some((r) => JSON.stringify(r.body ?? "").includes("x".repeat(1000)))).toBe(
+      false,
+    );
   });
 
   it("lists only the models the key may use", async () => {

@@ -1,3 +1,4 @@
+import type http from "node:http";
 import type { Client, Transport } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
@@ -51,6 +52,9 @@ export function buildIngress(deps: {
   const gateway = createGatewayService(base);
   const rpc = connectNodeAdapter({
     routes: (r) => r.service(GatewayService, gateway),
+    // The body limit REST has, on every protocol: connect-node checks each message (and its
+    // size once decompressed) against it, and answers RESOURCE_EXHAUSTED above it.
+    readMaxBytes: deps.config.server.max_body_bytes,
     // connect-node types the response without `write`; it is the same Node response object.
     fallback: (req, res) => void rest(req, res as Parameters<typeof rest>[1]),
   });
@@ -60,10 +64,29 @@ export function buildIngress(deps: {
   const handler: DualHandler = (req, res) => {
     if (req.url?.startsWith(rpcPrefix)) {
       capDeadline(req.headers);
+      // A request refused before its body was read (over readMaxBytes, undecodable) leaves the
+      // rest unread, and Node then stops reading the connection: on HTTP/1.1 the next request
+      // on it would never be answered. Such an answer closes the connection instead.
+      if (req.httpVersionMajor === 1) {
+        closeIfLeftUnread(req as http.IncomingMessage, res as http.ServerResponse);
+      }
       rpc(req, res);
     } else void rest(req, res);
   };
   return { handler, router };
+}
+
+/**
+ * Marks the answer `Connection: close` if, when its head is written, the request's body has not
+ * been read to its end (connect-node reads a whole request before answering it, unless it
+ * refuses it). The client then knows not to send another request on the connection.
+ */
+function closeIfLeftUnread(req: http.IncomingMessage, res: http.ServerResponse): void {
+  const writeHead = res.writeHead;
+  res.writeHead = function (this: http.ServerResponse, ...args: unknown[]) {
+    if (!req.readableEnded) this.shouldKeepAlive = false;
+    return (writeHead as (...a: unknown[]) => http.ServerResponse).apply(this, args);
+  } as typeof res.writeHead;
 }
 
 const GRPC_TIMEOUT = /^(\d{1,8})([HMS])$/;
