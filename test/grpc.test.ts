@@ -12,6 +12,7 @@ import {
   ChatParamsSchema,
   ContentPartSchema,
   type Message,
+  MessageSchema,
   ResponseFormatSchema,
   Role,
   type ToolChoice_Mode,
@@ -184,6 +185,64 @@ describe.each([
     }
   });
 
+  it("refuses what REST refuses, naming the field: ranges, names, JSON text, what goes together", async () => {
+    const client = createClient(GatewayService, transport());
+    const refusal = (p: ChatParams) =>
+      client.chat({ params: p }, { headers: auth }).then(
+        () => undefined,
+        (e) => ConnectError.from(e),
+      );
+    const tool = (name: string, parametersJson = "") =>
+      create(ToolSchema, { name, parametersJson });
+    const cases: Array<[RegExp, (p: ChatParams) => void]> = [
+      [/'params.temperature' must be a number between 0 and 2/, (p) => (p.temperature = -1)],
+      [/'params.temperature'/, (p) => (p.temperature = Number.NaN)],
+      [/'params.top_p'/, (p) => (p.topP = 1.5)],
+      [/'params.max_tokens' must be at least 1/, (p) => (p.maxTokens = 0)],
+      [/'params.stop' holds at most 4/, (p) => (p.stop = ["a", "b", "c", "d", "e"])],
+      [/'params.tools\[0\].name' must match/, (p) => (p.tools = [tool("")])],
+      [
+        /'params.tools\[0\].parameters_json' must be a JSON object/,
+        (p) => (p.tools = [tool("f", "[1]")]),
+      ],
+      [
+        /'params.tool_choice.function_name' must name one of/,
+        (p) => {
+          p.tools = [tool("f")];
+          p.toolChoice = create(ToolChoiceSchema, { mode: 4 as ToolChoice_Mode });
+        },
+      ],
+      [
+        /'params.tool_choice' needs 'params.tools'/,
+        (p) => {
+          p.toolChoice = create(ToolChoiceSchema, { mode: 3 as ToolChoice_Mode });
+        },
+      ],
+      [
+        /'params.messages\[1\].tool_call_id' is required/,
+        (p) => {
+          p.messages.push(
+            create(MessageSchema, {
+              role: Role.TOOL,
+              content: [{ part: { case: "text", value: "42" } }],
+            }),
+          );
+        },
+      ],
+      [/'params.extra_json' must be a JSON object/, (p) => (p.extraJson = "not json")],
+    ];
+    const posts = () => upstream.requests.filter((r) => r.method === "POST").length;
+    const before = posts();
+    for (const [message, change] of cases) {
+      const p = params();
+      change(p);
+      const err = await refusal(p);
+      expect([String(message), err?.code]).toEqual([String(message), Code.InvalidArgument]);
+      expect(err?.rawMessage).toMatch(message);
+    }
+    expect(posts()).toBe(before);
+  });
+
   it("refuses a message larger than server.max_body_bytes, sent compressed or not", async () => {
     const big = params();
     (big.messages[0] as Message).content = [
@@ -197,9 +256,9 @@ describe.each([
       );
       expect([gzip, err?.code]).toEqual([gzip, Code.ResourceExhausted]);
     }
-    expect(upstream.requests.some((r) => JSON.stringify(r.body ?? "").includes("x".repeat(1000)))).toBe(
-      false,
-    );
+    expect(
+      upstream.requests.some((r) => JSON.stringify(r.body ?? "").includes("x".repeat(1000))),
+    ).toBe(false);
   });
 
   it("lists only the models the key may use", async () => {

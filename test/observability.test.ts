@@ -675,6 +675,36 @@ describe("logs", () => {
     });
   });
 
+  it("have a line for a gRPC call refused before routing, as REST has", async () => {
+    const client = createClient(
+      GatewayService,
+      createConnectTransport({ baseUrl: gw.url, httpVersion: "2" }),
+    );
+    const params = create(ChatParamsSchema, {
+      model: "chat",
+      temperature: 5,
+      messages: [{ role: Role.USER, content: [{ part: { case: "text", value: "count" } }] }],
+    });
+    const refused = (headers: Record<string, string>) =>
+      client.chat({ params }, { headers }).catch(() => undefined);
+    await refused({ "x-request-id": "req-grpc-nokey" });
+    await refused({ "x-request-id": "req-grpc-bad", authorization: `Bearer ${ACME_KEY}` });
+    expect(linesOf("req-grpc-nokey")).toEqual([
+      expect.objectContaining({
+        msg: "request rejected",
+        status: 401,
+        path: "/switchyard.gateway.v1.GatewayService/Chat",
+      }),
+    ]);
+    expect(linesOf("req-grpc-bad")).toEqual([
+      expect.objectContaining({
+        msg: "request rejected",
+        status: 400,
+        error: expect.stringContaining("temperature"),
+      }),
+    ]);
+  });
+
   it("and metrics never hold a key, whatever happened to the requests", async () => {
     await chat({ headers: { "x-request-id": "req-c1" } });
     await chat({ key: CHATTY_KEY, stream: true });

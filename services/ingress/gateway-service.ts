@@ -1,4 +1,4 @@
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { ConnectError, HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   type ChatChunk,
   type ChatParams,
@@ -46,8 +46,33 @@ export function createGatewayService(
       );
       return { requestId, caller: authenticate(deps.config, key, deps.clock()), trace };
     } catch (err) {
-      throw Failure.from(err).toConnectError();
+      throw rejected(ctx, requestId, trace, err);
     }
+  }
+
+  /**
+   * A call refused before it reached the router (auth, validation) gets the line REST gives
+   * such a request; calls that were routed log their own (ChatExchange.finish).
+   */
+  function rejected(
+    ctx: HandlerContext,
+    requestId: string,
+    trace: TraceContext,
+    err: unknown,
+  ): ConnectError {
+    const f = Failure.from(err);
+    deps.logger.info(
+      {
+        request_id: requestId,
+        trace_id: trace.traceId,
+        method: ctx.requestMethod,
+        path: `/${ctx.service.typeName}/${ctx.method.name}`,
+        status: f.status,
+        error: f.message,
+      },
+      "request rejected",
+    );
+    return f.toConnectError();
   }
 
   function exchangeFor(
@@ -56,15 +81,16 @@ export function createGatewayService(
     stream: boolean,
   ): ChatExchange {
     const { requestId, caller, trace } = begin(ctx);
-    const checked = checkParams(params);
-    checked.stream = stream;
-    checked.clientApi = "grpc";
+    let checked: ChatParams;
     let routing: ReturnType<typeof routingHints>;
     try {
+      checked = checkParams(params);
       routing = routingHints((name) => ctx.requestHeader.get(name) ?? undefined);
     } catch (err) {
-      throw Failure.from(err).toConnectError();
+      throw rejected(ctx, requestId, trace, err);
     }
+    checked.stream = stream;
+    checked.clientApi = "grpc";
     const exchange = new ChatExchange(
       deps,
       deps.metrics,
@@ -142,12 +168,13 @@ export function createGatewayService(
     const { requestId, caller, trace } = begin(ctx);
     const params = req.params;
     if (!params?.model || params.inputs.length === 0) {
-      throw new Failure({
+      const f = new Failure({
         status: 400,
         kind: "invalid_request",
         param: "params",
         message: "'params.model' and at least one of 'params.inputs' are required",
-      }).toConnectError();
+      });
+      throw rejected(ctx, requestId, trace, f);
     }
     try {
       const { result, headers } = await runEmbed(
@@ -186,13 +213,15 @@ function minDefined(a: number | undefined, b: number | undefined): number | unde
 }
 
 /**
- * The checks the REST parser makes, for requests that arrive already typed. Protobuf keeps what
- * a newer client's schema adds (an enum number, a oneof case this gateway was built without) as
+ * The checks the REST parser makes, for requests that arrive already typed: what each field may
+ * hold (ranges, names, JSON text that must be an object) and what the others then require (a
+ * tool message names its call, a forced tool is one of the tools). Protobuf also keeps what a
+ * newer client's schema adds (an enum number, a oneof case this gateway was built without) as
  * an unknown value; the providers would drop it, so it is refused here rather than lost.
  */
 function checkParams(params: ChatParams | undefined): ChatParams {
   const invalid = (message: string, param: string) =>
-    new Failure({ status: 400, kind: "invalid_request", message, param }).toConnectError();
+    new Failure({ status: 400, kind: "invalid_request", message, param });
   if (!params) throw invalid("'params' is required", "params");
   if (!params.model) throw invalid("'params.model' is required", "model");
   if (params.messages.length === 0)
@@ -211,25 +240,118 @@ function checkParams(params: ChatParams | undefined): ChatParams {
         );
       }
     }
+    if (m.role === Role.TOOL && !m.toolCallId) {
+      throw invalid(
+        `'params.${at}.tool_call_id' is required for a tool message`,
+        `${at}.tool_call_id`,
+      );
+    }
+    if (m.content.length === 0 && m.toolCalls.length === 0 && !m.refusal) {
+      throw invalid(`'params.${at}.content' must not be empty`, `${at}.content`);
+    }
+    for (const [k, call] of m.toolCalls.entries()) {
+      const callAt = `${at}.tool_calls[${k}]`;
+      if (!call.id) throw invalid(`'params.${callAt}.id' is required`, `${callAt}.id`);
+      if (!call.name) throw invalid(`'params.${callAt}.name' is required`, `${callAt}.name`);
+    }
   }
-  const mode = params.toolChoice?.mode;
-  if (mode !== undefined && (mode === ToolChoice_Mode.UNSPECIFIED || !(mode in ToolChoice_Mode))) {
-    throw invalid(
-      `'params.tool_choice.mode' ${mode} is not one of none, auto, required, function`,
-      "tool_choice.mode",
-    );
+  for (const [i, tool] of params.tools.entries()) {
+    const at = `tools[${i}]`;
+    if (!TOOL_NAME.test(tool.name)) {
+      throw invalid(
+        `'params.${at}.name' must match the pattern '${TOOL_NAME.source}'`,
+        `${at}.name`,
+      );
+    }
+    checkJsonObject(tool.parametersJson, `${at}.parameters_json`, invalid);
   }
-  const format = params.responseFormat?.type;
-  if (
-    format !== undefined &&
-    (format === ResponseFormat_Type.UNSPECIFIED || !(format in ResponseFormat_Type))
-  ) {
-    throw invalid(
-      `'params.response_format.type' ${format} is not one of text, json_object, json_schema`,
-      "response_format.type",
-    );
+  const choice = params.toolChoice;
+  if (choice !== undefined) {
+    const mode = choice.mode;
+    if (mode === ToolChoice_Mode.UNSPECIFIED || !(mode in ToolChoice_Mode)) {
+      throw invalid(
+        `'params.tool_choice.mode' ${mode} is not one of none, auto, required, function`,
+        "tool_choice.mode",
+      );
+    }
+    if (mode === ToolChoice_Mode.REQUIRED || mode === ToolChoice_Mode.FUNCTION) {
+      if (params.tools.length === 0) {
+        throw invalid("'params.tool_choice' needs 'params.tools'", "tool_choice");
+      }
+    }
+    if (
+      mode === ToolChoice_Mode.FUNCTION &&
+      !params.tools.some((t) => t.name === choice.functionName)
+    ) {
+      throw invalid(
+        "'params.tool_choice.function_name' must name one of 'params.tools'",
+        "tool_choice.function_name",
+      );
+    }
   }
+  const format = params.responseFormat;
+  if (format !== undefined) {
+    if (format.type === ResponseFormat_Type.UNSPECIFIED || !(format.type in ResponseFormat_Type)) {
+      throw invalid(
+        `'params.response_format.type' ${format.type} is not one of text, json_object, json_schema`,
+        "response_format.type",
+      );
+    }
+    if (format.type === ResponseFormat_Type.JSON_SCHEMA) {
+      if (format.jsonSchemaJson === "") {
+        throw invalid(
+          "'params.response_format.json_schema_json' is required for json_schema",
+          "response_format.json_schema_json",
+        );
+      }
+      checkJsonObject(format.jsonSchemaJson, "response_format.json_schema_json", invalid);
+    }
+  }
+  checkRange(params.temperature, "temperature", 0, 2, invalid);
+  checkRange(params.topP, "top_p", 0, 1, invalid);
+  checkRange(params.presencePenalty, "presence_penalty", -2, 2, invalid);
+  checkRange(params.frequencyPenalty, "frequency_penalty", -2, 2, invalid);
+  if (params.maxTokens === 0) throw invalid("'params.max_tokens' must be at least 1", "max_tokens");
+  if (params.n === 0) throw invalid("'params.n' must be at least 1", "n");
+  if (params.stop.length > MAX_STOP) {
+    throw invalid(`'params.stop' holds at most ${MAX_STOP} sequences`, "stop");
+  }
+  checkJsonObject(params.extraJson, "extra_json", invalid);
   return params;
+}
+
+/** OpenAI's rule for function names, which every provider accepts. */
+const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+/** OpenAI's limit on stop sequences. */
+const MAX_STOP = 4;
+
+type Invalid = (message: string, param: string) => Error;
+
+function checkRange(
+  value: number | undefined,
+  name: string,
+  min: number,
+  max: number,
+  invalid: Invalid,
+): void {
+  // NaN fails both comparisons the other way round, so it is refused too.
+  if (value !== undefined && !(value >= min && value <= max)) {
+    throw invalid(`'params.${name}' must be a number between ${min} and ${max}`, name);
+  }
+}
+
+/** JSON text carried in a string field: empty, or an object (what providers are sent). */
+function checkJsonObject(text: string, param: string, invalid: Invalid): void {
+  if (text === "") return;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    value = undefined;
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw invalid(`'params.${param}' must be a JSON object`, param);
+  }
 }
 
 /** A stream that fails on its first read with `err`. */
