@@ -136,17 +136,16 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     hints: PlanHints,
     ctx: HandlerContext,
     context: RequestContext,
-    openOne: (p: PlannedTarget, attempt: number, totalDeadline: number) => Promise<T>,
+    openOne: (p: PlannedTarget, attempt: number, deadline: Deadline) => Promise<T>,
     seenModels: ReadonlySet<string> = new Set([model]),
   ): Promise<T> {
-    const totalDeadline =
+    const clientMs = ctx.timeoutMs() ?? Number.POSITIVE_INFINITY;
+    const deadline: Deadline = {
       // Our own timer fires a little before the caller's deadline, so the client hears which
       // timeout it was rather than a bare "deadline exceeded".
-      Date.now() +
-      Math.min(
-        timeouts.total_ms,
-        (ctx.timeoutMs() ?? Number.POSITIVE_INFINITY) - DEADLINE_MARGIN_MS,
-      );
+      at: Date.now() + Math.min(timeouts.total_ms, clientMs - DEADLINE_MARGIN_MS),
+      ms: Math.min(timeouts.total_ms, clientMs),
+    };
     const plan = planFor(model, hints, request);
     const maxAttempts = retries + 1;
     let last: Failure | undefined;
@@ -169,7 +168,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         }
         if (ctx.signal.aborted) throw new ConnectError("client cancelled", Code.Canceled);
         try {
-          return await openOne(p, attempt, totalDeadline);
+          return await openOne(p, attempt, deadline);
         } catch (err) {
           if (err instanceof ContextWindowExceeded) {
             // A bigger window is the only fix: go to the model configured for that, once.
@@ -296,8 +295,8 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         this.#hints,
         this.#ctx,
         context,
-        async (p, attempt, totalDeadline) => {
-          const a = new ChatAttempt(p, attempt, context, totalDeadline, signal);
+        async (p, attempt, deadline) => {
+          const a = new ChatAttempt(p, attempt, context, deadline, signal);
           await a.open(request);
           return a;
         },
@@ -326,7 +325,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     context: RequestContext,
     p: PlannedTarget,
     attempt: number,
-    totalDeadline: number,
+    deadline: Deadline,
     clientSignal: AbortSignal,
   ): Promise<EmbedResponse> {
     const { provider, model } = p.target;
@@ -354,7 +353,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         },
         {
           signal: abort.signal,
-          timeoutMs: Math.max(1, totalDeadline - Date.now()),
+          timeoutMs: Math.max(1, deadline.at - Date.now()),
         },
       );
       strategies.latency.observe(provider, model, performance.now() - started);
@@ -363,12 +362,22 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       return makeMessage(EmbedResponseSchema, { result: res.result });
     } catch (err) {
       const timedOut: Timeout | undefined =
-        Date.now() >= totalDeadline ? "total" : attemptTimedOut ? "first_token" : undefined;
+        Date.now() >= deadline.at ? "total" : attemptTimedOut ? "first_token" : undefined;
       // A target too slow to answer at all is at least that slow, for least-latency.
       if (timedOut === "first_token") {
         strategies.latency.observe(provider, model, timeouts.first_token_ms);
       }
-      throw settleFailure(err, p, connector, clientSignal, timedOut, false, context, attempt);
+      throw settleFailure(
+        err,
+        p,
+        connector,
+        clientSignal,
+        timedOut,
+        deadline,
+        false,
+        context,
+        attempt,
+      );
     } finally {
       connector.inflight--;
       release();
@@ -413,6 +422,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     connector: ConnectorEndpoint,
     clientSignal: AbortSignal,
     timedOut: Timeout | undefined,
+    deadline: Deadline,
     sentFirst: boolean,
     context: RequestContext,
     attempt: number,
@@ -422,7 +432,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       breakers.onAbandon(provider, model);
       return new ConnectError("client cancelled", Code.Canceled);
     }
-    let f = timedOut ? timeoutFailure(timedOut, p, timeouts) : Failure.from(err);
+    let f = timedOut ? timeoutFailure(timedOut, p, timeouts, deadline.ms) : Failure.from(err);
     if (f.kind === "cancelled") {
       // Not cancelled by our client: the connector's connection went away under the call.
       f = new Failure({
@@ -462,7 +472,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     readonly #p: PlannedTarget;
     readonly #attempt: number;
     readonly #context: RequestContext;
-    readonly #totalDeadline: number;
+    readonly #deadline: Deadline;
     readonly #clientSignal: AbortSignal;
     readonly #connector: ConnectorEndpoint;
     readonly #abort = new CallAbort();
@@ -488,19 +498,19 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       p: PlannedTarget,
       attempt: number,
       context: RequestContext,
-      totalDeadline: number,
+      deadline: Deadline,
       clientSignal: AbortSignal,
     ) {
       this.#p = p;
       this.#attempt = attempt;
       this.#context = context;
-      this.#totalDeadline = totalDeadline;
+      this.#deadline = deadline;
       this.#clientSignal = clientSignal;
       this.#connector = pickConnector();
       clientSignal.addEventListener("abort", this.#onClientAbort, { once: true });
       this.#totalTimer = setTimeout(
         () => this.#fire("total"),
-        Math.max(0, totalDeadline - Date.now()),
+        Math.max(0, deadline.at - Date.now()),
       );
       this.#connector.inflight++;
       this.#release = strategies.inflight.begin(p.target.provider, p.target.model);
@@ -543,7 +553,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         const calls = this.#connector.client
           .chat(upstreamRequest(this.#context, newTarget(provider, model), request, holdMs), {
             signal: this.#abort.signal,
-            timeoutMs: Math.max(1, this.#totalDeadline - Date.now()),
+            timeoutMs: Math.max(1, this.#deadline.at - Date.now()),
           })
           [Symbol.asyncIterator]();
         this.#calls = calls;
@@ -651,7 +661,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
 
     #failure(err: unknown, sentFirst: boolean): Error {
       // Connect's own deadline (the same instant as our total timer) may fire first.
-      if (!this.#timedOut && Date.now() >= this.#totalDeadline) this.#timedOut = "total";
+      if (!this.#timedOut && Date.now() >= this.#deadline.at) this.#timedOut = "total";
       const p = this.#p;
       // A target too slow to answer at all is at least that slow, for least-latency.
       if (this.#timedOut === "first_token") {
@@ -663,6 +673,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         this.#connector,
         this.#clientSignal,
         this.#timedOut,
+        this.#deadline,
         sentFirst,
         this.#context,
         this.#attempt,
@@ -685,12 +696,17 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
   return { chat, embed };
 }
 
+/**
+ * `totalMs`: the limit the whole request had, `routing.timeouts.total_ms` or the client's own
+ * deadline when shorter.
+ */
 function timeoutFailure(
   kind: Timeout,
   p: PlannedTarget,
   t: Config["routing"]["timeouts"],
+  totalMs: number,
 ): Failure {
-  const ms = kind === "first_token" ? t.first_token_ms : kind === "idle" ? t.idle_ms : t.total_ms;
+  const ms = kind === "first_token" ? t.first_token_ms : kind === "idle" ? t.idle_ms : totalMs;
   const what =
     kind === "first_token"
       ? "no first token"
@@ -751,6 +767,12 @@ function* candidates(plan: PlannedTarget[], breakers: CircuitBreakers): Generato
 
 /** How much earlier than its caller's deadline the router times a request out. */
 const DEADLINE_MARGIN_MS = 20;
+
+/** When a request must be finished, and the limit in ms that set it (for the message). */
+interface Deadline {
+  at: number;
+  ms: number;
+}
 
 /** Marks a failure that happened before the first chunk and that another target may fix. */
 class RetryableFailure extends Error {
