@@ -193,6 +193,9 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
       ready: async () => !draining && (routerIsLocal || (await peerReady(config.peers.router))),
     });
     servers.push({ name: "ingress", server: createDualServer(ingress.handler) });
+    // Closers run in reverse: this first, before the router and connectors go away, so the
+    // requests the drain cut end (and log their line) as cancelled ones do.
+    closers.push(() => ingress.settled(CUT_REQUESTS_SETTLE_MS));
   }
 
   if (!oneProcess) {
@@ -265,6 +268,9 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
     },
   };
 }
+
+/** How long a stop waits for the requests its drain cut to end and log their line. */
+const CUT_REQUESTS_SETTLE_MS = 2000;
 
 /** Reads a fabric transport name (e.g. from SWITCHYARD_FABRIC_TRANSPORT); empty means "hop". */
 export function parseFabricTransport(value: string | undefined): FabricTransport {

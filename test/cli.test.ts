@@ -132,4 +132,70 @@ server:
     expect(await exit).toBe(0);
     expect(out).toContain('"draining"');
   }, 30_000);
+
+  it("logs the requests a drain that ran out cut, then exits 0", async () => {
+    const cwd = mkdtempSync(join(dir, "start-"));
+    writeFileSync(
+      join(cwd, "switchyard.yaml"),
+      `server:
+  ingress: { host: 127.0.0.1, port: 0 }
+  drain_timeout_ms: 300
+providers: { slow: { type: mock, token_interval_ms: 100, tokens: 100 } }
+models: { slow: { targets: [{ provider: slow, model: m }] } }
+`,
+    );
+    const child = spawn(process.execPath, [BIN, "start"], {
+      cwd,
+      env: { ...process.env, SWITCHYARD_CONFIG: "", LOG_LEVEL: "info" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.on("data", (b: Buffer) => {
+      out += b.toString();
+    });
+    child.stderr.on("data", (b: Buffer) => {
+      out += b.toString();
+    });
+    const exit = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+    let port = 0;
+    for (let i = 0; i < 200 && port === 0; i++) {
+      const m = /"service":"ingress","host":"127.0.0.1","port":(\d+)/.exec(out);
+      if (m) port = Number(m[1]);
+      else await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(port, out).toBeGreaterThan(0);
+    // A 10 s stream and a 10 s whole answer, in flight when SIGTERM comes.
+    const ask = (id: string, stream: boolean) =>
+      fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-request-id": id },
+        body: JSON.stringify({ model: "slow", stream, messages: [{ role: "user", content: "x" }] }),
+      });
+    const streamed = ask("cut-stream", true);
+    const whole = ask("cut-whole", false).then(
+      (r) => r.text(),
+      () => "",
+    );
+    const reader = (await streamed).body?.getReader();
+    await reader?.read(); // the stream has begun
+    child.kill("SIGTERM");
+    const rest = (async () => {
+      try {
+        for (let r = await reader?.read(); r && !r.done; r = await reader?.read()) {}
+      } catch {
+        // cut
+      }
+    })();
+    expect(await exit).toBe(0);
+    await Promise.all([rest, whole]);
+    const lines = out
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    for (const id of ["cut-stream", "cut-whole"]) {
+      expect(lines.filter((l) => l.request_id === id && l.service === "ingress")).toEqual([
+        expect.objectContaining({ status: 499, outcome: "shutdown" }),
+      ]);
+    }
+  }, 30_000);
 });

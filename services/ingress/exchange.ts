@@ -131,9 +131,48 @@ export function createIngressMetrics(registry: Registry) {
     inflight: byApi((api) => inflight.labels({ api })),
     openStreams: byApi((api) => openStreams.labels({ api })),
     overhead: byApi((api) => overhead.labels({ api })),
+    /** The same requests as `inflight`, counted for a shutdown to wait on. */
+    active: new ActiveRequests(),
   };
 }
 export type IngressMetrics = ReturnType<typeof createIngressMetrics>;
+
+/**
+ * Requests between their start and their log line. A shutdown whose drain time ran out cuts the
+ * connections of those still open; each then ends as a cancelled request would, with its line
+ * (status 499, outcome "shutdown"), and the process waits for that before it exits.
+ */
+export class ActiveRequests {
+  #count = 0;
+  #cut = false;
+  #onIdle: (() => void) | undefined;
+
+  begin(): void {
+    this.#count++;
+  }
+
+  end(): void {
+    if (--this.#count === 0) this.#onIdle?.();
+  }
+
+  /** Whether the requests still open are being cut by a shutdown. */
+  get cut(): boolean {
+    return this.#cut;
+  }
+
+  /** Marks what follows as cut by the shutdown; resolves once none is open, or after `ms`. */
+  settled(ms: number): Promise<void> {
+    this.#cut = true;
+    if (this.#count === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.#onIdle = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+}
 
 /**
  * One chat request as the ingress sees it, whatever the client API: it opens the router stream,
@@ -193,6 +232,7 @@ export class ChatExchange {
     const tenant = caller.tenant;
     if (tenant && deps.config.tenants?.[tenant]?.log_prompts) this.#prompt = promptOf(params);
     metrics.inflight[api].inc();
+    metrics.active.begin();
   }
 
   /** The fallbacks the client named in place of the configured ones, if it did. */
@@ -365,7 +405,7 @@ export class ChatExchange {
     const model = this.deps.config.models[params.model] ? params.model : "(unknown)";
     const provider = this.provider;
     const tenant = caller.tenant;
-    const outcome = outcomeOf(status, truncated, opts.error);
+    const outcome = outcomeOf(status, truncated, opts.error, metrics.active.cut);
     metrics.inflight[api].dec();
     if (this.streaming) metrics.openStreams[api].dec();
     metrics.requests.inc({
@@ -427,6 +467,7 @@ export class ChatExchange {
     if (this.#prompt) line.prompt = this.#prompt;
     if (status >= 500 || truncated) this.deps.requestLog.warn(line, "request failed");
     else this.deps.requestLog.info(line, "request");
+    metrics.active.end();
   }
 }
 
@@ -435,9 +476,15 @@ export const COST_HEADER = "x-switchyard-cost-usd";
 
 /**
  * A bounded word for how a request ended: "ok", "truncated" (failed after its first token),
- * "cancelled" (the client left), else the failure's kind.
+ * "cancelled" (the client left), "shutdown" (cut when a drain ran out), else the failure's kind.
  */
-function outcomeOf(status: number, truncated: boolean, error: Failure | undefined): string {
+function outcomeOf(
+  status: number,
+  truncated: boolean,
+  error: Failure | undefined,
+  shutdown: boolean,
+): string {
+  if (status === 499 && shutdown) return "shutdown";
   if (truncated) return "truncated";
   if (status === 499) return "cancelled";
   if (status < 400) return "ok";
@@ -508,6 +555,7 @@ export async function runEmbed(
   let prompt = 0;
   const estimate = estimateEmbed(params);
   metrics.inflight[api].inc();
+  metrics.active.begin();
   try {
     if (model === "(unknown)") throw modelNotFound(params.model);
     authorizeModel(caller, params.model);
@@ -549,7 +597,7 @@ export async function runEmbed(
     if (reservation) void deps.limiter.settle(reservation, { tokens: prompt }, cost);
     const seconds = (performance.now() - started) / 1000;
     const provider = result?.provider ?? "";
-    const outcome = outcomeOf(status, false, error);
+    const outcome = outcomeOf(status, false, error, metrics.active.cut);
     metrics.inflight[api].dec();
     metrics.requests.inc({
       api,
@@ -583,6 +631,7 @@ export async function runEmbed(
     };
     if (status >= 500) deps.requestLog.warn(line, "request failed");
     else deps.requestLog.info(line, "request");
+    metrics.active.end();
   }
 }
 

@@ -19,6 +19,11 @@ export interface IngressBuild {
   /** Serves REST and GatewayService (gRPC, Connect, gRPC-Web) from one handler. */
   handler: DualHandler;
   router: Client<typeof RouterService>;
+  /**
+   * After the server closed (its drain time over, the connections still open cut): resolves
+   * once every request cut has ended and logged its line, or after `ms`.
+   */
+  settled(ms: number): Promise<void>;
 }
 
 /** The ingress: public APIs, auth, validation, SSE framing. Never holds upstream keys. */
@@ -73,7 +78,7 @@ export function buildIngress(deps: {
       rpc(req, res);
     } else void rest(req, res);
   };
-  return { handler, router };
+  return { handler, router, settled: (ms) => metrics.active.settled(ms) };
 }
 
 /**
