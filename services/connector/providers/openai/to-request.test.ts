@@ -248,6 +248,28 @@ describe("toOpenAIRequest", () => {
     });
   });
 
+  it("sends an Anthropic client's own fields (top_k, thinking, service_tier, …) to no OpenAI upstream", () => {
+    const params = create(ChatParamsSchema, {
+      messages: [userSays("x")],
+      user: "u-1",
+      clientApi: "anthropic",
+      extraJson: JSON.stringify({
+        top_k: 5,
+        thinking: { type: "enabled", budget_tokens: 1024 },
+        metadata: { user_id: "u-1" },
+        service_tier: "standard_only",
+        cache_control: { type: "ephemeral" },
+        speed: "fast",
+      }),
+    });
+    // metadata.user_id is the canonical `user`, which OpenAI names so.
+    expect(toOpenAIRequest(params, "m")).toEqual({
+      model: "m",
+      messages: [{ role: "user", content: "x" }],
+      user: "u-1",
+    });
+  });
+
   it("drops stream_options from extras when not streaming", () => {
     const params = create(ChatParamsSchema, {
       messages: [userSays("x")],

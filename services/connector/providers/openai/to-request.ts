@@ -46,7 +46,11 @@ export function toOpenAIRequest(
   model: string,
   options: ToRequestOptions = {},
 ): OpenAIChatRequest {
-  const extras = parseObject(params.extraJson, "extra_json");
+  // Fields the canonical model does not name pass through in the client's own dialect. An
+  // Anthropic client's (top_k, thinking, metadata, service_tier, cache_control, …) are not this
+  // API's: OpenAI refuses arguments it does not know, or reads the same name differently.
+  const extras =
+    params.clientApi === "anthropic" ? {} : parseObject(params.extraJson, "extra_json");
   const body: OpenAIChatRequest = { model, messages: [] };
   for (const [key, value] of Object.entries(extras)) {
     if (!RESERVED.has(key)) body[key] = value;
