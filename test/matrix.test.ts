@@ -598,6 +598,28 @@ describe("embeddings", () => {
   });
 });
 
+describe("Anthropic beta features (anthropic-beta)", () => {
+  it("reach an Anthropic target as the client named them, and no other target", async () => {
+    const betas = "context-1m-2025-08-07, interleaved-thinking-2025-05-14";
+    const body = { max_tokens: 10, messages: [{ role: "user" as const, content: "x" }] };
+    await claude.messages.create(
+      { model: "m-anthropic", ...body },
+      { headers: { "anthropic-beta": betas } },
+    );
+    expect(anthropicUp.requests.at(-1)?.headers["anthropic-beta"]).toBe(
+      "context-1m-2025-08-07,interleaved-thinking-2025-05-14",
+    );
+    await claude.messages.create(
+      { model: "m-openai", ...body },
+      { headers: { "anthropic-beta": betas } },
+    );
+    expect(openaiUp.requests.at(-1)?.headers).not.toHaveProperty("anthropic-beta");
+    // A request that names none sends none.
+    await claude.messages.create({ model: "m-anthropic", ...body });
+    expect(anthropicUp.requests.at(-1)?.headers).not.toHaveProperty("anthropic-beta");
+  });
+});
+
 describe("errors keep each client API's envelope", () => {
   it("a 429 upstream reaches the anthropic client as a RateLimitError and the openai client as one too", async () => {
     anthropicUp.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "3" } });

@@ -133,6 +133,7 @@ export function createRestHandler(deps: RestDeps) {
     const caller = callerOf(req);
     const body = parseJson(await readBody(req, deps.config.server.max_body_bytes));
     const params = parseRequest(codec.parse, body);
+    if (codec.api === "anthropic") params.anthropicBeta = anthropicBetas(req);
     const routing = routingHints(
       (name) => headerValue(req, name),
       codec.api === "openai" ? takeBodyFallbacks(params) : undefined,
@@ -336,6 +337,20 @@ class StreamWriter {
 }
 
 type AnswerChunk = NonNullable<Awaited<ReturnType<ChatExchange["next"]>>>;
+
+/** The beta features an Anthropic client names in `anthropic-beta` (comma-separated, repeatable). */
+function anthropicBetas(req: Req): string[] {
+  const raw = req.headers["anthropic-beta"];
+  if (raw === undefined) return [];
+  const names: string[] = [];
+  for (const value of Array.isArray(raw) ? raw : [raw]) {
+    for (const name of value.split(",")) {
+      const trimmed = name.trim();
+      if (trimmed !== "") names.push(trimmed);
+    }
+  }
+  return names;
+}
 
 function uncork(res: http.ServerResponse): void {
   res.uncork();

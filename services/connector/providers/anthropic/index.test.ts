@@ -101,6 +101,16 @@ describe("anthropic provider over HTTP", () => {
     ]);
   });
 
+  it("adds the client's beta features to the ones its config sets, each once", async () => {
+    const p = provider({ headers: { "Anthropic-Beta": "a-2025-01-01, b-2025-01-01" } });
+    await collect(
+      p.chat(call(false, undefined, { anthropicBeta: ["b-2025-01-01", "c-2025-01-01"] })),
+    );
+    expect(upstream.requests[0]?.headers["anthropic-beta"]).toBe(
+      "a-2025-01-01,b-2025-01-01,c-2025-01-01",
+    );
+  });
+
   it("streams an answer and sends the request the way Anthropic expects", async () => {
     upstream.setBehavior({ kind: "answer", text: "Hello there, friend!", chunks: 4 });
     const p = provider({ headers: { "Anthropic-Beta": "some-feature-2025-01-01" } });

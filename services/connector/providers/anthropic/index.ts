@@ -39,6 +39,10 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
     headers[key.toLowerCase()] = value;
   }
   if (config.api_key) headers["x-api-key"] = config.api_key;
+  const configuredBetas = (headers["anthropic-beta"] ?? "")
+    .split(",")
+    .map((b) => b.trim())
+    .filter((b) => b !== "");
   const http = createUpstreamHttp({
     provider: name,
     baseUrl: config.base_url ?? ANTHROPIC_BASE_URL,
@@ -132,8 +136,15 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
    * the tool that stands for a JSON answer, if any (see takeParams).
    */
   async function send(call: ChatCall): Promise<{ response: UpstreamResponse; jsonTool?: string }> {
-    const { body, jsonTool } = toAnthropicRequest(takeParams(call), call.model, name);
-    const response = await postMessages(body, call.signal, call.model, traceHeaders(call.context));
+    const params = takeParams(call);
+    const betas = params.anthropicBeta;
+    const { body, jsonTool } = toAnthropicRequest(params, call.model, name);
+    const perCall = traceHeaders(call.context);
+    // The client's beta features join the ones the provider's config sets (a comma list).
+    if (betas.length > 0) {
+      perCall["anthropic-beta"] = [...new Set([...configuredBetas, ...betas])].join(",");
+    }
+    const response = await postMessages(body, call.signal, call.model, perCall);
     return jsonTool === undefined ? { response } : { response, jsonTool };
   }
 
