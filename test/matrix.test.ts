@@ -598,6 +598,31 @@ describe("embeddings", () => {
   });
 });
 
+describe("the stop sequence that ended an answer", () => {
+  it("reaches an anthropic client as the upstream named it, whole and streamed", async () => {
+    anthropicUp.setBehavior({
+      kind: "answer",
+      text: "one two",
+      stopReason: "stop_sequence",
+      stopSequence: "THREE",
+    });
+    const body = {
+      model: "m-anthropic",
+      max_tokens: 10,
+      stop_sequences: ["FOUR", "THREE"],
+      messages: [{ role: "user" as const, content: "count" }],
+    };
+    try {
+      const whole = await claude.messages.create(body);
+      expect([whole.stop_reason, whole.stop_sequence]).toEqual(["stop_sequence", "THREE"]);
+      const streamed = await claude.messages.stream(body).finalMessage();
+      expect([streamed.stop_reason, streamed.stop_sequence]).toEqual(["stop_sequence", "THREE"]);
+    } finally {
+      anthropicUp.setBehavior({ kind: "answer" });
+    }
+  });
+});
+
 describe("Anthropic beta features (anthropic-beta)", () => {
   it("reach an Anthropic target as the client named them, and no other target", async () => {
     const betas = "context-1m-2025-08-07, interleaved-thinking-2025-05-14";

@@ -56,6 +56,8 @@ export interface AnswerBehavior {
   toolUses?: FakeToolUse[];
   /** Default "tool_use" when there are tool uses, else "end_turn". */
   stopReason?: string;
+  /** The stop sequence named with stop reason "stop_sequence"; default none (null). */
+  stopSequence?: string;
   /** Default: input 10, output = the number of deltas, no cache. */
   usage?: AnthropicUsage;
   /** The model the answer names; default the requested model. */
@@ -338,7 +340,7 @@ async function answer(
       model,
       content,
       stop_reason: stopReason as AnthropicMessage["stop_reason"],
-      stop_sequence: null,
+      stop_sequence: behavior.stopSequence ?? null,
       usage,
     };
     sendJson(res, 200, message);
@@ -412,7 +414,10 @@ async function answer(
   }
   events.push({
     type: "message_delta",
-    delta: { stop_reason: stopReason as AnthropicMessage["stop_reason"], stop_sequence: null },
+    delta: {
+      stop_reason: stopReason as AnthropicMessage["stop_reason"],
+      stop_sequence: behavior.stopSequence ?? null,
+    },
     usage: { output_tokens: usage.output_tokens ?? 0 },
   });
   events.push({ type: "message_stop" });

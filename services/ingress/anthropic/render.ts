@@ -22,8 +22,8 @@ export interface RenderOptions {
   /** The model name the client asked for; shown only when the upstream named no model. */
   publicModel?: string;
   /**
-   * The request's `stop_sequences`. The canonical answer does not say which one matched, so
-   * `stop_sequence` is filled in only when there was exactly one.
+   * The request's `stop_sequences`: when the upstream does not say which one matched,
+   * `stop_sequence` is filled in only if there was exactly one.
    */
   stopSequences?: readonly string[];
 }
@@ -68,9 +68,19 @@ export function anthropicStopReason(
   }
 }
 
-function stopSequence(reason: AnthropicStopReason, options: RenderOptions): string | null {
+/**
+ * The stop sequence that ended the answer: the one the upstream named, else the request's only
+ * one (an upstream that does not name it cannot have ended on another).
+ */
+function stopSequence(
+  reason: AnthropicStopReason,
+  named: string | undefined,
+  options: RenderOptions,
+): string | null {
+  if (reason !== "stop_sequence") return null;
+  if (named !== undefined) return named;
   const sequences = options.stopSequences ?? [];
-  return reason === "stop_sequence" && sequences.length === 1 ? (sequences[0] ?? null) : null;
+  return sequences.length === 1 ? (sequences[0] ?? null) : null;
 }
 
 /**
@@ -187,7 +197,7 @@ export function renderMessage(c: ChatCompletion, options: RenderOptions = {}): A
     model: c.upstreamModel || (options.publicModel ?? ""),
     content,
     stop_reason: stopReason,
-    stop_sequence: stopSequence(stopReason, options),
+    stop_sequence: stopSequence(stopReason, choice?.stopSequence, options),
     usage: renderUsage(c.usage),
   };
 }
@@ -270,6 +280,7 @@ export class MessageStreamRenderer {
   #callsTools = false;
   #finishReason = FinishReason.UNSPECIFIED;
   #rawFinishReason: string | undefined;
+  #stopSequence: string | undefined;
   #usage: Usage | undefined;
 
   constructor(options: RenderOptions = {}) {
@@ -294,6 +305,7 @@ export class MessageStreamRenderer {
       } else if (d.rawFinishReason !== undefined) {
         this.#rawFinishReason = d.rawFinishReason;
       }
+      if (d.stopSequence !== undefined) this.#stopSequence = d.stopSequence;
     }
     return out;
   }
@@ -311,7 +323,10 @@ export class MessageStreamRenderer {
     );
     out += sse({
       type: "message_delta",
-      delta: { stop_reason: stopReason, stop_sequence: stopSequence(stopReason, this.#options) },
+      delta: {
+        stop_reason: stopReason,
+        stop_sequence: stopSequence(stopReason, this.#stopSequence, this.#options),
+      },
       usage: renderUsage(this.#usage),
     });
     return out + sse({ type: "message_stop" });

@@ -37,6 +37,7 @@ interface ChoiceParts {
   toolCalls: Map<number, ToolCallParts>;
   finishReason: FinishReason;
   rawFinishReason: string | undefined;
+  stopSequence: string | undefined;
 }
 
 /**
@@ -66,6 +67,7 @@ export class CompletionBuilder {
           toolCalls: new Map(),
           finishReason: FinishReason.UNSPECIFIED,
           rawFinishReason: undefined,
+          stopSequence: undefined,
         };
         this.#choices.set(delta.index, choice);
       } else if (choice.role === Role.UNSPECIFIED) {
@@ -91,6 +93,7 @@ export class CompletionBuilder {
       } else if (delta.rawFinishReason !== undefined) {
         choice.rawFinishReason = delta.rawFinishReason;
       }
+      if (delta.stopSequence !== undefined) choice.stopSequence = delta.stopSequence;
     }
   }
 
@@ -150,6 +153,7 @@ function mergedDelta(parts: ChoiceParts): ChoiceDelta {
     ),
     finishReason: parts.finishReason,
     rawFinishReason: parts.rawFinishReason,
+    stopSequence: parts.stopSequence,
   });
 }
 
@@ -174,6 +178,7 @@ function buildChoice(parts: ChoiceParts): Choice {
     }),
     finishReason: parts.finishReason,
     rawFinishReason: parts.rawFinishReason,
+    stopSequence: parts.stopSequence,
     reasoning: parts.reasoning.length > 0 ? parts.reasoning.join("") : undefined,
   });
 }

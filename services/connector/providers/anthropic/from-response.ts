@@ -71,7 +71,12 @@ export function fromAnthropicMessage(
   }
   if (text.length > 0) delta.content = text.join("");
   if (reasoning.length > 0) delta.reasoning = reasoning.join("");
-  setFinish(delta, message.stop_reason, jsonMode && delta.toolCalls.length === 0);
+  setFinish(
+    delta,
+    message.stop_reason,
+    jsonMode && delta.toolCalls.length === 0,
+    message.stop_sequence,
+  );
 
   const chunk = makeMessage(ChatChunkSchema, {
     start: toStart(message, options),
@@ -123,8 +128,14 @@ const STOP_REASONS: Record<string, FinishReason> = {
  * JSON-mode answer made only of the JSON tool's input: for the client that is a finished text,
  * so it stops with STOP, and Anthropic's "tool_use" is not passed on where no tool call is.
  */
-export function setFinish(delta: ChoiceDelta, raw: unknown, jsonAnswer: boolean): void {
+export function setFinish(
+  delta: ChoiceDelta,
+  raw: unknown,
+  jsonAnswer: boolean,
+  stopSequence?: unknown,
+): void {
   if (typeof raw !== "string") return;
+  if (typeof stopSequence === "string") delta.stopSequence = stopSequence;
   if (raw === "tool_use" && jsonAnswer) {
     delta.finishReason = FinishReason.STOP;
     return;

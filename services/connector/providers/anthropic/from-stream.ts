@@ -188,8 +188,13 @@ export class AnthropicStreamTranslator {
   #messageDelta(event: Record<string, unknown>): ChatChunk {
     this.#addUsage(event.usage);
     const delta = newChoiceDelta(0);
-    const stop = isRecord(event.delta) ? event.delta.stop_reason : undefined;
-    setFinish(delta, stop, this.#options.jsonTool !== undefined && this.#toolCalls === 0);
+    const said = isRecord(event.delta) ? event.delta : {};
+    setFinish(
+      delta,
+      said.stop_reason,
+      this.#options.jsonTool !== undefined && this.#toolCalls === 0,
+      said.stop_sequence,
+    );
     const chunk = this.#chunk(delta);
     chunk.usage = toUsage(this.#usage);
     return chunk;
