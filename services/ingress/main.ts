@@ -10,6 +10,7 @@ import { type Logger, requestLineLogger } from "../lib/logger.js";
 import { MAX_TIMER_MS } from "../lib/timers.js";
 import { asClient } from "../lib/transport-client.js";
 import { keyIndexOf } from "./auth.js";
+import { createCors } from "./cors.js";
 import { createIngressMetrics } from "./exchange.js";
 import { createGatewayService } from "./gateway-service.js";
 import type { Clock, Limiter } from "./limits/index.js";
@@ -66,7 +67,9 @@ export function buildIngress(deps: {
   // Only GatewayService's paths need connect-node, which parses every request's URL to route
   // it; the REST routes go straight to their handler.
   const rpcPrefix = `/${GatewayService.typeName}/`;
+  const cors = createCors(deps.config.server.cors_origins);
   const handler: DualHandler = (req, res) => {
+    if (cors?.(req, res)) return; // a preflight, answered
     if (req.url?.startsWith(rpcPrefix)) {
       capDeadline(req.headers);
       // A request refused before its body was read (over readMaxBytes, undecodable) leaves the

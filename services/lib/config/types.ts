@@ -13,6 +13,11 @@ export interface ServerConfig {
   prober: ListenAddress;
   max_body_bytes: number;
   drain_timeout_ms: number;
+  /**
+   * Web origins whose pages may call the ingress from a browser (CORS): exact origins
+   * ("https://app.example.com") or "*" for any. Empty: none (the default).
+   */
+  cors_origins: string[];
 }
 
 export interface PeersConfig {

@@ -37,6 +37,7 @@ describe("defaults", () => {
         prober: { host: "127.0.0.1", port: 8083 },
         max_body_bytes: 4194304,
         drain_timeout_ms: 30000,
+        cors_origins: [],
       },
       peers: { router: "http://127.0.0.1:8081", connectors: ["http://127.0.0.1:8082"] },
       providers: {
@@ -269,6 +270,24 @@ server: { drain_timeout_ms: 100000000000000000000 }
       "server.drain_timeout_ms: must be a positive integer (milliseconds) up to 2147483647, about 24.8 days, got 100000000000000000000",
       "routing.backoff.max_ms: must be a non-negative integer (milliseconds) up to 2147483647, about 24.8 days, got 2147483648",
       "routing.timeouts.total_ms: must be a positive integer (milliseconds) up to 2147483647, about 24.8 days, got 3000000000",
+    ]);
+  });
+
+  it("takes web origins or * for cors_origins, and names what is not one", () => {
+    expect(
+      configOf(`${MINIMAL}
+server: { cors_origins: ["https://app.example.com", "http://localhost:5173", "*"] }
+`).server.cors_origins,
+    ).toEqual(["https://app.example.com", "http://localhost:5173", "*"]);
+    expect(
+      problemsOf(`${MINIMAL}
+server: { cors_origins: ["https://app.example.com/", "app.example.com", "ftp://x.example", 3] }
+`),
+    ).toEqual([
+      'server.cors_origins[0]: must be "*" or an origin such as "https://app.example.com", got "https://app.example.com/"',
+      'server.cors_origins[1]: must be "*" or an origin such as "https://app.example.com", got "app.example.com"',
+      'server.cors_origins[2]: must be "*" or an origin such as "https://app.example.com", got "ftp://x.example"',
+      "server.cors_origins[3]: must be a string, got a number",
     ]);
   });
 

@@ -398,7 +398,15 @@ function readConfig(root: Node): Config {
 }
 
 function readServer(node: Node): ServerConfig {
-  section(node, ["ingress", "router", "connector", "prober", "max_body_bytes", "drain_timeout_ms"]);
+  section(node, [
+    "ingress",
+    "router",
+    "connector",
+    "prober",
+    "max_body_bytes",
+    "drain_timeout_ms",
+    "cors_origins",
+  ]);
   return {
     ingress: readListen(node.child("ingress"), "0.0.0.0", 8080),
     router: readListen(node.child("router"), "127.0.0.1", 8081),
@@ -406,7 +414,27 @@ function readServer(node: Node): ServerConfig {
     prober: readListen(node.child("prober"), "127.0.0.1", 8083),
     max_body_bytes: numberOr(node.child("max_body_bytes"), POSITIVE_INTEGER, 4_194_304),
     drain_timeout_ms: numberOr(node.child("drain_timeout_ms"), DURATION_MS, 30_000),
+    cors_origins: readOrigins(node.child("cors_origins")),
   };
+}
+
+/** Web origins as a browser sends them (scheme://host[:port], no path), or "*". */
+function readOrigins(node: Node): string[] {
+  const origins: string[] = [];
+  for (const item of list(node) ?? []) {
+    const origin = requiredString(item);
+    if (origin === "") continue; // already reported
+    const parsed = URL.canParse(origin) ? new URL(origin) : undefined;
+    const valid =
+      origin === "*" ||
+      (parsed !== undefined &&
+        ["http:", "https:"].includes(parsed.protocol) &&
+        parsed.origin === origin);
+    if (valid) origins.push(origin);
+    else
+      item.problem(`must be "*" or an origin such as "https://app.example.com", got "${origin}"`);
+  }
+  return origins;
 }
 
 function readListen(node: Node, host: string, port: number): ListenAddress {
