@@ -598,6 +598,31 @@ describe("embeddings", () => {
   });
 });
 
+describe("log probabilities", () => {
+  it("reach an openai client from an OpenAI-compatible upstream, whole and streamed", async () => {
+    openaiUp.setBehavior({ kind: "answer", text: "one two three", chunks: 3 });
+    const body = {
+      model: "m-openai",
+      logprobs: true,
+      top_logprobs: 0,
+      messages: [{ role: "user" as const, content: "count" }],
+    };
+    const whole = await oai.chat.completions.create(body);
+    const tokens = whole.choices[0]?.logprobs?.content?.map((t) => [t.token, t.logprob]);
+    expect(tokens).toEqual([
+      ["one ", -0.1],
+      ["two ", -0.2],
+      ["three", -0.3],
+    ]);
+    const streamed: Array<[string, number]> = [];
+    for await (const c of await oai.chat.completions.create({ ...body, stream: true })) {
+      for (const t of c.choices[0]?.logprobs?.content ?? []) streamed.push([t.token, t.logprob]);
+    }
+    expect(streamed).toEqual(tokens);
+    expect(openaiUp.requests.at(-1)?.body).toMatchObject({ logprobs: true, top_logprobs: 0 });
+  });
+});
+
 describe("the stop sequence that ended an answer", () => {
   it("reaches an anthropic client as the upstream named it, whole and streamed", async () => {
     anthropicUp.setBehavior({

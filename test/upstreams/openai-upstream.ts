@@ -433,6 +433,14 @@ async function answer(
     fragments: splitInto(call.arguments, call.fragments ?? 3),
   }));
   const created = Math.floor(Date.now() / 1000);
+  // As OpenAI does when asked (`logprobs: true`): one entry per token, here per piece.
+  const logprobOf = (piece: string, i: number) => ({
+    token: piece,
+    logprob: -(i + 1) / 10,
+    bytes: [...Buffer.from(piece)],
+    top_logprobs: [],
+  });
+  const wantsLogprobs = request.logprobs === true;
   const finishReason = behavior.finishReason ?? (calls.length > 0 ? "tool_calls" : "stop");
   const fragmentCount = calls.reduce((n, call) => n + call.fragments.length, 0);
   const promptTokens = behavior.usage?.prompt_tokens ?? 10;
@@ -461,7 +469,7 @@ async function answer(
     const choice: Record<string, unknown> = {
       index: 0,
       message,
-      logprobs: null,
+      logprobs: wantsLogprobs ? { content: pieces.map(logprobOf), refusal: null } : null,
       finish_reason: finishReason,
     };
     if (azure) choice.content_filter_results = AZURE_FILTER_PASSED;
@@ -500,13 +508,17 @@ async function answer(
       prompt_filter_results: [{ prompt_index: 0, content_filter_results: AZURE_FILTER_PASSED }],
     });
   }
-  const chunk = (delta: Record<string, unknown>, finish: string | null = null) => ({
+  const chunk = (
+    delta: Record<string, unknown>,
+    finish: string | null = null,
+    logprobs: unknown = null,
+  ) => ({
     ...head,
     choices: [
       {
         index: 0,
         delta,
-        logprobs: null,
+        logprobs,
         finish_reason: finish,
         ...(azure && { content_filter_results: delta.role ? {} : AZURE_FILTER_PASSED }),
       },
@@ -514,7 +526,10 @@ async function answer(
     ...(includeUsage && { usage: null }),
   });
   events.push(chunk({ role: "assistant", content: "", refusal: null }));
-  for (const piece of pieces) events.push(chunk({ content: piece }));
+  for (const [i, piece] of pieces.entries()) {
+    const logprobs = wantsLogprobs ? { content: [logprobOf(piece, i)], refusal: null } : null;
+    events.push(chunk({ content: piece }, null, logprobs));
+  }
   for (const [index, call] of calls.entries()) {
     events.push(
       chunk({

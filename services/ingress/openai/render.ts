@@ -117,7 +117,7 @@ function renderChoice(choice: Choice): CompletionChoice {
   return {
     index: choice.index,
     message: rendered,
-    logprobs: null,
+    logprobs: logprobsOf(choice.logprobsJson),
     finish_reason: openAIFinishReason(choice.finishReason, choice.rawFinishReason),
   };
 }
@@ -227,10 +227,15 @@ export class ChunkRenderer {
     return {
       index: d.index,
       delta,
-      logprobs: null,
+      logprobs: logprobsOf(d.logprobsJson),
       finish_reason: openAIFinishReason(d.finishReason, d.rawFinishReason),
     };
   }
+}
+
+/** The upstream's log probabilities, as it sent them; null when it sent none (OpenAI's own). */
+function logprobsOf(json: string | undefined): unknown {
+  return json === undefined ? null : JSON.parse(json);
 }
 
 /** A whole reasoning block, for the client to send back on its assistant message. */

@@ -38,6 +38,8 @@ interface ChoiceParts {
   finishReason: FinishReason;
   rawFinishReason: string | undefined;
   stopSequence: string | undefined;
+  /** The tokens' log probabilities so far (OpenAI's `content` and `refusal` lists), if any came. */
+  logprobs: { content: unknown[]; refusal: unknown[] } | undefined;
 }
 
 /**
@@ -68,6 +70,7 @@ export class CompletionBuilder {
           finishReason: FinishReason.UNSPECIFIED,
           rawFinishReason: undefined,
           stopSequence: undefined,
+          logprobs: undefined,
         };
         this.#choices.set(delta.index, choice);
       } else if (choice.role === Role.UNSPECIFIED) {
@@ -94,6 +97,7 @@ export class CompletionBuilder {
         choice.rawFinishReason = delta.rawFinishReason;
       }
       if (delta.stopSequence !== undefined) choice.stopSequence = delta.stopSequence;
+      if (delta.logprobsJson !== undefined) addLogprobs(choice, delta.logprobsJson);
     }
   }
 
@@ -154,6 +158,31 @@ function mergedDelta(parts: ChoiceParts): ChoiceDelta {
     finishReason: parts.finishReason,
     rawFinishReason: parts.rawFinishReason,
     stopSequence: parts.stopSequence,
+    logprobsJson: logprobsJson(parts),
+  });
+}
+
+/** One chunk's log probabilities, appended to the answer's (OpenAI lists them per token). */
+function addLogprobs(parts: ChoiceParts, json: string): void {
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch {
+    return;
+  }
+  if (typeof value !== "object" || value === null) return;
+  const { content, refusal } = value as { content?: unknown; refusal?: unknown };
+  parts.logprobs ??= { content: [], refusal: [] };
+  if (Array.isArray(content)) parts.logprobs.content.push(...content);
+  if (Array.isArray(refusal)) parts.logprobs.refusal.push(...refusal);
+}
+
+function logprobsJson(parts: ChoiceParts): string | undefined {
+  const l = parts.logprobs;
+  if (l === undefined) return undefined;
+  return JSON.stringify({
+    content: l.content.length > 0 ? l.content : null,
+    refusal: l.refusal.length > 0 ? l.refusal : null,
   });
 }
 
@@ -179,6 +208,7 @@ function buildChoice(parts: ChoiceParts): Choice {
     finishReason: parts.finishReason,
     rawFinishReason: parts.rawFinishReason,
     stopSequence: parts.stopSequence,
+    logprobsJson: logprobsJson(parts),
     reasoning: parts.reasoning.length > 0 ? parts.reasoning.join("") : undefined,
   });
 }

@@ -42,6 +42,7 @@ export function fromOpenAICompletion(
         return out;
       });
       setFinish(delta, choice.finish_reason);
+      if (isRecord(choice.logprobs)) delta.logprobsJson = JSON.stringify(choice.logprobs);
       return delta;
     }),
   });

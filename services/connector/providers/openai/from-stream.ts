@@ -46,6 +46,7 @@ export function fromOpenAIChunk(
     setText(canonical, "reasoning", delta.reasoning_content);
     if (delta.tool_calls !== undefined) canonical.toolCalls = toolCallDeltas(delta.tool_calls);
     setFinish(canonical, choice.finish_reason);
+    if (isRecord(choice.logprobs)) canonical.logprobsJson = JSON.stringify(choice.logprobs);
     out.choices.push(canonical);
   }
   if (first) out.start = toStart(chunk, provider);
@@ -79,7 +80,8 @@ export function isEmptyDelta(delta: ChoiceDelta): boolean {
     delta.refusal === undefined &&
     delta.toolCalls.length === 0 &&
     delta.finishReason === FinishReason.UNSPECIFIED &&
-    delta.rawFinishReason === undefined
+    delta.rawFinishReason === undefined &&
+    delta.logprobsJson === undefined
   );
 }
 
