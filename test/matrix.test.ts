@@ -598,6 +598,43 @@ describe("embeddings", () => {
   });
 });
 
+describe("Anthropic's prompt cache in the usage", () => {
+  it("tells cache writes and reads apart from the rest of the prompt, for either client", async () => {
+    anthropicUp.setBehavior({
+      kind: "answer",
+      text: "ok",
+      usage: {
+        input_tokens: 12,
+        cache_creation_input_tokens: 500,
+        cache_read_input_tokens: 300,
+        output_tokens: 7,
+      },
+    });
+    try {
+      const body = { model: "m-anthropic", messages: [{ role: "user" as const, content: "x" }] };
+      for (const usage of [
+        (await claude.messages.create({ ...body, max_tokens: 10 })).usage,
+        (await claude.messages.stream({ ...body, max_tokens: 10 }).finalMessage()).usage,
+      ]) {
+        expect(usage).toMatchObject({
+          input_tokens: 12,
+          cache_creation_input_tokens: 500,
+          cache_read_input_tokens: 300,
+          output_tokens: 7,
+        });
+      }
+      // OpenAI's usage counts every prompt token, the cache reads as cached_tokens.
+      const openai = (await oai.chat.completions.create(body)).usage;
+      expect(openai).toMatchObject({
+        prompt_tokens: 812,
+        prompt_tokens_details: { cached_tokens: 300 },
+      });
+    } finally {
+      anthropicUp.setBehavior({ kind: "answer" });
+    }
+  });
+});
+
 describe("log probabilities", () => {
   it("reach an openai client from an OpenAI-compatible upstream, whole and streamed", async () => {
     openaiUp.setBehavior({ kind: "answer", text: "one two three", chunks: 3 });

@@ -378,6 +378,7 @@ export class ChatExchange {
       prompt: u?.promptTokens || this.estimate.prompt,
       completion: Math.max(u?.completionTokens ?? 0, tokensOfText(this.answerChars)),
       cachedPrompt: u?.cachedPromptTokens ?? 0,
+      cacheWritePrompt: u?.cacheWritePromptTokens ?? 0,
     };
   }
 
@@ -456,6 +457,7 @@ export class ChatExchange {
       tokens_in: used.prompt,
       tokens_out: used.completion,
       tokens_cached: used.cachedPrompt || undefined,
+      tokens_cache_write: used.cacheWritePrompt || undefined,
       cost_usd: this.price ? cost : undefined,
       first_token_ms: this.firstTokenMs === undefined ? undefined : round(this.firstTokenMs),
       upstream_ms: this.upstreamMs === undefined ? undefined : round(this.upstreamMs),
@@ -500,6 +502,7 @@ function usageTokens(u: Usage): TokenUsage {
     prompt: u.promptTokens,
     completion: u.completionTokens,
     cachedPrompt: u.cachedPromptTokens ?? 0,
+    cacheWritePrompt: u.cacheWritePromptTokens ?? 0,
   };
 }
 

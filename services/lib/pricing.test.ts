@@ -63,6 +63,15 @@ describe("costUsd", () => {
     expect(usd).toBeCloseTo(1.2 + 0.2 + 0.8);
   });
 
+  it("charges prompt tokens written to the cache at the cache-write price, or the input price", () => {
+    // Anthropic's list prices for Sonnet: $3 in, $0.30 read, $3.75 written, $15 out.
+    const sonnet = { input: 3, output: 15, cached_input: 0.3, cache_write: 3.75 };
+    const usage = { prompt: 812, completion: 7, cachedPrompt: 300, cacheWritePrompt: 500 };
+    expect(costUsd(sonnet, usage)).toBeCloseTo((12 * 3 + 300 * 0.3 + 500 * 3.75 + 7 * 15) / 1e6);
+    expect(costUsd({ input: 3, output: 15 }, usage)).toBeCloseTo((812 * 3 + 7 * 15) / 1e6);
+    expect(priceFor(target("claude-sonnet-4-5-20250929"))?.cache_write).toBe(3.75);
+  });
+
   it("charges cached tokens at the input price when the price has no cached rate", () => {
     const usd = costUsd(
       { input: 3, output: 15 },

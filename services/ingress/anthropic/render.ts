@@ -84,8 +84,8 @@ function stopSequence(
 }
 
 /**
- * Anthropic counts cache reads apart from `input_tokens`; the canonical prompt count includes
- * them. Cache writes cannot be told apart in the canonical usage and stay in `input_tokens`.
+ * Anthropic counts cache reads and cache writes apart from `input_tokens`; the canonical prompt
+ * count includes both.
  */
 export function renderUsage(
   u: Usage | undefined,
@@ -93,9 +93,11 @@ export function renderUsage(
 ): AnthropicUsage & { cost_usd?: number } {
   if (u === undefined) return { input_tokens: 0, output_tokens: 0 };
   const cached = u.cachedPromptTokens;
+  const written = u.cacheWritePromptTokens;
   // Keys in the order Anthropic sends them.
   const out: AnthropicUsage & { cost_usd?: number } = {
-    input_tokens: Math.max(0, u.promptTokens - (cached ?? 0)),
+    input_tokens: Math.max(0, u.promptTokens - (cached ?? 0) - (written ?? 0)),
+    ...(written !== undefined && { cache_creation_input_tokens: written }),
     ...(cached !== undefined && { cache_read_input_tokens: cached }),
     output_tokens: u.completionTokens,
   };

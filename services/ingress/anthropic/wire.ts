@@ -15,6 +15,8 @@ export type AnthropicStopReason =
 export interface AnthropicUsage {
   /** Prompt tokens not read from the cache. */
   input_tokens: number;
+  /** Present only when the upstream reported cache writes. */
+  cache_creation_input_tokens?: number;
   /** Present only when the upstream reported cache reads. */
   cache_read_input_tokens?: number;
   output_tokens: number;

@@ -59,8 +59,10 @@ export interface Price {
   input: number;
   /** USD per 1M output tokens. */
   output: number;
-  /** USD per 1M cached input tokens. */
+  /** USD per 1M cached input tokens (read from the provider's prompt cache). */
   cached_input?: number;
+  /** USD per 1M input tokens written to the provider's prompt cache (Anthropic charges more). */
+  cache_write?: number;
 }
 
 export interface TargetConfig {

@@ -674,13 +674,15 @@ function readTarget(node: Node, providerNames: ReadonlySet<string>): TargetConfi
 }
 
 function readPrice(node: Node): Price {
-  section(node, ["input", "output", "cached_input"]);
+  section(node, ["input", "output", "cached_input", "cache_write"]);
   const price: Price = {
     input: requiredNumber(node.child("input"), NON_NEGATIVE),
     output: requiredNumber(node.child("output"), NON_NEGATIVE),
   };
   const cachedInput = optionalNumber(node.child("cached_input"), NON_NEGATIVE);
   if (cachedInput !== undefined) price.cached_input = cachedInput;
+  const cacheWrite = optionalNumber(node.child("cache_write"), NON_NEGATIVE);
+  if (cacheWrite !== undefined) price.cache_write = cacheWrite;
   return price;
 }
 

@@ -160,6 +160,8 @@ export function toUsage(usage: unknown): Usage | undefined {
     totalTokens: prompt + completion,
   });
   if (isCount(cacheRead)) out.cachedPromptTokens = cacheRead;
+  const cacheWrite = usage.cache_creation_input_tokens;
+  if (isCount(cacheWrite)) out.cacheWritePromptTokens = cacheWrite;
   return out;
 }
 
