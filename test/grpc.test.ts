@@ -268,6 +268,23 @@ describe.each([
   });
 });
 
+describe("an upstream that answers 429", () => {
+  it("reaches a gRPC client as RESOURCE_EXHAUSTED with its retry-after", async () => {
+    const client = createClient(GatewayService, createGrpcTransport({ baseUrl: gw.url }));
+    upstream.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "7" } });
+    try {
+      const err = await client.chat({ params: params() }, { headers: auth }).then(
+        () => undefined,
+        (e) => ConnectError.from(e),
+      );
+      expect(err?.code).toBe(Code.ResourceExhausted);
+      expect(err?.metadata.get("retry-after")).toBe("7");
+    } finally {
+      upstream.setBehavior({ kind: "answer", text: "one two three", chunks: 3 });
+    }
+  });
+});
+
 describe("a tool schema nested deeper than JSON.stringify can walk", () => {
   it("is refused with INVALID_ARGUMENT, not INTERNAL", async () => {
     const client = createClient(GatewayService, createGrpcTransport({ baseUrl: gw.url }));

@@ -51,14 +51,20 @@ export function decorateLimitError(
   }
 }
 
-/** The ConnectError for a Failure; a refused admission also carries the rate-limit metadata. */
+/**
+ * The ConnectError for a Failure. A refused admission also carries the rate-limit metadata; any
+ * 429 (an upstream's too) says when to come back in `retry-after`, as REST's does.
+ */
 export function connectErrorFor(f: Failure, now: number): ConnectError {
   const ce = f.toConnectError();
   if (f instanceof LimitExceeded) {
     const headers = rateLimitHeaders(f.snapshot, "grpc", now);
-    headers["retry-after"] = String(Math.ceil(f.retryAfterMs / 1000));
     headers["x-switchyard-limit"] = f.limit;
     for (const [k, v] of Object.entries(headers)) ce.metadata.set(k, v);
+  }
+  if (f.status === 429) {
+    // A second when no one said, as the REST envelopes do (openai/errors.ts).
+    ce.metadata.set("retry-after", String(Math.ceil((f.retryAfterMs || 1000) / 1000)));
   }
   return ce;
 }
