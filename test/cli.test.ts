@@ -24,6 +24,34 @@ function cli(args: string[], opts: { input?: string; cwd?: string; env?: NodeJS.
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/**
+ * `switchyard start` in `cwd` (which holds its switchyard.yaml), with its output collected, once
+ * its ingress listens: the port it logged, and its exit code once it exits.
+ */
+async function startIn(cwd: string) {
+  const child = spawn(process.execPath, [BIN, "start"], {
+    cwd,
+    env: { ...process.env, SWITCHYARD_CONFIG: "", LOG_LEVEL: "info" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  child.stdout.on("data", (b: Buffer) => {
+    out += b.toString();
+  });
+  child.stderr.on("data", (b: Buffer) => {
+    out += b.toString();
+  });
+  const exit = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+  let port = 0;
+  for (let i = 0; i < 200 && port === 0; i++) {
+    const m = /"service":"ingress","host":"127.0.0.1","port":(\d+)/.exec(out);
+    if (m) port = Number(m[1]);
+    else await new Promise((r) => setTimeout(r, 50));
+  }
+  expect(port, out).toBeGreaterThan(0);
+  return { child, port, exit, output: () => out };
+}
+
 describe("switchyard hash-key", () => {
   const expected = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
   it("hashes a key given as an argument", () => {
@@ -86,27 +114,8 @@ server:
   drain_timeout_ms: 10000
 `,
     );
-    const child = spawn(process.execPath, [BIN, "start"], {
-      cwd,
-      env: { ...process.env, SWITCHYARD_CONFIG: "", LOG_LEVEL: "info" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let out = "";
-    child.stdout.on("data", (b: Buffer) => {
-      out += b.toString();
-    });
-    child.stderr.on("data", (b: Buffer) => {
-      out += b.toString();
-    });
-    const exit = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
-    let port = 0;
-    for (let i = 0; i < 200 && port === 0; i++) {
-      const m = /"service":"ingress","host":"127.0.0.1","port":(\d+)/.exec(out);
-      if (m) port = Number(m[1]);
-      else await new Promise((r) => setTimeout(r, 50));
-    }
-    expect(port, out).toBeGreaterThan(0);
-    expect(out).toContain("the gateway is open");
+    const { child, port, exit, output } = await startIn(cwd);
+    expect(output()).toContain("the gateway is open");
 
     const client = new OpenAI({
       baseURL: `http://127.0.0.1:${port}/v1`,
@@ -130,7 +139,7 @@ server:
     expect(finish).toBe("stop");
     expect(text.split(" ").length).toBe(24);
     expect(await exit).toBe(0);
-    expect(out).toContain('"draining"');
+    expect(output()).toContain('"draining"');
   }, 30_000);
 
   it("logs the requests a drain that ran out cut, then exits 0", async () => {
@@ -144,26 +153,7 @@ providers: { slow: { type: mock, token_interval_ms: 100, tokens: 100 } }
 models: { slow: { targets: [{ provider: slow, model: m }] } }
 `,
     );
-    const child = spawn(process.execPath, [BIN, "start"], {
-      cwd,
-      env: { ...process.env, SWITCHYARD_CONFIG: "", LOG_LEVEL: "info" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let out = "";
-    child.stdout.on("data", (b: Buffer) => {
-      out += b.toString();
-    });
-    child.stderr.on("data", (b: Buffer) => {
-      out += b.toString();
-    });
-    const exit = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
-    let port = 0;
-    for (let i = 0; i < 200 && port === 0; i++) {
-      const m = /"service":"ingress","host":"127.0.0.1","port":(\d+)/.exec(out);
-      if (m) port = Number(m[1]);
-      else await new Promise((r) => setTimeout(r, 50));
-    }
-    expect(port, out).toBeGreaterThan(0);
+    const { child, port, exit, output } = await startIn(cwd);
     // A 10 s stream and a 10 s whole answer, in flight when SIGTERM comes.
     const ask = (id: string, stream: boolean) =>
       fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
@@ -188,7 +178,7 @@ models: { slow: { targets: [{ provider: slow, model: m }] } }
     })();
     expect(await exit).toBe(0);
     await Promise.all([rest, whole]);
-    const lines = out
+    const lines = output()
       .split("\n")
       .filter((l) => l.startsWith("{"))
       .map((l) => JSON.parse(l) as Record<string, unknown>);
