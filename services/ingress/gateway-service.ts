@@ -246,7 +246,8 @@ function checkParams(params: ChatParams | undefined): ChatParams {
         `${at}.tool_call_id`,
       );
     }
-    if (m.content.length === 0 && m.toolCalls.length === 0 && !m.refusal) {
+    // An assistant message may be empty: an Anthropic-style prefill, or one that only calls tools.
+    if (m.content.length === 0 && m.role !== Role.ASSISTANT) {
       throw invalid(`'params.${at}.content' must not be empty`, `${at}.content`);
     }
     for (const [k, call] of m.toolCalls.entries()) {
