@@ -156,8 +156,10 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions)
     }
 
     finish(): ChatChunk | undefined {
-      // Without [DONE] the answer may be cut short; it must not pass for a complete one.
-      if (!this.complete) throw streamEndedEarly(name, secrets);
+      // Without [DONE] the answer may be cut short; it must not pass for a complete one. The
+      // body ended whole, though, and some servers (TGI, llama.cpp forks) never send [DONE]: an
+      // answer whose every choice gave its finish reason is complete all the same.
+      if (!this.complete && !this.translator.finished()) throw streamEndedEarly(name, secrets);
       return this.translator.end();
     }
   }

@@ -32,7 +32,7 @@ export function fromOpenAICompletion(
       });
       setText(delta, "content", message.content);
       setText(delta, "refusal", message.refusal);
-      setText(delta, "reasoning", message.reasoning_content);
+      setText(delta, "reasoning", reasoningOf(message));
       delta.toolCalls = records(message.tool_calls).map((call, index) => {
         const out = makeMessage(ToolCallDeltaSchema, { index });
         const fn = isRecord(call.function) ? call.function : {};
@@ -77,9 +77,18 @@ const FINISH_REASONS: Record<string, FinishReason> = {
 
 /** Sets the canonical finish reason and keeps the upstream's own word beside it. */
 export function setFinish(delta: ChoiceDelta, raw: unknown): void {
-  if (typeof raw !== "string") return;
+  // Some servers (Ollama, sglang) send "" on every chunk, KoboldCpp "null": not finished yet.
+  if (typeof raw !== "string" || raw === "" || raw === "null") return;
   delta.finishReason = FINISH_REASONS[raw] ?? FinishReason.OTHER;
   delta.rawFinishReason = raw;
+}
+
+/**
+ * A message's or delta's reasoning text: `reasoning_content` (DeepSeek, older vLLM) or
+ * `reasoning` (vLLM since it renamed the field, OpenRouter, Groq).
+ */
+export function reasoningOf(message: Record<string, unknown>): unknown {
+  return message.reasoning_content ?? message.reasoning;
 }
 
 export function setText(

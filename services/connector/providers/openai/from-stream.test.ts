@@ -120,6 +120,30 @@ describe("fromOpenAIChunk", () => {
     expect(chunk.start).toBeUndefined();
   });
 
+  it("reads `reasoning` (vLLM, OpenRouter, Groq) as reasoning too", () => {
+    const chunk = fromOpenAIChunk(
+      JSON.parse('{"choices":[{"index":0,"delta":{"reasoning":"Hmm"}}]}') as OpenAIChatChunk,
+      "p",
+      false,
+    );
+    expect(chunk.choices[0]?.reasoning).toBe("Hmm");
+  });
+
+  it.each(["", "null"])(
+    "takes finish_reason %j for no finish yet (Ollama, sglang, KoboldCpp)",
+    (raw) => {
+      const chunk = fromOpenAIChunk(
+        JSON.parse(
+          `{"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":${JSON.stringify(raw)}}]}`,
+        ) as OpenAIChatChunk,
+        "p",
+        false,
+      );
+      expect(chunk.choices[0]?.finishReason).toBe(FinishReason.UNSPECIFIED);
+      expect(chunk.choices[0]?.rawFinishReason).toBeUndefined();
+    },
+  );
+
   it("tolerates a sloppy server's missing fields", () => {
     const sloppy = JSON.parse('{"choices":[{"delta":{"content":"x"}}]}') as OpenAIChatChunk;
     const chunk = fromOpenAIChunk(sloppy, "p", true);
@@ -178,6 +202,36 @@ describe("createOpenAIStreamTranslator", () => {
       choices: [{ index: 0, finish_reason: null, content_filter_results: {} }],
     } as unknown as OpenAIChatChunk;
     expect(translator.push(annotation)).toBeUndefined();
+  });
+
+  it.each([
+    ["every call at index 0 (Ollama)", { index: 0 }],
+    ["no index at all", {}],
+  ])("keeps parallel calls apart when their indexes do not: %s", (_, index) => {
+    const translator = createOpenAIStreamTranslator("p");
+    const call = (id: string, name: string, args: string) =>
+      ({
+        ...head,
+        id: "chatcmpl-1",
+        choices: [
+          {
+            index: 0,
+            delta: {
+              tool_calls: [{ ...index, id, type: "function", function: { name, arguments: args } }],
+            },
+            finish_reason: null,
+          },
+        ],
+      }) as unknown as OpenAIChatChunk;
+    const chunks = [
+      translator.push(call("call_p", "get_weather", '{"city":"Paris"}')),
+      translator.push(call("call_r", "get_time", '{"tz":"CET"}')),
+    ];
+    const calls = chunks.flatMap((c) => c?.choices[0]?.toolCalls ?? []);
+    expect(calls.map((c) => [c.index, c.id, c.name, c.arguments])).toEqual([
+      [0, "call_p", "get_weather", '{"city":"Paris"}'],
+      [1, "call_r", "get_time", '{"tz":"CET"}'],
+    ]);
   });
 
   it("still yields a start at the end of a stream that had nothing else", () => {

@@ -12,6 +12,7 @@ import type { OpenAIChatChunk } from "../../../lib/wire/openai.js";
 import {
   isCount,
   isRecord,
+  reasoningOf,
   records,
   setFinish,
   setText,
@@ -43,7 +44,7 @@ export function fromOpenAIChunk(
     if (delta.role === "assistant") canonical.role = Role.ASSISTANT;
     setText(canonical, "content", delta.content);
     setText(canonical, "refusal", delta.refusal);
-    setText(canonical, "reasoning", delta.reasoning_content);
+    setText(canonical, "reasoning", reasoningOf(delta));
     if (delta.tool_calls !== undefined) canonical.toolCalls = toolCallDeltas(delta.tool_calls);
     setFinish(canonical, choice.finish_reason);
     if (isRecord(choice.logprobs)) canonical.logprobsJson = JSON.stringify(choice.logprobs);
@@ -64,6 +65,37 @@ function toolCallDeltas(calls: unknown): ToolCallDelta[] {
     if (typeof fn.arguments === "string") fragment.arguments = fn.arguments;
     return fragment;
   });
+}
+
+/**
+ * Tool-call indexes as a client can trust them. OpenAI numbers a choice's parallel calls 0, 1, 2
+ * and sends each call's id on its first fragment; some servers give every call index 0 (Ollama)
+ * or none at all, so the fragments of two calls would run together. A fragment that brings a new
+ * id to an index already in use starts a new call, at the next free index; a fragment without an
+ * id continues the call last started at its index.
+ */
+class ToolCallIndexes {
+  /** Upstream index → the id of the call last started there, and that call's index here. */
+  readonly #at = new Map<number, { id: string | undefined; index: number }>();
+  readonly #used = new Set<number>();
+
+  of(fragment: ToolCallDelta): number {
+    const upstream = fragment.index;
+    const seen = this.#at.get(upstream);
+    if (seen !== undefined && (fragment.id === undefined || fragment.id === seen.id)) {
+      return seen.index;
+    }
+    if (seen !== undefined && seen.id === undefined) {
+      // The call's id came after its first fragment: still the same call.
+      seen.id = fragment.id;
+      return seen.index;
+    }
+    let index = upstream;
+    while (this.#used.has(index)) index++;
+    this.#used.add(index);
+    this.#at.set(upstream, { id: fragment.id, index });
+    return index;
+  }
 }
 
 /** A chunk with nothing for the client (e.g. a keep-alive or filter-results-only chunk). */
@@ -90,6 +122,8 @@ export interface OpenAIStreamTranslator {
   push(chunk: OpenAIChatChunk): ChatChunk | undefined;
   /** At a clean end of the stream: a start-only chunk if no chunk carried the start yet. */
   end(): ChatChunk | undefined;
+  /** Whether every choice so far (and at least one) came with its finish reason. */
+  finished(): boolean;
 }
 
 /**
@@ -100,10 +134,27 @@ export interface OpenAIStreamTranslator {
 export function createOpenAIStreamTranslator(provider: string): OpenAIStreamTranslator {
   let started = false;
   let idleHead: OpenAIChatChunk | undefined;
+  /** Per choice, the tool calls seen so far (see ToolCallIndexes). */
+  let toolCalls: Map<number, ToolCallIndexes> | undefined;
+  /** The choices seen, and those of them that finished. */
+  const choices = new Set<number>();
+  const finished = new Set<number>();
   return {
     push(chunk) {
       const out = fromOpenAIChunk(chunk, provider, !started);
       out.choices = out.choices.filter((delta) => !isEmptyDelta(delta));
+      for (const delta of out.choices) {
+        choices.add(delta.index);
+        if (delta.finishReason !== FinishReason.UNSPECIFIED) finished.add(delta.index);
+        if (delta.toolCalls.length === 0) continue;
+        toolCalls ??= new Map();
+        let indexes = toolCalls.get(delta.index);
+        if (indexes === undefined) {
+          indexes = new ToolCallIndexes();
+          toolCalls.set(delta.index, indexes);
+        }
+        for (const fragment of delta.toolCalls) fragment.index = indexes.of(fragment);
+      }
       if (out.choices.length === 0 && out.usage === undefined) {
         idleHead ??= chunk;
         return undefined;
@@ -111,6 +162,7 @@ export function createOpenAIStreamTranslator(provider: string): OpenAIStreamTran
       started = true;
       return out;
     },
+    finished: () => choices.size > 0 && finished.size === choices.size,
     end() {
       if (started || idleHead === undefined) return undefined;
       started = true;

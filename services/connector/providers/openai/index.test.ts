@@ -256,6 +256,24 @@ describe("openai provider over HTTP", () => {
     },
   );
 
+  it("takes a stream that ends whole without [DONE] once every choice has finished (TGI, llama.cpp forks)", async () => {
+    const chunk = (delta: object, finish: string | null) =>
+      `data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":${JSON.stringify(delta)},"finish_reason":${JSON.stringify(finish)}}]}\n\n`;
+    upstream.setBehavior({
+      kind: "raw",
+      chunks: [chunk({ role: "assistant", content: "hi" }, null), chunk({}, "stop")],
+    });
+    const chunks = await collect(provider().chat(call(true)));
+    expect(assemble(chunks).finishReason).toBe(FinishReason.STOP);
+    // Without the finish reason it stays a stream cut short.
+    upstream.setBehavior({
+      kind: "raw",
+      chunks: [chunk({ role: "assistant", content: "hi" }, null)],
+    });
+    const { error } = await failure(provider().chat(call(true)));
+    expect(error.message).toMatch(/ended early/);
+  });
+
   it("throws when the stream stops in the middle of an event", async () => {
     upstream.setBehavior({
       kind: "raw",
