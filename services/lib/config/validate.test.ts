@@ -421,6 +421,16 @@ models:
     ]);
   });
 
+  it("does not ask an Azure v1 base_url (…/openai/v1) for an api_version", () => {
+    const config = configOf(`
+providers:
+  azv1: { type: azure-openai, base_url: "https://x.openai.azure.com/openai/v1", api_key: k }
+models:
+  m: { targets: [{ provider: azv1, model: gpt-4o }] }
+`);
+    expect(config.providers.azv1?.api_version).toBeUndefined();
+  });
+
   it("rejects fields that do not apply to the provider's type", () => {
     expect(
       problemsOf(`

@@ -535,8 +535,11 @@ function readProvider(node: Node): ProviderConfig {
   }
 
   const apiVersionNode = node.child("api_version");
-  if (type === "azure-openai") provider.api_version = requiredString(apiVersionNode);
-  else if (!apiVersionNode.absent) apiVersionNode.problem("only valid for type azure-openai");
+  if (type === "azure-openai") {
+    // Azure's v1 API (`…/openai/v1`) is not versioned by date; its deployments path is.
+    const v1 = provider.base_url !== undefined && /\/openai\/v1$/.test(provider.base_url);
+    if (!v1 || !apiVersionNode.absent) provider.api_version = requiredString(apiVersionNode);
+  } else if (!apiVersionNode.absent) apiVersionNode.problem("only valid for type azure-openai");
 
   const headers = readHeaders(node.child("headers"));
   if (headers !== undefined) provider.headers = headers;

@@ -71,6 +71,29 @@ describe("AnthropicStreamTranslator", () => {
     expect(answer?.rawFinishReason).toBe("tool_use");
   });
 
+  it("gives a call whose input streamed nothing the arguments {}, not an empty string", () => {
+    const t = new AnthropicStreamTranslator({ provider: "claude" });
+    const events = [
+      { type: "message_start", message: { id: "msg_1", model: "m", usage: { input_tokens: 3 } } },
+      {
+        type: "content_block_start",
+        index: 0,
+        content_block: { type: "tool_use", id: "toolu_E", name: "get_time", input: {} },
+      },
+      {
+        type: "content_block_delta",
+        index: 0,
+        delta: { type: "input_json_delta", partial_json: "" },
+      },
+      { type: "content_block_stop", index: 0 },
+      { type: "message_delta", delta: { stop_reason: "tool_use" }, usage: { output_tokens: 5 } },
+      { type: "message_stop" },
+    ];
+    const chunks = events.flatMap((e) => t.push(e) ?? []);
+    const call = aggregate(chunks).choices[0]?.message?.toolCalls[0];
+    expect([call?.id, call?.name, call?.arguments]).toEqual(["toolu_E", "get_time", "{}"]);
+  });
+
   it("numbers tool calls by their order among tool_use blocks, not by block index", () => {
     const { chunks } = translateStream("stream-thinking-tool-use.sse", {
       provider: "claude",

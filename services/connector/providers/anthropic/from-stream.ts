@@ -29,6 +29,8 @@ interface Block {
   toolIndex: number;
   /** For thinking blocks: the text so far and the signature, to hand the block on whole. */
   thinking?: { text: string[]; signature: string };
+  /** A tool call's block: whether any of its input arrived. */
+  gotInput?: boolean;
 }
 
 /**
@@ -162,6 +164,7 @@ export class AnthropicStreamTranslator {
         const fragment = delta.partial_json;
         if (typeof fragment !== "string" || fragment === "" || block === undefined)
           return undefined;
+        block.gotInput = true;
         const call = newToolCallDelta(block.toolIndex);
         call.arguments = fragment;
         return this.#chunk(toolCallChoice(call));
@@ -177,7 +180,15 @@ export class AnthropicStreamTranslator {
    * Anthropic wants the last turn's thinking again, unchanged, when tools are in use.
    */
   #blockStop(index: unknown): ChatChunk | undefined {
-    const thinking = isCount(index) ? this.#blocks.get(index)?.thinking : undefined;
+    const block = isCount(index) ? this.#blocks.get(index) : undefined;
+    if (block?.kind === "tool" && !block.gotInput) {
+      // A call with no input streams none, but its arguments are still an object: "{}", as
+      // OpenAI sends, not "" (which clients fail to parse).
+      const call = newToolCallDelta(block.toolIndex);
+      call.arguments = "{}";
+      return this.#chunk(toolCallChoice(call));
+    }
+    const thinking = block?.thinking;
     if (thinking === undefined || thinking.signature === "") return undefined;
     const delta = newChoiceDelta(0);
     delta.reasoningBlocks.push(reasoningBlock(thinking.text.join(""), thinking.signature));
