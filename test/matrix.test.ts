@@ -762,6 +762,27 @@ describe("errors keep each client API's envelope", () => {
     expect(body.error.message).toMatch(/max_tokens/);
   });
 
+  it.each(["m-anthropic", "m-gemini"])(
+    "log probabilities, audio or web search asked of %s are refused, not dropped",
+    async (model) => {
+      const messages = [{ role: "user" as const, content: "x" }];
+      for (const [ask, field] of [
+        [{ logprobs: true }, /logprobs/],
+        [{ modalities: ["text", "audio"] as ["text", "audio"] }, /audio/],
+        [{ web_search_options: {} }, /web search/],
+      ] as const) {
+        const err = await oai.chat.completions
+          .create({ model, messages, ...ask })
+          .catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+        expect((err as Error).message).toMatch(field);
+      }
+      // A hint is no such promise: the answer comes without it.
+      const ok = await oai.chat.completions.create({ model, messages, seed: 7 });
+      expect(ok.choices[0]?.message.content).toBeTruthy();
+    },
+  );
+
   it("a feature the target cannot serve is a 400 naming the model and the feature", async () => {
     const err = await oai.chat.completions
       .create({ model: "m-anthropic", n: 2, messages: [{ role: "user", content: "x" }] })

@@ -11,6 +11,7 @@ import {
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import { plainToolCallId } from "../../../lib/chat/tool-call-ids.js";
 import { Failure } from "../../../lib/errors.js";
+import { type Refuse, refuseOpenAIOnly } from "../openai-only.js";
 import type {
   AnthropicBase64Source,
   AnthropicContentBlockParam,
@@ -62,8 +63,6 @@ export interface AnthropicRequestPlan {
   jsonTool: string | undefined;
 }
 
-type Refuse = (feature: string, param: string) => Failure;
-
 /**
  * Builds the Messages request for one attempt. Throws a `Failure` (400) for what Anthropic
  * cannot do (`unsupported`) and for malformed JSON text in `params` (`invalid_request`).
@@ -85,6 +84,7 @@ export function toAnthropicRequest(
   checkSampling(params, refuse);
 
   const extras = parseObject(params.extraJson, "extra_json");
+  if (params.clientApi !== "anthropic") refuseOpenAIOnly(extras, refuse);
   const { system, messages } = toConversation(params.messages, refuse);
   const body: AnthropicMessagesRequest = {
     model,

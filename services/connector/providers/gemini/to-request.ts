@@ -10,6 +10,7 @@ import {
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import { thoughtSignatureOf } from "../../../lib/chat/tool-call-ids.js";
 import { Failure } from "../../../lib/errors.js";
+import { refuseOpenAIOnly } from "../openai-only.js";
 import type {
   GeminiBlob,
   GeminiContent,
@@ -48,6 +49,9 @@ export function toGeminiRequest(
   target: GeminiTarget,
 ): GeminiGenerateContentRequest {
   const extras = parseObject(params.extraJson, "extra_json");
+  if (params.clientApi !== "anthropic") {
+    refuseOpenAIOnly(extras, (feature, param) => unsupported(target, feature, param));
+  }
   const body: GeminiGenerateContentRequest = { contents: toContents(params.messages, target) };
   const system = systemInstruction(params.messages, target);
   if (system !== undefined) body.systemInstruction = system;

@@ -1,0 +1,27 @@
+import type { Failure } from "../../lib/errors.js";
+
+/** Builds the provider's 400 for a feature it cannot serve (`feature`, named by `param`). */
+export type Refuse = (feature: string, param: string) => Failure;
+
+/**
+ * OpenAI request fields, passed through as they came, that change what the client gets back and
+ * that an upstream of another API cannot give: log probabilities, audio, web search results. A
+ * client that asked for them would wait for what never comes, so they are refused (400) rather
+ * than dropped. Hints that only steer the answer (`seed`, `logit_bias`, `prediction`,
+ * `reasoning_effort`, `store`, `metadata`) are left out: an answer without them is still one.
+ */
+export function refuseOpenAIOnly(extras: Record<string, unknown>, refuse: Refuse): void {
+  if (extras.logprobs === true) throw refuse("logprobs", "logprobs");
+  if (typeof extras.top_logprobs === "number" && extras.top_logprobs > 0) {
+    throw refuse("top_logprobs", "top_logprobs");
+  }
+  const modalities = extras.modalities;
+  if ((Array.isArray(modalities) && modalities.includes("audio")) || isSet(extras.audio)) {
+    throw refuse("audio output", isSet(extras.audio) ? "audio" : "modalities");
+  }
+  if (isSet(extras.web_search_options)) throw refuse("web search", "web_search_options");
+}
+
+function isSet(value: unknown): boolean {
+  return value !== undefined && value !== null;
+}
