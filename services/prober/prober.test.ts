@@ -326,6 +326,25 @@ health: { probe_interval_ms: ${intervalMs}, stale_after_ms: ${intervalMs * 4} }
 }
 
 describe("createProber", () => {
+  it("probes many targets at once without Node warning of an abort-listener leak", async () => {
+    const targets = Array.from({ length: 15 }, (_, i) => `{ provider: demo, model: m${i} }`);
+    const r = rig(`
+providers: { demo: { type: mock } }
+models: { many: { targets: [${targets.join(", ")}] } }
+`);
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on("warning", onWarning);
+    try {
+      await r.prober.probeAll();
+      await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on a tick
+    } finally {
+      process.off("warning", onWarning);
+    }
+    expect(await r.bus.health.all()).toHaveLength(15);
+    expect(warnings).not.toContain("MaxListenersExceededWarning");
+  });
+
   it("writes HEALTHY for a mock target and for an OpenAI upstream that lists its models", async () => {
     const u = await upstream();
     const r = rig(openaiConfig(u.url));

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type { Registry } from "prom-client";
 import {
   HealthSource,
@@ -211,6 +212,9 @@ export function createProber(deps: ProberDeps): Prober {
   let timer: NodeJS.Timeout | undefined;
   let round: Promise<void> | undefined;
   const abort = new AbortController();
+  // Every target's probe in flight listens to it (a round probes all of them at once): as many
+  // listeners as targets is the design, not a leak for Node to warn of.
+  setMaxListeners(0, abort.signal);
 
   async function probeOne(t: { provider: string; model: string }): Promise<void> {
     const connector = deps.connectors.pick();
