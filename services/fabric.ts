@@ -77,7 +77,7 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
   const registries: Registry[] = [processRegistry];
   const metrics = () => renderMetrics(registries);
   const closers: Array<() => Promise<void>> = [];
-  const servers: Array<{ name: ServiceName; server: DualServer }> = [];
+  const servers: Array<{ name: ServiceName; server: DualServer; onCut?: () => void }> = [];
   const ports: Partial<Record<ServiceName, number>> = {};
 
   const needsBus = has("router") || has("prober") || has("connector");
@@ -192,7 +192,11 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
       renderMetrics: metrics,
       ready: async () => !draining && (routerIsLocal || (await peerReady(config.peers.router))),
     });
-    servers.push({ name: "ingress", server: createDualServer(ingress.handler) });
+    servers.push({
+      name: "ingress",
+      server: createDualServer(ingress.handler),
+      onCut: () => ingress.cutting(),
+    });
     // Closers run in reverse: this first, before the router and connectors go away, so the
     // requests the drain cut end (and log their line) as cancelled ones do.
     closers.push(() => ingress.settled(CUT_REQUESTS_SETTLE_MS));
@@ -261,7 +265,7 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
     async stop(graceMs = config.server.drain_timeout_ms) {
       draining = true;
       announcer?.stop();
-      await Promise.all(servers.map((s) => s.server.close(graceMs)));
+      await Promise.all(servers.map((s) => s.server.close(graceMs, s.onCut)));
       for (const close of closers.reverse()) {
         await close().catch((err) => logger.warn({ err: String(err) }, "error while closing"));
       }

@@ -2,8 +2,12 @@ import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Role } from "../gen/switchyard/chat/v1/chat_pb.js";
+import { GatewayService } from "../gen/switchyard/gateway/v1/gateway_pb.js";
 import { DEMO_CONFIG_YAML } from "../services/lib/config/demo.js";
 import { BIN } from "./helpers/processes.js";
 
@@ -166,23 +170,43 @@ models: { slow: { targets: [{ provider: slow, model: m }] } }
       (r) => r.text(),
       () => "",
     );
+    // And a gRPC stream over HTTP/2, whose streams the cut ends at once.
+    const grpc = createClient(
+      GatewayService,
+      createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` }),
+    )
+      .chatStream(
+        {
+          params: {
+            model: "slow",
+            messages: [{ role: Role.USER, content: [{ part: { case: "text", value: "x" } }] }],
+          },
+        },
+        { headers: { "x-request-id": "cut-grpc" } },
+      )
+      [Symbol.asyncIterator]();
     const reader = (await streamed).body?.getReader();
-    await reader?.read(); // the stream has begun
+    await reader?.read(); // the streams have begun
+    await grpc.next();
     child.kill("SIGTERM");
-    const rest = (async () => {
+    const drain = async (next: () => Promise<{ done?: boolean }>) => {
       try {
-        for (let r = await reader?.read(); r && !r.done; r = await reader?.read()) {}
+        for (let r = await next(); !r.done; r = await next()) {}
       } catch {
         // cut
       }
-    })();
+    };
+    const rest = Promise.all([
+      drain(async () => (await reader?.read()) ?? { done: true }),
+      drain(() => grpc.next()),
+    ]);
     expect(await exit).toBe(0);
     await Promise.all([rest, whole]);
     const lines = output()
       .split("\n")
       .filter((l) => l.startsWith("{"))
       .map((l) => JSON.parse(l) as Record<string, unknown>);
-    for (const id of ["cut-stream", "cut-whole"]) {
+    for (const id of ["cut-stream", "cut-whole", "cut-grpc"]) {
       expect(lines.filter((l) => l.request_id === id && l.service === "ingress")).toEqual([
         expect.objectContaining({ status: 499, outcome: "shutdown" }),
       ]);

@@ -160,9 +160,13 @@ export class ActiveRequests {
     return this.#cut;
   }
 
-  /** Marks what follows as cut by the shutdown; resolves once none is open, or after `ms`. */
-  settled(ms: number): Promise<void> {
+  /** The shutdown is about to cut the connections still open: what ends now was cut. */
+  cutting(): void {
     this.#cut = true;
+  }
+
+  /** Resolves once no request is open, or after `ms`. */
+  settled(ms: number): Promise<void> {
     if (this.#count === 0) return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(resolve, ms);

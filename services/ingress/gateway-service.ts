@@ -140,7 +140,9 @@ export function createGatewayService(
       exchange.finish(200);
     } catch (err) {
       const f = Failure.from(err);
-      exchange.finish(ctx.signal.aborted ? 499 : f.status, { error: f, truncated: sent });
+      // A client that left (or a shutdown that cut it) is no failure of the answer's.
+      const left = ctx.signal.aborted;
+      exchange.finish(left ? 499 : f.status, { error: f, truncated: sent && !left });
       throw connectErrorFor(f, deps.clock());
     } finally {
       // A client that goes away mid-stream ends the generator at its `yield`, past the catch.

@@ -20,6 +20,8 @@ export interface IngressBuild {
   /** Serves REST and GatewayService (gRPC, Connect, gRPC-Web) from one handler. */
   handler: DualHandler;
   router: Client<typeof RouterService>;
+  /** Called as the drain time runs out, before the connections still open are cut. */
+  cutting(): void;
   /**
    * After the server closed (its drain time over, the connections still open cut): resolves
    * once every request cut has ended and logged its line, or after `ms`.
@@ -81,7 +83,12 @@ export function buildIngress(deps: {
       rpc(req, res);
     } else void rest(req, res);
   };
-  return { handler, router, settled: (ms) => metrics.active.settled(ms) };
+  return {
+    handler,
+    router,
+    cutting: () => metrics.active.cutting(),
+    settled: (ms) => metrics.active.settled(ms),
+  };
 }
 
 /**

@@ -17,8 +17,11 @@ export type DualHandler = ((
 export interface DualServer {
   /** Resolves with the bound port once listening. */
   listen(port: number, host: string): Promise<number>;
-  /** Stops accepting connections; lets open requests finish until `graceMs`, then cuts them. */
-  close(graceMs: number): Promise<void>;
+  /**
+   * Stops accepting connections; lets open requests finish until `graceMs`, then cuts them,
+   * calling `onCut` first (so what the cut ends can tell it from a client leaving).
+   */
+  close(graceMs: number, onCut?: () => void): Promise<void>;
   readonly server: net.Server;
 }
 
@@ -128,7 +131,7 @@ export function createDualServer(handler: DualHandler): DualServer {
         });
       });
     },
-    async close(graceMs) {
+    async close(graceMs, onCut) {
       closing = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // Idle keep-alive sockets (and ones that never sent a byte) close now; busy ones after
@@ -137,6 +140,7 @@ export function createDualServer(handler: DualHandler): DualServer {
         if (!h1Busy.get(socket) && !isH2Socket(socket)) socket.destroy();
       for (const s of sessions) s.close();
       const deadline = setTimeout(() => {
+        onCut?.();
         for (const s of sessions) s.destroy();
         for (const s of sockets) s.destroy();
       }, graceMs);
