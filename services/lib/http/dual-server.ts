@@ -61,7 +61,8 @@ function handOver(socket: net.Socket, to: (isH2: boolean) => void): void {
 export function createDualServer(handler: DualHandler): DualServer {
   // http.Server tracks idle keep-alive connections only for sockets it accepted itself, so the
   // sockets handed to it here are tracked by hand: in-flight requests per socket.
-  const h1Busy = new Map<net.Socket, number>();
+  // Weak: a request's 'close' can come after its socket's own, which forgets the socket.
+  const h1Busy = new WeakMap<net.Socket, number>();
   let closing = false;
   const h1 = http.createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
     const socket = req.socket;
