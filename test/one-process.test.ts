@@ -1,8 +1,10 @@
+import http2 from "node:http2";
 import { Readable } from "node:stream";
 import OpenAI from "openai";
 import { request } from "undici";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
+import { metricValue } from "./helpers/metrics.js";
 import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
 
 // All four services in one process, an OpenAI-compatible upstream on a real port, and the
@@ -308,6 +310,54 @@ describe("cancellation", () => {
     await upstreamReq?.closed;
     expect(upstreamReq?.aborted).toBe(true);
   });
+
+  it.each([
+    ["mid-stream", { kind: "answer", text: "a b c d e f g h", chunks: 8, chunkDelayMs: 200 }],
+    ["before the first token", { kind: "hang" }],
+  ] as const)(
+    "cancels the upstream request when an HTTP/2 client resets its stream %s",
+    async (_, behavior) => {
+      primary.setBehavior(behavior);
+      const session = http2.connect(gw.url);
+      try {
+        const stream = session.request({
+          ":method": "POST",
+          ":path": "/v1/chat/completions",
+          "content-type": "application/json",
+        });
+        stream.on("error", () => {});
+        stream.end(
+          JSON.stringify({
+            model: "solo",
+            stream: true,
+            messages: [{ role: "user", content: "x" }],
+          }),
+        );
+        if (behavior.kind === "hang") {
+          while (primary.requests.length === 0) await new Promise((r) => setTimeout(r, 10));
+        } else {
+          await new Promise((r) => stream.once("data", r));
+        }
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+        const upstreamReq = primary.requests.at(-1);
+        await upstreamReq?.closed;
+        expect(upstreamReq?.aborted).toBe(true);
+        // Nothing stays counted as in flight.
+        const inflight = async () =>
+          metricValue(
+            await (await request(`${gw.url}/metrics`)).body.text(),
+            "switchyard_inflight_requests",
+            { api: "openai" },
+          );
+        for (let i = 0; i < 100 && (await inflight()) !== 0; i++) {
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        expect(await inflight()).toBe(0);
+      } finally {
+        session.close();
+      }
+    },
+  );
 
   it("cancels the upstream request when a non-streaming client disconnects", async () => {
     primary.setBehavior({ kind: "hang" });

@@ -165,7 +165,7 @@ export function createRestHandler(deps: RestDeps) {
     // A client that goes away cancels the router call, and through it the upstream request.
     const abort = new CallAbort();
     const onClose = () => {
-      if (!res.writableFinished) abort.abort();
+      if (clientLeft(req, res)) abort.abort();
     };
     res.on("close", onClose);
     let first: Awaited<ReturnType<ChatExchange["open"]>>;
@@ -219,7 +219,7 @@ export function createRestHandler(deps: RestDeps) {
     const { params, encoding } = parseRequest(parseEmbeddingsRequest, body);
     const abort = new CallAbort();
     res.once("close", () => {
-      if (!res.writableFinished) abort.abort();
+      if (clientLeft(req, res)) abort.abort();
     });
     let answer: Awaited<ReturnType<typeof runEmbed>>;
     try {
@@ -350,6 +350,15 @@ function anthropicBetas(req: Req): string[] {
     }
   }
   return names;
+}
+
+/**
+ * Whether the answer closed before it was complete: the client went away, or the connection was
+ * cut. Over HTTP/2 a client's RST_STREAM closes the response as if it had finished (Node's
+ * compatibility API emits 'finish' first), so the request's `aborted` tells that case apart.
+ */
+function clientLeft(req: Req, res: Res): boolean {
+  return !res.writableFinished || req.aborted;
 }
 
 function uncork(res: http.ServerResponse): void {
