@@ -23,6 +23,8 @@ import { GatewayService } from "../gen/switchyard/gateway/v1/gateway_pb.js";
 import { hashKey } from "../services/lib/config/keys.js";
 import { grpcJsGatewayClient } from "./clients/grpc-js-gateway.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
+import { metricValue } from "./helpers/metrics.js";
+import { startFaultUpstream } from "./upstreams/fault-upstream.js";
 import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
 
 // GatewayService on the ingress port, called by real clients of every protocol it serves.
@@ -345,6 +347,49 @@ describe("GatewayService via @grpc/grpc-js", () => {
       expect((err as { code: number }).code).toBe(16); // UNAUTHENTICATED
     } finally {
       client.close();
+    }
+  });
+});
+
+describe("a gRPC client that cancels a fast, long stream", () => {
+  it("ends the request, and the connector's call, whatever the state of the writes", async () => {
+    // A big answer sent at once: the gateway's writes back up behind a client that stopped.
+    const big = await startFaultUpstream({ text: "abcdefghij".repeat(300_000), chunks: 10_000 });
+    const gwBig = await startOneProcess(
+      testConfig(`
+providers: { big: { type: openai, base_url: "${big.url}", probe: none } }
+models: { big: { targets: [{ provider: big, model: m-big }] } }
+routing: { retries: 0 }
+`),
+    );
+    try {
+      const client = createClient(GatewayService, createGrpcTransport({ baseUrl: gwBig.url }));
+      const p = params("big");
+      for (let i = 0; i < 8; i++) {
+        const ac = new AbortController();
+        let got = 0;
+        try {
+          for await (const _ of client.chatStream({ params: p }, { signal: ac.signal })) {
+            if (++got >= 2) ac.abort();
+          }
+        } catch {
+          // cancelled
+        }
+      }
+      const gauges = async () => {
+        const text = await (await fetch(`${gwBig.url}/metrics`)).text();
+        return [
+          metricValue(text, "switchyard_inflight_requests", { api: "grpc" }),
+          metricValue(text, "switchyard_connector_inflight_requests", { provider: "big" }),
+        ];
+      };
+      for (let i = 0; i < 100 && (await gauges()).some((v) => v !== 0); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(await gauges()).toEqual([0, 0]);
+    } finally {
+      await gwBig.stop();
+      await big.close();
     }
   });
 });

@@ -160,6 +160,9 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
           this.#started = performance.now();
           inflight.inc({ provider: this.#call.provider });
           if (deps.load) deps.load.inflight++;
+          // A caller that goes away may never read (nor return) again, e.g. while its write of
+          // the last message waits on a full connection: the call is over then all the same.
+          this.#ctx.signal.addEventListener("abort", this.#onAbort, { once: true });
           chunks = providerFor(this.#call.provider).chat(this.#call)[Symbol.asyncIterator]();
           this.#chunks = chunks;
         }
@@ -169,6 +172,11 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
       }
       return read.then(this.#onChunk, this.#onError);
     }
+
+    readonly #onAbort = (): void => {
+      if (!this.#over)
+        this.#fail(new Failure({ status: 499, kind: "cancelled", message: "cancelled" }));
+    };
 
     /** The reader stopped: the provider stops reading (and cancels its upstream request). */
     async return(): Promise<IteratorResult<ChatResponse>> {
@@ -251,6 +259,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
       this.#over = true;
       this.#chunks = undefined;
       if (this.#started === 0) return;
+      this.#ctx.signal.removeEventListener("abort", this.#onAbort);
       inflight.dec({ provider: this.#call.provider });
       if (deps.load) deps.load.inflight--;
     }

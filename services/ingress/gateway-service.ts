@@ -129,6 +129,10 @@ export function createGatewayService(
     ctx: HandlerContext,
   ): AsyncGenerator<ChatStreamResponse> {
     let sent = false;
+    // connect-node may never resume a generator it left at a `yield` whose write does not
+    // complete (the client gone while its socket was full): the exchange ends on the abort then.
+    const onAbort = () => exchange.finish(499);
+    ctx.signal.addEventListener("abort", onAbort, { once: true });
     try {
       let chunk: ChatChunk | undefined = await exchange.open(ctx.signal);
       for (const [k, v] of Object.entries(exchange.routeHeaders())) ctx.responseHeader.set(k, v);
@@ -145,6 +149,7 @@ export function createGatewayService(
       exchange.finish(left ? 499 : f.status, { error: f, truncated: sent && !left });
       throw connectErrorFor(f, deps.clock());
     } finally {
+      ctx.signal.removeEventListener("abort", onAbort);
       // A client that goes away mid-stream ends the generator at its `yield`, past the catch.
       exchange.finish(499);
     }
