@@ -71,7 +71,9 @@ it("refuses a body without a declared length once it passes the limit, and reads
   expect(requests.at(-1)?.isPaused()).toBe(true);
 });
 
-it("fails when the client goes away before the body's end", async () => {
+it("fails as the client's doing (499, cancelled) when it goes away before the body's end", async () => {
   await send(["a".repeat(100)], { abortAfter: true });
-  await expect(outcomes.at(-1)).rejects.toThrow();
+  const err = await outcomes.at(-1)?.catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(Failure);
+  expect(err).toMatchObject({ status: 499, kind: "cancelled" });
 });

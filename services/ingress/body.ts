@@ -14,7 +14,7 @@ export function readBody(
   const declared = Number(req.headers["content-length"]);
   if (Number.isFinite(declared) && declared > limit) return Promise.reject(tooLarge(limit));
   // A request already gone will not say so again.
-  if (req.destroyed) return Promise.reject(prematureClose());
+  if (req.destroyed) return Promise.reject(clientLeft());
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -39,13 +39,13 @@ export function readBody(
       stop();
       resolve(chunks.length === 1 && chunks[0] ? chunks[0] : Buffer.concat(chunks, size));
     };
-    const onError = (err: Error) => {
+    const onError = () => {
       stop();
-      reject(err);
+      reject(clientLeft());
     };
     const onClose = () => {
       stop();
-      reject(prematureClose());
+      reject(clientLeft());
     };
     req.on("data", onData);
     req.on("end", onEnd);
@@ -54,9 +54,16 @@ export function readBody(
   });
 }
 
-/** What Node's own stream helpers call a request closed before its end. */
-function prematureClose(): Error {
-  return Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" });
+/**
+ * The client went away before its request's body was in (the request errs with "aborted", or
+ * closes): a 499, logged as the client's doing, not a 500 of ours.
+ */
+function clientLeft(): Failure {
+  return new Failure({
+    status: 499,
+    kind: "cancelled",
+    message: "the client closed the connection before its request was complete",
+  });
 }
 
 function tooLarge(limit: number): Failure {
