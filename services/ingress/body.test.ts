@@ -77,3 +77,35 @@ it("fails as the client's doing (499, cancelled) when it goes away before the bo
   expect(err).toBeInstanceOf(Failure);
   expect(err).toMatchObject({ status: 499, kind: "cancelled" });
 });
+
+it("gives up on a body that stops arriving (408) once its time is up", async () => {
+  const server = http.createServer((req, res) => {
+    readBody(req, LIMIT, 150).then(
+      () => res.end("read"),
+      (err: Failure) => res.writeHead(err.status, { connection: "close" }).end(err.code),
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  try {
+    const port = (server.address() as AddressInfo).port;
+    const answer = await new Promise<string>((resolve) => {
+      const req = http.request(`http://127.0.0.1:${port}`, {
+        method: "POST",
+        headers: { "content-length": "100" },
+      });
+      req.on("response", (res) => {
+        let body = "";
+        res.on("data", (b: Buffer) => {
+          body += b.toString();
+        });
+        res.on("end", () => resolve(`${res.statusCode} ${body}`));
+      });
+      req.on("error", () => resolve("error"));
+      req.write("only part of it"); // and nothing more
+    });
+    expect(answer).toBe("408 request_timeout");
+  } finally {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+});

@@ -10,6 +10,8 @@ import { Failure } from "../lib/errors.js";
 export function readBody(
   req: http.IncomingMessage | http2.Http2ServerRequest,
   limit: number,
+  /** How long the whole body may take to arrive (Node's requestTimeout default); 408 after. */
+  timeoutMs = BODY_TIMEOUT_MS,
 ): Promise<Buffer> {
   const declared = Number(req.headers["content-length"]);
   if (Number.isFinite(declared) && declared > limit) return Promise.reject(tooLarge(limit));
@@ -18,7 +20,20 @@ export function readBody(
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    const timer = setTimeout(() => {
+      stop();
+      req.pause();
+      reject(
+        new Failure({
+          status: 408,
+          kind: "invalid_request",
+          code: "request_timeout",
+          message: `The request body did not arrive within ${timeoutMs} ms`,
+        }),
+      );
+    }, timeoutMs);
     const stop = () => {
+      clearTimeout(timer);
       req.off("data", onData);
       req.off("end", onEnd);
       req.off("error", onError);
@@ -65,6 +80,9 @@ function clientLeft(): Failure {
     message: "the client closed the connection before its request was complete",
   });
 }
+
+/** How long a request body may take to arrive in full: Node's own requestTimeout default. */
+const BODY_TIMEOUT_MS = 300_000;
 
 function tooLarge(limit: number): Failure {
   return new Failure({

@@ -416,7 +416,7 @@ function sendError(
   const e = codec.error(f, requestId);
   if (f instanceof LimitExceeded) decorateLimitError(e, f, codec.api, now);
   // An HTTP/1.1 body we stopped reading cannot be skipped on a kept-alive connection.
-  if (f.status === 413 && !(res instanceof http2.Http2ServerResponse))
+  if ((f.status === 413 || f.status === 408) && !(res instanceof http2.Http2ServerResponse))
     e.headers.connection = "close";
   sendJson(res, e.status, e.body, { ...base, ...e.headers });
 }

@@ -1,5 +1,6 @@
 import http from "node:http";
 import http2 from "node:http2";
+import net from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { heapKeptEach } from "../../../test/helpers/heap.js";
 import { createDualServer, type DualHandler, type DualServer } from "./dual-server.js";
@@ -107,5 +108,27 @@ describe("an HTTP/1.1 client that leaves mid-request", () => {
     const { bytesEach } = await heapKeptEach(400, leave);
     // Measured: ~6 KB each while a closed socket stayed in the busy-count map; ~0 since.
     expect(bytesEach).toBeLessThan(1_000);
+  });
+});
+
+describe("a connection that never sends a request's head", () => {
+  it.each([
+    ["nothing at all", ""],
+    ["too little to tell the protocol", "PR"],
+    ["part of an HTTP/1.1 head", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"],
+  ])("is closed when it sent %s", async (_, bytes) => {
+    const server = createDualServer(handler(), { firstHeadTimeoutMs: 200 });
+    servers.push(server);
+    const port = await server.listen(0, "127.0.0.1");
+    const socket = net.connect(port, "127.0.0.1");
+    socket.on("error", () => {});
+    if (bytes !== "") socket.write(bytes);
+    const started = performance.now();
+    await new Promise((resolve) => socket.once("close", resolve));
+    // Closed by the deadline, not by anything else: well within ten times it.
+    expect(performance.now() - started).toBeLessThan(2_000);
+    // A client that does send its head in time is served as before.
+    const res = await fetch(`http://127.0.0.1:${port}/ok`);
+    expect(await res.text()).toBe("http1 /ok");
   });
 });

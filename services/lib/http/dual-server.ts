@@ -58,7 +58,28 @@ function handOver(socket: net.Socket, to: (isH2: boolean) => void): void {
   socket.on("data", onData);
 }
 
-export function createDualServer(handler: DualHandler): DualServer {
+/** How long a new connection may take to send the head of its first request (Node's default). */
+const FIRST_HEAD_TIMEOUT_MS = 60_000;
+
+export interface DualServerOptions {
+  /**
+   * How long a connection may take, from its start, to say which protocol it speaks and (for
+   * HTTP/1.1) to send its first request's head; one that does not is closed. A connection that
+   * sends nothing, or a head a byte at a time, would otherwise hold a socket forever.
+   */
+  firstHeadTimeoutMs?: number;
+}
+
+export function createDualServer(handler: DualHandler, opts: DualServerOptions = {}): DualServer {
+  const firstHeadTimeoutMs = opts.firstHeadTimeoutMs ?? FIRST_HEAD_TIMEOUT_MS;
+  /** A new connection's deadline for its first request's head, until it has one. */
+  const awaitingHead = new WeakMap<net.Socket, NodeJS.Timeout>();
+  const headArrived = (socket: net.Socket) => {
+    const timer = awaitingHead.get(socket);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    awaitingHead.delete(socket);
+  };
   // http.Server tracks idle keep-alive connections only for sockets it accepted itself, so the
   // sockets handed to it here are tracked by hand: in-flight requests per socket.
   // Weak: a request's 'close' can come after its socket's own, which forgets the socket.
@@ -66,6 +87,7 @@ export function createDualServer(handler: DualHandler): DualServer {
   let closing = false;
   const h1 = http.createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
     const socket = req.socket;
+    headArrived(socket);
     h1Busy.set(socket, (h1Busy.get(socket) ?? 0) + 1);
     if (closing) res.shouldKeepAlive = false;
     res.once("close", () => {
@@ -108,11 +130,17 @@ export function createDualServer(handler: DualHandler): DualServer {
     socket.once("close", () => {
       sockets.delete(socket);
       h1Busy.delete(socket);
+      headArrived(socket);
     });
     // An idle connection must not keep a draining server alive, nor leak on errors.
     socket.on("error", () => socket.destroy());
+    awaitingHead.set(socket, setTimeout(() => socket.destroy(), firstHeadTimeoutMs).unref());
     handOver(socket, (isH2) => {
-      if (isH2) h2Sockets.add(socket);
+      // HTTP/2 has sessions of its own, which Node keeps track of; only HTTP/1.1 heads wait.
+      if (isH2) {
+        headArrived(socket);
+        h2Sockets.add(socket);
+      }
       (isH2 ? h2 : h1).emit("connection", socket);
       // The HTTP/1 parser reads through the stream API; HTTP/2 reads the native handle and must
       // not have the stream flowing under it.
