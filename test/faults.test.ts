@@ -730,3 +730,51 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
     });
   });
 });
+
+describe("a client that reads a long answer slowly", () => {
+  it("gets all of it after a pause longer than idle_ms: its own pause is not the upstream's", async () => {
+    // 4 MB in 4,000 chunks, sent as fast as the connection takes it: more than sockets buffer,
+    // so the gateway, then the upstream, wait for the client.
+    const text = "0123456789abcdef".repeat(262_144);
+    const big = await startOpenAIUpstream({ behavior: { kind: "answer", text, chunks: 4_000 } });
+    const gwSlow = await startOneProcess(
+      testConfig(`
+providers: { big: { type: openai, base_url: "${big.url}", probe: none } }
+models: { big: { targets: [{ provider: big, model: m-big }] } }
+routing:
+  retries: 0
+  timeouts: { first_token_ms: 5000, idle_ms: 300, total_ms: 60000 }
+`),
+    );
+    try {
+      const res = await fetch(`${gwSlow.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          model: "big",
+          stream: true,
+          messages: [{ role: "user", content: "x" }],
+        }),
+      });
+      const reader = res.body?.getReader();
+      if (!reader) throw new Error("no body");
+      const decoder = new TextDecoder();
+      let wire = decoder.decode((await reader.read()).value, { stream: true });
+      await new Promise((r) => setTimeout(r, 1_500)); // five idle windows
+      for (let r = await reader.read(); !r.done; r = await reader.read()) {
+        wire += decoder.decode(r.value, { stream: true });
+      }
+      const events = sseData(wire);
+      expect(events.at(-1)).toBe("[DONE]");
+      const got = events
+        .slice(0, -1)
+        .map((e) => (JSON.parse(e) as { choices: Array<{ delta: { content?: string } }> }).choices)
+        .map((c) => c[0]?.delta.content ?? "")
+        .join("");
+      expect(got).toBe(text);
+    } finally {
+      await gwSlow.stop();
+      await big.close();
+    }
+  });
+});

@@ -480,8 +480,14 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     #timedOut: Timeout | undefined;
     readonly #totalTimer: NodeJS.Timeout;
     #stepTimer: NodeJS.Timeout | undefined;
-    /** performance.now() of the last message; 0 until the first. */
+    /** performance.now() of the last message (or of the reader's last ask); 0 until the first. */
     #lastChunkAt = 0;
+    /**
+     * Whether a read of the call is pending. A reader that stops asking (its client reads slowly,
+     * and the answer waits for room) leaves the call quiet through no fault of the upstream's,
+     * so idle time counts only while the attempt waits on the call.
+     */
+    #reading = true;
     #idleLimit = timeouts.idle_ms;
     #calls: AsyncIterator<ConnectorChatResponse> | undefined;
     /**
@@ -529,6 +535,10 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
      */
     readonly #onStep = () => {
       if (this.#lastChunkAt === 0) return this.#fire("first_token");
+      if (!this.#reading) {
+        this.#stepTimer = setTimeout(this.#onStep, this.#idleLimit);
+        return;
+      }
       const quiet = performance.now() - this.#lastChunkAt;
       if (quiet >= this.#idleLimit) return this.#fire("idle");
       this.#stepTimer = setTimeout(this.#onStep, this.#idleLimit - quiet);
@@ -576,6 +586,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
             settleSuccess(this.#p, request.model);
             // No other attempt can follow now.
             request.commit();
+            this.#reading = false;
             return;
           }
           held.add(chunk);
@@ -620,6 +631,9 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       const calls = this.#calls;
       if (this.#closed || calls === undefined) return Promise.resolve(DONE);
       let read: Promise<IteratorResult<ConnectorChatResponse>>;
+      // The idle window starts again from the ask: before it, the reader was the one waiting.
+      this.#reading = true;
+      this.#lastChunkAt = performance.now();
       try {
         read = calls.next();
       } catch (err) {
@@ -636,6 +650,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         this.#close();
         return DONE;
       }
+      this.#reading = false;
       this.#lastChunkAt = performance.now();
       const chunk = r.value.chunk;
       if (chunk) return { done: false, value: routerChatResponse(chunk) };
