@@ -91,19 +91,22 @@ describe("dual server", () => {
 
 describe("an HTTP/1.1 client that leaves mid-request", () => {
   it("leaves nothing of its connection behind", async () => {
-    // The answer waits until the client is gone; its response's close comes after the socket's.
-    const closed: Array<() => void> = [];
+    // The answer waits for the client, which leaves once its request is in the handler; the
+    // response's close then comes after the socket's.
+    const arrivals: Array<(res: http.ServerResponse) => void> = [];
     const url = await serve((_req, res) => {
-      res.once("close", () => closed.shift()?.());
+      arrivals.shift()?.(res as http.ServerResponse);
     });
-    const leave = () =>
-      new Promise<void>((resolve) => {
-        closed.push(resolve);
-        const req = http.request(`${url}/hold`, { method: "POST", agent: false });
-        req.on("error", () => {});
-        req.write("partial body");
-        setTimeout(() => req.destroy(), 5);
-      });
+    const leave = async () => {
+      const arrived = new Promise<http.ServerResponse>((resolve) => arrivals.push(resolve));
+      const req = http.request(`${url}/hold`, { method: "POST", agent: false });
+      req.on("error", () => {});
+      req.write("partial body");
+      const res = await arrived;
+      const closed = new Promise((resolve) => res.once("close", resolve));
+      req.destroy();
+      await closed;
+    };
     for (let i = 0; i < 50; i++) await leave(); // warm up
     const { bytesEach } = await heapKeptEach(400, leave);
     // Measured: ~6 KB each while a closed socket stayed in the busy-count map; ~0 since.
