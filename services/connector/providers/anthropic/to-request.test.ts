@@ -503,9 +503,29 @@ describe("toAnthropicRequest", () => {
     );
   });
 
+  it("leaves out an OpenAI client's metadata and service_tier, which mean other things there", () => {
+    const request = body({
+      user: "u1",
+      clientApi: "openai",
+      extraJson: JSON.stringify({
+        top_k: 40,
+        metadata: { project: "x" },
+        service_tier: "flex",
+      }),
+    });
+    expect(request).toEqual({
+      model: "claude-x",
+      messages: [{ role: "user", content: "Hi" }],
+      max_tokens: DEFAULT_MAX_TOKENS,
+      top_k: 40,
+      metadata: { user_id: "u1" },
+    });
+  });
+
   it("passes the extra fields Anthropic knows and no others", () => {
     const request = body({
       user: "u1",
+      clientApi: "anthropic",
       extraJson: JSON.stringify({
         top_k: 40,
         thinking: { type: "enabled", budget_tokens: 2048 },

@@ -54,6 +54,9 @@ const PASSED_EXTRAS = [
   "speed",
 ] as const;
 
+/** Extras that an OpenAI client also sends, under the same name, with another meaning. */
+const OPENAI_HOMONYMS: ReadonlySet<string> = new Set(["metadata", "service_tier"]);
+
 export interface AnthropicRequestPlan {
   body: AnthropicMessagesRequest;
   /**
@@ -93,11 +96,16 @@ export function toAnthropicRequest(
   };
   if (system !== undefined) body.system = system;
   const passed: Record<string, unknown> = body;
+  // OpenAI has fields of these names too, meaning something else (a map of tags, its own tiers):
+  // only an Anthropic client's are Anthropic's.
+  const ownDialect = params.clientApi === "anthropic";
   for (const key of PASSED_EXTRAS) {
+    if (!ownDialect && OPENAI_HOMONYMS.has(key)) continue;
     if (extras[key] !== undefined) passed[key] = extras[key];
   }
   if (params.user !== undefined) {
-    body.metadata = { ...(isRecord(extras.metadata) ? extras.metadata : {}), user_id: params.user };
+    const metadata = ownDialect && isRecord(extras.metadata) ? extras.metadata : {};
+    body.metadata = { ...metadata, user_id: params.user };
   }
   if (params.stop.length > 0) body.stop_sequences = [...params.stop];
   if (params.temperature !== undefined) body.temperature = params.temperature;
