@@ -29,6 +29,7 @@ import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.j
 import { ChatExchange, type IngressDeps, type IngressMetrics, runEmbed } from "./exchange.js";
 import { routingHints } from "./hints.js";
 import { connectErrorFor } from "./limits/headers.js";
+import { MAX_STOP, NAME_PATTERN } from "./openai/parse-request.js";
 
 /** GatewayService: the public typed API, same auth, routing and limits as the REST routes. */
 export function createGatewayService(
@@ -265,9 +266,9 @@ function checkParams(params: ChatParams | undefined): ChatParams {
   }
   for (const [i, tool] of params.tools.entries()) {
     const at = `tools[${i}]`;
-    if (!TOOL_NAME.test(tool.name)) {
+    if (!NAME_PATTERN.test(tool.name)) {
       throw invalid(
-        `'params.${at}.name' must match the pattern '${TOOL_NAME.source}'`,
+        `'params.${at}.name' must match the pattern '${NAME_PATTERN.source}'`,
         `${at}.name`,
       );
     }
@@ -327,11 +328,6 @@ function checkParams(params: ChatParams | undefined): ChatParams {
   checkJsonObject(params.extraJson, "extra_json", invalid);
   return params;
 }
-
-/** OpenAI's rule for function names, which every provider accepts. */
-const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
-/** OpenAI's limit on stop sequences. */
-const MAX_STOP = 4;
 
 type Invalid = (message: string, param: string) => Error;
 

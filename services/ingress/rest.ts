@@ -358,7 +358,8 @@ function anthropicBetas(req: Req): string[] {
  * compatibility API emits 'finish' first), so the request's `aborted` tells that case apart.
  */
 function clientLeft(req: Req, res: Res): boolean {
-  return !res.writableFinished || req.aborted;
+  if (!res.writableFinished) return true;
+  return req instanceof http2.Http2ServerRequest && req.aborted;
 }
 
 function uncork(res: http.ServerResponse): void {

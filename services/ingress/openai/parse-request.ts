@@ -75,8 +75,10 @@ const RESPONSE_FORMATS: ReadonlyMap<string, ResponseFormat_Type> = new Map([
   ["json_object", ResponseFormat_Type.JSON_OBJECT],
   ["json_schema", ResponseFormat_Type.JSON_SCHEMA],
 ]);
-const NAME_PATTERN = /^[a-zA-Z0-9_-]{1,64}$/;
-const MAX_STOP = 4;
+/** OpenAI's rule for function and schema names, which every provider accepts. */
+export const NAME_PATTERN = /^[a-zA-Z0-9_-]{1,64}$/;
+/** OpenAI's limit on stop sequences. */
+export const MAX_STOP = 4;
 const UINT32_MAX = 4294967295;
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
