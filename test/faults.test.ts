@@ -420,6 +420,20 @@ describe.each(STREAMING)("an upstream 400 (%s)", (_label, stream) => {
     expect(chatAttempts(healthy)).toBe(0);
     expectSettledInTime(seen);
   });
+
+  it("keeps an upstream 413: the body is too large for it, not malformed", async () => {
+    await fault.setMode({
+      kind: "status",
+      status: 413,
+      body: { error: { message: "Request too large", type: "invalid_request_error" } },
+    });
+    const seen = await ask("with-backup", stream);
+    expect(seen.status).toBe(413);
+    expect(seen.error?.message).toContain("Request too large");
+    expect(fault.attempts).toBe(1);
+    expect(chatAttempts(healthy)).toBe(0);
+    expectSettledInTime(seen);
+  });
 });
 
 describe("a stream that breaks after its role chunk, before any token", () => {

@@ -34,11 +34,26 @@ describe("failureFromResponse", () => {
     );
   });
 
-  it.each([413, 422])("maps %i to invalid_request", (status) => {
-    expect(failureFromResponse("p", status, {}, "")).toMatchObject({
+  it("maps 422 to invalid_request", () => {
+    expect(failureFromResponse("p", 422, {}, "")).toMatchObject({
       status: 400,
       kind: "invalid_request",
+      retryable: false,
     });
+  });
+
+  it("keeps 413: the body is too large for the upstream, not malformed", () => {
+    const body = JSON.stringify({
+      type: "error",
+      error: {
+        type: "request_too_large",
+        message: "Request exceeds the maximum allowed number of bytes.",
+      },
+    });
+    const f = failureFromResponse("anthropic", 413, {}, body);
+    expect(f).toMatchObject({ status: 413, kind: "invalid_request", retryable: false });
+    expect(f.message).toContain("(413)");
+    expect(f.message).toContain("maximum allowed number of bytes");
   });
 
   it("names the provider and model when the upstream does not know the model", () => {

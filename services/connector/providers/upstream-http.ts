@@ -389,10 +389,11 @@ export function failureFromResponse(
     });
   }
   if (status === 400 || status === 413 || status === 422) {
+    // 413 stays 413: the client learns its body is too large for this upstream, not malformed.
     return new Failure({
       ...common,
       ...(detail.param !== undefined && { param: detail.param }),
-      status: 400,
+      status: status === 413 ? 413 : 400,
       kind: "invalid_request",
       message: `provider ${provider} rejected the request (${status})${suffix}`,
     });
