@@ -160,6 +160,7 @@ describe("openAIFinishReason", () => {
     [FinishReason.STOP, "end_turn", "stop"],
     [FinishReason.TOOL_CALLS, "tool_use", "tool_calls"],
     [FinishReason.LENGTH, "MAX_TOKENS", "length"],
+    [FinishReason.STOP, "eos_token", "stop"],
   ])("maps %s with raw %s to %s", (reason, raw, expected) => {
     expect(openAIFinishReason(reason, raw)).toBe(expected);
   });

@@ -87,4 +87,15 @@ describe("fromOpenAICompletion", () => {
     const choice = fromOpenAICompletion(completion, "p").choices[0];
     expect(choice).toMatchObject({ finishReason: FinishReason.OTHER, rawFinishReason: "eos" });
   });
+
+  it.each(["eos_token", "stop_sequence"])(
+    "takes Text Generation Inference's %s as a stop and keeps the word",
+    (word) => {
+      const completion = readJsonFixture<OpenAIChatCompletion>("completion-plain.json");
+      const first = completion.choices[0];
+      if (first) first.finish_reason = word;
+      const choice = fromOpenAICompletion(completion, "p").choices[0];
+      expect(choice).toMatchObject({ finishReason: FinishReason.STOP, rawFinishReason: word });
+    },
+  );
 });

@@ -73,6 +73,9 @@ const FINISH_REASONS: Record<string, FinishReason> = {
   tool_calls: FinishReason.TOOL_CALLS,
   function_call: FinishReason.TOOL_CALLS,
   content_filter: FinishReason.CONTENT_FILTER,
+  // Text Generation Inference's OpenAI route says how the model stopped in its own words.
+  eos_token: FinishReason.STOP,
+  stop_sequence: FinishReason.STOP,
 };
 
 /** Sets the canonical finish reason and keeps the upstream's own word beside it. */
