@@ -296,7 +296,10 @@ const FINAL_FAILURES: Array<{
   status: number;
   type: string;
   code?: string;
+  /** Requests the fault upstream saw. */
   attempts: number;
+  /** Attempts the router made, when the upstream saw fewer (a refused connection is one). */
+  tried?: number;
 }> = [
   {
     name: "connection refused",
@@ -304,6 +307,7 @@ const FINAL_FAILURES: Array<{
     status: 502,
     type: "server_error",
     attempts: 0,
+    tried: 3,
   },
   {
     name: "connection reset on accept",
@@ -311,6 +315,7 @@ const FINAL_FAILURES: Array<{
     status: 502,
     type: "server_error",
     attempts: 0,
+    tried: 3,
   },
   {
     name: "500",
@@ -382,6 +387,7 @@ describe.each(STREAMING)("a fault on the only target (%s)", (_label, stream) => 
     expect(seen.headers?.get("content-type")).toContain("application/json");
     expect(seen.wire).not.toContain("sk-fault-secret");
     expect(fault.attempts).toBe(f.attempts);
+    expect(seen.headers?.get("x-switchyard-attempts")).toBe(String(f.tried ?? f.attempts));
     if (f.mode.kind === "refuse" && f.mode.how === "reset") {
       expect(fault.refusedConnections).toBe(3);
     }

@@ -510,6 +510,24 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
   });
 });
 
+describe("a request whose every attempt fails", () => {
+  it("logs and answers how many attempts the router made", async () => {
+    primary.setBehavior({ kind: "error", status: 503 });
+    spare.setBehavior({ kind: "error", status: 503 });
+    const res = await chat({ headers: { "x-request-id": "req-all-failed" } });
+    expect(res.status).toBe(503);
+    // retries: 2, so three attempts: primary, then the fallback's target, then primary again.
+    expect(res.header("x-switchyard-attempts")).toBe("3");
+    const posts = (u: OpenAIUpstream) => u.requests.filter((r) => r.method === "POST").length;
+    expect(posts(primary) + posts(spare)).toBe(3);
+    expect(requestLine("req-all-failed")).toMatchObject({
+      status: 503,
+      attempts: 3,
+      error: { kind: "upstream_unavailable" },
+    });
+  });
+});
+
 describe("a rate-limited request", () => {
   it("is refused with 429, counted by tenant and limit, and logged with its ids", async () => {
     expect((await chat({ key: LIMITED_KEY })).status).toBe(200);

@@ -396,6 +396,8 @@ export class ChatExchange {
     this.finished = true;
     const { metrics, api, params, caller } = this;
     const truncated = opts.truncated === true;
+    // A request that failed before any answer made as many attempts as the router says it did.
+    if (this.firstTokenMs === undefined && opts.error) this.attempts = opts.error.attempts;
     const used = this.usedTokens(status === 200 && !truncated);
     // One price, one computation: what the limiter is charged is what metrics and logs say.
     const cost = this.price ? roundUsd(costUsd(this.price, used)) : 0;
@@ -627,7 +629,7 @@ export async function runEmbed(
       model: params.model,
       provider: result?.provider,
       upstream_model: result?.upstreamModel,
-      attempts: result?.attempts,
+      attempts: result?.attempts ?? error?.attempts,
       inputs: params.inputs.length,
       status,
       outcome,

@@ -416,6 +416,8 @@ function sendError(
   }
   const e = codec.error(f, requestId);
   if (f instanceof LimitExceeded) decorateLimitError(e, f, codec.api, now);
+  // After failed attempts the client can tell a retried failure from a first one.
+  if (f.attempts > 0) e.headers["x-switchyard-attempts"] = String(f.attempts);
   // An HTTP/1.1 body we stopped reading cannot be skipped on a kept-alive connection.
   if ((f.status === 413 || f.status === 408) && !(res instanceof http2.Http2ServerResponse))
     e.headers.connection = "close";

@@ -24,6 +24,8 @@ export interface FailureInit {
   provider?: string;
   param?: string;
   code?: string;
+  /** Upstream attempts made before the request failed (set by the router's attempt loop). */
+  attempts?: number;
 }
 
 /**
@@ -40,6 +42,7 @@ export class Failure extends Error {
   readonly provider: string;
   readonly param: string;
   readonly code: string;
+  readonly attempts: number;
 
   constructor(init: FailureInit, options?: { cause?: unknown }) {
     super(init.message, options);
@@ -52,6 +55,7 @@ export class Failure extends Error {
     this.provider = init.provider ?? "";
     this.param = init.param ?? "";
     this.code = init.code ?? "";
+    this.attempts = init.attempts ?? 0;
   }
 
   toProto(): UpstreamError {
@@ -65,6 +69,7 @@ export class Failure extends Error {
       provider: this.provider,
       param: this.param,
       code: this.code,
+      attempts: this.attempts,
     });
   }
 
@@ -85,6 +90,7 @@ export class Failure extends Error {
       provider: e.provider,
       param: e.param,
       code: e.code,
+      attempts: e.attempts,
     });
   }
 

@@ -1,9 +1,11 @@
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
-import type {
-  ChatParams,
-  EmbedParams,
-  RequestContext,
+import {
+  type ChatParams,
+  type EmbedParams,
+  type RequestContext,
+  type UpstreamError,
+  UpstreamErrorSchema,
 } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import type {
   ChatRequest as ConnectorChatRequest,
@@ -152,57 +154,63 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     let attempt = 0;
     let connectorRetries = 0;
     retryBudget.onRequest();
-    for (const p of candidates(plan, breakers)) {
-      for (;;) {
-        attempt++;
-        if (attempt > 1) {
-          if (!retryBudget.tryRetry()) {
-            retriesRefused.inc({ model });
-            requestLogger(deps.logger, context).warn(
-              { model, attempt },
-              "retry budget spent: returning the last failure instead of retrying",
-            );
-            throw (last ?? noTarget()).toConnectError();
+    try {
+      for (const p of candidates(plan, breakers)) {
+        for (;;) {
+          attempt++;
+          if (attempt > 1) {
+            if (!retryBudget.tryRetry()) {
+              retriesRefused.inc({ model });
+              requestLogger(deps.logger, context).warn(
+                { model, attempt },
+                "retry budget spent: returning the last failure instead of retrying",
+              );
+              throw (last ?? noTarget()).toConnectError();
+            }
+            await sleepBackoff(attempt, backoff.base_ms, backoff.max_ms, ctx.signal);
           }
-          await sleepBackoff(attempt, backoff.base_ms, backoff.max_ms, ctx.signal);
+          if (ctx.signal.aborted) throw new ConnectError("client cancelled", Code.Canceled);
+          try {
+            return await openOne(p, attempt, deadline);
+          } catch (err) {
+            if (err instanceof ContextWindowExceeded) {
+              // A bigger window is the only fix: go to the model configured for that, once.
+              const bigger = config.models[p.model]?.context_window_fallbacks[0];
+              if (!bigger || seenModels.has(bigger)) throw err.failure.toConnectError();
+              requestLogger(deps.logger, context).info(
+                { model: p.model, fallback: bigger },
+                "context window exceeded; falling back",
+              );
+              return openWithRetries(
+                bigger,
+                request,
+                { ...hints, fallbacks: [] },
+                ctx,
+                context,
+                openOne,
+                new Set([...seenModels, bigger]),
+              );
+            }
+            if (!(err instanceof RetryableFailure)) throw err;
+            last = err.failure;
+            // A connector that did not answer says nothing about the target: try the same
+            // target through another connector, outside the target retry budget.
+            if (err.connectorDown && connectorRetries < MAX_CONNECTOR_RETRIES) {
+              connectorRetries++;
+              attempt--;
+              continue;
+            }
+          }
+          break;
         }
-        if (ctx.signal.aborted) throw new ConnectError("client cancelled", Code.Canceled);
-        try {
-          return await openOne(p, attempt, deadline);
-        } catch (err) {
-          if (err instanceof ContextWindowExceeded) {
-            // A bigger window is the only fix: go to the model configured for that, once.
-            const bigger = config.models[p.model]?.context_window_fallbacks[0];
-            if (!bigger || seenModels.has(bigger)) throw err.failure.toConnectError();
-            requestLogger(deps.logger, context).info(
-              { model: p.model, fallback: bigger },
-              "context window exceeded; falling back",
-            );
-            return openWithRetries(
-              bigger,
-              request,
-              { ...hints, fallbacks: [] },
-              ctx,
-              context,
-              openOne,
-              new Set([...seenModels, bigger]),
-            );
-          }
-          if (!(err instanceof RetryableFailure)) throw err;
-          last = err.failure;
-          // A connector that did not answer says nothing about the target: try the same
-          // target through another connector, outside the target retry budget.
-          if (err.connectorDown && connectorRetries < MAX_CONNECTOR_RETRIES) {
-            connectorRetries++;
-            attempt--;
-            continue;
-          }
-        }
-        break;
+        if (attempt >= maxAttempts) break; // before the next pull, which could claim a trial
       }
-      if (attempt >= maxAttempts) break; // before the next pull, which could claim a trial
+      throw (last ?? noTarget()).toConnectError();
+    } catch (err) {
+      // The ingress logs how many attempts a failed request made; a context-window fallback's
+      // own attempts (the recursion above) are already counted in what it threw.
+      throw countAttempts(err, attempt);
     }
-    throw (last ?? noTarget()).toConnectError();
   }
 
   /** The request's targets in the order to try them (a helper: see Unsent). */
@@ -872,6 +880,16 @@ function upstreamRequest(
 /** The per-request overrides a client sent, as the planner takes them. */
 function planHints(h: RoutingHints | undefined): PlanHints {
   return { provider: h?.provider, fallbacks: h?.hasFallbacks ? h.fallbacks : undefined };
+}
+
+/** Adds `attempts` to the count a router failure carries to the ingress (its UpstreamError). */
+function countAttempts(err: unknown, attempts: number): unknown {
+  if (!(err instanceof ConnectError)) return err;
+  for (const d of err.details) {
+    if ("desc" in d && d.desc === UpstreamErrorSchema)
+      (d.value as UpstreamError).attempts += attempts;
+  }
+  return err;
 }
 
 function noTarget(): Failure {
