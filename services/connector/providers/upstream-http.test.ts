@@ -34,6 +34,23 @@ describe("failureFromResponse", () => {
     );
   });
 
+  it("reads an error answered as a one-element array, as Gemini's streaming route may", () => {
+    const body = JSON.stringify([
+      {
+        error: {
+          code: 400,
+          message: "* GenerateContentRequest.contents: contents is not specified",
+          status: "INVALID_ARGUMENT",
+        },
+      },
+    ]);
+    const f = failureFromResponse("gemini", 400, {}, body);
+    expect(f.message).toBe(
+      "provider gemini rejected the request (400): * GenerateContentRequest.contents: contents is not specified",
+    );
+    expect(f.code).toBe("400");
+  });
+
   it("maps 422 to invalid_request", () => {
     expect(failureFromResponse("p", 422, {}, "")).toMatchObject({
       status: 400,

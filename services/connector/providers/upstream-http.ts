@@ -316,10 +316,11 @@ export interface UpstreamErrorDetail {
 
 export function parseErrorBody(bodyText: string): UpstreamErrorDetail {
   const trimmed = bodyText.trim();
-  if (trimmed.startsWith("{")) {
+  if (trimmed.startsWith("{") || trimmed.startsWith("[")) {
     try {
       const parsed: unknown = JSON.parse(trimmed);
-      const detail = errorDetailFromJson(parsed);
+      // Gemini's streaming route can answer its error as a one-element array.
+      const detail = errorDetailFromJson(Array.isArray(parsed) ? parsed[0] : parsed);
       if (detail) return detail;
     } catch {
       // Not JSON after all: fall through to the text.
