@@ -135,3 +135,81 @@ describe("a connection that never sends a request's head", () => {
     expect(await res.text()).toBe("http1 /ok");
   });
 });
+
+describe("a kept-alive HTTP/1.1 connection", () => {
+  /** Opens a raw connection, sends one whole request and waits for its answer. */
+  async function afterOneRequest(port: number) {
+    const socket = net.connect(port, "127.0.0.1");
+    socket.on("error", () => {});
+    let seen = "";
+    socket.setEncoding("utf8");
+    socket.on("data", (d: string) => {
+      seen += d;
+    });
+    socket.write("GET /first HTTP/1.1\r\nHost: x\r\n\r\n");
+    while (!seen.includes("http1 /first")) await new Promise((r) => setTimeout(r, 10));
+    return { socket, seen: () => seen };
+  }
+
+  it("is closed when it trickles its next request's head past the head timeout", async () => {
+    const server = createDualServer(handler(), { firstHeadTimeoutMs: 300, checkIntervalMs: 50 });
+    servers.push(server);
+    const port = await server.listen(0, "127.0.0.1");
+    const { socket, seen } = await afterOneRequest(port);
+    socket.write("GET /second HTTP/1.1\r\n");
+    const trickle = setInterval(() => socket.write("X"), 50);
+    const started = performance.now();
+    try {
+      await new Promise((resolve) => socket.once("close", resolve));
+    } finally {
+      clearInterval(trickle);
+    }
+    expect(seen()).toContain("408 Request Timeout");
+    expect(performance.now() - started).toBeLessThan(3_000);
+  });
+
+  it("is closed when a request's body trickles past the request timeout", async () => {
+    // A handler that reads the whole body before answering, as connect-node's does.
+    const reading: DualHandler = (req, res) => {
+      req.resume();
+      req.on("end", () => res.end("read"));
+    };
+    const server = createDualServer(reading, {
+      firstHeadTimeoutMs: 200,
+      requestTimeoutMs: 400,
+      checkIntervalMs: 50,
+    });
+    servers.push(server);
+    const port = await server.listen(0, "127.0.0.1");
+    const socket = net.connect(port, "127.0.0.1");
+    socket.on("error", () => {});
+    let seen = "";
+    socket.setEncoding("utf8");
+    socket.on("data", (d: string) => {
+      seen += d;
+    });
+    socket.write("POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
+    const trickle = setInterval(() => socket.write("x"), 50);
+    const started = performance.now();
+    try {
+      await new Promise((resolve) => socket.once("close", resolve));
+    } finally {
+      clearInterval(trickle);
+    }
+    expect(seen).toContain("408 Request Timeout");
+    expect(performance.now() - started).toBeLessThan(4_000);
+  });
+
+  it("is left alone while idle between requests", async () => {
+    const server = createDualServer(handler(), { firstHeadTimeoutMs: 200, checkIntervalMs: 50 });
+    servers.push(server);
+    const port = await server.listen(0, "127.0.0.1");
+    const { socket, seen } = await afterOneRequest(port);
+    // Ten times the head timeout with nothing sent: keep-alive's own timeout (65 s) governs.
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(socket.destroyed).toBe(false);
+    socket.write("GET /second HTTP/1.1\r\nHost: x\r\n\r\n");
+    while (!seen().includes("http1 /second")) await new Promise((r) => setTimeout(r, 10));
+    socket.destroy();
+  });
+});

@@ -60,14 +60,27 @@ function handOver(socket: net.Socket, to: (isH2: boolean) => void): void {
 
 /** How long a new connection may take to send the head of its first request (Node's default). */
 const FIRST_HEAD_TIMEOUT_MS = 60_000;
+/**
+ * How long an HTTP/1.1 request may take to arrive whole, head and body. Longer than the REST
+ * body's own limit (ingress/body.ts, 300 s), which answers first in the client API's format;
+ * this one bounds every other body (GatewayService over HTTP/1.1).
+ */
+const REQUEST_TIMEOUT_MS = 330_000;
+/** How often Node checks HTTP/1.1 connections against those two limits (its default). */
+const CHECK_INTERVAL_MS = 30_000;
 
 export interface DualServerOptions {
   /**
    * How long a connection may take, from its start, to say which protocol it speaks and (for
    * HTTP/1.1) to send its first request's head; one that does not is closed. A connection that
-   * sends nothing, or a head a byte at a time, would otherwise hold a socket forever.
+   * sends nothing, or a head a byte at a time, would otherwise hold a socket forever. Every later
+   * head on a kept-alive HTTP/1.1 connection has as long, counted from its first byte.
    */
   firstHeadTimeoutMs?: number;
+  /** See REQUEST_TIMEOUT_MS; HTTP/1.1 only. */
+  requestTimeoutMs?: number;
+  /** How often HTTP/1.1 connections are checked against those limits (tests shorten it). */
+  checkIntervalMs?: number;
 }
 
 export function createDualServer(handler: DualHandler, opts: DualServerOptions = {}): DualServer {
@@ -85,7 +98,13 @@ export function createDualServer(handler: DualHandler, opts: DualServerOptions =
   // Weak: a request's 'close' can come after its socket's own, which forgets the socket.
   const h1Busy = new WeakMap<net.Socket, number>();
   let closing = false;
-  const h1 = http.createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
+  const h1Options: http.ServerOptions = {
+    keepAliveTimeout: 65_000,
+    headersTimeout: firstHeadTimeoutMs,
+    requestTimeout: opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
+    connectionsCheckingInterval: opts.checkIntervalMs ?? CHECK_INTERVAL_MS,
+  };
+  const h1 = http.createServer(h1Options, (req, res) => {
     const socket = req.socket;
     headArrived(socket);
     h1Busy.set(socket, (h1Busy.get(socket) ?? 0) + 1);
@@ -97,6 +116,11 @@ export function createDualServer(handler: DualHandler, opts: DualServerOptions =
     });
     handler(req, res);
   });
+  // Node holds connections to headersTimeout and requestTimeout (a 408, then close) only once
+  // its server is listening, and this one never listens itself: it is told so, which starts the
+  // checks for the connections handed to it. Without them a kept-alive connection could trickle
+  // its next request's head, or a GatewayService body, forever. close() stops the checks.
+  h1.emit("listening");
   const h2 = http2.createServer({}, handler);
   const take = handler.stream;
   if (take) {
@@ -163,6 +187,8 @@ export function createDualServer(handler: DualHandler, opts: DualServerOptions =
     async close(graceMs, onCut) {
       closing = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Stops its connection checks; it holds no listening socket of its own to close.
+      h1.close();
       // Idle keep-alive sockets (and ones that never sent a byte) close now; busy ones after
       // their last response; HTTP/2 sessions finish their open streams and send GOAWAY.
       for (const socket of sockets)
