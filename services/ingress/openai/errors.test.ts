@@ -59,6 +59,20 @@ describe("openAIError", () => {
       "rate_limit_exceeded",
     ],
     [
+      "an upstream's 429 in its own dialect (Gemini)",
+      new Failure({ status: 429, kind: "rate_limited", message: "m", code: "RESOURCE_EXHAUSTED" }),
+      429,
+      "requests",
+      "rate_limit_exceeded",
+    ],
+    [
+      "an upstream's 429 whose code is its status (Azure)",
+      new Failure({ status: 429, kind: "rate_limited", message: "m", code: "429" }),
+      429,
+      "requests",
+      "rate_limit_exceeded",
+    ],
+    [
       "a spent budget",
       new Failure({ status: 429, kind: "rate_limited", message: "m", code: "insufficient_quota" }),
       429,

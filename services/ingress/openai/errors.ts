@@ -23,7 +23,7 @@ export function openAIError(f: Failure): OpenAIErrorResponse {
       message: f.message,
       type: errorType(f, status),
       param: f.param === "" ? null : f.param,
-      code: f.code !== "" ? f.code : defaultCode(f, status),
+      code: errorCode(f, status),
     },
   };
   const headers: Record<string, string> = { "content-type": "application/json" };
@@ -43,6 +43,18 @@ function errorType(f: Failure, status: number): string {
   }
   if (status >= 500) return "server_error";
   return "invalid_request_error";
+}
+
+/** OpenAI's own codes for a 429; another upstream's (Gemini's RESOURCE_EXHAUSTED, Azure's "429") are not. */
+const RATE_LIMIT_CODES: ReadonlySet<string> = new Set([
+  "rate_limit_exceeded",
+  "insufficient_quota",
+]);
+
+function errorCode(f: Failure, status: number): string | null {
+  // Clients branch on a 429's code: it is one of OpenAI's, whichever upstream limited.
+  if (status === 429 && !RATE_LIMIT_CODES.has(f.code)) return "rate_limit_exceeded";
+  return f.code !== "" ? f.code : defaultCode(f, status);
 }
 
 function defaultCode(f: Failure, status: number): string | null {
