@@ -223,6 +223,18 @@ export async function startGeminiUpstream(
           return;
         }
         if (record.action === "batchEmbedContents") {
+          const count = (body as { requests?: unknown[] } | undefined)?.requests?.length ?? 0;
+          if (count > MAX_EMBED_BATCH) {
+            // What the API answers (and the limit it holds every batch to).
+            sendBody(res, 400, {
+              error: {
+                code: 400,
+                message: `* BatchEmbedContentsRequest.requests: at most ${MAX_EMBED_BATCH} requests can be in one batch\n`,
+                status: "INVALID_ARGUMENT",
+              },
+            });
+            return;
+          }
           sendBody(res, 200, embeddings(body));
           return;
         }
@@ -406,6 +418,9 @@ async function answer(
   }
   res.end();
 }
+
+/** batchEmbedContents takes at most this many requests in one call. */
+const MAX_EMBED_BATCH = 100;
 
 function embeddings(body: unknown): Record<string, unknown> {
   const requests =

@@ -11,6 +11,11 @@ import { isRecord, records } from "./from-response.js";
 import { geminiModelName } from "./to-request.js";
 import type { GeminiBatchEmbedContentsRequest, GeminiEmbedContentRequest } from "./wire.js";
 
+/** The most inputs one batchEmbedContents call takes (the API answers 400 above it). */
+export const EMBED_BATCH = 100;
+/** Batches of one request sent at once: a list of 2,048 inputs takes 21. */
+export const EMBED_BATCHES_AT_ONCE = 4;
+
 /**
  * One batchEmbedContents body for all inputs, in order. From `extra_json` only the
  * EmbedContentRequest fields the API reference names are passed: `taskType` (or `task_type`) and
@@ -93,4 +98,15 @@ function parseExtras(text: string): Record<string, unknown> {
     });
   }
   return value;
+}
+
+/** The answers to consecutive batches of one request's inputs, as one answer in input order. */
+export function joinEmbedResults(parts: readonly EmbedResult[]): EmbedResult {
+  const [first] = parts;
+  if (first === undefined) throw new Error("no batches to join");
+  let index = 0;
+  const embeddings = parts.flatMap((part) =>
+    part.embeddings.map((e) => makeMessage(EmbeddingSchema, { index: index++, values: e.values })),
+  );
+  return makeMessage(EmbedResultSchema, { ...first, embeddings });
 }

@@ -440,6 +440,44 @@ describe("gemini provider embeddings", () => {
     });
   });
 
+  it("sends more than 100 inputs in batches of 100 and answers them as one, in order", async () => {
+    const inputs = Array.from({ length: 250 }, (_, i) => "x".repeat(i + 1));
+    const result = await provider().embed?.({
+      provider: "google",
+      model: "gemini-embedding-001",
+      params: create(EmbedParamsSchema, { model: "emb", inputs, dimensions: 2 }),
+      context: create(RequestContextSchema),
+      signal: AbortSignal.timeout(5000),
+    });
+    expect(result?.embeddings.map((e) => [e.index, e.values])).toEqual(
+      inputs.map((text, i) => [i, fakeVector(text, 2)]),
+    );
+    const batches = upstream.requests.map(
+      (r) =>
+        (r.body as { requests: Array<{ content: { parts: Array<{ text: string }> } }> }).requests,
+    );
+    expect(batches.map((b) => b.length)).toEqual([100, 100, 50]);
+    expect(batches.flat().map((r) => r.content.parts[0]?.text)).toEqual(inputs);
+  });
+
+  it("answers the first failing batch's error", async () => {
+    upstream.setBehavior((request) =>
+      request.action === "batchEmbedContents" &&
+      (request.body as { requests: unknown[] }).requests.length === 50
+        ? { kind: "error", status: 400 }
+        : { kind: "answer" },
+    );
+    await expect(
+      provider().embed?.({
+        provider: "google",
+        model: "gemini-embedding-001",
+        params: create(EmbedParamsSchema, { inputs: Array.from({ length: 250 }, () => "a") }),
+        context: create(RequestContextSchema),
+        signal: AbortSignal.timeout(5000),
+      }),
+    ).rejects.toMatchObject({ status: 400, kind: "invalid_request" });
+  });
+
   it("maps an upstream error", async () => {
     upstream.setBehavior({ kind: "error", status: 429, retryDelay: "1.5s" });
     await expect(

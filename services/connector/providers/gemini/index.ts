@@ -4,9 +4,11 @@
 import { randomUUID } from "node:crypto";
 import type {
   ChatChunk,
+  EmbedParams,
   EmbedResult,
   RequestContext,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { CallAbort } from "../../../lib/abort.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
 import { AnswerStream, type OpenedAnswer, type StreamEvents } from "../answer-stream.js";
 import { type ChatCall, type EmbedCall, type Provider, takeParams } from "../provider.js";
@@ -21,7 +23,13 @@ import {
   type UpstreamResponse,
   upstreamPool,
 } from "../upstream-http.js";
-import { fromGeminiEmbedResponse, toGeminiEmbedRequest } from "./embed.js";
+import {
+  EMBED_BATCH,
+  EMBED_BATCHES_AT_ONCE,
+  fromGeminiEmbedResponse,
+  joinEmbedResults,
+  toGeminiEmbedRequest,
+} from "./embed.js";
 import {
   checkAnswer,
   failureFromGoogle,
@@ -172,23 +180,64 @@ export function createGeminiProvider(name: string, config: ProviderConfig): Prov
     return chunks;
   }
 
+  /**
+   * batchEmbedContents takes at most 100 inputs a call, where OpenAI's API takes 2,048: a longer
+   * list goes in batches of 100, a few at a time, and comes back as one answer in input order.
+   * The first batch to fail stops the others and is the answer.
+   */
   async function embed(call: EmbedCall): Promise<EmbedResult> {
-    const body = toGeminiEmbedRequest(call.params, call.model);
+    const inputs = call.params.inputs;
+    if (inputs.length <= EMBED_BATCH) return embedBatch(call, call.params, call.signal);
+    const abort = new CallAbort();
+    const onAbort = () => abort.abort(call.signal.reason);
+    if (call.signal.aborted) onAbort();
+    else call.signal.addEventListener("abort", onAbort, { once: true });
+    const results: EmbedResult[] = [];
+    let next = 0;
+    const worker = async () => {
+      while (next < inputs.length) {
+        const start = next;
+        next += EMBED_BATCH;
+        const part = { ...call.params, inputs: inputs.slice(start, start + EMBED_BATCH) };
+        results[start / EMBED_BATCH] = await embedBatch(call, part, abort.signal);
+      }
+    };
+    try {
+      await Promise.all(
+        Array.from({ length: EMBED_BATCHES_AT_ONCE }, () =>
+          worker().catch((err: unknown) => {
+            abort.abort(err);
+            throw err;
+          }),
+        ),
+      );
+    } finally {
+      call.signal.removeEventListener("abort", onAbort);
+    }
+    return joinEmbedResults(results);
+  }
+
+  async function embedBatch(
+    call: EmbedCall,
+    params: EmbedParams,
+    signal: AbortSignal,
+  ): Promise<EmbedResult> {
+    const body = toGeminiEmbedRequest(params, call.model);
     const response = await send(
       "POST",
       `/${geminiModelPath(call.model)}:batchEmbedContents`,
       {},
       body,
-      call.signal,
+      signal,
       call.model,
       traceHeaders(call.context),
     );
     try {
-      const parsed = await readJson(response, call.signal, "embeddings");
+      const parsed = await readJson(response, signal, "embeddings");
       return fromGeminiEmbedResponse(parsed, {
         provider: name,
         model: call.model,
-        inputs: call.params.inputs.length,
+        inputs: params.inputs.length,
       });
     } finally {
       if (!response.body.readableEnded) response.body.on("error", () => {}).destroy();
