@@ -588,6 +588,12 @@ describe("a truncated stream", () => {
     ).toBe(1);
     expect(metricValue(m, "switchyard_open_streams", { api: "openai" })).toBe(0);
     expect(metricValue(m, "switchyard_inflight_requests", { api: "openai" })).toBe(0);
+    // One attempt, counted once: it answered (ok), and its break is the truncation above.
+    const attempts = m
+      .split("\n")
+      .filter((l) => l.startsWith("switchyard_router_attempts_total{"))
+      .map((l) => Number(l.split(" ").at(-1)));
+    expect(attempts.reduce((a, b) => a + b, 0)).toBe(1);
 
     const line = requestLine("req-cut-1");
     // No usage came: the prompt is estimated (13 characters ≈ 4 tokens), the answer is what was

@@ -107,7 +107,8 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
   const usable = (t: { provider: string; model: string }) =>
     !health.isDown(t.provider, t.model) && !breakers.isOpen(t.provider, t.model);
 
-  function noteFailure(p: PlannedTarget, f: Failure) {
+  /** `counted`: the attempt is already in attemptsTotal (as "ok", at its first chunk). */
+  function noteFailure(p: PlannedTarget, f: Failure, counted = false) {
     const { provider, model } = p.target;
     if (f.retryable) breakers.onFailure(provider, model);
     // A refusal of the request itself (400-class) shows the target is up and answering.
@@ -116,6 +117,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     if (f.kind === "rate_limited" && f.retryAfterMs > 0) {
       breakers.coolDown(provider, model, f.retryAfterMs);
     }
+    if (counted) return;
     attemptsTotal.inc({
       model: p.model,
       provider: p.target.provider,
@@ -456,7 +458,9 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       connectors.suspect(connector.id);
       if (!sentFirst) return new RetryableFailure(f, true);
     }
-    noteFailure(p, f);
+    // A stream that fails after its first chunk was counted as an answer then (settleSuccess);
+    // the breaker still hears of the failure, and the ingress counts the truncated stream.
+    noteFailure(p, f, sentFirst);
     if (!sentFirst && isContextWindowExceeded(f)) return new ContextWindowExceeded(f);
     // After the first chunk the client has tokens: no retry can be honest now.
     if (sentFirst || !f.retryable || timedOut === "total") return f.toConnectError();
