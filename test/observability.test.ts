@@ -296,6 +296,26 @@ describe("a successful answer", () => {
     });
   });
 
+  it("counts an upstream's wait between its opening and its first token as the upstream's time", async () => {
+    // The role chunk at once, the first token 400 ms later (a model that thinks first).
+    primary.setBehavior({ ...answer, thinkMs: 400 });
+    const res = await chat({ stream: true, headers: { "x-request-id": "req-think-1" } });
+    expect(res.status).toBe(200);
+    const line = requestLine("req-think-1") as Record<string, number>;
+    expect(line.first_token_ms).toBeGreaterThanOrEqual(400);
+    expect(line.upstream_ms).toBeGreaterThanOrEqual(400);
+    // The gateway's own share is a few ms; 400 would be the upstream's wait counted as overhead.
+    expect(line.overhead_ms).toBeLessThan(200);
+    const m = await scrape();
+    expect(
+      metricValue(m, "switchyard_gateway_overhead_seconds_sum", { api: "openai" }),
+    ).toBeLessThan(0.2);
+    const firstChunk = { provider: "primary", target: "m-primary" };
+    expect(
+      metricValue(m, "switchyard_connector_upstream_first_chunk_seconds_sum", firstChunk),
+    ).toBeGreaterThanOrEqual(0.4);
+  });
+
   it("streams to Anthropic clients with the cost in message_delta's usage", async () => {
     const res = await chat({
       path: "/v1/messages",

@@ -13,7 +13,7 @@ import {
   ProbeResponseSchema,
 } from "../../gen/switchyard/connector/v1/connector_pb.js";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
-import { connectorChatResponse } from "../lib/chat/messages.js";
+import { carriesAnswer, connectorChatResponse } from "../lib/chat/messages.js";
 import { Failure } from "../lib/errors.js";
 import { makeMessage } from "../lib/hop/codec.js";
 import { DONE } from "../lib/iteration.js";
@@ -134,6 +134,8 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
     #chunks: AsyncIterator<ChatChunk> | undefined;
     #started = 0;
     #first = true;
+    /** A chunk carrying some of the answer has come (see carriesAnswer). */
+    #answering = false;
     /** Chunks merged since the last message (holdMs > 0). */
     #held: CompletionBuilder | undefined;
     #sentAt = 0;
@@ -209,13 +211,19 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
           return last ? { done: false, value: last } : DONE;
         }
         const chunk = r.value;
-        if (this.#first) {
-          this.#first = false;
+        if (!this.#answering && carriesAnswer(chunk)) {
+          // The upstream's time to its first token (an opening event, such as Anthropic's
+          // message_start, comes before it and says nothing of how fast the target answers).
+          this.#answering = true;
           const ms = performance.now() - this.#started;
-          // Carried to the ingress, which tells the gateway's own time apart by it.
-          if (chunk.start) chunk.start.upstreamMs = ms;
           deps.outcomes?.success(call.provider, call.model, ms);
           firstChunk.observe({ provider: call.provider, target: call.model }, ms / 1000);
+        }
+        if (this.#first) {
+          this.#first = false;
+          // Carried to the ingress, which tells the gateway's own time apart by it (the router
+          // adds the wait for the first token when this chunk is only the opening).
+          if (chunk.start) chunk.start.upstreamMs = performance.now() - this.#started;
         } else if (this.#holdMs > 0) {
           this.#held ??= new CompletionBuilder();
           this.#held.add(chunk);

@@ -595,6 +595,12 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
           if (!held) {
             this.#ready.push(routerChatResponse(chunk));
             if (!carried) continue;
+            // The opening (who answers, the role) waited here for the first token: that wait is
+            // the upstream's time too (ChatStart.upstream_ms), not the gateway's.
+            const start = this.#ready[0]?.chunk?.start;
+            if (this.#ready.length > 1 && start?.upstreamMs !== undefined) {
+              start.upstreamMs += performance.now() - firstAt;
+            }
             settleSuccess(this.#p, request.model);
             // No other attempt can follow now.
             request.commit();

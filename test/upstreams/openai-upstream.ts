@@ -89,6 +89,8 @@ export interface AnswerBehavior {
   headersDelayMs?: number;
   /** Delay before every SSE event. */
   chunkDelayMs?: number;
+  /** Stream only: delay between the role chunk and the first content chunk (the model thinking). */
+  thinkMs?: number;
   /** Stream only: stop after this many SSE events, without `[DONE]`. */
   cutAfterChunks?: number;
   /** How a cut stream stops; default "end". */
@@ -561,6 +563,7 @@ async function answer(
       return;
     }
     if (behavior.chunkDelayMs) await sleep(behavior.chunkDelayMs);
+    if (i === 1 && behavior.thinkMs) await sleep(behavior.thinkMs);
     if (res.destroyed) return;
     await write(res, `data: ${JSON.stringify(event)}\n\n`);
   }
