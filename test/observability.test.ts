@@ -489,6 +489,53 @@ describe("a failover to a fallback model", () => {
   });
 });
 
+describe("a target that does not answer in time", () => {
+  it("is counted as a timeout, not a cancellation, and shows as down in shared health", async () => {
+    const strict = await startOneProcess(
+      testConfig(`
+providers:
+  primary: { type: openai, base_url: "${primary.url}" }
+models:
+  chat: { targets: [{ provider: primary, model: m-primary }] }
+routing:
+  retries: 0
+  timeouts: { first_token_ms: 300, idle_ms: 30000, total_ms: 60000 }
+  circuit_breaker: { consecutive_failures: 2, cooldown_ms: 600000 }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+    );
+    try {
+      primary.setBehavior({ ...answer, headersDelayMs: 10_000 });
+      const ask = () =>
+        request(`${strict.url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model: "chat", messages: [{ role: "user", content: "hi" }] }),
+        }).then(async (r) => {
+          await r.body.dump();
+          return r.statusCode;
+        });
+      expect(await ask()).toBe(504);
+      expect(await ask()).toBe(504);
+      const target = { provider: "primary", target: "m-primary" };
+      const scrapeStrict = async () => (await request(`${strict.url}/metrics`)).body.text();
+      const m = await scrapeStrict();
+      const calls = (outcome: string) =>
+        metricValue(m, "switchyard_connector_upstream_requests_total", { ...target, outcome });
+      expect(calls("timeout")).toBe(2);
+      expect(calls("cancelled")).toBeUndefined();
+      let health: number | undefined;
+      for (let i = 0; i < 40 && health !== 3; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        health = metricValue(await scrapeStrict(), "switchyard_target_health", target);
+      }
+      expect(health).toBe(3);
+    } finally {
+      await strict.stop();
+    }
+  });
+});
+
 describe("a failing target", () => {
   it("shows as an open circuit at once, and as down in shared health soon after", async () => {
     const strict = await startOneProcess(

@@ -33,6 +33,12 @@ export interface ConnectorDeps {
   load?: { inflight: number };
 }
 
+/**
+ * How much sooner than first_token_ms a caller's cancel may reach the connector and still be
+ * its first-token timeout: the router's clock started a hop earlier than the connector's.
+ */
+const FIRST_TOKEN_SLACK_MS = 100;
+
 /** Runs single attempts against upstreams; all retry and routing decisions are the router's. */
 export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof ConnectorService> {
   const upstreamRequests = counter(
@@ -117,7 +123,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
       // A caller that holds the whole answer gets the chunks after the first merged (hold_ms).
       merge: req.holdMs > 0,
     };
-    return new Relay(call, req.holdMs, ctx);
+    return new Relay(call, req.holdMs, req.firstTokenMs, ctx);
   }
 
   /**
@@ -130,6 +136,8 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
   class Relay implements AsyncIterableIterator<ChatResponse> {
     readonly #call: ChatCall;
     readonly #holdMs: number;
+    /** The caller's first_token_ms (0: unknown): see #cancelled. */
+    readonly #firstTokenMs: number;
     readonly #ctx: HandlerContext;
     #chunks: AsyncIterator<ChatChunk> | undefined;
     #started = 0;
@@ -142,9 +150,10 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
     /** The call ended (completed, failed or stopped) and is counted. */
     #over = false;
 
-    constructor(call: ChatCall, holdMs: number, ctx: HandlerContext) {
+    constructor(call: ChatCall, holdMs: number, firstTokenMs: number, ctx: HandlerContext) {
       this.#call = call;
       this.#holdMs = holdMs;
+      this.#firstTokenMs = firstTokenMs;
       this.#ctx = ctx;
     }
 
@@ -176,9 +185,33 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
     }
 
     readonly #onAbort = (): void => {
-      if (!this.#over)
-        this.#fail(new Failure({ status: 499, kind: "cancelled", message: "cancelled" }));
+      if (!this.#over) this.#fail(this.#cancelled());
     };
+
+    /**
+     * Why the caller cancelled. A cancel about first_token_ms after the call began, with no chunk
+     * yet, is the router's first-token timeout: the target did not answer, which passive health
+     * and the metrics must hear of (a plain cancellation says nothing about a target).
+     */
+    #cancelled(): Failure {
+      const ms = this.#firstTokenMs;
+      if (
+        ms > 0 &&
+        this.#first &&
+        this.#started > 0 &&
+        performance.now() - this.#started >= ms - FIRST_TOKEN_SLACK_MS
+      ) {
+        const { provider } = this.#call;
+        return new Failure({
+          status: 504,
+          kind: "timeout",
+          retryable: true,
+          provider,
+          message: `provider ${provider} sent no first token within ${ms} ms`,
+        });
+      }
+      return new Failure({ status: 499, kind: "cancelled", message: "cancelled" });
+    }
 
     /** The reader stopped: the provider stops reading (and cancels its upstream request). */
     async return(): Promise<IteratorResult<ChatResponse>> {
@@ -188,7 +221,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
         this.#over = true;
         return DONE;
       }
-      this.#fail(new Failure({ status: 499, kind: "cancelled", message: "cancelled" }));
+      this.#fail(this.#cancelled());
       return DONE;
     }
 
@@ -250,9 +283,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
     /** Counts and logs a failed call, stops the provider's stream, and says what the caller sees. */
     #fail(err: unknown): Error {
       const call = this.#call;
-      const f = this.#ctx.signal.aborted
-        ? new Failure({ status: 499, kind: "cancelled", message: "cancelled" })
-        : Failure.from(err);
+      const f = this.#ctx.signal.aborted ? this.#cancelled() : Failure.from(err);
       const chunks = this.#chunks;
       this.#end();
       // Nobody reads the provider's stream any more; its own error has no one to tell.

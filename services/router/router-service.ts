@@ -573,10 +573,19 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       let carried = false;
       try {
         const calls = this.#connector.client
-          .chat(upstreamRequest(this.#context, newTarget(provider, model), request, holdMs), {
-            signal: this.#abort.signal,
-            timeoutMs: Math.max(1, this.#deadline.at - Date.now()),
-          })
+          .chat(
+            upstreamRequest(
+              this.#context,
+              newTarget(provider, model),
+              request,
+              holdMs,
+              timerDelay(timeouts.first_token_ms),
+            ),
+            {
+              signal: this.#abort.signal,
+              timeoutMs: Math.max(1, this.#deadline.at - Date.now()),
+            },
+          )
           [Symbol.asyncIterator]();
         this.#calls = calls;
         for (let r = await calls.next(); !r.done; r = await calls.next()) {
@@ -876,6 +885,7 @@ function upstreamRequest(
   target: Target,
   request: Unsent<ChatParams>,
   holdMs: number,
+  firstTokenMs: number,
 ): ConnectorChatRequest {
   const params = request.params;
   // A shallow copy is still a ChatParams (it keeps `$typeName`): makeMessage() would walk every field.
@@ -884,6 +894,7 @@ function upstreamRequest(
     target,
     params.stream ? params : { ...params, stream: true },
     holdMs,
+    firstTokenMs,
   );
 }
 

@@ -77,8 +77,14 @@ describe("message literals", () => {
       create(RouterChatRequestSchema, { context, params }),
     );
     expectSame(
-      connectorChatRequest(context, target, params, 250),
-      create(ConnectorChatRequestSchema, { context, target, params, holdMs: 250 }),
+      connectorChatRequest(context, target, params, 250, 15_000),
+      create(ConnectorChatRequestSchema, {
+        context,
+        target,
+        params,
+        holdMs: 250,
+        firstTokenMs: 15_000,
+      }),
     );
   });
 

@@ -96,8 +96,16 @@ export function connectorChatRequest(
   target: Target,
   params: ChatParams,
   holdMs: number,
+  firstTokenMs: number,
 ): ConnectorChatRequest {
-  return { $typeName: "switchyard.connector.v1.ChatRequest", context, target, params, holdMs };
+  return {
+    $typeName: "switchyard.connector.v1.ChatRequest",
+    context,
+    target,
+    params,
+    holdMs,
+    firstTokenMs,
+  };
 }
 
 /**
