@@ -594,13 +594,17 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
             firstAt = this.#lastChunkAt = performance.now();
             clearTimeout(this.#stepTimer);
             this.#stepTimer = setTimeout(this.#onStep, this.#idleLimit);
-            strategies.latency.observe(provider, model, firstAt - started);
             if (chunk?.start) chunk.start.attempts = this.#attempt;
           } else {
             this.#lastChunkAt = performance.now();
           }
           if (!chunk) continue;
-          carried ||= carriesAnswer(chunk);
+          if (!carried && carriesAnswer(chunk)) {
+            carried = true;
+            // least-latency ranks by time to the first token: an opening event (message_start,
+            // the role chunk) comes at once from a target that then thinks for seconds.
+            strategies.latency.observe(provider, model, this.#lastChunkAt - started);
+          }
           if (!held) {
             this.#ready.push(routerChatResponse(chunk));
             if (!carried) continue;

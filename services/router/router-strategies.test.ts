@@ -137,6 +137,21 @@ describe("router strategies", () => {
     expect(rig.strategies.latency.estimate("b", "model-b")).toBeLessThan(150);
   });
 
+  it("least-latency ranks by the first token, not by an opening that comes at once", async () => {
+    // a sends its role chunk at once and thinks 150 ms before its first token; b answers in full
+    // after 60 ms. Timed at the opening, a would look the faster.
+    a.setBehavior({ kind: "answer", thinkMs: 150 });
+    b.setBehavior({ kind: "answer", headersDelayMs: 60 });
+    const rig = startRouter({
+      strategy: "least-latency",
+      strategies: createStrategies({ random: noExploring }),
+    });
+    const answered: Array<string | undefined> = [];
+    for (let i = 0; i < 8; i++) answered.push(await chat(rig));
+    expect(answered).toEqual(["a", "b", ...Array<string>(6).fill("b")]);
+    expect(rig.strategies.latency.estimate("a", "model-a")).toBeGreaterThanOrEqual(150);
+  });
+
   it("least-inflight sends a call to the target with fewer attempts running", async () => {
     a.setBehavior({ kind: "answer", headersDelayMs: 300 });
     // Both targets are drawn; the tie on an idle router goes to the first drawn, a.
