@@ -123,6 +123,63 @@ describe("CircuitBreakers", () => {
     expect(breakers.tryAcquire("p", "m")).toBe(true);
   });
 
+  describe("a pause the target asked for (Retry-After)", () => {
+    /** A 429 as the router settles it: a failure, then the pause. */
+    function rateLimited(breakers: CircuitBreakers, ms: number) {
+      breakers.onFailure("p", "m");
+      breakers.coolDown("p", "m", ms);
+    }
+
+    it("refuses calls until it ends, then lets every call through: it is not a trip", () => {
+      const { clock, breakers } = breakersWithClock();
+      rateLimited(breakers, 1_000);
+      expect(breakers.isOpen("p", "m")).toBe(true);
+      expect(breakers.tryAcquire("p", "m")).toBe(false);
+      expect(breakers.stateValue("p", "m")).toBe(0);
+      clock.now += 1_000;
+      expect(breakers.tryAcquire("p", "m")).toBe(true);
+      expect(breakers.tryAcquire("p", "m")).toBe(true);
+      expect(breakers.stateValue("p", "m")).toBe(0);
+    });
+
+    it("does not open the breaker on the next single failure", () => {
+      const { clock, breakers } = breakersWithClock();
+      rateLimited(breakers, 1_000);
+      clock.now += 1_000;
+      expect(breakers.tryAcquire("p", "m")).toBe(true);
+      breakers.onFailure("p", "m");
+      expect(breakers.isOpen("p", "m")).toBe(false);
+      expect(breakers.tryAcquire("p", "m")).toBe(true);
+    });
+
+    it("keeps counting failures in a row towards the threshold", () => {
+      const { clock, breakers } = breakersWithClock();
+      rateLimited(breakers, 1_000);
+      breakers.onFailure("p", "m"); // a call that began before the pause
+      clock.now += 1_000;
+      expect(breakers.tryAcquire("p", "m")).toBe(true);
+      breakers.onFailure("p", "m"); // the third in a row
+      expect(breakers.stateValue("p", "m")).toBe(1);
+      clock.now += 1_000;
+      expect(breakers.tryAcquire("p", "m")).toBe(false);
+    });
+
+    it("lengthens an open breaker's cooldown when longer, and never shortens it", () => {
+      const { clock, breakers } = breakersWithClock();
+      fail(breakers, 3);
+      breakers.coolDown("p", "m", 1_000);
+      clock.now += COOLDOWN;
+      expect(breakers.tryAcquire("p", "m")).toBe(true); // the trial, on time
+      breakers.onFailure("p", "m");
+      breakers.coolDown("p", "m", 2 * COOLDOWN);
+      clock.now += COOLDOWN;
+      expect(breakers.tryAcquire("p", "m")).toBe(false);
+      clock.now += COOLDOWN;
+      expect(breakers.tryAcquire("p", "m")).toBe(true);
+      expect(breakers.stateValue("p", "m")).toBe(2);
+    });
+  });
+
   it("uses the real clock when none is given", () => {
     const breakers = new CircuitBreakers(1, 60_000);
     breakers.onFailure("p", "m");
