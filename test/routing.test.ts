@@ -213,6 +213,36 @@ describe("failure handling", () => {
     expect(posts(a)).toBe(1);
   });
 
+  it("answers the soonest Retry-After when every target is rate limiting", async () => {
+    // A gateway of its own: the pauses these answers ask for would outlast this test.
+    const own = await startOneProcess(
+      testConfig(`
+providers:
+  pa: { type: openai, base_url: "${a.url}" }
+  pb: { type: openai, base_url: "${b.url}" }
+models:
+  pair: { targets: [{ provider: pa, model: ma }, { provider: pb, model: mb }] }
+routing: { retries: 1, backoff: { base_ms: 1, max_ms: 5 } }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+    );
+    try {
+      a.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "3" } });
+      b.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "50" } });
+      const res = await request(`${own.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "pair", messages: [{ role: "user", content: "hi" }] }),
+      });
+      await res.body.dump();
+      expect(res.statusCode).toBe(429);
+      expect(res.headers["retry-after"]).toBe("3");
+      expect(res.headers["x-switchyard-attempts"]).toBe("2");
+    } finally {
+      await own.stop();
+    }
+  });
+
   it("falls back to a model with a bigger window when the context window is exceeded", async () => {
     a.setBehavior({
       kind: "error",

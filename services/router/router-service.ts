@@ -194,7 +194,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
               );
             }
             if (!(err instanceof RetryableFailure)) throw err;
-            last = err.failure;
+            last = laterFailure(last, err.failure);
             // A connector that did not answer says nothing about the target: try the same
             // target through another connector, outside the target retry budget.
             if (err.connectorDown && connectorRetries < MAX_CONNECTOR_RETRIES) {
@@ -905,6 +905,22 @@ function upstreamRequest(
 /** The per-request overrides a client sent, as the planner takes them. */
 function planHints(h: RoutingHints | undefined): PlanHints {
   return { provider: h?.provider, fallbacks: h?.hasFallbacks ? h.fallbacks : undefined };
+}
+
+/**
+ * The failure to answer with after another attempt failed: its own, except that when targets
+ * keep rate-limiting, the client hears the soonest any of them said it could answer again.
+ */
+function laterFailure(last: Failure | undefined, next: Failure): Failure {
+  if (
+    last?.kind === "rate_limited" &&
+    next.kind === "rate_limited" &&
+    last.retryAfterMs > 0 &&
+    (next.retryAfterMs === 0 || last.retryAfterMs < next.retryAfterMs)
+  ) {
+    return last;
+  }
+  return next;
 }
 
 /** Adds `attempts` to the count a router failure carries to the ingress (its UpstreamError). */
