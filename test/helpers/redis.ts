@@ -1,7 +1,10 @@
 // Test support: the real Redis these tests run against, and key prefixes they clean up after.
 
+import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { once } from "node:events";
 import { Redis } from "ioredis";
+import { freePorts } from "./processes.js";
 
 export const TEST_REDIS_URL = "redis://127.0.0.1:6379";
 
@@ -43,3 +46,51 @@ export async function dropPrefix(redis: Redis, prefix: string): Promise<void> {
 
 /** A port nothing listens on, for "Redis is down" tests. */
 export const CLOSED_REDIS_URL = "redis://127.0.0.1:1";
+
+/** A redis-server of this test's own, on a free loopback port, so it can be stalled. */
+export interface PrivateRedis {
+  url: string;
+  /** Freezes the server (SIGSTOP): it keeps its connections but answers nothing. */
+  pause(): void;
+  /** Lets a paused server go on (SIGCONT); it then runs what it was sent meanwhile. */
+  resume(): void;
+  stop(): Promise<void>;
+}
+
+export async function startPrivateRedis(): Promise<PrivateRedis> {
+  const [port] = await freePorts(1);
+  const child = spawn(
+    "/usr/bin/redis-server",
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    { stdio: "ignore" },
+  );
+  const url = `redis://127.0.0.1:${port}`;
+  const probe = new Redis(url, { lazyConnect: true, retryStrategy: () => null });
+  probe.on("error", () => {});
+  try {
+    for (let i = 0; ; i++) {
+      try {
+        await probe.connect();
+        await probe.ping();
+        break;
+      } catch (err) {
+        if (i >= 100) throw new Error(`redis-server on port ${port} did not start: ${err}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  } finally {
+    probe.disconnect();
+  }
+  return {
+    url,
+    pause: () => child.kill("SIGSTOP"),
+    resume: () => child.kill("SIGCONT"),
+    async stop() {
+      if (child.exitCode !== null) return;
+      child.kill("SIGCONT");
+      const exited = once(child, "exit");
+      child.kill("SIGKILL");
+      await exited;
+    },
+  };
+}

@@ -5,6 +5,7 @@ import {
   CLOSED_REDIS_URL,
   connectTestRedis,
   dropPrefix,
+  startPrivateRedis,
   TEST_REDIS_URL,
   uniquePrefix,
 } from "../../../test/helpers/redis.js";
@@ -258,6 +259,47 @@ describe("redis limiter across replicas", () => {
     );
     await a.settle(held, { tokens: 1 }, 0);
     await b.admit("acme", KEY_A, { tokens: 1, usd: 0 });
+  });
+});
+
+describe("redis limiter with a Redis that stalls past the command timeout", () => {
+  it("undoes an admission that ran after its call had timed out", async () => {
+    const own = await startPrivateRedis();
+    try {
+      const registry = new Registry();
+      const errors = counter(registry, "switchyard_limits_backend_errors_total", "errors", ["op"]);
+      const l = await createRedisLimiter({
+        url: own.url,
+        prefix,
+        onError: "fail_closed",
+        tenants: tenant({ rpm: 10, tpm: 100_000, concurrency: 1 }),
+        clock: Date.now,
+        maxLeaseMs: 600_000,
+        commandTimeoutMs: 200,
+        logger: silent,
+        errors,
+      });
+      opened.push(l);
+      // Loads the script, so the stalled call is a plain EVALSHA that Redis runs when it wakes.
+      const warm = await l.admit("acme", KEY_A, { tokens: 50, usd: 0 });
+      await l.settle(warm, { tokens: 50 }, 0);
+      own.pause();
+      const refused = await l.admit("acme", KEY_A, { tokens: 50, usd: 0 }).catch((e: unknown) => e);
+      expect(refused).toMatchObject({ status: 503, code: "limits_unavailable" });
+      own.resume();
+      // Redis now runs the stalled admission, then its undoing: the slot is free, the request
+      // and its estimate are not counted.
+      for (let i = 0; i < 50 && (await used(l, "rpm")) !== 1; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(await used(l, "rpm")).toBe(1);
+      expect(await used(l, "concurrency")).toBe(0);
+      expect(await used(l, "tpm")).toBe(50);
+      // And the tenant is not locked out.
+      expect((await l.admit("acme", KEY_A, { tokens: 1, usd: 0 })).counted).toBe(true);
+    } finally {
+      await own.stop();
+    }
   });
 });
 

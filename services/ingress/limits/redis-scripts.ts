@@ -220,3 +220,42 @@ for i = 0, n - 1 do
 end
 return out
 `;
+
+/**
+ * Undoes an admission whose answer never came back (its call timed out): ADMIT may have run all
+ * the same, once Redis caught up, and its counts must not stay. A reservation is known to have
+ * been admitted by its id in an rpm or concurrency set; then its estimate comes off the token and
+ * spend counters too. With neither limit set nothing tells, and nothing is undone. Commands on
+ * one connection run in order, so this runs after the ADMIT it undoes, if that ever runs.
+ * ARGV: id, tokens, micro-usd, second of admission, subject count, then 5 limits per subject.
+ * Returns {1} when it undid an admission, {0} otherwise.
+ */
+export const CANCEL = `
+local id = ARGV[1]
+local tokens = tonumber(ARGV[2])
+local usd = tonumber(ARGV[3])
+local reserved = ARGV[4]
+local n = tonumber(ARGV[5])
+local admitted = false
+for i = 0, n - 1 do
+  local k = i * 5
+  local a = 5 + i * 5
+  if tonumber(ARGV[a + 1]) > 0 and redis.call('ZREM', KEYS[k + 1], id) == 1 then admitted = true end
+  if tonumber(ARGV[a + 3]) > 0 and redis.call('ZREM', KEYS[k + 3], id) == 1 then admitted = true end
+end
+if not admitted then return {0} end
+for i = 0, n - 1 do
+  local k = i * 5
+  local a = 5 + i * 5
+  if tonumber(ARGV[a + 2]) > 0 and tokens > 0 and redis.call('HEXISTS', KEYS[k + 2], reserved) == 1 then
+    redis.call('HINCRBY', KEYS[k + 2], reserved, -tokens)
+  end
+  if tonumber(ARGV[a + 4]) > 0 and tokens > 0 and redis.call('EXISTS', KEYS[k + 4]) == 1 then
+    redis.call('INCRBY', KEYS[k + 4], -tokens)
+  end
+  if tonumber(ARGV[a + 5]) > 0 and usd > 0 and redis.call('EXISTS', KEYS[k + 5]) == 1 then
+    redis.call('INCRBY', KEYS[k + 5], -usd)
+  end
+end
+return {1}
+`;

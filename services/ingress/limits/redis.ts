@@ -25,7 +25,7 @@ import {
   utcMonth,
   WINDOW_MS,
 } from "./limiter.js";
-import { ADMIT, PEEK, SETTLE } from "./redis-scripts.js";
+import { ADMIT, CANCEL, PEEK, SETTLE } from "./redis-scripts.js";
 
 export interface RedisLimiterOptions {
   url: string;
@@ -57,6 +57,7 @@ const script = (lua: string): Script => ({
 const ADMIT_SCRIPT = script(ADMIT);
 const SETTLE_SCRIPT = script(SETTLE);
 const PEEK_SCRIPT = script(PEEK);
+const CANCEL_SCRIPT = script(CANCEL);
 
 /** A counted reservation this replica still holds: its lease is renewed until it settles. */
 interface Live {
@@ -193,14 +194,23 @@ export async function createRedisLimiter(opts: RedisLimiterOptions): Promise<Lim
       ...subjects.flatMap(limitArgs),
     ];
     let reply: number[];
+    const keys = subjects.flatMap((s) => keysOf(s, now));
     try {
-      reply = await run(
-        ADMIT_SCRIPT,
-        subjects.flatMap((s) => keysOf(s, now)),
-        args,
-      );
+      reply = await run(ADMIT_SCRIPT, keys, args);
     } catch (err) {
       report("admit", err);
+      // A call that timed out may still run when Redis catches up: its counts are undone then,
+      // or a request this replica refused (or let through uncounted) would hold a slot. (Off
+      // the connection, nothing was sent: ioredis does not queue.)
+      if (redis.status === "ready")
+        void run(CANCEL_SCRIPT, keys, [
+          id,
+          String(tokens),
+          String(toMicroUsd(estimate.usd)),
+          String(Math.floor(now / 1000)),
+          String(subjects.length),
+          ...subjects.flatMap(limitArgs),
+        ]).catch((e: unknown) => report("cancel", e));
       if (opts.onError === "fail_closed") {
         throw new Failure({
           status: 503,
