@@ -51,6 +51,8 @@ export interface IngressDeps {
 
 export type ClientApi = "openai" | "anthropic" | "grpc";
 const CLIENT_APIS: readonly ClientApi[] = ["openai", "anthropic", "grpc"];
+/** The longest an answer's end waits for its settlement in Redis (see settleBeforeEnd). */
+const SETTLE_WAIT_MS = 250;
 
 /** The ingress's request metrics, created once per service. */
 export function createIngressMetrics(registry: Registry) {
@@ -387,6 +389,36 @@ export class ChatExchange {
   }
 
   /**
+   * Settles a complete answer's limits before its last bytes go to the client. With limits
+   * shared through Redis the answer waits for the settlement (a round trip, at most
+   * SETTLE_WAIT_MS): a client that sends its next request as soon as it has this answer, to
+   * another replica, then finds its concurrency slot free. Sent without waiting, the settlement
+   * can reach Redis after that request's admission (Redis reads its clients in turn, not in the
+   * order they wrote), and a client at its limit is refused now and then. finish() does the rest.
+   * Undefined when there is nothing to wait for.
+   */
+  settleBeforeEnd(): Promise<void> | undefined {
+    const reservation = this.reservation;
+    if (!reservation) return undefined;
+    this.reservation = undefined;
+    const used = this.usedTokens(true);
+    const cost = this.price ? roundUsd(costUsd(this.price, used)) : 0;
+    const settled = this.deps.limiter.settle(
+      reservation,
+      { tokens: used.prompt + used.completion },
+      cost,
+    );
+    if (this.deps.limiter.backend !== "redis" || !reservation.counted) return undefined;
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, SETTLE_WAIT_MS);
+      void settled.finally(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  /**
    * Records the outcome once: limits settled, metrics, and the request's log line. `truncated`
    * marks a stream that failed after its first token. Client mistakes are logged without a
    * stack; the log line never holds keys, and prompts only for a tenant with `log_prompts`.
@@ -401,12 +433,10 @@ export class ChatExchange {
     const used = this.usedTokens(status === 200 && !truncated);
     // One price, one computation: what the limiter is charged is what metrics and logs say.
     const cost = this.price ? roundUsd(costUsd(this.price, used)) : 0;
-    if (this.reservation) {
-      void this.deps.limiter.settle(
-        this.reservation,
-        { tokens: used.prompt + used.completion },
-        cost,
-      );
+    const reservation = this.reservation;
+    this.reservation = undefined;
+    if (reservation) {
+      void this.deps.limiter.settle(reservation, { tokens: used.prompt + used.completion }, cost);
     }
     const seconds = (performance.now() - this.started) / 1000;
     const model = this.deps.config.models[params.model] ? params.model : "(unknown)";

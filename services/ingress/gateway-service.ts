@@ -142,6 +142,9 @@ export function createGatewayService(
         yield makeMessage(ChatStreamResponseSchema, { chunk });
         chunk = await exchange.next();
       }
+      // Before the stream's end reaches the client (see ChatExchange.settleBeforeEnd).
+      const settled = exchange.settleBeforeEnd();
+      if (settled) await settled;
       exchange.finish(200);
     } catch (err) {
       const f = Failure.from(err);
@@ -163,6 +166,8 @@ export function createGatewayService(
       let c: ChatChunk | undefined = await exchange.open(ctx.signal);
       for (; c; c = await exchange.next()) builder.add(c);
       for (const [k, v] of Object.entries(exchange.routeHeaders())) ctx.responseHeader.set(k, v);
+      const settled = exchange.settleBeforeEnd();
+      if (settled) await settled;
       exchange.finish(200);
       return makeMessage(ChatResponseSchema, { completion: builder.build() });
     } catch (err) {

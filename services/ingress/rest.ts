@@ -203,6 +203,8 @@ export function createRestHandler(deps: RestDeps) {
       "content-length": String(Buffer.byteLength(body)),
       ...exchange.routeHeaders(),
     });
+    const settled = exchange.settleBeforeEnd();
+    if (settled) await settled;
     res.end(body);
     exchange.finish(200);
   }
@@ -301,12 +303,18 @@ class StreamWriter {
     this.exchange.next().then(this.#write, this.#fail);
   };
 
+  readonly #end = (): void => {
+    this.res.end(this.framer.finish());
+    this.exchange.finish(200);
+  };
+
   /** Writes a chunk and asks for the next (once the socket drained); ends the answer at its end. */
   readonly #write = (chunk: AnswerChunk | undefined): void => {
     try {
       if (!chunk) {
-        this.res.end(this.framer.finish());
-        this.exchange.finish(200);
+        const settled = this.exchange.settleBeforeEnd();
+        if (settled) void settled.then(this.#end);
+        else this.#end();
         return;
       }
       const frame = this.framer.render(chunk);
