@@ -23,6 +23,7 @@ import { createLocalClient } from "./lib/local-client.js";
 import type { Logger } from "./lib/logger.js";
 import { followConnectors } from "./lib/membership.js";
 import { createProcessRegistry, createRegistry, renderMetrics } from "./lib/metrics.js";
+import { listenFailure, StartupError } from "./lib/startup-error.js";
 import { useFastUtf8Encoding } from "./lib/utf8.js";
 import { buildProber } from "./prober/main.js";
 import { buildRouter } from "./router/main.js";
@@ -84,7 +85,7 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
   let bus: Bus | undefined;
   if (needsBus) {
     if (!config.nats && !oneProcess && (has("router") || has("prober"))) {
-      throw new Error(
+      throw new StartupError(
         "nats.url is required when services run in separate processes: routers and the prober share target health over NATS",
       );
     }
@@ -233,7 +234,9 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
   try {
     for (const { name, server } of servers) {
       const addr = opts.listen?.[name] ?? config.server[name];
-      ports[name] = await server.listen(addr.port, addr.host);
+      ports[name] = await server.listen(addr.port, addr.host).catch((err: unknown) => {
+        throw listenFailure(err, `the ${name} (server.${name})`, addr);
+      });
       logger.info({ service: name, host: addr.host, port: ports[name] }, "listening");
     }
   } catch (err) {
@@ -280,7 +283,7 @@ const CUT_REQUESTS_SETTLE_MS = 2000;
 export function parseFabricTransport(value: string | undefined): FabricTransport {
   if (value === undefined || value === "" || value === "hop") return "hop";
   if (value === "connect") return "connect";
-  throw new Error(`SWITCHYARD_FABRIC_TRANSPORT must be "hop" or "connect", not "${value}"`);
+  throw new StartupError(`SWITCHYARD_FABRIC_TRANSPORT must be "hop" or "connect", not "${value}"`);
 }
 
 /** The URL other processes dial to reach a service bound to `host:port`. */

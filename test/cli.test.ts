@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
@@ -66,6 +67,49 @@ describe("switchyard hash-key", () => {
       code: 0,
       stdout: `${expected}\n`,
     });
+  });
+});
+
+describe("switchyard hash-key's options", () => {
+  it("shows usage for --help instead of hashing it, and refuses other options", () => {
+    const help = cli(["hash-key", "--help"]);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain("Usage:");
+    expect(help.stdout).not.toContain("sha256:");
+    const flag = cli(["hash-key", "--verbose"]);
+    expect(flag.code).toBe(2);
+    expect(flag.stderr).toContain("hash-key takes no options");
+  });
+});
+
+describe("a start that cannot succeed", () => {
+  it("names the cause in one line, without a stack trace, and exits 1", async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", r));
+    const port = (blocker.address() as net.AddressInfo).port;
+    try {
+      const cwd = mkdtempSync(join(dir, "busy-"));
+      writeFileSync(
+        join(cwd, "switchyard.yaml"),
+        `server: { ingress: { host: 127.0.0.1, port: ${port} } }\n${DEMO_CONFIG_YAML}`,
+      );
+      const busy = cli(["start"], { cwd, env: { LOG_LEVEL: "silent" } });
+      expect(busy.code).toBe(1);
+      expect(busy.stderr).toBe(
+        `switchyard: cannot listen on 127.0.0.1:${port} for the ingress (server.ingress): the address is already in use (is another switchyard or server running?)\n`,
+      );
+      const level = cli(["start"], { cwd, env: { LOG_LEVEL: "loud" } });
+      expect(level.code).toBe(1);
+      expect(level.stderr).toMatch(/^switchyard: LOG_LEVEL must be one of .*; got 'loud'\n$/);
+      const nats = cli(["start", "--service", "router"], { cwd, env: { LOG_LEVEL: "silent" } });
+      expect(nats.code).toBe(1);
+      expect(nats.stderr).toMatch(
+        /^switchyard: nats.url is required when services run in separate processes/,
+      );
+      expect(nats.stderr).not.toContain("    at ");
+    } finally {
+      blocker.close();
+    }
   });
 });
 
@@ -144,6 +188,42 @@ server:
     expect(text.split(" ").length).toBe(24);
     expect(await exit).toBe(0);
     expect(output()).toContain('"draining"');
+  }, 30_000);
+
+  it("stops at once on a second signal during the drain, with exit code 1", async () => {
+    const cwd = mkdtempSync(join(dir, "start-"));
+    writeFileSync(
+      join(cwd, "switchyard.yaml"),
+      `server:
+  ingress: { host: 127.0.0.1, port: 0 }
+  drain_timeout_ms: 60000
+providers: { slow: { type: mock, token_interval_ms: 100, tokens: 600 } }
+models: { slow: { targets: [{ provider: slow, model: m }] } }
+`,
+    );
+    const { child, port, exit, output } = await startIn(cwd);
+    // A minute-long stream in flight: the first signal's drain would wait for it.
+    const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        model: "slow",
+        stream: true,
+        messages: [{ role: "user", content: "x" }],
+      }),
+    });
+    const reader = res.body?.getReader();
+    await reader?.read();
+    const started = performance.now();
+    child.kill("SIGINT");
+    for (let i = 0; i < 100 && !output().includes('"draining"'); i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    child.kill("SIGINT");
+    expect(await exit).toBe(1);
+    expect(performance.now() - started).toBeLessThan(6_000);
+    expect(output()).toContain("second signal");
+    await reader?.cancel().catch(() => {});
   }, 30_000);
 
   it("logs the requests a drain that ran out cut, then exits 0", async () => {

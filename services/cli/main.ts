@@ -8,6 +8,7 @@ import { hashKey } from "../lib/config/keys.js";
 import { ConfigError, formatProblems, loadConfig } from "../lib/config/load.js";
 import type { Config } from "../lib/config/types.js";
 import { createLogger } from "../lib/logger.js";
+import { StartupError } from "../lib/startup-error.js";
 
 const USAGE = `Usage:
   switchyard start [--config FILE] [--service ingress|router|connector|prober|all]...
@@ -86,7 +87,12 @@ async function start(args: string[]): Promise<number> {
   });
   let stopping = false;
   const stop = (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      // A second Ctrl-C (or signal) does not wait for the drain, as in most servers.
+      logger.warn({ signal }, "second signal: stopping now, without waiting for the drain");
+      logger.flush();
+      process.exit(1);
+    }
     stopping = true;
     logger.info({ signal, drain_timeout_ms: config.server.drain_timeout_ms }, "draining");
     fabric.stop().then(
@@ -136,6 +142,16 @@ function checkConfig(args: string[]): number {
 }
 
 function hashKeyCommand(args: string[]): number {
+  if (args[0] === "--help" || args[0] === "-h") {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (args[0]?.startsWith("-")) {
+    // Likely a flag, not a key: hashing it would print a hash of "--verbose" without a word.
+    throw new UsageError(
+      `hash-key takes no options ('${args[0]}'); give a key starting with '-' on stdin`,
+    );
+  }
   if (args.length > 1) throw new UsageError("hash-key takes at most one KEY");
   // A key from stdin loses its trailing newline (echo KEY | switchyard hash-key).
   const key = args[0] ?? readFileSync(0, "utf8").replace(/\r?\n$/, "");
@@ -246,6 +262,10 @@ main(process.argv.slice(2)).then(
     ) {
       process.stderr.write(`switchyard: ${(err as Error).message}\n\n${USAGE}\n`);
       process.exit(2);
+    }
+    if (err instanceof StartupError) {
+      process.stderr.write(`switchyard: ${err.message}\n`);
+      process.exit(1);
     }
     process.stderr.write(`switchyard: ${(err as Error).stack ?? String(err)}\n`);
     process.exit(1);

@@ -1,5 +1,6 @@
 import pino from "pino";
 import type { RequestContext } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import { StartupError } from "./startup-error.js";
 import { traceIdOf } from "./trace.js";
 
 export type Logger = pino.Logger;
@@ -16,9 +17,10 @@ export function createLogger(opts: {
   /** Where lines go instead of stdout (tests read them). */
   destination?: pino.DestinationStream;
 }): Logger {
-  const level = opts.level || "info";
+  // Case does not matter (LOG_LEVEL=WARN), as in most servers.
+  const level = (opts.level || "info").toLowerCase();
   if (level !== "silent" && !(level in pino.levels.values)) {
-    throw new Error(
+    throw new StartupError(
       `LOG_LEVEL must be one of ${Object.keys(pino.levels.values).join(", ")}, silent; got '${level}'`,
     );
   }
