@@ -53,6 +53,12 @@ describe("interpolateString", () => {
     expect(interpolateString(`\${1ABC}`, env).malformed).toBe(true);
     expect(interpolateString(`\${HOST:default}`, env).malformed).toBe(true);
   });
+
+  it("flags a reference nested in a default, rather than send its text as the value", () => {
+    // Without this, `${A:-${B}}` with A unset came out as the literal "${B}".
+    expect(interpolateString(`\${MISSING:-\${HOST}}`, env).malformed).toBe(true);
+    expect(interpolateString(`\${HOST:-\${MISSING}}`, env).malformed).toBe(true);
+  });
 });
 
 describe("interpolate", () => {
@@ -81,7 +87,7 @@ describe("interpolate", () => {
     expect(result.problems).toEqual([
       {
         path: "peers.connectors[0]",
-        reason: `invalid \${…} reference: use \${NAME} or \${NAME:-default}, and $\${ for a literal \${`,
+        reason: `invalid \${…} reference: use \${NAME} or \${NAME:-default} (a default holds no \${…}), and $\${ for a literal \${`,
       },
     ]);
   });

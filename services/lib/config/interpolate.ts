@@ -50,7 +50,8 @@ function walk(
       result.problems.push({
         path: path === "" ? "(root)" : path,
         // biome-ignore lint/suspicious/noTemplateCurlyInString: this text is about ${} syntax itself.
-        reason: "invalid ${…} reference: use ${NAME} or ${NAME:-default}, and $${ for a literal ${",
+        reason:
+          "invalid ${…} reference: use ${NAME} or ${NAME:-default} (a default holds no ${…}), and $${ for a literal ${",
       });
     }
     return text;
@@ -94,6 +95,12 @@ export function interpolateString(input: string, env: Environment): Interpolated
       return match;
     }
     references++;
+    // `${A:-${B}}`: the pattern stops at the first `}`, so the default would be the text
+    // "${B" and the rest a stray "}". Nesting is not supported: say so rather than send that.
+    if (fallback?.includes("${")) {
+      malformed = true;
+      return match;
+    }
     const value = env[name];
     if (fallback !== undefined) return value === undefined || value === "" ? fallback : value;
     if (value === undefined) {

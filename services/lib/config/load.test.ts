@@ -109,9 +109,25 @@ providers: { demo: { type: mock, headers: { x-a: "\${BROKEN" } } }
 models: { m: { targets: [{ provider: nowhere, model: x }] } }
 `),
     ).toEqual([
-      `providers.demo.headers.x-a: invalid \${…} reference: use \${NAME} or \${NAME:-default}, and $\${ for a literal \${`,
+      `providers.demo.headers.x-a: invalid \${…} reference: use \${NAME} or \${NAME:-default} (a default holds no \${…}), and $\${ for a literal \${`,
       "models.m.targets[0].provider: unknown provider 'nowhere'",
     ]);
+  });
+
+  it("refuses an unset variable as a targeted provider's key or header, unless marked optional", () => {
+    const yaml = `
+providers:
+  groq: { type: openai, base_url: "https://api.groq.com/openai/v1", api_key: "\${GROQ_API_KEY}", headers: { x-team: "\${TEAM}" } }
+  local: { type: openai, base_url: "http://127.0.0.1:8000/v1", api_key: "\${LOCAL_KEY:-}" }
+  spare: { type: openai, base_url: "https://api.example.com/v1", api_key: "\${SPARE_KEY}" }
+models:
+  m: { targets: [{ provider: groq, model: x }, { provider: local, model: y }] }
+`;
+    expect(problemLines(yaml)).toEqual([
+      `providers.groq.api_key: environment variable GROQ_API_KEY is not set (write \${NAME:-} where an empty value is meant)`,
+      `providers.groq.headers.x-team: environment variable TEAM is not set (write \${NAME:-} where an empty value is meant)`,
+    ]);
+    expect(problemLines(yaml, { GROQ_API_KEY: "gsk-1", TEAM: "t" })).toEqual([]);
   });
 
   it("never puts environment values into problem reasons", () => {

@@ -72,8 +72,38 @@ export function parseConfigText(
       return { path: problem.path, reason };
     }),
   ];
+  if (validated.config !== undefined) {
+    const seen = new Set(problems.map((p) => p.path));
+    for (const p of unsetCredentials(validated.config, interpolated.unset)) {
+      if (!seen.has(p.path)) problems.push(p);
+    }
+  }
   if (problems.length > 0 || validated.config === undefined) return { problems };
   return { config: validated.config, problems: [] };
+}
+
+/**
+ * An unset `${VAR}` (no default) in the `api_key` or a header of a provider that a model
+ * targets: requests would go out without the credential, which no one means by naming a
+ * variable. `${VAR:-}` says an empty value is meant. Providers no model targets may lack theirs,
+ * so one file can list accounts that a given environment does not have.
+ */
+function unsetCredentials(config: Config, unset: Map<string, string[]>): ConfigProblem[] {
+  const used = new Set(
+    Object.values(config.models).flatMap((model) => model.targets.map((t) => t.provider)),
+  );
+  const problems: ConfigProblem[] = [];
+  for (const [path, names] of unset) {
+    const [root, provider, field] = path.split(".");
+    if (root !== "providers" || provider === undefined || !used.has(provider)) continue;
+    if (field !== "api_key" && field !== "headers") continue;
+    const list = names.join(", ");
+    problems.push({
+      path,
+      reason: `environment variable${names.length > 1 ? "s" : ""} ${list} ${names.length > 1 ? "are" : "is"} not set (write \${NAME:-} where an empty value is meant)`,
+    });
+  }
+  return problems;
 }
 
 function syntaxProblem(error: YAMLError, text: string, source: string): ConfigProblem {
