@@ -23,6 +23,10 @@ export interface InterpolationResult {
   problems: ConfigProblem[];
 }
 
+const MALFORMED_REASON =
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: this text is about ${} syntax itself.
+  "invalid ${…} reference: use ${NAME} or ${NAME:-default} (a default holds no ${…}), and $${ for a literal ${";
+
 const REFERENCE = /\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{/g;
 
 export function interpolate(tree: unknown, env: Environment): InterpolationResult {
@@ -49,9 +53,7 @@ function walk(
     if (malformed) {
       result.problems.push({
         path: path === "" ? "(root)" : path,
-        // biome-ignore lint/suspicious/noTemplateCurlyInString: this text is about ${} syntax itself.
-        reason:
-          "invalid ${…} reference: use ${NAME} or ${NAME:-default} (a default holds no ${…}), and $${ for a literal ${",
+        reason: MALFORMED_REASON,
       });
     }
     return text;
