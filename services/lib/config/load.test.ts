@@ -53,6 +53,21 @@ describe("parseConfigText", () => {
     expect(problemLines("providers:\n  a: { type: mock }\n  a: { type: mock }\n")).toEqual([
       "switchyard.yaml:3: duplicate key 'a'",
     ]);
+    // The whole key, not its first character; quoted keys too.
+    expect(
+      problemLines(
+        'providers:\n  openai: { type: mock }\n  openai: { type: mock }\n  "gpt-4o": {}\n  "gpt-4o" : {}\n',
+      ),
+    ).toEqual([
+      "switchyard.yaml:3: duplicate key 'openai'",
+      "switchyard.yaml:5: duplicate key 'gpt-4o'",
+    ]);
+  });
+
+  it("says a file of several YAML documents is not a config, in a user's words", () => {
+    expect(problemLines("providers: {}\n---\nmodels: {}\n")).toEqual([
+      "switchyard.yaml:2: the file holds more than one YAML document (---); a config is one",
+    ]);
   });
 
   it("names the unset variable behind a key that a used provider needs", () => {

@@ -110,7 +110,13 @@ function syntaxProblem(error: YAMLError, text: string, source: string): ConfigPr
   const line = error.linePos?.[0].line;
   const path = line === undefined ? source : `${source}:${line}`;
   if (error.code === "DUPLICATE_KEY") {
-    return { path, reason: `duplicate key '${text.slice(error.pos[0], error.pos[1])}'` };
+    // The error's span is the key's first character only: the key runs to its colon.
+    const key = /^\s*(?:"([^"]*)"|'([^']*)'|([^:#\n]*?))\s*:/.exec(text.slice(error.pos[0]));
+    const name = key?.[1] ?? key?.[2] ?? key?.[3] ?? text.slice(error.pos[0], error.pos[1]);
+    return { path, reason: `duplicate key '${name}'` };
+  }
+  if (error.code === "MULTIPLE_DOCS") {
+    return { path, reason: "the file holds more than one YAML document (---); a config is one" };
   }
   // yaml appends " at line L, column C:" and a source excerpt; the path already says where.
   const reason = error.message.split("\n")[0]?.replace(/ at line \d+, column \d+:?$/, "") ?? "";
