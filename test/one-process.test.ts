@@ -493,6 +493,17 @@ describe("operations endpoints", () => {
     expect(list.data.map((m) => m.id).sort()).toEqual(["demo", "gpt-test", "solo"]);
   });
 
+  it("retrieves one model as the list shows it, and answers 404 for one it does not", async () => {
+    const demo = await client.models.retrieve("demo");
+    expect(demo).toMatchObject({ id: "demo", object: "model", owned_by: "switchyard" });
+    const missing = await client.models.retrieve("no-such-model").catch((e: unknown) => e);
+    expect(missing).toBeInstanceOf(OpenAI.NotFoundError);
+    expect((missing as InstanceType<typeof OpenAI.NotFoundError>).code).toBe("model_not_found");
+    const post = await request(`${gw.url}/v1/models/demo`, { method: "POST" });
+    await post.body.dump();
+    expect(post.statusCode).toBe(405);
+  });
+
   it("serves /healthz, /readyz and Prometheus /metrics", async () => {
     expect((await request(`${gw.url}/healthz`)).statusCode).toBe(200);
     expect((await request(`${gw.url}/readyz`)).statusCode).toBe(200);

@@ -316,6 +316,24 @@ tenants:
 
   const auth = { authorization: `Bearer ${KEY}` };
 
+  it("are listed and retrieved only as the key may use them", async () => {
+    const client = new OpenAI({ baseURL: `${tenantGw.url}/v1`, apiKey: KEY, maxRetries: 0 });
+    expect((await client.models.list()).data.map((m) => m.id).sort()).toEqual([
+      "cheap",
+      "cheap-backup",
+    ]);
+    expect((await client.models.retrieve("cheap")).id).toBe("cheap");
+    await expect(client.models.retrieve("premium")).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+    const anonymous = new OpenAI({
+      baseURL: `${tenantGw.url}/v1`,
+      apiKey: "sk-wrong",
+      maxRetries: 0,
+    });
+    await expect(anonymous.models.retrieve("cheap")).rejects.toBeInstanceOf(
+      OpenAI.AuthenticationError,
+    );
+  });
+
   it("must be models the key may use, in the body or the header", async () => {
     a.setBehavior({ kind: "error", status: 503 });
     for (const [body, headers] of [

@@ -2,7 +2,7 @@ import type http from "node:http";
 import http2 from "node:http2";
 import { CallAbort } from "../lib/abort.js";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
-import { Failure } from "../lib/errors.js";
+import { Failure, modelNotFound } from "../lib/errors.js";
 import { newUuid } from "../lib/ids.js";
 import { childSpan, formatTraceparent, parseTraceparent, type TraceContext } from "../lib/trace.js";
 import { adminUsage } from "./admin.js";
@@ -14,7 +14,7 @@ import { routingHints, takeBodyFallbacks } from "./hints.js";
 import { decorateLimitError } from "./limits/headers.js";
 import { LimitExceeded } from "./limits/index.js";
 import { parseEmbeddingsRequest, renderEmbeddings } from "./openai/embeddings.js";
-import { renderModelList } from "./openai/models.js";
+import { renderModel, renderModelList } from "./openai/models.js";
 
 type Req = http.IncomingMessage | http2.Http2ServerRequest;
 type Res = http.ServerResponse | http2.Http2ServerResponse;
@@ -78,6 +78,16 @@ export function createRestHandler(deps: RestDeps) {
           renderModelList(visibleModels(deps.config, caller), created),
           base,
         );
+      }
+      if (path.startsWith("/v1/models/") || path.startsWith("/models/")) {
+        if (req.method !== "GET") throw methodNotAllowed(req.method, "GET");
+        const caller = callerOf(req);
+        const id = modelIdOf(path);
+        // A model the key may not use is as unknown as the list shows it (OpenAI answers so too).
+        if (id === undefined || !visibleModels(deps.config, caller).includes(id)) {
+          throw modelNotFound(id ?? path, "model");
+        }
+        return sendJson(res, 200, renderModel(id, created), base);
       }
       if (path === "/admin/usage") {
         if (req.method !== "GET") throw methodNotAllowed(req.method, "GET");
@@ -430,6 +440,17 @@ function sendError(
   if ((f.status === 413 || f.status === 408) && !(res instanceof http2.Http2ServerResponse))
     e.headers.connection = "close";
   sendJson(res, e.status, e.body, { ...base, ...e.headers });
+}
+
+/** The model id in `/v1/models/{id}` (percent-decoded: SDKs encode a `/` in a name). */
+function modelIdOf(path: string): string | undefined {
+  const raw = path.slice(path.indexOf("/models/") + "/models/".length);
+  try {
+    const id = decodeURIComponent(raw);
+    return id === "" ? undefined : id;
+  } catch {
+    return undefined;
+  }
 }
 
 function sendJson(

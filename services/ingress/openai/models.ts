@@ -4,6 +4,11 @@ import type { OpenAIModelList } from "../../lib/wire/openai.js";
 export function renderModelList(names: string[], created: number): OpenAIModelList {
   return {
     object: "list",
-    data: names.map((id) => ({ id, object: "model", created, owned_by: "switchyard" })),
+    data: names.map((id) => renderModel(id, created)),
   };
+}
+
+/** `GET /v1/models/{id}`: one model as the list shows it. */
+export function renderModel(id: string, created: number): OpenAIModelList["data"][number] {
+  return { id, object: "model", created, owned_by: "switchyard" };
 }
