@@ -31,7 +31,9 @@ export function buildConnector(deps: {
 }): ConnectorBuild {
   const providers = new Map<string, Provider>();
   for (const [name, pc] of Object.entries(deps.config.providers)) {
-    providers.set(name, createProvider(name, pc));
+    const provider = createProvider(name, pc);
+    providers.set(name, provider);
+    for (const caveat of provider.caveats ?? []) deps.logger.warn({ provider: name }, caveat);
   }
   if (deps.outcomes) natsConnectedGauge(deps.registry, deps.outcomes.bus);
   const load = { inflight: 0 };

@@ -59,6 +59,8 @@ export interface Provider {
   /** A cheap check that the upstream answers for `model`; throws a `Failure` if not. */
   probe(model: string, signal: AbortSignal): Promise<void>;
   close(): Promise<void>;
+  /** What an operator should know about this provider's settings; logged once at start. */
+  readonly caveats?: readonly string[];
 }
 
 /**

@@ -108,6 +108,15 @@ describe("azureDialect", () => {
   });
 });
 
+describe("an api_version without usage in streams", () => {
+  it("is a caveat the connector logs at start; a later one is not", () => {
+    expect(provider({ api_version: "2024-06-01" }).caveats).toEqual([
+      expect.stringContaining("api_version 2024-06-01 predates usage in streams"),
+    ]);
+    expect(provider({ api_version: "2024-10-21" }).caveats).toBeUndefined();
+  });
+});
+
 describe("azureEndpoint", () => {
   it.each([
     "https://res.openai.azure.com",

@@ -100,7 +100,7 @@ export function createAzureOpenAIProvider(name: string, config: ProviderConfig):
   } catch (err) {
     throw new Error(`provider ${name}: ${err instanceof Error ? err.message : String(err)}`);
   }
-  return createOpenAICompatibleProvider({
+  const provider = createOpenAICompatibleProvider({
     name,
     config,
     baseUrl: endpoint.baseUrl,
@@ -109,6 +109,10 @@ export function createAzureOpenAIProvider(name: string, config: ProviderConfig):
     request: endpoint.request,
     mapFailure: (failure, operation) => contentFilterFailure(name, failure, operation),
   });
+  if (endpoint.request.streamUsage) return provider;
+  // The gateway asks upstreams to stream, also for clients that are not streaming.
+  const caveat = `api_version ${config.api_version} predates usage in streams (2024-09-01): this provider's token counts, limits and costs are estimates; use 2024-10-21 or later, or the v1 path`;
+  return { ...provider, caveats: [caveat] };
 }
 
 /**
