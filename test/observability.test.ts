@@ -796,6 +796,49 @@ describe("logs", () => {
     ]);
   });
 
+  it("and requests refused before routing are counted, on every API", async () => {
+    // No key on REST, a malformed body on the Anthropic API, no key on gRPC.
+    const noKey = await request(`${gw.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-request-id": "req-rest-nokey" },
+      body: JSON.stringify({ model: "chat", messages: [{ role: "user", content: "hi" }] }),
+    });
+    await noKey.body.dump();
+    expect(noKey.statusCode).toBe(401);
+    const malformed = await request(`${gw.url}/v1/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-api-key": ACME_KEY },
+      body: "{not json",
+    });
+    await malformed.body.dump();
+    expect(malformed.statusCode).toBe(400);
+    const client = createClient(
+      GatewayService,
+      createConnectTransport({ baseUrl: gw.url, httpVersion: "2" }),
+    );
+    await client.listModels({}).catch(() => undefined);
+    const m = await scrape();
+    const rejected = (api: string, status_class: string, outcome: string) =>
+      metricValue(m, "switchyard_requests_total", {
+        api,
+        model: "(unknown)",
+        status_class,
+        outcome,
+      });
+    expect(rejected("openai", "4xx", "auth")).toBe(1);
+    expect(rejected("anthropic", "4xx", "invalid_request")).toBe(1);
+    expect(rejected("grpc", "4xx", "auth")).toBe(1);
+    expect(linesOf("req-rest-nokey")).toEqual([
+      expect.objectContaining({
+        msg: "request rejected",
+        api: "openai",
+        status: 401,
+        outcome: "auth",
+        latency_ms: expect.any(Number),
+      }),
+    ]);
+  });
+
   it("and metrics never hold a key, whatever happened to the requests", async () => {
     await chat({ headers: { "x-request-id": "req-c1" } });
     await chat({ key: CHATTY_KEY, stream: true });

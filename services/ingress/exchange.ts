@@ -516,6 +516,21 @@ export const COST_HEADER = "x-switchyard-cost-usd";
  * A bounded word for how a request ended: "ok", "truncated" (failed after its first token),
  * "cancelled" (the client left), "shutdown" (cut when a drain ran out), else the failure's kind.
  */
+/**
+ * Counts a request refused before it was routed (no key, a malformed body): in
+ * switchyard_requests_total like any other, so a flood of bad keys or bodies shows there.
+ */
+export function countRejected(metrics: IngressMetrics, api: ClientApi, f: Failure): void {
+  metrics.requests.inc({
+    api,
+    model: "(unknown)",
+    provider: "",
+    tenant: "",
+    status_class: statusClass(f.status),
+    outcome: f.kind,
+  });
+}
+
 function outcomeOf(
   status: number,
   truncated: boolean,

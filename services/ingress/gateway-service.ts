@@ -26,7 +26,13 @@ import { makeMessage } from "../lib/hop/codec.js";
 import { newUuid } from "../lib/ids.js";
 import { childSpan, formatTraceparent, parseTraceparent, type TraceContext } from "../lib/trace.js";
 import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
-import { ChatExchange, type IngressDeps, type IngressMetrics, runEmbed } from "./exchange.js";
+import {
+  ChatExchange,
+  countRejected,
+  type IngressDeps,
+  type IngressMetrics,
+  runEmbed,
+} from "./exchange.js";
 import { routingHints } from "./hints.js";
 import { connectErrorFor } from "./limits/headers.js";
 import { MAX_STOP, NAME_PATTERN } from "./openai/parse-request.js";
@@ -62,13 +68,16 @@ export function createGatewayService(
     err: unknown,
   ): ConnectError {
     const f = Failure.from(err);
+    countRejected(deps.metrics, "grpc", f);
     deps.logger.info(
       {
         request_id: requestId,
         trace_id: trace.traceId,
+        api: "grpc",
         method: ctx.requestMethod,
         path: `/${ctx.service.typeName}/${ctx.method.name}`,
         status: f.status,
+        outcome: f.kind,
         error: f.message,
       },
       "request rejected",

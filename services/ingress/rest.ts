@@ -9,7 +9,14 @@ import { adminUsage } from "./admin.js";
 import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
 import { parseJson, parseRequest, readBody } from "./body.js";
 import { anthropicCodec, type ChatCodec, openAICodec, type StreamFramer } from "./codecs.js";
-import { ChatExchange, type IngressDeps, type IngressMetrics, runEmbed } from "./exchange.js";
+import {
+  ChatExchange,
+  type ClientApi,
+  countRejected,
+  type IngressDeps,
+  type IngressMetrics,
+  runEmbed,
+} from "./exchange.js";
 import { routingHints, takeBodyFallbacks } from "./hints.js";
 import { decorateLimitError } from "./limits/headers.js";
 import { LimitExceeded } from "./limits/index.js";
@@ -37,6 +44,7 @@ export function createRestHandler(deps: RestDeps) {
     // the response a header table of its own (~0.8 KB), kept for as long as a stream is open.
     const base: Record<string, string> = { "x-request-id": requestId };
     const path = (req.url ?? "/").split("?", 1)[0] ?? "/";
+    const started = performance.now();
     let trace: TraceContext | undefined;
     try {
       if (path === "/healthz" && req.method === "GET") {
@@ -105,13 +113,18 @@ export function createRestHandler(deps: RestDeps) {
       const f = toFailure(err, deps);
       // Requests refused before routing still get their log line (chat exchanges log their own).
       if (!(err instanceof RoutedFailure)) {
+        const api = apiOfPath(path);
+        if (api) countRejected(deps.metrics, api, f);
         deps.logger.info(
           {
             request_id: requestId,
             trace_id: trace?.traceId,
+            api,
             method: req.method,
             path,
             status: f.status,
+            outcome: f.kind,
+            latency_ms: Math.round((performance.now() - started) * 100) / 100,
             error: f.message,
           },
           "request rejected",
@@ -440,6 +453,24 @@ function sendError(
   if ((f.status === 413 || f.status === 408) && !(res instanceof http2.Http2ServerResponse))
     e.headers.connection = "close";
   sendJson(res, e.status, e.body, { ...base, ...e.headers });
+}
+
+/** The client API a path belongs to; undefined for routes that are none (health, unknown). */
+function apiOfPath(path: string): ClientApi | undefined {
+  if (path === "/v1/messages") return "anthropic";
+  if (
+    path === "/v1/chat/completions" ||
+    path === "/chat/completions" ||
+    path === "/v1/embeddings" ||
+    path === "/embeddings" ||
+    path === "/v1/models" ||
+    path === "/models" ||
+    path.startsWith("/v1/models/") ||
+    path.startsWith("/models/")
+  ) {
+    return "openai";
+  }
+  return undefined;
 }
 
 /** The model id in `/v1/models/{id}` (percent-decoded: SDKs encode a `/` in a name). */
