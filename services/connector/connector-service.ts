@@ -5,6 +5,9 @@ import {
   type ChatRequest,
   type ChatResponse,
   type ConnectorService,
+  type CountTokensRequest,
+  type CountTokensResponse,
+  CountTokensResponseSchema,
   type EmbedRequest,
   type EmbedResponse,
   EmbedResponseSchema,
@@ -373,5 +376,57 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
     }
   }
 
-  return { chat, embed, probe };
+  async function countTokens(
+    req: CountTokensRequest,
+    ctx: HandlerContext,
+  ): Promise<CountTokensResponse> {
+    const { target, params } = req;
+    if (!target || !params) {
+      throw new Failure({
+        status: 400,
+        kind: "invalid_request",
+        message: "target and params are required",
+      }).toConnectError();
+    }
+    const context = nextHop(req.context);
+    let provider: Provider;
+    try {
+      provider = providerFor(target.provider);
+    } catch (err) {
+      throw Failure.from(err).toConnectError();
+    }
+    if (!provider.countTokens) {
+      // No upstream call is made, so none is counted: the router passes over such a target.
+      throw new Failure({
+        status: 400,
+        kind: "unsupported",
+        param: "model",
+        provider: target.provider,
+        message: `provider ${target.provider} (type ${provider.config.type}) cannot count tokens`,
+      }).toConnectError();
+    }
+    inflight.inc({ provider: target.provider });
+    try {
+      const result = await provider.countTokens({
+        provider: target.provider,
+        model: target.model,
+        params,
+        context,
+        signal: ctx.signal,
+      });
+      upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: "ok" });
+      return makeMessage(CountTokensResponseSchema, { result });
+    } catch (err) {
+      const f = ctx.signal.aborted
+        ? new Failure({ status: 499, kind: "cancelled", message: "cancelled" })
+        : Failure.from(err);
+      upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: f.kind });
+      logFailure(context, target, f);
+      throw f.toConnectError();
+    } finally {
+      inflight.dec({ provider: target.provider });
+    }
+  }
+
+  return { chat, embed, countTokens, probe };
 }

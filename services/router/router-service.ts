@@ -2,7 +2,6 @@ import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@conn
 import type { Registry } from "prom-client";
 import {
   type ChatParams,
-  type EmbedParams,
   type RequestContext,
   type UpstreamError,
   UpstreamErrorSchema,
@@ -11,10 +10,13 @@ import type {
   ChatRequest as ConnectorChatRequest,
   ChatResponse as ConnectorChatResponse,
 } from "../../gen/switchyard/connector/v1/connector_pb.js";
-import { type Target, TargetSchema } from "../../gen/switchyard/health/v1/health_pb.js";
+import type { Target } from "../../gen/switchyard/health/v1/health_pb.js";
 import {
   type ChatRequest,
   type ChatResponse,
+  type CountTokensRequest,
+  type CountTokensResponse,
+  CountTokensResponseSchema,
   type EmbedRequest,
   type EmbedResponse,
   EmbedResponseSchema,
@@ -153,11 +155,14 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     const plan = planFor(model, hints, request);
     const maxAttempts = retries + 1;
     let last: Failure | undefined;
+    /** Targets that cannot serve this kind of call (PassedOver), and why the first could not. */
+    const passedOver = new Set<PlannedTarget>();
+    let unsupported: Failure | undefined;
     let attempt = 0;
     let connectorRetries = 0;
     retryBudget.onRequest();
     try {
-      for (const p of candidates(plan, breakers)) {
+      for (const p of candidates(plan, breakers, passedOver)) {
         for (;;) {
           attempt++;
           if (attempt > 1) {
@@ -193,6 +198,13 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
                 new Set([...seenModels, bigger]),
               );
             }
+            if (err instanceof PassedOver) {
+              // Not an attempt: the target was never asked. The next one is tried as this was.
+              passedOver.add(p);
+              unsupported ??= err.failure;
+              attempt--;
+              break;
+            }
             if (!(err instanceof RetryableFailure)) throw err;
             last = laterFailure(last, err.failure);
             // A connector that did not answer says nothing about the target: try the same
@@ -207,7 +219,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         }
         if (attempt >= maxAttempts) break; // before the next pull, which could claim a trial
       }
-      throw (last ?? noTarget()).toConnectError();
+      throw (last ?? unsupported ?? noTarget()).toConnectError();
     } catch (err) {
       // The ingress logs how many attempts a failed request made; a context-window fallback's
       // own attempts (the recursion above) are already counted in what it threw.
@@ -318,6 +330,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     const params = req.params;
     if (!params) throw new ConnectError("params are required", Code.InvalidArgument);
     const context = nextHop(req.context);
+    const target = (p: PlannedTarget) => newTarget(p.target.provider, p.target.model);
     // An embeddings call is answered whole and at once: nothing to let go of early.
     return openWithRetries(
       params.model,
@@ -325,22 +338,66 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       planHints(req.hints),
       ctx,
       context,
-      (p, attempt, deadline) => attemptEmbed(params, context, p, attempt, deadline, ctx.signal),
+      (p, attempt, deadline) =>
+        attemptUnary(params.model, context, p, attempt, deadline, ctx.signal, false, (c, opts) =>
+          c.client.embed({ context, target: target(p), params }, opts).then((res) => {
+            if (res.result) res.result.attempts = attempt;
+            return makeMessage(EmbedResponseSchema, { result: res.result });
+          }),
+        ),
     );
   }
 
-  /** One embeddings attempt; the same failure rules as a chat attempt before its first chunk. */
-  async function attemptEmbed(
-    params: EmbedParams,
+  /**
+   * The input tokens of a chat request's prompt, from the first target whose provider can count
+   * them: a target whose provider cannot (the connector answers `unsupported`) is passed over, and
+   * when none can, that failure is the answer. Never a number of the router's own.
+   */
+  async function countTokens(
+    req: CountTokensRequest,
+    ctx: HandlerContext,
+  ): Promise<CountTokensResponse> {
+    const params = req.params;
+    if (!params) throw new ConnectError("params are required", Code.InvalidArgument);
+    const context = nextHop(req.context);
+    const target = (p: PlannedTarget) => newTarget(p.target.provider, p.target.model);
+    return openWithRetries(
+      params.model,
+      new Unsent(params),
+      planHints(req.hints),
+      ctx,
+      context,
+      (p, attempt, deadline) =>
+        attemptUnary(params.model, context, p, attempt, deadline, ctx.signal, true, (c, opts) =>
+          c.client.countTokens({ context, target: target(p), params }, opts).then((res) => {
+            if (res.result) res.result.attempts = attempt;
+            return makeMessage(CountTokensResponseSchema, { result: res.result });
+          }),
+        ),
+    );
+  }
+
+  /**
+   * One attempt of a unary call (embeddings, a token count); the same failure rules as a chat
+   * attempt before its first chunk. `passOverUnsupported`: a target that answers `unsupported`
+   * is passed over (PassedOver) instead of ending the request.
+   */
+  async function attemptUnary<T>(
+    requested: string,
     context: RequestContext,
     p: PlannedTarget,
     attempt: number,
     deadline: Deadline,
     clientSignal: AbortSignal,
-  ): Promise<EmbedResponse> {
+    passOverUnsupported: boolean,
+    call: (
+      connector: ConnectorEndpoint,
+      opts: { signal: AbortSignal; timeoutMs: number },
+    ) => Promise<T>,
+  ): Promise<T> {
     const { provider, model } = p.target;
     const connector = pickConnector();
-    // An embedding arrives whole: its first token is the answer, so first_token_ms bounds it.
+    // A unary answer arrives whole: its first token is the answer, so first_token_ms bounds it.
     // (Combined by hand: AbortSignal.any does not follow the fabric's own signals, lib/abort.ts.)
     const abort = new CallAbort();
     let attemptTimedOut = false;
@@ -355,22 +412,22 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     const release = strategies.inflight.begin(provider, model);
     const started = performance.now();
     try {
-      const res = await connector.client.embed(
-        {
-          context,
-          target: makeMessage(TargetSchema, { provider, model }),
-          params,
-        },
-        {
-          signal: abort.signal,
-          timeoutMs: Math.max(1, deadline.at - Date.now()),
-        },
-      );
+      const answer = await call(connector, {
+        signal: abort.signal,
+        timeoutMs: Math.max(1, deadline.at - Date.now()),
+      });
       strategies.latency.observe(provider, model, performance.now() - started);
-      settleSuccess(p, params.model);
-      if (res.result) res.result.attempts = attempt;
-      return makeMessage(EmbedResponseSchema, { result: res.result });
+      settleSuccess(p, requested);
+      return answer;
     } catch (err) {
+      if (passOverUnsupported && !clientSignal.aborted && !attemptTimedOut) {
+        const f = Failure.from(err);
+        if (f.kind === "unsupported") {
+          // Says nothing about the target's health: a half-open trial it claimed is given back.
+          breakers.onAbandon(provider, model);
+          throw new PassedOver(f);
+        }
+      }
       const timedOut: Timeout | undefined =
         Date.now() >= deadline.at ? "total" : attemptTimedOut ? "first_token" : undefined;
       // A target too slow to answer at all is at least that slow, for least-latency.
@@ -739,7 +796,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     }
   }
 
-  return { chat, embed };
+  return { chat, embed, countTokens };
 }
 
 /**
@@ -795,12 +852,18 @@ async function sleepBackoff(
  * Targets in plan order whose breaker lets a call through (claiming a half-open trial only when
  * the target is reached). If every breaker refuses, the first planned target is the last resort.
  */
-function* candidates(plan: PlannedTarget[], breakers: CircuitBreakers): Generator<PlannedTarget> {
+function* candidates(
+  plan: PlannedTarget[],
+  breakers: CircuitBreakers,
+  passedOver: ReadonlySet<PlannedTarget>,
+): Generator<PlannedTarget> {
   // Passes over the plan repeat while the caller wants more attempts, so a model with a single
-  // target still gets its retries; a pass in which every breaker refuses ends it.
+  // target still gets its retries; a pass in which every breaker refuses (or every target was
+  // passed over) ends it.
   for (let pass = 0; ; pass++) {
     let any = false;
     for (const p of plan) {
+      if (passedOver.has(p)) continue;
       if (!breakers.tryAcquire(p.target.provider, p.target.model)) continue;
       any = true;
       yield p;
@@ -827,6 +890,16 @@ class RetryableFailure extends Error {
     /** The connector, not the target, failed: the same target may be tried elsewhere. */
     readonly connectorDown = false,
   ) {
+    super(failure.message);
+  }
+}
+
+/**
+ * The target's provider cannot serve this kind of call (a token count from an OpenAI-style API):
+ * the target is passed over without counting as an attempt, for one whose provider can.
+ */
+class PassedOver extends Error {
+  constructor(readonly failure: Failure) {
     super(failure.message);
   }
 }

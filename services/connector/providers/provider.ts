@@ -4,6 +4,7 @@ import type {
   EmbedParams,
   EmbedResult,
   RequestContext,
+  TokenCount,
 } from "../../../gen/switchyard/chat/v1/chat_pb.js";
 import { CompletionBuilder } from "../../lib/chat/aggregate.js";
 import type { ProviderConfig } from "../../lib/config/types.js";
@@ -38,6 +39,15 @@ export interface EmbedCall {
   signal: AbortSignal;
 }
 
+/** One token-count attempt against one upstream model: the prompt of `params` is counted. */
+export interface CountTokensCall {
+  provider: string;
+  model: string;
+  params: ChatParams;
+  context: RequestContext;
+  signal: AbortSignal;
+}
+
 /**
  * An upstream account: credentials, a connection pool and the translations between the
  * canonical chat model and the provider's wire format.
@@ -56,6 +66,12 @@ export interface Provider {
    * answers 400 naming the provider). Resolves with `upstreamModel` and `provider` set.
    */
   embed?(call: EmbedCall): Promise<EmbedResult>;
+  /**
+   * The input tokens of a chat request's prompt, for providers that can count them (an optional
+   * capability: without it the connector answers 400 `unsupported`, never a made-up number).
+   * Resolves with `inputTokens`, `upstreamModel` and `provider` set.
+   */
+  countTokens?(call: CountTokensCall): Promise<TokenCount>;
   /** A cheap check that the upstream answers for `model`; throws a `Failure` if not. */
   probe(model: string, signal: AbortSignal): Promise<void>;
   close(): Promise<void>;

@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { ChatChunk, ChatParams, EmbedParams, EmbedResult, RequestContext, UpstreamError } from "../../chat/v1/chat_pb.js";
+import type { ChatChunk, ChatParams, EmbedParams, EmbedResult, RequestContext, TokenCount, UpstreamError } from "../../chat/v1/chat_pb.js";
 import { file_switchyard_chat_v1_chat } from "../../chat/v1/chat_pb.js";
 import type { Target } from "../../health/v1/health_pb.js";
 import { file_switchyard_health_v1_health } from "../../health/v1/health_pb.js";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file switchyard/connector/v1/connector.proto.
  */
 export const file_switchyard_connector_v1_connector: GenFile = /*@__PURE__*/
-  fileDesc("Cidzd2l0Y2h5YXJkL2Nvbm5lY3Rvci92MS9jb25uZWN0b3IucHJvdG8SF3N3aXRjaHlhcmQuY29ubmVjdG9yLnYxIskBCgtDaGF0UmVxdWVzdBIzCgdjb250ZXh0GAEgASgLMiIuc3dpdGNoeWFyZC5jaGF0LnYxLlJlcXVlc3RDb250ZXh0EiwKBnRhcmdldBgCIAEoCzIcLnN3aXRjaHlhcmQuaGVhbHRoLnYxLlRhcmdldBIuCgZwYXJhbXMYAyABKAsyHi5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hhdFBhcmFtcxIPCgdob2xkX21zGAQgASgNEhYKDmZpcnN0X3Rva2VuX21zGAUgASgNIjwKDENoYXRSZXNwb25zZRIsCgVjaHVuaxgBIAEoCzIdLnN3aXRjaHlhcmQuY2hhdC52MS5DaGF0Q2h1bmsiogEKDEVtYmVkUmVxdWVzdBIzCgdjb250ZXh0GAEgASgLMiIuc3dpdGNoeWFyZC5jaGF0LnYxLlJlcXVlc3RDb250ZXh0EiwKBnRhcmdldBgCIAEoCzIcLnN3aXRjaHlhcmQuaGVhbHRoLnYxLlRhcmdldBIvCgZwYXJhbXMYAyABKAsyHy5zd2l0Y2h5YXJkLmNoYXQudjEuRW1iZWRQYXJhbXMiQAoNRW1iZWRSZXNwb25zZRIvCgZyZXN1bHQYASABKAsyHy5zd2l0Y2h5YXJkLmNoYXQudjEuRW1iZWRSZXN1bHQiPAoMUHJvYmVSZXF1ZXN0EiwKBnRhcmdldBgBIAEoCzIcLnN3aXRjaHlhcmQuaGVhbHRoLnYxLlRhcmdldCJhCg1Qcm9iZVJlc3BvbnNlEgoKAm9rGAEgASgIEhIKCmxhdGVuY3lfbXMYAiABKA0SMAoFZXJyb3IYAyABKAsyIS5zd2l0Y2h5YXJkLmNoYXQudjEuVXBzdHJlYW1FcnJvcjKZAgoQQ29ubmVjdG9yU2VydmljZRJVCgRDaGF0EiQuc3dpdGNoeWFyZC5jb25uZWN0b3IudjEuQ2hhdFJlcXVlc3QaJS5zd2l0Y2h5YXJkLmNvbm5lY3Rvci52MS5DaGF0UmVzcG9uc2UwARJWCgVFbWJlZBIlLnN3aXRjaHlhcmQuY29ubmVjdG9yLnYxLkVtYmVkUmVxdWVzdBomLnN3aXRjaHlhcmQuY29ubmVjdG9yLnYxLkVtYmVkUmVzcG9uc2USVgoFUHJvYmUSJS5zd2l0Y2h5YXJkLmNvbm5lY3Rvci52MS5Qcm9iZVJlcXVlc3QaJi5zd2l0Y2h5YXJkLmNvbm5lY3Rvci52MS5Qcm9iZVJlc3BvbnNlYgZwcm90bzM", [file_switchyard_chat_v1_chat, file_switchyard_health_v1_health]);
+  fileDesc("Cidzd2l0Y2h5YXJkL2Nvbm5lY3Rvci92MS9jb25uZWN0b3IucHJvdG8SF3N3aXRjaHlhcmQuY29ubmVjdG9yLnYxIskBCgtDaGF0UmVxdWVzdBIzCgdjb250ZXh0GAEgASgLMiIuc3dpdGNoeWFyZC5jaGF0LnYxLlJlcXVlc3RDb250ZXh0EiwKBnRhcmdldBgCIAEoCzIcLnN3aXRjaHlhcmQuaGVhbHRoLnYxLlRhcmdldBIuCgZwYXJhbXMYAyABKAsyHi5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hhdFBhcmFtcxIPCgdob2xkX21zGAQgASgNEhYKDmZpcnN0X3Rva2VuX21zGAUgASgNIjwKDENoYXRSZXNwb25zZRIsCgVjaHVuaxgBIAEoCzIdLnN3aXRjaHlhcmQuY2hhdC52MS5DaGF0Q2h1bmsiogEKDEVtYmVkUmVxdWVzdBIzCgdjb250ZXh0GAEgASgLMiIuc3dpdGNoeWFyZC5jaGF0LnYxLlJlcXVlc3RDb250ZXh0EiwKBnRhcmdldBgCIAEoCzIcLnN3aXRjaHlhcmQuaGVhbHRoLnYxLlRhcmdldBIvCgZwYXJhbXMYAyABKAsyHy5zd2l0Y2h5YXJkLmNoYXQudjEuRW1iZWRQYXJhbXMiQAoNRW1iZWRSZXNwb25zZRIvCgZyZXN1bHQYASABKAsyHy5zd2l0Y2h5YXJkLmNoYXQudjEuRW1iZWRSZXN1bHQipwEKEkNvdW50VG9rZW5zUmVxdWVzdBIzCgdjb250ZXh0GAEgASgLMiIuc3dpdGNoeWFyZC5jaGF0LnYxLlJlcXVlc3RDb250ZXh0EiwKBnRhcmdldBgCIAEoCzIcLnN3aXRjaHlhcmQuaGVhbHRoLnYxLlRhcmdldBIuCgZwYXJhbXMYAyABKAsyHi5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hhdFBhcmFtcyJFChNDb3VudFRva2Vuc1Jlc3BvbnNlEi4KBnJlc3VsdBgBIAEoCzIeLnN3aXRjaHlhcmQuY2hhdC52MS5Ub2tlbkNvdW50IjwKDFByb2JlUmVxdWVzdBIsCgZ0YXJnZXQYASABKAsyHC5zd2l0Y2h5YXJkLmhlYWx0aC52MS5UYXJnZXQiYQoNUHJvYmVSZXNwb25zZRIKCgJvaxgBIAEoCBISCgpsYXRlbmN5X21zGAIgASgNEjAKBWVycm9yGAMgASgLMiEuc3dpdGNoeWFyZC5jaGF0LnYxLlVwc3RyZWFtRXJyb3IygwMKEENvbm5lY3RvclNlcnZpY2USVQoEQ2hhdBIkLnN3aXRjaHlhcmQuY29ubmVjdG9yLnYxLkNoYXRSZXF1ZXN0GiUuc3dpdGNoeWFyZC5jb25uZWN0b3IudjEuQ2hhdFJlc3BvbnNlMAESVgoFRW1iZWQSJS5zd2l0Y2h5YXJkLmNvbm5lY3Rvci52MS5FbWJlZFJlcXVlc3QaJi5zd2l0Y2h5YXJkLmNvbm5lY3Rvci52MS5FbWJlZFJlc3BvbnNlEmgKC0NvdW50VG9rZW5zEisuc3dpdGNoeWFyZC5jb25uZWN0b3IudjEuQ291bnRUb2tlbnNSZXF1ZXN0Giwuc3dpdGNoeWFyZC5jb25uZWN0b3IudjEuQ291bnRUb2tlbnNSZXNwb25zZRJWCgVQcm9iZRIlLnN3aXRjaHlhcmQuY29ubmVjdG9yLnYxLlByb2JlUmVxdWVzdBomLnN3aXRjaHlhcmQuY29ubmVjdG9yLnYxLlByb2JlUmVzcG9uc2ViBnByb3RvMw", [file_switchyard_chat_v1_chat, file_switchyard_health_v1_health]);
 
 /**
  * @generated from message switchyard.connector.v1.ChatRequest
@@ -126,6 +126,50 @@ export const EmbedResponseSchema: GenMessage<EmbedResponse> = /*@__PURE__*/
   messageDesc(file_switchyard_connector_v1_connector, 3);
 
 /**
+ * @generated from message switchyard.connector.v1.CountTokensRequest
+ */
+export type CountTokensRequest = Message<"switchyard.connector.v1.CountTokensRequest"> & {
+  /**
+   * @generated from field: switchyard.chat.v1.RequestContext context = 1;
+   */
+  context?: RequestContext | undefined;
+
+  /**
+   * @generated from field: switchyard.health.v1.Target target = 2;
+   */
+  target?: Target | undefined;
+
+  /**
+   * @generated from field: switchyard.chat.v1.ChatParams params = 3;
+   */
+  params?: ChatParams | undefined;
+};
+
+/**
+ * Describes the message switchyard.connector.v1.CountTokensRequest.
+ * Use `create(CountTokensRequestSchema)` to create a new message.
+ */
+export const CountTokensRequestSchema: GenMessage<CountTokensRequest> = /*@__PURE__*/
+  messageDesc(file_switchyard_connector_v1_connector, 4);
+
+/**
+ * @generated from message switchyard.connector.v1.CountTokensResponse
+ */
+export type CountTokensResponse = Message<"switchyard.connector.v1.CountTokensResponse"> & {
+  /**
+   * @generated from field: switchyard.chat.v1.TokenCount result = 1;
+   */
+  result?: TokenCount | undefined;
+};
+
+/**
+ * Describes the message switchyard.connector.v1.CountTokensResponse.
+ * Use `create(CountTokensResponseSchema)` to create a new message.
+ */
+export const CountTokensResponseSchema: GenMessage<CountTokensResponse> = /*@__PURE__*/
+  messageDesc(file_switchyard_connector_v1_connector, 5);
+
+/**
  * @generated from message switchyard.connector.v1.ProbeRequest
  */
 export type ProbeRequest = Message<"switchyard.connector.v1.ProbeRequest"> & {
@@ -140,7 +184,7 @@ export type ProbeRequest = Message<"switchyard.connector.v1.ProbeRequest"> & {
  * Use `create(ProbeRequestSchema)` to create a new message.
  */
 export const ProbeRequestSchema: GenMessage<ProbeRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_connector_v1_connector, 4);
+  messageDesc(file_switchyard_connector_v1_connector, 6);
 
 /**
  * @generated from message switchyard.connector.v1.ProbeResponse
@@ -169,7 +213,7 @@ export type ProbeResponse = Message<"switchyard.connector.v1.ProbeResponse"> & {
  * Use `create(ProbeResponseSchema)` to create a new message.
  */
 export const ProbeResponseSchema: GenMessage<ProbeResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_connector_v1_connector, 5);
+  messageDesc(file_switchyard_connector_v1_connector, 7);
 
 /**
  * Holds upstream credentials and connection pools; translates canonical requests into each
@@ -197,6 +241,17 @@ export const ConnectorService: GenService<{
     methodKind: "unary";
     input: typeof EmbedRequestSchema;
     output: typeof EmbedResponseSchema;
+  },
+  /**
+   * One token-count attempt against one target. Fails with an UpstreamError of kind
+   * "unsupported" when the provider has no way to count (OpenAI-style APIs have none).
+   *
+   * @generated from rpc switchyard.connector.v1.ConnectorService.CountTokens
+   */
+  countTokens: {
+    methodKind: "unary";
+    input: typeof CountTokensRequestSchema;
+    output: typeof CountTokensResponseSchema;
   },
   /**
    * A cheap check that a target answers (model list or a 1-token completion).

@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { ChatChunk, ChatParams, EmbedParams, EmbedResult, RequestContext } from "../../chat/v1/chat_pb.js";
+import type { ChatChunk, ChatParams, EmbedParams, EmbedResult, RequestContext, TokenCount } from "../../chat/v1/chat_pb.js";
 import { file_switchyard_chat_v1_chat } from "../../chat/v1/chat_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file switchyard/router/v1/router.proto.
  */
 export const file_switchyard_router_v1_router: GenFile = /*@__PURE__*/
-  fileDesc("CiFzd2l0Y2h5YXJkL3JvdXRlci92MS9yb3V0ZXIucHJvdG8SFHN3aXRjaHlhcmQucm91dGVyLnYxIqUBCgtDaGF0UmVxdWVzdBIzCgdjb250ZXh0GAEgASgLMiIuc3dpdGNoeWFyZC5jaGF0LnYxLlJlcXVlc3RDb250ZXh0Ei4KBnBhcmFtcxgCIAEoCzIeLnN3aXRjaHlhcmQuY2hhdC52MS5DaGF0UGFyYW1zEjEKBWhpbnRzGAMgASgLMiIuc3dpdGNoeWFyZC5yb3V0ZXIudjEuUm91dGluZ0hpbnRzIjwKDENoYXRSZXNwb25zZRIsCgVjaHVuaxgBIAEoCzIdLnN3aXRjaHlhcmQuY2hhdC52MS5DaGF0Q2h1bmsiXAoMUm91dGluZ0hpbnRzEhUKCHByb3ZpZGVyGAEgASgJSACIAQESEQoJZmFsbGJhY2tzGAIgAygJEhUKDWhhc19mYWxsYmFja3MYAyABKAhCCwoJX3Byb3ZpZGVyIqcBCgxFbWJlZFJlcXVlc3QSMwoHY29udGV4dBgBIAEoCzIiLnN3aXRjaHlhcmQuY2hhdC52MS5SZXF1ZXN0Q29udGV4dBIvCgZwYXJhbXMYAiABKAsyHy5zd2l0Y2h5YXJkLmNoYXQudjEuRW1iZWRQYXJhbXMSMQoFaGludHMYAyABKAsyIi5zd2l0Y2h5YXJkLnJvdXRlci52MS5Sb3V0aW5nSGludHMiQAoNRW1iZWRSZXNwb25zZRIvCgZyZXN1bHQYASABKAsyHy5zd2l0Y2h5YXJkLmNoYXQudjEuRW1iZWRSZXN1bHQysgEKDVJvdXRlclNlcnZpY2USTwoEQ2hhdBIhLnN3aXRjaHlhcmQucm91dGVyLnYxLkNoYXRSZXF1ZXN0GiIuc3dpdGNoeWFyZC5yb3V0ZXIudjEuQ2hhdFJlc3BvbnNlMAESUAoFRW1iZWQSIi5zd2l0Y2h5YXJkLnJvdXRlci52MS5FbWJlZFJlcXVlc3QaIy5zd2l0Y2h5YXJkLnJvdXRlci52MS5FbWJlZFJlc3BvbnNlYgZwcm90bzM", [file_switchyard_chat_v1_chat]);
+  fileDesc("CiFzd2l0Y2h5YXJkL3JvdXRlci92MS9yb3V0ZXIucHJvdG8SFHN3aXRjaHlhcmQucm91dGVyLnYxIqUBCgtDaGF0UmVxdWVzdBIzCgdjb250ZXh0GAEgASgLMiIuc3dpdGNoeWFyZC5jaGF0LnYxLlJlcXVlc3RDb250ZXh0Ei4KBnBhcmFtcxgCIAEoCzIeLnN3aXRjaHlhcmQuY2hhdC52MS5DaGF0UGFyYW1zEjEKBWhpbnRzGAMgASgLMiIuc3dpdGNoeWFyZC5yb3V0ZXIudjEuUm91dGluZ0hpbnRzIjwKDENoYXRSZXNwb25zZRIsCgVjaHVuaxgBIAEoCzIdLnN3aXRjaHlhcmQuY2hhdC52MS5DaGF0Q2h1bmsiXAoMUm91dGluZ0hpbnRzEhUKCHByb3ZpZGVyGAEgASgJSACIAQESEQoJZmFsbGJhY2tzGAIgAygJEhUKDWhhc19mYWxsYmFja3MYAyABKAhCCwoJX3Byb3ZpZGVyIqcBCgxFbWJlZFJlcXVlc3QSMwoHY29udGV4dBgBIAEoCzIiLnN3aXRjaHlhcmQuY2hhdC52MS5SZXF1ZXN0Q29udGV4dBIvCgZwYXJhbXMYAiABKAsyHy5zd2l0Y2h5YXJkLmNoYXQudjEuRW1iZWRQYXJhbXMSMQoFaGludHMYAyABKAsyIi5zd2l0Y2h5YXJkLnJvdXRlci52MS5Sb3V0aW5nSGludHMiQAoNRW1iZWRSZXNwb25zZRIvCgZyZXN1bHQYASABKAsyHy5zd2l0Y2h5YXJkLmNoYXQudjEuRW1iZWRSZXN1bHQirAEKEkNvdW50VG9rZW5zUmVxdWVzdBIzCgdjb250ZXh0GAEgASgLMiIuc3dpdGNoeWFyZC5jaGF0LnYxLlJlcXVlc3RDb250ZXh0Ei4KBnBhcmFtcxgCIAEoCzIeLnN3aXRjaHlhcmQuY2hhdC52MS5DaGF0UGFyYW1zEjEKBWhpbnRzGAMgASgLMiIuc3dpdGNoeWFyZC5yb3V0ZXIudjEuUm91dGluZ0hpbnRzIkUKE0NvdW50VG9rZW5zUmVzcG9uc2USLgoGcmVzdWx0GAEgASgLMh4uc3dpdGNoeWFyZC5jaGF0LnYxLlRva2VuQ291bnQylgIKDVJvdXRlclNlcnZpY2USTwoEQ2hhdBIhLnN3aXRjaHlhcmQucm91dGVyLnYxLkNoYXRSZXF1ZXN0GiIuc3dpdGNoeWFyZC5yb3V0ZXIudjEuQ2hhdFJlc3BvbnNlMAESUAoFRW1iZWQSIi5zd2l0Y2h5YXJkLnJvdXRlci52MS5FbWJlZFJlcXVlc3QaIy5zd2l0Y2h5YXJkLnJvdXRlci52MS5FbWJlZFJlc3BvbnNlEmIKC0NvdW50VG9rZW5zEiguc3dpdGNoeWFyZC5yb3V0ZXIudjEuQ291bnRUb2tlbnNSZXF1ZXN0Gikuc3dpdGNoeWFyZC5yb3V0ZXIudjEuQ291bnRUb2tlbnNSZXNwb25zZWIGcHJvdG8z", [file_switchyard_chat_v1_chat]);
 
 /**
  * @generated from message switchyard.router.v1.ChatRequest
@@ -136,6 +136,52 @@ export const EmbedResponseSchema: GenMessage<EmbedResponse> = /*@__PURE__*/
   messageDesc(file_switchyard_router_v1_router, 4);
 
 /**
+ * @generated from message switchyard.router.v1.CountTokensRequest
+ */
+export type CountTokensRequest = Message<"switchyard.router.v1.CountTokensRequest"> & {
+  /**
+   * @generated from field: switchyard.chat.v1.RequestContext context = 1;
+   */
+  context?: RequestContext | undefined;
+
+  /**
+   * The chat request whose prompt is counted; max_tokens, stream and sampling fields are ignored.
+   *
+   * @generated from field: switchyard.chat.v1.ChatParams params = 2;
+   */
+  params?: ChatParams | undefined;
+
+  /**
+   * @generated from field: switchyard.router.v1.RoutingHints hints = 3;
+   */
+  hints?: RoutingHints | undefined;
+};
+
+/**
+ * Describes the message switchyard.router.v1.CountTokensRequest.
+ * Use `create(CountTokensRequestSchema)` to create a new message.
+ */
+export const CountTokensRequestSchema: GenMessage<CountTokensRequest> = /*@__PURE__*/
+  messageDesc(file_switchyard_router_v1_router, 5);
+
+/**
+ * @generated from message switchyard.router.v1.CountTokensResponse
+ */
+export type CountTokensResponse = Message<"switchyard.router.v1.CountTokensResponse"> & {
+  /**
+   * @generated from field: switchyard.chat.v1.TokenCount result = 1;
+   */
+  result?: TokenCount | undefined;
+};
+
+/**
+ * Describes the message switchyard.router.v1.CountTokensResponse.
+ * Use `create(CountTokensResponseSchema)` to create a new message.
+ */
+export const CountTokensResponseSchema: GenMessage<CountTokensResponse> = /*@__PURE__*/
+  messageDesc(file_switchyard_router_v1_router, 6);
+
+/**
  * Chooses targets for a public model name and drives attempts against connectors: retries
  * and fallbacks before the first token, honest errors after it.
  *
@@ -161,6 +207,17 @@ export const RouterService: GenService<{
     methodKind: "unary";
     input: typeof EmbedRequestSchema;
     output: typeof EmbedResponseSchema;
+  },
+  /**
+   * The input tokens of a chat request, counted by the first target whose provider can count,
+   * with the same retry rules. Targets whose provider cannot count are passed over.
+   *
+   * @generated from rpc switchyard.router.v1.RouterService.CountTokens
+   */
+  countTokens: {
+    methodKind: "unary";
+    input: typeof CountTokensRequestSchema;
+    output: typeof CountTokensResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_switchyard_router_v1_router, 0);

@@ -7,6 +7,8 @@ import {
   ChoiceDeltaSchema,
   FinishReason,
   Role,
+  type TokenCount,
+  TokenCountSchema,
   type ToolCallDelta,
   ToolCallDeltaSchema,
   type Usage,
@@ -27,6 +29,24 @@ export interface TranslateOptions {
   jsonTool?: string | undefined;
   /** Unix seconds for `start.created` (Anthropic answers carry no time); default now. */
   now?: number | undefined;
+}
+
+/**
+ * A `count_tokens` answer (`{"input_tokens": N}`) as a canonical count, or undefined when it is
+ * not one: a made-up number would be worse than an error, since clients trust a count.
+ */
+export function fromAnthropicCountTokens(
+  answer: unknown,
+  target: { provider: string; model: string },
+): TokenCount | undefined {
+  if (!isRecord(answer)) return undefined;
+  const tokens = answer.input_tokens;
+  if (typeof tokens !== "number" || !Number.isInteger(tokens) || tokens < 0) return undefined;
+  return makeMessage(TokenCountSchema, {
+    inputTokens: tokens,
+    upstreamModel: target.model,
+    provider: target.provider,
+  });
 }
 
 /** A whole (non-streamed) answer as one canonical chunk: start, full message, finish, usage. */

@@ -1,7 +1,7 @@
 // `type: anthropic` — the Anthropic Messages API (https://docs.anthropic.com/en/api/messages).
 // Anthropic has no embeddings endpoint, so this provider has no `embed`.
 
-import type { ChatChunk } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import type { ChatChunk, TokenCount } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
 import {
@@ -10,7 +10,7 @@ import {
   type StreamEvents,
   streamEndedEarly,
 } from "../answer-stream.js";
-import { type ChatCall, type Provider, takeParams } from "../provider.js";
+import { type ChatCall, type CountTokensCall, type Provider, takeParams } from "../provider.js";
 import type { SseEvent } from "../sse.js";
 import {
   createUpstreamHttp,
@@ -21,9 +21,9 @@ import {
   traceHeaders,
   type UpstreamResponse,
 } from "../upstream-http.js";
-import { fromAnthropicMessage } from "./from-response.js";
+import { fromAnthropicCountTokens, fromAnthropicMessage } from "./from-response.js";
 import { AnthropicStreamTranslator } from "./from-stream.js";
-import { isRecord, toAnthropicRequest } from "./to-request.js";
+import { isRecord, toAnthropicCountTokensRequest, toAnthropicRequest } from "./to-request.js";
 import { ANTHROPIC_VERSION, type AnthropicMessage } from "./wire.js";
 
 export const ANTHROPIC_BASE_URL = "https://api.anthropic.com";
@@ -77,12 +77,23 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
     signal: AbortSignal,
     model: string,
     headers: Record<string, string> = {},
+    path = "/v1/messages",
   ): Promise<UpstreamResponse> {
     try {
-      return await http.postJson("/v1/messages", body, signal, { model, headers });
+      return await http.postJson(path, body, signal, { model, headers });
     } catch (err) {
       throw overloadedAsUnavailable(err);
     }
+  }
+
+  /** The headers of one call: its trace, and the client's betas joined to the configured ones. */
+  function callHeaders(context: ChatCall["context"], betas: readonly string[]) {
+    const perCall = traceHeaders(context);
+    // The client's beta features join the ones the provider's config sets (a comma list).
+    if (betas.length > 0) {
+      perCall["anthropic-beta"] = [...new Set([...configuredBetas, ...betas])].join(",");
+    }
+    return perCall;
   }
 
   async function readMessage(
@@ -139,11 +150,7 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
     const params = takeParams(call);
     const betas = params.anthropicBeta;
     const { body, jsonTool } = toAnthropicRequest(params, call.model, name);
-    const perCall = traceHeaders(call.context);
-    // The client's beta features join the ones the provider's config sets (a comma list).
-    if (betas.length > 0) {
-      perCall["anthropic-beta"] = [...new Set([...configuredBetas, ...betas])].join(",");
-    }
+    const perCall = callHeaders(call.context, betas);
     const response = await postMessages(body, call.signal, call.model, perCall);
     return jsonTool === undefined ? { response } : { response, jsonTool };
   }
@@ -163,6 +170,22 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
         return { response, events: new AnthropicEvents(translator) };
       }),
     );
+  }
+
+  async function countTokens(call: CountTokensCall): Promise<TokenCount> {
+    const body = toAnthropicCountTokensRequest(call.params, call.model, name);
+    const headers = callHeaders(call.context, call.params.anthropicBeta);
+    const response = await postMessages(
+      body,
+      call.signal,
+      call.model,
+      headers,
+      "/v1/messages/count_tokens",
+    );
+    const answer = await readJsonAnswer(name, secrets, response.body, call.signal, "token count");
+    const count = fromAnthropicCountTokens(answer, call);
+    if (!count) throw upstreamFailure(`token count from provider ${name} was malformed`);
+    return count;
   }
 
   async function probe(model: string, signal: AbortSignal): Promise<void> {
@@ -187,6 +210,7 @@ export function createAnthropicProvider(name: string, config: ProviderConfig): P
     name,
     config,
     chat,
+    countTokens,
     probe,
     close: () => http.close(),
   };

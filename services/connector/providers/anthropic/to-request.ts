@@ -15,6 +15,7 @@ import { type Refuse, refuseOpenAIOnly } from "../openai-only.js";
 import type {
   AnthropicBase64Source,
   AnthropicContentBlockParam,
+  AnthropicCountTokensRequest,
   AnthropicMessageParam,
   AnthropicMessagesRequest,
   AnthropicTextBlockParam,
@@ -147,6 +148,26 @@ export function toAnthropicRequest(
 
   if (params.stream) body.stream = true;
   return { body, jsonTool };
+}
+
+/**
+ * Builds the `count_tokens` request for a chat request: the Messages request it would send,
+ * translated the same way (so the count is of what the model would be sent, a JSON-mode tool
+ * included), cut to the fields Anthropic's count_tokens reference lists. It refuses the rest
+ * (`max_tokens`, `stream`, sampling, `metadata`, …) as extra inputs.
+ */
+export function toAnthropicCountTokensRequest(
+  params: ChatParams,
+  model: string,
+  provider: string,
+): AnthropicCountTokensRequest {
+  const { body } = toAnthropicRequest(params, model, provider);
+  const count: AnthropicCountTokensRequest = { model: body.model, messages: body.messages };
+  if (body.system !== undefined) count.system = body.system;
+  if (body.tools !== undefined) count.tools = body.tools;
+  if (body.tool_choice !== undefined) count.tool_choice = body.tool_choice;
+  if (body.thinking !== undefined) count.thinking = body.thinking;
+  return count;
 }
 
 /**

@@ -104,6 +104,21 @@ export interface AnthropicMessagesRequest {
   [field: string]: unknown;
 }
 
+/** `POST /v1/messages/count_tokens`: the prompt fields of a Messages request, nothing else. */
+export interface AnthropicCountTokensRequest {
+  model: string;
+  messages: AnthropicMessageParam[];
+  system?: string | AnthropicTextBlockParam[];
+  tools?: AnthropicTool[];
+  tool_choice?: AnthropicToolChoice;
+  thinking?: unknown;
+}
+
+/** The answer of `POST /v1/messages/count_tokens`. */
+export interface AnthropicCountTokensResponse {
+  input_tokens: number;
+}
+
 export type AnthropicStopReason =
   | "end_turn"
   | "max_tokens"

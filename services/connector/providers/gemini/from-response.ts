@@ -8,6 +8,8 @@ import {
   ChoiceDeltaSchema,
   FinishReason,
   Role,
+  type TokenCount,
+  TokenCountSchema,
   ToolCallDeltaSchema,
   type Usage,
   UsageSchema,
@@ -32,6 +34,25 @@ export interface TranslateOptions {
   now: number;
   /** Strings that must never reach an error message (the provider's API key). */
   secrets?: readonly string[];
+}
+
+/**
+ * A `countTokens` answer (`{"totalTokens": N, …}`) as a canonical count, or undefined when it is
+ * not one. A prompt is never empty, so an answer without `totalTokens` (proto3 JSON leaves out a
+ * zero) is taken as malformed rather than as 0: clients trust a count.
+ */
+export function fromGeminiCountTokens(
+  answer: unknown,
+  target: { provider: string; model: string },
+): TokenCount | undefined {
+  if (typeof answer !== "object" || answer === null) return undefined;
+  const tokens = (answer as { totalTokens?: unknown }).totalTokens;
+  if (typeof tokens !== "number" || !Number.isInteger(tokens) || tokens < 0) return undefined;
+  return makeMessage(TokenCountSchema, {
+    inputTokens: tokens,
+    upstreamModel: target.model,
+    provider: target.provider,
+  });
 }
 
 /** What one choice has said so far, across the events of one answer. */

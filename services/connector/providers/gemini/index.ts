@@ -7,14 +7,22 @@ import type {
   EmbedParams,
   EmbedResult,
   RequestContext,
+  TokenCount,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import { CallAbort } from "../../../lib/abort.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
 import { AnswerStream, type OpenedAnswer, type StreamEvents } from "../answer-stream.js";
-import { type ChatCall, type EmbedCall, type Provider, takeParams } from "../provider.js";
+import {
+  type ChatCall,
+  type CountTokensCall,
+  type EmbedCall,
+  type Provider,
+  takeParams,
+} from "../provider.js";
 import type { SseEvent } from "../sse.js";
 import {
   failureFromError,
+  malformedAnswer,
   parseStreamEvent,
   readJsonAnswer,
   readLimited,
@@ -33,11 +41,12 @@ import {
 import {
   checkAnswer,
   failureFromGoogle,
+  fromGeminiCountTokens,
   fromGeminiResponse,
   type TranslateOptions,
 } from "./from-response.js";
 import { GeminiStream } from "./from-stream.js";
-import { geminiModelPath, toGeminiRequest } from "./to-request.js";
+import { geminiModelPath, toGeminiCountTokensRequest, toGeminiRequest } from "./to-request.js";
 import type { GeminiGenerateContentRequest } from "./wire.js";
 
 export const GEMINI_BASE_URL = "https://generativelanguage.googleapis.com";
@@ -244,6 +253,24 @@ export function createGeminiProvider(name: string, config: ProviderConfig): Prov
     }
   }
 
+  async function countTokens(call: CountTokensCall): Promise<TokenCount> {
+    const body = toGeminiCountTokensRequest(call.params, { provider: name, model: call.model });
+    const response = await send(
+      "POST",
+      `/${geminiModelPath(call.model)}:countTokens`,
+      {},
+      body,
+      call.signal,
+      call.model,
+      traceHeaders(call.context),
+    );
+    const count = fromGeminiCountTokens(await readJson(response, call.signal, "token count"), call);
+    if (!count) {
+      throw malformedAnswer(name, secrets, `token count from provider ${name} was malformed`);
+    }
+    return count;
+  }
+
   async function probe(model: string, signal: AbortSignal): Promise<void> {
     const mode = config.probe ?? "models";
     if (mode === "none") return;
@@ -285,6 +312,7 @@ export function createGeminiProvider(name: string, config: ProviderConfig): Prov
     config,
     chat,
     embed,
+    countTokens,
     probe,
     close: () => pool.close(),
   };

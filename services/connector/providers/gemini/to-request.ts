@@ -14,6 +14,7 @@ import { refuseOpenAIOnly } from "../openai-only.js";
 import type {
   GeminiBlob,
   GeminiContent,
+  GeminiCountTokensRequest,
   GeminiFunctionDeclaration,
   GeminiGenerateContentRequest,
   GeminiGenerationConfig,
@@ -73,6 +74,23 @@ export function toGeminiRequest(
   const cachedContent = extra(extras, "cachedContent", "cached_content");
   if (cachedContent !== undefined) body.cachedContent = cachedContent;
   return body;
+}
+
+/**
+ * The `countTokens` request for a chat request: the generateContent request it would send, in
+ * the `generateContentRequest` wrapper, less what does not change the prompt's size
+ * (`generationConfig`, `safetySettings`).
+ */
+export function toGeminiCountTokensRequest(
+  params: ChatParams,
+  target: GeminiTarget,
+): GeminiCountTokensRequest {
+  const {
+    generationConfig: _config,
+    safetySettings: _safety,
+    ...prompt
+  } = toGeminiRequest(params, target);
+  return { generateContentRequest: { model: geminiModelName(target.model), ...prompt } };
 }
 
 /** `models/{model}` as the API names it in bodies; names that already say their kind stay as is. */

@@ -103,6 +103,14 @@ export interface GeminiGenerateContentRequest {
   cachedContent?: unknown;
 }
 
+/**
+ * `models/{m}:countTokens`. The documented form that counts a system instruction and tools too
+ * is the `generateContentRequest` wrapper (a bare `contents` counts only the contents).
+ */
+export interface GeminiCountTokensRequest {
+  generateContentRequest: GeminiGenerateContentRequest & { model: string };
+}
+
 // ---- Responses ---------------------------------------------------------------------------------
 
 export interface GeminiCandidate {

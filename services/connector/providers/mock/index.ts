@@ -16,6 +16,8 @@ import {
   FinishReason,
   type Message,
   Role,
+  type TokenCount,
+  TokenCountSchema,
   ToolCallDeltaSchema,
   ToolChoice_Mode,
   type Usage,
@@ -24,7 +26,13 @@ import {
 import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
 import { makeMessage } from "../../../lib/hop/codec.js";
-import { type ChatCall, type EmbedCall, type Provider, takeParams } from "../provider.js";
+import {
+  type ChatCall,
+  type CountTokensCall,
+  type EmbedCall,
+  type Provider,
+  takeParams,
+} from "../provider.js";
 
 export const MOCK_DEFAULTS = { first_token_ms: 200, token_interval_ms: 20, tokens: 24 } as const;
 
@@ -248,11 +256,22 @@ export function createMockProvider(name: string, config: ProviderConfig): Provid
     });
   }
 
+  /** The prompt tokens the mock's own answer to the same request reports in its usage. */
+  async function countTokens(call: CountTokensCall): Promise<TokenCount> {
+    if (call.signal.aborted) throw cancelled(name, call.signal.reason);
+    return makeMessage(TokenCountSchema, {
+      inputTokens: mockPromptTokens(call.params.messages),
+      upstreamModel: call.model,
+      provider: name,
+    });
+  }
+
   return {
     name,
     config,
     chat,
     embed,
+    countTokens,
     probe: async () => {},
     close: async () => {},
   };
