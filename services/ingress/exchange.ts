@@ -8,6 +8,7 @@ import {
   type EmbedResult,
   RequestContextSchema,
   Role,
+  type TokenCount,
   type Usage,
 } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import type { RouterService, RoutingHints } from "../../gen/switchyard/router/v1/router_pb.js";
@@ -50,7 +51,13 @@ export interface IngressDeps {
 }
 
 export type ClientApi = "openai" | "anthropic" | "grpc";
-const CLIENT_APIS: readonly ClientApi[] = ["openai", "anthropic", "grpc"];
+/**
+ * The `api` label of the ingress's request metrics: the client APIs, and Anthropic's token counts
+ * apart from its messages (Claude Code sends one every turn: counted with the messages, they would
+ * skew the request rate, error share and latency of the real answers).
+ */
+export type MetricApi = ClientApi | "count_tokens";
+const METRIC_APIS: readonly MetricApi[] = ["openai", "anthropic", "grpc", "count_tokens"];
 /** The longest an answer's end waits for its settlement in Redis (see settleBeforeEnd). */
 const SETTLE_WAIT_MS = 250;
 
@@ -76,8 +83,8 @@ export function createIngressMetrics(registry: Registry) {
     OVERHEAD_BUCKETS_SECONDS,
   );
   // Label children made once, so a request's gauges cost no label objects.
-  const byApi = <T>(make: (api: ClientApi) => T) =>
-    Object.fromEntries(CLIENT_APIS.map((api) => [api, make(api)])) as Record<ClientApi, T>;
+  const byApi = <T>(make: (api: MetricApi) => T) =>
+    Object.fromEntries(METRIC_APIS.map((api) => [api, make(api)])) as Record<MetricApi, T>;
   return {
     requests: counter(registry, "switchyard_requests_total", "Requests answered, by outcome", [
       "api",
@@ -680,6 +687,94 @@ export async function runEmbed(
       outcome,
       tokens_in: prompt,
       cost_usd: price ? cost : undefined,
+      latency_ms: round(seconds * 1000),
+      error: error ? { kind: error.kind, message: error.message } : undefined,
+    };
+    if (status >= 500) deps.requestLog.warn(line, "request failed");
+    else deps.requestLog.info(line, "request");
+    metrics.active.end();
+  }
+}
+
+/**
+ * One token count (Anthropic `POST /v1/messages/count_tokens`): the caller's key and model
+ * allow-list hold, but no limit does. A count is not charged (no tokens, no spend), and Claude
+ * Code sends a burst of them with every turn, which `rpm` or `concurrency` would turn into 429s
+ * for the requests that matter. Writes its log line and metrics; throws a Failure.
+ */
+export async function runCountTokens(
+  deps: IngressDeps,
+  metrics: IngressMetrics,
+  requestId: string,
+  caller: Caller,
+  params: ChatParams,
+  hints: RoutingHints | undefined,
+  deadlineMs: number | undefined,
+  signal: AbortSignal,
+  trace: TraceContext,
+): Promise<TokenCount> {
+  const api = "count_tokens";
+  const started = performance.now();
+  const { config } = deps;
+  const model = config.models[params.model] ? params.model : "(unknown)";
+  const tenant = caller.tenant;
+  let status = 200;
+  let result: TokenCount | undefined;
+  let error: Failure | undefined;
+  metrics.inflight[api].inc();
+  metrics.active.begin();
+  try {
+    if (model === "(unknown)") throw modelNotFound(params.model);
+    authorizeModel(caller, params.model);
+    for (const fallback of hints?.hasFallbacks ? hints.fallbacks : []) {
+      if (!config.models[fallback]) throw modelNotFound(fallback, "fallbacks");
+      authorizeModel(caller, fallback, "fallbacks");
+    }
+    const res = await deps.router.countTokens(
+      {
+        context: requestContext(requestId, tenant, formatTraceparent(trace)),
+        params,
+        hints,
+      },
+      { signal, timeoutMs: Math.min(config.routing.timeouts.total_ms, deadlineMs ?? Infinity) },
+    );
+    if (!res.result)
+      throw new Failure({ status: 502, kind: "upstream_error", message: "empty answer" });
+    result = res.result;
+    return result;
+  } catch (err) {
+    error = Failure.from(err);
+    status = signal.aborted ? 499 : error.status;
+    throw error;
+  } finally {
+    const seconds = (performance.now() - started) / 1000;
+    const provider = result?.provider ?? "";
+    const outcome = outcomeOf(status, false, error, metrics.active.cut);
+    metrics.inflight[api].dec();
+    metrics.requests.inc({
+      api,
+      model,
+      provider,
+      tenant,
+      status_class: statusClass(status),
+      outcome,
+    });
+    metrics.duration.observe({ api, model, stream: "false" }, seconds);
+    const line = {
+      request_id: requestId,
+      trace_id: trace.traceId,
+      span_id: trace.spanId,
+      tenant: tenant || undefined,
+      api: "anthropic",
+      endpoint: "count_tokens",
+      model: params.model,
+      provider: result?.provider,
+      upstream_model: result?.upstreamModel,
+      attempts: result?.attempts ?? error?.attempts,
+      status,
+      outcome,
+      // What the upstream counted; nothing is charged for it.
+      input_tokens: result?.inputTokens,
       latency_ms: round(seconds * 1000),
       error: error ? { kind: error.kind, message: error.message } : undefined,
     };

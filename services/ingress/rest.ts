@@ -6,6 +6,7 @@ import { Failure, modelNotFound } from "../lib/errors.js";
 import { newUuid } from "../lib/ids.js";
 import { childSpan, formatTraceparent, parseTraceparent, type TraceContext } from "../lib/trace.js";
 import { adminUsage } from "./admin.js";
+import { parseCountTokensRequest } from "./anthropic/parse-request.js";
 import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
 import { parseJson, parseRequest, readBody } from "./body.js";
 import { anthropicCodec, type ChatCodec, openAICodec, type StreamFramer } from "./codecs.js";
@@ -15,6 +16,7 @@ import {
   countRejected,
   type IngressDeps,
   type IngressMetrics,
+  runCountTokens,
   runEmbed,
 } from "./exchange.js";
 import { routingHints, takeBodyFallbacks } from "./hints.js";
@@ -73,6 +75,11 @@ export function createRestHandler(deps: RestDeps) {
         base["request-id"] = requestId;
         return await chat(anthropicCodec, req, res, requestId, trace, base);
       }
+      if (path === COUNT_TOKENS_PATH) {
+        if (req.method !== "POST") throw methodNotAllowed(req.method, "POST");
+        base["request-id"] = requestId;
+        return await countTokens(req, res, requestId, trace, base);
+      }
       if (path === "/v1/embeddings" || path === "/embeddings") {
         if (req.method !== "POST") throw methodNotAllowed(req.method, "POST");
         return await embeddings(req, res, requestId, trace, base);
@@ -130,7 +137,8 @@ export function createRestHandler(deps: RestDeps) {
           "request rejected",
         );
       }
-      const codec = path === "/v1/messages" ? anthropicCodec : openAICodec;
+      const codec =
+        path === "/v1/messages" || path === COUNT_TOKENS_PATH ? anthropicCodec : openAICodec;
       sendError(res, f, codec, requestId, deps.clock(), base);
     }
   };
@@ -271,6 +279,59 @@ export function createRestHandler(deps: RestDeps) {
     });
   }
 
+  /**
+   * Anthropic's token count (the SDK's `messages.countTokens()`, which Claude Code calls every
+   * turn; the beta client adds `?beta=true`). Only a count from an upstream is answered: a model
+   * none of whose targets can count gets the connector's `unsupported` 400, so the client falls
+   * back on its own estimate. Not 200 with a guess (Claude Code trusts a 2xx count and would not
+   * compact in time), and 400 rather than 404: the SDK raises BadRequestError with our message,
+   * does not retry it, and a 404 would read as an unknown model or route.
+   */
+  async function countTokens(
+    req: Req,
+    res: Res,
+    requestId: string,
+    trace: TraceContext,
+    base: Record<string, string>,
+  ): Promise<void> {
+    const caller = callerOf(req);
+    const body = parseJson(await readBody(req, deps.config.server.max_body_bytes));
+    const params = parseRequest(parseCountTokensRequest, body);
+    params.anthropicBeta = anthropicBetas(req);
+    const routing = routingHints((name) => headerValue(req, name));
+    const abort = new CallAbort();
+    res.once("close", () => {
+      if (clientLeft(req, res)) abort.abort();
+    });
+    let count: Awaited<ReturnType<typeof runCountTokens>>;
+    try {
+      count = await runCountTokens(
+        deps,
+        deps.metrics,
+        requestId,
+        caller,
+        params,
+        routing.hints,
+        routing.deadlineMs,
+        abort.signal,
+        trace,
+      );
+    } catch (err) {
+      throw new RoutedFailure(Failure.from(err));
+    }
+    sendJson(
+      res,
+      200,
+      { input_tokens: count.inputTokens },
+      {
+        ...base,
+        "x-switchyard-provider": count.provider,
+        "x-switchyard-model": count.upstreamModel,
+        "x-switchyard-attempts": String(count.attempts),
+      },
+    );
+  }
+
   function streamAnswer(
     codec: ChatCodec,
     res: Res,
@@ -301,6 +362,9 @@ export function createRestHandler(deps: RestDeps) {
     new StreamWriter(res, exchange, framer, signal).start(full);
   }
 }
+
+/** Anthropic's token count route; its SDK's beta client adds `?beta=true`, which changes nothing. */
+const COUNT_TOKENS_PATH = "/v1/messages/count_tokens";
 
 /**
  * Writes the rest of a streamed answer, to its end. A stream can stay open for minutes: each

@@ -76,6 +76,8 @@ export interface AnswerBehavior {
   streamError?: { type: string; message: string };
   /** Stream only: delay between message_stop and the end of the HTTP body. */
   endDelayMs?: number;
+  /** What `POST /v1/messages/count_tokens` answers; default `fakeTokenCount(body)`. */
+  inputTokens?: number;
 }
 
 export interface ErrorBehavior {
@@ -133,6 +135,35 @@ const ERROR_TYPES: Record<number, string> = {
   504: "timeout_error",
   529: "overloaded_error",
 };
+
+/** The fields Anthropic's count_tokens reference lists; it refuses any other as an extra input. */
+const COUNT_TOKENS_FIELDS = new Set([
+  "model",
+  "messages",
+  "system",
+  "tools",
+  "tool_choice",
+  "thinking",
+  "mcp_servers",
+  "context_management",
+]);
+
+/** The fake's stand-in for a tokenizer: a quarter of the prompt fields' JSON length, rounded up. */
+export function fakeTokenCount(body: Record<string, unknown>): number {
+  const { system, messages, tools } = body;
+  return Math.ceil(JSON.stringify({ system, messages, tools }).length / 4);
+}
+
+/** Anthropic's answer to a count_tokens body that is not one (its own wording), or undefined. */
+function countTokensProblem(body: unknown): string | undefined {
+  if (!isRecord(body)) return "Input should be a valid dictionary";
+  for (const key of Object.keys(body)) {
+    if (!COUNT_TOKENS_FIELDS.has(key)) return `${key}: Extra inputs are not permitted`;
+  }
+  if (typeof body.model !== "string") return "model: Field required";
+  if (!Array.isArray(body.messages)) return "messages: Field required";
+  return undefined;
+}
 
 export function anthropicError(type: string, message: string): AnthropicErrorBody {
   return { type: "error", error: { type, message }, request_id: "req_fake" };
@@ -217,7 +248,11 @@ export async function startAnthropicUpstream(
 
     const path = record.path.split("?")[0];
     const route = `${record.method} ${path}`;
-    if (route !== "POST /v1/messages" && route !== "GET /v1/models") {
+    if (
+      route !== "POST /v1/messages" &&
+      route !== "POST /v1/messages/count_tokens" &&
+      route !== "GET /v1/models"
+    ) {
       sendJson(res, 404, anthropicError("not_found_error", `no route ${route}`));
       return;
     }
@@ -253,6 +288,15 @@ export async function startAnthropicUpstream(
             first_id: models[0] ?? null,
             last_id: models.at(-1) ?? null,
           });
+          return;
+        }
+        if (path === "/v1/messages/count_tokens") {
+          const problem = countTokensProblem(body);
+          if (problem !== undefined || !isRecord(body)) {
+            sendJson(res, 400, anthropicError("invalid_request_error", problem ?? ""));
+            return;
+          }
+          sendJson(res, 200, { input_tokens: current.inputTokens ?? fakeTokenCount(body) });
           return;
         }
         {

@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   type HangBehavior,
+  isRecord,
   type RawBehavior,
   sendBody,
   sendRaw,
@@ -42,6 +43,8 @@ export interface GeminiAnswerBehavior {
   };
   /** Default "{model}-001". */
   modelVersion?: string;
+  /** What `:countTokens` answers as `totalTokens`; default `fakeGeminiTokenCount(body)`. */
+  totalTokens?: number;
   /** Default "fake-response-{n}". */
   responseId?: string;
   headersDelayMs?: number;
@@ -77,6 +80,7 @@ export type GeminiAction =
   | "generateContent"
   | "streamGenerateContent"
   | "batchEmbedContents"
+  | "countTokens"
   | "get"
   | "unknown";
 
@@ -222,6 +226,19 @@ export async function startGeminiUpstream(
           sendBody(res, 200, modelResource(record.model));
           return;
         }
+        if (record.action === "countTokens") {
+          const problem = countTokensProblem(body);
+          if (problem !== undefined) {
+            sendBody(res, 400, googleErrorEnvelope(400, problem));
+            return;
+          }
+          const total = current.totalTokens ?? fakeGeminiTokenCount(body);
+          sendBody(res, 200, {
+            totalTokens: total,
+            promptTokensDetails: [{ modality: "TEXT", tokenCount: total }],
+          });
+          return;
+        }
         if (record.action === "batchEmbedContents") {
           const count = (body as { requests?: unknown[] } | undefined)?.requests?.length ?? 0;
           if (count > MAX_EMBED_BATCH) {
@@ -258,6 +275,30 @@ export async function startGeminiUpstream(
   };
 }
 
+/** The fake's stand-in for a tokenizer: a quarter of the counted request's JSON length. */
+export function fakeGeminiTokenCount(body: unknown): number {
+  const counted = isRecord(body) ? (body.generateContentRequest ?? body.contents) : undefined;
+  return Math.ceil(JSON.stringify(counted ?? null).length / 4);
+}
+
+/**
+ * What Google answers a countTokens body it cannot read: CountTokensRequest has `contents` and
+ * `generateContentRequest` only (a system instruction or tools go inside the latter).
+ */
+function countTokensProblem(body: unknown): string | undefined {
+  if (!isRecord(body)) return "Invalid JSON payload received.";
+  for (const key of Object.keys(body)) {
+    if (key !== "contents" && key !== "generateContentRequest") {
+      return `Invalid JSON payload received. Unknown name "${key}": Cannot find field.`;
+    }
+  }
+  const inner = body.generateContentRequest;
+  if (inner !== undefined && (!isRecord(inner) || typeof inner.model !== "string")) {
+    return "* CountTokensRequest.generate_content_request.model: model is required";
+  }
+  return undefined;
+}
+
 function actionOf(method: string, verb: string | undefined): GeminiAction {
   if (method === "GET" && verb === undefined) return "get";
   if (method !== "POST") return "unknown";
@@ -265,6 +306,7 @@ function actionOf(method: string, verb: string | undefined): GeminiAction {
     case "generateContent":
     case "streamGenerateContent":
     case "batchEmbedContents":
+    case "countTokens":
       return verb;
     default:
       return "unknown";

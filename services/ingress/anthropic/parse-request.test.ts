@@ -5,7 +5,7 @@ import {
   ToolChoice_Mode,
 } from "../../../gen/switchyard/chat/v1/chat_pb.js";
 import { Failure } from "../../lib/errors.js";
-import { parseMessagesRequest } from "./parse-request.js";
+import { parseCountTokensRequest, parseMessagesRequest } from "./parse-request.js";
 
 const user = { role: "user", content: "hi" };
 const base = { model: "claude", max_tokens: 100, messages: [user] };
@@ -944,5 +944,26 @@ describe("parseMessagesRequest: tools and tool_choice", () => {
     ],
   ])("refuses %s as unsupported", (_name, tool, message, param) => {
     expectUnsupported({ ...base, tools: [tool] }, message, param);
+  });
+});
+
+describe("parseCountTokensRequest", () => {
+  it("does not require max_tokens: a count has no answer to bound", () => {
+    const params = parseCountTokensRequest({
+      model: "claude",
+      system: "Be brief.",
+      messages: [user],
+    });
+    expect(params.model).toBe("claude");
+    expect(params.maxTokens).toBeUndefined();
+    expect(params.messages).toHaveLength(2);
+  });
+
+  it("checks the rest as a Messages request does", () => {
+    expect(() => parseCountTokensRequest({ model: "claude" })).toThrow("messages: Field required");
+    expect(() => parseCountTokensRequest({ ...base, max_tokens: 0 })).toThrow(Failure);
+    expect(() => parseCountTokensRequest({ ...base, nonsense: true })).toThrow(
+      "nonsense: Extra inputs are not permitted",
+    );
   });
 });

@@ -152,6 +152,19 @@ export const OUTPUT_SCHEMA_NAME = "output";
  *   honours it; the rest of `output_config` travels in `extraJson`.
  */
 export function parseMessagesRequest(body: unknown): ChatParams {
+  return toChatParams(body, true);
+}
+
+/**
+ * A `POST /v1/messages/count_tokens` body: the same fields and checks as a Messages request,
+ * except that `max_tokens` is not required (there is no answer to bound). What only shapes an
+ * answer (`max_tokens`, `stream`, sampling) is accepted and not counted.
+ */
+export function parseCountTokensRequest(body: unknown): ChatParams {
+  return toChatParams(body, false);
+}
+
+function toChatParams(body: unknown, needsMaxTokens: boolean): ChatParams {
   if (!isObject(body)) {
     throw invalid("Input should be a valid dictionary or object to extract fields from");
   }
@@ -168,7 +181,7 @@ export function parseMessagesRequest(body: unknown): ChatParams {
   if (model === "") throw invalid("model: String should have at least 1 character", "model");
 
   const maxTokens = integerBetween(body.max_tokens, "max_tokens", 1, UINT32_MAX);
-  if (maxTokens === undefined) throw required("max_tokens");
+  if (maxTokens === undefined && needsMaxTokens) throw required("max_tokens");
 
   const messages = parseMessages(body.messages);
   const system = parseSystem(body.system);
