@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Anthropic from "@anthropic-ai/sdk";
 import { create } from "@bufbuild/protobuf";
 import OpenAI from "openai";
 import { request } from "undici";
@@ -9,12 +10,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ChatParamsSchema, Role } from "../gen/switchyard/chat/v1/chat_pb.js";
 import { grpcJsGatewayClient } from "./clients/grpc-js-gateway.js";
 import { freePorts, requireNats, runSwitchyard, type ServiceProcess } from "./helpers/processes.js";
+import { type AnthropicUpstream, startAnthropicUpstream } from "./upstreams/anthropic-upstream.js";
 import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
 
 // The four services as four processes, talking Connect over h2c and sharing health over the
 // machine's NATS, driven by the official openai client and a @grpc/grpc-js client.
 let first: OpenAIUpstream;
 let second: OpenAIUpstream;
+let claude: AnthropicUpstream;
 let dir: string;
 let ingressUrl: string;
 let ingressPort: number;
@@ -23,11 +26,13 @@ const procs: ServiceProcess[] = [];
 const run = randomUUID().slice(0, 8);
 const p1 = `first-${run}`;
 const p2 = `second-${run}`;
+const p3 = `claude-${run}`;
 
 beforeAll(async () => {
   await requireNats();
   first = await startOpenAIUpstream({ behavior: { kind: "answer", text: "from the first" } });
   second = await startOpenAIUpstream({ behavior: { kind: "answer", text: "from the second" } });
+  claude = await startAnthropicUpstream({ behavior: { kind: "answer", inputTokens: 321 } });
   const [ingress, router, connector, prober] = await freePorts(4);
   ingressPort = ingress as number;
   ingressUrl = `http://127.0.0.1:${ingress}`;
@@ -51,7 +56,9 @@ nats: { url: nats://127.0.0.1:4222, namespace: e2e_${run} }
 providers:
   ${p1}: { type: openai, base_url: "${first.url}", api_key: "\${FIRST_KEY}" }
   ${p2}: { type: openai, base_url: "${second.url}", api_key: sk-second }
+  ${p3}: { type: anthropic, base_url: "${claude.url}", api_key: sk-claude }
 models:
+  claude: { targets: [{ provider: ${p3}, model: claude-up }] }
   chat:
     targets:
       - { provider: ${p1}, model: m1 }
@@ -80,6 +87,7 @@ afterAll(async () => {
   const codes = await Promise.all(procs.map((p) => p.stop()));
   await first?.close();
   await second?.close();
+  await claude?.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
   // SIGTERM drains and exits 0 (SPEC §2).
   expect(codes).toEqual([0, 0, 0, 0]);
@@ -110,6 +118,18 @@ describe("separate processes", () => {
     expect(text).toBe("from the first");
     expect(usage).toBeGreaterThan(0);
     expect(first.requests.at(-1)?.headers.authorization).toBe("Bearer sk-first-canary-7d1e");
+  });
+
+  it("answers the Anthropic SDK's countTokens with the count the upstream made, across the hops", async () => {
+    const client = new Anthropic({ baseURL: ingressUrl, apiKey: "x", maxRetries: 0 });
+    const counted = await client.messages.countTokens({
+      model: "claude",
+      messages: [{ role: "user", content: "hi" }],
+    });
+    expect(counted.input_tokens).toBe(321);
+    const seen = claude.requests.filter((r) => r.path === "/v1/messages/count_tokens");
+    expect(seen).toHaveLength(1);
+    expect(seen[0]?.headers["x-api-key"]).toBe("sk-claude");
   });
 
   it("serves GatewayService to a @grpc/grpc-js client on the ingress port", async () => {

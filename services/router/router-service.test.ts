@@ -518,4 +518,27 @@ describe("RouterService.Chat for a client that is not streaming", () => {
     expect(o.text).toBe("from b");
     expect(o.chunks[0]?.start?.attempts).toBe(2);
   });
+
+  it("answers a token count that no target can make with the connector's unsupported 400, after no attempt", async () => {
+    // A half-open breaker's trial, claimed for a target that was passed over, is given back.
+    const breakers = new CircuitBreakers(1, 0);
+    breakers.onFailure("a", "model-a");
+    const rig = startRouter({ targets: ["a/model-a", "b/model-b"] }, breakers);
+    let error: unknown;
+    try {
+      await rig.client.countTokens(chatRequest("chat", false));
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(ConnectError);
+    const f = Failure.from(error);
+    expect(f.status).toBe(400);
+    expect(f.kind).toBe("unsupported");
+    expect(f.attempts).toBe(0);
+    expect(f.message).toMatch(/cannot count tokens/);
+    expect(upstreams.a.requests).toHaveLength(0);
+    expect(upstreams.b.requests).toHaveLength(0);
+    // Not a failure of the target: its breaker lets the next call through as a trial again.
+    expect(rig.breakers.tryAcquire("a", "model-a")).toBe(true);
+  });
 });
