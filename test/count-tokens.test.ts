@@ -205,6 +205,15 @@ describe("POST /v1/messages/count_tokens", () => {
       type: "error",
       error: { type: "authentication_error" },
     });
+    // Refused before routing, and still counted under its own api.
+    const text = await (await fetch(`${gw.url}/metrics`)).text();
+    expect(
+      metricValue(text, "switchyard_requests_total", {
+        api: "count_tokens",
+        model: "(unknown)",
+        outcome: "auth",
+      }),
+    ).toBeGreaterThanOrEqual(1);
   });
 
   it.each([

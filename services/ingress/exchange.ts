@@ -527,7 +527,7 @@ export const COST_HEADER = "x-switchyard-cost-usd";
  * Counts a request refused before it was routed (no key, a malformed body): in
  * switchyard_requests_total like any other, so a flood of bad keys or bodies shows there.
  */
-export function countRejected(metrics: IngressMetrics, api: ClientApi, f: Failure): void {
+export function countRejected(metrics: IngressMetrics, api: MetricApi, f: Failure): void {
   metrics.requests.inc({
     api,
     model: "(unknown)",

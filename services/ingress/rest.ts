@@ -12,10 +12,10 @@ import { parseJson, parseRequest, readBody } from "./body.js";
 import { anthropicCodec, type ChatCodec, openAICodec, type StreamFramer } from "./codecs.js";
 import {
   ChatExchange,
-  type ClientApi,
   countRejected,
   type IngressDeps,
   type IngressMetrics,
+  type MetricApi,
   runCountTokens,
   runEmbed,
 } from "./exchange.js";
@@ -520,8 +520,9 @@ function sendError(
 }
 
 /** The client API a path belongs to; undefined for routes that are none (health, unknown). */
-function apiOfPath(path: string): ClientApi | undefined {
+function apiOfPath(path: string): MetricApi | undefined {
   if (path === "/v1/messages") return "anthropic";
+  if (path === COUNT_TOKENS_PATH) return "count_tokens";
   if (
     path === "/v1/chat/completions" ||
     path === "/chat/completions" ||
