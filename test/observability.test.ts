@@ -489,10 +489,27 @@ describe("a failover to a fallback model", () => {
   });
 });
 
-describe("a target that does not answer in time", () => {
-  it("is counted as a timeout, not a cancellation, and shows as down in shared health", async () => {
-    const strict = await startOneProcess(
-      testConfig(`
+describe("a target that fails twice in a row", () => {
+  // A 503, or no answer within first_token_ms (the router cuts the call: a timeout of the
+  // target's, not a cancellation, in the connector's counts and in passive health).
+  it.each([
+    {
+      name: "with 503",
+      behavior: { kind: "error", status: 503 } as const,
+      status: 503,
+      outcome: "upstream_unavailable",
+    },
+    {
+      name: "by hanging",
+      behavior: { ...answer, headersDelayMs: 10_000 },
+      status: 504,
+      outcome: "timeout",
+    },
+  ])(
+    "$name: shows as an open circuit at once, and as down in shared health soon after",
+    async ({ behavior, status, outcome }) => {
+      const strict = await startOneProcess(
+        testConfig(`
 providers:
   primary: { type: openai, base_url: "${primary.url}" }
 models:
@@ -503,78 +520,41 @@ routing:
   circuit_breaker: { consecutive_failures: 2, cooldown_ms: 600000 }
 health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
 `),
-    );
-    try {
-      primary.setBehavior({ ...answer, headersDelayMs: 10_000 });
-      const ask = () =>
-        request(`${strict.url}/v1/chat/completions`, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify({ model: "chat", messages: [{ role: "user", content: "hi" }] }),
-        }).then(async (r) => {
-          await r.body.dump();
-          return r.statusCode;
-        });
-      expect(await ask()).toBe(504);
-      expect(await ask()).toBe(504);
-      const target = { provider: "primary", target: "m-primary" };
-      const scrapeStrict = async () => (await request(`${strict.url}/metrics`)).body.text();
-      const m = await scrapeStrict();
-      const calls = (outcome: string) =>
-        metricValue(m, "switchyard_connector_upstream_requests_total", { ...target, outcome });
-      expect(calls("timeout")).toBe(2);
-      expect(calls("cancelled")).toBeUndefined();
-      let health: number | undefined;
-      for (let i = 0; i < 40 && health !== 3; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-        health = metricValue(await scrapeStrict(), "switchyard_target_health", target);
+      );
+      try {
+        primary.setBehavior(behavior);
+        const ask = () =>
+          request(`${strict.url}/v1/chat/completions`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ model: "chat", messages: [{ role: "user", content: "hi" }] }),
+          }).then(async (r) => {
+            await r.body.dump();
+            return r.statusCode;
+          });
+        expect(await ask()).toBe(status);
+        expect(await ask()).toBe(status);
+        const target = { provider: "primary", target: "m-primary" };
+        const scrapeStrict = async () => (await request(`${strict.url}/metrics`)).body.text();
+        const m = await scrapeStrict();
+        expect(metricValue(m, "switchyard_router_circuit_state", target)).toBe(1);
+        const calls = (o: string) =>
+          metricValue(m, "switchyard_connector_upstream_requests_total", { ...target, outcome: o });
+        expect(calls(outcome)).toBe(2);
+        expect(calls("cancelled")).toBeUndefined();
+        // Passive outcomes reach the prober in batches (250 ms), then the router's health view.
+        let health: number | undefined;
+        for (let i = 0; i < 40 && health !== 3; i++) {
+          await new Promise((r) => setTimeout(r, 100));
+          health = metricValue(await scrapeStrict(), "switchyard_router_target_health", target);
+        }
+        expect(health).toBe(3);
+        expect(metricValue(await scrapeStrict(), "switchyard_target_health", target)).toBe(3);
+      } finally {
+        await strict.stop();
       }
-      expect(health).toBe(3);
-    } finally {
-      await strict.stop();
-    }
-  });
-});
-
-describe("a failing target", () => {
-  it("shows as an open circuit at once, and as down in shared health soon after", async () => {
-    const strict = await startOneProcess(
-      testConfig(`
-providers:
-  primary: { type: openai, base_url: "${primary.url}" }
-models:
-  chat: { targets: [{ provider: primary, model: m-primary }] }
-routing:
-  retries: 0
-  circuit_breaker: { consecutive_failures: 2, cooldown_ms: 600000 }
-health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
-`),
-    );
-    try {
-      primary.setBehavior({ kind: "error", status: 503 });
-      const ask = () =>
-        request(`${strict.url}/v1/chat/completions`, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify({ model: "chat", messages: [{ role: "user", content: "hi" }] }),
-        }).then((r) => r.body.dump());
-      await ask();
-      await ask();
-      const target = { provider: "primary", target: "m-primary" };
-      const scrapeStrict = async () => (await request(`${strict.url}/metrics`)).body.text();
-      expect(metricValue(await scrapeStrict(), "switchyard_router_circuit_state", target)).toBe(1);
-      // Passive outcomes reach the prober in batches (250 ms), then the router's health view.
-      let health: number | undefined;
-      for (let i = 0; i < 40 && health !== 3; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-        health = metricValue(await scrapeStrict(), "switchyard_router_target_health", target);
-      }
-      expect(health).toBe(3);
-      expect(metricValue(await scrapeStrict(), "switchyard_target_health", target)).toBe(3);
-    } finally {
-      await strict.stop();
-    }
-  });
+    },
+  );
 });
 
 describe("a request whose every attempt fails", () => {

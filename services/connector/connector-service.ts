@@ -15,6 +15,7 @@ import {
   type ProbeResponse,
   ProbeResponseSchema,
 } from "../../gen/switchyard/connector/v1/connector_pb.js";
+import type { Target } from "../../gen/switchyard/health/v1/health_pb.js";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { carriesAnswer, connectorChatResponse } from "../lib/chat/messages.js";
 import { Failure } from "../lib/errors.js";
@@ -107,13 +108,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
 
   function chat(req: ChatRequest, ctx: HandlerContext): AsyncIterableIterator<ChatResponse> {
     const { target, params } = req;
-    if (!target || !params) {
-      throw new Failure({
-        status: 400,
-        kind: "invalid_request",
-        message: "target and params are required",
-      }).toConnectError();
-    }
+    if (!target || !params) throw missingTargetOrParams();
     // The request goes to the provider in the call, which hands it over once it has sent it
     // (takeParams): the relay lasts as long as the answer streams.
     const call: ChatCall = {
@@ -336,17 +331,8 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
 
   async function embed(req: EmbedRequest, ctx: HandlerContext): Promise<EmbedResponse> {
     const { target, params } = req;
-    if (!target || !params) {
-      throw new Failure({
-        status: 400,
-        kind: "invalid_request",
-        message: "target and params are required",
-      }).toConnectError();
-    }
-    const context = nextHop(req.context);
-    inflight.inc({ provider: target.provider });
-    try {
-      const provider = providerFor(target.provider);
+    if (!target || !params) throw missingTargetOrParams();
+    const result = await unaryCall(target, req.context, ctx, (provider, call) => {
       if (!provider.embed) {
         throw new Failure({
           status: 400,
@@ -355,25 +341,9 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
           message: `provider ${target.provider} (type ${provider.config.type}) does not offer embeddings`,
         });
       }
-      const result = await provider.embed({
-        provider: target.provider,
-        model: target.model,
-        params,
-        context,
-        signal: ctx.signal,
-      });
-      upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: "ok" });
-      return makeMessage(EmbedResponseSchema, { result });
-    } catch (err) {
-      const f = ctx.signal.aborted
-        ? new Failure({ status: 499, kind: "cancelled", message: "cancelled" })
-        : Failure.from(err);
-      upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: f.kind });
-      logFailure(context, target, f);
-      throw f.toConnectError();
-    } finally {
-      inflight.dec({ provider: target.provider });
-    }
+      return provider.embed({ ...call, params });
+    });
+    return makeMessage(EmbedResponseSchema, { result });
   }
 
   async function countTokens(
@@ -381,14 +351,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
     ctx: HandlerContext,
   ): Promise<CountTokensResponse> {
     const { target, params } = req;
-    if (!target || !params) {
-      throw new Failure({
-        status: 400,
-        kind: "invalid_request",
-        message: "target and params are required",
-      }).toConnectError();
-    }
-    const context = nextHop(req.context);
+    if (!target || !params) throw missingTargetOrParams();
     let provider: Provider;
     try {
       provider = providerFor(target.provider);
@@ -405,17 +368,37 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
         message: `provider ${target.provider} (type ${provider.config.type}) cannot count tokens`,
       }).toConnectError();
     }
+    const count = provider.countTokens;
+    const result = await unaryCall(target, req.context, ctx, (p, call) =>
+      count.call(p, { ...call, params }),
+    );
+    return makeMessage(CountTokensResponseSchema, { result });
+  }
+
+  /**
+   * One unary upstream call (embeddings, a token count), counted in flight and by outcome, its
+   * failure logged; rejects with the ConnectError the router reads.
+   */
+  async function unaryCall<T>(
+    target: Target,
+    requestContext: RequestContext | undefined,
+    ctx: HandlerContext,
+    run: (
+      provider: Provider,
+      call: { provider: string; model: string; context: RequestContext; signal: AbortSignal },
+    ) => Promise<T>,
+  ): Promise<T> {
+    const context = nextHop(requestContext);
     inflight.inc({ provider: target.provider });
     try {
-      const result = await provider.countTokens({
+      const result = await run(providerFor(target.provider), {
         provider: target.provider,
         model: target.model,
-        params,
         context,
         signal: ctx.signal,
       });
       upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: "ok" });
-      return makeMessage(CountTokensResponseSchema, { result });
+      return result;
     } catch (err) {
       const f = ctx.signal.aborted
         ? new Failure({ status: 499, kind: "cancelled", message: "cancelled" })
@@ -429,4 +412,12 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
   }
 
   return { chat, embed, countTokens, probe };
+}
+
+function missingTargetOrParams() {
+  return new Failure({
+    status: 400,
+    kind: "invalid_request",
+    message: "target and params are required",
+  }).toConnectError();
 }

@@ -656,43 +656,22 @@ export async function runEmbed(
   } finally {
     const cost = price ? roundUsd(costUsd(price, { prompt, completion: 0 })) : 0;
     if (reservation) void deps.limiter.settle(reservation, { tokens: prompt }, cost);
-    const seconds = (performance.now() - started) / 1000;
     const provider = result?.provider ?? "";
-    const outcome = outcomeOf(status, false, error, metrics.active.cut);
-    metrics.inflight[api].dec();
-    metrics.requests.inc({
-      api,
-      model,
-      provider,
-      tenant,
-      status_class: statusClass(status),
-      outcome,
-    });
-    metrics.duration.observe({ api, model, stream: "false" }, seconds);
     if (prompt > 0) metrics.tokens.inc({ model, provider, tenant, direction: "input" }, prompt);
     if (cost > 0) metrics.cost.inc({ tenant, model }, cost);
-    const line = {
-      request_id: requestId,
-      trace_id: trace.traceId,
-      span_id: trace.spanId,
-      tenant: tenant || undefined,
-      api,
-      endpoint: "embeddings",
-      model: params.model,
-      provider: result?.provider,
-      upstream_model: result?.upstreamModel,
-      attempts: result?.attempts ?? error?.attempts,
-      inputs: params.inputs.length,
-      status,
-      outcome,
-      tokens_in: prompt,
-      cost_usd: price ? cost : undefined,
-      latency_ms: round(seconds * 1000),
-      error: error ? { kind: error.kind, message: error.message } : undefined,
-    };
-    if (status >= 500) deps.requestLog.warn(line, "request failed");
-    else deps.requestLog.info(line, "request");
-    metrics.active.end();
+    finishWhole(
+      deps,
+      metrics,
+      { api, model, provider, tenant, status, error, started },
+      { request_id: requestId, trace, tenant, api, endpoint: "embeddings", model: params.model },
+      (line) => {
+        line.upstream_model = result?.upstreamModel;
+        line.attempts = result?.attempts ?? error?.attempts;
+        line.inputs = params.inputs.length;
+        line.tokens_in = prompt;
+        line.cost_usd = price ? cost : undefined;
+      },
+    );
   }
 }
 
@@ -747,41 +726,86 @@ export async function runCountTokens(
     status = signal.aborted ? 499 : error.status;
     throw error;
   } finally {
-    const seconds = (performance.now() - started) / 1000;
     const provider = result?.provider ?? "";
-    const outcome = outcomeOf(status, false, error, metrics.active.cut);
-    metrics.inflight[api].dec();
-    metrics.requests.inc({
-      api,
-      model,
-      provider,
-      tenant,
-      status_class: statusClass(status),
-      outcome,
-    });
-    metrics.duration.observe({ api, model, stream: "false" }, seconds);
-    const line = {
-      request_id: requestId,
-      trace_id: trace.traceId,
-      span_id: trace.spanId,
-      tenant: tenant || undefined,
-      api: "anthropic",
-      endpoint: "count_tokens",
-      model: params.model,
-      provider: result?.provider,
-      upstream_model: result?.upstreamModel,
-      attempts: result?.attempts ?? error?.attempts,
-      status,
-      outcome,
-      // What the upstream counted; nothing is charged for it.
-      input_tokens: result?.inputTokens,
-      latency_ms: round(seconds * 1000),
-      error: error ? { kind: error.kind, message: error.message } : undefined,
-    };
-    if (status >= 500) deps.requestLog.warn(line, "request failed");
-    else deps.requestLog.info(line, "request");
-    metrics.active.end();
+    finishWhole(
+      deps,
+      metrics,
+      { api, model, provider, tenant, status, error, started },
+      {
+        request_id: requestId,
+        trace,
+        tenant,
+        api: "anthropic",
+        endpoint: "count_tokens",
+        model: params.model,
+      },
+      (line) => {
+        line.upstream_model = result?.upstreamModel;
+        line.attempts = result?.attempts ?? error?.attempts;
+        // What the upstream counted; nothing is charged for it.
+        line.input_tokens = result?.inputTokens;
+      },
+    );
   }
+}
+
+/**
+ * The metrics and the log line of a request answered whole (embeddings, a token count). The
+ * line's fields come in the order every request line has them: who, what, then `more`'s, then
+ * the outcome.
+ */
+function finishWhole(
+  deps: IngressDeps,
+  metrics: IngressMetrics,
+  r: {
+    api: MetricApi;
+    model: string;
+    provider: string;
+    tenant: string;
+    status: number;
+    error: Failure | undefined;
+    started: number;
+  },
+  who: {
+    request_id: string;
+    trace: TraceContext;
+    tenant: string;
+    api: ClientApi;
+    endpoint: string;
+    model: string;
+  },
+  more: (line: Record<string, unknown>) => void,
+): void {
+  const seconds = (performance.now() - r.started) / 1000;
+  const outcome = outcomeOf(r.status, false, r.error, metrics.active.cut);
+  metrics.inflight[r.api].dec();
+  metrics.requests.inc({
+    api: r.api,
+    model: r.model,
+    provider: r.provider,
+    tenant: r.tenant,
+    status_class: statusClass(r.status),
+    outcome,
+  });
+  metrics.duration.observe({ api: r.api, model: r.model, stream: "false" }, seconds);
+  const line: Record<string, unknown> = {
+    request_id: who.request_id,
+    trace_id: who.trace.traceId,
+    span_id: who.trace.spanId,
+    tenant: who.tenant || undefined,
+    api: who.api,
+    endpoint: who.endpoint,
+    model: who.model,
+    provider: r.provider || undefined,
+  };
+  more(line);
+  line.status = r.status;
+  line.outcome = outcome;
+  line.latency_ms = round(seconds * 1000);
+  line.error = r.error ? { kind: r.error.kind, message: r.error.message } : undefined;
+  if (r.status >= 500) deps.requestLog.warn(line, "request failed");
+  else deps.requestLog.info(line, "request");
+  metrics.active.end();
 }
 
 function round(ms: number): number {

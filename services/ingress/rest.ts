@@ -250,32 +250,13 @@ export function createRestHandler(deps: RestDeps) {
     const caller = callerOf(req);
     const body = parseJson(await readBody(req, deps.config.server.max_body_bytes));
     const { params, encoding } = parseRequest(parseEmbeddingsRequest, body);
-    const abort = new CallAbort();
-    res.once("close", () => {
-      if (clientLeft(req, res)) abort.abort();
-    });
-    let answer: Awaited<ReturnType<typeof runEmbed>>;
-    try {
-      answer = await runEmbed(
-        deps,
-        deps.metrics,
-        "openai",
-        requestId,
-        caller,
-        params,
-        abort.signal,
-        trace,
-      );
-    } catch (err) {
-      throw new RoutedFailure(Failure.from(err));
-    }
-    const { result, headers } = answer;
+    const { result, headers } = await whole(req, res, (signal) =>
+      runEmbed(deps, deps.metrics, "openai", requestId, caller, params, signal, trace),
+    );
     sendJson(res, 200, renderEmbeddings(result, encoding), {
       ...base,
       ...headers,
-      "x-switchyard-provider": result.provider,
-      "x-switchyard-model": result.upstreamModel,
-      "x-switchyard-attempts": String(result.attempts),
+      ...answeredBy(result),
     });
   }
 
@@ -299,13 +280,8 @@ export function createRestHandler(deps: RestDeps) {
     const params = parseRequest(parseCountTokensRequest, body);
     params.anthropicBeta = anthropicBetas(req);
     const routing = routingHints((name) => headerValue(req, name));
-    const abort = new CallAbort();
-    res.once("close", () => {
-      if (clientLeft(req, res)) abort.abort();
-    });
-    let count: Awaited<ReturnType<typeof runCountTokens>>;
-    try {
-      count = await runCountTokens(
+    const count = await whole(req, res, (signal) =>
+      runCountTokens(
         deps,
         deps.metrics,
         requestId,
@@ -313,21 +289,17 @@ export function createRestHandler(deps: RestDeps) {
         params,
         routing.hints,
         routing.deadlineMs,
-        abort.signal,
+        signal,
         trace,
-      );
-    } catch (err) {
-      throw new RoutedFailure(Failure.from(err));
-    }
+      ),
+    );
     sendJson(
       res,
       200,
       { input_tokens: count.inputTokens },
       {
         ...base,
-        "x-switchyard-provider": count.provider,
-        "x-switchyard-model": count.upstreamModel,
-        "x-switchyard-attempts": String(count.attempts),
+        ...answeredBy(count),
       },
     );
   }
@@ -517,6 +489,31 @@ function sendError(
   if ((f.status === 413 || f.status === 408) && !(res instanceof http2.Http2ServerResponse))
     e.headers.connection = "close";
   sendJson(res, e.status, e.body, { ...base, ...e.headers });
+}
+
+/**
+ * Runs a call answered whole (embeddings, a token count), cancelled when its client leaves; a
+ * failure is the client's answer, already logged by `run`.
+ */
+async function whole<T>(req: Req, res: Res, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const abort = new CallAbort();
+  res.once("close", () => {
+    if (clientLeft(req, res)) abort.abort();
+  });
+  try {
+    return await run(abort.signal);
+  } catch (err) {
+    throw new RoutedFailure(Failure.from(err));
+  }
+}
+
+/** The headers that say who answered (SPEC §4). */
+function answeredBy(r: { provider: string; upstreamModel: string; attempts: number }) {
+  return {
+    "x-switchyard-provider": r.provider,
+    "x-switchyard-model": r.upstreamModel,
+    "x-switchyard-attempts": String(r.attempts),
+  };
 }
 
 /** The client API a path belongs to; undefined for routes that are none (health, unknown). */

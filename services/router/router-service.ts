@@ -329,22 +329,11 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
   async function embed(req: EmbedRequest, ctx: HandlerContext): Promise<EmbedResponse> {
     const params = req.params;
     if (!params) throw new ConnectError("params are required", Code.InvalidArgument);
-    const context = nextHop(req.context);
-    const target = (p: PlannedTarget) => newTarget(p.target.provider, p.target.model);
-    // An embeddings call is answered whole and at once: nothing to let go of early.
-    return openWithRetries(
-      params.model,
-      new Unsent(params),
-      planHints(req.hints),
-      ctx,
-      context,
-      (p, attempt, deadline) =>
-        attemptUnary(params.model, context, p, attempt, deadline, ctx.signal, false, (c, opts) =>
-          c.client.embed({ context, target: target(p), params }, opts).then((res) => {
-            if (res.result) res.result.attempts = attempt;
-            return makeMessage(EmbedResponseSchema, { result: res.result });
-          }),
-        ),
+    return unaryWithRetries(params, req, ctx, false, (c, call, opts) =>
+      c.client.embed({ ...call, params }, opts).then((res) => {
+        if (res.result) res.result.attempts = call.attempt;
+        return makeMessage(EmbedResponseSchema, { result: res.result });
+      }),
     );
   }
 
@@ -359,8 +348,30 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
   ): Promise<CountTokensResponse> {
     const params = req.params;
     if (!params) throw new ConnectError("params are required", Code.InvalidArgument);
+    return unaryWithRetries(params, req, ctx, true, (c, call, opts) =>
+      c.client.countTokens({ ...call, params }, opts).then((res) => {
+        if (res.result) res.result.attempts = call.attempt;
+        return makeMessage(CountTokensResponseSchema, { result: res.result });
+      }),
+    );
+  }
+
+  /**
+   * A call answered whole and at once (embeddings, a token count) through the attempt loop:
+   * nothing to let go of early. `send` makes one attempt's connector call.
+   */
+  function unaryWithRetries<T>(
+    params: RequestParams,
+    req: { context?: RequestContext | undefined; hints?: RoutingHints | undefined },
+    ctx: HandlerContext,
+    passOverUnsupported: boolean,
+    send: (
+      connector: ConnectorEndpoint,
+      call: { context: RequestContext; target: Target; attempt: number },
+      opts: { signal: AbortSignal; timeoutMs: number },
+    ) => Promise<T>,
+  ): Promise<T> {
     const context = nextHop(req.context);
-    const target = (p: PlannedTarget) => newTarget(p.target.provider, p.target.model);
     return openWithRetries(
       params.model,
       new Unsent(params),
@@ -368,11 +379,20 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       ctx,
       context,
       (p, attempt, deadline) =>
-        attemptUnary(params.model, context, p, attempt, deadline, ctx.signal, true, (c, opts) =>
-          c.client.countTokens({ context, target: target(p), params }, opts).then((res) => {
-            if (res.result) res.result.attempts = attempt;
-            return makeMessage(CountTokensResponseSchema, { result: res.result });
-          }),
+        attemptUnary(
+          params.model,
+          context,
+          p,
+          attempt,
+          deadline,
+          ctx.signal,
+          passOverUnsupported,
+          (c, opts) =>
+            send(
+              c,
+              { context, target: newTarget(p.target.provider, p.target.model), attempt },
+              opts,
+            ),
         ),
     );
   }
