@@ -372,7 +372,7 @@ class StreamWriter {
     try {
       if (!chunk) {
         const settled = this.exchange.settleBeforeEnd();
-        if (settled) void settled.then(this.#end);
+        if (settled) void settled.then(this.#end).catch(this.#fail);
         else this.#end();
         return;
       }
