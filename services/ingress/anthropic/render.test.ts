@@ -9,7 +9,12 @@ import {
 } from "../../../gen/switchyard/chat/v1/chat_pb.js";
 import { aggregate } from "../../lib/chat/aggregate.js";
 import { Failure } from "../../lib/errors.js";
-import { anthropicStopReason, MessageStreamRenderer, renderMessage } from "./render.js";
+import {
+  anthropicStopReason,
+  MessageStreamRenderer,
+  partialToolInput,
+  renderMessage,
+} from "./render.js";
 
 type ChunkInit = MessageInitShape<typeof ChatChunkSchema>;
 const chunk = (init: ChunkInit): ChatChunk => create(ChatChunkSchema, init);
@@ -186,10 +191,10 @@ describe("renderMessage", () => {
   });
 
   it.each([
-    ["truncated JSON", '{"city": "Par'],
-    ["a JSON array", "[1, 2]"],
-    ["a JSON string", '"Paris"'],
-  ])("fails with a 502 rather than invent an input for %s arguments", (_name, args) => {
+    ["truncated JSON (the answer not cut short)", '{"city": "Par', FinishReason.TOOL_CALLS],
+    ["a JSON array", "[1, 2]", FinishReason.LENGTH],
+    ["a JSON string", '"Paris"', FinishReason.LENGTH],
+  ])("fails with a 502 rather than invent an input for %s arguments", (_name, args, finish) => {
     const c = create(ChatCompletionSchema, {
       ...start,
       choices: [
@@ -199,7 +204,7 @@ describe("renderMessage", () => {
             role: Role.ASSISTANT,
             toolCalls: [{ id: "c", name: "get_weather", arguments: args }],
           },
-          finishReason: FinishReason.LENGTH,
+          finishReason: finish,
         },
       ],
     });
@@ -220,6 +225,75 @@ describe("renderMessage", () => {
       ],
     });
     expect(renderMessage(c).content).toEqual([{ type: "text", text: "first" }]);
+  });
+});
+
+describe("a tool call that max_tokens cut off mid-JSON", () => {
+  const cut = '{"path": "/tmp/x.ts", "content": "export const a = 1;\\nexport con';
+
+  it("is answered whole as far as it got, with stop_reason max_tokens", () => {
+    const c = create(ChatCompletionSchema, {
+      ...start,
+      choices: [
+        {
+          index: 0,
+          message: {
+            role: Role.ASSISTANT,
+            toolCalls: [{ id: "toolu_1", name: "write_file", arguments: cut }],
+          },
+          finishReason: FinishReason.LENGTH,
+        },
+      ],
+    });
+    const m = renderMessage(c);
+    expect(m.stop_reason).toBe("max_tokens");
+    expect(m.content).toEqual([
+      {
+        type: "tool_use",
+        id: "toolu_1",
+        name: "write_file",
+        input: { path: "/tmp/x.ts", content: "export const a = 1;\nexport con" },
+      },
+    ]);
+  });
+
+  it("streams its fragments as they came, then closes the block and stops as Anthropic does", () => {
+    const r = new MessageStreamRenderer();
+    let out = r.render(
+      chunk({
+        start,
+        choices: [
+          {
+            index: 0,
+            toolCalls: [{ index: 0, id: "toolu_1", name: "write_file", arguments: cut }],
+          },
+        ],
+      }),
+    );
+    out += r.render(chunk({ choices: [{ index: 0, finishReason: FinishReason.LENGTH }] }));
+    out += r.finish();
+    expect(out).toContain(
+      ev({
+        type: "content_block_delta",
+        index: 0,
+        delta: { type: "input_json_delta", partial_json: cut },
+      }),
+    );
+    expect(out).toContain(ev({ type: "content_block_stop", index: 0 }));
+    expect(out).toContain('"stop_reason":"max_tokens"');
+    expect(out.endsWith(ev({ type: "message_stop" }))).toBe(true);
+  });
+
+  it.each([
+    ['{"a": 1, "b": "x', { a: 1, b: "x" }],
+    ['{"a": 1, "b', { a: 1 }],
+    ['{"a": 1, "b":', { a: 1 }],
+    ['{"a": [1, 2, {"c": tr', { a: [1, 2] }],
+    ['{"a": "ends in a backslash \\', { a: "ends in a backslash " }],
+    ["{", {}],
+    ["", {}],
+  ])("keeps what holds together of %s", (args, expected) => {
+    expect(partialToolInput(args)).toEqual(expected);
   });
 });
 

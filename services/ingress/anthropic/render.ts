@@ -134,6 +134,51 @@ function toolInput(args: string, name: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
+/**
+ * The input of a tool call whose arguments `max_tokens` cut off mid-JSON (Anthropic's
+ * fine-grained tool streaming says they can be): the object as far as it got, an open string
+ * value kept as far as it got, a member cut before its value left out; `{}` when nothing of it
+ * holds together. The answer's stop reason, `max_tokens`, tells the client it is not whole.
+ */
+export function partialToolInput(args: string): Record<string, unknown> {
+  const stack: string[] = [];
+  /** Where a member ended (a comma outside strings), with the brackets still open there. */
+  const cuts: Array<{ at: number; closers: string }> = [];
+  let inString = false;
+  let escaped = false;
+  for (let i = 0; i < args.length; i++) {
+    const ch = args[i];
+    if (inString) {
+      if (escaped) escaped = false;
+      else if (ch === "\\") escaped = true;
+      else if (ch === '"') inString = false;
+      continue;
+    }
+    if (ch === '"') inString = true;
+    else if (ch === "{") stack.push("}");
+    else if (ch === "[") stack.push("]");
+    else if (ch === "}" || ch === "]") stack.pop();
+    else if (ch === ",") cuts.push({ at: i, closers: [...stack].reverse().join("") });
+  }
+  const closers = [...stack].reverse().join("");
+  const tries = [(inString ? `${escaped ? args.slice(0, -1) : args}"` : args) + closers];
+  for (let k = cuts.length - 1; k >= 0 && tries.length < 16; k--) {
+    const cut = cuts[k] as { at: number; closers: string };
+    tries.push(args.slice(0, cut.at) + cut.closers);
+  }
+  for (const text of tries) {
+    try {
+      const value: unknown = JSON.parse(text);
+      if (typeof value === "object" && value !== null && !Array.isArray(value)) {
+        return value as Record<string, unknown>;
+      }
+    } catch {
+      // Not yet: try the next shorter cut.
+    }
+  }
+  return {};
+}
+
 /** Upstreams that gave a call no id still need one the client can answer; deterministic. */
 /** Whether tool-call arguments so far are a complete JSON object (so no fragment can follow). */
 function isWholeObject(args: string): boolean {
@@ -141,6 +186,15 @@ function isWholeObject(args: string): boolean {
   try {
     const value: unknown = JSON.parse(args);
     return typeof value === "object" && value !== null && !Array.isArray(value);
+  } catch {
+    return false;
+  }
+}
+
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
   } catch {
     return false;
   }
@@ -179,12 +233,16 @@ export function renderMessage(c: ChatCompletion, options: RenderOptions = {}): A
   text += choice?.message?.refusal ?? "";
   if (text !== "") content.push({ type: "text", text });
   const toolCalls = choice?.message?.toolCalls ?? [];
+  const cutShort = choice?.finishReason === FinishReason.LENGTH;
   toolCalls.forEach((call, i) => {
     content.push({
       type: "tool_use",
       id: toolUseId(call.id, id, i),
       name: call.name,
-      input: toolInput(call.arguments, call.name),
+      input:
+        cutShort && !isJson(call.arguments)
+          ? partialToolInput(call.arguments)
+          : toolInput(call.arguments, call.name),
     });
   });
   const stopReason = anthropicStopReason(
@@ -494,7 +552,7 @@ export class MessageStreamRenderer {
   /** A held call as one whole block: start, all its arguments at once, stop. */
   #wholeTool(call: ToolCallState): string {
     const args = call.args.join("");
-    toolInput(args, call.name);
+    this.#checkInput(args, call.name);
     const index = this.#blocks++;
     this.#closedTools.add(call.tool);
     return (
@@ -502,6 +560,15 @@ export class MessageStreamRenderer {
       (args === "" ? "" : inputDelta(index, args)) +
       sse({ type: "content_block_stop", index })
     );
+  }
+
+  /**
+   * Fails the answer for arguments that are not a JSON object (see toolInput), except when
+   * max_tokens cut the answer off: then the fragments went out as they came, as Anthropic sends
+   * them, and the stop reason tells the client the input is not whole.
+   */
+  #checkInput(args: string, name: string): void {
+    if (this.#finishReason !== FinishReason.LENGTH || isJson(args)) toolInput(args, name);
   }
 
   #heldInOrder(): ToolCallState[] {
@@ -512,7 +579,7 @@ export class MessageStreamRenderer {
     const open = this.#open;
     if (open === undefined) return "";
     if (open.kind === "tool") {
-      toolInput(open.call.args.join(""), open.call.name);
+      this.#checkInput(open.call.args.join(""), open.call.name);
       this.#closedTools.add(open.call.tool);
     }
     this.#open = undefined;
