@@ -119,6 +119,51 @@ describe("toOpenAIRequest", () => {
     ]);
   });
 
+  it("moves tool results' images after the run of tool messages, and marks a failed tool's result", () => {
+    // As an Anthropic client sends them: one result failed, one holds an image (a Read of a PNG).
+    const image = create(ContentPartSchema, {
+      part: { case: "image", value: { url: "data:image/png;base64,iVBORw0KGgo=" } },
+    });
+    const params = create(ChatParamsSchema, {
+      messages: [
+        userSays("Look at both"),
+        create(MessageSchema, {
+          role: Role.ASSISTANT,
+          toolCalls: [
+            { id: "call_a", name: "run", arguments: "{}" },
+            { id: "call_b", name: "read", arguments: "{}" },
+          ],
+        }),
+        create(MessageSchema, {
+          role: Role.TOOL,
+          toolCallId: "call_a",
+          content: [text("EACCES: permission denied")],
+          contentIsText: true,
+          isError: true,
+        }),
+        create(MessageSchema, {
+          role: Role.TOOL,
+          toolCallId: "call_b",
+          content: [text("the file:"), image],
+          contentIsText: false,
+        }),
+        userSays("Well?"),
+      ],
+    });
+    expect(toOpenAIRequest(params, "m").messages?.slice(2)).toEqual([
+      { role: "tool", tool_call_id: "call_a", content: "Error: EACCES: permission denied" },
+      { role: "tool", tool_call_id: "call_b", content: [{ type: "text", text: "the file:" }] },
+      {
+        role: "user",
+        content: [
+          { type: "text", text: "Attached to the result of tool call call_b:" },
+          { type: "image_url", image_url: { url: "data:image/png;base64,iVBORw0KGgo=" } },
+        ],
+      },
+      { role: "user", content: "Well?" },
+    ]);
+  });
+
   it("sends a Gemini call's id short, the same on the call and on its result", () => {
     // A conversation that began on Gemini carries its thought signature in the id (see
     // services/lib/chat/tool-call-ids.ts); OpenAI has refused ids over 40 characters.

@@ -56,7 +56,7 @@ export function toOpenAIRequest(
     if (!RESERVED.has(key)) body[key] = value;
   }
   body.model = model;
-  body.messages = params.messages.map(toMessage);
+  body.messages = toMessages(params.messages);
 
   if (params.tools.length > 0) body.tools = params.tools.map(toTool);
   const toolChoice = toToolChoice(params.toolChoice);
@@ -99,6 +99,36 @@ const ROLES: Record<Role, OpenAIRole | undefined> = {
   [Role.TOOL]: "tool",
 };
 
+/**
+ * The conversation in OpenAI's terms. A tool message holds text only (OpenAI refuses anything
+ * else there), so the images, audio and files of tool results (an Anthropic client's Read of an
+ * image, say) follow the run of tool messages in one user message, each labelled with the call
+ * it answers: tool messages must stay right after the assistant turn that called the tools.
+ */
+function toMessages(messages: readonly Message[]): OpenAIMessage[] {
+  const out: OpenAIMessage[] = [];
+  let media: OpenAIContentPart[] = [];
+  messages.forEach((message, index) => {
+    if (message.role !== Role.TOOL && media.length > 0) {
+      out.push({ role: "user", content: media });
+      media = [];
+    }
+    const converted = toMessage(message, index);
+    if (message.role === Role.TOOL && Array.isArray(converted.content)) {
+      const text = converted.content.filter((p) => p.type === "text");
+      const other = converted.content.filter((p) => p.type !== "text");
+      if (other.length > 0) {
+        converted.content = text;
+        const id = converted.tool_call_id ?? "";
+        media.push({ type: "text", text: `Attached to the result of tool call ${id}:` }, ...other);
+      }
+    }
+    out.push(converted);
+  });
+  if (media.length > 0) out.push({ role: "user", content: media });
+  return out;
+}
+
 function toMessage(message: Message, index: number): OpenAIMessage {
   const role = ROLES[message.role];
   if (role === undefined) {
@@ -110,6 +140,8 @@ function toMessage(message: Message, index: number): OpenAIMessage {
     });
   }
   const out: OpenAIMessage = { role, content: toContent(message) };
+  // OpenAI's tool message has no error flag (Anthropic's `is_error`): the model reads it instead.
+  if (message.role === Role.TOOL && message.isError) out.content = markError(out.content);
   if (message.name !== undefined) out.name = message.name;
   if (message.toolCalls.length > 0) {
     out.tool_calls = message.toolCalls.map((call) => ({
@@ -121,6 +153,14 @@ function toMessage(message: Message, index: number): OpenAIMessage {
   if (message.toolCallId !== undefined) out.tool_call_id = plainToolCallId(message.toolCallId);
   if (message.refusal !== undefined) out.refusal = message.refusal;
   return out;
+}
+
+function markError(
+  content: string | OpenAIContentPart[] | null | undefined,
+): string | OpenAIContentPart[] {
+  const mark = "Error: ";
+  if (typeof content === "string" || content == null) return `${mark}${content ?? ""}`;
+  return [{ type: "text", text: mark }, ...content];
 }
 
 function toContent(message: Message): string | OpenAIContentPart[] | null {
