@@ -84,18 +84,37 @@ describe("an origin not listed, or a gateway that lists none", () => {
   it.each([
     ["another origin", () => gw.url, "https://evil.example.com"],
     ["no cors_origins", () => closed.url, APP],
-  ])("%s: no preflight answer and no header to read an answer with", async (_, base, origin) => {
+  ])("%s: no preflight answer, and the request itself refused", async (_, base, origin) => {
     const pre = await preflight(base(), CHAT, origin);
     await pre.body.dump();
     expect(pre.statusCode).not.toBe(204);
     expect(pre.headers["access-control-allow-origin"]).toBeUndefined();
+    // A "simple" request, which a browser sends without a preflight: CORS alone would only keep
+    // the page from reading the answer, and the gateway would still run it.
     const res = await request(`${base()}/v1/chat/completions`, {
       method: "POST",
-      headers: { origin, "content-type": "application/json" },
+      headers: { origin, "content-type": "text/plain;charset=UTF-8" },
       body: CHAT_BODY,
     });
-    await res.body.dump();
-    expect(res.statusCode).toBe(200);
+    expect(res.statusCode).toBe(403);
+    expect(await res.body.json()).toMatchObject({ error: { code: "origin_not_allowed" } });
     expect(res.headers["access-control-allow-origin"]).toBeUndefined();
+  });
+
+  it("serves clients that send no Origin, and a page of the gateway's own address", async () => {
+    const plain = await request(`${closed.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: CHAT_BODY,
+    });
+    await plain.body.dump();
+    expect(plain.statusCode).toBe(200);
+    const own = await request(`${closed.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { origin: closed.url, "content-type": "application/json" },
+      body: CHAT_BODY,
+    });
+    await own.body.dump();
+    expect(own.statusCode).toBe(200);
   });
 });

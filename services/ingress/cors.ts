@@ -34,20 +34,28 @@ const PREFLIGHT_MAX_AGE_S = 7200;
 /**
  * Cross-origin calls from browsers (`server.cors_origins`): a page on an allowed origin may call
  * every route of the ingress — REST with an SDK that runs in browsers, GatewayService with
- * connect-web or gRPC-Web. Returns undefined when no origin is allowed, so the ingress adds
- * nothing to any answer. Otherwise the returned function, called before routing, answers a
- * preflight itself (returns true) and gives an allowed origin's other requests the headers that
- * let its page read the answer. No credentials (cookies) are allowed: callers send their key.
+ * connect-web or gRPC-Web. The returned function, called before routing, answers a preflight
+ * itself and gives an allowed origin's other requests the headers that let its page read the
+ * answer; it returns true when it answered. No credentials (cookies) are allowed: callers send
+ * their key.
+ *
+ * A request from a page of any other origin is refused (403) before it does anything. CORS only
+ * keeps a page from reading an answer: a "simple" request (a POST of text/plain, which needs no
+ * preflight) would still be served, and on a gateway open to its network any web page a user
+ * visits could spend its upstreams. Requests without `Origin` (SDKs, curl, servers) and a page
+ * of the gateway's own address (`Origin` naming the request's own host) are not affected.
  */
-export function createCors(
-  origins: readonly string[],
-): ((req: Req, res: Res) => boolean) | undefined {
-  if (origins.length === 0) return undefined;
+export function createCors(origins: readonly string[]): (req: Req, res: Res) => boolean {
   const any = origins.includes("*");
   const allowed = new Set(origins);
   return (req, res) => {
     const origin = req.headers.origin;
-    if (origin === undefined || !(any || allowed.has(origin))) return false;
+    if (origin === undefined) return false;
+    if (!any && !allowed.has(origin)) {
+      if (sameHost(origin, req)) return false;
+      refuse(res, origin);
+      return true;
+    }
     res.setHeader("access-control-allow-origin", any ? "*" : origin);
     if (!any) res.setHeader("vary", "Origin");
     if (req.method === "OPTIONS" && req.headers["access-control-request-method"] !== undefined) {
@@ -62,4 +70,31 @@ export function createCors(
     res.setHeader("access-control-expose-headers", EXPOSED_HEADERS);
     return false;
   };
+}
+
+/** Whether `origin` names the host the request was sent to (a page of the gateway's own). */
+function sameHost(origin: string, req: Req): boolean {
+  const host = req.headers[":authority"] ?? req.headers.host;
+  if (typeof host !== "string" || host === "") return false;
+  try {
+    return new URL(origin).host === host.toLowerCase();
+  } catch {
+    return false;
+  }
+}
+
+function refuse(res: Res, origin: string): void {
+  const body = JSON.stringify({
+    error: {
+      message: `Requests from web pages of ${origin} are not allowed here (server.cors_origins).`,
+      type: "invalid_request_error",
+      param: null,
+      code: "origin_not_allowed",
+    },
+  });
+  res.writeHead(403, {
+    "content-type": "application/json",
+    "content-length": String(Buffer.byteLength(body)),
+  });
+  res.end(body);
 }

@@ -71,7 +71,7 @@ export function buildIngress(deps: {
   const rpcPrefix = `/${GatewayService.typeName}/`;
   const cors = createCors(deps.config.server.cors_origins);
   const handler: DualHandler = (req, res) => {
-    if (cors?.(req, res)) return; // a preflight, answered
+    if (cors(req, res)) return; // a preflight answered, or a page refused
     if (req.url?.startsWith(rpcPrefix)) {
       capDeadline(req.headers);
       // A request refused before its body was read (over readMaxBytes, undecodable) leaves the
