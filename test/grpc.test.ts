@@ -281,6 +281,8 @@ describe("an upstream that answers 429", () => {
       );
       expect(err?.code).toBe(Code.ResourceExhausted);
       expect(err?.metadata.get("retry-after")).toBe("7");
+      // As on REST, an error after upstream attempts says how many there were.
+      expect(err?.metadata.get("x-switchyard-attempts")).toBe("1");
     } finally {
       upstream.setBehavior({ kind: "answer", text: "one two three", chunks: 3 });
     }

@@ -66,6 +66,8 @@ export function connectErrorFor(f: Failure, now: number): ConnectError {
     // A second when no one said, as the REST envelopes do (openai/errors.ts).
     ce.metadata.set("retry-after", String(Math.ceil((f.retryAfterMs || 1000) / 1000)));
   }
+  // As REST's error answers say it (rest.ts, sendError).
+  if (f.attempts > 0) ce.metadata.set("x-switchyard-attempts", String(f.attempts));
   return ce;
 }
 
