@@ -206,18 +206,24 @@ describe("parseMessagesRequest: fields carried in extraJson", () => {
     expect(p.user).toBe("u-42");
   });
 
-  it("carries the documented cache_control, inference_geo and speed fields", () => {
+  it("carries the documented cache_control, inference_geo, speed and context_management fields", () => {
+    const edits = { edits: [{ type: "clear_tool_uses_20250919" }] };
     const p = parseMessagesRequest({
       ...base,
       cache_control: { type: "ephemeral" },
       inference_geo: "us",
       speed: "fast",
+      context_management: edits,
     });
     expect(JSON.parse(p.extraJson)).toEqual({
       cache_control: { type: "ephemeral" },
       inference_geo: "us",
       speed: "fast",
+      context_management: edits,
     });
+    expect(() => parseMessagesRequest({ ...base, context_management: "x" })).toThrow(
+      /context_management/,
+    );
   });
 
   it("turns output_config.format into a JSON_SCHEMA response format and carries the rest", () => {

@@ -38,6 +38,8 @@ const EXTRA_FIELDS: ReadonlySet<string> = new Set([
   "cache_control",
   "inference_geo",
   "speed",
+  // Server-side context editing (beta context-management-2025-06-27), which Claude Code sends.
+  "context_management",
 ]);
 
 const FIELDS: ReadonlySet<string> = new Set([
@@ -634,6 +636,9 @@ function checkExtras(body: JsonObject): void {
   }
   if (present(body.cache_control) && !isObject(body.cache_control)) {
     throw typeError("cache_control", "a valid dictionary");
+  }
+  if (present(body.context_management) && !isObject(body.context_management)) {
+    throw typeError("context_management", "a valid dictionary");
   }
   optionalString(body.inference_geo, "inference_geo");
   const speed = body.speed;

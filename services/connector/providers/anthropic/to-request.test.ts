@@ -534,6 +534,7 @@ describe("toAnthropicRequest", () => {
         cache_control: { type: "ephemeral" },
         inference_geo: "us",
         speed: "fast",
+        context_management: { edits: [{ type: "clear_tool_uses_20250919" }] },
         logit_bias: { "50256": -100 },
         model: "evil",
         messages: [],
@@ -553,6 +554,7 @@ describe("toAnthropicRequest", () => {
       cache_control: { type: "ephemeral" },
       inference_geo: "us",
       speed: "fast",
+      context_management: { edits: [{ type: "clear_tool_uses_20250919" }] },
     });
   });
 

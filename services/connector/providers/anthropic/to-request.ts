@@ -53,6 +53,7 @@ const PASSED_EXTRAS = [
   "cache_control",
   "inference_geo",
   "speed",
+  "context_management",
 ] as const;
 
 /** Extras that an OpenAI client also sends, under the same name, with another meaning. */
