@@ -191,7 +191,8 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
       limiter,
       ...(opts.clock ? { clock: opts.clock } : {}),
       renderMetrics: metrics,
-      ready: async () => !draining && (routerIsLocal || (await peerReady(config.peers.router))),
+      ready: async () =>
+        !draining && (routerIsLocal ? connectors.size > 0 : await peerReady(config.peers.router)),
     });
     servers.push({
       name: "ingress",
@@ -204,7 +205,12 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
   }
 
   if (!oneProcess) {
-    const admin = createAdminHandler({ renderMetrics: metrics, ready: async () => !draining });
+    // A router that knows no connector yet (they announce themselves every 2 s) could only
+    // answer 503: it is not ready until one has joined.
+    const admin = createAdminHandler({
+      renderMetrics: metrics,
+      ready: async () => !draining && (!has("router") || connectors.size > 0),
+    });
     // connect-node serves every protocol (gRPC, gRPC-web, JSON) and the admin paths; with the
     // hop transport, the lean handler takes the fabric's own calls in front of it.
     const internal = (

@@ -26,7 +26,7 @@ const failCompletions = (up: OpenAIUpstream) =>
 
 type Ports = Partial<Record<"ingress" | "router" | "connector" | "prober", number | undefined>>;
 
-function configFor(ports: Ports) {
+function configFor(ports: Ports, namespace?: string) {
   const file = join(dir, `config-${Object.values(ports).join("-")}.yaml`);
   writeFileSync(
     file,
@@ -39,7 +39,7 @@ server:
   drain_timeout_ms: 2000
 peers:
   connectors: []
-nats: { url: "${nats.url}" }
+nats: { url: "${nats.url}"${namespace ? `, namespace: ${namespace}` : ""} }
 providers:
   p1: { type: openai, base_url: "${up1.url}" }
   p2: { type: openai, base_url: "${up2.url}" }
@@ -58,11 +58,11 @@ health: { probe_interval_ms: ${PROBE_INTERVAL_MS}, stale_after_ms: 20000 }
   return file;
 }
 
-async function start(name: string, services: string[], ports: Ports) {
+async function start(name: string, services: string[], ports: Ports, namespace?: string) {
   const args = [
     "start",
     "--config",
-    configFor(ports),
+    configFor(ports, namespace),
     ...services.flatMap((s) => ["--service", s]),
   ];
   const p = runSwitchyard(name, args);
@@ -225,6 +225,29 @@ describe("shared state over NATS", () => {
     const { ok, failures } = await load.stop();
     expect(failures).toEqual([]);
     expect(ok).toBeGreaterThan(50);
+  });
+
+  it("keeps a router that knows no connector out of service, and its requests wait for one", async () => {
+    // A namespace of its own: no connector is there until this test starts one.
+    const [i, r, c] = (await freePorts(3)) as number[];
+    await start("lonely-router", ["router", "ingress"], { ingress: i, router: r }, "lonely");
+    const url = `http://127.0.0.1:${i}`;
+    const ready = async () => {
+      const res = await request(`${url}/readyz`);
+      await res.body.dump();
+      return res.statusCode;
+    };
+    expect(await ready()).toBe(503);
+    // Just started: a request waits a while for a connector to announce itself before failing.
+    const started = performance.now();
+    expect((await chat(url)).status).toBe(503);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(2_500);
+    await start("lonely-connector", ["connector"], { connector: c }, "lonely");
+    await eventually("the router to be ready", async () =>
+      (await ready()) === 200 ? true : undefined,
+    );
+    expect((await chat(url)).status).toBe(200);
+    await Promise.all(["lonely-router", "lonely-connector"].map((n) => procs.get(n)?.stop()));
   });
 
   it("serves without failures while NATS is down, and shares state again once it is back", async () => {

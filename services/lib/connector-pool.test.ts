@@ -107,6 +107,16 @@ describe("ConnectorPool", () => {
     expect(pool.pick()).toBeUndefined();
   });
 
+  it("tells a caller waiting for a first connector when one joins, or that none did in time", async () => {
+    const pool = new ConnectorPool();
+    const waited = pool.whenAny(5_000);
+    pool.add("late", connector(1));
+    expect(await waited).toBe(true);
+    expect(await pool.whenAny(0)).toBe(true);
+    const empty = new ConnectorPool();
+    expect(await empty.whenAny(20)).toBe(false);
+  });
+
   it("gives each endpoint a ConnectorService client over its own transport", async () => {
     const pool = new ConnectorPool();
     pool.add("seven", connector(7));

@@ -21,6 +21,8 @@ export const SUSPECT_MS = 2_000;
 export class ConnectorPool {
   private readonly endpoints = new Map<string, ConnectorEndpoint>();
   private turn = 0;
+  /** Callers waiting for a first connector (whenAny). */
+  private waiters: Array<() => void> = [];
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -32,6 +34,28 @@ export class ConnectorPool {
       client: asClient(ConnectorService, via),
       inflight: 0,
       suspectUntil: 0,
+    });
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /**
+   * Resolves true once the pool has a connector (at once if it has one), false when `ms` pass
+   * without one.
+   */
+  whenAny(ms: number): Promise<boolean> {
+    if (this.endpoints.size > 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== wake);
+        resolve(false);
+      }, ms);
+      this.waiters.push(wake);
     });
   }
 

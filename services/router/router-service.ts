@@ -68,6 +68,8 @@ type Timeout = "first_token" | "idle" | "total";
 export function createRouterService(deps: RouterDeps): ServiceImpl<typeof RouterService> {
   const { config, connectors, health, breakers } = deps;
   const strategies = deps.strategies ?? createStrategies({ health });
+  /** When this router began; see JOIN_WAIT_MS. */
+  const startedAt = Date.now();
   const { retries, backoff, timeouts } = config.routing;
   const attemptsTotal = counter(
     deps.registry,
@@ -154,6 +156,11 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     };
     const plan = planFor(model, hints, request);
     const maxAttempts = retries + 1;
+    if (connectors.size === 0 && Date.now() - startedAt < JOIN_GRACE_MS) {
+      // Just started, and no connector has announced itself yet (they do every 2 s): wait for
+      // one rather than spend the attempts on "no connector is available".
+      await connectors.whenAny(Math.max(0, Math.min(JOIN_WAIT_MS, deadline.at - Date.now())));
+    }
     let last: Failure | undefined;
     /** Targets that cannot serve this kind of call (PassedOver), and why the first could not. */
     const passedOver = new Set<PlannedTarget>();
@@ -970,6 +977,13 @@ class Unsent<P extends RequestParams> {
     this.#params = undefined;
   }
 }
+
+/**
+ * A router that has just started knows the connectors only as they announce themselves: for
+ * this long after its start, a request that finds none waits up to JOIN_WAIT_MS for one.
+ */
+const JOIN_GRACE_MS = 10_000;
+const JOIN_WAIT_MS = 3_000;
 
 /**
  * The connector's request for one attempt (a helper, so that the attempt's frame does not keep
