@@ -5,10 +5,12 @@ import { request } from "undici";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { ChatParamsSchema, Role } from "../gen/switchyard/chat/v1/chat_pb.js";
 import { GatewayService } from "../gen/switchyard/gateway/v1/gateway_pb.js";
+import { startFabric } from "../services/fabric.js";
 import { hashKey } from "../services/lib/config/keys.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
 import { type CapturedLogs, captureLogs } from "./helpers/logs.js";
 import { metricValue } from "./helpers/metrics.js";
+import { freePorts } from "./helpers/processes.js";
 import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
 
 // What operators see of traffic through one gateway process: the series on /metrics, the log
@@ -835,6 +837,42 @@ describe("logs", () => {
     expect(logs.lines().length).toBeGreaterThan(8);
     for (const secret of [...CANARIES, "sk-tenant-canary-unknown-0000"]) {
       expect(everything).not.toContain(secret);
+    }
+  });
+});
+
+describe("an ingress whose router is away", () => {
+  it("tells clients so without the internal address, and logs what the transport said", async () => {
+    const [routerPort] = await freePorts(1);
+    const own = captureLogs();
+    const fabric = await startFabric({
+      config: testConfig(`
+peers: { router: "http://127.0.0.1:${routerPort}" }
+providers: { demo: { type: mock } }
+models: { demo: { targets: [{ provider: demo, model: m }] } }
+`),
+      services: new Set(["ingress"] as const),
+      logger: own.logger,
+      listen: { ingress: { host: "127.0.0.1", port: 0 } },
+    });
+    try {
+      const res = await request(`http://127.0.0.1:${fabric.ports.ingress}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-request-id": "req-no-router" },
+        body: JSON.stringify({ model: "demo", messages: [{ role: "user", content: "hi" }] }),
+      });
+      const text = await res.body.text();
+      expect(res.statusCode).toBe(503);
+      expect(JSON.parse(text).error.message).toBe("the gateway could not reach its router");
+      expect(text).not.toContain(String(routerPort));
+      await new Promise((r) => setTimeout(r, 300)); // lines are written in batches
+      const line = own.lines().find((l) => l.request_id === "req-no-router");
+      expect(line?.error).toMatchObject({ kind: "upstream_unavailable" });
+      expect(String((line?.error as { detail?: string } | undefined)?.detail)).toContain(
+        "ECONNREFUSED",
+      );
+    } finally {
+      await fabric.stop(0);
     }
   });
 });

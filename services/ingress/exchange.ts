@@ -1,4 +1,4 @@
-import type { Client } from "@connectrpc/connect";
+import { type Client, Code, ConnectError } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
 import {
   type ChatChunk,
@@ -9,6 +9,7 @@ import {
   RequestContextSchema,
   Role,
   type TokenCount,
+  UpstreamErrorSchema,
   type Usage,
 } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import type { RouterService, RoutingHints } from "../../gen/switchyard/router/v1/router_pb.js";
@@ -314,7 +315,7 @@ export class ChatExchange {
     } catch (err) {
       read = Promise.reject(err);
     }
-    return read.then(this.#onMessage, failureOf);
+    return read.then(this.#onMessage, routerFailureOf);
   }
 
   readonly #onMessage = (
@@ -507,7 +508,7 @@ export class ChatExchange {
       overhead_ms: overheadMs === undefined ? undefined : round(overheadMs),
       latency_ms: round(seconds * 1000),
       truncated,
-      error: opts.error ? { kind: opts.error.kind, message: opts.error.message } : undefined,
+      error: opts.error ? errorField(opts.error) : undefined,
     };
     if (this.#prompt) line.prompt = this.#prompt;
     if (status >= 500 || truncated) this.deps.requestLog.warn(line, "request failed");
@@ -650,7 +651,7 @@ export async function runEmbed(
     }
     return { result, headers };
   } catch (err) {
-    error = Failure.from(err);
+    error = routerFailure(err);
     status = signal.aborted ? 499 : error.status;
     throw error;
   } finally {
@@ -722,7 +723,7 @@ export async function runCountTokens(
     result = res.result;
     return result;
   } catch (err) {
-    error = Failure.from(err);
+    error = routerFailure(err);
     status = signal.aborted ? 499 : error.status;
     throw error;
   } finally {
@@ -802,7 +803,7 @@ function finishWhole(
   line.status = r.status;
   line.outcome = outcome;
   line.latency_ms = round(seconds * 1000);
-  line.error = r.error ? { kind: r.error.kind, message: r.error.message } : undefined;
+  line.error = r.error ? errorField(r.error) : undefined;
   if (r.status >= 500) deps.requestLog.warn(line, "request failed");
   else deps.requestLog.info(line, "request");
   metrics.active.end();
@@ -813,6 +814,38 @@ function round(ms: number): number {
 }
 
 /** A router call's failure as the client API's error. */
-function failureOf(err: unknown): never {
-  throw Failure.from(err);
+function routerFailureOf(err: unknown): never {
+  throw routerFailure(err);
+}
+
+/**
+ * A router call's failure as its client may see it. A failure the router did not answer with
+ * (its process away, the internal connection cut) says so without the transport's own words,
+ * which name internal addresses ("connect ECONNREFUSED 10.0.3.7:8081"); the log line keeps them.
+ */
+function routerFailure(err: unknown): Failure {
+  const f = Failure.from(err);
+  if (err instanceof Failure || f.kind === "cancelled") return f;
+  const ce = ConnectError.from(err);
+  if (ce.code === Code.DeadlineExceeded || ce.findDetails(UpstreamErrorSchema).length > 0) return f;
+  return new Failure(
+    {
+      status: f.status,
+      kind: f.kind,
+      retryable: f.retryable,
+      message:
+        ce.code === Code.Unavailable
+          ? "the gateway could not reach its router"
+          : "the gateway's call to its router failed",
+    },
+    { cause: ce },
+  );
+}
+
+/** A log line's `error`: what the client was told, and what a hop said beneath it. */
+function errorField(f: Failure): { kind: string; message: string; detail?: string } {
+  const cause = f.cause;
+  if (cause instanceof ConnectError)
+    return { kind: f.kind, message: f.message, detail: cause.rawMessage };
+  return { kind: f.kind, message: f.message };
 }
