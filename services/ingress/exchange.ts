@@ -393,6 +393,7 @@ export class ChatExchange {
       completion: Math.max(u?.completionTokens ?? 0, tokensOfText(this.answerChars)),
       cachedPrompt: u?.cachedPromptTokens ?? 0,
       cacheWritePrompt: u?.cacheWritePromptTokens ?? 0,
+      cacheWrite1hPrompt: u?.cacheWrite1hPromptTokens ?? 0,
     };
   }
 
@@ -502,6 +503,7 @@ export class ChatExchange {
       tokens_out: used.completion,
       tokens_cached: used.cachedPrompt || undefined,
       tokens_cache_write: used.cacheWritePrompt || undefined,
+      tokens_cache_write_1h: used.cacheWrite1hPrompt || undefined,
       cost_usd: this.price ? cost : undefined,
       first_token_ms: this.firstTokenMs === undefined ? undefined : round(this.firstTokenMs),
       upstream_ms: this.upstreamMs === undefined ? undefined : round(this.upstreamMs),
@@ -562,6 +564,7 @@ function usageTokens(u: Usage): TokenUsage {
     completion: u.completionTokens,
     cachedPrompt: u.cachedPromptTokens ?? 0,
     cacheWritePrompt: u.cacheWritePromptTokens ?? 0,
+    cacheWrite1hPrompt: u.cacheWrite1hPromptTokens ?? 0,
   };
 }
 

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import type { Price } from "./config/types.js";
 import { costUsd, DEFAULT_PRICES, priceFor } from "./pricing.js";
 
 const target = (model: string) => ({ provider: "p", model, weight: 1 });
@@ -70,6 +71,25 @@ describe("costUsd", () => {
     expect(costUsd(sonnet, usage)).toBeCloseTo((12 * 3 + 300 * 0.3 + 500 * 3.75 + 7 * 15) / 1e6);
     expect(costUsd({ input: 3, output: 15 }, usage)).toBeCloseTo((812 * 3 + 7 * 15) / 1e6);
     expect(priceFor(target("claude-sonnet-4-5-20250929"))?.cache_write).toBe(3.75);
+  });
+
+  it("charges cache writes that live an hour at the 1-hour price, built in as twice the input", () => {
+    const sonnet = priceFor(target("claude-sonnet-4-5-20250929"));
+    expect(sonnet).toMatchObject({ cache_write: 3.75, cache_write_1h: 6 });
+    // 1,200 written: 1,000 for an hour at $6, 200 for five minutes at $3.75.
+    const usage = {
+      prompt: 1_225,
+      completion: 17,
+      cacheWritePrompt: 1_200,
+      cacheWrite1hPrompt: 1_000,
+    };
+    expect(costUsd(sonnet as Price, usage)).toBeCloseTo(
+      (25 * 3 + 200 * 3.75 + 1_000 * 6 + 17 * 15) / 1e6,
+    );
+    // Without a 1-hour price, the cache-write price.
+    expect(costUsd({ input: 3, output: 15, cache_write: 3.75 }, usage)).toBeCloseTo(
+      (25 * 3 + 1_200 * 3.75 + 17 * 15) / 1e6,
+    );
   });
 
   it("charges cached tokens at the input price when the price has no cached rate", () => {

@@ -22,16 +22,71 @@ export const DEFAULT_PRICES: Readonly<Record<string, Price>> = {
   "text-embedding-3-small": { input: 0.02, output: 0 },
   "text-embedding-3-large": { input: 0.13, output: 0 },
   "text-embedding-ada-002": { input: 0.1, output: 0 },
-  // Anthropic (cached_input is the cache-read price, cache_write the 5-minute cache write's)
-  "claude-sonnet-4-5": { input: 3, output: 15, cached_input: 0.3, cache_write: 3.75 },
-  "claude-sonnet-4-0": { input: 3, output: 15, cached_input: 0.3, cache_write: 3.75 },
-  "claude-sonnet-4": { input: 3, output: 15, cached_input: 0.3, cache_write: 3.75 },
-  "claude-3-7-sonnet": { input: 3, output: 15, cached_input: 0.3, cache_write: 3.75 },
-  "claude-opus-4-1": { input: 15, output: 75, cached_input: 1.5, cache_write: 18.75 },
-  "claude-opus-4-0": { input: 15, output: 75, cached_input: 1.5, cache_write: 18.75 },
-  "claude-opus-4": { input: 15, output: 75, cached_input: 1.5, cache_write: 18.75 },
-  "claude-haiku-4-5": { input: 1, output: 5, cached_input: 0.1, cache_write: 1.25 },
-  "claude-3-5-haiku": { input: 0.8, output: 4, cached_input: 0.08, cache_write: 1 },
+  // Anthropic (cached_input is the cache-read price, cache_write the 5-minute cache write's,
+  // cache_write_1h the 1-hour one's: twice the input price)
+  "claude-sonnet-4-5": {
+    input: 3,
+    output: 15,
+    cached_input: 0.3,
+    cache_write: 3.75,
+    cache_write_1h: 6,
+  },
+  "claude-sonnet-4-0": {
+    input: 3,
+    output: 15,
+    cached_input: 0.3,
+    cache_write: 3.75,
+    cache_write_1h: 6,
+  },
+  "claude-sonnet-4": {
+    input: 3,
+    output: 15,
+    cached_input: 0.3,
+    cache_write: 3.75,
+    cache_write_1h: 6,
+  },
+  "claude-3-7-sonnet": {
+    input: 3,
+    output: 15,
+    cached_input: 0.3,
+    cache_write: 3.75,
+    cache_write_1h: 6,
+  },
+  "claude-opus-4-1": {
+    input: 15,
+    output: 75,
+    cached_input: 1.5,
+    cache_write: 18.75,
+    cache_write_1h: 30,
+  },
+  "claude-opus-4-0": {
+    input: 15,
+    output: 75,
+    cached_input: 1.5,
+    cache_write: 18.75,
+    cache_write_1h: 30,
+  },
+  "claude-opus-4": {
+    input: 15,
+    output: 75,
+    cached_input: 1.5,
+    cache_write: 18.75,
+    cache_write_1h: 30,
+  },
+  "claude-haiku-4-5": {
+    input: 1,
+    output: 5,
+    cached_input: 0.1,
+    cache_write: 1.25,
+    cache_write_1h: 2,
+  },
+  "claude-3-5-haiku": {
+    input: 0.8,
+    output: 4,
+    cached_input: 0.08,
+    cache_write: 1,
+    cache_write_1h: 1.6,
+  },
   // Google Gemini
   "gemini-2.5-pro": { input: 1.25, output: 10, cached_input: 0.125 },
   "gemini-2.5-flash": { input: 0.3, output: 2.5, cached_input: 0.03 },
@@ -61,20 +116,25 @@ export interface TokenUsage {
   cachedPrompt?: number | undefined;
   /** The share of `prompt` written to the provider's cache. */
   cacheWritePrompt?: number | undefined;
+  /** The share of `cacheWritePrompt` written to live an hour (Anthropic's 1-hour cache). */
+  cacheWrite1hPrompt?: number | undefined;
 }
 
 /**
  * USD for one call. Cached prompt tokens cost `cached_input`, tokens written to the cache
- * `cache_write`, each `input` when the price has none.
+ * `cache_write` (`cache_write_1h` those written to live an hour), each `input` when the price
+ * has none.
  */
 export function costUsd(price: Price, usage: TokenUsage): number {
   const cached = Math.min(usage.cachedPrompt ?? 0, usage.prompt);
   const written = Math.min(usage.cacheWritePrompt ?? 0, usage.prompt - cached);
+  const hour = Math.min(usage.cacheWrite1hPrompt ?? 0, written);
   const fresh = usage.prompt - cached - written;
   const micro =
     fresh * price.input +
     cached * (price.cached_input ?? price.input) +
-    written * (price.cache_write ?? price.input) +
+    (written - hour) * (price.cache_write ?? price.input) +
+    hour * (price.cache_write_1h ?? price.cache_write ?? price.input) +
     usage.completion * price.output;
   return micro / 1_000_000;
 }

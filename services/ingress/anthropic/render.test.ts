@@ -297,6 +297,36 @@ describe("a tool call that max_tokens cut off mid-JSON", () => {
   });
 });
 
+describe("usage with cache writes", () => {
+  it("says how many of them live five minutes and how many an hour, as Anthropic does", () => {
+    const c = create(ChatCompletionSchema, {
+      ...start,
+      choices: [
+        {
+          index: 0,
+          message: { role: Role.ASSISTANT, content: [] },
+          finishReason: FinishReason.STOP,
+        },
+      ],
+      usage: {
+        promptTokens: 1225,
+        completionTokens: 17,
+        totalTokens: 1242,
+        cacheWritePromptTokens: 1200,
+        cacheWrite1hPromptTokens: 1000,
+        cachedPromptTokens: 0,
+      },
+    });
+    expect(renderMessage(c).usage).toEqual({
+      input_tokens: 25,
+      cache_creation_input_tokens: 1200,
+      cache_read_input_tokens: 0,
+      cache_creation: { ephemeral_5m_input_tokens: 200, ephemeral_1h_input_tokens: 1000 },
+      output_tokens: 17,
+    });
+  });
+});
+
 describe("anthropicStopReason", () => {
   it.each<[FinishReason, string | undefined, boolean, string]>([
     [FinishReason.STOP, undefined, false, "end_turn"],

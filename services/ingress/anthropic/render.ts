@@ -99,6 +99,8 @@ export function renderUsage(
     input_tokens: Math.max(0, u.promptTokens - (cached ?? 0) - (written ?? 0)),
     ...(written !== undefined && { cache_creation_input_tokens: written }),
     ...(cached !== undefined && { cache_read_input_tokens: cached }),
+    // The split of cache writes by lifetime, which prices them (an hour costs more).
+    ...(written !== undefined && { cache_creation: cacheCreation(written, u) }),
     output_tokens: u.completionTokens,
   };
   if (u.reasoningTokens !== undefined) {
@@ -107,6 +109,11 @@ export function renderUsage(
   // Clients and SDKs ignore fields they do not know; only final usage carries a final cost.
   if (options.withCost && u.costUsd !== undefined) out.cost_usd = u.costUsd;
   return out;
+}
+
+function cacheCreation(written: number, u: Usage) {
+  const hour = Math.min(u.cacheWrite1hPromptTokens ?? 0, written);
+  return { ephemeral_5m_input_tokens: written - hour, ephemeral_1h_input_tokens: hour };
 }
 
 /**

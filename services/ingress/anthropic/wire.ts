@@ -19,6 +19,8 @@ export interface AnthropicUsage {
   cache_creation_input_tokens?: number;
   /** Present only when the upstream reported cache reads. */
   cache_read_input_tokens?: number;
+  /** The cache writes by lifetime; present with cache_creation_input_tokens. */
+  cache_creation?: { ephemeral_5m_input_tokens: number; ephemeral_1h_input_tokens: number };
   output_tokens: number;
   output_tokens_details?: { thinking_tokens: number };
 }

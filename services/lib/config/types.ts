@@ -63,6 +63,8 @@ export interface Price {
   cached_input?: number;
   /** USD per 1M input tokens written to the provider's prompt cache (Anthropic charges more). */
   cache_write?: number;
+  /** USD per 1M prompt tokens written to a one-hour cache (default `cache_write`). */
+  cache_write_1h?: number;
 }
 
 export interface TargetConfig {

@@ -677,7 +677,7 @@ function readTarget(node: Node, providerNames: ReadonlySet<string>): TargetConfi
 }
 
 function readPrice(node: Node): Price {
-  section(node, ["input", "output", "cached_input", "cache_write"]);
+  section(node, ["input", "output", "cached_input", "cache_write", "cache_write_1h"]);
   const price: Price = {
     input: requiredNumber(node.child("input"), NON_NEGATIVE),
     output: requiredNumber(node.child("output"), NON_NEGATIVE),
@@ -686,6 +686,8 @@ function readPrice(node: Node): Price {
   if (cachedInput !== undefined) price.cached_input = cachedInput;
   const cacheWrite = optionalNumber(node.child("cache_write"), NON_NEGATIVE);
   if (cacheWrite !== undefined) price.cache_write = cacheWrite;
+  const cacheWrite1h = optionalNumber(node.child("cache_write_1h"), NON_NEGATIVE);
+  if (cacheWrite1h !== undefined) price.cache_write_1h = cacheWrite1h;
   return price;
 }
 

@@ -182,6 +182,10 @@ export function toUsage(usage: unknown): Usage | undefined {
   if (isCount(cacheRead)) out.cachedPromptTokens = cacheRead;
   const cacheWrite = usage.cache_creation_input_tokens;
   if (isCount(cacheWrite)) out.cacheWritePromptTokens = cacheWrite;
+  const hour = isRecord(usage.cache_creation)
+    ? usage.cache_creation.ephemeral_1h_input_tokens
+    : undefined;
+  if (isCount(hour) && hour > 0) out.cacheWrite1hPromptTokens = hour;
   return out;
 }
 

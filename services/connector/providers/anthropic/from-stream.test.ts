@@ -211,6 +211,35 @@ describe("AnthropicStreamTranslator", () => {
     });
   });
 
+  it("keeps the split of cache writes by lifetime from message_start", () => {
+    const translator = new AnthropicStreamTranslator({ provider: "p", now: NOW });
+    translator.push({
+      type: "message_start",
+      message: {
+        id: "m",
+        model: "c",
+        usage: {
+          input_tokens: 25,
+          cache_creation_input_tokens: 1200,
+          cache_read_input_tokens: 0,
+          cache_creation: { ephemeral_5m_input_tokens: 200, ephemeral_1h_input_tokens: 1000 },
+          output_tokens: 1,
+        },
+      },
+    });
+    const last = translator.push({
+      type: "message_delta",
+      delta: { stop_reason: "end_turn", stop_sequence: null },
+      usage: { output_tokens: 17 },
+    });
+    expect(last?.usage).toMatchObject({
+      promptTokens: 1225,
+      cacheWritePromptTokens: 1200,
+      cacheWrite1hPromptTokens: 1000,
+      completionTokens: 17,
+    });
+  });
+
   it("still opens with start when a stream skips message_start", () => {
     const translator = new AnthropicStreamTranslator({ provider: "p", now: NOW });
     translator.push({ type: "content_block_start", index: 0, content_block: { type: "text" } });

@@ -216,6 +216,8 @@ export class AnthropicStreamTranslator {
     for (const [key, value] of Object.entries(usage)) {
       if (isCount(value)) this.#usage[key] = value;
     }
+    // The split of cache writes by lifetime, which prices them.
+    if (isRecord(usage.cache_creation)) this.#usage.cache_creation = usage.cache_creation;
   }
 
   /** A chunk with text for `field`; nothing for an absent or empty text. */
