@@ -261,6 +261,16 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
     expect((big.requests.at(-1)?.body as { model?: string } | undefined)?.model).toBe("m-large");
   });
 
+  it("refuses a whole answer larger than a held answer may be, rather than run out of memory", async () => {
+    // 9 Mi characters in 64 chunks: past the 8 Mi a non-streamed answer may hold.
+    b.setBehavior({ kind: "answer", text: "x".repeat(9 * 1024 * 1024), chunks: 64 });
+    const r = await chat(gw.url, { model: "chat" }, { "x-switchyard-provider": "pb" });
+    expect(r.status).toBe(502);
+    expect(r.error).toContain("more than 8388608 characters");
+    expect(posts(b)).toBe(1); // not retried: the upstream did answer
+    expect(posts(big)).toBe(0);
+  });
+
   it("keeps retries within the retry budget during an outage", async () => {
     a.setBehavior({ kind: "error", status: 500 });
     const results = await Promise.all(

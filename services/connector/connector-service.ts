@@ -43,6 +43,9 @@ export interface ConnectorDeps {
  */
 const FIRST_TOKEN_SLACK_MS = 100;
 
+/** The most characters of answer merged into one message for a caller that holds the answer. */
+const MAX_MERGED_CHARS = 256 * 1024;
+
 /** Runs single attempts against upstreams; all retry and routing decisions are the router's. */
 export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof ConnectorService> {
   const upstreamRequests = counter(
@@ -258,7 +261,14 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
         } else if (this.#holdMs > 0) {
           this.#held ??= new CompletionBuilder();
           this.#held.add(chunk);
-          if (performance.now() - this.#sentAt < this.#holdMs) return this.next();
+          // Merged for at most hold_ms, and never past MAX_MERGED_CHARS: an upstream that
+          // sends fast would otherwise pile up a huge message before the window ends.
+          if (
+            performance.now() - this.#sentAt < this.#holdMs &&
+            this.#held.chars < MAX_MERGED_CHARS
+          ) {
+            return this.next();
+          }
           const merged = this.#held.chunk();
           this.#held = undefined;
           this.#sentAt = performance.now();

@@ -495,6 +495,18 @@ describe("RouterService.Chat for a client that is not streaming", () => {
     expect(rig.connectorMessages[0]).toBeLessThanOrEqual(4);
   });
 
+  it("gets a fast, long answer merged in messages of at most 256 Ki characters", async () => {
+    // 1 Mi characters sent at once in 64 chunks of 16 Ki: within hold_ms, so only the size
+    // bound splits them (the first chunk alone, then four of 256 Ki or a little over).
+    const long = "y".repeat(1024 * 1024);
+    upstreams.a.setBehavior({ kind: "answer", text: long, chunks: 64 });
+    const rig = startRouter({ targets: ["a/model-a"] });
+    const o = await chat(rig, {}, "chat", false);
+    expect(o.error).toBeUndefined();
+    expect(o.text).toBe(long);
+    expect(rig.connectorMessages[0]).toBeGreaterThanOrEqual(5);
+  });
+
   it("still hears from a slow answer while it is generated, every hold_ms at least", async () => {
     // idle_ms 800 → hold_ms 200; fifteen events 50 ms apart take ~750 ms: the first chunk, merged
     // progress during the answer (not only at its end), and far fewer messages than chunks.

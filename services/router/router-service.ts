@@ -705,6 +705,16 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
             return;
           }
           held.add(chunk);
+          if (held.chars > MAX_HELD_ANSWER_CHARS) {
+            // A whole answer is held in memory until it ends: an upstream that does not stop
+            // (or sends far more than any model writes) must not take the process with it.
+            throw new Failure({
+              status: 502,
+              kind: "upstream_error",
+              provider,
+              message: `provider ${provider} sent an answer of more than ${MAX_HELD_ANSWER_CHARS} characters, more than a whole (non-streamed) answer may hold; ask for it streamed`,
+            });
+          }
         }
         this.#ended = true;
         // A streamed answer left the loop once it carried some of the answer. One that ends here,
@@ -977,6 +987,12 @@ class Unsent<P extends RequestParams> {
     this.#params = undefined;
   }
 }
+
+/**
+ * The most characters a held (non-streamed) answer may reach: 16× the longest answers models
+ * write (128k tokens ≈ 512k characters), and far below what would strain the process.
+ */
+export const MAX_HELD_ANSWER_CHARS = 8 * 1024 * 1024;
 
 /**
  * A router that has just started knows the connectors only as they announce themselves: for

@@ -52,6 +52,12 @@ export class CompletionBuilder {
   #start: ChatStart | undefined;
   #usage: Usage | undefined;
   readonly #choices = new Map<number, ChoiceParts>();
+  #chars = 0;
+
+  /** Characters of answer added so far (text, reasoning, refusals, tool-call arguments). */
+  get chars(): number {
+    return this.#chars;
+  }
 
   add(chunk: ChatChunk): void {
     if (chunk.start !== undefined && this.#start === undefined) this.#start = chunk.start;
@@ -76,9 +82,18 @@ export class CompletionBuilder {
       } else if (choice.role === Role.UNSPECIFIED) {
         choice.role = delta.role;
       }
-      if (delta.content) choice.content.push(delta.content);
-      if (delta.reasoning) choice.reasoning.push(delta.reasoning);
-      if (delta.refusal) choice.refusal.push(delta.refusal);
+      if (delta.content) {
+        choice.content.push(delta.content);
+        this.#chars += delta.content.length;
+      }
+      if (delta.reasoning) {
+        choice.reasoning.push(delta.reasoning);
+        this.#chars += delta.reasoning.length;
+      }
+      if (delta.refusal) {
+        choice.refusal.push(delta.refusal);
+        this.#chars += delta.refusal.length;
+      }
       if (delta.reasoningBlocks.length > 0) choice.reasoningBlocks.push(...delta.reasoningBlocks);
       for (const fragment of delta.toolCalls) {
         let call = choice.toolCalls.get(fragment.index);
@@ -88,7 +103,10 @@ export class CompletionBuilder {
         }
         if (fragment.id && call.id === "") call.id = fragment.id;
         if (fragment.name && call.name === "") call.name = fragment.name;
-        if (fragment.arguments) call.arguments.push(fragment.arguments);
+        if (fragment.arguments) {
+          call.arguments.push(fragment.arguments);
+          this.#chars += fragment.arguments.length;
+        }
       }
       if (delta.finishReason !== FinishReason.UNSPECIFIED) {
         choice.finishReason = delta.finishReason;
