@@ -397,6 +397,12 @@ export class ChatExchange {
     };
   }
 
+  /** What is left of the request's deadline (the client's, or `total_ms`), in ms. */
+  remainingMs(): number {
+    const total = Math.min(this.deps.config.routing.timeouts.total_ms, this.deadlineMs ?? Infinity);
+    return Math.max(0, total - (performance.now() - this.started));
+  }
+
   /**
    * Settles a complete answer's limits before its last bytes go to the client. With limits
    * shared through Redis the answer waits for the settlement (a round trip, at most

@@ -4,6 +4,7 @@ import { CallAbort } from "../lib/abort.js";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { Failure, modelNotFound } from "../lib/errors.js";
 import { newUuid } from "../lib/ids.js";
+import { timerDelay } from "../lib/timers.js";
 import { childSpan, formatTraceparent, parseTraceparent, type TraceContext } from "../lib/trace.js";
 import { adminUsage } from "./admin.js";
 import { parseCountTokensRequest } from "./anthropic/parse-request.js";
@@ -195,10 +196,7 @@ export function createRestHandler(deps: RestDeps) {
     const exchange = await readChat(codec, req, requestId, trace);
     // A client that goes away cancels the router call, and through it the upstream request.
     const abort = new CallAbort();
-    const onClose = () => {
-      if (clientLeft(req, res)) abort.abort();
-    };
-    res.on("close", onClose);
+    onClientGone(req, res, () => abort.abort());
     let first: Awaited<ReturnType<ChatExchange["open"]>>;
     try {
       first = await exchange.open(abort.signal);
@@ -354,7 +352,8 @@ class StreamWriter {
 
   /** `full`: the first frame filled the socket's buffer, so the next waits for it to drain. */
   start(full: boolean): void {
-    if (full) drained(this.res, this.signal).then(this.#pull, this.#fail);
+    if (full)
+      drained(this.res, this.signal, this.exchange.remainingMs()).then(this.#pull, this.#fail);
     else this.#pull();
   }
 
@@ -378,7 +377,7 @@ class StreamWriter {
       }
       const frame = this.framer.render(chunk);
       if (frame && !write(this.res, frame)) {
-        drained(this.res, this.signal).then(this.#pull, this.#fail);
+        drained(this.res, this.signal, this.exchange.remainingMs()).then(this.#pull, this.#fail);
       } else {
         this.#pull();
       }
@@ -394,6 +393,13 @@ class StreamWriter {
     }
     // After the first token: an error event and no [DONE], so the answer cannot look complete.
     const f = Failure.from(err);
+    if (f instanceof ClientTooSlow) {
+      // Nothing more can reach a client that does not read: the connection goes, with what
+      // it had not taken of the answer.
+      this.res.destroy();
+      this.exchange.finish(f.status, { error: f, truncated: true });
+      return;
+    }
     try {
       this.res.end(this.framer.error(f));
     } catch {
@@ -424,6 +430,24 @@ function anthropicBetas(req: Req): string[] {
  * cut. Over HTTP/2 a client's RST_STREAM closes the response as if it had finished (Node's
  * compatibility API emits 'finish' first), so the request's `aborted` tells that case apart.
  */
+/**
+ * Calls `gone` when the client goes away before its answer is complete. On HTTP/1.1 the socket
+ * is watched too: the response of a pipelined request still queued behind an earlier one is
+ * not attached to the socket yet, and hears nothing of its close.
+ */
+function onClientGone(req: Req, res: Res, gone: () => void): void {
+  res.once("close", () => {
+    if (clientLeft(req, res)) gone();
+  });
+  if (req instanceof http2.Http2ServerRequest) return;
+  const socket = req.socket;
+  const onSocketClose = () => {
+    if (!res.writableFinished) gone();
+  };
+  socket.once("close", onSocketClose);
+  res.once("close", () => socket.off("close", onSocketClose));
+}
+
 function clientLeft(req: Req, res: Res): boolean {
   if (!res.writableFinished) return true;
   return req instanceof http2.Http2ServerRequest && req.aborted;
@@ -438,20 +462,44 @@ function write(res: Res, text: string): boolean {
   return (res as http.ServerResponse).write(text);
 }
 
-function drained(res: Res, signal: AbortSignal): Promise<void> {
+/**
+ * Resolves when the response can take more (its buffer drained); rejects when the client goes
+ * away, or with a ClientTooSlow when it has not read by the request's deadline (`withinMs`).
+ */
+function drained(res: Res, signal: AbortSignal, withinMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    const done = () => {
+    const clear = () => {
       res.off("drain", done);
       signal.removeEventListener("abort", fail);
+      clearTimeout(timer);
+    };
+    const done = () => {
+      clear();
       resolve();
     };
     const fail = () => {
-      res.off("drain", done);
+      clear();
       reject(new Error("client went away"));
     };
+    const timer = setTimeout(() => {
+      clear();
+      reject(new ClientTooSlow(withinMs));
+    }, timerDelay(withinMs));
     res.once("drain", done);
     signal.addEventListener("abort", fail, { once: true });
   });
+}
+
+/** A client that stopped reading its answer and was still not reading at the deadline. */
+class ClientTooSlow extends Failure {
+  constructor(ms: number) {
+    super({
+      status: 504,
+      kind: "timeout",
+      code: "timeout",
+      message: `the client did not read the answer within the request's deadline (${Math.round(ms)} ms left)`,
+    });
+  }
 }
 
 /** A failure whose request already has its log line from the ChatExchange. */
@@ -497,9 +545,7 @@ function sendError(
  */
 async function whole<T>(req: Req, res: Res, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const abort = new CallAbort();
-  res.once("close", () => {
-    if (clientLeft(req, res)) abort.abort();
-  });
+  onClientGone(req, res, () => abort.abort());
   try {
     return await run(abort.signal);
   } catch (err) {
