@@ -477,6 +477,41 @@ describe("bad input gets the OpenAI envelope and the right status", () => {
     await next.body.dump();
   });
 
+  it("answers an HTTP/2 body over max_body_bytes with 413, then resets the stream", async () => {
+    const session = http2.connect(gw.url);
+    try {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": "/v1/chat/completions",
+        "content-type": "application/json",
+      });
+      // Keeps sending past the limit, as a client that does not look at the answer would.
+      const piece = Buffer.alloc(16_384, " ");
+      const sending = setInterval(() => {
+        if (!stream.destroyed && !stream.closed) stream.write(piece);
+      }, 5);
+      let status = 0;
+      let text = "";
+      stream.on("response", (h) => {
+        status = Number(h[":status"]);
+      });
+      stream.setEncoding("utf8");
+      stream.on("data", (d: string) => {
+        text += d;
+      });
+      stream.on("error", () => {});
+      const code = await new Promise<number>((resolve) =>
+        stream.once("close", () => resolve(stream.rstCode ?? -1)),
+      );
+      clearInterval(sending);
+      expect(status).toBe(413);
+      expect(JSON.parse(text)).toMatchObject({ error: { code: "request_too_large" } });
+      expect(code).toBe(http2.constants.NGHTTP2_NO_ERROR);
+    } finally {
+      session.close();
+    }
+  });
+
   it("answers an unknown route with 404 and echoes the client's request id", async () => {
     const res = await request(`${gw.url}/v1/nope`, { headers: { "x-request-id": "req-123" } });
     expect(res.statusCode).toBe(404);

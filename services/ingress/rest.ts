@@ -533,10 +533,17 @@ function sendError(
   if (f instanceof LimitExceeded) decorateLimitError(e, f, codec.api, now);
   // After failed attempts the client can tell a retried failure from a first one.
   if (f.attempts > 0) e.headers["x-switchyard-attempts"] = String(f.attempts);
+  const unread = f.status === 413 || f.status === 408;
   // An HTTP/1.1 body we stopped reading cannot be skipped on a kept-alive connection.
-  if ((f.status === 413 || f.status === 408) && !(res instanceof http2.Http2ServerResponse))
-    e.headers.connection = "close";
+  if (unread && !(res instanceof http2.Http2ServerResponse)) e.headers.connection = "close";
   sendJson(res, e.status, e.body, { ...base, ...e.headers });
+  if (unread && res instanceof http2.Http2ServerResponse) {
+    // The rest of the body is not wanted: the stream is reset with NO_ERROR once the answer is
+    // out (RFC 9113 §8.1; Node sends the reset after the answer's last frame), which tells the
+    // client to stop sending and frees what the stream held of it. Otherwise it would stay
+    // open, its buffers with it, for as long as the session.
+    res.stream.close(http2.constants.NGHTTP2_NO_ERROR);
+  }
 }
 
 /**
