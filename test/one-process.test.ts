@@ -1,5 +1,7 @@
 import http2 from "node:http2";
+import net from "node:net";
 import { Readable } from "node:stream";
+import { gzipSync } from "node:zlib";
 import OpenAI from "openai";
 import { request } from "undici";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -510,6 +512,46 @@ describe("bad input gets the OpenAI envelope and the right status", () => {
     } finally {
       session.close();
     }
+  });
+
+  it("answers HEAD as GET, and a wrong method with 405 naming the right ones in Allow", async () => {
+    for (const path of ["/healthz", "/readyz", "/metrics", "/v1/models"]) {
+      const head = await request(`${gw.url}${path}`, { method: "HEAD" });
+      expect([path, head.statusCode, await head.body.text()]).toEqual([path, 200, ""]);
+      const post = await request(`${gw.url}${path}`, { method: "POST", body: "{}" });
+      await post.body.dump();
+      expect([path, post.statusCode, post.headers.allow]).toEqual([path, 405, "GET, HEAD"]);
+    }
+    const get = await request(`${gw.url}/v1/chat/completions`);
+    await get.body.dump();
+    expect([get.statusCode, get.headers.allow]).toEqual([405, "POST"]);
+  });
+
+  it("takes a request target in absolute form as its path", async () => {
+    const port = new URL(gw.url).port;
+    const socket = net.connect(Number(port), "127.0.0.1");
+    socket.write(
+      `GET http://127.0.0.1:${port}/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`,
+    );
+    let answer = "";
+    socket.setEncoding("utf8");
+    socket.on("data", (d: string) => {
+      answer += d;
+    });
+    await new Promise((r) => socket.once("close", r));
+    expect(answer.startsWith("HTTP/1.1 200")).toBe(true);
+  });
+
+  it("refuses a compressed request body with 415, saying so", async () => {
+    const res = await request(`${gw.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "content-encoding": "gzip" },
+      body: gzipSync(JSON.stringify({ model: "gpt-test", messages: [] })),
+    });
+    expect(res.statusCode).toBe(415);
+    expect(((await res.body.json()) as { error: { message: string } }).error.message).toMatch(
+      /Content-Encoding gzip is not accepted/,
+    );
   });
 
   it("answers an unknown route with 404 and echoes the client's request id", async () => {

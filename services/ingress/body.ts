@@ -15,6 +15,18 @@ export function readBody(
 ): Promise<Buffer> {
   const declared = Number(req.headers["content-length"]);
   if (Number.isFinite(declared) && declared > limit) return Promise.reject(tooLarge(limit));
+  const encoding = req.headers["content-encoding"];
+  if (encoding !== undefined && encoding.trim().toLowerCase() !== "identity") {
+    // Not decoded here: said plainly, rather than a JSON parse error about its first byte.
+    return Promise.reject(
+      new Failure({
+        status: 415,
+        kind: "invalid_request",
+        code: "unsupported_content_encoding",
+        message: `Content-Encoding ${encoding} is not accepted for request bodies; send the body uncompressed`,
+      }),
+    );
+  }
   // A request already gone will not say so again.
   if (req.destroyed) return Promise.reject(clientLeft());
   return new Promise((resolve, reject) => {

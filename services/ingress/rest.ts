@@ -46,18 +46,22 @@ export function createRestHandler(deps: RestDeps) {
     // Headers every answer carries, handed to writeHead with the rest: res.setHeader would give
     // the response a header table of its own (~0.8 KB), kept for as long as a stream is open.
     const base: Record<string, string> = { "x-request-id": requestId };
-    const path = (req.url ?? "/").split("?", 1)[0] ?? "/";
+    const path = pathOf(req.url);
     const started = performance.now();
     let trace: TraceContext | undefined;
     try {
-      if (path === "/healthz" && req.method === "GET") {
+      if (path === "/healthz" || path === "/readyz" || path === "/metrics") {
+        // HEAD as GET: load balancers check health so (Node leaves the body out).
+        if (!isGet(req)) throw methodNotAllowed(req.method, "GET");
+      }
+      if (path === "/healthz") {
         return sendJson(res, 200, { status: "ok" }, base);
       }
-      if (path === "/readyz" && req.method === "GET") {
+      if (path === "/readyz") {
         const ok = await deps.ready();
         return sendJson(res, ok ? 200 : 503, { status: ok ? "ready" : "not ready" }, base);
       }
-      if (path === "/metrics" && req.method === "GET") {
+      if (path === "/metrics") {
         const m = await deps.renderMetrics();
         res.writeHead(200, { ...base, "content-type": m.contentType });
         res.end(m.body);
@@ -86,7 +90,7 @@ export function createRestHandler(deps: RestDeps) {
         return await embeddings(req, res, requestId, trace, base);
       }
       if (path === "/v1/models" || path === "/models") {
-        if (req.method !== "GET") throw methodNotAllowed(req.method, "GET");
+        if (!isGet(req)) throw methodNotAllowed(req.method, "GET");
         const caller = callerOf(req);
         return sendJson(
           res,
@@ -96,7 +100,7 @@ export function createRestHandler(deps: RestDeps) {
         );
       }
       if (path.startsWith("/v1/models/") || path.startsWith("/models/")) {
-        if (req.method !== "GET") throw methodNotAllowed(req.method, "GET");
+        if (!isGet(req)) throw methodNotAllowed(req.method, "GET");
         const caller = callerOf(req);
         const id = modelIdOf(path);
         // A model the key may not use is as unknown as the list shows it (OpenAI answers so too).
@@ -106,7 +110,7 @@ export function createRestHandler(deps: RestDeps) {
         return sendJson(res, 200, renderModel(id, created), base);
       }
       if (path === "/admin/usage") {
-        if (req.method !== "GET") throw methodNotAllowed(req.method, "GET");
+        if (!isGet(req)) throw methodNotAllowed(req.method, "GET");
         const key = presentedKey(headerValue(req, "authorization"), headerValue(req, "x-api-key"));
         const query = new URLSearchParams((req.url ?? "").split("?", 2)[1] ?? "");
         return sendJson(res, 200, await adminUsage(deps, key, query), base);
@@ -531,6 +535,7 @@ function sendError(
   }
   const e = codec.error(f, requestId);
   if (f instanceof LimitExceeded) decorateLimitError(e, f, codec.api, now);
+  if (f instanceof MethodNotAllowed) e.headers.allow = f.allow;
   // After failed attempts the client can tell a retried failure from a first one.
   if (f.attempts > 0) e.headers["x-switchyard-attempts"] = String(f.attempts);
   const unread = f.status === 413 || f.status === 408;
@@ -614,13 +619,45 @@ function sendJson(
   res.end(text);
 }
 
-function methodNotAllowed(method: string | undefined, allowed: string): Failure {
-  return new Failure({
-    status: 405,
-    kind: "invalid_request",
-    code: "method_not_allowed",
-    message: `Method ${method} is not allowed here; use ${allowed}`,
-  });
+function methodNotAllowed(method: string | undefined, allowed: "GET" | "POST"): Failure {
+  return new MethodNotAllowed(method, allowed);
+}
+
+/** A 405, which names what the route takes in `Allow` (RFC 9110 §15.5.6). */
+class MethodNotAllowed extends Failure {
+  readonly allow: string;
+
+  constructor(method: string | undefined, allowed: "GET" | "POST") {
+    super({
+      status: 405,
+      kind: "invalid_request",
+      code: "method_not_allowed",
+      message: `Method ${method} is not allowed here; use ${allowed}`,
+    });
+    this.allow = allowed === "GET" ? "GET, HEAD" : "POST";
+  }
+}
+
+/** GET, or HEAD, which is GET without the body (Node leaves it out). */
+function isGet(req: Req): boolean {
+  return req.method === "GET" || req.method === "HEAD";
+}
+
+/**
+ * The path of a request target, without its query. The absolute form
+ * (`POST http://host/v1/chat/completions`), which a server must accept (RFC 9112 §3.2.2), is
+ * reduced to its path.
+ */
+function pathOf(url: string | undefined): string {
+  let target = url ?? "/";
+  if (!target.startsWith("/")) {
+    try {
+      target = new URL(target).pathname;
+    } catch {
+      // Not a URL either: routed as it is, to a 404.
+    }
+  }
+  return target.split("?", 1)[0] ?? "/";
 }
 
 export function headerValue(req: Req, name: string): string | undefined {
