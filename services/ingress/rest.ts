@@ -435,15 +435,15 @@ function anthropicBetas(req: Req): string[] {
  * compatibility API emits 'finish' first), so the request's `aborted` tells that case apart.
  */
 /**
- * Calls `gone` when the client goes away before its answer is complete. On HTTP/1.1 the socket
- * is watched too: the response of a pipelined request still queued behind an earlier one is
- * not attached to the socket yet, and hears nothing of its close.
+ * Calls `gone` when the client goes away before its answer is complete. The response of a
+ * pipelined HTTP/1.1 request still queued behind an earlier one is not attached to the socket
+ * yet and hears nothing of its close: for such a response the socket is watched as well.
  */
 function onClientGone(req: Req, res: Res, gone: () => void): void {
   res.once("close", () => {
     if (clientLeft(req, res)) gone();
   });
-  if (req instanceof http2.Http2ServerRequest) return;
+  if (req instanceof http2.Http2ServerRequest || res.socket !== null) return;
   const socket = req.socket;
   const onSocketClose = () => {
     if (!res.writableFinished) gone();
