@@ -992,7 +992,7 @@ class Unsent<P extends RequestParams> {
  * The most characters a held (non-streamed) answer may reach: 16× the longest answers models
  * write (128k tokens ≈ 512k characters), and far below what would strain the process.
  */
-export const MAX_HELD_ANSWER_CHARS = 8 * 1024 * 1024;
+const MAX_HELD_ANSWER_CHARS = 8 * 1024 * 1024;
 
 /**
  * A router that has just started knows the connectors only as they announce themselves: for

@@ -137,8 +137,8 @@ describe("a connection that never sends a request's head", () => {
 });
 
 describe("a kept-alive HTTP/1.1 connection", () => {
-  /** Opens a raw connection, sends one whole request and waits for its answer. */
-  async function afterOneRequest(port: number) {
+  /** A raw connection, and what it has received so far. */
+  function rawConnection(port: number) {
     const socket = net.connect(port, "127.0.0.1");
     socket.on("error", () => {});
     let seen = "";
@@ -146,9 +146,25 @@ describe("a kept-alive HTTP/1.1 connection", () => {
     socket.on("data", (d: string) => {
       seen += d;
     });
-    socket.write("GET /first HTTP/1.1\r\nHost: x\r\n\r\n");
-    while (!seen.includes("http1 /first")) await new Promise((r) => setTimeout(r, 10));
     return { socket, seen: () => seen };
+  }
+
+  /** Opens a raw connection, sends one whole request and waits for its answer. */
+  async function afterOneRequest(port: number) {
+    const c = rawConnection(port);
+    c.socket.write("GET /first HTTP/1.1\r\nHost: x\r\n\r\n");
+    while (!c.seen().includes("http1 /first")) await new Promise((r) => setTimeout(r, 10));
+    return c;
+  }
+
+  /** Writes a byte every 50 ms until the connection closes. */
+  async function trickleUntilClosed(socket: net.Socket, byte: string) {
+    const trickle = setInterval(() => socket.write(byte), 50);
+    try {
+      await new Promise((resolve) => socket.once("close", resolve));
+    } finally {
+      clearInterval(trickle);
+    }
   }
 
   it("is closed when it trickles its next request's head past the head timeout", async () => {
@@ -157,13 +173,8 @@ describe("a kept-alive HTTP/1.1 connection", () => {
     const port = await server.listen(0, "127.0.0.1");
     const { socket, seen } = await afterOneRequest(port);
     socket.write("GET /second HTTP/1.1\r\n");
-    const trickle = setInterval(() => socket.write("X"), 50);
     const started = performance.now();
-    try {
-      await new Promise((resolve) => socket.once("close", resolve));
-    } finally {
-      clearInterval(trickle);
-    }
+    await trickleUntilClosed(socket, "X");
     expect(seen()).toContain("408 Request Timeout");
     expect(performance.now() - started).toBeLessThan(3_000);
   });
@@ -181,22 +192,11 @@ describe("a kept-alive HTTP/1.1 connection", () => {
     });
     servers.push(server);
     const port = await server.listen(0, "127.0.0.1");
-    const socket = net.connect(port, "127.0.0.1");
-    socket.on("error", () => {});
-    let seen = "";
-    socket.setEncoding("utf8");
-    socket.on("data", (d: string) => {
-      seen += d;
-    });
+    const { socket, seen } = rawConnection(port);
     socket.write("POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
-    const trickle = setInterval(() => socket.write("x"), 50);
     const started = performance.now();
-    try {
-      await new Promise((resolve) => socket.once("close", resolve));
-    } finally {
-      clearInterval(trickle);
-    }
-    expect(seen).toContain("408 Request Timeout");
+    await trickleUntilClosed(socket, "x");
+    expect(seen()).toContain("408 Request Timeout");
     expect(performance.now() - started).toBeLessThan(4_000);
   });
 
