@@ -114,6 +114,28 @@ describe("nextHealth", () => {
   });
 });
 
+describe("a target live traffic marked down", () => {
+  it("stays down through good probes until its cooldown ends, and stays fresh meanwhile", () => {
+    const BREAKER = { consecutive_failures: 1, cooldown_ms: 30_000 };
+    const failed = create(TargetOutcomeSchema, {
+      target: TARGET,
+      success: false,
+      errorKind: "timeout",
+    });
+    const marked = foldOutcome(undefined, failed, NOW, BREAKER);
+    expect(marked).toMatchObject({ state: TargetState.DOWN, source: HealthSource.PASSIVE });
+    // A probe 25 s later answers: the mark holds, written as of that probe, so a router whose
+    // stale_after_ms is shorter than the cooldown still sees it.
+    const later = nextHealth(marked, TARGET, { ok: true, latencyMs: 5 }, NOW + 25_000);
+    expect(later.state).toBe(TargetState.DOWN);
+    expect(later.updatedMs).toBe(BigInt(NOW + 25_000));
+    expect(later.cooldownUntilMs).toBe(marked.cooldownUntilMs);
+    // After the cooldown a good probe brings it back.
+    const back = nextHealth(later, TARGET, { ok: true, latencyMs: 5 }, NOW + 31_000);
+    expect(back.state).toBe(TargetState.HEALTHY);
+  });
+});
+
 describe("foldOutcome", () => {
   const BREAKER = { consecutive_failures: 5, cooldown_ms: 30_000 };
   const failed = (extra: { errorKind?: string; retryAfterMs?: number } = {}) =>

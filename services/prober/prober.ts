@@ -65,7 +65,13 @@ export function nextHealth(
       prev.state === TargetState.DOWN &&
       now < Number(prev.cooldownUntilMs)
     ) {
-      return makeMessage(TargetHealthSchema, { ...prev, lastProbeMs: BigInt(now) });
+      // Written again now: the mark holds as of this probe, so routers must not take it for
+      // stale state (updated_ms) while its cooldown lasts.
+      return makeMessage(TargetHealthSchema, {
+        ...prev,
+        lastProbeMs: BigInt(now),
+        updatedMs: BigInt(now),
+      });
     }
     return makeMessage(TargetHealthSchema, {
       target: makeMessage(TargetSchema, target),
