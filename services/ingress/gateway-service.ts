@@ -23,7 +23,7 @@ import {
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { Failure } from "../lib/errors.js";
 import { makeMessage } from "../lib/hop/codec.js";
-import { newUuid } from "../lib/ids.js";
+import { requestIdOf } from "../lib/ids.js";
 import { childSpan, formatTraceparent, parseTraceparent, type TraceContext } from "../lib/trace.js";
 import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
 import {
@@ -42,7 +42,7 @@ export function createGatewayService(
   deps: IngressDeps & { metrics: IngressMetrics },
 ): ServiceImpl<typeof GatewayService> {
   function begin(ctx: HandlerContext): { requestId: string; caller: Caller; trace: TraceContext } {
-    const requestId = ctx.requestHeader.get("x-request-id") || newUuid();
+    const requestId = requestIdOf(ctx.requestHeader.get("x-request-id"));
     ctx.responseHeader.set("x-request-id", requestId);
     const trace = childSpan(parseTraceparent(ctx.requestHeader.get("traceparent")));
     ctx.responseHeader.set("traceparent", formatTraceparent(trace));

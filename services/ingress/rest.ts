@@ -3,7 +3,7 @@ import http2 from "node:http2";
 import { CallAbort } from "../lib/abort.js";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { Failure, modelNotFound } from "../lib/errors.js";
-import { newUuid } from "../lib/ids.js";
+import { requestIdOf } from "../lib/ids.js";
 import { timerDelay } from "../lib/timers.js";
 import { childSpan, formatTraceparent, parseTraceparent, type TraceContext } from "../lib/trace.js";
 import { adminUsage } from "./admin.js";
@@ -42,7 +42,7 @@ export function createRestHandler(deps: RestDeps) {
   const created = Math.floor(Date.now() / 1000);
 
   return async function handle(req: Req, res: Res): Promise<void> {
-    const requestId = headerValue(req, "x-request-id") || newUuid();
+    const requestId = requestIdOf(headerValue(req, "x-request-id"));
     // Headers every answer carries, handed to writeHead with the rest: res.setHeader would give
     // the response a header table of its own (~0.8 KB), kept for as long as a stream is open.
     const base: Record<string, string> = { "x-request-id": requestId };

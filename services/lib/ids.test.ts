@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { heapKeptEach } from "../../test/helpers/heap.js";
-import { newUuid } from "./ids.js";
+import { MAX_REQUEST_ID_LENGTH, newUuid, requestIdOf } from "./ids.js";
 
 describe("newUuid", () => {
   it("is a v4 UUID, a new one each time", () => {
@@ -15,5 +15,15 @@ describe("newUuid", () => {
     expect(kept.at(-1)).toHaveLength(36);
     // crypto.randomUUID()'s own result: ~480 bytes; flat: ~56.
     expect(bytesEach).toBeLessThan(200);
+  });
+});
+
+describe("requestIdOf", () => {
+  it("keeps a client's id, and replaces a missing or oversized one with a new id", () => {
+    expect(requestIdOf("req-123")).toBe("req-123");
+    expect(requestIdOf("x".repeat(MAX_REQUEST_ID_LENGTH))).toHaveLength(MAX_REQUEST_ID_LENGTH);
+    for (const sent of [undefined, null, "", "x".repeat(MAX_REQUEST_ID_LENGTH + 1)]) {
+      expect(requestIdOf(sent)).toMatch(/^[0-9a-f-]{36}$/);
+    }
   });
 });

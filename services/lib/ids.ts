@@ -9,3 +9,18 @@ import { randomUUID } from "node:crypto";
 export function newUuid(): string {
   return Buffer.from(randomUUID(), "latin1").toString("latin1");
 }
+
+/** The longest client-sent request id kept; a longer one is replaced (see requestIdOf). */
+export const MAX_REQUEST_ID_LENGTH = 128;
+
+/**
+ * The request's id: the client's `x-request-id` when it is a plausible id, else a new one. A
+ * client's id goes into every log line of the request and back in headers, so one of kilobytes
+ * (headers may hold 16 KB) would multiply the logs' volume.
+ */
+export function requestIdOf(sent: string | null | undefined): string {
+  if (sent === undefined || sent === null || sent === "" || sent.length > MAX_REQUEST_ID_LENGTH) {
+    return newUuid();
+  }
+  return sent;
+}
