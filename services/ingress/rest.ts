@@ -148,6 +148,11 @@ export function createRestHandler(deps: RestDeps) {
     }
   };
 
+  /** The request's JSON body, held to `server.max_body_bytes`. */
+  async function readJson(req: Req): Promise<unknown> {
+    return parseJson(await readBody(req, deps.config.server.max_body_bytes));
+  }
+
   function callerOf(req: Req): Caller {
     return authenticate(
       deps.config,
@@ -167,7 +172,7 @@ export function createRestHandler(deps: RestDeps) {
     trace: TraceContext,
   ): Promise<ChatExchange> {
     const caller = callerOf(req);
-    const body = parseJson(await readBody(req, deps.config.server.max_body_bytes));
+    const body = await readJson(req);
     const params = parseRequest(codec.parse, body);
     if (codec.api === "anthropic") params.anthropicBeta = anthropicBetas(req);
     const routing = routingHints(
@@ -250,7 +255,7 @@ export function createRestHandler(deps: RestDeps) {
     base: Record<string, string>,
   ): Promise<void> {
     const caller = callerOf(req);
-    const body = parseJson(await readBody(req, deps.config.server.max_body_bytes));
+    const body = await readJson(req);
     const { params, encoding } = parseRequest(parseEmbeddingsRequest, body);
     const { result, headers } = await whole(req, res, (signal) =>
       runEmbed(deps, deps.metrics, "openai", requestId, caller, params, signal, trace),
@@ -278,7 +283,7 @@ export function createRestHandler(deps: RestDeps) {
     base: Record<string, string>,
   ): Promise<void> {
     const caller = callerOf(req);
-    const body = parseJson(await readBody(req, deps.config.server.max_body_bytes));
+    const body = await readJson(req);
     const params = parseRequest(parseCountTokensRequest, body);
     params.anthropicBeta = anthropicBetas(req);
     const routing = routingHints((name) => headerValue(req, name));
