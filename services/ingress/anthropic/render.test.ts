@@ -339,7 +339,10 @@ describe("anthropicStopReason", () => {
     [FinishReason.TOOL_CALLS, "tool_calls", true, "tool_use"],
     [FinishReason.CONTENT_FILTER, "SAFETY", false, "refusal"],
     [FinishReason.OTHER, "pause_turn", false, "pause_turn"],
-    [FinishReason.OTHER, "abort", false, "end_turn"],
+    // A word no canonical reason names passes on: a failed turn must not read as finished.
+    [FinishReason.OTHER, "abort", false, "abort"],
+    [FinishReason.OTHER, "MALFORMED_FUNCTION_CALL", true, "MALFORMED_FUNCTION_CALL"],
+    [FinishReason.OTHER, undefined, false, "end_turn"],
     [FinishReason.UNSPECIFIED, undefined, false, "end_turn"],
     // Anthropic's word is kept only where it agrees with the canonical reason.
     [FinishReason.LENGTH, "end_turn", false, "max_tokens"],

@@ -48,7 +48,9 @@ function isStopReason(raw: string | undefined): raw is AnthropicStopReason {
  * when it agrees with the canonical reason (so "stop_sequence" and "pause_turn" survive);
  * otherwise the canonical reason is mapped. An answer that calls tools stops with "tool_use"
  * even when an OpenAI-compatible upstream said "stop": Anthropic clients run tools on
- * "tool_use" only.
+ * "tool_use" only. A word the canonical enum could not name (vLLM's "abort", Gemini's
+ * "MALFORMED_FUNCTION_CALL") reaches the client unchanged, as it does an OpenAI client: as
+ * "end_turn" a failed turn would pass for a finished one.
  */
 export function anthropicStopReason(
   reason: FinishReason,
@@ -56,6 +58,7 @@ export function anthropicStopReason(
   callsTools: boolean,
 ): AnthropicStopReason {
   if (isStopReason(raw) && STOP_REASONS.get(raw) === reason) return raw;
+  if (reason === FinishReason.OTHER && raw !== undefined && raw !== "") return raw;
   switch (reason) {
     case FinishReason.LENGTH:
       return "max_tokens";

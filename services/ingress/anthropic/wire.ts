@@ -10,7 +10,10 @@ export type AnthropicStopReason =
   | "tool_use"
   | "pause_turn"
   | "refusal"
-  | "model_context_window_exceeded";
+  | "model_context_window_exceeded"
+  // Another upstream's word the canonical enum could not name (vLLM "abort", Gemini
+  // "MALFORMED_FUNCTION_CALL"), passed on rather than dressed up as a normal end.
+  | (string & {});
 
 export interface AnthropicUsage {
   /** Prompt tokens not read from the cache. */
