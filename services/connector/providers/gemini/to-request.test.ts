@@ -385,7 +385,6 @@ describe("toGeminiRequest", () => {
         safetySettings: [{ category: "HARM_CATEGORY_HARASSMENT", threshold: "BLOCK_NONE" }],
         cached_content: "cachedContents/abc123",
         logit_bias: { "50256": -100 },
-        reasoning_effort: "high",
       }),
     });
     expect(body.generationConfig).toEqual({ topK: 40 });
@@ -414,6 +413,37 @@ describe("toGeminiRequest", () => {
         }),
       }).generationConfig,
     ).toEqual({ thinkingConfig: { thinkingLevel: "low" } });
+  });
+
+  it("translates OpenAI reasoning_effort as Google's OpenAI endpoint does, by model generation", () => {
+    const config = (effort: unknown, model: string, more: Record<string, unknown> = {}) =>
+      toGeminiRequest(
+        create(ChatParamsSchema, {
+          messages: [says(Role.USER, "Hi")],
+          extraJson: JSON.stringify({ reasoning_effort: effort, ...more }),
+        }),
+        { provider: "gemini", model },
+      ).generationConfig;
+    expect(config("none", "gemini-2.5-flash")).toEqual({ thinkingConfig: { thinkingBudget: 0 } });
+    expect(config("low", "gemini-2.5-pro")).toEqual({ thinkingConfig: { thinkingBudget: 1024 } });
+    expect(config("medium", "gemini-2.5-flash")).toEqual({
+      thinkingConfig: { thinkingBudget: 8192 },
+    });
+    expect(config("high", "gemini-2.5-flash")).toEqual({
+      thinkingConfig: { thinkingBudget: 24576 },
+    });
+    // Gemini 3 takes a level, never together with a budget.
+    expect(config("high", "gemini-3-pro-preview")).toEqual({
+      thinkingConfig: { thinkingLevel: "high" },
+    });
+    expect(config("none", "gemini-3-flash")).toEqual({
+      thinkingConfig: { thinkingLevel: "minimal" },
+    });
+    // A word with no budget, and a prototype key, are left out; the client's own config wins.
+    expect(config("constructor", "gemini-2.5-flash")).toBeUndefined();
+    expect(
+      config("high", "gemini-2.5-flash", { thinking_config: { includeThoughts: true } }),
+    ).toEqual({ thinkingConfig: { includeThoughts: true } });
   });
 
   it("refuses non-text system prompts and malformed extra_json", () => {

@@ -67,7 +67,7 @@ export function toGeminiRequest(
   const toolConfig = toToolConfig(params.toolChoice);
   if (toolConfig !== undefined) body.toolConfig = toolConfig;
 
-  const config = generationConfig(params, extras);
+  const config = generationConfig(params, extras, target.model);
   if (Object.keys(config).length > 0) body.generationConfig = config;
   const safetySettings = extra(extras, "safetySettings", "safety_settings");
   if (safetySettings !== undefined) body.safetySettings = safetySettings;
@@ -412,12 +412,14 @@ function toToolConfig(choice: ToolChoice | undefined): GeminiToolConfig | undefi
  * Sampling and output settings. From `extra_json`, only fields the Gemini API reference names are
  * passed (in its camelCase or the snake_case spelling): `topK`, `thinkingConfig`,
  * `mediaResolution`, plus `safetySettings` and `cachedContent` at the top level. Anthropic's
- * `thinking` has an exact Gemini counterpart and is translated. Every other key is ignored: it
+ * `thinking` and OpenAI's `reasoning_effort` have Gemini counterparts and are translated (a
+ * `thinkingConfig` of the client's own wins over both). Every other key is ignored: it
  * belongs to another vendor's dialect (e.g. OpenAI `logit_bias`) and Gemini would reject it.
  */
 function generationConfig(
   params: ChatParams,
   extras: Record<string, unknown>,
+  model: string,
 ): GeminiGenerationConfig {
   const config: GeminiGenerationConfig = {};
   if (params.temperature !== undefined) config.temperature = params.temperature;
@@ -441,7 +443,9 @@ function generationConfig(
   const topK = extra(extras, "topK", "top_k");
   if (typeof topK === "number") config.topK = topK;
   const thinkingConfig =
-    extra(extras, "thinkingConfig", "thinking_config") ?? fromAnthropicThinking(extras.thinking);
+    extra(extras, "thinkingConfig", "thinking_config") ??
+    fromAnthropicThinking(extras.thinking) ??
+    fromReasoningEffort(extras.reasoning_effort, model);
   if (thinkingConfig !== undefined) config.thinkingConfig = thinkingConfig;
   const mediaResolution = extra(extras, "mediaResolution", "media_resolution");
   if (mediaResolution !== undefined) config.mediaResolution = mediaResolution;
@@ -460,6 +464,32 @@ function fromAnthropicThinking(thinking: unknown): unknown {
   if (thinking.type === "adaptive") return { includeThoughts: true };
   return undefined;
 }
+
+/**
+ * OpenAI `reasoning_effort` → Gemini `thinkingConfig`, as Google's own OpenAI-compatible endpoint
+ * maps it: Gemini 3 models take a thinking level, the word itself ("none" as "minimal", the least
+ * they think; "xhigh" as "high"); earlier models a token budget, 1,024 / 8,192 / 24,576 for
+ * low / medium / high and 0 for "none" (thinking off, which Gemini 2.5 Pro refuses in its own 400).
+ * The two cannot be sent together: Gemini refuses a request that has both.
+ */
+function fromReasoningEffort(effort: unknown, model: string): unknown {
+  if (typeof effort !== "string") return undefined;
+  if (/^gemini-3/.test(model)) {
+    const level = effort === "none" ? "minimal" : effort === "xhigh" ? "high" : effort;
+    return { thinkingLevel: level };
+  }
+  const budget = THINKING_BUDGETS.get(effort);
+  return budget === undefined ? undefined : { thinkingBudget: budget };
+}
+
+const THINKING_BUDGETS: ReadonlyMap<string, number> = new Map([
+  ["none", 0],
+  ["minimal", 1024],
+  ["low", 1024],
+  ["medium", 8192],
+  ["high", 24576],
+  ["xhigh", 24576],
+]);
 
 function extra(extras: Record<string, unknown>, camel: string, snake: string): unknown {
   return extras[camel] ?? extras[snake];
