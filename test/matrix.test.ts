@@ -660,6 +660,20 @@ describe("log probabilities", () => {
   });
 });
 
+describe("the output-token limit", () => {
+  it("reaches an OpenAI-compatible upstream under the name the openai client gave it", async () => {
+    answerWith("openai", false);
+    const messages = [{ role: "user" as const, content: "x" }];
+    const seen = () => openaiUp.requests.at(-1)?.body as Record<string, unknown>;
+    await oai.chat.completions.create({ model: "m-openai", messages, max_completion_tokens: 33 });
+    expect(seen()).toMatchObject({ max_completion_tokens: 33 });
+    expect(seen()).not.toHaveProperty("max_tokens");
+    await oai.chat.completions.create({ model: "m-openai", messages, max_tokens: 44 });
+    expect(seen()).toMatchObject({ max_tokens: 44 });
+    expect(seen()).not.toHaveProperty("max_completion_tokens");
+  });
+});
+
 describe("the stop sequence that ended an answer", () => {
   it("reaches an anthropic client as the upstream named it, whole and streamed", async () => {
     anthropicUp.setBehavior({

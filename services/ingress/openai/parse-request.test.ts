@@ -719,6 +719,9 @@ describe("parseChatRequest: sampling and limits", () => {
     expect(parseChatRequest({ ...base, max_tokens: 10, max_completion_tokens: 50 }).maxTokens).toBe(
       50,
     );
+    // Which name the client used travels on, for upstreams that take the client's word.
+    expect(parseChatRequest({ ...base, max_completion_tokens: 50 }).maxCompletionTokens).toBe(true);
+    expect(parseChatRequest({ ...base, max_tokens: 10 }).maxCompletionTokens).toBe(false);
   });
 
   it("wraps a single stop string into a list", () => {

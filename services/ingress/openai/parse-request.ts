@@ -141,6 +141,7 @@ export function parseChatRequest(body: unknown): ChatParams {
     topP: numberBetween(body.top_p, "top_p", 0, 1),
     // The newer name wins: it is what current clients mean when they send both.
     maxTokens: maxCompletionTokens ?? maxTokens,
+    maxCompletionTokens: maxCompletionTokens !== undefined,
     stop: parseStop(body.stop),
     n: parseN(body.n),
     presencePenalty: numberBetween(body.presence_penalty, "presence_penalty", -2, 2),

@@ -19,9 +19,10 @@ export function createOpenAIProvider(name: string, config: ProviderConfig): Prov
       models: "/models",
     },
     authHeaders: config.api_key ? { authorization: `Bearer ${config.api_key}` } : {},
-    request: {
-      maxTokensField:
-        new URL(baseUrl).hostname === "api.openai.com" ? "max_completion_tokens" : "max_tokens",
-    },
+    // Elsewhere the limit goes under the client's own name for it (to-request.ts).
+    request:
+      new URL(baseUrl).hostname === "api.openai.com"
+        ? { maxTokensField: "max_completion_tokens" }
+        : {},
   });
 }

@@ -270,6 +270,30 @@ describe("toOpenAIRequest", () => {
     expect(body.max_tokens).toBeUndefined();
   });
 
+  it("elsewhere puts the limit under the name the client gave it", () => {
+    const said = (maxCompletionTokens: boolean) =>
+      toOpenAIRequest(
+        create(ChatParamsSchema, { messages: [userSays("x")], maxTokens: 5, maxCompletionTokens }),
+        "m",
+      );
+    expect(said(true)).toMatchObject({ max_completion_tokens: 5 });
+    expect(said(true)).not.toHaveProperty("max_tokens");
+    expect(said(false)).toMatchObject({ max_tokens: 5 });
+    expect(said(false)).not.toHaveProperty("max_completion_tokens");
+    // An API that knows one name only is sent that one.
+    const azure = toOpenAIRequest(
+      create(ChatParamsSchema, {
+        messages: [userSays("x")],
+        maxTokens: 5,
+        maxCompletionTokens: true,
+      }),
+      "m",
+      { maxTokensField: "max_tokens" },
+    );
+    expect(azure).toMatchObject({ max_tokens: 5 });
+    expect(azure).not.toHaveProperty("max_completion_tokens");
+  });
+
   it("merges extra fields without letting them replace model, messages or stream", () => {
     const params = create(ChatParamsSchema, {
       messages: [userSays("x")],

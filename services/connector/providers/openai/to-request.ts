@@ -22,8 +22,11 @@ import type {
 
 export interface ToRequestOptions {
   /**
-   * Which field carries `max_tokens`. OpenAI itself wants `max_completion_tokens` (its reasoning
-   * models reject `max_tokens`); most OpenAI-compatible servers only know `max_tokens`.
+   * Which field carries `max_tokens`, where the upstream's API decides it: OpenAI itself wants
+   * `max_completion_tokens` (its reasoning models reject `max_tokens`), and each Azure API
+   * version knows one or both. Unset, the limit goes under the name the client used
+   * (`max_tokens` when the client was not an OpenAI client): an OpenAI-compatible server behind
+   * a `base_url` may be OpenAI behind a proxy, or a server that knows only `max_tokens`.
    */
   maxTokensField?: "max_tokens" | "max_completion_tokens";
   /**
@@ -66,7 +69,10 @@ export function toOpenAIRequest(
   if (params.temperature !== undefined) body.temperature = params.temperature;
   if (params.topP !== undefined) body.top_p = params.topP;
   if (params.maxTokens !== undefined) {
-    body[options.maxTokensField ?? "max_tokens"] = params.maxTokens;
+    const field =
+      options.maxTokensField ??
+      (params.maxCompletionTokens ? "max_completion_tokens" : "max_tokens");
+    body[field] = params.maxTokens;
   }
   if (params.stop.length > 0) body.stop = [...params.stop];
   if (params.n !== undefined) body.n = params.n;
