@@ -67,15 +67,14 @@ function answerWith(up: Upstream, tools: boolean) {
   }
 }
 
+function upstream(up: Upstream): { requests: { body: unknown }[] } {
+  return { openai: openaiUp, azure: azureUp, anthropic: anthropicUp, gemini: geminiUp }[up];
+}
+
 /** What the upstream received last, reduced to where the system prompt went. */
 function systemPromptSeen(up: Upstream): unknown {
   type Body = { messages?: unknown[]; system?: unknown; systemInstruction?: unknown };
-  const last = {
-    openai: openaiUp.requests.at(-1),
-    azure: azureUp.requests.at(-1),
-    anthropic: anthropicUp.requests.at(-1),
-    gemini: geminiUp.requests.at(-1),
-  }[up];
+  const last = upstream(up).requests.at(-1);
   const body = (last?.body ?? {}) as Body;
   if (up === "anthropic") return body.system;
   if (up === "gemini") return body.systemInstruction;
@@ -805,4 +804,21 @@ describe("errors keep each client API's envelope", () => {
     expect((err as Error).message).toMatch(/claude-up/);
     expect((err as Error).message).toMatch(/\bn\b/);
   });
+
+  it.each(UPSTREAMS)(
+    "a spoken answer is refused with a 400 on upstream %s, never answered with its text alone",
+    async (up) => {
+      answerWith(up, false);
+      const before = upstream(up).requests.length;
+      const messages = [{ role: "user" as const, content: "x" }];
+      for (const audio of [{ modalities: ["text", "audio"] }, { audio: { voice: "alloy" } }]) {
+        const err = await oai.chat.completions
+          .create({ model: `m-${up}`, messages, ...(audio as object) })
+          .catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+        expect((err as Error).message).toMatch(/audio output/);
+      }
+      expect(upstream(up).requests.length).toBe(before);
+    },
+  );
 });

@@ -15,11 +15,20 @@ export function refuseOpenAIOnly(extras: Record<string, unknown>, refuse: Refuse
   if (typeof extras.top_logprobs === "number" && extras.top_logprobs > 0) {
     throw refuse("top_logprobs", "top_logprobs");
   }
-  const modalities = extras.modalities;
-  if ((Array.isArray(modalities) && modalities.includes("audio")) || isSet(extras.audio)) {
-    throw refuse("audio output", isSet(extras.audio) ? "audio" : "modalities");
-  }
+  const audio = audioOutputParam(extras);
+  if (audio !== undefined) throw refuse("audio output", audio);
   if (isSet(extras.web_search_options)) throw refuse("web search", "web_search_options");
+}
+
+/**
+ * The field by which an OpenAI client asked for a spoken answer (`audio`, or `modalities` with
+ * "audio"), if it did. No answer in this gateway carries audio, so such a request is refused for
+ * every upstream, OpenAI's too, rather than answered with its text alone.
+ */
+export function audioOutputParam(extras: Record<string, unknown>): string | undefined {
+  if (isSet(extras.audio)) return "audio";
+  const modalities = extras.modalities;
+  return Array.isArray(modalities) && modalities.includes("audio") ? "modalities" : undefined;
 }
 
 function isSet(value: unknown): boolean {

@@ -10,6 +10,7 @@ import {
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import { plainToolCallId } from "../../../lib/chat/tool-call-ids.js";
 import { Failure } from "../../../lib/errors.js";
+import { audioOutputParam } from "../openai-only.js";
 import type {
   OpenAIChatRequest,
   OpenAIContentPart,
@@ -54,6 +55,16 @@ export function toOpenAIRequest(
   // API's: OpenAI refuses arguments it does not know, or reads the same name differently.
   const extras =
     params.clientApi === "anthropic" ? {} : parseObject(params.extraJson, "extra_json");
+  const audio = audioOutputParam(extras);
+  if (audio !== undefined) {
+    throw new Failure({
+      status: 400,
+      kind: "unsupported",
+      param: audio,
+      message:
+        "audio output is not supported through this gateway: its answers carry text, tool calls and reasoning, not audio",
+    });
+  }
   const body: OpenAIChatRequest = { model, messages: [] };
   for (const [key, value] of Object.entries(extras)) {
     if (!RESERVED.has(key)) body[key] = value;
