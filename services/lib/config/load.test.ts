@@ -145,6 +145,21 @@ models:
     expect(problemLines(yaml, { GROQ_API_KEY: "gsk-1", TEAM: "t" })).toEqual([]);
   });
 
+  it("reports an unset key together with the file's other problems, not after they are fixed", () => {
+    expect(
+      problemLines(`
+server: { drain_timout_ms: 5 }
+providers:
+  groq: { type: openai, base_url: "https://api.groq.com/openai/v1", api_key: "\${GROQ_API_KEY}" }
+models:
+  m: { targets: [{ provider: groq, model: x }] }
+`),
+    ).toEqual([
+      "server.drain_timout_ms: unknown key, did you mean 'drain_timeout_ms'?",
+      `providers.groq.api_key: environment variable GROQ_API_KEY is not set (write \${NAME:-} where an empty value is meant)`,
+    ]);
+  });
+
   it("never puts environment values into problem reasons", () => {
     const lines = problemLines(
       `

@@ -72,11 +72,11 @@ export function parseConfigText(
       return { path: problem.path, reason };
     }),
   ];
-  if (validated.config !== undefined) {
-    const seen = new Set(problems.map((p) => p.path));
-    for (const p of unsetCredentials(validated.config, interpolated.unset)) {
-      if (!seen.has(p.path)) problems.push(p);
-    }
+  // Read off the raw document, so that a missing key shows up with every other problem, not
+  // only once the rest of the file is right.
+  const seen = new Set(problems.map((p) => p.path));
+  for (const p of unsetCredentials(interpolated.value, interpolated.unset)) {
+    if (!seen.has(p.path)) problems.push(p);
   }
   if (problems.length > 0 || validated.config === undefined) return { problems };
   return { config: validated.config, problems: [] };
@@ -88,10 +88,8 @@ export function parseConfigText(
  * variable. `${VAR:-}` says an empty value is meant. Providers no model targets may lack theirs,
  * so one file can list accounts that a given environment does not have.
  */
-function unsetCredentials(config: Config, unset: Map<string, string[]>): ConfigProblem[] {
-  const used = new Set(
-    Object.values(config.models).flatMap((model) => model.targets.map((t) => t.provider)),
-  );
+function unsetCredentials(document: unknown, unset: Map<string, string[]>): ConfigProblem[] {
+  const used = targetedProviders(document);
   const problems: ConfigProblem[] = [];
   for (const [path, names] of unset) {
     const [root, provider, field] = path.split(".");
@@ -104,6 +102,25 @@ function unsetCredentials(config: Config, unset: Map<string, string[]>): ConfigP
     });
   }
   return problems;
+}
+
+/** The providers the document's models target, as far as its shape can be read. */
+function targetedProviders(document: unknown): Set<string> {
+  const used = new Set<string>();
+  const models = isRecord(document) ? document.models : undefined;
+  if (!isRecord(models)) return used;
+  for (const model of Object.values(models)) {
+    const targets = isRecord(model) ? model.targets : undefined;
+    if (!Array.isArray(targets)) continue;
+    for (const target of targets) {
+      if (isRecord(target) && typeof target.provider === "string") used.add(target.provider);
+    }
+  }
+  return used;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function syntaxProblem(error: YAMLError, text: string, source: string): ConfigProblem {
