@@ -2,12 +2,32 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { describe, expect, it } from "vitest";
 import {
   counter,
+  createProcessRegistry,
   createRegistry,
   FastHistogram,
   gauge,
   histogram,
   renderMetrics,
 } from "./metrics.js";
+
+describe("process metrics", () => {
+  it("report the event loop's lag, not the lag plus the 100 ms sample interval", async () => {
+    const registry = createProcessRegistry();
+    // An idle loop: several sample intervals with nothing to do.
+    await new Promise((resolve) => setTimeout(resolve, 650));
+    const text = await registry.metrics();
+    const stat = (name: string) =>
+      Number(
+        new RegExp(`^switchyard_process_nodejs_eventloop_lag_${name}_seconds (\\S+)$`, "m").exec(
+          text,
+        )?.[1],
+      );
+    // The interval alone would read 0.1 s for every sample.
+    expect(stat("min")).toBeGreaterThanOrEqual(0);
+    expect(stat("min")).toBeLessThan(0.05);
+    expect(stat("p50")).toBeLessThan(stat("max") + 1e-9);
+  });
+});
 
 describe("renderMetrics", () => {
   it("keeps each registry's service label and writes a shared metric as one family", async () => {

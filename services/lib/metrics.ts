@@ -28,15 +28,39 @@ export function createRegistry(service: string): Registry {
  */
 const EVENT_LOOP_SAMPLE_MS = 100;
 
+const PROCESS_PREFIX = "switchyard_process_";
+
 /** Process metrics (CPU, RSS, event loop lag) once per process, in their own registry. */
 export function createProcessRegistry(): Registry {
   const registry = new Registry();
   collectDefaultMetrics({
     register: registry,
-    prefix: "switchyard_process_",
+    prefix: PROCESS_PREFIX,
     eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS,
   });
+  takeSampleIntervalOffLag(registry);
   return registry;
+}
+
+/**
+ * prom-client reads the lag's min, mean, percentiles, … off Node's `monitorEventLoopDelay`
+ * histogram, which records the time between two of its timer's turns: the sample interval plus
+ * the lag. An idle process would read 100 ms at every statistic, so each is stored less the
+ * interval (the standard deviation is left as it is: a constant does not move it).
+ * `nodejs_eventloop_lag_seconds`, timed with setImmediate at the scrape, is already the lag.
+ * prom-client sets these gauges from another's collect(), so the shift goes into their set().
+ */
+function takeSampleIntervalOffLag(registry: Registry): void {
+  const intervalSeconds = EVENT_LOOP_SAMPLE_MS / 1000;
+  for (const stat of ["min", "max", "mean", "p50", "p90", "p99"]) {
+    const gauge = registry.getSingleMetric(`${PROCESS_PREFIX}nodejs_eventloop_lag_${stat}_seconds`);
+    if (!(gauge instanceof Gauge)) continue;
+    const set = gauge.set.bind(gauge) as (labels: LabelValues, value: number) => void;
+    gauge.set = ((labels: LabelValues | number, value?: number) => {
+      const seconds = typeof labels === "number" ? labels : (value ?? 0);
+      set(typeof labels === "number" ? {} : labels, Math.max(0, seconds - intervalSeconds));
+    }) as typeof gauge.set;
+  }
 }
 
 /**
