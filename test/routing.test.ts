@@ -257,7 +257,8 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
       },
     });
     const r = await chat(gw.url, { model: "small" });
-    expect(r).toMatchObject({ status: 200, text: "from big" });
+    // Two upstream calls: the one the window refused, and the bigger model's.
+    expect(r).toMatchObject({ status: 200, text: "from big", attempts: "2" });
     expect((big.requests.at(-1)?.body as { model?: string } | undefined)?.model).toBe("m-large");
   });
 

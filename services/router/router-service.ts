@@ -195,13 +195,16 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
                 { model: p.model, fallback: bigger },
                 "context window exceeded; falling back",
               );
+              // The fallback's attempts are numbered on from this model's, so an answer it
+              // gives reports every upstream call the request made.
+              const before = attempt;
               return openWithRetries(
                 bigger,
                 request,
                 { ...hints, fallbacks: [] },
                 ctx,
                 context,
-                openOne,
+                (q, n, d) => openOne(q, before + n, d),
                 new Set([...seenModels, bigger]),
               );
             }
