@@ -697,6 +697,40 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
   });
 });
 
+describe("an upstream that reports no usage", () => {
+  it("has a whole answer counted by estimate on an open gateway (no tenants), not as 0 tokens", async () => {
+    // Azure API versions before 2024-09-01 have no stream_options: a stream carries no usage.
+    const open = await startOneProcess(
+      testConfig(`
+providers:
+  az: { type: azure-openai, base_url: "${primary.origin}", api_key: az-key, api_version: "2024-06-01" }
+models:
+  chat: { targets: [{ provider: az, model: dep, price: { input: 2, output: 10 } }] }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+      { logger: logs.logger },
+    );
+    try {
+      const res = await request(`${open.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-request-id": "req-no-usage" },
+        body: JSON.stringify({
+          model: "chat",
+          messages: [{ role: "user", content: "count to four" }],
+        }),
+      });
+      expect(res.statusCode).toBe(200);
+      await res.body.dump();
+      expect(firstPost(primary).body).not.toHaveProperty("stream_options");
+      // The prompt ≈ 4 tokens by the estimate, the answer ≈ 3.
+      expect(requestLine("req-no-usage")).toMatchObject({ outcome: "ok", tokens_in: 4 });
+      expect(requestLine("req-no-usage").tokens_out).toBeGreaterThan(0);
+    } finally {
+      await open.stop();
+    }
+  });
+});
+
 describe("trace context at the ingress", () => {
   it.each([
     ["absent", undefined],

@@ -269,9 +269,11 @@ export class ChatExchange {
       if (!config.models[fallback]) throw modelNotFound(fallback, "fallbacks");
       authorizeModel(this.caller, fallback, "fallbacks");
     }
-    // A stream cut short is charged its prompt, estimated when the upstream did not say, so the
-    // estimate is needed for every stream, not only to admit a tenant's request.
-    if (this.caller.tenant || request.stream) this.estimate = estimateChat(request);
+    // An answer whose upstream did not report usage (a stream cut short, a server that predates
+    // stream_options) is counted and charged its prompt as estimated here, so every request
+    // needs the estimate, not only a tenant's for admission. It is a pass over the prompt's
+    // lengths, and the prompt is let go below.
+    this.estimate = estimateChat(request);
     if (this.caller.tenant) {
       this.reservation = await this.deps.limiter.admit(this.caller.tenant, this.caller.keyHash, {
         tokens: this.estimate.prompt + this.estimate.completion,
