@@ -698,6 +698,47 @@ describe("the stop sequence that ended an answer", () => {
   });
 });
 
+describe("structured output to an Anthropic target", () => {
+  const schema = {
+    type: "object",
+    properties: { answer: { type: "integer" } },
+    required: ["answer"],
+    additionalProperties: false,
+  };
+
+  it("reaches it as Anthropic's own output_config, from an anthropic client with thinking and tools", async () => {
+    anthropicUp.setBehavior({ kind: "answer", text: '{"answer":42}', chunks: 2 });
+    const message = await claude.messages.create({
+      model: "m-anthropic",
+      max_tokens: 2048,
+      thinking: { type: "enabled", budget_tokens: 1024 },
+      tools: [{ name: "lookup", input_schema: { type: "object" } }],
+      messages: [{ role: "user", content: "x" }],
+      output_config: { format: { type: "json_schema", schema } },
+    } as Anthropic.MessageCreateParamsNonStreaming);
+    const sent = anthropicUp.requests.at(-1)?.body as Record<string, unknown>;
+    expect(sent.output_config).toEqual({ format: { type: "json_schema", schema } });
+    expect(sent).not.toHaveProperty("tool_choice");
+    expect((sent.tools as Array<{ name: string }>).map((t) => t.name)).toEqual(["lookup"]);
+    expect(message.content).toMatchObject([{ type: "text", text: '{"answer":42}' }]);
+  });
+
+  it("reaches it as output_config from an openai client with thinking, never as a forced tool", async () => {
+    anthropicUp.setBehavior({ kind: "answer", text: '{"answer":42}', chunks: 2 });
+    const completion = await oai.chat.completions.create({
+      model: "m-anthropic",
+      messages: [{ role: "user", content: "x" }],
+      response_format: { type: "json_schema", json_schema: { name: "a", schema, strict: true } },
+      // @ts-expect-error Anthropic's thinking, passed on as an extra field
+      thinking: { type: "enabled", budget_tokens: 1024 },
+    });
+    const sent = anthropicUp.requests.at(-1)?.body as Record<string, unknown>;
+    expect(sent.output_config).toEqual({ format: { type: "json_schema", schema } });
+    expect(sent).not.toHaveProperty("tool_choice");
+    expect(completion.choices[0]?.message.content).toBe('{"answer":42}');
+  });
+});
+
 describe("Anthropic beta features (anthropic-beta)", () => {
   it("reach an Anthropic target as the client named them, and no other target", async () => {
     const betas = "context-1m-2025-08-07, interleaved-thinking-2025-05-14";

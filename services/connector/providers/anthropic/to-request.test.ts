@@ -658,6 +658,57 @@ describe("toAnthropicRequest", () => {
       });
     });
 
+    const personSchema = { type: "object", properties: { name: { type: "string" } } };
+    const personFormat = {
+      type: ResponseFormat_Type.JSON_SCHEMA,
+      jsonSchemaJson: JSON.stringify({ name: "person", schema: personSchema, strict: true }),
+    };
+
+    it("sends an Anthropic client's structured output as Anthropic's own output_config", () => {
+      const plan = toAnthropicRequest(
+        params({
+          clientApi: "anthropic",
+          tools: [{ name: "lookup" }],
+          toolChoice: { mode: ToolChoice_Mode.REQUIRED },
+          responseFormat: personFormat,
+          extraJson: JSON.stringify({ output_config: { effort: "low" } }),
+        }),
+        "claude-x",
+        "claude",
+      );
+      expect(plan.jsonTool).toBeUndefined();
+      expect(plan.body.output_config).toEqual({
+        effort: "low",
+        format: { type: "json_schema", schema: personSchema },
+      });
+      // The client's tools and forced choice stand as sent: Anthropic serves both together.
+      expect(plan.body.tools?.map((t) => t.name)).toEqual(["lookup"]);
+      expect(plan.body.tool_choice).toEqual({ type: "any" });
+    });
+
+    it("uses output_config, not a forced tool, when thinking is on", () => {
+      const plan = toAnthropicRequest(
+        params({
+          responseFormat: personFormat,
+          extraJson: JSON.stringify({ thinking: { type: "enabled", budget_tokens: 1024 } }),
+        }),
+        "claude-x",
+        "claude",
+      );
+      expect(plan.jsonTool).toBeUndefined();
+      expect(plan.body).not.toHaveProperty("tool_choice");
+      expect(plan.body.output_config).toEqual({
+        format: { type: "json_schema", schema: personSchema },
+      });
+      // JSON without a schema has no such form: refused rather than sent for Anthropic's 400.
+      expect(
+        refusal({
+          responseFormat: { type: ResponseFormat_Type.JSON_OBJECT },
+          extraJson: JSON.stringify({ thinking: { type: "adaptive" } }),
+        }),
+      ).toMatchObject({ status: 400, kind: "unsupported", param: "response_format" });
+    });
+
     it("leaves a TEXT response format alone", () => {
       const plan = toAnthropicRequest(
         params({ responseFormat: { type: ResponseFormat_Type.TEXT } }),

@@ -117,10 +117,24 @@ export function toAnthropicRequest(
   let toolChoice = toToolChoice(params.toolChoice, tools.length > 0);
   let jsonTool: string | undefined;
   const format = params.responseFormat;
-  if (
+  const thinks = thinkingOn(extras.thinking);
+  if (format?.type === ResponseFormat_Type.JSON_SCHEMA && (ownDialect || thinks)) {
+    // Anthropic's own structured outputs: what an Anthropic client asked for, as it asked; and
+    // the only way with thinking on, which refuses the forced tool below.
+    const schema = parseObject(format.jsonSchemaJson, "response_format.json_schema").schema;
+    if (!isRecord(schema)) {
+      throw invalid("response_format.json_schema.schema must be a JSON object", "response_format");
+    }
+    const rest = isRecord(extras.output_config) ? extras.output_config : {};
+    passed.output_config = { ...rest, format: { type: "json_schema", schema } };
+  } else if (
     format?.type === ResponseFormat_Type.JSON_OBJECT ||
     format?.type === ResponseFormat_Type.JSON_SCHEMA
   ) {
+    if (thinks) {
+      // JSON without a schema has no native form, and thinking refuses a forced tool.
+      throw refuse("response_format json_object together with thinking", "response_format");
+    }
     const mode = params.toolChoice?.mode;
     if (mode === ToolChoice_Mode.REQUIRED || mode === ToolChoice_Mode.FUNCTION) {
       throw refuse("response_format json together with a forced tool_choice", "tool_choice");
@@ -480,8 +494,14 @@ function toToolChoice(
   }
 }
 
+/** Whether Anthropic `thinking` is on: then Anthropic refuses a forced tool_choice. */
+function thinkingOn(thinking: unknown): boolean {
+  return isRecord(thinking) && (thinking.type === "enabled" || thinking.type === "adaptive");
+}
+
 /**
- * Anthropic has no JSON mode of its own on every model, so JSON output is asked for the way
+ * Anthropic's structured outputs (`output_config.format`) serve JSON schemas on its newer models
+ * only, so for an OpenAI client without thinking, JSON output is asked for the way
  * other gateways do it: a tool whose input schema is the wanted JSON, which the model is made to
  * call. Its input is then handed to the client as the answer's text (see from-response and
  * from-stream). `strict` of a JSON schema is not forwarded, so the emulation works on models
