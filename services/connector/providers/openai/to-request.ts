@@ -10,7 +10,6 @@ import {
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import { plainToolCallId } from "../../../lib/chat/tool-call-ids.js";
 import { Failure } from "../../../lib/errors.js";
-import { audioOutputParam } from "../openai-only.js";
 import type {
   OpenAIChatRequest,
   OpenAIContentPart,
@@ -20,6 +19,7 @@ import type {
   OpenAITool,
   OpenAIToolChoice,
 } from "../../../lib/wire/openai.js";
+import { audioOutputParam } from "../openai-only.js";
 
 export interface ToRequestOptions {
   /**
