@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -462,6 +463,81 @@ ${redis}
     } finally {
       await Promise.all(gateways.map((g) => g.stop()));
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/**
+ * A TCP proxy to the test Redis that holds each command `delayMs` before passing it on, so a
+ * client can leave while its admission is still under way.
+ */
+async function slowRedisProxy() {
+  const sockets = new Set<net.Socket>();
+  const proxy = { delayMs: 0, url: "", close: async () => {} };
+  const server = net.createServer((client) => {
+    const upstream = net.connect(6379, "127.0.0.1");
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on("error", () => {});
+      s.on("close", () => sockets.delete(s));
+    }
+    client.on("data", (data) => {
+      setTimeout(() => upstream.write(data), proxy.delayMs);
+    });
+    upstream.pipe(client);
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as net.AddressInfo;
+  proxy.url = `redis://127.0.0.1:${port}`;
+  proxy.close = async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise((resolve) => server.close(resolve));
+  };
+  return proxy;
+}
+
+describe("a gRPC call cancelled while Redis admits it", () => {
+  it("frees its concurrency slot once the admission returns", async () => {
+    const proxy = await slowRedisProxy();
+    const key = "sk-test-cancel-admit";
+    const config = testConfig(`
+providers: { slow: { type: mock, tokens: 60, token_interval_ms: 100 } }
+models: { slow: { targets: [{ provider: slow, model: mock-slow }] } }
+tenants: { t: { keys: ["${hashKey(key)}"], limits: { concurrency: 1 } } }
+${redisSection("fail_closed", proxy.url)}
+`);
+    const replica = await startReplica(config, capturingLogger([]));
+    try {
+      const client = createClient(GatewayService, createGrpcTransport({ baseUrl: replica.url }));
+      const params = create(ChatParamsSchema, { model: "slow", messages: [userMessage("hi")] });
+      const headers = { authorization: `Bearer ${key}` };
+      // Each Redis command takes a second; the client leaves a tenth of the way in.
+      proxy.delayMs = 1000;
+      const abort = new AbortController();
+      const left = (async () => {
+        for await (const _ of client.chatStream({ params }, { headers, signal: abort.signal })) {
+        }
+      })().catch((e: unknown) => ConnectError.from(e).code);
+      setTimeout(() => abort.abort(), 100);
+      expect(await left).toBe(Code.Canceled);
+      proxy.delayMs = 0;
+      // The slot comes free once the late admission is undone: a call is admitted within
+      // seconds (left taken, it would be refused until the lease ran out, 10 minutes on).
+      const status = await eventually(
+        () =>
+          client.chat({ params: { ...params, maxTokens: 1 } }, { headers }).then(
+            () => "admitted",
+            (e: unknown) => Code[ConnectError.from(e).code],
+          ),
+        (s) => s === "admitted",
+        10_000,
+      );
+      expect(status).toBe("admitted");
+    } finally {
+      await replica.fabric.stop(1000);
+      await proxy.close();
     }
   });
 });

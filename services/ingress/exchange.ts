@@ -275,10 +275,18 @@ export class ChatExchange {
     // lengths, and the prompt is let go below.
     this.estimate = estimateChat(request);
     if (this.caller.tenant) {
-      this.reservation = await this.deps.limiter.admit(this.caller.tenant, this.caller.keyHash, {
+      const reservation = await this.deps.limiter.admit(this.caller.tenant, this.caller.keyHash, {
         tokens: this.estimate.prompt + this.estimate.completion,
         usd: worstCaseCost(config, request.model, this.estimate, this.clientFallbacks),
       });
+      if (this.finished) {
+        // The request ended while it waited to be admitted (a gRPC client that cancelled, whose
+        // finish() ran on the abort): nothing will settle this admission later, and its
+        // concurrency slot would stay taken until the lease ran out.
+        void this.deps.limiter.settle(reservation, { tokens: 0 }, 0);
+        throw new Failure({ status: 499, kind: "cancelled", message: "client cancelled" });
+      }
+      this.reservation = reservation;
     }
     this.#request = undefined;
     const stream = this.deps.router.chat(
