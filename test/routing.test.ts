@@ -213,6 +213,33 @@ describe("failure handling", () => {
     expect(posts(a)).toBe(1);
   });
 
+  it("does not trip the breaker on 429s in a row whose Retry-After pauses were waited out", async () => {
+    const own = await startOneProcess(
+      testConfig(`
+providers:
+  pa: { type: openai, base_url: "${a.url}" }
+  pb: { type: openai, base_url: "${b.url}" }
+models:
+  solo: { targets: [{ provider: pa, model: ma }, { provider: pb, model: mb }] }
+routing: { retries: 0, circuit_breaker: { consecutive_failures: 2, cooldown_ms: 600000 } }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+    );
+    try {
+      a.setBehavior({ kind: "error", status: 429, headers: { "retry-after-ms": "20" } });
+      for (let i = 0; i < 4; i++) {
+        expect((await chat(own.url, { model: "solo" })).status).toBe(429);
+        // Ten times the pause the target asked for.
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      a.setBehavior(ok("from a"));
+      // Tripped, the target would be put last for ten minutes; throttled, it answers first now.
+      expect(await chat(own.url, { model: "solo" })).toMatchObject({ status: 200, provider: "pa" });
+    } finally {
+      await own.stop();
+    }
+  });
+
   it("answers the soonest Retry-After when every target is rate limiting", async () => {
     // A gateway of its own: the pauses these answers ask for would outlast this test.
     const own = await startOneProcess(

@@ -124,9 +124,8 @@ describe("CircuitBreakers", () => {
   });
 
   describe("a pause the target asked for (Retry-After)", () => {
-    /** A 429 as the router settles it: a failure, then the pause. */
+    /** A 429 with Retry-After as the router settles it: the pause alone. */
     function rateLimited(breakers: CircuitBreakers, ms: number) {
-      breakers.onFailure("p", "m");
       breakers.coolDown("p", "m", ms);
     }
 
@@ -152,8 +151,19 @@ describe("CircuitBreakers", () => {
       expect(breakers.tryAcquire("p", "m")).toBe(true);
     });
 
-    it("keeps counting failures in a row towards the threshold", () => {
+    it("never trips however many pauses come in a row, each waited out", () => {
       const { clock, breakers } = breakersWithClock();
+      for (let i = 0; i < 10; i++) {
+        expect(breakers.tryAcquire("p", "m")).toBe(true);
+        rateLimited(breakers, 1_000);
+        clock.now += 1_000;
+      }
+      expect(breakers.stateValue("p", "m")).toBe(0);
+    });
+
+    it("keeps counting the other failures in a row towards the threshold", () => {
+      const { clock, breakers } = breakersWithClock();
+      breakers.onFailure("p", "m");
       rateLimited(breakers, 1_000);
       breakers.onFailure("p", "m"); // a call that began before the pause
       clock.now += 1_000;

@@ -114,12 +114,16 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
   /** `counted`: the attempt is already in attemptsTotal (as "ok", at its first chunk). */
   function noteFailure(p: PlannedTarget, f: Failure, counted = false) {
     const { provider, model } = p.target;
-    if (f.retryable) breakers.onFailure(provider, model);
-    // A refusal of the request itself (400-class) shows the target is up and answering.
-    else breakers.onSuccess(provider, model);
-    // The target asked for a pause: honour it here as well as in shared health.
     if (f.kind === "rate_limited" && f.retryAfterMs > 0) {
+      // The target asked for a pause: honour it here as well as in shared health. A target that
+      // says when to come back is throttling, not failing, so the pause is no failure of its
+      // own: 429s in a row, each waited out, must not add up to a trip of `cooldown_ms`.
       breakers.coolDown(provider, model, f.retryAfterMs);
+    } else if (f.retryable) {
+      breakers.onFailure(provider, model);
+    } else {
+      // A refusal of the request itself (400-class) shows the target is up and answering.
+      breakers.onSuccess(provider, model);
     }
     if (counted) return;
     attemptsTotal.inc({
