@@ -270,6 +270,30 @@ describe.each([
   });
 });
 
+describe("one HTTP/2 connection of connect-node's", () => {
+  it.each([
+    ["gRPC", () => createGrpcTransport({ baseUrl: gw.url })],
+    ["Connect", () => createConnectTransport({ baseUrl: gw.url, httpVersion: "2" })],
+  ])("%s: keeps serving after many messages refused for their size", async (_name, transport) => {
+    const client = createClient(GatewayService, transport());
+    const big = params();
+    (big.messages[0] as Message).content = [
+      create(ContentPartSchema, { part: { case: "text", value: "x".repeat(1_000_000) } }),
+    ];
+    // 16 MB refused on one connection: more than Node's client keeps for a session (10 MB)
+    // if the refused streams are left holding what they could not send.
+    for (let i = 0; i < 16; i++) {
+      const err = await client.chat({ params: big }, { headers: auth }).then(
+        () => undefined,
+        (e) => ConnectError.from(e),
+      );
+      expect([i, err?.code]).toEqual([i, Code.ResourceExhausted]);
+    }
+    const res = await client.chat({ params: params() }, { headers: auth });
+    expect(res.completion?.choices).toHaveLength(1);
+  });
+});
+
 describe("an upstream that answers 429", () => {
   it("reaches a gRPC client as RESOURCE_EXHAUSTED with its retry-after", async () => {
     const client = createClient(GatewayService, createGrpcTransport({ baseUrl: gw.url }));

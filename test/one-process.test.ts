@@ -479,6 +479,37 @@ describe("bad input gets the OpenAI envelope and the right status", () => {
     await next.body.dump();
   });
 
+  it("keeps an HTTP/2 connection serving after many bodies refused for their size", async () => {
+    const session = http2.connect(gw.url);
+    session.on("error", () => {});
+    const post = (body: Buffer) =>
+      new Promise<number>((resolve) => {
+        const stream = session.request({
+          ":method": "POST",
+          ":path": "/v1/chat/completions",
+          "content-type": "application/json",
+        });
+        let status = 0;
+        stream.on("response", (h) => {
+          status = Number(h[":status"]);
+        });
+        stream.on("error", () => {});
+        stream.resume();
+        stream.on("close", () => resolve(status));
+        stream.end(body);
+      });
+    try {
+      // 16 MB refused: more than Node's client keeps for a session (10 MB) if each refused
+      // stream is left holding what it could not send.
+      const statuses: number[] = [];
+      for (let i = 0; i < 16; i++) statuses.push(await post(Buffer.alloc(1_000_000, " ")));
+      expect(statuses).toEqual(Array(16).fill(413));
+      expect(await post(Buffer.from("{}"))).toBe(400);
+    } finally {
+      session.close();
+    }
+  });
+
   it("answers an HTTP/2 body over max_body_bytes with 413, then resets the stream", async () => {
     const session = http2.connect(gw.url);
     try {

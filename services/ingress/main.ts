@@ -1,4 +1,5 @@
 import type http from "node:http";
+import http2 from "node:http2";
 import type { Client, Transport } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
@@ -71,6 +72,9 @@ export function buildIngress(deps: {
   const rpcPrefix = `/${GatewayService.typeName}/`;
   const cors = createCors(deps.config.server.cors_origins);
   const handler: DualHandler = (req, res) => {
+    if (req.httpVersionMajor === 2) {
+      endAfterBody(req as http2.Http2ServerRequest, res as http2.Http2ServerResponse);
+    }
     if (cors(req, res)) return; // a preflight answered, or a page refused
     if (req.url?.startsWith(rpcPrefix)) {
       capDeadline(req.headers);
@@ -89,6 +93,56 @@ export function buildIngress(deps: {
     cutting: () => metrics.active.cutting(),
     settled: (ms) => metrics.active.settled(ms),
   };
+}
+
+/** How much more of a refused HTTP/2 body endAfterBody reads, and for how long, before it cuts. */
+const DRAIN_MAX_BYTES = 16 * 1024 * 1024;
+const DRAIN_MAX_MS = 2_000;
+
+/**
+ * On HTTP/2, an answer given before the request's body was read to its end (a refusal: over
+ * max_body_bytes, undecodable, too slow) ends only once the rest of the body has come and been
+ * thrown away. Ended at once, the stream leaves the client sending into a flow-control window
+ * that never reopens: Node's HTTP/2 client (connect-node's) keeps the unsent rest in its
+ * session's memory, and after about 10 MB of refused bodies (its default maxSessionMemory) fails
+ * every new call on the connection with ENHANCE_YOUR_CALM. Reading the rest but ending first is
+ * no better, and neither is a reset: only an answer that ends after the body does (measured with
+ * Node 20's client). A body that goes on past DRAIN_MAX_BYTES or DRAIN_MAX_MS more is cut: the
+ * answer ends and the stream is reset with NO_ERROR, which frees what the server held of it.
+ */
+function endAfterBody(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): void {
+  const end = res.end as (...args: unknown[]) => http2.Http2ServerResponse;
+  res.end = function (this: http2.Http2ServerResponse, ...args: unknown[]) {
+    const stream = res.stream;
+    if (req.complete || stream.readableEnded) return end.apply(this, args);
+    let drained = 0;
+    let ended = false;
+    const finish = (cut: boolean) => {
+      if (ended) return;
+      ended = true;
+      clearTimeout(timer);
+      stream.off("data", onData);
+      end.apply(res, args);
+      if (cut && !stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+    };
+    const onData = (chunk: Buffer) => {
+      drained += chunk.length;
+      if (drained > DRAIN_MAX_BYTES) finish(true);
+    };
+    const timer = setTimeout(() => finish(true), DRAIN_MAX_MS);
+    // Straight from the HTTP/2 stream: the request object in front of it only passes data on
+    // to a reader, and its reader (connect-node's) gave up on the body. Its listener would
+    // queue the rest there and pause the stream; the body goes nowhere now.
+    stream.removeAllListeners("data");
+    stream.on("data", onData);
+    stream.once("end", () => finish(false));
+    stream.once("close", () => {
+      ended = true;
+      clearTimeout(timer);
+    });
+    stream.resume();
+    return this;
+  } as typeof res.end;
 }
 
 /**

@@ -546,14 +546,8 @@ function sendError(
   const unread = f.status === 413 || f.status === 408;
   // An HTTP/1.1 body we stopped reading cannot be skipped on a kept-alive connection.
   if (unread && !(res instanceof http2.Http2ServerResponse)) e.headers.connection = "close";
+  // On HTTP/2 the answer's end waits for the rest of the body (ingress/main.ts, endAfterBody).
   sendJson(res, e.status, e.body, { ...base, ...e.headers });
-  if (unread && res instanceof http2.Http2ServerResponse) {
-    // The rest of the body is not wanted: the stream is reset with NO_ERROR once the answer is
-    // out (RFC 9113 §8.1; Node sends the reset after the answer's last frame), which tells the
-    // client to stop sending and frees what the stream held of it. Otherwise it would stay
-    // open, its buffers with it, for as long as the session.
-    res.stream.close(http2.constants.NGHTTP2_NO_ERROR);
-  }
 }
 
 /**
