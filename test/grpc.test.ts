@@ -232,6 +232,9 @@ describe.each([
         },
       ],
       [/'params.extra_json' must be a JSON object/, (p) => (p.extraJson = "not json")],
+      // What ChatParams names is checked there, never slipped past the checks in extra_json.
+      [/'params.extra_json' may not set 'temperature'/, (p) => (p.extraJson = '{"temperature":5}')],
+      [/'params.extra_json' may not set 'tools'/, (p) => (p.extraJson = '{"tools":[]}')],
     ];
     const posts = () => upstream.requests.filter((r) => r.method === "POST").length;
     const before = posts();
@@ -261,6 +264,51 @@ describe.each([
     expect(
       upstream.requests.some((r) => JSON.stringify(r.body ?? "").includes("x".repeat(1000))),
     ).toBe(false);
+  });
+
+  it("refuses embeddings the REST route refuses, before any upstream sees them", async () => {
+    const client = createClient(GatewayService, transport());
+    const posts = () => upstream.requests.filter((r) => r.method === "POST").length;
+    const before = posts();
+    for (const [inputs, dimensions, message] of [
+      [["a", ""], undefined, /must not contain empty strings/],
+      [["a"], 0, /'params.dimensions' must be at least 1/],
+    ] as const) {
+      const err = await client
+        .embed({ params: { model: "chat", inputs: [...inputs], dimensions } }, { headers: auth })
+        .then(
+          () => undefined,
+          (e) => ConnectError.from(e),
+        );
+      expect(err?.code).toBe(Code.InvalidArgument);
+      expect(err?.rawMessage).toMatch(message);
+    }
+    expect(posts()).toBe(before);
+  });
+
+  it("names the request's id on an error given before the service saw the call", async () => {
+    const big = params();
+    (big.messages[0] as Message).content = [
+      create(ContentPartSchema, { part: { case: "text", value: "x".repeat(200_000) } }),
+    ];
+    const client = createClient(GatewayService, transport());
+    let id: string | null = null;
+    const err = await client
+      .chat(
+        { params: big },
+        {
+          headers: { ...auth, "x-request-id": "req-too-big" },
+          onHeader: (h) => {
+            id = h.get("x-request-id");
+          },
+        },
+      )
+      .then(
+        () => undefined,
+        (e) => ConnectError.from(e),
+      );
+    expect(err?.code).toBe(Code.ResourceExhausted);
+    expect(id ?? err?.metadata.get("x-request-id")).toBe("req-too-big");
   });
 
   it("lists only the models the key may use", async () => {

@@ -2,6 +2,7 @@ import type { ConnectError, HandlerContext, ServiceImpl } from "@connectrpc/conn
 import {
   type ChatChunk,
   type ChatParams,
+  type EmbedParams,
   ResponseFormat_Type,
   Role,
   ToolChoice_Mode,
@@ -35,7 +36,7 @@ import {
 } from "./exchange.js";
 import { routingHints } from "./hints.js";
 import { connectErrorFor } from "./limits/headers.js";
-import { MAX_STOP, NAME_PATTERN } from "./openai/parse-request.js";
+import { KNOWN_FIELDS, MAX_STOP, NAME_PATTERN } from "./openai/parse-request.js";
 
 /** GatewayService: the public typed API, same auth, routing and limits as the REST routes. */
 export function createGatewayService(
@@ -189,15 +190,8 @@ export function createGatewayService(
   async function embed(req: EmbedRequest, ctx: HandlerContext): Promise<EmbedResponse> {
     const { requestId, caller, trace } = begin(ctx);
     const params = req.params;
-    if (!params?.model || params.inputs.length === 0) {
-      const f = new Failure({
-        status: 400,
-        kind: "invalid_request",
-        param: "params",
-        message: "'params.model' and at least one of 'params.inputs' are required",
-      });
-      throw rejected(ctx, requestId, trace, f);
-    }
+    const problem = embedProblem(params);
+    if (problem || !params) throw rejected(ctx, requestId, trace, problem);
     try {
       const { result, headers } = await runEmbed(
         deps,
@@ -226,6 +220,26 @@ export function createGatewayService(
   }
 
   return { chatStream, chat, embed, listModels };
+}
+
+/** What the REST route would refuse in an embeddings request (openai/embeddings.ts), if anything. */
+function embedProblem(params: EmbedParams | undefined): Failure | undefined {
+  const invalid = (message: string, param: string) =>
+    new Failure({ status: 400, kind: "invalid_request", param, message });
+  if (!params?.model || params.inputs.length === 0) {
+    return invalid("'params.model' and at least one of 'params.inputs' are required", "params");
+  }
+  if (params.inputs.some((s) => s === "")) {
+    return invalid("'params.inputs' must not contain empty strings", "inputs");
+  }
+  if (params.dimensions === 0)
+    return invalid("'params.dimensions' must be at least 1", "dimensions");
+  try {
+    checkJsonObject(params.extraJson, "extra_json", invalid);
+  } catch (err) {
+    return err as Failure;
+  }
+  return undefined;
 }
 
 function minDefined(a: number | undefined, b: number | undefined): number | undefined {
@@ -339,7 +353,17 @@ function checkParams(params: ChatParams | undefined): ChatParams {
   if (params.stop.length > MAX_STOP) {
     throw invalid(`'params.stop' holds at most ${MAX_STOP} sequences`, "stop");
   }
-  checkJsonObject(params.extraJson, "extra_json", invalid);
+  const extras = checkJsonObject(params.extraJson, "extra_json", invalid);
+  // A field ChatParams names goes there, checked as above: in extra_json it would pass every
+  // check (a temperature of 5, a second tools list) and reach the upstream as it was.
+  for (const key of Object.keys(extras)) {
+    if (KNOWN_FIELDS.has(key)) {
+      throw invalid(
+        `'params.extra_json' may not set '${key}': it is a field of ChatParams`,
+        "extra_json",
+      );
+    }
+  }
   return params;
 }
 
@@ -359,8 +383,8 @@ function checkRange(
 }
 
 /** JSON text carried in a string field: empty, or an object (what providers are sent). */
-function checkJsonObject(text: string, param: string, invalid: Invalid): void {
-  if (text === "") return;
+function checkJsonObject(text: string, param: string, invalid: Invalid): Record<string, unknown> {
+  if (text === "") return {};
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -370,6 +394,7 @@ function checkJsonObject(text: string, param: string, invalid: Invalid): void {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw invalid(`'params.${param}' must be a JSON object`, param);
   }
+  return value as Record<string, unknown>;
 }
 
 /** A stream that fails on its first read with `err`. */

@@ -7,6 +7,7 @@ import { GatewayService } from "../../gen/switchyard/gateway/v1/gateway_pb.js";
 import { RouterService } from "../../gen/switchyard/router/v1/router_pb.js";
 import type { Config } from "../lib/config/types.js";
 import type { DualHandler } from "../lib/http/dual-server.js";
+import { requestIdOf } from "../lib/ids.js";
 import { type Logger, requestLineLogger } from "../lib/logger.js";
 import { MAX_TIMER_MS } from "../lib/timers.js";
 import { asClient } from "../lib/transport-client.js";
@@ -78,6 +79,13 @@ export function buildIngress(deps: {
     if (cors(req, res)) return; // a preflight answered, or a page refused
     if (req.url?.startsWith(rpcPrefix)) {
       capDeadline(req.headers);
+      // The id goes on the answer here, so that the errors connect-node gives before the
+      // service sees the call (a message over the limit, an undecodable body, a bad deadline)
+      // carry it too; the service reads the same id from the request.
+      const sent = req.headers["x-request-id"];
+      const requestId = requestIdOf(typeof sent === "string" ? sent : undefined);
+      req.headers["x-request-id"] = requestId;
+      res.setHeader("x-request-id", requestId);
       // A request refused before its body was read (over readMaxBytes, undecodable) leaves the
       // rest unread, and Node then stops reading the connection: on HTTP/1.1 the next request
       // on it would never be answered. Such an answer closes the connection instead.

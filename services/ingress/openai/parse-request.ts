@@ -26,7 +26,7 @@ type ToolChoiceInit = MessageInitShape<typeof ToolChoiceSchema>;
 type ResponseFormatInit = MessageInitShape<typeof ResponseFormatSchema>;
 
 /** Top-level fields this parser understands; every other field travels on in `extraJson`. */
-const KNOWN_FIELDS: ReadonlySet<string> = new Set([
+export const KNOWN_FIELDS: ReadonlySet<string> = new Set([
   "model",
   "messages",
   "tools",
