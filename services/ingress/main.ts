@@ -3,6 +3,7 @@ import http2 from "node:http2";
 import type { Client, Transport } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
+import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { GatewayService } from "../../gen/switchyard/gateway/v1/gateway_pb.js";
 import { RouterService } from "../../gen/switchyard/router/v1/router_pb.js";
 import type { Config } from "../lib/config/types.js";
@@ -15,6 +16,7 @@ import { keyIndexOf } from "./auth.js";
 import { createCors } from "./cors.js";
 import { createIngressMetrics } from "./exchange.js";
 import { createGatewayService } from "./gateway-service.js";
+import { createHealthService } from "./health-service.js";
 import type { Clock, Limiter } from "./limits/index.js";
 import { createRestHandler } from "./rest.js";
 
@@ -60,8 +62,9 @@ export function buildIngress(deps: {
   };
   const rest = createRestHandler({ ...base, renderMetrics: deps.renderMetrics, ready: deps.ready });
   const gateway = createGatewayService(base);
+  const health = createHealthService(deps.ready);
   const rpc = connectNodeAdapter({
-    routes: (r) => r.service(GatewayService, gateway),
+    routes: (r) => r.service(GatewayService, gateway).service(Health, health),
     // The body limit REST has, on every protocol: connect-node checks each message (and its
     // size once decompressed) against it, and answers RESOURCE_EXHAUSTED above it.
     readMaxBytes: deps.config.server.max_body_bytes,
@@ -71,12 +74,14 @@ export function buildIngress(deps: {
   // Only GatewayService's paths need connect-node, which parses every request's URL to route
   // it; the REST routes go straight to their handler.
   const rpcPrefix = `/${GatewayService.typeName}/`;
+  const healthPrefix = `/${Health.typeName}/`;
   const cors = createCors(deps.config.server.cors_origins);
   const handler: DualHandler = (req, res) => {
     if (req.httpVersionMajor === 2) {
       endAfterBody(req as http2.Http2ServerRequest, res as http2.Http2ServerResponse);
     }
     if (cors(req, res)) return; // a preflight answered, or a page refused
+    if (req.url?.startsWith(healthPrefix)) return rpc(req, res);
     if (req.url?.startsWith(rpcPrefix)) {
       capDeadline(req.headers);
       // The id goes on the answer here, so that the errors connect-node gives before the
