@@ -50,6 +50,56 @@ describe("fake Anthropic upstream", () => {
     expect(request?.body).toMatchObject({ stream: true, max_tokens: 64 });
   });
 
+  it("answers given blocks in their order, streamed as Anthropic streams each type and whole", async () => {
+    const citation = {
+      type: "web_search_result_location",
+      url: "https://example.com/a",
+      title: "A",
+      encrypted_index: "Eo8B",
+      cited_text: "a fact",
+    };
+    const blocks = [
+      { type: "text", text: "Searching." },
+      { type: "server_tool_use", id: "srvtoolu_1", name: "web_search", input: { query: "q" } },
+      {
+        type: "web_search_tool_result",
+        tool_use_id: "srvtoolu_1",
+        content: [{ type: "web_search_result", url: "https://example.com/a", title: "A" }],
+      },
+      { type: "thinking", thinking: "Now answer." },
+      { type: "text", text: "A fact.", citations: [citation] },
+      { type: "tool_use", id: "toolu_1", name: "f", input: { a: 1 } },
+    ];
+    upstream.setBehavior({
+      kind: "answer",
+      blocks,
+      usage: { server_tool_use: { web_search_requests: 1 } },
+    });
+    const expected = blocks.map((b) =>
+      b.type === "thinking" ? { ...b, signature: signThinking("Now answer.") } : b,
+    );
+    const streamed = await client.messages.stream(ask).finalMessage();
+    expect(streamed.content).toEqual(expected);
+    expect(streamed.stop_reason).toBe("tool_use");
+    expect(streamed.usage.server_tool_use).toEqual({ web_search_requests: 1 });
+    const whole = await client.messages.create(ask);
+    expect(whole.content).toEqual(expected);
+  });
+
+  it("refuses mcp_servers without the MCP connector's beta, as Anthropic does", async () => {
+    const body = {
+      ...ask,
+      mcp_servers: [{ type: "url", url: "https://mcp.example.com", name: "x" }],
+    };
+    const refused = await client.messages.create(body as never).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(Anthropic.BadRequestError);
+    expect(String(refused)).toMatch(/mcp_servers/);
+    const answered = await client.messages.create(body as never, {
+      headers: { "anthropic-beta": "mcp-client-2025-04-04" },
+    });
+    expect(answered.type).toBe("message");
+  });
+
   it("checks thinking in the history as Anthropic does: signed, and first in a tool loop's last turn", async () => {
     upstream.setBehavior({
       kind: "answer",

@@ -54,6 +54,13 @@ export interface AnswerBehavior {
   /** A redacted_thinking block after the thinking, with this encrypted data. */
   redactedThinking?: string;
   toolUses?: FakeToolUse[];
+  /**
+   * The answer's content blocks in this order, whole, as a non-streamed answer holds them;
+   * replaces `text`, `thinking`, `redactedThinking` and `toolUses`. A stream sends each the way
+   * Anthropic streams its type (see streamBlock); a thinking block without a signature gets the
+   * one the fake issues for its text.
+   */
+  blocks?: Array<Record<string, unknown>>;
   /** Default "tool_use" when there are tool uses, else "end_turn". */
   stopReason?: string;
   /** The stop sequence named with stop reason "stop_sequence"; default none (null). */
@@ -211,6 +218,23 @@ function thinkingHistoryError(request: Record<string, unknown>): string | undefi
   );
 }
 
+/** Request fields that exist only behind a beta, and the prefix of the betas that enable them. */
+const BETA_FIELDS: ReadonlyMap<string, string> = new Map([["mcp_servers", "mcp-client-"]]);
+
+/** Anthropic's answer to a beta field sent without its `anthropic-beta`, or undefined. */
+function betaFieldError(
+  body: Record<string, unknown>,
+  headers: IncomingHttpHeaders,
+): string | undefined {
+  const betas = String(headers["anthropic-beta"] ?? "").split(",");
+  for (const [field, prefix] of BETA_FIELDS) {
+    if (body[field] !== undefined && !betas.some((b) => b.trim().startsWith(prefix))) {
+      return `${field}: Extra inputs are not permitted`;
+    }
+  }
+  return undefined;
+}
+
 export async function startAnthropicUpstream(
   options: AnthropicUpstreamOptions = {},
 ): Promise<AnthropicUpstream> {
@@ -300,7 +324,9 @@ export async function startAnthropicUpstream(
           return;
         }
         {
-          const problem = isRecord(body) ? thinkingHistoryError(body) : undefined;
+          const problem = isRecord(body)
+            ? (betaFieldError(body, record.headers) ?? thinkingHistoryError(body))
+            : undefined;
           if (problem !== undefined) {
             sendJson(res, 400, anthropicError("invalid_request_error", problem));
             return;
@@ -326,12 +352,21 @@ export async function startAnthropicUpstream(
   };
 }
 
+/** An answer given as ordered `blocks` has none of the blocks the other options describe. */
+function onlyBlocks(behavior: AnswerBehavior): AnswerBehavior {
+  if (behavior.blocks === undefined) return behavior;
+  const { thinking: _t, redactedThinking: _r, ...rest } = behavior;
+  const calls = behavior.blocks.some((b) => b.type === "tool_use");
+  return { stopReason: calls ? "tool_use" : "end_turn", ...rest, text: "", toolUses: [] };
+}
+
 async function answer(
   res: ServerResponse,
-  behavior: AnswerBehavior,
+  asked: AnswerBehavior,
   request: Record<string, unknown>,
   id: string,
 ): Promise<void> {
+  const behavior = onlyBlocks(asked);
   const text = behavior.text ?? "Hello from the fake upstream.";
   const textPieces = text === "" ? [] : splitInto(text, behavior.chunks ?? 3);
   const thinkingPieces =
@@ -348,10 +383,13 @@ async function answer(
     behavior.model ?? (typeof request.model === "string" ? request.model : "claude-fake");
   const stopReason = behavior.stopReason ?? (toolUses.length > 0 ? "tool_use" : "end_turn");
   const signature = behavior.thinking === undefined ? "" : signThinking(behavior.thinking);
+  const blocks = behavior.blocks?.map(signed);
   const deltas =
-    textPieces.length +
-    thinkingPieces.length +
-    toolUses.reduce((n, use) => n + use.fragments.length, 0);
+    blocks !== undefined
+      ? blocks.length
+      : textPieces.length +
+        thinkingPieces.length +
+        toolUses.reduce((n, use) => n + use.fragments.length, 0);
   const usage: AnthropicUsage = {
     input_tokens: 10,
     cache_creation_input_tokens: 0,
@@ -361,7 +399,7 @@ async function answer(
   };
 
   if (request.stream !== true) {
-    const content: AnthropicContentBlock[] = [];
+    const content: AnthropicContentBlock[] = (blocks ?? []) as unknown as AnthropicContentBlock[];
     if (behavior.thinking !== undefined) {
       content.push({ type: "thinking", thinking: behavior.thinking, signature });
     }
@@ -414,6 +452,16 @@ async function answer(
     events.push({ type: "content_block_stop", index });
     index += 1;
   };
+  for (const whole of blocks ?? []) {
+    const at = index;
+    const { start, deltas } = streamBlock(whole);
+    block(
+      start as unknown as AnthropicContentBlock,
+      deltas.map(
+        (delta) => ({ type: "content_block_delta", index: at, delta }) as AnthropicStreamEvent,
+      ),
+    );
+  }
   if (behavior.thinking !== undefined) {
     const at = index;
     block({ type: "thinking", thinking: "", signature: "" }, [
@@ -462,7 +510,11 @@ async function answer(
       stop_reason: stopReason as AnthropicMessage["stop_reason"],
       stop_sequence: behavior.stopSequence ?? null,
     },
-    usage: { output_tokens: usage.output_tokens ?? 0 },
+    // Cumulative; the server tool counts come again here (the tier does not).
+    usage: {
+      output_tokens: usage.output_tokens ?? 0,
+      ...(usage.server_tool_use != null && { server_tool_use: usage.server_tool_use }),
+    },
   });
   events.push({ type: "message_stop" });
 
@@ -495,6 +547,57 @@ async function answer(
     await write(res, frame(event));
   }
   res.end();
+}
+
+/** A block as the fake answers it: thinking carries the signature the fake issues for its text. */
+function signed(block: Record<string, unknown>): Record<string, unknown> {
+  if (block.type !== "thinking" || typeof block.signature === "string") return block;
+  return { ...block, signature: signThinking(String(block.thinking)) };
+}
+
+/**
+ * How Anthropic streams a block of each type: text and thinking open empty and fill with deltas
+ * (citations first, then the text; the thinking's signature last); a block with an `input`
+ * (tool_use, server_tool_use, mcp_tool_use) opens with `{}` and streams the input's JSON; any
+ * other block (redacted thinking, server tool and MCP results) comes whole in its start.
+ */
+function streamBlock(block: Record<string, unknown>): {
+  start: Record<string, unknown>;
+  deltas: Array<Record<string, unknown>>;
+} {
+  if (block.type === "text") {
+    const text = String(block.text);
+    const citations = Array.isArray(block.citations) ? block.citations : [];
+    return {
+      start: { type: "text", text: "" },
+      deltas: [
+        ...citations.map((citation: unknown) => ({ type: "citations_delta", citation })),
+        ...splitInto(text, 2).map((piece) => ({ type: "text_delta", text: piece })),
+      ],
+    };
+  }
+  if (block.type === "thinking") {
+    return {
+      start: { type: "thinking", thinking: "", signature: "" },
+      deltas: [
+        ...splitInto(String(block.thinking), 2).map((thinking) => ({
+          type: "thinking_delta",
+          thinking,
+        })),
+        { type: "signature_delta", signature: block.signature },
+      ],
+    };
+  }
+  if ("input" in block) {
+    return {
+      start: { ...block, input: {} },
+      deltas: splitInto(JSON.stringify(block.input), 2).map((partial_json) => ({
+        type: "input_json_delta",
+        partial_json,
+      })),
+    };
+  }
+  return { start: block, deltas: [] };
 }
 
 /** One named SSE event, the way Anthropic writes them. */
