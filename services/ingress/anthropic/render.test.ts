@@ -327,6 +327,37 @@ describe("usage with cache writes", () => {
   });
 });
 
+describe("usage with a service tier and server tool requests", () => {
+  it("names the tier in a whole answer and message_start, the requests in message_delta too", () => {
+    const usage = {
+      promptTokens: 10,
+      completionTokens: 5,
+      totalTokens: 15,
+      serviceTier: "priority",
+      serverToolUseJson: '{"web_search_requests":2}',
+    };
+    const c = create(ChatCompletionSchema, {
+      ...start,
+      choices: [{ index: 0, message: { role: Role.ASSISTANT }, finishReason: FinishReason.STOP }],
+      usage,
+    });
+    expect(renderMessage(c).usage).toEqual({
+      input_tokens: 10,
+      output_tokens: 5,
+      server_tool_use: { web_search_requests: 2 },
+      service_tier: "priority",
+    });
+    const r = new MessageStreamRenderer();
+    const frames = r.render(chunk({ start, usage })) + r.finish();
+    expect(frames).toContain(
+      '"usage":{"input_tokens":10,"output_tokens":5,"server_tool_use":{"web_search_requests":2},"service_tier":"priority"}}}',
+    );
+    expect(frames).toContain(
+      '"usage":{"input_tokens":10,"output_tokens":5,"server_tool_use":{"web_search_requests":2}}}',
+    );
+  });
+});
+
 describe("anthropicStopReason", () => {
   it.each<[FinishReason, string | undefined, boolean, string]>([
     [FinishReason.STOP, undefined, false, "end_turn"],

@@ -87,12 +87,19 @@ function stopSequence(
 }
 
 /**
+ * Where a usage object goes: a whole answer, or a stream's `message_start` (the usage so far,
+ * whose cost is not the answer's) or `message_delta` (which, as Anthropic sends it, has no
+ * `service_tier`: the tier was named at the start).
+ */
+export type UsagePlace = "message" | "message_start" | "message_delta";
+
+/**
  * Anthropic counts cache reads and cache writes apart from `input_tokens`; the canonical prompt
  * count includes both.
  */
 export function renderUsage(
   u: Usage | undefined,
-  options: { withCost: boolean } = { withCost: true },
+  place: UsagePlace = "message",
 ): AnthropicUsage & { cost_usd?: number } {
   if (u === undefined) return { input_tokens: 0, output_tokens: 0 };
   const cached = u.cachedPromptTokens;
@@ -109,8 +116,10 @@ export function renderUsage(
   if (u.reasoningTokens !== undefined) {
     out.output_tokens_details = { thinking_tokens: u.reasoningTokens };
   }
+  if (u.serverToolUseJson !== undefined) out.server_tool_use = JSON.parse(u.serverToolUseJson);
+  if (u.serviceTier !== undefined && place !== "message_delta") out.service_tier = u.serviceTier;
   // Clients and SDKs ignore fields they do not know; only final usage carries a final cost.
-  if (options.withCost && u.costUsd !== undefined) out.cost_usd = u.costUsd;
+  if (place !== "message_start" && u.costUsd !== undefined) out.cost_usd = u.costUsd;
   return out;
 }
 
@@ -397,7 +406,7 @@ export class MessageStreamRenderer {
         stop_reason: stopReason,
         stop_sequence: stopSequence(stopReason, this.#stopSequence, this.#options),
       },
-      usage: renderUsage(this.#usage),
+      usage: renderUsage(this.#usage, "message_delta"),
     });
     return out + sse({ type: "message_stop" });
   }
@@ -427,7 +436,7 @@ export class MessageStreamRenderer {
         stop_reason: null,
         stop_sequence: null,
         // The usage so far (prompt tokens, at most): its cost is not the answer's.
-        usage: renderUsage(this.#usage, { withCost: false }),
+        usage: renderUsage(this.#usage, "message_start"),
       },
     });
   }

@@ -26,6 +26,10 @@ export interface AnthropicUsage {
   cache_creation?: { ephemeral_5m_input_tokens: number; ephemeral_1h_input_tokens: number };
   output_tokens: number;
   output_tokens_details?: { thinking_tokens: number };
+  /** Requests made to server-side tools, as the upstream counted them (`web_search_requests`). */
+  server_tool_use?: Record<string, unknown>;
+  /** The tier that served the request; not on `message_delta`. */
+  service_tier?: string;
 }
 
 export interface AnthropicTextBlock {

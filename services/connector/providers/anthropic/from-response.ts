@@ -186,6 +186,9 @@ export function toUsage(usage: unknown): Usage | undefined {
     ? usage.cache_creation.ephemeral_1h_input_tokens
     : undefined;
   if (isCount(hour) && hour > 0) out.cacheWrite1hPromptTokens = hour;
+  if (typeof usage.service_tier === "string") out.serviceTier = usage.service_tier;
+  if (isRecord(usage.server_tool_use))
+    out.serverToolUseJson = JSON.stringify(usage.server_tool_use);
   return out;
 }
 

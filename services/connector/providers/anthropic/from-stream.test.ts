@@ -94,6 +94,41 @@ describe("AnthropicStreamTranslator", () => {
     expect([call?.id, call?.name, call?.arguments]).toEqual(["toolu_E", "get_time", "{}"]);
   });
 
+  it("keeps the service tier from message_start and the server tool counts message_delta updates", () => {
+    const t = new AnthropicStreamTranslator({ provider: "claude" });
+    const events = [
+      {
+        type: "message_start",
+        message: {
+          id: "msg_1",
+          model: "m",
+          usage: {
+            input_tokens: 3,
+            output_tokens: 1,
+            service_tier: "standard",
+            server_tool_use: { web_search_requests: 0 },
+          },
+        },
+      },
+      {
+        type: "message_delta",
+        delta: { stop_reason: "end_turn" },
+        usage: { output_tokens: 9, server_tool_use: { web_search_requests: 1 } },
+      },
+      { type: "message_stop" },
+    ];
+    const chunks = events.flatMap((e) => t.push(e) ?? []);
+    expect(chunks[0]?.usage).toMatchObject({
+      serviceTier: "standard",
+      serverToolUseJson: '{"web_search_requests":0}',
+    });
+    expect(chunks.at(-1)?.usage).toMatchObject({
+      completionTokens: 9,
+      serviceTier: "standard",
+      serverToolUseJson: '{"web_search_requests":1}',
+    });
+  });
+
   it("numbers tool calls by their order among tool_use blocks, not by block index", () => {
     const { chunks } = translateStream("stream-thinking-tool-use.sse", {
       provider: "claude",

@@ -218,6 +218,9 @@ export class AnthropicStreamTranslator {
     }
     // The split of cache writes by lifetime, which prices them.
     if (isRecord(usage.cache_creation)) this.#usage.cache_creation = usage.cache_creation;
+    // message_start names the tier; message_delta's server tool counts are cumulative.
+    if (typeof usage.service_tier === "string") this.#usage.service_tier = usage.service_tier;
+    if (isRecord(usage.server_tool_use)) this.#usage.server_tool_use = usage.server_tool_use;
   }
 
   /** A chunk with text for `field`; nothing for an absent or empty text. */

@@ -134,6 +134,8 @@ export interface AnthropicUsage {
   cache_creation_input_tokens?: number | null;
   cache_read_input_tokens?: number | null;
   service_tier?: string | null;
+  /** Requests made to server-side tools, e.g. `{ "web_search_requests": 1 }`. */
+  server_tool_use?: Record<string, number> | null;
 }
 
 export interface AnthropicTextBlock {
