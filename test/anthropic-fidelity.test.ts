@@ -1,24 +1,36 @@
 import Anthropic from "@anthropic-ai/sdk";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
-import { type AnthropicUpstream, startAnthropicUpstream } from "./upstreams/anthropic-upstream.js";
+import {
+  type AnthropicUpstream,
+  signThinking,
+  startAnthropicUpstream,
+} from "./upstreams/anthropic-upstream.js";
+import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
 
 // What an Anthropic client gets from an Anthropic upstream through the gateway, beyond what
 // every pair of APIs shares: the official @anthropic-ai/sdk through one gateway process to the
 // fake Anthropic upstream, which answers in Anthropic's wire format, streamed and whole.
 
 let upstream: AnthropicUpstream;
+let openaiUp: OpenAIUpstream;
 let gw: RunningFabric;
 let claude: Anthropic;
 
 beforeAll(async () => {
   upstream = await startAnthropicUpstream();
+  openaiUp = await startOpenAIUpstream();
   gw = await startOneProcess(
     testConfig(`
 providers:
   an: { type: anthropic, base_url: "${upstream.url}", api_key: an-key }
+  oa: { type: openai, base_url: "${openaiUp.url}", api_key: sk-oa }
+  mk: { type: mock }
 models:
   claude: { targets: [{ provider: an, model: claude-up }] }
+  gpt: { targets: [{ provider: oa, model: gpt-up }] }
+  demo: { targets: [{ provider: mk, model: echo }] }
+  demo-then-claude: { targets: [{ provider: mk, model: echo }, { provider: an, model: claude-up }] }
 routing: { retries: 0 }
 health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
 `),
@@ -28,7 +40,7 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
 
 afterAll(async () => {
   await gw?.stop();
-  await upstream?.close();
+  await Promise.all([upstream?.close(), openaiUp?.close()]);
 });
 
 afterEach(() => {
@@ -93,5 +105,151 @@ describe("Anthropic's usage details", () => {
     const whole = await claude.messages.create(ask);
     expect(whole.usage).not.toHaveProperty("service_tier");
     expect(whole.usage).not.toHaveProperty("server_tool_use");
+  });
+});
+
+/** The blocks of each content_block_start, and whether every block stopped before the next began. */
+function framing(events: Anthropic.RawMessageStreamEvent[]) {
+  const starts: Array<{ index: number; type: string }> = [];
+  let open: number | undefined;
+  let nested = false;
+  for (const e of events) {
+    if (e.type === "content_block_start") {
+      if (open !== undefined) nested = true;
+      open = e.index;
+      starts.push({ index: e.index, type: e.content_block.type });
+    } else if (e.type === "content_block_stop") {
+      if (e.index !== open) nested = true;
+      open = undefined;
+    } else if (e.type === "content_block_delta" && e.index !== open) {
+      nested = true;
+    }
+  }
+  return { starts, nested };
+}
+
+const signed = (blocks: Array<Record<string, unknown>>) =>
+  blocks.map((b) =>
+    b.type === "thinking" ? { ...b, signature: signThinking(String(b.thinking)) } : b,
+  );
+
+describe("Anthropic's content blocks", () => {
+  // Interleaved thinking with tools (beta interleaved-thinking-2025-05-14): thinking between
+  // calls, text between calls, as Anthropic answers.
+  const interleaved = [
+    { type: "thinking", thinking: "The user wants Paris. Weather first." },
+    { type: "text", text: "Let me check the weather." },
+    { type: "tool_use", id: "toolu_1", name: "get_weather", input: { city: "Paris" } },
+    { type: "text", text: "And the time, too." },
+    { type: "thinking", thinking: "Paris is on CET." },
+    { type: "tool_use", id: "toolu_2", name: "get_time", input: { tz: "CET" } },
+  ];
+  const tools = [
+    { name: "get_weather", input_schema: { type: "object" as const } },
+    { name: "get_time", input_schema: { type: "object" as const } },
+  ];
+  const thinkingAsk = {
+    ...ask,
+    max_tokens: 4096,
+    thinking: { type: "enabled" as const, budget_tokens: 2048 },
+    tools,
+  };
+
+  it.each([
+    ["streamed", true],
+    ["whole", false],
+  ])(
+    "reach an anthropic client %s in the upstream's order, each block whole",
+    async (_, stream) => {
+      upstream.setBehavior({ kind: "answer", blocks: interleaved });
+      const message = stream
+        ? await claude.messages.stream(thinkingAsk).finalMessage()
+        : await claude.messages.create(thinkingAsk);
+      expect(message.content).toEqual(signed(interleaved));
+      expect(message.stop_reason).toBe("tool_use");
+    },
+  );
+
+  it("stream as one block after another, numbered from 0 in order", async () => {
+    upstream.setBehavior({ kind: "answer", blocks: interleaved });
+    const { starts, nested } = framing(await streamedEvents(thinkingAsk));
+    expect(nested).toBe(false);
+    expect(starts).toEqual(interleaved.map((b, index) => ({ index, type: b.type })));
+  });
+
+  it("go back to Anthropic in the client's order when it sends its answer on", async () => {
+    upstream.setBehavior({ kind: "answer", blocks: interleaved });
+    const first = await claude.messages.create(thinkingAsk, {
+      headers: { "anthropic-beta": "interleaved-thinking-2025-05-14" },
+    });
+    upstream.setBehavior({ kind: "answer", text: "Sunny, 14:00." });
+    const results = [
+      { type: "tool_result" as const, tool_use_id: "toolu_1", content: "sunny" },
+      { type: "tool_result" as const, tool_use_id: "toolu_2", content: "14:00" },
+    ];
+    const second = await claude.messages.create({
+      ...thinkingAsk,
+      messages: [
+        ...ask.messages,
+        { role: "assistant", content: first.content },
+        { role: "user", content: results },
+      ],
+    });
+    // The fake checks every signature, as Anthropic does; the turn arrives as the client sent it.
+    expect(second.content).toEqual([{ type: "text", text: "Sunny, 14:00." }]);
+    const sent = upstream.requests.at(-1)?.body as { messages: unknown[] };
+    expect(sent.messages[1]).toEqual({ role: "assistant", content: signed(interleaved) });
+  });
+
+  it("keep two text blocks apart, each with its citations, after a web search", async () => {
+    const citation = (url: string, text: string) => ({
+      type: "web_search_result_location",
+      url,
+      title: url,
+      encrypted_index: `Eo${text.length}`,
+      cited_text: text,
+    });
+    const searched = [
+      { type: "text", text: "I'll search." },
+      {
+        type: "server_tool_use",
+        id: "srvtoolu_1",
+        name: "web_search",
+        input: { query: "gateway news" },
+      },
+      {
+        type: "web_search_tool_result",
+        tool_use_id: "srvtoolu_1",
+        content: [
+          {
+            type: "web_search_result",
+            url: "https://a.example",
+            title: "A",
+            encrypted_content: "EqA",
+            page_age: null,
+          },
+        ],
+      },
+      {
+        type: "text",
+        text: "Gateways route.",
+        citations: [citation("https://a.example", "route")],
+      },
+      {
+        type: "text",
+        text: " They also fail over.",
+        citations: [citation("https://b.example", "fail")],
+      },
+    ];
+    upstream.setBehavior({
+      kind: "answer",
+      blocks: searched,
+      usage: { input_tokens: 50, output_tokens: 20, server_tool_use: { web_search_requests: 1 } },
+    });
+    const whole = await claude.messages.create(ask);
+    expect(whole.content).toEqual(searched);
+    const streamed = await claude.messages.stream(ask).finalMessage();
+    expect(streamed.content).toEqual(searched);
+    expect(streamed.usage.server_tool_use).toEqual({ web_search_requests: 1 });
   });
 });

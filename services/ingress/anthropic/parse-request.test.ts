@@ -481,16 +481,15 @@ describe("parseMessagesRequest: messages", () => {
 
   it.each<[string, unknown, string, string]>([
     [
-      "a server tool block",
+      "a server tool block the user wrote",
       [
-        user,
         {
-          role: "assistant",
-          content: [{ type: "server_tool_use", id: "s", name: "web_search", input: {} }],
+          role: "user",
+          content: [{ type: "search_result", source: "https://x", title: "x", content: [] }],
         },
       ],
-      "messages.1.content.0.type: 'server_tool_use' blocks belong to Anthropic server tools and are not supported by this gateway",
-      "messages.1.content.0.type",
+      "messages.0.content.0.type: 'search_result' blocks belong to Anthropic server tools and are not supported by this gateway",
+      "messages.0.content.0.type",
     ],
     [
       "an image from the Files API",
@@ -721,6 +720,52 @@ describe("parseMessagesRequest: messages", () => {
       ["Let me think.", "sig", ""],
       ["", "", "opaque"],
     ]);
+  });
+
+  it("numbers an assistant message's blocks in their order, and carries server tool and MCP blocks whole", () => {
+    const search = {
+      type: "server_tool_use",
+      id: "srvtoolu_1",
+      name: "web_search",
+      input: { q: "x" },
+    };
+    const mcp = {
+      type: "mcp_tool_result",
+      tool_use_id: "mcptoolu_1",
+      is_error: false,
+      content: [{ type: "text", text: "42" }],
+    };
+    const p = parseMessagesRequest({
+      ...base,
+      messages: [
+        user,
+        {
+          role: "assistant",
+          content: [
+            { type: "text", text: "Let me look." },
+            search,
+            { type: "thinking", thinking: "Found it.", signature: "sig" },
+            { type: "tool_use", id: "toolu_1", name: "f", input: {} },
+            mcp,
+            { type: "text", text: "Done." },
+          ],
+        },
+        // A user's blocks keep the order of their lists only.
+        { role: "user", content: [{ type: "text", text: "Thanks." }] },
+      ],
+    });
+    const a = p.messages[1];
+    expect(a?.content.map((c) => [c.blockIndex, c.part.value])).toEqual([
+      [0, "Let me look."],
+      [5, "Done."],
+    ]);
+    expect(a?.anthropicBlocks.map((b) => [b.blockIndex, JSON.parse(b.json)])).toEqual([
+      [1, search],
+      [4, mcp],
+    ]);
+    expect(a?.reasoningBlocks.map((b) => b.blockIndex)).toEqual([2]);
+    expect(a?.toolCalls.map((c) => c.blockIndex)).toEqual([3]);
+    expect(p.messages[2]?.content[0]?.blockIndex).toBeUndefined();
   });
 
   it("lets the last assistant message be an empty prefill", () => {

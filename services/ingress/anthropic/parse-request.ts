@@ -1,5 +1,6 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import {
+  type AnthropicBlockSchema,
   type ChatParams,
   ChatParamsSchema,
   type ContentPartSchema,
@@ -22,6 +23,7 @@ type PartInit = MessageInitShape<typeof ContentPartSchema>;
 type ToolInit = MessageInitShape<typeof ToolSchema>;
 type ToolCallInit = MessageInitShape<typeof ToolCallSchema>;
 type ReasoningBlockInit = MessageInitShape<typeof ReasoningBlockSchema>;
+type AnthropicBlockInit = MessageInitShape<typeof AnthropicBlockSchema>;
 type ToolChoiceInit = MessageInitShape<typeof ToolChoiceSchema>;
 type ResponseFormatInit = MessageInitShape<typeof ResponseFormatSchema>;
 
@@ -83,6 +85,24 @@ const ROLE_BLOCKS: ReadonlyMap<Role, readonly string[]> = new Map([
   [Role.SYSTEM, ["text"]],
 ]);
 const TOOL_RESULT_BLOCKS = ["text", "image", "document"];
+/**
+ * Blocks of Anthropic's server tools, MCP connector and context management that its answers
+ * hold. An assistant turn that a client sends back carries them whole, in place, to Anthropic
+ * targets (Anthropic ran those tools; no other upstream can continue from them).
+ */
+const ANTHROPIC_ASSISTANT_BLOCKS: ReadonlySet<string> = new Set([
+  "server_tool_use",
+  "web_search_tool_result",
+  "web_fetch_tool_result",
+  "code_execution_tool_result",
+  "bash_code_execution_tool_result",
+  "text_editor_code_execution_tool_result",
+  "tool_search_tool_result",
+  "mcp_tool_use",
+  "mcp_tool_result",
+  "container_upload",
+  "compaction",
+]);
 /**
  * Block types of Anthropic's server tools and retrieval features. They are Anthropic's to
  * produce and execute, so no other upstream can continue a conversation that holds them.
@@ -146,6 +166,9 @@ export const OUTPUT_SCHEMA_NAME = "output";
  * - `thinking` / `redacted_thinking` blocks in the history become the assistant message's
  *   reasoning blocks, byte for byte: with thinking enabled and tools in use, Anthropic wants
  *   the last turn's thinking back with its signature. Only Anthropic upstreams are sent them.
+ * - An assistant message's blocks keep their order (`blockIndex`), and the blocks of
+ *   Anthropic's server tools and MCP connector travel whole (`anthropicBlocks`), for Anthropic
+ *   targets only.
  * - `cache_control` markers on blocks and tools are kept where they stand (`cacheControlJson`):
  *   Anthropic targets get them back in place, other upstreams cache on their own.
  * - `citations` of earlier answers are dropped: they tune presentation, not what the model is
@@ -262,6 +285,10 @@ function parseMessage(raw: unknown, path: string, last: boolean): MessageInit[] 
   const parts: PartInit[] = [];
   const toolCalls: ToolCallInit[] = [];
   const reasoningBlocks: ReasoningBlockInit[] = [];
+  const anthropicBlocks: AnthropicBlockInit[] = [];
+  // An assistant turn's blocks keep their place: Anthropic wants its thinking back where it was,
+  // and interleaved thinking puts it between tool calls and text.
+  const place = (j: number) => (role === Role.ASSISTANT ? { blockIndex: j } : {});
   content.forEach((block: unknown, j) => {
     const blockPath = `${path}.content.${j}`;
     const { type, value } = blockOf(block, blockPath, allowed, role);
@@ -269,10 +296,10 @@ function parseMessage(raw: unknown, path: string, last: boolean): MessageInit[] 
       case "text":
       case "image":
       case "document":
-        parts.push(contentPart(type, value, blockPath));
+        parts.push({ ...contentPart(type, value, blockPath), ...place(j) });
         return;
       case "tool_use":
-        toolCalls.push(toolCall(value, blockPath));
+        toolCalls.push({ ...toolCall(value, blockPath), ...place(j) });
         return;
       case "tool_result":
         results.push(toolResult(value, blockPath));
@@ -281,11 +308,18 @@ function parseMessage(raw: unknown, path: string, last: boolean): MessageInit[] 
         reasoningBlocks.push({
           text: requiredString(value, "thinking", blockPath),
           signature: requiredString(value, "signature", blockPath),
+          ...place(j),
         });
         return;
       case "redacted_thinking":
-        reasoningBlocks.push({ redactedData: requiredString(value, "data", blockPath) });
+        reasoningBlocks.push({
+          redactedData: requiredString(value, "data", blockPath),
+          ...place(j),
+        });
         return;
+      default:
+        // One of Anthropic's own (see ANTHROPIC_ASSISTANT_BLOCKS): whole, as the client sent it.
+        anthropicBlocks.push({ json: JSON.stringify(value), ...place(j) });
     }
   });
 
@@ -293,7 +327,7 @@ function parseMessage(raw: unknown, path: string, last: boolean): MessageInit[] 
     if (parts.length > 0) results.push({ role, content: parts });
     return results;
   }
-  return [{ role, content: parts, toolCalls, reasoningBlocks }];
+  return [{ role, content: parts, toolCalls, reasoningBlocks, anthropicBlocks }];
 }
 
 /**
@@ -309,6 +343,9 @@ function blockOf(
   if (!isObject(raw)) throw typeError(path, "a valid dictionary");
   const type = raw.type;
   if (!present(type)) throw required(`${path}.type`);
+  if (role === Role.ASSISTANT && typeof type === "string" && ANTHROPIC_ASSISTANT_BLOCKS.has(type)) {
+    return { type, value: raw };
+  }
   if (typeof type === "string" && SERVER_BLOCKS.has(type)) {
     throw unsupported(
       `${path}.type`,

@@ -327,6 +327,66 @@ describe("usage with cache writes", () => {
   });
 });
 
+/**
+ * An Anthropic upstream's answer as the connector translates it: each block numbered, two text
+ * blocks in a row (the second with a citation), a server tool call and its result.
+ */
+const numberedAnswer = [
+  chunk({ start, choices: [{ index: 0, role: Role.ASSISTANT, reasoning: "Hm." }] }),
+  chunk({
+    choices: [{ index: 0, reasoningBlocks: [{ text: "Hm.", signature: "sig", blockIndex: 0 }] }],
+  }),
+  chunk({ choices: [{ index: 0, content: "One.", blockIndex: 1 }] }),
+  chunk({ choices: [{ index: 0, citationsJson: '[{"url":"https://a.example"}]', blockIndex: 2 }] }),
+  chunk({ choices: [{ index: 0, content: "Two.", blockIndex: 2 }] }),
+  chunk({
+    choices: [
+      {
+        index: 0,
+        anthropicBlock: {
+          json: '{"type":"server_tool_use","id":"srvtoolu_1","name":"web_search","input":{"query":"q"}}',
+          blockIndex: 3,
+        },
+      },
+    ],
+  }),
+  chunk({
+    choices: [
+      {
+        index: 0,
+        anthropicBlock: {
+          json: '{"type":"web_search_tool_result","tool_use_id":"srvtoolu_1","content":[]}',
+          blockIndex: 4,
+        },
+      },
+    ],
+  }),
+  chunk({
+    choices: [
+      {
+        index: 0,
+        toolCalls: [{ index: 0, id: "toolu_1", name: "f", arguments: "{}", blockIndex: 5 }],
+      },
+    ],
+  }),
+  chunk({
+    choices: [{ index: 0, finishReason: FinishReason.TOOL_CALLS, rawFinishReason: "tool_use" }],
+  }),
+];
+
+describe("an Anthropic upstream's numbered blocks", () => {
+  it("are rendered whole in their order, two text blocks apart, each with its citations", () => {
+    expect(renderMessage(aggregate(numberedAnswer)).content).toEqual([
+      { type: "thinking", thinking: "Hm.", signature: "sig" },
+      { type: "text", text: "One." },
+      { type: "text", text: "Two.", citations: [{ url: "https://a.example" }] },
+      { type: "server_tool_use", id: "srvtoolu_1", name: "web_search", input: { query: "q" } },
+      { type: "web_search_tool_result", tool_use_id: "srvtoolu_1", content: [] },
+      { type: "tool_use", id: "toolu_1", name: "f", input: {} },
+    ]);
+  });
+});
+
 describe("usage with a service tier and server tool requests", () => {
   it("names the tier in a whole answer and message_start, the requests in message_delta too", () => {
     const usage = {
@@ -824,6 +884,26 @@ describe("MessageStreamRenderer", () => {
     expect(reassemble(parseEvents(sse))).toEqual(whole);
   });
 
+  it("streams an Anthropic upstream's numbered blocks in order, as renderMessage renders them", () => {
+    const r = new MessageStreamRenderer();
+    let sse = "";
+    for (const c of numberedAnswer) sse += r.render(c);
+    sse += r.finish();
+    const events = parseEvents(sse);
+    // Every block is started, filled and stopped before the next, numbered from 0.
+    expect(
+      events
+        .filter((e) => e.type === "content_block_start" || e.type === "content_block_stop")
+        .map((e) => `${e.type === "content_block_start" ? "+" : "-"}${e.index}`),
+    ).toEqual(["+0", "-0", "+1", "-1", "+2", "-2", "+3", "-3", "+4", "-4", "+5", "-5"]);
+    expect(events.find((e) => e.type === "content_block_start" && e.index === 3)).toEqual({
+      type: "content_block_start",
+      index: 3,
+      content_block: { type: "server_tool_use", id: "srvtoolu_1", name: "web_search", input: {} },
+    });
+    expect(reassemble(events)).toEqual(renderMessage(aggregate(numberedAnswer)));
+  });
+
   it("streams what renderMessage renders for the same answer", () => {
     const chunks = [
       chunk({ start, choices: [{ index: 0, role: Role.ASSISTANT, reasoning: "Think" }] }),
@@ -877,9 +957,15 @@ function reassemble(events: Event[]): unknown {
       if (d.type === "thinking_delta") block.thinking = `${block.thinking}${d.thinking}`;
       if (d.type === "signature_delta") block.signature = `${block.signature}${d.signature}`;
       if (d.type === "input_json_delta") json[i] += d.partial_json ?? "";
+      if (e.delta && (e.delta as { type: string }).type === "citations_delta") {
+        block.citations = [
+          ...((block.citations as unknown[]) ?? []),
+          (e.delta as { citation: unknown }).citation,
+        ];
+      }
     } else if (e.type === "content_block_stop") {
       const block = content[i] as Record<string, unknown>;
-      if (block.type === "tool_use" && json[i] !== "") block.input = JSON.parse(json[i] ?? "");
+      if ("input" in block && json[i] !== "") block.input = JSON.parse(json[i] ?? "");
     } else if (e.type === "message_delta") {
       message = { ...message, ...(e.delta as object), usage: e.usage };
     }

@@ -1,20 +1,25 @@
 import { randomUUID } from "node:crypto";
 import {
+  type AnthropicBlock,
   type ChatChunk,
   type ChatCompletion,
   type ChatStart,
+  type Choice,
   FinishReason,
   type ReasoningBlock,
   type ToolCallDelta,
   type Usage,
 } from "../../../gen/switchyard/chat/v1/chat_pb.js";
+import { isNumbered, orderedBlocks } from "../../lib/chat/blocks.js";
 import { Failure } from "../../lib/errors.js";
 import { anthropicError } from "./errors.js";
 import type {
   AnthropicContentBlock,
   AnthropicMessage,
+  AnthropicOwnBlock,
   AnthropicStopReason,
   AnthropicStreamEvent,
+  AnthropicTextBlock,
   AnthropicUsage,
 } from "./wire.js";
 
@@ -229,41 +234,17 @@ function newMessageId(): string {
 }
 
 /**
- * The body of a non-streamed `POST /v1/messages` answer: thinking, then text (a refusal is
- * text too), then tool calls, which is the order the stream renderer produces for the same
- * answer. Only choice 0: Anthropic answers have one.
+ * The body of a non-streamed `POST /v1/messages` answer. Blocks the upstream numbered (an
+ * Anthropic upstream's) keep their order and their bounds: two text blocks stay two, each with
+ * its citations. Otherwise thinking, then text (one block; a refusal is text too), then tool
+ * calls, which is the order the stream renderer produces for the same answer. Only choice 0:
+ * Anthropic answers have one.
  */
 export function renderMessage(c: ChatCompletion, options: RenderOptions = {}): AnthropicMessage {
   const id = c.id || newMessageId();
   const choice = c.choices.find((ch) => ch.index === 0) ?? c.choices[0];
-  const content: AnthropicContentBlock[] = [];
-  const reasoningBlocks = choice?.message?.reasoningBlocks ?? [];
-  if (reasoningBlocks.length > 0) {
-    // Anthropic's own blocks, signed: the client sends them back as they are.
-    for (const block of reasoningBlocks) content.push(thinkingBlock(block));
-  } else if (choice?.reasoning) {
-    // Another upstream's reasoning has no signature to give.
-    content.push({ type: "thinking", thinking: choice.reasoning, signature: "" });
-  }
-  let text = "";
-  for (const { part } of choice?.message?.content ?? []) {
-    if (part.case === "text") text += part.value;
-  }
-  text += choice?.message?.refusal ?? "";
-  if (text !== "") content.push({ type: "text", text });
+  const content = choice === undefined ? [] : contentBlocks(choice, id);
   const toolCalls = choice?.message?.toolCalls ?? [];
-  const cutShort = choice?.finishReason === FinishReason.LENGTH;
-  toolCalls.forEach((call, i) => {
-    content.push({
-      type: "tool_use",
-      id: toolUseId(call.id, id, i),
-      name: call.name,
-      input:
-        cutShort && !isJson(call.arguments)
-          ? partialToolInput(call.arguments)
-          : toolInput(call.arguments, call.name),
-    });
-  });
   const stopReason = anthropicStopReason(
     choice?.finishReason ?? FinishReason.UNSPECIFIED,
     choice?.rawFinishReason,
@@ -279,6 +260,70 @@ export function renderMessage(c: ChatCompletion, options: RenderOptions = {}): A
     stop_sequence: stopSequence(stopReason, choice?.stopSequence, options),
     usage: renderUsage(c.usage),
   };
+}
+
+/** A choice's content blocks, in their order (see renderMessage). */
+function contentBlocks(choice: Choice, id: string): AnthropicContentBlock[] {
+  const message = choice.message;
+  const content: AnthropicContentBlock[] = [];
+  if ((message?.reasoningBlocks.length ?? 0) === 0 && choice.reasoning) {
+    // Another upstream's reasoning has no signature to give.
+    content.push({ type: "thinking", thinking: choice.reasoning, signature: "" });
+  }
+  if (message === undefined) return content;
+  const numbered = isNumbered(message);
+  const cutShort = choice.finishReason === FinishReason.LENGTH;
+  /** Without numbered blocks, all the text is one block. */
+  let joined: AnthropicTextBlock | undefined;
+  for (const block of orderedBlocks(message)) {
+    switch (block.kind) {
+      case "reasoning":
+        // Anthropic's own blocks, signed: the client sends them back as they are.
+        content.push(thinkingBlock(block.block));
+        break;
+      case "content": {
+        const { part } = block.part;
+        if (part.case !== "text") break;
+        if (numbered) {
+          content.push(textBlock(part.value, block.part.citationsJson));
+        } else if (joined === undefined) {
+          joined = { type: "text", text: part.value };
+          content.push(joined);
+        } else {
+          joined.text += part.value;
+        }
+        break;
+      }
+      case "tool_call": {
+        const { call } = block;
+        content.push({
+          type: "tool_use",
+          id: toolUseId(call.id, id, block.position),
+          name: call.name,
+          input:
+            cutShort && !isJson(call.arguments)
+              ? partialToolInput(call.arguments)
+              : toolInput(call.arguments, call.name),
+        });
+        break;
+      }
+      case "anthropic":
+        content.push(JSON.parse(block.block.json) as AnthropicOwnBlock);
+        break;
+    }
+  }
+  const refusal = message.refusal ?? "";
+  if (refusal !== "") {
+    if (joined !== undefined) joined.text += refusal;
+    else content.push({ type: "text", text: refusal });
+  }
+  // Anthropic has no empty text blocks.
+  return content.filter((b) => b.type !== "text" || b.text !== "" || b.citations !== undefined);
+}
+
+function textBlock(text: string, citationsJson: string): AnthropicTextBlock {
+  if (citationsJson === "") return { type: "text", text };
+  return { type: "text", text, citations: JSON.parse(citationsJson) as unknown[] };
 }
 
 function thinkingBlock(block: ReasoningBlock): AnthropicContentBlock {
@@ -324,7 +369,8 @@ interface ToolCallState {
 }
 
 type OpenBlock =
-  | { kind: "text" | "thinking"; index: number }
+  /** `upstream`: the upstream's index of the text block, when it numbers them (see #write). */
+  | { kind: "text" | "thinking"; index: number; upstream: number | undefined }
   | { kind: "tool"; index: number; call: ToolCallState };
 
 /**
@@ -373,11 +419,13 @@ export class MessageStreamRenderer {
     let out = this.#start(chunk.start);
     for (const d of chunk.choices) {
       if (d.index !== 0) continue;
-      if (d.reasoning) out += this.#write("thinking", d.reasoning);
+      if (d.reasoning) out += this.#write("thinking", d.reasoning, undefined);
       for (const block of d.reasoningBlocks) out += this.#reasoningBlock(block);
-      if (d.content) out += this.#write("text", d.content);
-      if (d.refusal) out += this.#write("text", d.refusal);
+      if (d.citationsJson !== undefined) out += this.#citations(d.citationsJson, d.blockIndex);
+      if (d.content) out += this.#write("text", d.content, d.blockIndex);
+      if (d.refusal) out += this.#write("text", d.refusal, undefined);
       for (const call of d.toolCalls) out += this.#toolCall(call);
+      if (d.anthropicBlock !== undefined) out += this.#anthropicBlock(d.anthropicBlock);
       if (d.finishReason !== FinishReason.UNSPECIFIED) {
         this.#finishReason = d.finishReason;
         this.#rawFinishReason = d.rawFinishReason;
@@ -441,35 +489,82 @@ export class MessageStreamRenderer {
     });
   }
 
-  #write(kind: "text" | "thinking", text: string): string {
-    let out = "";
-    let open = this.#open;
-    if (open?.kind !== kind) {
-      out += this.#closeBlocks();
-      open = { kind, index: this.#blocks++ };
-      this.#open = open;
-      this.#thinkingChars = 0;
-      out += sse({
-        type: "content_block_start",
-        index: open.index,
-        content_block:
-          kind === "text"
-            ? { type: "text", text: "" }
-            : { type: "thinking", thinking: "", signature: "" },
-      });
-    }
+  /**
+   * Text or thinking for the open block of its kind, or a new one. Text of another upstream
+   * block (`upstream`, the index an Anthropic upstream gave it) is a new text block: two text
+   * blocks stay two, as the upstream sent them.
+   */
+  #write(kind: "text" | "thinking", text: string, upstream: number | undefined): string {
+    const out = this.#openFor(kind, upstream);
+    const index = this.#open?.index ?? 0;
     if (kind === "thinking") this.#thinkingChars += text.length;
     return (
       out +
       sse({
         type: "content_block_delta",
-        index: open.index,
+        index,
         delta:
           kind === "text"
             ? { type: "text_delta", text }
             : { type: "thinking_delta", thinking: text },
       })
     );
+  }
+
+  /** Opens a text or thinking block unless one for this text is open; "" when one is. */
+  #openFor(kind: "text" | "thinking", upstream: number | undefined): string {
+    const open = this.#open;
+    if (open?.kind === kind && (kind === "thinking" || open.upstream === upstream)) return "";
+    const out = this.#closeBlocks();
+    const index = this.#blocks++;
+    this.#open = { kind, index, upstream };
+    this.#thinkingChars = 0;
+    return (
+      out +
+      sse({
+        type: "content_block_start",
+        index,
+        content_block:
+          kind === "text"
+            ? { type: "text", text: "" }
+            : { type: "thinking", thinking: "", signature: "" },
+      })
+    );
+  }
+
+  /**
+   * Citations of a text block (a JSON array), as Anthropic streams them: one `citations_delta`
+   * each, in the block they cite.
+   */
+  #citations(json: string, upstream: number | undefined): string {
+    let out = this.#openFor("text", upstream);
+    const index = this.#open?.index ?? 0;
+    for (const citation of JSON.parse(json) as unknown[]) {
+      out += sse({
+        type: "content_block_delta",
+        index,
+        delta: { type: "citations_delta", citation },
+      });
+    }
+    return out;
+  }
+
+  /**
+   * One of Anthropic's own blocks (server tool and MCP calls and results), as Anthropic streams
+   * it: a block with an `input` opens with `{}` and gets its input as one `input_json_delta`;
+   * any other opens whole.
+   */
+  #anthropicBlock(block: AnthropicBlock): string {
+    const whole = JSON.parse(block.json) as AnthropicOwnBlock;
+    let out = this.#closeBlocks();
+    const index = this.#blocks++;
+    if ("input" in whole) {
+      out += sse({ type: "content_block_start", index, content_block: { ...whole, input: {} } });
+      out += inputDelta(index, JSON.stringify(whole.input));
+    } else {
+      out += sse({ type: "content_block_start", index, content_block: whole });
+    }
+    return out + sse({ type: "content_block_stop", index });
   }
 
   /**

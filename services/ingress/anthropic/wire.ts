@@ -35,6 +35,8 @@ export interface AnthropicUsage {
 export interface AnthropicTextBlock {
   type: "text";
   text: string;
+  /** The upstream's citations of this text, as it gave them; absent when none. */
+  citations?: unknown[];
 }
 
 export interface AnthropicThinkingBlock {
@@ -57,11 +59,21 @@ export interface AnthropicToolUseBlock {
   input: Record<string, unknown>;
 }
 
+/**
+ * A block only Anthropic's API has (server_tool_use, web_search_tool_result, mcp_tool_use,
+ * mcp_tool_result, …), passed on as an Anthropic upstream gave it.
+ */
+export interface AnthropicOwnBlock {
+  type: string;
+  [field: string]: unknown;
+}
+
 export type AnthropicContentBlock =
   | AnthropicTextBlock
   | AnthropicThinkingBlock
   | AnthropicRedactedThinkingBlock
-  | AnthropicToolUseBlock;
+  | AnthropicToolUseBlock
+  | AnthropicOwnBlock;
 
 /** A whole answer (non-streamed), and the `message` of `message_start` (with empty content). */
 export interface AnthropicMessage {
@@ -79,7 +91,8 @@ export type AnthropicBlockDelta =
   | { type: "text_delta"; text: string }
   | { type: "thinking_delta"; thinking: string }
   | { type: "signature_delta"; signature: string }
-  | { type: "input_json_delta"; partial_json: string };
+  | { type: "input_json_delta"; partial_json: string }
+  | { type: "citations_delta"; citation: unknown };
 
 export type AnthropicErrorType =
   | "invalid_request_error"

@@ -25,6 +25,7 @@ export function estimateChat(params: ChatParams): { prompt: number; completion: 
     }
     chars += (m.name?.length ?? 0) + (m.refusal?.length ?? 0);
     for (const call of m.toolCalls) chars += call.name.length + call.arguments.length;
+    for (const block of m.anthropicBlocks) chars += block.json.length;
   }
   for (const tool of params.tools) {
     chars += tool.name.length + (tool.description?.length ?? 0) + tool.parametersJson.length;

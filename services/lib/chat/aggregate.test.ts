@@ -22,6 +22,35 @@ const start = {
 };
 const usage = { promptTokens: 12, completionTokens: 5, totalTokens: 17, cachedPromptTokens: 4 };
 
+/** An Anthropic upstream's answer: thinking, text, a call, a server tool result, cited text. */
+const numberedStream = [
+  chunk({ start, choices: [{ index: 0, role: Role.ASSISTANT }] }),
+  chunk({ choices: [{ index: 0, reasoning: "Hm." }] }),
+  chunk({
+    choices: [{ index: 0, reasoningBlocks: [{ text: "Hm.", signature: "s", blockIndex: 0 }] }],
+  }),
+  chunk({ choices: [{ index: 0, content: "Let me ", blockIndex: 1 }] }),
+  chunk({ choices: [{ index: 0, content: "check.", blockIndex: 1 }] }),
+  chunk({
+    choices: [{ index: 0, toolCalls: [{ index: 0, id: "toolu_1", name: "f", blockIndex: 2 }] }],
+  }),
+  chunk({ choices: [{ index: 0, toolCalls: [{ index: 0, arguments: '{"a":1}' }] }] }),
+  chunk({
+    choices: [
+      {
+        index: 0,
+        anthropicBlock: { json: '{"type":"web_search_tool_result"}', blockIndex: 3 },
+      },
+    ],
+  }),
+  chunk({ choices: [{ index: 0, citationsJson: '[{"url":"a"}]', blockIndex: 4 }] }),
+  chunk({ choices: [{ index: 0, content: "Cited.", blockIndex: 4 }] }),
+  chunk({ choices: [{ index: 0, citationsJson: '[{"url":"b"}]', blockIndex: 4 }] }),
+  chunk({
+    choices: [{ index: 0, finishReason: FinishReason.TOOL_CALLS, rawFinishReason: "tool_use" }],
+  }),
+];
+
 describe("aggregate", () => {
   it("folds a streamed text answer into the completion a non-streamed upstream gives", () => {
     const streamed = [
@@ -182,6 +211,22 @@ describe("aggregate", () => {
     );
   });
 
+  it("keeps numbered blocks in their places: text blocks apart with their citations, calls and Anthropic blocks", () => {
+    const message = aggregate(numberedStream).choices[0]?.message;
+    expect(message?.content.map((p) => [p.blockIndex, p.part.value, p.citationsJson])).toEqual([
+      [1, "Let me check.", ""],
+      [4, "Cited.", '[{"url":"a"},{"url":"b"}]'],
+    ]);
+    expect(message?.contentIsText).toBe(false);
+    expect(message?.reasoningBlocks.map((b) => b.blockIndex)).toEqual([0]);
+    expect(message?.toolCalls.map((c) => [c.blockIndex, c.id, c.arguments])).toEqual([
+      [2, "toolu_1", '{"a":1}'],
+    ]);
+    expect(message?.anthropicBlocks.map((b) => [b.blockIndex, b.json])).toEqual([
+      [3, '{"type":"web_search_tool_result"}'],
+    ]);
+  });
+
   it("leaves reasoning and refusal unset when none came", () => {
     const c = aggregate([chunk({ start, choices: [{ index: 0, content: "x" }] })]);
     expect(c.choices[0]?.reasoning).toBeUndefined();
@@ -282,6 +327,17 @@ describe("CompletionBuilder.chunk", () => {
       ["a", "s1"],
       ["b", "s2"],
     ]);
+  });
+
+  it("stands for numbered blocks: each text block apart, with its citations, held in halves", () => {
+    const halves = [numberedStream.slice(0, 5), numberedStream.slice(5)].map((part) => {
+      const b = new CompletionBuilder();
+      for (const c of part) b.add(c);
+      return b.chunk();
+    });
+    // A held answer crosses two hops: merged chunks are merged again.
+    const one = merged(halves);
+    expect(aggregate([one])).toEqual(aggregate(numberedStream));
   });
 
   it("is empty before anything was added, and not after", () => {

@@ -1,4 +1,5 @@
 import {
+  type AnthropicBlock,
   type ChatChunk,
   ChatChunkSchema,
   type ChatCompletion,
@@ -8,6 +9,8 @@ import {
   type ChoiceDelta,
   ChoiceDeltaSchema,
   ChoiceSchema,
+  type ContentPart,
+  ContentPartSchema,
   FinishReason,
   MessageSchema,
   type ReasoningBlock,
@@ -24,17 +27,31 @@ interface ToolCallParts {
   id: string;
   name: string;
   arguments: string[];
+  /** The upstream's index of the call's block, when its answer is numbered blocks. */
+  blockIndex: number | undefined;
+}
+
+/** One text block of an upstream whose answers are numbered blocks (Anthropic). */
+interface TextBlockParts {
+  index: number;
+  text: string[];
+  citations: unknown[];
 }
 
 interface ChoiceParts {
   index: number;
   role: Role;
+  /** Text without a block index (one block, or upstreams without blocks). */
   content: string[];
+  /** Text by the upstream's block index, when there is one; created on the first. */
+  textBlocks: Map<number, TextBlockParts> | undefined;
   reasoning: string[];
   refusal: string[];
   /** Whole reasoning blocks, in the order they completed. */
   reasoningBlocks: ReasoningBlock[];
   toolCalls: Map<number, ToolCallParts>;
+  /** Blocks only Anthropic's API has, in the order they completed. */
+  anthropicBlocks: AnthropicBlock[];
   finishReason: FinishReason;
   rawFinishReason: string | undefined;
   stopSequence: string | undefined;
@@ -69,10 +86,12 @@ export class CompletionBuilder {
           index: delta.index,
           role: delta.role,
           content: [],
+          textBlocks: undefined,
           reasoning: [],
           refusal: [],
           reasoningBlocks: [],
           toolCalls: new Map(),
+          anthropicBlocks: [],
           finishReason: FinishReason.UNSPECIFIED,
           rawFinishReason: undefined,
           stopSequence: undefined,
@@ -83,8 +102,17 @@ export class CompletionBuilder {
         choice.role = delta.role;
       }
       if (delta.content) {
-        choice.content.push(delta.content);
+        if (delta.blockIndex === undefined) choice.content.push(delta.content);
+        else textBlock(choice, delta.blockIndex).text.push(delta.content);
         this.#chars += delta.content.length;
+      }
+      if (delta.citationsJson !== undefined && delta.blockIndex !== undefined) {
+        addCitations(textBlock(choice, delta.blockIndex), delta.citationsJson);
+        this.#chars += delta.citationsJson.length;
+      }
+      if (delta.anthropicBlock !== undefined) {
+        choice.anthropicBlocks.push(delta.anthropicBlock);
+        this.#chars += delta.anthropicBlock.json.length;
       }
       if (delta.reasoning) {
         choice.reasoning.push(delta.reasoning);
@@ -98,9 +126,16 @@ export class CompletionBuilder {
       for (const fragment of delta.toolCalls) {
         let call = choice.toolCalls.get(fragment.index);
         if (call === undefined) {
-          call = { index: fragment.index, id: "", name: "", arguments: [] };
+          call = {
+            index: fragment.index,
+            id: "",
+            name: "",
+            arguments: [],
+            blockIndex: undefined,
+          };
           choice.toolCalls.set(fragment.index, call);
         }
+        call.blockIndex ??= fragment.blockIndex;
         if (fragment.id && call.id === "") call.id = fragment.id;
         if (fragment.name && call.name === "") call.name = fragment.name;
         if (fragment.arguments) {
@@ -126,12 +161,14 @@ export class CompletionBuilder {
 
   /**
    * The chunks added so far as one chunk: aggregating it gives what aggregating them gives. Each
-   * choice's text is one fragment, each tool call one fragment with its whole arguments.
+   * choice's text is one fragment, each tool call one fragment with its whole arguments. A
+   * choice whose text came in numbered blocks has a delta of its own for each further text
+   * block and each Anthropic block (a delta holds one of either).
    */
   chunk(): ChatChunk {
     return makeMessage(ChatChunkSchema, {
       start: this.#start,
-      choices: this.#sortedChoices().map(mergedDelta),
+      choices: this.#sortedChoices().flatMap(mergedDeltas),
       usage: this.#usage,
     });
   }
@@ -157,8 +194,12 @@ export class CompletionBuilder {
   }
 }
 
-function mergedDelta(parts: ChoiceParts): ChoiceDelta {
-  return makeMessage(ChoiceDeltaSchema, {
+/** A choice's deltas for `chunk()`: its own, then one per further text block and Anthropic block. */
+function mergedDeltas(parts: ChoiceParts): ChoiceDelta[] {
+  const blocks = sortedTextBlocks(parts);
+  // The choice's own delta holds its unnumbered text, or else its first text block.
+  const first = parts.content.length === 0 ? blocks.shift() : undefined;
+  const own = makeMessage(ChoiceDeltaSchema, {
     index: parts.index,
     role: parts.role,
     content: parts.content.length > 0 ? parts.content.join("") : undefined,
@@ -171,6 +212,7 @@ function mergedDelta(parts: ChoiceParts): ChoiceDelta {
         id: c.id === "" ? undefined : c.id,
         name: c.name === "" ? undefined : c.name,
         arguments: c.arguments.length > 0 ? c.arguments.join("") : undefined,
+        blockIndex: c.blockIndex,
       }),
     ),
     finishReason: parts.finishReason,
@@ -178,6 +220,47 @@ function mergedDelta(parts: ChoiceParts): ChoiceDelta {
     stopSequence: parts.stopSequence,
     logprobsJson: logprobsJson(parts),
   });
+  if (first !== undefined) setTextBlock(own, first);
+  const out = [own];
+  for (const block of blocks) {
+    out.push(setTextBlock(makeMessage(ChoiceDeltaSchema, { index: parts.index }), block));
+  }
+  for (const anthropicBlock of parts.anthropicBlocks) {
+    out.push(makeMessage(ChoiceDeltaSchema, { index: parts.index, anthropicBlock }));
+  }
+  return out;
+}
+
+function setTextBlock(delta: ChoiceDelta, block: TextBlockParts): ChoiceDelta {
+  delta.content = block.text.join("");
+  delta.blockIndex = block.index;
+  if (block.citations.length > 0) delta.citationsJson = JSON.stringify(block.citations);
+  return delta;
+}
+
+function textBlock(parts: ChoiceParts, index: number): TextBlockParts {
+  parts.textBlocks ??= new Map();
+  let block = parts.textBlocks.get(index);
+  if (block === undefined) {
+    block = { index, text: [], citations: [] };
+    parts.textBlocks.set(index, block);
+  }
+  return block;
+}
+
+/** A text block's citations so far, and those of a delta (a JSON array). */
+function addCitations(block: TextBlockParts, json: string): void {
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch {
+    return;
+  }
+  if (Array.isArray(value)) block.citations.push(...value);
+}
+
+function sortedTextBlocks(parts: ChoiceParts): TextBlockParts[] {
+  return [...(parts.textBlocks?.values() ?? [])].sort((a, b) => a.index - b.index);
 }
 
 /** One chunk's log probabilities, appended to the answer's (OpenAI lists them per token). */
@@ -210,18 +293,36 @@ function sortedCalls(parts: ChoiceParts): ToolCallParts[] {
 
 function buildChoice(parts: ChoiceParts): Choice {
   const text = parts.content.join("");
+  const content: ContentPart[] =
+    text === "" ? [] : [makeMessage(ContentPartSchema, { part: { case: "text", value: text } })];
+  // Numbered text blocks stay apart, each in its place, with its own citations.
+  for (const block of sortedTextBlocks(parts)) {
+    content.push(
+      makeMessage(ContentPartSchema, {
+        part: { case: "text", value: block.text.join("") },
+        blockIndex: block.index,
+        citationsJson: block.citations.length > 0 ? JSON.stringify(block.citations) : "",
+      }),
+    );
+  }
   const toolCalls: ToolCall[] = sortedCalls(parts).map((c) =>
-    makeMessage(ToolCallSchema, { id: c.id, name: c.name, arguments: c.arguments.join("") }),
+    makeMessage(ToolCallSchema, {
+      id: c.id,
+      name: c.name,
+      arguments: c.arguments.join(""),
+      blockIndex: c.blockIndex,
+    }),
   );
   return makeMessage(ChoiceSchema, {
     index: parts.index,
     message: makeMessage(MessageSchema, {
       role: Role.ASSISTANT,
-      content: text === "" ? [] : [{ part: { case: "text", value: text } }],
-      contentIsText: true,
+      content,
+      contentIsText: parts.textBlocks === undefined,
       toolCalls,
       refusal: parts.refusal.length > 0 ? parts.refusal.join("") : undefined,
       reasoningBlocks: parts.reasoningBlocks,
+      anthropicBlocks: parts.anthropicBlocks,
     }),
     finishReason: parts.finishReason,
     rawFinishReason: parts.rawFinishReason,

@@ -8,6 +8,7 @@
 // create(), so a field added to the protos cannot be missed here.
 
 import {
+  type AnthropicBlock,
   type ChatChunk,
   type ChatParams,
   type ChoiceDelta,
@@ -45,9 +46,28 @@ export function newChoiceDelta(index: number): ChoiceDelta {
   };
 }
 
-/** `create(ReasoningBlockSchema, { text, signature, redactedData })`. */
-export function reasoningBlock(text: string, signature: string, redactedData = ""): ReasoningBlock {
-  return { $typeName: "switchyard.chat.v1.ReasoningBlock", text, signature, redactedData };
+/** `create(ReasoningBlockSchema, { text, signature, redactedData, blockIndex })`. */
+export function reasoningBlock(
+  text: string,
+  signature: string,
+  redactedData = "",
+  blockIndex?: number,
+): ReasoningBlock {
+  const out: ReasoningBlock = {
+    $typeName: "switchyard.chat.v1.ReasoningBlock",
+    text,
+    signature,
+    redactedData,
+  };
+  if (blockIndex !== undefined) out.blockIndex = blockIndex;
+  return out;
+}
+
+/** `create(AnthropicBlockSchema, { json, blockIndex })`. */
+export function anthropicBlock(json: string, blockIndex?: number): AnthropicBlock {
+  const out: AnthropicBlock = { $typeName: "switchyard.chat.v1.AnthropicBlock", json };
+  if (blockIndex !== undefined) out.blockIndex = blockIndex;
+  return out;
 }
 
 /** `create(ToolCallDeltaSchema, { index })`. */
@@ -122,6 +142,8 @@ export function carriesAnswer(chunk: ChatChunk): boolean {
       c.refusal ||
       c.toolCalls.length > 0 ||
       c.reasoningBlocks.length > 0 ||
+      c.anthropicBlock !== undefined ||
+      c.citationsJson !== undefined ||
       c.finishReason !== FinishReason.UNSPECIFIED ||
       c.rawFinishReason
     ) {

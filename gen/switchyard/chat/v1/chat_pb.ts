@@ -15,7 +15,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file switchyard/chat/v1/chat.proto.
  */
 export const file_switchyard_chat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("Ch1zd2l0Y2h5YXJkL2NoYXQvdjEvY2hhdC5wcm90bxISc3dpdGNoeWFyZC5jaGF0LnYxItsFCgpDaGF0UGFyYW1zEg0KBW1vZGVsGAEgASgJEi0KCG1lc3NhZ2VzGAIgAygLMhsuc3dpdGNoeWFyZC5jaGF0LnYxLk1lc3NhZ2USJwoFdG9vbHMYAyADKAsyGC5zd2l0Y2h5YXJkLmNoYXQudjEuVG9vbBIzCgt0b29sX2Nob2ljZRgEIAEoCzIeLnN3aXRjaHlhcmQuY2hhdC52MS5Ub29sQ2hvaWNlEjsKD3Jlc3BvbnNlX2Zvcm1hdBgFIAEoCzIiLnN3aXRjaHlhcmQuY2hhdC52MS5SZXNwb25zZUZvcm1hdBIYCgt0ZW1wZXJhdHVyZRgGIAEoAUgAiAEBEhIKBXRvcF9wGAcgASgBSAGIAQESFwoKbWF4X3Rva2VucxgIIAEoDUgCiAEBEgwKBHN0b3AYCSADKAkSDgoBbhgKIAEoDUgDiAEBEh0KEHByZXNlbmNlX3BlbmFsdHkYCyABKAFIBIgBARIeChFmcmVxdWVuY3lfcGVuYWx0eRgMIAEoAUgFiAEBEhEKBHNlZWQYDSABKANIBogBARIRCgR1c2VyGA4gASgJSAeIAQESIAoTcGFyYWxsZWxfdG9vbF9jYWxscxgPIAEoCEgIiAEBEg4KBnN0cmVhbRgQIAEoCBIVCg1pbmNsdWRlX3VzYWdlGBEgASgIEhIKCmV4dHJhX2pzb24YEiABKAkSEgoKY2xpZW50X2FwaRgTIAEoCRIWCg5hbnRocm9waWNfYmV0YRgUIAMoCRIdChVtYXhfY29tcGxldGlvbl90b2tlbnMYFSABKAhCDgoMX3RlbXBlcmF0dXJlQggKBl90b3BfcEINCgtfbWF4X3Rva2Vuc0IECgJfbkITChFfcHJlc2VuY2VfcGVuYWx0eUIUChJfZnJlcXVlbmN5X3BlbmFsdHlCBwoFX3NlZWRCBwoFX3VzZXJCFgoUX3BhcmFsbGVsX3Rvb2xfY2FsbHMihAMKB01lc3NhZ2USJgoEcm9sZRgBIAEoDjIYLnN3aXRjaHlhcmQuY2hhdC52MS5Sb2xlEjAKB2NvbnRlbnQYAiADKAsyHy5zd2l0Y2h5YXJkLmNoYXQudjEuQ29udGVudFBhcnQSFwoPY29udGVudF9pc190ZXh0GAMgASgIEhEKBG5hbWUYBCABKAlIAIgBARIwCgp0b29sX2NhbGxzGAUgAygLMhwuc3dpdGNoeWFyZC5jaGF0LnYxLlRvb2xDYWxsEhkKDHRvb2xfY2FsbF9pZBgGIAEoCUgBiAEBEhQKB3JlZnVzYWwYByABKAlIAogBARIQCghpc19lcnJvchgIIAEoCBIaChJjYWNoZV9jb250cm9sX2pzb24YCiABKAkSPAoQcmVhc29uaW5nX2Jsb2NrcxgJIAMoCzIiLnN3aXRjaHlhcmQuY2hhdC52MS5SZWFzb25pbmdCbG9ja0IHCgVfbmFtZUIPCg1fdG9vbF9jYWxsX2lkQgoKCF9yZWZ1c2FsIkgKDlJlYXNvbmluZ0Jsb2NrEgwKBHRleHQYASABKAkSEQoJc2lnbmF0dXJlGAIgASgJEhUKDXJlZGFjdGVkX2RhdGEYAyABKAkizwEKC0NvbnRlbnRQYXJ0Eg4KBHRleHQYASABKAlIABIuCgVpbWFnZRgCIAEoCzIdLnN3aXRjaHlhcmQuY2hhdC52MS5JbWFnZVBhcnRIABIuCgVhdWRpbxgDIAEoCzIdLnN3aXRjaHlhcmQuY2hhdC52MS5BdWRpb1BhcnRIABIsCgRmaWxlGAQgASgLMhwuc3dpdGNoeWFyZC5jaGF0LnYxLkZpbGVQYXJ0SAASGgoSY2FjaGVfY29udHJvbF9qc29uGAUgASgJQgYKBHBhcnQiOAoJSW1hZ2VQYXJ0EgsKA3VybBgBIAEoCRITCgZkZXRhaWwYAiABKAlIAIgBAUIJCgdfZGV0YWlsIikKCUF1ZGlvUGFydBIMCgRkYXRhGAEgASgJEg4KBmZvcm1hdBgCIAEoCSJ2CghGaWxlUGFydBIUCgdmaWxlX2lkGAEgASgJSACIAQESFQoIZmlsZW5hbWUYAiABKAlIAYgBARIWCglmaWxlX2RhdGEYAyABKAlIAogBAUIKCghfZmlsZV9pZEILCglfZmlsZW5hbWVCDAoKX2ZpbGVfZGF0YSKTAQoEVG9vbBIMCgRuYW1lGAEgASgJEhgKC2Rlc2NyaXB0aW9uGAIgASgJSACIAQESFwoPcGFyYW1ldGVyc19qc29uGAMgASgJEhMKBnN0cmljdBgEIAEoCEgBiAEBEhoKEmNhY2hlX2NvbnRyb2xfanNvbhgFIAEoCUIOCgxfZGVzY3JpcHRpb25CCQoHX3N0cmljdCJTCghUb29sQ2FsbBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhEKCWFyZ3VtZW50cxgDIAEoCRIaChJjYWNoZV9jb250cm9sX2pzb24YBCABKAkiuAEKClRvb2xDaG9pY2USMQoEbW9kZRgBIAEoDjIjLnN3aXRjaHlhcmQuY2hhdC52MS5Ub29sQ2hvaWNlLk1vZGUSFQoNZnVuY3Rpb25fbmFtZRgCIAEoCSJgCgRNb2RlEhQKEE1PREVfVU5TUEVDSUZJRUQQABINCglNT0RFX05PTkUQARINCglNT0RFX0FVVE8QAhIRCg1NT0RFX1JFUVVJUkVEEAMSEQoNTU9ERV9GVU5DVElPThAEIroBCg5SZXNwb25zZUZvcm1hdBI1CgR0eXBlGAEgASgOMicuc3dpdGNoeWFyZC5jaGF0LnYxLlJlc3BvbnNlRm9ybWF0LlR5cGUSGAoQanNvbl9zY2hlbWFfanNvbhgCIAEoCSJXCgRUeXBlEhQKEFRZUEVfVU5TUEVDSUZJRUQQABINCglUWVBFX1RFWFQQARIUChBUWVBFX0pTT05fT0JKRUNUEAISFAoQVFlQRV9KU09OX1NDSEVNQRADIpUBCglDaGF0Q2h1bmsSLAoFc3RhcnQYASABKAsyHS5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hhdFN0YXJ0EjAKB2Nob2ljZXMYAiADKAsyHy5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hvaWNlRGVsdGESKAoFdXNhZ2UYAyABKAsyGS5zd2l0Y2h5YXJkLmNoYXQudjEuVXNhZ2UixgEKCUNoYXRTdGFydBIKCgJpZBgBIAEoCRIPCgdjcmVhdGVkGAIgASgDEhYKDnVwc3RyZWFtX21vZGVsGAMgASgJEhAKCHByb3ZpZGVyGAQgASgJEhAKCGF0dGVtcHRzGAUgASgNEh8KEnN5c3RlbV9maW5nZXJwcmludBgGIAEoCUgAiAEBEhgKC3Vwc3RyZWFtX21zGAcgASgBSAGIAQFCFQoTX3N5c3RlbV9maW5nZXJwcmludEIOCgxfdXBzdHJlYW1fbXMi7gMKC0Nob2ljZURlbHRhEg0KBWluZGV4GAEgASgNEiYKBHJvbGUYAiABKA4yGC5zd2l0Y2h5YXJkLmNoYXQudjEuUm9sZRIUCgdjb250ZW50GAMgASgJSACIAQESFgoJcmVhc29uaW5nGAQgASgJSAGIAQESFAoHcmVmdXNhbBgFIAEoCUgCiAEBEjUKCnRvb2xfY2FsbHMYBiADKAsyIS5zd2l0Y2h5YXJkLmNoYXQudjEuVG9vbENhbGxEZWx0YRI3Cg1maW5pc2hfcmVhc29uGAcgASgOMiAuc3dpdGNoeWFyZC5jaGF0LnYxLkZpbmlzaFJlYXNvbhIeChFyYXdfZmluaXNoX3JlYXNvbhgIIAEoCUgDiAEBEjwKEHJlYXNvbmluZ19ibG9ja3MYCSADKAsyIi5zd2l0Y2h5YXJkLmNoYXQudjEuUmVhc29uaW5nQmxvY2sSGgoNc3RvcF9zZXF1ZW5jZRgKIAEoCUgEiAEBEhoKDWxvZ3Byb2JzX2pzb24YCyABKAlIBYgBAUIKCghfY29udGVudEIMCgpfcmVhc29uaW5nQgoKCF9yZWZ1c2FsQhQKEl9yYXdfZmluaXNoX3JlYXNvbkIQCg5fc3RvcF9zZXF1ZW5jZUIQCg5fbG9ncHJvYnNfanNvbiJ4Cg1Ub29sQ2FsbERlbHRhEg0KBWluZGV4GAEgASgNEg8KAmlkGAIgASgJSACIAQESEQoEbmFtZRgDIAEoCUgBiAEBEhYKCWFyZ3VtZW50cxgEIAEoCUgCiAEBQgUKA19pZEIHCgVfbmFtZUIMCgpfYXJndW1lbnRzIt0DCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgNEhQKDHRvdGFsX3Rva2VucxgDIAEoDRIhChRjYWNoZWRfcHJvbXB0X3Rva2VucxgEIAEoDUgAiAEBEh0KEHJlYXNvbmluZ190b2tlbnMYBSABKA1IAYgBARIVCghjb3N0X3VzZBgGIAEoAUgCiAEBEiYKGWNhY2hlX3dyaXRlX3Byb21wdF90b2tlbnMYByABKA1IA4gBARIpChxjYWNoZV93cml0ZV8xaF9wcm9tcHRfdG9rZW5zGAggASgNSASIAQESGQoMc2VydmljZV90aWVyGAkgASgJSAWIAQESIQoUc2VydmVyX3Rvb2xfdXNlX2pzb24YCiABKAlIBogBAUIXChVfY2FjaGVkX3Byb21wdF90b2tlbnNCEwoRX3JlYXNvbmluZ190b2tlbnNCCwoJX2Nvc3RfdXNkQhwKGl9jYWNoZV93cml0ZV9wcm9tcHRfdG9rZW5zQh8KHV9jYWNoZV93cml0ZV8xaF9wcm9tcHRfdG9rZW5zQg8KDV9zZXJ2aWNlX3RpZXJCFwoVX3NlcnZlcl90b29sX3VzZV9qc29uIvgBCg5DaGF0Q29tcGxldGlvbhIKCgJpZBgBIAEoCRIPCgdjcmVhdGVkGAIgASgDEhYKDnVwc3RyZWFtX21vZGVsGAMgASgJEhAKCHByb3ZpZGVyGAQgASgJEhAKCGF0dGVtcHRzGAUgASgNEisKB2Nob2ljZXMYBiADKAsyGi5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hvaWNlEigKBXVzYWdlGAcgASgLMhkuc3dpdGNoeWFyZC5jaGF0LnYxLlVzYWdlEh8KEnN5c3RlbV9maW5nZXJwcmludBgIIAEoCUgAiAEBQhUKE19zeXN0ZW1fZmluZ2VycHJpbnQitgIKBkNob2ljZRINCgVpbmRleBgBIAEoDRIsCgdtZXNzYWdlGAIgASgLMhsuc3dpdGNoeWFyZC5jaGF0LnYxLk1lc3NhZ2USNwoNZmluaXNoX3JlYXNvbhgDIAEoDjIgLnN3aXRjaHlhcmQuY2hhdC52MS5GaW5pc2hSZWFzb24SHgoRcmF3X2ZpbmlzaF9yZWFzb24YBCABKAlIAIgBARIWCglyZWFzb25pbmcYBSABKAlIAYgBARIaCg1zdG9wX3NlcXVlbmNlGAYgASgJSAKIAQESGgoNbG9ncHJvYnNfanNvbhgHIAEoCUgDiAEBQhQKEl9yYXdfZmluaXNoX3JlYXNvbkIMCgpfcmVhc29uaW5nQhAKDl9zdG9wX3NlcXVlbmNlQhAKDl9sb2dwcm9ic19qc29uIkkKDlJlcXVlc3RDb250ZXh0EhIKCnJlcXVlc3RfaWQYASABKAkSDgoGdGVuYW50GAIgASgJEhMKC3RyYWNlcGFyZW50GAMgASgJIsMBCg1VcHN0cmVhbUVycm9yEg4KBnN0YXR1cxgBIAEoDRIMCgRraW5kGAIgASgJEg8KB21lc3NhZ2UYAyABKAkSEQoJcmV0cnlhYmxlGAQgASgIEhYKDnJldHJ5X2FmdGVyX21zGAUgASgNEhcKD3Vwc3RyZWFtX3N0YXR1cxgGIAEoDRIQCghwcm92aWRlchgHIAEoCRINCgVwYXJhbRgIIAEoCRIMCgRjb2RlGAkgASgJEhAKCGF0dGVtcHRzGAogASgNIoQBCgtFbWJlZFBhcmFtcxINCgVtb2RlbBgBIAEoCRIOCgZpbnB1dHMYAiADKAkSFwoKZGltZW5zaW9ucxgDIAEoDUgAiAEBEhEKBHVzZXIYBCABKAlIAYgBARISCgpleHRyYV9qc29uGAUgASgJQg0KC19kaW1lbnNpb25zQgcKBV91c2VyIioKCUVtYmVkZGluZxINCgVpbmRleBgBIAEoDRIOCgZ2YWx1ZXMYAiADKAIipgEKC0VtYmVkUmVzdWx0EjEKCmVtYmVkZGluZ3MYASADKAsyHS5zd2l0Y2h5YXJkLmNoYXQudjEuRW1iZWRkaW5nEigKBXVzYWdlGAIgASgLMhkuc3dpdGNoeWFyZC5jaGF0LnYxLlVzYWdlEhYKDnVwc3RyZWFtX21vZGVsGAMgASgJEhAKCHByb3ZpZGVyGAQgASgJEhAKCGF0dGVtcHRzGAUgASgNIl4KClRva2VuQ291bnQSFAoMaW5wdXRfdG9rZW5zGAEgASgNEhYKDnVwc3RyZWFtX21vZGVsGAIgASgJEhAKCHByb3ZpZGVyGAMgASgJEhAKCGF0dGVtcHRzGAQgASgNKnMKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg8KC1JPTEVfU1lTVEVNEAESEgoOUk9MRV9ERVZFTE9QRVIQAhINCglST0xFX1VTRVIQAxISCg5ST0xFX0FTU0lTVEFOVBAEEg0KCVJPTEVfVE9PTBAFKrgBCgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkZJTklTSF9SRUFTT05fU1RPUBABEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAISHAoYRklOSVNIX1JFQVNPTl9UT09MX0NBTExTEAMSIAocRklOSVNIX1JFQVNPTl9DT05URU5UX0ZJTFRFUhAEEhcKE0ZJTklTSF9SRUFTT05fT1RIRVIQBWIGcHJvdG8z");
+  fileDesc("Ch1zd2l0Y2h5YXJkL2NoYXQvdjEvY2hhdC5wcm90bxISc3dpdGNoeWFyZC5jaGF0LnYxItsFCgpDaGF0UGFyYW1zEg0KBW1vZGVsGAEgASgJEi0KCG1lc3NhZ2VzGAIgAygLMhsuc3dpdGNoeWFyZC5jaGF0LnYxLk1lc3NhZ2USJwoFdG9vbHMYAyADKAsyGC5zd2l0Y2h5YXJkLmNoYXQudjEuVG9vbBIzCgt0b29sX2Nob2ljZRgEIAEoCzIeLnN3aXRjaHlhcmQuY2hhdC52MS5Ub29sQ2hvaWNlEjsKD3Jlc3BvbnNlX2Zvcm1hdBgFIAEoCzIiLnN3aXRjaHlhcmQuY2hhdC52MS5SZXNwb25zZUZvcm1hdBIYCgt0ZW1wZXJhdHVyZRgGIAEoAUgAiAEBEhIKBXRvcF9wGAcgASgBSAGIAQESFwoKbWF4X3Rva2VucxgIIAEoDUgCiAEBEgwKBHN0b3AYCSADKAkSDgoBbhgKIAEoDUgDiAEBEh0KEHByZXNlbmNlX3BlbmFsdHkYCyABKAFIBIgBARIeChFmcmVxdWVuY3lfcGVuYWx0eRgMIAEoAUgFiAEBEhEKBHNlZWQYDSABKANIBogBARIRCgR1c2VyGA4gASgJSAeIAQESIAoTcGFyYWxsZWxfdG9vbF9jYWxscxgPIAEoCEgIiAEBEg4KBnN0cmVhbRgQIAEoCBIVCg1pbmNsdWRlX3VzYWdlGBEgASgIEhIKCmV4dHJhX2pzb24YEiABKAkSEgoKY2xpZW50X2FwaRgTIAEoCRIWCg5hbnRocm9waWNfYmV0YRgUIAMoCRIdChVtYXhfY29tcGxldGlvbl90b2tlbnMYFSABKAhCDgoMX3RlbXBlcmF0dXJlQggKBl90b3BfcEINCgtfbWF4X3Rva2Vuc0IECgJfbkITChFfcHJlc2VuY2VfcGVuYWx0eUIUChJfZnJlcXVlbmN5X3BlbmFsdHlCBwoFX3NlZWRCBwoFX3VzZXJCFgoUX3BhcmFsbGVsX3Rvb2xfY2FsbHMiwgMKB01lc3NhZ2USJgoEcm9sZRgBIAEoDjIYLnN3aXRjaHlhcmQuY2hhdC52MS5Sb2xlEjAKB2NvbnRlbnQYAiADKAsyHy5zd2l0Y2h5YXJkLmNoYXQudjEuQ29udGVudFBhcnQSFwoPY29udGVudF9pc190ZXh0GAMgASgIEhEKBG5hbWUYBCABKAlIAIgBARIwCgp0b29sX2NhbGxzGAUgAygLMhwuc3dpdGNoeWFyZC5jaGF0LnYxLlRvb2xDYWxsEhkKDHRvb2xfY2FsbF9pZBgGIAEoCUgBiAEBEhQKB3JlZnVzYWwYByABKAlIAogBARIQCghpc19lcnJvchgIIAEoCBIaChJjYWNoZV9jb250cm9sX2pzb24YCiABKAkSPAoQcmVhc29uaW5nX2Jsb2NrcxgJIAMoCzIiLnN3aXRjaHlhcmQuY2hhdC52MS5SZWFzb25pbmdCbG9jaxI8ChBhbnRocm9waWNfYmxvY2tzGAsgAygLMiIuc3dpdGNoeWFyZC5jaGF0LnYxLkFudGhyb3BpY0Jsb2NrQgcKBV9uYW1lQg8KDV90b29sX2NhbGxfaWRCCgoIX3JlZnVzYWwiSAoOQW50aHJvcGljQmxvY2sSDAoEanNvbhgBIAEoCRIYCgtibG9ja19pbmRleBgCIAEoDUgAiAEBQg4KDF9ibG9ja19pbmRleCJyCg5SZWFzb25pbmdCbG9jaxIMCgR0ZXh0GAEgASgJEhEKCXNpZ25hdHVyZRgCIAEoCRIVCg1yZWRhY3RlZF9kYXRhGAMgASgJEhgKC2Jsb2NrX2luZGV4GAQgASgNSACIAQFCDgoMX2Jsb2NrX2luZGV4IpECCgtDb250ZW50UGFydBIOCgR0ZXh0GAEgASgJSAASLgoFaW1hZ2UYAiABKAsyHS5zd2l0Y2h5YXJkLmNoYXQudjEuSW1hZ2VQYXJ0SAASLgoFYXVkaW8YAyABKAsyHS5zd2l0Y2h5YXJkLmNoYXQudjEuQXVkaW9QYXJ0SAASLAoEZmlsZRgEIAEoCzIcLnN3aXRjaHlhcmQuY2hhdC52MS5GaWxlUGFydEgAEhoKEmNhY2hlX2NvbnRyb2xfanNvbhgFIAEoCRIYCgtibG9ja19pbmRleBgGIAEoDUgBiAEBEhYKDmNpdGF0aW9uc19qc29uGAcgASgJQgYKBHBhcnRCDgoMX2Jsb2NrX2luZGV4IjgKCUltYWdlUGFydBILCgN1cmwYASABKAkSEwoGZGV0YWlsGAIgASgJSACIAQFCCQoHX2RldGFpbCIpCglBdWRpb1BhcnQSDAoEZGF0YRgBIAEoCRIOCgZmb3JtYXQYAiABKAkidgoIRmlsZVBhcnQSFAoHZmlsZV9pZBgBIAEoCUgAiAEBEhUKCGZpbGVuYW1lGAIgASgJSAGIAQESFgoJZmlsZV9kYXRhGAMgASgJSAKIAQFCCgoIX2ZpbGVfaWRCCwoJX2ZpbGVuYW1lQgwKCl9maWxlX2RhdGEikwEKBFRvb2wSDAoEbmFtZRgBIAEoCRIYCgtkZXNjcmlwdGlvbhgCIAEoCUgAiAEBEhcKD3BhcmFtZXRlcnNfanNvbhgDIAEoCRITCgZzdHJpY3QYBCABKAhIAYgBARIaChJjYWNoZV9jb250cm9sX2pzb24YBSABKAlCDgoMX2Rlc2NyaXB0aW9uQgkKB19zdHJpY3QifQoIVG9vbENhbGwSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIRCglhcmd1bWVudHMYAyABKAkSGgoSY2FjaGVfY29udHJvbF9qc29uGAQgASgJEhgKC2Jsb2NrX2luZGV4GAUgASgNSACIAQFCDgoMX2Jsb2NrX2luZGV4IrgBCgpUb29sQ2hvaWNlEjEKBG1vZGUYASABKA4yIy5zd2l0Y2h5YXJkLmNoYXQudjEuVG9vbENob2ljZS5Nb2RlEhUKDWZ1bmN0aW9uX25hbWUYAiABKAkiYAoETW9kZRIUChBNT0RFX1VOU1BFQ0lGSUVEEAASDQoJTU9ERV9OT05FEAESDQoJTU9ERV9BVVRPEAISEQoNTU9ERV9SRVFVSVJFRBADEhEKDU1PREVfRlVOQ1RJT04QBCK6AQoOUmVzcG9uc2VGb3JtYXQSNQoEdHlwZRgBIAEoDjInLnN3aXRjaHlhcmQuY2hhdC52MS5SZXNwb25zZUZvcm1hdC5UeXBlEhgKEGpzb25fc2NoZW1hX2pzb24YAiABKAkiVwoEVHlwZRIUChBUWVBFX1VOU1BFQ0lGSUVEEAASDQoJVFlQRV9URVhUEAESFAoQVFlQRV9KU09OX09CSkVDVBACEhQKEFRZUEVfSlNPTl9TQ0hFTUEQAyKVAQoJQ2hhdENodW5rEiwKBXN0YXJ0GAEgASgLMh0uc3dpdGNoeWFyZC5jaGF0LnYxLkNoYXRTdGFydBIwCgdjaG9pY2VzGAIgAygLMh8uc3dpdGNoeWFyZC5jaGF0LnYxLkNob2ljZURlbHRhEigKBXVzYWdlGAMgASgLMhkuc3dpdGNoeWFyZC5jaGF0LnYxLlVzYWdlIsYBCglDaGF0U3RhcnQSCgoCaWQYASABKAkSDwoHY3JlYXRlZBgCIAEoAxIWCg51cHN0cmVhbV9tb2RlbBgDIAEoCRIQCghwcm92aWRlchgEIAEoCRIQCghhdHRlbXB0cxgFIAEoDRIfChJzeXN0ZW1fZmluZ2VycHJpbnQYBiABKAlIAIgBARIYCgt1cHN0cmVhbV9tcxgHIAEoAUgBiAEBQhUKE19zeXN0ZW1fZmluZ2VycHJpbnRCDgoMX3Vwc3RyZWFtX21zIoUFCgtDaG9pY2VEZWx0YRINCgVpbmRleBgBIAEoDRImCgRyb2xlGAIgASgOMhguc3dpdGNoeWFyZC5jaGF0LnYxLlJvbGUSFAoHY29udGVudBgDIAEoCUgAiAEBEhYKCXJlYXNvbmluZxgEIAEoCUgBiAEBEhQKB3JlZnVzYWwYBSABKAlIAogBARI1Cgp0b29sX2NhbGxzGAYgAygLMiEuc3dpdGNoeWFyZC5jaGF0LnYxLlRvb2xDYWxsRGVsdGESNwoNZmluaXNoX3JlYXNvbhgHIAEoDjIgLnN3aXRjaHlhcmQuY2hhdC52MS5GaW5pc2hSZWFzb24SHgoRcmF3X2ZpbmlzaF9yZWFzb24YCCABKAlIA4gBARI8ChByZWFzb25pbmdfYmxvY2tzGAkgAygLMiIuc3dpdGNoeWFyZC5jaGF0LnYxLlJlYXNvbmluZ0Jsb2NrEhoKDXN0b3Bfc2VxdWVuY2UYCiABKAlIBIgBARIaCg1sb2dwcm9ic19qc29uGAsgASgJSAWIAQESGAoLYmxvY2tfaW5kZXgYDCABKA1IBogBARIbCg5jaXRhdGlvbnNfanNvbhgNIAEoCUgHiAEBEjsKD2FudGhyb3BpY19ibG9jaxgOIAEoCzIiLnN3aXRjaHlhcmQuY2hhdC52MS5BbnRocm9waWNCbG9ja0IKCghfY29udGVudEIMCgpfcmVhc29uaW5nQgoKCF9yZWZ1c2FsQhQKEl9yYXdfZmluaXNoX3JlYXNvbkIQCg5fc3RvcF9zZXF1ZW5jZUIQCg5fbG9ncHJvYnNfanNvbkIOCgxfYmxvY2tfaW5kZXhCEQoPX2NpdGF0aW9uc19qc29uIqIBCg1Ub29sQ2FsbERlbHRhEg0KBWluZGV4GAEgASgNEg8KAmlkGAIgASgJSACIAQESEQoEbmFtZRgDIAEoCUgBiAEBEhYKCWFyZ3VtZW50cxgEIAEoCUgCiAEBEhgKC2Jsb2NrX2luZGV4GAUgASgNSAOIAQFCBQoDX2lkQgcKBV9uYW1lQgwKCl9hcmd1bWVudHNCDgoMX2Jsb2NrX2luZGV4It0DCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgNEhQKDHRvdGFsX3Rva2VucxgDIAEoDRIhChRjYWNoZWRfcHJvbXB0X3Rva2VucxgEIAEoDUgAiAEBEh0KEHJlYXNvbmluZ190b2tlbnMYBSABKA1IAYgBARIVCghjb3N0X3VzZBgGIAEoAUgCiAEBEiYKGWNhY2hlX3dyaXRlX3Byb21wdF90b2tlbnMYByABKA1IA4gBARIpChxjYWNoZV93cml0ZV8xaF9wcm9tcHRfdG9rZW5zGAggASgNSASIAQESGQoMc2VydmljZV90aWVyGAkgASgJSAWIAQESIQoUc2VydmVyX3Rvb2xfdXNlX2pzb24YCiABKAlIBogBAUIXChVfY2FjaGVkX3Byb21wdF90b2tlbnNCEwoRX3JlYXNvbmluZ190b2tlbnNCCwoJX2Nvc3RfdXNkQhwKGl9jYWNoZV93cml0ZV9wcm9tcHRfdG9rZW5zQh8KHV9jYWNoZV93cml0ZV8xaF9wcm9tcHRfdG9rZW5zQg8KDV9zZXJ2aWNlX3RpZXJCFwoVX3NlcnZlcl90b29sX3VzZV9qc29uIvgBCg5DaGF0Q29tcGxldGlvbhIKCgJpZBgBIAEoCRIPCgdjcmVhdGVkGAIgASgDEhYKDnVwc3RyZWFtX21vZGVsGAMgASgJEhAKCHByb3ZpZGVyGAQgASgJEhAKCGF0dGVtcHRzGAUgASgNEisKB2Nob2ljZXMYBiADKAsyGi5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hvaWNlEigKBXVzYWdlGAcgASgLMhkuc3dpdGNoeWFyZC5jaGF0LnYxLlVzYWdlEh8KEnN5c3RlbV9maW5nZXJwcmludBgIIAEoCUgAiAEBQhUKE19zeXN0ZW1fZmluZ2VycHJpbnQitgIKBkNob2ljZRINCgVpbmRleBgBIAEoDRIsCgdtZXNzYWdlGAIgASgLMhsuc3dpdGNoeWFyZC5jaGF0LnYxLk1lc3NhZ2USNwoNZmluaXNoX3JlYXNvbhgDIAEoDjIgLnN3aXRjaHlhcmQuY2hhdC52MS5GaW5pc2hSZWFzb24SHgoRcmF3X2ZpbmlzaF9yZWFzb24YBCABKAlIAIgBARIWCglyZWFzb25pbmcYBSABKAlIAYgBARIaCg1zdG9wX3NlcXVlbmNlGAYgASgJSAKIAQESGgoNbG9ncHJvYnNfanNvbhgHIAEoCUgDiAEBQhQKEl9yYXdfZmluaXNoX3JlYXNvbkIMCgpfcmVhc29uaW5nQhAKDl9zdG9wX3NlcXVlbmNlQhAKDl9sb2dwcm9ic19qc29uIkkKDlJlcXVlc3RDb250ZXh0EhIKCnJlcXVlc3RfaWQYASABKAkSDgoGdGVuYW50GAIgASgJEhMKC3RyYWNlcGFyZW50GAMgASgJIsMBCg1VcHN0cmVhbUVycm9yEg4KBnN0YXR1cxgBIAEoDRIMCgRraW5kGAIgASgJEg8KB21lc3NhZ2UYAyABKAkSEQoJcmV0cnlhYmxlGAQgASgIEhYKDnJldHJ5X2FmdGVyX21zGAUgASgNEhcKD3Vwc3RyZWFtX3N0YXR1cxgGIAEoDRIQCghwcm92aWRlchgHIAEoCRINCgVwYXJhbRgIIAEoCRIMCgRjb2RlGAkgASgJEhAKCGF0dGVtcHRzGAogASgNIoQBCgtFbWJlZFBhcmFtcxINCgVtb2RlbBgBIAEoCRIOCgZpbnB1dHMYAiADKAkSFwoKZGltZW5zaW9ucxgDIAEoDUgAiAEBEhEKBHVzZXIYBCABKAlIAYgBARISCgpleHRyYV9qc29uGAUgASgJQg0KC19kaW1lbnNpb25zQgcKBV91c2VyIioKCUVtYmVkZGluZxINCgVpbmRleBgBIAEoDRIOCgZ2YWx1ZXMYAiADKAIipgEKC0VtYmVkUmVzdWx0EjEKCmVtYmVkZGluZ3MYASADKAsyHS5zd2l0Y2h5YXJkLmNoYXQudjEuRW1iZWRkaW5nEigKBXVzYWdlGAIgASgLMhkuc3dpdGNoeWFyZC5jaGF0LnYxLlVzYWdlEhYKDnVwc3RyZWFtX21vZGVsGAMgASgJEhAKCHByb3ZpZGVyGAQgASgJEhAKCGF0dGVtcHRzGAUgASgNIl4KClRva2VuQ291bnQSFAoMaW5wdXRfdG9rZW5zGAEgASgNEhYKDnVwc3RyZWFtX21vZGVsGAIgASgJEhAKCHByb3ZpZGVyGAMgASgJEhAKCGF0dGVtcHRzGAQgASgNKnMKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg8KC1JPTEVfU1lTVEVNEAESEgoOUk9MRV9ERVZFTE9QRVIQAhINCglST0xFX1VTRVIQAxISCg5ST0xFX0FTU0lTVEFOVBAEEg0KCVJPTEVfVE9PTBAFKrgBCgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkZJTklTSF9SRUFTT05fU1RPUBABEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAISHAoYRklOSVNIX1JFQVNPTl9UT09MX0NBTExTEAMSIAocRklOSVNIX1JFQVNPTl9DT05URU5UX0ZJTFRFUhAEEhcKE0ZJTklTSF9SRUFTT05fT1RIRVIQBWIGcHJvdG8z");
 
 /**
  * A request for a chat completion, as the router and connectors see it.
@@ -218,11 +218,19 @@ export type Message = Message$1<"switchyard.chat.v1.Message"> & {
   /**
    * For ROLE_ASSISTANT: the reasoning the model showed in this turn, as blocks its upstream wants
    * back unchanged (Anthropic `thinking` with its signature, `redacted_thinking`). They come
-   * before the message's content and tool calls.
+   * before the message's content and tool calls, unless their `block_index` places them.
    *
    * @generated from field: repeated switchyard.chat.v1.ReasoningBlock reasoning_blocks = 9;
    */
   reasoningBlocks: ReasoningBlock[];
+
+  /**
+   * For ROLE_ASSISTANT: blocks only Anthropic's API has (server tool and MCP connector calls
+   * and results), in order; only Anthropic targets are sent them.
+   *
+   * @generated from field: repeated switchyard.chat.v1.AnthropicBlock anthropic_blocks = 11;
+   */
+  anthropicBlocks: AnthropicBlock[];
 };
 
 /**
@@ -231,6 +239,34 @@ export type Message = Message$1<"switchyard.chat.v1.Message"> & {
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
   messageDesc(file_switchyard_chat_v1_chat, 1);
+
+/**
+ * A content block that only Anthropic's API has (`server_tool_use`, `web_search_tool_result`,
+ * `mcp_tool_use`, `mcp_tool_result`, …), whole, as Anthropic's JSON: Anthropic ran the tool, so
+ * the gateway only carries the block between Anthropic clients and Anthropic upstreams.
+ *
+ * @generated from message switchyard.chat.v1.AnthropicBlock
+ */
+export type AnthropicBlock = Message$1<"switchyard.chat.v1.AnthropicBlock"> & {
+  /**
+   * @generated from field: string json = 1;
+   */
+  json: string;
+
+  /**
+   * See ContentPart.block_index.
+   *
+   * @generated from field: optional uint32 block_index = 2;
+   */
+  blockIndex?: number | undefined;
+};
+
+/**
+ * Describes the message switchyard.chat.v1.AnthropicBlock.
+ * Use `create(AnthropicBlockSchema)` to create a new message.
+ */
+export const AnthropicBlockSchema: GenMessage<AnthropicBlock> = /*@__PURE__*/
+  messageDesc(file_switchyard_chat_v1_chat, 2);
 
 /**
  * One block of a model's reasoning, whole, as its upstream issued it: signed text, or encrypted
@@ -260,6 +296,13 @@ export type ReasoningBlock = Message$1<"switchyard.chat.v1.ReasoningBlock"> & {
    * @generated from field: string redacted_data = 3;
    */
   redactedData: string;
+
+  /**
+   * See ContentPart.block_index.
+   *
+   * @generated from field: optional uint32 block_index = 4;
+   */
+  blockIndex?: number | undefined;
 };
 
 /**
@@ -267,7 +310,7 @@ export type ReasoningBlock = Message$1<"switchyard.chat.v1.ReasoningBlock"> & {
  * Use `create(ReasoningBlockSchema)` to create a new message.
  */
 export const ReasoningBlockSchema: GenMessage<ReasoningBlock> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 2);
+  messageDesc(file_switchyard_chat_v1_chat, 3);
 
 /**
  * @generated from message switchyard.chat.v1.ContentPart
@@ -309,6 +352,23 @@ export type ContentPart = Message$1<"switchyard.chat.v1.ContentPart"> & {
    * @generated from field: string cache_control_json = 5;
    */
   cacheControlJson: string;
+
+  /**
+   * Where this block stands among its message's blocks (content parts, tool calls, reasoning and
+   * Anthropic blocks, numbered together), when the order is known: Anthropic interleaves them
+   * (thinking, tool_use, text, …) and wants its own back as they were. Unset: the default order,
+   * reasoning, then content, then tool calls. Two text parts with indexes are two text blocks.
+   *
+   * @generated from field: optional uint32 block_index = 6;
+   */
+  blockIndex?: number | undefined;
+
+  /**
+   * Anthropic's `citations` of this text block, as a JSON array; empty when none.
+   *
+   * @generated from field: string citations_json = 7;
+   */
+  citationsJson: string;
 };
 
 /**
@@ -316,7 +376,7 @@ export type ContentPart = Message$1<"switchyard.chat.v1.ContentPart"> & {
  * Use `create(ContentPartSchema)` to create a new message.
  */
 export const ContentPartSchema: GenMessage<ContentPart> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 3);
+  messageDesc(file_switchyard_chat_v1_chat, 4);
 
 /**
  * @generated from message switchyard.chat.v1.ImagePart
@@ -340,7 +400,7 @@ export type ImagePart = Message$1<"switchyard.chat.v1.ImagePart"> & {
  * Use `create(ImagePartSchema)` to create a new message.
  */
 export const ImagePartSchema: GenMessage<ImagePart> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 4);
+  messageDesc(file_switchyard_chat_v1_chat, 5);
 
 /**
  * @generated from message switchyard.chat.v1.AudioPart
@@ -364,7 +424,7 @@ export type AudioPart = Message$1<"switchyard.chat.v1.AudioPart"> & {
  * Use `create(AudioPartSchema)` to create a new message.
  */
 export const AudioPartSchema: GenMessage<AudioPart> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 5);
+  messageDesc(file_switchyard_chat_v1_chat, 6);
 
 /**
  * @generated from message switchyard.chat.v1.FilePart
@@ -393,7 +453,7 @@ export type FilePart = Message$1<"switchyard.chat.v1.FilePart"> & {
  * Use `create(FilePartSchema)` to create a new message.
  */
 export const FilePartSchema: GenMessage<FilePart> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 6);
+  messageDesc(file_switchyard_chat_v1_chat, 7);
 
 /**
  * @generated from message switchyard.chat.v1.Tool
@@ -434,7 +494,7 @@ export type Tool = Message$1<"switchyard.chat.v1.Tool"> & {
  * Use `create(ToolSchema)` to create a new message.
  */
 export const ToolSchema: GenMessage<Tool> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 7);
+  messageDesc(file_switchyard_chat_v1_chat, 8);
 
 /**
  * @generated from message switchyard.chat.v1.ToolCall
@@ -463,6 +523,13 @@ export type ToolCall = Message$1<"switchyard.chat.v1.ToolCall"> & {
    * @generated from field: string cache_control_json = 4;
    */
   cacheControlJson: string;
+
+  /**
+   * See ContentPart.block_index.
+   *
+   * @generated from field: optional uint32 block_index = 5;
+   */
+  blockIndex?: number | undefined;
 };
 
 /**
@@ -470,7 +537,7 @@ export type ToolCall = Message$1<"switchyard.chat.v1.ToolCall"> & {
  * Use `create(ToolCallSchema)` to create a new message.
  */
 export const ToolCallSchema: GenMessage<ToolCall> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 8);
+  messageDesc(file_switchyard_chat_v1_chat, 9);
 
 /**
  * @generated from message switchyard.chat.v1.ToolChoice
@@ -492,7 +559,7 @@ export type ToolChoice = Message$1<"switchyard.chat.v1.ToolChoice"> & {
  * Use `create(ToolChoiceSchema)` to create a new message.
  */
 export const ToolChoiceSchema: GenMessage<ToolChoice> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 9);
+  messageDesc(file_switchyard_chat_v1_chat, 10);
 
 /**
  * @generated from enum switchyard.chat.v1.ToolChoice.Mode
@@ -530,7 +597,7 @@ export enum ToolChoice_Mode {
  * Describes the enum switchyard.chat.v1.ToolChoice.Mode.
  */
 export const ToolChoice_ModeSchema: GenEnum<ToolChoice_Mode> = /*@__PURE__*/
-  enumDesc(file_switchyard_chat_v1_chat, 9, 0);
+  enumDesc(file_switchyard_chat_v1_chat, 10, 0);
 
 /**
  * @generated from message switchyard.chat.v1.ResponseFormat
@@ -554,7 +621,7 @@ export type ResponseFormat = Message$1<"switchyard.chat.v1.ResponseFormat"> & {
  * Use `create(ResponseFormatSchema)` to create a new message.
  */
 export const ResponseFormatSchema: GenMessage<ResponseFormat> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 10);
+  messageDesc(file_switchyard_chat_v1_chat, 11);
 
 /**
  * @generated from enum switchyard.chat.v1.ResponseFormat.Type
@@ -585,7 +652,7 @@ export enum ResponseFormat_Type {
  * Describes the enum switchyard.chat.v1.ResponseFormat.Type.
  */
 export const ResponseFormat_TypeSchema: GenEnum<ResponseFormat_Type> = /*@__PURE__*/
-  enumDesc(file_switchyard_chat_v1_chat, 10, 0);
+  enumDesc(file_switchyard_chat_v1_chat, 11, 0);
 
 /**
  * One piece of an answer, shaped like an OpenAI stream chunk so that one upstream chunk stays
@@ -622,7 +689,7 @@ export type ChatChunk = Message$1<"switchyard.chat.v1.ChatChunk"> & {
  * Use `create(ChatChunkSchema)` to create a new message.
  */
 export const ChatChunkSchema: GenMessage<ChatChunk> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 11);
+  messageDesc(file_switchyard_chat_v1_chat, 12);
 
 /**
  * What the client learns before the first token: who is answering.
@@ -686,7 +753,7 @@ export type ChatStart = Message$1<"switchyard.chat.v1.ChatStart"> & {
  * Use `create(ChatStartSchema)` to create a new message.
  */
 export const ChatStartSchema: GenMessage<ChatStart> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 12);
+  messageDesc(file_switchyard_chat_v1_chat, 13);
 
 /**
  * @generated from message switchyard.chat.v1.ChoiceDelta
@@ -759,6 +826,28 @@ export type ChoiceDelta = Message$1<"switchyard.chat.v1.ChoiceDelta"> & {
    * @generated from field: optional string logprobs_json = 11;
    */
   logprobsJson?: string | undefined;
+
+  /**
+   * For upstreams whose answers are numbered blocks (Anthropic): the block that this delta's
+   * `content` and `citations_json` belong to. Text of another index is another text block.
+   *
+   * @generated from field: optional uint32 block_index = 12;
+   */
+  blockIndex?: number | undefined;
+
+  /**
+   * Citations of the text block `block_index` (Anthropic's `citations_delta`), as a JSON array.
+   *
+   * @generated from field: optional string citations_json = 13;
+   */
+  citationsJson?: string | undefined;
+
+  /**
+   * A block only Anthropic's API has (see AnthropicBlock), completed with this chunk.
+   *
+   * @generated from field: switchyard.chat.v1.AnthropicBlock anthropic_block = 14;
+   */
+  anthropicBlock?: AnthropicBlock | undefined;
 };
 
 /**
@@ -766,7 +855,7 @@ export type ChoiceDelta = Message$1<"switchyard.chat.v1.ChoiceDelta"> & {
  * Use `create(ChoiceDeltaSchema)` to create a new message.
  */
 export const ChoiceDeltaSchema: GenMessage<ChoiceDelta> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 13);
+  messageDesc(file_switchyard_chat_v1_chat, 14);
 
 /**
  * A fragment of a tool call. `id` and `name` arrive on the first fragment of a call; `arguments`
@@ -794,6 +883,13 @@ export type ToolCallDelta = Message$1<"switchyard.chat.v1.ToolCallDelta"> & {
    * @generated from field: optional string arguments = 4;
    */
   arguments?: string | undefined;
+
+  /**
+   * On the first fragment: the upstream's index of the call's block (see ChoiceDelta.block_index).
+   *
+   * @generated from field: optional uint32 block_index = 5;
+   */
+  blockIndex?: number | undefined;
 };
 
 /**
@@ -801,7 +897,7 @@ export type ToolCallDelta = Message$1<"switchyard.chat.v1.ToolCallDelta"> & {
  * Use `create(ToolCallDeltaSchema)` to create a new message.
  */
 export const ToolCallDeltaSchema: GenMessage<ToolCallDelta> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 14);
+  messageDesc(file_switchyard_chat_v1_chat, 15);
 
 /**
  * @generated from message switchyard.chat.v1.Usage
@@ -880,7 +976,7 @@ export type Usage = Message$1<"switchyard.chat.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 15);
+  messageDesc(file_switchyard_chat_v1_chat, 16);
 
 /**
  * A whole answer: what the chunks of one answer add up to.
@@ -934,7 +1030,7 @@ export type ChatCompletion = Message$1<"switchyard.chat.v1.ChatCompletion"> & {
  * Use `create(ChatCompletionSchema)` to create a new message.
  */
 export const ChatCompletionSchema: GenMessage<ChatCompletion> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 16);
+  messageDesc(file_switchyard_chat_v1_chat, 17);
 
 /**
  * @generated from message switchyard.chat.v1.Choice
@@ -985,7 +1081,7 @@ export type Choice = Message$1<"switchyard.chat.v1.Choice"> & {
  * Use `create(ChoiceSchema)` to create a new message.
  */
 export const ChoiceSchema: GenMessage<Choice> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 17);
+  messageDesc(file_switchyard_chat_v1_chat, 18);
 
 /**
  * Where a request came from and who sent it; travels with it across every hop.
@@ -1016,7 +1112,7 @@ export type RequestContext = Message$1<"switchyard.chat.v1.RequestContext"> & {
  * Use `create(RequestContextSchema)` to create a new message.
  */
 export const RequestContextSchema: GenMessage<RequestContext> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 18);
+  messageDesc(file_switchyard_chat_v1_chat, 19);
 
 /**
  * Why an upstream call failed, attached as an error detail to the ConnectError that carries it
@@ -1103,7 +1199,7 @@ export type UpstreamError = Message$1<"switchyard.chat.v1.UpstreamError"> & {
  * Use `create(UpstreamErrorSchema)` to create a new message.
  */
 export const UpstreamErrorSchema: GenMessage<UpstreamError> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 19);
+  messageDesc(file_switchyard_chat_v1_chat, 20);
 
 /**
  * A request for embeddings (OpenAI `/v1/embeddings`), as the router and connectors see it.
@@ -1148,7 +1244,7 @@ export type EmbedParams = Message$1<"switchyard.chat.v1.EmbedParams"> & {
  * Use `create(EmbedParamsSchema)` to create a new message.
  */
 export const EmbedParamsSchema: GenMessage<EmbedParams> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 20);
+  messageDesc(file_switchyard_chat_v1_chat, 21);
 
 /**
  * @generated from message switchyard.chat.v1.Embedding
@@ -1170,7 +1266,7 @@ export type Embedding = Message$1<"switchyard.chat.v1.Embedding"> & {
  * Use `create(EmbeddingSchema)` to create a new message.
  */
 export const EmbeddingSchema: GenMessage<Embedding> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 21);
+  messageDesc(file_switchyard_chat_v1_chat, 22);
 
 /**
  * The answer to an EmbedParams request.
@@ -1215,7 +1311,7 @@ export type EmbedResult = Message$1<"switchyard.chat.v1.EmbedResult"> & {
  * Use `create(EmbedResultSchema)` to create a new message.
  */
 export const EmbedResultSchema: GenMessage<EmbedResult> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 22);
+  messageDesc(file_switchyard_chat_v1_chat, 23);
 
 /**
  * The answer to a token count (Anthropic `/v1/messages/count_tokens`): how many input tokens the
@@ -1256,7 +1352,7 @@ export type TokenCount = Message$1<"switchyard.chat.v1.TokenCount"> & {
  * Use `create(TokenCountSchema)` to create a new message.
  */
 export const TokenCountSchema: GenMessage<TokenCount> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 23);
+  messageDesc(file_switchyard_chat_v1_chat, 24);
 
 /**
  * Who wrote a message.

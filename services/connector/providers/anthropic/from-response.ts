@@ -14,7 +14,7 @@ import {
   type Usage,
   UsageSchema,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
-import { reasoningBlock } from "../../../lib/chat/messages.js";
+import { anthropicBlock, reasoningBlock } from "../../../lib/chat/messages.js";
 import { makeMessage } from "../../../lib/hop/codec.js";
 import { isRecord } from "./to-request.js";
 import type { AnthropicMessage } from "./wire.js";
@@ -49,47 +49,69 @@ export function fromAnthropicCountTokens(
   });
 }
 
-/** A whole (non-streamed) answer as one canonical chunk: start, full message, finish, usage. */
+/**
+ * A whole (non-streamed) answer as one canonical chunk: start, full message, finish, usage.
+ * Every block keeps its place (`blockIndex`): the choice's delta holds the reasoning, the tool
+ * calls and the first text; each further text block and each of Anthropic's own blocks (server
+ * tool and MCP calls and results) has a delta of its own, as its stream would.
+ */
 export function fromAnthropicMessage(
   message: AnthropicMessage,
   options: TranslateOptions,
 ): ChatChunk {
   const delta = makeMessage(ChoiceDeltaSchema, { index: 0, role: Role.ASSISTANT });
+  const more: ChoiceDelta[] = [];
   const jsonMode = options.jsonTool !== undefined;
-  const text: string[] = [];
   const reasoning: string[] = [];
-  for (const block of records(message.content)) {
+  const addText = (text: string, index: number, citations?: unknown) => {
+    const into = delta.content === undefined ? delta : makeMessage(ChoiceDeltaSchema, {});
+    into.content = text;
+    into.blockIndex = index;
+    if (Array.isArray(citations) && citations.length > 0) {
+      into.citationsJson = JSON.stringify(citations);
+    }
+    if (into !== delta) more.push(into);
+  };
+  records(message.content).forEach((block, index) => {
     switch (block.type) {
       case "text":
         // In JSON mode only the JSON tool's input is the answer.
-        if (!jsonMode && typeof block.text === "string") text.push(block.text);
+        if (!jsonMode && typeof block.text === "string") {
+          addText(block.text, index, block.citations);
+        }
         break;
       case "thinking":
         if (typeof block.thinking === "string") reasoning.push(block.thinking);
         // Signed, it goes back to Anthropic in the next turn (see from-stream.ts).
         if (typeof block.signature === "string" && block.signature !== "") {
           const text = typeof block.thinking === "string" ? block.thinking : "";
-          delta.reasoningBlocks.push(reasoningBlock(text, block.signature));
+          delta.reasoningBlocks.push(reasoningBlock(text, block.signature, "", index));
         }
         break;
       case "redacted_thinking":
         if (typeof block.data === "string" && block.data !== "") {
-          delta.reasoningBlocks.push(reasoningBlock("", "", block.data));
+          delta.reasoningBlocks.push(reasoningBlock("", "", block.data, index));
         }
         break;
       case "tool_use":
         if (jsonMode && block.name === options.jsonTool) {
-          text.push(JSON.stringify(isRecord(block.input) ? block.input : {}));
+          addText(JSON.stringify(isRecord(block.input) ? block.input : {}), index);
         } else {
-          delta.toolCalls.push(toolCall(block, delta.toolCalls.length));
+          delta.toolCalls.push(toolCall(block, delta.toolCalls.length, index));
         }
         break;
       default:
-        // Server tool blocks are the upstream's own business.
+        // Server tool and MCP blocks: Anthropic ran the tool; its client gets them whole.
+        if (typeof block.type === "string") {
+          more.push(
+            makeMessage(ChoiceDeltaSchema, {
+              anthropicBlock: anthropicBlock(JSON.stringify(block), index),
+            }),
+          );
+        }
         break;
     }
-  }
-  if (text.length > 0) delta.content = text.join("");
+  });
   if (reasoning.length > 0) delta.reasoning = reasoning.join("");
   setFinish(
     delta,
@@ -100,7 +122,7 @@ export function fromAnthropicMessage(
 
   const chunk = makeMessage(ChatChunkSchema, {
     start: toStart(message, options),
-    choices: [delta],
+    choices: [delta, ...more],
   });
   const usage = toUsage(message.usage);
   if (usage !== undefined) chunk.usage = usage;
@@ -111,10 +133,15 @@ export function fromAnthropicMessage(
  * A whole tool call. Anthropic hands the input over as an object, so its JSON text is written
  * anew: byte for byte it may differ in spacing from the fragments the same call streams in.
  */
-function toolCall(block: Record<string, unknown>, index: number): ToolCallDelta {
+function toolCall(
+  block: Record<string, unknown>,
+  index: number,
+  blockIndex: number,
+): ToolCallDelta {
   const call = makeMessage(ToolCallDeltaSchema, {
     index,
     arguments: JSON.stringify(isRecord(block.input) ? block.input : {}),
+    blockIndex,
   });
   if (typeof block.id === "string") call.id = block.id;
   if (typeof block.name === "string") call.name = block.name;

@@ -297,11 +297,40 @@ describe("AnthropicStreamTranslator", () => {
   });
 });
 
+describe("an answer with a web search", () => {
+  it("keeps every block in its place: text blocks apart with their citations, the server tool's blocks whole", () => {
+    const { chunks } = translateStream("stream-web-search.sse", { provider: "claude", now: NOW });
+    const whole = readJsonFixture<AnthropicMessage>("message-web-search.json");
+    const [intro, search, result, routes, failover] = whole.content as unknown as Array<
+      Record<string, unknown>
+    >;
+    const message = aggregate(chunks).choices[0]?.message;
+    expect(
+      message?.content.map((p) => [p.blockIndex, p.part.value, p.citationsJson || undefined]),
+    ).toEqual([
+      [0, intro?.text, undefined],
+      [3, routes?.text, JSON.stringify(routes?.citations)],
+      [4, failover?.text, JSON.stringify(failover?.citations)],
+    ]);
+    expect(message?.anthropicBlocks.map((b) => [b.blockIndex, JSON.parse(b.json)])).toEqual([
+      [1, search],
+      [2, result],
+    ]);
+    // A block that carries a server tool's call or result is some of the answer.
+    expect(chunks.filter((c) => c.choices[0]?.anthropicBlock !== undefined)).toHaveLength(2);
+    expect(chunks.at(-1)?.usage).toMatchObject({
+      serviceTier: "standard",
+      serverToolUseJson: '{"web_search_requests":1}',
+    });
+  });
+});
+
 describe("streamed and whole answers", () => {
   it.each([
     ["stream-text.sse", "message-text.json", undefined],
     ["stream-thinking-tool-use.sse", "message-thinking-tool-use.json", undefined],
     ["stream-json-mode.sse", "message-json-mode.json", "json_response"],
+    ["stream-web-search.sse", "message-web-search.json", undefined],
   ] as const)("%s adds up to what %s says at once", (stream, whole, jsonTool) => {
     const options = { provider: "claude", jsonTool, now: NOW };
     const streamed = translateStream(stream, options);

@@ -5,6 +5,7 @@ import {
   type ToolCallDelta,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import {
+  anthropicBlock,
   newChatChunk,
   newChoiceDelta,
   newToolCallDelta,
@@ -20,8 +21,11 @@ export interface StreamOptions extends TranslateOptions {
   secrets?: readonly string[];
 }
 
-/** What a content block of the answer turns into for the client. */
-type BlockKind = "text" | "thinking" | "tool" | "json" | "ignored";
+/**
+ * What a content block of the answer turns into for the client: "anthropic" is a block only
+ * Anthropic's API has (server tool and MCP calls and results), handed on whole.
+ */
+type BlockKind = "text" | "thinking" | "tool" | "json" | "anthropic" | "ignored";
 
 interface Block {
   kind: BlockKind;
@@ -31,6 +35,8 @@ interface Block {
   thinking?: { text: string[]; signature: string };
   /** A tool call's block: whether any of its input arrived. */
   gotInput?: boolean;
+  /** For Anthropic's own blocks: the block as it started, and its input's JSON fragments. */
+  whole?: { block: Record<string, unknown>; input: string[] };
 }
 
 /**
@@ -103,7 +109,7 @@ export class AnthropicStreamTranslator {
       case "text":
         // In JSON mode only the JSON tool's input is the answer.
         this.#blocks.set(index, { kind: jsonMode ? "ignored" : "text", toolIndex: 0 });
-        return jsonMode ? undefined : this.#text("content", block.text);
+        return jsonMode ? undefined : this.#text("content", block.text, index);
       case "thinking": {
         const text = typeof block.thinking === "string" ? block.thinking : "";
         const signature = typeof block.signature === "string" ? block.signature : "";
@@ -119,7 +125,7 @@ export class AnthropicStreamTranslator {
         // Encrypted: nothing to show, but the upstream wants it back in the next turn.
         if (typeof block.data !== "string" || block.data === "") return undefined;
         const delta = newChoiceDelta(0);
-        delta.reasoningBlocks.push(reasoningBlock("", "", block.data));
+        delta.reasoningBlocks.push(reasoningBlock("", "", block.data, index));
         return this.#chunk(delta);
       }
       case "tool_use": {
@@ -132,22 +138,39 @@ export class AnthropicStreamTranslator {
         // The input arrives as input_json_delta fragments; the start's `input` is always {}.
         const call = newToolCallDelta(toolIndex);
         call.arguments = "";
+        call.blockIndex = index;
         if (typeof block.id === "string") call.id = block.id;
         if (typeof block.name === "string") call.name = block.name;
         return this.#chunk(toolCallChoice(call));
       }
       default:
-        // Server tool blocks are the upstream's own business.
-        this.#blocks.set(index, { kind: "ignored", toolIndex: 0 });
+        // Server tool and MCP blocks: Anthropic ran the tool; an Anthropic client gets the
+        // block whole once it is complete.
+        this.#blocks.set(index, {
+          kind: typeof block.type === "string" ? "anthropic" : "ignored",
+          toolIndex: 0,
+          whole: { block: { ...block }, input: [] },
+        });
         return undefined;
     }
   }
 
   #blockDelta(index: unknown, delta: Record<string, unknown>): ChatChunk | undefined {
-    const block = isCount(index) ? this.#blocks.get(index) : undefined;
+    if (!isCount(index)) return undefined;
+    const block = this.#blocks.get(index);
     switch (`${block?.kind}:${String(delta.type)}`) {
       case "text:text_delta":
-        return this.#text("content", delta.text);
+        return this.#text("content", delta.text, index);
+      case "text:citations_delta": {
+        if (delta.citation === undefined) return undefined;
+        const out = newChoiceDelta(0);
+        out.blockIndex = index;
+        out.citationsJson = JSON.stringify([delta.citation]);
+        return this.#chunk(out);
+      }
+      case "anthropic:input_json_delta":
+        if (typeof delta.partial_json === "string") block?.whole?.input.push(delta.partial_json);
+        return undefined;
       case "thinking:thinking_delta":
         if (typeof delta.thinking === "string" && delta.thinking !== "") {
           block?.thinking?.text.push(delta.thinking);
@@ -159,7 +182,7 @@ export class AnthropicStreamTranslator {
         }
         return undefined;
       case "json:input_json_delta":
-        return this.#text("content", delta.partial_json);
+        return this.#text("content", delta.partial_json, index);
       case "tool:input_json_delta": {
         const fragment = delta.partial_json;
         if (typeof fragment !== "string" || fragment === "" || block === undefined)
@@ -170,7 +193,12 @@ export class AnthropicStreamTranslator {
         return this.#chunk(toolCallChoice(call));
       }
       default:
-        // citations_delta has no canonical counterpart.
+        // Another delta of Anthropic's own block carries the block's new value (as
+        // compaction_delta does).
+        if (block?.kind === "anthropic" && block.whole !== undefined) {
+          const { type: _, ...fields } = delta;
+          Object.assign(block.whole.block, fields);
+        }
         return undefined;
     }
   }
@@ -180,7 +208,8 @@ export class AnthropicStreamTranslator {
    * Anthropic wants the last turn's thinking again, unchanged, when tools are in use.
    */
   #blockStop(index: unknown): ChatChunk | undefined {
-    const block = isCount(index) ? this.#blocks.get(index) : undefined;
+    if (!isCount(index)) return undefined;
+    const block = this.#blocks.get(index);
     if (block?.kind === "tool" && !block.gotInput) {
       // A call with no input streams none, but its arguments are still an object: "{}", as
       // OpenAI sends, not "" (which clients fail to parse).
@@ -188,11 +217,38 @@ export class AnthropicStreamTranslator {
       call.arguments = "{}";
       return this.#chunk(toolCallChoice(call));
     }
+    if (block?.kind === "anthropic" && block.whole !== undefined) {
+      return this.#anthropicBlock(block.whole, index);
+    }
     const thinking = block?.thinking;
     if (thinking === undefined || thinking.signature === "") return undefined;
     const delta = newChoiceDelta(0);
-    delta.reasoningBlocks.push(reasoningBlock(thinking.text.join(""), thinking.signature));
+    delta.reasoningBlocks.push(
+      reasoningBlock(thinking.text.join(""), thinking.signature, "", index),
+    );
     thinking.text = [];
+    return this.#chunk(delta);
+  }
+
+  /** One of Anthropic's own blocks, complete: its streamed input put back in place. */
+  #anthropicBlock(whole: NonNullable<Block["whole"]>, index: number): ChatChunk {
+    const block = whole.block;
+    const input = whole.input.join("");
+    if (input !== "") {
+      try {
+        block.input = JSON.parse(input);
+      } catch {
+        throw new Failure({
+          status: 502,
+          kind: "upstream_error",
+          message: `stream from provider ${this.#options.provider} sent a ${String(block.type)} block whose input is not JSON`,
+          retryable: true,
+          provider: this.#options.provider,
+        });
+      }
+    }
+    const delta = newChoiceDelta(0);
+    delta.anthropicBlock = anthropicBlock(JSON.stringify(block), index);
     return this.#chunk(delta);
   }
 
@@ -223,11 +279,19 @@ export class AnthropicStreamTranslator {
     if (isRecord(usage.server_tool_use)) this.#usage.server_tool_use = usage.server_tool_use;
   }
 
-  /** A chunk with text for `field`; nothing for an absent or empty text. */
-  #text(field: "content" | "reasoning", value: unknown): ChatChunk | undefined {
+  /**
+   * A chunk with text for `field`; nothing for an absent or empty text. Content says which
+   * block it belongs to (`blockIndex`), so that two text blocks stay two.
+   */
+  #text(
+    field: "content" | "reasoning",
+    value: unknown,
+    blockIndex?: number,
+  ): ChatChunk | undefined {
     if (typeof value !== "string" || value === "") return undefined;
     const delta = newChoiceDelta(0);
     delta[field] = value;
+    if (blockIndex !== undefined) delta.blockIndex = blockIndex;
     return this.#chunk(delta);
   }
 

@@ -213,6 +213,48 @@ describe("toAnthropicRequest", () => {
     });
   });
 
+  it("sends an assistant turn's numbered blocks in their order, Anthropic's own blocks whole", () => {
+    const search = { type: "server_tool_use", id: "srvtoolu_1", name: "web_search", input: {} };
+    const request = body({
+      messages: [
+        userSays("Weather in Paris?"),
+        create(MessageSchema, {
+          role: Role.ASSISTANT,
+          content: [
+            create(ContentPartSchema, {
+              part: { case: "text", value: "Let me look." },
+              blockIndex: 1,
+            }),
+            create(ContentPartSchema, {
+              part: { case: "text", value: "Now the tool." },
+              blockIndex: 4,
+            }),
+          ],
+          reasoningBlocks: [
+            { text: "Search first.", signature: "sig_1", blockIndex: 0 },
+            { text: "Then call.", signature: "sig_2", blockIndex: 3 },
+          ],
+          anthropicBlocks: [{ json: JSON.stringify(search), blockIndex: 2 }],
+          toolCalls: [
+            { id: "toolu_1", name: "weather", arguments: '{"city":"Paris"}', blockIndex: 5 },
+          ],
+        }),
+        toolSays("toolu_1", "sunny"),
+      ],
+    });
+    expect(request.messages[1]).toEqual({
+      role: "assistant",
+      content: [
+        { type: "thinking", thinking: "Search first.", signature: "sig_1" },
+        { type: "text", text: "Let me look." },
+        search,
+        { type: "thinking", thinking: "Then call.", signature: "sig_2" },
+        { type: "text", text: "Now the tool." },
+        { type: "tool_use", id: "toolu_1", name: "weather", input: { city: "Paris" } },
+      ],
+    });
+  });
+
   it("puts each cache_control back on its block: system, text, image, tool, tool_use, tool_result", () => {
     const cc = '{"type":"ephemeral"}';
     const ttl = { type: "ephemeral", ttl: "1h" };

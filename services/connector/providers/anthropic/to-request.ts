@@ -2,6 +2,7 @@ import {
   type ChatParams,
   type ContentPart,
   type Message,
+  type ReasoningBlock,
   type ResponseFormat,
   ResponseFormat_Type,
   Role,
@@ -9,6 +10,7 @@ import {
   type ToolChoice,
   ToolChoice_Mode,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { orderedBlocks } from "../../../lib/chat/blocks.js";
 import { plainToolCallId } from "../../../lib/chat/tool-call-ids.js";
 import { Failure } from "../../../lib/errors.js";
 import { type Refuse, refuseOpenAIOnly } from "../openai-only.js";
@@ -18,6 +20,7 @@ import type {
   AnthropicCountTokensRequest,
   AnthropicMessageParam,
   AnthropicMessagesRequest,
+  AnthropicOwnBlockParam,
   AnthropicTextBlockParam,
   AnthropicTool,
   AnthropicToolChoice,
@@ -258,31 +261,12 @@ function toConversation(
         return;
       }
       case Role.ASSISTANT: {
-        // Thinking first, as Anthropic gave it: with tools in use it wants the last turn's back.
-        const thinking = thinkingBlocks(message);
-        const blocks: AnthropicContentBlockParam[] = [
-          ...thinking,
-          ...textOnly(message, param, "assistant", refuse),
-        ];
-        // An earlier refusal is what the assistant said; Anthropic has only text for it.
-        if (message.refusal !== undefined && message.refusal !== "") {
-          blocks.push({ type: "text", text: message.refusal });
-        }
-        message.toolCalls.forEach((call, j) => {
-          const callParam = `${param}.tool_calls[${j}]`;
-          const block: AnthropicToolUseBlockParam = {
-            type: "tool_use",
-            id: plainToolCallId(call.id),
-            name: call.name,
-            input: parseArguments(call.arguments, `${callParam}.function.arguments`),
-          };
-          blocks.push(cached(block, call, callParam));
-        });
+        const blocks = assistantBlocks(message, param, refuse);
         const plain =
           plainText(message) &&
           message.toolCalls.length === 0 &&
           message.refusal === undefined &&
-          thinking.length === 0
+          blocks.every((b) => b.type === "text")
             ? textOf(message)
             : undefined;
         add("assistant", blocks, plain);
@@ -323,20 +307,69 @@ function toConversation(
 }
 
 /**
- * An assistant turn's reasoning blocks as Anthropic's `thinking` and `redacted_thinking`. Only
- * signed or encrypted blocks: Anthropic refuses thinking whose signature it did not issue, and
- * reasoning another upstream showed (unsigned) was never Anthropic's to check.
+ * An assistant turn's blocks in their order: as the client or Anthropic numbered them (thinking,
+ * tool_use, text, … interleaved, Anthropic's own server tool and MCP blocks whole in place),
+ * else thinking first (with tools in use Anthropic wants the last turn's thinking back at the
+ * start), then text, then tool calls. An earlier refusal is what the assistant said; Anthropic
+ * has only text for it.
  */
-function thinkingBlocks(message: Message): AnthropicContentBlockParam[] {
-  const out: AnthropicContentBlockParam[] = [];
-  for (const block of message.reasoningBlocks) {
-    if (block.redactedData !== "") {
-      out.push({ type: "redacted_thinking", data: block.redactedData });
-    } else if (block.signature !== "") {
-      out.push({ type: "thinking", thinking: block.text, signature: block.signature });
+function assistantBlocks(
+  message: Message,
+  param: string,
+  refuse: Refuse,
+): AnthropicContentBlockParam[] {
+  const blocks: AnthropicContentBlockParam[] = [];
+  for (const block of orderedBlocks(message)) {
+    switch (block.kind) {
+      case "reasoning": {
+        const thinking = thinkingBlock(block.block);
+        if (thinking !== undefined) blocks.push(thinking);
+        break;
+      }
+      case "content": {
+        const text = textBlock(
+          block.part,
+          `${param}.content[${block.position}]`,
+          "assistant",
+          refuse,
+        );
+        if (text !== undefined) blocks.push(text);
+        break;
+      }
+      case "tool_call": {
+        const { call } = block;
+        const callParam = `${param}.tool_calls[${block.position}]`;
+        const toolUse: AnthropicToolUseBlockParam = {
+          type: "tool_use",
+          id: plainToolCallId(call.id),
+          name: call.name,
+          input: parseArguments(call.arguments, `${callParam}.function.arguments`),
+        };
+        blocks.push(cached(toolUse, call, callParam));
+        break;
+      }
+      case "anthropic":
+        blocks.push(parseObject(block.block.json, `${param}.content`) as AnthropicOwnBlockParam);
+        break;
     }
   }
-  return out;
+  if (message.refusal !== undefined && message.refusal !== "") {
+    blocks.push({ type: "text", text: message.refusal });
+  }
+  return blocks;
+}
+
+/**
+ * A reasoning block as Anthropic's `thinking` or `redacted_thinking`. Only signed or encrypted
+ * blocks: Anthropic refuses thinking whose signature it did not issue, and reasoning another
+ * upstream showed (unsigned) was never Anthropic's to check.
+ */
+function thinkingBlock(block: ReasoningBlock): AnthropicContentBlockParam | undefined {
+  if (block.redactedData !== "") return { type: "redacted_thinking", data: block.redactedData };
+  if (block.signature !== "") {
+    return { type: "thinking", thinking: block.text, signature: block.signature };
+  }
+  return undefined;
 }
 
 /** Whether a message may go as a plain string: sent as one, with no block marked for caching. */
@@ -351,7 +384,7 @@ function resultsFirst(blocks: AnthropicContentBlockParam[]): AnthropicContentBlo
   return [...results, ...blocks.filter((b) => b.type !== "tool_result")];
 }
 
-/** The text blocks of a message whose role only takes text (system prompts, assistant turns). */
+/** The text blocks of a message whose role only takes text (system prompts). */
 function textOnly(
   message: Message,
   param: string,
@@ -359,20 +392,29 @@ function textOnly(
   refuse: Refuse,
 ): AnthropicTextBlockParam[] {
   const blocks: AnthropicTextBlockParam[] = [];
-  const content = message.content;
-  content.forEach(({ part }, j) => {
-    if (part.case === "text") {
-      // Anthropic rejects empty text blocks; an empty text says nothing anyway.
-      if (part.value !== "") {
-        blocks.push(
-          cached({ type: "text", text: part.value }, content[j], `${param}.content[${j}]`),
-        );
-      }
-    } else if (part.case !== undefined) {
-      throw refuse(`${part.case} content in ${where} messages`, `${param}.content[${j}]`);
-    }
+  message.content.forEach((content, j) => {
+    const block = textBlock(content, `${param}.content[${j}]`, where, refuse);
+    if (block !== undefined) blocks.push(block);
   });
   return blocks;
+}
+
+/** A content part of a message whose role only takes text, as a text block (none if empty). */
+function textBlock(
+  content: ContentPart,
+  param: string,
+  where: string,
+  refuse: Refuse,
+): AnthropicTextBlockParam | undefined {
+  const { part } = content;
+  if (part.case === "text") {
+    // Anthropic rejects empty text blocks; an empty text says nothing anyway.
+    if (part.value === "") return undefined;
+    const block: AnthropicTextBlockParam = { type: "text", text: part.value };
+    return cached(block, content, param);
+  }
+  if (part.case !== undefined) throw refuse(`${part.case} content in ${where} messages`, param);
+  return undefined;
 }
 
 function toUserBlock(

@@ -60,7 +60,17 @@ export interface AnthropicToolResultBlockParam {
   cache_control?: AnthropicCacheControl;
 }
 
+/**
+ * A block only Anthropic's API has (server tool and MCP calls and results, compaction), as a
+ * client sent it back: the gateway reads nothing in it.
+ */
+export interface AnthropicOwnBlockParam {
+  type: string;
+  [field: string]: unknown;
+}
+
 export type AnthropicContentBlockParam =
+  | AnthropicOwnBlockParam
   | AnthropicThinkingBlock
   | AnthropicRedactedThinkingBlock
   | AnthropicTextBlockParam

@@ -10,6 +10,7 @@ import {
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import { thoughtSignatureOf } from "../../../lib/chat/tool-call-ids.js";
 import { Failure } from "../../../lib/errors.js";
+import { refuseAnthropicOnly } from "../anthropic-only.js";
 import { refuseOpenAIOnly } from "../openai-only.js";
 import type {
   GeminiBlob,
@@ -53,6 +54,7 @@ export function toGeminiRequest(
   if (params.clientApi !== "anthropic") {
     refuseOpenAIOnly(extras, (feature, param) => unsupported(target, feature, param));
   }
+  refuseAnthropicOnly(params, (feature, param) => unsupported(target, feature, param));
   const body: GeminiGenerateContentRequest = { contents: toContents(params.messages, target) };
   const system = systemInstruction(params.messages, target);
   if (system !== undefined) body.systemInstruction = system;

@@ -26,6 +26,7 @@ import {
 import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
 import { makeMessage } from "../../../lib/hop/codec.js";
+import { refusal, refuseAnthropicOnly } from "../anthropic-only.js";
 import {
   type ChatCall,
   type CountTokensCall,
@@ -131,6 +132,7 @@ export function createMockProvider(name: string, config: ProviderConfig): Provid
     const params = takeParams(call);
     const signal = call.signal;
     if (signal.aborted) throw cancelled(name, signal.reason);
+    refuseAnthropicOnly(params, refusal({ provider: name, model: call.model }, "mock"));
     // `n` choices, each the same deterministic answer, as a model at temperature 0 might give.
     const n = params.n ?? 1;
     if (n > MAX_CHOICES) {
@@ -259,6 +261,7 @@ export function createMockProvider(name: string, config: ProviderConfig): Provid
   /** The prompt tokens the mock's own answer to the same request reports in its usage. */
   async function countTokens(call: CountTokensCall): Promise<TokenCount> {
     if (call.signal.aborted) throw cancelled(name, call.signal.reason);
+    refuseAnthropicOnly(call.params, refusal({ provider: name, model: call.model }, "mock"));
     return makeMessage(TokenCountSchema, {
       inputTokens: mockPromptTokens(call.params.messages),
       upstreamModel: call.model,

@@ -13,6 +13,7 @@ import {
   type StreamEvents,
   streamEndedEarly,
 } from "../answer-stream.js";
+import { refusal, refuseAnthropicOnly } from "../anthropic-only.js";
 import { type ChatCall, type EmbedCall, type Provider, takeParams } from "../provider.js";
 import type { SseEvent } from "../sse.js";
 import {
@@ -120,7 +121,9 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions)
 
   /** Builds the upstream request and sends it; resolves with the answer's head (see takeParams). */
   function send(call: ChatCall): Promise<UpstreamResponse> {
-    const body = toOpenAIRequest(takeParams(call), call.model, requestOptions);
+    const params = takeParams(call);
+    refuseAnthropicOnly(params, refusal({ provider: name, model: call.model }, config.type));
+    const body = toOpenAIRequest(params, call.model, requestOptions);
     return post("chat", routes.chat(call.model), body, call.signal, {
       model: call.model,
       headers: traceHeaders(call.context),
