@@ -253,3 +253,117 @@ describe("Anthropic's content blocks", () => {
     expect(streamed.usage.server_tool_use).toEqual({ web_search_requests: 1 });
   });
 });
+
+describe("Anthropic's MCP connector (mcp_servers)", () => {
+  const mcpServers = [
+    {
+      type: "url",
+      url: "https://mcp.example.com/sse",
+      name: "example",
+      authorization_token: "tok",
+      tool_configuration: { enabled: true, allowed_tools: ["echo"] },
+    },
+  ];
+  const beta = { headers: { "anthropic-beta": "mcp-client-2025-04-04" } };
+  const answer = [
+    { type: "text", text: "Asking the server." },
+    {
+      type: "mcp_tool_use",
+      id: "mcptoolu_1",
+      name: "echo",
+      server_name: "example",
+      input: { text: "hi" },
+    },
+    {
+      type: "mcp_tool_result",
+      tool_use_id: "mcptoolu_1",
+      is_error: false,
+      content: [{ type: "text", text: "hi" }],
+    },
+    { type: "text", text: "It said hi." },
+  ];
+  const body = { ...ask, mcp_servers: mcpServers } as Anthropic.MessageCreateParamsNonStreaming;
+
+  it.each([
+    ["streamed", true],
+    ["whole", false],
+  ])(
+    "reach an Anthropic target as sent, and its MCP blocks come back %s in place, each whole",
+    async (_, stream) => {
+      upstream.setBehavior({ kind: "answer", blocks: answer });
+      const message = stream
+        ? await claude.beta.messages
+            .stream(body as Anthropic.Beta.MessageCreateParamsNonStreaming, beta)
+            .finalMessage()
+        : await claude.beta.messages.create(
+            body as Anthropic.Beta.MessageCreateParamsNonStreaming,
+            beta,
+          );
+      expect(message.content).toEqual(answer);
+      const sent = upstream.requests.at(-1);
+      expect((sent?.body as Record<string, unknown> | undefined)?.mcp_servers).toEqual(mcpServers);
+      expect(sent?.headers["anthropic-beta"]).toBe("mcp-client-2025-04-04");
+    },
+  );
+
+  it("go back to Anthropic in place when the client sends the turn on", async () => {
+    upstream.setBehavior({ kind: "answer", text: "Anything else?" });
+    await claude.beta.messages.create(
+      {
+        ...(body as Anthropic.Beta.MessageCreateParamsNonStreaming),
+        messages: [
+          ...ask.messages,
+          { role: "assistant", content: answer as Anthropic.Beta.BetaContentBlockParam[] },
+          { role: "user", content: "Thanks." },
+        ],
+      },
+      beta,
+    );
+    const sent = upstream.requests.at(-1)?.body as { messages: unknown[] };
+    expect(sent.messages[1]).toEqual({ role: "assistant", content: answer });
+  });
+
+  it.each([
+    ["an OpenAI", "gpt", "openai"],
+    ["a mock", "demo", "mock"],
+  ])("is refused by %s target with a 400 naming the field", async (_, model, type) => {
+    const refused = await claude.messages.create({ ...body, model }, beta).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(Anthropic.BadRequestError);
+    expect((refused as Error).message).toContain(
+      `does not support Anthropic's MCP connector (mcp_servers)`,
+    );
+    expect((refused as Error).message).toContain(`(${type})`);
+  });
+
+  it("refuses a conversation holding MCP blocks for a target that is not Anthropic", async () => {
+    const refused = await claude.messages
+      .create({
+        ...ask,
+        model: "gpt",
+        messages: [
+          ...ask.messages,
+          { role: "assistant", content: answer as Anthropic.ContentBlockParam[] },
+          { role: "user", content: "Thanks." },
+        ],
+      })
+      .catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(Anthropic.BadRequestError);
+    expect((refused as Error).message).toContain("Anthropic's mcp_tool_use blocks");
+    expect(openaiUp.requests.filter((r) => r.method === "POST")).toHaveLength(0);
+  });
+
+  it("are counted by an Anthropic target, passing over one that cannot serve them", async () => {
+    const counted = await claude.beta.messages.countTokens(
+      {
+        model: "demo-then-claude",
+        messages: ask.messages,
+        mcp_servers: mcpServers,
+      } as Anthropic.Beta.MessageCountTokensParams,
+      beta,
+    );
+    expect(counted.input_tokens).toBeGreaterThan(0);
+    const sent = upstream.requests.at(-1);
+    expect(sent?.path).toBe("/v1/messages/count_tokens");
+    expect((sent?.body as Record<string, unknown> | undefined)?.mcp_servers).toEqual(mcpServers);
+  });
+});

@@ -3,11 +3,19 @@ import { Failure } from "../../lib/errors.js";
 import type { Refuse } from "./openai-only.js";
 
 /**
- * What only an Anthropic target can serve: a conversation holding the blocks of Anthropic's own
- * server tools and MCP connector (which no other upstream could continue from). Refused with a
- * 400 rather than dropped: the model would answer without the results it saw.
+ * What only an Anthropic target can serve: remote MCP servers that Anthropic's API calls itself
+ * (`mcp_servers`, from an Anthropic client), and a conversation holding the blocks of Anthropic's
+ * own server tools and MCP connector (which no other upstream could continue from). Refused with
+ * a 400 rather than dropped: the model would answer without the tools the client gave it, or
+ * without the results it saw.
  */
 export function refuseAnthropicOnly(params: ChatParams, refuse: Refuse): void {
+  if (params.clientApi === "anthropic" && params.extraJson.includes('"mcp_servers"')) {
+    const extras: unknown = JSON.parse(params.extraJson);
+    if (typeof extras === "object" && extras !== null && "mcp_servers" in extras) {
+      throw refuse("Anthropic's MCP connector (mcp_servers)", "mcp_servers");
+    }
+  }
   params.messages.forEach((message, i) => {
     const block = message.anthropicBlocks[0];
     if (block === undefined) return;

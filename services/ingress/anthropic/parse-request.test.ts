@@ -226,6 +226,18 @@ describe("parseMessagesRequest: fields carried in extraJson", () => {
     );
   });
 
+  it("carries mcp_servers as sent, and refuses one that is not a list of objects", () => {
+    const servers = [{ type: "url", url: "https://mcp.example.com/sse", name: "example" }];
+    const p = parseMessagesRequest({ ...base, mcp_servers: servers });
+    expect(JSON.parse(p.extraJson)).toEqual({ mcp_servers: servers });
+    expect(() => parseMessagesRequest({ ...base, mcp_servers: {} })).toThrow(
+      "mcp_servers: Input should be a valid list",
+    );
+    expect(() => parseMessagesRequest({ ...base, mcp_servers: ["x"] })).toThrow(
+      "mcp_servers.0: Input should be a valid dictionary",
+    );
+  });
+
   it("turns output_config.format into a JSON_SCHEMA response format and carries the rest", () => {
     const schema = { type: "object", properties: { a: { type: "string" } } };
     const p = parseMessagesRequest({

@@ -42,6 +42,9 @@ const EXTRA_FIELDS: ReadonlySet<string> = new Set([
   "speed",
   // Server-side context editing (beta context-management-2025-06-27), which Claude Code sends.
   "context_management",
+  // Remote MCP servers Anthropic calls itself (beta mcp-client-2025-04-04); only Anthropic
+  // targets can serve a request that names them.
+  "mcp_servers",
 ]);
 
 const FIELDS: ReadonlySet<string> = new Set([
@@ -676,6 +679,13 @@ function checkExtras(body: JsonObject): void {
   }
   if (present(body.context_management) && !isObject(body.context_management)) {
     throw typeError("context_management", "a valid dictionary");
+  }
+  const mcpServers = body.mcp_servers;
+  if (present(mcpServers)) {
+    if (!Array.isArray(mcpServers)) throw typeError("mcp_servers", "a valid list");
+    mcpServers.forEach((server: unknown, i) => {
+      if (!isObject(server)) throw typeError(`mcp_servers.${i}`, "a valid dictionary");
+    });
   }
   optionalString(body.inference_geo, "inference_geo");
   const speed = body.speed;

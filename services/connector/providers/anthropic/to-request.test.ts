@@ -577,6 +577,7 @@ describe("toAnthropicRequest", () => {
         inference_geo: "us",
         speed: "fast",
         context_management: { edits: [{ type: "clear_tool_uses_20250919" }] },
+        mcp_servers: [{ type: "url", url: "https://mcp.example.com", name: "x" }],
         logit_bias: { "50256": -100 },
         model: "evil",
         messages: [],
@@ -597,6 +598,7 @@ describe("toAnthropicRequest", () => {
       inference_geo: "us",
       speed: "fast",
       context_management: { edits: [{ type: "clear_tool_uses_20250919" }] },
+      mcp_servers: [{ type: "url", url: "https://mcp.example.com", name: "x" }],
     });
   });
 

@@ -57,6 +57,7 @@ const PASSED_EXTRAS = [
   "inference_geo",
   "speed",
   "context_management",
+  "mcp_servers",
 ] as const;
 
 /** Extras that an OpenAI client also sends, under the same name, with another meaning. */
@@ -185,6 +186,8 @@ export function toAnthropicCountTokensRequest(
   if (body.tools !== undefined) count.tools = body.tools;
   if (body.tool_choice !== undefined) count.tool_choice = body.tool_choice;
   if (body.thinking !== undefined) count.thinking = body.thinking;
+  // The MCP servers' tools are part of the prompt, and count_tokens takes them.
+  if (body.mcp_servers !== undefined) count.mcp_servers = body.mcp_servers;
   return count;
 }
 

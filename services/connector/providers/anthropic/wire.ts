@@ -122,6 +122,7 @@ export interface AnthropicCountTokensRequest {
   tools?: AnthropicTool[];
   tool_choice?: AnthropicToolChoice;
   thinking?: unknown;
+  mcp_servers?: unknown;
 }
 
 /** The answer of `POST /v1/messages/count_tokens`. */
