@@ -338,6 +338,12 @@ describe("CompletionBuilder.chunk", () => {
     // A held answer crosses two hops: merged chunks are merged again.
     const one = merged(halves);
     expect(aggregate([one])).toEqual(aggregate(numberedStream));
+    expect(
+      aggregate([one]).choices[0]?.message?.content.map((p) => [p.blockIndex, p.part.value]),
+    ).toEqual([
+      [1, "Let me check."],
+      [4, "Cited."],
+    ]);
   });
 
   it("is empty before anything was added, and not after", () => {
