@@ -6,6 +6,7 @@ import {
   createGrpcTransport,
   createGrpcWebTransport,
 } from "@connectrpc/connect-node";
+import { request as undiciRequest } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type ChatParams,
@@ -373,6 +374,27 @@ describe("a tool schema nested deeper than JSON.stringify can walk", () => {
     );
     expect(err?.code).toBe(Code.InvalidArgument);
     expect(err?.rawMessage).toMatch(/nested too deeply/);
+  });
+});
+
+describe("a Connect JSON body that is not valid UTF-8", () => {
+  it("is refused with INVALID_ARGUMENT naming the offset, not passed on with U+FFFD in it", async () => {
+    const head = `{"params":{"model":"chat","messages":[{"role":"ROLE_USER","content":[{"text":"secret `;
+    const body = Buffer.concat([Buffer.from(head), Buffer.from([0xff]), Buffer.from('"}]}]}}')]);
+    const res = await undiciRequest(`${gw.url}/${GatewayService.typeName}/Chat`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/json", "connect-protocol-version": "1" },
+      body,
+    });
+    const answer = (await res.body.json()) as { code: string; message: string };
+    expect(res.statusCode).toBe(400);
+    expect(answer.code).toBe("invalid_argument");
+    expect(answer.message).toBe(
+      `the request body is not valid UTF-8 (an invalid byte sequence starts at byte offset ${head.length})`,
+    );
+    expect(upstream.requests.some((r) => JSON.stringify(r.body ?? "").includes("secret"))).toBe(
+      false,
+    );
   });
 });
 

@@ -419,6 +419,48 @@ describe("bad input gets the OpenAI envelope and the right status", () => {
     expect(json.error.message).not.toMatch(/passwo|hunter/);
   });
 
+  it("refuses a body that is not valid UTF-8 with 400 in each API's envelope, naming the offset, never the bytes", async () => {
+    const head =
+      '{"model":"gpt-test","max_tokens":5,"messages":[{"role":"user","content":"my secret ';
+    // 0xC3 opens a two-byte sequence that "(" does not continue: decoded leniently, it would
+    // reach the upstream as U+FFFD.
+    const body = Buffer.concat([Buffer.from(head), Buffer.from([0xc3]), Buffer.from('("}]}')]);
+    const openai = await post(body);
+    expect(openai.statusCode).toBe(400);
+    const o = (await openai.body.json()) as { error: { message: string; type: string } };
+    expect(o.error.type).toBe("invalid_request_error");
+    expect(o.error.message).toBe(
+      `The request body is not valid UTF-8 (an invalid byte sequence starts at byte offset ${head.length})`,
+    );
+    const anthropic = await request(`${gw.url}/v1/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body,
+    });
+    expect(anthropic.statusCode).toBe(400);
+    const a = (await anthropic.body.json()) as {
+      type: string;
+      error: { type: string; message: string };
+    };
+    expect([a.type, a.error.type]).toEqual(["error", "invalid_request_error"]);
+    expect(a.error.message).toMatch(/not valid UTF-8 .*byte offset \d+/);
+    const sent = [...primary.requests, ...backup.requests].map((r) => JSON.stringify(r.body ?? ""));
+    expect(sent.some((b) => b.includes("my secret"))).toBe(false);
+  });
+
+  it("takes a body that opens with a UTF-8 byte-order mark, as JSON parsers of bytes may (RFC 8259)", async () => {
+    const json = JSON.stringify({
+      model: "gpt-test",
+      messages: [{ role: "user", content: "héllo" }],
+    });
+    const res = await post(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(json)]));
+    expect(res.statusCode).toBe(200);
+    await res.body.dump();
+    expect(primary.requests.some((r) => JSON.stringify(r.body ?? "").includes('"héllo"'))).toBe(
+      true,
+    );
+  });
+
   it("refuses JSON nested deeper than the gateway can re-serialise with a 400, on every route", async () => {
     const deep = `${"[".repeat(20_000)}${"]".repeat(20_000)}`;
     const messages = '[{"role":"user","content":"x"}]';

@@ -1,6 +1,7 @@
 import type http from "node:http";
 import http2 from "node:http2";
-import type { Client, Transport } from "@connectrpc/connect";
+import type { JsonReadOptions } from "@bufbuild/protobuf";
+import { type Client, Code, ConnectError, type Transport } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
@@ -12,6 +13,7 @@ import { requestIdOf } from "../lib/ids.js";
 import { type Logger, requestLineLogger } from "../lib/logger.js";
 import { MAX_TIMER_MS } from "../lib/timers.js";
 import { asClient } from "../lib/transport-client.js";
+import { invalidUtf8Offset } from "../lib/utf8.js";
 import { keyIndexOf } from "./auth.js";
 import { createCors } from "./cors.js";
 import { createIngressMetrics } from "./exchange.js";
@@ -68,6 +70,7 @@ export function buildIngress(deps: {
     // The body limit REST has, on every protocol: connect-node checks each message (and its
     // size once decompressed) against it, and answers RESOURCE_EXHAUSTED above it.
     readMaxBytes: deps.config.server.max_body_bytes,
+    jsonOptions: STRICT_UTF8_JSON,
     // connect-node types the response without `write`; it is the same Node response object.
     fallback: (req, res) => void rest(req, res as Parameters<typeof rest>[1]),
   });
@@ -170,6 +173,30 @@ function closeIfLeftUnread(req: http.IncomingMessage, res: http.ServerResponse):
     return (writeHead as (...a: unknown[]) => http.ServerResponse).apply(this, args);
   } as typeof res.writeHead;
 }
+
+/**
+ * Connect's JSON bodies held to UTF-8 as REST's are (body.ts): connect-node decodes them with a
+ * default TextDecoder, which turns ill-formed bytes into U+FFFD and so changes what the client
+ * sent. connect-node reads `textDecoder` from its JSON options (its JsonSerializationOptions),
+ * and answers what this throws as INVALID_ARGUMENT.
+ */
+const STRICT_UTF8_JSON: Partial<JsonReadOptions> & {
+  textDecoder: { decode(b?: Uint8Array): string };
+} = {
+  textDecoder: {
+    decode(bytes = new Uint8Array(0)) {
+      const at = invalidUtf8Offset(bytes);
+      if (at !== -1) {
+        throw new ConnectError(
+          `the request body is not valid UTF-8 (an invalid byte sequence starts at byte offset ${at})`,
+          Code.InvalidArgument,
+        );
+      }
+      return UTF8.decode(bytes);
+    },
+  },
+};
+const UTF8 = new TextDecoder();
 
 const GRPC_TIMEOUT = /^(\d{1,8})([HMS])$/;
 const GRPC_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000 };
