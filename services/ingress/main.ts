@@ -1,8 +1,14 @@
 import type http from "node:http";
 import http2 from "node:http2";
 import type { JsonReadOptions } from "@bufbuild/protobuf";
-import { type Client, Code, ConnectError, type Transport } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import {
+  type Client,
+  Code,
+  ConnectError,
+  type ConnectRouter,
+  type Transport,
+} from "@connectrpc/connect";
+import { compressionBrotli, compressionGzip, connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { GatewayService } from "../../gen/switchyard/gateway/v1/gateway_pb.js";
@@ -21,6 +27,7 @@ import { createGatewayService } from "./gateway-service.js";
 import { createHealthService } from "./health-service.js";
 import type { Clock, Limiter } from "./limits/index.js";
 import { createRestHandler } from "./rest.js";
+import { createRpcEdge } from "./rpc-edge.js";
 
 export interface IngressBuild {
   /** Serves REST and GatewayService (gRPC, Connect, gRPC-Web) from one handler. */
@@ -65,15 +72,21 @@ export function buildIngress(deps: {
   const rest = createRestHandler({ ...base, renderMetrics: deps.renderMetrics, ready: deps.ready });
   const gateway = createGatewayService(base);
   const health = createHealthService(deps.ready);
-  const rpc = connectNodeAdapter({
-    routes: (r) => r.service(GatewayService, gateway).service(Health, health),
+  const rpcOptions = {
+    routes: (r: ConnectRouter) => r.service(GatewayService, gateway).service(Health, health),
     // The body limit REST has, on every protocol: connect-node checks each message (and its
     // size once decompressed) against it, and answers RESOURCE_EXHAUSTED above it.
     readMaxBytes: deps.config.server.max_body_bytes,
+    acceptCompression: [compressionGzip, compressionBrotli],
     jsonOptions: STRICT_UTF8_JSON,
+  };
+  const rpc = connectNodeAdapter({
+    ...rpcOptions,
     // connect-node types the response without `write`; it is the same Node response object.
     fallback: (req, res) => void rest(req, res as Parameters<typeof rest>[1]),
   });
+  // Calls connect-node cannot take as they come (gRPC-Web's text mode), by the same handlers.
+  const rpcEdge = createRpcEdge({ ...rpcOptions, logger: deps.logger });
   // Only GatewayService's paths need connect-node, which parses every request's URL to route
   // it; the REST routes go straight to their handler.
   const rpcPrefix = `/${GatewayService.typeName}/`;
@@ -100,7 +113,7 @@ export function buildIngress(deps: {
       if (req.httpVersionMajor === 1) {
         closeIfLeftUnread(req as http.IncomingMessage, res as http.ServerResponse);
       }
-      rpc(req, res);
+      if (!rpcEdge(req, res)) rpc(req, res);
     } else void rest(req, res);
   };
   return {
