@@ -14,8 +14,8 @@ export function readBody(
   /** How long the whole body may take to arrive (Node's requestTimeout default); 408 after. */
   timeoutMs = BODY_TIMEOUT_MS,
 ): Promise<Buffer> {
-  const declared = Number(req.headers["content-length"]);
-  if (Number.isFinite(declared) && declared > limit) return Promise.reject(tooLarge(limit));
+  const declared = declaredLength(req);
+  if (declared !== undefined && declared > limit) return Promise.reject(tooLarge(limit));
   const encoding = req.headers["content-encoding"];
   if (encoding !== undefined && encoding.trim().toLowerCase() !== "identity") {
     // Not decoded here: said plainly, rather than a JSON parse error about its first byte.
@@ -80,6 +80,14 @@ export function readBody(
     req.on("error", onError);
     req.on("close", onClose);
   });
+}
+
+/** The body's length as the request announces it (Content-Length), if it does. */
+export function declaredLength(
+  req: http.IncomingMessage | http2.Http2ServerRequest,
+): number | undefined {
+  const declared = Number(req.headers["content-length"]);
+  return Number.isFinite(declared) ? declared : undefined;
 }
 
 /**

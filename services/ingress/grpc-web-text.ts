@@ -14,8 +14,8 @@ const TEXT_CONTENT_TYPE = /^application\/grpc-web-text(?:\+proto)?$/i;
 const BINARY_CONTENT_TYPE = "application/grpc-web+proto";
 /** What the answer to a text call is, whichever of the two forms asked (Envoy answers so too). */
 const TEXT_RESPONSE_CONTENT_TYPE = "application/grpc-web-text+proto";
-/** The 5 bytes that open a gRPC-Web frame: flags and length. */
-const FRAME_PREFIX_BYTES = 5;
+/** The 5 bytes that open a message's frame (flags and length), in gRPC, gRPC-Web and Connect's streams. */
+export const FRAME_PREFIX_BYTES = 5;
 
 /** Whether a request's content type is gRPC-Web's text mode (protobuf; text+json is not served). */
 export function isGrpcWebText(contentType: string | undefined): boolean {

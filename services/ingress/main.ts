@@ -21,13 +21,14 @@ import { MAX_TIMER_MS } from "../lib/timers.js";
 import { asClient } from "../lib/transport-client.js";
 import { invalidUtf8Offset } from "../lib/utf8.js";
 import { keyIndexOf } from "./auth.js";
+import { declaredLength } from "./body.js";
 import { createCors } from "./cors.js";
 import { createIngressMetrics } from "./exchange.js";
 import { createGatewayService } from "./gateway-service.js";
 import { createHealthService } from "./health-service.js";
 import type { Clock, Limiter } from "./limits/index.js";
 import { createRestHandler } from "./rest.js";
-import { createRpcEdge } from "./rpc-edge.js";
+import { createRpcEdge, rpcBodyTooLarge } from "./rpc-edge.js";
 
 export interface IngressBuild {
   /** Serves REST and GatewayService (gRPC, Connect, gRPC-Web) from one handler. */
@@ -92,6 +93,7 @@ export function buildIngress(deps: {
   const rpcPrefix = `/${GatewayService.typeName}/`;
   const healthPrefix = `/${Health.typeName}/`;
   const cors = createCors(deps.config.server.cors_origins);
+  const maxBody = deps.config.server.max_body_bytes;
   const handler: DualHandler = (req, res) => {
     if (req.httpVersionMajor === 2) {
       endAfterBody(req as http2.Http2ServerRequest, res as http2.Http2ServerResponse);
@@ -115,6 +117,13 @@ export function buildIngress(deps: {
       }
       if (!rpcEdge(req, res)) rpc(req, res);
     } else void rest(req, res);
+  };
+  // A body announced too large is refused from its headers (REST's readBody, rpcEdge): a client
+  // that asks `Expect: 100-continue` is not told to send it, so it never uploads it.
+  handler.continues = (req) => {
+    if (req.url?.startsWith(rpcPrefix)) return !rpcBodyTooLarge(req, maxBody);
+    const declared = declaredLength(req);
+    return declared === undefined || declared <= maxBody;
   };
   return {
     handler,

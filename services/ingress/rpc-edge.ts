@@ -7,7 +7,13 @@ import {
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
 import type { Logger } from "../lib/logger.js";
-import { isGrpcWebText, textModeCall } from "./grpc-web-text.js";
+import { declaredLength } from "./body.js";
+import {
+  FRAME_PREFIX_BYTES,
+  isGrpcWebText,
+  maxTextBodyBytes,
+  textModeCall,
+} from "./grpc-web-text.js";
 
 type Req = http.IncomingMessage | http2.Http2ServerRequest;
 type Res = http.ServerResponse | http2.Http2ServerResponse;
@@ -22,7 +28,10 @@ export interface RpcEdgeOptions extends Partial<UniversalHandlerOptions> {
 /**
  * GatewayService calls that connect-node's adapter cannot serve as they come, served by the same
  * handlers (built from the same routes and options) through a translation: gRPC-Web's text mode
- * (grpc-web-text.ts). The returned function takes such a request and returns true, or leaves
+ * (grpc-web-text.ts), and a call that announces a body larger than it may send (rpcBodyTooLarge),
+ * refused without reading a byte of it. connect-node would read on to the first frame's header,
+ * and so wait for a body that a client which asked `Expect: 100-continue`, and was not told to
+ * go on, does not send. The returned function takes such a request and returns true, or leaves
  * every other one (false) to connect-node's adapter.
  */
 export function createRpcEdge(options: RpcEdgeOptions): (req: Req, res: Res) => boolean {
@@ -31,14 +40,19 @@ export function createRpcEdge(options: RpcEdgeOptions): (req: Req, res: Res) => 
   const methods = new Map<string, UniversalHandler>();
   for (const handler of router.handlers) methods.set(handler.requestPath, handler);
   return (req, res) => {
-    if (!isGrpcWebText(req.headers["content-type"])) return false;
+    const text = isGrpcWebText(req.headers["content-type"]);
+    const tooLarge = rpcBodyTooLarge(req, options.readMaxBytes);
+    if (!text && !tooLarge) return false;
     const handler = methods.get(pathOf(req.url));
     // An unknown method is connect-node's to answer (its fallback), as for any protocol.
     if (handler === undefined) return false;
-    const call = textModeCall(handler, options.readMaxBytes);
+    const call = text ? textModeCall(handler, options.readMaxBytes) : handler;
     // connect-node types the response without `write`; it is the same Node response object.
     const nodeRes = res as Parameters<typeof universalResponseToNodeResponse>[1];
-    call(universalRequestFromNodeRequest(req, nodeRes, undefined, undefined))
+    const uReq = universalRequestFromNodeRequest(req, nodeRes, undefined, undefined);
+    // Reading the body fails at once: connect-node answers that in the call's own protocol.
+    if (tooLarge) uReq.body = failingBody(tooLargeError(options.readMaxBytes));
+    call(uReq)
       .then((answer) => universalResponseToNodeResponse(answer, nodeRes))
       .catch((reason: unknown) => {
         // A client that left: nothing to answer, and its call was cancelled (as connect-node).
@@ -49,6 +63,34 @@ export function createRpcEdge(options: RpcEdgeOptions): (req: Req, res: Res) => 
         );
       });
     return true;
+  };
+}
+
+/**
+ * Whether a GatewayService request announces (Content-Length) a body larger than one message of
+ * `maxMessageBytes` in its frame, base64-encoded in gRPC-Web's text mode. Connect's unary bodies
+ * have no frame; connect-node holds them to the limit itself, from the same header.
+ */
+export function rpcBodyTooLarge(req: Req, maxMessageBytes: number): boolean {
+  const declared = declaredLength(req);
+  if (declared === undefined) return false;
+  const limit = isGrpcWebText(req.headers["content-type"])
+    ? maxTextBodyBytes(maxMessageBytes)
+    : maxMessageBytes + FRAME_PREFIX_BYTES;
+  return declared > limit;
+}
+
+function tooLargeError(maxMessageBytes: number): ConnectError {
+  return new ConnectError(
+    `the request body announced is larger than one message of the ${maxMessageBytes}-byte limit of this gateway`,
+    Code.ResourceExhausted,
+  );
+}
+
+/** A request body whose first read fails with `err`. */
+function failingBody(err: ConnectError): AsyncIterable<Uint8Array> {
+  return {
+    [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(err) }),
   };
 }
 

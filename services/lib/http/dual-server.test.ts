@@ -213,3 +213,67 @@ describe("a kept-alive HTTP/1.1 connection", () => {
     socket.destroy();
   });
 });
+
+describe("a request that asks Expect: 100-continue", () => {
+  /** Answers without reading the body; the hook lets only /go send one. */
+  function refusing(): DualHandler {
+    const h: DualHandler = (req, res) => {
+      const body = req.url ?? "";
+      res.writeHead(body === "/go" ? 200 : 413, { "content-length": String(body.length) });
+      res.end(body);
+    };
+    h.continues = (req) => req.url === "/go";
+    return h;
+  }
+
+  it("over HTTP/2, gets 100 Continue only where the hook says so", async () => {
+    const url = await serve(refusing());
+    const session = http2.connect(url);
+    sessions.push(session);
+    const ask = (path: string) =>
+      new Promise<{ continued: boolean; status: number }>((resolve, reject) => {
+        const stream = session.request({
+          ":method": "POST",
+          ":path": path,
+          expect: "100-continue",
+        });
+        let continued = false;
+        stream.on("continue", () => {
+          continued = true;
+          stream.end("body");
+        });
+        stream.on("response", (headers) => {
+          stream.resume();
+          stream.on("end", () => resolve({ continued, status: Number(headers[":status"]) }));
+        });
+        stream.on("error", reject);
+      });
+    expect(await ask("/go")).toEqual({ continued: true, status: 200 });
+    expect(await ask("/stop")).toEqual({ continued: false, status: 413 });
+  });
+
+  it("over HTTP/1.1, gets 100 Continue only where the hook says so, and closes after a refusal", async () => {
+    const port = Number(new URL(await serve(refusing())).port);
+    // The accepted request asks for its connection to close after it; the refused one does not.
+    const ask = (path: string, connection: string) =>
+      new Promise<string>((resolve) => {
+        const socket = net.connect(port, "127.0.0.1");
+        let seen = "";
+        socket.setEncoding("latin1");
+        socket.on("data", (d: string) => {
+          seen += d;
+          if (seen === "HTTP/1.1 100 Continue\r\n\r\n") socket.write("body");
+        });
+        socket.on("close", () => resolve(seen));
+        // A connection the server keeps open ends here, with what it had been sent.
+        socket.setTimeout(3000, () => socket.destroy());
+        socket.write(
+          `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: ${connection}\r\n\r\n`,
+        );
+      });
+    expect(await ask("/go", "close")).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /);
+    const refused = await ask("/stop", "keep-alive");
+    expect(refused).toMatch(/^HTTP\/1\.1 413 /);
+    expect(refused).toMatch(/\r\nConnection: close\r\n/);
+  });
+});

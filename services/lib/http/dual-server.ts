@@ -12,6 +12,14 @@ export type DualHandler = ((
    * response; returns true for a stream it has taken, false to leave it to the handler.
    */
   stream?: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean;
+  /**
+   * Whether a request that asks `Expect: 100-continue` is told to send its body. Without this,
+   * every such request is (Node's default). One that is not gets the handler's answer at once,
+   * and the handler must then not wait for its body: the client sends none until told to
+   * (curl waits a second, then sends anyway). HTTP/1.1 closes the connection after such an
+   * answer (Node does), as the client may still send the body.
+   */
+  continues?: (req: http.IncomingMessage | http2.Http2ServerRequest) => boolean;
 };
 
 export interface DualServer {
@@ -104,7 +112,7 @@ export function createDualServer(handler: DualHandler, opts: DualServerOptions =
     requestTimeout: opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
     connectionsCheckingInterval: opts.checkIntervalMs ?? CHECK_INTERVAL_MS,
   };
-  const h1 = http.createServer(h1Options, (req, res) => {
+  const onH1Request = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const socket = req.socket;
     headArrived(socket);
     h1Busy.set(socket, (h1Busy.get(socket) ?? 0) + 1);
@@ -115,6 +123,16 @@ export function createDualServer(handler: DualHandler, opts: DualServerOptions =
       if (closing && left === 0) socket.destroySoon();
     });
     handler(req, res);
+  };
+  const h1 = http.createServer(h1Options, onH1Request);
+  // An Expect this server does not understand gets 417 without its body being read, as Node
+  // answers it, but on a connection that then closes: Node would keep it open, and read the
+  // body, which the client may or may not send, as the start of its next request.
+  h1.on("checkExpectation", (req: http.IncomingMessage, res: http.ServerResponse) => {
+    headArrived(req.socket);
+    res.shouldKeepAlive = false;
+    res.writeHead(417, { "content-type": "text/plain" });
+    res.end("Only Expect: 100-continue is understood here\n");
   });
   // Node holds connections to headersTimeout and requestTimeout (a 408, then close) only once
   // its server is listening, and this one never listens itself: it is told so, which starts the
@@ -122,6 +140,19 @@ export function createDualServer(handler: DualHandler, opts: DualServerOptions =
   // its next request's head, or a GatewayService body, forever. close() stops the checks.
   h1.emit("listening");
   const h2 = http2.createServer({}, handler);
+  const continues = handler.continues;
+  if (continues) {
+    // Listening for it, a server answers `Expect: 100-continue` itself: Node then emits this
+    // instead of 'request', and sends no 100 Continue unless told to.
+    h1.on("checkContinue", (req: http.IncomingMessage, res: http.ServerResponse) => {
+      if (continues(req)) res.writeContinue();
+      onH1Request(req, res);
+    });
+    h2.on("checkContinue", (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
+      if (continues(req)) res.writeContinue();
+      handler(req, res);
+    });
+  }
   const take = handler.stream;
   if (take) {
     // Node's compatibility API is the server's 'stream' listener, added for the request handler:
