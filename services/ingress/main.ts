@@ -152,7 +152,11 @@ function endAfterBody(req: http2.Http2ServerRequest, res: http2.Http2ServerRespo
   const end = res.end as (...args: unknown[]) => http2.Http2ServerResponse;
   res.end = function (this: http2.Http2ServerResponse, ...args: unknown[]) {
     const stream = res.stream;
-    if (req.complete || stream.readableEnded) return end.apply(this, args);
+    // A request without a body (a GET: END_STREAM on its headers) is not `complete` until its
+    // empty body is read, which no handler does: it has nothing to wait for either.
+    if (req.complete || stream.readableEnded || stream.endAfterHeaders) {
+      return end.apply(this, args);
+    }
     let drained = 0;
     let ended = false;
     const finish = (cut: boolean) => {
