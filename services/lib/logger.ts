@@ -95,6 +95,10 @@ export const REDACTED_PATHS = [
   "*.system",
   "inputs",
   "*.inputs",
+  "tokenInputs",
+  "*.tokenInputs",
+  "token_inputs",
+  "*.token_inputs",
 ];
 
 /**

@@ -440,6 +440,26 @@ describe("gemini provider embeddings", () => {
     });
   });
 
+  it("refuses token ids as unsupported without calling Gemini, which embeds text only", async () => {
+    const before = upstream.requests.length;
+    await expect(
+      provider().embed?.({
+        provider: "google",
+        model: "gemini-embedding-001",
+        params: create(EmbedParamsSchema, { model: "emb", tokenInputs: [{ ids: [1, 2] }] }),
+        context: create(RequestContextSchema),
+        signal: AbortSignal.timeout(5000),
+      }),
+    ).rejects.toMatchObject({
+      status: 400,
+      kind: "unsupported",
+      param: "input",
+      provider: "google",
+      message: expect.stringMatching(/cannot embed token ids/),
+    });
+    expect(upstream.requests.length).toBe(before);
+  });
+
   it("sends more than 100 inputs in batches of 100 and answers them as one, in order", async () => {
     const inputs = Array.from({ length: 250 }, (_, i) => "x".repeat(i + 1));
     const result = await provider().embed?.({

@@ -11,6 +11,7 @@ import type {
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import { CallAbort } from "../../../lib/abort.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
+import { Failure } from "../../../lib/errors.js";
 import { AnswerStream, type OpenedAnswer, type StreamEvents } from "../answer-stream.js";
 import {
   type ChatCall,
@@ -195,6 +196,17 @@ export function createGeminiProvider(name: string, config: ProviderConfig): Prov
    * The first batch to fail stops the others and is the answer.
    */
   async function embed(call: EmbedCall): Promise<EmbedResult> {
+    if (call.params.tokenInputs.length > 0) {
+      // batchEmbedContents embeds text only; token ids from another model's tokenizer mean
+      // nothing to Gemini, and turning them into text is not ours to guess.
+      throw new Failure({
+        status: 400,
+        kind: "unsupported",
+        param: "input",
+        provider: name,
+        message: `provider ${name} (type gemini) cannot embed token ids: Gemini takes text only, so send the input as strings`,
+      });
+    }
     const inputs = call.params.inputs;
     if (inputs.length <= EMBED_BATCH) return embedBatch(call, call.params, call.signal);
     const abort = new CallAbort();

@@ -3,9 +3,15 @@ import { describe, expect, it } from "vitest";
 import {
   EmbedParamsSchema,
   RequestContextSchema,
+  TokenIdsSchema,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import type { EmbedCall } from "../provider.js";
-import { createMockProvider, MOCK_EMBEDDING_DIMENSIONS, mockEmbedding } from "./index.js";
+import {
+  createMockProvider,
+  MOCK_EMBEDDING_DIMENSIONS,
+  mockEmbedding,
+  mockTokenEmbedding,
+} from "./index.js";
 
 const instant = createMockProvider("demo", { type: "mock", first_token_ms: 0 });
 
@@ -59,6 +65,24 @@ describe("mock embeddings", () => {
     expect(result?.embeddings.map((e) => e.index)).toEqual([0, 1]);
     expect(result?.usage).toMatchObject({ promptTokens: 6, completionTokens: 0, totalTokens: 6 });
     expect(result).toMatchObject({ upstreamModel: "mock-embedding", provider: "demo" });
+  });
+
+  it("embed token ids deterministically, apart from any text, counting one token per id", async () => {
+    const call = embedCall([]);
+    call.params.tokenInputs = [
+      create(TokenIdsSchema, { ids: [1, 2, 3] }),
+      create(TokenIdsSchema, { ids: [4, 5] }),
+    ];
+    const first = await instant.embed?.(call);
+    const again = await instant.embed?.(call);
+    const [a, b] = first?.embeddings.map((e) => e.values) ?? [];
+    expect(first?.embeddings.map((e) => e.index)).toEqual([0, 1]);
+    expect(a).toEqual(mockTokenEmbedding([1, 2, 3], MOCK_EMBEDDING_DIMENSIONS));
+    expect(length(a ?? [])).toBeCloseTo(1, 12);
+    expect(again?.embeddings[0]?.values).toEqual(a);
+    expect(b).not.toEqual(a);
+    expect(a).not.toEqual(mockEmbedding("1,2,3", MOCK_EMBEDDING_DIMENSIONS));
+    expect(first?.usage).toMatchObject({ promptTokens: 5, totalTokens: 5 });
   });
 
   it("refuse dimensions it cannot make", async () => {

@@ -24,6 +24,7 @@ import {
   UsageSchema,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
+import { tokenInputCount } from "../../../lib/embed-inputs.js";
 import { Failure } from "../../../lib/errors.js";
 import { makeMessage } from "../../../lib/hop/codec.js";
 import { refusal, refuseAnthropicOnly } from "../anthropic-only.js";
@@ -110,9 +111,22 @@ export function mockPromptTokens(messages: readonly Message[]): number {
  * gets the same vector, different texts (almost surely) different ones.
  */
 export function mockEmbedding(text: string, dimensions: number): number[] {
+  return unitVector(dimensions, (block) => `${block}\0${text}`);
+}
+
+/**
+ * The same for a list of token ids: the same ids always get the same vector, never that of a
+ * text (not even of the text "1,2,3").
+ */
+export function mockTokenEmbedding(ids: readonly number[], dimensions: number): number[] {
+  // A text's seed has \0 after the block number, a token list's \x01: the two never meet.
+  return unitVector(dimensions, (block) => `${block}\x01${ids.join(",")}`);
+}
+
+function unitVector(dimensions: number, seed: (block: number) => string): number[] {
   const raw: number[] = [];
   for (let block = 0; raw.length < dimensions; block++) {
-    const digest = createHash("sha256").update(`${block}\0${text}`).digest();
+    const digest = createHash("sha256").update(seed(block)).digest();
     for (let i = 0; i + 1 < digest.length && raw.length < dimensions; i += 2) {
       // Never exactly 0, so the vector always has a length to divide by.
       raw.push((digest.readUInt16BE(i) - 32767.5) / 32767.5);
@@ -246,13 +260,19 @@ export function createMockProvider(name: string, config: ProviderConfig): Provid
       });
     }
     await pause(firstTokenMs, call.signal, name);
-    let words = 0;
-    for (const input of call.params.inputs) words += wordCount(input);
+    const { inputs, tokenInputs } = call.params;
+    let tokens = 0;
+    let vectors: number[][];
+    if (tokenInputs.length > 0) {
+      tokens = tokenInputCount(call.params);
+      vectors = tokenInputs.map((list) => mockTokenEmbedding(list.ids, dimensions));
+    } else {
+      for (const input of inputs) tokens += wordCount(input);
+      vectors = inputs.map((input) => mockEmbedding(input, dimensions));
+    }
     return makeMessage(EmbedResultSchema, {
-      embeddings: call.params.inputs.map((input, index) =>
-        makeMessage(EmbeddingSchema, { index, values: mockEmbedding(input, dimensions) }),
-      ),
-      usage: makeMessage(UsageSchema, { promptTokens: words, totalTokens: words }),
+      embeddings: vectors.map((values, index) => makeMessage(EmbeddingSchema, { index, values })),
+      usage: makeMessage(UsageSchema, { promptTokens: tokens, totalTokens: tokens }),
       upstreamModel: call.model,
       provider: name,
     });

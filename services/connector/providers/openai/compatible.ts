@@ -5,6 +5,7 @@
 
 import type { ChatChunk, EmbedResult } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import type { ProviderConfig } from "../../../lib/config/types.js";
+import { embedInputCount } from "../../../lib/embed-inputs.js";
 import { Failure } from "../../../lib/errors.js";
 import type { OpenAIChatChunk, OpenAIChatCompletion } from "../../../lib/wire/openai.js";
 import {
@@ -191,7 +192,7 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions)
       headers: traceHeaders(call.context),
     });
     const parsed = await readJson(response, call.signal);
-    const reading = fromOpenAIEmbeddings(parsed, call.params.inputs.length, name);
+    const reading = fromOpenAIEmbeddings(parsed, embedInputCount(call.params), name);
     if (!reading.ok) {
       throw upstreamFailure(`answer from provider ${name} was malformed: ${reading.problem}`);
     }

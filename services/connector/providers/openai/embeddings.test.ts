@@ -15,6 +15,21 @@ describe("toOpenAIEmbeddingsRequest", () => {
     });
   });
 
+  it("sends token ids in the shape the client sent them: a flat list stays flat", () => {
+    const flat = create(EmbedParamsSchema, {
+      tokenInputs: [{ ids: [1, 2, 3] }],
+      flatTokenInput: true,
+    });
+    expect(toOpenAIEmbeddingsRequest(flat, "m").input).toEqual([1, 2, 3]);
+    const lists = create(EmbedParamsSchema, { tokenInputs: [{ ids: [1, 2, 3] }, { ids: [4, 5] }] });
+    expect(toOpenAIEmbeddingsRequest(lists, "m").input).toEqual([
+      [1, 2, 3],
+      [4, 5],
+    ]);
+    const one = create(EmbedParamsSchema, { tokenInputs: [{ ids: [9] }] });
+    expect(toOpenAIEmbeddingsRequest(one, "m").input).toEqual([[9]]);
+  });
+
   it("adds dimensions and user only when the client set them", () => {
     const params = create(EmbedParamsSchema, { inputs: ["x"], dimensions: 256, user: "u-1" });
     expect(toOpenAIEmbeddingsRequest(params, "m")).toMatchObject({ dimensions: 256, user: "u-1" });

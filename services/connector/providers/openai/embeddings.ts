@@ -16,7 +16,8 @@ const RESERVED = new Set(["model", "input", "encoding_format"]);
 /**
  * Builds the Embeddings request body for one attempt. Vectors are always asked for as floats:
  * the ingress re-encodes them if its client wanted base64. Fields of `extra_json` the gateway
- * does not own (e.g. Azure's `input_type`) pass through for the upstream to judge.
+ * does not own (e.g. Azure's `input_type`) pass through for the upstream to judge. Token ids go
+ * in the shape the client sent them: one flat list, or a list of lists.
  */
 export function toOpenAIEmbeddingsRequest(
   params: EmbedParams,
@@ -28,17 +29,25 @@ export function toOpenAIEmbeddingsRequest(
     Object.entries(extras).filter(([key]) => !RESERVED.has(key)),
   ) as OpenAIEmbeddingsRequest;
   body.model = model;
-  body.input = [...params.inputs];
+  body.input = wireInput(params);
   body.encoding_format = "float";
   if (params.dimensions !== undefined) body.dimensions = params.dimensions;
   if (params.user !== undefined) body.user = params.user;
   return body;
 }
 
+/** `input` as OpenAI takes it: the texts, or the token ids in the shape the client sent. */
+function wireInput(params: EmbedParams): OpenAIEmbeddingsRequest["input"] {
+  const [first] = params.tokenInputs;
+  if (first === undefined) return [...params.inputs];
+  if (params.flatTokenInput && params.tokenInputs.length === 1) return [...first.ids];
+  return params.tokenInputs.map((list) => [...list.ids]);
+}
+
 export type EmbeddingsReading = { ok: true; result: EmbedResult } | { ok: false; problem: string };
 
 /**
- * Reads an Embeddings answer for `inputs` texts. Every input must get exactly one vector; the
+ * Reads an Embeddings answer for `inputs` inputs (texts or token lists). Every input must get exactly one vector; the
  * vectors come back ordered by index. `problem` says what was wrong with a malformed answer.
  */
 export function fromOpenAIEmbeddings(

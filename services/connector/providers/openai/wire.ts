@@ -4,7 +4,8 @@
 
 export interface OpenAIEmbeddingsRequest {
   model: string;
-  input: string[];
+  /** Texts, one flat list of token ids (one input), or one list of token ids per input. */
+  input: string[] | number[] | number[][];
   encoding_format: "float" | "base64";
   dimensions?: number;
   user?: string;
