@@ -343,7 +343,10 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
   async function embed(req: EmbedRequest, ctx: HandlerContext): Promise<EmbedResponse> {
     const params = req.params;
     if (!params) throw new ConnectError("params are required", Code.InvalidArgument);
-    return unaryWithRetries(params, req, ctx, false, (c, call, opts) =>
+    // Token ids only some upstreams take (not Gemini): a target that cannot is passed over for
+    // one that can, and when none can, its refusal is the answer.
+    const passOver = params.tokenInputs.length > 0;
+    return unaryWithRetries(params, req, ctx, passOver, (c, call, opts) =>
       c.client.embed({ ...call, params }, opts).then((res) => {
         if (res.result) res.result.attempts = call.attempt;
         return makeMessage(EmbedResponseSchema, { result: res.result });

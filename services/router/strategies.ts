@@ -1,5 +1,6 @@
 import type { ChatParams, EmbedParams } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import type { ModelConfig, TargetConfig } from "../lib/config/types.js";
+import { tokenInputCount } from "../lib/embed-inputs.js";
 import { costUsd, priceFor } from "../lib/pricing.js";
 import { targetKey } from "../lib/targets.js";
 
@@ -222,6 +223,7 @@ export function estimateTokens(params: RequestParams | undefined): {
 } {
   if (!params) return { prompt: 0, completion: DEFAULT_COMPLETION_TOKENS };
   if (params.$typeName === "switchyard.chat.v1.EmbedParams") {
+    if (params.tokenInputs.length > 0) return { prompt: tokenInputCount(params), completion: 0 };
     const chars = params.inputs.reduce((n, s) => n + s.length, 0);
     return { prompt: Math.ceil(chars / 4), completion: 0 };
   }
