@@ -11,10 +11,12 @@ import {
   type TokenCount,
   UpstreamErrorSchema,
   type Usage,
+  UsageSchema,
 } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import type { RouterService, RoutingHints } from "../../gen/switchyard/router/v1/router_pb.js";
 import { requestContext, routerChatRequest } from "../lib/chat/messages.js";
 import type { Config, Price } from "../lib/config/types.js";
+import { embedInputCount } from "../lib/embed-inputs.js";
 import { Failure, modelNotFound } from "../lib/errors.js";
 import { makeMessage } from "../lib/hop/codec.js";
 import type { Logger } from "../lib/logger.js";
@@ -662,6 +664,10 @@ export async function runEmbed(
     result = res.result;
     price = answerPrice(deps.config, params.model, result);
     prompt = result.usage?.promptTokens || estimate;
+    if (params.tokenInputs.length > 0 && !result.usage?.promptTokens) {
+      // An upstream that reports no usage embedded exactly the tokens sent: the client hears so.
+      result.usage = makeMessage(UsageSchema, { promptTokens: prompt, totalTokens: prompt });
+    }
     const headers = reservation ? rateLimitHeaders(reservation.snapshot, api, deps.clock()) : {};
     if (price) {
       const cost = roundUsd(costUsd(price, { prompt, completion: 0 }));
@@ -687,7 +693,7 @@ export async function runEmbed(
       (line) => {
         line.upstream_model = result?.upstreamModel;
         line.attempts = result?.attempts ?? error?.attempts;
-        line.inputs = params.inputs.length;
+        line.inputs = embedInputCount(params);
         line.tokens_in = prompt;
         line.cost_usd = price ? cost : undefined;
       },

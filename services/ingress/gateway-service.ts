@@ -22,6 +22,7 @@ import {
   ModelSchema,
 } from "../../gen/switchyard/gateway/v1/gateway_pb.js";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
+import { tokenInputCount } from "../lib/embed-inputs.js";
 import { Failure } from "../lib/errors.js";
 import { makeMessage } from "../lib/hop/codec.js";
 import { requestIdOf } from "../lib/ids.js";
@@ -36,6 +37,7 @@ import {
 } from "./exchange.js";
 import { routingHints } from "./hints.js";
 import { connectErrorFor } from "./limits/headers.js";
+import { tokenLimitsProblem } from "./openai/embeddings.js";
 import { KNOWN_FIELDS, MAX_STOP, NAME_PATTERN } from "./openai/parse-request.js";
 
 /** GatewayService: the public typed API, same auth, routing and limits as the REST routes. */
@@ -226,12 +228,31 @@ export function createGatewayService(
 function embedProblem(params: EmbedParams | undefined): Failure | undefined {
   const invalid = (message: string, param: string) =>
     new Failure({ status: 400, kind: "invalid_request", param, message });
-  if (!params?.model || params.inputs.length === 0) {
-    return invalid("'params.model' and at least one of 'params.inputs' are required", "params");
+  const tokenLists = params?.tokenInputs ?? [];
+  if (!params?.model || (params.inputs.length === 0 && tokenLists.length === 0)) {
+    return invalid(
+      "'params.model' and at least one of 'params.inputs' or 'params.token_inputs' are required",
+      "params",
+    );
+  }
+  if (params.inputs.length > 0 && tokenLists.length > 0) {
+    return invalid("set 'params.inputs' or 'params.token_inputs', not both", "token_inputs");
   }
   if (params.inputs.some((s) => s === "")) {
     return invalid("'params.inputs' must not contain empty strings", "inputs");
   }
+  if (params.flatTokenInput && tokenLists.length !== 1) {
+    return invalid(
+      "'params.flat_token_input' needs exactly one list in 'params.token_inputs'",
+      "flat_token_input",
+    );
+  }
+  const empty = tokenLists.findIndex((list) => list.ids.length === 0);
+  if (empty >= 0) {
+    return invalid(`'params.token_inputs[${empty}].ids' must not be empty`, "token_inputs");
+  }
+  const overLimits = tokenLimitsProblem(tokenLists.length, tokenInputCount(params));
+  if (overLimits) return invalid(`'params.token_inputs': ${overLimits}`, "token_inputs");
   if (params.dimensions === 0)
     return invalid("'params.dimensions' must be at least 1", "dimensions");
   try {

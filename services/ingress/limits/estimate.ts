@@ -3,6 +3,7 @@
 
 import type { ChatParams, EmbedParams } from "../../../gen/switchyard/chat/v1/chat_pb.js";
 import type { Config, Price, TargetConfig } from "../../lib/config/types.js";
+import { tokenInputCount } from "../../lib/embed-inputs.js";
 import { costUsd, priceFor, type TokenUsage } from "../../lib/pricing.js";
 
 /** The answer length assumed when a request sets no max_tokens. */
@@ -36,8 +37,12 @@ export function estimateChat(params: ChatParams): { prompt: number; completion: 
   };
 }
 
-/** Expected tokens of an embeddings request (all prompt). */
+/**
+ * Expected tokens of an embeddings request (all prompt). Token-array inputs are not estimated:
+ * what they send is exactly what the upstream embeds.
+ */
 export function estimateEmbed(params: EmbedParams): number {
+  if (params.tokenInputs.length > 0) return tokenInputCount(params);
   return tokensOfText(params.inputs.reduce((sum, input) => sum + input.length, 0));
 }
 

@@ -2,6 +2,7 @@ import {
   type EmbedParams,
   EmbedParamsSchema,
   type EmbedResult,
+  TokenIdsSchema,
 } from "../../../gen/switchyard/chat/v1/chat_pb.js";
 import { Failure } from "../../lib/errors.js";
 import { makeMessage } from "../../lib/hop/codec.js";
@@ -21,6 +22,100 @@ function invalid(message: string, param: string): Failure {
   return new Failure({ status: 400, kind: "invalid_request", message, param });
 }
 
+/**
+ * OpenAI's caps on one Embeddings request (API reference, `input`): at most 2,048 inputs, and
+ * 300,000 tokens summed over them. Held to token-array inputs, whose tokens are known here.
+ */
+export const MAX_TOKEN_INPUTS = 2048;
+export const MAX_TOKENS_PER_REQUEST = 300_000;
+/** Token ids cross the fabric as uint32. */
+const MAX_TOKEN_ID = 0xffff_ffff;
+
+/** Why a token-array request is over OpenAI's caps, if it is. */
+export function tokenLimitsProblem(inputs: number, tokens: number): string | undefined {
+  if (inputs > MAX_TOKEN_INPUTS) {
+    return `at most ${MAX_TOKEN_INPUTS} token arrays may be sent in one request, not ${inputs}`;
+  }
+  if (tokens > MAX_TOKENS_PER_REQUEST) {
+    return `at most ${MAX_TOKENS_PER_REQUEST} tokens may be sent in one request, not ${tokens}`;
+  }
+  return undefined;
+}
+
+/** Whether `v` is a token id this gateway can carry: an integer from 0 to 2^32 − 1. */
+export function isTokenId(v: unknown): v is number {
+  return typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= MAX_TOKEN_ID;
+}
+
+const SHAPES =
+  "'input' must be a string, an array of strings, an array of token ids (integers) or an array of arrays of token ids";
+
+/** What a value that is not a token id is, for the message (never the value: it is prompt). */
+function notTokenId(v: unknown): string {
+  if (typeof v !== "number")
+    return Array.isArray(v) ? "an array" : `a ${v === null ? "null" : typeof v}`;
+  if (!Number.isInteger(v)) return "not an integer";
+  return v < 0 ? "negative" : `above ${MAX_TOKEN_ID}`;
+}
+
+/** One token list: non-empty, every element a token id; `at` names it in messages. */
+function tokenList(list: readonly unknown[], at: string): number[] {
+  if (list.length === 0) throw invalid(`'${at}' must not be an empty array of tokens`, "input");
+  for (let i = 0; i < list.length; i++) {
+    if (!isTokenId(list[i])) {
+      throw invalid(
+        `'${at}[${i}]' must be a token id (an integer from 0 to ${MAX_TOKEN_ID}); it is ${notTokenId(list[i])}`,
+        "input",
+      );
+    }
+  }
+  return list as number[];
+}
+
+/**
+ * `input` in any of OpenAI's four shapes into `params`: texts into `inputs`; token ids into
+ * `token_inputs`, one list per input, with `flat_token_input` remembering a flat array.
+ */
+function parseInput(input: unknown, params: EmbedParams): void {
+  if (typeof input === "string") {
+    if (input === "") throw invalid("'input' must not contain empty strings", "input");
+    params.inputs = [input];
+    return;
+  }
+  if (!Array.isArray(input)) throw invalid(SHAPES, "input");
+  if (input.length === 0) throw invalid("'input' must not be an empty array", "input");
+  const first: unknown = input[0];
+  if (typeof first === "string") {
+    for (let i = 0; i < input.length; i++) {
+      if (typeof input[i] !== "string") {
+        throw invalid(`${SHAPES}; 'input[${i}]' is not a string like 'input[0]'`, "input");
+      }
+      if (input[i] === "") throw invalid("'input' must not contain empty strings", "input");
+    }
+    params.inputs = input as string[];
+    return;
+  }
+  let lists: number[][];
+  if (typeof first === "number") {
+    lists = [tokenList(input, "input")];
+    params.flatTokenInput = true;
+  } else if (Array.isArray(first)) {
+    lists = input.map((list: unknown, i) => {
+      if (!Array.isArray(list)) {
+        throw invalid(`${SHAPES}; 'input[${i}]' is not an array like 'input[0]'`, "input");
+      }
+      return tokenList(list, `input[${i}]`);
+    });
+  } else {
+    throw invalid(SHAPES, "input");
+  }
+  let tokens = 0;
+  for (const list of lists) tokens += list.length;
+  const problem = tokenLimitsProblem(lists.length, tokens);
+  if (problem) throw invalid(`'input': ${problem}`, "input");
+  params.tokenInputs = lists.map((ids) => makeMessage(TokenIdsSchema, { ids }));
+}
+
 /** Validates an Embeddings request body; `encoding` is what the client wants the vectors as. */
 export function parseEmbeddingsRequest(body: unknown): {
   params: EmbedParams;
@@ -32,28 +127,8 @@ export function parseEmbeddingsRequest(body: unknown): {
   const b = body as Record<string, unknown>;
   if (typeof b.model !== "string" || b.model === "")
     throw invalid("'model' is a required property", "model");
-  const input = b.input;
-  let inputs: string[];
-  if (typeof input === "string") inputs = [input];
-  else if (Array.isArray(input) && input.length > 0 && input.every((x) => typeof x === "string")) {
-    inputs = input as string[];
-  } else if (
-    Array.isArray(input) &&
-    input.length > 0 &&
-    input.every((x) => typeof x === "number" || Array.isArray(x))
-  ) {
-    throw new Failure({
-      status: 400,
-      kind: "unsupported",
-      param: "input",
-      message: "Token-array inputs are not supported by this gateway; send the text as strings",
-    });
-  } else {
-    throw invalid("'input' must be a non-empty string or a non-empty array of strings", "input");
-  }
-  if (inputs.some((s) => s === ""))
-    throw invalid("'input' must not contain empty strings", "input");
-  const params = makeMessage(EmbedParamsSchema, { model: b.model, inputs });
+  const params = makeMessage(EmbedParamsSchema, { model: b.model });
+  parseInput(b.input, params);
   if (b.dimensions !== undefined && b.dimensions !== null) {
     if (!Number.isInteger(b.dimensions) || (b.dimensions as number) < 1) {
       throw invalid("'dimensions' must be a positive integer", "dimensions");
