@@ -11,7 +11,11 @@ import { ChatParamsSchema, Role } from "../gen/switchyard/chat/v1/chat_pb.js";
 import { grpcJsGatewayClient } from "./clients/grpc-js-gateway.js";
 import { freePorts, requireNats, runSwitchyard, type ServiceProcess } from "./helpers/processes.js";
 import { type AnthropicUpstream, startAnthropicUpstream } from "./upstreams/anthropic-upstream.js";
-import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
+import {
+  fakeEmbedding,
+  type OpenAIUpstream,
+  startOpenAIUpstream,
+} from "./upstreams/openai-upstream.js";
 
 // The four services as four processes, talking Connect over h2c and sharing health over the
 // machine's NATS, driven by the official openai client and a @grpc/grpc-js client.
@@ -118,6 +122,30 @@ describe("separate processes", () => {
     expect(text).toBe("from the first");
     expect(usage).toBeGreaterThan(0);
     expect(first.requests.at(-1)?.headers.authorization).toBe("Bearer sk-first-canary-7d1e");
+  });
+
+  it("carries token-array embedding inputs across the hops to the upstream as sent", async () => {
+    const client = new OpenAI({ baseURL: `${ingressUrl}/v1`, apiKey: "x", maxRetries: 0 });
+    const res = await client.embeddings.create({
+      model: "chat",
+      input: [
+        [1, 2, 3],
+        [4, 5],
+      ],
+    });
+    const sent = first.requests.filter((r) => r.path.endsWith("/embeddings")).at(-1);
+    expect(sent?.body).toMatchObject({
+      model: "m1",
+      input: [
+        [1, 2, 3],
+        [4, 5],
+      ],
+    });
+    expect(res.data.map((d) => d.embedding)).toEqual([
+      fakeEmbedding("[1,2,3]"),
+      fakeEmbedding("[4,5]"),
+    ]);
+    expect(res.usage.prompt_tokens).toBe(5);
   });
 
   it("answers the Anthropic SDK's countTokens with the count the upstream made, across the hops", async () => {

@@ -18,7 +18,8 @@
  *   `data: [DONE]`) when the body has `stream: true`, and adds a usage chunk when it also has
  *   `stream_options.include_usage: true`, as OpenAI does.
  * - POST /v1/embeddings — with an "answer" behaviour, one `fakeEmbedding` per input (floats, or
- *   base64 when `encoding_format` is "base64") and usage counting words.
+ *   base64 when `encoding_format` is "base64") and usage counting words (token ids: one each);
+ *   a token-id input is embedded as its JSON text, e.g. `fakeEmbedding("[1,2,3]")`.
  * - GET /v1/models — with an "answer" behaviour, an OpenAI model list of `models`; other
  *   behaviours apply here too (so probes can be made to fail).
  *
@@ -83,6 +84,8 @@ export interface AnswerBehavior {
   finishReason?: string;
   /** Default: prompt 10, completion = chunks of text + tool-call fragments. */
   usage?: { prompt_tokens: number; completion_tokens: number };
+  /** Embeddings: answer without `usage`, as some OpenAI-compatible servers do. */
+  noEmbeddingUsage?: boolean;
   /** The model the answer names; default the requested model. */
   model?: string;
   /** Delay before the response headers. */
@@ -363,17 +366,28 @@ function embeddingsAnswer(
   request: Record<string, unknown>,
   model: string,
 ): Record<string, unknown> {
+  const input = request.input;
+  // Token ids: a flat list is one input, a list of lists one per list; each is embedded as its
+  // JSON text (so [1,2] and [[1,2]] get the same vector) and counts a token per id.
+  const flat =
+    Array.isArray(input) && input.length > 0 && input.every((x) => typeof x === "number");
   const inputs =
-    typeof request.input === "string"
-      ? [request.input]
-      : Array.isArray(request.input)
-        ? request.input.map(String)
-        : [];
+    typeof input === "string"
+      ? [input]
+      : flat
+        ? [JSON.stringify(input)]
+        : Array.isArray(input)
+          ? input.map((x) => (typeof x === "string" ? x : JSON.stringify(x)))
+          : [];
   const dimensions =
     typeof request.dimensions === "number" && request.dimensions > 0 ? request.dimensions : 8;
   const base64 = request.encoding_format === "base64";
-  const words = inputs.reduce((n, text) => n + text.split(/\s+/).filter((w) => w).length, 0);
-  const promptTokens = behavior.usage?.prompt_tokens ?? words;
+  const counted = flat
+    ? (input as unknown[]).length
+    : Array.isArray(input) && Array.isArray(input[0])
+      ? input.reduce((n: number, x) => n + (Array.isArray(x) ? x.length : 0), 0)
+      : inputs.reduce((n, text) => n + text.split(/\s+/).filter((w) => w).length, 0);
+  const promptTokens = behavior.usage?.prompt_tokens ?? counted;
   return {
     object: "list",
     data: inputs.map((text, index) => {
@@ -387,7 +401,9 @@ function embeddingsAnswer(
       };
     }),
     model,
-    usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
+    ...(!behavior.noEmbeddingUsage && {
+      usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
+    }),
   };
 }
 
