@@ -45,6 +45,7 @@ providers:
   local: { type: openai, base_url: "${meteredUp.url}" }
   ge: { type: gemini, base_url: "${geminiUp.url}", api_key: ge-key }
   demo: { type: mock, first_token_ms: 0 }
+  claude: { type: anthropic, base_url: "http://127.0.0.1:9", api_key: an-key }
 models:
   m-openai: { targets: [{ provider: oa, model: emb-up }] }
   m-azure: { targets: [{ provider: az, model: my-deployment }] }
@@ -53,6 +54,11 @@ models:
     strategy: priority
     targets:
       - { provider: ge, model: gemini-embedding-001 }
+      - { provider: oa, model: emb-up }
+  m-chat-first:
+    strategy: priority
+    targets:
+      - { provider: claude, model: claude-sonnet-4-5 }
       - { provider: oa, model: emb-up }
   m-mock: { targets: [{ provider: demo, model: mock-embedding }] }
   m-metered: { targets: [{ provider: local, model: local-emb, price: { input: 1000, output: 0 } }] }
@@ -175,6 +181,18 @@ describe("token-array embedding inputs over REST", () => {
     // Text still goes to Gemini, the model's first target.
     await oai.embeddings.create({ model: "m-mixed", input: "pi" });
     expect(geminiEmbeds().length).toBe(geminiBefore + 1);
+  });
+
+  it("pass over a target whose provider has no embeddings (Anthropic), texts too", async () => {
+    const openaiBefore = embedPosts(openaiUp).length;
+    for (const input of ["pi", [[3, 1, 4]]] as const) {
+      const { response } = await oai.embeddings
+        .create({ model: "m-chat-first", input: input as string })
+        .withResponse();
+      expect(response.headers.get("x-switchyard-provider")).toBe("oa");
+      expect(response.headers.get("x-switchyard-attempts")).toBe("1");
+    }
+    expect(embedPosts(openaiUp).length).toBe(openaiBefore + 2);
   });
 
   it.each([

@@ -343,10 +343,10 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
   async function embed(req: EmbedRequest, ctx: HandlerContext): Promise<EmbedResponse> {
     const params = req.params;
     if (!params) throw new ConnectError("params are required", Code.InvalidArgument);
-    // Token ids only some upstreams take (not Gemini): a target that cannot is passed over for
-    // one that can, and when none can, its refusal is the answer.
-    const passOver = params.tokenInputs.length > 0;
-    return unaryWithRetries(params, req, ctx, passOver, (c, call, opts) =>
+    // A target that cannot embed these inputs (a provider without embeddings, such as
+    // Anthropic, or token ids to Gemini) is passed over for one that can, as token counts are;
+    // when none can, its refusal is the answer.
+    return unaryWithRetries(params, req, ctx, true, (c, call, opts) =>
       c.client.embed({ ...call, params }, opts).then((res) => {
         if (res.result) res.result.attempts = call.attempt;
         return makeMessage(EmbedResponseSchema, { result: res.result });
