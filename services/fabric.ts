@@ -78,7 +78,11 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
   const registries: Registry[] = [processRegistry];
   const metrics = () => renderMetrics(registries);
   const closers: Array<() => Promise<void>> = [];
-  const servers: Array<{ name: ServiceName; server: DualServer; onCut?: () => void }> = [];
+  const servers: Array<{
+    name: ServiceName;
+    server: DualServer;
+    onCut?: () => void | Promise<void>;
+  }> = [];
   const ports: Partial<Record<ServiceName, number>> = {};
 
   const needsBus = has("router") || has("prober") || has("connector");
@@ -142,6 +146,8 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
   let routerRoutes: ((r: ConnectRouter) => void) | undefined;
   let routerService: HopService | undefined;
   let router: Transport | Client<typeof RouterService> | undefined;
+  /** Answers the router's open calls when a shutdown cuts them (RouterBuild.cutting). */
+  let cutRouter: (() => void) | undefined;
   if (has("router") && bus) {
     const r = buildRouter({
       config,
@@ -151,6 +157,7 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
       connectors,
     });
     closers.push(() => r.close());
+    cutRouter = () => r.cutting();
     routerRoutes = r.routes;
     routerService = hopService(RouterService, r.impl);
     router = createLocalClient(RouterService, r.impl);
@@ -197,7 +204,11 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
     servers.push({
       name: "ingress",
       server: createDualServer(ingress.handler),
-      onCut: () => ingress.cutting(),
+      // The router in this process answers its calls first: only it knows their attempts.
+      onCut: () => {
+        cutRouter?.();
+        return ingress.cutting(cutRouter !== undefined);
+      },
     });
     // Closers run in reverse: this first, before the router and connectors go away, so the
     // requests the drain cut end (and log their line) as cancelled ones do.
@@ -227,7 +238,11 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
     };
     if (has("router")) {
       const handler = internal(routerRoutes, routerService);
-      servers.push({ name: "router", server: createDualServer(handler) });
+      servers.push({
+        name: "router",
+        server: createDualServer(handler),
+        ...(cutRouter ? { onCut: cutRouter } : {}),
+      });
     }
     if (connector) {
       const handler = internal(connector.routes, hopService(ConnectorService, connector.impl));

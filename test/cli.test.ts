@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -226,7 +226,7 @@ models: { slow: { targets: [{ provider: slow, model: m }] } }
     await reader?.cancel().catch(() => {});
   }, 30_000);
 
-  it("logs the requests a drain that ran out cut, then exits 0", async () => {
+  it("answers and logs the requests a drain that ran out cut, then exits 0", async () => {
     const cwd = mkdtempSync(join(dir, "start-"));
     writeFileSync(
       join(cwd, "switchyard.yaml"),
@@ -247,10 +247,10 @@ models: { slow: { targets: [{ provider: slow, model: m }] } }
       });
     const streamed = ask("cut-stream", true);
     const whole = ask("cut-whole", false).then(
-      (r) => r.text(),
-      () => "",
+      async (r) => ({ status: r.status, body: await r.text() }),
+      (e: unknown) => ({ status: 0, body: String(e) }),
     );
-    // And a gRPC stream over HTTP/2, whose streams the cut ends at once.
+    // And a gRPC stream over HTTP/2.
     const grpc = createClient(
       GatewayService,
       createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` }),
@@ -272,23 +272,38 @@ models: { slow: { targets: [{ provider: slow, model: m }] } }
     const drain = async (next: () => Promise<{ done?: boolean }>) => {
       try {
         for (let r = await next(); !r.done; r = await next()) {}
-      } catch {
-        // cut
+        return undefined;
+      } catch (e) {
+        return e;
       }
     };
+    let sse = "";
     const rest = Promise.all([
-      drain(async () => (await reader?.read()) ?? { done: true }),
+      drain(async () => {
+        const r = await reader?.read();
+        sse += new TextDecoder().decode(r?.value ?? new Uint8Array());
+        return r ?? { done: true };
+      }),
       drain(() => grpc.next()),
     ]);
     expect(await exit).toBe(0);
-    await Promise.all([rest, whole]);
+    const [sseError, grpcError] = await rest;
+    // Each was answered before its connection went: the gateway is shutting down.
+    expect(sseError).toBeUndefined();
+    expect(sse).toContain('"code":"shutting_down"');
+    expect(sse).not.toContain("[DONE]");
+    expect(grpcError).toBeInstanceOf(ConnectError);
+    expect((grpcError as ConnectError).code).toBe(Code.Unavailable);
+    const answered = await whole;
+    expect(answered.status).toBe(503);
+    expect(answered.body).toContain("the gateway is shutting down");
     const lines = output()
       .split("\n")
       .filter((l) => l.startsWith("{"))
       .map((l) => JSON.parse(l) as Record<string, unknown>);
     for (const id of ["cut-stream", "cut-whole", "cut-grpc"]) {
       expect(lines.filter((l) => l.request_id === id && l.service === "ingress")).toEqual([
-        expect.objectContaining({ status: 499, outcome: "shutdown" }),
+        expect.objectContaining({ status: 503, outcome: "shutdown", attempts: 1 }),
       ]);
     }
   }, 30_000);

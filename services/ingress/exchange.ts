@@ -17,7 +17,7 @@ import type { RouterService, RoutingHints } from "../../gen/switchyard/router/v1
 import { requestContext, routerChatRequest } from "../lib/chat/messages.js";
 import type { Config, Price } from "../lib/config/types.js";
 import { embedInputCount } from "../lib/embed-inputs.js";
-import { Failure, modelNotFound } from "../lib/errors.js";
+import { Failure, modelNotFound, SHUTTING_DOWN, shuttingDown } from "../lib/errors.js";
 import { makeMessage } from "../lib/hop/codec.js";
 import type { Logger } from "../lib/logger.js";
 import {
@@ -150,21 +150,60 @@ export function createIngressMetrics(registry: Registry) {
 export type IngressMetrics = ReturnType<typeof createIngressMetrics>;
 
 /**
- * Requests between their start and their log line. A shutdown whose drain time ran out cuts the
- * connections of those still open; each then ends as a cancelled request would, with its line
- * (status 499, outcome "shutdown"), and the process waits for that before it exits.
+ * How a request in flight is cancelled: REST's CallAbort, or a GatewayService call's
+ * HandlerContext (whose abort() aborts its signal).
+ */
+export interface Cancellable {
+  readonly signal: AbortSignal;
+  abort(reason?: unknown): void;
+}
+
+/** The reason ActiveRequests.cancelAll aborts a request with. */
+const CUT_BY_SHUTDOWN = new Error("the gateway is shutting down");
+
+/**
+ * The failure a request whose call was aborted ends with, if a shutdown's cut aborted it:
+ * shuttingDown, which its client is answered. Undefined when it was not: its client left.
+ */
+export function cutFailure(signal: AbortSignal, attempts: number): Failure | undefined {
+  return signal.reason === CUT_BY_SHUTDOWN ? shuttingDown(attempts) : undefined;
+}
+
+/**
+ * Requests between their start and their log line. When a shutdown's drain time runs out, those
+ * still open are answered (503 / UNAVAILABLE: the gateway is shutting down) before their
+ * connections are cut: by the router when it is in this process (it knows how many attempts
+ * each made), else here (cancelAll), and the process waits for their lines before it exits.
+ * A request whose connection is cut before that ends as a cancelled one would (status 499,
+ * outcome "shutdown").
  */
 export class ActiveRequests {
   #count = 0;
   #cut = false;
-  #onIdle: (() => void) | undefined;
+  #cancelled = false;
+  /** The requests cancelAll can reach: a Set entry each, nothing allocated for them. */
+  readonly #calls = new Set<Cancellable>();
+  #onIdle: Array<() => void> = [];
 
   begin(): void {
     this.#count++;
   }
 
   end(): void {
-    if (--this.#count === 0) this.#onIdle?.();
+    if (--this.#count > 0) return;
+    const waiting = this.#onIdle;
+    this.#onIdle = [];
+    for (const resolve of waiting) resolve();
+  }
+
+  /** A request's call, which cancelAll aborts if it is still open then. */
+  track(call: Cancellable): void {
+    if (this.#cancelled) call.abort(CUT_BY_SHUTDOWN);
+    else this.#calls.add(call);
+  }
+
+  untrack(call: Cancellable): void {
+    this.#calls.delete(call);
   }
 
   /** Whether the requests still open are being cut by a shutdown. */
@@ -172,20 +211,32 @@ export class ActiveRequests {
     return this.#cut;
   }
 
-  /** The shutdown is about to cut the connections still open: what ends now was cut. */
+  /** The shutdown's drain time ran out: what ends now was cut. */
   cutting(): void {
     this.#cut = true;
+  }
+
+  /** Aborts every request still open; each answers its client with shuttingDown (cutFailure). */
+  cancelAll(): void {
+    this.#cut = true;
+    this.#cancelled = true;
+    for (const call of this.#calls) call.abort(CUT_BY_SHUTDOWN);
+    this.#calls.clear();
   }
 
   /** Resolves once no request is open, or after `ms`. */
   settled(ms: number): Promise<void> {
     if (this.#count === 0) return Promise.resolve();
     return new Promise((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      this.#onIdle = () => {
+      const done = () => {
         clearTimeout(timer);
         resolve();
       };
+      const timer = setTimeout(() => {
+        this.#onIdle = this.#onIdle.filter((f) => f !== done);
+        resolve();
+      }, ms);
+      this.#onIdle.push(done);
     });
   }
 }
@@ -219,6 +270,8 @@ export class ChatExchange {
   /** The answering target's price, known from the first chunk; undefined = none known. */
   private price: Price | undefined;
   private stream: AsyncIterator<{ chunk?: ChatChunk | undefined }> | undefined;
+  /** The call that cancels the request, tracked for a shutdown's cut until finish(). */
+  private call: Cancellable | undefined;
   private finished = false;
   private streaming = false;
   private gaps: HistogramSeries | undefined;
@@ -256,11 +309,16 @@ export class ChatExchange {
     return this.hints?.hasFallbacks ? this.hints.fallbacks : undefined;
   }
 
-  /** Sends the request to the router and waits for the first chunk. Throws a Failure. */
-  async open(signal: AbortSignal): Promise<ChatChunk> {
+  /**
+   * Sends the request to the router and waits for the first chunk. Throws a Failure. `call`
+   * cancels the request (its client left, or a shutdown cut it: see failureOf()).
+   */
+  async open(call: Cancellable): Promise<ChatChunk> {
     const { config } = this.deps;
     const request = this.#request;
     if (!request) throw new Error("open() once");
+    this.call = call;
+    if (!this.finished) this.metrics.active.track(call);
     if (!config.models[request.model]) {
       throw modelNotFound(request.model);
     }
@@ -298,7 +356,7 @@ export class ChatExchange {
         this.hints,
       ),
       {
-        signal,
+        signal: call.signal,
         timeoutMs: Math.min(config.routing.timeouts.total_ms, this.deadlineMs ?? Infinity),
       },
     );
@@ -392,6 +450,21 @@ export class ChatExchange {
   }
 
   /**
+   * The failure that ends the request after `err`: the shutdown's, answered to the client, if a
+   * shutdown's cut aborted its call (cutFailure), else the error's own.
+   */
+  failureOf(err: unknown): Failure {
+    const signal = this.call?.signal;
+    return (signal && cutFailure(signal, this.attempts)) || Failure.from(err);
+  }
+
+  /** Whether its client went away (its call aborted, and not by a shutdown): nothing to answer. */
+  get clientLeft(): boolean {
+    const signal = this.call?.signal;
+    return signal?.aborted === true && signal.reason !== CUT_BY_SHUTDOWN;
+  }
+
+  /**
    * What the request used: the upstream's final usage when the answer ended cleanly; for one cut
    * short, the prompt (reported or estimated) and the answer handed out so far; nothing when no
    * answer began.
@@ -453,8 +526,11 @@ export class ChatExchange {
   finish(status: number, opts: { error?: Failure; truncated?: boolean } = {}): void {
     if (this.finished) return;
     this.finished = true;
+    if (this.call) this.metrics.active.untrack(this.call);
     const { metrics, api, params, caller } = this;
-    const truncated = opts.truncated === true;
+    // A stream a shutdown cut ends with an error event, but no upstream failed it: like a
+    // client that leaves, it is not counted truncated (its outcome is "shutdown").
+    const truncated = opts.truncated === true && opts.error?.code !== SHUTTING_DOWN;
     // A request that failed before any answer made as many attempts as the router says it did.
     if (this.firstTokenMs === undefined && opts.error) this.attempts = opts.error.attempts;
     const used = this.usedTokens(status === 200 && !truncated);
@@ -565,7 +641,7 @@ function outcomeOf(
   error: Failure | undefined,
   shutdown: boolean,
 ): string {
-  if (status === 499 && shutdown) return "shutdown";
+  if ((status === 499 && shutdown) || error?.code === SHUTTING_DOWN) return "shutdown";
   if (truncated) return "truncated";
   if (status === 499) return "cancelled";
   if (status < 400) return "ok";
@@ -624,7 +700,7 @@ export async function runEmbed(
   requestId: string,
   caller: Caller,
   params: EmbedParams,
-  signal: AbortSignal,
+  call: Cancellable,
   trace: TraceContext,
 ): Promise<EmbedAnswer> {
   const started = performance.now();
@@ -639,6 +715,7 @@ export async function runEmbed(
   const estimate = estimateEmbed(params);
   metrics.inflight[api].inc();
   metrics.active.begin();
+  metrics.active.track(call);
   try {
     if (model === "(unknown)") throw modelNotFound(params.model);
     authorizeModel(caller, params.model);
@@ -657,7 +734,7 @@ export async function runEmbed(
         }),
         params,
       },
-      { signal, timeoutMs: deps.config.routing.timeouts.total_ms },
+      { signal: call.signal, timeoutMs: deps.config.routing.timeouts.total_ms },
     );
     if (!res.result)
       throw new Failure({ status: 502, kind: "upstream_error", message: "empty answer" });
@@ -676,10 +753,11 @@ export async function runEmbed(
     }
     return { result, headers };
   } catch (err) {
-    error = routerFailure(err);
-    status = signal.aborted ? 499 : error.status;
+    error = cutFailure(call.signal, 0) ?? routerFailure(err);
+    status = call.signal.aborted && error.code !== SHUTTING_DOWN ? 499 : error.status;
     throw error;
   } finally {
+    metrics.active.untrack(call);
     const cost = price ? roundUsd(costUsd(price, { prompt, completion: 0 })) : 0;
     if (reservation) void deps.limiter.settle(reservation, { tokens: prompt }, cost);
     const provider = result?.provider ?? "";
@@ -715,7 +793,7 @@ export async function runCountTokens(
   params: ChatParams,
   hints: RoutingHints | undefined,
   deadlineMs: number | undefined,
-  signal: AbortSignal,
+  call: Cancellable,
   trace: TraceContext,
 ): Promise<TokenCount> {
   const api = "count_tokens";
@@ -728,6 +806,7 @@ export async function runCountTokens(
   let error: Failure | undefined;
   metrics.inflight[api].inc();
   metrics.active.begin();
+  metrics.active.track(call);
   try {
     if (model === "(unknown)") throw modelNotFound(params.model);
     authorizeModel(caller, params.model);
@@ -741,17 +820,21 @@ export async function runCountTokens(
         params,
         hints,
       },
-      { signal, timeoutMs: Math.min(config.routing.timeouts.total_ms, deadlineMs ?? Infinity) },
+      {
+        signal: call.signal,
+        timeoutMs: Math.min(config.routing.timeouts.total_ms, deadlineMs ?? Infinity),
+      },
     );
     if (!res.result)
       throw new Failure({ status: 502, kind: "upstream_error", message: "empty answer" });
     result = res.result;
     return result;
   } catch (err) {
-    error = routerFailure(err);
-    status = signal.aborted ? 499 : error.status;
+    error = cutFailure(call.signal, 0) ?? routerFailure(err);
+    status = call.signal.aborted && error.code !== SHUTTING_DOWN ? 499 : error.status;
     throw error;
   } finally {
+    metrics.active.untrack(call);
     const provider = result?.provider ?? "";
     finishWhole(
       deps,

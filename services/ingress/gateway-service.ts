@@ -29,6 +29,7 @@ import { requestIdOf } from "../lib/ids.js";
 import { childSpan, formatTraceparent, parseTraceparent, type TraceContext } from "../lib/trace.js";
 import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
 import {
+  type Cancellable,
   ChatExchange,
   countRejected,
   type IngressDeps,
@@ -144,10 +145,13 @@ export function createGatewayService(
     let sent = false;
     // connect-node may never resume a generator it left at a `yield` whose write does not
     // complete (the client gone while its socket was full): the exchange ends on the abort then.
-    const onAbort = () => exchange.finish(499);
+    // A shutdown's cut is answered instead (below), on a connection that is still there.
+    const onAbort = () => {
+      if (exchange.clientLeft) exchange.finish(499);
+    };
     ctx.signal.addEventListener("abort", onAbort, { once: true });
     try {
-      let chunk: ChatChunk | undefined = await exchange.open(ctx.signal);
+      let chunk: ChatChunk | undefined = await exchange.open(cancellable(ctx));
       for (const [k, v] of Object.entries(exchange.routeHeaders())) ctx.responseHeader.set(k, v);
       while (chunk) {
         sent = true;
@@ -159,9 +163,9 @@ export function createGatewayService(
       if (settled) await settled;
       exchange.finish(200);
     } catch (err) {
-      const f = Failure.from(err);
-      // A client that left (or a shutdown that cut it) is no failure of the answer's.
-      const left = ctx.signal.aborted;
+      const f = exchange.failureOf(err);
+      // A client that left is no failure of the answer's.
+      const left = exchange.clientLeft;
       exchange.finish(left ? 499 : f.status, { error: f, truncated: sent && !left });
       throw connectErrorFor(f, deps.clock());
     } finally {
@@ -175,7 +179,7 @@ export function createGatewayService(
     const exchange = exchangeFor(ctx, req.params, false);
     try {
       const builder = new CompletionBuilder();
-      let c: ChatChunk | undefined = await exchange.open(ctx.signal);
+      let c: ChatChunk | undefined = await exchange.open(cancellable(ctx));
       for (; c; c = await exchange.next()) builder.add(c);
       for (const [k, v] of Object.entries(exchange.routeHeaders())) ctx.responseHeader.set(k, v);
       const settled = exchange.settleBeforeEnd();
@@ -183,8 +187,8 @@ export function createGatewayService(
       exchange.finish(200);
       return makeMessage(ChatResponseSchema, { completion: builder.build() });
     } catch (err) {
-      const f = Failure.from(err);
-      exchange.finish(ctx.signal.aborted ? 499 : f.status, { error: f });
+      const f = exchange.failureOf(err);
+      exchange.finish(exchange.clientLeft ? 499 : f.status, { error: f });
       throw connectErrorFor(f, deps.clock());
     }
   }
@@ -202,7 +206,7 @@ export function createGatewayService(
         requestId,
         caller,
         params,
-        ctx.signal,
+        cancellable(ctx),
         trace,
       );
       for (const [k, v] of Object.entries(headers)) ctx.responseHeader.set(k, v);
@@ -222,6 +226,17 @@ export function createGatewayService(
   }
 
   return { chatStream, chat, embed, listModels };
+}
+
+/**
+ * A call's context as what cancels it. connect's contexts are its HandlerContextController
+ * (createHandlerContext), whose abort() aborts `signal`: a shutdown's cut reaches the call so.
+ * One without it (a test's own context) is not reached by the cut; its connection is.
+ */
+function cancellable(ctx: HandlerContext): Cancellable {
+  const c = ctx as HandlerContext & Partial<Cancellable>;
+  if (typeof c.abort === "function") return c as HandlerContext & Cancellable;
+  return { signal: ctx.signal, abort() {} };
 }
 
 /** What the REST route would refuse in an embeddings request (openai/embeddings.ts), if anything. */

@@ -34,8 +34,14 @@ export interface IngressBuild {
   /** Serves REST and GatewayService (gRPC, Connect, gRPC-Web) from one handler. */
   handler: DualHandler;
   router: Client<typeof RouterService>;
-  /** Called as the drain time runs out, before the connections still open are cut. */
-  cutting(): void;
+  /**
+   * Called as the drain time runs out, before the connections still open are cut: answers every
+   * request still open (503 / UNAVAILABLE: the gateway is shutting down) and resolves once they
+   * have been answered, or after a few seconds at most. `routerCut`: the router in this process
+   * was just cut (RouterBuild.cutting), and answers the calls it holds first, with the attempts
+   * each made, which only it knows.
+   */
+  cutting(routerCut: boolean): Promise<void>;
   /**
    * After the server closed (its drain time over, the connections still open cut): resolves
    * once every request cut has ended and logged its line, or after `ms`.
@@ -128,10 +134,23 @@ export function buildIngress(deps: {
   return {
     handler,
     router,
-    cutting: () => metrics.active.cutting(),
+    async cutting(routerCut) {
+      const active = metrics.active;
+      active.cutting();
+      if (routerCut) await active.settled(CUT_ANSWER_WAIT_MS);
+      active.cancelAll();
+      await active.settled(CUT_ANSWER_WAIT_MS);
+    },
     settled: (ms) => metrics.active.settled(ms),
   };
 }
+
+/**
+ * How long a shutdown's cut waits for the router's answers to the requests it cut, then for its
+ * own: each arrives within milliseconds, unless its client does not read (a stream waiting on a
+ * full socket), which only the connection's cut then ends.
+ */
+const CUT_ANSWER_WAIT_MS = 1_000;
 
 /** How much more of a refused HTTP/2 body endAfterBody reads, and for how long, before it cuts. */
 const DRAIN_MAX_BYTES = 16 * 1024 * 1024;

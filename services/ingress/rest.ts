@@ -2,7 +2,7 @@ import type http from "node:http";
 import http2 from "node:http2";
 import { CallAbort } from "../lib/abort.js";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
-import { Failure, modelNotFound } from "../lib/errors.js";
+import { Failure, modelNotFound, SHUTTING_DOWN } from "../lib/errors.js";
 import { requestIdOf } from "../lib/ids.js";
 import { timerDelay } from "../lib/timers.js";
 import { childSpan, formatTraceparent, parseTraceparent, type TraceContext } from "../lib/trace.js";
@@ -208,10 +208,10 @@ export function createRestHandler(deps: RestDeps) {
     onClientGone(req, res, () => abort.abort());
     let first: Awaited<ReturnType<ChatExchange["open"]>>;
     try {
-      first = await exchange.open(abort.signal);
+      first = await exchange.open(abort);
     } catch (err) {
-      const f = Failure.from(err);
-      exchange.finish(abort.signal.aborted ? 499 : f.status, { error: f });
+      const f = exchange.failureOf(err);
+      exchange.finish(exchange.clientLeft ? 499 : f.status, { error: f });
       throw new RoutedFailure(f);
     }
     if (exchange.params.stream) {
@@ -223,8 +223,8 @@ export function createRestHandler(deps: RestDeps) {
     try {
       for (let c = await exchange.next(); c; c = await exchange.next()) builder.add(c);
     } catch (err) {
-      const f = Failure.from(err);
-      exchange.finish(abort.signal.aborted ? 499 : f.status, { error: f });
+      const f = exchange.failureOf(err);
+      exchange.finish(exchange.clientLeft ? 499 : f.status, { error: f });
       throw new RoutedFailure(f);
     }
     let body: string;
@@ -257,8 +257,8 @@ export function createRestHandler(deps: RestDeps) {
     const caller = callerOf(req);
     const body = await readJson(req);
     const { params, encoding } = parseRequest(parseEmbeddingsRequest, body);
-    const { result, headers } = await whole(req, res, (signal) =>
-      runEmbed(deps, deps.metrics, "openai", requestId, caller, params, signal, trace),
+    const { result, headers } = await whole(req, res, (call) =>
+      runEmbed(deps, deps.metrics, "openai", requestId, caller, params, call, trace),
     );
     sendJson(res, 200, renderEmbeddings(result, encoding), {
       ...base,
@@ -287,7 +287,7 @@ export function createRestHandler(deps: RestDeps) {
     const params = parseRequest(parseCountTokensRequest, body);
     params.anthropicBeta = anthropicBetas(req);
     const routing = routingHints((name) => headerValue(req, name));
-    const count = await whole(req, res, (signal) =>
+    const count = await whole(req, res, (call) =>
       runCountTokens(
         deps,
         deps.metrics,
@@ -296,7 +296,7 @@ export function createRestHandler(deps: RestDeps) {
         params,
         routing.hints,
         routing.deadlineMs,
-        signal,
+        call,
         trace,
       ),
     );
@@ -396,12 +396,13 @@ class StreamWriter {
   };
 
   readonly #fail = (err: unknown): void => {
-    if (this.signal.aborted) {
+    if (this.exchange.clientLeft) {
       this.exchange.finish(499);
       return;
     }
-    // After the first token: an error event and no [DONE], so the answer cannot look complete.
-    const f = Failure.from(err);
+    // After the first token: an error event and no [DONE], so the answer cannot look complete
+    // (a shutdown's cut too: see ActiveRequests).
+    const f = this.exchange.failureOf(err);
     if (f instanceof ClientTooSlow) {
       // Nothing more can reach a client that does not read: the connection goes, with what
       // it had not taken of the answer.
@@ -544,8 +545,11 @@ function sendError(
   // After failed attempts the client can tell a retried failure from a first one.
   if (f.attempts > 0) e.headers["x-switchyard-attempts"] = String(f.attempts);
   const unread = f.status === 413 || f.status === 408;
-  // An HTTP/1.1 body we stopped reading cannot be skipped on a kept-alive connection.
-  if (unread && !(res instanceof http2.Http2ServerResponse)) e.headers.connection = "close";
+  // An HTTP/1.1 body we stopped reading cannot be skipped on a kept-alive connection; and a
+  // gateway shutting down takes no next request.
+  if ((unread || f.code === SHUTTING_DOWN) && !(res instanceof http2.Http2ServerResponse)) {
+    e.headers.connection = "close";
+  }
   // On HTTP/2 the answer's end waits for the rest of the body (ingress/main.ts, endAfterBody).
   sendJson(res, e.status, e.body, { ...base, ...e.headers });
 }
@@ -554,11 +558,11 @@ function sendError(
  * Runs a call answered whole (embeddings, a token count), cancelled when its client leaves; a
  * failure is the client's answer, already logged by `run`.
  */
-async function whole<T>(req: Req, res: Res, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+async function whole<T>(req: Req, res: Res, run: (call: CallAbort) => Promise<T>): Promise<T> {
   const abort = new CallAbort();
   onClientGone(req, res, () => abort.abort());
   try {
-    return await run(abort.signal);
+    return await run(abort);
   } catch (err) {
     throw new RoutedFailure(Failure.from(err));
   }

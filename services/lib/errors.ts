@@ -140,6 +140,24 @@ function failureForCode(ce: ConnectError): Failure {
   }
 }
 
+/** The `code` of the failure a request cut by a shutdown ends with (shuttingDown). */
+export const SHUTTING_DOWN = "shutting_down";
+
+/**
+ * What a request still in flight when a drain runs out (server.drain_timeout_ms) is answered:
+ * 503 / UNAVAILABLE, retryable, with the attempts it made. Its connection is then closed.
+ */
+export function shuttingDown(attempts: number): Failure {
+  return new Failure({
+    status: 503,
+    kind: "upstream_unavailable",
+    code: SHUTTING_DOWN,
+    retryable: true,
+    attempts,
+    message: "the gateway is shutting down; send the request again",
+  });
+}
+
 /** 404 for a model name no `models:` entry has (the same words at the ingress and the router). */
 export function modelNotFound(model: string, param = "model"): Failure {
   return new Failure({

@@ -9,7 +9,7 @@ import { connectorsGauge, natsConnectedGauge, observedGauge } from "../lib/metri
 import { distinctTargets } from "../lib/targets.js";
 import { CircuitBreakers } from "./circuit-breaker.js";
 import { HealthView } from "./health-view.js";
-import { createRouterService } from "./router-service.js";
+import { createRouterService, RouterDrain } from "./router-service.js";
 
 export interface RouterBuild {
   routes(router: ConnectRouter): void;
@@ -17,6 +17,11 @@ export interface RouterBuild {
   readonly impl: ServiceImpl<typeof RouterService>;
   readonly connectors: ConnectorPool;
   readonly health: HealthView;
+  /**
+   * Called as a shutdown's drain time runs out: every call still open ends with UNAVAILABLE
+   * (the gateway is shutting down), its upstream request stopped.
+   */
+  cutting(): void;
   close(): Promise<void>;
 }
 
@@ -53,7 +58,9 @@ export function buildRouter(deps: {
       }
     },
   );
+  const drain = new RouterDrain();
   const impl = createRouterService({
+    drain,
     config,
     connectors,
     health,
@@ -66,6 +73,7 @@ export function buildRouter(deps: {
     impl,
     connectors,
     health,
+    cutting: () => drain.cutAll(),
     async close() {
       health.stop();
     },

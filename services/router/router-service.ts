@@ -33,7 +33,7 @@ import {
 } from "../lib/chat/messages.js";
 import type { Config } from "../lib/config/types.js";
 import type { ConnectorEndpoint, ConnectorPool } from "../lib/connector-pool.js";
-import { Failure } from "../lib/errors.js";
+import { Failure, shuttingDown } from "../lib/errors.js";
 import { makeMessage } from "../lib/hop/codec.js";
 import { DONE } from "../lib/iteration.js";
 import { type Logger, requestLogger } from "../lib/logger.js";
@@ -56,9 +56,53 @@ export interface RouterDeps {
   registry: Registry;
   /** Routing strategy state (rotations, latency, in-flight); made here when not given. */
   strategies?: Strategies;
+  /** The attempts a shutdown cuts (see RouterDrain); made here when not given. */
+  drain?: RouterDrain;
 }
 
-type Timeout = "first_token" | "idle" | "total";
+/** What stopped an attempt's call, when not its client or the call itself. */
+type Timeout = "first_token" | "idle" | "total" | "shutdown";
+
+/** The reason a RouterDrain aborts an attempt's connector call with. */
+const CUT_BY_SHUTDOWN = new Error("the gateway is shutting down");
+
+/**
+ * The attempts under way, for a shutdown whose drain time ran out: cut() stops each one's
+ * connector call (and so its upstream request), and the request ends with the shuttingDown
+ * failure, counting the attempts it made. Its caller gets that as an answer to pass on, where a
+ * call it cancelled itself would leave it nothing to tell its client (nor how many attempts it
+ * took: a whole answer is held here until it ends). The attempts are held by their cancellation
+ * (a Set entry each, no object of their own).
+ */
+export class RouterDrain {
+  #cut = false;
+  readonly #calls = new Set<CallAbort>();
+
+  /** Whether cut() was called: no new attempt starts. */
+  get cut(): boolean {
+    return this.#cut;
+  }
+
+  add(call: CallAbort): void {
+    if (this.#cut) call.abort(CUT_BY_SHUTDOWN);
+    else this.#calls.add(call);
+  }
+
+  delete(call: CallAbort): void {
+    this.#calls.delete(call);
+  }
+
+  cutAll(): void {
+    this.#cut = true;
+    for (const call of this.#calls) call.abort(CUT_BY_SHUTDOWN);
+    this.#calls.clear();
+  }
+}
+
+/** Whether an attempt's call was stopped by RouterDrain.cutAll. */
+function cutByShutdown(signal: AbortSignal): boolean {
+  return signal.reason === CUT_BY_SHUTDOWN;
+}
 
 /**
  * Drives attempts for one request: picks targets in plan order, retries retryable failures
@@ -68,6 +112,7 @@ type Timeout = "first_token" | "idle" | "total";
 export function createRouterService(deps: RouterDeps): ServiceImpl<typeof RouterService> {
   const { config, connectors, health, breakers } = deps;
   const strategies = deps.strategies ?? createStrategies({ health });
+  const drain = deps.drain ?? new RouterDrain();
   /** When this router began; see JOIN_WAIT_MS. */
   const startedAt = Date.now();
   const { retries, backoff, timeouts } = config.routing;
@@ -188,6 +233,10 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
             await sleepBackoff(attempt, backoff.base_ms, backoff.max_ms, ctx.signal);
           }
           if (ctx.signal.aborted) throw new ConnectError("client cancelled", Code.Canceled);
+          if (drain.cut) {
+            attempt--; // not made
+            throw shuttingDown(0).toConnectError();
+          }
           try {
             return await openOne(p, attempt, deadline);
           } catch (err) {
@@ -445,6 +494,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     const onClientAbort = () => abort.abort(clientSignal.reason);
     if (clientSignal.aborted) onClientAbort();
     else clientSignal.addEventListener("abort", onClientAbort, { once: true });
+    drain.add(abort);
     connector.inflight++;
     const release = strategies.inflight.begin(provider, model);
     const started = performance.now();
@@ -465,8 +515,13 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
           throw new PassedOver(f);
         }
       }
-      const timedOut: Timeout | undefined =
-        Date.now() >= deadline.at ? "total" : attemptTimedOut ? "first_token" : undefined;
+      const timedOut: Timeout | undefined = cutByShutdown(abort.signal)
+        ? "shutdown"
+        : Date.now() >= deadline.at
+          ? "total"
+          : attemptTimedOut
+            ? "first_token"
+            : undefined;
       // A target too slow to answer at all is at least that slow, for least-latency.
       if (timedOut === "first_token") {
         strategies.latency.observe(provider, model, timeouts.first_token_ms);
@@ -483,6 +538,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         attempt,
       );
     } finally {
+      drain.delete(abort);
       connector.inflight--;
       release();
       clearTimeout(attemptTimer);
@@ -535,6 +591,11 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     if (clientSignal.aborted) {
       breakers.onAbandon(provider, model);
       return new ConnectError("client cancelled", Code.Canceled);
+    }
+    if (timedOut === "shutdown") {
+      // Nothing the target did: its call was stopped, as a cancelled one is.
+      breakers.onAbandon(provider, model);
+      return shuttingDown(0).toConnectError();
     }
     let f = timedOut ? timeoutFailure(timedOut, p, timeouts, deadline.ms) : Failure.from(err);
     if (f.kind === "cancelled") {
@@ -626,6 +687,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       );
       this.#connector.inflight++;
       this.#release = strategies.inflight.begin(p.target.provider, p.target.model);
+      drain.add(this.#abort);
     }
 
     readonly #onClientAbort = () => this.#abort.abort(this.#clientSignal.reason);
@@ -810,6 +872,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     }
 
     #failure(err: unknown, sentFirst: boolean): Error {
+      if (cutByShutdown(this.#abort.signal)) this.#timedOut = "shutdown";
       // Connect's own deadline (the same instant as our total timer) may fire first.
       if (!this.#timedOut && Date.now() >= this.#deadline.at) this.#timedOut = "total";
       const p = this.#p;
@@ -839,6 +902,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       clearTimeout(this.#stepTimer);
       clearTimeout(this.#totalTimer);
       this.#clientSignal.removeEventListener("abort", this.#onClientAbort);
+      drain.delete(this.#abort);
       this.#calls = undefined;
     }
   }
@@ -851,7 +915,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
  * deadline when shorter.
  */
 function timeoutFailure(
-  kind: Timeout,
+  kind: Exclude<Timeout, "shutdown">,
   p: PlannedTarget,
   t: Config["routing"]["timeouts"],
   totalMs: number,

@@ -27,9 +27,11 @@ export interface DualServer {
   listen(port: number, host: string): Promise<number>;
   /**
    * Stops accepting connections; lets open requests finish until `graceMs`, then cuts them,
-   * calling `onCut` first (so what the cut ends can tell it from a client leaving).
+   * calling `onCut` first and waiting for it: it answers the requests still open (so what the
+   * cut ends can tell it from a client leaving), and their answers leave on connections that
+   * close behind them. Whatever is still open CUT_FLUSH_MS later is cut.
    */
-  close(graceMs: number, onCut?: () => void): Promise<void>;
+  close(graceMs: number, onCut?: () => void | Promise<void>): Promise<void>;
   readonly server: net.Server;
 }
 
@@ -74,6 +76,8 @@ const FIRST_HEAD_TIMEOUT_MS = 60_000;
  * this one bounds every other body (GatewayService over HTTP/1.1).
  */
 const REQUEST_TIMEOUT_MS = 330_000;
+/** How long answers written by a shutdown's cut (close's onCut) have to leave before it cuts. */
+const CUT_FLUSH_MS = 1_000;
 /** How often Node checks HTTP/1.1 connections against those two limits (its default). */
 const CHECK_INTERVAL_MS = 30_000;
 
@@ -225,13 +229,26 @@ export function createDualServer(handler: DualHandler, opts: DualServerOptions =
       for (const socket of sockets)
         if (!h1Busy.get(socket) && !isH2Socket(socket)) socket.destroy();
       for (const s of sessions) s.close();
-      const deadline = setTimeout(() => {
-        onCut?.();
+      let over = false;
+      let flush: NodeJS.Timeout | undefined;
+      const cut = () => {
         for (const s of sessions) s.destroy();
         for (const s of sockets) s.destroy();
+      };
+      const deadline = setTimeout(() => {
+        void Promise.resolve()
+          .then(onCut)
+          .catch(() => {})
+          .then(() => {
+            // Answered HTTP/1.1 connections close after their answer (see onH1Request), and
+            // HTTP/2 sessions once their last stream ends (closed above).
+            if (!over) flush = setTimeout(cut, CUT_FLUSH_MS);
+          });
       }, graceMs);
       await closed;
+      over = true;
       clearTimeout(deadline);
+      clearTimeout(flush);
     },
   };
 }
