@@ -1,6 +1,7 @@
 import type http from "node:http";
 import type http2 from "node:http2";
 import { cors as connectCors } from "@connectrpc/connect";
+import { requestIdOf } from "../lib/ids.js";
 
 type Req = http.IncomingMessage | http2.Http2ServerRequest;
 type Res = http.ServerResponse | http2.Http2ServerResponse;
@@ -53,7 +54,7 @@ export function createCors(origins: readonly string[]): (req: Req, res: Res) => 
     if (origin === undefined) return false;
     if (!any && !allowed.has(origin)) {
       if (sameHost(origin, req)) return false;
-      refuse(res, origin);
+      refuse(res, origin, requestIdOf(sentId(req)));
       return true;
     }
     res.setHeader("access-control-allow-origin", any ? "*" : origin);
@@ -63,7 +64,7 @@ export function createCors(origins: readonly string[]): (req: Req, res: Res) => 
       const asked = req.headers["access-control-request-headers"];
       if (asked !== undefined) res.setHeader("access-control-allow-headers", asked);
       res.setHeader("access-control-max-age", String(PREFLIGHT_MAX_AGE_S));
-      res.writeHead(204);
+      res.writeHead(204, { "x-request-id": requestIdOf(sentId(req)) });
       res.end();
       return true;
     }
@@ -83,7 +84,13 @@ function sameHost(origin: string, req: Req): boolean {
   }
 }
 
-function refuse(res: Res, origin: string): void {
+/** The request id a client sent, if one (the answers here echo it, as every other does). */
+function sentId(req: Req): string | undefined {
+  const sent = req.headers["x-request-id"];
+  return typeof sent === "string" ? sent : undefined;
+}
+
+function refuse(res: Res, origin: string, requestId: string): void {
   const body = JSON.stringify({
     error: {
       message: `Requests from web pages of ${origin} are not allowed here (server.cors_origins).`,
@@ -93,6 +100,7 @@ function refuse(res: Res, origin: string): void {
     },
   });
   res.writeHead(403, {
+    "x-request-id": requestId,
     "content-type": "application/json",
     "content-length": String(Buffer.byteLength(body)),
   });

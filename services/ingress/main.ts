@@ -105,16 +105,19 @@ export function buildIngress(deps: {
       endAfterBody(req as http2.Http2ServerRequest, res as http2.Http2ServerResponse);
     }
     if (cors(req, res)) return; // a preflight answered, or a page refused
-    if (req.url?.startsWith(healthPrefix)) return rpc(req, res);
-    if (req.url?.startsWith(rpcPrefix)) {
-      capDeadline(req.headers);
+    const url = req.url;
+    const health = url?.startsWith(healthPrefix) === true;
+    if (health || url?.startsWith(rpcPrefix)) {
       // The id goes on the answer here, so that the errors connect-node gives before the
-      // service sees the call (a message over the limit, an undecodable body, a bad deadline)
-      // carry it too; the service reads the same id from the request.
+      // service sees the call (a message over the limit, an undecodable body, a bad deadline,
+      // a content type it does not serve) carry it too; the service reads the same id from the
+      // request. The health service's answers carry it too, as every answer does.
       const sent = req.headers["x-request-id"];
       const requestId = requestIdOf(typeof sent === "string" ? sent : undefined);
       req.headers["x-request-id"] = requestId;
       res.setHeader("x-request-id", requestId);
+      if (health) return rpc(req, res);
+      capDeadline(req.headers);
       // A request refused before its body was read (over readMaxBytes, undecodable) leaves the
       // rest unread, and Node then stops reading the connection: on HTTP/1.1 the next request
       // on it would never be answered. Such an answer closes the connection instead.

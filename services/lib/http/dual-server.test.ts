@@ -277,3 +277,77 @@ describe("a request that asks Expect: 100-continue", () => {
     expect(refused).toMatch(/\r\nConnection: close\r\n/);
   });
 });
+
+describe("an answer the server gives before any handler runs", () => {
+  /** What a raw HTTP/1.1 connection receives after sending `head` (and `then`, if given). */
+  function exchange(port: number, head: string, then?: (socket: net.Socket) => void) {
+    return new Promise<string>((resolve) => {
+      const socket = net.connect(port, "127.0.0.1", () => {
+        socket.write(head);
+        then?.(socket);
+      });
+      socket.on("error", () => {});
+      let seen = "";
+      socket.setEncoding("latin1");
+      socket.on("data", (d: string) => {
+        seen += d;
+      });
+      socket.on("close", () => resolve(seen));
+    });
+  }
+
+  const UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
+
+  it("carries x-request-id: the client's, or a new one", async () => {
+    const port = Number(new URL(await serve(handler())).port);
+    const expect417 = await exchange(
+      port,
+      "POST /x HTTP/1.1\r\nHost: x\r\nExpect: something-else\r\nx-request-id: rid-417\r\nContent-Length: 0\r\n\r\n",
+    );
+    expect(expect417).toMatch(/^HTTP\/1\.1 417 /);
+    expect(expect417).toMatch(/\r\nx-request-id: rid-417\r\n/i);
+    const fresh417 = await exchange(
+      port,
+      "POST /x HTTP/1.1\r\nHost: x\r\nExpect: something-else\r\nContent-Length: 0\r\n\r\n",
+    );
+    expect(fresh417).toMatch(new RegExp(`\\r\\nx-request-id: ${UUID}\\r\\n`, "i"));
+
+    const unparsable = await exchange(port, "NOT HTTP AT ALL\r\n\r\n");
+    expect(unparsable).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+    expect(unparsable).toMatch(new RegExp(`\\r\\nx-request-id: ${UUID}\\r\\n`));
+
+    const huge = await exchange(
+      port,
+      `GET /x HTTP/1.1\r\nHost: x\r\nx-big: ${"a".repeat(20_000)}\r\n\r\n`,
+    );
+    expect(huge).toMatch(/^HTTP\/1\.1 431 /);
+    expect(huge).toMatch(new RegExp(`\\r\\nx-request-id: ${UUID}\\r\\n`));
+  });
+
+  it("carries the id its request's answer already had when the body does not arrive in time", async () => {
+    // As the ingress does for GatewayService calls: the id set on the answer before the body.
+    const reading: DualHandler = (req, res) => {
+      res.setHeader("x-request-id", String(req.headers["x-request-id"]));
+      req.resume();
+      req.on("end", () => res.end("read"));
+    };
+    const server = createDualServer(reading, {
+      firstHeadTimeoutMs: 200,
+      requestTimeoutMs: 400,
+      checkIntervalMs: 50,
+    });
+    servers.push(server);
+    const port = await server.listen(0, "127.0.0.1");
+    let trickle: NodeJS.Timeout | undefined;
+    const seen = await exchange(
+      port,
+      "POST /rpc HTTP/1.1\r\nHost: x\r\nx-request-id: rid-slow\r\nContent-Length: 1000\r\n\r\n",
+      (socket) => {
+        trickle = setInterval(() => socket.write("x"), 50);
+      },
+    );
+    clearInterval(trickle);
+    expect(seen).toMatch(/^HTTP\/1\.1 408 Request Timeout\r\n/);
+    expect(seen).toMatch(/\r\nx-request-id: rid-slow\r\n/);
+  });
+});

@@ -1,6 +1,7 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import { newUuid, requestIdOf } from "../ids.js";
 
 /** A request handler that works for both HTTP/1.1 and HTTP/2 (Node's compatibility API). */
 export type DualHandler = ((
@@ -76,6 +77,13 @@ const FIRST_HEAD_TIMEOUT_MS = 60_000;
  * this one bounds every other body (GatewayService over HTTP/1.1).
  */
 const REQUEST_TIMEOUT_MS = 330_000;
+/** The status Node answers each client error with (its socketOnError); any other is 400. */
+const CLIENT_ERROR_STATUS: Record<string, number> = {
+  HPE_HEADER_OVERFLOW: 431,
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: 413,
+  ERR_HTTP_REQUEST_TIMEOUT: 408,
+};
+
 /** How long answers written by a shutdown's cut (close's onCut) have to leave before it cuts. */
 const CUT_FLUSH_MS = 1_000;
 /** How often Node checks HTTP/1.1 connections against those two limits (its default). */
@@ -135,8 +143,28 @@ export function createDualServer(handler: DualHandler, opts: DualServerOptions =
   h1.on("checkExpectation", (req: http.IncomingMessage, res: http.ServerResponse) => {
     headArrived(req.socket);
     res.shouldKeepAlive = false;
-    res.writeHead(417, { "content-type": "text/plain" });
+    const sent = req.headers["x-request-id"];
+    res.writeHead(417, {
+      "content-type": "text/plain",
+      "x-request-id": requestIdOf(typeof sent === "string" ? sent : undefined),
+    });
     res.end("Only Expect: 100-continue is understood here\n");
+  });
+  // What Node answers a request it cannot parse (400), whose head is too large (431) or that
+  // does not arrive in time (408), with the `x-request-id` every answer carries: the one the
+  // request's answer already has (a body too slow to arrive), else a new one.
+  h1.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => {
+    // Node's own test (socketOnError): only if no answer on the connection has begun, or the
+    // bytes written would corrupt it. `_httpMessage` is the response in flight on the socket.
+    const current = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    if (socket.writable && !current?.headersSent) {
+      const status = CLIENT_ERROR_STATUS[err.code ?? ""] ?? 400;
+      const id = current?.getHeader("x-request-id");
+      socket.write(
+        `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nx-request-id: ${typeof id === "string" ? id : newUuid()}\r\n\r\n`,
+      );
+    }
+    socket.destroy(err);
   });
   // Node holds connections to headersTimeout and requestTimeout (a 408, then close) only once
   // its server is listening, and this one never listens itself: it is told so, which starts the
