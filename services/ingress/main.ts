@@ -1,5 +1,5 @@
 import type http from "node:http";
-import http2 from "node:http2";
+import type http2 from "node:http2";
 import type { JsonReadOptions } from "@bufbuild/protobuf";
 import {
   type Client,
@@ -27,6 +27,7 @@ import { createIngressMetrics } from "./exchange.js";
 import { createGatewayService } from "./gateway-service.js";
 import { createHealthService } from "./health-service.js";
 import type { Clock, Limiter } from "./limits/index.js";
+import { answerAfterBody, endAfterBody, keepBodyOnReturn } from "./refused-body.js";
 import { createRestHandler } from "./rest.js";
 import { createRpcEdge, rpcBodyTooLarge } from "./rpc-edge.js";
 
@@ -120,8 +121,10 @@ export function buildIngress(deps: {
       capDeadline(req.headers);
       // A request refused before its body was read (over readMaxBytes, undecodable) leaves the
       // rest unread, and Node then stops reading the connection: on HTTP/1.1 the next request
-      // on it would never be answered. Such an answer closes the connection instead.
+      // on it would never be answered. Such an answer closes the connection instead, once the
+      // rest of the body has come (answerAfterBody).
       if (req.httpVersionMajor === 1) {
+        keepBodyOnReturn(req as http.IncomingMessage);
         closeIfLeftUnread(req as http.IncomingMessage, res as http.ServerResponse);
       }
       if (!rpcEdge(req, res)) rpc(req, res);
@@ -155,69 +158,16 @@ export function buildIngress(deps: {
  */
 const CUT_ANSWER_WAIT_MS = 1_000;
 
-/** How much more of a refused HTTP/2 body endAfterBody reads, and for how long, before it cuts. */
-const DRAIN_MAX_BYTES = 16 * 1024 * 1024;
-const DRAIN_MAX_MS = 2_000;
-
-/**
- * On HTTP/2, an answer given before the request's body was read to its end (a refusal: over
- * max_body_bytes, undecodable, too slow) ends only once the rest of the body has come and been
- * thrown away. Ended at once, the stream leaves the client sending into a flow-control window
- * that never reopens: Node's HTTP/2 client (connect-node's) keeps the unsent rest in its
- * session's memory, and after about 10 MB of refused bodies (its default maxSessionMemory) fails
- * every new call on the connection with ENHANCE_YOUR_CALM. Reading the rest but ending first is
- * no better, and neither is a reset: only an answer that ends after the body does (measured with
- * Node 20's client). A body that goes on past DRAIN_MAX_BYTES or DRAIN_MAX_MS more is cut: the
- * answer ends and the stream is reset with NO_ERROR, which frees what the server held of it.
- */
-function endAfterBody(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): void {
-  const end = res.end as (...args: unknown[]) => http2.Http2ServerResponse;
-  res.end = function (this: http2.Http2ServerResponse, ...args: unknown[]) {
-    const stream = res.stream;
-    // A request without a body (a GET: END_STREAM on its headers) is not `complete` until its
-    // empty body is read, which no handler does: it has nothing to wait for either.
-    if (req.complete || stream.readableEnded || stream.endAfterHeaders) {
-      return end.apply(this, args);
-    }
-    let drained = 0;
-    let ended = false;
-    const finish = (cut: boolean) => {
-      if (ended) return;
-      ended = true;
-      clearTimeout(timer);
-      stream.off("data", onData);
-      end.apply(res, args);
-      if (cut && !stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
-    };
-    const onData = (chunk: Buffer) => {
-      drained += chunk.length;
-      if (drained > DRAIN_MAX_BYTES) finish(true);
-    };
-    const timer = setTimeout(() => finish(true), DRAIN_MAX_MS);
-    // Straight from the HTTP/2 stream: the request object in front of it only passes data on
-    // to a reader, and its reader (connect-node's) gave up on the body. Its listener would
-    // queue the rest there and pause the stream; the body goes nowhere now.
-    stream.removeAllListeners("data");
-    stream.on("data", onData);
-    stream.once("end", () => finish(false));
-    stream.once("close", () => {
-      ended = true;
-      clearTimeout(timer);
-    });
-    stream.resume();
-    return this;
-  } as typeof res.end;
-}
-
 /**
  * Marks the answer `Connection: close` if, when its head is written, the request's body has not
  * been read to its end (connect-node reads a whole request before answering it, unless it
- * refuses it). The client then knows not to send another request on the connection.
+ * refuses it), and holds it until the rest of the body has come (answerAfterBody). The client
+ * then knows not to send another request on the connection.
  */
 function closeIfLeftUnread(req: http.IncomingMessage, res: http.ServerResponse): void {
   const writeHead = res.writeHead;
   res.writeHead = function (this: http.ServerResponse, ...args: unknown[]) {
-    if (!req.readableEnded) this.shouldKeepAlive = false;
+    if (!req.readableEnded) answerAfterBody(req, this);
     return (writeHead as (...a: unknown[]) => http.ServerResponse).apply(this, args);
   } as typeof res.writeHead;
 }

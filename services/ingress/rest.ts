@@ -25,6 +25,7 @@ import { decorateLimitError } from "./limits/headers.js";
 import { LimitExceeded } from "./limits/index.js";
 import { parseEmbeddingsRequest, renderEmbeddings } from "./openai/embeddings.js";
 import { renderModel, renderModelList } from "./openai/models.js";
+import { answerAfterBody } from "./refused-body.js";
 
 type Req = http.IncomingMessage | http2.Http2ServerRequest;
 type Res = http.ServerResponse | http2.Http2ServerResponse;
@@ -144,7 +145,7 @@ export function createRestHandler(deps: RestDeps) {
       }
       const codec =
         path === "/v1/messages" || path === COUNT_TOKENS_PATH ? anthropicCodec : openAICodec;
-      sendError(res, f, codec, requestId, deps.clock(), base);
+      sendError(req, res, f, codec, requestId, deps.clock(), base);
     }
   };
 
@@ -528,6 +529,7 @@ function toFailure(err: unknown, deps: IngressDeps): Failure {
 }
 
 function sendError(
+  req: Req,
   res: Res,
   f: Failure,
   codec: ChatCodec,
@@ -549,8 +551,11 @@ function sendError(
   // gateway shutting down takes no next request.
   if ((unread || f.code === SHUTTING_DOWN) && !(res instanceof http2.Http2ServerResponse)) {
     e.headers.connection = "close";
+    // A body refused for its size is still coming: the answer waits for it (a body too slow
+    // to arrive is not waited for any longer).
+    if (f.status === 413) answerAfterBody(req as http.IncomingMessage, res);
   }
-  // On HTTP/2 the answer's end waits for the rest of the body (ingress/main.ts, endAfterBody).
+  // On HTTP/2 the answer's end waits for the rest of the body (refused-body.ts, endAfterBody).
   sendJson(res, e.status, e.body, { ...base, ...e.headers });
 }
 

@@ -23,6 +23,17 @@ export type DualHandler = ((
   continues?: (req: http.IncomingMessage | http2.Http2ServerRequest) => boolean;
 };
 
+/** HTTP/1.1 requests that asked `Expect: 100-continue` and were not told to go on. */
+const withheld = new WeakSet<http.IncomingMessage>();
+
+/**
+ * Whether an HTTP/1.1 request's body will not come: it asked `Expect: 100-continue`, and the
+ * handler's `continues` said no, so its client was never told to send it.
+ */
+export function bodyWithheld(req: http.IncomingMessage): boolean {
+  return withheld.has(req);
+}
+
 export interface DualServer {
   /** Resolves with the bound port once listening. */
   listen(port: number, host: string): Promise<number>;
@@ -178,6 +189,7 @@ export function createDualServer(handler: DualHandler, opts: DualServerOptions =
     // instead of 'request', and sends no 100 Continue unless told to.
     h1.on("checkContinue", (req: http.IncomingMessage, res: http.ServerResponse) => {
       if (continues(req)) res.writeContinue();
+      else withheld.add(req);
       onH1Request(req, res);
     });
     h2.on("checkContinue", (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {

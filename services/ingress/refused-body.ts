@@ -1,0 +1,134 @@
+import type http from "node:http";
+import http2 from "node:http2";
+import { bodyWithheld } from "../lib/http/dual-server.js";
+
+// A request refused before its body was read to its end (over server.max_body_bytes) is
+// answered only once the rest of the body has come and been thrown away, up to a bound: a client
+// still sending when the answer ends (and, on HTTP/1.1, the connection closes) sees a broken
+// stream or pipe instead of the answer.
+
+/** How much more of a refused body is read, and for how long, before its connection or stream is cut. */
+const DRAIN_MAX_BYTES = 16 * 1024 * 1024;
+const DRAIN_MAX_MS = 2_000;
+
+/**
+ * On HTTP/2, an answer given before the request's body was read to its end (a refusal: over
+ * max_body_bytes, undecodable, too slow) ends only once the rest of the body has come and been
+ * thrown away. Ended at once, the stream leaves the client sending into a flow-control window
+ * that never reopens: Node's HTTP/2 client (connect-node's) keeps the unsent rest in its
+ * session's memory, and after about 10 MB of refused bodies (its default maxSessionMemory) fails
+ * every new call on the connection with ENHANCE_YOUR_CALM. Reading the rest but ending first is
+ * no better, and neither is a reset: only an answer that ends after the body does (measured with
+ * Node 20's client). A body that goes on past DRAIN_MAX_BYTES or DRAIN_MAX_MS more is cut: the
+ * answer ends and the stream is reset with NO_ERROR, which frees what the server held of it.
+ */
+export function endAfterBody(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): void {
+  const end = res.end as (...args: unknown[]) => http2.Http2ServerResponse;
+  res.end = function (this: http2.Http2ServerResponse, ...args: unknown[]) {
+    const stream = res.stream;
+    // A request without a body (a GET: END_STREAM on its headers) is not `complete` until its
+    // empty body is read, which no handler does: it has nothing to wait for either.
+    if (req.complete || stream.readableEnded || stream.endAfterHeaders) {
+      return end.apply(this, args);
+    }
+    let drained = 0;
+    let ended = false;
+    const finish = (cut: boolean) => {
+      if (ended) return;
+      ended = true;
+      clearTimeout(timer);
+      stream.off("data", onData);
+      end.apply(res, args);
+      if (cut && !stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+    };
+    const onData = (chunk: Buffer) => {
+      drained += chunk.length;
+      if (drained > DRAIN_MAX_BYTES) finish(true);
+    };
+    const timer = setTimeout(() => finish(true), DRAIN_MAX_MS);
+    // Straight from the HTTP/2 stream: the request object in front of it only passes data on
+    // to a reader, and its reader (connect-node's) gave up on the body. Its listener would
+    // queue the rest there and pause the stream; the body goes nowhere now.
+    stream.removeAllListeners("data");
+    stream.on("data", onData);
+    stream.once("end", () => finish(false));
+    stream.once("close", () => {
+      ended = true;
+      clearTimeout(timer);
+    });
+    stream.resume();
+    return this;
+  } as typeof res.end;
+}
+
+/**
+ * On HTTP/1.1, an answer given before the request's body has arrived (a refusal: over
+ * max_body_bytes) is held back while the rest of the body is read and thrown away, then sent
+ * with `Connection: close`. Sent at once, with the connection closed behind it, it met a client
+ * still sending its body as a broken pipe (EPIPE), not as the answer. Whatever writes the answer (connect-node, REST) writes as always:
+ * its head and body wait in the corked socket, its end() until the body has come (Node's end()
+ * uncorks the socket). A body that goes on past DRAIN_MAX_BYTES or DRAIN_MAX_MS more is cut:
+ * the answer is sent, and the connection destroyed once it has gone. A body whose client was
+ * told not to send it (bodyWithheld) is not waited for.
+ */
+export function answerAfterBody(req: http.IncomingMessage, res: http.ServerResponse): void {
+  res.shouldKeepAlive = false;
+  const socket = res.socket;
+  // Arrived whole (read or not), or not coming: nothing to wait for. A pipelined answer not yet
+  // on the socket is sent after the answers before it, which read the body first. A request
+  // destroyed cannot be read on (see keepBodyOnReturn): its connection closes after the answer.
+  if (req.complete || bodyWithheld(req) || req.destroyed || socket === null || socket.destroyed) {
+    return;
+  }
+  socket.cork();
+  const end = res.end as (...args: unknown[]) => http.ServerResponse;
+  let ended: unknown[] | undefined;
+  let held = true;
+  res.end = function (this: http.ServerResponse, ...args: unknown[]) {
+    if (!held) return end.apply(this, args);
+    ended = args;
+    return this;
+  } as typeof res.end;
+  let drained = 0;
+  const release = (cut: boolean) => {
+    if (!held) return;
+    held = false;
+    clearTimeout(timer);
+    req.off("data", onData);
+    res.end = end as typeof res.end;
+    socket.uncork();
+    if (ended) end.apply(res, ended);
+    if (!cut) return;
+    req.pause();
+    if (res.writableFinished) socket.destroy();
+    else res.once("finish", () => socket.destroy());
+  };
+  const onData = (chunk: Buffer) => {
+    drained += chunk.length;
+    if (drained > DRAIN_MAX_BYTES) release(true);
+  };
+  const timer = setTimeout(() => release(true), DRAIN_MAX_MS);
+  // The reader that refused the body (connect-node's iterator, REST's readBody) gave up on it:
+  // its listeners would keep what comes, or hold the stream to their own pace.
+  req.removeAllListeners("data");
+  req.removeAllListeners("readable");
+  req.on("data", onData);
+  req.once("end", () => release(false));
+  socket.once("close", () => release(false));
+  req.resume();
+}
+
+/**
+ * Has a reader that iterates an HTTP/1.1 request (connect-node's) leave it as it is when it stops
+ * early, rather than destroy it: Node's async iterator of a stream destroys the stream on
+ * return(), and a request destroyed before its body has come leaves its connection paused with
+ * the rest unread, where answerAfterBody could not read it. Set as the request's own iterator
+ * (one module-level function, nothing made per request).
+ */
+export function keepBodyOnReturn(req: http.IncomingMessage): void {
+  (req as { [Symbol.asyncIterator]: unknown })[Symbol.asyncIterator] = iterateKeepingBody;
+}
+
+function iterateKeepingBody(this: http.IncomingMessage): AsyncIterator<unknown> {
+  return this.iterator({ destroyOnReturn: false });
+}
