@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { FinishReason, Role } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import { Failure } from "../../../lib/errors.js";
+import { withoutCallNonces } from "./fixtures/call-ids.js";
 import { readFixture, readJsonFixture } from "./fixtures/fixtures.js";
 import {
   durationMs,
@@ -57,7 +58,7 @@ describe("fromGeminiResponse", () => {
     expect(chunk.usage?.reasoningTokens).toBeUndefined();
   });
 
-  it("gives thoughts as reasoning and each function call whole, with deterministic ids", () => {
+  it("gives thoughts as reasoning and each function call whole, with ids of their own", () => {
     const chunk = fromGeminiResponse(readJsonFixture("response-tool-calls.json"), OPTIONS);
     const choice = chunk.choices[0];
     expect(choice?.content).toBe("Let me look that up.");
@@ -65,18 +66,25 @@ describe("fromGeminiResponse", () => {
       "**Planning the lookups**\n\nThe user wants the weather and the local time in Paris, so I will call both functions at once.",
     );
     expect(
-      choice?.toolCalls.map(({ index, id, name, arguments: args }) => ({ index, id, name, args })),
+      withoutCallNonces(
+        choice?.toolCalls.map(({ index, id, name, arguments: args }) => ({
+          index,
+          id,
+          name,
+          args,
+        })),
+      ),
     ).toEqual([
       {
         index: 0,
         // The call's thought signature (the fixture's, base64url), for the next step.
-        id: "call_0_0__thought__CiwBVKhc7nFq0dD1nMi8mRvdNXCPb0VAvn_mzJHzqX7ytV3Eaa0v0KAmjTE0jQ",
+        id: "call_*_0__thought__CiwBVKhc7nFq0dD1nMi8mRvdNXCPb0VAvn_mzJHzqX7ytV3Eaa0v0KAmjTE0jQ",
         name: "get_weather",
         args: '{"location":"Paris, France","unit":"celsius"}',
       },
       {
         index: 1,
-        id: "call_0_1",
+        id: "call_*_1",
         name: "get_time",
         args: '{"tz":"Europe/Paris","format":{"hours":24,"seconds":false}}',
       },
@@ -109,6 +117,32 @@ describe("fromGeminiResponse", () => {
       OPTIONS,
     );
     expect(chunk.choices[0]?.toolCalls[0]).toMatchObject({ id: "fc-7", arguments: '{"a":1}' });
+  });
+
+  it("gives unsigned calls without an id ids no other answer repeats", () => {
+    // Gemini's models without thinking sign no call and send no id. Ids numbered only by
+    // position came back the same in every turn: moved to Anthropic, such a conversation is
+    // refused ("tool_use ids must be unique"), and clients that key results by id mix them up.
+    const answer = {
+      candidates: [0, 1].map((index) => ({
+        index,
+        content: {
+          role: "model",
+          parts: [
+            { functionCall: { name: "weather", args: {} } },
+            { functionCall: { name: "time", args: {} } },
+          ],
+        },
+        finishReason: "STOP",
+      })),
+    };
+    const turns = [1, 2, 3].map(() =>
+      fromGeminiResponse(answer, OPTIONS).choices.flatMap((c) => c.toolCalls.map((t) => t.id)),
+    );
+    const ids = turns.flat();
+    expect(ids).toHaveLength(12);
+    expect(new Set(ids).size).toBe(12);
+    for (const id of ids) expect(id).toMatch(/^call_[0-9a-f]{12}_[01]$/);
   });
 
   it("answers each candidate as its own choice", () => {

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
 import {
   type ChatChunk,
@@ -61,6 +62,8 @@ export interface ChoiceState {
   started: boolean;
   /** Tool calls seen so far: the next call's index and synthetic id number. */
   toolCalls: number;
+  /** The random part of this choice's synthetic call ids, made at its first call without one. */
+  callNonce?: string;
   finished: boolean;
 }
 
@@ -132,11 +135,18 @@ export function toStart(
   });
 }
 
+/** 48 random bits in hex: a choice's synthetic call ids, unique across turns. */
+function callNonce(): string {
+  return randomBytes(6).toString("hex");
+}
+
 /**
  * One candidate (a whole one, or one event's share of it) as a choice delta. Text parts become
  * content, thought parts reasoning, and each `functionCall` part one whole tool call: Gemini
- * never splits a call across events. A call without an id gets `call_{choice}_{n}`, the same
- * streamed or not.
+ * never splits a call across events. A call without an id (Gemini gives none unless asked, and
+ * models without thinking sign none) gets `call_{nonce}_{n}`, the nonce random per choice: the
+ * ids of one turn's calls must not come back in the next turn's, since a conversation that moves
+ * to Anthropic is refused for repeated `tool_use` ids, and clients key tool results by id.
  */
 export function candidateDelta(
   candidate: Record<string, unknown>,
@@ -160,7 +170,11 @@ export function candidateDelta(
       const call = part.functionCall;
       const n = choice.toolCalls;
       choice.toolCalls += 1;
-      const id = nonEmpty(call.id) ?? `call_${index}_${n}`;
+      let id = nonEmpty(call.id);
+      if (id === undefined) {
+        choice.callNonce ??= callNonce();
+        id = `call_${choice.callNonce}_${n}`;
+      }
       const signature = nonEmpty(part.thoughtSignature);
       delta.toolCalls.push(
         makeMessage(ToolCallDeltaSchema, {
