@@ -145,6 +145,32 @@ describe("fromGeminiResponse", () => {
     for (const id of ids) expect(id).toMatch(/^call_[0-9a-f]{12}_[01]$/);
   });
 
+  it("keeps each choice's first function call only when the client forbade parallel calls", () => {
+    const answer = {
+      candidates: [
+        {
+          content: {
+            role: "model",
+            parts: [
+              { text: "Both at once." },
+              { functionCall: { name: "weather", args: { city: "Oslo" } } },
+              { functionCall: { name: "time", args: {} } },
+            ],
+          },
+          finishReason: "STOP",
+        },
+      ],
+    };
+    const one = fromGeminiResponse(answer, { ...OPTIONS, oneToolCall: true }).choices[0];
+    expect(one?.toolCalls.map((t) => [t.index, t.name, t.arguments])).toEqual([
+      [0, "weather", '{"city":"Oslo"}'],
+    ]);
+    expect(one?.content).toBe("Both at once.");
+    expect(one?.finishReason).toBe(FinishReason.TOOL_CALLS);
+    const both = fromGeminiResponse(answer, OPTIONS).choices[0];
+    expect(both?.toolCalls.map((t) => t.name)).toEqual(["weather", "time"]);
+  });
+
   it("answers each candidate as its own choice", () => {
     const chunk = fromGeminiResponse(readJsonFixture("response-candidates.json"), OPTIONS);
     expect(

@@ -35,6 +35,13 @@ export interface TranslateOptions {
   now: number;
   /** Strings that must never reach an error message (the provider's API key). */
   secrets?: readonly string[];
+  /**
+   * The client forbade parallel tool calls (OpenAI's `parallel_tool_calls: false`, Anthropic's
+   * `disable_parallel_tool_use`). Gemini has no such switch, so each choice keeps its first
+   * function call and the rest are left out: the model makes them again, one per step, once the
+   * first one's result is back.
+   */
+  oneToolCall?: boolean;
 }
 
 /**
@@ -81,7 +88,7 @@ export function fromGeminiResponse(response: unknown, options: TranslateOptions)
   const chunk = makeMessage(ChatChunkSchema, {
     start: toStart(answer, options),
     choices: records(answer.candidates).map((candidate, i) =>
-      candidateDelta(candidate, i, choices),
+      candidateDelta(candidate, i, choices, options.oneToolCall),
     ),
   });
   const usage = toUsage(answer.usageMetadata);
@@ -152,6 +159,7 @@ export function candidateDelta(
   candidate: Record<string, unknown>,
   position: number,
   choices: Map<number, ChoiceState>,
+  oneToolCall = false,
 ): ChoiceDelta {
   const index = isCount(candidate.index) ? candidate.index : position;
   let choice = choices.get(index);
@@ -167,6 +175,7 @@ export function candidateDelta(
   const content = isRecord(candidate.content) ? candidate.content : {};
   for (const part of records(content.parts)) {
     if (isRecord(part.functionCall)) {
+      if (oneToolCall && choice.toolCalls > 0) continue;
       const call = part.functionCall;
       const n = choice.toolCalls;
       choice.toolCalls += 1;

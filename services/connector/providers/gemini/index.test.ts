@@ -129,6 +129,30 @@ describe("gemini provider over HTTP", () => {
     expect(upstream.requests[0]?.query).toEqual({});
   });
 
+  it("keeps a choice's first function call only, streamed and whole, when the client forbade parallel calls", async () => {
+    upstream.setBehavior({
+      kind: "answer",
+      text: "Checking both.",
+      chunks: 3,
+      functionCalls: [
+        { name: "get_weather", args: { city: "Zürich" } },
+        { name: "get_time", args: { tz: "Asia/Tokyo" } },
+      ],
+    });
+    const p = provider();
+    const params = {
+      tools: [{ name: "get_weather" }, { name: "get_time" }],
+      parallelToolCalls: false,
+    };
+    for (const stream of [true, false]) {
+      const answer = whole(await collect(p.chat(call(stream, undefined, params))));
+      expect(answer.choices[0]?.message?.toolCalls.map((c) => c.name)).toEqual(["get_weather"]);
+      expect(answer.choices[0]?.finishReason).toBe(FinishReason.TOOL_CALLS);
+    }
+    // Gemini got the tools and nothing about parallel calls, which it has no field for.
+    expect(upstream.requests.at(-1)?.body).not.toHaveProperty("toolConfig");
+  });
+
   it("gives the same answer streamed and whole: text, thoughts, tool calls, candidates", async () => {
     upstream.setBehavior({
       kind: "answer",

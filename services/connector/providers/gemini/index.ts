@@ -153,6 +153,7 @@ export function createGeminiProvider(name: string, config: ProviderConfig): Prov
 
   function chat(call: ChatCall): AsyncIterableIterator<ChatChunk> {
     const options = translateOptions(call.model, call.context);
+    if (call.params?.parallelToolCalls === false) options.oneToolCall = true;
     const streamed = call.params?.stream === true;
     return new AnswerStream(name, secrets, call, () =>
       sendChat(call, streamed).then((response): OpenedAnswer => {

@@ -60,11 +60,9 @@ export function toGeminiRequest(
   if (system !== undefined) body.systemInstruction = system;
 
   if (params.tools.length > 0) {
+    // Gemini may always call several functions at once; it has no switch to forbid that, so a
+    // client's `parallel_tool_calls: false` is kept on the answer (TranslateOptions.oneToolCall).
     body.tools = [{ functionDeclarations: params.tools.map(toFunctionDeclaration) }];
-    // Gemini may always call several functions at once; it has no switch to forbid that.
-    if (params.parallelToolCalls === false) {
-      throw unsupported(target, "disabling parallel tool calls", "parallel_tool_calls");
-    }
   }
   const toolConfig = toToolConfig(params.toolChoice);
   if (toolConfig !== undefined) body.toolConfig = toolConfig;
