@@ -546,6 +546,12 @@ function sendError(
   if (f instanceof MethodNotAllowed) e.headers.allow = f.allow;
   // After failed attempts the client can tell a retried failure from a first one.
   if (f.attempts > 0) e.headers["x-switchyard-attempts"] = String(f.attempts);
+  // The official OpenAI and Anthropic SDKs retry a 5xx twice more unless told otherwise. Once the
+  // gateway has made its attempts (routing.retries, across targets and fallbacks) theirs would
+  // only multiply them; a shutdown's 503 is worth sending again, to a replica that is not
+  // stopping.
+  if (f.code === SHUTTING_DOWN) e.headers["x-should-retry"] = "true";
+  else if (f.status >= 500 && f.attempts > 0) e.headers["x-should-retry"] = "false";
   const unread = f.status === 413 || f.status === 408;
   // An HTTP/1.1 body we stopped reading cannot be skipped on a kept-alive connection; and a
   // gateway shutting down takes no next request.

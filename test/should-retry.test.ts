@@ -1,0 +1,68 @@
+import Anthropic from "@anthropic-ai/sdk";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
+import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
+
+// The official SDKs retry a 5xx twice by default. After the gateway's own attempts failed, its
+// answer tells them not to (`x-should-retry: false`, which both SDKs honour), so one request
+// costs the upstream the gateway's attempts, not three times as many.
+let up: OpenAIUpstream;
+let gw: RunningFabric;
+
+beforeAll(async () => {
+  up = await startOpenAIUpstream({ behavior: { kind: "error", status: 500 } });
+  gw = await startOneProcess(
+    testConfig(`
+providers:
+  local: { type: openai, base_url: "${up.url}" }
+models:
+  boom: { targets: [{ provider: local, model: m }] }
+routing: { retries: 1, backoff: { base_ms: 1, max_ms: 5 } }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+  );
+});
+
+afterAll(async () => {
+  await gw?.stop();
+  await up?.close();
+});
+
+const chatPosts = () => up.requests.filter((r) => r.path.endsWith("/chat/completions")).length;
+
+describe("x-should-retry after the gateway's own attempts", () => {
+  it("stops the openai SDK's retries: two upstream calls (retries: 1), not six", async () => {
+    const before = chatPosts();
+    // The SDK's default: two retries, with backoff (0.5–8 s) it skips when told not to retry.
+    const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: "k" });
+    const err = await client.chat.completions
+      .create({ model: "boom", messages: [{ role: "user", content: "hi" }] })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.InternalServerError);
+    const headers = (err as InstanceType<typeof OpenAI.APIError>).headers;
+    expect(headers?.get("x-should-retry")).toBe("false");
+    expect(headers?.get("x-switchyard-attempts")).toBe("2");
+    expect(chatPosts() - before).toBe(2);
+  });
+
+  it("stops the Anthropic SDK's retries the same way", async () => {
+    const before = chatPosts();
+    const client = new Anthropic({ baseURL: gw.url, apiKey: "k" });
+    const err = await client.messages
+      .create({ model: "boom", max_tokens: 10, messages: [{ role: "user", content: "hi" }] })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Anthropic.APIError);
+    expect((err as InstanceType<typeof Anthropic.APIError>).status).toBeGreaterThanOrEqual(500);
+    expect(chatPosts() - before).toBe(2);
+  });
+
+  it("leaves a 4xx to the client's own judgement", async () => {
+    const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: "k", maxRetries: 0 });
+    const err = await client.chat.completions
+      .create({ model: "nope", messages: [{ role: "user", content: "hi" }] })
+      .catch((e: unknown) => e);
+    expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(404);
+    expect((err as InstanceType<typeof OpenAI.APIError>).headers?.get("x-should-retry")).toBeNull();
+  });
+});
