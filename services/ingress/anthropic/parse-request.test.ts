@@ -83,10 +83,15 @@ describe("parseMessagesRequest: the body", () => {
     );
   });
 
-  it("refuses the server-tool container field as unsupported", () => {
-    expectUnsupported(
-      { ...base, container: "c_1" },
-      "container: Anthropic server tools are not supported by this gateway",
+  it("carries container, an id or an object, in extraJson for Anthropic targets", () => {
+    const withId = parseMessagesRequest({ ...base, container: "container_1" });
+    expect(JSON.parse(withId.extraJson)).toEqual({ container: "container_1" });
+    const skills = { id: null, skills: [{ type: "anthropic", skill_id: "pptx" }] };
+    const withSkills = parseMessagesRequest({ ...base, container: skills });
+    expect(JSON.parse(withSkills.extraJson)).toEqual({ container: skills });
+    expectInvalid(
+      { ...base, container: 7 },
+      "container: Input should be a valid string or a valid dictionary",
       "container",
     );
   });
@@ -522,25 +527,119 @@ describe("parseMessagesRequest: messages", () => {
       "messages.0.content.0.source.type: 'text' document sources are not supported by this gateway; send the PDF as base64",
       "messages.0.content.0.source.type",
     ],
-    [
-      "a document asking for citations",
-      [
+  ])("refuses %s as unsupported", (_name, messages, message, param) => {
+    expectUnsupported({ ...base, messages }, message, param);
+  });
+
+  it("keeps a document's citations setting and context for Anthropic targets, its title as the file name", () => {
+    const pdf = { type: "base64", media_type: "application/pdf", data: "JVBERi0=" };
+    const p = parseMessagesRequest({
+      ...base,
+      messages: [
         {
           role: "user",
           content: [
             {
               type: "document",
-              source: { type: "base64", media_type: "application/pdf", data: "JVBERi0=" },
+              source: pdf,
+              title: "Report",
+              context: "Q3, unaudited",
               citations: { enabled: true },
             },
+            { type: "document", source: pdf },
           ],
         },
       ],
-      "messages.0.content.0.citations: citations are not supported by this gateway",
+    });
+    const [cited, plain] = p.messages[0]?.content ?? [];
+    expect(cited?.part).toEqual({
+      case: "file",
+      value: expect.objectContaining({ filename: "Report" }),
+    });
+    expect(JSON.parse(cited?.anthropicFieldsJson ?? "")).toEqual({
+      citations: { enabled: true },
+      context: "Q3, unaudited",
+    });
+    expect(plain?.anthropicFieldsJson).toBe("");
+  });
+
+  it.each<[string, Record<string, unknown>, string, string]>([
+    [
+      "citations that are not an object",
+      { citations: true },
+      "messages.0.content.0.citations: Input should be a valid dictionary",
       "messages.0.content.0.citations",
     ],
-  ])("refuses %s as unsupported", (_name, messages, message, param) => {
-    expectUnsupported({ ...base, messages }, message, param);
+    [
+      "citations.enabled that is not a boolean",
+      { citations: { enabled: "yes" } },
+      "messages.0.content.0.citations.enabled: Input should be a valid boolean",
+      "messages.0.content.0.citations.enabled",
+    ],
+    [
+      "a context that is not a string",
+      { context: 3 },
+      "messages.0.content.0.context: Input should be a valid string",
+      "messages.0.content.0.context",
+    ],
+  ])("rejects a document with %s", (_name, fields, message, param) => {
+    const pdf = { type: "base64", media_type: "application/pdf", data: "JVBERi0=" };
+    const content = [{ type: "document", source: pdf, ...fields }];
+    expectInvalid({ ...base, messages: [{ role: "user", content }] }, message, param);
+  });
+
+  it("keeps the citations of text blocks the client sends back, in user and assistant turns", () => {
+    const found = {
+      type: "web_search_result_location",
+      url: "https://a.example",
+      title: "A",
+      encrypted_index: "Eo1",
+      cited_text: "route",
+    };
+    const quoted = {
+      type: "char_location",
+      cited_text: "x",
+      document_index: 0,
+      document_title: null,
+      start_char_index: 0,
+      end_char_index: 1,
+    };
+    const p = parseMessagesRequest({
+      ...base,
+      messages: [
+        user,
+        {
+          role: "assistant",
+          content: [
+            { type: "text", text: "Gateways route.", citations: [found] },
+            { type: "text", text: " Plainly.", citations: null },
+          ],
+        },
+        { role: "user", content: [{ type: "text", text: "As you said:", citations: [quoted] }] },
+      ],
+    });
+    const answer = p.messages[1]?.content ?? [];
+    expect(answer.map((c) => c.citationsJson)).toEqual([JSON.stringify([found]), ""]);
+    expect(answer.map((c) => c.blockIndex)).toEqual([0, 1]);
+    expect(p.messages[2]?.content[0]?.citationsJson).toBe(JSON.stringify([quoted]));
+  });
+
+  it.each<[string, unknown, string, string]>([
+    [
+      "citations that are not a list",
+      { type: "x" },
+      "messages.0.content.0.citations: Input should be a valid list",
+      "messages.0.content.0.citations",
+    ],
+    [
+      "a citation without a type",
+      [{ cited_text: "x" }],
+      "messages.0.content.0.citations.0.type: Field required",
+      "messages.0.content.0.citations.0.type",
+    ],
+  ])("rejects a text block with %s", (_name, citations, message, param) => {
+    const content = [{ type: "text", text: "x", citations }];
+    expectInvalid({ ...base, messages: [{ role: "user", content }] }, message, param);
   });
 
   it("keeps cache_control where the client put it: blocks, tool calls, tool results", () => {
@@ -986,19 +1085,80 @@ describe("parseMessagesRequest: tools and tool_choice", () => {
     expectInvalid({ ...base, ...patch }, message, param);
   });
 
+  it("carries tools Anthropic defines whole, in their place among the client's own", () => {
+    const search = {
+      type: "web_search_20250305",
+      name: "web_search",
+      max_uses: 3,
+      allowed_domains: ["example.com"],
+      cache_control: { type: "ephemeral" },
+    };
+    const bash = { type: "bash_20250124", name: "bash" };
+    const toolset = { type: "mcp_toolset", mcp_server_name: "example" };
+    const p = parseMessagesRequest({
+      ...base,
+      tools: [search, weather, bash, toolset],
+      tool_choice: { type: "tool", name: "web_search" },
+    });
+    expect(p.tools.map((t) => [t.name, t.anthropicJson])).toEqual([
+      ["web_search", JSON.stringify(search)],
+      ["get_weather", ""],
+      ["bash", JSON.stringify(bash)],
+      ["", JSON.stringify(toolset)],
+    ]);
+    expect(p.tools[0]?.parametersJson).toBe("");
+    expect(p.tools[0]?.cacheControlJson).toBe("");
+    expect(p.toolChoice).toMatchObject({
+      mode: ToolChoice_Mode.FUNCTION,
+      functionName: "web_search",
+    });
+  });
+
+  it("leaves a forced tool to Anthropic when a toolset's tools are unnamed", () => {
+    const p = parseMessagesRequest({
+      ...base,
+      tools: [{ type: "mcp_toolset", mcp_server_name: "example" }],
+      tool_choice: { type: "tool", name: "echo" },
+    });
+    expect(p.toolChoice?.functionName).toBe("echo");
+  });
+
+  it.each<[string, unknown[], string, string]>([
+    [
+      "an Anthropic-defined tool without a name",
+      [{ type: "web_search_20250305" }],
+      "tools.0.name: Field required",
+      "tools.0.name",
+    ],
+    [
+      "an Anthropic-defined tool whose name is not a string",
+      [{ type: "bash_20250124", name: 1 }],
+      "tools.0.name: Input should be a valid string",
+      "tools.0.name",
+    ],
+    [
+      "a tool type that is not a string",
+      [{ type: 5, name: "x" }],
+      "tools.0.type: Input should be a valid string",
+      "tools.0.type",
+    ],
+    [
+      "a schema on a tool whose type is not custom",
+      [{ ...weather, type: "function" }],
+      "tools.0.type: Input should be 'custom'",
+      "tools.0.type",
+    ],
+    [
+      "an Anthropic-defined tool named like a custom one",
+      [weather, { type: "bash_20250124", name: "get_weather" }],
+      "tools: Tool names must be unique.",
+      "tools",
+    ],
+  ])("rejects %s", (_name, tools, message, param) => {
+    expectInvalid({ ...base, tools }, message, param);
+  });
+
   it.each<[string, unknown, string, string]>([
-    [
-      "a server tool",
-      { type: "web_search_20250305", name: "web_search" },
-      "tools.0.type: Anthropic-defined tool 'web_search_20250305' is not supported by this gateway; only custom tools (with an input_schema) are",
-      "tools.0.type",
-    ],
-    [
-      "a client tool of Anthropic's own schema",
-      { type: "bash_20250124", name: "bash" },
-      "tools.0.type: Anthropic-defined tool 'bash_20250124' is not supported by this gateway; only custom tools (with an input_schema) are",
-      "tools.0.type",
-    ],
     [
       "a tool with input examples",
       { ...weather, input_examples: [{ city: "Paris" }] },
@@ -1020,6 +1180,18 @@ describe("parseCountTokensRequest", () => {
     expect(params.model).toBe("claude");
     expect(params.maxTokens).toBeUndefined();
     expect(params.messages).toHaveLength(2);
+  });
+
+  it("takes the tools a Messages request takes, and leaves out the container, which is no prompt", () => {
+    const search = { type: "web_search_20250305", name: "web_search" };
+    const params = parseCountTokensRequest({
+      model: "claude",
+      messages: [user],
+      tools: [search, weather],
+      container: "container_1",
+    });
+    expect(params.tools.map((t) => t.anthropicJson)).toEqual([JSON.stringify(search), ""]);
+    expect(params.extraJson).toBe("");
   });
 
   it("checks the rest as a Messages request does", () => {

@@ -45,6 +45,9 @@ const EXTRA_FIELDS: ReadonlySet<string> = new Set([
   // Remote MCP servers Anthropic calls itself (beta mcp-client-2025-04-04); only Anthropic
   // targets can serve a request that names them.
   "mcp_servers",
+  // The container Anthropic runs code execution in (an id, or `{id, skills}`); Anthropic
+  // targets only.
+  "container",
 ]);
 
 const FIELDS: ReadonlySet<string> = new Set([
@@ -61,9 +64,6 @@ const FIELDS: ReadonlySet<string> = new Set([
   "output_config",
   ...EXTRA_FIELDS,
 ]);
-
-/** Documented fields that only work with Anthropic's own server-side tools. */
-const SERVER_TOOL_FIELDS: ReadonlySet<string> = new Set(["container"]);
 
 const ROLES: ReadonlyMap<string, Role> = new Map([
   ["user", Role.USER],
@@ -131,6 +131,11 @@ const TOOL_CHOICE_MODES: ReadonlyMap<string, ToolChoice_Mode> = new Map([
   ["tool", ToolChoice_Mode.FUNCTION],
   ["none", ToolChoice_Mode.NONE],
 ]);
+/**
+ * Anthropic's toolsets name no tool of their own (`mcp_toolset` names an MCP server, the
+ * `*_toolset_*` types a set of built-in tools); every other Anthropic-defined tool has a name.
+ */
+const TOOLSET_TYPE = /(^|_)toolset(_|$)/;
 /** Tool fields with no canonical counterpart whose loss changes nothing the model sees. */
 const IGNORED_TOOL_FIELDS: ReadonlySet<string> = new Set(["eager_input_streaming"]);
 const TOOL_FIELDS: ReadonlySet<string> = new Set([
@@ -174,8 +179,12 @@ export const OUTPUT_SCHEMA_NAME = "output";
  *   targets only.
  * - `cache_control` markers on blocks and tools are kept where they stand (`cacheControlJson`):
  *   Anthropic targets get them back in place, other upstreams cache on their own.
- * - `citations` of earlier answers are dropped: they tune presentation, not what the model is
- *   asked. `citations.enabled` on a document is refused.
+ * - Tools Anthropic defines (`web_search_20250305`, `bash_20250124`, …) travel whole, in their
+ *   place among the client's own (`Tool.anthropicJson`); only Anthropic targets can serve them.
+ * - A text block's `citations` travel whole (`citationsJson`), and so do a document's
+ *   `citations` setting and `context` (`anthropicFieldsJson`): Anthropic targets get them back
+ *   in place; other upstreams get the text without its citations and the document without its
+ *   context, and refuse a document whose citations are enabled.
  * - `output_config.format` becomes the canonical JSON_SCHEMA response format so every upstream
  *   honours it; the rest of `output_config` travels in `extraJson`.
  */
@@ -197,9 +206,6 @@ function toChatParams(body: unknown, needsMaxTokens: boolean): ChatParams {
     throw invalid("Input should be a valid dictionary or object to extract fields from");
   }
   for (const key of Object.keys(body)) {
-    if (SERVER_TOOL_FIELDS.has(key)) {
-      throw unsupported(key, `${key}: Anthropic server tools are not supported by this gateway`);
-    }
     if (!FIELDS.has(key)) throw invalid(`${key}: Extra inputs are not permitted`, key);
   }
 
@@ -222,6 +228,9 @@ function toChatParams(body: unknown, needsMaxTokens: boolean): ChatParams {
 
   const extra: Array<[string, unknown]> = [];
   for (const key of EXTRA_FIELDS) {
+    // A container is where code runs, not part of the prompt: a count has no use for it (and
+    // Anthropic's count_tokens refuses it).
+    if (key === "container" && !needsMaxTokens) continue;
     if (present(body[key])) extra.push([key, body[key]]);
   }
   if (output.rest !== undefined) extra.push(["output_config", output.rest]);
@@ -376,10 +385,28 @@ function contentPart(type: string, block: JsonObject, path: string): PartInit {
       break;
     default:
       part = textPart(nonEmptyText(block, path));
+      part.citationsJson = citationsJson(block, path);
   }
   const cacheControl = cacheControlJson(block, path);
   if (cacheControl !== "") part.cacheControlJson = cacheControl;
   return part;
+}
+
+/**
+ * A text block's `citations` (of an earlier answer, sent back) as a JSON array ("" when none),
+ * for an Anthropic upstream to get back in place; each citation is Anthropic's to judge.
+ */
+function citationsJson(block: JsonObject, path: string): string {
+  const value = block.citations;
+  if (!present(value)) return "";
+  if (!Array.isArray(value)) throw typeError(`${path}.citations`, "a valid list");
+  value.forEach((citation: unknown, k) => {
+    const at = `${path}.citations.${k}`;
+    if (!isObject(citation)) throw typeError(at, "a valid dictionary");
+    if (!present(citation.type)) throw required(`${at}.type`);
+    if (typeof citation.type !== "string") throw typeError(`${at}.type`, "a valid string");
+  });
+  return JSON.stringify(value);
 }
 
 /**
@@ -444,22 +471,23 @@ function document(block: JsonObject, path: string): PartInit {
     throw literal(`${sourcePath}.media_type`, ["application/pdf"]);
   const data = requiredString(source, "data", sourcePath);
 
+  // Anthropic's own fields of a document, for Anthropic targets (see anthropicFieldsJson).
+  const fields: JsonObject = {};
   const citations = block.citations;
   if (present(citations)) {
     if (!isObject(citations)) throw typeError(`${path}.citations`, "a valid dictionary");
-    if (optionalBoolean(citations.enabled, `${path}.citations.enabled`) === true) {
-      throw unsupported(
-        `${path}.citations`,
-        `${path}.citations: citations are not supported by this gateway`,
-      );
-    }
+    optionalBoolean(citations.enabled, `${path}.citations.enabled`);
+    fields.citations = citations;
   }
+  const context = optionalString(block.context, `${path}.context`);
+  if (context !== undefined) fields.context = context;
   const title = optionalString(block.title, `${path}.title`);
   return {
     part: {
       case: "file",
       value: { fileData: `data:application/pdf;base64,${data}`, filename: title },
     },
+    anthropicFieldsJson: Object.keys(fields).length === 0 ? "" : JSON.stringify(fields),
   };
 }
 
@@ -529,10 +557,9 @@ function parseTools(raw: unknown): ToolInit[] {
     const type = tool.type;
     if (present(type) && type !== "custom") {
       if (typeof type !== "string") throw typeError(`${path}.type`, "a valid string");
-      throw unsupported(
-        `${path}.type`,
-        `${path}.type: Anthropic-defined tool '${clip(type)}' is not supported by this gateway; only custom tools (with an input_schema) are`,
-      );
+      if (!present(tool.input_schema)) return anthropicTool(tool, type, path, names);
+      // A tool with a schema is the client's own, whatever else it says.
+      throw literal(`${path}.type`, ["custom"]);
     }
     for (const key of Object.keys(tool)) {
       if (UNSUPPORTED_TOOL_FIELDS.has(key)) {
@@ -567,6 +594,21 @@ function parseTools(raw: unknown): ToolInit[] {
   });
 }
 
+/**
+ * A tool Anthropic defines (its server tools, its client tools such as `bash_20250124`, its
+ * toolsets), whole: its fields are Anthropic's to judge. It needs a name (but for a toolset,
+ * which has none), unique among the request's tools as a custom tool's is.
+ */
+function anthropicTool(tool: JsonObject, type: string, path: string, names: Set<string>): ToolInit {
+  const name =
+    present(tool.name) || !TOOLSET_TYPE.test(type) ? requiredString(tool, "name", path) : "";
+  if (name !== "") {
+    if (names.has(name)) throw invalid("tools: Tool names must be unique.", "tools");
+    names.add(name);
+  }
+  return { name, anthropicJson: JSON.stringify(tool) };
+}
+
 function parseToolChoice(
   raw: unknown,
   tools: readonly ToolInit[],
@@ -597,7 +639,9 @@ function parseToolChoice(
   const choice: ToolChoiceInit = { mode };
   if (mode === ToolChoice_Mode.FUNCTION) {
     const name = requiredString(raw, "name", "tool_choice");
-    if (!tools.some((t) => t.name === name)) {
+    // A toolset's tools have names the request does not spell out: Anthropic judges those.
+    const toolset = tools.some((t) => t.anthropicJson !== undefined && t.name === "");
+    if (!toolset && !tools.some((t) => t.name === name)) {
       throw invalid(
         `tool_choice.name: '${clip(name)}' is not the name of any tool in 'tools'`,
         "tool_choice.name",
@@ -686,6 +730,10 @@ function checkExtras(body: JsonObject): void {
     mcpServers.forEach((server: unknown, i) => {
       if (!isObject(server)) throw typeError(`mcp_servers.${i}`, "a valid dictionary");
     });
+  }
+  const container = body.container;
+  if (present(container) && typeof container !== "string" && !isObject(container)) {
+    throw typeError("container", "a valid string or a valid dictionary");
   }
   optionalString(body.inference_geo, "inference_geo");
   const speed = body.speed;
