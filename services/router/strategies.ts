@@ -234,7 +234,11 @@ export function estimateTokens(params: RequestParams | undefined): {
     chars += m.refusal?.length ?? 0;
   }
   for (const tool of params.tools) {
-    chars += tool.name.length + (tool.description?.length ?? 0) + tool.parametersJson.length;
+    chars +=
+      tool.name.length +
+      (tool.description?.length ?? 0) +
+      tool.parametersJson.length +
+      tool.anthropicJson.length;
   }
   return {
     prompt: Math.ceil(chars / 4),

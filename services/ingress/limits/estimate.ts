@@ -23,13 +23,18 @@ export function estimateChat(params: ChatParams): { prompt: number; completion: 
     for (const p of m.content) {
       if (p.part.case === "text") chars += p.part.value.length;
       else if (p.part.case !== undefined) parts += 1;
+      chars += p.citationsJson.length + p.anthropicFieldsJson.length;
     }
     chars += (m.name?.length ?? 0) + (m.refusal?.length ?? 0);
     for (const call of m.toolCalls) chars += call.name.length + call.arguments.length;
     for (const block of m.anthropicBlocks) chars += block.json.length;
   }
   for (const tool of params.tools) {
-    chars += tool.name.length + (tool.description?.length ?? 0) + tool.parametersJson.length;
+    chars +=
+      tool.name.length +
+      (tool.description?.length ?? 0) +
+      tool.parametersJson.length +
+      tool.anthropicJson.length;
   }
   return {
     prompt: tokensOfText(chars) + parts * NON_TEXT_PART_TOKENS,

@@ -59,6 +59,23 @@ describe("toAnthropicCountTokensRequest", () => {
     });
   });
 
+  it("counts the tools Anthropic defines as sent, and leaves out a container", () => {
+    const search = { type: "web_search_20250305", name: "web_search", max_uses: 1 };
+    const body = toAnthropicCountTokensRequest(
+      params({
+        tools: [
+          { name: "get_weather", parametersJson: '{"type":"object"}' },
+          { name: "web_search", anthropicJson: JSON.stringify(search) },
+        ],
+        extraJson: JSON.stringify({ container: "container_1" }),
+      }),
+      "claude-x",
+      "claude",
+    );
+    expect(body.tools).toEqual([{ name: "get_weather", input_schema: { type: "object" } }, search]);
+    expect(body).not.toHaveProperty("container");
+  });
+
   it("counts the tool that stands in for JSON mode, as the chat request would send it", () => {
     const body = toAnthropicCountTokensRequest(
       params({ responseFormat: { type: ResponseFormat_Type.JSON_OBJECT } }),

@@ -491,6 +491,109 @@ describe("toAnthropicRequest", () => {
     expect(body({ tools }).tool_choice).toBeUndefined();
   });
 
+  it("sends tools Anthropic defines as the client wrote them, in their place among its own", () => {
+    const search = {
+      type: "web_search_20250305",
+      name: "web_search",
+      max_uses: 2,
+      cache_control: { type: "ephemeral" },
+    };
+    const editor = { type: "text_editor_20250728", name: "str_replace_based_edit_tool" };
+    const request = body({
+      tools: [
+        { name: "web_search", anthropicJson: JSON.stringify(search) },
+        { name: "get_weather", parametersJson: '{"type":"object"}' },
+        {
+          name: "str_replace_based_edit_tool",
+          anthropicJson: JSON.stringify(editor),
+          cacheControlJson: '{"type":"ephemeral"}',
+        },
+      ],
+      toolChoice: { mode: ToolChoice_Mode.FUNCTION, functionName: "web_search" },
+    });
+    expect(request.tools).toEqual([
+      search,
+      { name: "get_weather", input_schema: { type: "object" } },
+      // A gRPC client's cache_control beside the definition lands on it, as on any tool.
+      { ...editor, cache_control: { type: "ephemeral" } },
+    ]);
+    expect(request.tool_choice).toEqual({ type: "tool", name: "web_search" });
+  });
+
+  it("sends the citations of text blocks back in place: user, assistant, tool result", () => {
+    const cite = [{ type: "char_location", cited_text: "x", document_index: 0 }];
+    const cited = (value: string) =>
+      create(ContentPartSchema, {
+        part: { case: "text", value },
+        citationsJson: JSON.stringify(cite),
+      });
+    const request = body({
+      messages: [
+        create(MessageSchema, { role: Role.USER, content: [cited("Quoted")] }),
+        create(MessageSchema, {
+          role: Role.ASSISTANT,
+          content: [
+            { ...cited("Said"), blockIndex: 0 },
+            { ...text(" more"), blockIndex: 1 },
+          ],
+        }),
+        create(MessageSchema, { role: Role.TOOL, toolCallId: "t1", content: [cited("Found")] }),
+      ],
+    });
+    expect(request.messages).toEqual([
+      { role: "user", content: [{ type: "text", text: "Quoted", citations: cite }] },
+      {
+        role: "assistant",
+        content: [
+          { type: "text", text: "Said", citations: cite },
+          { type: "text", text: " more" },
+        ],
+      },
+      {
+        role: "user",
+        content: [
+          {
+            type: "tool_result",
+            tool_use_id: "t1",
+            content: [{ type: "text", text: "Found", citations: cite }],
+          },
+        ],
+      },
+    ]);
+  });
+
+  it("sends a document's citations setting and context with it, and keeps its own fields", () => {
+    const request = body({
+      messages: [
+        create(MessageSchema, {
+          role: Role.USER,
+          content: [
+            {
+              part: {
+                case: "file",
+                value: { fileData: "data:application/pdf;base64,JVBERi0=", filename: "Report" },
+              },
+              anthropicFieldsJson: JSON.stringify({
+                citations: { enabled: true },
+                context: "Q3",
+                type: "not-a-document",
+              }),
+            },
+          ],
+        }),
+      ],
+    });
+    expect(request.messages[0]?.content).toEqual([
+      {
+        type: "document",
+        source: { type: "base64", media_type: "application/pdf", data: "JVBERi0=" },
+        title: "Report",
+        citations: { enabled: true },
+        context: "Q3",
+      },
+    ]);
+  });
+
   it("turns parallel_tool_calls false into disable_parallel_tool_use", () => {
     const tools = [{ name: "f" }];
     expect(body({ tools, parallelToolCalls: false }).tool_choice).toEqual({
@@ -578,6 +681,7 @@ describe("toAnthropicRequest", () => {
         speed: "fast",
         context_management: { edits: [{ type: "clear_tool_uses_20250919" }] },
         mcp_servers: [{ type: "url", url: "https://mcp.example.com", name: "x" }],
+        container: "container_1",
         logit_bias: { "50256": -100 },
         model: "evil",
         messages: [],
@@ -599,6 +703,7 @@ describe("toAnthropicRequest", () => {
       speed: "fast",
       context_management: { edits: [{ type: "clear_tool_uses_20250919" }] },
       mcp_servers: [{ type: "url", url: "https://mcp.example.com", name: "x" }],
+      container: "container_1",
     });
   });
 

@@ -18,6 +18,8 @@ import type {
   AnthropicBase64Source,
   AnthropicContentBlockParam,
   AnthropicCountTokensRequest,
+  AnthropicCustomTool,
+  AnthropicDefinedTool,
   AnthropicMessageParam,
   AnthropicMessagesRequest,
   AnthropicOwnBlockParam,
@@ -58,6 +60,7 @@ const PASSED_EXTRAS = [
   "speed",
   "context_management",
   "mcp_servers",
+  "container",
 ] as const;
 
 /** Extras that an OpenAI client also sends, under the same name, with another meaning. */
@@ -413,11 +416,23 @@ function textBlock(
   if (part.case === "text") {
     // Anthropic rejects empty text blocks; an empty text says nothing anyway.
     if (part.value === "") return undefined;
-    const block: AnthropicTextBlockParam = { type: "text", text: part.value };
-    return cached(block, content, param);
+    return cached(textWithCitations(part.value, content, param), content, param);
   }
   if (part.case !== undefined) throw refuse(`${part.case} content in ${where} messages`, param);
   return undefined;
+}
+
+/** A text block with the citations its part carries (an earlier answer's, sent back). */
+function textWithCitations(
+  text: string,
+  content: ContentPart,
+  param: string,
+): AnthropicTextBlockParam {
+  const block: AnthropicTextBlockParam = { type: "text", text };
+  if (content.citationsJson !== "") {
+    block.citations = parseArray(content.citationsJson, `${param}.citations`);
+  }
+  return block;
 }
 
 function toUserBlock(
@@ -443,13 +458,14 @@ function cached<B extends object>(
 }
 
 function userBlocks(
-  { part }: ContentPart,
+  content: ContentPart,
   param: string,
   refuse: Refuse,
 ): AnthropicToolResultContent[] {
+  const { part } = content;
   switch (part.case) {
     case "text":
-      return part.value === "" ? [] : [{ type: "text", text: part.value }];
+      return part.value === "" ? [] : [textWithCitations(part.value, content, param)];
     case "image": {
       // `detail` is OpenAI's resolution hint; Anthropic picks the resolution itself.
       const url = part.value.url;
@@ -470,6 +486,9 @@ function userBlocks(
       }
       return [
         {
+          // An Anthropic client's `context` and `citations` of the document; they cannot
+          // replace what the part itself says.
+          ...parseObject(content.anthropicFieldsJson, `${param}.anthropic_fields_json`),
           type: "document",
           source,
           ...(file.filename !== undefined && { title: file.filename }),
@@ -507,7 +526,12 @@ function fileSource(
 }
 
 function toTool(tool: Tool, index: number): AnthropicTool {
-  const out: AnthropicTool = {
+  // One of Anthropic's own tools: as the client wrote it.
+  if (tool.anthropicJson !== "") {
+    const defined = parseObject(tool.anthropicJson, `tools[${index}]`) as AnthropicDefinedTool;
+    return cached(defined, tool, `tools[${index}]`);
+  }
+  const out: AnthropicCustomTool = {
     name: tool.name,
     // Anthropic requires a schema; a function without parameters takes an empty object.
     input_schema:
@@ -552,7 +576,7 @@ function thinkingOn(thinking: unknown): boolean {
  * from-stream). `strict` of a JSON schema is not forwarded, so the emulation works on models
  * without strict tool use.
  */
-function jsonModeTool(format: ResponseFormat, refuse: Refuse): AnthropicTool {
+function jsonModeTool(format: ResponseFormat, refuse: Refuse): AnthropicCustomTool {
   let schema: Record<string, unknown> = { type: "object" };
   let description = "Give your answer as this tool's input: a JSON object.";
   if (format.type === ResponseFormat_Type.JSON_SCHEMA) {
@@ -604,6 +628,18 @@ function parseObject(text: string, param: string): Record<string, unknown> {
     value = undefined;
   }
   if (!isRecord(value)) throw invalid(`${param} must be a JSON object`, param);
+  return value;
+}
+
+/** A JSON array carried as text in the canonical model. */
+function parseArray(text: string, param: string): unknown[] {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    value = undefined;
+  }
+  if (!Array.isArray(value)) throw invalid(`${param} must be a JSON array`, param);
   return value;
 }
 

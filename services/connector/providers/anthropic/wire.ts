@@ -12,6 +12,8 @@ export type AnthropicCacheControl = Record<string, unknown>;
 export interface AnthropicTextBlockParam {
   type: "text";
   text: string;
+  /** An earlier answer's citations, as Anthropic gave them. */
+  citations?: unknown[];
   cache_control?: AnthropicCacheControl;
 }
 
@@ -36,6 +38,8 @@ export interface AnthropicDocumentBlockParam {
   type: "document";
   source: AnthropicBase64Source;
   title?: string;
+  context?: string;
+  citations?: Record<string, unknown>;
   cache_control?: AnthropicCacheControl;
 }
 
@@ -84,13 +88,24 @@ export interface AnthropicMessageParam {
   content: string | AnthropicContentBlockParam[];
 }
 
-export interface AnthropicTool {
+export interface AnthropicCustomTool {
   name: string;
   description?: string;
   input_schema: Record<string, unknown>;
   strict?: boolean;
   cache_control?: AnthropicCacheControl;
 }
+
+/**
+ * A tool Anthropic defines (`web_search_20250305`, `bash_20250124`, `mcp_toolset`, …), as the
+ * client sent it: the gateway reads nothing in it.
+ */
+export interface AnthropicDefinedTool {
+  type: string;
+  [field: string]: unknown;
+}
+
+export type AnthropicTool = AnthropicCustomTool | AnthropicDefinedTool;
 
 export type AnthropicToolChoice =
   | { type: "auto"; disable_parallel_tool_use?: boolean }

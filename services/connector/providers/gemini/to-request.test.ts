@@ -376,6 +376,55 @@ describe("toGeminiRequest", () => {
     expect(Object.keys(body).sort()).toEqual(["contents", "tools"]);
   });
 
+  it("refuses what only Anthropic serves, naming it: its tools, its container, document citations", () => {
+    const ask = { messages: [says(Role.USER, "Hi")], clientApi: "anthropic" };
+    const tool = failureOf(
+      create(ChatParamsSchema, {
+        ...ask,
+        tools: [
+          { name: "f", parametersJson: "" },
+          {
+            name: "web_search",
+            anthropicJson: '{"type":"web_search_20250305","name":"web_search"}',
+          },
+        ],
+      }),
+    );
+    expect(tool).toMatchObject({ kind: "unsupported", param: "tools[1]" });
+    expect(tool.message).toBe(
+      "model 'gemini-2.5-flash' on provider 'google' (gemini) does not support Anthropic's web_search_20250305 tool (tools[1])",
+    );
+    const container = failureOf(
+      create(ChatParamsSchema, { ...ask, extraJson: '{"container":"container_1"}' }),
+    );
+    expect(container).toMatchObject({ kind: "unsupported", param: "container" });
+    const cited = failureOf(
+      create(ChatParamsSchema, {
+        ...ask,
+        messages: [
+          create(MessageSchema, {
+            role: Role.USER,
+            content: [
+              {
+                part: { case: "file", value: { fileData: "data:application/pdf;base64,JVBE" } },
+                anthropicFieldsJson: '{"citations":{"enabled":true}}',
+              },
+            ],
+          }),
+        ],
+      }),
+    );
+    expect(cited).toMatchObject({ kind: "unsupported", param: "messages[0].content[0]" });
+    // A text's citations and a document's context alone are left out, as before.
+    const quoted = create(MessageSchema, {
+      role: Role.USER,
+      content: [{ part: { case: "text", value: "Hi" }, citationsJson: '[{"type":"x"}]' }],
+    });
+    expect(request({ ...ask, messages: [quoted] }).contents).toEqual([
+      { role: "user", parts: [{ text: "Hi" }] },
+    ]);
+  });
+
   it("passes the extra fields the Gemini API names and ignores other dialects'", () => {
     const body = request({
       messages: [says(Role.USER, "Hi")],
