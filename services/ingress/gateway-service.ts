@@ -5,6 +5,7 @@ import {
   type EmbedParams,
   ResponseFormat_Type,
   Role,
+  type Tool,
   ToolChoice_Mode,
 } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import {
@@ -305,12 +306,14 @@ function checkParams(params: ChatParams | undefined): ChatParams {
       throw invalid(`'params.${at}.role' ${m.role} is not a known role`, `${at}.role`);
     }
     for (const [j, part] of m.content.entries()) {
+      const partAt = `${at}.content[${j}]`;
       if (part.part.case === undefined) {
-        throw invalid(
-          `'params.${at}.content[${j}]' holds no text, image, audio or file`,
-          `${at}.content[${j}]`,
-        );
+        throw invalid(`'params.${partAt}' holds no text, image, audio or file`, partAt);
       }
+      if (part.citationsJson !== "") {
+        checkJsonArray(part.citationsJson, `${partAt}.citations_json`, invalid);
+      }
+      checkJsonObject(part.anthropicFieldsJson, `${partAt}.anthropic_fields_json`, invalid);
     }
     if (m.role === Role.TOOL && !m.toolCallId) {
       throw invalid(
@@ -330,6 +333,10 @@ function checkParams(params: ChatParams | undefined): ChatParams {
   }
   for (const [i, tool] of params.tools.entries()) {
     const at = `tools[${i}]`;
+    if (tool.anthropicJson !== "") {
+      checkAnthropicTool(tool, at, invalid);
+      continue;
+    }
     if (!NAME_PATTERN.test(tool.name)) {
       throw invalid(
         `'params.${at}.name' must match the pattern '${NAME_PATTERN.source}'`,
@@ -416,6 +423,45 @@ function checkRange(
   if (value !== undefined && !(value >= min && value <= max)) {
     throw invalid(`'params.${name}' must be a number between ${min} and ${max}`, name);
   }
+}
+
+/**
+ * A tool Anthropic defines, sent whole as `anthropic_json`: an object with a `type` of its own
+ * (not `custom`: a custom tool is a function), named as `name` says (a toolset names none).
+ * The rest is Anthropic's to judge.
+ */
+function checkAnthropicTool(tool: Tool, at: string, invalid: Invalid): void {
+  const json = checkJsonObject(tool.anthropicJson, `${at}.anthropic_json`, invalid);
+  if (typeof json.type !== "string" || json.type === "" || json.type === "custom") {
+    throw invalid(
+      `'params.${at}.anthropic_json' needs the 'type' of a tool Anthropic defines, e.g. "web_search_20250305"`,
+      `${at}.anthropic_json`,
+    );
+  }
+  const name = json.name ?? "";
+  if (name !== tool.name) {
+    throw invalid(
+      `'params.${at}.name' must be the name in 'params.${at}.anthropic_json' (empty when it has none)`,
+      `${at}.name`,
+    );
+  }
+  if (tool.parametersJson !== "" || tool.description !== undefined) {
+    throw invalid(
+      `'params.${at}' is an Anthropic-defined tool: its definition is 'anthropic_json' alone, without 'parameters_json' or 'description'`,
+      at,
+    );
+  }
+}
+
+/** JSON text carried in a string field that must hold an array. */
+function checkJsonArray(text: string, param: string, invalid: Invalid): void {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    value = undefined;
+  }
+  if (!Array.isArray(value)) throw invalid(`'params.${param}' must be a JSON array`, param);
 }
 
 /** JSON text carried in a string field: empty, or an object (what providers are sent). */
