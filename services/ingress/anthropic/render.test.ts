@@ -418,6 +418,62 @@ describe("usage with a service tier and server tool requests", () => {
   });
 });
 
+describe("the container Anthropic ran code in", () => {
+  const container = { id: "container_011", expires_at: "2026-01-01T00:00:00Z", skills: null };
+
+  it("is named in a whole answer and in message_delta, as Anthropic names it", () => {
+    const choice = {
+      index: 0,
+      message: {
+        role: Role.ASSISTANT,
+        content: [{ part: { case: "text" as const, value: "Ran." } }],
+      },
+      finishReason: FinishReason.STOP,
+      rawFinishReason: "end_turn",
+      anthropicContainerJson: JSON.stringify(container),
+    };
+    expect(
+      renderMessage(create(ChatCompletionSchema, { ...start, choices: [choice] })),
+    ).toMatchObject({
+      stop_reason: "end_turn",
+      container,
+    });
+    const r = new MessageStreamRenderer();
+    const frames =
+      r.render(chunk({ start, choices: [{ index: 0, content: "Ran." }] })) +
+      r.render(
+        chunk({
+          choices: [
+            {
+              index: 0,
+              finishReason: FinishReason.STOP,
+              rawFinishReason: "end_turn",
+              anthropicContainerJson: JSON.stringify(container),
+            },
+          ],
+        }),
+      ) +
+      r.finish();
+    expect(frames).toContain(
+      ev({
+        type: "message_delta",
+        delta: { stop_reason: "end_turn", stop_sequence: null, container },
+        usage: { input_tokens: 0, output_tokens: 0 },
+      }),
+    );
+  });
+
+  it("is left out when the answer used none", () => {
+    const c = create(ChatCompletionSchema, {
+      ...start,
+      choices: [{ index: 0, message: { role: Role.ASSISTANT }, finishReason: FinishReason.STOP }],
+    });
+    expect(renderMessage(c)).not.toHaveProperty("container");
+    const r = new MessageStreamRenderer();
+    expect(r.render(chunk({ start })) + r.finish()).not.toContain("container");
+  });
+});
+
 describe("anthropicStopReason", () => {
   it.each<[FinishReason, string | undefined, boolean, string]>([
     [FinishReason.STOP, undefined, false, "end_turn"],

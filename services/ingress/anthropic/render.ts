@@ -250,6 +250,7 @@ export function renderMessage(c: ChatCompletion, options: RenderOptions = {}): A
     choice?.rawFinishReason,
     toolCalls.length > 0,
   );
+  const container = choice?.anthropicContainerJson;
   return {
     id,
     type: "message",
@@ -258,6 +259,7 @@ export function renderMessage(c: ChatCompletion, options: RenderOptions = {}): A
     content,
     stop_reason: stopReason,
     stop_sequence: stopSequence(stopReason, choice?.stopSequence, options),
+    ...(container !== undefined && { container: JSON.parse(container) }),
     usage: renderUsage(c.usage),
   };
 }
@@ -406,6 +408,7 @@ export class MessageStreamRenderer {
   #finishReason = FinishReason.UNSPECIFIED;
   #rawFinishReason: string | undefined;
   #stopSequence: string | undefined;
+  #container: string | undefined;
   #usage: Usage | undefined;
 
   constructor(options: RenderOptions = {}) {
@@ -433,6 +436,7 @@ export class MessageStreamRenderer {
         this.#rawFinishReason = d.rawFinishReason;
       }
       if (d.stopSequence !== undefined) this.#stopSequence = d.stopSequence;
+      if (d.anthropicContainerJson !== undefined) this.#container = d.anthropicContainerJson;
     }
     return out;
   }
@@ -453,6 +457,7 @@ export class MessageStreamRenderer {
       delta: {
         stop_reason: stopReason,
         stop_sequence: stopSequence(stopReason, this.#stopSequence, this.#options),
+        ...(this.#container !== undefined && { container: JSON.parse(this.#container) }),
       },
       usage: renderUsage(this.#usage, "message_delta"),
     });

@@ -84,6 +84,8 @@ export interface AnthropicMessage {
   content: AnthropicContentBlock[];
   stop_reason: AnthropicStopReason | null;
   stop_sequence: string | null;
+  /** The container Anthropic ran code execution in; absent when none was used. */
+  container?: Record<string, unknown>;
   usage: AnthropicUsage;
 }
 
@@ -120,7 +122,11 @@ export type AnthropicStreamEvent =
   | { type: "content_block_stop"; index: number }
   | {
       type: "message_delta";
-      delta: { stop_reason: AnthropicStopReason; stop_sequence: string | null };
+      delta: {
+        stop_reason: AnthropicStopReason;
+        stop_sequence: string | null;
+        container?: Record<string, unknown>;
+      };
       /** Totals for the whole answer, not increments. */
       usage: AnthropicUsage;
     }

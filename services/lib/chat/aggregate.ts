@@ -55,6 +55,8 @@ interface ChoiceParts {
   finishReason: FinishReason;
   rawFinishReason: string | undefined;
   stopSequence: string | undefined;
+  /** The container Anthropic ran code in (see ChoiceDelta.anthropic_container_json). */
+  container: string | undefined;
   /** The tokens' log probabilities so far (OpenAI's `content` and `refusal` lists), if any came. */
   logprobs: { content: unknown[]; refusal: unknown[] } | undefined;
 }
@@ -95,6 +97,7 @@ export class CompletionBuilder {
           finishReason: FinishReason.UNSPECIFIED,
           rawFinishReason: undefined,
           stopSequence: undefined,
+          container: undefined,
           logprobs: undefined,
         };
         this.#choices.set(delta.index, choice);
@@ -150,6 +153,9 @@ export class CompletionBuilder {
         choice.rawFinishReason = delta.rawFinishReason;
       }
       if (delta.stopSequence !== undefined) choice.stopSequence = delta.stopSequence;
+      if (delta.anthropicContainerJson !== undefined) {
+        choice.container = delta.anthropicContainerJson;
+      }
       if (delta.logprobsJson !== undefined) addLogprobs(choice, delta.logprobsJson);
     }
   }
@@ -218,6 +224,7 @@ function mergedDeltas(parts: ChoiceParts): ChoiceDelta[] {
     finishReason: parts.finishReason,
     rawFinishReason: parts.rawFinishReason,
     stopSequence: parts.stopSequence,
+    anthropicContainerJson: parts.container,
     logprobsJson: logprobsJson(parts),
   });
   if (first !== undefined) setTextBlock(own, first);
@@ -327,6 +334,7 @@ function buildChoice(parts: ChoiceParts): Choice {
     finishReason: parts.finishReason,
     rawFinishReason: parts.rawFinishReason,
     stopSequence: parts.stopSequence,
+    anthropicContainerJson: parts.container,
     logprobsJson: logprobsJson(parts),
     reasoning: parts.reasoning.length > 0 ? parts.reasoning.join("") : undefined,
   });

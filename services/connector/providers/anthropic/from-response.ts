@@ -119,6 +119,7 @@ export function fromAnthropicMessage(
     jsonMode && delta.toolCalls.length === 0,
     message.stop_sequence,
   );
+  setContainer(delta, message.container);
 
   const chunk = makeMessage(ChatChunkSchema, {
     start: toStart(message, options),
@@ -189,6 +190,14 @@ export function setFinish(
   }
   delta.finishReason = STOP_REASONS[raw] ?? FinishReason.OTHER;
   delta.rawFinishReason = raw;
+}
+
+/**
+ * The container Anthropic ran code execution in (`{id, expires_at, skills}`), kept whole: the
+ * client passes its id back as the next request's `container` to keep working in it.
+ */
+export function setContainer(delta: ChoiceDelta, container: unknown): void {
+  if (isRecord(container)) delta.anthropicContainerJson = JSON.stringify(container);
 }
 
 /**

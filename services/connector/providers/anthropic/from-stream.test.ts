@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { type ChatChunk, FinishReason, Role } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
-import { aggregate } from "../../../lib/chat/aggregate.js";
+import { aggregate, CompletionBuilder } from "../../../lib/chat/aggregate.js";
 import { Failure } from "../../../lib/errors.js";
 import { SseParser } from "../sse.js";
 import { readFixture, readJsonFixture, translateStream } from "./fixtures/fixtures.js";
@@ -322,6 +322,55 @@ describe("an answer with a web search", () => {
       serviceTier: "standard",
       serverToolUseJson: '{"web_search_requests":1}',
     });
+  });
+});
+
+describe("an answer that ran code", () => {
+  const container = { id: "container_011", expires_at: "2026-01-01T00:00:00Z", skills: null };
+
+  it("keeps the container from message_delta, as a whole answer keeps it, through a merged chunk", () => {
+    const translator = new AnthropicStreamTranslator({ provider: "claude", now: NOW });
+    const events = [
+      { type: "message_start", message: { id: "msg_1", model: "m", usage: { input_tokens: 5 } } },
+      { type: "content_block_start", index: 0, content_block: { type: "text", text: "" } },
+      { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "Ran it." } },
+      { type: "content_block_stop", index: 0 },
+      {
+        type: "message_delta",
+        delta: { stop_reason: "end_turn", stop_sequence: null, container },
+        usage: { output_tokens: 3 },
+      },
+      { type: "message_stop" },
+    ];
+    const chunks = events.flatMap((e) => translator.push(e) ?? []);
+    expect(chunks.at(-1)?.choices[0]?.anthropicContainerJson).toBe(JSON.stringify(container));
+    const streamed = aggregate(chunks);
+    expect(streamed.choices[0]?.anthropicContainerJson).toBe(JSON.stringify(container));
+
+    const builder = new CompletionBuilder();
+    for (const chunk of chunks) builder.add(chunk);
+    expect(aggregate([builder.chunk()])).toEqual(streamed);
+
+    const whole = fromAnthropicMessage(
+      {
+        id: "msg_1",
+        type: "message",
+        role: "assistant",
+        model: "m",
+        content: [{ type: "text", text: "Ran it." }],
+        stop_reason: "end_turn",
+        stop_sequence: null,
+        container,
+        usage: { input_tokens: 5, output_tokens: 3 },
+      },
+      { provider: "claude", now: NOW },
+    );
+    expect(aggregate([whole]).choices[0]?.anthropicContainerJson).toBe(JSON.stringify(container));
+  });
+
+  it("names no container when the answer used none", () => {
+    const { chunks } = translateStream("stream-text.sse", { provider: "claude", now: NOW });
+    expect(aggregate(chunks).choices[0]?.anthropicContainerJson).toBeUndefined();
   });
 });
 

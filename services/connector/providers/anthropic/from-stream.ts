@@ -13,7 +13,14 @@ import {
 } from "../../../lib/chat/messages.js";
 import { Failure } from "../../../lib/errors.js";
 import { errorDetailFromJson, scrubSecrets } from "../upstream-http.js";
-import { isCount, setFinish, type TranslateOptions, toStart, toUsage } from "./from-response.js";
+import {
+  isCount,
+  setContainer,
+  setFinish,
+  type TranslateOptions,
+  toStart,
+  toUsage,
+} from "./from-response.js";
 import { isRecord } from "./to-request.js";
 
 export interface StreamOptions extends TranslateOptions {
@@ -262,6 +269,8 @@ export class AnthropicStreamTranslator {
       this.#options.jsonTool !== undefined && this.#toolCalls === 0,
       said.stop_sequence,
     );
+    // Anthropic names the container with the stop reason, once its code has run.
+    setContainer(delta, said.container);
     const chunk = this.#chunk(delta);
     chunk.usage = toUsage(this.#usage);
     return chunk;

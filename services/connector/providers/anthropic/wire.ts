@@ -203,6 +203,8 @@ export interface AnthropicMessage {
   model: string;
   stop_reason: AnthropicStopReason | null;
   stop_sequence: string | null;
+  /** The container code execution ran in (`{id, expires_at, skills}`); null when none. */
+  container?: Record<string, unknown> | null;
   usage: AnthropicUsage;
 }
 
@@ -234,7 +236,11 @@ export type AnthropicStreamEvent =
   | { type: "content_block_stop"; index: number }
   | {
       type: "message_delta";
-      delta: { stop_reason: AnthropicStopReason | null; stop_sequence: string | null };
+      delta: {
+        stop_reason: AnthropicStopReason | null;
+        stop_sequence: string | null;
+        container?: Record<string, unknown> | null;
+      };
       /** Cumulative for the whole answer, not an increment. */
       usage: AnthropicUsage;
     }
