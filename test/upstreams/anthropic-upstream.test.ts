@@ -213,4 +213,11 @@ describe("fake Anthropic upstream", () => {
       "message_stop",
     ]);
   });
+
+  it("names the container its code ran in, whole and in message_delta, as the SDK reads it", async () => {
+    const container = { id: "container_1", expires_at: "2026-01-01T00:00:00Z", skills: null };
+    upstream.setBehavior({ kind: "answer", container });
+    expect((await client.messages.create(ask)).container).toEqual(container);
+    expect((await client.messages.stream(ask).finalMessage()).container).toEqual(container);
+  });
 });

@@ -65,6 +65,11 @@ export interface AnswerBehavior {
   stopReason?: string;
   /** The stop sequence named with stop reason "stop_sequence"; default none (null). */
   stopSequence?: string;
+  /**
+   * The container code execution ran in, named as Anthropic names it: on a whole answer, and
+   * in a stream's message_delta. Default none (absent).
+   */
+  container?: Record<string, unknown>;
   /** Default: input 10, output = the number of deltas, no cache. */
   usage?: AnthropicUsage;
   /** The model the answer names; default the requested model. */
@@ -423,6 +428,7 @@ async function answer(
       content,
       stop_reason: stopReason as AnthropicMessage["stop_reason"],
       stop_sequence: behavior.stopSequence ?? null,
+      ...(behavior.container !== undefined && { container: behavior.container }),
       usage,
     };
     sendJson(res, 200, message);
@@ -509,6 +515,7 @@ async function answer(
     delta: {
       stop_reason: stopReason as AnthropicMessage["stop_reason"],
       stop_sequence: behavior.stopSequence ?? null,
+      ...(behavior.container !== undefined && { container: behavior.container }),
     },
     // Cumulative; the server tool counts come again here (the tier does not).
     usage: {
