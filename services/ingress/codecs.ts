@@ -11,6 +11,8 @@ import type { AnswerParams, ClientApi } from "./exchange.js";
 import { openAIError } from "./openai/errors.js";
 import { parseChatRequest } from "./openai/parse-request.js";
 import { ChunkRenderer, renderCompletion } from "./openai/render.js";
+import { parseResponsesRequest, type ResponsesEcho } from "./responses/parse-request.js";
+import { ResponseStreamRenderer, renderResponse } from "./responses/render.js";
 
 /** Frames one streamed answer as SSE in a client API's dialect. */
 export interface StreamFramer {
@@ -22,12 +24,15 @@ export interface StreamFramer {
   error(f: Failure): string;
 }
 
-/** One client API's chat dialect: request parsing, answer rendering, error envelope. */
-export interface ChatCodec {
+/**
+ * One client API's chat dialect: request parsing, answer rendering, error envelope. `Echo` is
+ * what an answer repeats of its request beyond ChatParams (the Responses API's settings).
+ */
+export interface ChatCodec<Echo = undefined> {
   readonly api: ClientApi;
-  parse(body: unknown): ChatParams;
-  renderWhole(c: ChatCompletion, params: AnswerParams): unknown;
-  framer(params: AnswerParams, requestId: string): StreamFramer;
+  parse(body: unknown): { params: ChatParams; echo: Echo };
+  renderWhole(c: ChatCompletion, params: AnswerParams, echo: Echo): unknown;
+  framer(params: AnswerParams, requestId: string, echo: Echo): StreamFramer;
   error(
     f: Failure,
     requestId: string,
@@ -37,7 +42,7 @@ export interface ChatCodec {
 /** OpenAI Chat Completions (`POST /v1/chat/completions`). */
 export const openAICodec: ChatCodec = {
   api: "openai",
-  parse: parseChatRequest,
+  parse: (body) => ({ params: parseChatRequest(body), echo: undefined }),
   renderWhole: (c, params) => renderCompletion(c, params.model),
   framer(params) {
     const r = new ChunkRenderer({ includeUsage: params.includeUsage });
@@ -53,7 +58,7 @@ export const openAICodec: ChatCodec = {
 /** Anthropic Messages (`POST /v1/messages`). */
 export const anthropicCodec: ChatCodec = {
   api: "anthropic",
-  parse: parseMessagesRequest,
+  parse: (body) => ({ params: parseMessagesRequest(body), echo: undefined }),
   renderWhole: (c, params) =>
     renderMessage(c, { publicModel: params.model, stopSequences: params.stop }),
   framer(params, requestId) {
@@ -65,4 +70,20 @@ export const anthropicCodec: ChatCodec = {
     };
   },
   error: (f, requestId) => anthropicError(f, requestId),
+};
+
+/** OpenAI Responses (`POST /v1/responses`), stateless: answered from the request alone. */
+export const responsesCodec: ChatCodec<ResponsesEcho> = {
+  api: "responses",
+  parse: parseResponsesRequest,
+  renderWhole: (c, params, echo) => renderResponse(c, params.model, echo),
+  framer(params, _requestId, echo) {
+    const r = new ResponseStreamRenderer(params.model, echo);
+    return {
+      render: (chunk) => r.render(chunk),
+      finish: () => r.finish(),
+      error: (f) => r.error(f),
+    };
+  },
+  error: (f) => openAIError(f),
 };

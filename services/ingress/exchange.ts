@@ -53,14 +53,20 @@ export interface IngressDeps {
   clock: Clock;
 }
 
-export type ClientApi = "openai" | "anthropic" | "grpc";
+export type ClientApi = "openai" | "anthropic" | "responses" | "grpc";
 /**
  * The `api` label of the ingress's request metrics: the client APIs, and Anthropic's token counts
  * apart from its messages (Claude Code sends one every turn: counted with the messages, they would
  * skew the request rate, error share and latency of the real answers).
  */
 export type MetricApi = ClientApi | "count_tokens";
-const METRIC_APIS: readonly MetricApi[] = ["openai", "anthropic", "grpc", "count_tokens"];
+const METRIC_APIS: readonly MetricApi[] = [
+  "openai",
+  "anthropic",
+  "responses",
+  "grpc",
+  "count_tokens",
+];
 /** The longest an answer's end waits for its settlement in Redis (see settleBeforeEnd). */
 const SETTLE_WAIT_MS = 250;
 

@@ -10,7 +10,13 @@ import { adminUsage } from "./admin.js";
 import { parseCountTokensRequest } from "./anthropic/parse-request.js";
 import { authenticate, type Caller, presentedKey, visibleModels } from "./auth.js";
 import { parseJson, parseRequest, readBody } from "./body.js";
-import { anthropicCodec, type ChatCodec, openAICodec, type StreamFramer } from "./codecs.js";
+import {
+  anthropicCodec,
+  type ChatCodec,
+  openAICodec,
+  responsesCodec,
+  type StreamFramer,
+} from "./codecs.js";
 import {
   ChatExchange,
   countRejected,
@@ -81,6 +87,20 @@ export function createRestHandler(deps: RestDeps) {
         base["request-id"] = requestId;
         return await chat(anthropicCodec, req, res, requestId, trace, base);
       }
+      if (path === "/v1/responses" || path === "/responses") {
+        if (req.method !== "POST") throw methodNotAllowed(req.method, "POST");
+        return await chat(responsesCodec, req, res, requestId, trace, base);
+      }
+      if (path.startsWith("/v1/responses/") || path.startsWith("/responses/")) {
+        // Retrieving, cancelling, deleting a response or listing its input items needs it stored.
+        throw new Failure({
+          status: 400,
+          kind: "invalid_request",
+          code: "unsupported_stateless",
+          message:
+            "Switchyard is stateless and stores no responses: they cannot be retrieved, cancelled or deleted. Send the whole conversation in 'input' with each POST /v1/responses.",
+        });
+      }
       if (path === COUNT_TOKENS_PATH) {
         if (req.method !== "POST") throw methodNotAllowed(req.method, "POST");
         base["request-id"] = requestId;
@@ -143,8 +163,13 @@ export function createRestHandler(deps: RestDeps) {
           "request rejected",
         );
       }
+      const api = apiOfPath(path);
       const codec =
-        path === "/v1/messages" || path === COUNT_TOKENS_PATH ? anthropicCodec : openAICodec;
+        api === "anthropic" || api === "count_tokens"
+          ? anthropicCodec
+          : api === "responses"
+            ? responsesCodec
+            : openAICodec;
       sendError(req, res, f, codec, requestId, deps.clock(), base);
     }
   };
@@ -166,15 +191,15 @@ export function createRestHandler(deps: RestDeps) {
    * Reads a chat request into its exchange. A helper, so that the frame of `chat`, which waits
    * for as long as the answer streams, never holds the request (see ChatExchange.params).
    */
-  async function readChat(
-    codec: ChatCodec,
+  async function readChat<Echo>(
+    codec: ChatCodec<Echo>,
     req: Req,
     requestId: string,
     trace: TraceContext,
-  ): Promise<ChatExchange> {
+  ): Promise<{ exchange: ChatExchange; echo: Echo }> {
     const caller = callerOf(req);
     const body = await readJson(req);
-    const params = parseRequest(codec.parse, body);
+    const { params, echo } = parseRequest(codec.parse, body);
     if (codec.api === "anthropic") params.anthropicBeta = anthropicBetas(req);
     const routing = routingHints(
       (name) => headerValue(req, name),
@@ -191,19 +216,19 @@ export function createRestHandler(deps: RestDeps) {
     );
     exchange.hints = routing.hints;
     exchange.deadlineMs = routing.deadlineMs;
-    return exchange;
+    return { exchange, echo };
   }
 
   /** A chat request in either client API's dialect: same auth, routing, limits and logging. */
-  async function chat(
-    codec: ChatCodec,
+  async function chat<Echo>(
+    codec: ChatCodec<Echo>,
     req: Req,
     res: Res,
     requestId: string,
     trace: TraceContext,
     base: Record<string, string>,
   ): Promise<void> {
-    const exchange = await readChat(codec, req, requestId, trace);
+    const { exchange, echo } = await readChat(codec, req, requestId, trace);
     // A client that goes away cancels the router call, and through it the upstream request.
     const abort = new CallAbort();
     onClientGone(req, res, () => abort.abort());
@@ -216,7 +241,14 @@ export function createRestHandler(deps: RestDeps) {
       throw new RoutedFailure(f);
     }
     if (exchange.params.stream) {
-      return streamAnswer(codec, res, exchange, first, abort.signal, requestId, base);
+      return streamAnswer(
+        codec.framer(exchange.params, requestId, echo),
+        res,
+        exchange,
+        first,
+        abort.signal,
+        base,
+      );
     }
 
     const builder = new CompletionBuilder();
@@ -230,7 +262,7 @@ export function createRestHandler(deps: RestDeps) {
     }
     let body: string;
     try {
-      body = JSON.stringify(codec.renderWhole(builder.build(), exchange.params));
+      body = JSON.stringify(codec.renderWhole(builder.build(), exchange.params, echo));
     } catch (err) {
       const f = Failure.from(err);
       exchange.finish(f.status, { error: f });
@@ -313,15 +345,13 @@ export function createRestHandler(deps: RestDeps) {
   }
 
   function streamAnswer(
-    codec: ChatCodec,
+    framer: StreamFramer,
     res: Res,
     exchange: ChatExchange,
     first: AnswerChunk,
     signal: AbortSignal,
-    requestId: string,
     base: Record<string, string>,
   ): void {
-    const framer = codec.framer(exchange.params, requestId);
     res.writeHead(200, {
       ...base,
       "content-type": "text/event-stream; charset=utf-8",
@@ -532,7 +562,7 @@ function sendError(
   req: Req,
   res: Res,
   f: Failure,
-  codec: ChatCodec,
+  codec: Pick<ChatCodec<unknown>, "api" | "error">,
   requestId: string,
   now: number,
   base: Record<string, string>,
@@ -591,6 +621,14 @@ function answeredBy(r: { provider: string; upstreamModel: string; attempts: numb
 /** The client API a path belongs to; undefined for routes that are none (health, unknown). */
 function apiOfPath(path: string): MetricApi | undefined {
   if (path === "/v1/messages") return "anthropic";
+  if (
+    path === "/v1/responses" ||
+    path === "/responses" ||
+    path.startsWith("/v1/responses/") ||
+    path.startsWith("/responses/")
+  ) {
+    return "responses";
+  }
   if (path === COUNT_TOKENS_PATH) return "count_tokens";
   if (
     path === "/v1/chat/completions" ||

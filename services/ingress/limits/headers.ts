@@ -47,7 +47,7 @@ export function decorateLimitError(
   if (typeof error === "object" && error !== null) {
     const e = error as Record<string, unknown>;
     e.limit = f.limit;
-    if (api === "openai" && f.limit === "tpm") e.type = "tokens";
+    if ((api === "openai" || api === "responses") && f.limit === "tpm") e.type = "tokens";
   }
 }
 

@@ -478,7 +478,12 @@ function parseSeed(raw: unknown): bigint | undefined {
   return seed;
 }
 
-function numberBetween(raw: unknown, name: string, min: number, max: number): number | undefined {
+export function numberBetween(
+  raw: unknown,
+  name: string,
+  min: number,
+  max: number,
+): number | undefined {
   if (!present(raw)) return undefined;
   if (typeof raw !== "number" || !Number.isFinite(raw) || raw < min || raw > max) {
     throw invalid(`'${name}' must be a number between ${min} and ${max}`, name, "invalid_value");
@@ -486,7 +491,7 @@ function numberBetween(raw: unknown, name: string, min: number, max: number): nu
   return raw;
 }
 
-function positiveInt(raw: unknown, name: string): number | undefined {
+export function positiveInt(raw: unknown, name: string): number | undefined {
   if (!present(raw)) return undefined;
   if (typeof raw !== "number" || !Number.isInteger(raw) || raw < 1) {
     throw invalid(`'${name}' must be a positive integer`, name, "invalid_value");
@@ -497,7 +502,7 @@ function positiveInt(raw: unknown, name: string): number | undefined {
   return raw;
 }
 
-function checkName(name: string, param: string): void {
+export function checkName(name: string, param: string): void {
   if (!NAME_PATTERN.test(name)) {
     throw invalid(
       `Invalid value for '${param}': '${clip(name)}'. Expected a string that matches the pattern '${NAME_PATTERN.source}'.`,
@@ -517,49 +522,49 @@ function extraJson(body: JsonObject): string {
   return extra.length === 0 ? "" : JSON.stringify(Object.fromEntries(extra));
 }
 
-function requiredString(obj: JsonObject, key: string, parent: string): string {
+export function requiredString(obj: JsonObject, key: string, parent: string): string {
   const v = obj[key];
   if (!present(v)) throw required(`${parent}.${key}`);
   if (typeof v !== "string") throw typeError(`${parent}.${key}`, "a string");
   return v;
 }
 
-function requiredObject(obj: JsonObject, key: string, parent: string): JsonObject {
+export function requiredObject(obj: JsonObject, key: string, parent: string): JsonObject {
   const v = obj[key];
   if (!present(v)) throw required(`${parent}.${key}`);
   if (!isObject(v)) throw typeError(`${parent}.${key}`, "an object");
   return v;
 }
 
-function optionalString(v: unknown, param: string): string | undefined {
+export function optionalString(v: unknown, param: string): string | undefined {
   if (!present(v)) return undefined;
   if (typeof v !== "string") throw typeError(param, "a string");
   return v;
 }
 
-function optionalBoolean(v: unknown, param: string): boolean | undefined {
+export function optionalBoolean(v: unknown, param: string): boolean | undefined {
   if (!present(v)) return undefined;
   if (typeof v !== "boolean") throw typeError(param, "a boolean");
   return v;
 }
 
-function isObject(v: unknown): v is JsonObject {
+export function isObject(v: unknown): v is JsonObject {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-function present(v: unknown): boolean {
+export function present(v: unknown): boolean {
   return v !== undefined && v !== null;
 }
 
-function required(param: string): Failure {
+export function required(param: string): Failure {
   return invalid(`'${param}' is a required property`, param, "missing_required_parameter");
 }
 
-function typeError(param: string, expected: string): Failure {
+export function typeError(param: string, expected: string): Failure {
   return invalid(`Invalid type for '${param}': expected ${expected}`, param, "invalid_type");
 }
 
-function invalidValue(param: string, value: unknown, supported: readonly string[]): Failure {
+export function invalidValue(param: string, value: unknown, supported: readonly string[]): Failure {
   return invalid(
     `Invalid value for '${param}': ${show(value)}. Supported values are: ${listOf(supported)}.`,
     param,
@@ -567,7 +572,7 @@ function invalidValue(param: string, value: unknown, supported: readonly string[
   );
 }
 
-function invalid(message: string, param: string | undefined, code: string): Failure {
+export function invalid(message: string, param: string | undefined, code: string): Failure {
   return new Failure({
     status: 400,
     kind: "invalid_request",
@@ -582,7 +587,7 @@ function show(v: unknown): string {
 }
 
 /** Keeps echoed client values short: an error message is not a place for a whole prompt. */
-function clip(s: string): string {
+export function clip(s: string): string {
   return s.length > 64 ? `${s.slice(0, 64)}…` : s;
 }
 
