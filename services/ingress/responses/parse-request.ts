@@ -297,6 +297,8 @@ function parseItem(item: unknown, path: string, messages: MessageInit[]): void {
       // An earlier answer's reasoning, sent back as the SDKs do: no upstream here reads it.
       return;
     case "item_reference":
+      // The AI SDK refers so to an earlier answer's reasoning; dropped, like the item itself.
+      if (typeof item.id === "string" && item.id.startsWith("rs_")) return;
       throw invalid(
         `Invalid value for '${path}.type': 'item_reference' points at a stored item, and Switchyard is stateless. Send the item itself instead.`,
         `${path}.type`,
