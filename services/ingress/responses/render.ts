@@ -223,13 +223,15 @@ export class ResponseStreamRenderer {
   error(f: Failure): string {
     let out = this.#begin(undefined);
     const e = openAIError(f).body.error;
+    // Clients that check these events' schemas (the AI SDK's) want a string code.
+    const code = e.code ?? e.type;
     const response = this.#response("failed", {
       usage: this.#usage,
-      error: { code: e.code ?? "server_error", message: e.message },
+      error: { code, message: e.message },
     });
     out += this.#event("response.failed", { response });
     out += this.#event("error", {
-      code: e.code,
+      code,
       message: e.message,
       param: e.param,
       error: e,
@@ -265,6 +267,8 @@ export class ResponseStreamRenderer {
           item: functionCall(item.id, item.callId, item.name, "", "in_progress"),
         });
       }
+      // Some upstreams name the call in a later fragment than the one that opened it.
+      if (t.name !== undefined && item.name === "") item.name = t.name;
       if (t.arguments) {
         item.text += t.arguments;
         out += this.#event("response.function_call_arguments.delta", {
