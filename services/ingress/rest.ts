@@ -144,9 +144,9 @@ export function createRestHandler(deps: RestDeps) {
       });
     } catch (err) {
       const f = toFailure(err, deps);
+      const api = apiOfPath(path);
       // Requests refused before routing still get their log line (chat exchanges log their own).
       if (!(err instanceof RoutedFailure)) {
-        const api = apiOfPath(path);
         if (api) countRejected(deps.metrics, api, f);
         deps.logger.info(
           {
@@ -163,7 +163,6 @@ export function createRestHandler(deps: RestDeps) {
           "request rejected",
         );
       }
-      const api = apiOfPath(path);
       const codec =
         api === "anthropic" || api === "count_tokens"
           ? anthropicCodec
@@ -219,7 +218,7 @@ export function createRestHandler(deps: RestDeps) {
     return { exchange, echo };
   }
 
-  /** A chat request in either client API's dialect: same auth, routing, limits and logging. */
+  /** A chat request in any client API's dialect: same auth, routing, limits and logging. */
   async function chat<Echo>(
     codec: ChatCodec<Echo>,
     req: Req,
