@@ -10,7 +10,7 @@ import { hashKey } from "../services/lib/config/keys.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
 import { type CapturedLogs, captureLogs } from "./helpers/logs.js";
 import { metricValue } from "./helpers/metrics.js";
-import { freePorts } from "./helpers/processes.js";
+import { freePorts, requireNats } from "./helpers/processes.js";
 import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
 
 // What operators see of traffic through one gateway process: the series on /metrics, the log
@@ -905,6 +905,47 @@ models: { demo: { targets: [{ provider: demo, model: m }] } }
       expect(String((line?.error as { detail?: string } | undefined)?.detail)).toContain(
         "ECONNREFUSED",
       );
+    } finally {
+      await fabric.stop(0);
+    }
+  });
+});
+
+describe("a router whose connectors are away", () => {
+  it("tells clients so without the connector's address, and logs what the transport said", async () => {
+    await requireNats();
+    const [connectorPort] = await freePorts(1);
+    const own = captureLogs();
+    const fabric = await startFabric({
+      config: testConfig(`
+peers: { connectors: ["http://127.0.0.1:${connectorPort}"] }
+nats: { url: "nats://127.0.0.1:4222", namespace: "connectors-away-${process.pid}" }
+providers: { demo: { type: mock } }
+models: { demo: { targets: [{ provider: demo, model: m }] } }
+routing: { backoff: { base_ms: 1, max_ms: 5 } }
+`),
+      services: new Set(["ingress", "router"] as const),
+      logger: own.logger,
+      listen: { ingress: { host: "127.0.0.1", port: 0 } },
+    });
+    try {
+      const res = await request(`http://127.0.0.1:${fabric.ports.ingress}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-request-id": "req-no-connector" },
+        body: JSON.stringify({ model: "demo", messages: [{ role: "user", content: "hi" }] }),
+      });
+      const text = await res.body.text();
+      expect(res.statusCode).toBe(503);
+      expect(JSON.parse(text).error.message).toBe(
+        "the gateway could not reach a provider connector",
+      );
+      expect(text).not.toContain(String(connectorPort));
+      await new Promise((r) => setTimeout(r, 300)); // lines are written in batches
+      const said = own
+        .lines()
+        .filter((l) => l.request_id === "req-no-connector" && l.msg === "connector did not answer");
+      expect(said.length).toBeGreaterThan(0);
+      expect(String(said[0]?.error)).toContain("ECONNREFUSED");
     } finally {
       await fabric.stop(0);
     }

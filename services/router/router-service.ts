@@ -598,19 +598,24 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       return shuttingDown(0).toConnectError();
     }
     let f = timedOut ? timeoutFailure(timedOut, p, timeouts, deadline.ms) : Failure.from(err);
-    if (f.kind === "cancelled") {
-      // Not cancelled by our client: the connector's connection went away under the call.
+    if (f.kind === "cancelled" || (f.kind === "upstream_unavailable" && f.provider === "")) {
+      // The connector itself did not answer, or its connection went away under the call (no
+      // provider named the error): not the target's fault. Avoid that connector for a while;
+      // the next attempt goes through another. The transport's words name the connector's
+      // internal address, so they go to this log line and the client hears what happened.
+      connectors.suspect(connector.id);
+      requestLogger(deps.logger, context).warn(
+        { connector: connector.id, provider, target: model, attempt, error: f.message },
+        "connector did not answer",
+      );
       f = new Failure({
         status: 503,
         kind: "upstream_unavailable",
         retryable: true,
-        message: `connector ${connector.id} dropped the call: ${f.message}`,
+        message: sentFirst
+          ? "the gateway lost its connection to the provider connector mid-answer"
+          : "the gateway could not reach a provider connector",
       });
-    }
-    if (f.kind === "upstream_unavailable" && f.provider === "") {
-      // The connector itself did not answer (no provider named the error): not the target's
-      // fault. Avoid that connector for a while; the next attempt goes through another.
-      connectors.suspect(connector.id);
       if (!sentFirst) return new RetryableFailure(f, true);
     }
     // A stream that fails after its first chunk was counted as an answer then (settleSuccess);
