@@ -7,15 +7,21 @@ import type { Bus, Lease } from "./bus.js";
 
 /**
  * A Bus usable at once while its NATS connection is still being made (NATS down at startup must
- * not stop a service from serving). Until it connects: publishing is dropped, watches and
- * subscriptions wait, puts wait, leases are not held; afterwards every call goes straight through.
+ * not stop a service from serving). Until it connects: publishing is dropped, except the latest
+ * announcement, which goes out as soon as it connects (a connector announces itself at start,
+ * before its connection is made, and would otherwise be unknown to routers for a heartbeat);
+ * watches and subscriptions wait, puts wait, leases are not held; afterwards every call goes
+ * straight through.
  */
 export function deferBus(connecting: Promise<Bus>, abortConnect: () => void): Bus {
   let bus: Bus | undefined;
   let closed = false;
+  let unsent: ConnectorAnnouncement | undefined;
   const ready = connecting.then(
     (b) => {
       bus = b;
+      if (unsent) b.announce(unsent);
+      unsent = undefined;
       return b;
     },
     () => undefined, // only when aborted by close()
@@ -48,7 +54,8 @@ export function deferBus(connecting: Promise<Bus>, abortConnect: () => void): Bu
     },
     outcomes: (signal) => later(signal, (b) => b.outcomes(signal)),
     announce(announcement: ConnectorAnnouncement) {
-      bus?.announce(announcement);
+      if (bus) bus.announce(announcement);
+      else unsent = announcement;
     },
     announcements: (signal) => later(signal, (b) => b.announcements(signal)),
     lease(name: string, holder: string): Lease {

@@ -322,6 +322,28 @@ describe("NATS bus on the shared server", () => {
     expect(bus.connected()).toBe(true);
   });
 
+  it("sends an announcement made while still connecting once connected, not a heartbeat later", async () => {
+    // A connector announces itself as it starts, before its bus has connected; routers must
+    // hear of it then, not only at its next heartbeat 2 s later.
+    const namespace = `announce_${RUN}`;
+    const opts = { natsUrl: SHARED_URL, namespace, logger: pino({ level: "silent" }) };
+    const router = await createBus({ ...opts, name: "bus-test-router" });
+    openBuses.push(router);
+    const heard = iterate(router.announcements(new AbortController().signal));
+    await router.health.all(); // a round trip: the server has the subscription after it
+    buckets.push(`switchyard_health_${namespace}`);
+
+    const connector = await createBus({ ...opts, name: "bus-test-connector", wait: false });
+    openBuses.push(connector);
+    expect(connector.connected()).toBe(false);
+    connector.announce(
+      create(ConnectorAnnouncementSchema, { id: "c-1", address: "http://10.0.0.9:8082" }),
+    );
+
+    const announcement = (await nextWithin(heard)).value;
+    expect(announcement?.address).toBe("http://10.0.0.9:8082");
+  });
+
   it("aborting a signal ends that iterator only", async () => {
     const bus = await open(uniqueNames());
     const controller = new AbortController();
