@@ -609,13 +609,25 @@ describe("with Redis unreachable", () => {
     }
   });
 
-  it("fail_closed refuses with 503", async () => {
+  it("fail_closed refuses with 503, counted and logged as limits_unavailable, not as an upstream outage", async () => {
+    const lines: string[] = [];
     const config = testConfig(configYaml(redisSection("fail_closed", CLOSED_REDIS_URL)));
-    const r = await startReplica(config, pino({ level: "silent" }));
+    const r = await startReplica(config, capturingLogger(lines));
     try {
       const reply = await call(r.url, KEYS.grpc);
       expect(reply.status).toBe(503);
       expect(reply.body).toMatchObject({ error: { code: "limits_unavailable" } });
+      const metrics = await (await request(`${r.url}/metrics`)).body.text();
+      expect(metrics).toMatch(
+        /switchyard_requests_total\{[^}]*status_class="5xx",outcome="limits_unavailable"[^}]*\} 1/,
+      );
+      expect(metrics).not.toMatch(/switchyard_requests_total\{[^}]*outcome="upstream_unavailable"/);
+      await eventually(
+        async () => lines.find((l) => l.includes('"msg":"request failed"')),
+        (l) => l !== undefined,
+      );
+      const line = JSON.parse(lines.find((l) => l.includes('"msg":"request failed"')) ?? "{}");
+      expect(line.outcome).toBe("limits_unavailable");
     } finally {
       await r.fabric.stop(1000);
     }

@@ -17,7 +17,13 @@ import type { RouterService, RoutingHints } from "../../gen/switchyard/router/v1
 import { requestContext, routerChatRequest } from "../lib/chat/messages.js";
 import type { Config, Price } from "../lib/config/types.js";
 import { embedInputCount } from "../lib/embed-inputs.js";
-import { Failure, modelNotFound, SHUTTING_DOWN, shuttingDown } from "../lib/errors.js";
+import {
+  Failure,
+  LIMITS_UNAVAILABLE,
+  modelNotFound,
+  SHUTTING_DOWN,
+  shuttingDown,
+} from "../lib/errors.js";
 import { makeMessage } from "../lib/hop/codec.js";
 import type { Logger } from "../lib/logger.js";
 import {
@@ -648,6 +654,8 @@ function outcomeOf(
   shutdown: boolean,
 ): string {
   if ((status === 499 && shutdown) || error?.code === SHUTTING_DOWN) return "shutdown";
+  // Redis, not an upstream, was away: an upstream outage must not be paged for it.
+  if (error?.code === LIMITS_UNAVAILABLE) return "limits_unavailable";
   if (truncated) return "truncated";
   if (status === 499) return "cancelled";
   if (status < 400) return "ok";

@@ -142,6 +142,8 @@ function failureForCode(ce: ConnectError): Failure {
 
 /** The `code` of the failure a request cut by a shutdown ends with (shuttingDown). */
 export const SHUTTING_DOWN = "shutting_down";
+/** The code of a refusal because Redis could not check the tenant's limits (`fail_closed`). */
+export const LIMITS_UNAVAILABLE = "limits_unavailable";
 
 /**
  * What a request still in flight when a drain runs out (server.drain_timeout_ms) is answered:

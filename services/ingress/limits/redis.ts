@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { TenantConfig } from "../../lib/config/types.js";
-import { Failure } from "../../lib/errors.js";
+import { Failure, LIMITS_UNAVAILABLE } from "../../lib/errors.js";
 import { newUuid } from "../../lib/ids.js";
 import type { Logger } from "../../lib/logger.js";
 import type { FastCounter } from "../../lib/metrics.js";
@@ -215,7 +215,7 @@ export async function createRedisLimiter(opts: RedisLimiterOptions): Promise<Lim
         throw new Failure({
           status: 503,
           kind: "upstream_unavailable",
-          code: "limits_unavailable",
+          code: LIMITS_UNAVAILABLE,
           retryable: true,
           retryAfterMs: 1000,
           message: "Tenant limits cannot be checked right now; try again shortly.",
@@ -300,7 +300,7 @@ export async function createRedisLimiter(opts: RedisLimiterOptions): Promise<Lim
           throw new Failure({
             status: 503,
             kind: "upstream_unavailable",
-            code: "limits_unavailable",
+            code: LIMITS_UNAVAILABLE,
             message: "Redis, where tenant usage is kept, cannot be reached right now.",
           });
         }
