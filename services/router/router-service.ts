@@ -616,7 +616,10 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
           ? "the gateway lost its connection to the provider connector mid-answer"
           : "the gateway could not reach a provider connector",
       });
-      if (!sentFirst) return new RetryableFailure(f, true);
+      // Mid-stream the client has tokens and no retry can follow; the target answered and was
+      // counted so (settleSuccess), and losing the connector under it is no failure of its own:
+      // charging its breaker would let a connector rollout open the circuit of healthy targets.
+      return sentFirst ? f.toConnectError() : new RetryableFailure(f, true);
     }
     // A stream that fails after its first chunk was counted as an answer then (settleSuccess);
     // the breaker still hears of the failure, and the ingress counts the truncated stream.
