@@ -268,7 +268,13 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
 
   // A connector in its own process tells routers and probers where to find it.
   let announcer: { stop(): void } | undefined;
-  if (connector && bus && ports.connector !== undefined) {
+  if (connector && ports.connector !== undefined && !config.nats) {
+    // Its bus is this process's memory: nobody would hear an announcement or an outcome.
+    logger.warn(
+      { service: "connector" },
+      "nats.url is not set: this connector announces itself to no router and reports its outcomes to no prober; routers reach it only through peers.connectors",
+    );
+  } else if (connector && bus && ports.connector !== undefined) {
     const address = advertisedUrl(
       opts.listen?.connector?.host ?? config.server.connector.host,
       ports.connector,

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Role } from "../gen/switchyard/chat/v1/chat_pb.js";
 import { GatewayService } from "../gen/switchyard/gateway/v1/gateway_pb.js";
 import { DEMO_CONFIG_YAML } from "../services/lib/config/demo.js";
-import { BIN } from "./helpers/processes.js";
+import { BIN, freePorts, runSwitchyard } from "./helpers/processes.js";
 
 let dir: string;
 beforeAll(() => {
@@ -109,6 +109,31 @@ describe("a start that cannot succeed", () => {
       expect(nats.stderr).not.toContain("    at ");
     } finally {
       blocker.close();
+    }
+  });
+});
+
+describe("a connector started alone without nats.url", () => {
+  it("says that no router will hear of it, instead of claiming to announce itself", async () => {
+    const [port] = await freePorts(1);
+    const file = join(dir, "connector-no-nats.yaml");
+    writeFileSync(
+      file,
+      `server: { connector: { host: 127.0.0.1, port: ${port} } }\n${DEMO_CONFIG_YAML}`,
+    );
+    const connector = runSwitchyard("connector", [
+      "start",
+      "--config",
+      file,
+      "--service",
+      "connector",
+    ]);
+    try {
+      const warning = await connector.waitFor((l) => l.includes("nats.url is not set"));
+      expect(JSON.parse(warning)).toMatchObject({ level: 40, service: "connector" });
+      expect(connector.lines.join("\n")).not.toContain("announcing on the bus");
+    } finally {
+      expect(await connector.stop()).toBe(0);
     }
   });
 });
