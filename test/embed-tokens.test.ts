@@ -95,6 +95,7 @@ async function postEmbeddings(json: unknown, key = KEY) {
   const body = (await res.body.json()) as {
     error: { type: string; message: string; param: string };
     usage: unknown;
+    data?: unknown[];
   };
   return { status: res.statusCode, headers: res.headers, body };
 }
@@ -224,6 +225,23 @@ describe("token-array embedding inputs over REST", () => {
     });
     expect(long.status).toBe(400);
     expect(long.body.error.message).toMatch(/at most 300000 tokens/);
+  });
+
+  it("texts too: a list of 2,049 strings gets the 400, 2,048 reach the upstream", async () => {
+    const before = embedPosts(openaiUp).length;
+    const many = await postEmbeddings({
+      model: "m-openai",
+      input: Array.from({ length: 2049 }, (_, i) => `text ${i}`),
+    });
+    expect([many.status, many.body.error.param]).toEqual([400, "input"]);
+    expect(many.body.error.message).toMatch(/at most 2048 inputs .* not 2049/);
+    expect(embedPosts(openaiUp).length).toBe(before);
+    const full = await postEmbeddings({
+      model: "m-openai",
+      input: Array.from({ length: 2048 }, (_, i) => `text ${i}`),
+    });
+    expect(full.status).toBe(200);
+    expect(full.body.data).toHaveLength(2048);
   });
 
   it("count exactly the tokens sent for usage, limits and cost when the upstream reports none", async () => {

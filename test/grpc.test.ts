@@ -274,6 +274,7 @@ describe.each([
     for (const [inputs, dimensions, message] of [
       [["a", ""], undefined, /must not contain empty strings/],
       [["a"], 0, /'params.dimensions' must be at least 1/],
+      [Array.from({ length: 2049 }, () => "a"), undefined, /at most 2048 inputs .* not 2049/],
     ] as const) {
       const err = await client
         .embed({ params: { model: "chat", inputs: [...inputs], dimensions } }, { headers: auth })

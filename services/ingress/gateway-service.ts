@@ -39,7 +39,7 @@ import {
 } from "./exchange.js";
 import { routingHints } from "./hints.js";
 import { connectErrorFor } from "./limits/headers.js";
-import { tokenLimitsProblem } from "./openai/embeddings.js";
+import { textLimitsProblem, tokenLimitsProblem } from "./openai/embeddings.js";
 import { KNOWN_FIELDS, MAX_STOP, NAME_PATTERN } from "./openai/parse-request.js";
 
 /** GatewayService: the public typed API, same auth, routing and limits as the REST routes. */
@@ -257,6 +257,8 @@ function embedProblem(params: EmbedParams | undefined): Failure | undefined {
   if (params.inputs.some((s) => s === "")) {
     return invalid("'params.inputs' must not contain empty strings", "inputs");
   }
+  const tooManyTexts = textLimitsProblem(params.inputs.length);
+  if (tooManyTexts) return invalid(`'params.inputs': ${tooManyTexts}`, "inputs");
   if (params.flatTokenInput && tokenLists.length !== 1) {
     return invalid(
       "'params.flat_token_input' needs exactly one list in 'params.token_inputs'",

@@ -3,7 +3,7 @@ import { EmbeddingSchema, EmbedResultSchema } from "../../../gen/switchyard/chat
 import { Failure } from "../../lib/errors.js";
 import { makeMessage } from "../../lib/hop/codec.js";
 import {
-  MAX_TOKEN_INPUTS,
+  MAX_INPUTS,
   MAX_TOKENS_PER_REQUEST,
   parseEmbeddingsRequest,
   renderEmbeddings,
@@ -81,10 +81,10 @@ describe("parseEmbeddingsRequest: input", () => {
     expect(refusal([[123456789, -987654321]]).message).not.toMatch(/123456789|987654321/);
   });
 
-  it(`holds token inputs to OpenAI's caps: ${MAX_TOKEN_INPUTS} inputs, ${MAX_TOKENS_PER_REQUEST} tokens`, () => {
-    const inputs = Array.from({ length: MAX_TOKEN_INPUTS }, () => [1]);
+  it(`holds token inputs to OpenAI's caps: ${MAX_INPUTS} inputs, ${MAX_TOKENS_PER_REQUEST} tokens`, () => {
+    const inputs = Array.from({ length: MAX_INPUTS }, () => [1]);
     expect(parseEmbeddingsRequest({ model: "m", input: inputs }).params.tokenInputs).toHaveLength(
-      MAX_TOKEN_INPUTS,
+      MAX_INPUTS,
     );
     expect(refusal([...inputs, [1]]).message).toMatch(/at most 2048 token arrays .* not 2049/);
     const full = new Array<number>(MAX_TOKENS_PER_REQUEST).fill(7);

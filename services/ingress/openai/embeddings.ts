@@ -23,23 +23,31 @@ function invalid(message: string, param: string): Failure {
 }
 
 /**
- * OpenAI's caps on one Embeddings request (API reference, `input`): at most 2,048 inputs, and
- * 300,000 tokens summed over them. Held to token-array inputs, whose tokens are known here.
+ * OpenAI's caps on one Embeddings request (API reference, `input`): at most 2,048 inputs, texts
+ * or token arrays, and 300,000 tokens summed over them. The token cap is held to token-array
+ * inputs, whose tokens are known here; a text's tokens are the upstream's to count.
  */
-export const MAX_TOKEN_INPUTS = 2048;
+export const MAX_INPUTS = 2048;
 export const MAX_TOKENS_PER_REQUEST = 300_000;
 /** Token ids cross the fabric as uint32. */
 const MAX_TOKEN_ID = 0xffff_ffff;
 
 /** Why a token-array request is over OpenAI's caps, if it is. */
 export function tokenLimitsProblem(inputs: number, tokens: number): string | undefined {
-  if (inputs > MAX_TOKEN_INPUTS) {
-    return `at most ${MAX_TOKEN_INPUTS} token arrays may be sent in one request, not ${inputs}`;
+  if (inputs > MAX_INPUTS) {
+    return `at most ${MAX_INPUTS} token arrays may be sent in one request, not ${inputs}`;
   }
   if (tokens > MAX_TOKENS_PER_REQUEST) {
     return `at most ${MAX_TOKENS_PER_REQUEST} tokens may be sent in one request, not ${tokens}`;
   }
   return undefined;
+}
+
+/** Why a list of texts is over OpenAI's cap on inputs, if it is. */
+export function textLimitsProblem(inputs: number): string | undefined {
+  return inputs > MAX_INPUTS
+    ? `at most ${MAX_INPUTS} inputs may be sent in one request, not ${inputs}`
+    : undefined;
 }
 
 /** Whether `v` is a token id this gateway can carry: an integer from 0 to 2^32 − 1. */
@@ -92,6 +100,8 @@ function parseInput(input: unknown, params: EmbedParams): void {
       }
       if (input[i] === "") throw invalid("'input' must not contain empty strings", "input");
     }
+    const problem = textLimitsProblem(input.length);
+    if (problem) throw invalid(`'input': ${problem}`, "input");
     params.inputs = input as string[];
     return;
   }
