@@ -408,4 +408,31 @@ describe("GatewayService clients", () => {
     expect(anthropicUp.requests.length).toBe(before);
     expect(openaiPosts()).toBe(posted);
   });
+
+  it.each([
+    ["container", { container: "container_011" }, "Anthropic's code execution container"],
+    [
+      "mcp_servers",
+      { mcp_servers: [{ type: "url", url: "https://mcp.example.com/sse", name: "ex" }] },
+      "Anthropic's MCP connector (mcp_servers)",
+    ],
+  ])(
+    "get INVALID_ARGUMENT for %s in extra_json from a target that is not Anthropic",
+    async (field, extras, feature) => {
+      const request = create(ChatParamsSchema, {
+        model: "gpt",
+        messages: [{ role: Role.USER, content: [{ part: { case: "text", value: "Hi" } }] }],
+        extraJson: JSON.stringify(extras),
+      });
+      const posted = openaiPosts();
+      const err = await gateway()
+        .chat({ params: request })
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ConnectError);
+      expect((err as ConnectError).code).toBe(Code.InvalidArgument);
+      expect((err as ConnectError).rawMessage).toContain(feature);
+      expect((err as ConnectError).rawMessage).toContain(field);
+      expect(openaiPosts()).toBe(posted);
+    },
+  );
 });

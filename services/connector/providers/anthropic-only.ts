@@ -12,7 +12,8 @@ const ANTHROPIC_ONLY_FIELDS: ReadonlyArray<[field: string, feature: string]> = [
  * What only an Anthropic target can serve: tools Anthropic defines (its server tools such as
  * `web_search_20250305`, which it runs itself, and the client tools its models are trained on,
  * such as `bash_20250124`), remote MCP servers that Anthropic's API calls itself (`mcp_servers`)
- * and the container its code runs in (`container`), from an Anthropic client; a document whose
+ * and the container its code runs in (`container`), from an Anthropic client or a gRPC client's
+ * `extra_json`; a document whose
  * citations are enabled; and a conversation holding the blocks of Anthropic's own server tools
  * and MCP connector (which no other upstream could continue from). Refused with a 400 rather
  * than dropped: the model would answer without the tools the client gave it, or without the
@@ -23,8 +24,10 @@ export function refuseAnthropicOnly(params: ChatParams, refuse: Refuse): void {
     if (tool.anthropicJson === "") return;
     throw refuse(`Anthropic's ${typeOf(tool.anthropicJson)} tool (tools[${i}])`, `tools[${i}]`);
   });
+  // An OpenAI client's unknown fields go upstream as its own; an Anthropic client's are
+  // Anthropic's, and a gRPC client's `extra_json` speaks either dialect.
   if (
-    params.clientApi === "anthropic" &&
+    (params.clientApi === "anthropic" || params.clientApi === "grpc") &&
     ANTHROPIC_ONLY_FIELDS.some(([field]) => params.extraJson.includes(`"${field}"`))
   ) {
     const extras = JSON.parse(params.extraJson) as Record<string, unknown>;
