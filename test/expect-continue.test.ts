@@ -1,3 +1,4 @@
+import http2 from "node:http2";
 import net from "node:net";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -191,4 +192,74 @@ describe("an Expect other than 100-continue", () => {
     expect(next.status).toBe(200);
     await next.body?.cancel();
   });
+});
+
+describe("over HTTP/2, a body announced over max_body_bytes, with Expect: 100-continue", () => {
+  /**
+   * Sends the request's headers and never its body, as a client not told to continue does; what
+   * it gets back, and whether the server ended the stream by itself, without the client ending
+   * its side. A refused body that is being sent is read and thrown away for up to 2 s before the
+   * stream is cut; this one is not coming, so its stream has nothing to wait for.
+   */
+  function withheldBody(session: http2.ClientHttp2Session, path: string, type: string) {
+    return new Promise<{ status: number; body: string; closed: boolean; rstCode: number }>(
+      (resolve, reject) => {
+        const stream = session.request(
+          {
+            ":method": "POST",
+            ":path": path,
+            "content-type": type,
+            "content-length": String(OVER),
+            expect: "100-continue",
+          },
+          { endStream: false },
+        );
+        let status = 0;
+        let body = "";
+        stream.on("response", (headers) => {
+          status = Number(headers[":status"]);
+        });
+        stream.on("continue", () => reject(new Error("the server asked for the body")));
+        stream.setEncoding("utf8");
+        stream.on("data", (d: string) => {
+          body += d;
+        });
+        stream.on("error", reject);
+        // Far below the 2 s a drain waits, far above what ending the stream at once takes.
+        const timer = setTimeout(() => {
+          resolve({ status, body, closed: false, rstCode: -1 });
+          stream.close(http2.constants.NGHTTP2_CANCEL);
+        }, 1000);
+        stream.on("close", () => {
+          clearTimeout(timer);
+          resolve({ status, body, closed: true, rstCode: stream.rstCode ?? -1 });
+        });
+      },
+    );
+  }
+
+  it.each([
+    ["/v1/chat/completions", "application/json", /"code":"request_too_large"/],
+    ["/v1/messages", "application/json", /"type":"request_too_large"/],
+  ])(
+    "%s: 413 at once, and the stream ends without waiting for a body that is not coming",
+    async (path, type, envelope) => {
+      const session = http2.connect(gw.url);
+      try {
+        const first = await withheldBody(session, path, type);
+        expect(first).toMatchObject({ status: 413, closed: true, rstCode: 0 });
+        expect(first.body).toMatch(envelope);
+        // The connection serves on.
+        const next = await new Promise<number>((resolve, reject) => {
+          const stream = session.request({ ":method": "GET", ":path": "/v1/models" });
+          stream.on("response", (h) => resolve(Number(h[":status"])));
+          stream.on("error", reject);
+          stream.resume();
+        });
+        expect(next).toBe(200);
+      } finally {
+        session.close();
+      }
+    },
+  );
 });

@@ -31,6 +31,14 @@ export function endAfterBody(req: http2.Http2ServerRequest, res: http2.Http2Serv
     if (req.complete || stream.readableEnded || stream.endAfterHeaders) {
       return end.apply(this, args);
     }
+    // Its client asked `Expect: 100-continue` and was not told to continue: it sends no body.
+    // The answer is complete, so the stream is reset with NO_ERROR at once (RFC 9113 §8.1), and
+    // whatever the server held of it goes now rather than after DRAIN_MAX_MS.
+    if (bodyWithheld(req)) {
+      end.apply(this, args);
+      if (!stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+      return this;
+    }
     let drained = 0;
     let ended = false;
     const finish = (cut: boolean) => {

@@ -23,14 +23,14 @@ export type DualHandler = ((
   continues?: (req: http.IncomingMessage | http2.Http2ServerRequest) => boolean;
 };
 
-/** HTTP/1.1 requests that asked `Expect: 100-continue` and were not told to go on. */
-const withheld = new WeakSet<http.IncomingMessage>();
+/** Requests (HTTP/1.1 and HTTP/2) that asked `Expect: 100-continue` and were not told to go on. */
+const withheld = new WeakSet<http.IncomingMessage | http2.Http2ServerRequest>();
 
 /**
- * Whether an HTTP/1.1 request's body will not come: it asked `Expect: 100-continue`, and the
+ * Whether a request's body will not come: it asked `Expect: 100-continue`, and the
  * handler's `continues` said no, so its client was never told to send it.
  */
-export function bodyWithheld(req: http.IncomingMessage): boolean {
+export function bodyWithheld(req: http.IncomingMessage | http2.Http2ServerRequest): boolean {
   return withheld.has(req);
 }
 
@@ -194,6 +194,7 @@ export function createDualServer(handler: DualHandler, opts: DualServerOptions =
     });
     h2.on("checkContinue", (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
       if (continues(req)) res.writeContinue();
+      else withheld.add(req);
       handler(req, res);
     });
   }
