@@ -59,6 +59,16 @@ describe("toAnthropicCountTokensRequest", () => {
     });
   });
 
+  it("counts with the thinking a reasoning_effort turns on, as the Messages request sends it", () => {
+    const body = toAnthropicCountTokensRequest(
+      params({ clientApi: "openai", extraJson: JSON.stringify({ reasoning_effort: "medium" }) }),
+      "claude-x",
+      "claude",
+    );
+    expect(body.thinking).toEqual({ type: "enabled", budget_tokens: 2048 });
+    expect(body).not.toHaveProperty("reasoning_effort");
+  });
+
   it("counts the tools Anthropic defines as sent, and leaves out a container", () => {
     const search = { type: "web_search_20250305", name: "web_search", max_uses: 1 };
     const body = toAnthropicCountTokensRequest(

@@ -868,4 +868,149 @@ describe("toAnthropicRequest", () => {
       expect(plan.body).not.toHaveProperty("tools");
     });
   });
+
+  describe("reasoning_effort", () => {
+    const effort = (value: unknown, init: MessageInitShape<typeof ChatParamsSchema> = {}) =>
+      body({ ...init, extraJson: JSON.stringify({ reasoning_effort: value }) });
+
+    it.each([
+      ["minimal", 1024],
+      ["low", 1024],
+      ["medium", 2048],
+      ["high", 4096],
+      ["xhigh", 8192],
+      ["max", 16384],
+    ])(
+      "turns thinking on for %s with a budget of %i, above the default answer length",
+      (value, budget) => {
+        const request = effort(value);
+        expect(request.thinking).toEqual({ type: "enabled", budget_tokens: budget });
+        expect(request.max_tokens).toBe(budget + DEFAULT_MAX_TOKENS);
+        expect(request).not.toHaveProperty("reasoning_effort");
+      },
+    );
+
+    it("turns nothing on for none or null", () => {
+      for (const value of ["none", null]) {
+        const request = effort(value);
+        expect(request).not.toHaveProperty("thinking");
+        expect(request.max_tokens).toBe(DEFAULT_MAX_TOKENS);
+      }
+    });
+
+    it("refuses an effort OpenAI does not know, naming the client's field", () => {
+      for (const value of ["extreme", "", 3]) {
+        expect(refusal({ extraJson: JSON.stringify({ reasoning_effort: value }) })).toMatchObject({
+          status: 400,
+          kind: "invalid_request",
+          code: "invalid_value",
+          param: "reasoning_effort",
+        });
+      }
+      const responses = refusal({
+        clientApi: "responses",
+        extraJson: JSON.stringify({ reasoning_effort: "extreme" }),
+      });
+      expect(responses.param).toBe("reasoning.effort");
+      expect(responses.message).toContain("'extreme'");
+    });
+
+    it("yields to a thinking of the client's own, which goes as sent", () => {
+      for (const thinking of [{ type: "disabled" }, { type: "enabled", budget_tokens: 3000 }]) {
+        const request = body({
+          extraJson: JSON.stringify({ reasoning_effort: "high", thinking }),
+          maxTokens: 2000,
+          temperature: 0.2,
+        });
+        expect(request.thinking).toEqual(thinking);
+      }
+    });
+
+    it("keeps the budget within half of the client's max_tokens, and stays off at 1,024 or less", () => {
+      expect(effort("high", { maxTokens: 10000 }).thinking).toEqual({
+        type: "enabled",
+        budget_tokens: 4096,
+      });
+      expect(effort("high", { maxTokens: 5000 })).toMatchObject({
+        max_tokens: 5000,
+        thinking: { type: "enabled", budget_tokens: 2500 },
+      });
+      expect(effort("low", { maxTokens: 1025 })).toMatchObject({
+        max_tokens: 1025,
+        thinking: { type: "enabled", budget_tokens: 1024 },
+      });
+      const small = effort("low", { maxTokens: 1024 });
+      expect(small).not.toHaveProperty("thinking");
+      expect(small.max_tokens).toBe(1024);
+    });
+
+    it("stays off when the request holds what thinking cannot go with", () => {
+      const weather = { name: "weather", parametersJson: '{"type":"object"}' };
+      const cases: Array<MessageInitShape<typeof ChatParamsSchema>> = [
+        { temperature: 0.3 },
+        { topP: 0.9 },
+        { tools: [weather], toolChoice: { mode: ToolChoice_Mode.REQUIRED } },
+        {
+          tools: [weather],
+          toolChoice: { mode: ToolChoice_Mode.FUNCTION, functionName: "weather" },
+        },
+        { responseFormat: { type: ResponseFormat_Type.JSON_OBJECT } },
+      ];
+      for (const init of cases) expect(effort("medium", init)).not.toHaveProperty("thinking");
+      const topK = body({ extraJson: JSON.stringify({ reasoning_effort: "medium", top_k: 5 }) });
+      expect(topK).not.toHaveProperty("thinking");
+      // What thinking does take: temperature 1, top_p from 0.95, a tool choice that forces nothing.
+      for (const init of [
+        { temperature: 1 },
+        { topP: 0.95 },
+        { tools: [weather], toolChoice: { mode: ToolChoice_Mode.AUTO } },
+      ]) {
+        expect(effort("medium", init).thinking).toEqual({ type: "enabled", budget_tokens: 2048 });
+      }
+    });
+
+    it("serves json_schema through output_config when it turns thinking on", () => {
+      const plan = toAnthropicRequest(
+        params({
+          responseFormat: {
+            type: ResponseFormat_Type.JSON_SCHEMA,
+            jsonSchemaJson: JSON.stringify({ name: "p", schema: { type: "object" } }),
+          },
+          extraJson: JSON.stringify({ reasoning_effort: "low" }),
+        }),
+        "claude-x",
+        "claude",
+      );
+      expect(plan.body.thinking).toEqual({ type: "enabled", budget_tokens: 1024 });
+      expect(plan.jsonTool).toBeUndefined();
+      expect(plan.body.output_config).toEqual({
+        format: { type: "json_schema", schema: { type: "object" } },
+      });
+    });
+
+    const toolTurn = (reasoningBlocks: Array<{ text: string; signature: string }>) => [
+      userSays("Weather in Paris?"),
+      create(MessageSchema, {
+        role: Role.ASSISTANT,
+        reasoningBlocks,
+        toolCalls: [{ id: "toolu_1", name: "weather", arguments: '{"city":"Paris"}' }],
+      }),
+      toolSays("toolu_1", "sunny"),
+    ];
+
+    it("stays off in a tool loop whose last call came without its thinking", () => {
+      expect(effort("high", { messages: toolTurn([]) })).not.toHaveProperty("thinking");
+      expect(
+        effort("high", { messages: toolTurn([{ text: "Look.", signature: "s" }]) }),
+      ).toMatchObject({
+        thinking: { type: "enabled", budget_tokens: 4096 },
+      });
+      // A client's own thinking goes as sent all the same: its 400 is Anthropic's to give.
+      const own = body({
+        messages: toolTurn([]),
+        extraJson: JSON.stringify({ thinking: { type: "enabled", budget_tokens: 1024 } }),
+      });
+      expect(own.thinking).toEqual({ type: "enabled", budget_tokens: 1024 });
+    });
+  });
 });

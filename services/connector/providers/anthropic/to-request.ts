@@ -98,9 +98,10 @@ export function toAnthropicRequest(
   const extras = parseObject(params.extraJson, "extra_json");
   if (params.clientApi !== "anthropic") refuseOpenAIOnly(extras, refuse);
   const { system, messages } = toConversation(params.messages, refuse);
+  const thinking = requestThinking(params, extras, messages);
   const body: AnthropicMessagesRequest = {
     model,
-    max_tokens: params.maxTokens ?? defaultMaxTokens(extras.thinking),
+    max_tokens: params.maxTokens ?? defaultMaxTokens(thinking),
     messages,
   };
   if (system !== undefined) body.system = system;
@@ -112,6 +113,7 @@ export function toAnthropicRequest(
     if (!ownDialect && OPENAI_HOMONYMS.has(key)) continue;
     if (extras[key] !== undefined) passed[key] = extras[key];
   }
+  if (thinking !== undefined) body.thinking = thinking;
   if (params.user !== undefined) {
     const metadata = ownDialect && isRecord(extras.metadata) ? extras.metadata : {};
     body.metadata = { ...metadata, user_id: params.user };
@@ -124,7 +126,7 @@ export function toAnthropicRequest(
   let toolChoice = toToolChoice(params.toolChoice, tools.length > 0);
   let jsonTool: string | undefined;
   const format = params.responseFormat;
-  const thinks = thinkingOn(extras.thinking);
+  const thinks = thinkingOn(thinking);
   if (format?.type === ResponseFormat_Type.JSON_SCHEMA && (ownDialect || thinks)) {
     // Anthropic's own structured outputs: what an Anthropic client asked for, as it asked; and
     // the only way with thinking on, which refuses the forced tool below.
@@ -210,6 +212,86 @@ function checkSampling(params: ChatParams, refuse: Refuse): void {
   if (params.frequencyPenalty !== undefined && params.frequencyPenalty !== 0) {
     throw refuse("frequency_penalty", "frequency_penalty");
   }
+}
+
+/**
+ * OpenAI `reasoning_effort` → Anthropic thinking budget: LiteLLM's budgets for low, medium and
+ * high, Anthropic's minimum for minimal, and doubling on for OpenAI's efforts above high. "none"
+ * (and no effort) turns nothing on.
+ */
+const EFFORT_BUDGETS: ReadonlyMap<string, number> = new Map([
+  ["minimal", 1024],
+  ["low", 1024],
+  ["medium", 2048],
+  ["high", 4096],
+  ["xhigh", 8192],
+  ["max", 16384],
+]);
+
+/** Anthropic refuses a smaller `budget_tokens`. */
+const MIN_THINKING_BUDGET = 1024;
+
+/**
+ * The `thinking` to send: the client's own as it sent it, else what its `reasoning_effort` asks
+ * for (Chat Completions' field; the Responses API's `reasoning.effort` and GatewayService's
+ * `extra_json` carry it under the same name), else none. An effort OpenAI does not know is
+ * refused as OpenAI refuses it, also beside a `thinking` of the client's. The effort is a
+ * hint, so where Anthropic would refuse thinking the request goes without it rather than fail:
+ * with a sampling setting thinking cannot take (`temperature` other than 1, `top_p` under 0.95,
+ * `top_k`), a forced tool choice, JSON mode without a schema (served by a forced tool), a
+ * `max_tokens` of 1,024 or less, and in a tool loop whose last assistant turn does not start with
+ * its signed thinking (a client that keeps no thinking blocks). Thinking takes at most half of
+ * the client's `max_tokens`, so that the answer keeps room.
+ */
+function requestThinking(
+  params: ChatParams,
+  extras: Record<string, unknown>,
+  messages: readonly AnthropicMessageParam[],
+): unknown {
+  const effort = extras.reasoning_effort ?? null;
+  const wanted = typeof effort === "string" ? EFFORT_BUDGETS.get(effort) : undefined;
+  if (wanted === undefined && effort !== null && effort !== "none") {
+    const param = params.clientApi === "responses" ? "reasoning.effort" : "reasoning_effort";
+    const shown = typeof effort === "string" ? effort : JSON.stringify(effort);
+    throw new Failure({
+      status: 400,
+      kind: "invalid_request",
+      code: "invalid_value",
+      param,
+      message: `Invalid value for '${param}': '${shown.slice(0, 64)}'. Supported values are: 'none', 'minimal', 'low', 'medium', 'high', 'xhigh' and 'max'.`,
+    });
+  }
+  if (extras.thinking !== undefined && extras.thinking !== null) return extras.thinking;
+  if (wanted === undefined) return undefined;
+  if (params.temperature !== undefined && params.temperature !== 1) return undefined;
+  if (params.topP !== undefined && params.topP < 0.95) return undefined;
+  if (extras.top_k !== undefined) return undefined;
+  const mode = params.toolChoice?.mode;
+  if (mode === ToolChoice_Mode.REQUIRED || mode === ToolChoice_Mode.FUNCTION) return undefined;
+  if (params.responseFormat?.type === ResponseFormat_Type.JSON_OBJECT) return undefined;
+  if (toolLoopWithoutThinking(messages)) return undefined;
+  let budget = wanted;
+  if (params.maxTokens !== undefined) {
+    if (params.maxTokens <= MIN_THINKING_BUDGET) return undefined;
+    budget = Math.min(budget, Math.max(MIN_THINKING_BUDGET, Math.floor(params.maxTokens / 2)));
+  }
+  return { type: "enabled", budget_tokens: budget };
+}
+
+/**
+ * Whether the conversation's last assistant turn called tools without starting with its
+ * thinking: Anthropic refuses the next turn of such a loop when thinking is on.
+ */
+function toolLoopWithoutThinking(messages: readonly AnthropicMessageParam[]): boolean {
+  for (let i = messages.length - 1; i >= 0; i--) {
+    const { role, content } = messages[i] as AnthropicMessageParam;
+    if (role !== "assistant") continue;
+    if (typeof content === "string") return false;
+    const first = content[0]?.type;
+    if (first === "thinking" || first === "redacted_thinking") return false;
+    return content.some((block) => block.type === "tool_use");
+  }
+  return false;
 }
 
 function defaultMaxTokens(thinking: unknown): number {
