@@ -109,11 +109,12 @@ describe("fake Anthropic upstream", () => {
       toolUses: [{ id: "toolu_1", name: "f", input: "{}" }],
     });
     const thinking = { type: "enabled" as const, budget_tokens: 1024 };
-    const first = await client.messages.create({ ...ask, thinking });
+    const first = await client.messages.create({ ...ask, max_tokens: 2048, thinking });
     expect(first.content.map((b) => b.type)).toEqual(["thinking", "redacted_thinking", "tool_use"]);
     const next = (content: Anthropic.ContentBlockParam[]) =>
       client.messages.create({
         ...ask,
+        max_tokens: 2048,
         thinking,
         messages: [
           ...ask.messages,
@@ -140,6 +141,40 @@ describe("fake Anthropic upstream", () => {
     expect(String((forged as Error).message)).toContain(
       "messages.1.content.0: Invalid `signature` in `thinking` block",
     );
+  });
+
+  it("refuses beside enabled thinking what Anthropic refuses", async () => {
+    const thinking = { type: "enabled" as const, budget_tokens: 1024 };
+    const tools = [{ name: "f", input_schema: { type: "object" as const } }];
+    const refused: Array<[Partial<Anthropic.MessageCreateParamsNonStreaming>, string]> = [
+      [{ thinking: { type: "enabled", budget_tokens: 512 } }, "greater than or equal to 1024"],
+      [{ max_tokens: 1024 }, "`max_tokens` must be greater than `thinking.budget_tokens`"],
+      [{ temperature: 0.5 }, "`temperature` may only be set to 1"],
+      [{ top_p: 0.9 }, "`top_p` must be greater than or equal to 0.95"],
+      [{ top_k: 5 }, "`top_k` must be unset"],
+      [{ tools, tool_choice: { type: "any" } }, "tool_choice forces tool use"],
+      [{ tools, tool_choice: { type: "tool", name: "f" } }, "tool_choice forces tool use"],
+    ];
+    for (const [settings, message] of refused) {
+      const error = await client.messages
+        .create({ ...ask, max_tokens: 2048, thinking, ...settings })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(Anthropic.BadRequestError);
+      expect(String((error as Error).message)).toContain(message);
+    }
+    const accepted = await client.messages.create({
+      ...ask,
+      max_tokens: 1025,
+      thinking,
+      temperature: 1,
+      top_p: 0.95,
+      tools,
+      tool_choice: { type: "auto" },
+    });
+    expect(accepted.type).toBe("message");
+    // Without thinking the same settings pass.
+    const plain = await client.messages.create({ ...ask, temperature: 0.5, top_k: 5 });
+    expect(plain.type).toBe("message");
   });
 
   it("answers without streaming and lists models", async () => {

@@ -223,6 +223,37 @@ function thinkingHistoryError(request: Record<string, unknown>): string | undefi
   );
 }
 
+/**
+ * What Anthropic refuses beside enabled thinking, worded as it words it: a budget under 1,024 or
+ * not under `max_tokens`, `temperature` other than 1, `top_p` under 0.95, `top_k`, and a tool
+ * choice that forces a tool. Returns the error message, or undefined when the request passes.
+ */
+function thinkingSettingsError(request: Record<string, unknown>): string | undefined {
+  const thinking = isRecord(request.thinking) ? request.thinking : undefined;
+  if (thinking?.type !== "enabled") return undefined;
+  const budget = Number(thinking.budget_tokens);
+  if (!(budget >= 1024)) {
+    return "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024";
+  }
+  if (!(Number(request.max_tokens) > budget)) {
+    return `\`max_tokens\` must be greater than \`thinking.budget_tokens\`. Please consult our documentation at ${THINKING_DOCS}#max-tokens-and-context-window-size`;
+  }
+  if (request.temperature !== undefined && request.temperature !== 1) {
+    return `\`temperature\` may only be set to 1 when thinking is enabled. Please consult our documentation at ${THINKING_DOCS}#feature-compatibility`;
+  }
+  if (typeof request.top_p === "number" && request.top_p < 0.95) {
+    return `\`top_p\` must be greater than or equal to 0.95 or unset when thinking is enabled. Please consult our documentation at ${THINKING_DOCS}#feature-compatibility`;
+  }
+  if (request.top_k !== undefined) {
+    return `\`top_k\` must be unset when thinking is enabled. Please consult our documentation at ${THINKING_DOCS}#feature-compatibility`;
+  }
+  const choice = isRecord(request.tool_choice) ? request.tool_choice.type : undefined;
+  if (choice === "any" || choice === "tool") {
+    return "Thinking may not be enabled when tool_choice forces tool use.";
+  }
+  return undefined;
+}
+
 /** Request fields that exist only behind a beta, and the prefix of the betas that enable them. */
 const BETA_FIELDS: ReadonlyMap<string, string> = new Map([["mcp_servers", "mcp-client-"]]);
 
@@ -330,7 +361,9 @@ export async function startAnthropicUpstream(
         }
         {
           const problem = isRecord(body)
-            ? (betaFieldError(body, record.headers) ?? thinkingHistoryError(body))
+            ? (betaFieldError(body, record.headers) ??
+              thinkingSettingsError(body) ??
+              thinkingHistoryError(body))
             : undefined;
           if (problem !== undefined) {
             sendJson(res, 400, anthropicError("invalid_request_error", problem));
