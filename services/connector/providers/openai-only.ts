@@ -7,8 +7,9 @@ export type Refuse = (feature: string, param: string) => Failure;
  * OpenAI request fields, passed through as they came, that change what the client gets back and
  * that an upstream of another API cannot give: log probabilities, audio, web search results. A
  * client that asked for them would wait for what never comes, so they are refused (400) rather
- * than dropped. Hints that only steer the answer (`seed`, `logit_bias`, `prediction`,
- * `reasoning_effort`, `store`, `metadata`) are left out: an answer without them is still one.
+ * than dropped. Hints that only steer the answer (`seed`, `logit_bias`, `prediction`, `store`,
+ * `metadata`) are left out where the upstream has no counterpart: an answer without them is
+ * still one. (`reasoning_effort` has one in Gemini's and Anthropic's thinking.)
  */
 export function refuseOpenAIOnly(extras: Record<string, unknown>, refuse: Refuse): void {
   if (extras.logprobs === true) throw refuse("logprobs", "logprobs");
