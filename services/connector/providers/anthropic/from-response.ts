@@ -16,7 +16,7 @@ import {
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import { anthropicBlock, reasoningBlock } from "../../../lib/chat/messages.js";
 import { makeMessage } from "../../../lib/hop/codec.js";
-import { isRecord } from "./to-request.js";
+import { isRecord } from "../json-object.js";
 import type { AnthropicMessage } from "./wire.js";
 
 // Upstream JSON is read with a type check per field, so a malformed answer yields absent

@@ -12,6 +12,7 @@ import {
   reasoningBlock,
 } from "../../../lib/chat/messages.js";
 import { Failure } from "../../../lib/errors.js";
+import { isRecord } from "../json-object.js";
 import { errorDetailFromJson, scrubSecrets } from "../upstream-http.js";
 import {
   isCount,
@@ -21,7 +22,6 @@ import {
   toStart,
   toUsage,
 } from "./from-response.js";
-import { isRecord } from "./to-request.js";
 
 export interface StreamOptions extends TranslateOptions {
   /** Strings that must never reach an error message (the provider's API key). */

@@ -10,6 +10,7 @@ import {
   type StreamEvents,
   streamEndedEarly,
 } from "../answer-stream.js";
+import { isRecord } from "../json-object.js";
 import { type ChatCall, type CountTokensCall, type Provider, takeParams } from "../provider.js";
 import type { SseEvent } from "../sse.js";
 import {
@@ -23,7 +24,7 @@ import {
 } from "../upstream-http.js";
 import { fromAnthropicCountTokens, fromAnthropicMessage } from "./from-response.js";
 import { AnthropicStreamTranslator } from "./from-stream.js";
-import { isRecord, toAnthropicCountTokensRequest, toAnthropicRequest } from "./to-request.js";
+import { toAnthropicCountTokensRequest, toAnthropicRequest } from "./to-request.js";
 import { ANTHROPIC_VERSION, type AnthropicMessage } from "./wire.js";
 
 export const ANTHROPIC_BASE_URL = "https://api.anthropic.com";

@@ -13,6 +13,7 @@ import {
 import { orderedBlocks } from "../../../lib/chat/blocks.js";
 import { plainToolCallId } from "../../../lib/chat/tool-call-ids.js";
 import { Failure } from "../../../lib/errors.js";
+import { isRecord, parseObject } from "../json-object.js";
 import { type Refuse, refuseOpenAIOnly } from "../openai-only.js";
 import type {
   AnthropicBase64Source,
@@ -700,19 +701,6 @@ function joinText(blocks: readonly AnthropicTextBlockParam[]): string {
   return blocks.map((b) => b.text).join("");
 }
 
-/** Parses a JSON object carried as text in the canonical model; "" means an empty object. */
-function parseObject(text: string, param: string): Record<string, unknown> {
-  if (text === "") return {};
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    value = undefined;
-  }
-  if (!isRecord(value)) throw invalid(`${param} must be a JSON object`, param);
-  return value;
-}
-
 /** A JSON array carried as text in the canonical model. */
 function parseArray(text: string, param: string): unknown[] {
   let value: unknown;
@@ -727,8 +715,4 @@ function parseArray(text: string, param: string): unknown[] {
 
 function invalid(message: string, param: string): Failure {
   return new Failure({ status: 400, kind: "invalid_request", message, param });
-}
-
-export function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }

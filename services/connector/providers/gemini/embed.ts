@@ -7,7 +7,8 @@ import {
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import { Failure } from "../../../lib/errors.js";
 import { makeMessage } from "../../../lib/hop/codec.js";
-import { isRecord, records } from "./from-response.js";
+import { isRecord } from "../json-object.js";
+import { records } from "./from-response.js";
 import { geminiModelName } from "./to-request.js";
 import type { GeminiBatchEmbedContentsRequest, GeminiEmbedContentRequest } from "./wire.js";
 

@@ -18,6 +18,7 @@ import {
 import { withThoughtSignature } from "../../../lib/chat/tool-call-ids.js";
 import { Failure } from "../../../lib/errors.js";
 import { makeMessage } from "../../../lib/hop/codec.js";
+import { isRecord } from "../json-object.js";
 import { failureFromResponse, retryAfterMs, scrubSecrets } from "../upstream-http.js";
 import type { GeminiGenerateContentResponse } from "./wire.js";
 
@@ -378,10 +379,6 @@ function malformed(options: TranslateOptions, what: "answer" | "stream", why: st
 /** The object entries of what should be an array of objects; anything else counts as empty. */
 export function records(value: unknown): Record<string, unknown>[] {
   return Array.isArray(value) ? value.filter(isRecord) : [];
-}
-
-export function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 export function isCount(value: unknown): value is number {

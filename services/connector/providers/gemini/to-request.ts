@@ -11,6 +11,7 @@ import {
 import { thoughtSignatureOf } from "../../../lib/chat/tool-call-ids.js";
 import { Failure } from "../../../lib/errors.js";
 import { refuseAnthropicOnly } from "../anthropic-only.js";
+import { isRecord, parseObject } from "../json-object.js";
 import { refuseOpenAIOnly } from "../openai-only.js";
 import type {
   GeminiBlob,
@@ -505,28 +506,4 @@ function unsupported(target: GeminiTarget, feature: string, param: string): Fail
     provider: target.provider,
     message: `model '${target.model}' on provider '${target.provider}' (gemini) does not support ${feature}`,
   });
-}
-
-/** Parses a JSON object carried as text in the canonical model; "" means an empty object. */
-function parseObject(text: string, param: string): Record<string, unknown> {
-  if (text === "") return {};
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    value = undefined;
-  }
-  if (!isRecord(value)) {
-    throw new Failure({
-      status: 400,
-      kind: "invalid_request",
-      message: `${param} must be a JSON object`,
-      param,
-    });
-  }
-  return value;
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }

@@ -15,6 +15,7 @@ import {
   streamEndedEarly,
 } from "../answer-stream.js";
 import { refusal, refuseAnthropicOnly } from "../anthropic-only.js";
+import { isRecord } from "../json-object.js";
 import { type ChatCall, type EmbedCall, type Provider, takeParams } from "../provider.js";
 import type { SseEvent } from "../sse.js";
 import {
@@ -28,7 +29,7 @@ import {
   type UpstreamResponse,
 } from "../upstream-http.js";
 import { fromOpenAIEmbeddings, toOpenAIEmbeddingsRequest } from "./embeddings.js";
-import { fromOpenAICompletion, isRecord } from "./from-response.js";
+import { fromOpenAICompletion } from "./from-response.js";
 import { createOpenAIStreamTranslator } from "./from-stream.js";
 import { type ToRequestOptions, toOpenAIRequest } from "./to-request.js";
 

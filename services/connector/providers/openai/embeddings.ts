@@ -6,8 +6,8 @@ import {
   UsageSchema,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import { makeMessage } from "../../../lib/hop/codec.js";
-import { isCount, isRecord } from "./from-response.js";
-import { parseObject } from "./to-request.js";
+import { isRecord, parseObject } from "../json-object.js";
+import { isCount } from "./from-response.js";
 import type { OpenAIEmbeddingsRequest } from "./wire.js";
 
 /** Fields the gateway owns; `extra_json` must not replace them. */

@@ -13,6 +13,7 @@ import {
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import { makeMessage } from "../../../lib/hop/codec.js";
 import type { OpenAIChatCompletion, OpenAIUsage } from "../../../lib/wire/openai.js";
+import { isRecord } from "../json-object.js";
 
 // Upstream JSON is only as well-formed as the server that sent it: every field is read with a
 // type check so a sloppy OpenAI-compatible server yields absent fields, not wrong-typed ones.
@@ -136,8 +137,4 @@ export function isCount(value: unknown): value is number {
 
 function numberOr(value: unknown, fallback: number): number {
   return typeof value === "number" && Number.isFinite(value) ? value : fallback;
-}
-
-export function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }

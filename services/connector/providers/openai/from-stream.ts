@@ -9,9 +9,9 @@ import {
 import { newChatChunk, newChoiceDelta, newToolCallDelta } from "../../../lib/chat/messages.js";
 import { makeMessage } from "../../../lib/hop/codec.js";
 import type { OpenAIChatChunk } from "../../../lib/wire/openai.js";
+import { isRecord } from "../json-object.js";
 import {
   isCount,
-  isRecord,
   reasoningOf,
   records,
   setFinish,

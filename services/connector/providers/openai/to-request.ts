@@ -19,6 +19,7 @@ import type {
   OpenAITool,
   OpenAIToolChoice,
 } from "../../../lib/wire/openai.js";
+import { isRecord, parseObject } from "../json-object.js";
 import { audioOutputParam } from "../openai-only.js";
 
 export interface ToRequestOptions {
@@ -263,28 +264,4 @@ function toResponseFormat(params: ChatParams): OpenAIResponseFormat | undefined 
     default:
       return undefined;
   }
-}
-
-/** Parses a JSON object carried as text in the canonical model; "" means an empty object. */
-export function parseObject(text: string, param: string): Record<string, unknown> {
-  if (text === "") return {};
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    value = undefined;
-  }
-  if (!isRecord(value)) {
-    throw new Failure({
-      status: 400,
-      kind: "invalid_request",
-      message: `${param} must be a JSON object`,
-      param,
-    });
-  }
-  return value;
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
