@@ -679,6 +679,94 @@ describe("parseChatRequest: tools, tool_choice and response_format", () => {
   });
 });
 
+describe("parseChatRequest: tool_choice refusals, word for word", () => {
+  // The Responses API parses tool_choice with the same code, its function's name one level up;
+  // these pin what Chat Completions clients get, so sharing it changes nothing for them.
+  const named = (fn: unknown) => ({ type: "function", function: fn });
+  it.each<[unknown, unknown[] | undefined, string, string, string]>([
+    [
+      "any",
+      [weather],
+      "Invalid value for 'tool_choice': 'any'. Supported values are: 'none', 'auto', and 'required'.",
+      "tool_choice",
+      "invalid_value",
+    ],
+    [
+      [],
+      [weather],
+      "Invalid type for 'tool_choice': expected a string or an object",
+      "tool_choice",
+      "invalid_type",
+    ],
+    [
+      {},
+      [weather],
+      "'tool_choice.type' is a required property",
+      "tool_choice.type",
+      "missing_required_parameter",
+    ],
+    [
+      { type: "tool" },
+      [weather],
+      "Invalid value for 'tool_choice.type': 'tool'. Supported values are: 'function'.",
+      "tool_choice.type",
+      "invalid_value",
+    ],
+    [
+      { type: "function", name: "get_weather" },
+      [weather],
+      "'tool_choice.function' is a required property",
+      "tool_choice.function",
+      "missing_required_parameter",
+    ],
+    [
+      named("get_weather"),
+      [weather],
+      "Invalid type for 'tool_choice.function': expected an object",
+      "tool_choice.function",
+      "invalid_type",
+    ],
+    [
+      named({ name: 7 }),
+      [weather],
+      "Invalid type for 'tool_choice.function.name': expected a string",
+      "tool_choice.function.name",
+      "invalid_type",
+    ],
+    [
+      named({ name: "x".repeat(70) }),
+      [weather],
+      `Invalid value for 'tool_choice.function.name': '${"x".repeat(64)}…' is not the name of any function in 'tools'.`,
+      "tool_choice.function.name",
+      "invalid_value",
+    ],
+    [
+      named({ name: "get_weather" }),
+      undefined,
+      "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
+      "tool_choice",
+      "invalid_value",
+    ],
+    [
+      named({ name: "other" }),
+      [],
+      "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
+      "tool_choice",
+      "invalid_value",
+    ],
+    [
+      "required",
+      [],
+      "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
+      "tool_choice",
+      "invalid_value",
+    ],
+  ])("refuses %j (tools %j)", (choice, tools, message, param, code) => {
+    const f = failureOf({ ...base, ...(tools ? { tools } : {}), tool_choice: choice });
+    expect([f.status, f.message, f.param, f.code]).toEqual([400, message, param, code]);
+  });
+});
+
 describe("parseChatRequest: sampling and limits", () => {
   it("translates every sampling field", () => {
     const p = parseChatRequest({

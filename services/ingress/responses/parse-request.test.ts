@@ -177,3 +177,99 @@ describe("parseResponsesRequest", () => {
     expect(failureOf([]).status).toBe(400);
   });
 });
+
+describe("parseResponsesRequest: tool_choice", () => {
+  // Chat Completions parses tool_choice with the same code, its function's name one level down;
+  // these pin what Responses clients get, so sharing it changes nothing for them.
+  it.each<[unknown, ToolChoice_Mode, string]>([
+    ["none", ToolChoice_Mode.NONE, ""],
+    ["auto", ToolChoice_Mode.AUTO, ""],
+    ["required", ToolChoice_Mode.REQUIRED, ""],
+    [{ type: "function", name: "get_weather" }, ToolChoice_Mode.FUNCTION, "get_weather"],
+  ])("translates %j", (choice, mode, name) => {
+    const { params, echo } = parseResponsesRequest({
+      ...base,
+      tools: [weather],
+      tool_choice: choice,
+    });
+    expect([params.toolChoice?.mode, params.toolChoice?.functionName]).toEqual([mode, name]);
+    expect(echo.tool_choice).toEqual(choice);
+  });
+
+  it("lets auto and none through without tools", () => {
+    for (const choice of ["auto", "none"]) {
+      expect(parseResponsesRequest({ ...base, tool_choice: choice }).params.toolChoice?.mode).toBe(
+        choice === "auto" ? ToolChoice_Mode.AUTO : ToolChoice_Mode.NONE,
+      );
+    }
+  });
+
+  it.each<[unknown, unknown[] | undefined, string, string, string]>([
+    [
+      "any",
+      [weather],
+      "Invalid value for 'tool_choice': 'any'. Supported values are: 'none', 'auto', and 'required'.",
+      "tool_choice",
+      "invalid_value",
+    ],
+    [
+      [],
+      [weather],
+      "Invalid type for 'tool_choice': expected a string or an object",
+      "tool_choice",
+      "invalid_type",
+    ],
+    [
+      {},
+      [weather],
+      "'tool_choice.type' is a required property",
+      "tool_choice.type",
+      "missing_required_parameter",
+    ],
+    [
+      { type: "function", function: { name: "get_weather" } },
+      [weather],
+      "'tool_choice.name' is a required property",
+      "tool_choice.name",
+      "missing_required_parameter",
+    ],
+    [
+      { type: "function", name: 7 },
+      [weather],
+      "Invalid type for 'tool_choice.name': expected a string",
+      "tool_choice.name",
+      "invalid_type",
+    ],
+    [
+      { type: "function", name: "other" },
+      [weather],
+      "Invalid value for 'tool_choice.name': 'other' is not the name of any function in 'tools'.",
+      "tool_choice.name",
+      "invalid_value",
+    ],
+    [
+      { type: "function", name: "get_weather" },
+      undefined,
+      "Invalid value for 'tool_choice.name': 'get_weather' is not the name of any function in 'tools'.",
+      "tool_choice.name",
+      "invalid_value",
+    ],
+    [
+      "required",
+      undefined,
+      "Invalid value for 'tool_choice': 'required' is only allowed when 'tools' are specified.",
+      "tool_choice",
+      "invalid_value",
+    ],
+    [
+      "required",
+      [],
+      "Invalid value for 'tool_choice': 'required' is only allowed when 'tools' are specified.",
+      "tool_choice",
+      "invalid_value",
+    ],
+  ])("refuses %j (tools %j) word for word", (choice, tools, message, param, code) => {
+    const f = failureOf({ ...base, ...(tools ? { tools } : {}), tool_choice: choice });
+    expect([f.status, f.message, f.param, f.code]).toEqual([400, message, param, code]);
+  });
+});
