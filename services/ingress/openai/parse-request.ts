@@ -135,7 +135,7 @@ export function parseChatRequest(body: unknown): ChatParams {
     model,
     messages,
     tools,
-    toolChoice: parseToolChoice(body.tool_choice, tools),
+    toolChoice: parseToolChoice(body.tool_choice, tools, CHAT_TOOL_CHOICE),
     responseFormat: parseResponseFormat(body.response_format),
     temperature: numberBetween(body.temperature, "temperature", 0, 2),
     topP: numberBetween(body.top_p, "top_p", 0, 1),
@@ -380,7 +380,32 @@ function parseTools(raw: unknown): ToolInit[] {
   });
 }
 
-function parseToolChoice(raw: unknown, tools: ToolInit[]): ToolChoiceInit | undefined {
+/** Where Chat Completions and the Responses API differ in `tool_choice`, and in refusing it. */
+export interface ToolChoiceDialect {
+  /**
+   * The object holding a forced function's name, as a param path: `{type: "function",
+   * function: {name}}` in Chat Completions, `{type: "function", name}` in the Responses API.
+   */
+  nameParent: "tool_choice.function" | "tool_choice";
+  /**
+   * What the refusal of a choice that needs tools, sent without any, quotes: Chat Completions
+   * refuses any such choice as `'tool_choice'`; the Responses API quotes `'required'`, and
+   * refuses a named function as naming none of the tools.
+   */
+  withoutTools: "tool_choice" | "required";
+}
+
+export const CHAT_TOOL_CHOICE: ToolChoiceDialect = {
+  nameParent: "tool_choice.function",
+  withoutTools: "tool_choice",
+};
+
+/** `tool_choice` as Chat Completions or the Responses API (`dialect`) sends it. */
+export function parseToolChoice(
+  raw: unknown,
+  tools: ToolInit[],
+  dialect: ToolChoiceDialect,
+): ToolChoiceInit | undefined {
   if (!present(raw)) return undefined;
   let choice: ToolChoiceInit;
   if (typeof raw === "string") {
@@ -390,12 +415,18 @@ function parseToolChoice(raw: unknown, tools: ToolInit[]): ToolChoiceInit | unde
   } else if (isObject(raw)) {
     if (!present(raw.type)) throw required("tool_choice.type");
     if (raw.type !== "function") throw invalidValue("tool_choice.type", raw.type, ["function"]);
-    const fn = requiredObject(raw, "function", "tool_choice");
-    const name = requiredString(fn, "name", "tool_choice.function");
-    if (tools.length > 0 && !tools.some((t) => t.name === name)) {
+    const { nameParent } = dialect;
+    const holder =
+      nameParent === "tool_choice" ? raw : requiredObject(raw, "function", "tool_choice");
+    const name = requiredString(holder, "name", nameParent);
+    // Without tools, Chat Completions refuses the choice itself (below); Responses, its name.
+    if (
+      (tools.length > 0 || dialect.withoutTools === "required") &&
+      !tools.some((t) => t.name === name)
+    ) {
       throw invalid(
-        `Invalid value for 'tool_choice.function.name': '${clip(name)}' is not the name of any function in 'tools'.`,
-        "tool_choice.function.name",
+        `Invalid value for '${nameParent}.name': '${clip(name)}' is not the name of any function in 'tools'.`,
+        `${nameParent}.name`,
         "invalid_value",
       );
     }
@@ -408,7 +439,7 @@ function parseToolChoice(raw: unknown, tools: ToolInit[]): ToolChoiceInit | unde
     choice.mode === ToolChoice_Mode.REQUIRED || choice.mode === ToolChoice_Mode.FUNCTION;
   if (needsTools && tools.length === 0) {
     throw invalid(
-      "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
+      `Invalid value for 'tool_choice': '${dialect.withoutTools}' is only allowed when 'tools' are specified.`,
       "tool_choice",
       "invalid_value",
     );

@@ -7,8 +7,6 @@ import {
   ResponseFormat_Type,
   type ResponseFormatSchema,
   Role,
-  ToolChoice_Mode,
-  type ToolChoiceSchema,
   type ToolSchema,
 } from "../../../gen/switchyard/chat/v1/chat_pb.js";
 import type { Failure } from "../../lib/errors.js";
@@ -22,10 +20,12 @@ import {
   numberBetween,
   optionalBoolean,
   optionalString,
+  parseToolChoice,
   positiveInt,
   present,
   required,
   requiredString,
+  type ToolChoiceDialect,
   typeError,
 } from "../openai/parse-request.js";
 
@@ -33,7 +33,6 @@ type JsonObject = Record<string, unknown>;
 type MessageInit = MessageInitShape<typeof MessageSchema>;
 type PartInit = MessageInitShape<typeof ContentPartSchema>;
 type ToolInit = MessageInitShape<typeof ToolSchema>;
-type ToolChoiceInit = MessageInitShape<typeof ToolChoiceSchema>;
 type ResponseFormatInit = MessageInitShape<typeof ResponseFormatSchema>;
 
 /**
@@ -104,11 +103,11 @@ const MESSAGE_ROLES: ReadonlyMap<string, Role> = new Map([
   ["user", Role.USER],
   ["assistant", Role.ASSISTANT],
 ]);
-const TOOL_CHOICE_MODES: ReadonlyMap<string, ToolChoice_Mode> = new Map([
-  ["none", ToolChoice_Mode.NONE],
-  ["auto", ToolChoice_Mode.AUTO],
-  ["required", ToolChoice_Mode.REQUIRED],
-]);
+/** The function's name sits at the top of `tool_choice`; a forced one needs tools to name. */
+const RESPONSES_TOOL_CHOICE: ToolChoiceDialect = {
+  nameParent: "tool_choice",
+  withoutTools: "required",
+};
 const IMAGE_DETAILS = ["auto", "low", "high"];
 
 /**
@@ -160,7 +159,7 @@ export function parseResponsesRequest(body: unknown): ResponsesRequest {
   parseInput(body.input, messages);
 
   const { tools, echoed } = parseTools(body.tools);
-  const toolChoice = parseToolChoice(body.tool_choice, tools);
+  const toolChoice = parseToolChoice(body.tool_choice, tools, RESPONSES_TOOL_CHOICE);
   const { format, responseFormat } = parseText(body.text);
   const effort = parseReasoning(body.reasoning);
   const metadata = parseMetadata(body.metadata);
@@ -425,38 +424,6 @@ function parseTools(raw: unknown): { tools: ToolInit[]; echoed: JsonObject[] } {
     });
   });
   return { tools, echoed };
-}
-
-function parseToolChoice(raw: unknown, tools: ToolInit[]): ToolChoiceInit | undefined {
-  if (!present(raw)) return undefined;
-  let choice: ToolChoiceInit;
-  if (typeof raw === "string") {
-    const mode = TOOL_CHOICE_MODES.get(raw);
-    if (mode === undefined) throw invalidValue("tool_choice", raw, [...TOOL_CHOICE_MODES.keys()]);
-    choice = { mode };
-  } else if (isObject(raw)) {
-    if (!present(raw.type)) throw required("tool_choice.type");
-    if (raw.type !== "function") throw invalidValue("tool_choice.type", raw.type, ["function"]);
-    const name = requiredString(raw, "name", "tool_choice");
-    if (!tools.some((t) => t.name === name)) {
-      throw invalid(
-        `Invalid value for 'tool_choice.name': '${clip(name)}' is not the name of any function in 'tools'.`,
-        "tool_choice.name",
-        "invalid_value",
-      );
-    }
-    choice = { mode: ToolChoice_Mode.FUNCTION, functionName: name };
-  } else {
-    throw typeError("tool_choice", "a string or an object");
-  }
-  if (choice.mode === ToolChoice_Mode.REQUIRED && tools.length === 0) {
-    throw invalid(
-      "Invalid value for 'tool_choice': 'required' is only allowed when 'tools' are specified.",
-      "tool_choice",
-      "invalid_value",
-    );
-  }
-  return choice;
 }
 
 function parseText(raw: unknown): {
