@@ -2,7 +2,11 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import OpenAI from "openai";
-import type { ResponseInputItem, ResponseStreamEvent } from "openai/resources/responses/responses";
+import type {
+  Response,
+  ResponseInputItem,
+  ResponseStreamEvent,
+} from "openai/resources/responses/responses";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ChatParamsSchema, Role } from "../gen/switchyard/chat/v1/chat_pb.js";
 import { GatewayService } from "../gen/switchyard/gateway/v1/gateway_pb.js";
@@ -10,6 +14,7 @@ import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabri
 import {
   type AnswerBehavior,
   type AnthropicUpstream,
+  signThinking,
   startAnthropicUpstream,
 } from "./upstreams/anthropic-upstream.js";
 
@@ -374,6 +379,9 @@ describe("the Responses API's reasoning.effort", () => {
     expect(sent().thinking).toEqual({ type: "enabled", budget_tokens: 4096 });
     const call = first.output.find((item) => item.type === "function_call");
     expect(call?.call_id).toBe("toolu_1");
+    // Not asked for: the reasoning item is as before, summary only.
+    expect(first.output[0]).toMatchObject({ type: "reasoning" });
+    expect(first.output[0]).not.toHaveProperty("encrypted_content");
 
     upstream.setBehavior(thinkingAnswer);
     const input: ResponseInputItem[] = [
@@ -401,6 +409,113 @@ describe("the Responses API's reasoning.effort", () => {
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(OpenAI.BadRequestError);
     expect(error).toMatchObject({ code: "invalid_value", param: "reasoning.effort" });
+  });
+});
+
+describe("the Responses API's reasoning.encrypted_content in a tool loop", () => {
+  const WHY = "Need the weather tool.";
+  const REDACTED = "EmwKAhgBEgy3va3pzix/LafPsn4a";
+  const tools = [
+    {
+      type: "function" as const,
+      name: "get_weather",
+      parameters: { type: "object", properties: { city: { type: "string" } } },
+      strict: false,
+    },
+  ];
+  const callsTheTool: AnswerBehavior = {
+    kind: "answer",
+    thinking: WHY,
+    redactedThinking: REDACTED,
+    text: "",
+    toolUses: [{ id: "toolu_1", name: "get_weather", input: '{"city":"Paris"}' }],
+  };
+  const ask = { role: "user" as const, content: "Weather in Paris?" };
+
+  /** One step of the loop, as a stateless client makes it; the finished Response. */
+  async function step(stream: boolean, input: ResponseInputItem[]): Promise<Response> {
+    const request = {
+      model: "claude",
+      input,
+      tools,
+      reasoning: { effort: "high" as const },
+      include: ["reasoning.encrypted_content" as const],
+      store: false,
+    };
+    if (!stream) return oai.responses.create(request);
+    const events: ResponseStreamEvent[] = [];
+    for await (const event of await oai.responses.create({ ...request, stream: true })) {
+      events.push(event);
+    }
+    const completed = events.find((e) => e.type === "response.completed");
+    if (completed?.type !== "response.completed") throw new Error("no response.completed");
+    // The item as output_item.done gives it is the one to send back (OpenAI: `added` may
+    // carry it incomplete); the final response carries the same.
+    const done = events.flatMap((e) =>
+      e.type === "response.output_item.done" && e.item.type === "reasoning" ? [e.item] : [],
+    );
+    expect(done).toHaveLength(1);
+    expect(completed.response.output[0]).toEqual(done[0]);
+    return completed.response;
+  }
+
+  it.each([
+    ["streamed", true],
+    ["whole", false],
+  ])(
+    "keeps thinking on for the next step, the blocks back byte for byte, %s",
+    async (_, stream) => {
+      upstream.setBehavior(callsTheTool);
+      const first = await step(stream, [ask]);
+      expect(sent().thinking).toEqual({ type: "enabled", budget_tokens: 4096 });
+      const reasoning = first.output[0];
+      expect(reasoning).toMatchObject({
+        type: "reasoning",
+        summary: [{ type: "summary_text", text: WHY }],
+        encrypted_content: expect.stringMatching(/^sy1\./),
+      });
+      expect(first.output.find((item) => item.type === "function_call")?.call_id).toBe("toolu_1");
+
+      upstream.setBehavior(thinkingAnswer);
+      const second = await step(stream, [
+        ask,
+        ...(first.output as ResponseInputItem[]),
+        { type: "function_call_output", call_id: "toolu_1", output: "sunny" },
+      ]);
+      // A streamed Response has no output_text (the SDK adds it to whole ones only).
+      expect(second.output.find((item) => item.type === "message")?.content).toMatchObject([
+        { type: "output_text", text: TEXT },
+      ]);
+      const body = sent();
+      expect(body.thinking).toEqual({ type: "enabled", budget_tokens: 4096 });
+      const turns = body.messages as Array<{ role: string; content: unknown[] }>;
+      expect(turns[1]?.role).toBe("assistant");
+      expect(turns[1]?.content).toEqual([
+        { type: "thinking", thinking: WHY, signature: signThinking(WHY) },
+        { type: "redacted_thinking", data: REDACTED },
+        { type: "tool_use", id: "toolu_1", name: "get_weather", input: { city: "Paris" } },
+      ]);
+    },
+  );
+
+  it("ignores an encrypted_content it did not make, and goes on without thinking", async () => {
+    upstream.setBehavior(callsTheTool);
+    const first = await step(false, [ask]);
+    const input = (first.output as ResponseInputItem[]).map((item) =>
+      item.type === "reasoning"
+        ? { ...item, encrypted_content: "gAAAAABo-openai-ciphertext" }
+        : item,
+    );
+    upstream.setBehavior(thinkingAnswer);
+    const second = await step(false, [
+      ask,
+      ...input,
+      { type: "function_call_output", call_id: "toolu_1", output: "sunny" },
+    ]);
+    expect(second.output_text).toBe(TEXT);
+    expect(sent()).not.toHaveProperty("thinking");
+    const turns = sent().messages as Array<{ content: Array<{ type: string }> }>;
+    expect(turns[1]?.content.map((b) => b.type)).toEqual(["tool_use"]);
   });
 });
 

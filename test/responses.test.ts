@@ -1,5 +1,5 @@
 import OpenAI from "openai";
-import type { ResponseStreamEvent } from "openai/resources/responses/responses";
+import type { ResponseInputItem, ResponseStreamEvent } from "openai/resources/responses/responses";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hashKey } from "../services/lib/config/keys.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
@@ -244,6 +244,48 @@ describe.each(UPSTREAMS)("upstream %s", (up) => {
     expect(JSON.parse(deltas)).toEqual({ city: "Paris" });
     expect(events.at(-1)?.type).toBe("response.completed");
   });
+});
+
+describe("Anthropic's reasoning blocks in encrypted_content, sent to another upstream", () => {
+  it.each<Upstream>(["openai", "gemini"])(
+    "are left out for %s, which takes no Anthropic thinking",
+    async (up) => {
+      const WHY = "Need the weather tool.";
+      anthropicUp.setBehavior({
+        kind: "answer",
+        thinking: WHY,
+        text: "",
+        toolUses: [{ id: "toolu_1", name: "get_weather", input: ARGS }],
+      });
+      const first = await client.responses.create({
+        model: "m-anthropic",
+        input: "Weather in Paris?",
+        tools: [weatherTool],
+        reasoning: { effort: "low" },
+        include: ["reasoning.encrypted_content"],
+        store: false,
+      });
+      expect(first.output[0]).toHaveProperty("encrypted_content");
+
+      answerWith(up, false);
+      const second = await client.responses.create({
+        model: `m-${up}`,
+        tools: [weatherTool],
+        include: ["reasoning.encrypted_content"],
+        store: false,
+        input: [
+          { role: "user", content: "Weather in Paris?" },
+          ...(first.output as ResponseInputItem[]),
+          { type: "function_call_output", call_id: "toolu_1", output: "sunny, 21C" },
+        ],
+      });
+      expect(second.output_text).toBe(TEXT);
+      const sent = JSON.stringify(lastBody(up));
+      expect(sent).toContain("sunny, 21C");
+      expect(sent).not.toContain(WHY);
+      expect(sent).not.toContain("thinking");
+    },
+  );
 });
 
 describe("OpenAI upstream specifics", () => {

@@ -4,6 +4,7 @@ import {
   ChatParamsSchema,
   type ContentPartSchema,
   type MessageSchema,
+  type ReasoningBlockSchema,
   ResponseFormat_Type,
   type ResponseFormatSchema,
   Role,
@@ -28,18 +29,23 @@ import {
   type ToolChoiceDialect,
   typeError,
 } from "../openai/parse-request.js";
+import { decodeReasoningBlocks } from "./reasoning-content.js";
 
 type JsonObject = Record<string, unknown>;
 type MessageInit = MessageInitShape<typeof MessageSchema>;
 type PartInit = MessageInitShape<typeof ContentPartSchema>;
 type ToolInit = MessageInitShape<typeof ToolSchema>;
 type ResponseFormatInit = MessageInitShape<typeof ResponseFormatSchema>;
+type ReasoningBlockInit = MessageInitShape<typeof ReasoningBlockSchema>;
 
 /**
  * What a Response object repeats of its request (the SDKs read `tools`, `tool_choice`, `text`
- * and the sampling settings back from it). Kept apart from ChatParams, which has no room for it.
+ * and the sampling settings back from it), and what else of the request shapes its output. Kept
+ * apart from ChatParams, which has no room for it.
  */
 export interface ResponsesEcho {
+  /** `include: ["reasoning.encrypted_content"]`: reasoning items carry the reasoning blocks. */
+  encrypted_reasoning: boolean;
   instructions: string | null;
   max_output_tokens: number | null;
   metadata: Record<string, unknown>;
@@ -72,7 +78,6 @@ const IGNORED_FIELDS = [
   "safety_identifier",
   "stream_options",
   "max_tool_calls",
-  "include",
   "background",
 ];
 const KNOWN_FIELDS: ReadonlySet<string> = new Set([
@@ -90,6 +95,7 @@ const KNOWN_FIELDS: ReadonlySet<string> = new Set([
   "metadata",
   "user",
   "stream",
+  "include",
   ...STATEFUL_FIELDS,
   ...IGNORED_FIELDS,
 ]);
@@ -140,7 +146,7 @@ export function parseResponsesRequest(body: unknown): ResponsesRequest {
   }
   optionalBoolean(body.background, "background");
   optionalBoolean(body.store, "store");
-  parseInclude(body.include);
+  const encryptedReasoning = parseInclude(body.include);
 
   const model = body.model;
   if (!present(model)) throw required("model");
@@ -191,6 +197,7 @@ export function parseResponsesRequest(body: unknown): ResponsesRequest {
     clientApi: "responses",
   });
   const echo: ResponsesEcho = {
+    encrypted_reasoning: encryptedReasoning,
     instructions: instructions ?? null,
     max_output_tokens: maxOutputTokens ?? null,
     metadata,
@@ -215,9 +222,11 @@ function stateless(param: string): Failure {
   );
 }
 
-function parseInclude(raw: unknown): void {
-  if (!present(raw)) return;
+/** Checks `include`; whether it asks for reasoning items' `encrypted_content`. */
+function parseInclude(raw: unknown): boolean {
+  if (!present(raw)) return false;
   if (!Array.isArray(raw)) throw typeError("include", "an array of strings");
+  let encryptedReasoning = false;
   raw.forEach((value: unknown, i) => {
     if (typeof value !== "string") throw typeError(`include[${i}]`, "a string");
     if (REFUSED_INCLUDES.has(value)) {
@@ -227,7 +236,9 @@ function parseInclude(raw: unknown): void {
         "unsupported_value",
       );
     }
+    if (value === "reasoning.encrypted_content") encryptedReasoning = true;
   });
+  return encryptedReasoning;
 }
 
 function parseInput(raw: unknown, messages: MessageInit[]): void {
@@ -244,18 +255,40 @@ function parseInput(raw: unknown, messages: MessageInit[]): void {
   if (raw.length === 0) {
     throw invalid("'input' must contain at least one item", "input", "invalid_value");
   }
+  // Reasoning blocks from `encrypted_content`, waiting for the assistant turn they stand before.
+  let pending: ReasoningBlockInit[] | undefined;
   raw.forEach((item: unknown, i) => {
-    parseItem(item, `input[${i}]`, messages);
+    const blocks = parseItem(item, `input[${i}]`, messages);
+    if (blocks !== undefined) {
+      if (blocks.length > 0) pending = pending === undefined ? blocks : [...pending, ...blocks];
+      return;
+    }
+    if (pending === undefined) return;
+    // The turn the next item opened or joined; a user or tool item here means there is none.
+    const turn = messages.at(-1);
+    if (turn?.role === Role.ASSISTANT) {
+      turn.reasoningBlocks = [...(turn.reasoningBlocks ?? []), ...pending];
+    }
+    pending = undefined;
   });
 }
 
-function parseItem(item: unknown, path: string, messages: MessageInit[]): void {
+/**
+ * Adds what an input item says to `messages`. A reasoning item adds nothing: it returns the
+ * blocks its `encrypted_content` carries (none when it has none of this gateway's), for the
+ * assistant turn that follows; every other item returns undefined.
+ */
+function parseItem(
+  item: unknown,
+  path: string,
+  messages: MessageInit[],
+): ReasoningBlockInit[] | undefined {
   if (!isObject(item)) throw typeError(path, "an object");
   const type = present(item.type) ? item.type : "message";
   switch (type) {
     case "message":
       messages.push(parseMessage(item, path));
-      return;
+      return undefined;
     case "function_call": {
       const callId = requiredString(item, "call_id", path);
       const name = requiredString(item, "name", path);
@@ -268,7 +301,7 @@ function parseItem(item: unknown, path: string, messages: MessageInit[]): void {
       } else {
         messages.push({ role: Role.ASSISTANT, toolCalls: [toolCall] });
       }
-      return;
+      return undefined;
     }
     case "function_call_output": {
       const callId = requiredString(item, "call_id", path);
@@ -281,7 +314,7 @@ function parseItem(item: unknown, path: string, messages: MessageInit[]): void {
           content: [{ part: { case: "text", value: output } }],
           contentIsText: true,
         });
-        return;
+        return undefined;
       }
       if (!Array.isArray(output)) {
         throw typeError(`${path}.output`, "a string or an array of content parts");
@@ -290,14 +323,17 @@ function parseItem(item: unknown, path: string, messages: MessageInit[]): void {
         parsePart(part, `${path}.output[${j}]`, ["input_text", "input_image", "input_file"]),
       );
       messages.push({ role: Role.TOOL, toolCallId: callId, content: parts });
-      return;
+      return undefined;
     }
-    case "reasoning":
-      // An earlier answer's reasoning, sent back as the SDKs do: no upstream here reads it.
-      return;
+    case "reasoning": {
+      // An earlier answer's reasoning, sent back as the SDKs do. Only the blocks this gateway
+      // packed into `encrypted_content` mean anything here (to Anthropic); the rest is dropped.
+      const content = item.encrypted_content;
+      return (typeof content === "string" && decodeReasoningBlocks(content)) || [];
+    }
     case "item_reference":
-      // The AI SDK refers so to an earlier answer's reasoning; dropped, like the item itself.
-      if (typeof item.id === "string" && item.id.startsWith("rs_")) return;
+      // The AI SDK refers so to an earlier answer's reasoning; dropped, like such an item.
+      if (typeof item.id === "string" && item.id.startsWith("rs_")) return [];
       throw invalid(
         `Invalid value for '${path}.type': 'item_reference' points at a stored item, and Switchyard is stateless. Send the item itself instead.`,
         `${path}.type`,

@@ -27,6 +27,7 @@ const start = {
   attempts: 1,
 };
 const echo: ResponsesEcho = {
+  encrypted_reasoning: false,
   instructions: null,
   max_output_tokens: null,
   metadata: {},

@@ -4,11 +4,13 @@ import {
   type ChatCompletion,
   type ChoiceDelta,
   FinishReason,
+  type ReasoningBlock,
   type Usage,
 } from "../../../gen/switchyard/chat/v1/chat_pb.js";
 import type { Failure } from "../../lib/errors.js";
 import { openAIError } from "../openai/errors.js";
 import type { ResponsesEcho } from "./parse-request.js";
+import { encodeReasoningBlocks } from "./reasoning-content.js";
 
 type JsonObject = Record<string, unknown>;
 
@@ -86,8 +88,12 @@ export function renderResponse(
   const reason = incompleteReason(choice?.finishReason ?? FinishReason.UNSPECIFIED);
   const itemStatus = reason === undefined ? "completed" : "incomplete";
   const output: JsonObject[] = [];
-  if (choice?.reasoning) output.push(reasoningItem(itemId("rs"), choice.reasoning));
   const message = choice?.message;
+  const blocks = echo.encrypted_reasoning ? (message?.reasoningBlocks ?? []) : [];
+  if (choice?.reasoning || blocks.length > 0) {
+    const encrypted = blocks.length > 0 ? encodeReasoningBlocks(blocks) : undefined;
+    output.push(reasoningItem(itemId("rs"), choice?.reasoning ?? "", encrypted));
+  }
   let text = "";
   for (const part of message?.content ?? []) {
     if (part.part.case === "text") text += part.part.value;
@@ -122,8 +128,11 @@ function outputText(text: string): JsonObject {
   return { type: "output_text", text, annotations: [], logprobs: [] };
 }
 
-function reasoningItem(id: string, text: string): JsonObject {
-  return { id, type: "reasoning", summary: [{ type: "summary_text", text }] };
+/** A reasoning item; `encrypted` is its `encrypted_content`, when the client asked for it. */
+function reasoningItem(id: string, text: string, encrypted?: string): JsonObject {
+  const item: JsonObject = { id, type: "reasoning", summary: [{ type: "summary_text", text }] };
+  if (encrypted !== undefined) item.encrypted_content = encrypted;
+  return item;
 }
 
 function functionCall(
@@ -146,6 +155,10 @@ interface OpenItem {
   partOpen: boolean;
   /** reasoning: the summary text; function_call: the arguments. */
   text: string;
+  /** reasoning, when the client asked for `encrypted_content`: the blocks that came with it. */
+  blocks?: ReasoningBlock[];
+  /** Their `encrypted_content`, made once for `output_item.done` and the final response. */
+  encrypted?: string;
   callId: string;
   name: string;
   done: boolean;
@@ -251,6 +264,13 @@ export class ResponseStreamRenderer {
         summary_index: 0,
         delta: d.reasoning,
       });
+    }
+    if (d.reasoningBlocks.length > 0 && this.echo.encrypted_reasoning) {
+      // A signed block completes after its text, while its reasoning item is still open; a
+      // redacted one has no text and opens an item of its own.
+      out += this.#ensure("reasoning");
+      const item = this.#current as OpenItem;
+      item.blocks = [...(item.blocks ?? []), ...d.reasoningBlocks];
     }
     if (d.content) out += this.#text("output_text", d.content);
     if (d.refusal) out += this.#text("refusal", d.refusal);
@@ -452,7 +472,8 @@ function renderItem(item: OpenItem, status: string): JsonObject {
         content: item.parts.map(renderPart),
       };
     case "reasoning":
-      return reasoningItem(item.id, item.text);
+      if (item.blocks !== undefined) item.encrypted ??= encodeReasoningBlocks(item.blocks);
+      return reasoningItem(item.id, item.text, item.encrypted);
     default:
       return functionCall(item.id, item.callId, item.name, item.text, status);
   }
