@@ -346,10 +346,19 @@ describe("one HTTP/2 connection of connect-node's", () => {
 
 describe("an upstream that answers 429", () => {
   it("reaches a gRPC client as RESOURCE_EXHAUSTED with its retry-after", async () => {
-    const client = createClient(GatewayService, createGrpcTransport({ baseUrl: gw.url }));
+    // A gateway of its own: the target is paused for the 7 s it asks, and the tests that follow
+    // need theirs.
+    const own = await startOneProcess(
+      testConfig(`
+providers: { up: { type: openai, base_url: "${upstream.url}", api_key: sk-up } }
+models: { chat: { targets: [{ provider: up, model: up-limited }] } }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+    );
+    const client = createClient(GatewayService, createGrpcTransport({ baseUrl: own.url }));
     upstream.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "7" } });
     try {
-      const err = await client.chat({ params: params() }, { headers: auth }).then(
+      const err = await client.chat({ params: params() }).then(
         () => undefined,
         (e) => ConnectError.from(e),
       );
@@ -359,6 +368,7 @@ describe("an upstream that answers 429", () => {
       expect(err?.metadata.get("x-switchyard-attempts")).toBe("1");
     } finally {
       upstream.setBehavior({ kind: "answer", text: "one two three", chunks: 3 });
+      await own.stop();
     }
   });
 });

@@ -105,6 +105,8 @@ models:
   m-openai: { targets: [{ provider: oa, model: gpt-up }] }
   m-azure: { targets: [{ provider: az, model: my-deployment }] }
   m-anthropic: { targets: [{ provider: an, model: claude-up }] }
+  # A target of its own for a 429 with Retry-After: it is paused for as long as that says.
+  m-anthropic-paused: { targets: [{ provider: an, model: claude-paused }] }
   m-gemini: { targets: [{ provider: ge, model: gemini-up }] }
 routing: { retries: 0 }
 health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
@@ -772,14 +774,18 @@ describe("errors keep each client API's envelope", () => {
   it("a 429 upstream reaches the anthropic client as a RateLimitError and the openai client as one too", async () => {
     anthropicUp.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "3" } });
     const a = await claude.messages
-      .create({ model: "m-anthropic", max_tokens: 10, messages: [{ role: "user", content: "x" }] })
+      .create({
+        model: "m-anthropic-paused",
+        max_tokens: 10,
+        messages: [{ role: "user", content: "x" }],
+      })
       .catch((e: unknown) => e);
     expect(a).toBeInstanceOf(Anthropic.RateLimitError);
     expect((a as InstanceType<typeof Anthropic.RateLimitError>).headers?.get("retry-after")).toBe(
       "3",
     );
     const o = await oai.chat.completions
-      .create({ model: "m-anthropic", messages: [{ role: "user", content: "x" }] })
+      .create({ model: "m-anthropic-paused", messages: [{ role: "user", content: "x" }] })
       .catch((e: unknown) => e);
     expect(o).toBeInstanceOf(OpenAI.RateLimitError);
     // An upstream 429 that does not say how long still reaches the client with a Retry-After.

@@ -240,6 +240,52 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
     }
   });
 
+  it("does not call a target again before its Retry-After, even when it is the only one", async () => {
+    // A gateway of its own: the pause asked for here would outlast this test.
+    const own = await startOneProcess(
+      testConfig(`
+providers:
+  pa: { type: openai, base_url: "${a.url}" }
+  pbig: { type: openai, base_url: "${big.url}" }
+models:
+  solo: { targets: [{ provider: pa, model: ma }], fallbacks: [backup] }
+  backup: { targets: [{ provider: pbig, model: m-backup }] }
+routing: { retries: 2, backoff: { base_ms: 1, max_ms: 5 } }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+    );
+    try {
+      a.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "30" } });
+      const first = await chat(own.url, { model: "solo" }, { "x-switchyard-fallbacks": "" });
+      expect(first).toMatchObject({ status: 429, attempts: "1" });
+      a.setBehavior(ok("from a"));
+      const client = new OpenAI({ baseURL: `${own.url}/v1`, apiKey: "unused", maxRetries: 0 });
+      const err = await client.chat.completions
+        .create(
+          { model: "solo", messages: [{ role: "user", content: "hi" }] },
+          { headers: { "x-switchyard-fallbacks": "" } },
+        )
+        .catch((e: unknown) => e);
+      // The pause is answered here, as the target would answer, with what is left of it.
+      expect(err).toBeInstanceOf(OpenAI.RateLimitError);
+      const e = err as InstanceType<typeof OpenAI.RateLimitError>;
+      expect(e.code).toBe("rate_limit_exceeded");
+      const retryAfter = Number(e.headers?.get("retry-after"));
+      expect(retryAfter).toBeGreaterThan(20);
+      expect(retryAfter).toBeLessThanOrEqual(30);
+      expect(posts(a)).toBe(1);
+      // A fallback that is not paused still answers.
+      expect(await chat(own.url, { model: "solo" })).toMatchObject({
+        status: 200,
+        text: "from big",
+        attempts: "1",
+      });
+      expect(posts(a)).toBe(1);
+    } finally {
+      await own.stop();
+    }
+  });
+
   it("answers the soonest Retry-After when every target is rate limiting", async () => {
     // A gateway of its own: the pauses these answers ask for would outlast this test.
     const own = await startOneProcess(

@@ -43,6 +43,12 @@ export class CircuitBreakers {
     return s.kind === "half-open" || this.now() < s.until;
   }
 
+  /** How much longer a Retry-After pause keeps calls from this target; 0 when it is not paused. */
+  pausedMs(provider: string, model: string): number {
+    const s = this.states.get(targetKey(provider, model));
+    return s?.kind === "paused" ? Math.max(0, s.until - this.now()) : 0;
+  }
+
   onSuccess(provider: string, model: string): void {
     this.states.delete(targetKey(provider, model));
   }

@@ -282,7 +282,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         }
         if (attempt >= maxAttempts) break; // before the next pull, which could claim a trial
       }
-      throw (last ?? unsupported ?? noTarget()).toConnectError();
+      throw (last ?? unsupported ?? pausedFailure(plan, breakers) ?? noTarget()).toConnectError();
     } catch (err) {
       // The ingress logs how many attempts a failed request made; a context-window fallback's
       // own attempts (the recursion above) are already counted in what it threw.
@@ -969,7 +969,9 @@ async function sleepBackoff(
 
 /**
  * Targets in plan order whose breaker lets a call through (claiming a half-open trial only when
- * the target is reached). If every breaker refuses, the first planned target is the last resort.
+ * the target is reached). If every breaker refuses, the first planned target that is not in a
+ * Retry-After pause is the last resort: a target that said when to come back is not called
+ * before then (see pausedFailure).
  */
 function* candidates(
   plan: PlannedTarget[],
@@ -988,7 +990,12 @@ function* candidates(
       yield p;
     }
     if (any) continue;
-    if (pass === 0 && plan[0]) yield plan[0];
+    if (pass === 0) {
+      const lastResort = plan.find(
+        (p) => !passedOver.has(p) && breakers.pausedMs(p.target.provider, p.target.model) === 0,
+      );
+      if (lastResort) yield lastResort;
+    }
     return;
   }
 }
@@ -1136,6 +1143,31 @@ function countAttempts(err: unknown, attempts: number): unknown {
       (d.value as UpstreamError).attempts += attempts;
   }
   return err;
+}
+
+/**
+ * The answer when every target is in a Retry-After pause and none was called: a 429 naming the
+ * soonest end of a pause, as the targets themselves would answer; undefined if one is not paused.
+ */
+function pausedFailure(plan: PlannedTarget[], breakers: CircuitBreakers): Failure | undefined {
+  let soonest: PlannedTarget | undefined;
+  let soonestMs = Number.POSITIVE_INFINITY;
+  for (const p of plan) {
+    const ms = breakers.pausedMs(p.target.provider, p.target.model);
+    if (ms === 0) return undefined;
+    if (ms < soonestMs) {
+      soonest = p;
+      soonestMs = ms;
+    }
+  }
+  if (!soonest) return undefined;
+  return new Failure({
+    status: 429,
+    kind: "rate_limited",
+    retryAfterMs: Math.ceil(soonestMs),
+    provider: soonest.target.provider,
+    message: `provider ${soonest.target.provider} is rate limiting the gateway: it asked for a pause that ends in ${Math.ceil(soonestMs / 1000)} s`,
+  });
 }
 
 function noTarget(): Failure {
