@@ -335,6 +335,19 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
     expect((big.requests.at(-1)?.body as { model?: string } | undefined)?.model).toBe("m-large");
   });
 
+  it("counts the refused call and the bigger model's failed ones when the fallback fails too", async () => {
+    a.setBehavior({
+      kind: "error",
+      status: 400,
+      body: { error: { message: "too long", code: "context_length_exceeded", param: "messages" } },
+    });
+    big.setBehavior({ kind: "error", status: 500 });
+    const r = await chat(gw.url, { model: "small" });
+    // One call refused by the window, then the bigger model's first try and its two retries.
+    expect(r).toMatchObject({ status: 502, attempts: "4" });
+    expect(posts(a) + posts(big)).toBe(4);
+  });
+
   it("refuses a whole answer larger than a held answer may be, rather than run out of memory", async () => {
     // 9 Mi characters in 64 chunks: past the 8 Mi a non-streamed answer may hold.
     b.setBehavior({ kind: "answer", text: "x".repeat(9 * 1024 * 1024), chunks: 64 });

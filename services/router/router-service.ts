@@ -249,9 +249,10 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
                 "context window exceeded; falling back",
               );
               // The fallback's attempts are numbered on from this model's, so an answer it
-              // gives reports every upstream call the request made.
+              // gives reports every upstream call the request made; awaited, so that a failure
+              // it throws gets this model's attempts added below, as its answer does.
               const before = attempt;
-              return openWithRetries(
+              return await openWithRetries(
                 bigger,
                 request,
                 { ...hints, fallbacks: [] },
@@ -285,7 +286,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       throw (last ?? unsupported ?? pausedFailure(plan, breakers) ?? noTarget()).toConnectError();
     } catch (err) {
       // The ingress logs how many attempts a failed request made; a context-window fallback's
-      // own attempts (the recursion above) are already counted in what it threw.
+      // failure (the recursion above) counted its own attempts, and this adds the ones before.
       throw countAttempts(err, attempt);
     }
   }
