@@ -348,6 +348,46 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
     expect(posts(a) + posts(big)).toBe(4);
   });
 
+  it("holds a context-window fallback to the request's total_ms, not a fresh one", async () => {
+    const own = await startOneProcess(
+      testConfig(`
+providers:
+  pa: { type: openai, base_url: "${a.url}" }
+  pbig: { type: openai, base_url: "${big.url}" }
+models:
+  small: { targets: [{ provider: pa, model: m-small }], context_window_fallbacks: [large] }
+  large: { targets: [{ provider: pbig, model: m-large }] }
+routing:
+  retries: 0
+  timeouts: { first_token_ms: 1000, idle_ms: 1000, total_ms: 1000 }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+    );
+    try {
+      // The window's refusal takes half the request's time; the bigger model never answers.
+      a.setBehavior({
+        kind: "raw",
+        status: 400,
+        headers: { "content-type": "application/json" },
+        chunkDelayMs: 500,
+        chunks: [
+          JSON.stringify({ error: { message: "too long", code: "context_length_exceeded" } }),
+        ],
+      });
+      big.setBehavior({ kind: "hang" });
+      const started = Date.now();
+      const r = await chat(own.url, { model: "small" });
+      expect(r).toMatchObject({ status: 504, attempts: "2" });
+      // The client is told of the limit it has (1000 ms, less the time to reach the router),
+      // not of what was left when the fallback began.
+      const limit = Number(/within (\d+) ms/.exec(r.error ?? "")?.[1]);
+      expect(limit).toBeGreaterThan(900);
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      await own.stop();
+    }
+  });
+
   it("refuses a whole answer larger than a held answer may be, rather than run out of memory", async () => {
     // 9 Mi characters in 64 chunks: past the 8 Mi a non-streamed answer may hold.
     b.setBehavior({ kind: "answer", text: "x".repeat(9 * 1024 * 1024), chunks: 64 });

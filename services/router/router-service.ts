@@ -195,14 +195,10 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     context: RequestContext,
     openOne: (p: PlannedTarget, attempt: number, deadline: Deadline) => Promise<T>,
     seenModels: ReadonlySet<string> = new Set([model]),
+    /** The request's deadline, when this is a context-window fallback: it does not start over. */
+    given?: Deadline,
   ): Promise<T> {
-    const clientMs = ctx.timeoutMs() ?? Number.POSITIVE_INFINITY;
-    const deadline: Deadline = {
-      // Our own timer fires a little before the caller's deadline, so the client hears which
-      // timeout it was rather than a bare "deadline exceeded".
-      at: Date.now() + Math.min(timeouts.total_ms, clientMs - DEADLINE_MARGIN_MS),
-      ms: Math.min(timeouts.total_ms, clientMs),
-    };
+    const deadline = given ?? requestDeadline(ctx);
     const plan = planFor(model, hints, request);
     const maxAttempts = retries + 1;
     if (connectors.size === 0 && Date.now() - startedAt < JOIN_GRACE_MS) {
@@ -260,6 +256,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
                 context,
                 (q, n, d) => openOne(q, before + n, d),
                 new Set([...seenModels, bigger]),
+                deadline,
               );
             }
             if (err instanceof PassedOver) {
@@ -289,6 +286,17 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       // failure (the recursion above) counted its own attempts, and this adds the ones before.
       throw countAttempts(err, attempt);
     }
+  }
+
+  /** When the request must be answered: `total_ms` from now, or the caller's deadline if sooner. */
+  function requestDeadline(ctx: HandlerContext): Deadline {
+    const clientMs = ctx.timeoutMs() ?? Number.POSITIVE_INFINITY;
+    return {
+      // Our own timer fires a little before the caller's deadline, so the client hears which
+      // timeout it was rather than a bare "deadline exceeded".
+      at: Date.now() + Math.min(timeouts.total_ms, clientMs - DEADLINE_MARGIN_MS),
+      ms: Math.min(timeouts.total_ms, clientMs),
+    };
   }
 
   /** The request's targets in the order to try them (a helper: see Unsent). */
