@@ -953,7 +953,7 @@ function timeoutFailure(
   });
 }
 
-/** Exponential backoff with full jitter, at least as long as the upstream's Retry-After. */
+/** Exponential backoff with jitter (half of it random); a Retry-After pauses its target instead. */
 async function sleepBackoff(
   attempt: number,
   baseMs: number,
