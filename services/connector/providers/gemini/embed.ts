@@ -7,7 +7,7 @@ import {
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import { Failure } from "../../../lib/errors.js";
 import { makeMessage } from "../../../lib/hop/codec.js";
-import { isRecord } from "../json-object.js";
+import { isRecord, parseObject } from "../json-object.js";
 import { records } from "./from-response.js";
 import { geminiModelName } from "./to-request.js";
 import type { GeminiBatchEmbedContentsRequest, GeminiEmbedContentRequest } from "./wire.js";
@@ -26,7 +26,7 @@ export function toGeminiEmbedRequest(
   params: EmbedParams,
   model: string,
 ): GeminiBatchEmbedContentsRequest {
-  const extras = parseExtras(params.extraJson);
+  const extras = parseObject(params.extraJson, "extra_json");
   const taskType = extras.taskType ?? extras.task_type;
   const title = extras.title;
   return {
@@ -80,25 +80,6 @@ export function fromGeminiEmbedResponse(
     upstreamModel: options.model,
     provider: options.provider,
   });
-}
-
-function parseExtras(text: string): Record<string, unknown> {
-  if (text === "") return {};
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    value = undefined;
-  }
-  if (!isRecord(value)) {
-    throw new Failure({
-      status: 400,
-      kind: "invalid_request",
-      param: "extra_json",
-      message: "extra_json must be a JSON object",
-    });
-  }
-  return value;
 }
 
 /** The answers to consecutive batches of one request's inputs, as one answer in input order. */
