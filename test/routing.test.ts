@@ -517,3 +517,96 @@ tenants:
     expect(Number(res.headers["x-switchyard-cost-usd"])).toBeCloseTo((p * 1000 + c * 2000) / 1e6);
   });
 });
+
+describe("a tenant's model allow-list", () => {
+  const LIMITED = "sk-routing-limited";
+  const OPEN = "sk-routing-unlimited";
+  let tenantGw: RunningFabric;
+
+  beforeAll(async () => {
+    tenantGw = await startOneProcess(
+      testConfig(`
+providers:
+  pa: { type: openai, base_url: "${a.url}" }
+  pb: { type: openai, base_url: "${b.url}" }
+  pbig: { type: openai, base_url: "${big.url}" }
+models:
+  cheap:
+    targets: [{ provider: pa, model: ma }]
+    fallbacks: [premium, cheap-backup]
+    context_window_fallbacks: [premium]
+  cheap-backup:
+    targets: [{ provider: pb, model: mb }]
+  premium:
+    targets: [{ provider: pbig, model: m-premium, price: { input: 1000, output: 1000 } }]
+routing:
+  retries: 2
+  backoff: { base_ms: 1, max_ms: 5 }
+  circuit_breaker: { consecutive_failures: 1000, cooldown_ms: 1000 }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+tenants:
+  limited: { keys: ["${hashKey(LIMITED)}"], models: [cheap, cheap-backup] }
+  unlimited: { keys: ["${hashKey(OPEN)}"] }
+`),
+    );
+  });
+  afterAll(() => tenantGw?.stop());
+
+  const client = (key: string) =>
+    new OpenAI({ baseURL: `${tenantGw.url}/v1`, apiKey: key, maxRetries: 0 });
+  const ask = (key: string) =>
+    client(key)
+      .chat.completions.create({ model: "cheap", messages: [{ role: "user", content: "hi" }] })
+      .withResponse();
+
+  it("holds for the model's configured fallbacks: one outside it never answers", async () => {
+    a.setBehavior({ kind: "error", status: 503 });
+    const { data, response } = await ask(LIMITED);
+    // premium comes first in the model's fallbacks, but not for this tenant.
+    expect(data.choices[0]?.message.content).toBe("from b");
+    expect(response.headers.get("x-switchyard-provider")).toBe("pb");
+    expect(posts(big)).toBe(0);
+
+    b.setBehavior({ kind: "error", status: 503 });
+    await expect(ask(LIMITED)).rejects.toBeInstanceOf(OpenAI.InternalServerError);
+    expect(posts(big)).toBe(0);
+    // A tenant without an allow-list does get the fallback.
+    expect((await ask(OPEN)).data.choices[0]?.message.content).toBe("from big");
+  });
+
+  it("holds for a context-window fallback: the window's refusal is the answer", async () => {
+    // cheap-backup, down, cannot answer in the window's place either.
+    b.setBehavior({ kind: "error", status: 503 });
+    a.setBehavior({
+      kind: "error",
+      status: 400,
+      body: {
+        error: {
+          message: "This model's maximum context length is 8192 tokens.",
+          type: "invalid_request_error",
+          param: "messages",
+          code: "context_length_exceeded",
+        },
+      },
+    });
+    const refused = await ask(LIMITED).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((refused as InstanceType<typeof OpenAI.BadRequestError>).code).toBe(
+      "context_length_exceeded",
+    );
+    expect(posts(big)).toBe(0);
+    expect((await ask(OPEN)).data.choices[0]?.message.content).toBe("from big");
+  });
+
+  it("holds for embeddings", async () => {
+    a.setBehavior({ kind: "error", status: 503 });
+    b.setBehavior({ kind: "error", status: 503 });
+    await expect(
+      client(LIMITED).embeddings.create({ model: "cheap", input: "hi" }),
+    ).rejects.toBeInstanceOf(OpenAI.InternalServerError);
+    expect(posts(big)).toBe(0);
+    const open = await client(OPEN).embeddings.create({ model: "cheap", input: "hi" });
+    expect(open.data).toHaveLength(1);
+    expect(posts(big)).toBe(1);
+  });
+});

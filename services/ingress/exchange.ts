@@ -41,6 +41,7 @@ import {
   answerPrice,
   estimateChat,
   estimateEmbed,
+  type Reach,
   tokensOfText,
   worstCaseCost,
 } from "./limits/estimate.js";
@@ -321,6 +322,11 @@ export class ChatExchange {
     return this.hints?.hasFallbacks ? this.hints.fallbacks : undefined;
   }
 
+  /** Which other models may answer, for pricing: the client's fallbacks, within the allow-list. */
+  private get reach(): Reach {
+    return { fallbacks: this.clientFallbacks, allowed: this.caller.models };
+  }
+
   /**
    * Sends the request to the router and waits for the first chunk. Throws a Failure. `call`
    * cancels the request (its client left, or a shutdown cut it: see failureOf()).
@@ -349,7 +355,7 @@ export class ChatExchange {
     if (this.caller.tenant) {
       const reservation = await this.deps.limiter.admit(this.caller.tenant, this.caller.keyHash, {
         tokens: this.estimate.prompt + this.estimate.completion,
-        usd: worstCaseCost(config, request.model, this.estimate, this.clientFallbacks),
+        usd: worstCaseCost(config, request.model, this.estimate, this.reach),
       });
       if (this.finished) {
         // The request ended while it waited to be admitted (a gRPC client that cancelled, whose
@@ -435,7 +441,7 @@ export class ChatExchange {
     this.provider = start.provider;
     this.upstreamModel = start.upstreamModel;
     this.attempts = start.attempts;
-    this.price = answerPrice(this.deps.config, this.params.model, start, this.clientFallbacks);
+    this.price = answerPrice(this.deps.config, this.params.model, start, this.reach);
     if (this.params.stream) {
       this.streaming = true;
       this.metrics.openStreams[this.api].inc();
@@ -736,7 +742,12 @@ export async function runEmbed(
     if (tenant) {
       reservation = await deps.limiter.admit(tenant, caller.keyHash, {
         tokens: estimate,
-        usd: worstCaseCost(deps.config, params.model, { prompt: estimate, completion: 0 }),
+        usd: worstCaseCost(
+          deps.config,
+          params.model,
+          { prompt: estimate, completion: 0 },
+          { allowed: caller.models },
+        ),
       });
     }
     const res = await deps.router.embed(
@@ -753,7 +764,7 @@ export async function runEmbed(
     if (!res.result)
       throw new Failure({ status: 502, kind: "upstream_error", message: "empty answer" });
     result = res.result;
-    price = answerPrice(deps.config, params.model, result);
+    price = answerPrice(deps.config, params.model, result, { allowed: caller.models });
     prompt = result.usage?.promptTokens || estimate;
     if (params.tokenInputs.length > 0 && !result.usage?.promptTokens) {
       // An upstream that reports no usage embedded exactly the tokens sent: the client hears so.

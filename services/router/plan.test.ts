@@ -85,6 +85,20 @@ describe("planTargets", () => {
     expect(names(plan)).toEqual(["main:a/a1", "main:b/b1", "backup:c/c1", "backup:a/a2"]);
   });
 
+  it("skips fallbacks outside the tenant's allow-list, configured or the request's", () => {
+    const allowed = new Set(["main", "other"]);
+    expect(names(planTargets(config, "main", { allowed }, everyTarget, strategies))).toEqual([
+      "main:a/a1",
+      "main:b/b1",
+    ]);
+    const named = { allowed, fallbacks: ["backup", "other"] };
+    expect(names(planTargets(config, "main", named, everyTarget, strategies))).toEqual([
+      "main:a/a1",
+      "main:b/b1",
+      "other:b/b2",
+    ]);
+  });
+
   it("keeps only the hinted provider's targets, across fallbacks too", () => {
     const plan = planTargets(config, "main", { provider: "a" }, everyTarget, strategies);
     expect(names(plan)).toEqual(["main:a/a1", "backup:a/a2"]);

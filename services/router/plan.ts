@@ -13,13 +13,18 @@ export interface PlanHints {
   provider?: string | undefined;
   /** Replaces the model's configured fallbacks. */
   fallbacks?: string[] | undefined;
+  /**
+   * The models the request's tenant may use (its `models`), when it has such a list: a fallback
+   * outside it is skipped, or a tenant would be answered by a model it is not allowed.
+   */
+  allowed?: ReadonlySet<string> | undefined;
   /** What the request asks for, for strategies that weigh it (lowest-cost). */
   request?: RequestParams | undefined;
 }
 
 /**
- * The order in which targets are tried: the model's targets, then each fallback model's, each
- * model's in the order its strategy gives for this request. Unusable targets (shared health says
+ * The order in which targets are tried: the model's targets, then each fallback model's that the
+ * tenant may use, each model's in the order its strategy gives for this request. Unusable targets (shared health says
  * down, or the local breaker is open) move to the end rather than out, so that when everything
  * looks unhealthy the least-bad one is still tried instead of refusing outright.
  */
@@ -40,6 +45,7 @@ export function planTargets(
   for (const name of chain) {
     if (seen.has(name)) continue;
     seen.add(name);
+    if (name !== modelName && hints.allowed && !hints.allowed.has(name)) continue;
     const m = config.models[name];
     if (!m) continue; // request-level fallbacks may name unknown models; config ones are validated
     for (const target of strategies.order(name, m, hints.request)) {

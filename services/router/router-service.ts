@@ -123,6 +123,16 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     ["model", "provider", "target", "outcome"],
   );
   const targets = distinctTargets(config);
+  // Each tenant's `models`, by tenant name (the ingress names the tenant in the request's
+  // context): a fallback, configured or context-window, must be one of them too.
+  const allowLists = new Map<string, ReadonlySet<string>>();
+  for (const [tenant, t] of Object.entries(config.tenants ?? {})) {
+    if (t.models) allowLists.set(tenant, new Set(t.models));
+  }
+  const hintsFor = (h: RoutingHints | undefined, context: RequestContext): PlanHints => ({
+    ...planHints(h),
+    allowed: allowLists.get(context.tenant),
+  });
   observedGauge(
     deps.registry,
     "switchyard_router_circuit_state",
@@ -239,7 +249,12 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
             if (err instanceof ContextWindowExceeded) {
               // A bigger window is the only fix: go to the model configured for that, once.
               const bigger = config.models[p.model]?.context_window_fallbacks[0];
-              if (!bigger || seenModels.has(bigger)) throw err.failure.toConnectError();
+              if (
+                !bigger ||
+                seenModels.has(bigger) ||
+                (hints.allowed && !hints.allowed.has(bigger))
+              )
+                throw err.failure.toConnectError();
               requestLogger(deps.logger, context).info(
                 { model: p.model, fallback: bigger },
                 "context window exceeded; falling back",
@@ -314,7 +329,8 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
 
   function chat(req: ChatRequest, ctx: HandlerContext): AsyncIterableIterator<ChatResponse> {
     if (!req.params) throw new ConnectError("params are required", Code.InvalidArgument);
-    return new ChatAnswer(new Unsent(req.params), nextHop(req.context), planHints(req.hints), ctx);
+    const context = nextHop(req.context);
+    return new ChatAnswer(new Unsent(req.params), context, hintsFor(req.hints, context), ctx);
   }
 
   /**
@@ -450,7 +466,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     return openWithRetries(
       params.model,
       new Unsent(params),
-      planHints(req.hints),
+      hintsFor(req.hints, context),
       ctx,
       context,
       (p, attempt, deadline) =>

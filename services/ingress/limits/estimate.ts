@@ -51,25 +51,34 @@ export function estimateEmbed(params: EmbedParams): number {
   return tokensOfText(params.inputs.reduce((sum, input) => sum + input.length, 0));
 }
 
+/** What decides which models may answer a request besides the one it names. */
+export interface Reach {
+  /** The fallbacks the client named in place of the configured ones, if it did. */
+  fallbacks?: readonly string[] | undefined;
+  /** The caller's allow-list, if it has one: no other model answers it (the router skips them). */
+  allowed?: ReadonlySet<string> | undefined;
+}
+
 /**
  * The targets a request for `model` may be answered by, as the router plans them: its own, then
  * its fallbacks' (the client's, when it named them, else the configured ones), and for each of
- * those models the one its context window overflows to (`context_window_fallbacks`), in turn.
+ * those models the one its context window overflows to (`context_window_fallbacks`), in turn;
+ * of these, only the models the caller may use.
  */
-function candidates(
-  config: Config,
-  model: string,
-  fallbacks: readonly string[] | undefined,
-): TargetConfig[] {
+function candidates(config: Config, model: string, reach: Reach): TargetConfig[] {
   const m = config.models[model];
   if (!m) return [];
-  const names = new Set([model, ...(fallbacks ?? m.fallbacks)]);
+  const { allowed } = reach;
+  const names = new Set([model, ...(reach.fallbacks ?? m.fallbacks)]);
   // A Set's iteration visits what is added during it.
   for (const name of names) {
+    if (name !== model && allowed && !allowed.has(name)) continue;
     const bigger = config.models[name]?.context_window_fallbacks[0];
     if (bigger) names.add(bigger);
   }
-  return [...names].flatMap((name) => config.models[name]?.targets ?? []);
+  return [...names]
+    .filter((name) => name === model || !allowed || allowed.has(name))
+    .flatMap((name) => config.models[name]?.targets ?? []);
 }
 
 /** The most a request could cost on any of its candidate targets (0 when none has a price). */
@@ -77,10 +86,10 @@ export function worstCaseCost(
   config: Config,
   model: string,
   usage: TokenUsage,
-  fallbacks?: readonly string[],
+  reach: Reach = {},
 ): number {
   let worst = 0;
-  for (const target of candidates(config, model, fallbacks)) {
+  for (const target of candidates(config, model, reach)) {
     const price = priceFor(target);
     if (price) worst = Math.max(worst, costUsd(price, usage));
   }
@@ -96,10 +105,10 @@ export function answerPrice(
   config: Config,
   model: string,
   answeredBy: { provider: string; upstreamModel: string },
-  fallbacks?: readonly string[],
+  reach: Reach = {},
 ): Price | undefined {
   let byProvider: TargetConfig | undefined;
-  for (const t of candidates(config, model, fallbacks)) {
+  for (const t of candidates(config, model, reach)) {
     if (t.provider !== answeredBy.provider) continue;
     if (t.model === answeredBy.upstreamModel) return priceFor(t);
     byProvider ??= t;
