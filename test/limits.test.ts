@@ -469,12 +469,29 @@ ${redis}
 
 /**
  * A TCP proxy to the test Redis that holds each command `delayMs` before passing it on, so a
- * client can leave while its admission is still under way.
+ * client can leave while its admission is still under way; `cut()` drops every connection and
+ * refuses new ones until `heal()`, as a network partition would.
  */
 async function slowRedisProxy() {
   const sockets = new Set<net.Socket>();
-  const proxy = { delayMs: 0, url: "", close: async () => {} };
+  let partitioned = false;
+  const proxy = {
+    delayMs: 0,
+    url: "",
+    close: async () => {},
+    cut() {
+      partitioned = true;
+      for (const s of sockets) s.destroy();
+    },
+    heal() {
+      partitioned = false;
+    },
+  };
   const server = net.createServer((client) => {
+    if (partitioned) {
+      client.destroy();
+      return;
+    }
     const upstream = net.connect(6379, "127.0.0.1");
     for (const s of [client, upstream]) {
       sockets.add(s);
@@ -537,6 +554,52 @@ ${redisSection("fail_closed", proxy.url)}
       expect(status).toBe("admitted");
     } finally {
       await replica.fabric.stop(1000);
+      await proxy.close();
+    }
+  });
+});
+
+describe("a replica cut off from Redis while its requests end", () => {
+  it("settles them once Redis is back: their slots free and only what they used is charged", async () => {
+    const proxy = await slowRedisProxy();
+    const key = "sk-test-partition";
+    const tenants = `
+providers: { slow: { type: mock, tokens: 40, token_interval_ms: 50 } }
+models: { slow: { targets: [{ provider: slow, model: mock-slow }] } }
+tenants: { t: { keys: ["${hashKey(key)}"], limits: { concurrency: 1, daily_tokens: 1000000 } } }
+admin: { keys: ["${hashKey(KEYS.admin)}"] }
+`;
+    const redis = redisSection("fail_open");
+    const cutOff = await startReplica(
+      testConfig(`${tenants}${redis.replace("redis://127.0.0.1:6379", proxy.url)}`),
+      capturingLogger([]),
+    );
+    const other = await startReplica(testConfig(`${tenants}${redis}`), capturingLogger([]));
+    try {
+      const answer = call(cutOff.url, key, { model: "slow", stream: true, max_tokens: 5000 });
+      // Admitted: its slot and its estimate (max_tokens and the prompt) are counted.
+      expect(
+        await eventually(
+          () => usageOf(other.url, "t", "daily_tokens"),
+          (v) => (v ?? 0) > 5000,
+        ),
+      ).toBeGreaterThan(5000);
+      proxy.cut();
+      expect((await answer).status).toBe(200);
+      proxy.heal();
+      // Left unsettled, the slot stays taken until its lease lapses (30 s) and the day keeps
+      // the 5,000-token estimate; settled, the day counts the prompt and 40 tokens.
+      const used = await eventually(
+        () => usageOf(other.url, "t", "daily_tokens"),
+        (v) => (v ?? 0) < 100,
+        10_000,
+      );
+      expect(used).toBeLessThan(100);
+      expect(await usageOf(other.url, "t", "concurrency")).toBe(0);
+      expect((await call(other.url, key, { model: "slow", max_tokens: 1 })).status).toBe(200);
+    } finally {
+      await cutOff.fabric.stop(1000);
+      await other.fabric.stop(1000);
       await proxy.close();
     }
   });

@@ -59,6 +59,11 @@ const SETTLE_SCRIPT = script(SETTLE);
 const PEEK_SCRIPT = script(PEEK);
 const CANCEL_SCRIPT = script(CANCEL);
 
+/** How ioredis refuses a command it never sent (disconnected, and no offline queue). */
+const NOT_SENT = "Stream isn't writeable";
+/** Settlements kept while Redis cannot be reached, at most; past it the oldest are dropped. */
+const MAX_UNSENT_SETTLEMENTS = 10_000;
+
 /** A counted reservation this replica still holds: its lease is renewed until it settles. */
 interface Live {
   reservation: Reservation;
@@ -87,6 +92,13 @@ export async function createRedisLimiter(opts: RedisLimiterOptions): Promise<Lim
   });
   const report = throttledReporter(logger, errors);
   let lost = false;
+  let closed = false;
+  // Settlements of requests that ended while Redis could not be reached, sent once it is back:
+  // else a network partition would leave their slots taken until the leases lapse, and their
+  // estimates (max_tokens, the dearest target's price) charged to the day's and month's budgets.
+  // Only calls never sent are kept; one that timed out may still run, and must not run twice.
+  const unsent: Array<{ keys: string[]; args: string[] }> = [];
+  let sending = false;
   redis.on("error", (err: Error) => {
     lost = true;
     report("connection", err);
@@ -94,12 +106,12 @@ export async function createRedisLimiter(opts: RedisLimiterOptions): Promise<Lim
   redis.on("ready", () => {
     if (lost) logger.info("redis for tenant limits is reachable again");
     lost = false;
+    void sendUnsent();
   });
   // Startup does not wait for an unreachable Redis: requests meanwhile follow on_error.
   await redis.connect().catch(() => {});
 
   const live = new Map<string, Live>();
-  let closed = false;
 
   const renewal = setInterval(() => void renew(), Math.max(50, Math.floor(leaseMs / 3)));
   renewal.unref();
@@ -267,24 +279,55 @@ export async function createRedisLimiter(opts: RedisLimiterOptions): Promise<Lim
     const tokenDelta =
       Math.max(0, Math.ceil(usage.tokens)) - Math.max(0, Math.ceil(reservation.estimate.tokens));
     const microDelta = toMicroUsd(costUsd) - toMicroUsd(reservation.estimate.usd);
+    const settlement = {
+      keys: held.subjects.flatMap((s) => keysOf(s, reservation.at)),
+      args: [
+        String(now),
+        reservation.id,
+        String(tokenDelta),
+        String(microDelta),
+        String(WINDOW_MS),
+        String(Math.floor(reservation.at / 1000)),
+        String(held.subjects.length),
+        ...held.subjects.flatMap(limitArgs),
+      ],
+    };
     try {
-      await run(
-        SETTLE_SCRIPT,
-        held.subjects.flatMap((s) => keysOf(s, reservation.at)),
-        [
-          String(now),
-          reservation.id,
-          String(tokenDelta),
-          String(microDelta),
-          String(WINDOW_MS),
-          String(Math.floor(reservation.at / 1000)),
-          String(held.subjects.length),
-          ...held.subjects.flatMap(limitArgs),
-        ],
-      );
+      await run(SETTLE_SCRIPT, settlement.keys, settlement.args);
     } catch (err) {
-      // The lease lapses on its own; only the usage correction is lost.
       report("settle", err);
+      if (notSent(err)) keep(settlement);
+      // Otherwise the call may yet run; if it does not, the lease lapses on its own and only
+      // the usage correction is lost.
+    }
+  }
+
+  function keep(settlement: { keys: string[]; args: string[] }) {
+    if (closed) return;
+    if (unsent.length >= MAX_UNSENT_SETTLEMENTS) unsent.shift();
+    unsent.push(settlement);
+  }
+
+  /** Sends the settlements kept while Redis was unreachable, oldest first. */
+  async function sendUnsent() {
+    if (sending) return;
+    sending = true;
+    try {
+      let settlement = unsent.shift();
+      while (settlement && !closed) {
+        try {
+          await run(SETTLE_SCRIPT, settlement.keys, settlement.args);
+        } catch (err) {
+          report("settle", err);
+          if (notSent(err)) {
+            unsent.unshift(settlement); // gone again: the next "ready" goes on from here
+            return;
+          }
+        }
+        settlement = unsent.shift();
+      }
+    } finally {
+      sending = false;
     }
   }
 
@@ -343,6 +386,10 @@ export async function createRedisLimiter(opts: RedisLimiterOptions): Promise<Lim
   }
 
   return { backend: "redis", admit, settle, usage, close };
+}
+
+function notSent(err: unknown): boolean {
+  return err instanceof Error && err.message.startsWith(NOT_SENT);
 }
 
 /**
