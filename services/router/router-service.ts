@@ -129,10 +129,6 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
   for (const [tenant, t] of Object.entries(config.tenants ?? {})) {
     if (t.models) allowLists.set(tenant, new Set(t.models));
   }
-  const hintsFor = (h: RoutingHints | undefined, context: RequestContext): PlanHints => ({
-    ...planHints(h),
-    allowed: allowLists.get(context.tenant),
-  });
   observedGauge(
     deps.registry,
     "switchyard_router_circuit_state",
@@ -330,7 +326,12 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
   function chat(req: ChatRequest, ctx: HandlerContext): AsyncIterableIterator<ChatResponse> {
     if (!req.params) throw new ConnectError("params are required", Code.InvalidArgument);
     const context = nextHop(req.context);
-    return new ChatAnswer(new Unsent(req.params), context, hintsFor(req.hints, context), ctx);
+    return new ChatAnswer(
+      new Unsent(req.params),
+      context,
+      planHints(req.hints, allowLists.get(context.tenant)),
+      ctx,
+    );
   }
 
   /**
@@ -466,7 +467,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     return openWithRetries(
       params.model,
       new Unsent(params),
-      hintsFor(req.hints, context),
+      planHints(req.hints, allowLists.get(context.tenant)),
       ctx,
       context,
       (p, attempt, deadline) =>
@@ -1139,9 +1140,12 @@ function upstreamRequest(
   );
 }
 
-/** The per-request overrides a client sent, as the planner takes them. */
-function planHints(h: RoutingHints | undefined): PlanHints {
-  return { provider: h?.provider, fallbacks: h?.hasFallbacks ? h.fallbacks : undefined };
+/** The per-request overrides a client sent, and its tenant's allow-list, as the planner takes them. */
+function planHints(
+  h: RoutingHints | undefined,
+  allowed: ReadonlySet<string> | undefined,
+): PlanHints {
+  return { provider: h?.provider, fallbacks: h?.hasFallbacks ? h.fallbacks : undefined, allowed };
 }
 
 /**
