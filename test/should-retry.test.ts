@@ -1,6 +1,7 @@
 import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { hashKey } from "../services/lib/config/keys.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
 import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
 
@@ -64,5 +65,86 @@ describe("x-should-retry after the gateway's own attempts", () => {
       .catch((e: unknown) => e);
     expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(404);
     expect((err as InstanceType<typeof OpenAI.APIError>).headers?.get("x-should-retry")).toBeNull();
+  });
+});
+
+describe("x-should-retry on a limit's 429", () => {
+  // A spent budget comes back at the next UTC day or month: the SDKs wait out a Retry-After only
+  // below a minute, and past it would retry twice at once into the same refusal.
+  const BUDGET_KEY = "sk-budget";
+  const RPM_KEY = "sk-rpm";
+  let limited: RunningFabric;
+  let calls = 0;
+  /** The SDKs' fetch, counting the requests they send to the gateway. */
+  const counting: typeof fetch = (input, init) => {
+    calls++;
+    return fetch(input, init);
+  };
+
+  beforeAll(async () => {
+    limited = await startOneProcess(
+      testConfig(`
+providers:
+  local: { type: openai, base_url: "${up.url}" }
+models:
+  m: { targets: [{ provider: local, model: m }] }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+tenants:
+  budget: { keys: ["${hashKey(BUDGET_KEY)}"], limits: { daily_tokens: 1 } }
+  rate: { keys: ["${hashKey(RPM_KEY)}"], limits: { rpm: 1 } }
+`),
+    );
+    up.setBehavior({ kind: "answer", text: "fine" });
+  });
+
+  afterAll(async () => {
+    up.setBehavior({ kind: "error", status: 500 });
+    await limited?.stop();
+  });
+
+  it("stops the SDKs' retries into a spent daily budget: one request each, not three", async () => {
+    const openai = new OpenAI({
+      baseURL: `${limited.url}/v1`,
+      apiKey: BUDGET_KEY,
+      fetch: counting,
+    });
+    // The first request is admitted (nothing spent yet) and spends the budget.
+    await openai.chat.completions.create({
+      model: "m",
+      messages: [{ role: "user", content: "hi" }],
+    });
+    calls = 0;
+    const err = await openai.chat.completions
+      .create({ model: "m", messages: [{ role: "user", content: "hi" }] })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.RateLimitError);
+    const headers = (err as InstanceType<typeof OpenAI.APIError>).headers;
+    expect(headers?.get("x-switchyard-limit")).toBe("daily_tokens");
+    expect(Number(headers?.get("retry-after"))).toBeGreaterThan(60);
+    expect(headers?.get("x-should-retry")).toBe("false");
+    expect(calls).toBe(1);
+
+    const anthropic = new Anthropic({ baseURL: limited.url, apiKey: BUDGET_KEY, fetch: counting });
+    calls = 0;
+    const aerr = await anthropic.messages
+      .create({ model: "m", max_tokens: 10, messages: [{ role: "user", content: "hi" }] })
+      .catch((e: unknown) => e);
+    expect((aerr as InstanceType<typeof Anthropic.APIError>).status).toBe(429);
+    expect(calls).toBe(1);
+  });
+
+  it("leaves a short wait (rpm) to the SDK, which waits it out", async () => {
+    const openai = new OpenAI({ baseURL: `${limited.url}/v1`, apiKey: RPM_KEY, maxRetries: 0 });
+    await openai.chat.completions.create({
+      model: "m",
+      messages: [{ role: "user", content: "hi" }],
+    });
+    const err = await openai.chat.completions
+      .create({ model: "m", messages: [{ role: "user", content: "hi" }] })
+      .catch((e: unknown) => e);
+    const headers = (err as InstanceType<typeof OpenAI.APIError>).headers;
+    expect(headers?.get("x-switchyard-limit")).toBe("rpm");
+    expect(Number(headers?.get("retry-after"))).toBeLessThanOrEqual(60);
+    expect(headers?.get("x-should-retry")).toBeNull();
   });
 });

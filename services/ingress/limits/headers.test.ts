@@ -88,6 +88,14 @@ describe("429 envelopes", () => {
     expect(budget.code).toBe("insufficient_quota");
     expect(e.body.error.message).toContain("this API key");
     expect(e.headers["retry-after"]).toBe("3600");
+    // An hour is past what the SDKs wait out: they are told not to retry into it at once.
+    expect(e.headers["x-should-retry"]).toBe("false");
+  });
+
+  it("leave a wait the SDKs honour to them", () => {
+    const e = openAIError(tpm);
+    decorateLimitError(e, tpm, "openai", NOW);
+    expect(e.headers["x-should-retry"]).toBeUndefined();
   });
 
   it("become RESOURCE_EXHAUSTED with the same values as gRPC metadata", () => {

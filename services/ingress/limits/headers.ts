@@ -29,10 +29,14 @@ export function rateLimitHeaders(
   return headers;
 }
 
+/** The longest Retry-After the openai and Anthropic SDKs wait out before they retry. */
+const SDK_MAX_RETRY_AFTER_MS = 60_000;
+
 /**
  * Completes a 429 envelope made by a client API's error function (which already set
  * `retry-after`): the rate-limit headers, which limit was hit (`x-switchyard-limit`, and `limit`
- * in the error object), and for OpenAI the `type` its SDK users check ("tokens" for tpm).
+ * in the error object), for OpenAI the `type` its SDK users check ("tokens" for tpm), and
+ * `x-should-retry: false` when the wait is longer than the SDKs would wait.
  */
 export function decorateLimitError(
   envelope: { body: unknown; headers: Record<string, string> },
@@ -43,6 +47,9 @@ export function decorateLimitError(
   Object.assign(envelope.headers, rateLimitHeaders(f.snapshot, api, now), {
     "x-switchyard-limit": f.limit,
   });
+  // The official SDKs wait out a Retry-After only below a minute; past that they retry twice on
+  // their own short backoff, into the same refusal (a spent daily or monthly budget).
+  if (f.retryAfterMs > SDK_MAX_RETRY_AFTER_MS) envelope.headers["x-should-retry"] = "false";
   const error = (envelope.body as { error?: unknown } | null)?.error;
   if (typeof error === "object" && error !== null) {
     const e = error as Record<string, unknown>;
