@@ -68,6 +68,11 @@ describe("switchyard hash-key", () => {
       stdout: `${expected}\n`,
     });
   });
+  it("hashes the key a client can present: the gateway trims the spaces around it", () => {
+    expect(cli(["hash-key", " test\t"])).toMatchObject({ code: 0, stdout: `${expected}\n` });
+    expect(cli(["hash-key"], { input: "  test  \r\n" })).toMatchObject({ stdout: `${expected}\n` });
+    expect(cli(["hash-key", "   "])).toMatchObject({ code: 2 });
+  });
 });
 
 describe("switchyard hash-key's options", () => {

@@ -153,8 +153,9 @@ function hashKeyCommand(args: string[]): number {
     );
   }
   if (args.length > 1) throw new UsageError("hash-key takes at most one KEY");
-  // A key from stdin loses its trailing newline (echo KEY | switchyard hash-key).
-  const key = args[0] ?? readFileSync(0, "utf8").replace(/\r?\n$/, "");
+  // The gateway trims the key a client presents (ingress/auth.ts), so the hash is of the trimmed
+  // key: one of " k " would never match. A key from stdin loses its newline the same way.
+  const key = (args[0] ?? readFileSync(0, "utf8")).trim();
   if (key === "") throw new UsageError("the key is empty");
   process.stdout.write(`${hashKey(key)}\n`);
   return 0;
