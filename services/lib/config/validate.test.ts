@@ -257,6 +257,17 @@ health:
     ]);
   });
 
+  it("refuses an integer past 2^53, which counters could not hold exactly", () => {
+    expect(
+      problemsOf(`${MINIMAL}
+tenants:
+  t: { keys: ["sha256:${"a".repeat(64)}"], limits: { tpm: 1e20, daily_tokens: 9007199254740991 } }
+`),
+    ).toEqual([
+      "tenants.t.limits.tpm: must be a positive integer up to 9007199254740991, got 100000000000000000000",
+    ]);
+  });
+
   it("refuses a duration longer than a Node.js timer takes, which would fire after 1 ms", () => {
     expect(
       problemsOf(`${MINIMAL}

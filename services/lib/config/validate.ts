@@ -268,6 +268,11 @@ function optionalNumber(node: Node, rule: NumberRule): number | undefined {
     (rule.max === undefined || value <= rule.max) &&
     (!rule.integer || Number.isInteger(value));
   if (!inRange) return node.problem(`must be ${rule.says}, got ${value}`);
+  // Past 2^53 integers are not exact in JavaScript (nor in Redis's Lua): counters against such a
+  // limit would be rounded.
+  if (rule.integer && !Number.isSafeInteger(value)) {
+    return node.problem(`must be ${rule.says} up to ${Number.MAX_SAFE_INTEGER}, got ${value}`);
+  }
   return value;
 }
 
