@@ -11,6 +11,7 @@ import {
   errorCode,
   failureFromError,
   failureFromResponse,
+  MAX_RETRY_AFTER_MS,
   retryAfterMs,
   type UpstreamHttp,
 } from "./upstream-http.js";
@@ -160,6 +161,17 @@ describe("retryAfterMs", () => {
     expect(retryAfterMs({ "retry-after-ms": "250", "retry-after": "9" }, now)).toBe(250);
     expect(retryAfterMs({ "retry-after": "soon" }, now)).toBeUndefined();
     expect(retryAfterMs({}, now)).toBeUndefined();
+  });
+
+  it("takes a wait longer than MAX_RETRY_AFTER_MS as that long", () => {
+    const now = Date.parse("2025-01-01T00:00:00Z");
+    expect(retryAfterMs({ "retry-after": "300" }, now)).toBe(MAX_RETRY_AFTER_MS);
+    expect(retryAfterMs({ "retry-after": "86400" }, now)).toBe(MAX_RETRY_AFTER_MS);
+    expect(retryAfterMs({ "retry-after": "1e300" }, now)).toBe(MAX_RETRY_AFTER_MS);
+    expect(retryAfterMs({ "retry-after-ms": "99999999999" }, now)).toBe(MAX_RETRY_AFTER_MS);
+    expect(retryAfterMs({ "retry-after": "Fri, 01 Jan 2100 00:00:00 GMT" }, now)).toBe(
+      MAX_RETRY_AFTER_MS,
+    );
   });
 });
 

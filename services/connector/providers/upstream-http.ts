@@ -288,8 +288,16 @@ export function scrubSecrets(text: string, secrets: readonly string[]): string {
 }
 
 /**
+ * The longest wait an upstream's Retry-After is taken at. A 429 or 503 that names a longer one
+ * (an hour, a day, a date years away: a quota that resets daily, or a broken header) would take
+ * the target out of every router's rotation for that long on the word of one answer; past this
+ * the gateway asks again, and tells its clients the same.
+ */
+export const MAX_RETRY_AFTER_MS = 300_000;
+
+/**
  * How long the upstream asks us to wait, from `retry-after-ms` (milliseconds) or `retry-after`
- * (seconds or an HTTP date). Undefined when it did not say.
+ * (seconds or an HTTP date), at most MAX_RETRY_AFTER_MS. Undefined when it did not say.
  */
 export function retryAfterMs(headers: IncomingHttpHeaders, now = Date.now()): number | undefined {
   const ms = headerValue(headers["retry-after-ms"]);
@@ -515,7 +523,7 @@ function headerValue(value: string | string[] | undefined): string | undefined {
 }
 
 function clampMs(ms: number): number {
-  return Math.min(Math.round(ms), 0xffffffff);
+  return Math.min(Math.round(ms), MAX_RETRY_AFTER_MS);
 }
 
 function truncate(text: string, limit: number): string {
