@@ -1,8 +1,11 @@
+import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
 import { request } from "undici";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { MAX_RETRY_AFTER_MS } from "../services/connector/providers/upstream-http.js";
 import { hashKey } from "../services/lib/config/keys.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
+import { startAnthropicUpstream } from "./upstreams/anthropic-upstream.js";
 import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
 
 // Per-request routing hints, Retry-After cooldowns, context-window fallbacks, the retry budget
@@ -311,6 +314,162 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
       expect(res.statusCode).toBe(429);
       expect(res.headers["retry-after"]).toBe("3");
       expect(res.headers["x-switchyard-attempts"]).toBe("2");
+    } finally {
+      await own.stop();
+    }
+  });
+
+  it("passes over a target that answered 503 with Retry-After for that long, and answers 503 while every target is paused", async () => {
+    // A gateway of its own: the pauses asked for here would outlast this test.
+    const own = await startOneProcess(
+      testConfig(`
+providers:
+  pa: { type: openai, base_url: "${a.url}" }
+  pb: { type: openai, base_url: "${b.url}" }
+  paz: { type: azure-openai, base_url: "${a.origin}", api_key: az-key, api_version: "2024-10-21" }
+models:
+  pair: { targets: [{ provider: pa, model: ma }, { provider: pb, model: mb }] }
+  busy: { targets: [{ provider: paz, model: busy-deployment }] }
+routing: { retries: 2, backoff: { base_ms: 1, max_ms: 5 } }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+    );
+    try {
+      // OpenAI's "server is overloaded" 503, and Azure OpenAI's "server busy" one.
+      a.setBehavior({ kind: "error", status: 503, headers: { "retry-after": "30" } });
+      expect(await chat(own.url, { model: "pair" })).toMatchObject({
+        status: 200,
+        provider: "pb",
+        attempts: "2",
+      });
+      expect(await chat(own.url, { model: "pair" })).toMatchObject({
+        status: 200,
+        provider: "pb",
+        attempts: "1",
+      });
+      expect(posts(a)).toBe(1);
+
+      const first = await chat(own.url, { model: "busy" });
+      expect(first).toMatchObject({ status: 503, attempts: "1" });
+      expect(posts(a)).toBe(2);
+      a.setBehavior(ok("from a"));
+      const client = new OpenAI({ baseURL: `${own.url}/v1`, apiKey: "unused", maxRetries: 0 });
+      const err = await client.chat.completions
+        .create({ model: "busy", messages: [{ role: "user", content: "hi" }] })
+        .catch((e: unknown) => e);
+      // The gateway answers for the paused target as it would: busy, not a rate limit.
+      expect(err).toBeInstanceOf(OpenAI.InternalServerError);
+      const e = err as InstanceType<typeof OpenAI.InternalServerError>;
+      expect(e.status).toBe(503);
+      const retryAfter = Number(e.headers?.get("retry-after"));
+      expect(retryAfter).toBeGreaterThan(20);
+      expect(retryAfter).toBeLessThanOrEqual(30);
+      expect(posts(a)).toBe(2);
+    } finally {
+      await own.stop();
+    }
+  });
+
+  it("passes over an Anthropic target overloaded (529) with Retry-After, and not one without it", async () => {
+    const anthropic = await startAnthropicUpstream();
+    const own = await startOneProcess(
+      testConfig(`
+providers:
+  an: { type: anthropic, base_url: "${anthropic.url}", api_key: an-key }
+models:
+  paused: { targets: [{ provider: an, model: claude-paused }] }
+  counted: { targets: [{ provider: an, model: claude-counted }] }
+routing: { retries: 0 }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+    );
+    try {
+      const claude = new Anthropic({ baseURL: own.url, apiKey: "unused", maxRetries: 0 });
+      const ask = (model: string) =>
+        claude.messages
+          .create({ model, max_tokens: 16, messages: [{ role: "user", content: "hi" }] })
+          .catch((e: unknown) => e);
+      const calls = () => anthropic.requests.filter((r) => r.method === "POST").length;
+      anthropic.setBehavior({ kind: "error", status: 529, headers: { "retry-after": "30" } });
+      for (let i = 0; i < 2; i++) {
+        const err = await ask("paused");
+        // Overloaded, as Anthropic says it: a 503 overloaded_error, never a rate limit.
+        expect(err).toBeInstanceOf(Anthropic.InternalServerError);
+        const e = err as InstanceType<typeof Anthropic.InternalServerError>;
+        expect(e.status).toBe(503);
+        expect((e.error as { error?: { type?: string } }).error?.type).toBe("overloaded_error");
+        expect(Number(e.headers?.get("retry-after"))).toBeGreaterThan(20);
+      }
+      // The second was answered by the gateway: the target asked to be left alone for 30 s.
+      expect(calls()).toBe(1);
+      anthropic.setBehavior({ kind: "error", status: 529 });
+      for (let i = 0; i < 2; i++) expect(await ask("counted")).toMatchObject({ status: 503 });
+      // Without Retry-After it is a failure like any 5xx, and the next request tries it again.
+      expect(calls()).toBe(3);
+    } finally {
+      await own.stop();
+      await anthropic.close();
+    }
+  });
+
+  it("counts 503s with Retry-After towards the breaker, unlike 429s: the upstream is failing", async () => {
+    const own = await startOneProcess(
+      testConfig(`
+providers:
+  pa: { type: openai, base_url: "${a.url}" }
+  pb: { type: openai, base_url: "${b.url}" }
+models:
+  solo: { targets: [{ provider: pa, model: ma }, { provider: pb, model: mb }] }
+routing: { retries: 0, circuit_breaker: { consecutive_failures: 2, cooldown_ms: 600000 } }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+    );
+    try {
+      a.setBehavior({ kind: "error", status: 503, headers: { "retry-after-ms": "20" } });
+      for (let i = 0; i < 2; i++) {
+        expect((await chat(own.url, { model: "solo" })).status).toBe(503);
+        // Ten times the pause the target asked for.
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      a.setBehavior(ok("from a"));
+      // Two failures in a row opened a's breaker: it is passed over for ten minutes.
+      expect(await chat(own.url, { model: "solo" })).toMatchObject({ status: 200, provider: "pb" });
+      expect(posts(a)).toBe(2);
+    } finally {
+      await own.stop();
+    }
+  });
+
+  it("takes a Retry-After of a day as MAX_RETRY_AFTER_MS, for the pause and for the client", async () => {
+    const own = await startOneProcess(
+      testConfig(`
+providers:
+  pa: { type: openai, base_url: "${a.url}" }
+models:
+  solo: { targets: [{ provider: pa, model: ma }] }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+    );
+    try {
+      a.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "86400" } });
+      const cap = String(MAX_RETRY_AFTER_MS / 1000);
+      const first = await request(`${own.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "solo", messages: [{ role: "user", content: "hi" }] }),
+      });
+      await first.body.dump();
+      expect([first.statusCode, first.headers["retry-after"]]).toEqual([429, cap]);
+      const paused = await request(`${own.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "solo", messages: [{ role: "user", content: "hi" }] }),
+      });
+      await paused.body.dump();
+      expect(paused.statusCode).toBe(429);
+      expect(Number(paused.headers["retry-after"])).toBeLessThanOrEqual(Number(cap));
+      expect(Number(paused.headers["retry-after"])).toBeGreaterThan(Number(cap) - 10);
+      expect(posts(a)).toBe(1);
     } finally {
       await own.stop();
     }

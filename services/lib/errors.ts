@@ -14,6 +14,21 @@ export type FailureKind =
   | "cancelled"
   | "unsupported";
 
+/** The failures whose Retry-After pauses a target: a 429, and a 503 (Anthropic's 529) from a busy upstream. */
+export type PauseKind = Extract<FailureKind, "rate_limited" | "upstream_unavailable">;
+
+/**
+ * How long a failure of this kind asks its target to be left alone: its Retry-After on a 429 or
+ * a 503, else 0. (HTTP defines Retry-After for those; on other errors it is not a promise.)
+ */
+export function pauseAskedFor(kind: string, retryAfterMs: number): number {
+  return isPauseKind(kind) && retryAfterMs > 0 ? retryAfterMs : 0;
+}
+
+export function isPauseKind(kind: string): kind is PauseKind {
+  return kind === "rate_limited" || kind === "upstream_unavailable";
+}
+
 export interface FailureInit {
   status: number;
   kind: FailureKind;

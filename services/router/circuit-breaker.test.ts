@@ -126,7 +126,7 @@ describe("CircuitBreakers", () => {
   describe("a pause the target asked for (Retry-After)", () => {
     /** A 429 with Retry-After as the router settles it: the pause alone. */
     function rateLimited(breakers: CircuitBreakers, ms: number) {
-      breakers.coolDown("p", "m", ms);
+      breakers.pauseFor("p", "m", ms, "rate_limited");
     }
 
     it("refuses calls until it ends, then lets every call through: it is not a trip", () => {
@@ -177,16 +177,54 @@ describe("CircuitBreakers", () => {
     it("lengthens an open breaker's cooldown when longer, and never shortens it", () => {
       const { clock, breakers } = breakersWithClock();
       fail(breakers, 3);
-      breakers.coolDown("p", "m", 1_000);
+      breakers.pauseFor("p", "m", 1_000, "rate_limited");
       clock.now += COOLDOWN;
       expect(breakers.tryAcquire("p", "m")).toBe(true); // the trial, on time
       breakers.onFailure("p", "m");
-      breakers.coolDown("p", "m", 2 * COOLDOWN);
+      breakers.pauseFor("p", "m", 2 * COOLDOWN, "upstream_unavailable");
       clock.now += COOLDOWN;
       expect(breakers.tryAcquire("p", "m")).toBe(false);
       clock.now += COOLDOWN;
       expect(breakers.tryAcquire("p", "m")).toBe(true);
       expect(breakers.stateValue("p", "m")).toBe(2);
+    });
+
+    it("is a pause of its own while the circuit is open, which a last resort must respect", () => {
+      // A 503 with Retry-After as the router settles it: a failure, and the pause.
+      const { clock, breakers } = breakersWithClock();
+      fail(breakers, 3);
+      breakers.pauseFor("p", "m", 2 * COOLDOWN, "upstream_unavailable");
+      expect(breakers.stateValue("p", "m")).toBe(1);
+      expect(breakers.pausedMs("p", "m")).toBe(2 * COOLDOWN);
+      expect(breakers.pauseKind("p", "m")).toBe("upstream_unavailable");
+      clock.now += COOLDOWN;
+      expect(breakers.pausedMs("p", "m")).toBe(COOLDOWN);
+      expect(breakers.tryAcquire("p", "m")).toBe(false);
+      clock.now += COOLDOWN;
+      expect(breakers.pausedMs("p", "m")).toBe(0);
+      expect(breakers.pauseKind("p", "m")).toBeUndefined();
+      expect(breakers.tryAcquire("p", "m")).toBe(true);
+      expect(breakers.stateValue("p", "m")).toBe(2);
+    });
+
+    it("outlasts a success of a call that began before it", () => {
+      const { clock, breakers } = breakersWithClock();
+      rateLimited(breakers, 1_000);
+      breakers.onSuccess("p", "m");
+      expect(breakers.tryAcquire("p", "m")).toBe(false);
+      clock.now += 1_000;
+      expect(breakers.tryAcquire("p", "m")).toBe(true);
+    });
+
+    it("keeps the longer of two pauses, and the kind that asked for it", () => {
+      const { clock, breakers } = breakersWithClock();
+      breakers.pauseFor("p", "m", 5_000, "upstream_unavailable");
+      breakers.pauseFor("p", "m", 1_000, "rate_limited");
+      expect(breakers.pauseKind("p", "m")).toBe("upstream_unavailable");
+      clock.now += 1_000;
+      expect(breakers.pausedMs("p", "m")).toBe(4_000);
+      breakers.pauseFor("p", "m", 6_000, "rate_limited");
+      expect(breakers.pauseKind("p", "m")).toBe("rate_limited");
     });
   });
 

@@ -33,7 +33,7 @@ import {
 } from "../lib/chat/messages.js";
 import type { Config } from "../lib/config/types.js";
 import type { ConnectorEndpoint, ConnectorPool } from "../lib/connector-pool.js";
-import { Failure, shuttingDown } from "../lib/errors.js";
+import { Failure, isPauseKind, pauseAskedFor, shuttingDown } from "../lib/errors.js";
 import { makeMessage } from "../lib/hop/codec.js";
 import { DONE } from "../lib/iteration.js";
 import { type Logger, requestLogger } from "../lib/logger.js";
@@ -165,17 +165,18 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
   /** `counted`: the attempt is already in attemptsTotal (as "ok", at its first chunk). */
   function noteFailure(p: PlannedTarget, f: Failure, counted = false) {
     const { provider, model } = p.target;
-    if (f.kind === "rate_limited" && f.retryAfterMs > 0) {
-      // The target asked for a pause: honour it here as well as in shared health. A target that
-      // says when to come back is throttling, not failing, so the pause is no failure of its
-      // own: 429s in a row, each waited out, must not add up to a trip of `cooldown_ms`.
-      breakers.coolDown(provider, model, f.retryAfterMs);
-    } else if (f.retryable) {
-      breakers.onFailure(provider, model);
-    } else {
+    const paused = f.retryAfterMs > 0 && isPauseKind(f.kind) ? f.kind : undefined;
+    // A 429 that says when to come back is throttling, not failing: 429s in a row, each waited
+    // out, must not add up to a trip of `cooldown_ms`. A 503 is the upstream failing to serve,
+    // Retry-After or not (Azure's "server busy", Anthropic's 529): a target that keeps answering
+    // it trips, as on any other 5xx.
+    if (paused !== "rate_limited") {
+      if (f.retryable) breakers.onFailure(provider, model);
       // A refusal of the request itself (400-class) shows the target is up and answering.
-      breakers.onSuccess(provider, model);
+      else breakers.onSuccess(provider, model);
     }
+    // The target asked for a pause: honoured here as well as in shared health.
+    if (paused) breakers.pauseFor(provider, model, f.retryAfterMs, paused);
     if (counted) return;
     attemptsTotal.inc({
       model: p.model,
@@ -1150,13 +1151,14 @@ function planHints(
 
 /**
  * The failure to answer with after another attempt failed: its own, except that when targets
- * keep rate-limiting, the client hears the soonest any of them said it could answer again.
+ * keep asking for pauses of one kind (429s, or 503s), the client hears the soonest any of them
+ * said it could answer again.
  */
 function laterFailure(last: Failure | undefined, next: Failure): Failure {
   if (
-    last?.kind === "rate_limited" &&
-    next.kind === "rate_limited" &&
-    last.retryAfterMs > 0 &&
+    last !== undefined &&
+    last.kind === next.kind &&
+    pauseAskedFor(last.kind, last.retryAfterMs) > 0 &&
     (next.retryAfterMs === 0 || last.retryAfterMs < next.retryAfterMs)
   ) {
     return last;
@@ -1175,8 +1177,10 @@ function countAttempts(err: unknown, attempts: number): unknown {
 }
 
 /**
- * The answer when every target is in a Retry-After pause and none was called: a 429 naming the
- * soonest end of a pause, as the targets themselves would answer; undefined if one is not paused.
+ * The answer when every target is in a Retry-After pause and none was called, as the target whose
+ * pause ends soonest would answer: a 429 if it was rate limiting, a 503 if it was busy (a 429
+ * would tell the client that it went over a rate limit), with what is left of that pause as
+ * Retry-After. Undefined if one is not paused.
  */
 function pausedFailure(plan: PlannedTarget[], breakers: CircuitBreakers): Failure | undefined {
   let soonest: PlannedTarget | undefined;
@@ -1190,12 +1194,24 @@ function pausedFailure(plan: PlannedTarget[], breakers: CircuitBreakers): Failur
     }
   }
   if (!soonest) return undefined;
+  const { provider, model } = soonest.target;
+  const retryAfterMs = Math.ceil(soonestMs);
+  const pause = `it asked for a pause that ends in ${Math.ceil(soonestMs / 1000)} s`;
+  if (breakers.pauseKind(provider, model) === "upstream_unavailable") {
+    return new Failure({
+      status: 503,
+      kind: "upstream_unavailable",
+      retryAfterMs,
+      provider,
+      message: `provider ${provider} is unavailable: ${pause}`,
+    });
+  }
   return new Failure({
     status: 429,
     kind: "rate_limited",
-    retryAfterMs: Math.ceil(soonestMs),
-    provider: soonest.target.provider,
-    message: `provider ${soonest.target.provider} is rate limiting the gateway: it asked for a pause that ends in ${Math.ceil(soonestMs / 1000)} s`,
+    retryAfterMs,
+    provider,
+    message: `provider ${provider} is rate limiting the gateway: ${pause}`,
   });
 }
 
