@@ -138,7 +138,7 @@ describe("a target live traffic marked down", () => {
 
 describe("foldOutcome", () => {
   const BREAKER = { consecutive_failures: 5, cooldown_ms: 30_000 };
-  const failed = (extra: { errorKind?: string; retryAfterMs?: number } = {}) =>
+  const failed = (extra: { errorKind?: string; retryAfterMs?: number; atMs?: bigint } = {}) =>
     create(TargetOutcomeSchema, {
       target: TARGET,
       success: false,
@@ -219,6 +219,62 @@ describe("foldOutcome", () => {
     // Once it has run out, a single failure is one failure again.
     const later = foldOutcome(limited, failed(), NOW + 61_000, BREAKER);
     expect(later.state).toBe(TargetState.DEGRADED);
+  });
+
+  it("starts a cooldown when the call failed, not when its batch is folded in", () => {
+    const at = { atMs: BigInt(NOW - 2_000) };
+    const limited = foldOutcome(
+      undefined,
+      failed({ errorKind: "rate_limited", retryAfterMs: 10_000, ...at }),
+      NOW,
+      BREAKER,
+    );
+    expect(Number(limited.cooldownUntilMs)).toBe(NOW + 8_000);
+    expect(limited.updatedMs).toBe(BigInt(NOW));
+    let h: TargetHealth | undefined;
+    for (let i = 0; i < 5; i++) h = foldOutcome(h, failed(at), NOW, BREAKER);
+    expect(h?.state).toBe(TargetState.DOWN);
+    expect(Number(h?.cooldownUntilMs)).toBe(NOW - 2_000 + BREAKER.cooldown_ms);
+    // A pause that was over before its outcome was folded in marks nothing down.
+    const over = foldOutcome(
+      undefined,
+      failed({ errorKind: "rate_limited", retryAfterMs: 1_000, ...at }),
+      NOW,
+      BREAKER,
+    );
+    expect(over).toMatchObject({ state: TargetState.DEGRADED, cooldownUntilMs: 0n });
+    // A connector whose clock is ahead does not push the cooldown further than from now.
+    const ahead = foldOutcome(
+      undefined,
+      failed({ errorKind: "rate_limited", retryAfterMs: 10_000, atMs: BigInt(NOW + 5_000) }),
+      NOW,
+      BREAKER,
+    );
+    expect(Number(ahead.cooldownUntilMs)).toBe(NOW + 10_000);
+  });
+
+  it("puts a target that answered 503 with Retry-After in cooldown for that long", () => {
+    const busy = failed({ errorKind: "upstream_unavailable", retryAfterMs: 10_000 });
+    const h = foldOutcome(undefined, busy, NOW, BREAKER);
+    expect(h.state).toBe(TargetState.DOWN);
+    expect(Number(h.cooldownUntilMs)).toBe(NOW + 10_000);
+    // A 500's Retry-After is no promise: one failure, not a pause.
+    const other = foldOutcome(undefined, failed({ retryAfterMs: 10_000 }), NOW, BREAKER);
+    expect(other).toMatchObject({ state: TargetState.DEGRADED, cooldownUntilMs: 0n });
+  });
+
+  it("counts 503s with Retry-After towards the threshold, and 429s with it not", () => {
+    const fold = (o: ReturnType<typeof failed>) => {
+      let h: TargetHealth | undefined;
+      for (let i = 0; i < 5; i++) h = foldOutcome(h, o, NOW + i * 2_000, BREAKER);
+      return h;
+    };
+    // The fifth 503 in a row trips it: the breaker's cooldown, longer than the pause.
+    const busy = fold(failed({ errorKind: "upstream_unavailable", retryAfterMs: 1_000 }));
+    expect(Number(busy?.cooldownUntilMs)).toBe(NOW + 8_000 + BREAKER.cooldown_ms);
+    // 429s in a row, each waited out, are only ever their pause.
+    const limited = fold(failed({ errorKind: "rate_limited", retryAfterMs: 1_000 }));
+    expect(Number(limited?.cooldownUntilMs)).toBe(NOW + 8_000 + 1_000);
   });
 });
 

@@ -12,7 +12,7 @@ import {
 import type { HealthStore, Lease } from "../lib/bus/bus.js";
 import type { Config } from "../lib/config/types.js";
 import type { ConnectorPool } from "../lib/connector-pool.js";
-import { Failure } from "../lib/errors.js";
+import { Failure, pauseAskedFor } from "../lib/errors.js";
 import { makeMessage } from "../lib/hop/codec.js";
 import type { Logger } from "../lib/logger.js";
 import { counter, gauge, observedGauge } from "../lib/metrics.js";
@@ -108,9 +108,11 @@ export function nextHealth(
 
 /**
  * Folds one live-traffic outcome into a target's health: failures in a row (as many as the
- * circuit breaker's threshold) mark it down for the breaker's cooldown, a 429 with Retry-After
- * puts it in cooldown for that long, a success clears both; a failure leaves a target that is
- * down at least as down as it was, and an outcome older than the last probe changes nothing.
+ * circuit breaker's threshold) mark it down for the breaker's cooldown, a 429 or 503 with
+ * Retry-After puts it in cooldown for that long (a 503 that also trips it: the longer of the
+ * two), a success clears both. A cooldown runs from when the call failed (the outcome's `at_ms`),
+ * not from when its batch is folded in. A failure leaves a target that is down at least as down
+ * as it was, and an outcome older than the last probe changes nothing.
  */
 export function foldOutcome(
   prev: TargetHealth | undefined,
@@ -144,23 +146,30 @@ export function foldOutcome(
   }
   const failures = (prev?.consecutiveFailures ?? 0) + 1;
   const errorRate = (prev?.errorRate ?? 0) + EWMA_ALPHA * (1 - (prev?.errorRate ?? 0));
-  const retryAfter = o.errorKind === "rate_limited" ? o.retryAfterMs : 0;
-  const tripped = retryAfter > 0 || failures >= breaker.consecutive_failures;
-  const cooldown = retryAfter > 0 ? retryAfter : tripped ? breaker.cooldown_ms : 0;
-  let until = cooldown > 0 ? now + cooldown : 0;
+  const pause = pauseAskedFor(o.errorKind, o.retryAfterMs);
+  // As the routers' own breakers see it: a 429 that says when to come back is throttling, and
+  // only its pause counts; any other failure in a row trips it, a 503 with Retry-After too.
+  const tripped =
+    failures >= breaker.consecutive_failures && !(o.errorKind === "rate_limited" && pause > 0);
+  const cooldown = Math.max(pause, tripped ? breaker.cooldown_ms : 0);
+  // Connectors report in batches (every 250 ms, and a batch may wait longer to be folded in): the
+  // cooldown starts when the call failed. A connector clock ahead of this one counts as now.
+  const failedAt = o.atMs > 0n ? Math.min(Number(o.atMs), now) : now;
+  let until = cooldown > 0 ? failedAt + cooldown : 0;
   // A failure never makes a down target less down: one a probe marked down (no cooldown: until a
   // probe says otherwise) stays so, and a cooldown still running is only ever extended. Outcomes
   // arrive in batches, so a failure from before the mark is often folded in after it.
   const prevUntil = Number(prev?.cooldownUntilMs ?? 0n);
   const wasDown = prev?.state === TargetState.DOWN && (prevUntil === 0 || now < prevUntil);
   if (wasDown) until = prevUntil === 0 ? 0 : Math.max(prevUntil, until);
-  const down = wasDown || tripped;
+  // A cooldown that ended before its outcome was folded in leaves the target DEGRADED.
+  const down = wasDown || (cooldown > 0 && until > now);
   return targetHealth({
     target,
     state: down ? TargetState.DOWN : TargetState.DEGRADED,
     ttftEwmaMs: prev?.ttftEwmaMs ?? 0,
     errorRate,
-    cooldownUntilMs: BigInt(until),
+    cooldownUntilMs: BigInt(down ? until : 0),
     lastProbeMs,
     source: HealthSource.PASSIVE,
     updatedMs,
