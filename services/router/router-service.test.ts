@@ -423,6 +423,32 @@ describe("RouterService.Chat", () => {
     expect(started(await chat(rig)).provider).toBe("a");
   });
 
+  it("never tries a target whose breaker is open while another can take the call, even when it fails", async () => {
+    const breakers = new CircuitBreakers(3, 60_000);
+    for (let i = 0; i < 3; i++) breakers.onFailure("a", "model-a");
+    upstreams.b.setBehavior({ kind: "error", status: 500 });
+    const rig = startRouter({ targets: ["a/model-a", "b/model-b"], retries: 2 }, breakers);
+    const o = await chat(rig);
+    expect(Failure.from(o.error).upstreamStatus).toBe(500);
+    // Every attempt went to b, around again: a is not tried last but skipped.
+    expect(upstreams.b.requests).toHaveLength(3);
+    expect(upstreams.a.requests).toHaveLength(0);
+  });
+
+  it("tries the first target once a request when every breaker refuses, as with a single target", async () => {
+    const breakers = new CircuitBreakers(1, 60_000);
+    const rig = startRouter({ targets: ["a/model-a"], retries: 2 }, breakers);
+    breakers.onFailure("a", "model-a");
+    const start = started(await chat(rig));
+    expect(start.provider).toBe("a");
+    expect(start.attempts).toBe(1);
+    // A failure of the last resort gets no retry, whatever routing.retries allows.
+    breakers.onFailure("a", "model-a");
+    upstreams.a.setBehavior({ kind: "error", status: 500 });
+    expect(Failure.from((await chat(rig)).error).upstreamStatus).toBe(500);
+    expect(upstreams.a.requests).toHaveLength(2);
+  });
+
   it("closes the upstream request when the client goes away mid-stream", async () => {
     upstreams.a.setBehavior({ kind: "answer", chunks: 50, chunkDelayMs: 40 });
     const rig = startRouter({ targets: ["a/model-a", "b/model-b"] });
