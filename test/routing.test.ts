@@ -105,6 +105,7 @@ async function chat(
     error: json.error?.message,
     attempts: res.headers["x-switchyard-attempts"],
     provider: res.headers["x-switchyard-provider"],
+    retryAfter: res.headers["retry-after"],
   };
 }
 
@@ -289,7 +290,7 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
     }
   });
 
-  it("answers the soonest Retry-After when every target is rate limiting", async () => {
+  it("answers the soonest Retry-After when every target is rate limiting, or busy", async () => {
     // A gateway of its own: the pauses these answers ask for would outlast this test.
     const own = await startOneProcess(
       testConfig(`
@@ -298,6 +299,7 @@ providers:
   pb: { type: openai, base_url: "${b.url}" }
 models:
   pair: { targets: [{ provider: pa, model: ma }, { provider: pb, model: mb }] }
+  busy: { targets: [{ provider: pa, model: ma2 }, { provider: pb, model: mb2 }] }
 routing: { retries: 1, backoff: { base_ms: 1, max_ms: 5 } }
 health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
 `),
@@ -314,6 +316,12 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
       expect(res.statusCode).toBe(429);
       expect(res.headers["retry-after"]).toBe("3");
       expect(res.headers["x-switchyard-attempts"]).toBe("2");
+      // Busy upstreams too (other targets: these two are paused now).
+      a.setBehavior({ kind: "error", status: 503, headers: { "retry-after": "4" } });
+      b.setBehavior({ kind: "error", status: 503, headers: { "retry-after": "50" } });
+      const busy = await chat(own.url, { model: "busy" });
+      expect(busy).toMatchObject({ status: 503, attempts: "2" });
+      expect(busy.retryAfter).toBe("4");
     } finally {
       await own.stop();
     }
