@@ -112,4 +112,14 @@ describe("BodyReader", () => {
     await drained;
     expect(body.readableEnded || body.destroyed).toBe(true);
   });
+
+  it("ends a read still waiting when it lets go of the body, as at the body's end", async () => {
+    const { body, res } = await open();
+    const reader = new BodyReader(body);
+    const waiting = reader.read();
+    reader.release();
+    expect(await waiting).toBeUndefined();
+    body.destroy();
+    res.destroy();
+  });
 });

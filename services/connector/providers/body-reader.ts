@@ -38,13 +38,20 @@ export class BodyReader {
     });
   }
 
-  /** Stops listening to the body, so it can be drained (or destroyed) by someone else. */
+  /**
+   * Stops listening to the body, so it can be drained (or destroyed) by someone else. A read
+   * still pending ends as at the body's end: nothing would settle it any more, and whoever awaits
+   * it (a server writing the answer, say) would wait for ever.
+   */
   release(): void {
     const body = this.#body;
     body.off("readable", this.#onReadable);
     body.off("end", this.#onEnd);
     body.off("error", this.#onError);
     body.off("close", this.#onClose);
+    const resolve = this.#resolve;
+    this.#settled();
+    resolve?.(undefined);
   }
 
   readonly #onReadable = (): void => {
