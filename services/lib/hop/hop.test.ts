@@ -617,3 +617,41 @@ async function* holdOne(signal: AbortSignal, stop: AbortSignal): AsyncGenerator<
     signal.addEventListener("abort", () => resolve(), { once: true });
   });
 }
+
+// A server whose drain ran out (a connector's, see ConnectorBuild.cutting) answers what it still
+// carries with the shutdown's reason, details and all, rather than with a cut connection.
+it("ends every open call, and every later one, with the reason of its shutdownSignal", async () => {
+  const seen: Seen = { signals: [], headers: [] };
+  const impl = testService(seen);
+  const shutdown = new AbortController();
+  const server = createDualServer(
+    createHopHandler({
+      services: [hopService(ConnectorService, impl)],
+      fallback: (_req, res) => res.end(),
+      shutdownSignal: shutdown.signal,
+    }),
+  );
+  servers.push(server);
+  const url = `http://127.0.0.1:${await server.listen(0, "127.0.0.1")}`;
+  const got: string[] = [];
+  const held = caught(wordsInto(hop(url), "hang", got));
+  await until(() => got.length > 0);
+  expect(got).toEqual(["w0 "]);
+  const reason = new Failure({
+    status: 503,
+    kind: "upstream_unavailable",
+    code: "shutting_down",
+    retryable: true,
+    message: "the gateway is shutting down",
+  }).toConnectError();
+  shutdown.abort(reason);
+  const err = await held;
+  expect(err.code).toBe(Code.Unavailable);
+  expect(Failure.from(err).code).toBe("shutting_down");
+  // The handler was told: what it was doing stops.
+  expect(seen.signals[0]?.aborted).toBe(true);
+  const client = createClient(ConnectorService, hop(url));
+  const later = await caught(client.embed({ target: create(TargetSchema, { model: "ok" }) }));
+  expect(Failure.from(later).code).toBe("shutting_down");
+  expect(seen.signals).toHaveLength(1); // the later call never reached the handler
+});

@@ -83,7 +83,24 @@ const MAX_REQUEST_BYTES = 64 * 1024 * 1024;
 export function createHopHandler(opts: {
   services: readonly HopService[];
   fallback: DualHandler;
+  /**
+   * As connect-node's option of that name: once it aborts, every call still open, and every call
+   * that comes after, ends at once with its reason as the error (a server whose drain ran out).
+   * The handler's signal aborts with it too, which stops what the call was doing.
+   */
+  shutdownSignal?: AbortSignal;
 }): DualHandler {
+  const shutdown = opts.shutdownSignal;
+  /** Calls open now, for the shutdown to end; kept only when there is a shutdown to end them. */
+  const open = shutdown ? new Set<ServerCall>() : undefined;
+  shutdown?.addEventListener(
+    "abort",
+    () => {
+      const reason = toConnectError(shutdown.reason);
+      for (const call of [...(open ?? [])]) call.stop(reason);
+    },
+    { once: true },
+  );
   const routes = new Map<string, Route>();
   for (const { service, impl } of opts.services) {
     for (const method of service.methods) {
@@ -121,27 +138,36 @@ export function createHopHandler(opts: {
 
   const handler: DualHandler = (req, res) => {
     const route = routeOf(req.method, req.url, req.headers);
-    if (route) serve(route, req.headers, req, res);
+    if (route) serve(route, req.headers, req, res, open, shutdown);
     else opts.fallback(req, res);
   };
   handler.stream = (stream, headers) => {
     const route = routeOf(headers[":method"], headers[":path"], headers);
     if (route === undefined) return false;
     stream.on("error", ignoreError);
-    serve(route, headers, stream, stream);
+    serve(route, headers, stream, stream, open, shutdown);
     return true;
   };
   return handler;
 }
 
 /** Reads the call's one request message, then answers it. */
-function serve(route: Route, headers: RequestHeaders, body: Readable, sink: Sink): void {
+function serve(
+  route: Route,
+  headers: RequestHeaders,
+  body: Readable,
+  sink: Sink,
+  open: Set<ServerCall> | undefined,
+  shutdown: AbortSignal | undefined,
+): void {
   readBody(body, (bytes) => {
     if (bytes === undefined) {
       refuse(sink);
       return;
     }
     const call = new ServerCall(route, headers, sink);
+    if (shutdown?.aborted) call.stop(toConnectError(shutdown.reason));
+    else if (open) call.track(open);
     if (route.method.methodKind === "server_streaming") {
       serveStream(route, call, sink, startStream(route, call, bytes));
     } else {
@@ -304,6 +330,8 @@ class ServerCall {
   stopped: ConnectError | undefined;
   /** The handler is done; a response closing after that stops nothing. */
   private ended = false;
+  /** The open calls this one is among until it ends (see createHopHandler's shutdownSignal). */
+  private open: Set<ServerCall> | undefined;
 
   constructor(route: Route, headers: RequestHeaders, res: Sink) {
     const timeout = parseTimeout(
@@ -326,6 +354,11 @@ class ServerCall {
     if (!this.ended && !this.cancel.signal.aborted) this.stop(clientCancelled());
   }
 
+  track(open: Set<ServerCall>): void {
+    this.open = open;
+    open.add(this);
+  }
+
   stop(reason: ConnectError): void {
     if (this.ended || this.stopped || this.cancel.signal.aborted) return;
     this.stopped = reason;
@@ -341,6 +374,7 @@ class ServerCall {
   end(completed: boolean): void {
     this.ended = true;
     clearTimeout(this.timer);
+    this.open?.delete(this);
     if (!completed) this.cancel.abort(CALL_ENDED);
   }
 
