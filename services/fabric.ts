@@ -227,13 +227,19 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
     const internal = (
       routes: ((r: ConnectRouter) => void) | undefined,
       service: HopService | undefined,
+      shutdownSignal?: AbortSignal,
     ): DualHandler => {
       const adapter = connectNodeAdapter({
         routes: routes ?? (() => {}),
         fallback: (req, res) => admin(req, res as Parameters<DualHandler>[1]),
+        ...(shutdownSignal ? { shutdownSignal } : {}),
       });
       return transport === "hop" && service
-        ? createHopHandler({ services: [service], fallback: adapter })
+        ? createHopHandler({
+            services: [service],
+            fallback: adapter,
+            ...(shutdownSignal ? { shutdownSignal } : {}),
+          })
         : adapter;
     };
     if (has("router")) {
@@ -245,8 +251,10 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
       });
     }
     if (connector) {
-      const handler = internal(connector.routes, hopService(ConnectorService, connector.impl));
-      servers.push({ name: "connector", server: createDualServer(handler) });
+      const c = connector;
+      const handler = internal(c.routes, hopService(ConnectorService, c.impl), c.shutdownSignal);
+      // Its open calls end with shuttingDown rather than with their connections.
+      servers.push({ name: "connector", server: createDualServer(handler), onCut: c.cutting });
     }
     if (has("prober"))
       servers.push({ name: "prober", server: createDualServer(internal(undefined, undefined)) });

@@ -18,7 +18,7 @@ import {
 import type { Target } from "../../gen/switchyard/health/v1/health_pb.js";
 import { CompletionBuilder } from "../lib/chat/aggregate.js";
 import { carriesAnswer, connectorChatResponse } from "../lib/chat/messages.js";
-import { Failure } from "../lib/errors.js";
+import { Failure, SHUTTING_DOWN, shuttingDown } from "../lib/errors.js";
 import { makeMessage } from "../lib/hop/codec.js";
 import { DONE } from "../lib/iteration.js";
 import { type Logger, requestLogger } from "../lib/logger.js";
@@ -46,12 +46,24 @@ const FIRST_TOKEN_SLACK_MS = 100;
 /** The most characters of answer merged into one message for a caller that holds the answer. */
 const MAX_MERGED_CHARS = 256 * 1024;
 
+/**
+ * What a connector whose drain ran out ends its open calls with (the reason its server's
+ * shutdownSignal aborts with, see ConnectorBuild.cutting): the gateway is shutting down, which
+ * the router tells apart from a failure of the target, and from a connector it lost.
+ */
+export const CUT_BY_SHUTDOWN = shuttingDown(0).toConnectError();
+
+/** Whether a call's signal was aborted by its connector's shutdown (CUT_BY_SHUTDOWN). */
+function cutByShutdown(signal: AbortSignal): boolean {
+  return signal.aborted && signal.reason === CUT_BY_SHUTDOWN;
+}
+
 /** Runs single attempts against upstreams; all retry and routing decisions are the router's. */
 export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof ConnectorService> {
   const upstreamRequests = counter(
     deps.registry,
     "switchyard_connector_upstream_requests_total",
-    "Calls to upstream providers, by outcome: ok, or the error class (rate_limited, timeout, upstream_unavailable, upstream_error, auth, invalid_request, cancelled, …)",
+    "Calls to upstream providers, by outcome: ok, or the error class (rate_limited, timeout, upstream_unavailable, upstream_error, auth, invalid_request, cancelled, …), or shutdown for a call a drain cut",
     ["provider", "target", "outcome"],
   );
   const firstChunk = histogram(
@@ -82,7 +94,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
     target: { provider: string; model: string },
     f: Failure,
   ): void {
-    if (f.kind === "cancelled") return;
+    if (f.kind === "cancelled" || f.code === SHUTTING_DOWN) return;
     const line = {
       provider: target.provider,
       target: target.model,
@@ -190,11 +202,22 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
     };
 
     /**
+     * What a read still pending when the call ended gets: the end, unless a shutdown cut the
+     * call. connect-node then writes what the implementation ends with, and an end would pass
+     * the cut answer off as a complete one (the hop server has answered the cut already).
+     */
+    #afterEnd(): IteratorResult<ChatResponse> {
+      if (cutByShutdown(this.#ctx.signal)) throw CUT_BY_SHUTDOWN;
+      return DONE;
+    }
+
+    /**
      * Why the caller cancelled. A cancel about first_token_ms after the call began, with no chunk
      * yet, is the router's first-token timeout: the target did not answer, which passive health
      * and the metrics must hear of (a plain cancellation says nothing about a target).
      */
     #cancelled(): Failure {
+      if (cutByShutdown(this.#ctx.signal)) return shuttingDown(0);
       const ms = this.#firstTokenMs;
       if (
         ms > 0 &&
@@ -229,7 +252,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
     readonly #onChunk = (
       r: IteratorResult<ChatChunk>,
     ): IteratorResult<ChatResponse> | Promise<IteratorResult<ChatResponse>> => {
-      if (this.#over) return DONE;
+      if (this.#over) return this.#afterEnd();
       try {
         const call = this.#call;
         if (r.done) {
@@ -282,7 +305,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
     };
 
     readonly #onError = (err: unknown): never | IteratorResult<ChatResponse> => {
-      if (this.#over) return DONE;
+      if (this.#over) return this.#afterEnd();
       // The provider's stream failed: it has ended, with nothing to stop.
       this.#chunks = undefined;
       throw this.#fail(err);
@@ -296,7 +319,7 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
       this.#end();
       // Nobody reads the provider's stream any more; its own error has no one to tell.
       void chunks?.return?.()?.catch(() => {});
-      upstreamRequests.inc({ provider: call.provider, target: call.model, outcome: f.kind });
+      upstreamRequests.inc({ provider: call.provider, target: call.model, outcome: outcomeOf(f) });
       deps.outcomes?.failure(call.provider, call.model, f);
       logFailure(call.context, call, f);
       return f.toConnectError();
@@ -331,6 +354,8 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
         latencyMs: Math.round(performance.now() - started),
       });
     } catch (err) {
+      // Not an answer about the target: the prober keeps what it knew, and asks another.
+      if (cutByShutdown(ctx.signal)) throw CUT_BY_SHUTDOWN;
       return makeMessage(ProbeResponseSchema, {
         ok: false,
         latencyMs: Math.round(performance.now() - started),
@@ -410,10 +435,16 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
       upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: "ok" });
       return result;
     } catch (err) {
-      const f = ctx.signal.aborted
-        ? new Failure({ status: 499, kind: "cancelled", message: "cancelled" })
-        : Failure.from(err);
-      upstreamRequests.inc({ provider: target.provider, target: target.model, outcome: f.kind });
+      const f = cutByShutdown(ctx.signal)
+        ? shuttingDown(0)
+        : ctx.signal.aborted
+          ? new Failure({ status: 499, kind: "cancelled", message: "cancelled" })
+          : Failure.from(err);
+      upstreamRequests.inc({
+        provider: target.provider,
+        target: target.model,
+        outcome: outcomeOf(f),
+      });
       logFailure(context, target, f);
       throw f.toConnectError();
     } finally {
@@ -422,6 +453,11 @@ export function createConnectorService(deps: ConnectorDeps): ServiceImpl<typeof 
   }
 
   return { chat, embed, countTokens, probe };
+}
+
+/** An upstream call's outcome label: its failure's kind, or "shutdown" for a call a drain cut. */
+function outcomeOf(f: Failure): string {
+  return f.code === SHUTTING_DOWN ? "shutdown" : f.kind;
 }
 
 function missingTargetOrParams() {

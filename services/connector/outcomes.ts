@@ -5,7 +5,7 @@ import {
   TargetSchema,
 } from "../../gen/switchyard/health/v1/health_pb.js";
 import type { Bus } from "../lib/bus/bus.js";
-import type { Failure } from "../lib/errors.js";
+import { type Failure, SHUTTING_DOWN } from "../lib/errors.js";
 import { makeMessage } from "../lib/hop/codec.js";
 
 const FLUSH_MS = 250;
@@ -13,8 +13,8 @@ const MAX_BATCH = 512;
 
 /**
  * Passive health: what happened to live calls, published in batches so the prober can mark a
- * failing target down before its next probe. Client mistakes and cancellations say nothing about
- * a target and are not reported.
+ * failing target down before its next probe. Client mistakes, cancellations and calls a shutdown
+ * cut say nothing about a target and are not reported.
  */
 export class OutcomeReporter {
   private pending: TargetOutcome[] = [];
@@ -37,7 +37,7 @@ export class OutcomeReporter {
   }
 
   failure(provider: string, model: string, f: Failure): void {
-    if (f.kind === "cancelled" || !f.retryable) return;
+    if (f.kind === "cancelled" || !f.retryable || f.code === SHUTTING_DOWN) return;
     this.add(
       makeMessage(TargetOutcomeSchema, {
         target: makeMessage(TargetSchema, { provider, model }),

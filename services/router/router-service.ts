@@ -33,7 +33,7 @@ import {
 } from "../lib/chat/messages.js";
 import type { Config } from "../lib/config/types.js";
 import type { ConnectorEndpoint, ConnectorPool } from "../lib/connector-pool.js";
-import { Failure, isPauseKind, pauseAskedFor, shuttingDown } from "../lib/errors.js";
+import { Failure, isPauseKind, pauseAskedFor, SHUTTING_DOWN, shuttingDown } from "../lib/errors.js";
 import { makeMessage } from "../lib/hop/codec.js";
 import { DONE } from "../lib/iteration.js";
 import { type Logger, requestLogger } from "../lib/logger.js";
@@ -625,6 +625,18 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       return shuttingDown(0).toConnectError();
     }
     let f = timedOut ? timeoutFailure(timedOut, p, timeouts, deadline.ms) : Failure.from(err);
+    if (f.code === SHUTTING_DOWN) {
+      // The connector's drain ran out under the call: nothing the target did, nor a connector
+      // lost. Before the first chunk another connector takes the call, outside the target retry
+      // budget; after it, the client hears that a shutdown cut its answer.
+      if (sentFirst) return shuttingDown(0).toConnectError();
+      connectors.suspect(connector.id);
+      requestLogger(deps.logger, context).info(
+        { connector: connector.id, provider, target: model, attempt },
+        "connector shutting down; trying another",
+      );
+      return new RetryableFailure(shuttingDown(0), true);
+    }
     if (f.kind === "cancelled" || (f.kind === "upstream_unavailable" && f.provider === "")) {
       // The connector itself did not answer, or its connection went away under the call (no
       // provider named the error): not the target's fault. Avoid that connector for a while;

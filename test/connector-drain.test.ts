@@ -1,0 +1,203 @@
+// A connector process that gets SIGTERM while calls run through it (a rollout, a scale-down):
+// calls that come during its drain go to another connector, and when its drain runs out the
+// answers it still carries are cut by a shutdown, which the client is told, and which charges
+// neither the target's breaker nor its passive health: the upstream did nothing wrong.
+import { randomUUID } from "node:crypto";
+import { once } from "node:events";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import OpenAI from "openai";
+import pino from "pino";
+import { afterEach, describe, expect, it } from "vitest";
+import type { TargetOutcomeBatch } from "../gen/switchyard/health/v1/health_pb.js";
+import { type Fabric, type FabricTransport, startFabric } from "../services/fabric.js";
+import { type Bus, createBus } from "../services/lib/bus/index.js";
+import { testConfig } from "./helpers/fabric.js";
+import { metricValue } from "./helpers/metrics.js";
+import { freePorts, requireNats, runSwitchyard, type ServiceProcess } from "./helpers/processes.js";
+import {
+  type OpenAIUpstream,
+  type RecordedRequest,
+  startOpenAIUpstream,
+} from "./upstreams/openai-upstream.js";
+
+/** The draining connector's drain time: the calls sent during it take far less. */
+const DRAIN_MS = 3000;
+
+const cleanups: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+});
+
+const modelOf = (r: RecordedRequest) => (r.body as { model?: string } | undefined)?.model;
+const chats = (u: OpenAIUpstream) => u.requests.filter((r) => r.path.endsWith("/completions"));
+
+async function until(what: string, ok: () => boolean | Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    if (await ok()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+describe.each<FabricTransport>(["hop", "connect"])("a connector draining (%s)", (transport) => {
+  it("sends new calls elsewhere, retries one still waiting for its first token elsewhere, and ends a stream under way with shutting_down, charging nothing to the target", async () => {
+    await requireNats();
+    const run = randomUUID().slice(0, 8);
+    // X's upstream: a 10 s stream, and one that never answers; Y's answers at once.
+    const upX = await startOpenAIUpstream({
+      behavior: (r) =>
+        modelOf(r) === "up-long"
+          ? { kind: "answer", text: "tok ".repeat(200), chunks: 200, chunkDelayMs: 50 }
+          : modelOf(r) === "up-hang"
+            ? { kind: "hang" }
+            : { kind: "answer", text: "from x" },
+    });
+    cleanups.push(() => upX.close());
+    const upY = await startOpenAIUpstream({ behavior: { kind: "answer", text: "from y" } });
+    cleanups.push(() => upY.close());
+    const [portX, portY] = (await freePorts(2)) as [number, number];
+    const urlX = `http://127.0.0.1:${portX}`;
+    const common = (upstream: string) => `
+nats: { url: nats://127.0.0.1:4222, namespace: connector_drain_${run} }
+providers: { p: { type: openai, base_url: "${upstream}" } }
+models:
+  long: { targets: [{ provider: p, model: up-long }] }
+  hang: { targets: [{ provider: p, model: up-hang }] }
+  chat: { targets: [{ provider: p, model: up-chat }] }
+routing:
+  # One failure would open the breaker (and mark the target down): a wrong charge shows.
+  circuit_breaker: { consecutive_failures: 1, cooldown_ms: 60000 }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`;
+    const dir = mkdtempSync(join(tmpdir(), "switchyard-connector-drain-"));
+    cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+    const start = (name: string, port: number, upstream: OpenAIUpstream) => {
+      const file = join(dir, `${name}.yaml`);
+      writeFileSync(
+        file,
+        `server: { connector: { host: 127.0.0.1, port: ${port} }, drain_timeout_ms: ${DRAIN_MS} }
+${common(upstream.url)}`,
+      );
+      const p = runSwitchyard(name, ["start", "--config", file, "--service", "connector"], {
+        SWITCHYARD_FABRIC_TRANSPORT: transport,
+      });
+      cleanups.push(() => p.stop());
+      return p;
+    };
+    const x: ServiceProcess = start("x", portX, upX);
+    await x.waitFor((l) => l.includes('"msg":"listening"'));
+
+    // The ingress and router in this process; X is in their static list, Y joins on the bus.
+    const edge: Fabric = await startFabric({
+      config: testConfig(`peers: { connectors: ["${urlX}"] }\n${common(upX.url)}`),
+      services: new Set(["ingress", "router"] as const),
+      logger: pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }),
+      listen: { ingress: { host: "127.0.0.1", port: 0 } },
+      transport,
+    });
+    cleanups.push(() => edge.stop(0));
+    const ingress = `http://127.0.0.1:${edge.ports.ingress}`;
+    const metrics = async () => (await fetch(`${ingress}/metrics`)).text();
+    const client = new OpenAI({ baseURL: `${ingress}/v1`, apiKey: "unused", maxRetries: 0 });
+    const messages = [{ role: "user" as const, content: "hi" }];
+
+    // Every outcome the connectors report for passive health.
+    const bus: Bus = await createBus({
+      natsUrl: "nats://127.0.0.1:4222",
+      namespace: `connector_drain_${run}`,
+      name: "connector-drain-test",
+      logger: pino({ level: "silent" }),
+    });
+    cleanups.push(() => bus.close());
+    const outcomes: TargetOutcomeBatch[] = [];
+    const watching = new AbortController();
+    cleanups.push(async () => watching.abort());
+    void (async () => {
+      for await (const b of bus.outcomes(watching.signal)) outcomes.push(b);
+    })();
+
+    // Through X, the only connector yet: a stream under way, and a call with no first token.
+    const long = await client.chat.completions.create({ model: "long", messages, stream: true });
+    const longRead = (async () => {
+      let text = "";
+      try {
+        for await (const c of long) text += c.choices[0]?.delta.content ?? "";
+      } catch (error) {
+        return { text, error };
+      }
+      return { text, error: undefined };
+    })();
+    await until("the stream's first tokens", async () => chats(upX).length === 1);
+    const hang = client.chat.completions
+      .create({ model: "hang", messages }, { maxRetries: 0 })
+      .withResponse();
+    await until("the call that hangs to reach X", () => chats(upX).length === 2);
+
+    const y = start("y", portY, upY);
+    await until(
+      "the router to know Y",
+      async () => metricValue(await metrics(), "switchyard_connectors_known") === 2,
+    );
+
+    x.child.kill("SIGTERM");
+    await x.waitFor((l) => l.includes('"draining"'));
+    // X is draining: what comes now goes to Y, at its first attempt, whichever X is in the
+    // router's static list.
+    const during = await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        client.chat.completions
+          .create({ model: "chat", messages, stream: i % 2 === 0 })
+          .withResponse()
+          .then(async ({ data, response }) => {
+            let text = "";
+            if ("choices" in data) text = data.choices[0]?.message.content ?? "";
+            else for await (const c of data) text += c.choices[0]?.delta.content ?? "";
+            return { text, attempts: response.headers.get("x-switchyard-attempts") };
+          }),
+      ),
+    );
+    expect(x.child.exitCode).toBeNull(); // they were all answered during X's drain
+    expect(during).toEqual(Array(6).fill({ text: "from y", attempts: "1" }));
+    expect(chats(upX)).toHaveLength(2);
+
+    // X's drain runs out. The call that had no first token is made again through Y.
+    const { data: answered, response } = await hang;
+    expect(answered.choices[0]?.message.content).toBe("from y");
+    expect(response.headers.get("x-switchyard-attempts")).toBe("1");
+    // The stream under way ends with an error that says a shutdown cut it: not a clean end, and
+    // not a lost connection that reads as an upstream failure.
+    const { text, error } = await longRead;
+    expect(text.length).toBeGreaterThan(0);
+    expect(text.length).toBeLessThan("tok ".repeat(200).length);
+    expect(error).toBeInstanceOf(OpenAI.APIError);
+    expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe("shutting_down");
+    expect((error as Error).message).toContain("the gateway is shutting down");
+    const [code] = x.child.exitCode === null ? await once(x.child, "exit") : [x.child.exitCode];
+    expect(code).toBe(0);
+    // X stopped its upstream requests.
+    await Promise.all(chats(upX).map((r) => r.closed));
+    expect(chats(upX).every((r) => r.aborted)).toBe(true);
+
+    const text2 = await metrics();
+    for (const target of ["up-long", "up-hang"]) {
+      expect(metricValue(text2, "switchyard_router_circuit_state", { provider: "p", target })).toBe(
+        0,
+      );
+    }
+    // Passive health: X published its outcomes before it stopped, so the success Y reports for
+    // a call made after that comes after them (Y's eighth: the six, the retried one, this one).
+    // None is a failure.
+    const after = await client.chat.completions.create({ model: "chat", messages });
+    expect(after.choices[0]?.message.content).toBe("from y");
+    const yId = `-${y.child.pid}-`;
+    await until(
+      "Y's outcome for the last call",
+      () =>
+        outcomes.filter((b) => b.connectorId.includes(yId)).flatMap((b) => b.outcomes).length >= 8,
+    );
+    const failures = outcomes.flatMap((b) => b.outcomes).filter((o) => !o.success);
+    expect(failures).toEqual([]);
+  }, 60_000);
+});
