@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -218,6 +219,46 @@ server:
     expect(text.split(" ").length).toBe(24);
     expect(await exit).toBe(0);
     expect(output()).toContain('"draining"');
+  }, 30_000);
+
+  it("exits 0 at once on SIGTERM with nothing in flight, though clients keep connections open", async () => {
+    const cwd = mkdtempSync(join(dir, "start-"));
+    writeFileSync(
+      join(cwd, "switchyard.yaml"),
+      `${DEMO_CONFIG_YAML}
+server:
+  ingress: { host: 127.0.0.1, port: 0 }
+`,
+    );
+    const { child, port, exit, output } = await startIn(cwd);
+    // An HTTP/1.1 connection kept alive, and an HTTP/2 one (gRPC), both idle once answered.
+    const agent = new http.Agent({ keepAlive: true });
+    const status = await new Promise<number | undefined>((resolve, reject) => {
+      http
+        .get({ host: "127.0.0.1", port, path: "/v1/models", agent }, (res) => {
+          res.resume();
+          res.on("end", () => resolve(res.statusCode));
+        })
+        .on("error", reject);
+    });
+    expect(status).toBe(200);
+    const grpc = createClient(
+      GatewayService,
+      createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` }),
+    );
+    expect((await grpc.listModels({})).models.length).toBeGreaterThan(0);
+    try {
+      const started = performance.now();
+      child.kill("SIGTERM");
+      const late = new Promise((r) => setTimeout(r, 10_000, "still running after 10 s"));
+      expect(await Promise.race([exit, late])).toBe(0);
+      // It takes tens of ms: nothing waits for requests that are not there, nor for the
+      // clients to close their connections.
+      expect(performance.now() - started, output()).toBeLessThan(1_000);
+    } finally {
+      agent.destroy();
+      if (child.exitCode === null) child.kill("SIGKILL");
+    }
   }, 30_000);
 
   it("stops at once on a second signal during the drain, with exit code 1", async () => {

@@ -88,13 +88,22 @@ health: { probe_interval_ms: 300, stale_after_ms: 5000 }
 }, 60_000);
 
 afterAll(async () => {
-  const codes = await Promise.all(procs.map((p) => p.stop()));
+  // Nothing is in flight now: each stops at once, whatever connections its clients keep open.
+  const stops = await Promise.all(
+    procs.map(async (p) => {
+      const started = performance.now();
+      const code = await p.stop();
+      return { name: p.name, code, fast: performance.now() - started < 1_000 };
+    }),
+  );
+  const codes = stops.map((s) => s.code);
   await first?.close();
   await second?.close();
   await claude?.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
   // SIGTERM drains and exits 0 (SPEC §2).
   expect(codes).toEqual([0, 0, 0, 0]);
+  expect(stops.filter((s) => !s.fast).map((s) => s.name)).toEqual([]);
   // Upstream keys never appear in any service's output.
   for (const p of procs) expect(p.lines.join("\n")).not.toContain("sk-first-canary-7d1e");
 });
