@@ -25,7 +25,7 @@ function post(path: string, body: unknown, key: string | null = KEY): Promise<Re
 }
 
 interface WholeAnswer {
-  candidates: Array<{ content: unknown; finishReason?: string }>;
+  candidates: Array<{ content?: unknown; finishReason?: string }>;
   usageMetadata: unknown;
 }
 interface ErrorAnswer {
@@ -91,6 +91,52 @@ describe("fake Gemini upstream", () => {
       finishReason: "STOP",
     });
     expect(whole.usageMetadata).toMatchObject({ thoughtsTokenCount: 5, totalTokenCount: 19 });
+  });
+
+  it("withholds what a safety filter stopped: a last event without content, no content whole", async () => {
+    upstream.setBehavior({ kind: "answer", text: "Hi there", chunks: 2, finishReason: "SAFETY" });
+    const body = await (
+      await post("/v1beta/models/m:streamGenerateContent?alt=sse", prompt)
+    ).text();
+    const events = body
+      .split("\r\n\r\n")
+      .filter((block) => block !== "")
+      .map((block) => JSON.parse(block.replace(/^data: /, "")));
+    expect(events.map((e) => e.candidates[0].content?.parts[0].text)).toEqual([
+      "Hi t",
+      "here",
+      undefined,
+    ]);
+    expect(events[2].candidates[0]).toMatchObject({ finishReason: "SAFETY" });
+    expect(events[2].candidates[0].safetyRatings).toContainEqual(
+      expect.objectContaining({ blocked: true }),
+    );
+    const whole = await json<WholeAnswer>(await post("/v1beta/models/m:generateContent", prompt));
+    expect(whole.candidates[0]?.finishReason).toBe("SAFETY");
+    expect(whole.candidates[0]).not.toHaveProperty("content");
+  });
+
+  it("counts the cached part of the prompt in every event, as the prompt's count is", async () => {
+    upstream.setBehavior({
+      kind: "answer",
+      text: "abcd",
+      chunks: 2,
+      usage: { promptTokenCount: 40, candidatesTokenCount: 2, cachedContentTokenCount: 32 },
+    });
+    const events = (await (
+      await post("/v1beta/models/m:streamGenerateContent", prompt)
+    ).json()) as Array<{ usageMetadata: Record<string, unknown> }>;
+    for (const event of events) {
+      expect(event.usageMetadata).toMatchObject({
+        promptTokenCount: 40,
+        cachedContentTokenCount: 32,
+      });
+    }
+    expect(events[0]?.usageMetadata.candidatesTokenCount).toBeUndefined();
+    expect(events[1]?.usageMetadata).toMatchObject({
+      candidatesTokenCount: 2,
+      totalTokenCount: 42,
+    });
   });
 
   it("answers errors in Google's envelope, with RetryInfo when asked", async () => {

@@ -30,7 +30,11 @@ export interface GeminiAnswerBehavior {
   functionCalls?: FakeFunctionCall[];
   /** How many candidates; candidate i > 0 says the text with " #i" appended. Default 1. */
   candidates?: number;
-  /** Default "STOP". */
+  /**
+   * Default "STOP". A safety reason (SAFETY, RECITATION, …: `WITHHELD_BY`) is sent as Google
+   * does: streamed, the pieces already passed go out and a last event without content carries
+   * the reason and the blocking rating; whole, the candidate has no content at all.
+   */
   finishReason?: string;
   /** Answers a prompt blocked with this reason: promptFeedback and no candidates. */
   blockReason?: string;
@@ -348,6 +352,8 @@ export function answerEvents(
     behavior.usage?.thoughtsTokenCount ?? (behavior.thoughts === undefined ? undefined : 5);
   const completion = behavior.usage?.candidatesTokenCount ?? pieces.length + calls.length;
   const cached = behavior.usage?.cachedContentTokenCount;
+  const finishReason = behavior.finishReason ?? "STOP";
+  const withheld = WITHHELD_BY.has(finishReason);
 
   // Each step is the parts every candidate says in one event.
   const steps: Array<(candidate: number) => Part[]> = [];
@@ -371,32 +377,63 @@ export function answerEvents(
       return [part];
     });
   }
-  if (steps.length === 0) steps.push(() => [{ text: "" }]);
+  if (steps.length === 0 && !withheld) steps.push(() => [{ text: "" }]);
+  // What the filter stopped is never sent: the reason comes on an event of its own.
+  if (withheld) steps.push(() => []);
 
+  const thoughtSteps = behavior.thoughts === undefined ? 0 : 1;
   return steps.map((step, i) => {
     const last = i === steps.length - 1;
+    // Like the real API: the prompt's counts (cached part included) in every event, thoughts once
+    // they are done, the answer's count at the end.
+    const thoughtsSoFar = i >= thoughtSteps || last ? thoughts : undefined;
+    const answered = last ? completion : undefined;
     return {
-      candidates: Array.from({ length: candidates }, (_, c) => ({
-        content: { parts: step(c), role: "model" },
-        ...(last && { finishReason: behavior.finishReason ?? "STOP" }),
-        // proto3 JSON leaves out a zero index, as the real API does.
-        ...(c > 0 && { index: c }),
-      })),
-      // Like the real API: prompt tokens from the start, the answer's counts at the end.
-      usageMetadata: last
-        ? {
-            promptTokenCount: prompt,
-            candidatesTokenCount: completion,
-            totalTokenCount: prompt + completion + (thoughts ?? 0),
-            ...(thoughts !== undefined && { thoughtsTokenCount: thoughts }),
-            ...(cached !== undefined && { cachedContentTokenCount: cached }),
-            promptTokensDetails: [{ modality: "TEXT", tokenCount: prompt }],
-          }
-        : { promptTokenCount: prompt, totalTokenCount: prompt },
+      candidates: Array.from({ length: candidates }, (_, c) => {
+        const parts = step(c);
+        return {
+          ...(parts.length > 0 && { content: { parts, role: "model" } }),
+          ...(last && { finishReason }),
+          // proto3 JSON leaves out a zero index, as the real API does.
+          ...(c > 0 && { index: c }),
+          ...(last && withheld && { safetyRatings: BLOCKING_RATINGS }),
+        };
+      }),
+      usageMetadata: {
+        promptTokenCount: prompt,
+        ...(answered !== undefined && { candidatesTokenCount: answered }),
+        totalTokenCount: prompt + (answered ?? 0) + (thoughtsSoFar ?? 0),
+        ...(cached !== undefined && { cachedContentTokenCount: cached }),
+        promptTokensDetails: [{ modality: "TEXT", tokenCount: prompt }],
+        ...(cached !== undefined && {
+          cacheTokensDetails: [{ modality: "TEXT", tokenCount: cached }],
+        }),
+        ...(thoughtsSoFar !== undefined && { thoughtsTokenCount: thoughtsSoFar }),
+      },
       ...head,
     };
   });
 }
+
+/**
+ * Finish reasons of Google's content filters, which withhold what they stopped ("content is empty
+ * if content filters block the output", Candidate.FinishReason).
+ */
+export const WITHHELD_BY: ReadonlySet<string> = new Set([
+  "SAFETY",
+  "RECITATION",
+  "BLOCKLIST",
+  "PROHIBITED_CONTENT",
+  "SPII",
+]);
+
+/** The safety ratings of a candidate the filter stopped. */
+const BLOCKING_RATINGS = [
+  { category: "HARM_CATEGORY_SEXUALLY_EXPLICIT", probability: "NEGLIGIBLE" },
+  { category: "HARM_CATEGORY_HATE_SPEECH", probability: "NEGLIGIBLE" },
+  { category: "HARM_CATEGORY_HARASSMENT", probability: "NEGLIGIBLE" },
+  { category: "HARM_CATEGORY_DANGEROUS_CONTENT", probability: "MEDIUM", blocked: true },
+];
 
 /** The events of an answer folded into the one response generateContent sends. */
 export function wholeResponse(events: Array<Record<string, unknown>>): Record<string, unknown> {
@@ -422,6 +459,8 @@ export function wholeResponse(events: Array<Record<string, unknown>>): Record<st
         }
       }
     }
+    // A candidate the filter stopped has no content in the whole answer either.
+    if (WITHHELD_BY.has(String(candidate.finishReason))) return candidate;
     return { ...candidate, content: { parts, role: "model" } };
   });
   return { ...last, candidates };
