@@ -2,6 +2,7 @@ import OpenAI, { AzureOpenAI } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   azureContentFilterError,
+  azureRateLimited,
   fakeEmbedding,
   type OpenAIUpstream,
   startOpenAIUpstream,
@@ -178,6 +179,39 @@ describe("fake Azure OpenAI upstream", () => {
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(OpenAI.BadRequestError);
     expect((error as InstanceType<typeof OpenAI.BadRequestError>).code).toBe("content_filter");
+  });
+
+  it("ends an answer its output filter stopped as Azure does: no content whole, the verdict named", async () => {
+    upstream.setBehavior({ kind: "answer", text: "Once upon", finishReason: "content_filter" });
+    const ask = { model: "d", messages: [{ role: "user" as const, content: "x" }] };
+    const whole = await azure().chat.completions.create(ask);
+    const choice = whole.choices[0] as (typeof whole.choices)[number] & {
+      content_filter_results?: Record<string, { filtered: boolean }>;
+    };
+    expect(choice.finish_reason).toBe("content_filter");
+    expect(choice.message.content ?? null).toBeNull();
+    expect(choice.content_filter_results?.violence?.filtered).toBe(true);
+
+    let text = "";
+    let finish: string | null | undefined;
+    for await (const chunk of await azure().chat.completions.create({ ...ask, stream: true })) {
+      text += chunk.choices[0]?.delta?.content ?? "";
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    expect(text).toBe("Once upon");
+    expect(finish).toBe("content_filter");
+  });
+
+  it("sends Azure's 429, whose wait the SDK reads from retry-after-ms", async () => {
+    upstream.setBehavior(azureRateLimited(6));
+    const error = await azure()
+      .chat.completions.create({ model: "d", messages: [{ role: "user", content: "x" }] })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(OpenAI.RateLimitError);
+    const headers = (error as InstanceType<typeof OpenAI.RateLimitError>).headers;
+    expect(headers.get("retry-after")).toBe("6");
+    expect(headers.get("retry-after-ms")).toBe("6000");
+    expect((error as Error).message).toContain("Please retry after 6 seconds");
   });
 
   it("serves the v1 API under /openai/v1 without api-version", async () => {

@@ -43,7 +43,9 @@
  *   "destroy" resets the connection).
  * - `error`: answers `status` with `body` (an object is sent as JSON; default an OpenAI error
  *   envelope) and `headers` (e.g. `retry-after`). `azureContentFilterError()` is Azure's body
- *   for a prompt its content filter blocked.
+ *   for a prompt its content filter blocked, `azureRateLimited()` Azure's whole 429.
+ *   On Azure routes, `finishReason: "content_filter"` is Azure's output filter: the whole answer
+ *   has no content, and the verdict in `content_filter_results` names what it stopped.
  * - `hang`: reads the request and never sends headers (for timeouts and cancellation).
  * - `raw`: writes `chunks` verbatim after the headers, then ends (or resets) the response; for
  *   malformed streams and mid-stream error events.
@@ -415,6 +417,30 @@ const AZURE_FILTER_PASSED = {
   violence: { filtered: false, severity: "safe" },
 };
 
+/** Azure's verdict on a completion its filter stopped: violence rated medium. */
+const AZURE_FILTER_STOPPED = {
+  ...AZURE_FILTER_PASSED,
+  violence: { filtered: true, severity: "medium" },
+};
+
+/**
+ * Azure's 429 for a deployment over its rate limit: code "429" as a string, the wait in the
+ * words and in both `retry-after` (seconds) and `retry-after-ms`.
+ */
+export function azureRateLimited(seconds = 6): ErrorBehavior {
+  return {
+    kind: "error",
+    status: 429,
+    body: {
+      error: {
+        code: "429",
+        message: `Requests to the ChatCompletions_Create Operation under Azure OpenAI API version 2024-10-21 have exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry after ${seconds} seconds.`,
+      },
+    },
+    headers: { "retry-after": String(seconds), "retry-after-ms": String(seconds * 1000) },
+  };
+}
+
 /** Azure's 400 body for a prompt its content filter blocked (`category` rated `severity`). */
 export function azureContentFilterError(category = "violence", severity = "high") {
   return {
@@ -471,12 +497,18 @@ async function answer(
     completion_tokens_details: { reasoning_tokens: 0, audio_tokens: 0 },
   };
 
+  // Azure's output filter: a whole answer it stopped comes without content, and the verdict
+  // names the category it stopped.
+  const filtered = azure && finishReason === "content_filter";
+  const verdict = filtered ? AZURE_FILTER_STOPPED : AZURE_FILTER_PASSED;
   if (request.stream !== true) {
-    const message: Record<string, unknown> = {
-      role: "assistant",
-      content: text === "" && calls.length > 0 ? null : text,
-      refusal: null,
-    };
+    const message: Record<string, unknown> = filtered
+      ? { role: "assistant" }
+      : {
+          role: "assistant",
+          content: text === "" && calls.length > 0 ? null : text,
+          refusal: null,
+        };
     if (calls.length > 0) {
       message.tool_calls = calls.map((call) => ({
         id: call.id,
@@ -490,7 +522,7 @@ async function answer(
       logprobs: wantsLogprobs ? { content: pieces.map(logprobOf), refusal: null } : null,
       finish_reason: finishReason,
     };
-    if (azure) choice.content_filter_results = AZURE_FILTER_PASSED;
+    if (azure) choice.content_filter_results = verdict;
     sendBody(res, 200, {
       id,
       object: "chat.completion",
@@ -538,7 +570,9 @@ async function answer(
         delta,
         logprobs,
         finish_reason: finish,
-        ...(azure && { content_filter_results: delta.role ? {} : AZURE_FILTER_PASSED }),
+        ...(azure && {
+          content_filter_results: delta.role ? {} : finish === null ? AZURE_FILTER_PASSED : verdict,
+        }),
       },
     ],
     ...(includeUsage && { usage: null }),
