@@ -208,7 +208,7 @@ describe("fromGeminiResponse", () => {
     expect(chunk.usage).toMatchObject({ promptTokens: 17, completionTokens: 0, totalTokens: 17 });
   });
 
-  it("refuses a blocked prompt with a 400 naming the reason", () => {
+  it("refuses a blocked prompt with a 400 content_filter, as Azure's filter does, naming the reason", () => {
     const error = failureOf(() =>
       fromGeminiResponse(readJsonFixture("response-prompt-blocked.json"), OPTIONS),
     );
@@ -216,9 +216,10 @@ describe("fromGeminiResponse", () => {
       status: 400,
       kind: "invalid_request",
       retryable: false,
-      code: "PROHIBITED_CONTENT",
+      code: "content_filter",
+      param: "messages",
       provider: "google",
-      message: "provider google blocked the prompt (PROHIBITED_CONTENT)",
+      message: "provider google's safety filter blocked the prompt (PROHIBITED_CONTENT)",
     });
   });
 
@@ -260,7 +261,8 @@ describe("finishReason", () => {
     ["PROHIBITED_CONTENT", false, FinishReason.CONTENT_FILTER],
     ["SPII", false, FinishReason.CONTENT_FILTER],
     ["MALFORMED_FUNCTION_CALL", true, FinishReason.OTHER],
-    ["LANGUAGE", false, FinishReason.OTHER],
+    ["LANGUAGE", false, FinishReason.CONTENT_FILTER],
+    ["IMAGE_SAFETY", false, FinishReason.CONTENT_FILTER],
     ["OTHER", false, FinishReason.OTHER],
   ])("maps %s (called tools: %s)", (raw, calledTools, expected) => {
     expect(finishReason(raw, calledTools)).toBe(expected);

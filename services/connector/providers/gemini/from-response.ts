@@ -119,13 +119,16 @@ export function checkAnswer(
   if (typeof blockReason === "string" && records(value.candidates).length === 0) {
     const said =
       typeof feedback.blockReasonMessage === "string" ? `: ${feedback.blockReasonMessage}` : "";
-    // The upstream judged the prompt itself; another attempt with it is no use.
+    // The upstream judged the prompt itself; another attempt with it is no use. The code is the
+    // one Azure's filter gives the same refusal, so a client of a model with targets of both
+    // types handles one code; Gemini's reason stays in the message.
     throw new Failure({
       status: 400,
       kind: "invalid_request",
-      code: blockReason,
+      code: "content_filter",
+      param: "messages",
       provider: options.provider,
-      message: `provider ${options.provider} blocked the prompt (${blockReason})${said}`,
+      message: `provider ${options.provider}'s safety filter blocked the prompt (${blockReason})${said}`,
     });
   }
   return value as GeminiGenerateContentResponse;
@@ -221,9 +224,14 @@ export function isEmptyDelta(delta: ChoiceDelta): boolean {
   );
 }
 
+/**
+ * Gemini's reasons for a candidate its filters stopped (LANGUAGE: "flagged for using an
+ * unsupported language"), all OpenAI's `content_filter` and Anthropic's `refusal`.
+ */
 const CONTENT_FILTERS = new Set([
   "SAFETY",
   "RECITATION",
+  "LANGUAGE",
   "BLOCKLIST",
   "PROHIBITED_CONTENT",
   "SPII",

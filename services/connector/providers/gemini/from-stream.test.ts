@@ -189,7 +189,7 @@ describe("GeminiStream", () => {
       failureOf(() =>
         new GeminiStream(OPTIONS).push({ promptFeedback: { blockReason: "SAFETY" } }),
       ),
-    ).toMatchObject({ status: 400, kind: "invalid_request", code: "SAFETY" });
+    ).toMatchObject({ status: 400, kind: "invalid_request", code: "content_filter" });
   });
 
   it("skips events that hold nothing for the client, but never the first", () => {

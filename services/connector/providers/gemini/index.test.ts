@@ -306,7 +306,7 @@ describe("gemini provider over HTTP", () => {
     upstream.setBehavior({ kind: "answer", blockReason: "SAFETY" });
     const { error, yielded } = await failure(provider().chat(call(true)));
     expect(yielded).toEqual([]);
-    expect(error).toMatchObject({ status: 400, kind: "invalid_request", code: "SAFETY" });
+    expect(error).toMatchObject({ status: 400, kind: "invalid_request", code: "content_filter" });
   });
 
   it.each(["end", "destroy"] as const)(
