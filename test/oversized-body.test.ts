@@ -227,7 +227,14 @@ describe("a refused HTTP/1.1 body that does not end", () => {
     expect(c.received()).toMatch(/^HTTP\/1\.1 413 /);
   }, 30_000);
 
-  it("is answered and cut when it goes on past what is read of it", async () => {
+  // The cut resets a connection the client is still writing to: a client whose write meets the
+  // reset before its loop has read the answer already in its socket loses the answer (Node
+  // destroys the socket on the write error). On a loaded machine that happens now and then, so
+  // the test is tried up to three times; a gateway that never answers fails all three.
+  it("is answered and cut when it goes on past what is read of it", {
+    retry: 2,
+    timeout: 60_000,
+  }, async () => {
     const c = raw(head(1024 * 1024 * 1024));
     let sent = 0;
     const piece = Buffer.alloc(PIECE, "x");
@@ -241,5 +248,5 @@ describe("a refused HTTP/1.1 body that does not end", () => {
     expect(c.received()).toMatch(/^HTTP\/1\.1 413 /);
     // 16 MiB more than the limit is read; the client's buffers hold a few more.
     expect(sent).toBeLessThan(64 * 1024 * 1024);
-  }, 60_000);
+  });
 });
