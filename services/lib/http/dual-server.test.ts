@@ -108,9 +108,12 @@ describe("an HTTP/1.1 client that leaves mid-request", () => {
       await closed;
     };
     for (let i = 0; i < 50; i++) await leave(); // warm up
-    const { bytesEach } = await heapKeptEach(400, leave);
-    // Measured: ~6 KB each while a closed socket stayed in the busy-count map; ~0 since.
-    expect(bytesEach).toBeLessThan(1_000);
+    const { bytesEach } = await heapKeptEach(1_200, leave);
+    // Measured: ~6 KB each while a closed socket stayed in the busy-count map. Since, -0.2 to
+    // +0.9 KB each over 400 leaves and 0.42–0.63 KB over 1,200; in all 0.5 MB at 1,200 leaves,
+    // 0.85 MB at 4,000 and 1.1 MB at 12,000, so what grows is Node's and V8's own tables, not
+    // anything per connection. The bound sits halfway.
+    expect(bytesEach).toBeLessThan(3_000);
   });
 });
 
