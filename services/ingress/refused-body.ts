@@ -1,5 +1,6 @@
 import type http from "node:http";
 import http2 from "node:http2";
+import type net from "node:net";
 import { bodyWithheld } from "../lib/http/dual-server.js";
 
 // A request refused before its body was read to its end (over server.max_body_bytes) is
@@ -10,6 +11,19 @@ import { bodyWithheld } from "../lib/http/dual-server.js";
 /** How much more of a refused body is read, and for how long, before its connection or stream is cut. */
 const DRAIN_MAX_BYTES = 16 * 1024 * 1024;
 const DRAIN_MAX_MS = 2_000;
+
+/**
+ * How long an HTTP/1.1 connection cut with its refused body still coming lingers once its answer
+ * has gone, reading and throwing away what comes (see lingerThenClose). A client that reads as it
+ * writes has the answer within a round trip; one that reads only once it has sent all it meant
+ * to has whatever of its body fits in these. `maxMs` keeps a connection that never stops sending
+ * from holding its socket (or a SIGTERM's drain, 30 s by default) for long; `quietMs` lets go of
+ * one that has stopped sending but not closed; `maxBytes` is more than the kernel's buffers
+ * between the two ends can hold (a Linux receive buffer grows to tcp_rmem's maximum, 6 MiB by
+ * default, 32 MiB on hosts tuned for fast links), so what the client wrote before it could
+ * see the answer does not use the linger up. Tests change them.
+ */
+export const lingerBounds = { maxMs: 5_000, quietMs: 1_000, maxBytes: 64 * 1024 * 1024 };
 
 /**
  * On HTTP/2, an answer given before the request's body was read to its end (a refusal: over
@@ -73,11 +87,12 @@ export function endAfterBody(req: http2.Http2ServerRequest, res: http2.Http2Serv
  * On HTTP/1.1, an answer given before the request's body has arrived (a refusal: over
  * max_body_bytes) is held back while the rest of the body is read and thrown away, then sent
  * with `Connection: close`. Sent at once, with the connection closed behind it, it met a client
- * still sending its body as a broken pipe (EPIPE), not as the answer. Whatever writes the answer (connect-node, REST) writes as always:
- * its head and body wait in the corked socket, its end() until the body has come (Node's end()
- * uncorks the socket). A body that goes on past DRAIN_MAX_BYTES or DRAIN_MAX_MS more is cut:
- * the answer is sent, and the connection destroyed once it has gone. A body whose client was
- * told not to send it (bodyWithheld) is not waited for.
+ * still sending its body as a broken pipe (EPIPE), not as the answer. Whatever writes the
+ * answer (connect-node, REST) writes as always: its head and body wait in the corked socket, its
+ * end() until the body has come (Node's end() uncorks the socket). A body that goes on past
+ * DRAIN_MAX_BYTES or DRAIN_MAX_MS more is cut: the answer is sent, and the connection lingers
+ * behind it (lingerThenClose). A body whose client was told not to send it (bodyWithheld) is not
+ * waited for.
  */
 export function answerAfterBody(req: http.IncomingMessage, res: http.ServerResponse): void {
   res.shouldKeepAlive = false;
@@ -104,12 +119,15 @@ export function answerAfterBody(req: http.IncomingMessage, res: http.ServerRespo
     clearTimeout(timer);
     req.off("data", onData);
     res.end = end as typeof res.end;
+    if (cut) {
+      // Nothing more is read until the answer has gone: the client's sending waits in TCP's
+      // window meanwhile. Node ends a `Connection: close` answer's connection with
+      // destroySoon() (its resOnFinish), which would close it under a client still sending.
+      req.pause();
+      socket.destroySoon = () => lingerThenClose(req, socket);
+    }
     socket.uncork();
     if (ended) end.apply(res, ended);
-    if (!cut) return;
-    req.pause();
-    if (res.writableFinished) socket.destroy();
-    else res.once("finish", () => socket.destroy());
   };
   const onData = (chunk: Buffer) => {
     drained += chunk.length;
@@ -123,6 +141,36 @@ export function answerAfterBody(req: http.IncomingMessage, res: http.ServerRespo
   req.on("data", onData);
   req.once("end", () => release(false));
   socket.once("close", () => release(false));
+  req.resume();
+}
+
+/**
+ * Ends a connection whose answer has gone while its refused body is still coming, as nginx's
+ * and Apache's lingering close do: the answer is followed by a FIN, what comes is read and
+ * thrown away, and the socket is destroyed once the client closes its side or its body has all
+ * come, or at lingerBounds. Destroyed at once, with the client's bytes unread or still coming,
+ * it had the kernel send a reset, and a client still writing then met ECONNRESET or EPIPE on its
+ * write (Node destroys the socket) before it read the answer already in its socket.
+ */
+function lingerThenClose(req: http.IncomingMessage, socket: net.Socket): void {
+  if (socket.destroyed || socket.writableEnded) return;
+  socket.end();
+  const { maxMs, quietMs, maxBytes } = lingerBounds;
+  const close = () => socket.destroy();
+  const total = setTimeout(close, maxMs);
+  const quiet = setTimeout(close, quietMs);
+  let discarded = 0;
+  req.on("data", (chunk: Buffer) => {
+    discarded += chunk.length;
+    if (discarded > maxBytes) close();
+    else quiet.refresh();
+  });
+  req.once("end", close);
+  socket.once("end", close);
+  socket.once("close", () => {
+    clearTimeout(total);
+    clearTimeout(quiet);
+  });
   req.resume();
 }
 
