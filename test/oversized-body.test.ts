@@ -227,12 +227,10 @@ describe("a refused HTTP/1.1 body that does not end", () => {
     expect(c.received()).toMatch(/^HTTP\/1\.1 413 /);
   }, 30_000);
 
-  // The cut resets a connection the client is still writing to: a client whose write meets the
-  // reset before its loop has read the answer already in its socket loses the answer (Node
-  // destroys the socket on the write error). On a loaded machine that happens now and then, so
-  // the test is tried up to three times; a gateway that never answers fails all three.
+  // The cut ends the answer with a FIN and reads on behind it (refused-body.ts, lingerThenClose):
+  // a client still writing reads the whole answer before it learns the connection is closing.
+  // Reset at once, the connection lost a client the answer already in its socket now and then.
   it("is answered and cut when it goes on past what is read of it", {
-    retry: 2,
     timeout: 60_000,
   }, async () => {
     const c = raw(head(1024 * 1024 * 1024));
@@ -246,7 +244,8 @@ describe("a refused HTTP/1.1 body that does not end", () => {
     }
     await c.closed;
     expect(c.received()).toMatch(/^HTTP\/1\.1 413 /);
-    // 16 MiB more than the limit is read; the client's buffers hold a few more.
-    expect(sent).toBeLessThan(64 * 1024 * 1024);
+    // 16 MiB more than the limit is read before the answer, at most 64 MiB after it; the
+    // client's buffers hold a few more.
+    expect(sent).toBeLessThan(128 * 1024 * 1024);
   });
 });
