@@ -8,6 +8,7 @@ import { Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   HealthSource,
+  PauseKind,
   type TargetHealth,
   TargetHealthSchema,
   TargetOutcomeSchema,
@@ -93,6 +94,8 @@ describe("nextHealth", () => {
     const h = nextHealth(undefined, TARGET, { ok: false, failure: limited }, NOW);
     expect(h.state).toBe(TargetState.DEGRADED);
     expect(h.cooldownUntilMs).toBe(BigInt(NOW + 3000));
+    // Not a pause, which routers would skip it for: only live traffic's 429s and 503s are.
+    expect(h.pauseUntilMs).toBe(0n);
   });
 
   it("keeps the latency estimate through failures", () => {
@@ -261,6 +264,117 @@ describe("foldOutcome", () => {
     // A 500's Retry-After is no promise: one failure, not a pause.
     const other = foldOutcome(undefined, failed({ retryAfterMs: 10_000 }), NOW, BREAKER);
     expect(other).toMatchObject({ state: TargetState.DEGRADED, cooldownUntilMs: 0n });
+  });
+
+  it("keeps a 429's or 503's Retry-After as the target's pause, from when the call failed", () => {
+    const at = { atMs: BigInt(NOW - 2_000) };
+    const limited = foldOutcome(
+      undefined,
+      failed({ errorKind: "rate_limited", retryAfterMs: 10_000, ...at }),
+      NOW,
+      BREAKER,
+    );
+    expect(limited).toMatchObject({
+      pauseUntilMs: BigInt(NOW + 8_000),
+      pauseKind: PauseKind.RATE_LIMITED,
+    });
+    const busy = foldOutcome(
+      undefined,
+      failed({ errorKind: "upstream_unavailable", retryAfterMs: 10_000 }),
+      NOW,
+      BREAKER,
+    );
+    expect(busy).toMatchObject({
+      pauseUntilMs: BigInt(NOW + 10_000),
+      pauseKind: PauseKind.UNAVAILABLE,
+    });
+    // Tripping the breaker is no pause (it is tried last, not skipped), nor is a 500's
+    // Retry-After, nor a pause that was over before its outcome was folded in.
+    let tripped: TargetHealth | undefined;
+    for (let i = 0; i < 5; i++) tripped = foldOutcome(tripped, failed(), NOW, BREAKER);
+    expect(tripped).toMatchObject({ state: TargetState.DOWN, pauseUntilMs: 0n });
+    expect(
+      foldOutcome(undefined, failed({ retryAfterMs: 10_000 }), NOW, BREAKER).pauseUntilMs,
+    ).toBe(0n);
+    const over = failed({ errorKind: "rate_limited", retryAfterMs: 1_000, ...at });
+    expect(foldOutcome(undefined, over, NOW, BREAKER)).toMatchObject({
+      pauseUntilMs: 0n,
+      pauseKind: PauseKind.UNSPECIFIED,
+    });
+  });
+
+  it("holds a pause to its end through successes, failures and good probes, and never shortens it", () => {
+    const paused = foldOutcome(
+      undefined,
+      failed({ errorKind: "upstream_unavailable", retryAfterMs: 30_000 }),
+      NOW,
+      BREAKER,
+    );
+    const ok = create(TargetOutcomeSchema, { target: TARGET, success: true, firstTokenMs: 5 });
+    // A success reported meanwhile (it may be from before the pause) clears the cooldown only.
+    const succeeded = foldOutcome(paused, ok, NOW + 1_000, BREAKER);
+    expect(succeeded).toMatchObject({
+      state: TargetState.HEALTHY,
+      cooldownUntilMs: 0n,
+      pauseUntilMs: BigInt(NOW + 30_000),
+      pauseKind: PauseKind.UNAVAILABLE,
+    });
+    // A shorter pause asked for later, or another failure, leaves it as it is.
+    const shorter = foldOutcome(
+      succeeded,
+      failed({ errorKind: "rate_limited", retryAfterMs: 1_000 }),
+      NOW + 2_000,
+      BREAKER,
+    );
+    expect(shorter).toMatchObject({
+      pauseUntilMs: BigInt(NOW + 30_000),
+      pauseKind: PauseKind.UNAVAILABLE,
+    });
+    const failedAgain = foldOutcome(shorter, failed(), NOW + 3_000, BREAKER);
+    expect(failedAgain.pauseUntilMs).toBe(BigInt(NOW + 30_000));
+    // A model list that answers, or one that fails, says nothing of it either.
+    const probed = nextHealth(failedAgain, TARGET, { ok: true, latencyMs: 5 }, NOW + 4_000);
+    expect(probed.pauseUntilMs).toBe(BigInt(NOW + 30_000));
+    const probeFailed = nextHealth(probed, TARGET, { ok: false, failure: badAnswer }, NOW + 5_000);
+    expect(probeFailed.pauseUntilMs).toBe(BigInt(NOW + 30_000));
+    // A longer one replaces it, with its kind.
+    const longer = foldOutcome(
+      probeFailed,
+      failed({ errorKind: "rate_limited", retryAfterMs: 60_000 }),
+      NOW + 6_000,
+      BREAKER,
+    );
+    expect(longer).toMatchObject({
+      pauseUntilMs: BigInt(NOW + 66_000),
+      pauseKind: PauseKind.RATE_LIMITED,
+    });
+    // Once it has ended, the next value carries none.
+    const after = foldOutcome(longer, ok, NOW + 66_000, BREAKER);
+    expect(after).toMatchObject({ pauseUntilMs: 0n, pauseKind: PauseKind.UNSPECIFIED });
+  });
+
+  it("keeps the pause a call asked for before the last probe, and nothing else of it", () => {
+    const probed = nextHealth(undefined, TARGET, { ok: true, latencyMs: 5 }, NOW);
+    const before = { atMs: BigInt(NOW - 100) };
+    const limited = foldOutcome(
+      probed,
+      failed({ errorKind: "rate_limited", retryAfterMs: 10_000, ...before }),
+      NOW + 50,
+      BREAKER,
+    );
+    // The probe's verdict stands (HEALTHY, no failure counted); the pause is added to it.
+    expect(limited).toMatchObject({
+      state: TargetState.HEALTHY,
+      consecutiveFailures: 0,
+      source: HealthSource.PROBE,
+      pauseUntilMs: BigInt(NOW - 100 + 10_000),
+      pauseKind: PauseKind.RATE_LIMITED,
+      updatedMs: BigInt(NOW + 50),
+    });
+    const { $typeName: _, ...fields } = limited;
+    expect(limited).toEqual(create(TargetHealthSchema, fields));
+    // Any other outcome from before the probe still changes nothing.
+    expect(foldOutcome(limited, failed(before), NOW + 60, BREAKER)).toBe(limited);
   });
 
   it("counts 503s with Retry-After towards the threshold, and 429s with it not", () => {

@@ -2,6 +2,7 @@ import { setMaxListeners } from "node:events";
 import type { Registry } from "prom-client";
 import {
   HealthSource,
+  PauseKind as SharedPauseKind,
   type TargetHealth,
   TargetHealthSchema,
   type TargetOutcome,
@@ -12,7 +13,7 @@ import {
 import type { HealthStore, Lease } from "../lib/bus/bus.js";
 import type { Config } from "../lib/config/types.js";
 import type { ConnectorPool } from "../lib/connector-pool.js";
-import { Failure, pauseAskedFor } from "../lib/errors.js";
+import { Failure, isPauseKind, type PauseKind, pauseAskedFor } from "../lib/errors.js";
 import { makeMessage } from "../lib/hop/codec.js";
 import type { Logger } from "../lib/logger.js";
 import { counter, gauge, observedGauge } from "../lib/metrics.js";
@@ -81,6 +82,8 @@ export function nextHealth(
       lastProbeMs: BigInt(now),
       updatedMs: BigInt(now),
       source: HealthSource.PROBE,
+      // Nor does it end a pause the target asked for.
+      ...pauseInForce(prev, now),
     });
   }
   const f = result.failure;
@@ -103,6 +106,9 @@ export function nextHealth(
     source: HealthSource.PROBE,
     lastError: f.message,
     consecutiveFailures: failures,
+    // A pause live traffic was asked for holds. A probe asks for none of its own: a model list
+    // refused says little of the completions a pause would keep from the target.
+    ...pauseInForce(prev, now),
   });
 }
 
@@ -110,9 +116,11 @@ export function nextHealth(
  * Folds one live-traffic outcome into a target's health: failures in a row (as many as the
  * circuit breaker's threshold) mark it down for the breaker's cooldown, a 429 or 503 with
  * Retry-After puts it in cooldown for that long (a 503 that also trips it: the longer of the
- * two), a success clears both. A cooldown runs from when the call failed (the outcome's `at_ms`),
- * not from when its batch is folded in. A failure leaves a target that is down at least as down
- * as it was, and an outcome older than the last probe changes nothing.
+ * two), a success clears both. The Retry-After is also kept as the target's pause (`pause_until_ms`),
+ * which routers skip the target for and which only its end clears. A cooldown runs from when the
+ * call failed (the outcome's `at_ms`), not from when its batch is folded in. A failure leaves a
+ * target that is down at least as down as it was, and an outcome older than the last probe
+ * changes nothing but the pause it asked for.
  */
 export function foldOutcome(
   prev: TargetHealth | undefined,
@@ -120,10 +128,17 @@ export function foldOutcome(
   now: number,
   breaker: { consecutive_failures: number; cooldown_ms: number },
 ): TargetHealth {
+  const pause = pauseAskedFor(o.errorKind, o.retryAfterMs);
+  // Connectors report in batches (every 250 ms, and a batch may wait longer to be folded in): a
+  // cooldown starts when the call failed. A connector clock ahead of this one counts as now.
+  const failedAt = o.atMs > 0n ? Math.min(Number(o.atMs), now) : now;
   // A probe's verdict is newer than what live traffic saw before it: outcomes from before the
-  // probe (a connector's batch arrives up to a batch interval late) leave it as it is.
+  // probe (a connector's batch arrives up to a batch interval late) leave it as it is. Except
+  // for a pause the target asked for: a model list answering says nothing of that.
   if (prev?.source === HealthSource.PROBE && o.atMs > 0n && o.atMs < prev.lastProbeMs) {
-    return prev;
+    const held = pauseInForce(prev, now);
+    const asked = laterPause(held, pause > 0 ? failedAt + pause : 0, o.errorKind, now);
+    return asked === held ? prev : targetHealth({ ...prev, ...asked, updatedMs: BigInt(now) });
   }
   // The target's message is shared from one health value to the next; no one changes it.
   const target = prev?.target ?? makeMessage(TargetSchema, o.target ?? {});
@@ -142,19 +157,18 @@ export function foldOutcome(
       updatedMs,
       lastError: "",
       consecutiveFailures: 0,
+      // A pause holds to its end, as in the router that was asked for it: a success reported now
+      // may be from before it (batches from several connectors arrive in any order).
+      ...pauseInForce(prev, now),
     });
   }
   const failures = (prev?.consecutiveFailures ?? 0) + 1;
   const errorRate = (prev?.errorRate ?? 0) + EWMA_ALPHA * (1 - (prev?.errorRate ?? 0));
-  const pause = pauseAskedFor(o.errorKind, o.retryAfterMs);
   // As the routers' own breakers see it: a 429 that says when to come back is throttling, and
   // only its pause counts; any other failure in a row trips it, a 503 with Retry-After too.
   const tripped =
     failures >= breaker.consecutive_failures && !(o.errorKind === "rate_limited" && pause > 0);
   const cooldown = Math.max(pause, tripped ? breaker.cooldown_ms : 0);
-  // Connectors report in batches (every 250 ms, and a batch may wait longer to be folded in): the
-  // cooldown starts when the call failed. A connector clock ahead of this one counts as now.
-  const failedAt = o.atMs > 0n ? Math.min(Number(o.atMs), now) : now;
   let until = cooldown > 0 ? failedAt + cooldown : 0;
   // A failure never makes a down target less down: one a probe marked down (no cooldown: until a
   // probe says otherwise) stays so, and a cooldown still running is only ever extended. Outcomes
@@ -175,7 +189,32 @@ export function foldOutcome(
     updatedMs,
     lastError: `live traffic: ${o.errorKind}${o.upstreamStatus ? ` (HTTP ${o.upstreamStatus})` : ""}`,
     consecutiveFailures: failures,
+    ...laterPause(pauseInForce(prev, now), pause > 0 ? failedAt + pause : 0, o.errorKind, now),
   });
+}
+
+/** A TargetHealth's pause: until when the target asked not to be called, and with what. */
+type SharedPause = Pick<TargetHealth, "pauseUntilMs" | "pauseKind">;
+
+const NO_PAUSE: SharedPause = { pauseUntilMs: 0n, pauseKind: SharedPauseKind.UNSPECIFIED };
+
+/** The pause `prev` holds, unless it has ended by `now`. */
+function pauseInForce(prev: TargetHealth | undefined, now: number): SharedPause {
+  if (prev === undefined || Number(prev.pauseUntilMs) <= now) return NO_PAUSE;
+  return { pauseUntilMs: prev.pauseUntilMs, pauseKind: prev.pauseKind };
+}
+
+/**
+ * The pause `held`, or the one a failure of `kind` asked for until `until` if it ends later: as
+ * the router's own pauses (CircuitBreakers.pauseFor), one in force is never shortened.
+ */
+function laterPause(held: SharedPause, until: number, kind: string, now: number): SharedPause {
+  if (!isPauseKind(kind) || until <= now || until <= Number(held.pauseUntilMs)) return held;
+  return { pauseUntilMs: BigInt(until), pauseKind: sharedPauseKind(kind) };
+}
+
+function sharedPauseKind(kind: PauseKind): SharedPauseKind {
+  return kind === "rate_limited" ? SharedPauseKind.RATE_LIMITED : SharedPauseKind.UNAVAILABLE;
 }
 
 /**
@@ -197,6 +236,8 @@ function targetHealth(f: Omit<TargetHealth, "$typeName" | "$unknown">): TargetHe
     updatedMs: f.updatedMs,
     lastError: f.lastError,
     consecutiveFailures: f.consecutiveFailures,
+    pauseUntilMs: f.pauseUntilMs,
+    pauseKind: f.pauseKind,
   };
 }
 

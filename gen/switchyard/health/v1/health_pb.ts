@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file switchyard/health/v1/health.proto.
  */
 export const file_switchyard_health_v1_health: GenFile = /*@__PURE__*/
-  fileDesc("CiFzd2l0Y2h5YXJkL2hlYWx0aC92MS9oZWFsdGgucHJvdG8SFHN3aXRjaHlhcmQuaGVhbHRoLnYxIikKBlRhcmdldBIQCghwcm92aWRlchgBIAEoCRINCgVtb2RlbBgCIAEoCSLEAgoMVGFyZ2V0SGVhbHRoEiwKBnRhcmdldBgBIAEoCzIcLnN3aXRjaHlhcmQuaGVhbHRoLnYxLlRhcmdldBIwCgVzdGF0ZRgCIAEoDjIhLnN3aXRjaHlhcmQuaGVhbHRoLnYxLlRhcmdldFN0YXRlEhQKDHR0ZnRfZXdtYV9tcxgDIAEoARISCgplcnJvcl9yYXRlGAQgASgBEhkKEWNvb2xkb3duX3VudGlsX21zGAUgASgDEhUKDWxhc3RfcHJvYmVfbXMYBiABKAMSMgoGc291cmNlGAcgASgOMiIuc3dpdGNoeWFyZC5oZWFsdGgudjEuSGVhbHRoU291cmNlEhIKCnVwZGF0ZWRfbXMYCCABKAMSEgoKbGFzdF9lcnJvchgJIAEoCRIcChRjb25zZWN1dGl2ZV9mYWlsdXJlcxgKIAEoDSK6AQoNVGFyZ2V0T3V0Y29tZRIsCgZ0YXJnZXQYASABKAsyHC5zd2l0Y2h5YXJkLmhlYWx0aC52MS5UYXJnZXQSDwoHc3VjY2VzcxgCIAEoCBISCgplcnJvcl9raW5kGAMgASgJEhYKDmZpcnN0X3Rva2VuX21zGAQgASgNEhYKDnJldHJ5X2FmdGVyX21zGAUgASgNEhcKD3Vwc3RyZWFtX3N0YXR1cxgGIAEoDRINCgVhdF9tcxgHIAEoAyJhChJUYXJnZXRPdXRjb21lQmF0Y2gSFAoMY29ubmVjdG9yX2lkGAEgASgJEjUKCG91dGNvbWVzGAIgAygLMiMuc3dpdGNoeWFyZC5oZWFsdGgudjEuVGFyZ2V0T3V0Y29tZSKlAQoVQ29ubmVjdG9yQW5ub3VuY2VtZW50EgoKAmlkGAEgASgJEg8KB2FkZHJlc3MYAiABKAkSEQoJcHJvdmlkZXJzGAMgAygJEhAKCGluZmxpZ2h0GAQgASgNEhIKCnN0YXJ0ZWRfbXMYBSABKAMSDwoHc2VudF9tcxgGIAEoAxIUCgxoZWFydGJlYXRfbXMYByABKA0SDwoHbGVhdmluZxgIIAEoCCp3CgtUYXJnZXRTdGF0ZRIcChhUQVJHRVRfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRUQVJHRVRfU1RBVEVfSEVBTFRIWRABEhkKFVRBUkdFVF9TVEFURV9ERUdSQURFRBACEhUKEVRBUkdFVF9TVEFURV9ET1dOEAMqYQoMSGVhbHRoU291cmNlEh0KGUhFQUxUSF9TT1VSQ0VfVU5TUEVDSUZJRUQQABIXChNIRUFMVEhfU09VUkNFX1BST0JFEAESGQoVSEVBTFRIX1NPVVJDRV9QQVNTSVZFEAJiBnByb3RvMw");
+  fileDesc("CiFzd2l0Y2h5YXJkL2hlYWx0aC92MS9oZWFsdGgucHJvdG8SFHN3aXRjaHlhcmQuaGVhbHRoLnYxIikKBlRhcmdldBIQCghwcm92aWRlchgBIAEoCRINCgVtb2RlbBgCIAEoCSKRAwoMVGFyZ2V0SGVhbHRoEiwKBnRhcmdldBgBIAEoCzIcLnN3aXRjaHlhcmQuaGVhbHRoLnYxLlRhcmdldBIwCgVzdGF0ZRgCIAEoDjIhLnN3aXRjaHlhcmQuaGVhbHRoLnYxLlRhcmdldFN0YXRlEhQKDHR0ZnRfZXdtYV9tcxgDIAEoARISCgplcnJvcl9yYXRlGAQgASgBEhkKEWNvb2xkb3duX3VudGlsX21zGAUgASgDEhUKDWxhc3RfcHJvYmVfbXMYBiABKAMSMgoGc291cmNlGAcgASgOMiIuc3dpdGNoeWFyZC5oZWFsdGgudjEuSGVhbHRoU291cmNlEhIKCnVwZGF0ZWRfbXMYCCABKAMSEgoKbGFzdF9lcnJvchgJIAEoCRIcChRjb25zZWN1dGl2ZV9mYWlsdXJlcxgKIAEoDRIWCg5wYXVzZV91bnRpbF9tcxgLIAEoAxIzCgpwYXVzZV9raW5kGAwgASgOMh8uc3dpdGNoeWFyZC5oZWFsdGgudjEuUGF1c2VLaW5kIroBCg1UYXJnZXRPdXRjb21lEiwKBnRhcmdldBgBIAEoCzIcLnN3aXRjaHlhcmQuaGVhbHRoLnYxLlRhcmdldBIPCgdzdWNjZXNzGAIgASgIEhIKCmVycm9yX2tpbmQYAyABKAkSFgoOZmlyc3RfdG9rZW5fbXMYBCABKA0SFgoOcmV0cnlfYWZ0ZXJfbXMYBSABKA0SFwoPdXBzdHJlYW1fc3RhdHVzGAYgASgNEg0KBWF0X21zGAcgASgDImEKElRhcmdldE91dGNvbWVCYXRjaBIUCgxjb25uZWN0b3JfaWQYASABKAkSNQoIb3V0Y29tZXMYAiADKAsyIy5zd2l0Y2h5YXJkLmhlYWx0aC52MS5UYXJnZXRPdXRjb21lIqUBChVDb25uZWN0b3JBbm5vdW5jZW1lbnQSCgoCaWQYASABKAkSDwoHYWRkcmVzcxgCIAEoCRIRCglwcm92aWRlcnMYAyADKAkSEAoIaW5mbGlnaHQYBCABKA0SEgoKc3RhcnRlZF9tcxgFIAEoAxIPCgdzZW50X21zGAYgASgDEhQKDGhlYXJ0YmVhdF9tcxgHIAEoDRIPCgdsZWF2aW5nGAggASgIKncKC1RhcmdldFN0YXRlEhwKGFRBUkdFVF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFFRBUkdFVF9TVEFURV9IRUFMVEhZEAESGQoVVEFSR0VUX1NUQVRFX0RFR1JBREVEEAISFQoRVEFSR0VUX1NUQVRFX0RPV04QAypgCglQYXVzZUtpbmQSGgoWUEFVU0VfS0lORF9VTlNQRUNJRklFRBAAEhsKF1BBVVNFX0tJTkRfUkFURV9MSU1JVEVEEAESGgoWUEFVU0VfS0lORF9VTkFWQUlMQUJMRRACKmEKDEhlYWx0aFNvdXJjZRIdChlIRUFMVEhfU09VUkNFX1VOU1BFQ0lGSUVEEAASFwoTSEVBTFRIX1NPVVJDRV9QUk9CRRABEhkKFUhFQUxUSF9TT1VSQ0VfUEFTU0lWRRACYgZwcm90bzM");
 
 /**
  * One upstream deployment: a configured provider and the upstream model name.
@@ -106,6 +106,23 @@ export type TargetHealth = Message<"switchyard.health.v1.TargetHealth"> & {
    * @generated from field: uint32 consecutive_failures = 10;
    */
   consecutiveFailures: number;
+
+  /**
+   * Unix milliseconds until which the target asked not to be called (Retry-After on a 429 or a
+   * 503); 0 for none. Routers skip it until then while another target can take the call, as they
+   * skip a pause they were asked for themselves; it holds whatever else is reported meanwhile.
+   * A writer that predates it leaves it 0: its DOWN marks are tried last, as they always were.
+   *
+   * @generated from field: int64 pause_until_ms = 11;
+   */
+  pauseUntilMs: bigint;
+
+  /**
+   * What asked for that pause; unspecified when there is none.
+   *
+   * @generated from field: switchyard.health.v1.PauseKind pause_kind = 12;
+   */
+  pauseKind: PauseKind;
 };
 
 /**
@@ -290,6 +307,38 @@ export const TargetStateSchema: GenEnum<TargetState> = /*@__PURE__*/
   enumDesc(file_switchyard_health_v1_health, 0);
 
 /**
+ * What a target asked for a pause with (Retry-After), as the router tells its callers.
+ *
+ * @generated from enum switchyard.health.v1.PauseKind
+ */
+export enum PauseKind {
+  /**
+   * @generated from enum value: PAUSE_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A 429: the target is rate limiting the gateway.
+   *
+   * @generated from enum value: PAUSE_KIND_RATE_LIMITED = 1;
+   */
+  RATE_LIMITED = 1,
+
+  /**
+   * A 503 (Anthropic's 529): the target is too busy to serve.
+   *
+   * @generated from enum value: PAUSE_KIND_UNAVAILABLE = 2;
+   */
+  UNAVAILABLE = 2,
+}
+
+/**
+ * Describes the enum switchyard.health.v1.PauseKind.
+ */
+export const PauseKindSchema: GenEnum<PauseKind> = /*@__PURE__*/
+  enumDesc(file_switchyard_health_v1_health, 1);
+
+/**
  * @generated from enum switchyard.health.v1.HealthSource
  */
 export enum HealthSource {
@@ -317,5 +366,5 @@ export enum HealthSource {
  * Describes the enum switchyard.health.v1.HealthSource.
  */
 export const HealthSourceSchema: GenEnum<HealthSource> = /*@__PURE__*/
-  enumDesc(file_switchyard_health_v1_health, 1);
+  enumDesc(file_switchyard_health_v1_health, 2);
 
