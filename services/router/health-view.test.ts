@@ -3,6 +3,7 @@ import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   HealthSource,
+  PauseKind,
   type TargetHealth,
   TargetHealthSchema,
   TargetState,
@@ -19,7 +20,12 @@ function health(
   provider: string,
   model: string,
   state: TargetState,
-  fields: { updatedMs?: number; cooldownUntilMs?: number } = {},
+  fields: {
+    updatedMs?: number;
+    cooldownUntilMs?: number;
+    pauseUntilMs?: number;
+    pauseKind?: PauseKind;
+  } = {},
 ): TargetHealth {
   return create(TargetHealthSchema, {
     target: { provider, model },
@@ -27,6 +33,8 @@ function health(
     source: HealthSource.PROBE,
     updatedMs: BigInt(fields.updatedMs ?? NOW),
     cooldownUntilMs: BigInt(fields.cooldownUntilMs ?? 0),
+    pauseUntilMs: BigInt(fields.pauseUntilMs ?? 0),
+    pauseKind: fields.pauseKind ?? PauseKind.UNSPECIFIED,
   });
 }
 
@@ -102,6 +110,43 @@ describe("HealthView.isDown", () => {
     const v = view();
     v.apply(create(TargetHealthSchema, { state: TargetState.DOWN, updatedMs: BigInt(NOW) }));
     expect(v.get("", "")).toBeUndefined();
+  });
+});
+
+describe("HealthView.pausedMs", () => {
+  it("tells how much is left of a pause the target asked another router for, and its kind", () => {
+    const clock = { now: NOW };
+    const v = view(() => clock.now);
+    const paused = { cooldownUntilMs: NOW + 10_000, pauseUntilMs: NOW + 10_000 };
+    v.apply(health("p", "busy", TargetState.DOWN, { ...paused, pauseKind: PauseKind.UNAVAILABLE }));
+    v.apply(
+      health("p", "limited", TargetState.DOWN, { ...paused, pauseKind: PauseKind.RATE_LIMITED }),
+    );
+    expect(v.pausedMs("p", "busy")).toBe(10_000);
+    expect(v.pauseKind("p", "busy")).toBe("upstream_unavailable");
+    expect(v.pauseKind("p", "limited")).toBe("rate_limited");
+    clock.now = NOW + 9_999;
+    expect(v.pausedMs("p", "busy")).toBe(1);
+    clock.now = NOW + 10_000;
+    expect(v.pausedMs("p", "busy")).toBe(0);
+    expect(v.pauseKind("p", "busy")).toBeUndefined();
+  });
+
+  it("finds no pause in a DOWN mark without one, as older probers write it, nor in stale state", () => {
+    const v = view();
+    v.apply(health("p", "old", TargetState.DOWN, { cooldownUntilMs: NOW + 10_000 }));
+    expect(v.isDown("p", "old")).toBe(true);
+    expect(v.pausedMs("p", "old")).toBe(0);
+    expect(v.pauseKind("p", "old")).toBeUndefined();
+    v.apply(
+      health("p", "stale", TargetState.DOWN, {
+        updatedMs: NOW - STALE_AFTER - 1,
+        pauseUntilMs: NOW + 10_000,
+        pauseKind: PauseKind.RATE_LIMITED,
+      }),
+    );
+    expect(v.pausedMs("p", "stale")).toBe(0);
+    expect(v.pausedMs("p", "unknown")).toBe(0);
   });
 });
 

@@ -1,5 +1,10 @@
-import { type TargetHealth, TargetState } from "../../gen/switchyard/health/v1/health_pb.js";
+import {
+  PauseKind as SharedPauseKind,
+  type TargetHealth,
+  TargetState,
+} from "../../gen/switchyard/health/v1/health_pb.js";
 import type { HealthStore } from "../lib/bus/bus.js";
+import type { PauseKind } from "../lib/errors.js";
 import type { Logger } from "../lib/logger.js";
 import { targetKey } from "../lib/targets.js";
 
@@ -52,6 +57,26 @@ export class HealthView {
     if (now - Number(h.updatedMs) > this.staleAfterMs) return false;
     const until = Number(h.cooldownUntilMs);
     return until === 0 || now < until;
+  }
+
+  /**
+   * How much longer a pause the target asked another router for (Retry-After, `pause_until_ms`)
+   * keeps calls from it; 0 when there is none, or when the state is stale (as for isDown).
+   */
+  pausedMs(provider: string, model: string): number {
+    const h = this.get(provider, model);
+    if (!h || h.pauseUntilMs === 0n) return 0;
+    const now = this.now();
+    if (now - Number(h.updatedMs) > this.staleAfterMs) return 0;
+    return Math.max(0, Number(h.pauseUntilMs) - now);
+  }
+
+  /** What the target's pause in shared health was asked for with (see pausedMs). */
+  pauseKind(provider: string, model: string): PauseKind | undefined {
+    if (this.pausedMs(provider, model) === 0) return undefined;
+    const kind = this.get(provider, model)?.pauseKind;
+    // A busy target (503) says so; anything else, an unknown kind too, is a 429's pause.
+    return kind === SharedPauseKind.UNAVAILABLE ? "upstream_unavailable" : "rate_limited";
   }
 
   stop(): void {

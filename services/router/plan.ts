@@ -25,9 +25,10 @@ export interface PlanHints {
 /**
  * The order in which targets are tried: the model's targets, then each fallback model's that the
  * tenant may use, each model's in the order its strategy gives for this request. Unusable targets
- * (shared health says down, or the local breaker refuses) move to the end rather than out: one
- * that shared health marks down is still tried after the others; one whose breaker refuses is
- * skipped, unless every breaker does (the router's `candidates`).
+ * (shared health says down, the local breaker refuses, or a Retry-After pause) move to the end
+ * rather than out: one that shared health marks down is still tried after the others; one whose
+ * breaker refuses is skipped, unless every breaker does, and a paused one is skipped (the
+ * router's `candidates`).
  */
 export function planTargets(
   config: Config,

@@ -14,6 +14,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type ChatChunk, FinishReason, Role } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import {
   HealthSource,
+  PauseKind,
   TargetHealthSchema,
   TargetState,
 } from "../../gen/switchyard/health/v1/health_pb.js";
@@ -208,6 +209,20 @@ async function closedWithin(p: Promise<void> | undefined, ms = 3000): Promise<vo
   ]).finally(() => clearTimeout(timer));
 }
 
+/** Shared health as the prober writes it after a 429 or 503 with Retry-After of `ms`. */
+function sharedPause(provider: string, model: string, ms: number, kind: PauseKind) {
+  const now = Date.now();
+  return create(TargetHealthSchema, {
+    target: { provider, model },
+    state: TargetState.DOWN,
+    source: HealthSource.PASSIVE,
+    updatedMs: BigInt(now),
+    cooldownUntilMs: BigInt(now + ms),
+    pauseUntilMs: BigInt(now + ms),
+    pauseKind: kind,
+  });
+}
+
 describe("RouterService.Chat", () => {
   it("streams the first target's answer unchanged, with attempts 1", async () => {
     upstreams.a.setBehavior({ kind: "answer", text: "Hello there, friend", chunks: 3 });
@@ -387,6 +402,38 @@ describe("RouterService.Chat", () => {
     const second = started(await chat(rig));
     expect(second.provider).toBe("a");
     expect(second.attempts).toBe(2);
+  });
+
+  it("skips a target paused in shared health while another can take the call, even when it fails", async () => {
+    const rig = startRouter({ targets: ["a/model-a", "b/model-b"], retries: 2 });
+    // Another router was answered 429 with Retry-After by a: the prober wrote it paused.
+    rig.health.apply(sharedPause("a", "model-a", 30_000, PauseKind.RATE_LIMITED));
+    upstreams.b.setBehavior({ kind: "error", status: 500 });
+    const o = await chat(rig);
+    expect(Failure.from(o.error).upstreamStatus).toBe(500);
+    // Every attempt went to b, around again: a is not tried last (as a DOWN mark is) but skipped.
+    expect(upstreams.b.requests).toHaveLength(3);
+    expect(upstreams.a.requests).toHaveLength(0);
+  });
+
+  it("answers like the soonest pause, its own or shared health's, when every target is paused, calling none", async () => {
+    const breakers = new CircuitBreakers(100, 60_000);
+    const rig = startRouter({ targets: ["a/model-a", "b/model-b"] }, breakers);
+    // a asked another router to wait 20 s (busy); b asked this one for 40 s (rate limited).
+    rig.health.apply(sharedPause("a", "model-a", 20_000, PauseKind.UNAVAILABLE));
+    breakers.pauseFor("b", "model-b", 40_000, "rate_limited");
+    const busy = Failure.from((await chat(rig)).error);
+    expect(busy).toMatchObject({ status: 503, kind: "upstream_unavailable", provider: "a" });
+    expect(busy.retryAfterMs).toBeGreaterThan(15_000);
+    expect(busy.retryAfterMs).toBeLessThanOrEqual(20_000);
+    // A target paused both ways is paused until the later end, with that one's kind.
+    breakers.pauseFor("a", "model-a", 50_000, "rate_limited");
+    const limited = Failure.from((await chat(rig)).error);
+    expect(limited).toMatchObject({ status: 429, kind: "rate_limited", provider: "b" });
+    expect(limited.retryAfterMs).toBeGreaterThan(35_000);
+    expect(limited.retryAfterMs).toBeLessThanOrEqual(40_000);
+    expect(upstreams.a.requests).toHaveLength(0);
+    expect(upstreams.b.requests).toHaveLength(0);
   });
 
   it("skips a target whose breaker opened, then lets one trial through after the cooldown", async () => {

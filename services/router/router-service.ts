@@ -33,7 +33,14 @@ import {
 } from "../lib/chat/messages.js";
 import type { Config } from "../lib/config/types.js";
 import type { ConnectorEndpoint, ConnectorPool } from "../lib/connector-pool.js";
-import { Failure, isPauseKind, pauseAskedFor, SHUTTING_DOWN, shuttingDown } from "../lib/errors.js";
+import {
+  Failure,
+  isPauseKind,
+  type PauseKind,
+  pauseAskedFor,
+  SHUTTING_DOWN,
+  shuttingDown,
+} from "../lib/errors.js";
 import { makeMessage } from "../lib/hop/codec.js";
 import { DONE } from "../lib/iteration.js";
 import { type Logger, requestLogger } from "../lib/logger.js";
@@ -159,8 +166,25 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     config.routing.retry_budget.ratio,
     config.routing.retry_budget.min_per_second,
   );
-  const usable = (t: { provider: string; model: string }) =>
-    !health.isDown(t.provider, t.model) && !breakers.isOpen(t.provider, t.model);
+  const usable = (t: TargetRef) =>
+    !health.isDown(t.provider, t.model) &&
+    !breakers.isOpen(t.provider, t.model) &&
+    health.pausedMs(t.provider, t.model) === 0;
+
+  /**
+   * The pause in force for a target: one it asked this router for (its breaker keeps it), or one
+   * it asked another router for (shared health), whichever ends later. Both are honoured alike.
+   */
+  function pauseOf(t: TargetRef): Pause | undefined {
+    const { provider, model } = t;
+    const own = breakers.pausedMs(provider, model);
+    const shared = health.pausedMs(provider, model);
+    if (own === 0 && shared === 0) return undefined;
+    const kind =
+      own >= shared ? breakers.pauseKind(provider, model) : health.pauseKind(provider, model);
+    return { ms: Math.max(own, shared), kind: kind ?? "rate_limited" };
+  }
+  const paused = (t: TargetRef) => pauseOf(t) !== undefined;
 
   /** `counted`: the attempt is already in attemptsTotal (as "ok", at its first chunk). */
   function noteFailure(p: PlannedTarget, f: Failure, counted = false) {
@@ -221,7 +245,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
     let connectorRetries = 0;
     retryBudget.onRequest();
     try {
-      for (const p of candidates(plan, breakers, passedOver)) {
+      for (const p of candidates(plan, breakers, paused, passedOver)) {
         for (;;) {
           attempt++;
           if (attempt > 1) {
@@ -292,7 +316,7 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
         }
         if (attempt >= maxAttempts) break; // before the next pull, which could claim a trial
       }
-      throw (last ?? unsupported ?? pausedFailure(plan, breakers) ?? noTarget()).toConnectError();
+      throw (last ?? unsupported ?? pausedFailure(plan, pauseOf) ?? noTarget()).toConnectError();
     } catch (err) {
       // The ingress logs how many attempts a failed request made; a context-window fallback's
       // failure (the recursion above) counted its own attempts, and this adds the ones before.
@@ -1007,14 +1031,15 @@ async function sleepBackoff(
 }
 
 /**
- * Targets in plan order whose breaker lets a call through (claiming a half-open trial only when
- * the target is reached). If every breaker refuses, the first planned target that is not in a
- * Retry-After pause is the last resort: a target that said when to come back is not called
- * before then (see pausedFailure).
+ * Targets in plan order that are not in a Retry-After pause (`paused`: this router's or shared
+ * health's) and whose breaker lets a call through (claiming a half-open trial only when the target
+ * is reached). If every breaker refuses, the first planned target that is not paused is the last
+ * resort: a target that said when to come back is not called before then (see pausedFailure).
  */
 function* candidates(
   plan: PlannedTarget[],
   breakers: CircuitBreakers,
+  paused: (t: TargetRef) => boolean,
   passedOver: ReadonlySet<PlannedTarget>,
 ): Generator<PlannedTarget> {
   // Passes over the plan repeat while the caller wants more attempts, so a model with a single
@@ -1023,16 +1048,14 @@ function* candidates(
   for (let pass = 0; ; pass++) {
     let any = false;
     for (const p of plan) {
-      if (passedOver.has(p)) continue;
+      if (passedOver.has(p) || paused(p.target)) continue;
       if (!breakers.tryAcquire(p.target.provider, p.target.model)) continue;
       any = true;
       yield p;
     }
     if (any) continue;
     if (pass === 0) {
-      const lastResort = plan.find(
-        (p) => !passedOver.has(p) && breakers.pausedMs(p.target.provider, p.target.model) === 0,
-      );
+      const lastResort = plan.find((p) => !passedOver.has(p) && !paused(p.target));
       if (lastResort) yield lastResort;
     }
     return;
@@ -1188,28 +1211,39 @@ function countAttempts(err: unknown, attempts: number): unknown {
   return err;
 }
 
+/** A target as the breakers and shared health name it. */
+type TargetRef = { provider: string; model: string };
+
+/** A Retry-After pause in force: how much longer it lasts, and what asked for it. */
+interface Pause {
+  ms: number;
+  kind: PauseKind;
+}
+
 /**
- * The answer when every target is in a Retry-After pause and none was called, as the target whose
- * pause ends soonest would answer: a 429 if it was rate limiting, a 503 if it was busy (a 429
- * would tell the client that it went over a rate limit), with what is left of that pause as
- * Retry-After. Undefined if one is not paused.
+ * The answer when every target is in a Retry-After pause (`pauseOf`: this router's or shared
+ * health's) and none was called, as the target whose pause ends soonest would answer: a 429 if
+ * it was rate limiting, a 503 if it was busy (a 429 would tell the client that it went over a
+ * rate limit), with what is left of that pause as Retry-After. Undefined if one is not paused.
  */
-function pausedFailure(plan: PlannedTarget[], breakers: CircuitBreakers): Failure | undefined {
-  let soonest: PlannedTarget | undefined;
-  let soonestMs = Number.POSITIVE_INFINITY;
+function pausedFailure(
+  plan: PlannedTarget[],
+  pauseOf: (t: TargetRef) => Pause | undefined,
+): Failure | undefined {
+  let soonest: { provider: string; pause: Pause } | undefined;
   for (const p of plan) {
-    const ms = breakers.pausedMs(p.target.provider, p.target.model);
-    if (ms === 0) return undefined;
-    if (ms < soonestMs) {
-      soonest = p;
-      soonestMs = ms;
+    const pause = pauseOf(p.target);
+    if (pause === undefined) return undefined;
+    if (soonest === undefined || pause.ms < soonest.pause.ms) {
+      soonest = { provider: p.target.provider, pause };
     }
   }
   if (!soonest) return undefined;
-  const { provider, model } = soonest.target;
+  const { provider } = soonest;
+  const soonestMs = soonest.pause.ms;
   const retryAfterMs = Math.ceil(soonestMs);
   const pause = `it asked for a pause that ends in ${Math.ceil(soonestMs / 1000)} s`;
-  if (breakers.pauseKind(provider, model) === "upstream_unavailable") {
+  if (soonest.pause.kind === "upstream_unavailable") {
     return new Failure({
       status: 503,
       kind: "upstream_unavailable",
