@@ -364,11 +364,96 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
       );
       expect(err?.code).toBe(Code.ResourceExhausted);
       expect(err?.metadata.get("retry-after")).toBe("7");
+      expect(err?.metadata.get("retry-after-ms")).toBe("7000");
       // As on REST, an error after upstream attempts says how many there were.
       expect(err?.metadata.get("x-switchyard-attempts")).toBe("1");
     } finally {
       upstream.setBehavior({ kind: "answer", text: "one two three", chunks: 3 });
       await own.stop();
+    }
+  });
+});
+
+describe("an upstream that answers 503 with Retry-After", () => {
+  it("reaches connect-node and @grpc/grpc-js clients as UNAVAILABLE with its retry-after, as REST's 503 has it", async () => {
+    // A gateway of its own: the target is paused for the 7 s it asks.
+    const busy = await startOpenAIUpstream({
+      behavior: { kind: "error", status: 503, headers: { "retry-after": "7" } },
+    });
+    const own = await startOneProcess(
+      testConfig(`
+providers: { up: { type: openai, base_url: "${busy.url}", api_key: sk-up } }
+models: { chat: { targets: [{ provider: up, model: up-busy }] } }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+    );
+    const grpcJs = grpcJsGatewayClient(`127.0.0.1:${own.fabric.ports.ingress}`);
+    /** What a client was told of when to come back: retry-after (s) and retry-after-ms. */
+    const waits: Array<{ client: string; code: number; s: number; ms: number }> = [];
+    const noted = (client: string, code: number, get: (key: string) => unknown) =>
+      waits.push({
+        client,
+        code,
+        s: Number(get("retry-after")),
+        ms: Number(get("retry-after-ms")),
+      });
+    try {
+      // The first call reaches the upstream: its own 7 s. The others are answered by the
+      // gateway while the target is paused, with what is left of the pause.
+      const connect = createClient(
+        GatewayService,
+        createConnectTransport({ baseUrl: own.url, httpVersion: "1.1" }),
+      );
+      const unary = await connect.chat({ params: params() }).then(
+        () => undefined,
+        (e) => ConnectError.from(e),
+      );
+      noted("connect unary", unary?.code ?? 0, (k) => unary?.metadata.get(k));
+      expect(unary?.metadata.get("x-switchyard-attempts")).toBe("1");
+      const grpc = createClient(GatewayService, createGrpcTransport({ baseUrl: own.url }));
+      const streamed = await (async () => {
+        for await (const _ of grpc.chatStream({ params: params() })) {
+          // nothing arrives
+        }
+      })().then(
+        () => undefined,
+        (e) => ConnectError.from(e),
+      );
+      noted("connect-node gRPC stream", streamed?.code ?? 0, (k) => streamed?.metadata.get(k));
+      for (const call of [
+        () => grpcJs.chat({ params: params() }),
+        () => grpcJs.chatStream({ params: params() }),
+      ]) {
+        const e = (await call().then(
+          () => undefined,
+          (err: unknown) => err,
+        )) as { code: number; metadata: { get(k: string): unknown[] } } | undefined;
+        noted("grpc-js", e?.code ?? 0, (k) => e?.metadata.get(k)[0]);
+      }
+      expect(waits[0]).toEqual({ client: "connect unary", code: Code.Unavailable, s: 7, ms: 7000 });
+      for (const w of waits) {
+        expect(w.code).toBe(Code.Unavailable);
+        expect(w.s).toBeGreaterThanOrEqual(1);
+        expect(w.s).toBeLessThanOrEqual(7);
+        expect(w.ms).toBeGreaterThan((w.s - 1) * 1000);
+        expect(w.ms).toBeLessThanOrEqual(w.s * 1000);
+      }
+      expect(waits).toHaveLength(4);
+      expect(busy.requests.filter((r) => r.method === "POST")).toHaveLength(1);
+      // The same two a REST client is given with its 503.
+      const rest = await fetch(`${own.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "chat", messages: [{ role: "user", content: "hi" }] }),
+      });
+      await rest.body?.cancel();
+      expect(rest.status).toBe(503);
+      expect(Number(rest.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+      expect(Number(rest.headers.get("retry-after-ms"))).toBeGreaterThan(0);
+    } finally {
+      grpcJs.close();
+      await own.stop();
+      await busy.close();
     }
   });
 });

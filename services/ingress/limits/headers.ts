@@ -60,7 +60,8 @@ export function decorateLimitError(
 
 /**
  * The ConnectError for a Failure. A refused admission also carries the rate-limit metadata; any
- * 429 (an upstream's too) says when to come back in `retry-after`, as REST's does.
+ * 429 (an upstream's too), and any other failure that says when to come back (a busy target's
+ * 503: UNAVAILABLE), carries `retry-after` and `retry-after-ms`, as REST's answers do.
  */
 export function connectErrorFor(f: Failure, now: number): ConnectError {
   const ce = f.toConnectError();
@@ -69,9 +70,11 @@ export function connectErrorFor(f: Failure, now: number): ConnectError {
     headers["x-switchyard-limit"] = f.limit;
     for (const [k, v] of Object.entries(headers)) ce.metadata.set(k, v);
   }
-  if (f.status === 429) {
-    // A second when no one said, as the REST envelopes do (openai/errors.ts).
-    ce.metadata.set("retry-after", String(Math.ceil((f.retryAfterMs || 1000) / 1000)));
+  // A second for a 429 when no one said, as the REST envelopes do (openai/errors.ts).
+  const retryAfterMs = f.retryAfterMs > 0 ? f.retryAfterMs : f.status === 429 ? 1000 : 0;
+  if (retryAfterMs > 0) {
+    ce.metadata.set("retry-after", String(Math.ceil(retryAfterMs / 1000)));
+    ce.metadata.set("retry-after-ms", String(Math.ceil(retryAfterMs)));
   }
   // As REST's error answers say it (rest.ts, sendError).
   if (f.attempts > 0) ce.metadata.set("x-switchyard-attempts", String(f.attempts));
