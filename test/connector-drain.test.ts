@@ -7,13 +7,18 @@ import { once } from "node:events";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import OpenAI from "openai";
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
+import { Role } from "../gen/switchyard/chat/v1/chat_pb.js";
+import { ConnectorService } from "../gen/switchyard/connector/v1/connector_pb.js";
 import type { TargetOutcomeBatch } from "../gen/switchyard/health/v1/health_pb.js";
 import { type Fabric, type FabricTransport, startFabric } from "../services/fabric.js";
 import { type Bus, createBus } from "../services/lib/bus/index.js";
 import { testConfig } from "./helpers/fabric.js";
+import { captureLogs } from "./helpers/logs.js";
 import { metricValue } from "./helpers/metrics.js";
 import { freePorts, requireNats, runSwitchyard, type ServiceProcess } from "./helpers/processes.js";
 import {
@@ -199,5 +204,139 @@ ${common(upstream.url)}`,
     );
     const failures = outcomes.flatMap((b) => b.outcomes).filter((o) => !o.success);
     expect(failures).toEqual([]);
+  }, 60_000);
+});
+
+describe("a draining connector that peers.connectors lists", () => {
+  it("is one info line to the router, which sends calls elsewhere until it announces itself again, without a warning per call", async () => {
+    await requireNats();
+    const namespace = `connector_drain_quiet_${randomUUID().slice(0, 8)}`;
+    const up = await startOpenAIUpstream({
+      behavior: (r) =>
+        modelOf(r) === "up-hang" ? { kind: "hang" } : { kind: "answer", text: "ok" },
+    });
+    cleanups.push(() => up.close());
+    const common = `
+nats: { url: nats://127.0.0.1:4222, namespace: ${namespace} }
+providers: { p: { type: openai, base_url: "${up.url}" } }
+models:
+  chat: { targets: [{ provider: p, model: up-chat }] }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`;
+    const silent = pino({ level: "silent" });
+    const connectorAt = async (port: number) => {
+      const f = await startFabric({
+        config: testConfig(common),
+        services: new Set(["connector"] as const),
+        logger: silent,
+        listen: { connector: { host: "127.0.0.1", port } },
+      });
+      cleanups.push(() => f.stop(0));
+      return f;
+    };
+    // X is listed in the router's peers.connectors; Y joins on the bus.
+    const x = await connectorAt(0);
+    const portX = x.ports.connector as number;
+    const urlX = `http://127.0.0.1:${portX}`;
+    const logs = captureLogs("debug");
+    const edge = await startFabric({
+      config: testConfig(`peers: { connectors: ["${urlX}"] }\n${common}`),
+      services: new Set(["ingress", "router"] as const),
+      logger: logs.logger,
+      listen: { ingress: { host: "127.0.0.1", port: 0 }, router: { host: "127.0.0.1", port: 0 } },
+    });
+    cleanups.push(() => edge.stop(0));
+    const ingress = `http://127.0.0.1:${edge.ports.ingress}`;
+    const metrics = async () => (await fetch(`${ingress}/metrics`)).text();
+    const y = await connectorAt(0);
+    await until(
+      "the router to know Y",
+      async () => metricValue(await metrics(), "switchyard_connectors_known") === 2,
+    );
+    const served = async (port: number) =>
+      metricValue(
+        await (await fetch(`http://127.0.0.1:${port}/metrics`)).text(),
+        "switchyard_connector_upstream_requests_total",
+        { provider: "p", outcome: "ok" },
+      ) ?? 0;
+
+    // A call through X of another router's (the test's own client) keeps X draining.
+    const toX = createClient(
+      ConnectorService,
+      createConnectTransport({ baseUrl: urlX, httpVersion: "2", useBinaryFormat: true }),
+    );
+    const holding = new AbortController();
+    const held = (async () => {
+      const call = toX.chat(
+        {
+          context: { requestId: "holds-x-open" },
+          target: { provider: "p", model: "up-hang" },
+          params: {
+            model: "hang",
+            stream: true,
+            messages: [
+              {
+                role: Role.USER,
+                contentIsText: true,
+                content: [{ part: { case: "text", value: "hi" } }],
+              },
+            ],
+          },
+        },
+        { signal: holding.signal },
+      );
+      for await (const _ of call) {
+        // nothing arrives
+      }
+    })().catch(() => {});
+    await until("the held call to reach the upstream", () => chats(up).length === 1);
+
+    const stopping = x.stop(10_000);
+    const about = (l: Record<string, unknown>) => l.connector === urlX;
+    await until("the router to hear that X is leaving", () => logs.lines().some(about));
+
+    // Calls made while X drains all go to Y.
+    const client = new OpenAI({ baseURL: `${ingress}/v1`, apiKey: "unused", maxRetries: 0 });
+    const servedByY = await served(y.ports.connector as number);
+    for (let i = 0; i < 12; i++) {
+      const { data, response } = await client.chat.completions
+        .create({ model: "chat", messages: [{ role: "user", content: "hi" }] })
+        .withResponse();
+      expect(data.choices[0]?.message.content).toBe("ok");
+      expect(response.headers.get("x-switchyard-attempts")).toBe("1");
+      // Spread over more than the 2 s a connector that failed to answer is avoided for.
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect((await served(y.ports.connector as number)) - servedByY).toBe(12);
+    // Not one was sent to X to be refused, and nothing is a warning.
+    expect(logs.lines().filter((l) => l.msg === "connector did not answer")).toEqual([]);
+    expect(logs.lines().filter((l) => Number(l.level) >= 40)).toEqual([]);
+    expect(
+      logs
+        .lines()
+        .filter(about)
+        .map((l) => l.msg),
+    ).toEqual(["connector leaving"]);
+
+    // X's drain ends; a connector started again at its address announces itself and is used.
+    holding.abort();
+    await held;
+    await stopping;
+    const x2 = await connectorAt(portX);
+    await until("the router to send X's successor a call", async () => {
+      await client.chat.completions.create({
+        model: "chat",
+        messages: [{ role: "user", content: "hi" }],
+      });
+      return (await served(portX)) > 0;
+    });
+    expect(x2.ports.connector).toBe(portX);
+    expect(
+      logs
+        .lines()
+        .filter(about)
+        .map((l) => l.msg),
+    ).toEqual(["connector leaving", "connector back"]);
+    expect(logs.lines().filter((l) => Number(l.level) >= 40)).toEqual([]);
   }, 60_000);
 });

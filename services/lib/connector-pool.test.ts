@@ -79,6 +79,22 @@ describe("ConnectorPool", () => {
     expect(pool.pick()?.id).toBe("b");
   });
 
+  it("passes over a connector that said it is leaving, even one less loaded or not suspected, until it is back", () => {
+    const { pool, byId } = poolOf(["a", "b"]);
+    setInflight(byId, { a: 0, b: 5 });
+    expect(pool.setLeaving("a", true)).toBe(true);
+    expect(pool.setLeaving("a", true)).toBe(false); // said once
+    expect(pool.isLeaving("a")).toBe(true);
+    pool.suspect("b");
+    for (let i = 0; i < 4; i++) expect(pool.pick()?.id).toBe("b");
+    // When it is all there is, it is still handed out.
+    pool.remove("b");
+    expect(pool.pick()?.id).toBe("a");
+    expect(pool.setLeaving("a", false)).toBe(true);
+    expect(pool.isLeaving("a")).toBe(false);
+    expect(pool.setLeaving("ghost", true)).toBe(false);
+  });
+
   it("ignores suspicion of an id it does not have", () => {
     const { pool } = poolOf(["a"]);
     pool.suspect("ghost");

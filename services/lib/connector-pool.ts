@@ -8,6 +8,11 @@ export interface ConnectorEndpoint {
   inflight: number;
   /** Until when (ms) calls avoid this connector after it could not be reached. */
   suspectUntil: number;
+  /**
+   * It said it is leaving (a drain) yet stays in the pool, as `peers.connectors` lists it: calls
+   * avoid it, and its refusals are expected, until it announces itself again.
+   */
+  leaving: boolean;
 }
 
 /** How long a connector that could not be reached is passed over while others are available. */
@@ -34,6 +39,7 @@ export class ConnectorPool {
       client: asClient(ConnectorService, via),
       inflight: 0,
       suspectUntil: 0,
+      leaving: false,
     });
     const waiters = this.waiters;
     this.waiters = [];
@@ -81,7 +87,26 @@ export class ConnectorPool {
     if (e) e.suspectUntil = this.now() + SUSPECT_MS;
   }
 
-  /** The least-loaded connector, preferring ones not under suspicion. */
+  /**
+   * Marks a connector that said it is leaving (true), or that announced itself again (false).
+   * Returns whether that changed anything.
+   */
+  setLeaving(id: string, leaving: boolean): boolean {
+    const e = this.endpoints.get(id);
+    if (e === undefined || e.leaving === leaving) return false;
+    e.leaving = leaving;
+    return true;
+  }
+
+  /** Whether the connector said it is leaving and has not announced itself since. */
+  isLeaving(id: string): boolean {
+    return this.endpoints.get(id)?.leaving ?? false;
+  }
+
+  /**
+   * The least-loaded connector, preferring ones not under suspicion, and any to one that is
+   * leaving (which takes no new calls, but is the only hope when it is all there is).
+   */
   pick(): ConnectorEndpoint | undefined {
     const n = this.endpoints.size;
     if (n === 0) return undefined;
@@ -93,7 +118,7 @@ export class ConnectorPool {
     for (const e of this.endpoints.values()) {
       // Rotating the tie-break start spreads equal-load picks.
       const rotation = (i - start + n) % n;
-      const penalty = e.suspectUntil > now ? 1e9 : 0;
+      const penalty = (e.leaving ? 2e9 : 0) + (e.suspectUntil > now ? 1e9 : 0);
       const score = penalty + e.inflight * n + rotation;
       if (score < bestScore) {
         best = e;

@@ -16,8 +16,10 @@ export interface Membership {
 /**
  * Keeps a ConnectorPool in step with connector announcements on the bus: a connector is added
  * on its first heartbeat, dropped when it says it is leaving or misses three heartbeats.
- * Connectors from the static `peers.connectors` list stay whatever they announce. Endpoints are
- * keyed by address, so a statically listed connector that also announces itself counts once.
+ * Connectors from the static `peers.connectors` list stay whatever they announce; one that says
+ * it is leaving (a drain: it refuses new calls) is marked so, and calls avoid it until it
+ * announces itself again. Endpoints are keyed by address, so a statically listed connector that
+ * also announces itself counts once.
  */
 export function followConnectors(opts: {
   bus: Bus;
@@ -44,11 +46,18 @@ export function followConnectors(opts: {
     if (!a.address) return;
     if (a.leaving) {
       drop(a.address, "leaving");
+      // Listed in peers.connectors, it stays; its drain is expected, and said once here rather
+      // than by a warning for every call it would refuse.
+      if (fixed.has(a.address) && pool.setLeaving(a.address, true)) {
+        logger.info({ connector: a.address, id: a.id }, "connector leaving");
+      }
       return;
     }
     if (!seen.has(a.address) && !pool.has(a.address)) {
       pool.add(a.address, opts.transportFor(a.address));
       logger.info({ connector: a.address, id: a.id, providers: a.providers }, "connector joined");
+    } else if (pool.setLeaving(a.address, false)) {
+      logger.info({ connector: a.address, id: a.id, providers: a.providers }, "connector back");
     }
     seen.set(a.address, { lastMs: now(), heartbeatMs: a.heartbeatMs || 2_000, id: a.id });
   };

@@ -3,6 +3,7 @@ import type { AddressInfo } from "node:net";
 import { createServer, type Socket, connect as tcpConnect } from "node:net";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createRouterTransport } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import pino from "pino";
 import { Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
@@ -15,6 +16,7 @@ import {
   TargetState,
 } from "../../gen/switchyard/health/v1/health_pb.js";
 import { testConfig } from "../../test/helpers/fabric.js";
+import { captureLogs } from "../../test/helpers/logs.js";
 import { type OpenAIUpstream, startOpenAIUpstream } from "../../test/upstreams/openai-upstream.js";
 import { buildConnector, type ConnectorBuild } from "../connector/main.js";
 import type { Bus } from "../lib/bus/bus.js";
@@ -624,6 +626,37 @@ models: { many: { targets: [${targets.join(", ")}] } }
     const r = rig(openaiConfig("http://127.0.0.1:9/v1"), { connector: false });
     await r.prober.probeAll();
     expect(await r.bus.health.all()).toEqual([]);
+  });
+
+  it("warns of a connector that does not answer a probe, unless it said it is leaving", async () => {
+    // A real refusal: nothing listens there.
+    const address = `http://127.0.0.1:${await closedPort()}`;
+    const connectors = new ConnectorPool();
+    connectors.add(address, createConnectTransport({ baseUrl: address, httpVersion: "2" }));
+    const logs = captureLogs("debug");
+    const bus = createMemoryBus();
+    cleanups.push(() => bus.close());
+    const prober = createProber({
+      config: testConfig(
+        "providers: { demo: { type: mock } }\nmodels: { m: { targets: [{ provider: demo, model: d }] } }",
+      ),
+      connectors,
+      health: bus.health,
+      logger: logs.logger,
+      registry: new Registry(),
+    });
+    const unreached = () =>
+      logs
+        .lines()
+        .filter((l) => l.msg === "probe could not reach a connector")
+        .map((l) => l.level);
+    await prober.probeAll();
+    expect(unreached()).toEqual([40]);
+    connectors.setLeaving(address, true);
+    await prober.probeAll();
+    expect(unreached()).toEqual([40, 20]);
+    // Either way the target's health is left as it was.
+    expect(await bus.health.all()).toEqual([]);
   });
 
   it("probes at once on start, again every interval, and never after stop", async () => {

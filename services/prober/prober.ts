@@ -294,7 +294,8 @@ export function createProber(deps: ProberDeps): Prober {
       // The connector did not answer: that says nothing about the target. Keep its last known
       // state; the next round goes through another connector.
       deps.connectors.suspect(connector.id);
-      deps.logger.warn(
+      // One that said it is leaving was only tried for want of another: no surprise.
+      deps.logger[deps.connectors.isLeaving(connector.id) ? "debug" : "warn"](
         { connector: connector.id, provider: t.provider, target: t.model, err: failure.message },
         "probe could not reach a connector",
       );

@@ -8,6 +8,7 @@ import {
   createRouterTransport,
   type Interceptor,
 } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import pino from "pino";
 import { Registry } from "prom-client";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -20,6 +21,8 @@ import {
 } from "../../gen/switchyard/health/v1/health_pb.js";
 import { RouterService } from "../../gen/switchyard/router/v1/router_pb.js";
 import { testConfig } from "../../test/helpers/fabric.js";
+import { captureLogs } from "../../test/helpers/logs.js";
+import { freePorts } from "../../test/helpers/processes.js";
 import { type OpenAIUpstream, startOpenAIUpstream } from "../../test/upstreams/openai-upstream.js";
 import { buildConnector } from "../connector/main.js";
 import type { Config } from "../lib/config/types.js";
@@ -625,5 +628,51 @@ describe("RouterService.Chat for a client that is not streaming", () => {
     expect(upstreams.b.requests).toHaveLength(0);
     // Not a failure of the target: its breaker lets the next call through as a trial again.
     expect(rig.breakers.tryAcquire("a", "model-a")).toBe(true);
+  });
+});
+
+describe("a connector that refuses calls", () => {
+  it("is a warning per refused call, unless it said it is leaving: then its refusals are expected", async () => {
+    // A real refusal: nothing listens on this port.
+    const [port] = await freePorts(1);
+    const address = `http://127.0.0.1:${port}`;
+    const connectors = new ConnectorPool();
+    connectors.add(address, createConnectTransport({ baseUrl: address, httpVersion: "2" }));
+    const config = configFor({ targets: ["a/model-a"], retries: 0 });
+    const logs = captureLogs("debug");
+    const health = new HealthView(config.health.stale_after_ms);
+    const breakers = new CircuitBreakers(100, 60_000);
+    const impl = createRouterService({
+      config,
+      connectors,
+      health,
+      breakers,
+      logger: logs.logger,
+      registry: new Registry(),
+    });
+    const client = createClient(
+      RouterService,
+      createRouterTransport((router) => router.service(RouterService, impl)),
+    );
+    const rig: Rig = { client, health, breakers, registry: new Registry(), connectorMessages: [] };
+    const refusals = () =>
+      logs
+        .lines()
+        .filter((l) => l.msg === "connector did not answer")
+        .map((l) => l.level);
+
+    const unexpected = Failure.from((await chat(rig)).error);
+    expect(unexpected.message).toMatch(/could not reach a provider connector/);
+    const warned = refusals();
+    expect(warned.length).toBeGreaterThan(0);
+    expect(new Set(warned)).toEqual(new Set([40]));
+
+    connectors.setLeaving(address, true);
+    const expected = Failure.from((await chat(rig)).error);
+    expect(expected.message).toMatch(/could not reach a provider connector/);
+    const quiet = refusals().slice(warned.length);
+    expect(quiet).toHaveLength(warned.length);
+    expect(new Set(quiet)).toEqual(new Set([20]));
+    expect(upstreams.a.requests).toHaveLength(0);
   });
 });

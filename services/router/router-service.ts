@@ -667,7 +667,9 @@ export function createRouterService(deps: RouterDeps): ServiceImpl<typeof Router
       // the next attempt goes through another. The transport's words name the connector's
       // internal address, so they go to this log line and the client hears what happened.
       connectors.suspect(connector.id);
-      requestLogger(deps.logger, context).warn(
+      // One that said it is leaving was only tried for want of another: its refusal is expected.
+      const level = connectors.isLeaving(connector.id) ? "debug" : "warn";
+      requestLogger(deps.logger, context)[level](
         { connector: connector.id, provider, target: model, attempt, error: f.message },
         "connector did not answer",
       );
