@@ -132,7 +132,7 @@ describe("Gemini", () => {
     gemini.setBehavior({ kind: "answer", text: "", finishReason: "SAFETY" });
     const whole = await oai.chat.completions.create({ model: "m-gemini", messages });
     expect(whole.choices[0]?.finish_reason).toBe("content_filter");
-    expect(whole.choices[0]?.message.content ?? "").toBe("");
+    expect(whole.choices[0]?.message.content).toBeNull();
     const message = await claude.messages.create({ model: "m-gemini", max_tokens: 256, messages });
     expect(message).toMatchObject({ stop_reason: "refusal", content: [] });
   });
@@ -285,6 +285,23 @@ describe("Azure OpenAI", () => {
     expect(message.stop_reason).toBe("refusal");
     const fromAnthropic = await anthropicStream("m-azure");
     expect(fromAnthropic).toMatchObject({ text: "Once upon a time", stopReason: "refusal" });
+  });
+
+  it("an answer its filter stopped before any text has content null, as Azure's own has, and no text for an anthropic client", async () => {
+    azure.setBehavior({ kind: "answer", text: "", finishReason: "content_filter" });
+    const whole = await oai.chat.completions.create({ model: "m-azure", messages });
+    expect(whole.choices[0]?.finish_reason).toBe("content_filter");
+    expect(whole.choices[0]?.message.content).toBeNull();
+    const streamed = await openAIStream("m-azure");
+    expect(streamed).toMatchObject({ text: "", finish: "content_filter" });
+
+    const message = await claude.messages.create({ model: "m-azure", max_tokens: 256, messages });
+    expect(message).toMatchObject({ stop_reason: "refusal", content: [] });
+
+    // An answer with text keeps it, as before.
+    azure.setBehavior({ kind: "answer", text: "Once", finishReason: "content_filter" });
+    const withText = await oai.chat.completions.create({ model: "m-azure", messages });
+    expect(withText.choices[0]?.message.content).toBe("Once");
   });
 
   it("a 429 waits as long as retry-after-ms says, for either client", async () => {

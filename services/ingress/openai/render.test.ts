@@ -143,6 +143,19 @@ describe("renderCompletion", () => {
     expect("usage" in out).toBe(false);
     expect("system_fingerprint" in out).toBe(false);
   });
+
+  it("renders an answer a content filter stopped before any text with null content, as Azure does", () => {
+    const c = create(ChatCompletionSchema, {
+      id: "x",
+      choices: [
+        { index: 0, message: { role: Role.ASSISTANT }, finishReason: FinishReason.CONTENT_FILTER },
+      ],
+    });
+    expect(renderCompletion(c, "demo").choices[0]).toMatchObject({
+      message: { content: null, refusal: null },
+      finish_reason: "content_filter",
+    });
+  });
 });
 
 describe("openAIFinishReason", () => {

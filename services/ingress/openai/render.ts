@@ -99,9 +99,14 @@ function renderChoice(choice: Choice): CompletionChoice {
   }
   const toolCalls = message?.toolCalls ?? [];
   const refusal = message?.refusal ? message.refusal : null;
+  // No text is `null` where OpenAI and Azure send null: beside tool calls or a refusal, and in
+  // an answer a content filter stopped before any text. An answer that ended empty otherwise
+  // (a reasoning model out of tokens) is "" there, and here.
+  const nothingSaid =
+    toolCalls.length > 0 || refusal !== null || choice.finishReason === FinishReason.CONTENT_FILTER;
   const rendered: CompletionChoice["message"] = {
     role: "assistant",
-    content: text === "" && (toolCalls.length > 0 || refusal !== null) ? null : text,
+    content: text === "" && nothingSaid ? null : text,
     refusal,
   };
   if (toolCalls.length > 0) {
