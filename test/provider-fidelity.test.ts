@@ -33,6 +33,9 @@ providers:
 models:
   m-gemini: { targets: [{ provider: ge, model: gemini-up }] }
   m-azure: { targets: [{ provider: az, model: my-deployment }] }
+  # A target of its own, first, with another behind it that takes its calls once its breaker opens.
+  m-gemini-backed:
+    targets: [{ provider: ge, model: gemini-backed }, { provider: az, model: backup-deployment }]
   # Targets of their own for the 429s: each is paused for as long as its upstream says.
   m-gemini-paused: { targets: [{ provider: ge, model: gemini-paused }] }
   m-azure-paused: { targets: [{ provider: az, model: paused-deployment }] }
@@ -107,7 +110,16 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
 }
 
 describe("Gemini", () => {
-  it.each(["SAFETY", "RECITATION", "PROHIBITED_CONTENT", "SPII", "LANGUAGE"])(
+  it.each([
+    "SAFETY",
+    "RECITATION",
+    "PROHIBITED_CONTENT",
+    "SPII",
+    "LANGUAGE",
+    "BLOCKLIST",
+    "IMAGE_SAFETY",
+    "MODEL_ARMOR",
+  ])(
     "a candidate its filter stopped (%s) ends as content_filter for an openai client and refusal for an anthropic one",
     async (reason) => {
       gemini.setBehavior({ kind: "answer", text: "Once upon a time", finishReason: reason });
@@ -135,6 +147,95 @@ describe("Gemini", () => {
     expect(whole.choices[0]?.message.content).toBeNull();
     const message = await claude.messages.create({ model: "m-gemini", max_tokens: 256, messages });
     expect(message).toMatchObject({ stop_reason: "refusal", content: [] });
+  });
+
+  it.each([
+    "MALFORMED_FUNCTION_CALL",
+    "UNEXPECTED_TOOL_CALL",
+    "TOO_MANY_TOOL_CALLS",
+    "MALFORMED_RESPONSE",
+    "OTHER",
+    "NO_IMAGE",
+  ])(
+    "a turn that ended %s without content is a 502 naming it for either client, whole and streamed, not a finish reason",
+    async (reason) => {
+      gemini.setBehavior({ kind: "answer", text: "", finishReason: reason });
+      for (const stream of [false, true]) {
+        const error = await rejection(
+          oai.chat.completions.create({ model: "m-gemini", messages, stream }),
+        );
+        expect(error).toBeInstanceOf(OpenAI.InternalServerError);
+        expect(error).toMatchObject({ status: 502, code: reason, type: "server_error" });
+        expect((error as Error).message).toContain(`provider ge's answer failed (${reason})`);
+      }
+      const whole = await rejection(
+        claude.messages.create({ model: "m-gemini", max_tokens: 256, messages }),
+      );
+      const streamed = await rejection(anthropicStream("m-gemini"));
+      for (const error of [whole, streamed]) {
+        expect(error).toBeInstanceOf(Anthropic.InternalServerError);
+        expect((error as InstanceType<typeof Anthropic.InternalServerError>).error).toMatchObject({
+          error: { type: "api_error" },
+        });
+      }
+    },
+  );
+
+  it("text before a malformed function call reaches a streaming client, then an error, never a clean end", async () => {
+    gemini.setBehavior({
+      kind: "answer",
+      text: "Let me look that up.",
+      finishReason: "MALFORMED_FUNCTION_CALL",
+    });
+    let text = "";
+    const stream = await oai.chat.completions.create({ model: "m-gemini", messages, stream: true });
+    const cut = await rejection(
+      (async () => {
+        for await (const chunk of stream) {
+          text += chunk.choices[0]?.delta.content ?? "";
+          expect(chunk.choices[0]?.finish_reason ?? null).toBeNull();
+        }
+      })(),
+    );
+    expect(text).toBe("Let me look that up.");
+    expect(cut).toBeInstanceOf(OpenAI.APIError);
+    expect((cut as Error).message).toContain("MALFORMED_FUNCTION_CALL");
+    // Whole, the narration of a call never made is no answer either.
+    const whole = await rejection(oai.chat.completions.create({ model: "m-gemini", messages }));
+    expect(whole).toMatchObject({ status: 502, code: "MALFORMED_FUNCTION_CALL" });
+    const fromAnthropic = await rejection(anthropicStream("m-gemini"));
+    expect((fromAnthropic as Error).message).toContain("MALFORMED_FUNCTION_CALL");
+  });
+
+  it("failed turns are not held against the target: more of them than open a breaker, then an answer from it", async () => {
+    gemini.setBehavior({ kind: "answer", text: "", finishReason: "MALFORMED_FUNCTION_CALL" });
+    const calls = () => gemini.requests.filter((r) => r.model === "gemini-backed").length;
+    const before = calls();
+    const asked = () => calls() - before;
+    // More than circuit_breaker.consecutive_failures (5 by default); no retries, so one call each.
+    for (let i = 0; i < 6; i++) {
+      await rejection(oai.chat.completions.create({ model: "m-gemini-backed", messages }));
+    }
+    expect(asked()).toBe(6);
+    gemini.setBehavior({ kind: "answer", text: "Fine now." });
+    // An open breaker would send this one to the Azure target behind it.
+    const answer = await oai.chat.completions.create({ model: "m-gemini-backed", messages });
+    expect(answer.choices[0]?.message.content).toBe("Fine now.");
+    expect(asked()).toBe(7);
+  });
+
+  it("a conversation that lost a thought signature is the request's fault: a 400 for either client", async () => {
+    gemini.setBehavior({ kind: "answer", text: "", finishReason: "MISSING_THOUGHT_SIGNATURE" });
+    const fromOpenAI = await rejection(
+      oai.chat.completions.create({ model: "m-gemini", messages }),
+    );
+    expect(fromOpenAI).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(fromOpenAI).toMatchObject({ code: "MISSING_THOUGHT_SIGNATURE", param: "messages" });
+    const fromAnthropic = await rejection(
+      claude.messages.create({ model: "m-gemini", max_tokens: 256, messages }),
+    );
+    expect(fromAnthropic).toBeInstanceOf(Anthropic.BadRequestError);
+    expect((fromAnthropic as Error).message).toContain("thought signature");
   });
 
   it("a prompt its filter blocked is a 400 content_filter for an openai client, whole and streamed, as Azure's is", async () => {

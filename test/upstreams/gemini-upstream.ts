@@ -33,7 +33,9 @@ export interface GeminiAnswerBehavior {
   /**
    * Default "STOP". A safety reason (SAFETY, RECITATION, …: `WITHHELD_BY`) is sent as Google
    * does: streamed, the pieces already passed go out and a last event without content carries
-   * the reason and the blocking rating; whole, the candidate has no content at all.
+   * the reason and the blocking rating; whole, the candidate has no content at all. A failed
+   * call's reason (MALFORMED_FUNCTION_CALL, UNEXPECTED_TOOL_CALL) also comes on an event of its
+   * own, after any text, without the call.
    */
   finishReason?: string;
   /** Answers a prompt blocked with this reason: promptFeedback and no candidates. */
@@ -354,6 +356,8 @@ export function answerEvents(
   const cached = behavior.usage?.cachedContentTokenCount;
   const finishReason = behavior.finishReason ?? "STOP";
   const withheld = WITHHELD_BY.has(finishReason);
+  // The call Gemini could not make is not sent either; its reason comes alone, as a filter's.
+  const alone = withheld || FAILED_CALL.has(finishReason);
 
   // Each step is the parts every candidate says in one event.
   const steps: Array<(candidate: number) => Part[]> = [];
@@ -377,9 +381,9 @@ export function answerEvents(
       return [part];
     });
   }
-  if (steps.length === 0 && !withheld) steps.push(() => [{ text: "" }]);
+  if (steps.length === 0 && !alone) steps.push(() => [{ text: "" }]);
   // What the filter stopped is never sent: the reason comes on an event of its own.
-  if (withheld) steps.push(() => []);
+  if (alone) steps.push(() => []);
 
   const thoughtSteps = behavior.thoughts === undefined ? 0 : 1;
   return steps.map((step, i) => {
@@ -427,6 +431,12 @@ export const WITHHELD_BY: ReadonlySet<string> = new Set([
   "SPII",
 ]);
 
+/** Finish reasons of a function call the model got wrong, which Gemini does not send. */
+export const FAILED_CALL: ReadonlySet<string> = new Set([
+  "MALFORMED_FUNCTION_CALL",
+  "UNEXPECTED_TOOL_CALL",
+]);
+
 /** The safety ratings of a candidate the filter stopped. */
 const BLOCKING_RATINGS = [
   { category: "HARM_CATEGORY_SEXUALLY_EXPLICIT", probability: "NEGLIGIBLE" },
@@ -460,7 +470,7 @@ export function wholeResponse(events: Array<Record<string, unknown>>): Record<st
       }
     }
     // A candidate the filter stopped has no content in the whole answer either.
-    if (WITHHELD_BY.has(String(candidate.finishReason))) return candidate;
+    if (WITHHELD_BY.has(String(candidate.finishReason)) || parts.length === 0) return candidate;
     return { ...candidate, content: { parts, role: "model" } };
   });
   return { ...last, candidates };

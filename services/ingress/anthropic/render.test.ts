@@ -488,7 +488,7 @@ describe("anthropicStopReason", () => {
     [FinishReason.OTHER, "pause_turn", false, "pause_turn"],
     // A word no canonical reason names passes on: a failed turn must not read as finished.
     [FinishReason.OTHER, "abort", false, "abort"],
-    [FinishReason.OTHER, "MALFORMED_FUNCTION_CALL", true, "MALFORMED_FUNCTION_CALL"],
+    [FinishReason.OTHER, "abort", true, "abort"],
     [FinishReason.OTHER, undefined, false, "end_turn"],
     [FinishReason.UNSPECIFIED, undefined, false, "end_turn"],
     // Anthropic's word is kept only where it agrees with the canonical reason.

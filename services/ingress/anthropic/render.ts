@@ -53,9 +53,9 @@ function isStopReason(raw: string | undefined): raw is AnthropicStopReason {
  * when it agrees with the canonical reason (so "stop_sequence" and "pause_turn" survive);
  * otherwise the canonical reason is mapped. An answer that calls tools stops with "tool_use"
  * even when an OpenAI-compatible upstream said "stop": Anthropic clients run tools on
- * "tool_use" only. A word the canonical enum could not name (vLLM's "abort", Gemini's
- * "MALFORMED_FUNCTION_CALL") reaches the client unchanged, as it does an OpenAI client: as
- * "end_turn" a failed turn would pass for a finished one.
+ * "tool_use" only. A word the canonical enum could not name (vLLM's "abort") reaches the client
+ * unchanged, as it does an OpenAI client: as "end_turn" a failed turn would pass for a finished
+ * one. (Gemini's failed turns end as errors in its adapter: gemini/from-response.ts.)
  */
 export function anthropicStopReason(
   reason: FinishReason,

@@ -11,8 +11,8 @@ export type AnthropicStopReason =
   | "pause_turn"
   | "refusal"
   | "model_context_window_exceeded"
-  // Another upstream's word the canonical enum could not name (vLLM "abort", Gemini
-  // "MALFORMED_FUNCTION_CALL"), passed on rather than dressed up as a normal end.
+  // An OpenAI-compatible upstream's word the canonical enum could not name (vLLM "abort"),
+  // passed on rather than dressed up as a normal end.
   | (string & {});
 
 export interface AnthropicUsage {

@@ -255,17 +255,51 @@ describe("finishReason", () => {
     ["STOP", false, FinishReason.STOP],
     ["STOP", true, FinishReason.TOOL_CALLS],
     ["MAX_TOKENS", false, FinishReason.LENGTH],
+    ["MAX_TOKENS", true, FinishReason.LENGTH],
     ["SAFETY", false, FinishReason.CONTENT_FILTER],
     ["RECITATION", false, FinishReason.CONTENT_FILTER],
     ["BLOCKLIST", false, FinishReason.CONTENT_FILTER],
     ["PROHIBITED_CONTENT", false, FinishReason.CONTENT_FILTER],
     ["SPII", false, FinishReason.CONTENT_FILTER],
-    ["MALFORMED_FUNCTION_CALL", true, FinishReason.OTHER],
     ["LANGUAGE", false, FinishReason.CONTENT_FILTER],
     ["IMAGE_SAFETY", false, FinishReason.CONTENT_FILTER],
-    ["OTHER", false, FinishReason.OTHER],
+    ["IMAGE_PROHIBITED_CONTENT", false, FinishReason.CONTENT_FILTER],
+    ["IMAGE_RECITATION", false, FinishReason.CONTENT_FILTER],
+    ["MODEL_ARMOR", false, FinishReason.CONTENT_FILTER],
   ])("maps %s (called tools: %s)", (raw, calledTools, expected) => {
-    expect(finishReason(raw, calledTools)).toBe(expected);
+    expect(finishReason(raw, calledTools, "google")).toBe(expected);
+  });
+
+  it.each([
+    "MALFORMED_FUNCTION_CALL",
+    "UNEXPECTED_TOOL_CALL",
+    "TOO_MANY_TOOL_CALLS",
+    "MALFORMED_RESPONSE",
+    "NO_IMAGE",
+    "IMAGE_OTHER",
+    "OTHER",
+    "A_WORD_GOOGLE_ADDS_LATER",
+  ])("fails a turn that ended %s with a 502 that names it, charged to no target", (raw) => {
+    expect(failureOf(() => finishReason(raw, true, "google"))).toMatchObject({
+      status: 502,
+      kind: "upstream_error",
+      retryable: false,
+      code: raw,
+      provider: "google",
+      message: expect.stringContaining(`provider google's answer failed (${raw}): `),
+    });
+  });
+
+  it("refuses a conversation that lost a thought signature with a 400", () => {
+    expect(
+      failureOf(() => finishReason("MISSING_THOUGHT_SIGNATURE", false, "google")),
+    ).toMatchObject({
+      status: 400,
+      kind: "invalid_request",
+      retryable: false,
+      code: "MISSING_THOUGHT_SIGNATURE",
+      param: "messages",
+    });
   });
 });
 

@@ -89,7 +89,7 @@ export function fromGeminiResponse(response: unknown, options: TranslateOptions)
   const chunk = makeMessage(ChatChunkSchema, {
     start: toStart(answer, options),
     choices: records(answer.candidates).map((candidate, i) =>
-      candidateDelta(candidate, i, choices, options.oneToolCall),
+      candidateDelta(candidate, i, choices, options),
     ),
   });
   const usage = toUsage(answer.usageMetadata);
@@ -158,13 +158,15 @@ function callNonce(): string {
  * models without thinking sign none) gets `call_{nonce}_{n}`, the nonce random per choice: the
  * ids of one turn's calls must not come back in the next turn's, since a conversation that moves
  * to Anthropic is refused for repeated `tool_use` ids, and clients key tool results by id.
+ * Throws a `Failure` for a finish reason that says the turn failed (see finishReason).
  */
 export function candidateDelta(
   candidate: Record<string, unknown>,
   position: number,
   choices: Map<number, ChoiceState>,
-  oneToolCall = false,
+  options: Pick<TranslateOptions, "provider" | "oneToolCall">,
 ): ChoiceDelta {
+  const oneToolCall = options.oneToolCall === true;
   const index = isCount(candidate.index) ? candidate.index : position;
   let choice = choices.get(index);
   if (choice === undefined) {
@@ -206,7 +208,7 @@ export function candidateDelta(
   }
   const raw = candidate.finishReason;
   if (typeof raw === "string" && raw !== "" && raw !== "FINISH_REASON_UNSPECIFIED") {
-    delta.finishReason = finishReason(raw, choice.toolCalls > 0);
+    delta.finishReason = finishReason(raw, choice.toolCalls > 0, options.provider);
     delta.rawFinishReason = raw;
     choice.finished = true;
   }
@@ -226,7 +228,8 @@ export function isEmptyDelta(delta: ChoiceDelta): boolean {
 
 /**
  * Gemini's reasons for a candidate its filters stopped (LANGUAGE: "flagged for using an
- * unsupported language"), all OpenAI's `content_filter` and Anthropic's `refusal`.
+ * unsupported language"; MODEL_ARMOR: Vertex AI's Model Armor), all OpenAI's `content_filter`
+ * and Anthropic's `refusal`.
  */
 const CONTENT_FILTERS = new Set([
   "SAFETY",
@@ -238,14 +241,66 @@ const CONTENT_FILTERS = new Set([
   "IMAGE_SAFETY",
   "IMAGE_PROHIBITED_CONTENT",
   "IMAGE_RECITATION",
+  "MODEL_ARMOR",
 ]);
 
-/** Gemini says STOP after function calls too; the canonical model tells that apart. */
-export function finishReason(raw: string, calledTools: boolean): FinishReason {
+/**
+ * Gemini's reasons for a turn that failed: what the model made is no answer, or it stopped for a
+ * reason Gemini does not name. Each with what it means, for the error's message.
+ */
+const FAILED_TURNS: ReadonlyMap<string, string> = new Map([
+  ["MALFORMED_FUNCTION_CALL", "the function call the model generated could not be parsed"],
+  ["UNEXPECTED_TOOL_CALL", "the model called a tool the request did not offer"],
+  ["TOO_MANY_TOOL_CALLS", "the model called tools too many times in a row"],
+  ["MALFORMED_RESPONSE", "the model's response was malformed"],
+  ["NO_IMAGE", "the model was to generate an image and did not"],
+  ["IMAGE_OTHER", "the image generation stopped for a reason Gemini does not name"],
+  ["OTHER", "the model stopped for a reason Gemini does not name"],
+]);
+
+/**
+ * The canonical finish reason of Gemini's word. Gemini says STOP after function calls too; the
+ * canonical model tells that apart.
+ *
+ * A turn that failed (FAILED_TURNS, and a word this gateway does not know yet) throws a 502
+ * `upstream_error` in the client API's format, with Gemini's word as its code, rather than end
+ * with a finish reason: OpenAI's and Anthropic's reasons have none for it, and each they have
+ * would pass the turn off as finished (`stop`, `end_turn`), cut by a limit (`length`) or as
+ * calling tools it did not call (`tool_calls`, `tool_use`). OpenAI's own API fails so ("The model
+ * produced invalid content", a 500) when its model's output cannot be parsed. It fails also when
+ * text came first: that text narrates a call that was never made. A streaming client has that
+ * text, then the error event, as for any answer cut short. Not retried nor charged to the
+ * target's health (not `retryable`): the model's answer to this request says nothing of the
+ * deployment, and one client's request must not open a breaker for all; the openai and Anthropic
+ * SDKs retry a 5xx on their own, which asks for a new answer.
+ *
+ * MISSING_THOUGHT_SIGNATURE is the request's fault, a 400: a function call in the conversation
+ * lacks the signature Gemini gave it (the gateway sends each back in the call's id, and Google's
+ * stand-in for calls Gemini did not make; see to-request.ts).
+ */
+export function finishReason(raw: string, calledTools: boolean, provider: string): FinishReason {
   if (raw === "STOP") return calledTools ? FinishReason.TOOL_CALLS : FinishReason.STOP;
   if (raw === "MAX_TOKENS") return FinishReason.LENGTH;
   if (CONTENT_FILTERS.has(raw)) return FinishReason.CONTENT_FILTER;
-  return FinishReason.OTHER;
+  if (raw === "MISSING_THOUGHT_SIGNATURE") {
+    throw new Failure({
+      status: 400,
+      kind: "invalid_request",
+      code: raw,
+      param: "messages",
+      provider,
+      message: `provider ${provider} refused the conversation (${raw}): a function call in it lacks the thought signature Gemini gave it; send tool calls back with the ids they came with`,
+    });
+  }
+  const meaning =
+    FAILED_TURNS.get(raw) ?? "Gemini ended the answer with a reason this gateway does not know";
+  throw new Failure({
+    status: 502,
+    kind: "upstream_error",
+    code: raw,
+    provider,
+    message: `provider ${provider}'s answer failed (${raw}): ${meaning}`,
+  });
 }
 
 /**

@@ -37,7 +37,7 @@ export class GeminiStream {
     const chunk = makeMessage(ChatChunkSchema);
     if (this.#first) chunk.start = toStart(response, this.#options);
     records(response.candidates).forEach((candidate, i) => {
-      const delta = candidateDelta(candidate, i, this.#choices, this.#options.oneToolCall);
+      const delta = candidateDelta(candidate, i, this.#choices, this.#options);
       if (!isEmptyDelta(delta)) chunk.choices.push(delta);
     });
     const usage = toUsage(response.usageMetadata);
