@@ -18,6 +18,7 @@ import {
 
 let gemini: GeminiUpstream;
 let azure: OpenAIUpstream;
+let openai: OpenAIUpstream;
 let gw: RunningFabric;
 let oai: OpenAI;
 let claude: Anthropic;
@@ -25,17 +26,21 @@ let claude: Anthropic;
 beforeAll(async () => {
   gemini = await startGeminiUpstream({ apiKey: "ge-key" });
   azure = await startOpenAIUpstream();
+  openai = await startOpenAIUpstream();
   gw = await startOneProcess(
     testConfig(`
 providers:
   ge: { type: gemini, base_url: "${gemini.url}", api_key: ge-key }
   az: { type: azure-openai, base_url: "${azure.origin}", api_key: az-key, api_version: "2024-10-21" }
+  oa: { type: openai, base_url: "${openai.url}", api_key: oa-key }
 models:
   m-gemini: { targets: [{ provider: ge, model: gemini-up }] }
   m-azure: { targets: [{ provider: az, model: my-deployment }] }
   # A target of its own, first, with another behind it that takes its calls once its breaker opens.
   m-gemini-backed:
     targets: [{ provider: ge, model: gemini-backed }, { provider: az, model: backup-deployment }]
+  m-openai-backed:
+    targets: [{ provider: oa, model: gpt-backed }, { provider: ge, model: gemini-behind }]
   # Targets of their own for the 429s: each is paused for as long as its upstream says.
   m-gemini-paused: { targets: [{ provider: ge, model: gemini-paused }] }
   m-azure-paused: { targets: [{ provider: az, model: paused-deployment }] }
@@ -49,12 +54,13 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
 
 afterAll(async () => {
   await gw?.stop();
-  await Promise.all([gemini?.close(), azure?.close()]);
+  await Promise.all([gemini?.close(), azure?.close(), openai?.close()]);
 });
 
 afterEach(() => {
   gemini.setBehavior({ kind: "answer" });
   azure.setBehavior({ kind: "answer" });
+  openai.setBehavior({ kind: "answer" });
 });
 
 const messages = [{ role: "user" as const, content: "Tell me a story." }];
@@ -421,5 +427,88 @@ describe("Azure OpenAI", () => {
     expect(
       (fromAnthropic as InstanceType<typeof Anthropic.RateLimitError>).headers.get("retry-after"),
     ).toBe("6");
+  });
+});
+
+describe("an Anthropic client's stop_sequences on OpenAI-type targets", () => {
+  // Anthropic takes many stop sequences, OpenAI and Azure at most 4 (the fakes refuse more as
+  // they do); other OpenAI-compatible servers differ, so the upstream judges.
+  const stopSequences = ["\n\nHuman:", "END", "STOP", "###", "</answer>"];
+
+  it.each([
+    ["openai", "m-openai-backed"],
+    ["azure-openai", "m-azure"],
+  ])(
+    "more than the %s upstream takes are a 400 invalid_request_error naming stop_sequences, whole and streamed, none dropped",
+    async (_type, model) => {
+      const upstream = model === "m-azure" ? azure : openai;
+      const before = upstream.requests.length;
+      const whole = await rejection(
+        claude.messages.create({ model, max_tokens: 256, messages, stop_sequences: stopSequences }),
+      );
+      const streamed = await rejection(
+        claude.messages.create({
+          model,
+          max_tokens: 256,
+          messages,
+          stop_sequences: stopSequences,
+          stream: true,
+        }),
+      );
+      for (const error of [whole, streamed]) {
+        expect(error).toBeInstanceOf(Anthropic.BadRequestError);
+        const bad = error as InstanceType<typeof Anthropic.BadRequestError>;
+        expect(bad.error).toMatchObject({ error: { type: "invalid_request_error" } });
+        expect(bad.message).toContain("rejected stop_sequences");
+        // The upstream's own words stay: they say what the limit is.
+        expect(bad.message).toContain("maximum length 4");
+      }
+      // Each request reached the upstream whole, every stop sequence in it.
+      const sent = upstream.requests.slice(before).map((r) => (r.body as { stop?: unknown }).stop);
+      expect(sent).toEqual([stopSequences, stopSequences]);
+    },
+  );
+
+  it("the upstream's refusal counts against no target: more of them than open a breaker, then an answer from it", async () => {
+    const calls = () => openai.requests.filter((r) => r.style === "openai").length;
+    const before = calls();
+    // More than circuit_breaker.consecutive_failures (5 by default); no retries, so one call each.
+    for (let i = 0; i < 6; i++) {
+      await rejection(
+        claude.messages.create({
+          model: "m-openai-backed",
+          max_tokens: 256,
+          messages,
+          stop_sequences: stopSequences,
+        }),
+      );
+    }
+    // An open breaker would send this one to the Gemini target behind it.
+    const { response } = await claude.messages
+      .create({ model: "m-openai-backed", max_tokens: 256, messages, stop_sequences: ["END"] })
+      .withResponse();
+    expect(response.headers.get("x-switchyard-provider")).toBe("oa");
+    expect(calls() - before).toBe(7);
+  });
+
+  it("an OpenAI client's 400 about stop keeps the upstream's words and param", async () => {
+    openai.setBehavior({
+      kind: "error",
+      status: 400,
+      body: {
+        error: {
+          message: "Unsupported parameter: 'stop' is not supported with this model.",
+          type: "invalid_request_error",
+          param: "stop",
+          code: "unsupported_parameter",
+        },
+      },
+    });
+    const error = await rejection(
+      oai.chat.completions.create({ model: "m-openai-backed", messages, stop: ["END"] }),
+    );
+    expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(error).toMatchObject({ param: "stop", code: "unsupported_parameter" });
+    expect((error as Error).message).toContain("'stop' is not supported with this model");
   });
 });

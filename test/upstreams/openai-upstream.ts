@@ -32,6 +32,8 @@
  * - GET /openai/models?api-version=V
  *   A missing api-version is refused (400), and dated versions before 2024-09-01 refuse
  *   `stream_options` and `max_completion_tokens` (400), as Azure does.
+ * On every chat route a `stop` list of more than 4 is refused with OpenAI's 400 (param "stop",
+ * code "array_above_max_length"), before any behaviour applies.
  * - POST /openai/v1/chat/completions, POST /openai/v1/embeddings, GET /openai/v1/models — the v1
  *   surface, no api-version, the deployment named by the body's `model`.
  * - anything else — 404 with an OpenAI error body.
@@ -208,7 +210,7 @@ export async function startOpenAIUpstream(
     }
     record.style = route.style;
     if (route.deployment !== undefined) record.deployment = route.deployment;
-    const refusal = azureRefusal(route, record.query, body);
+    const refusal = azureRefusal(route, record.query, body) ?? stopRefusal(route, body);
     if (refusal !== undefined) {
       sendBody(res, 400, refusal);
       return;
@@ -326,6 +328,23 @@ function azureRefusal(
     }
   }
   return undefined;
+}
+
+/** OpenAI's (and Azure's) most stop sequences a chat request may have. */
+const MAX_STOP = 4;
+
+/** OpenAI's 400 for a `stop` list longer than MAX_STOP, as its API words it. */
+function stopRefusal(route: Route, body: unknown): Record<string, unknown> | undefined {
+  if (route.kind !== "chat" || !isRecord(body) || !Array.isArray(body.stop)) return undefined;
+  if (body.stop.length <= MAX_STOP) return undefined;
+  return {
+    error: {
+      message: `Invalid 'stop': array too long. Expected an array with maximum length ${MAX_STOP}, but got an array with length ${body.stop.length} instead.`,
+      type: "invalid_request_error",
+      param: "stop",
+      code: "array_above_max_length",
+    },
+  };
 }
 
 function modelList(models: readonly string[], style: RouteStyle): Record<string, unknown> {

@@ -31,7 +31,7 @@ import {
 import { fromOpenAIEmbeddings, toOpenAIEmbeddingsRequest } from "./embeddings.js";
 import { fromOpenAICompletion } from "./from-response.js";
 import { createOpenAIStreamTranslator } from "./from-stream.js";
-import { type ToRequestOptions, toOpenAIRequest } from "./to-request.js";
+import { inClientTerms, type ToRequestOptions, toOpenAIRequest } from "./to-request.js";
 
 /** Request paths under `baseUrl` (without a query: the base URL's query is added to each). */
 export interface OpenAICompatibleRoutes {
@@ -126,9 +126,13 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleOptions)
     const params = takeParams(call);
     refuseAnthropicOnly(params, refusal({ provider: name, model: call.model }, config.type));
     const body = toOpenAIRequest(params, call.model, requestOptions);
+    // Only what a refusal's words need: the params (the prompt) are let go once sent.
+    const clientApi = params.clientApi;
     return post("chat", routes.chat(call.model), body, call.signal, {
       model: call.model,
       headers: traceHeaders(call.context),
+    }).catch((err: unknown) => {
+      throw err instanceof Failure ? inClientTerms(err, clientApi) : err;
     });
   }
 

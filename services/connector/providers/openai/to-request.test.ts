@@ -10,7 +10,8 @@ import {
   ToolChoice_Mode,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import { Failure } from "../../../lib/errors.js";
-import { toOpenAIRequest } from "./to-request.js";
+import { failureFromResponse } from "../upstream-http.js";
+import { inClientTerms, toOpenAIRequest } from "./to-request.js";
 
 const text = (value: string): ContentPart =>
   create(ContentPartSchema, { part: { case: "text", value } });
@@ -358,5 +359,52 @@ describe("toOpenAIRequest", () => {
     } catch (err) {
       expect(err).toMatchObject({ status: 400, param: "tools[0].function.parameters" });
     }
+  });
+});
+
+describe("inClientTerms", () => {
+  const refused = (body: unknown) =>
+    failureFromResponse("oa", 400, {}, JSON.stringify(body), { model: "gpt-up" });
+  const openAIs = refused({
+    error: {
+      message:
+        "Invalid 'stop': array too long. Expected an array with maximum length 4, but got an array with length 5 instead.",
+      type: "invalid_request_error",
+      param: "stop",
+      code: "array_above_max_length",
+    },
+  });
+
+  it("names an Anthropic client's stop_sequences where the upstream named `stop`, keeping its words", () => {
+    expect(inClientTerms(openAIs, "anthropic")).toMatchObject({
+      status: 400,
+      kind: "invalid_request",
+      retryable: false,
+      param: "stop_sequences",
+      code: "array_above_max_length",
+      provider: "oa",
+      message:
+        "provider oa rejected stop_sequences, sent to it as OpenAI's `stop` (400): Invalid 'stop': array too long. Expected an array with maximum length 4, but got an array with length 5 instead.",
+    });
+  });
+
+  it("reads Azure's older words, which name no param", () => {
+    const azures = refused({
+      error: {
+        message:
+          "'$.stop' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.",
+        type: "invalid_request_error",
+        param: null,
+        code: null,
+      },
+    });
+    expect(inClientTerms(azures, "anthropic")).toMatchObject({ param: "stop_sequences" });
+  });
+
+  it("leaves other clients' refusals, and other refusals, as they are", () => {
+    expect(inClientTerms(openAIs, "openai")).toBe(openAIs);
+    expect(inClientTerms(openAIs, "grpc")).toBe(openAIs);
+    const other = refused({ error: { message: "Invalid 'temperature'", param: "temperature" } });
+    expect(inClientTerms(other, "anthropic")).toBe(other);
   });
 });

@@ -108,6 +108,34 @@ export function toOpenAIRequest(
   return body;
 }
 
+/**
+ * An upstream's refusal (400) of `stop` in the words of an Anthropic client, whose
+ * `stop_sequences` went as `stop`, a field it never named. OpenAI takes at most 4 stop
+ * sequences, and its reasoning models none, where Anthropic takes many; but the connector cannot
+ * know each OpenAI-compatible server's limit (vLLM and Ollama have none), so every sequence is
+ * sent and the upstream judges. Its words are kept, and the client learns which of its fields to
+ * change. A 400 is the request's fault, and counts against no target.
+ */
+export function inClientTerms(failure: Failure, clientApi: string): Failure {
+  if (clientApi !== "anthropic" || failure.status !== 400) return failure;
+  const aboutStop = failure.param === "stop" || /'(\$\.)?stop'/.test(failure.message);
+  if (!aboutStop) return failure;
+  // upstream-http words it "provider X rejected the request (400): <the upstream's words>".
+  const said = /\(400\)(: .*)?$/s.exec(failure.message)?.[1] ?? "";
+  return new Failure(
+    {
+      status: 400,
+      kind: "invalid_request",
+      message: `provider ${failure.provider} rejected stop_sequences, sent to it as OpenAI's \`stop\` (400)${said}`,
+      upstreamStatus: failure.upstreamStatus,
+      provider: failure.provider,
+      param: "stop_sequences",
+      ...(failure.code !== "" && { code: failure.code }),
+    },
+    { cause: failure },
+  );
+}
+
 const ROLES: Record<Role, OpenAIRole | undefined> = {
   [Role.UNSPECIFIED]: undefined,
   [Role.SYSTEM]: "system",
