@@ -1,4 +1,4 @@
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import {
   compressionGzip,
@@ -20,9 +20,10 @@ import {
   ToolChoiceSchema,
   ToolSchema,
 } from "../gen/switchyard/chat/v1/chat_pb.js";
-import { GatewayService } from "../gen/switchyard/gateway/v1/gateway_pb.js";
+import { ChatRequestSchema, GatewayService } from "../gen/switchyard/gateway/v1/gateway_pb.js";
 import { hashKey } from "../services/lib/config/keys.js";
 import { grpcJsGatewayClient } from "./clients/grpc-js-gateway.js";
+import { grpcWebTextGatewayClient } from "./clients/grpc-web-gateway.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
 import { metricValue } from "./helpers/metrics.js";
 import { startFaultUpstream } from "./upstreams/fault-upstream.js";
@@ -491,6 +492,104 @@ describe("a Connect JSON body that is not valid UTF-8", () => {
     expect(upstream.requests.some((r) => JSON.stringify(r.body ?? "").includes("secret"))).toBe(
       false,
     );
+  });
+});
+
+describe("a binary request whose text is not valid UTF-8", () => {
+  // protobuf-es writes a message's unknown fields as they are (after the tag: the length, then
+  // the bytes): one numbered as ContentPart's `text` (1, length-delimited) puts these bytes on
+  // the wire as the text, 0xff in "secret …".
+  const INVALID = Buffer.concat([Buffer.from("secret "), Buffer.from([0xff]), Buffer.from("!")]);
+  const invalidParams = (): ChatParams => {
+    const p = params();
+    const part = create(ContentPartSchema);
+    part.$unknown = [
+      { no: 1, wireType: 2, data: Buffer.concat([Buffer.from([INVALID.length]), INVALID]) },
+    ];
+    (p.messages[0] as Message).content = [part];
+    // Over the 1 KiB from which connect-node's clients compress what they send.
+    p.messages.push(
+      create(MessageSchema, {
+        role: Role.USER,
+        content: [{ part: { case: "text", value: "x".repeat(2048) } }],
+      }),
+    );
+    return p;
+  };
+  const FIELD = "params.messages[0].content[0].text is not valid UTF-8";
+  const reachedUpstream = () =>
+    upstream.requests.some((r) => JSON.stringify(r.body ?? "").includes("secret"));
+
+  it.each([
+    [
+      "Connect",
+      (gzip: boolean) =>
+        createConnectTransport({ baseUrl: gw.url, httpVersion: "2", ...sending(gzip) }),
+    ],
+    ["gRPC", (gzip: boolean) => createGrpcTransport({ baseUrl: gw.url, ...sending(gzip) })],
+    [
+      "gRPC-Web",
+      (gzip: boolean) =>
+        createGrpcWebTransport({ baseUrl: gw.url, httpVersion: "1.1", ...sending(gzip) }),
+    ],
+  ])(
+    "is refused over %s with INVALID_ARGUMENT naming the field, compressed or not, unary and streamed",
+    async (_name, transport) => {
+      for (const gzip of [false, true]) {
+        const client = createClient(GatewayService, transport(gzip));
+        const unary = await client.chat({ params: invalidParams() }, { headers: auth }).then(
+          () => undefined,
+          (e) => ConnectError.from(e),
+        );
+        const streamed = await (async () => {
+          for await (const _ of client.chatStream({ params: invalidParams() }, { headers: auth })) {
+            // nothing is expected
+          }
+        })().then(
+          () => undefined,
+          (e) => ConnectError.from(e),
+        );
+        for (const err of [unary, streamed]) {
+          expect([gzip, err?.code]).toEqual([gzip, Code.InvalidArgument]);
+          expect(err?.rawMessage).toContain(FIELD);
+        }
+      }
+      expect(reachedUpstream()).toBe(false);
+    },
+  );
+
+  it("is refused with INVALID_ARGUMENT by @grpc/grpc-js and Google's grpc-web (text mode) clients too", async () => {
+    const grpcJs = grpcJsGatewayClient(`127.0.0.1:${gw.fabric.ports.ingress}`);
+    try {
+      const err = await grpcJs.chat({ params: invalidParams() }, auth).catch((e) => e);
+      expect(err).toMatchObject({ code: 3 }); // INVALID_ARGUMENT
+      expect(String((err as Error).message)).toContain(FIELD);
+    } finally {
+      grpcJs.close();
+    }
+    const web = grpcWebTextGatewayClient(gw.url);
+    const err = await web.chat({ params: invalidParams() }, auth).catch((e) => e);
+    expect(err).toMatchObject({ code: 3 });
+    expect(String((err as Error).message)).toContain(FIELD);
+    expect(reachedUpstream()).toBe(false);
+  });
+
+  it("is refused over Connect's unary protocol with a 400, not a 500", async () => {
+    const message = toBinary(
+      ChatRequestSchema,
+      create(ChatRequestSchema, { params: invalidParams() }),
+    );
+    const res = await undiciRequest(`${gw.url}/${GatewayService.typeName}/Chat`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/proto", "connect-protocol-version": "1" },
+      body: Buffer.from(message),
+    });
+    const answer = (await res.body.json()) as { code: string; message: string };
+    expect(res.statusCode).toBe(400);
+    expect(answer).toEqual({
+      code: "invalid_argument",
+      message: `${FIELD} (an invalid byte sequence starts at byte offset 7 of the field); proto3 string fields must be UTF-8`,
+    });
   });
 });
 

@@ -1,7 +1,7 @@
 import type http from "node:http";
 import type http2 from "node:http2";
 import { Code, ConnectError, type ConnectRouter, createConnectRouter } from "@connectrpc/connect";
-import type { UniversalHandler, UniversalHandlerOptions } from "@connectrpc/connect/protocol";
+import type { UniversalHandlerFn, UniversalHandlerOptions } from "@connectrpc/connect/protocol";
 import {
   universalRequestFromNodeRequest,
   universalResponseToNodeResponse,
@@ -14,6 +14,7 @@ import {
   maxTextBodyBytes,
   textModeCall,
 } from "./grpc-web-text.js";
+import { utf8Checked } from "./utf8-gate.js";
 
 type Req = http.IncomingMessage | http2.Http2ServerRequest;
 type Res = http.ServerResponse | http2.Http2ServerResponse;
@@ -26,27 +27,33 @@ export interface RpcEdgeOptions extends Partial<UniversalHandlerOptions> {
 }
 
 /**
- * GatewayService calls that connect-node's adapter cannot serve as they come, served by the same
- * handlers (built from the same routes and options) through a translation: gRPC-Web's text mode
- * (grpc-web-text.ts), and a call that announces a body larger than it may send (rpcBodyTooLarge),
- * refused without reading a byte of it. connect-node would read on to the first frame's header,
- * and so wait for a body that a client which asked `Expect: 100-continue`, and was not told to
- * go on, does not send. The returned function takes such a request and returns true, or leaves
- * every other one (false) to connect-node's adapter.
+ * GatewayService calls, served by connect-node's handlers (built from the same routes and
+ * options) with what its adapter does not do: a binary request message whose strings are not
+ * UTF-8 is refused with INVALID_ARGUMENT (utf8-gate.ts), where connect-node's parse says
+ * INTERNAL; gRPC-Web's text mode is translated (grpc-web-text.ts); and a call that announces a
+ * body larger than it may send (rpcBodyTooLarge) is refused without reading a byte of it.
+ * connect-node would read on to the first frame's header, and so wait for a body that a client
+ * which asked `Expect: 100-continue`, and was not told to go on, does not send. The returned
+ * function takes a call to a method it serves and returns true, or leaves any other request
+ * (false) to connect-node's adapter.
  */
 export function createRpcEdge(options: RpcEdgeOptions): (req: Req, res: Res) => boolean {
   const router = createConnectRouter(options);
   options.routes(router);
-  const methods = new Map<string, UniversalHandler>();
-  for (const handler of router.handlers) methods.set(handler.requestPath, handler);
+  const methods = new Map<string, { name: string; serve: UniversalHandlerFn }>();
+  for (const handler of router.handlers) {
+    methods.set(handler.requestPath, {
+      name: handler.method.name,
+      serve: utf8Checked(handler, options.readMaxBytes),
+    });
+  }
   return (req, res) => {
+    const method = methods.get(pathOf(req.url));
+    // An unknown method is connect-node's to answer (its fallback), as for any protocol.
+    if (method === undefined) return false;
     const text = isGrpcWebText(req.headers["content-type"]);
     const tooLarge = rpcBodyTooLarge(req, options.readMaxBytes);
-    if (!text && !tooLarge) return false;
-    const handler = methods.get(pathOf(req.url));
-    // An unknown method is connect-node's to answer (its fallback), as for any protocol.
-    if (handler === undefined) return false;
-    const call = text ? textModeCall(handler, options.readMaxBytes) : handler;
+    const call = text ? textModeCall(method.serve, options.readMaxBytes) : method.serve;
     // connect-node types the response without `write`; it is the same Node response object.
     const nodeRes = res as Parameters<typeof universalResponseToNodeResponse>[1];
     const uReq = universalRequestFromNodeRequest(req, nodeRes, undefined, undefined);
@@ -58,7 +65,7 @@ export function createRpcEdge(options: RpcEdgeOptions): (req: Req, res: Res) => 
         // A client that left: nothing to answer, and its call was cancelled (as connect-node).
         if (ConnectError.from(reason).code === Code.Aborted) return;
         options.logger.error(
-          { err: reason, method: handler.method.name },
+          { err: reason, method: method.name },
           "GatewayService call failed outside its handler",
         );
       });
