@@ -203,7 +203,10 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
     });
     servers.push({
       name: "ingress",
-      server: createDualServer(ingress.handler),
+      // Only the public port bounds a connection's streams: the fabric's own hops are unbounded.
+      server: createDualServer(ingress.handler, {
+        maxConcurrentStreams: config.server.http2_max_concurrent_streams,
+      }),
       // The router in this process answers its calls first: only it knows their attempts.
       onCut: () => {
         cutRouter?.();

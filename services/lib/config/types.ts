@@ -18,6 +18,8 @@ export interface ServerConfig {
    * ("https://app.example.com") or "*" for any. Empty: none (the default).
    */
   cors_origins: string[];
+  /** HTTP/2 streams one client connection to the ingress may have open at once. */
+  http2_max_concurrent_streams: number;
 }
 
 export interface PeersConfig {

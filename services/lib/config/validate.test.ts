@@ -38,6 +38,7 @@ describe("defaults", () => {
         max_body_bytes: 4194304,
         drain_timeout_ms: 30000,
         cors_origins: [],
+        http2_max_concurrent_streams: 1000,
       },
       peers: { router: "http://127.0.0.1:8081", connectors: ["http://127.0.0.1:8082"] },
       providers: {
@@ -300,6 +301,18 @@ server: { cors_origins: ["https://app.example.com/", "app.example.com", "ftp://x
       'server.cors_origins[2]: must be "*" or an origin such as "https://app.example.com", got "ftp://x.example"',
       "server.cors_origins[3]: must be a string, got a number",
     ]);
+  });
+
+  it("takes an HTTP/2 stream bound from 100 to what the SETTINGS field holds", () => {
+    for (const value of [100, 4294967295])
+      expect(
+        configOf(`${MINIMAL}\nserver: { http2_max_concurrent_streams: ${value} }`).server
+          .http2_max_concurrent_streams,
+      ).toBe(value);
+    for (const value of ["0", "99", "4294967296", "100.5", '"many"'])
+      expect(problemsOf(`${MINIMAL}\nserver: { http2_max_concurrent_streams: ${value} }`)).toEqual([
+        `server.http2_max_concurrent_streams: must be an integer from 100 (what clients assume before the server's settings arrive) to 4294967295, got ${value === '"many"' ? "a string" : value}`,
+      ]);
   });
 
   it("rejects sections of the wrong shape", () => {

@@ -251,6 +251,15 @@ const DELAY_MS: NumberRule = {
 };
 const COUNT: NumberRule = { integer: true, min: 0, says: "a non-negative integer" };
 const POSITIVE_INTEGER: NumberRule = { integer: true, min: 1, says: "a positive integer" };
+// HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS, a 32-bit field. Clients assume 100 until the
+// server's settings arrive (Node's, Go's, grpc-go's), and send that many at once on a new
+// connection: below it, a burst of calls would have some refused.
+const STREAM_COUNT: NumberRule = {
+  integer: true,
+  min: 100,
+  max: 4_294_967_295,
+  says: "an integer from 100 (what clients assume before the server's settings arrive) to 4294967295",
+};
 const NON_NEGATIVE: NumberRule = { integer: false, min: 0, says: "a non-negative number" };
 const POSITIVE: NumberRule = { integer: false, min: 0, exclusive: true, says: "a positive number" };
 
@@ -411,6 +420,7 @@ function readServer(node: Node): ServerConfig {
     "max_body_bytes",
     "drain_timeout_ms",
     "cors_origins",
+    "http2_max_concurrent_streams",
   ]);
   return {
     ingress: readListen(node.child("ingress"), "0.0.0.0", 8080),
@@ -420,6 +430,11 @@ function readServer(node: Node): ServerConfig {
     max_body_bytes: numberOr(node.child("max_body_bytes"), POSITIVE_INTEGER, 4_194_304),
     drain_timeout_ms: numberOr(node.child("drain_timeout_ms"), DURATION_MS, 30_000),
     cors_origins: readOrigins(node.child("cors_origins")),
+    http2_max_concurrent_streams: numberOr(
+      node.child("http2_max_concurrent_streams"),
+      STREAM_COUNT,
+      1_000,
+    ),
   };
 }
 

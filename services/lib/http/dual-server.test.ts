@@ -354,3 +354,83 @@ describe("an answer the server gives before any handler runs", () => {
     expect(seen).toMatch(/\r\nx-request-id: rid-slow\r\n/);
   });
 });
+
+describe("an HTTP/2 connection's open streams", () => {
+  /** Holds every /hold request open until released; answers anything else at once. */
+  function holding() {
+    const held: Array<() => void> = [];
+    const h: DualHandler = (req, res) => {
+      const answer = res as http2.Http2ServerResponse;
+      if (req.url !== "/hold") {
+        answer.end(`done ${req.url}`);
+        return;
+      }
+      answer.writeHead(200);
+      answer.write("held ");
+      held.push(() => answer.end("released"));
+    };
+    const release = () => {
+      for (const end of held.splice(0)) end();
+    };
+    return { handler: h, held, release };
+  }
+
+  /** A request on `session`: its answer, or the code of the reset that refused it. */
+  function ask(session: http2.ClientHttp2Session, path: string) {
+    const stream = session.request({ ":path": path });
+    const headers = new Promise<void>((resolve) => stream.once("response", () => resolve()));
+    const ended = new Promise<string>((resolve) => {
+      let body = "";
+      stream.setEncoding("utf8");
+      stream.on("data", (d: string) => {
+        body += d;
+      });
+      stream.on("end", () => resolve(body));
+      stream.on("error", () => resolve(`reset ${stream.rstCode}`));
+    });
+    return { headers, ended };
+  }
+
+  it("are bounded: advertised, refused past the bound, and the rest served on that connection", async () => {
+    const { handler: h, held, release } = holding();
+    const server = createDualServer(h, { maxConcurrentStreams: 4 });
+    servers.push(server);
+    const url = `http://127.0.0.1:${await server.listen(0, "127.0.0.1")}`;
+    const session = http2.connect(url);
+    sessions.push(session);
+    // Asked before the client has the server's settings (Node's client assumes 100 until then),
+    // so all ten go out: the server refuses what is past its bound, as RFC 9113 §5.1.2 says.
+    const first = Array.from({ length: 10 }, () => ask(session, "/hold"));
+    const outcomes = await Promise.all(
+      first.map((a) => Promise.race([a.headers.then(() => "answered"), a.ended])),
+    );
+    expect(session.remoteSettings.maxConcurrentStreams).toBe(4);
+    expect(outcomes).toEqual([
+      ...Array(4).fill("answered"),
+      ...Array(6).fill(`reset ${http2.constants.NGHTTP2_REFUSED_STREAM}`),
+    ]);
+    expect(held).toHaveLength(4);
+    // A request asked now waits in the client for a free stream, on the same connection.
+    const later = ask(session, "/later");
+    const early = await Promise.race([
+      later.ended,
+      new Promise((r) => setTimeout(r, 300, "still waiting")),
+    ]);
+    expect(early).toBe("still waiting");
+    release();
+    expect(await Promise.all(first.slice(0, 4).map((a) => a.ended))).toEqual(
+      Array(4).fill("held released"),
+    );
+    expect(await later.ended).toBe("done /later");
+    expect(session.destroyed).toBe(false);
+    expect(sessions).toHaveLength(1);
+  });
+
+  it("are not bounded unless asked, as the fabric's own hops need", async () => {
+    const url = await serve(handler());
+    const session = http2.connect(url);
+    sessions.push(session);
+    await new Promise((resolve) => session.once("remoteSettings", resolve));
+    expect(session.remoteSettings.maxConcurrentStreams).toBe(2 ** 32 - 1);
+  });
+});

@@ -112,6 +112,13 @@ export interface DualServerOptions {
   requestTimeoutMs?: number;
   /** How often HTTP/1.1 connections are checked against those limits (tests shorten it). */
   checkIntervalMs?: number;
+  /**
+   * HTTP/2 streams one connection may have open at once, advertised in its SETTINGS
+   * (MAX_CONCURRENT_STREAMS): clients queue their calls past it, and a stream sent before the
+   * client had the settings is refused (REFUSED_STREAM, safe to send again). Unset: Node's
+   * default, no bound, as the fabric's own hops need: one connection carries all of a router's calls.
+   */
+  maxConcurrentStreams?: number;
 }
 
 export function createDualServer(handler: DualHandler, opts: DualServerOptions = {}): DualServer {
@@ -182,7 +189,12 @@ export function createDualServer(handler: DualHandler, opts: DualServerOptions =
   // checks for the connections handed to it. Without them a kept-alive connection could trickle
   // its next request's head, or a GatewayService body, forever. close() stops the checks.
   h1.emit("listening");
-  const h2 = http2.createServer({}, handler);
+  const h2 = http2.createServer(
+    opts.maxConcurrentStreams === undefined
+      ? {}
+      : { settings: { maxConcurrentStreams: opts.maxConcurrentStreams } },
+    handler,
+  );
   const continues = handler.continues;
   if (continues) {
     // Listening for it, a server answers `Expect: 100-continue` itself: Node then emits this
