@@ -122,12 +122,15 @@ describe("a connection that never sends a request's head", () => {
     ["nothing at all", ""],
     ["too little to tell the protocol", "PR"],
     ["part of an HTTP/1.1 head", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"],
+    ["part of the HTTP/2 preface", "PRI * HTTP/2.0\r\n"],
+    ["the HTTP/2 preface without its SETTINGS frame", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"],
   ])("is closed when it sent %s", async (_, bytes) => {
     const server = createDualServer(handler(), { firstHeadTimeoutMs: 200 });
     servers.push(server);
     const port = await server.listen(0, "127.0.0.1");
     const socket = net.connect(port, "127.0.0.1");
     socket.on("error", () => {});
+    socket.resume(); // an HTTP/2 server sends its settings: read them, or 'close' waits for that
     if (bytes !== "") socket.write(bytes);
     const started = performance.now();
     await new Promise((resolve) => socket.once("close", resolve));
@@ -136,6 +139,21 @@ describe("a connection that never sends a request's head", () => {
     // A client that does send its head in time is served as before.
     const res = await fetch(`http://127.0.0.1:${port}/ok`);
     expect(await res.text()).toBe("http1 /ok");
+  });
+});
+
+describe("an HTTP/2 connection whose preface came in time", () => {
+  it("is left alone while it opens no stream", async () => {
+    const server = createDualServer(handler(), { firstHeadTimeoutMs: 200 });
+    servers.push(server);
+    const url = `http://127.0.0.1:${await server.listen(0, "127.0.0.1")}`;
+    const session = http2.connect(url);
+    sessions.push(session);
+    await new Promise((resolve) => session.once("remoteSettings", resolve));
+    // Ten times the head timeout: the deadline was the preface's, which came whole.
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(session.closed).toBe(false);
+    expect(await h2Get(url, "/after")).toBe("compat /after");
   });
 });
 

@@ -102,10 +102,10 @@ const CHECK_INTERVAL_MS = 30_000;
 
 export interface DualServerOptions {
   /**
-   * How long a connection may take, from its start, to say which protocol it speaks and (for
-   * HTTP/1.1) to send its first request's head; one that does not is closed. A connection that
-   * sends nothing, or a head a byte at a time, would otherwise hold a socket forever. Every later
-   * head on a kept-alive HTTP/1.1 connection has as long, counted from its first byte.
+   * How long a connection may take, from its start, to send its first request's head (HTTP/1.1)
+   * or its whole preface (HTTP/2); one that does not is closed. A connection that sends nothing,
+   * or a head a byte at a time, would otherwise hold a socket forever. Every later head on a
+   * kept-alive HTTP/1.1 connection has as long, counted from its first byte.
    */
   firstHeadTimeoutMs?: number;
   /** See REQUEST_TIMEOUT_MS; HTTP/1.1 only. */
@@ -228,9 +228,15 @@ export function createDualServer(handler: DualHandler, opts: DualServerOptions =
     h2.on("stream", offer);
   }
   const sessions = new Set<http2.ServerHttp2Session>();
+  /** The socket being handed to the HTTP/2 server, whose session it opens at once. */
+  let handingOver: net.Socket | undefined;
   h2.on("session", (session) => {
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
+    // Its first-head deadline holds until the client's preface is whole (its SETTINGS frame):
+    // "PRI" alone, then nothing, would otherwise hold the socket for good.
+    const socket = handingOver;
+    if (socket) session.once("remoteSettings", () => headArrived(socket));
   });
   const sockets = new Set<net.Socket>();
   const h2Sockets = new WeakSet<net.Socket>();
@@ -248,12 +254,12 @@ export function createDualServer(handler: DualHandler, opts: DualServerOptions =
     socket.on("error", () => socket.destroy());
     awaitingHead.set(socket, setTimeout(() => socket.destroy(), firstHeadTimeoutMs).unref());
     handOver(socket, (isH2) => {
-      // HTTP/2 has sessions of its own, which Node keeps track of; only HTTP/1.1 heads wait.
       if (isH2) {
-        headArrived(socket);
         h2Sockets.add(socket);
-      }
-      (isH2 ? h2 : h1).emit("connection", socket);
+        handingOver = socket;
+        h2.emit("connection", socket);
+        handingOver = undefined;
+      } else h1.emit("connection", socket);
       // The HTTP/1 parser reads through the stream API; HTTP/2 reads the native handle and must
       // not have the stream flowing under it.
       if (!isH2) socket.resume();
