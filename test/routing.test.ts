@@ -5,31 +5,74 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { MAX_RETRY_AFTER_MS } from "../services/connector/providers/upstream-http.js";
 import { hashKey } from "../services/lib/config/keys.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
-import { startAnthropicUpstream } from "./upstreams/anthropic-upstream.js";
-import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
+import { metricValue } from "./helpers/metrics.js";
+import { type AnthropicUpstream, startAnthropicUpstream } from "./upstreams/anthropic-upstream.js";
+import {
+  type OpenAIUpstream,
+  startOpenAIUpstream,
+  type UpstreamBehavior,
+} from "./upstreams/openai-upstream.js";
 
 // Per-request routing hints, Retry-After cooldowns, context-window fallbacks, the retry budget
 // and client deadlines, through one gateway process and real upstreams.
 let a: OpenAIUpstream;
 let b: OpenAIUpstream;
 let big: OpenAIUpstream;
+let anthropic: AnthropicUpstream;
 let gw: RunningFabric;
 let budgetGw: RunningFabric;
 
 const ok = (text: string) => ({ kind: "answer" as const, text });
-const posts = (u: OpenAIUpstream) => u.requests.filter((r) => r.method === "POST").length;
+/** OpenAI's refusal of a prompt longer than the model's context window. */
+const WINDOW_EXCEEDED: UpstreamBehavior = {
+  kind: "error",
+  status: 400,
+  body: {
+    error: {
+      message: "This model's maximum context length is 8192 tokens.",
+      type: "invalid_request_error",
+      param: "messages",
+      code: "context_length_exceeded",
+    },
+  },
+};
+const posts = (u: { requests: Array<{ method: string }> }) =>
+  u.requests.filter((r) => r.method === "POST").length;
+
+/**
+ * A gateway over this file's upstreams, then `yaml` (models, routing, tenants): providers pa, pb
+ * and pbig (OpenAI-compatible, on a, b and big), paz (Azure OpenAI, on a) and an (Anthropic).
+ */
+const gatewayOver = (yaml: string) =>
+  startOneProcess(
+    testConfig(`
+providers:
+  pa: { type: openai, base_url: "${a.url}" }
+  pb: { type: openai, base_url: "${b.url}" }
+  pbig: { type: openai, base_url: "${big.url}" }
+  paz: { type: azure-openai, base_url: "${a.origin}", api_key: az-key, api_version: "2024-10-21" }
+  an: { type: anthropic, base_url: "${anthropic.url}", api_key: an-key }
+${yaml}
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`),
+  );
+
+/** Runs `use` on a gateway of its own, for a test whose pauses or breakers would outlast it. */
+async function withOwnGateway(yaml: string, use: (url: string) => Promise<void>): Promise<void> {
+  const own = await gatewayOver(yaml);
+  try {
+    await use(own.url);
+  } finally {
+    await own.stop();
+  }
+}
 
 beforeAll(async () => {
   a = await startOpenAIUpstream({ behavior: ok("from a") });
   b = await startOpenAIUpstream({ behavior: ok("from b") });
   big = await startOpenAIUpstream({ behavior: ok("from big") });
-  const providers = `
-providers:
-  pa: { type: openai, base_url: "${a.url}" }
-  pb: { type: openai, base_url: "${b.url}" }
-  pbig: { type: openai, base_url: "${big.url}" }`;
-  gw = await startOneProcess(
-    testConfig(`${providers}
+  anthropic = await startAnthropicUpstream();
+  gw = await gatewayOver(`
 models:
   chat:
     targets: [{ provider: pa, model: ma }, { provider: pb, model: mb }]
@@ -50,11 +93,8 @@ routing:
   timeouts: { first_token_ms: 5000, idle_ms: 5000, total_ms: 20000 }
   # Out of the way: breakers would carry one test's failures into the next.
   circuit_breaker: { consecutive_failures: 1000, cooldown_ms: 1000 }
-health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
-`),
-  );
-  budgetGw = await startOneProcess(
-    testConfig(`${providers}
+`);
+  budgetGw = await gatewayOver(`
 models:
   chat:
     targets: [{ provider: pa, model: ma }, { provider: pb, model: mb }]
@@ -63,15 +103,13 @@ routing:
   backoff: { base_ms: 0, max_ms: 0 }
   circuit_breaker: { consecutive_failures: 1000, cooldown_ms: 1000 }
   retry_budget: { ratio: 0, min_per_second: 1 }
-health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
-`),
-  );
+`);
 });
 
 afterAll(async () => {
   await gw?.stop();
   await budgetGw?.stop();
-  await Promise.all([a?.close(), b?.close(), big?.close()]);
+  await Promise.all([a?.close(), b?.close(), big?.close(), anthropic?.close()]);
 });
 
 afterEach(() => {
@@ -83,6 +121,8 @@ afterEach(() => {
     u.setBehavior(ok(text));
     u.requests.length = 0;
   }
+  anthropic.setBehavior({ kind: "answer" });
+  anthropic.requests.length = 0;
 });
 
 async function chat(
@@ -107,6 +147,23 @@ async function chat(
     provider: res.headers["x-switchyard-provider"],
     retryAfter: res.headers["retry-after"],
   };
+}
+
+/** The openai SDK's error for a chat request the gateway refuses (no retries of the SDK's own). */
+async function sdkError(base: string, model: string, headers: Record<string, string> = {}) {
+  const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: "unused", maxRetries: 0 });
+  const err = await client.chat.completions
+    .create({ model, messages: [{ role: "user", content: "hi" }] }, { headers })
+    .catch((e: unknown) => e);
+  if (!(err instanceof OpenAI.APIError)) throw new Error(`not an API error: ${String(err)}`);
+  return err;
+}
+
+/** A paused target's answer, given by the gateway: what is left of the target's 30 s pause. */
+function expectPauseLeft(err: InstanceType<typeof OpenAI.APIError>) {
+  const retryAfter = Number(err.headers?.get("retry-after"));
+  expect(retryAfter).toBeGreaterThan(20);
+  expect(retryAfter).toBeLessThanOrEqual(30);
 }
 
 describe("per-request hints", () => {
@@ -206,6 +263,10 @@ health: { probe_interval_ms: 2147483646, stale_after_ms: 2147483647 }
   });
 });
 
+/** switchyard_router_circuit_state's values. */
+const CLOSED = 0;
+const OPEN = 1;
+
 describe("failure handling", () => {
   it("puts a target that answered 429 with Retry-After in cooldown for that long", async () => {
     a.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "30" } });
@@ -217,187 +278,138 @@ describe("failure handling", () => {
     expect(posts(a)).toBe(1);
   });
 
-  it("does not trip the breaker on 429s in a row whose Retry-After pauses were waited out", async () => {
-    const own = await startOneProcess(
-      testConfig(`
-providers:
-  pa: { type: openai, base_url: "${a.url}" }
-  pb: { type: openai, base_url: "${b.url}" }
+  it.each([
+    [
+      "does not trip the breaker on 429s in a row whose Retry-After pauses were waited out",
+      // Throttled: tripped, the target would be put last for ten minutes; it answers first.
+      { status: 429, times: 4, breaker: CLOSED, answers: "pa" },
+    ],
+    [
+      "counts 503s with Retry-After towards the breaker, unlike 429s: the upstream is failing",
+      // Two failures in a row opened a's breaker: it is passed over for ten minutes.
+      { status: 503, times: 2, breaker: OPEN, answers: "pb" },
+    ],
+  ])("%s", async (_, { status, times, breaker, answers }) => {
+    const yaml = `
 models:
   solo: { targets: [{ provider: pa, model: ma }, { provider: pb, model: mb }] }
 routing: { retries: 0, circuit_breaker: { consecutive_failures: 2, cooldown_ms: 600000 } }
-health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
-`),
-    );
-    try {
-      a.setBehavior({ kind: "error", status: 429, headers: { "retry-after-ms": "20" } });
-      for (let i = 0; i < 4; i++) {
-        expect((await chat(own.url, { model: "solo" })).status).toBe(429);
+`;
+    await withOwnGateway(yaml, async (url) => {
+      a.setBehavior({ kind: "error", status, headers: { "retry-after-ms": "20" } });
+      for (let i = 0; i < times; i++) {
+        expect((await chat(url, { model: "solo" })).status).toBe(status);
         // Ten times the pause the target asked for.
         await new Promise((resolve) => setTimeout(resolve, 200));
       }
+      // The breaker itself: shared health puts a target answering 503s last too, so who answers
+      // next does not tell.
+      const metrics = await (await request(`${url}/metrics`)).body.text();
+      expect(
+        metricValue(metrics, "switchyard_router_circuit_state", { provider: "pa", target: "ma" }),
+      ).toBe(breaker);
       a.setBehavior(ok("from a"));
-      // Tripped, the target would be put last for ten minutes; throttled, it answers first now.
-      expect(await chat(own.url, { model: "solo" })).toMatchObject({ status: 200, provider: "pa" });
-    } finally {
-      await own.stop();
-    }
+      expect(await chat(url, { model: "solo" })).toMatchObject({ status: 200, provider: answers });
+      expect(posts(a)).toBe(answers === "pa" ? times + 1 : times);
+    });
   });
 
   it("does not call a target again before its Retry-After, even when it is the only one", async () => {
-    // A gateway of its own: the pause asked for here would outlast this test.
-    const own = await startOneProcess(
-      testConfig(`
-providers:
-  pa: { type: openai, base_url: "${a.url}" }
-  pbig: { type: openai, base_url: "${big.url}" }
+    const yaml = `
 models:
   solo: { targets: [{ provider: pa, model: ma }], fallbacks: [backup] }
   backup: { targets: [{ provider: pbig, model: m-backup }] }
 routing: { retries: 2, backoff: { base_ms: 1, max_ms: 5 } }
-health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
-`),
-    );
-    try {
+`;
+    await withOwnGateway(yaml, async (url) => {
       a.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "30" } });
-      const first = await chat(own.url, { model: "solo" }, { "x-switchyard-fallbacks": "" });
+      const first = await chat(url, { model: "solo" }, { "x-switchyard-fallbacks": "" });
       expect(first).toMatchObject({ status: 429, attempts: "1" });
       a.setBehavior(ok("from a"));
-      const client = new OpenAI({ baseURL: `${own.url}/v1`, apiKey: "unused", maxRetries: 0 });
-      const err = await client.chat.completions
-        .create(
-          { model: "solo", messages: [{ role: "user", content: "hi" }] },
-          { headers: { "x-switchyard-fallbacks": "" } },
-        )
-        .catch((e: unknown) => e);
+      const err = await sdkError(url, "solo", { "x-switchyard-fallbacks": "" });
       // The pause is answered here, as the target would answer, with what is left of it.
       expect(err).toBeInstanceOf(OpenAI.RateLimitError);
-      const e = err as InstanceType<typeof OpenAI.RateLimitError>;
-      expect(e.code).toBe("rate_limit_exceeded");
-      const retryAfter = Number(e.headers?.get("retry-after"));
-      expect(retryAfter).toBeGreaterThan(20);
-      expect(retryAfter).toBeLessThanOrEqual(30);
+      expect(err.code).toBe("rate_limit_exceeded");
+      expectPauseLeft(err);
       expect(posts(a)).toBe(1);
       // A fallback that is not paused still answers.
-      expect(await chat(own.url, { model: "solo" })).toMatchObject({
+      expect(await chat(url, { model: "solo" })).toMatchObject({
         status: 200,
         text: "from big",
         attempts: "1",
       });
       expect(posts(a)).toBe(1);
-    } finally {
-      await own.stop();
-    }
+    });
   });
 
-  it("answers the soonest Retry-After when every target is rate limiting, or busy", async () => {
-    // A gateway of its own: the pauses these answers ask for would outlast this test.
-    const own = await startOneProcess(
-      testConfig(`
-providers:
-  pa: { type: openai, base_url: "${a.url}" }
-  pb: { type: openai, base_url: "${b.url}" }
+  it.each([
+    ["rate limiting", 429, "3"],
+    ["busy", 503, "4"],
+  ])("answers the soonest Retry-After when every target is %s", async (_, status, soonest) => {
+    const yaml = `
 models:
   pair: { targets: [{ provider: pa, model: ma }, { provider: pb, model: mb }] }
-  busy: { targets: [{ provider: pa, model: ma2 }, { provider: pb, model: mb2 }] }
 routing: { retries: 1, backoff: { base_ms: 1, max_ms: 5 } }
-health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
-`),
-    );
-    try {
-      a.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "3" } });
-      b.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "50" } });
-      const res = await request(`${own.url}/v1/chat/completions`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ model: "pair", messages: [{ role: "user", content: "hi" }] }),
+`;
+    await withOwnGateway(yaml, async (url) => {
+      a.setBehavior({ kind: "error", status, headers: { "retry-after": soonest } });
+      b.setBehavior({ kind: "error", status, headers: { "retry-after": "50" } });
+      expect(await chat(url, { model: "pair" })).toMatchObject({
+        status,
+        attempts: "2",
+        retryAfter: soonest,
       });
-      await res.body.dump();
-      expect(res.statusCode).toBe(429);
-      expect(res.headers["retry-after"]).toBe("3");
-      expect(res.headers["x-switchyard-attempts"]).toBe("2");
-      // Busy upstreams too (other targets: these two are paused now).
-      a.setBehavior({ kind: "error", status: 503, headers: { "retry-after": "4" } });
-      b.setBehavior({ kind: "error", status: 503, headers: { "retry-after": "50" } });
-      const busy = await chat(own.url, { model: "busy" });
-      expect(busy).toMatchObject({ status: 503, attempts: "2" });
-      expect(busy.retryAfter).toBe("4");
-    } finally {
-      await own.stop();
-    }
+    });
   });
 
   it("passes over a target that answered 503 with Retry-After for that long, and answers 503 while every target is paused", async () => {
-    // A gateway of its own: the pauses asked for here would outlast this test.
-    const own = await startOneProcess(
-      testConfig(`
-providers:
-  pa: { type: openai, base_url: "${a.url}" }
-  pb: { type: openai, base_url: "${b.url}" }
-  paz: { type: azure-openai, base_url: "${a.origin}", api_key: az-key, api_version: "2024-10-21" }
+    const yaml = `
 models:
   pair: { targets: [{ provider: pa, model: ma }, { provider: pb, model: mb }] }
   busy: { targets: [{ provider: paz, model: busy-deployment }] }
 routing: { retries: 2, backoff: { base_ms: 1, max_ms: 5 } }
-health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
-`),
-    );
-    try {
+`;
+    await withOwnGateway(yaml, async (url) => {
       // OpenAI's "server is overloaded" 503, and Azure OpenAI's "server busy" one.
       a.setBehavior({ kind: "error", status: 503, headers: { "retry-after": "30" } });
-      expect(await chat(own.url, { model: "pair" })).toMatchObject({
+      expect(await chat(url, { model: "pair" })).toMatchObject({
         status: 200,
         provider: "pb",
         attempts: "2",
       });
-      expect(await chat(own.url, { model: "pair" })).toMatchObject({
+      expect(await chat(url, { model: "pair" })).toMatchObject({
         status: 200,
         provider: "pb",
         attempts: "1",
       });
       expect(posts(a)).toBe(1);
 
-      const first = await chat(own.url, { model: "busy" });
+      const first = await chat(url, { model: "busy" });
       expect(first).toMatchObject({ status: 503, attempts: "1" });
       expect(posts(a)).toBe(2);
       a.setBehavior(ok("from a"));
-      const client = new OpenAI({ baseURL: `${own.url}/v1`, apiKey: "unused", maxRetries: 0 });
-      const err = await client.chat.completions
-        .create({ model: "busy", messages: [{ role: "user", content: "hi" }] })
-        .catch((e: unknown) => e);
+      const err = await sdkError(url, "busy");
       // The gateway answers for the paused target as it would: busy, not a rate limit.
       expect(err).toBeInstanceOf(OpenAI.InternalServerError);
-      const e = err as InstanceType<typeof OpenAI.InternalServerError>;
-      expect(e.status).toBe(503);
-      const retryAfter = Number(e.headers?.get("retry-after"));
-      expect(retryAfter).toBeGreaterThan(20);
-      expect(retryAfter).toBeLessThanOrEqual(30);
+      expect(err.status).toBe(503);
+      expectPauseLeft(err);
       expect(posts(a)).toBe(2);
-    } finally {
-      await own.stop();
-    }
+    });
   });
 
   it("passes over an Anthropic target overloaded (529) with Retry-After, and not one without it", async () => {
-    const anthropic = await startAnthropicUpstream();
-    const own = await startOneProcess(
-      testConfig(`
-providers:
-  an: { type: anthropic, base_url: "${anthropic.url}", api_key: an-key }
+    const yaml = `
 models:
   paused: { targets: [{ provider: an, model: claude-paused }] }
   counted: { targets: [{ provider: an, model: claude-counted }] }
 routing: { retries: 0 }
-health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
-`),
-    );
-    try {
-      const claude = new Anthropic({ baseURL: own.url, apiKey: "unused", maxRetries: 0 });
+`;
+    await withOwnGateway(yaml, async (url) => {
+      const claude = new Anthropic({ baseURL: url, apiKey: "unused", maxRetries: 0 });
       const ask = (model: string) =>
         claude.messages
           .create({ model, max_tokens: 16, messages: [{ role: "user", content: "hi" }] })
           .catch((e: unknown) => e);
-      const calls = () => anthropic.requests.filter((r) => r.method === "POST").length;
       anthropic.setBehavior({ kind: "error", status: 529, headers: { "retry-after": "30" } });
       for (let i = 0; i < 2; i++) {
         const err = await ask("paused");
@@ -409,93 +421,33 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
         expect(Number(e.headers?.get("retry-after"))).toBeGreaterThan(20);
       }
       // The second was answered by the gateway: the target asked to be left alone for 30 s.
-      expect(calls()).toBe(1);
+      expect(posts(anthropic)).toBe(1);
       anthropic.setBehavior({ kind: "error", status: 529 });
       for (let i = 0; i < 2; i++) expect(await ask("counted")).toMatchObject({ status: 503 });
       // Without Retry-After it is a failure like any 5xx, and the next request tries it again.
-      expect(calls()).toBe(3);
-    } finally {
-      await own.stop();
-      await anthropic.close();
-    }
-  });
-
-  it("counts 503s with Retry-After towards the breaker, unlike 429s: the upstream is failing", async () => {
-    const own = await startOneProcess(
-      testConfig(`
-providers:
-  pa: { type: openai, base_url: "${a.url}" }
-  pb: { type: openai, base_url: "${b.url}" }
-models:
-  solo: { targets: [{ provider: pa, model: ma }, { provider: pb, model: mb }] }
-routing: { retries: 0, circuit_breaker: { consecutive_failures: 2, cooldown_ms: 600000 } }
-health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
-`),
-    );
-    try {
-      a.setBehavior({ kind: "error", status: 503, headers: { "retry-after-ms": "20" } });
-      for (let i = 0; i < 2; i++) {
-        expect((await chat(own.url, { model: "solo" })).status).toBe(503);
-        // Ten times the pause the target asked for.
-        await new Promise((resolve) => setTimeout(resolve, 200));
-      }
-      a.setBehavior(ok("from a"));
-      // Two failures in a row opened a's breaker: it is passed over for ten minutes.
-      expect(await chat(own.url, { model: "solo" })).toMatchObject({ status: 200, provider: "pb" });
-      expect(posts(a)).toBe(2);
-    } finally {
-      await own.stop();
-    }
+      expect(posts(anthropic)).toBe(3);
+    });
   });
 
   it("takes a Retry-After of a day as MAX_RETRY_AFTER_MS, for the pause and for the client", async () => {
-    const own = await startOneProcess(
-      testConfig(`
-providers:
-  pa: { type: openai, base_url: "${a.url}" }
-models:
-  solo: { targets: [{ provider: pa, model: ma }] }
-health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
-`),
+    await withOwnGateway(
+      "models: { solo: { targets: [{ provider: pa, model: ma }] } }",
+      async (url) => {
+        a.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "86400" } });
+        const cap = Number(MAX_RETRY_AFTER_MS / 1000);
+        const first = await chat(url, { model: "solo" });
+        expect([first.status, first.retryAfter]).toEqual([429, String(cap)]);
+        const paused = await chat(url, { model: "solo" });
+        expect(paused.status).toBe(429);
+        expect(Number(paused.retryAfter)).toBeLessThanOrEqual(cap);
+        expect(Number(paused.retryAfter)).toBeGreaterThan(cap - 10);
+        expect(posts(a)).toBe(1);
+      },
     );
-    try {
-      a.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "86400" } });
-      const cap = String(MAX_RETRY_AFTER_MS / 1000);
-      const first = await request(`${own.url}/v1/chat/completions`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ model: "solo", messages: [{ role: "user", content: "hi" }] }),
-      });
-      await first.body.dump();
-      expect([first.statusCode, first.headers["retry-after"]]).toEqual([429, cap]);
-      const paused = await request(`${own.url}/v1/chat/completions`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ model: "solo", messages: [{ role: "user", content: "hi" }] }),
-      });
-      await paused.body.dump();
-      expect(paused.statusCode).toBe(429);
-      expect(Number(paused.headers["retry-after"])).toBeLessThanOrEqual(Number(cap));
-      expect(Number(paused.headers["retry-after"])).toBeGreaterThan(Number(cap) - 10);
-      expect(posts(a)).toBe(1);
-    } finally {
-      await own.stop();
-    }
   });
 
   it("falls back to a model with a bigger window when the context window is exceeded", async () => {
-    a.setBehavior({
-      kind: "error",
-      status: 400,
-      body: {
-        error: {
-          message: "This model's maximum context length is 8192 tokens.",
-          type: "invalid_request_error",
-          param: "messages",
-          code: "context_length_exceeded",
-        },
-      },
-    });
+    a.setBehavior(WINDOW_EXCEEDED);
     const r = await chat(gw.url, { model: "small" });
     // Two upstream calls: the one the window refused, and the bigger model's.
     expect(r).toMatchObject({ status: 200, text: "from big", attempts: "2" });
@@ -516,21 +468,15 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
   });
 
   it("holds a context-window fallback to the request's total_ms, not a fresh one", async () => {
-    const own = await startOneProcess(
-      testConfig(`
-providers:
-  pa: { type: openai, base_url: "${a.url}" }
-  pbig: { type: openai, base_url: "${big.url}" }
+    const yaml = `
 models:
   small: { targets: [{ provider: pa, model: m-small }], context_window_fallbacks: [large] }
   large: { targets: [{ provider: pbig, model: m-large }] }
 routing:
   retries: 0
   timeouts: { first_token_ms: 1000, idle_ms: 1000, total_ms: 1000 }
-health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
-`),
-    );
-    try {
+`;
+    await withOwnGateway(yaml, async (url) => {
       // The window's refusal takes half the request's time; the bigger model never answers.
       a.setBehavior({
         kind: "raw",
@@ -543,16 +489,14 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
       });
       big.setBehavior({ kind: "hang" });
       const started = Date.now();
-      const r = await chat(own.url, { model: "small" });
+      const r = await chat(url, { model: "small" });
       expect(r).toMatchObject({ status: 504, attempts: "2" });
       // The client is told of the limit it has (1000 ms, less the time to reach the router),
       // not of what was left when the fallback began.
       const limit = Number(/within (\d+) ms/.exec(r.error ?? "")?.[1]);
       expect(limit).toBeGreaterThan(900);
       expect(Date.now() - started).toBeLessThan(10_000);
-    } finally {
-      await own.stop();
-    }
+    });
   });
 
   it("refuses a whole answer larger than a held answer may be, rather than run out of memory", async () => {
@@ -594,11 +538,7 @@ describe("fallbacks a client names", () => {
   let tenantGw: RunningFabric;
 
   beforeAll(async () => {
-    tenantGw = await startOneProcess(
-      testConfig(`
-providers:
-  pa: { type: openai, base_url: "${a.url}" }
-  pb: { type: openai, base_url: "${b.url}" }
+    tenantGw = await gatewayOver(`
 models:
   cheap:
     targets: [{ provider: pa, model: ma, price: { input: 1, output: 1 } }]
@@ -610,11 +550,9 @@ routing:
   retries: 2
   backoff: { base_ms: 1, max_ms: 5 }
   circuit_breaker: { consecutive_failures: 1000, cooldown_ms: 1000 }
-health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
 tenants:
   t: { keys: ["${hashKey(KEY)}"], models: [cheap, cheap-backup] }
-`),
-    );
+`);
   });
   afterAll(() => tenantGw?.stop());
 
@@ -691,12 +629,7 @@ describe("a tenant's model allow-list", () => {
   let tenantGw: RunningFabric;
 
   beforeAll(async () => {
-    tenantGw = await startOneProcess(
-      testConfig(`
-providers:
-  pa: { type: openai, base_url: "${a.url}" }
-  pb: { type: openai, base_url: "${b.url}" }
-  pbig: { type: openai, base_url: "${big.url}" }
+    tenantGw = await gatewayOver(`
 models:
   cheap:
     targets: [{ provider: pa, model: ma }]
@@ -710,12 +643,10 @@ routing:
   retries: 2
   backoff: { base_ms: 1, max_ms: 5 }
   circuit_breaker: { consecutive_failures: 1000, cooldown_ms: 1000 }
-health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
 tenants:
   limited: { keys: ["${hashKey(LIMITED)}"], models: [cheap, cheap-backup] }
   unlimited: { keys: ["${hashKey(OPEN)}"] }
-`),
-    );
+`);
   });
   afterAll(() => tenantGw?.stop());
 
@@ -744,18 +675,7 @@ tenants:
   it("holds for a context-window fallback: the window's refusal is the answer", async () => {
     // cheap-backup, down, cannot answer in the window's place either.
     b.setBehavior({ kind: "error", status: 503 });
-    a.setBehavior({
-      kind: "error",
-      status: 400,
-      body: {
-        error: {
-          message: "This model's maximum context length is 8192 tokens.",
-          type: "invalid_request_error",
-          param: "messages",
-          code: "context_length_exceeded",
-        },
-      },
-    });
+    a.setBehavior(WINDOW_EXCEEDED);
     const refused = await ask(LIMITED).catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(OpenAI.BadRequestError);
     expect((refused as InstanceType<typeof OpenAI.BadRequestError>).code).toBe(

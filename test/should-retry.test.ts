@@ -10,17 +10,33 @@ import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-ups
 // costs the upstream the gateway's attempts, not three times as many.
 let up: OpenAIUpstream;
 let gw: RunningFabric;
+const KEY = "k";
+// A spent budget comes back at the next UTC day or month: the SDKs wait out a Retry-After only
+// below a minute, and past it would retry twice at once into the same refusal.
+const BUDGET_KEY = "sk-budget";
+const RPM_KEY = "sk-rpm";
 
 beforeAll(async () => {
-  up = await startOpenAIUpstream({ behavior: { kind: "error", status: 500 } });
+  // Model boom's upstream model fails with a 500; every other is answered in full.
+  up = await startOpenAIUpstream({
+    behavior: (req) =>
+      (req.body as { model?: string } | undefined)?.model === "failing"
+        ? { kind: "error", status: 500 }
+        : { kind: "answer", text: "fine" },
+  });
   gw = await startOneProcess(
     testConfig(`
 providers:
   local: { type: openai, base_url: "${up.url}" }
 models:
-  boom: { targets: [{ provider: local, model: m }] }
+  boom: { targets: [{ provider: local, model: failing }] }
+  m: { targets: [{ provider: local, model: m }] }
 routing: { retries: 1, backoff: { base_ms: 1, max_ms: 5 } }
 health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+tenants:
+  any: { keys: ["${hashKey(KEY)}"] }
+  budget: { keys: ["${hashKey(BUDGET_KEY)}"], limits: { daily_tokens: 1 } }
+  rate: { keys: ["${hashKey(RPM_KEY)}"], limits: { rpm: 1 } }
 `),
   );
 });
@@ -36,7 +52,7 @@ describe("x-should-retry after the gateway's own attempts", () => {
   it("stops the openai SDK's retries: two upstream calls (retries: 1), not six", async () => {
     const before = chatPosts();
     // The SDK's default: two retries, with backoff (0.5–8 s) it skips when told not to retry.
-    const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: "k" });
+    const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: KEY });
     const err = await client.chat.completions
       .create({ model: "boom", messages: [{ role: "user", content: "hi" }] })
       .catch((e: unknown) => e);
@@ -49,7 +65,7 @@ describe("x-should-retry after the gateway's own attempts", () => {
 
   it("stops the Anthropic SDK's retries the same way", async () => {
     const before = chatPosts();
-    const client = new Anthropic({ baseURL: gw.url, apiKey: "k" });
+    const client = new Anthropic({ baseURL: gw.url, apiKey: KEY });
     const err = await client.messages
       .create({ model: "boom", max_tokens: 10, messages: [{ role: "user", content: "hi" }] })
       .catch((e: unknown) => e);
@@ -59,7 +75,7 @@ describe("x-should-retry after the gateway's own attempts", () => {
   });
 
   it("leaves a 4xx to the client's own judgement", async () => {
-    const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: "k", maxRetries: 0 });
+    const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: KEY, maxRetries: 0 });
     const err = await client.chat.completions
       .create({ model: "nope", messages: [{ role: "user", content: "hi" }] })
       .catch((e: unknown) => e);
@@ -69,11 +85,6 @@ describe("x-should-retry after the gateway's own attempts", () => {
 });
 
 describe("x-should-retry on a limit's 429", () => {
-  // A spent budget comes back at the next UTC day or month: the SDKs wait out a Retry-After only
-  // below a minute, and past it would retry twice at once into the same refusal.
-  const BUDGET_KEY = "sk-budget";
-  const RPM_KEY = "sk-rpm";
-  let limited: RunningFabric;
   let calls = 0;
   /** The SDKs' fetch, counting the requests they send to the gateway. */
   const counting: typeof fetch = (input, init) => {
@@ -81,30 +92,9 @@ describe("x-should-retry on a limit's 429", () => {
     return fetch(input, init);
   };
 
-  beforeAll(async () => {
-    limited = await startOneProcess(
-      testConfig(`
-providers:
-  local: { type: openai, base_url: "${up.url}" }
-models:
-  m: { targets: [{ provider: local, model: m }] }
-health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
-tenants:
-  budget: { keys: ["${hashKey(BUDGET_KEY)}"], limits: { daily_tokens: 1 } }
-  rate: { keys: ["${hashKey(RPM_KEY)}"], limits: { rpm: 1 } }
-`),
-    );
-    up.setBehavior({ kind: "answer", text: "fine" });
-  });
-
-  afterAll(async () => {
-    up.setBehavior({ kind: "error", status: 500 });
-    await limited?.stop();
-  });
-
   it("stops the SDKs' retries into a spent daily budget: one request each, not three", async () => {
     const openai = new OpenAI({
-      baseURL: `${limited.url}/v1`,
+      baseURL: `${gw.url}/v1`,
       apiKey: BUDGET_KEY,
       fetch: counting,
     });
@@ -124,7 +114,7 @@ tenants:
     expect(headers?.get("x-should-retry")).toBe("false");
     expect(calls).toBe(1);
 
-    const anthropic = new Anthropic({ baseURL: limited.url, apiKey: BUDGET_KEY, fetch: counting });
+    const anthropic = new Anthropic({ baseURL: gw.url, apiKey: BUDGET_KEY, fetch: counting });
     calls = 0;
     const aerr = await anthropic.messages
       .create({ model: "m", max_tokens: 10, messages: [{ role: "user", content: "hi" }] })
@@ -134,7 +124,7 @@ tenants:
   });
 
   it("leaves a short wait (rpm) to the SDK, which waits it out", async () => {
-    const openai = new OpenAI({ baseURL: `${limited.url}/v1`, apiKey: RPM_KEY, maxRetries: 0 });
+    const openai = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: RPM_KEY, maxRetries: 0 });
     await openai.chat.completions.create({
       model: "m",
       messages: [{ role: "user", content: "hi" }],
