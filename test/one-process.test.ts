@@ -575,10 +575,21 @@ describe("bad input gets the OpenAI envelope and the right status", () => {
         text += d;
       });
       stream.on("error", () => {});
-      const code = await new Promise<number>((resolve) =>
-        stream.once("close", () => resolve(stream.rstCode ?? -1)),
-      );
+      // The reset is seen when the stream closes: on its close event, or (Node's client with
+      // writes still queued behind the reset, as this one often has) only on its `closed` flag,
+      // for Node then waits on those writes before it emits close, and they never go.
+      const code = await new Promise<number>((resolve) => {
+        const seen = () => {
+          clearInterval(watch);
+          resolve(stream.rstCode ?? -1);
+        };
+        const watch = setInterval(() => {
+          if (stream.closed) seen();
+        }, 20);
+        stream.once("close", seen);
+      });
       clearInterval(sending);
+      stream.destroy();
       expect(status).toBe(413);
       expect(JSON.parse(text)).toMatchObject({ error: { code: "request_too_large" } });
       expect(code).toBe(http2.constants.NGHTTP2_NO_ERROR);
