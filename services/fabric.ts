@@ -64,6 +64,12 @@ export type FabricTransport = "hop" | "connect";
 const HOP_SESSIONS_PER_PEER = 2;
 
 /**
+ * How long a client's HTTP/2 connection to the public port may carry no call before it is
+ * closed: as long as an idle HTTP/1.1 keep-alive connection (dual-server.ts).
+ */
+const H2_IDLE_TIMEOUT_MS = 65_000;
+
+/**
  * Composes the services this process runs. Services in the same process call each other
  * through in-process Connect transports; the others are reached over h2c at `peers.*`. With all
  * four in one process only the ingress listens; otherwise each service here listens on its port.
@@ -206,6 +212,7 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
       // Only the public port bounds a connection's streams: the fabric's own hops are unbounded.
       server: createDualServer(ingress.handler, {
         maxConcurrentStreams: config.server.http2_max_concurrent_streams,
+        h2IdleTimeoutMs: H2_IDLE_TIMEOUT_MS,
       }),
       // The router in this process answers its calls first: only it knows their attempts.
       onCut: () => {

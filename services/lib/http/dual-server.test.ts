@@ -157,6 +157,68 @@ describe("an HTTP/2 connection whose preface came in time", () => {
   });
 });
 
+describe("an HTTP/2 connection that carries no call", () => {
+  const IDLE_MS = 200;
+  async function idleServer(h: DualHandler) {
+    const server = createDualServer(h, { h2IdleTimeoutMs: IDLE_MS });
+    servers.push(server);
+    const url = `http://127.0.0.1:${await server.listen(0, "127.0.0.1")}`;
+    const session = http2.connect(url);
+    sessions.push(session);
+    session.on("error", () => {});
+    const goaway = new Promise<number>((resolve) => session.once("goaway", resolve));
+    const closed = new Promise<number>((resolve) =>
+      session.once("close", () => resolve(Date.now())),
+    );
+    return { url, session, goaway, closed };
+  }
+
+  it("is closed with GOAWAY (NO_ERROR) once idle past the timeout", async () => {
+    const { session, goaway, closed } = await idleServer(handler());
+    const start = Date.now();
+    expect(await goaway).toBe(http2.constants.NGHTTP2_NO_ERROR);
+    // Closed after the timeout and well within ten times it.
+    expect((await closed) - start).toBeGreaterThanOrEqual(IDLE_MS - 20);
+    expect((await closed) - start).toBeLessThan(IDLE_MS * 10);
+    expect(session.closed).toBe(true);
+  });
+
+  it("is not idle while a stream is open, however quiet, and is once its last stream ends", async () => {
+    let release = () => {};
+    const h: DualHandler = (_req, res) => {
+      const answer = res as http2.Http2ServerResponse;
+      answer.writeHead(200);
+      answer.write("held ");
+      release = () => answer.end("released");
+    };
+    const { session, closed } = await idleServer(h);
+    const stream = session.request({ ":path": "/hold" });
+    let body = "";
+    stream.setEncoding("utf8");
+    stream.on("data", (d: string) => {
+      body += d;
+    });
+    const ended = new Promise((resolve) => stream.once("end", resolve));
+    // Ten times the timeout with the stream held and nothing sent: the connection stays.
+    await new Promise((r) => setTimeout(r, IDLE_MS * 10));
+    expect(session.closed).toBe(false);
+    release();
+    await ended;
+    expect(body).toBe("held released");
+    const endedAt = Date.now();
+    expect((await closed) - endedAt).toBeLessThan(IDLE_MS * 10);
+  });
+
+  it("is never closed for idleness unless asked, as the fabric's own hops need", async () => {
+    const url = await serve(handler());
+    const session = http2.connect(url);
+    sessions.push(session);
+    await new Promise((resolve) => session.once("remoteSettings", resolve));
+    await new Promise((r) => setTimeout(r, IDLE_MS * 10));
+    expect(session.closed).toBe(false);
+  });
+});
+
 describe("a kept-alive HTTP/1.1 connection", () => {
   /** A raw connection, and what it has received so far. */
   function rawConnection(port: number) {

@@ -119,6 +119,30 @@ export interface DualServerOptions {
    * default, no bound, as the fabric's own hops need: one connection carries all of a router's calls.
    */
   maxConcurrentStreams?: number;
+  /**
+   * How long an HTTP/2 connection may go with no stream open before it is closed (GOAWAY, then
+   * the socket: a client opens a new connection for its next call), as HTTP/1.1's keep-alive
+   * timeout closes an idle HTTP/1.1 one and gRPC servers' MAX_CONNECTION_IDLE does. Pings do not
+   * count: a connection is idle while it carries no call. Unset: never, as the fabric's own hops
+   * need (a router keeps one connection to each connector however quiet it is).
+   */
+  h2IdleTimeoutMs?: number;
+}
+
+/** Closes `session` once it has had no stream open for `idleMs` (from its start, or its last stream's end). */
+function closeWhenIdle(session: http2.ServerHttp2Session, idleMs: number): void {
+  let open = 0;
+  const wait = () => setTimeout(() => session.close(), idleMs).unref();
+  let idle: NodeJS.Timeout | undefined = wait();
+  session.on("stream", (stream: http2.ServerHttp2Stream) => {
+    open++;
+    clearTimeout(idle);
+    idle = undefined;
+    stream.once("close", () => {
+      if (--open === 0 && !session.closed) idle = wait();
+    });
+  });
+  session.once("close", () => clearTimeout(idle));
 }
 
 export function createDualServer(handler: DualHandler, opts: DualServerOptions = {}): DualServer {
@@ -237,6 +261,7 @@ export function createDualServer(handler: DualHandler, opts: DualServerOptions =
     // "PRI" alone, then nothing, would otherwise hold the socket for good.
     const socket = handingOver;
     if (socket) session.once("remoteSettings", () => headArrived(socket));
+    if (opts.h2IdleTimeoutMs !== undefined) closeWhenIdle(session, opts.h2IdleTimeoutMs);
   });
   const sockets = new Set<net.Socket>();
   const h2Sockets = new WeakSet<net.Socket>();
