@@ -3,21 +3,17 @@
 // gateway is shutting down), cancels its router call, and only then are the connections cut.
 // (test/drain-cut.test.ts runs the whole fabric, whose router answers first.)
 import Anthropic from "@anthropic-ai/sdk";
-import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import OpenAI from "openai";
-import { Registry } from "prom-client";
 import { afterEach, beforeEach, expect, it } from "vitest";
 import { ChatChunkSchema, Role } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import { GatewayService } from "../../gen/switchyard/gateway/v1/gateway_pb.js";
-import type { RouterService } from "../../gen/switchyard/router/v1/router_pb.js";
 import { testConfig } from "../../test/helpers/fabric.js";
+import { type IngressRig, startIngress } from "../../test/helpers/ingress.js";
 import { type CapturedLogs, captureLogs } from "../../test/helpers/logs.js";
 import { metricValue, parseMetrics } from "../../test/helpers/metrics.js";
 import { makeMessage } from "../lib/hop/codec.js";
-import { createDualServer, type DualServer } from "../lib/http/dual-server.js";
-import { createLimiter, type Limiter } from "./limits/index.js";
-import { buildIngress, type IngressBuild } from "./main.js";
 
 /** The router's calls, each open until it is cancelled: what the test sees of cancellation. */
 let routerCalls: AbortSignal[];
@@ -63,11 +59,8 @@ function untilAborted(signal: AbortSignal): Promise<never> {
   });
 }
 
-let limiter: Limiter;
-let registry: Registry;
 let logs: CapturedLogs;
-let ingress: IngressBuild;
-let server: DualServer | undefined;
+let rig: IngressRig;
 let url: string;
 
 beforeEach(async () => {
@@ -79,32 +72,23 @@ models:
   m: { targets: [{ provider: up, model: m }] }
 `);
   logs = captureLogs();
-  registry = new Registry();
-  limiter = await createLimiter({ config, logger: logs.logger, registry });
-  const router = {
-    chat: (req: { params?: { stream?: boolean } }, options: { signal: AbortSignal }) =>
-      new OpenAnswer(options.signal, req.params?.stream === true),
-    embed: (_req: unknown, options: { signal: AbortSignal }) => {
-      routerCalls.push(options.signal);
-      return untilAborted(options.signal);
-    },
-  } as unknown as Client<typeof RouterService>;
-  ingress = buildIngress({
+  rig = await startIngress({
     config,
     logger: logs.logger,
-    registry,
-    router,
-    limiter,
-    renderMetrics: async () => ({ contentType: "text/plain", body: "" }),
-    ready: async () => true,
+    router: {
+      chat: (req: { params?: { stream?: boolean } }, options: { signal: AbortSignal }) =>
+        new OpenAnswer(options.signal, req.params?.stream === true),
+      embed: (_req: unknown, options: { signal: AbortSignal }) => {
+        routerCalls.push(options.signal);
+        return untilAborted(options.signal);
+      },
+    },
   });
-  server = createDualServer(ingress.handler);
-  url = `http://127.0.0.1:${await server.listen(0, "127.0.0.1")}`;
+  url = rig.url;
 });
 
 afterEach(async () => {
-  await server?.close(0);
-  await limiter?.close();
+  await rig?.close();
 });
 
 async function routerHas(n: number): Promise<void> {
@@ -165,8 +149,7 @@ it("answers what is open when the drain runs out, cancels its router calls, and 
   await routerHas(6);
 
   const started = performance.now();
-  await server?.close(100, () => ingress.cutting(false));
-  server = undefined;
+  await rig.server.close(100, () => rig.ingress.cutting(false));
   expect(performance.now() - started).toBeLessThan(10_000);
 
   const oe = (await whole) as InstanceType<typeof OpenAI.APIError>;
@@ -203,7 +186,7 @@ it("answers what is open when the drain runs out, cancels its router calls, and 
     attempts: 3,
     truncated: false,
   });
-  const text = await registry.metrics();
+  const text = await rig.registry.metrics();
   for (const api of ["openai", "anthropic", "grpc"]) {
     expect(metricValue(text, "switchyard_inflight_requests", { api }), api).toBe(0);
   }

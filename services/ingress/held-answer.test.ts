@@ -2,18 +2,12 @@
 // for minutes between two chunks; the chunks already written to the client (the first one
 // included) must not be kept until the next one comes.
 import http from "node:http";
-import type { Client } from "@connectrpc/connect";
-import pino from "pino";
-import { Registry } from "prom-client";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { ChatChunkSchema } from "../../gen/switchyard/chat/v1/chat_pb.js";
-import type { RouterService } from "../../gen/switchyard/router/v1/router_pb.js";
 import { testConfig } from "../../test/helpers/fabric.js";
 import { heapKeptEach, memoryKeptEach } from "../../test/helpers/heap.js";
+import { type IngressRig, startIngress } from "../../test/helpers/ingress.js";
 import { makeMessage } from "../lib/hop/codec.js";
-import { createDualServer, type DualServer } from "../lib/http/dual-server.js";
-import { createLimiter, type Limiter } from "./limits/index.js";
-import { buildIngress } from "./main.js";
 
 /** The first chunk's text: a copy of it kept per stream would be this much or more. */
 const FIRST = 1024 * 1024;
@@ -57,8 +51,7 @@ function firstChunk() {
   });
 }
 
-let limiter: Limiter;
-let server: DualServer;
+let rig: IngressRig;
 let url: string;
 
 beforeAll(async () => {
@@ -69,29 +62,17 @@ models:
   held:
     targets: [{ provider: held, model: held-model }]
 `);
-  const logger = pino({ level: "silent" });
-  const registry = new Registry();
-  limiter = await createLimiter({ config, logger, registry });
-  const router = {
-    chat: (_req: unknown, options: { signal: AbortSignal }) => new HeldAnswer(options.signal),
-    embed: () => Promise.reject(new Error("not here")),
-  } as unknown as Client<typeof RouterService>;
-  const ingress = buildIngress({
+  rig = await startIngress({
     config,
-    logger,
-    registry,
-    router,
-    limiter,
-    renderMetrics: async () => ({ contentType: "text/plain", body: "" }),
-    ready: async () => true,
+    router: {
+      chat: (_req: unknown, options: { signal: AbortSignal }) => new HeldAnswer(options.signal),
+    },
   });
-  server = createDualServer(ingress.handler);
-  url = `http://127.0.0.1:${await server.listen(0, "127.0.0.1")}`;
+  url = rig.url;
 });
 
 afterAll(async () => {
-  await server?.close(0);
-  await limiter?.close();
+  await rig?.close();
 });
 
 /** A streamed chat call, open once its first SSE frame has arrived. */

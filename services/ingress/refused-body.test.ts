@@ -2,23 +2,16 @@
 // answer must reach a client that is still writing, and the connection must still close, within
 // the linger's bounds, leaving nothing open.
 import net from "node:net";
-import type { Client } from "@connectrpc/connect";
-import pino from "pino";
-import { Registry } from "prom-client";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { RouterService } from "../../gen/switchyard/router/v1/router_pb.js";
 import { testConfig } from "../../test/helpers/fabric.js";
-import { createDualServer, type DualServer } from "../lib/http/dual-server.js";
-import { createLimiter, type Limiter } from "./limits/index.js";
-import { buildIngress } from "./main.js";
+import { type IngressRig, startIngress } from "../../test/helpers/ingress.js";
 import { lingerBounds } from "./refused-body.js";
 
 const LIMIT = 1024 * 1024;
 const PIECE = 64 * 1024;
 const defaults = { ...lingerBounds };
 
-let limiter: Limiter;
-let server: DualServer;
+let rig: IngressRig;
 let port: number;
 
 beforeAll(async () => {
@@ -27,25 +20,9 @@ server: { max_body_bytes: ${LIMIT} }
 providers: { mock: { type: mock, tokens: 3 } }
 models: { demo: { targets: [{ provider: mock, model: m }] } }
 `);
-  const logger = pino({ level: "silent" });
-  const registry = new Registry();
-  limiter = await createLimiter({ config, logger, registry });
   // Every body here is refused before the router would be asked.
-  const router = {
-    chat: () => Promise.reject(new Error("not here")),
-    embed: () => Promise.reject(new Error("not here")),
-  } as unknown as Client<typeof RouterService>;
-  const ingress = buildIngress({
-    config,
-    logger,
-    registry,
-    router,
-    limiter,
-    renderMetrics: async () => ({ contentType: "text/plain", body: "" }),
-    ready: async () => true,
-  });
-  server = createDualServer(ingress.handler);
-  port = await server.listen(0, "127.0.0.1");
+  rig = await startIngress({ config, router: {} });
+  port = rig.port;
 });
 
 /** The clients a test opened, closed after it whatever it left them as. */
@@ -58,8 +35,7 @@ afterEach(() => {
 });
 
 afterAll(async () => {
-  await server?.close(0);
-  await limiter?.close();
+  await rig?.close();
 });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -68,7 +44,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function openConnections(): Promise<number> {
   const count = () =>
     new Promise<number>((resolve, reject) =>
-      server.server.getConnections((err, n) => (err ? reject(err) : resolve(n))),
+      rig.server.server.getConnections((err, n) => (err ? reject(err) : resolve(n))),
     );
   for (let waited = 0; waited < 10_000; waited += 50) {
     if ((await count()) === 0) return 0;
