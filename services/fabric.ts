@@ -7,7 +7,7 @@ import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-
 import type { Registry } from "prom-client";
 import { ConnectorService } from "../gen/switchyard/connector/v1/connector_pb.js";
 import { RouterService } from "../gen/switchyard/router/v1/router_pb.js";
-import { startAnnouncer } from "./connector/announcer.js";
+import { HEARTBEAT_MS, startAnnouncer } from "./connector/announcer.js";
 import { buildConnector, type ConnectorBuild } from "./connector/main.js";
 import { type Clock, createLimiter } from "./ingress/limits/index.js";
 import { buildIngress } from "./ingress/main.js";
@@ -145,6 +145,9 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
       staticAddresses: config.peers.connectors,
       transportFor: remote,
       logger,
+      // A connector's drain lasts its drain_timeout_ms (the fabric's config is shared), and its
+      // process then exits; past that and a heartbeat of slack, its address holds a successor.
+      leavingMs: config.server.drain_timeout_ms + HEARTBEAT_MS,
     });
     closers.push(async () => membership.stop());
   }

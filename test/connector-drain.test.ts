@@ -340,3 +340,96 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
     expect(logs.lines().filter((l) => Number(l.level) >= 40)).toEqual([]);
   }, 60_000);
 });
+
+describe("a listed connector that left and came back without announcing itself", () => {
+  it("is passed over no longer than a drain lasts: past it, the connector at its address gets calls again", async () => {
+    await requireNats();
+    const namespace = `connector_drain_mute_${randomUUID().slice(0, 8)}`;
+    const up = await startOpenAIUpstream({ behavior: { kind: "answer", text: "ok" } });
+    cleanups.push(() => up.close());
+    const upstream = `
+providers: { p: { type: openai, base_url: "${up.url}" } }
+models:
+  chat: { targets: [{ provider: p, model: up-chat }] }
+health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
+`;
+    const nats = `nats: { url: nats://127.0.0.1:4222, namespace: ${namespace} }\n`;
+    const silent = pino({ level: "silent" });
+    // With NATS it announces itself (and says it leaves); without, it never does.
+    const connectorAt = async (port: number, yaml: string) => {
+      const f = await startFabric({
+        config: testConfig(yaml),
+        services: new Set(["connector"] as const),
+        logger: silent,
+        listen: { connector: { host: "127.0.0.1", port } },
+      });
+      cleanups.push(() => f.stop(0));
+      return f;
+    };
+    const x = await connectorAt(0, nats + upstream);
+    const portX = x.ports.connector as number;
+    const urlX = `http://127.0.0.1:${portX}`;
+    const logs = captureLogs("debug");
+    // A 1 s drain: X is passed over for that and one heartbeat (2 s) of slack, 3 s in all.
+    const edge = await startFabric({
+      config: testConfig(
+        `server: { drain_timeout_ms: 1000 }\npeers: { connectors: ["${urlX}"] }\n${nats}${upstream}`,
+      ),
+      services: new Set(["ingress", "router"] as const),
+      logger: logs.logger,
+      listen: { ingress: { host: "127.0.0.1", port: 0 }, router: { host: "127.0.0.1", port: 0 } },
+    });
+    cleanups.push(() => edge.stop(0));
+    const ingress = `http://127.0.0.1:${edge.ports.ingress}`;
+    const y = await connectorAt(0, nats + upstream);
+    await until(
+      "the router to know Y",
+      async () =>
+        metricValue(
+          await (await fetch(`${ingress}/metrics`)).text(),
+          "switchyard_connectors_known",
+        ) === 2,
+    );
+    const served = async (f: Fabric) =>
+      metricValue(
+        await (await fetch(`http://127.0.0.1:${f.ports.connector}/metrics`)).text(),
+        "switchyard_connector_upstream_requests_total",
+        { provider: "p", outcome: "ok" },
+      ) ?? 0;
+
+    // X stops (nothing in flight: at once) and a successor without NATS takes its address.
+    await x.stop(10_000);
+    const about = (l: Record<string, unknown>) => l.connector === urlX;
+    await until("the router to hear that X is leaving", () => logs.lines().some(about));
+    const markedAt = Date.now();
+    const x2 = await connectorAt(portX, upstream);
+    const client = new OpenAI({ baseURL: `${ingress}/v1`, apiKey: "unused", maxRetries: 0 });
+    const ask = () =>
+      client.chat.completions.create({
+        model: "chat",
+        messages: [{ role: "user", content: "hi" }],
+      });
+
+    // Within a tenth of the mark, calls go to Y alone...
+    while (Date.now() - markedAt < 300) await ask();
+    expect(await served(x2)).toBe(0);
+    expect(await served(y)).toBeGreaterThan(0);
+    // ...and once it runs out, the successor gets its share though it never said it is back.
+    await until("the router to send X's successor a call", async () => {
+      await ask();
+      return (await served(x2)) > 0;
+    });
+    expect(Date.now() - markedAt).toBeGreaterThanOrEqual(3000);
+    // The router's membership sweep (every 0.5 s) says so once.
+    await until("the router to say X's drain is over", () =>
+      logs.lines().some((l) => about(l) && l.msg === "connector drain over; calling it again"),
+    );
+    expect(
+      logs
+        .lines()
+        .filter(about)
+        .map((l) => l.msg),
+    ).toEqual(["connector leaving", "connector drain over; calling it again"]);
+    expect(logs.lines().filter((l) => Number(l.level) >= 40)).toEqual([]);
+  }, 60_000);
+});

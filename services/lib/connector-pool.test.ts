@@ -95,6 +95,24 @@ describe("ConnectorPool", () => {
     expect(pool.setLeaving("ghost", true)).toBe(false);
   });
 
+  it("passes over a leaving connector for no longer than the mark says", () => {
+    let t = 1_000;
+    const { pool, byId } = poolOf(["a", "b"], () => t);
+    setInflight(byId, { a: 0, b: 5 });
+    expect(pool.setLeaving("a", true, 30_000)).toBe(true);
+    t += 29_999;
+    expect(pool.isLeaving("a")).toBe(true);
+    expect(pool.pick()?.id).toBe("b");
+    t += 1;
+    expect(pool.isLeaving("a")).toBe(false);
+    expect(pool.pick()?.id).toBe("a");
+    // Saying it again marks it again; announcing itself afterwards still counts as a change.
+    expect(pool.setLeaving("a", true, 10)).toBe(true);
+    t += 10;
+    expect(pool.setLeaving("a", false)).toBe(true);
+    expect(pool.setLeaving("a", false)).toBe(false);
+  });
+
   it("ignores suspicion of an id it does not have", () => {
     const { pool } = poolOf(["a"]);
     pool.suspect("ghost");

@@ -9,10 +9,10 @@ export interface ConnectorEndpoint {
   /** Until when (ms) calls avoid this connector after it could not be reached. */
   suspectUntil: number;
   /**
-   * It said it is leaving (a drain) yet stays in the pool, as `peers.connectors` lists it: calls
-   * avoid it, and its refusals are expected, until it announces itself again.
+   * Until when (ms) calls avoid it because it said it is leaving (a drain) yet stays in the pool,
+   * as `peers.connectors` lists it; 0 when it has not. Its refusals are expected meanwhile.
    */
-  leaving: boolean;
+  leavingUntil: number;
 }
 
 /** How long a connector that could not be reached is passed over while others are available. */
@@ -39,7 +39,7 @@ export class ConnectorPool {
       client: asClient(ConnectorService, via),
       inflight: 0,
       suspectUntil: 0,
-      leaving: false,
+      leavingUntil: 0,
     });
     const waiters = this.waiters;
     this.waiters = [];
@@ -88,19 +88,28 @@ export class ConnectorPool {
   }
 
   /**
-   * Marks a connector that said it is leaving (true), or that announced itself again (false).
-   * Returns whether that changed anything.
+   * Marks a connector that said it is leaving (true) for at most `forMs`, or that announced
+   * itself again (false). Returns whether that changed anything.
    */
-  setLeaving(id: string, leaving: boolean): boolean {
+  setLeaving(id: string, leaving: boolean, forMs = Number.POSITIVE_INFINITY): boolean {
     const e = this.endpoints.get(id);
-    if (e === undefined || e.leaving === leaving) return false;
-    e.leaving = leaving;
+    if (e === undefined) return false;
+    if (!leaving) {
+      const was = e.leavingUntil !== 0;
+      e.leavingUntil = 0;
+      return was;
+    }
+    if (e.leavingUntil > this.now()) return false;
+    e.leavingUntil = this.now() + forMs;
     return true;
   }
 
-  /** Whether the connector said it is leaving and has not announced itself since. */
+  /**
+   * Whether the connector said it is leaving, has not announced itself since, and its mark has
+   * not run out.
+   */
   isLeaving(id: string): boolean {
-    return this.endpoints.get(id)?.leaving ?? false;
+    return (this.endpoints.get(id)?.leavingUntil ?? 0) > this.now();
   }
 
   /**
@@ -118,7 +127,7 @@ export class ConnectorPool {
     for (const e of this.endpoints.values()) {
       // Rotating the tie-break start spreads equal-load picks.
       const rotation = (i - start + n) % n;
-      const penalty = (e.leaving ? 2e9 : 0) + (e.suspectUntil > now ? 1e9 : 0);
+      const penalty = (e.leavingUntil > now ? 2e9 : 0) + (e.suspectUntil > now ? 1e9 : 0);
       const score = penalty + e.inflight * n + rotation;
       if (score < bestScore) {
         best = e;

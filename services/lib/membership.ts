@@ -18,8 +18,10 @@ export interface Membership {
  * on its first heartbeat, dropped when it says it is leaving or misses three heartbeats.
  * Connectors from the static `peers.connectors` list stay whatever they announce; one that says
  * it is leaving (a drain: it refuses new calls) is marked so, and calls avoid it until it
- * announces itself again. Endpoints are keyed by address, so a statically listed connector that
- * also announces itself counts once.
+ * announces itself again or `leavingMs` pass: by then its drain is over and whatever answers at
+ * its address is a successor, which may never announce itself (started without NATS, or while
+ * NATS was down). Endpoints are keyed by address, so a statically listed connector that also
+ * announces itself counts once.
  */
 export function followConnectors(opts: {
   bus: Bus;
@@ -27,12 +29,16 @@ export function followConnectors(opts: {
   staticAddresses: readonly string[];
   transportFor: (address: string) => Transport;
   logger: Logger;
+  /** How long a listed connector that said it is leaving is passed over at most. */
+  leavingMs: number;
   now?: () => number;
 }): Membership {
   const { bus, pool, logger } = opts;
   const now = opts.now ?? Date.now;
   const fixed = new Set(opts.staticAddresses);
   const seen = new Map<string, { lastMs: number; heartbeatMs: number; id: string }>();
+  /** Listed connectors marked leaving, to say once when the mark runs out. */
+  const marked = new Set<string>();
   const abort = new AbortController();
 
   const drop = (address: string, why: string) => {
@@ -48,7 +54,8 @@ export function followConnectors(opts: {
       drop(a.address, "leaving");
       // Listed in peers.connectors, it stays; its drain is expected, and said once here rather
       // than by a warning for every call it would refuse.
-      if (fixed.has(a.address) && pool.setLeaving(a.address, true)) {
+      if (fixed.has(a.address) && pool.setLeaving(a.address, true, opts.leavingMs)) {
+        marked.add(a.address);
         logger.info({ connector: a.address, id: a.id }, "connector leaving");
       }
       return;
@@ -57,6 +64,7 @@ export function followConnectors(opts: {
       pool.add(a.address, opts.transportFor(a.address));
       logger.info({ connector: a.address, id: a.id, providers: a.providers }, "connector joined");
     } else if (pool.setLeaving(a.address, false)) {
+      marked.delete(a.address);
       logger.info({ connector: a.address, id: a.id, providers: a.providers }, "connector back");
     }
     seen.set(a.address, { lastMs: now(), heartbeatMs: a.heartbeatMs || 2_000, id: a.id });
@@ -75,6 +83,11 @@ export function followConnectors(opts: {
 
   const sweep = setInterval(() => {
     const t = now();
+    for (const address of marked) {
+      if (pool.isLeaving(address)) continue;
+      marked.delete(address);
+      logger.info({ connector: address }, "connector drain over; calling it again");
+    }
     // Without NATS no heartbeat can arrive: keep the last known members until it is back.
     if (!bus.connected()) {
       for (const s of seen.values()) s.lastMs = t;
