@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { get as httpGet } from "node:http";
+import { get as httpGet, maxHeaderSize } from "node:http";
 import { get as httpsGet } from "node:https";
 import { hostname, networkInterfaces } from "node:os";
 import type { Client, ConnectRouter, Transport } from "@connectrpc/connect";
@@ -68,6 +68,19 @@ const HOP_SESSIONS_PER_PEER = 2;
  * closed: as long as an idle HTTP/1.1 keep-alive connection (dual-server.ts).
  */
 const H2_IDLE_TIMEOUT_MS = 65_000;
+
+/**
+ * The largest request head a client may send the public port over HTTP/2: HTTP/1.1's bound
+ * (Node's maxHeaderSize, 16 KB of field names and values) in HTTP/2's count, which adds 32 bytes
+ * a field, with room for ten fields' worth of it (as Go's HTTP/2 server pads its own bound).
+ */
+const H2_MAX_HEADER_LIST_SIZE = maxHeaderSize + 10 * 32;
+/**
+ * Fields a request head may have on the public port over HTTP/2: more than fit in its size bound
+ * (each counts at least 32 bytes), so the size is the one bound that counts, as on HTTP/1.1.
+ * Node's default, 128, refused a head of 150 small fields that HTTP/1.1 takes.
+ */
+const H2_MAX_HEADER_LIST_PAIRS = Math.ceil(H2_MAX_HEADER_LIST_SIZE / 32);
 
 /**
  * Composes the services this process runs. Services in the same process call each other
@@ -212,10 +225,13 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
     });
     servers.push({
       name: "ingress",
-      // Only the public port bounds a connection's streams: the fabric's own hops are unbounded.
+      // Only the public port bounds a connection's streams, its idle time and its request heads:
+      // the fabric's own hops keep Node's defaults.
       server: createDualServer(ingress.handler, {
         maxConcurrentStreams: config.server.http2_max_concurrent_streams,
         h2IdleTimeoutMs: H2_IDLE_TIMEOUT_MS,
+        maxHeaderListSize: H2_MAX_HEADER_LIST_SIZE,
+        maxHeaderListPairs: H2_MAX_HEADER_LIST_PAIRS,
       }),
       // The router in this process answers its calls first: only it knows their attempts.
       onCut: () => {

@@ -514,3 +514,77 @@ describe("an HTTP/2 connection's open streams", () => {
     expect(session.remoteSettings.maxConcurrentStreams).toBe(2 ** 32 - 1);
   });
 });
+
+describe("an HTTP/2 request's head", () => {
+  const BOUND = 16_384;
+
+  /** What one request with `extra` headers gets: its status and request id, or the reset's code. */
+  function askWith(session: http2.ClientHttp2Session, extra: http2.OutgoingHttpHeaders) {
+    return new Promise<string>((resolve) => {
+      const stream = session.request({ ":path": "/head", ...extra });
+      let answer = "";
+      stream.on("response", (h) => {
+        answer = `${h[":status"]} ${h["grpc-status"] ?? h["x-request-id"] ?? ""}`;
+      });
+      stream.resume();
+      stream.on("error", () => {});
+      stream.on("close", () => resolve(answer || `reset ${stream.rstCode}`));
+    });
+  }
+
+  async function connect(opts: Parameters<typeof createDualServer>[1]) {
+    const server = createDualServer(handler(), opts);
+    servers.push(server);
+    const session = http2.connect(`http://127.0.0.1:${await server.listen(0, "127.0.0.1")}`);
+    sessions.push(session);
+    return session;
+  }
+  const bounded = () => connect({ maxHeaderListSize: BOUND, maxHeaderListPairs: BOUND / 32 });
+  const settled = (session: http2.ClientHttp2Session) =>
+    new Promise((resolve) => session.once("remoteSettings", resolve));
+  const over = { "x-request-id": "r-over", "x-big": "a".repeat(BOUND) };
+  const fields150 = Object.fromEntries(Array.from({ length: 150 }, (_, i) => [`x-h${i}`, "v"]));
+  const RESET = `reset ${http2.constants.NGHTTP2_ENHANCE_YOUR_CALM}`;
+
+  it("is bounded when asked: advertised, reset past it once the client has it, and the connection serves on", async () => {
+    const session = await bounded();
+    await settled(session);
+    expect(session.remoteSettings.maxHeaderListSize).toBe(BOUND);
+    expect(await askWith(session, over)).toBe(RESET);
+    // Just under the bound, as HTTP/2 counts it: 32 bytes a field, pseudo-headers included.
+    const sent = { ":method": "GET", ":path": "/head", ":scheme": "http", ":authority": "x" };
+    const counted = Object.entries(sent).reduce((n, [k, v]) => n + k.length + v.length + 32, 0);
+    const under = { ...sent, "x-big": "a".repeat(BOUND - counted - "x-big".length - 32) };
+    expect(await askWith(session, under)).toMatch(/^200 /);
+    expect(await askWith(session, { ...under, "x-big": `${under["x-big"]}a` })).toBe(RESET);
+    expect(await askWith(session, under)).toMatch(/^200 /);
+    expect(session.destroyed).toBe(false);
+  });
+
+  it("sent before the client has the bound, is answered 431 (a gRPC call RESOURCE_EXHAUSTED)", async () => {
+    // Asked at once, these go out before the client has the server's settings, let alone
+    // acknowledged them: Node holds heads to the bound only after that.
+    const session = await bounded();
+    const grpc = { ...over, "content-type": "application/grpc" };
+    const [plain, call] = await Promise.all([askWith(session, over), askWith(session, grpc)]);
+    expect(plain).toBe("431 r-over");
+    expect(call).toBe("200 8");
+    expect(await askWith(session, {})).toMatch(/^200 /);
+  });
+
+  it("may have as many fields as fit in its size when asked, where Node's default refuses 150", async () => {
+    const session = await bounded();
+    await settled(session);
+    expect(await askWith(session, fields150)).toMatch(/^200 /);
+    const unbounded = await connect({});
+    await settled(unbounded);
+    expect(await askWith(unbounded, fields150)).toBe(RESET);
+  });
+
+  it("is not bounded in size unless asked, as the fabric's own hops need", async () => {
+    const session = await connect({});
+    await settled(session);
+    expect(session.remoteSettings.maxHeaderListSize).toBe(2 ** 32 - 1);
+    expect(await askWith(session, over)).toMatch(/^200 /);
+  });
+});

@@ -127,6 +127,57 @@ export interface DualServerOptions {
    * need (a router keeps one connection to each connector however quiet it is).
    */
   h2IdleTimeoutMs?: number;
+  /**
+   * The largest head an HTTP/2 request may have, counted as HTTP/2 counts it (RFC 9113 §6.5.2:
+   * each field's name and value, plus 32 bytes), advertised in the connection's SETTINGS
+   * (MAX_HEADER_LIST_SIZE). Once the client has acknowledged it, Node resets a stream whose head
+   * is larger (ENHANCE_YOUR_CALM) before any handler sees it; one sent before then gets a bare
+   * 431, as HTTP/1.1's are. Unset: Node's defaults, nothing advertised.
+   */
+  maxHeaderListSize?: number;
+  /**
+   * How many fields an HTTP/2 request's head may have, pseudo-headers included; Node resets a
+   * stream with more (ENHANCE_YOUR_CALM). Unset: Node's default, 128.
+   */
+  maxHeaderListPairs?: number;
+}
+
+/** An HTTP/2 head's size as HTTP/2 counts it: each field's name and value, plus 32 bytes. */
+function headerListSize(rawHeaders: string[]): number {
+  // Node decodes HTTP/2 field names and values one byte to a character, so lengths are octets.
+  let size = 0;
+  for (const field of rawHeaders) size += field.length;
+  return size + (rawHeaders.length / 2) * 32;
+}
+
+/**
+ * Answers a stream whose head is over `bound`: a bare 431, as HTTP/1.1's clientError does, or
+ * to a gRPC call RESOURCE_EXHAUSTED, which is what grpc-js reports of Node's own reset (gRPC
+ * clients read an HTTP status other than 200 as UNKNOWN).
+ */
+function refuseHead(
+  stream: http2.ServerHttp2Stream,
+  headers: http2.IncomingHttpHeaders,
+  bound: number,
+): void {
+  const sent = headers["x-request-id"];
+  const id = requestIdOf(typeof sent === "string" ? sent : undefined);
+  const type = headers["content-type"];
+  const grpc = type === "application/grpc" || type?.startsWith("application/grpc+") === true;
+  stream.respond(
+    grpc
+      ? {
+          ":status": 200,
+          "content-type": type,
+          "grpc-status": "8",
+          "grpc-message": `request headers over the ${bound} bytes this server takes`,
+          "x-request-id": id,
+        }
+      : { ":status": 431, "x-request-id": id },
+    { endStream: true },
+  );
+  // The answer is whole: a body still coming is not wanted (RFC 9113 §8.1).
+  if (!stream.endAfterHeaders) stream.close(http2.constants.NGHTTP2_NO_ERROR);
 }
 
 /** Closes `session` once it has had no stream open for `idleMs` (from its start, or its last stream's end). */
@@ -213,10 +264,17 @@ export function createDualServer(handler: DualHandler, opts: DualServerOptions =
   // checks for the connections handed to it. Without them a kept-alive connection could trickle
   // its next request's head, or a GatewayService body, forever. close() stops the checks.
   h1.emit("listening");
+  const settings: http2.Settings = {};
+  if (opts.maxConcurrentStreams !== undefined)
+    settings.maxConcurrentStreams = opts.maxConcurrentStreams;
+  if (opts.maxHeaderListSize !== undefined) settings.maxHeaderListSize = opts.maxHeaderListSize;
   const h2 = http2.createServer(
-    opts.maxConcurrentStreams === undefined
-      ? {}
-      : { settings: { maxConcurrentStreams: opts.maxConcurrentStreams } },
+    {
+      settings,
+      ...(opts.maxHeaderListPairs === undefined
+        ? {}
+        : { maxHeaderListPairs: opts.maxHeaderListPairs }),
+    },
     handler,
   );
   const continues = handler.continues;
@@ -235,7 +293,8 @@ export function createDualServer(handler: DualHandler, opts: DualServerOptions =
     });
   }
   const take = handler.stream;
-  if (take) {
+  const headBound = opts.maxHeaderListSize;
+  if (take || headBound !== undefined) {
     // Node's compatibility API is the server's 'stream' listener, added for the request handler:
     // streams the handler takes never reach it.
     const compat = h2.listeners("stream") as Array<(...args: unknown[]) => void>;
@@ -245,7 +304,11 @@ export function createDualServer(handler: DualHandler, opts: DualServerOptions =
       flags: number,
       rawHeaders: string[],
     ) => {
-      if (take(stream, headers)) return;
+      // Node holds heads to the bound only once the client has acknowledged it; a stream sent
+      // before then (a new connection's first calls) is held to it here.
+      if (headBound !== undefined && headerListSize(rawHeaders) > headBound)
+        return refuseHead(stream, headers, headBound);
+      if (take?.(stream, headers)) return;
       for (const listener of compat) listener.call(h2, stream, headers, flags, rawHeaders);
     };
     h2.removeAllListeners("stream");
