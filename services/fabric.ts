@@ -53,6 +53,11 @@ export interface FabricOptions {
    * end may run either; "connect" is kept for comparison (bench) and as a fallback.
    */
   transport?: FabricTransport;
+  /**
+   * How long a client's HTTP/2 connection to the ingress port may carry no call before it is
+   * closed (default H2_IDLE_TIMEOUT_MS; tests shorten it).
+   */
+  h2IdleTimeoutMs?: number;
 }
 
 export type FabricTransport = "hop" | "connect";
@@ -229,7 +234,7 @@ export async function startFabric(opts: FabricOptions): Promise<Fabric> {
       // the fabric's own hops keep Node's defaults.
       server: createDualServer(ingress.handler, {
         maxConcurrentStreams: config.server.http2_max_concurrent_streams,
-        h2IdleTimeoutMs: H2_IDLE_TIMEOUT_MS,
+        h2IdleTimeoutMs: opts.h2IdleTimeoutMs ?? H2_IDLE_TIMEOUT_MS,
         maxHeaderListSize: H2_MAX_HEADER_LIST_SIZE,
         maxHeaderListPairs: H2_MAX_HEADER_LIST_PAIRS,
       }),

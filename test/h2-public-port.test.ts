@@ -4,14 +4,17 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import OpenAI from "openai";
+import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ChatParamsSchema, Role } from "../gen/switchyard/chat/v1/chat_pb.js";
 import { GatewayService } from "../gen/switchyard/gateway/v1/gateway_pb.js";
+import { type Fabric, startFabric } from "../services/fabric.js";
 import { grpcJsGatewayClient } from "./clients/grpc-js-gateway.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
 
 // What the ingress port holds an HTTP/2 client to, as the fabric starts it: a request's head to
-// HTTP/1.1's bound.
+// HTTP/1.1's bound, and a connection with no call open to HTTP/1.1's keep-alive time. The
+// fabric's internal ports keep Node's defaults.
 const CONFIG = testConfig(`
 providers: { mock: { type: mock, tokens: 3 } }
 models: { demo: { targets: [{ provider: mock, model: m }] } }
@@ -146,5 +149,60 @@ describe("a request's head on the ingress port", () => {
     expect(await outcome(fields150)).toBe("ok");
     expect(await outcome(tooLarge)).toBe("Internal");
     expect(await outcome({})).toBe("ok");
+  });
+});
+
+describe("an HTTP/2 connection with no call open", () => {
+  const IDLE_MS = 300;
+  let fabric: Fabric;
+  beforeAll(async () => {
+    // The ingress and a connector, each on its own port, as in separate processes.
+    fabric = await startFabric({
+      config: CONFIG,
+      services: new Set(["ingress", "connector"]),
+      logger: pino({ level: "silent" }),
+      listen: {
+        ingress: { host: "127.0.0.1", port: 0 },
+        connector: { host: "127.0.0.1", port: 0 },
+      },
+      h2IdleTimeoutMs: IDLE_MS,
+    });
+  });
+  afterAll(async () => {
+    await fabric?.stop(1000);
+  });
+
+  /** A connection to `port` once it has the server's settings, and when it closed. */
+  async function idleConnection(port: number | undefined) {
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    session.on("error", () => {});
+    const goaway = new Promise<number>((resolve) => session.once("goaway", resolve));
+    const closed = new Promise<number>((resolve) =>
+      session.once("close", () => resolve(performance.now())),
+    );
+    await settled(session);
+    return { session, goaway, closed, since: performance.now() };
+  }
+
+  it("to the ingress port is closed with GOAWAY (NO_ERROR) once idle past its time", async () => {
+    const { session, goaway, closed, since } = await idleConnection(fabric.ports.ingress);
+    try {
+      const stillOpen = new Promise((r) => setTimeout(r, IDLE_MS * 10, "still open"));
+      expect(await Promise.race([goaway, stillOpen])).toBe(http2.constants.NGHTTP2_NO_ERROR);
+      expect((await closed) - since).toBeLessThan(IDLE_MS * 10);
+    } finally {
+      session.destroy();
+    }
+  });
+
+  it("to an internal port stays open, and holds no head bound", async () => {
+    const { session } = await idleConnection(fabric.ports.connector);
+    try {
+      expect(session.remoteSettings.maxHeaderListSize).toBe(2 ** 32 - 1);
+      await new Promise((r) => setTimeout(r, IDLE_MS * 10));
+      expect(session.closed).toBe(false);
+    } finally {
+      session.close();
+    }
   });
 });
