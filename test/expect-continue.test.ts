@@ -4,6 +4,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ChatParamsSchema, Role } from "../gen/switchyard/chat/v1/chat_pb.js";
 import { ChatRequestSchema, GatewayService } from "../gen/switchyard/gateway/v1/gateway_pb.js";
+import { drainBounds } from "../services/ingress/refused-body.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
 
 // `Expect: 100-continue` (curl sends it for bodies over 1 KB): a body announced over
@@ -11,12 +12,24 @@ import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabri
 // upload it; one within the limit is asked for, and answered. On a raw socket, so that what the
 // server sends before the body is seen as it is.
 const LIMIT = 4096;
+/** The key the gateway's one tenant has ("test"), and one it does not know. */
+const KEY = "test";
+const BAD_KEY = "not-a-key";
+/**
+ * How long a refused body that is still coming is read and thrown away, raised from its 2 s for
+ * these tests: an answer or a stream that waited on it would be 60 s late, so an answer that
+ * comes within a tenth of that did not wait.
+ */
+const DRAIN_MS = 60_000;
+const drainDefaults = { ...drainBounds };
 let gw: RunningFabric;
 
 beforeAll(async () => {
+  Object.assign(drainBounds, { maxMs: DRAIN_MS });
   gw = await startOneProcess(
     testConfig(`
 server: { max_body_bytes: ${LIMIT} }
+tenants: { t: { keys: ["sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"] } }
 providers: { mock: { type: mock, tokens: 3 } }
 models: { demo: { targets: [{ provider: mock, model: m }] } }
 `),
@@ -25,6 +38,7 @@ models: { demo: { targets: [{ provider: mock, model: m }] } }
 
 afterAll(async () => {
   await gw?.stop();
+  Object.assign(drainBounds, drainDefaults);
 });
 
 interface Exchange {
@@ -84,9 +98,16 @@ function bodyOf(received: string): string {
   }
 }
 
-const head = (path: string, contentType: string, length: number, expect = "100-continue") =>
+const head = (
+  path: string,
+  contentType: string,
+  length: number,
+  expect = "100-continue",
+  key = KEY,
+) =>
   `POST ${path} HTTP/1.1
 Host: 127.0.0.1
+Authorization: Bearer ${key}
 Content-Type: ${contentType}
 Content-Length: ${length}
 Expect: ${expect}
@@ -186,7 +207,7 @@ describe("an Expect other than 100-continue", () => {
     expect(received).not.toMatch(/chat\.completion/);
     const next = await fetch(`${gw.url}/v1/chat/completions`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", authorization: `Bearer ${KEY}` },
       body: chatJson(),
     });
     expect(next.status).toBe(200);
@@ -194,72 +215,135 @@ describe("an Expect other than 100-continue", () => {
   });
 });
 
-describe("over HTTP/2, a body announced over max_body_bytes, with Expect: 100-continue", () => {
-  /**
-   * Sends the request's headers and never its body, as a client not told to continue does; what
-   * it gets back, and whether the server ended the stream by itself, without the client ending
-   * its side. A refused body that is being sent is read and thrown away for up to 2 s before the
-   * stream is cut; this one is not coming, so its stream has nothing to wait for.
-   */
-  function withheldBody(session: http2.ClientHttp2Session, path: string, type: string) {
-    return new Promise<{ status: number; body: string; closed: boolean; rstCode: number }>(
-      (resolve, reject) => {
-        const stream = session.request(
-          {
-            ":method": "POST",
-            ":path": path,
-            "content-type": type,
-            "content-length": String(OVER),
-            expect: "100-continue",
-          },
-          { endStream: false },
-        );
-        let status = 0;
-        let body = "";
-        stream.on("response", (headers) => {
-          status = Number(headers[":status"]);
-        });
-        stream.on("continue", () => reject(new Error("the server asked for the body")));
-        stream.setEncoding("utf8");
-        stream.on("data", (d: string) => {
-          body += d;
-        });
-        stream.on("error", reject);
-        // Far below the 2 s a drain waits, far above what ending the stream at once takes.
-        const timer = setTimeout(() => {
-          resolve({ status, body, closed: false, rstCode: -1 });
-          stream.close(http2.constants.NGHTTP2_CANCEL);
-        }, 1000);
-        stream.on("close", () => {
-          clearTimeout(timer);
-          resolve({ status, body, closed: true, rstCode: stream.rstCode ?? -1 });
-        });
-      },
+describe("a request refused from its headers (a key the gateway does not know), with Expect: 100-continue", () => {
+  it("with a body over the limit: 401 at once, no 100 Continue, the body never sent", async () => {
+    const { received, beforeBody } = await exchange(
+      head("/v1/chat/completions", "application/json", OVER, "100-continue", BAD_KEY),
+      chatJson(OVER),
     );
+    expect(received).not.toMatch(/^HTTP\/1\.1 100/m);
+    expect(beforeBody).toMatch(/^HTTP\/1\.1 401 /);
+    expect(beforeBody).toMatch(/\r\nconnection: close\r\n/i);
+    expect(received).toMatch(/"code":"invalid_api_key"/);
+  });
+
+  it("with a body within the limit: 100 Continue, and 401 without waiting for the body", async () => {
+    const body = chatJson();
+    const { received } = await exchange(
+      head("/v1/chat/completions", "application/json", body.length, "100-continue", BAD_KEY),
+      body,
+    );
+    const asked = "HTTP/1.1 100 Continue\r\n\r\n";
+    expect(received.startsWith(asked)).toBe(true);
+    expect(received.slice(asked.length)).toMatch(/^HTTP\/1\.1 401 /);
+    expect(received).toMatch(/"code":"invalid_api_key"/);
+  });
+});
+
+describe("over HTTP/2, with Expect: 100-continue", () => {
+  interface Outcome {
+    status: number;
+    body: string;
+    /** Whether the server asked for the body (100 Continue). */
+    continued: boolean;
+    /** Whether the stream ended within a tenth of the drain bound, and its reset code. */
+    closed: boolean;
+    rstCode: number;
+  }
+
+  /**
+   * Sends a request's headers, and its body only if the server asks for it (as a client that
+   * asked `Expect: 100-continue` does); what it gets back, and whether the server ended the
+   * stream by itself within a tenth of DRAIN_MS, without the client ending its side. A refused
+   * body that is being sent is read and thrown away for up to DRAIN_MS before the stream is cut;
+   * one that is not coming leaves nothing to wait for.
+   */
+  function expecting(
+    session: http2.ClientHttp2Session,
+    path: string,
+    opts: { key?: string; length: number; body?: Buffer },
+  ) {
+    return new Promise<Outcome>((resolve, reject) => {
+      const stream = session.request(
+        {
+          ":method": "POST",
+          ":path": path,
+          "content-type": "application/json",
+          authorization: `Bearer ${opts.key ?? KEY}`,
+          "content-length": String(opts.length),
+          expect: "100-continue",
+        },
+        { endStream: false },
+      );
+      const out: Outcome = { status: 0, body: "", continued: false, closed: false, rstCode: -1 };
+      stream.on("response", (headers) => {
+        out.status = Number(headers[":status"]);
+      });
+      stream.on("continue", () => {
+        out.continued = true;
+        if (opts.body) stream.end(opts.body);
+        else reject(new Error("the server asked for a body it should have refused"));
+      });
+      stream.setEncoding("utf8");
+      stream.on("data", (d: string) => {
+        out.body += d;
+      });
+      stream.on("error", reject);
+      const timer = setTimeout(() => {
+        resolve(out);
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+      }, DRAIN_MS / 10);
+      stream.on("close", () => {
+        clearTimeout(timer);
+        resolve({ ...out, closed: true, rstCode: stream.rstCode ?? -1 });
+      });
+    });
+  }
+
+  async function onOneConnection(run: (session: http2.ClientHttp2Session) => Promise<void>) {
+    const session = http2.connect(gw.url);
+    try {
+      await run(session);
+      // The connection serves on.
+      const next = await new Promise<number>((resolve, reject) => {
+        const stream = session.request({ ":method": "GET", ":path": "/v1/models" });
+        stream.on("response", (h) => resolve(Number(h[":status"])));
+        stream.on("error", reject);
+        stream.resume();
+      });
+      expect(next).toBe(401);
+    } finally {
+      session.close();
+    }
   }
 
   it.each([
-    ["/v1/chat/completions", "application/json", /"code":"request_too_large"/],
-    ["/v1/messages", "application/json", /"type":"request_too_large"/],
+    ["/v1/chat/completions", KEY, 413, /"code":"request_too_large"/],
+    ["/v1/messages", KEY, 413, /"type":"request_too_large"/],
+    ["/v1/chat/completions", BAD_KEY, 401, /"code":"invalid_api_key"/],
+    ["/v1/messages", BAD_KEY, 401, /"type":"authentication_error"/],
   ])(
-    "%s: 413 at once, and the stream ends without waiting for a body that is not coming",
-    async (path, type, envelope) => {
-      const session = http2.connect(gw.url);
-      try {
-        const first = await withheldBody(session, path, type);
-        expect(first).toMatchObject({ status: 413, closed: true, rstCode: 0 });
-        expect(first.body).toMatch(envelope);
-        // The connection serves on.
-        const next = await new Promise<number>((resolve, reject) => {
-          const stream = session.request({ ":method": "GET", ":path": "/v1/models" });
-          stream.on("response", (h) => resolve(Number(h[":status"])));
-          stream.on("error", reject);
-          stream.resume();
-        });
-        expect(next).toBe(200);
-      } finally {
-        session.close();
-      }
+    "%s, a body over the limit, key %s: %d at once, and the stream ends without waiting for a body that is not coming",
+    async (path, key, status, envelope) => {
+      await onOneConnection(async (session) => {
+        const outcome = await expecting(session, path, { key, length: OVER });
+        // Reset with NO_ERROR right after the answer (RFC 9113 §8.1): the answer is whole.
+        expect(outcome).toMatchObject({ status, continued: false, closed: true, rstCode: 0 });
+        expect(outcome.body).toMatch(envelope);
+      });
     },
   );
+
+  it("a body within the limit and a key the gateway does not know: 100 Continue, then 401 once the body has come", async () => {
+    await onOneConnection(async (session) => {
+      const body = chatJson();
+      const outcome = await expecting(session, "/v1/chat/completions", {
+        key: BAD_KEY,
+        length: body.length,
+        body,
+      });
+      expect(outcome).toMatchObject({ status: 401, continued: true, closed: true, rstCode: 0 });
+      expect(outcome.body).toMatch(/"code":"invalid_api_key"/);
+    });
+  });
 });

@@ -8,9 +8,11 @@ import { bodyWithheld } from "../lib/http/dual-server.js";
 // still sending when the answer ends (and, on HTTP/1.1, the connection closes) sees a broken
 // stream or pipe instead of the answer.
 
-/** How much more of a refused body is read, and for how long, before its connection or stream is cut. */
-const DRAIN_MAX_BYTES = 16 * 1024 * 1024;
-const DRAIN_MAX_MS = 2_000;
+/**
+ * How much more of a refused body is read, and for how long, before its connection or stream is
+ * cut. Tests change them.
+ */
+export const drainBounds = { maxBytes: 16 * 1024 * 1024, maxMs: 2_000 };
 
 /**
  * How long an HTTP/1.1 connection cut with its refused body still coming lingers once its answer
@@ -33,7 +35,7 @@ export const lingerBounds = { maxMs: 5_000, quietMs: 1_000, maxBytes: 64 * 1024 
  * session's memory, and after about 10 MB of refused bodies (its default maxSessionMemory) fails
  * every new call on the connection with ENHANCE_YOUR_CALM. Reading the rest but ending first is
  * no better, and neither is a reset: only an answer that ends after the body does (measured with
- * Node 20's client). A body that goes on past DRAIN_MAX_BYTES or DRAIN_MAX_MS more is cut: the
+ * Node 20's client). A body that goes on longer than drainBounds allows is cut: the
  * answer ends and the stream is reset with NO_ERROR, which frees what the server held of it.
  */
 export function endAfterBody(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): void {
@@ -47,7 +49,7 @@ export function endAfterBody(req: http2.Http2ServerRequest, res: http2.Http2Serv
     }
     // Its client asked `Expect: 100-continue` and was not told to continue: it sends no body.
     // The answer is complete, so the stream is reset with NO_ERROR at once (RFC 9113 §8.1), and
-    // whatever the server held of it goes now rather than after DRAIN_MAX_MS.
+    // whatever the server held of it goes now rather than after drainBounds.maxMs.
     if (bodyWithheld(req)) {
       end.apply(this, args);
       if (!stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
@@ -65,9 +67,9 @@ export function endAfterBody(req: http2.Http2ServerRequest, res: http2.Http2Serv
     };
     const onData = (chunk: Buffer) => {
       drained += chunk.length;
-      if (drained > DRAIN_MAX_BYTES) finish(true);
+      if (drained > drainBounds.maxBytes) finish(true);
     };
-    const timer = setTimeout(() => finish(true), DRAIN_MAX_MS);
+    const timer = setTimeout(() => finish(true), drainBounds.maxMs);
     // Straight from the HTTP/2 stream: the request object in front of it only passes data on
     // to a reader, and its reader (connect-node's) gave up on the body. Its listener would
     // queue the rest there and pause the stream; the body goes nowhere now.
@@ -89,8 +91,8 @@ export function endAfterBody(req: http2.Http2ServerRequest, res: http2.Http2Serv
  * with `Connection: close`. Sent at once, with the connection closed behind it, it met a client
  * still sending its body as a broken pipe (EPIPE), not as the answer. Whatever writes the
  * answer (connect-node, REST) writes as always: its head and body wait in the corked socket, its
- * end() until the body has come (Node's end() uncorks the socket). A body that goes on past
- * DRAIN_MAX_BYTES or DRAIN_MAX_MS more is cut: the answer is sent, and the connection lingers
+ * end() until the body has come (Node's end() uncorks the socket). A body that goes on
+ * longer than drainBounds allows is cut: the answer is sent, and the connection lingers
  * behind it (lingerThenClose). A body whose client was told not to send it (bodyWithheld) is not
  * waited for.
  */
@@ -131,9 +133,9 @@ export function answerAfterBody(req: http.IncomingMessage, res: http.ServerRespo
   };
   const onData = (chunk: Buffer) => {
     drained += chunk.length;
-    if (drained > DRAIN_MAX_BYTES) release(true);
+    if (drained > drainBounds.maxBytes) release(true);
   };
-  const timer = setTimeout(() => release(true), DRAIN_MAX_MS);
+  const timer = setTimeout(() => release(true), drainBounds.maxMs);
   // The reader that refused the body (connect-node's iterator, REST's readBody) gave up on it:
   // its listeners would keep what comes, or hold the stream to their own pace.
   req.removeAllListeners("data");
