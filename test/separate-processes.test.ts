@@ -204,12 +204,15 @@ describe("separate processes", () => {
     }
     // Health travelled prober → NATS KV → router: the router no longer tries the first target.
     expect(attempts).toBe("1");
-    const chatPostsBefore = first.requests.filter((r) => r.method === "POST").length;
+    // Told apart by its prompt: the prober's own calls (POSTs too) go on meanwhile.
+    const prompt = `again ${randomUUID()}`;
     await client.chat.completions.create({
       model: "chat",
-      messages: [{ role: "user", content: "again" }],
+      messages: [{ role: "user", content: prompt }],
     });
-    expect(first.requests.filter((r) => r.method === "POST").length).toBe(chatPostsBefore);
+    const sent = (r: { body?: unknown }) => JSON.stringify(r.body ?? null).includes(prompt);
+    expect(second.requests.filter(sent)).toHaveLength(1);
+    expect(first.requests.filter(sent)).toEqual([]);
     first.setBehavior({ kind: "answer", text: "from the first" });
   });
 
