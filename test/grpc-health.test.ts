@@ -1,8 +1,14 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import {
+  compressionGzip,
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+} from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import pino from "pino";
+import { request as undiciRequest } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   Health,
@@ -48,9 +54,9 @@ afterAll(async () => {
   await gw?.stop();
 });
 
-describe("grpc.health.v1.Health on the ingress port", () => {
-  const address = () => new URL(gw.url).host;
+const address = () => new URL(gw.url).host;
 
+describe("grpc.health.v1.Health on the ingress port", () => {
   it("answers SERVING for the server and for GatewayService, without a key", async () => {
     expect(await grpcJsCheck(address(), "")).toBe(ServingStatus.SERVING);
     expect(await grpcJsCheck(address(), "switchyard.gateway.v1.GatewayService")).toBe(
@@ -89,5 +95,111 @@ models: { demo: { targets: [{ provider: demo, model: m }] } }
     } finally {
       await fabric.stop(1000);
     }
+  });
+});
+
+describe("a health request whose service name is not valid UTF-8", () => {
+  // 0xff is never UTF-8. protobuf-es writes a message's unknown fields as they are: one numbered
+  // as `service` (1, length-delimited) puts these bytes on the wire as the service name.
+  const INVALID = Buffer.concat([Buffer.from("grpc."), Buffer.from([0xff]), Buffer.from("!")]);
+  const MESSAGE = `service is not valid UTF-8 (an invalid byte sequence starts at byte offset 5 of the field); proto3 string fields must be UTF-8`;
+  const invalidRequest = () => {
+    const req = create(HealthCheckRequestSchema);
+    req.$unknown = [
+      { no: 1, wireType: 2, data: Buffer.concat([Buffer.from([INVALID.length]), INVALID]) },
+    ];
+    return req;
+  };
+  /** The code and message a Check, then a Watch, ended with; a valid Check must still pass. */
+  async function refusals(transport: Transport) {
+    const client = createClient(Health, transport);
+    expect((await client.check({ service: "" })).status).toBe(ServingStatus.SERVING);
+    const check = await client.check(invalidRequest()).then(
+      () => undefined,
+      (e: unknown) => ConnectError.from(e),
+    );
+    const watch = await (async () => {
+      for await (const _ of client.watch(invalidRequest())) {
+        // nothing is expected
+      }
+    })().then(
+      () => undefined,
+      (e: unknown) => ConnectError.from(e),
+    );
+    return [check, watch].map((e) => ({ code: e?.code, message: e?.rawMessage }));
+  }
+  // Every message sent compressed (gzip), however short, when `gzip` is true.
+  const sending = (gzip: boolean) =>
+    gzip ? { sendCompression: compressionGzip, compressMinBytes: 0 } : {};
+
+  it.each([
+    [
+      "Connect",
+      (gzip: boolean) =>
+        createConnectTransport({ baseUrl: gw.url, httpVersion: "2", ...sending(gzip) }),
+    ],
+    ["gRPC", (gzip: boolean) => createGrpcTransport({ baseUrl: gw.url, ...sending(gzip) })],
+    [
+      "gRPC-Web",
+      (gzip: boolean) =>
+        createGrpcWebTransport({ baseUrl: gw.url, httpVersion: "1.1", ...sending(gzip) }),
+    ],
+  ])(
+    "is refused over %s with INVALID_ARGUMENT naming the field, compressed or not, by Check and Watch",
+    async (_name, transport) => {
+      for (const gzip of [false, true]) {
+        expect([gzip, await refusals(transport(gzip))]).toEqual([
+          gzip,
+          [
+            { code: Code.InvalidArgument, message: MESSAGE },
+            { code: Code.InvalidArgument, message: MESSAGE },
+          ],
+        ]);
+      }
+    },
+  );
+
+  it("is refused with INVALID_ARGUMENT by @grpc/grpc-js, by Check and Watch", async () => {
+    const client = new grpc.Client(address(), grpc.credentials.createInsecure());
+    const bytes = Buffer.concat([Buffer.from([0x0a, INVALID.length]), INVALID]);
+    try {
+      const check = await new Promise<grpc.ServiceError | null>((resolve) => {
+        client.makeUnaryRequest(
+          "/grpc.health.v1.Health/Check",
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          bytes,
+          (err: grpc.ServiceError | null) => resolve(err),
+        );
+      });
+      const watch = await new Promise<grpc.ServiceError | null>((resolve) => {
+        const call = client.makeServerStreamRequest(
+          "/grpc.health.v1.Health/Watch",
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          bytes,
+        );
+        call.on("data", () => {});
+        call.on("error", (err: grpc.ServiceError) => resolve(err));
+        call.on("end", () => resolve(null));
+      });
+      for (const err of [check, watch]) {
+        expect(err?.code).toBe(grpc.status.INVALID_ARGUMENT);
+        // Up to the ";", which connect-node percent-encodes and grpc-js leaves so (decodeURI).
+        expect(err?.details).toContain(MESSAGE.split(";", 1)[0]);
+      }
+    } finally {
+      client.close();
+    }
+  });
+
+  it("is refused over Connect's unary protocol with a 400, not a 500", async () => {
+    const res = await undiciRequest(`${gw.url}/grpc.health.v1.Health/Check`, {
+      method: "POST",
+      headers: { "content-type": "application/proto", "connect-protocol-version": "1" },
+      body: Buffer.concat([Buffer.from([0x0a, INVALID.length]), INVALID]),
+    });
+    expect(res.statusCode).toBe(400);
+    expect(await res.body.json()).toEqual({ code: "invalid_argument", message: MESSAGE });
   });
 });

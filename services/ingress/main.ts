@@ -95,10 +95,13 @@ export function buildIngress(deps: {
   });
   // Calls connect-node cannot take as they come (gRPC-Web's text mode), by the same handlers.
   const rpcEdge = createRpcEdge({ ...rpcOptions, logger: deps.logger });
-  // Only GatewayService's paths need connect-node, which parses every request's URL to route
-  // it; the REST routes go straight to their handler.
-  const rpcPrefix = `/${GatewayService.typeName}/`;
-  const healthPrefix = `/${Health.typeName}/`;
+  // Only the RPC services' paths need connect-node, which parses every request's URL to route
+  // it; the REST routes go straight to their handler. The health service's calls go the same
+  // way as GatewayService's (rpc-edge.ts), so that what a client gets wrong in one (a string
+  // that is not UTF-8, a body too large) is refused as its mistake there too.
+  const rpcPrefixes = [`/${GatewayService.typeName}/`, `/${Health.typeName}/`];
+  const isRpc = (url: string | undefined) =>
+    url !== undefined && rpcPrefixes.some((prefix) => url.startsWith(prefix));
   const cors = createCors(deps.config.server.cors_origins);
   const maxBody = deps.config.server.max_body_bytes;
   const handler: DualHandler = (req, res) => {
@@ -106,9 +109,7 @@ export function buildIngress(deps: {
       endAfterBody(req as http2.Http2ServerRequest, res as http2.Http2ServerResponse);
     }
     if (cors(req, res)) return; // a preflight answered, or a page refused
-    const url = req.url;
-    const health = url?.startsWith(healthPrefix) === true;
-    if (health || url?.startsWith(rpcPrefix)) {
+    if (isRpc(req.url)) {
       // The id goes on the answer here, so that the errors connect-node gives before the
       // service sees the call (a message over the limit, an undecodable body, a bad deadline,
       // a content type it does not serve) carry it too; the service reads the same id from the
@@ -117,7 +118,6 @@ export function buildIngress(deps: {
       const requestId = requestIdOf(typeof sent === "string" ? sent : undefined);
       req.headers["x-request-id"] = requestId;
       res.setHeader("x-request-id", requestId);
-      if (health) return rpc(req, res);
       capDeadline(req.headers);
       // A request refused before its body was read (over readMaxBytes, undecodable) leaves the
       // rest unread, and Node then stops reading the connection: on HTTP/1.1 the next request
@@ -133,7 +133,7 @@ export function buildIngress(deps: {
   // A body announced too large is refused from its headers (REST's readBody, rpcEdge): a client
   // that asks `Expect: 100-continue` is not told to send it, so it never uploads it.
   handler.continues = (req) => {
-    if (req.url?.startsWith(rpcPrefix)) return !rpcBodyTooLarge(req, maxBody);
+    if (isRpc(req.url)) return !rpcBodyTooLarge(req, maxBody);
     const declared = declaredLength(req);
     return declared === undefined || declared <= maxBody;
   };

@@ -27,8 +27,8 @@ export interface RpcEdgeOptions extends Partial<UniversalHandlerOptions> {
 }
 
 /**
- * GatewayService calls, served by connect-node's handlers (built from the same routes and
- * options) with what its adapter does not do: a binary request message whose strings are not
+ * RPC calls (GatewayService's and the health service's), served by connect-node's handlers
+ * (built from the same routes and options) with what its adapter does not do: a binary request message whose strings are not
  * UTF-8 is refused with INVALID_ARGUMENT (utf8-gate.ts), where connect-node's parse says
  * INTERNAL; gRPC-Web's text mode is translated (grpc-web-text.ts); and a call that announces a
  * body larger than it may send (rpcBodyTooLarge) is refused without reading a byte of it.
@@ -43,7 +43,7 @@ export function createRpcEdge(options: RpcEdgeOptions): (req: Req, res: Res) => 
   const methods = new Map<string, { name: string; serve: UniversalHandlerFn }>();
   for (const handler of router.handlers) {
     methods.set(handler.requestPath, {
-      name: handler.method.name,
+      name: `${handler.service.typeName}/${handler.method.name}`,
       serve: utf8Checked(handler, options.readMaxBytes),
     });
   }
@@ -66,7 +66,7 @@ export function createRpcEdge(options: RpcEdgeOptions): (req: Req, res: Res) => 
         if (ConnectError.from(reason).code === Code.Aborted) return;
         options.logger.error(
           { err: reason, method: method.name },
-          "GatewayService call failed outside its handler",
+          "RPC call failed outside its handler",
         );
       });
     return true;
@@ -74,7 +74,7 @@ export function createRpcEdge(options: RpcEdgeOptions): (req: Req, res: Res) => 
 }
 
 /**
- * Whether a GatewayService request announces (Content-Length) a body larger than one message of
+ * Whether an RPC request announces (Content-Length) a body larger than one message of
  * `maxMessageBytes` in its frame, base64-encoded in gRPC-Web's text mode. Connect's unary bodies
  * have no frame; connect-node holds them to the limit itself, from the same header.
  */

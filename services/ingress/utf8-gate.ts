@@ -13,10 +13,10 @@ import { FRAME_PREFIX_BYTES } from "./grpc-web-text.js";
 // message before connect-node does and refuses one whose string fields are not UTF-8 with
 // INVALID_ARGUMENT naming the field, as a Connect JSON body that is not UTF-8 is refused
 // (main.ts). Reading the body fails, and connect-node answers that in the call's own protocol,
-// as for a body announced too large (rpc-edge.ts). Every GatewayService method takes one request
-// message, which connect-node reads whole before the handler starts, so holding it back here
-// delays nothing. JSON bodies are not the gate's: connect-node reads them through main.ts's
-// strict decoder.
+// as for a body announced too large (rpc-edge.ts). Every method served there (GatewayService's,
+// the health service's) takes one request message, which connect-node reads whole before the
+// handler starts, so holding it back here delays nothing. JSON bodies are not the gate's:
+// connect-node reads them through main.ts's strict decoder.
 
 /** Binary content types whose body is enveloped messages, and the header naming their compression. */
 const ENVELOPED: ReadonlyMap<string, string> = new Map([
