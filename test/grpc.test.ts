@@ -389,14 +389,19 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
 `),
     );
     const grpcJs = grpcJsGatewayClient(`127.0.0.1:${own.fabric.ports.ingress}`);
-    /** What a client was told of when to come back: retry-after (s) and retry-after-ms. */
-    const waits: Array<{ client: string; code: number; s: number; ms: number }> = [];
+    /**
+     * What a client was told of when to come back: retry-after (s), retry-after-ms and gRPC's
+     * grpc-retry-pushback-ms.
+     */
+    const waits: Array<{ client: string; code: number; s: number; ms: number; pushback: number }> =
+      [];
     const noted = (client: string, code: number, get: (key: string) => unknown) =>
       waits.push({
         client,
         code,
         s: Number(get("retry-after")),
         ms: Number(get("retry-after-ms")),
+        pushback: Number(get("grpc-retry-pushback-ms")),
       });
     try {
       // The first call reaches the upstream: its own 7 s. The others are answered by the
@@ -421,6 +426,15 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
         (e) => ConnectError.from(e),
       );
       noted("connect-node gRPC stream", streamed?.code ?? 0, (k) => streamed?.metadata.get(k));
+      const web = createClient(
+        GatewayService,
+        createGrpcWebTransport({ baseUrl: own.url, httpVersion: "1.1" }),
+      );
+      const webErr = await web.chat({ params: params() }).then(
+        () => undefined,
+        (e) => ConnectError.from(e),
+      );
+      noted("connect-node gRPC-Web", webErr?.code ?? 0, (k) => webErr?.metadata.get(k));
       for (const call of [
         () => grpcJs.chat({ params: params() }),
         () => grpcJs.chatStream({ params: params() }),
@@ -431,15 +445,22 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
         )) as { code: number; metadata: { get(k: string): unknown[] } } | undefined;
         noted("grpc-js", e?.code ?? 0, (k) => e?.metadata.get(k)[0]);
       }
-      expect(waits[0]).toEqual({ client: "connect unary", code: Code.Unavailable, s: 7, ms: 7000 });
+      expect(waits[0]).toEqual({
+        client: "connect unary",
+        code: Code.Unavailable,
+        s: 7,
+        ms: 7000,
+        pushback: 7000,
+      });
       for (const w of waits) {
         expect(w.code).toBe(Code.Unavailable);
+        expect([w.client, w.pushback]).toEqual([w.client, w.ms]);
         expect(w.s).toBeGreaterThanOrEqual(1);
         expect(w.s).toBeLessThanOrEqual(7);
         expect(w.ms).toBeGreaterThan((w.s - 1) * 1000);
         expect(w.ms).toBeLessThanOrEqual(w.s * 1000);
       }
-      expect(waits).toHaveLength(4);
+      expect(waits).toHaveLength(5);
       expect(busy.requests.filter((r) => r.method === "POST")).toHaveLength(1);
       // The same two a REST client is given with its 503.
       const rest = await fetch(`${own.url}/v1/chat/completions`, {

@@ -106,4 +106,26 @@ describe("429 envelopes", () => {
     expect(ce.metadata.get("x-switchyard-limit")).toBe("tpm");
     expect(Failure.from(ce).status).toBe(429);
   });
+
+  it("give gRPC's grpc-retry-pushback-ms with retry-after-ms, -1 past the SDKs' minute", () => {
+    const pushback = (f: Failure) => {
+      const md = connectErrorFor(f, NOW).metadata;
+      return [md.get("retry-after-ms"), md.get("grpc-retry-pushback-ms")];
+    };
+    const busy = (retryAfterMs: number) =>
+      new Failure({ status: 503, kind: "upstream_unavailable", message: "busy", retryAfterMs });
+    expect(pushback(tpm)).toEqual(["1500", "1500"]);
+    expect(pushback(busy(399.2))).toEqual(["400", "400"]);
+    expect(pushback(busy(60_000))).toEqual(["60000", "60000"]);
+    expect(pushback(busy(60_001))).toEqual(["60001", "-1"]);
+    const daily = new LimitExceeded("daily_tokens", "tenant", 1000, 3_600_000, SNAPSHOT);
+    expect(pushback(daily)).toEqual(["3600000", "-1"]);
+    // A 429 no one said when to retry: the second REST's envelopes give.
+    expect(pushback(new Failure({ status: 429, kind: "rate_limited", message: "slow" }))).toEqual([
+      "1000",
+      "1000",
+    ]);
+    // A failure that says nothing of coming back leaves the client's own backoff to decide.
+    expect(pushback(busy(0))).toEqual([null, null]);
+  });
 });

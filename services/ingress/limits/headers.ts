@@ -61,7 +61,9 @@ export function decorateLimitError(
 /**
  * The ConnectError for a Failure. A refused admission also carries the rate-limit metadata; any
  * 429 (an upstream's too), and any other failure that says when to come back (a busy target's
- * 503: UNAVAILABLE), carries `retry-after` and `retry-after-ms`, as REST's answers do.
+ * 503: UNAVAILABLE), carries `retry-after` and `retry-after-ms`, as REST's answers do, and
+ * `grpc-retry-pushback-ms` (gRPC's own, gRFC A6: a client with a retry policy waits exactly that
+ * long before its next attempt, and makes none when it is negative).
  */
 export function connectErrorFor(f: Failure, now: number): ConnectError {
   const ce = f.toConnectError();
@@ -75,6 +77,13 @@ export function connectErrorFor(f: Failure, now: number): ConnectError {
   if (retryAfterMs > 0) {
     ce.metadata.set("retry-after", String(Math.ceil(retryAfterMs / 1000)));
     ce.metadata.set("retry-after-ms", String(Math.ceil(retryAfterMs)));
+    // Past the SDKs' minute (a spent daily or monthly budget, an upstream away for an hour), -1:
+    // a retry policy would hold the call that long, silent (hours, for a daily budget). The
+    // client hears at once instead, as a REST client is told `x-should-retry: false`.
+    ce.metadata.set(
+      "grpc-retry-pushback-ms",
+      retryAfterMs > SDK_MAX_RETRY_AFTER_MS ? "-1" : String(Math.ceil(retryAfterMs)),
+    );
   }
   // As REST's error answers say it (rest.ts, sendError).
   if (f.attempts > 0) ce.metadata.set("x-switchyard-attempts", String(f.attempts));
