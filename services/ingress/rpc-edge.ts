@@ -4,7 +4,7 @@ import { Code, ConnectError, type ConnectRouter, createConnectRouter } from "@co
 import type { UniversalHandlerFn, UniversalHandlerOptions } from "@connectrpc/connect/protocol";
 import {
   universalRequestFromNodeRequest,
-  universalResponseToNodeResponse,
+  type universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
 import type { Logger } from "../lib/logger.js";
 import { declaredLength } from "./body.js";
@@ -14,6 +14,7 @@ import {
   maxTextBodyBytes,
   textModeCall,
 } from "./grpc-web-text.js";
+import { sendAnswer } from "./trailers-only.js";
 import { utf8Checked } from "./utf8-gate.js";
 
 type Req = http.IncomingMessage | http2.Http2ServerRequest;
@@ -28,12 +29,14 @@ export interface RpcEdgeOptions extends Partial<UniversalHandlerOptions> {
 
 /**
  * RPC calls (GatewayService's and the health service's), served by connect-node's handlers
- * (built from the same routes and options) with what its adapter does not do: a binary request message whose strings are not
- * UTF-8 is refused with INVALID_ARGUMENT (utf8-gate.ts), where connect-node's parse says
- * INTERNAL; gRPC-Web's text mode is translated (grpc-web-text.ts); and a call that announces a
- * body larger than it may send (rpcBodyTooLarge) is refused without reading a byte of it.
- * connect-node would read on to the first frame's header, and so wait for a body that a client
- * which asked `Expect: 100-continue`, and was not told to go on, does not send. The returned
+ * (built from the same routes and options) with what its adapter does not do: a binary request
+ * message whose strings are not UTF-8 is refused with INVALID_ARGUMENT (utf8-gate.ts), where
+ * connect-node's parse says INTERNAL; gRPC-Web's text mode is translated (grpc-web-text.ts); a
+ * gRPC error before the first message is answered Trailers-Only, so that clients' retry
+ * policies may retry it (trailers-only.ts); and a call that announces a body larger than it may
+ * send (rpcBodyTooLarge) is refused without reading a byte of it. connect-node would read on to
+ * the first frame's header, and so wait for a body that a client which asked
+ * `Expect: 100-continue`, and was not told to go on, does not send. The returned
  * function takes a call to a method it serves and returns true, or leaves any other request
  * (false) to connect-node's adapter.
  */
@@ -60,7 +63,7 @@ export function createRpcEdge(options: RpcEdgeOptions): (req: Req, res: Res) => 
     // Reading the body fails at once: connect-node answers that in the call's own protocol.
     if (tooLarge) uReq.body = failingBody(tooLargeError(options.readMaxBytes));
     call(uReq)
-      .then((answer) => universalResponseToNodeResponse(answer, nodeRes))
+      .then((answer) => sendAnswer(answer, req, nodeRes))
       .catch((reason: unknown) => {
         // A client that left: nothing to answer, and its call was cancelled (as connect-node).
         if (ConnectError.from(reason).code === Code.Aborted) return;

@@ -13,9 +13,10 @@ import {
 
 /**
  * A GatewayService client built on @grpc/grpc-js alone (the interop check for non-Connect gRPC
- * clients), with protobuf-es doing the (de)serialisation.
+ * clients), with protobuf-es doing the (de)serialisation. `options` are the channel's (e.g.
+ * `grpc.service_config`, for a retry policy).
  */
-export function grpcJsGatewayClient(address: string) {
+export function grpcJsGatewayClient(address: string, options: grpc.ChannelOptions = {}) {
   const definition = {
     chatStream: {
       path: "/switchyard.gateway.v1.GatewayService/ChatStream",
@@ -40,7 +41,7 @@ export function grpcJsGatewayClient(address: string) {
     },
   } satisfies grpc.ServiceDefinition;
   const Ctor = grpc.makeGenericClientConstructor(definition, "GatewayService");
-  const client = new Ctor(address, grpc.credentials.createInsecure());
+  const client = new Ctor(address, grpc.credentials.createInsecure(), options);
 
   return {
     /** All chunks of a streamed answer, or the gRPC error the call ended with. */

@@ -1,5 +1,6 @@
 import pino from "pino";
 import { type Fabric, SERVICE_NAMES, startFabric } from "../../services/fabric.js";
+import type { Clock } from "../../services/ingress/limits/index.js";
 import { parseConfigText } from "../../services/lib/config/load.js";
 import type { Config } from "../../services/lib/config/types.js";
 import type { Logger } from "../../services/lib/logger.js";
@@ -23,11 +24,12 @@ export interface RunningFabric {
 
 /**
  * All four services in this process, the ingress on a free loopback port. Logs go nowhere
- * unless `logger` is given (e.g. one writing to a stream the test reads).
+ * unless `logger` is given (e.g. one writing to a stream the test reads); tenant limits count
+ * by `clock` when it is given.
  */
 export async function startOneProcess(
   config: Config,
-  opts: { logger?: Logger } = {},
+  opts: { logger?: Logger; clock?: Clock } = {},
 ): Promise<RunningFabric> {
   const logger = opts.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
   const fabric = await startFabric({
@@ -35,6 +37,7 @@ export async function startOneProcess(
     services: new Set(SERVICE_NAMES),
     logger,
     listen: { ingress: { host: "127.0.0.1", port: 0 } },
+    ...(opts.clock ? { clock: opts.clock } : {}),
   });
   return {
     fabric,
