@@ -27,7 +27,11 @@ import { grpcWebTextGatewayClient } from "./clients/grpc-web-gateway.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
 import { metricValue } from "./helpers/metrics.js";
 import { startFaultUpstream } from "./upstreams/fault-upstream.js";
-import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
+import {
+  type OpenAIUpstream,
+  startOpenAIUpstream,
+  type UpstreamBehavior,
+} from "./upstreams/openai-upstream.js";
 
 // GatewayService on the ingress port, called by real clients of every protocol it serves.
 const KEY = "sk-switchyard-test-key";
@@ -659,6 +663,74 @@ describe("GatewayService via @grpc/grpc-js", () => {
       expect((err as { code: number }).code).toBe(16); // UNAUTHENTICATED
     } finally {
       client.close();
+    }
+  });
+});
+
+describe("an error's message", () => {
+  const sse = (event: object) => `data: ${JSON.stringify(event)}\n\n`;
+  it("reaches @grpc/grpc-js as connect-node's client reads it, before the first message and after it", async () => {
+    const grpcJs = grpcJsGatewayClient(`127.0.0.1:${gw.fabric.ports.ingress}`);
+    const connect = createClient(GatewayService, createGrpcTransport({ baseUrl: gw.url }));
+    // The upstream's words are relayed: a refusal before any token, and an error event after one
+    // (the Trailers-Only answer and the trailers after a message: trailers-only.ts).
+    const refusal = "Invalid 'messages[0]': expected one of: a, b; see /docs?x=1 (100%)";
+    const cases: Array<[string, UpstreamBehavior, number, number]> = [
+      [
+        "a refusal before the first message",
+        {
+          kind: "error",
+          status: 400,
+          body: { error: { message: refusal, type: "invalid_request_error" } },
+        },
+        Code.InvalidArgument,
+        0,
+      ],
+      [
+        "an error event after the first token",
+        {
+          kind: "raw",
+          headers: { "content-type": "text/event-stream" },
+          chunks: [
+            sse({
+              id: "c1",
+              object: "chat.completion.chunk",
+              model: "up-chat",
+              choices: [{ index: 0, delta: { role: "assistant", content: "one" } }],
+            }),
+            sse({ error: { message: refusal, type: "server_error" } }),
+          ],
+        },
+        Code.Internal,
+        1,
+      ],
+    ];
+    const p = params();
+    try {
+      for (const [what, behavior, code, messages] of cases) {
+        upstream.setBehavior(behavior);
+        let got = 0;
+        const viaConnect = await (async () => {
+          try {
+            for await (const _ of connect.chatStream({ params: p }, { headers: auth })) got++;
+          } catch (e) {
+            return ConnectError.from(e);
+          }
+        })();
+        expect([what, got]).toEqual([what, messages]);
+        const viaGrpcJs = await grpcJs.chatStream({ params: p }, auth).then(
+          () => undefined,
+          (e: { code: number; details: string }) => e,
+        );
+        expect([what, viaConnect?.code, viaGrpcJs?.code]).toEqual([what, code, code]);
+        // Characters that connect-node's spelling of grpc-message escapes and grpc-js's
+        // decoding (decodeURI) left escaped: "%3A" where the message said ":".
+        expect(viaConnect?.rawMessage).toMatch(/[:;,/?()]/);
+        expect([what, viaGrpcJs?.details]).toEqual([what, viaConnect?.rawMessage]);
+      }
+    } finally {
+      upstream.setBehavior({ kind: "answer", text: "one two three", chunks: 3 });
+      grpcJs.close();
     }
   });
 });

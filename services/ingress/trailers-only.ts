@@ -33,22 +33,61 @@ export async function sendAnswer(
   ) {
     return universalResponseToNodeResponse(answer, res);
   }
+  const trailer = answer.trailer;
   // The first read runs the handler until its first message or its end, as connect-node's does.
   const firstRead = it.next();
   const first = await firstRead.catch(() => undefined);
   const stream = res.stream;
   if (first?.done !== true || !req.complete || stream.headersSent || stream.destroyed) {
-    return universalResponseToNodeResponse({ ...answer, body: replayed(firstRead, it) }, res);
+    // connect-node reads the trailer once the body has ended, when the status is in it.
+    return universalResponseToNodeResponse(
+      {
+        ...answer,
+        body: replayed(firstRead, it),
+        get trailer() {
+          respellMessage(trailer);
+          return trailer;
+        },
+      },
+      res,
+    );
   }
+  respellMessage(trailer);
   const headers: http2.OutgoingHttpHeaders = { ...res.getHeaders() };
   answer.header?.forEach((value, key) => {
     headers[key] = value;
   });
-  answer.trailer.forEach((value, key) => {
+  trailer.forEach((value, key) => {
     headers[key] = value;
   });
   headers[http2.constants.HTTP2_HEADER_STATUS] = answer.status;
   stream.respond(headers, { endStream: true });
+}
+
+/**
+ * `grpc-message` as gRPC spells it: percent-encoded are only the bytes outside printable ASCII,
+ * and "%". connect-node spells it with encodeURIComponent, which also encodes ":", ";", ",",
+ * "/", "?" and the like; grpc-js decodes with decodeURI, which leaves those encoded, so its
+ * users read "unavailable (503)%3A …". Decoding connect-node's spelling and encoding again is the
+ * same message for every decoder (and the same spelling, done twice).
+ */
+function respellMessage(trailer: Headers): void {
+  const message = trailer.get("grpc-message");
+  if (message === null) return;
+  let text: string;
+  try {
+    text = decodeURIComponent(message);
+  } catch {
+    return; // not connect-node's spelling: left as it is
+  }
+  let spelled = "";
+  for (const byte of Buffer.from(text, "utf8")) {
+    spelled +=
+      byte >= 0x20 && byte <= 0x7e && byte !== 0x25
+        ? String.fromCharCode(byte)
+        : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  trailer.set("grpc-message", spelled);
 }
 
 /** gRPC's content types (application/grpc, application/grpc+proto), not gRPC-Web's. */
