@@ -38,6 +38,9 @@ tenants:
   budget: { keys: ["${hashKey(BUDGET_KEY)}"], limits: { daily_tokens: 1 } }
   rate: { keys: ["${hashKey(RPM_KEY)}"], limits: { rpm: 1 } }
 `),
+    // Limits count on a clock that stays at noon (UTC): on the real one, a run at midnight
+    // would see the daily budget renewed between its two requests, or a wait under a minute.
+    { clock: () => Date.UTC(2026, 0, 15, 12) },
   );
 });
 
