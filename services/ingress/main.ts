@@ -20,7 +20,7 @@ import { type Logger, requestLineLogger } from "../lib/logger.js";
 import { MAX_TIMER_MS } from "../lib/timers.js";
 import { asClient } from "../lib/transport-client.js";
 import { invalidUtf8Offset } from "../lib/utf8.js";
-import { keyIndexOf } from "./auth.js";
+import { authenticate, keyIndexOf, presentedKey } from "./auth.js";
 import { declaredLength } from "./body.js";
 import { createCors } from "./cors.js";
 import { createIngressMetrics } from "./exchange.js";
@@ -28,7 +28,7 @@ import { createGatewayService } from "./gateway-service.js";
 import { createHealthService } from "./health-service.js";
 import type { Clock, Limiter } from "./limits/index.js";
 import { answerAfterBody, endAfterBody, keepBodyOnReturn } from "./refused-body.js";
-import { createRestHandler } from "./rest.js";
+import { createRestHandler, headerValue } from "./rest.js";
 import { createRpcEdge, rpcBodyTooLarge } from "./rpc-edge.js";
 
 export interface IngressBuild {
@@ -131,11 +131,22 @@ export function buildIngress(deps: {
     } else void rest(req, res);
   };
   // A body announced too large is refused from its headers (REST's readBody, rpcEdge): a client
-  // that asks `Expect: 100-continue` is not told to send it, so it never uploads it.
+  // that asks `Expect: 100-continue` is not told to send it, so it never uploads it. So is a REST
+  // request's with a key the gateway refuses: every REST route checks the key before it reads
+  // the body (GatewayService reads its key from the call, once connect-node has the body).
   handler.continues = (req) => {
     if (isRpc(req.url)) return !rpcBodyTooLarge(req, maxBody);
     const declared = declaredLength(req);
-    return declared === undefined || declared <= maxBody;
+    return (declared === undefined || declared <= maxBody) && keyAccepted(req);
+  };
+  const keyAccepted = (req: http.IncomingMessage | http2.Http2ServerRequest): boolean => {
+    try {
+      const key = presentedKey(headerValue(req, "authorization"), headerValue(req, "x-api-key"));
+      authenticate(deps.config, key, base.clock());
+      return true;
+    } catch {
+      return false;
+    }
   };
   return {
     handler,
