@@ -1,9 +1,49 @@
-// What the provider adapters' tests do with a chat call: read it to its end, read it to its
-// failure, wait for the fake upstream to see a request, bound how long something takes.
+// What the provider adapters' tests do with a chat call: make one, read it to its end, read it
+// to its failure, wait for the fake upstream to see a request, bound how long something takes.
 
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { expect } from "vitest";
-import type { ChatChunk } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import {
+  type ChatChunk,
+  ChatParamsSchema,
+  MessageSchema,
+  RequestContextSchema,
+  Role,
+} from "../../gen/switchyard/chat/v1/chat_pb.js";
+import type { ChatCall } from "../../services/connector/providers/provider.js";
 import { Failure } from "../../services/lib/errors.js";
+
+/**
+ * A call of one user message (`text`, default "Say hello") for `model` on `provider`; `params`
+ * add to the call's or replace them. The signal defaults to a 10 s timeout.
+ */
+export function chatCall(
+  target: { provider: string; model: string },
+  stream: boolean,
+  options: {
+    text?: string;
+    signal?: AbortSignal | undefined;
+    params?: MessageInitShape<typeof ChatParamsSchema>;
+  } = {},
+): ChatCall {
+  return {
+    ...target,
+    params: create(ChatParamsSchema, {
+      model: "public",
+      stream,
+      messages: [
+        create(MessageSchema, {
+          role: Role.USER,
+          contentIsText: true,
+          content: [{ part: { case: "text", value: options.text ?? "Say hello" } }],
+        }),
+      ],
+      ...options.params,
+    }),
+    context: create(RequestContextSchema, { requestId: "req-1" }),
+    signal: options.signal ?? AbortSignal.timeout(10_000),
+  };
+}
 
 /** Every chunk of a call that must succeed. */
 export async function collect(chunks: AsyncIterable<ChatChunk>): Promise<ChatChunk[]> {

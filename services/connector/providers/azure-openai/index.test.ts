@@ -1,31 +1,33 @@
 import { readFileSync } from "node:fs";
-import { create } from "@bufbuild/protobuf";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
 import {
   type ChatChunk,
-  ChatParamsSchema,
+  type ChatParamsSchema,
   EmbedParamsSchema,
   FinishReason,
-  MessageSchema,
   RequestContextSchema,
   Role,
   ToolChoice_Mode,
-  ToolChoiceSchema,
-  ToolSchema,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
-import { collect, failure, within } from "../../../../test/helpers/provider-calls.js";
+import { chatCall, collect, failure } from "../../../../test/helpers/provider-calls.js";
+import {
+  describeProviderConduct,
+  type ProviderRig,
+  useProviderRig,
+} from "../../../../test/helpers/provider-rig.js";
 import {
   azureContentFilterError,
   fakeEmbedding,
   type OpenAIUpstream,
   startOpenAIUpstream,
+  type UpstreamBehavior,
 } from "../../../../test/upstreams/openai-upstream.js";
-import type { ProviderConfig } from "../../../lib/config/types.js";
 import type { OpenAIChatChunk, OpenAIChatCompletion } from "../../../lib/wire/openai.js";
-import { assemble } from "../openai/fixtures/fixtures.js";
+import { assemble, openAIWire } from "../openai/fixtures/fixtures.js";
 import { fromOpenAICompletion } from "../openai/from-response.js";
 import { createOpenAIStreamTranslator } from "../openai/from-stream.js";
-import type { ChatCall, EmbedCall, Provider } from "../provider.js";
+import type { ChatCall, EmbedCall } from "../provider.js";
 import { SseParser } from "../sse.js";
 import { azureDialect, azureEndpoint, createAzureOpenAIProvider } from "./index.js";
 
@@ -36,63 +38,85 @@ function fixture(name: string): string {
   return readFileSync(new URL(`./fixtures/${name}`, import.meta.url), "utf8");
 }
 
-let upstream: OpenAIUpstream;
-const providers: Provider[] = [];
+function call(
+  stream: boolean,
+  options: {
+    signal?: AbortSignal | undefined;
+    deployment?: string;
+    maxTokens?: number;
+    tool?: boolean;
+  } = {},
+): ChatCall {
+  const params: MessageInitShape<typeof ChatParamsSchema> = {};
+  if (options.maxTokens !== undefined) params.maxTokens = options.maxTokens;
+  if (options.tool) {
+    params.tools = [{ name: "get_weather", parametersJson: '{"type":"object"}' }];
+    params.toolChoice = { mode: ToolChoice_Mode.AUTO };
+  }
+  const target = { provider: "azure", model: options.deployment ?? "gpt-4o-prod" };
+  return chatCall(target, stream, { text: "Tell me a story", signal: options.signal, params });
+}
 
-beforeAll(async () => {
-  upstream = await startOpenAIUpstream({ models: ["gpt-4o", "text-embedding-3-small"] });
-});
-afterAll(async () => {
-  await upstream.close();
-});
-afterEach(async () => {
-  upstream.requests.length = 0;
-  upstream.setBehavior({ kind: "answer" });
-  await Promise.all(providers.splice(0).map((p) => p.close()));
-});
-
-function provider(overrides: Partial<ProviderConfig> = {}): Provider {
-  const p = createAzureOpenAIProvider("azure", {
+const rig: ProviderRig<OpenAIUpstream, UpstreamBehavior> = {
+  name: "azure",
+  key: KEY,
+  start: () => startOpenAIUpstream({ models: ["gpt-4o", "text-embedding-3-small"] }),
+  create: createAzureOpenAIProvider,
+  config: (upstream) => ({
     type: "azure-openai",
     base_url: upstream.origin,
     api_key: KEY,
     api_version: VERSION,
-    ...overrides,
-  });
-  providers.push(p);
-  return p;
-}
+  }),
+  call: (stream, signal) => call(stream, { signal }),
+  // OpenAI's wire on Azure's routes; Azure's own: the prompt-filter event and retry-after-ms.
+  wire: {
+    ...openAIWire("azure"),
+    // Azure's prompt-filter event is one of the four sent, and yields nothing.
+    cutAfterThreeChunks: (cutMode) => ({
+      kind: "answer",
+      text: "abcdef",
+      chunks: 6,
+      cutAfterChunks: 4,
+      cutMode,
+    }),
+    // A 400 other than the content filter's (see below) keeps OpenAI's shape and meaning.
+    invalidRequest: {
+      body: {
+        error: {
+          message: "Invalid value for 'temperature'",
+          type: "invalid_request_error",
+          param: "temperature",
+          code: "invalid_value",
+        },
+      },
+      words: "Invalid value for 'temperature'",
+      error: {
+        param: "temperature",
+        message: "provider azure rejected the request (400): Invalid value for 'temperature'",
+      },
+    },
+    rateLimited: {
+      delay: "retry-after-ms",
+      behavior: {
+        kind: "error",
+        status: 429,
+        headers: { "retry-after-ms": "1500", "retry-after": "2" },
+        body: {
+          error: {
+            code: "429",
+            message:
+              "Requests to the ChatCompletions_Create Operation have exceeded the token rate limit.",
+          },
+        },
+      },
+      retryAfterMs: 1500,
+    },
+  },
+};
 
-function call(
-  stream: boolean,
-  options: { signal?: AbortSignal; deployment?: string; maxTokens?: number; tool?: boolean } = {},
-): ChatCall {
-  const params = create(ChatParamsSchema, {
-    model: "public",
-    stream,
-    messages: [
-      create(MessageSchema, {
-        role: Role.USER,
-        contentIsText: true,
-        content: [{ part: { case: "text", value: "Tell me a story" } }],
-      }),
-    ],
-  });
-  if (options.maxTokens !== undefined) params.maxTokens = options.maxTokens;
-  if (options.tool) {
-    params.tools = [
-      create(ToolSchema, { name: "get_weather", parametersJson: '{"type":"object"}' }),
-    ];
-    params.toolChoice = create(ToolChoiceSchema, { mode: ToolChoice_Mode.AUTO });
-  }
-  return {
-    provider: "azure",
-    model: options.deployment ?? "gpt-4o-prod",
-    params,
-    context: create(RequestContextSchema, { requestId: "req-1" }),
-    signal: options.signal ?? AbortSignal.timeout(10_000),
-  };
-}
+const azure = useProviderRig(rig);
+const { provider } = azure;
 
 describe("azureDialect", () => {
   it.each([
@@ -204,7 +228,11 @@ describe("Azure's recorded answers", () => {
 
 describe("azure-openai provider over HTTP", () => {
   it("streams from the deployment's path with api-version and the api-key header", async () => {
-    upstream.setBehavior({ kind: "answer", text: "Once upon a time.", model: "gpt-4o-2024-08-06" });
+    azure.upstream.setBehavior({
+      kind: "answer",
+      text: "Once upon a time.",
+      model: "gpt-4o-2024-08-06",
+    });
     const chunks = await collect(provider().chat(call(true)));
 
     const answer = assemble(chunks);
@@ -220,7 +248,7 @@ describe("azure-openai provider over HTTP", () => {
     expect(chunks[0]?.start?.created).toBeGreaterThan(0n);
     expect(answer.usage).toMatchObject({ promptTokens: 10, completionTokens: 3 });
 
-    const [request] = upstream.requests;
+    const [request] = azure.upstream.requests;
     expect(request?.method).toBe("POST");
     expect(request?.path).toBe(
       `/openai/deployments/gpt-4o-prod/chat/completions?api-version=${VERSION}`,
@@ -238,7 +266,7 @@ describe("azure-openai provider over HTTP", () => {
   });
 
   it("answers a non-streamed call with one whole chunk", async () => {
-    upstream.setBehavior({ kind: "answer", text: "Whole story." });
+    azure.upstream.setBehavior({ kind: "answer", text: "Whole story." });
     const chunks = await collect(provider().chat(call(false)));
     expect(chunks).toHaveLength(1);
     expect(chunks[0]?.start?.upstreamModel).toBe("gpt-4o-prod");
@@ -247,12 +275,12 @@ describe("azure-openai provider over HTTP", () => {
       finishReason: FinishReason.STOP,
     });
     expect(chunks[0]?.usage?.totalTokens).toBe(13);
-    expect(upstream.requests[0]?.body).not.toHaveProperty("stream");
+    expect(azure.upstream.requests[0]?.body).not.toHaveProperty("stream");
   });
 
   it("sends tools and reassembles streamed tool-call fragments exactly", async () => {
     const args = '{"city": "Zürich", "days": [1, 2]}';
-    upstream.setBehavior({
+    azure.upstream.setBehavior({
       kind: "answer",
       text: "",
       toolCalls: [{ id: "call_az", name: "get_weather", arguments: args, fragments: 5 }],
@@ -260,7 +288,7 @@ describe("azure-openai provider over HTTP", () => {
     const answer = assemble(await collect(provider().chat(call(true, { tool: true }))));
     expect(answer.toolCalls).toEqual([{ id: "call_az", name: "get_weather", arguments: args }]);
     expect(answer.finishReason).toBe(FinishReason.TOOL_CALLS);
-    expect(upstream.requests[0]?.body).toMatchObject({
+    expect(azure.upstream.requests[0]?.body).toMatchObject({
       tools: [
         { type: "function", function: { name: "get_weather", parameters: { type: "object" } } },
       ],
@@ -274,22 +302,26 @@ describe("azure-openai provider over HTTP", () => {
       provider({ api_version: "2024-06-01" }).chat(call(true, { maxTokens: 50 })),
     );
     expect(assemble(chunks).content).toBe("Hello from the fake upstream.");
-    const body = upstream.requests[0]?.body;
+    const body = azure.upstream.requests[0]?.body;
     expect(body).toMatchObject({ max_tokens: 50, stream: true });
     expect(body).not.toHaveProperty("stream_options");
-    expect(upstream.requests[0]?.query).toEqual({ "api-version": "2024-06-01" });
+    expect(azure.upstream.requests[0]?.query).toEqual({ "api-version": "2024-06-01" });
   });
 
   it("sends max_completion_tokens on versions that know it", async () => {
     await collect(
       provider({ api_version: "2024-12-01-preview" }).chat(call(false, { maxTokens: 50 })),
     );
-    expect(upstream.requests[0]?.body).toMatchObject({ max_completion_tokens: 50 });
-    expect(upstream.requests[0]?.body).not.toHaveProperty("max_tokens");
+    expect(azure.upstream.requests[0]?.body).toMatchObject({ max_completion_tokens: 50 });
+    expect(azure.upstream.requests[0]?.body).not.toHaveProperty("max_tokens");
   });
 
   it("ends a streamed answer the content filter cut with CONTENT_FILTER", async () => {
-    upstream.setBehavior({ kind: "answer", text: "Once upon", finishReason: "content_filter" });
+    azure.upstream.setBehavior({
+      kind: "answer",
+      text: "Once upon",
+      finishReason: "content_filter",
+    });
     const answer = assemble(await collect(provider().chat(call(true))));
     expect(answer.content).toBe("Once upon");
     expect(answer.finishReason).toBe(FinishReason.CONTENT_FILTER);
@@ -297,7 +329,7 @@ describe("azure-openai provider over HTTP", () => {
   });
 
   it("replays a recorded Azure stream faithfully", async () => {
-    upstream.setBehavior({ kind: "raw", chunks: [fixture("stream-content-filter.sse")] });
+    azure.upstream.setBehavior({ kind: "raw", chunks: [fixture("stream-content-filter.sse")] });
     const chunks = await collect(provider().chat(call(true)));
     expect(chunks).toHaveLength(7);
     expect(chunks.every((c) => c.choices.every((d) => d.index === 0))).toBe(true);
@@ -309,7 +341,7 @@ describe("azure-openai provider over HTTP", () => {
   });
 
   it("refuses a prompt Azure's content filter blocked with a 400 that names the filter", async () => {
-    upstream.setBehavior({
+    azure.upstream.setBehavior({
       kind: "error",
       status: 400,
       body: azureContentFilterError("hate", "medium"),
@@ -330,7 +362,7 @@ describe("azure-openai provider over HTTP", () => {
   });
 
   it("maps a recorded content-filter error the same way", async () => {
-    upstream.setBehavior({
+    azure.upstream.setBehavior({
       kind: "error",
       status: 400,
       body: JSON.parse(fixture("error-content-filter.json")),
@@ -340,50 +372,8 @@ describe("azure-openai provider over HTTP", () => {
     expect(error.message).toContain("content filter blocked the prompt");
   });
 
-  it("leaves other 400s as the upstream's invalid_request", async () => {
-    upstream.setBehavior({
-      kind: "error",
-      status: 400,
-      body: {
-        error: {
-          message: "Invalid value for 'temperature'",
-          type: "invalid_request_error",
-          param: "temperature",
-          code: "invalid_value",
-        },
-      },
-    });
-    const { error } = await failure(provider().chat(call(false)));
-    expect(error).toMatchObject({ status: 400, kind: "invalid_request", param: "temperature" });
-    expect(error.message).toBe(
-      "provider azure rejected the request (400): Invalid value for 'temperature'",
-    );
-  });
-
-  it("maps Azure's 429 with retry-after-ms to rate_limited", async () => {
-    upstream.setBehavior({
-      kind: "error",
-      status: 429,
-      headers: { "retry-after-ms": "1500", "retry-after": "2" },
-      body: {
-        error: {
-          code: "429",
-          message:
-            "Requests to the ChatCompletions_Create Operation have exceeded the token rate limit.",
-        },
-      },
-    });
-    const { error } = await failure(provider().chat(call(true)));
-    expect(error).toMatchObject({
-      status: 429,
-      kind: "rate_limited",
-      retryable: true,
-      retryAfterMs: 1500,
-    });
-  });
-
   it("maps a wrong key to auth and never shows the key", async () => {
-    upstream.setBehavior({
+    azure.upstream.setBehavior({
       kind: "error",
       status: 401,
       body: {
@@ -396,7 +386,7 @@ describe("azure-openai provider over HTTP", () => {
   });
 
   it("maps an unknown deployment to a retryable 404 failure naming it", async () => {
-    upstream.setBehavior({
+    azure.upstream.setBehavior({
       kind: "error",
       status: 404,
       body: {
@@ -411,52 +401,12 @@ describe("azure-openai provider over HTTP", () => {
     expect(error.message).toContain('model "nope"');
   });
 
-  it("throws when the stream stops without [DONE]", async () => {
-    upstream.setBehavior({
-      kind: "answer",
-      text: "abcdef",
-      chunks: 6,
-      cutAfterChunks: 4,
-      cutMode: "destroy",
-    });
-    const { error, yielded } = await failure(provider().chat(call(true)));
-    // The prompt-filter event is one of the four sent, and yields nothing.
-    expect(yielded).toHaveLength(3);
-    expect(error.message).toMatch(/^stream from provider azure ended early/);
-  });
-
-  it("cancels the upstream request when the signal aborts mid-stream", async () => {
-    upstream.setBehavior({
-      kind: "answer",
-      text: "one two three four",
-      chunks: 4,
-      chunkDelayMs: 100,
-    });
-    const controller = new AbortController();
-    const yielded: ChatChunk[] = [];
-    const error = await (async () => {
-      try {
-        for await (const chunk of provider().chat(call(true, { signal: controller.signal }))) {
-          yielded.push(chunk);
-          controller.abort();
-        }
-      } catch (err) {
-        return err;
-      }
-      return undefined;
-    })();
-    expect(yielded).toHaveLength(1);
-    expect(error).toMatchObject({ status: 499, kind: "cancelled" });
-    await within(upstream.requests[0]?.closed ?? Promise.reject(), 1000);
-    expect(upstream.requests[0]?.aborted).toBe(true);
-  });
-
   it("speaks the v1 API when base_url ends in /openai/v1", async () => {
-    upstream.setBehavior({ kind: "answer", text: "v1 answer" });
-    const p = provider({ base_url: `${upstream.origin}/openai/v1` });
+    azure.upstream.setBehavior({ kind: "answer", text: "v1 answer" });
+    const p = provider({ base_url: `${azure.upstream.origin}/openai/v1` });
     const chunks = await collect(p.chat(call(true, { maxTokens: 20 })));
     expect(assemble(chunks).content).toBe("v1 answer");
-    const [request] = upstream.requests;
+    const [request] = azure.upstream.requests;
     expect(request?.path).toBe("/openai/v1/chat/completions");
     expect(request?.query).toEqual({});
     expect(request?.headers["api-key"]).toBe(KEY);
@@ -473,7 +423,7 @@ describe("azure-openai provider over HTTP", () => {
       createAzureOpenAIProvider("azure", { type: "azure-openai", api_version: VERSION }),
     ).toThrow("provider azure: type azure-openai needs base_url");
     expect(() =>
-      createAzureOpenAIProvider("azure", { type: "azure-openai", base_url: upstream.origin }),
+      createAzureOpenAIProvider("azure", { type: "azure-openai", base_url: azure.upstream.origin }),
     ).toThrow("provider azure: api_version is required");
   });
 });
@@ -499,7 +449,7 @@ describe("azure-openai embeddings", () => {
     ]);
     expect(result?.usage).toMatchObject({ promptTokens: 3, totalTokens: 3 });
     expect(result).toMatchObject({ upstreamModel: "emb-prod", provider: "azure" });
-    const [request] = upstream.requests;
+    const [request] = azure.upstream.requests;
     expect(request?.path).toBe(`/openai/deployments/emb-prod/embeddings?api-version=${VERSION}`);
     expect(request?.headers["api-key"]).toBe(KEY);
     expect(request?.headers.authorization).toBeUndefined();
@@ -512,7 +462,7 @@ describe("azure-openai embeddings", () => {
   });
 
   it("maps an upstream error through the same failure mapping as chat", async () => {
-    upstream.setBehavior({ kind: "error", status: 503, headers: { "retry-after": "1" } });
+    azure.upstream.setBehavior({ kind: "error", status: 503, headers: { "retry-after": "1" } });
     await expect(provider().embed?.(embedCall(["x"]))).rejects.toMatchObject({
       status: 503,
       kind: "upstream_unavailable",
@@ -525,23 +475,25 @@ describe("azure-openai embeddings", () => {
 describe("azure-openai probe", () => {
   it("lists the resource's models with the api-version", async () => {
     await provider().probe("gpt-4o-prod", AbortSignal.timeout(5000));
-    expect(upstream.requests.map((r) => `${r.method} ${r.path}`)).toEqual([
+    expect(azure.upstream.requests.map((r) => `${r.method} ${r.path}`)).toEqual([
       `GET /openai/models?api-version=${VERSION}`,
     ]);
-    expect(upstream.requests[0]?.headers["api-key"]).toBe(KEY);
+    expect(azure.upstream.requests[0]?.headers["api-key"]).toBe(KEY);
   });
 
   it("asks the deployment for one token when probe is completion", async () => {
     await provider({ probe: "completion" }).probe("gpt-4o-prod", AbortSignal.timeout(5000));
-    expect(upstream.requests[0]?.path).toBe(
+    expect(azure.upstream.requests[0]?.path).toBe(
       `/openai/deployments/gpt-4o-prod/chat/completions?api-version=${VERSION}`,
     );
-    expect(upstream.requests[0]?.body).toMatchObject({ max_tokens: 1 });
+    expect(azure.upstream.requests[0]?.body).toMatchObject({ max_tokens: 1 });
   });
 
   it("keeps a query of base_url (e.g. a gateway's) beside the api-version", async () => {
-    const p = provider({ base_url: `${upstream.origin}/?x=1` });
+    const p = provider({ base_url: `${azure.upstream.origin}/?x=1` });
     await p.probe("gpt-4o-prod", AbortSignal.timeout(5000));
-    expect(upstream.requests[0]?.query).toEqual({ x: "1", "api-version": VERSION });
+    expect(azure.upstream.requests[0]?.query).toEqual({ x: "1", "api-version": VERSION });
   });
 });
+
+describeProviderConduct("azure-openai provider", rig, azure);

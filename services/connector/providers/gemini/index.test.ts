@@ -1,8 +1,8 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   type ChatChunk,
-  ChatParamsSchema,
+  type ChatParamsSchema,
   EmbedParamsSchema,
   FinishReason,
   MessageSchema,
@@ -10,76 +10,33 @@ import {
   Role,
   ToolChoice_Mode,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
+import { chatCall, collect, failure } from "../../../../test/helpers/provider-calls.js";
 import {
-  collect,
-  failure,
-  requestsArrived,
-  within,
-} from "../../../../test/helpers/provider-calls.js";
+  describeProviderConduct,
+  type ProviderRig,
+  useProviderRig,
+} from "../../../../test/helpers/provider-rig.js";
 import {
   fakeVector,
+  type GeminiBehavior,
   type GeminiUpstream,
   startGeminiUpstream,
 } from "../../../../test/upstreams/gemini-upstream.js";
 import { aggregate } from "../../../lib/chat/aggregate.js";
-import type { ProviderConfig } from "../../../lib/config/types.js";
-import type { ChatCall, Provider } from "../provider.js";
+import type { ChatCall } from "../provider.js";
 import { withoutCallNonces } from "./fixtures/call-ids.js";
 import { createGeminiProvider } from "./index.js";
 
 const KEY = "AIzaSy-local-test-key-0123456789";
 const MODEL = "gemini-2.5-flash";
 
-let upstream: GeminiUpstream;
-const providers: Provider[] = [];
-
-beforeAll(async () => {
-  upstream = await startGeminiUpstream({ apiKey: KEY });
-});
-afterAll(async () => {
-  await upstream.close();
-});
-afterEach(async () => {
-  upstream.requests.length = 0;
-  upstream.setBehavior({ kind: "answer" });
-  await Promise.all(providers.splice(0).map((p) => p.close()));
-});
-
-function provider(overrides: Partial<ProviderConfig> = {}): Provider {
-  const p = createGeminiProvider("google", {
-    type: "gemini",
-    base_url: upstream.url,
-    api_key: KEY,
-    ...overrides,
-  });
-  providers.push(p);
-  return p;
-}
-
 function call(
   stream: boolean,
-  signal = AbortSignal.timeout(10_000),
+  signal?: AbortSignal,
   params: MessageInitShape<typeof ChatParamsSchema> = {},
   model = MODEL,
 ): ChatCall {
-  return {
-    provider: "google",
-    model,
-    params: create(ChatParamsSchema, {
-      model: "public",
-      stream,
-      messages: [
-        create(MessageSchema, {
-          role: Role.USER,
-          contentIsText: true,
-          content: [{ part: { case: "text", value: "Say hello" } }],
-        }),
-      ],
-      ...params,
-    }),
-    context: create(RequestContextSchema, { requestId: "req-1" }),
-    signal,
-  };
+  return chatCall({ provider: "google", model }, stream, { signal, params });
 }
 
 /** The answer the chunks add up to, without the clock. */
@@ -89,9 +46,80 @@ function whole(chunks: ChatChunk[]) {
   return completion;
 }
 
+/** One event of Google's stream, as its SSE frames it. */
+const event = (data: object) => `data: ${JSON.stringify(data)}\r\n\r\n`;
+
+const rig: ProviderRig<GeminiUpstream, GeminiBehavior> = {
+  name: "google",
+  key: KEY,
+  start: () => startGeminiUpstream({ apiKey: KEY }),
+  create: createGeminiProvider,
+  config: (upstream) => ({ type: "gemini", base_url: upstream.url, api_key: KEY }),
+  call,
+  wire: {
+    end: "every candidate finished",
+    slowStream: { kind: "answer", text: "one two three four five", chunks: 5, chunkDelayMs: 100 },
+    // Nothing marks the end of Google's stream but the finish reasons: no end can trail it.
+    wholeStream: { kind: "answer" },
+    cutAfterThreeChunks: (cutMode) => ({
+      kind: "answer",
+      text: "abcdef",
+      chunks: 6,
+      cutAfterChunks: 3,
+      cutMode,
+    }),
+    // Cut even though the one candidate has finished: the body must end on a whole event.
+    halfEvent: {
+      chunks: [
+        event({ candidates: [{ content: { parts: [{ text: "hi" }] }, finishReason: "STOP" }] }),
+        'data: {"candidates": [{"content"',
+      ],
+      yielded: 1,
+    },
+    notJson: ["data: {oops\r\n\r\n"],
+    errorEvent: {
+      behavior: {
+        kind: "raw",
+        chunks: [
+          event({ candidates: [{ content: { parts: [{ text: "hi" }] } }] }),
+          event({
+            error: { code: 500, message: "An internal error has occurred.", status: "INTERNAL" },
+          }),
+        ],
+      },
+      yielded: 1,
+      error: {
+        status: 502,
+        kind: "upstream_error",
+        code: "INTERNAL",
+        message: expect.stringContaining("An internal error has occurred."),
+      },
+    },
+    invalidRequest: {
+      body: {
+        error: {
+          code: 400,
+          message: "* GenerateContentRequest.contents: contents is not specified\n",
+          status: "INVALID_ARGUMENT",
+        },
+      },
+      words: "contents is not specified",
+    },
+    rateLimited: {
+      delay: "google.rpc.RetryInfo",
+      behavior: { kind: "error", status: 429, retryDelay: "7s" },
+      retryAfterMs: 7000,
+      error: { code: "RESOURCE_EXHAUSTED" },
+    },
+  },
+};
+
+const gemini = useProviderRig(rig);
+const { provider } = gemini;
+
 describe("gemini provider over HTTP", () => {
   it("streams an answer and sends the request the way Gemini expects", async () => {
-    upstream.setBehavior({ kind: "answer", text: "Hello there, friend!", chunks: 4 });
+    gemini.upstream.setBehavior({ kind: "answer", text: "Hello there, friend!", chunks: 4 });
     const p = provider({ headers: { "X-Goog-User-Project": "proj-1" } });
     const chunks = await collect(p.chat(call(true)));
 
@@ -106,7 +134,7 @@ describe("gemini provider over HTTP", () => {
     expect(answer.choices[0]?.finishReason).toBe(FinishReason.STOP);
     expect(answer.usage).toMatchObject({ promptTokens: 10, completionTokens: 4, totalTokens: 14 });
 
-    const [request] = upstream.requests;
+    const [request] = gemini.upstream.requests;
     expect(request?.method).toBe("POST");
     expect(request?.path).toBe(`/v1beta/models/${MODEL}:streamGenerateContent`);
     expect(request?.query).toEqual({ alt: "sse" });
@@ -117,7 +145,7 @@ describe("gemini provider over HTTP", () => {
   });
 
   it("answers a non-streamed call with one whole chunk", async () => {
-    upstream.setBehavior({ kind: "answer", text: "Whole answer." });
+    gemini.upstream.setBehavior({ kind: "answer", text: "Whole answer." });
     const chunks = await collect(provider().chat(call(false)));
     expect(chunks).toHaveLength(1);
     expect(chunks[0]?.choices[0]).toMatchObject({
@@ -125,12 +153,12 @@ describe("gemini provider over HTTP", () => {
       content: "Whole answer.",
       finishReason: FinishReason.STOP,
     });
-    expect(upstream.requests[0]?.path).toBe(`/v1beta/models/${MODEL}:generateContent`);
-    expect(upstream.requests[0]?.query).toEqual({});
+    expect(gemini.upstream.requests[0]?.path).toBe(`/v1beta/models/${MODEL}:generateContent`);
+    expect(gemini.upstream.requests[0]?.query).toEqual({});
   });
 
   it("keeps a choice's first function call only, streamed and whole, when the client forbade parallel calls", async () => {
-    upstream.setBehavior({
+    gemini.upstream.setBehavior({
       kind: "answer",
       text: "Checking both.",
       chunks: 3,
@@ -150,11 +178,11 @@ describe("gemini provider over HTTP", () => {
       expect(answer.choices[0]?.finishReason).toBe(FinishReason.TOOL_CALLS);
     }
     // Gemini got the tools and nothing about parallel calls, which it has no field for.
-    expect(upstream.requests.at(-1)?.body).not.toHaveProperty("toolConfig");
+    expect(gemini.upstream.requests.at(-1)?.body).not.toHaveProperty("toolConfig");
   });
 
   it("gives the same answer streamed and whole: text, thoughts, tool calls, candidates", async () => {
-    upstream.setBehavior({
+    gemini.upstream.setBehavior({
       kind: "answer",
       text: "Checking both.",
       chunks: 3,
@@ -200,7 +228,10 @@ describe("gemini provider over HTTP", () => {
   });
 
   it("sends tools and tool choice, and the conversation's earlier calls and results", async () => {
-    upstream.setBehavior({ kind: "answer", functionCalls: [{ name: "lookup", args: { q: "x" } }] });
+    gemini.upstream.setBehavior({
+      kind: "answer",
+      functionCalls: [{ name: "lookup", args: { q: "x" } }],
+    });
     const chunks = await collect(
       provider().chat(
         call(true, AbortSignal.timeout(10_000), {
@@ -225,7 +256,7 @@ describe("gemini provider over HTTP", () => {
       ),
     );
     expect(aggregate(chunks).choices[0]?.finishReason).toBe(FinishReason.TOOL_CALLS);
-    expect(upstream.requests[0]?.body).toMatchObject({
+    expect(gemini.upstream.requests[0]?.body).toMatchObject({
       tools: [
         { functionDeclarations: [{ name: "lookup", parametersJsonSchema: { type: "object" } }] },
       ],
@@ -242,28 +273,15 @@ describe("gemini provider over HTTP", () => {
   });
 
   it("reaches a model named models/… and a base_url that already names the API version", async () => {
-    const p = provider({ base_url: `${upstream.url}/v1beta/` });
+    const p = provider({ base_url: `${gemini.upstream.url}/v1beta/` });
     await collect(p.chat(call(false, AbortSignal.timeout(10_000), {}, "models/gemini-2.0-flash")));
-    expect(upstream.requests[0]?.path).toBe("/v1beta/models/gemini-2.0-flash:generateContent");
-  });
-
-  it("maps a 429 RESOURCE_EXHAUSTED to rate_limited with Google's retry delay", async () => {
-    upstream.setBehavior({ kind: "error", status: 429, retryDelay: "7s" });
-    const { error, yielded } = await failure(provider().chat(call(true)));
-    expect(yielded).toEqual([]);
-    expect(error).toMatchObject({
-      status: 429,
-      kind: "rate_limited",
-      retryable: true,
-      retryAfterMs: 7000,
-      upstreamStatus: 429,
-      code: "RESOURCE_EXHAUSTED",
-      provider: "google",
-    });
+    expect(gemini.upstream.requests[0]?.path).toBe(
+      "/v1beta/models/gemini-2.0-flash:generateContent",
+    );
   });
 
   it("maps a 503 to a retryable upstream_unavailable", async () => {
-    upstream.setBehavior({ kind: "error", status: 503 });
+    gemini.upstream.setBehavior({ kind: "error", status: 503 });
     const { error } = await failure(provider().chat(call(false)));
     expect(error).toMatchObject({
       status: 503,
@@ -274,89 +292,17 @@ describe("gemini provider over HTTP", () => {
     });
   });
 
-  it("maps a 400 to invalid_request with the upstream's words", async () => {
-    upstream.setBehavior({
-      kind: "error",
-      status: 400,
-      body: {
-        error: {
-          code: 400,
-          message: "* GenerateContentRequest.contents: contents is not specified\n",
-          status: "INVALID_ARGUMENT",
-        },
-      },
-    });
-    const { error } = await failure(provider().chat(call(false)));
-    expect(error).toMatchObject({ status: 400, kind: "invalid_request", retryable: false });
-    expect(error.message).toContain("contents is not specified");
-  });
-
-  it("reports a wrong key as the gateway's credentials, never showing the key", async () => {
+  it("reports a wrong key as the gateway's credentials, never showing that key", async () => {
     const { error } = await failure(provider({ api_key: "AIza-wrong-key" }).chat(call(false)));
     expect(error).toMatchObject({ status: 502, kind: "auth", code: "API_KEY_INVALID" });
     expect(error.message).not.toContain("AIza-wrong-key");
-
-    upstream.setBehavior({ kind: "error", status: 502, body: `proxy saw key ${KEY}` });
-    const echoed = await failure(provider().chat(call(false)));
-    expect(echoed.error.message).not.toContain(KEY);
-    expect(echoed.error.message).toContain("[redacted]");
   });
 
   it("refuses a blocked prompt with a 400 before yielding anything", async () => {
-    upstream.setBehavior({ kind: "answer", blockReason: "SAFETY" });
+    gemini.upstream.setBehavior({ kind: "answer", blockReason: "SAFETY" });
     const { error, yielded } = await failure(provider().chat(call(true)));
     expect(yielded).toEqual([]);
     expect(error).toMatchObject({ status: 400, kind: "invalid_request", code: "content_filter" });
-  });
-
-  it.each(["end", "destroy"] as const)(
-    "throws when the stream stops before every candidate finished (cut by %s)",
-    async (cutMode) => {
-      upstream.setBehavior({
-        kind: "answer",
-        text: "abcdef",
-        chunks: 6,
-        cutAfterChunks: 3,
-        cutMode,
-      });
-      const { error, yielded } = await failure(provider().chat(call(true)));
-      expect(yielded).toHaveLength(3);
-      expect(error).toMatchObject({ status: 502, kind: "upstream_error", retryable: true });
-      expect(error.message).toMatch(/^stream from provider google ended early/);
-    },
-  );
-
-  it("throws when the stream stops in the middle of an event, even after a finish", async () => {
-    const done = JSON.stringify({
-      candidates: [{ content: { parts: [{ text: "hi" }] }, finishReason: "STOP" }],
-    });
-    upstream.setBehavior({
-      kind: "raw",
-      chunks: [`data: ${done}\r\n\r\n`, 'data: {"candidates": [{"content"'],
-    });
-    const { error, yielded } = await failure(provider().chat(call(true)));
-    expect(yielded).toHaveLength(1);
-    expect(error.message).toBe("stream from provider google ended early");
-  });
-
-  it("throws the upstream's words when an error arrives as an event", async () => {
-    upstream.setBehavior({
-      kind: "raw",
-      chunks: [
-        `data: ${JSON.stringify({ candidates: [{ content: { parts: [{ text: "hi" }] } }] })}\r\n\r\n`,
-        `data: ${JSON.stringify({ error: { code: 500, message: "An internal error has occurred.", status: "INTERNAL" } })}\r\n\r\n`,
-      ],
-    });
-    const { error, yielded } = await failure(provider().chat(call(true)));
-    expect(yielded).toHaveLength(1);
-    expect(error).toMatchObject({ status: 502, kind: "upstream_error", code: "INTERNAL" });
-    expect(error.message).toContain("An internal error has occurred.");
-  });
-
-  it("throws when an event is not JSON", async () => {
-    upstream.setBehavior({ kind: "raw", chunks: ["data: {oops\r\n\r\n"] });
-    const { error } = await failure(provider().chat(call(true)));
-    expect(error.message).toBe("stream from provider google was malformed: invalid JSON");
   });
 
   it("accepts a stream sent as one JSON array", async () => {
@@ -364,77 +310,13 @@ describe("gemini provider over HTTP", () => {
       { candidates: [{ content: { parts: [{ text: "o" }] } }] },
       { candidates: [{ content: { parts: [{ text: "k" }] }, finishReason: "STOP" }] },
     ];
-    upstream.setBehavior({
+    gemini.upstream.setBehavior({
       kind: "raw",
       headers: { "content-type": "application/json" },
       chunks: [JSON.stringify(events)],
     });
     const chunks = await collect(provider().chat(call(true)));
     expect(chunks.map((c) => c.choices[0]?.content)).toEqual(["o", "k"]);
-  });
-
-  it("cancels the upstream request when the signal aborts before headers", async () => {
-    upstream.setBehavior({ kind: "hang" });
-    const controller = new AbortController();
-    const pending = failure(provider().chat(call(true, controller.signal)));
-    await requestsArrived(upstream.requests, 1);
-    controller.abort();
-    const { error } = await pending;
-    expect(error).toMatchObject({ status: 499, kind: "cancelled" });
-    await within(upstream.requests[0]?.closed ?? Promise.reject(), 1000);
-    expect(upstream.requests[0]?.aborted).toBe(true);
-  });
-
-  it("cancels the upstream request when the signal aborts mid-stream", async () => {
-    upstream.setBehavior({
-      kind: "answer",
-      text: "one two three four five",
-      chunks: 5,
-      chunkDelayMs: 100,
-    });
-    const controller = new AbortController();
-    const yielded: ChatChunk[] = [];
-    const error = await (async () => {
-      try {
-        for await (const chunk of provider().chat(call(true, controller.signal))) {
-          yielded.push(chunk);
-          controller.abort();
-        }
-      } catch (err) {
-        return err;
-      }
-      return undefined;
-    })();
-    expect(yielded).toHaveLength(1);
-    expect(error).toMatchObject({ status: 499, kind: "cancelled" });
-    await within(upstream.requests[0]?.closed ?? Promise.reject(), 1000);
-    expect(upstream.requests[0]?.aborted).toBe(true);
-  });
-
-  it("cancels the upstream request when the caller stops reading", async () => {
-    upstream.setBehavior({
-      kind: "answer",
-      text: "one two three four five",
-      chunks: 5,
-      chunkDelayMs: 100,
-    });
-    for await (const chunk of provider().chat(call(true))) {
-      expect(chunk.start).toBeDefined();
-      break;
-    }
-    await within(upstream.requests[0]?.closed ?? Promise.reject(), 1000);
-    expect(upstream.requests[0]?.aborted).toBe(true);
-  });
-
-  it("keeps its connection across complete streams", async () => {
-    const p = provider();
-    const before = upstream.connections;
-    for (let i = 0; i < 4; i++) {
-      const chunks = await collect(p.chat(call(true)));
-      expect(aggregate(chunks).choices[0]?.finishReason).toBe(FinishReason.STOP);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    expect(upstream.connections - before).toBe(1);
   });
 });
 
@@ -452,7 +334,7 @@ describe("gemini provider embeddings", () => {
       [1, fakeVector("bcd", 3)],
     ]);
     expect(result).toMatchObject({ upstreamModel: "gemini-embedding-001", provider: "google" });
-    const [request] = upstream.requests;
+    const [request] = gemini.upstream.requests;
     expect(request?.path).toBe("/v1beta/models/gemini-embedding-001:batchEmbedContents");
     expect(request?.body).toEqual({
       requests: [
@@ -471,7 +353,7 @@ describe("gemini provider embeddings", () => {
   });
 
   it("refuses token ids as unsupported without calling Gemini, which embeds text only", async () => {
-    const before = upstream.requests.length;
+    const before = gemini.upstream.requests.length;
     await expect(
       provider().embed?.({
         provider: "google",
@@ -487,7 +369,7 @@ describe("gemini provider embeddings", () => {
       provider: "google",
       message: expect.stringMatching(/cannot embed token ids/),
     });
-    expect(upstream.requests.length).toBe(before);
+    expect(gemini.upstream.requests.length).toBe(before);
   });
 
   it("sends more than 100 inputs in batches of 100 and answers them as one, in order", async () => {
@@ -502,7 +384,7 @@ describe("gemini provider embeddings", () => {
     expect(result?.embeddings.map((e) => [e.index, e.values])).toEqual(
       inputs.map((text, i) => [i, fakeVector(text, 2)]),
     );
-    const batches = upstream.requests.map(
+    const batches = gemini.upstream.requests.map(
       (r) =>
         (r.body as { requests: Array<{ content: { parts: Array<{ text: string }> } }> }).requests,
     );
@@ -511,7 +393,7 @@ describe("gemini provider embeddings", () => {
   });
 
   it("answers the first failing batch's error", async () => {
-    upstream.setBehavior((request) =>
+    gemini.upstream.setBehavior((request) =>
       request.action === "batchEmbedContents" &&
       (request.body as { requests: unknown[] }).requests.length === 50
         ? { kind: "error", status: 400 }
@@ -529,7 +411,7 @@ describe("gemini provider embeddings", () => {
   });
 
   it("maps an upstream error", async () => {
-    upstream.setBehavior({ kind: "error", status: 429, retryDelay: "1.5s" });
+    gemini.upstream.setBehavior({ kind: "error", status: 429, retryDelay: "1.5s" });
     await expect(
       provider().embed?.({
         provider: "google",
@@ -545,14 +427,14 @@ describe("gemini provider embeddings", () => {
 describe("gemini provider probe", () => {
   it("gets the model by default", async () => {
     await provider().probe(MODEL, AbortSignal.timeout(5000));
-    expect(upstream.requests.map((r) => `${r.method} ${r.path}`)).toEqual([
+    expect(gemini.upstream.requests.map((r) => `${r.method} ${r.path}`)).toEqual([
       `GET /v1beta/models/${MODEL}`,
     ]);
-    expect(upstream.requests[0]?.headers["x-goog-api-key"]).toBe(KEY);
+    expect(gemini.upstream.requests[0]?.headers["x-goog-api-key"]).toBe(KEY);
   });
 
   it("fails when the upstream does not know the model", async () => {
-    upstream.setBehavior({ kind: "error", status: 404 });
+    gemini.upstream.setBehavior({ kind: "error", status: 404 });
     await expect(provider().probe("gemini-9", AbortSignal.timeout(5000))).rejects.toMatchObject({
       status: 502,
       kind: "upstream_error",
@@ -562,13 +444,11 @@ describe("gemini provider probe", () => {
 
   it("asks for one token when probe is completion", async () => {
     await provider({ probe: "completion" }).probe(MODEL, AbortSignal.timeout(5000));
-    expect(upstream.requests[0]?.path).toBe(`/v1beta/models/${MODEL}:generateContent`);
-    expect(upstream.requests[0]?.body).toMatchObject({ generationConfig: { maxOutputTokens: 1 } });
-  });
-
-  it("does nothing when probe is none", async () => {
-    upstream.setBehavior({ kind: "error", status: 500 });
-    await provider({ probe: "none" }).probe(MODEL, AbortSignal.timeout(5000));
-    expect(upstream.requests).toEqual([]);
+    expect(gemini.upstream.requests[0]?.path).toBe(`/v1beta/models/${MODEL}:generateContent`);
+    expect(gemini.upstream.requests[0]?.body).toMatchObject({
+      generationConfig: { maxOutputTokens: 1 },
+    });
   });
 });
+
+describeProviderConduct("gemini provider", rig, gemini);

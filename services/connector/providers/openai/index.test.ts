@@ -1,82 +1,55 @@
 import { create } from "@bufbuild/protobuf";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
-  type ChatChunk,
-  ChatParamsSchema,
   EmbedParamsSchema,
   FinishReason,
-  MessageSchema,
   RequestContextSchema,
   Role,
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import {
+  chatCall,
   collect,
   failure,
   requestsArrived,
   within,
 } from "../../../../test/helpers/provider-calls.js";
 import {
+  describeProviderConduct,
+  type ProviderRig,
+  useProviderRig,
+} from "../../../../test/helpers/provider-rig.js";
+import {
   fakeEmbedding,
   type OpenAIUpstream,
   startOpenAIUpstream,
+  type UpstreamBehavior,
 } from "../../../../test/upstreams/openai-upstream.js";
-import type { ProviderConfig } from "../../../lib/config/types.js";
 import { Failure } from "../../../lib/errors.js";
-import type { ChatCall, EmbedCall, Provider } from "../provider.js";
-import { assemble } from "./fixtures/fixtures.js";
+import type { ChatCall, EmbedCall } from "../provider.js";
+import { assemble, openAIWire } from "./fixtures/fixtures.js";
 import { createOpenAIProvider } from "./index.js";
 
 const KEY = "sk-local-test-key-0123456789";
 
-let upstream: OpenAIUpstream;
-const providers: Provider[] = [];
+const call = (stream: boolean, signal?: AbortSignal): ChatCall =>
+  chatCall({ provider: "local", model: "upstream-model" }, stream, { signal });
 
-beforeAll(async () => {
-  upstream = await startOpenAIUpstream();
-});
-afterAll(async () => {
-  await upstream.close();
-});
-afterEach(async () => {
-  upstream.requests.length = 0;
-  upstream.setBehavior({ kind: "answer" });
-  await Promise.all(providers.splice(0).map((p) => p.close()));
-});
+const rig: ProviderRig<OpenAIUpstream, UpstreamBehavior> = {
+  name: "local",
+  key: KEY,
+  start: () => startOpenAIUpstream(),
+  create: createOpenAIProvider,
+  config: (upstream) => ({ type: "openai", base_url: upstream.url, api_key: KEY }),
+  call,
+  wire: openAIWire("local"),
+};
 
-function provider(overrides: Partial<ProviderConfig> = {}): Provider {
-  const p = createOpenAIProvider("local", {
-    type: "openai",
-    base_url: upstream.url,
-    api_key: KEY,
-    ...overrides,
-  });
-  providers.push(p);
-  return p;
-}
-
-function call(stream: boolean, signal = AbortSignal.timeout(10_000)): ChatCall {
-  return {
-    provider: "local",
-    model: "upstream-model",
-    params: create(ChatParamsSchema, {
-      model: "public",
-      stream,
-      messages: [
-        create(MessageSchema, {
-          role: Role.USER,
-          contentIsText: true,
-          content: [{ part: { case: "text", value: "Say hello" } }],
-        }),
-      ],
-    }),
-    context: create(RequestContextSchema, { requestId: "req-1" }),
-    signal,
-  };
-}
+const openai = useProviderRig(rig);
+const { provider } = openai;
 
 describe("openai provider over HTTP", () => {
   it("streams an answer and sends the request the way OpenAI expects", async () => {
-    upstream.setBehavior({ kind: "answer", text: "Hello there, friend!", chunks: 4 });
+    openai.upstream.setBehavior({ kind: "answer", text: "Hello there, friend!", chunks: 4 });
     const p = provider({ headers: { "OpenAI-Organization": "org-1" } });
     const chunks = await collect(p.chat(call(true)));
 
@@ -91,7 +64,7 @@ describe("openai provider over HTTP", () => {
     });
     expect(answer.usage).toMatchObject({ promptTokens: 10, completionTokens: 4, totalTokens: 14 });
 
-    const [request] = upstream.requests;
+    const [request] = openai.upstream.requests;
     expect(request?.method).toBe("POST");
     expect(request?.path).toBe("/v1/chat/completions");
     expect(request?.headers.authorization).toBe(`Bearer ${KEY}`);
@@ -106,7 +79,7 @@ describe("openai provider over HTTP", () => {
   });
 
   it("answers a non-streamed call with one whole chunk", async () => {
-    upstream.setBehavior({ kind: "answer", text: "Whole answer." });
+    openai.upstream.setBehavior({ kind: "answer", text: "Whole answer." });
     const chunks = await collect(provider().chat(call(false)));
     expect(chunks).toHaveLength(1);
     expect(chunks[0]?.start?.id).toMatch(/^chatcmpl-fake\d+$/);
@@ -116,7 +89,7 @@ describe("openai provider over HTTP", () => {
       finishReason: FinishReason.STOP,
     });
     expect(chunks[0]?.usage?.totalTokens).toBe(13);
-    expect(upstream.requests[0]?.body).not.toHaveProperty("stream");
+    expect(openai.upstream.requests[0]?.body).not.toHaveProperty("stream");
   });
 
   it("merges what one network read brings when the caller merges anyway", async () => {
@@ -140,9 +113,9 @@ describe("openai provider over HTTP", () => {
         event({}, null, { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 }) +
         "data: [DONE]\n\n",
     ];
-    upstream.setBehavior({ kind: "raw", chunks: reads, chunkDelayMs: 30 });
+    openai.upstream.setBehavior({ kind: "raw", chunks: reads, chunkDelayMs: 30 });
     const plain = await collect(provider().chat(call(true)));
-    upstream.setBehavior({ kind: "raw", chunks: reads, chunkDelayMs: 30 });
+    openai.upstream.setBehavior({ kind: "raw", chunks: reads, chunkDelayMs: 30 });
     const merged = await collect(provider().chat({ ...call(true), merge: true }));
 
     // The first chunk alone (the first-token clock), then one chunk per read.
@@ -159,7 +132,7 @@ describe("openai provider over HTTP", () => {
   it("reassembles streamed tool-call fragments exactly", async () => {
     const weather = '{"city": "Zürich", "unit": "celsius", "days": [1, 2, 3]}';
     const time = '{"tz":"Asia/Tokyo"}';
-    upstream.setBehavior({
+    openai.upstream.setBehavior({
       kind: "answer",
       text: "",
       toolCalls: [
@@ -177,14 +150,17 @@ describe("openai provider over HTTP", () => {
   });
 
   it("sends no Authorization header when the provider has no key", async () => {
-    const p = createOpenAIProvider("keyless", { type: "openai", base_url: upstream.url });
-    providers.push(p);
-    await collect(p.chat(call(false)));
-    expect(upstream.requests[0]?.headers.authorization).toBeUndefined();
+    const p = createOpenAIProvider("keyless", { type: "openai", base_url: openai.upstream.url });
+    await collect(p.chat(call(false))).finally(() => p.close());
+    expect(openai.upstream.requests[0]?.headers.authorization).toBeUndefined();
   });
 
   it("maps an upstream 500 to a retryable upstream_error before yielding anything", async () => {
-    upstream.setBehavior({ kind: "error", status: 500, body: { error: { message: "kaput" } } });
+    openai.upstream.setBehavior({
+      kind: "error",
+      status: 500,
+      body: { error: { message: "kaput" } },
+    });
     const { error, yielded } = await failure(provider().chat(call(true)));
     expect(yielded).toEqual([]);
     expect(error).toMatchObject({
@@ -197,76 +173,17 @@ describe("openai provider over HTTP", () => {
     });
   });
 
-  it("maps an upstream 429 to rate_limited with Retry-After", async () => {
-    upstream.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "3" } });
-    const { error } = await failure(provider().chat(call(true)));
-    expect(error).toMatchObject({
-      status: 429,
-      kind: "rate_limited",
-      retryable: true,
-      retryAfterMs: 3000,
-    });
-  });
-
-  it("maps an upstream 400 to invalid_request with the upstream's words", async () => {
-    upstream.setBehavior({
-      kind: "error",
-      status: 400,
-      body: {
-        error: {
-          message: "Invalid 'messages[0].content': string too long.",
-          type: "invalid_request_error",
-          param: "messages[0].content",
-          code: "string_above_max_length",
-        },
-      },
-    });
-    const { error } = await failure(provider().chat(call(false)));
-    expect(error).toMatchObject({
-      status: 400,
-      kind: "invalid_request",
-      retryable: false,
-      param: "messages[0].content",
-      code: "string_above_max_length",
-    });
-    expect(error.message).toContain("string too long");
-  });
-
-  it("never lets the API key into an error message", async () => {
-    upstream.setBehavior({ kind: "error", status: 502, body: `proxy got key ${KEY}` });
-    const { error } = await failure(provider().chat(call(false)));
-    expect(error.message).not.toContain(KEY);
-    expect(error.message).toContain("[redacted]");
-  });
-
-  it.each(["end", "destroy"] as const)(
-    "throws when the stream stops without [DONE] (cut by %s)",
-    async (cutMode) => {
-      upstream.setBehavior({
-        kind: "answer",
-        text: "abcdef",
-        chunks: 6,
-        cutAfterChunks: 3,
-        cutMode,
-      });
-      const { error, yielded } = await failure(provider().chat(call(true)));
-      expect(yielded).toHaveLength(3);
-      expect(error).toMatchObject({ status: 502, kind: "upstream_error", retryable: true });
-      expect(error.message).toMatch(/^stream from provider local ended early/);
-    },
-  );
-
   it("takes a stream that ends whole without [DONE] once every choice has finished (TGI, llama.cpp forks)", async () => {
     const chunk = (delta: object, finish: string | null) =>
       `data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":${JSON.stringify(delta)},"finish_reason":${JSON.stringify(finish)}}]}\n\n`;
-    upstream.setBehavior({
+    openai.upstream.setBehavior({
       kind: "raw",
       chunks: [chunk({ role: "assistant", content: "hi" }, null), chunk({}, "stop")],
     });
     const chunks = await collect(provider().chat(call(true)));
     expect(assemble(chunks).finishReason).toBe(FinishReason.STOP);
     // Without the finish reason it stays a stream cut short.
-    upstream.setBehavior({
+    openai.upstream.setBehavior({
       kind: "raw",
       chunks: [chunk({ role: "assistant", content: "hi" }, null)],
     });
@@ -274,43 +191,8 @@ describe("openai provider over HTTP", () => {
     expect(error.message).toMatch(/ended early/);
   });
 
-  it("throws when the stream stops in the middle of an event", async () => {
-    upstream.setBehavior({
-      kind: "raw",
-      chunks: [
-        'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n',
-        'data: {"id":"c","object":"chat.compl',
-      ],
-    });
-    const { error, yielded } = await failure(provider().chat(call(true)));
-    expect(yielded).toHaveLength(1);
-    expect(error.message).toMatch(/ended early/);
-  });
-
-  it("throws the upstream's words when an error object arrives as an event", async () => {
-    upstream.setBehavior({
-      kind: "raw",
-      chunks: [
-        'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n',
-        'data: {"error":{"message":"The server had an error while processing your request.","type":"server_error","code":"server_error"}}\n\n',
-      ],
-    });
-    const { error, yielded } = await failure(provider().chat(call(true)));
-    expect(yielded).toHaveLength(1);
-    expect(error).toMatchObject({ status: 502, kind: "upstream_error", code: "server_error" });
-    expect(error.message).toBe(
-      "stream from provider local failed: The server had an error while processing your request.",
-    );
-  });
-
-  it("throws when an event is not JSON", async () => {
-    upstream.setBehavior({ kind: "raw", chunks: ["data: {oops\n\n", "data: [DONE]\n\n"] });
-    const { error } = await failure(provider().chat(call(true)));
-    expect(error.message).toBe("stream from provider local was malformed: invalid JSON");
-  });
-
   it("accepts a JSON answer from a server that ignored stream: true", async () => {
-    upstream.setBehavior({
+    openai.upstream.setBehavior({
       kind: "raw",
       headers: { "content-type": "application/json" },
       chunks: [
@@ -328,99 +210,24 @@ describe("openai provider over HTTP", () => {
     const chunks = await collect(provider().chat(call(true)));
     expect(assemble(chunks).content).toBe("ok");
   });
-
-  it("cancels the upstream request when the signal aborts before headers", async () => {
-    upstream.setBehavior({ kind: "hang" });
-    const controller = new AbortController();
-    const pending = failure(provider().chat(call(true, controller.signal)));
-    await requestsArrived(upstream.requests, 1);
-    controller.abort();
-    const { error } = await pending;
-    expect(error).toMatchObject({ status: 499, kind: "cancelled" });
-    await within(upstream.requests[0]?.closed ?? Promise.reject(), 1000);
-    expect(upstream.requests[0]?.aborted).toBe(true);
-  });
-
-  it("cancels the upstream request when the signal aborts mid-stream", async () => {
-    upstream.setBehavior({
-      kind: "answer",
-      text: "one two three four five",
-      chunks: 5,
-      chunkDelayMs: 100,
-    });
-    const controller = new AbortController();
-    const chunks = provider().chat(call(true, controller.signal));
-    const yielded: ChatChunk[] = [];
-    const error = await (async () => {
-      try {
-        for await (const chunk of chunks) {
-          yielded.push(chunk);
-          controller.abort();
-        }
-      } catch (err) {
-        return err;
-      }
-      return undefined;
-    })();
-    expect(yielded).toHaveLength(1);
-    expect(error).toMatchObject({ status: 499, kind: "cancelled" });
-    await within(upstream.requests[0]?.closed ?? Promise.reject(), 1000);
-    expect(upstream.requests[0]?.aborted).toBe(true);
-  });
-
-  it("cancels the upstream request when the caller stops reading", async () => {
-    upstream.setBehavior({
-      kind: "answer",
-      text: "one two three four five",
-      chunks: 5,
-      chunkDelayMs: 100,
-    });
-    for await (const chunk of provider().chat(call(true))) {
-      expect(chunk.start).toBeDefined();
-      break;
-    }
-    await within(upstream.requests[0]?.closed ?? Promise.reject(), 1000);
-    expect(upstream.requests[0]?.aborted).toBe(true);
-  });
-
-  it("keeps its connection after a complete stream, even when the body's end trails [DONE]", async () => {
-    upstream.setBehavior({ kind: "answer", endDelayMs: 20 });
-    const p = provider();
-    const before = upstream.connections;
-    for (let i = 0; i < 4; i++) {
-      const chunks = await collect(p.chat(call(true)));
-      expect(assemble(chunks).finishReason).toBe(FinishReason.STOP);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(upstream.connections - before).toBe(1);
-  });
 });
 
 describe("openai provider probe", () => {
   it("lists models by default", async () => {
     await provider().probe("upstream-model", AbortSignal.timeout(5000));
-    expect(upstream.requests.map((r) => `${r.method} ${r.path}`)).toEqual(["GET /v1/models"]);
-    expect(upstream.requests[0]?.headers.authorization).toBe(`Bearer ${KEY}`);
-  });
-
-  it("fails when the upstream rejects the gateway's key", async () => {
-    upstream.setBehavior({ kind: "error", status: 401 });
-    await expect(provider().probe("m", AbortSignal.timeout(5000))).rejects.toMatchObject({
-      kind: "auth",
-      status: 502,
-    });
+    expect(openai.upstream.requests.map((r) => `${r.method} ${r.path}`)).toEqual([
+      "GET /v1/models",
+    ]);
+    expect(openai.upstream.requests[0]?.headers.authorization).toBe(`Bearer ${KEY}`);
   });
 
   it("asks for one token when probe is completion", async () => {
     await provider({ probe: "completion" }).probe("upstream-model", AbortSignal.timeout(5000));
-    expect(upstream.requests[0]?.path).toBe("/v1/chat/completions");
-    expect(upstream.requests[0]?.body).toMatchObject({ model: "upstream-model", max_tokens: 1 });
-  });
-
-  it("does nothing when probe is none", async () => {
-    upstream.setBehavior({ kind: "error", status: 500 });
-    await provider({ probe: "none" }).probe("m", AbortSignal.timeout(5000));
-    expect(upstream.requests).toEqual([]);
+    expect(openai.upstream.requests[0]?.path).toBe("/v1/chat/completions");
+    expect(openai.upstream.requests[0]?.body).toMatchObject({
+      model: "upstream-model",
+      max_tokens: 1,
+    });
   });
 });
 
@@ -454,7 +261,7 @@ describe("openai provider embeddings", () => {
     expect(result?.usage).toMatchObject({ promptTokens: 5, completionTokens: 0, totalTokens: 5 });
     expect(result).toMatchObject({ upstreamModel: "text-embedding-3-small", provider: "local" });
 
-    const [request] = upstream.requests;
+    const [request] = openai.upstream.requests;
     expect(`${request?.method} ${request?.path}`).toBe("POST /v1/embeddings");
     expect(request?.headers.authorization).toBe(`Bearer ${KEY}`);
     expect(request?.body).toEqual({
@@ -467,7 +274,7 @@ describe("openai provider embeddings", () => {
   });
 
   it("maps an upstream 400 to invalid_request with the upstream's words", async () => {
-    upstream.setBehavior({
+    openai.upstream.setBehavior({
       kind: "error",
       status: 400,
       body: {
@@ -488,7 +295,7 @@ describe("openai provider embeddings", () => {
   });
 
   it("fails retryably when the answer lacks a vector", async () => {
-    upstream.setBehavior({
+    openai.upstream.setBehavior({
       kind: "raw",
       headers: { "content-type": "application/json" },
       chunks: [
@@ -509,15 +316,17 @@ describe("openai provider embeddings", () => {
   });
 
   it("cancels the upstream request when the signal aborts", async () => {
-    upstream.setBehavior({ kind: "hang" });
+    openai.upstream.setBehavior({ kind: "hang" });
     const controller = new AbortController();
     const pending = provider()
       .embed?.(embedCall(["x"], { signal: controller.signal }))
       .catch((e: unknown) => e);
-    await requestsArrived(upstream.requests, 1);
+    await requestsArrived(openai.upstream.requests, 1);
     controller.abort();
     expect(await pending).toMatchObject({ status: 499, kind: "cancelled" });
-    await within(upstream.requests[0]?.closed ?? Promise.reject(), 1000);
-    expect(upstream.requests[0]?.aborted).toBe(true);
+    await within(openai.upstream.requests[0]?.closed ?? Promise.reject(), 1000);
+    expect(openai.upstream.requests[0]?.aborted).toBe(true);
   });
 });
+
+describeProviderConduct("openai provider", rig, openai);
