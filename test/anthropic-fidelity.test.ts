@@ -1,51 +1,13 @@
 import Anthropic from "@anthropic-ai/sdk";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
-import {
-  type AnthropicUpstream,
-  signThinking,
-  startAnthropicUpstream,
-} from "./upstreams/anthropic-upstream.js";
-import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
+import { describe, expect, it } from "vitest";
+import { useAnthropicGateway } from "./helpers/anthropic-gateway.js";
+import { signThinking } from "./upstreams/anthropic-upstream.js";
 
 // What an Anthropic client gets from an Anthropic upstream through the gateway, beyond what
 // every pair of APIs shares: the official @anthropic-ai/sdk through one gateway process to the
 // fake Anthropic upstream, which answers in Anthropic's wire format, streamed and whole.
 
-let upstream: AnthropicUpstream;
-let openaiUp: OpenAIUpstream;
-let gw: RunningFabric;
-let claude: Anthropic;
-
-beforeAll(async () => {
-  upstream = await startAnthropicUpstream();
-  openaiUp = await startOpenAIUpstream();
-  gw = await startOneProcess(
-    testConfig(`
-providers:
-  an: { type: anthropic, base_url: "${upstream.url}", api_key: an-key }
-  oa: { type: openai, base_url: "${openaiUp.url}", api_key: sk-oa }
-  mk: { type: mock }
-models:
-  claude: { targets: [{ provider: an, model: claude-up }] }
-  gpt: { targets: [{ provider: oa, model: gpt-up }] }
-  demo: { targets: [{ provider: mk, model: echo }] }
-  demo-then-claude: { targets: [{ provider: mk, model: echo }, { provider: an, model: claude-up }] }
-routing: { retries: 0 }
-health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
-`),
-  );
-  claude = new Anthropic({ baseURL: gw.url, apiKey: "x", maxRetries: 0 });
-});
-
-afterAll(async () => {
-  await gw?.stop();
-  await Promise.all([upstream?.close(), openaiUp?.close()]);
-});
-
-afterEach(() => {
-  upstream.setBehavior({ kind: "answer" });
-});
+const gateway = useAnthropicGateway("{ retries: 0 }");
 
 const ask = {
   model: "claude",
@@ -58,7 +20,7 @@ async function streamedEvents(
   body: Anthropic.MessageCreateParamsNonStreaming,
 ): Promise<Anthropic.RawMessageStreamEvent[]> {
   const events: Anthropic.RawMessageStreamEvent[] = [];
-  for await (const event of await claude.messages.create({ ...body, stream: true })) {
+  for await (const event of await gateway.claude.messages.create({ ...body, stream: true })) {
     events.push(event);
   }
   return events;
@@ -68,7 +30,7 @@ describe("Anthropic's usage details", () => {
   const serverToolUse = { web_search_requests: 2, web_fetch_requests: 1 };
 
   it("reach an anthropic client whole and streamed: the service tier and the server tool requests", async () => {
-    upstream.setBehavior({
+    gateway.anthropicUp.setBehavior({
       kind: "answer",
       text: "Two searches later: nothing.",
       usage: {
@@ -79,7 +41,7 @@ describe("Anthropic's usage details", () => {
       },
     });
 
-    const whole = await claude.messages.create(ask);
+    const whole = await gateway.claude.messages.create(ask);
     expect(whole.usage).toMatchObject({ service_tier: "priority", server_tool_use: serverToolUse });
 
     // Streamed, each where Anthropic puts it: the tier in message_start's usage, the cumulative
@@ -94,7 +56,7 @@ describe("Anthropic's usage details", () => {
     expect(delta?.usage).toMatchObject({ server_tool_use: serverToolUse });
     expect(delta?.usage).not.toHaveProperty("service_tier");
 
-    const streamed = await claude.messages.stream(ask).finalMessage();
+    const streamed = await gateway.claude.messages.stream(ask).finalMessage();
     expect(streamed.usage).toMatchObject({
       service_tier: "priority",
       server_tool_use: serverToolUse,
@@ -102,7 +64,7 @@ describe("Anthropic's usage details", () => {
   });
 
   it("are left out when the upstream reported none", async () => {
-    const whole = await claude.messages.create(ask);
+    const whole = await gateway.claude.messages.create(ask);
     expect(whole.usage).not.toHaveProperty("service_tier");
     expect(whole.usage).not.toHaveProperty("server_tool_use");
   });
@@ -161,33 +123,33 @@ describe("Anthropic's content blocks", () => {
   ])(
     "reach an anthropic client %s in the upstream's order, each block whole",
     async (_, stream) => {
-      upstream.setBehavior({ kind: "answer", blocks: interleaved });
+      gateway.anthropicUp.setBehavior({ kind: "answer", blocks: interleaved });
       const message = stream
-        ? await claude.messages.stream(thinkingAsk).finalMessage()
-        : await claude.messages.create(thinkingAsk);
+        ? await gateway.claude.messages.stream(thinkingAsk).finalMessage()
+        : await gateway.claude.messages.create(thinkingAsk);
       expect(message.content).toEqual(signed(interleaved));
       expect(message.stop_reason).toBe("tool_use");
     },
   );
 
   it("stream as one block after another, numbered from 0 in order", async () => {
-    upstream.setBehavior({ kind: "answer", blocks: interleaved });
+    gateway.anthropicUp.setBehavior({ kind: "answer", blocks: interleaved });
     const { starts, nested } = framing(await streamedEvents(thinkingAsk));
     expect(nested).toBe(false);
     expect(starts).toEqual(interleaved.map((b, index) => ({ index, type: b.type })));
   });
 
   it("go back to Anthropic in the client's order when it sends its answer on", async () => {
-    upstream.setBehavior({ kind: "answer", blocks: interleaved });
-    const first = await claude.messages.create(thinkingAsk, {
+    gateway.anthropicUp.setBehavior({ kind: "answer", blocks: interleaved });
+    const first = await gateway.claude.messages.create(thinkingAsk, {
       headers: { "anthropic-beta": "interleaved-thinking-2025-05-14" },
     });
-    upstream.setBehavior({ kind: "answer", text: "Sunny, 14:00." });
+    gateway.anthropicUp.setBehavior({ kind: "answer", text: "Sunny, 14:00." });
     const results = [
       { type: "tool_result" as const, tool_use_id: "toolu_1", content: "sunny" },
       { type: "tool_result" as const, tool_use_id: "toolu_2", content: "14:00" },
     ];
-    const second = await claude.messages.create({
+    const second = await gateway.claude.messages.create({
       ...thinkingAsk,
       messages: [
         ...ask.messages,
@@ -197,7 +159,7 @@ describe("Anthropic's content blocks", () => {
     });
     // The fake checks every signature, as Anthropic does; the turn arrives as the client sent it.
     expect(second.content).toEqual([{ type: "text", text: "Sunny, 14:00." }]);
-    const sent = upstream.requests.at(-1)?.body as { messages: unknown[] };
+    const sent = gateway.anthropicUp.requests.at(-1)?.body as { messages: unknown[] };
     expect(sent.messages[1]).toEqual({ role: "assistant", content: signed(interleaved) });
   });
 
@@ -241,14 +203,14 @@ describe("Anthropic's content blocks", () => {
         citations: [citation("https://b.example", "fail")],
       },
     ];
-    upstream.setBehavior({
+    gateway.anthropicUp.setBehavior({
       kind: "answer",
       blocks: searched,
       usage: { input_tokens: 50, output_tokens: 20, server_tool_use: { web_search_requests: 1 } },
     });
-    const whole = await claude.messages.create(ask);
+    const whole = await gateway.claude.messages.create(ask);
     expect(whole.content).toEqual(searched);
-    const streamed = await claude.messages.stream(ask).finalMessage();
+    const streamed = await gateway.claude.messages.stream(ask).finalMessage();
     expect(streamed.content).toEqual(searched);
     expect(streamed.usage.server_tool_use).toEqual({ web_search_requests: 1 });
   });
@@ -290,25 +252,25 @@ describe("Anthropic's MCP connector (mcp_servers)", () => {
   ])(
     "reach an Anthropic target as sent, and its MCP blocks come back %s in place, each whole",
     async (_, stream) => {
-      upstream.setBehavior({ kind: "answer", blocks: answer });
+      gateway.anthropicUp.setBehavior({ kind: "answer", blocks: answer });
       const message = stream
-        ? await claude.beta.messages
+        ? await gateway.claude.beta.messages
             .stream(body as Anthropic.Beta.MessageCreateParamsNonStreaming, beta)
             .finalMessage()
-        : await claude.beta.messages.create(
+        : await gateway.claude.beta.messages.create(
             body as Anthropic.Beta.MessageCreateParamsNonStreaming,
             beta,
           );
       expect(message.content).toEqual(answer);
-      const sent = upstream.requests.at(-1);
+      const sent = gateway.anthropicUp.requests.at(-1);
       expect((sent?.body as Record<string, unknown> | undefined)?.mcp_servers).toEqual(mcpServers);
       expect(sent?.headers["anthropic-beta"]).toBe("mcp-client-2025-04-04");
     },
   );
 
   it("go back to Anthropic in place when the client sends the turn on", async () => {
-    upstream.setBehavior({ kind: "answer", text: "Anything else?" });
-    await claude.beta.messages.create(
+    gateway.anthropicUp.setBehavior({ kind: "answer", text: "Anything else?" });
+    await gateway.claude.beta.messages.create(
       {
         ...(body as Anthropic.Beta.MessageCreateParamsNonStreaming),
         messages: [
@@ -319,7 +281,7 @@ describe("Anthropic's MCP connector (mcp_servers)", () => {
       },
       beta,
     );
-    const sent = upstream.requests.at(-1)?.body as { messages: unknown[] };
+    const sent = gateway.anthropicUp.requests.at(-1)?.body as { messages: unknown[] };
     expect(sent.messages[1]).toEqual({ role: "assistant", content: answer });
   });
 
@@ -327,7 +289,9 @@ describe("Anthropic's MCP connector (mcp_servers)", () => {
     ["an OpenAI", "gpt", "openai"],
     ["a mock", "demo", "mock"],
   ])("is refused by %s target with a 400 naming the field", async (_, model, type) => {
-    const refused = await claude.messages.create({ ...body, model }, beta).catch((e: unknown) => e);
+    const refused = await gateway.claude.messages
+      .create({ ...body, model }, beta)
+      .catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(Anthropic.BadRequestError);
     expect((refused as Error).message).toContain(
       `does not support Anthropic's MCP connector (mcp_servers)`,
@@ -336,7 +300,7 @@ describe("Anthropic's MCP connector (mcp_servers)", () => {
   });
 
   it("refuses a conversation holding MCP blocks for a target that is not Anthropic", async () => {
-    const refused = await claude.messages
+    const refused = await gateway.claude.messages
       .create({
         ...ask,
         model: "gpt",
@@ -349,11 +313,11 @@ describe("Anthropic's MCP connector (mcp_servers)", () => {
       .catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(Anthropic.BadRequestError);
     expect((refused as Error).message).toContain("Anthropic's mcp_tool_use blocks");
-    expect(openaiUp.requests.filter((r) => r.method === "POST")).toHaveLength(0);
+    expect(gateway.openaiUp.requests.filter((r) => r.method === "POST")).toHaveLength(0);
   });
 
   it("are counted by an Anthropic target, passing over one that cannot serve them", async () => {
-    const counted = await claude.beta.messages.countTokens(
+    const counted = await gateway.claude.beta.messages.countTokens(
       {
         model: "demo-then-claude",
         messages: ask.messages,
@@ -362,7 +326,7 @@ describe("Anthropic's MCP connector (mcp_servers)", () => {
       beta,
     );
     expect(counted.input_tokens).toBeGreaterThan(0);
-    const sent = upstream.requests.at(-1);
+    const sent = gateway.anthropicUp.requests.at(-1);
     expect(sent?.path).toBe("/v1/messages/count_tokens");
     expect((sent?.body as Record<string, unknown> | undefined)?.mcp_servers).toEqual(mcpServers);
   });

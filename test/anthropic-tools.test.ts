@@ -2,53 +2,17 @@ import Anthropic from "@anthropic-ai/sdk";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ChatParamsSchema, Role } from "../gen/switchyard/chat/v1/chat_pb.js";
 import { GatewayService } from "../gen/switchyard/gateway/v1/gateway_pb.js";
-import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
-import { type AnthropicUpstream, startAnthropicUpstream } from "./upstreams/anthropic-upstream.js";
-import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
+import { useAnthropicGateway } from "./helpers/anthropic-gateway.js";
 
 // Tools Anthropic defines (its server tools, which it runs, and the client tools its models are
 // trained on), the container its code runs in and the citations of earlier answers, from the
 // official @anthropic-ai/sdk through one gateway process: whole to a fake Anthropic upstream
 // that records what it is sent, refused by every other target before it is sent anything.
 
-let anthropicUp: AnthropicUpstream;
-let openaiUp: OpenAIUpstream;
-let gw: RunningFabric;
-let claude: Anthropic;
-
-beforeAll(async () => {
-  anthropicUp = await startAnthropicUpstream();
-  openaiUp = await startOpenAIUpstream();
-  gw = await startOneProcess(
-    testConfig(`
-providers:
-  an: { type: anthropic, base_url: "${anthropicUp.url}", api_key: an-key }
-  oa: { type: openai, base_url: "${openaiUp.url}", api_key: sk-oa }
-  mk: { type: mock }
-models:
-  claude: { targets: [{ provider: an, model: claude-up }] }
-  gpt: { targets: [{ provider: oa, model: gpt-up }] }
-  demo: { targets: [{ provider: mk, model: echo }] }
-  claude-or-gpt: { targets: [{ provider: an, model: claude-up }], fallbacks: [gpt] }
-  demo-then-claude: { targets: [{ provider: mk, model: echo }, { provider: an, model: claude-up }] }
-routing: { retries: 1, backoff: { base_ms: 1, max_ms: 1 } }
-health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
-`),
-  );
-  claude = new Anthropic({ baseURL: gw.url, apiKey: "x", maxRetries: 0 });
-});
-
-afterAll(async () => {
-  await gw?.stop();
-  await Promise.all([anthropicUp?.close(), openaiUp?.close()]);
-});
-
-afterEach(() => {
-  anthropicUp.setBehavior({ kind: "answer" });
-});
+const gateway = useAnthropicGateway("{ retries: 1, backoff: { base_ms: 1, max_ms: 1 } }");
 
 const ask = {
   model: "claude",
@@ -88,10 +52,10 @@ const withTools = { ...ask, tools };
 
 /** The JSON body of the last request the Anthropic upstream got. */
 function lastSent(): Record<string, unknown> {
-  return anthropicUp.requests.at(-1)?.body as Record<string, unknown>;
+  return gateway.anthropicUp.requests.at(-1)?.body as Record<string, unknown>;
 }
 
-const openaiPosts = () => openaiUp.requests.filter((r) => r.method === "POST").length;
+const openaiPosts = () => gateway.openaiUp.requests.filter((r) => r.method === "POST").length;
 
 describe("tools Anthropic defines", () => {
   it.each([
@@ -102,8 +66,8 @@ describe("tools Anthropic defines", () => {
       ...withTools,
       tool_choice: { type: "tool" as const, name: "web_search" },
     };
-    if (stream) await claude.messages.stream(body).finalMessage();
-    else await claude.messages.create(body);
+    if (stream) await gateway.claude.messages.stream(body).finalMessage();
+    else await gateway.claude.messages.create(body);
     const sent = lastSent();
     expect(JSON.stringify(sent.tools)).toBe(JSON.stringify(tools));
     expect(sent.tool_choice).toEqual({ type: "tool", name: "web_search" });
@@ -137,20 +101,20 @@ describe("tools Anthropic defines", () => {
       { type: "text", text: " And fail over.", citations: [location("https://b.example", "f")] },
     ];
     const serverToolUse = { web_search_requests: 1 };
-    anthropicUp.setBehavior({
+    gateway.anthropicUp.setBehavior({
       kind: "answer",
       blocks: searched,
       usage: { input_tokens: 40, output_tokens: 20, server_tool_use: serverToolUse },
     });
-    const whole = await claude.messages.create(withTools);
-    const streamed = await claude.messages.stream(withTools).finalMessage();
+    const whole = await gateway.claude.messages.create(withTools);
+    const streamed = await gateway.claude.messages.stream(withTools).finalMessage();
     for (const message of [whole, streamed]) {
       expect(message.content).toEqual(searched);
       expect(message.usage.server_tool_use).toEqual(serverToolUse);
     }
 
-    anthropicUp.setBehavior({ kind: "answer", text: "You're welcome." });
-    await claude.messages.create({
+    gateway.anthropicUp.setBehavior({ kind: "answer", text: "You're welcome." });
+    await gateway.claude.messages.create({
       ...withTools,
       messages: [
         ...ask.messages,
@@ -181,14 +145,14 @@ describe("tools Anthropic defines", () => {
           input: { command: "view", path: "/repo/README.md" },
         },
       ];
-      anthropicUp.setBehavior({ kind: "answer", blocks: calls });
+      gateway.anthropicUp.setBehavior({ kind: "answer", blocks: calls });
       const first = stream
-        ? await claude.messages.stream(withTools).finalMessage()
-        : await claude.messages.create(withTools);
+        ? await gateway.claude.messages.stream(withTools).finalMessage()
+        : await gateway.claude.messages.create(withTools);
       expect(first.content).toEqual(calls);
       expect(first.stop_reason).toBe("tool_use");
 
-      anthropicUp.setBehavior({ kind: "answer", text: "Two files." });
+      gateway.anthropicUp.setBehavior({ kind: "answer", text: "Two files." });
       const results: Anthropic.ToolResultBlockParam[] = [
         { type: "tool_result", tool_use_id: "toolu_bash_1", content: "README.md\nsrc" },
         {
@@ -197,7 +161,7 @@ describe("tools Anthropic defines", () => {
           content: [{ type: "text", text: "1\t# Repo" }],
         },
       ];
-      const second = await claude.messages.create({
+      const second = await gateway.claude.messages.create({
         ...withTools,
         messages: [
           ...ask.messages,
@@ -220,7 +184,7 @@ describe("tools Anthropic defines", () => {
     async (_, model, type) => {
       const posted = openaiPosts();
       for (const stream of [false, true]) {
-        const refused = await claude.messages
+        const refused = await gateway.claude.messages
           .create({ ...withTools, model, stream })
           .catch((e: unknown) => e);
         expect(refused).toBeInstanceOf(Anthropic.BadRequestError);
@@ -234,12 +198,12 @@ describe("tools Anthropic defines", () => {
 
   it("are refused, not dropped, when a fallback to a non-Anthropic model is what is left", async () => {
     const posted = openaiPosts();
-    anthropicUp.setBehavior({ kind: "error", status: 500 });
-    const before = anthropicUp.requests.length;
-    const refused = await claude.messages
+    gateway.anthropicUp.setBehavior({ kind: "error", status: 500 });
+    const before = gateway.anthropicUp.requests.length;
+    const refused = await gateway.claude.messages
       .create({ ...withTools, model: "claude-or-gpt" })
       .catch((e: unknown) => e);
-    expect(anthropicUp.requests.length).toBe(before + 1);
+    expect(gateway.anthropicUp.requests.length).toBe(before + 1);
     expect(refused).toBeInstanceOf(Anthropic.BadRequestError);
     expect((refused as Error).message).toContain("model 'gpt-up' on provider 'oa' (openai)");
     expect((refused as Error).message).toContain("Anthropic's web_search_20250305 tool");
@@ -247,7 +211,7 @@ describe("tools Anthropic defines", () => {
   });
 
   it("are counted by Anthropic's count_tokens, past a target that cannot serve them", async () => {
-    const counted = await claude.messages.countTokens({
+    const counted = await gateway.claude.messages.countTokens({
       model: "demo-then-claude",
       messages: ask.messages,
       tools,
@@ -255,7 +219,7 @@ describe("tools Anthropic defines", () => {
       container: "container_1",
     } as Anthropic.MessageCountTokensParams);
     expect(counted.input_tokens).toBeGreaterThan(0);
-    const sent = anthropicUp.requests.at(-1);
+    const sent = gateway.anthropicUp.requests.at(-1);
     expect(sent?.path).toBe("/v1/messages/count_tokens");
     const sentTools = (sent?.body as Record<string, unknown> | undefined)?.tools;
     expect(JSON.stringify(sentTools)).toBe(JSON.stringify(tools));
@@ -272,11 +236,11 @@ describe("the container", () => {
   ])(
     "reaches an Anthropic target as %s, and the answer names it, whole and streamed",
     async (_, asked) => {
-      anthropicUp.setBehavior({ kind: "answer", text: "Ran it.", container });
+      gateway.anthropicUp.setBehavior({ kind: "answer", text: "Ran it.", container });
       const body = { ...withTools, container: asked } as Anthropic.MessageCreateParamsNonStreaming;
-      const whole = await claude.messages.create(body);
+      const whole = await gateway.claude.messages.create(body);
       expect(lastSent().container).toEqual(asked);
-      const streamed = await claude.messages.stream(body).finalMessage();
+      const streamed = await gateway.claude.messages.stream(body).finalMessage();
       expect(lastSent().container).toEqual(asked);
       expect(whole.container).toEqual(container);
       expect(streamed.container).toEqual(container);
@@ -285,7 +249,7 @@ describe("the container", () => {
 
   it("is refused by a target that is not Anthropic", async () => {
     const posted = openaiPosts();
-    const refused = await claude.messages
+    const refused = await gateway.claude.messages
       .create({ ...ask, model: "gpt", container: "container_011" })
       .catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(Anthropic.BadRequestError);
@@ -340,15 +304,15 @@ describe("citations in the conversation", () => {
     "reach an Anthropic target %s intact, in place, with the document's own fields",
     async (_, stream) => {
       const body = { ...ask, messages: conversation };
-      if (stream) await claude.messages.stream(body).finalMessage();
-      else await claude.messages.create(body);
+      if (stream) await gateway.claude.messages.stream(body).finalMessage();
+      else await gateway.claude.messages.create(body);
       expect(lastSent().messages).toEqual(conversation);
     },
   );
 
   it("are left out for another target, which refuses a document whose citations are enabled", async () => {
     const posted = openaiPosts();
-    const refused = await claude.messages
+    const refused = await gateway.claude.messages
       .create({ ...ask, model: "gpt", messages: conversation })
       .catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(Anthropic.BadRequestError);
@@ -359,12 +323,12 @@ describe("citations in the conversation", () => {
 
     // Without the document, the text goes to the OpenAI target without its citations.
     const [, ...rest] = conversation;
-    await claude.messages.create({
+    await gateway.claude.messages.create({
       ...ask,
       model: "gpt",
       messages: [{ role: "user", content: "Hi" }, ...rest],
     });
-    const sent = openaiUp.requests.at(-1)?.body as { messages: unknown[] };
+    const sent = gateway.openaiUp.requests.at(-1)?.body as { messages: unknown[] };
     expect(JSON.stringify(sent.messages)).not.toContain("citations");
     expect(JSON.stringify(sent.messages)).toContain("revenue rose.");
   });
@@ -379,13 +343,16 @@ describe("GatewayService clients", () => {
       tools: [{ name, anthropicJson }],
       extraJson: JSON.stringify({ container: "container_011" }),
     });
-  const gateway = () =>
-    createClient(GatewayService, createConnectTransport({ baseUrl: gw.url, httpVersion: "2" }));
+  const gatewayClient = () =>
+    createClient(
+      GatewayService,
+      createConnectTransport({ baseUrl: gateway.gw.url, httpVersion: "2" }),
+    );
 
   it("send an Anthropic-defined tool as anthropic_json, and read the answer's container", async () => {
     const container = { id: "container_011", expires_at: "2026-01-01T00:00:00Z", skills: null };
-    anthropicUp.setBehavior({ kind: "answer", text: "Nothing new.", container });
-    const { completion } = await gateway().chat({ params: params("claude") });
+    gateway.anthropicUp.setBehavior({ kind: "answer", text: "Nothing new.", container });
+    const { completion } = await gatewayClient().chat({ params: params("claude") });
     expect(lastSent().tools).toEqual([search]);
     expect(lastSent().container).toBe("container_011");
     expect(JSON.parse(completion?.choices[0]?.anthropicContainerJson ?? "")).toEqual(container);
@@ -398,14 +365,14 @@ describe("GatewayService clients", () => {
     ["another name", params("claude", JSON.stringify(search), "search"), /must be the name in/],
   ])("get INVALID_ARGUMENT for %s", async (_, request, message) => {
     const posted = openaiPosts();
-    const before = anthropicUp.requests.length;
-    const err = await gateway()
+    const before = gateway.anthropicUp.requests.length;
+    const err = await gatewayClient()
       .chat({ params: request })
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConnectError);
     expect((err as ConnectError).code).toBe(Code.InvalidArgument);
     expect((err as ConnectError).rawMessage).toMatch(message);
-    expect(anthropicUp.requests.length).toBe(before);
+    expect(gateway.anthropicUp.requests.length).toBe(before);
     expect(openaiPosts()).toBe(posted);
   });
 
@@ -425,7 +392,7 @@ describe("GatewayService clients", () => {
         extraJson: JSON.stringify(extras),
       });
       const posted = openaiPosts();
-      const err = await gateway()
+      const err = await gatewayClient()
         .chat({ params: request })
         .catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ConnectError);

@@ -2,87 +2,41 @@ import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { withoutCallNonces } from "../services/connector/providers/gemini/fixtures/call-ids.js";
-import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
 import {
-  type AnthropicUpstream,
-  signThinking,
-  startAnthropicUpstream,
-} from "./upstreams/anthropic-upstream.js";
-import { type GeminiUpstream, startGeminiUpstream } from "./upstreams/gemini-upstream.js";
-import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
+  ARGS,
+  type EveryUpstream,
+  startEveryUpstream,
+  TEXT,
+  type UpstreamKind,
+} from "./helpers/every-upstream.js";
+import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
+import { signThinking } from "./upstreams/anthropic-upstream.js";
 
 // Every client API against every upstream type, streaming and not, with and without tools:
 // the official openai and @anthropic-ai/sdk clients through one gateway process to local
 // upstreams that speak OpenAI's, Azure's, Anthropic's and Gemini's wire formats.
-const TEXT = "The answer is 42.";
-const ARGS = '{"city":"Paris"}';
 const SYSTEM = "You are terse.";
 
-let openaiUp: OpenAIUpstream;
-let azureUp: OpenAIUpstream;
-let anthropicUp: AnthropicUpstream;
-let geminiUp: GeminiUpstream;
+let fakes: EveryUpstream;
 let gw: RunningFabric;
 let oai: OpenAI;
 let claude: Anthropic;
 
-type Upstream = "openai" | "azure" | "anthropic" | "gemini";
-const UPSTREAMS: Upstream[] = ["openai", "azure", "anthropic", "gemini"];
-
-function answerWith(up: Upstream, tools: boolean) {
-  switch (up) {
-    case "openai":
-    case "azure":
-      (up === "openai" ? openaiUp : azureUp).setBehavior(
-        tools
-          ? {
-              kind: "answer",
-              text: "",
-              toolCalls: [{ id: "call_1", name: "get_weather", arguments: ARGS, fragments: 3 }],
-              finishReason: "tool_calls",
-            }
-          : { kind: "answer", text: TEXT, chunks: 3 },
-      );
-      return;
-    case "anthropic":
-      anthropicUp.setBehavior(
-        tools
-          ? {
-              kind: "answer",
-              text: "",
-              toolUses: [{ id: "toolu_1", name: "get_weather", input: ARGS, fragments: 3 }],
-            }
-          : { kind: "answer", text: TEXT, chunks: 3 },
-      );
-      return;
-    case "gemini":
-      geminiUp.setBehavior(
-        tools
-          ? {
-              kind: "answer",
-              text: "",
-              functionCalls: [{ name: "get_weather", args: { city: "Paris" } }],
-            }
-          : { kind: "answer", text: TEXT, chunks: 3 },
-      );
-  }
-}
-
-function upstream(up: Upstream): { requests: { body: unknown }[] } {
-  return { openai: openaiUp, azure: azureUp, anthropic: anthropicUp, gemini: geminiUp }[up];
-}
+const UPSTREAMS: UpstreamKind[] = ["openai", "azure", "anthropic", "gemini"];
 
 /** What the upstream received last, reduced to where the system prompt went. */
-function systemPromptSeen(up: Upstream): unknown {
-  type Body = { messages?: unknown[]; system?: unknown; systemInstruction?: unknown };
-  const last = upstream(up).requests.at(-1);
-  const body = (last?.body ?? {}) as Body;
+function systemPromptSeen(up: UpstreamKind): unknown {
+  const body = fakes.lastBody(up) as {
+    messages?: unknown[];
+    system?: unknown;
+    systemInstruction?: unknown;
+  };
   if (up === "anthropic") return body.system;
   if (up === "gemini") return body.systemInstruction;
   return body.messages?.[0];
 }
 
-const expectedSystem: Record<Upstream, unknown> = {
+const expectedSystem: Record<UpstreamKind, unknown> = {
   openai: { role: "system", content: SYSTEM },
   azure: { role: "system", content: SYSTEM },
   anthropic: SYSTEM,
@@ -90,24 +44,15 @@ const expectedSystem: Record<Upstream, unknown> = {
 };
 
 beforeAll(async () => {
-  openaiUp = await startOpenAIUpstream();
-  azureUp = await startOpenAIUpstream();
-  anthropicUp = await startAnthropicUpstream();
-  geminiUp = await startGeminiUpstream();
+  fakes = await startEveryUpstream();
   gw = await startOneProcess(
     testConfig(`
 providers:
-  oa: { type: openai, base_url: "${openaiUp.url}", api_key: sk-oa }
-  az: { type: azure-openai, base_url: "${azureUp.origin}", api_key: az-key, api_version: "2024-10-21" }
-  an: { type: anthropic, base_url: "${anthropicUp.url}", api_key: an-key }
-  ge: { type: gemini, base_url: "${geminiUp.url}", api_key: ge-key }
+${fakes.providers}
 models:
-  m-openai: { targets: [{ provider: oa, model: gpt-up }] }
-  m-azure: { targets: [{ provider: az, model: my-deployment }] }
-  m-anthropic: { targets: [{ provider: an, model: claude-up }] }
+${fakes.models}
   # A target of its own for a 429 with Retry-After: it is paused for as long as that says.
   m-anthropic-paused: { targets: [{ provider: an, model: claude-paused }] }
-  m-gemini: { targets: [{ provider: ge, model: gemini-up }] }
 routing: { retries: 0 }
 health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
 `),
@@ -118,7 +63,7 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
 
 afterAll(async () => {
   await gw?.stop();
-  await Promise.all([openaiUp?.close(), azureUp?.close(), anthropicUp?.close(), geminiUp?.close()]);
+  await fakes?.close();
 });
 
 const weatherTool = {
@@ -144,7 +89,7 @@ describe.each(UPSTREAMS)("upstream %s", (up) => {
     };
 
     it("answers whole and streamed with the same text, finish reason and usage", async () => {
-      answerWith(up, false);
+      fakes.answerWith(up, false);
       const whole = await oai.chat.completions.create(base);
       expect(whole.choices[0]?.message.content).toBe(TEXT);
       expect(whole.choices[0]?.finish_reason).toBe("stop");
@@ -173,7 +118,7 @@ describe.each(UPSTREAMS)("upstream %s", (up) => {
     });
 
     it("calls tools, whole and streamed, with the arguments reassembled exactly", async () => {
-      answerWith(up, true);
+      fakes.answerWith(up, true);
       const tools: OpenAI.ChatCompletionTool[] = [
         {
           type: "function",
@@ -224,7 +169,7 @@ describe.each(UPSTREAMS)("upstream %s", (up) => {
     };
 
     it("answers whole and streamed with the same text, stop reason and usage", async () => {
-      answerWith(up, false);
+      fakes.answerWith(up, false);
       const whole = await claude.messages.create(base);
       expect(whole.content).toEqual(
         [{ type: "text", text: TEXT, citations: null }].map(({ citations: _, ...b }) => b),
@@ -247,7 +192,7 @@ describe.each(UPSTREAMS)("upstream %s", (up) => {
     });
 
     it("calls tools, whole and streamed, with the input intact", async () => {
-      answerWith(up, true);
+      fakes.answerWith(up, true);
       const tools = [
         {
           name: weatherTool.name,
@@ -283,7 +228,7 @@ describe("Gemini's thought signatures", () => {
   // Base64 with both characters base64url replaces and padding: it must come back byte for byte.
   const SIGNATURE = "CiwBVKhc7nFq0dD1nMi8mRvdNXCPb0VAvn/mzJHzqX7ytV3Eaa0v0KAmjTE0jQ==";
   const signedCall = () =>
-    geminiUp.setBehavior({
+    fakes.gemini.setBehavior({
       kind: "answer",
       text: "",
       functionCalls: [
@@ -293,7 +238,7 @@ describe("Gemini's thought signatures", () => {
     });
   /** The model turn of the last request Gemini received. */
   const modelTurnSent = () => {
-    const body = geminiUp.requests.at(-1)?.body as { contents: Array<{ role: string }> };
+    const body = fakes.gemini.requests.at(-1)?.body as { contents: Array<{ role: string }> };
     return body.contents.find((c) => c.role === "model");
   };
   const expectedModelTurn = {
@@ -324,7 +269,7 @@ describe("Gemini's thought signatures", () => {
       ...calls.map((c) => ({ role: "tool" as const, tool_call_id: c.id, content: "ok" })),
     ];
 
-    geminiUp.setBehavior({ kind: "answer", text: TEXT });
+    fakes.gemini.setBehavior({ kind: "answer", text: TEXT });
     const second = await oai.chat.completions.create({
       model: "m-gemini",
       messages: history,
@@ -335,9 +280,9 @@ describe("Gemini's thought signatures", () => {
 
     // The same conversation sent on to another provider: ids short enough for OpenAI (40), and
     // each result still answers its call.
-    openaiUp.setBehavior({ kind: "answer", text: TEXT });
+    fakes.openai.setBehavior({ kind: "answer", text: TEXT });
     await oai.chat.completions.create({ model: "m-openai", messages: history, tools });
-    const sent = openaiUp.requests.at(-1)?.body as {
+    const sent = fakes.openai.requests.at(-1)?.body as {
       messages: Array<{ tool_calls?: Array<{ id: string }>; tool_call_id?: string }>;
     };
     const ids = sent.messages[1]?.tool_calls?.map((c) => c.id) ?? [];
@@ -357,7 +302,7 @@ describe("Gemini's thought signatures", () => {
     const uses = first.content.filter((b) => b.type === "tool_use");
     expect(uses).toHaveLength(2);
 
-    geminiUp.setBehavior({ kind: "answer", text: TEXT });
+    fakes.gemini.setBehavior({ kind: "answer", text: TEXT });
     const second = await claude.messages.create({
       ...base,
       messages: [
@@ -392,7 +337,7 @@ describe("Anthropic's extended thinking in a tool-use loop", () => {
   };
   const asked = [{ role: "user" as const, content: "Weather in Paris?" }];
   const callWithThinking = () =>
-    anthropicUp.setBehavior({
+    fakes.anthropic.setBehavior({
       kind: "answer",
       thinking: THINKING,
       redactedThinking: REDACTED,
@@ -417,7 +362,7 @@ describe("Anthropic's extended thinking in a tool-use loop", () => {
     ],
   };
   const assistantTurnSent = () =>
-    (anthropicUp.requests.at(-1)?.body as { messages?: unknown[] } | undefined)?.messages?.[1];
+    (fakes.anthropic.requests.at(-1)?.body as { messages?: unknown[] } | undefined)?.messages?.[1];
 
   it.each([
     ["streamed", true],
@@ -429,7 +374,7 @@ describe("Anthropic's extended thinking in a tool-use loop", () => {
       : await claude.messages.create({ ...base, messages: asked });
     expect(first.content).toEqual(expectedAssistantTurn.content);
 
-    anthropicUp.setBehavior({ kind: "answer", text: TEXT });
+    fakes.anthropic.setBehavior({ kind: "answer", text: TEXT });
     const second = await claude.messages.create({ ...base, messages: followUp(first.content) });
     expect(second.content).toEqual([{ type: "text", text: TEXT }]);
     expect(assistantTurnSent()).toEqual(expectedAssistantTurn);
@@ -449,7 +394,7 @@ describe("Anthropic's extended thinking in a tool-use loop", () => {
     };
     expect(assistant.thinking_blocks).toEqual(expectedAssistantTurn.content.slice(0, 2));
 
-    anthropicUp.setBehavior({ kind: "answer", text: TEXT });
+    fakes.anthropic.setBehavior({ kind: "answer", text: TEXT });
     const { role, content, tool_calls, thinking_blocks } = assistant;
     await oai.chat.completions.create({
       model: "m-anthropic",
@@ -489,7 +434,7 @@ describe("Anthropic's extended thinking in a tool-use loop", () => {
       { role: "tool" as const, tool_call_id: "toolu_1", content: "sunny" },
     ];
 
-    anthropicUp.setBehavior({ kind: "answer", text: TEXT });
+    fakes.anthropic.setBehavior({ kind: "answer", text: TEXT });
     const second = await oai.chat.completions.create({
       model: "m-anthropic",
       messages: history,
@@ -500,9 +445,9 @@ describe("Anthropic's extended thinking in a tool-use loop", () => {
     expect(assistantTurnSent()).toEqual(expectedAssistantTurn);
 
     // The same conversation sent on to an OpenAI target: Anthropic's blocks are not its to see.
-    openaiUp.setBehavior({ kind: "answer", text: TEXT });
+    fakes.openai.setBehavior({ kind: "answer", text: TEXT });
     await oai.chat.completions.create({ model: "m-openai", messages: history, tools });
-    const sent = JSON.stringify(openaiUp.requests.at(-1)?.body);
+    const sent = JSON.stringify(fakes.openai.requests.at(-1)?.body);
     expect(sent).toContain("toolu_1");
     expect(sent).not.toContain(REDACTED);
     expect(sent).not.toContain(signThinking(THINKING));
@@ -513,7 +458,7 @@ describe("Anthropic's prompt-caching breakpoints", () => {
   const ephemeral = { type: "ephemeral" as const };
   const hour = { type: "ephemeral" as const, ttl: "1h" as const };
   const tool = { name: "get_weather", input_schema: weatherTool.schema, cache_control: hour };
-  const lastBody = () => anthropicUp.requests.at(-1)?.body as Record<string, unknown>;
+  const lastBody = () => fakes.anthropic.requests.at(-1)?.body as Record<string, unknown>;
 
   it("reach an Anthropic upstream on the blocks an anthropic client marked", async () => {
     const messages: Anthropic.MessageParam[] = [
@@ -540,7 +485,7 @@ describe("Anthropic's prompt-caching breakpoints", () => {
         ],
       },
     ];
-    anthropicUp.setBehavior({ kind: "answer", text: TEXT });
+    fakes.anthropic.setBehavior({ kind: "answer", text: TEXT });
     // Top-level: automatic caching of the whole prompt (newer than this SDK's types).
     const automatic = { cache_control: ephemeral } as object;
     await claude.messages.create({
@@ -569,7 +514,7 @@ describe("Anthropic's prompt-caching breakpoints", () => {
         ],
       },
     ];
-    anthropicUp.setBehavior({ kind: "answer", text: TEXT });
+    fakes.anthropic.setBehavior({ kind: "answer", text: TEXT });
     await oai.chat.completions.create({ model: "m-anthropic", messages });
     expect(lastBody().messages).toEqual([
       {
@@ -580,9 +525,9 @@ describe("Anthropic's prompt-caching breakpoints", () => {
         ],
       },
     ]);
-    openaiUp.setBehavior({ kind: "answer", text: TEXT });
+    fakes.openai.setBehavior({ kind: "answer", text: TEXT });
     await oai.chat.completions.create({ model: "m-openai", messages });
-    expect(JSON.stringify(openaiUp.requests.at(-1)?.body)).not.toContain("cache_control");
+    expect(JSON.stringify(fakes.openai.requests.at(-1)?.body)).not.toContain("cache_control");
   });
 });
 
@@ -608,7 +553,7 @@ describe("embeddings", () => {
 
 describe("Anthropic's prompt cache in the usage", () => {
   it("tells cache writes and reads apart from the rest of the prompt, for either client", async () => {
-    anthropicUp.setBehavior({
+    fakes.anthropic.setBehavior({
       kind: "answer",
       text: "ok",
       usage: {
@@ -638,14 +583,14 @@ describe("Anthropic's prompt cache in the usage", () => {
         prompt_tokens_details: { cached_tokens: 300 },
       });
     } finally {
-      anthropicUp.setBehavior({ kind: "answer" });
+      fakes.anthropic.setBehavior({ kind: "answer" });
     }
   });
 });
 
 describe("log probabilities", () => {
   it("reach an openai client from an OpenAI-compatible upstream, whole and streamed", async () => {
-    openaiUp.setBehavior({ kind: "answer", text: "one two three", chunks: 3 });
+    fakes.openai.setBehavior({ kind: "answer", text: "one two three", chunks: 3 });
     const body = {
       model: "m-openai",
       logprobs: true,
@@ -664,15 +609,15 @@ describe("log probabilities", () => {
       for (const t of c.choices[0]?.logprobs?.content ?? []) streamed.push([t.token, t.logprob]);
     }
     expect(streamed).toEqual(tokens);
-    expect(openaiUp.requests.at(-1)?.body).toMatchObject({ logprobs: true, top_logprobs: 0 });
+    expect(fakes.openai.requests.at(-1)?.body).toMatchObject({ logprobs: true, top_logprobs: 0 });
   });
 });
 
 describe("the output-token limit", () => {
   it("reaches an OpenAI-compatible upstream under the name the openai client gave it", async () => {
-    answerWith("openai", false);
+    fakes.answerWith("openai", false);
     const messages = [{ role: "user" as const, content: "x" }];
-    const seen = () => openaiUp.requests.at(-1)?.body as Record<string, unknown>;
+    const seen = () => fakes.openai.requests.at(-1)?.body as Record<string, unknown>;
     await oai.chat.completions.create({ model: "m-openai", messages, max_completion_tokens: 33 });
     expect(seen()).toMatchObject({ max_completion_tokens: 33 });
     expect(seen()).not.toHaveProperty("max_tokens");
@@ -684,7 +629,7 @@ describe("the output-token limit", () => {
 
 describe("the stop sequence that ended an answer", () => {
   it("reaches an anthropic client as the upstream named it, whole and streamed", async () => {
-    anthropicUp.setBehavior({
+    fakes.anthropic.setBehavior({
       kind: "answer",
       text: "one two",
       stopReason: "stop_sequence",
@@ -702,7 +647,7 @@ describe("the stop sequence that ended an answer", () => {
       const streamed = await claude.messages.stream(body).finalMessage();
       expect([streamed.stop_reason, streamed.stop_sequence]).toEqual(["stop_sequence", "THREE"]);
     } finally {
-      anthropicUp.setBehavior({ kind: "answer" });
+      fakes.anthropic.setBehavior({ kind: "answer" });
     }
   });
 });
@@ -716,7 +661,7 @@ describe("structured output to an Anthropic target", () => {
   };
 
   it("reaches it as Anthropic's own output_config, from an anthropic client with thinking and tools", async () => {
-    anthropicUp.setBehavior({ kind: "answer", text: '{"answer":42}', chunks: 2 });
+    fakes.anthropic.setBehavior({ kind: "answer", text: '{"answer":42}', chunks: 2 });
     const message = await claude.messages.create({
       model: "m-anthropic",
       max_tokens: 2048,
@@ -725,7 +670,7 @@ describe("structured output to an Anthropic target", () => {
       messages: [{ role: "user", content: "x" }],
       output_config: { format: { type: "json_schema", schema } },
     } as Anthropic.MessageCreateParamsNonStreaming);
-    const sent = anthropicUp.requests.at(-1)?.body as Record<string, unknown>;
+    const sent = fakes.anthropic.requests.at(-1)?.body as Record<string, unknown>;
     expect(sent.output_config).toEqual({ format: { type: "json_schema", schema } });
     expect(sent).not.toHaveProperty("tool_choice");
     expect((sent.tools as Array<{ name: string }>).map((t) => t.name)).toEqual(["lookup"]);
@@ -733,7 +678,7 @@ describe("structured output to an Anthropic target", () => {
   });
 
   it("reaches it as output_config from an openai client with thinking, never as a forced tool", async () => {
-    anthropicUp.setBehavior({ kind: "answer", text: '{"answer":42}', chunks: 2 });
+    fakes.anthropic.setBehavior({ kind: "answer", text: '{"answer":42}', chunks: 2 });
     const completion = await oai.chat.completions.create({
       model: "m-anthropic",
       messages: [{ role: "user", content: "x" }],
@@ -741,7 +686,7 @@ describe("structured output to an Anthropic target", () => {
       // @ts-expect-error Anthropic's thinking, passed on as an extra field
       thinking: { type: "enabled", budget_tokens: 1024 },
     });
-    const sent = anthropicUp.requests.at(-1)?.body as Record<string, unknown>;
+    const sent = fakes.anthropic.requests.at(-1)?.body as Record<string, unknown>;
     expect(sent.output_config).toEqual({ format: { type: "json_schema", schema } });
     expect(sent).not.toHaveProperty("tool_choice");
     expect(completion.choices[0]?.message.content).toBe('{"answer":42}');
@@ -756,23 +701,23 @@ describe("Anthropic beta features (anthropic-beta)", () => {
       { model: "m-anthropic", ...body },
       { headers: { "anthropic-beta": betas } },
     );
-    expect(anthropicUp.requests.at(-1)?.headers["anthropic-beta"]).toBe(
+    expect(fakes.anthropic.requests.at(-1)?.headers["anthropic-beta"]).toBe(
       "context-1m-2025-08-07,interleaved-thinking-2025-05-14",
     );
     await claude.messages.create(
       { model: "m-openai", ...body },
       { headers: { "anthropic-beta": betas } },
     );
-    expect(openaiUp.requests.at(-1)?.headers).not.toHaveProperty("anthropic-beta");
+    expect(fakes.openai.requests.at(-1)?.headers).not.toHaveProperty("anthropic-beta");
     // A request that names none sends none.
     await claude.messages.create({ model: "m-anthropic", ...body });
-    expect(anthropicUp.requests.at(-1)?.headers).not.toHaveProperty("anthropic-beta");
+    expect(fakes.anthropic.requests.at(-1)?.headers).not.toHaveProperty("anthropic-beta");
   });
 });
 
 describe("errors keep each client API's envelope", () => {
   it("a 429 upstream reaches the anthropic client as a RateLimitError and the openai client as one too", async () => {
-    anthropicUp.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "3" } });
+    fakes.anthropic.setBehavior({ kind: "error", status: 429, headers: { "retry-after": "3" } });
     const a = await claude.messages
       .create({
         model: "m-anthropic-paused",
@@ -789,7 +734,7 @@ describe("errors keep each client API's envelope", () => {
       .catch((e: unknown) => e);
     expect(o).toBeInstanceOf(OpenAI.RateLimitError);
     // An upstream 429 that does not say how long still reaches the client with a Retry-After.
-    anthropicUp.setBehavior({ kind: "error", status: 429 });
+    fakes.anthropic.setBehavior({ kind: "error", status: 429 });
     for (const e of [
       await claude.messages
         .create({
@@ -805,7 +750,7 @@ describe("errors keep each client API's envelope", () => {
       expect((e as { status: number }).status).toBe(429);
       expect((e as { headers: Headers }).headers.get("retry-after")).toBe("1");
     }
-    anthropicUp.setBehavior({ kind: "answer" });
+    fakes.anthropic.setBehavior({ kind: "answer" });
   });
 
   it("an answer carries Anthropic's request-id header, which the anthropic client reads", async () => {
@@ -862,8 +807,8 @@ describe("errors keep each client API's envelope", () => {
   it.each(UPSTREAMS)(
     "a spoken answer is refused with a 400 on upstream %s, never answered with its text alone",
     async (up) => {
-      answerWith(up, false);
-      const before = upstream(up).requests.length;
+      fakes.answerWith(up, false);
+      const before = fakes[up].requests.length;
       const messages = [{ role: "user" as const, content: "x" }];
       for (const audio of [{ modalities: ["text", "audio"] }, { audio: { voice: "alloy" } }]) {
         const err = await oai.chat.completions
@@ -872,7 +817,7 @@ describe("errors keep each client API's envelope", () => {
         expect(err).toBeInstanceOf(OpenAI.BadRequestError);
         expect((err as Error).message).toMatch(/audio output/);
       }
-      expect(upstream(up).requests.length).toBe(before);
+      expect(fakes[up].requests.length).toBe(before);
     },
   );
 });

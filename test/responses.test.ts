@@ -2,85 +2,35 @@ import OpenAI from "openai";
 import type { ResponseInputItem, ResponseStreamEvent } from "openai/resources/responses/responses";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hashKey } from "../services/lib/config/keys.js";
+import {
+  ARGS,
+  type EveryUpstream,
+  startEveryUpstream,
+  TEXT,
+  type UpstreamKind,
+} from "./helpers/every-upstream.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
-import { type AnthropicUpstream, startAnthropicUpstream } from "./upstreams/anthropic-upstream.js";
-import { type GeminiUpstream, startGeminiUpstream } from "./upstreams/gemini-upstream.js";
-import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
 
 // The OpenAI Responses API (`POST /v1/responses`) through one gateway process, read by the
 // official openai client (`responses.create`, streamed and not, and `responses.stream`), with
 // OpenAI, Anthropic and Gemini upstreams behind it.
-const TEXT = "The answer is 42.";
-const ARGS = '{"city":"Paris"}';
 const KEY = "sk-responses-test-key";
 const NARROW_KEY = "sk-responses-narrow-key";
 
-let openaiUp: OpenAIUpstream;
-let anthropicUp: AnthropicUpstream;
-let geminiUp: GeminiUpstream;
+let fakes: EveryUpstream;
 let gw: RunningFabric;
 let client: OpenAI;
 
-type Upstream = "openai" | "anthropic" | "gemini";
-const UPSTREAMS: Upstream[] = ["openai", "anthropic", "gemini"];
-
-function answerWith(up: Upstream, tools: boolean): void {
-  switch (up) {
-    case "openai":
-      openaiUp.setBehavior(
-        tools
-          ? {
-              kind: "answer",
-              text: "",
-              toolCalls: [{ id: "call_1", name: "get_weather", arguments: ARGS, fragments: 3 }],
-              finishReason: "tool_calls",
-            }
-          : { kind: "answer", text: TEXT, chunks: 3 },
-      );
-      return;
-    case "anthropic":
-      anthropicUp.setBehavior(
-        tools
-          ? {
-              kind: "answer",
-              text: "",
-              toolUses: [{ id: "toolu_1", name: "get_weather", input: ARGS, fragments: 3 }],
-            }
-          : { kind: "answer", text: TEXT, chunks: 3 },
-      );
-      return;
-    case "gemini":
-      geminiUp.setBehavior(
-        tools
-          ? {
-              kind: "answer",
-              text: "",
-              functionCalls: [{ name: "get_weather", args: { city: "Paris" } }],
-            }
-          : { kind: "answer", text: TEXT, chunks: 3 },
-      );
-  }
-}
-
-function lastBody(up: Upstream): Record<string, unknown> {
-  const requests = { openai: openaiUp, anthropic: anthropicUp, gemini: geminiUp }[up].requests;
-  return (requests.at(-1)?.body ?? {}) as Record<string, unknown>;
-}
+const UPSTREAMS: UpstreamKind[] = ["openai", "anthropic", "gemini"];
 
 beforeAll(async () => {
-  openaiUp = await startOpenAIUpstream();
-  anthropicUp = await startAnthropicUpstream();
-  geminiUp = await startGeminiUpstream();
+  fakes = await startEveryUpstream();
   gw = await startOneProcess(
     testConfig(`
 providers:
-  oa: { type: openai, base_url: "${openaiUp.url}", api_key: sk-oa }
-  an: { type: anthropic, base_url: "${anthropicUp.url}", api_key: an-key }
-  ge: { type: gemini, base_url: "${geminiUp.url}", api_key: ge-key }
+${fakes.providers}
 models:
-  m-openai: { targets: [{ provider: oa, model: gpt-up }] }
-  m-anthropic: { targets: [{ provider: an, model: claude-up }] }
-  m-gemini: { targets: [{ provider: ge, model: gemini-up }] }
+${fakes.models}
 tenants:
   t-all: { keys: ["${hashKey(KEY)}"] }
   t-narrow: { keys: ["${hashKey(NARROW_KEY)}"], models: [m-gemini] }
@@ -93,7 +43,7 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
 
 afterAll(async () => {
   await gw?.stop();
-  await Promise.all([openaiUp?.close(), anthropicUp?.close(), geminiUp?.close()]);
+  await fakes?.close();
 });
 
 const weatherTool = {
@@ -119,7 +69,7 @@ describe.each(UPSTREAMS)("upstream %s", (up) => {
   const model = `m-${up}`;
 
   it("answers text as a completed Response with usage and the routing headers", async () => {
-    answerWith(up, false);
+    fakes.answerWith(up, false);
     const { data, response } = await client.responses
       .create({ model, instructions: "You are terse.", input: "What is the answer?" })
       .withResponse();
@@ -137,16 +87,16 @@ describe.each(UPSTREAMS)("upstream %s", (up) => {
     );
     expect(data.tool_choice).toBe("auto");
     expect(response.headers.get("x-switchyard-provider")).toBe(
-      { openai: "oa", anthropic: "an", gemini: "ge" }[up],
+      { openai: "oa", azure: "az", anthropic: "an", gemini: "ge" }[up],
     );
     expect(response.headers.get("x-switchyard-attempts")).toBe("1");
     expect(response.headers.get("x-request-id")).toBeTruthy();
     // The instructions reached the upstream as its system prompt.
-    expect(JSON.stringify(lastBody(up))).toContain("You are terse.");
+    expect(JSON.stringify(fakes.lastBody(up))).toContain("You are terse.");
   });
 
   it("streams text as typed events ending in response.completed", async () => {
-    answerWith(up, false);
+    fakes.answerWith(up, false);
     const events = await collect(
       await client.responses.create({ model, input: "What is the answer?", stream: true }),
     );
@@ -177,7 +127,7 @@ describe.each(UPSTREAMS)("upstream %s", (up) => {
   });
 
   it("accumulates through responses.stream() into the final response", async () => {
-    answerWith(up, false);
+    fakes.answerWith(up, false);
     const stream = client.responses.stream({ model, input: "What is the answer?" });
     let deltas = "";
     stream.on("response.output_text.delta", (e) => {
@@ -190,7 +140,7 @@ describe.each(UPSTREAMS)("upstream %s", (up) => {
   });
 
   it("round-trips a function tool: function_call, then function_call_output", async () => {
-    answerWith(up, true);
+    fakes.answerWith(up, true);
     const first = await client.responses.create({
       model,
       input: "Weather in Paris?",
@@ -204,7 +154,7 @@ describe.each(UPSTREAMS)("upstream %s", (up) => {
     expect(call.call_id).toBeTruthy();
     expect(first.tools).toMatchObject([{ type: "function", name: "get_weather" }]);
 
-    answerWith(up, false);
+    fakes.answerWith(up, false);
     const second = await client.responses.create({
       model,
       tools: [weatherTool],
@@ -221,11 +171,11 @@ describe.each(UPSTREAMS)("upstream %s", (up) => {
     });
     expect(second.output_text).toBe(TEXT);
     // The tool's result reached the upstream in its own dialect.
-    expect(JSON.stringify(lastBody(up))).toContain("sunny, 21C");
+    expect(JSON.stringify(fakes.lastBody(up))).toContain("sunny, 21C");
   });
 
   it("streams a function call's arguments", async () => {
-    answerWith(up, true);
+    fakes.answerWith(up, true);
     const events = await collect(
       await client.responses.create({
         model,
@@ -247,11 +197,11 @@ describe.each(UPSTREAMS)("upstream %s", (up) => {
 });
 
 describe("Anthropic's reasoning blocks in encrypted_content, sent to another upstream", () => {
-  it.each<Upstream>(["openai", "gemini"])(
+  it.each<UpstreamKind>(["openai", "gemini"])(
     "are left out for %s, which takes no Anthropic thinking",
     async (up) => {
       const WHY = "Need the weather tool.";
-      anthropicUp.setBehavior({
+      fakes.anthropic.setBehavior({
         kind: "answer",
         thinking: WHY,
         text: "",
@@ -267,7 +217,7 @@ describe("Anthropic's reasoning blocks in encrypted_content, sent to another ups
       });
       expect(first.output[0]).toHaveProperty("encrypted_content");
 
-      answerWith(up, false);
+      fakes.answerWith(up, false);
       const second = await client.responses.create({
         model: `m-${up}`,
         tools: [weatherTool],
@@ -280,7 +230,7 @@ describe("Anthropic's reasoning blocks in encrypted_content, sent to another ups
         ],
       });
       expect(second.output_text).toBe(TEXT);
-      const sent = JSON.stringify(lastBody(up));
+      const sent = JSON.stringify(fakes.lastBody(up));
       expect(sent).toContain("sunny, 21C");
       expect(sent).not.toContain(WHY);
       expect(sent).not.toContain("thinking");
@@ -290,7 +240,7 @@ describe("Anthropic's reasoning blocks in encrypted_content, sent to another ups
 
 describe("OpenAI upstream specifics", () => {
   it("sends text.format json_schema on as response_format, and parses the answer", async () => {
-    openaiUp.setBehavior({ kind: "answer", text: '{"answer":42}' });
+    fakes.openai.setBehavior({ kind: "answer", text: '{"answer":42}' });
     const schema = {
       type: "object",
       properties: { answer: { type: "number" } },
@@ -304,14 +254,14 @@ describe("OpenAI upstream specifics", () => {
     });
     expect(JSON.parse(res.output_text)).toEqual({ answer: 42 });
     expect(res.text?.format).toMatchObject({ type: "json_schema", name: "answer" });
-    expect(lastBody("openai").response_format).toEqual({
+    expect(fakes.lastBody("openai").response_format).toEqual({
       type: "json_schema",
       json_schema: { name: "answer", schema, strict: true },
     });
   });
 
   it("reports the upstream's usage exactly", async () => {
-    openaiUp.setBehavior({
+    fakes.openai.setBehavior({
       kind: "answer",
       text: TEXT,
       usage: { prompt_tokens: 11, completion_tokens: 7 },
@@ -327,14 +277,14 @@ describe("OpenAI upstream specifics", () => {
   });
 
   it("maps max_output_tokens, and a cut answer is incomplete (max_output_tokens)", async () => {
-    openaiUp.setBehavior({ kind: "answer", text: "The answer", finishReason: "length" });
+    fakes.openai.setBehavior({ kind: "answer", text: "The answer", finishReason: "length" });
     const res = await client.responses.create({
       model: "m-openai",
       input: "hi",
       max_output_tokens: 16,
       reasoning: { effort: "low" },
     });
-    expect(lastBody("openai")).toMatchObject({
+    expect(fakes.lastBody("openai")).toMatchObject({
       max_completion_tokens: 16,
       reasoning_effort: "low",
     });
@@ -358,7 +308,7 @@ describe("OpenAI upstream specifics", () => {
   });
 
   it("ends a stream that fails midway with response.failed, never response.completed", async () => {
-    openaiUp.setBehavior({
+    fakes.openai.setBehavior({
       kind: "answer",
       text: "one two three four five six",
       chunks: 6,
@@ -385,8 +335,8 @@ describe("OpenAI upstream specifics", () => {
   });
 
   it("cancels the upstream request when the client goes away mid-stream", async () => {
-    openaiUp.setBehavior({ kind: "answer", text: TEXT, chunks: 40, chunkDelayMs: 200 });
-    const before = openaiUp.requests.length;
+    fakes.openai.setBehavior({ kind: "answer", text: TEXT, chunks: 40, chunkDelayMs: 200 });
+    const before = fakes.openai.requests.length;
     const controller = new AbortController();
     const stream = await client.responses.create(
       { model: "m-openai", input: "hi", stream: true },
@@ -396,7 +346,7 @@ describe("OpenAI upstream specifics", () => {
       if (e.type === "response.output_text.delta") break;
     }
     controller.abort();
-    const upstream = openaiUp.requests[before];
+    const upstream = fakes.openai.requests[before];
     await upstream?.closed;
     expect(upstream?.aborted).toBe(true);
   });
