@@ -5,8 +5,7 @@
 // upstream's refusals, and never shows its key. What the wires do differently is in the rig.
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { ChatChunk } from "../../gen/switchyard/chat/v1/chat_pb.js";
-import { FinishReason } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import { type ChatChunk, FinishReason } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import type { ChatCall, Provider } from "../../services/connector/providers/provider.js";
 import { aggregate } from "../../services/lib/chat/aggregate.js";
 import type { ProviderConfig } from "../../services/lib/config/types.js";
@@ -60,9 +59,9 @@ export interface ProviderWire<B> {
   notJson: string[];
   /** A stream that brings `yielded` chunks, then an error event the provider maps to `error`. */
   errorEvent: { behavior: B; yielded: number; error: Record<string, unknown> };
-  /** The upstream's 400, in its own error shape; `words` must reach the message. */
+  /** The upstream's 400 in its own error shape; `words` must reach the message, `error` match. */
   invalidRequest: { body: unknown; words: string; error?: Record<string, unknown> };
-  /** The upstream's 429, telling its delay the way `delay` names. */
+  /** The upstream's 429, telling its delay the way `delay` names; `error` must match too. */
   rateLimited: {
     delay: string;
     behavior: B;
