@@ -407,6 +407,20 @@ describe("an answer the server gives before any handler runs", () => {
     expect(huge).toMatch(new RegExp(`\\r\\nx-request-id: ${UUID}\\r\\n`));
   });
 
+  it("hands over every header field of an HTTP/1.1 head within its size, not Node's first 1,000", async () => {
+    const counting: DualHandler = (req, res) => {
+      res.end(`${Object.keys(req.headers).length} ${req.headers.authorization ?? "none"}`);
+    };
+    const port = Number(new URL(await serve(counting)).port);
+    // 1,500 fields of 8 bytes, and the key last: 12 KB, within the 16 KB a head may have.
+    const fields = Array.from({ length: 1500 }, (_, i) => `x${i}: v\r\n`).join("");
+    const answer = await exchange(
+      port,
+      `GET /x HTTP/1.1\r\nHost: x\r\n${fields}Authorization: Bearer k\r\nConnection: close\r\n\r\n`,
+    );
+    expect(answer.slice(answer.indexOf("\r\n\r\n") + 4)).toBe("1503 Bearer k");
+  });
+
   it("carries the id its request's answer already had when the body does not arrive in time", async () => {
     // As the ingress does for GatewayService calls: the id set on the answer before the body.
     const reading: DualHandler = (req, res) => {

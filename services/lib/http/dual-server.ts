@@ -230,6 +230,10 @@ export function createDualServer(handler: DualHandler, opts: DualServerOptions =
     handler(req, res);
   };
   const h1 = http.createServer(h1Options, onH1Request);
+  // Node keeps a request's first 1,000 header fields and drops the rest without a word: an
+  // `Authorization` after them read as no key. The head's 16 KB (maxHeaderSize, a 431 past it)
+  // bounds how many there can be; every one of them reaches the handler.
+  h1.maxHeadersCount = 0;
   // An Expect this server does not understand gets 417 without its body being read, as Node
   // answers it, but on a connection that then closes: Node would keep it open, and read the
   // body, which the client may or may not send, as the start of its next request.
