@@ -1,11 +1,6 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
-import {
-  compressionGzip,
-  createConnectTransport,
-  createGrpcTransport,
-  createGrpcWebTransport,
-} from "@connectrpc/connect-node";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import pino from "pino";
 import { request as undiciRequest } from "undici";
@@ -20,6 +15,7 @@ import {
 import { startFabric } from "../services/fabric.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
 import { freePorts } from "./helpers/processes.js";
+import { rpcProtocols } from "./helpers/rpc-transports.js";
 
 // The gRPC health checking protocol on the ingress port, as Kubernetes `grpc:` probes and
 // grpc-health-probe call it: @grpc/grpc-js with no key, and connect-node.
@@ -128,23 +124,7 @@ describe("a health request whose service name is not valid UTF-8", () => {
     );
     return [check, watch].map((e) => ({ code: e?.code, message: e?.rawMessage }));
   }
-  // Every message sent compressed (gzip), however short, when `gzip` is true.
-  const sending = (gzip: boolean) =>
-    gzip ? { sendCompression: compressionGzip, compressMinBytes: 0 } : {};
-
-  it.each([
-    [
-      "Connect",
-      (gzip: boolean) =>
-        createConnectTransport({ baseUrl: gw.url, httpVersion: "2", ...sending(gzip) }),
-    ],
-    ["gRPC", (gzip: boolean) => createGrpcTransport({ baseUrl: gw.url, ...sending(gzip) })],
-    [
-      "gRPC-Web",
-      (gzip: boolean) =>
-        createGrpcWebTransport({ baseUrl: gw.url, httpVersion: "1.1", ...sending(gzip) }),
-    ],
-  ])(
+  it.each(rpcProtocols(() => gw.url))(
     "is refused over %s with INVALID_ARGUMENT naming the field, compressed or not, by Check and Watch",
     async (_name, transport) => {
       for (const gzip of [false, true]) {

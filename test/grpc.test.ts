@@ -26,6 +26,7 @@ import { grpcJsGatewayClient } from "./clients/grpc-js-gateway.js";
 import { grpcWebTextGatewayClient } from "./clients/grpc-web-gateway.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
 import { metricValue } from "./helpers/metrics.js";
+import { rpcProtocols } from "./helpers/rpc-transports.js";
 import { startFaultUpstream } from "./upstreams/fault-upstream.js";
 import {
   type OpenAIUpstream,
@@ -545,19 +546,7 @@ describe("a binary request whose text is not valid UTF-8", () => {
   const reachedUpstream = () =>
     upstream.requests.some((r) => JSON.stringify(r.body ?? "").includes("secret"));
 
-  it.each([
-    [
-      "Connect",
-      (gzip: boolean) =>
-        createConnectTransport({ baseUrl: gw.url, httpVersion: "2", ...sending(gzip) }),
-    ],
-    ["gRPC", (gzip: boolean) => createGrpcTransport({ baseUrl: gw.url, ...sending(gzip) })],
-    [
-      "gRPC-Web",
-      (gzip: boolean) =>
-        createGrpcWebTransport({ baseUrl: gw.url, httpVersion: "1.1", ...sending(gzip) }),
-    ],
-  ])(
+  it.each(rpcProtocols(() => gw.url))(
     "is refused over %s with INVALID_ARGUMENT naming the field, compressed or not, unary and streamed",
     async (_name, transport) => {
       for (const gzip of [false, true]) {
