@@ -14,8 +14,8 @@ import {
   maxTextBodyBytes,
   textModeCall,
 } from "./grpc-web-text.js";
+import { messageChecked } from "./message-gate.js";
 import { sendAnswer } from "./trailers-only.js";
-import { utf8Checked } from "./utf8-gate.js";
 
 type Req = http.IncomingMessage | http2.Http2ServerRequest;
 type Res = http.ServerResponse | http2.Http2ServerResponse;
@@ -30,8 +30,8 @@ export interface RpcEdgeOptions extends Partial<UniversalHandlerOptions> {
 /**
  * RPC calls (GatewayService's and the health service's), served by connect-node's handlers
  * (built from the same routes and options) with what its adapter does not do: a binary request
- * message whose strings are not UTF-8 is refused with INVALID_ARGUMENT (utf8-gate.ts), where
- * connect-node's parse says INTERNAL; gRPC-Web's text mode is translated (grpc-web-text.ts); a
+ * message that is malformed, or whose strings are not UTF-8, is refused with INVALID_ARGUMENT
+ * (message-gate.ts), where connect-node's parse says INTERNAL; gRPC-Web's text mode is translated (grpc-web-text.ts); a
  * gRPC error before the first message is answered Trailers-Only, so that clients' retry
  * policies may retry it (trailers-only.ts); and a call that announces a body larger than it may
  * send (rpcBodyTooLarge) is refused without reading a byte of it. connect-node would read on to
@@ -47,7 +47,7 @@ export function createRpcEdge(options: RpcEdgeOptions): (req: Req, res: Res) => 
   for (const handler of router.handlers) {
     methods.set(handler.requestPath, {
       name: `${handler.service.typeName}/${handler.method.name}`,
-      serve: utf8Checked(handler, options.readMaxBytes),
+      serve: messageChecked(handler, options.readMaxBytes),
     });
   }
   return (req, res) => {

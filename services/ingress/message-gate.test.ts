@@ -2,8 +2,11 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { ContentPartSchema, Role } from "../../gen/switchyard/chat/v1/chat_pb.js";
-import { ChatRequestSchema } from "../../gen/switchyard/gateway/v1/gateway_pb.js";
-import { invalidUtf8Field } from "./utf8-gate.js";
+import {
+  ChatRequestSchema,
+  EmbedRequestSchema,
+} from "../../gen/switchyard/gateway/v1/gateway_pb.js";
+import { requestMessageProblem } from "./message-gate.js";
 
 /** A ChatRequest's bytes with every "@" of its strings replaced by 0xff (never UTF-8). */
 function withInvalidByte(init: Parameters<typeof create<typeof ChatRequestSchema>>[1]): Buffer {
@@ -17,7 +20,7 @@ const user = (text: string) => ({
   content: [{ part: { case: "text" as const, value: text } }],
 });
 
-describe("invalidUtf8Field", () => {
+describe("requestMessageProblem", () => {
   it("finds nothing in a message whose strings are UTF-8, U+FFFD and all", () => {
     const bytes = toBinary(
       ChatRequestSchema,
@@ -25,7 +28,7 @@ describe("invalidUtf8Field", () => {
         params: { model: "m", messages: [user("héllo \ufffd 你好 🎉")] },
       }),
     );
-    expect(invalidUtf8Field(ChatRequestSchema, bytes)).toBeUndefined();
+    expect(requestMessageProblem(ChatRequestSchema, bytes)).toBeUndefined();
   });
 
   it.each([
@@ -60,7 +63,7 @@ describe("invalidUtf8Field", () => {
       200,
     ],
   ])("names %s", (_what, init, path, offset) => {
-    const error = invalidUtf8Field(ChatRequestSchema, withInvalidByte(init));
+    const error = requestMessageProblem(ChatRequestSchema, withInvalidByte(init));
     expect(error?.code).toBe(Code.InvalidArgument);
     expect(error?.rawMessage).toBe(
       `${path} is not valid UTF-8 (an invalid byte sequence starts at byte offset ${offset} of the field); proto3 string fields must be UTF-8`,
@@ -69,14 +72,10 @@ describe("invalidUtf8Field", () => {
 
   it("names the first of several", () => {
     const bytes = withInvalidByte({ params: { model: "m@", messages: [user("@")] } });
-    expect(invalidUtf8Field(ChatRequestSchema, bytes)?.rawMessage).toMatch(/^params\.model /);
+    expect(requestMessageProblem(ChatRequestSchema, bytes)?.rawMessage).toMatch(/^params\.model /);
   });
 
-  it("leaves malformed protobuf and unknown fields to the parse that follows", () => {
-    const bytes = withInvalidByte({ params: { model: "m", messages: [user("@")] } });
-    expect(
-      invalidUtf8Field(ChatRequestSchema, bytes.subarray(0, bytes.length - 2)),
-    ).toBeUndefined();
+  it("passes unknown fields, whatever their bytes", () => {
     const part = create(ContentPartSchema);
     part.$unknown = [{ no: 99, wireType: 2, data: Buffer.from([1, 0xff]) }];
     const unknown = toBinary(
@@ -85,6 +84,48 @@ describe("invalidUtf8Field", () => {
         params: { model: "m", messages: [{ role: Role.USER, content: [part] }] },
       }),
     );
-    expect(invalidUtf8Field(ChatRequestSchema, unknown)).toBeUndefined();
+    expect(requestMessageProblem(ChatRequestSchema, unknown)).toBeUndefined();
+  });
+});
+
+describe("requestMessageProblem, of malformed protobuf", () => {
+  const valid = Buffer.from(
+    toBinary(
+      ChatRequestSchema,
+      create(ChatRequestSchema, { params: { model: "m", messages: [user("hello")] } }),
+    ),
+  );
+
+  it.each([
+    ["cut short", valid.subarray(0, valid.length - 2), "premature EOF"],
+    ["a length past the end", Buffer.from([0x0a, 0x7f, 0x0a]), "premature EOF"],
+    ["field number 0", Buffer.from([0x02, 0x00]), "illegal tag: field no 0 wire type 2"],
+    ["wire type 7", Buffer.from([0x0f]), "illegal tag: field no 1 wire type 7"],
+    ["an end group with no start", Buffer.from([0x9c, 0x06]), "cant skip wire type 4"],
+    ["a message field sent as a varint", Buffer.from([0x08, 0x05]), "premature EOF"],
+  ])("refuses %s with INVALID_ARGUMENT and protobuf-es's reason", (_what, bytes, reason) => {
+    const error = requestMessageProblem(ChatRequestSchema, bytes);
+    expect(error?.code).toBe(Code.InvalidArgument);
+    expect(error?.rawMessage).toBe(`the request message is not valid protobuf: ${reason}`);
+  });
+
+  it("passes what the walk doubts but protobuf-es parses: an unknown group", () => {
+    // Field 99 as a group: start (wire type 3), a varint inside, end (wire type 4).
+    const group = Buffer.from([0x9b, 0x06, 0x08, 0x01, 0x9c, 0x06]);
+    expect(requestMessageProblem(ChatRequestSchema, Buffer.concat([valid, group]))).toBeUndefined();
+  });
+
+  it("passes packed lists, whole", () => {
+    const bytes = toBinary(
+      EmbedRequestSchema,
+      create(EmbedRequestSchema, {
+        params: { model: "m", tokenInputs: [{ ids: [1, 300, 70_000, 4_000_000_000] }] },
+      }),
+    );
+    expect(requestMessageProblem(EmbedRequestSchema, bytes)).toBeUndefined();
+    const cut = Buffer.from(bytes);
+    // The last id's last byte, made a continuation byte: the packed list ends mid-varint.
+    cut[cut.length - 1] = 0xff;
+    expect(requestMessageProblem(EmbedRequestSchema, cut)?.code).toBe(Code.InvalidArgument);
   });
 });
