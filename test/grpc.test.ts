@@ -1,3 +1,4 @@
+import http2 from "node:http2";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import {
@@ -604,6 +605,71 @@ describe("a binary request whose text is not valid UTF-8", () => {
       code: "invalid_argument",
       message: `${FIELD} (an invalid byte sequence starts at byte offset 7 of the field); proto3 string fields must be UTF-8`,
     });
+  });
+});
+
+describe("a binary request message that is malformed", () => {
+  const message = () =>
+    Buffer.from(toBinary(ChatRequestSchema, create(ChatRequestSchema, { params: params() })));
+  /** A raw gRPC call on its own HTTP/2 session: its grpc-status and grpc-message. */
+  const grpcCall = (frame: Buffer, headers: Record<string, string> = {}) =>
+    new Promise<{ status: unknown; message: unknown }>((resolve, reject) => {
+      const session = http2.connect(gw.url);
+      const stream = session.request({
+        ":method": "POST",
+        ":path": `/${GatewayService.typeName}/Chat`,
+        "content-type": "application/grpc",
+        te: "trailers",
+        ...auth,
+        ...headers,
+      });
+      let answer = { status: undefined as unknown, message: undefined as unknown };
+      const take = (h: http2.IncomingHttpHeaders) => {
+        if (h["grpc-status"] !== undefined) {
+          answer = { status: h["grpc-status"], message: h["grpc-message"] };
+        }
+      };
+      stream.on("response", take);
+      stream.on("trailers", take);
+      stream.on("error", reject);
+      stream.resume();
+      stream.on("close", () => {
+        session.close();
+        resolve(answer);
+      });
+      stream.end(frame);
+    });
+  const framed = (data: Buffer, flags = 0) => {
+    const head = Buffer.alloc(5);
+    head[0] = flags;
+    head.writeUInt32BE(data.length, 1);
+    return Buffer.concat([head, data]);
+  };
+
+  it("is refused over Connect's unary protocol with a 400 and protobuf-es's reason, not a 500", async () => {
+    const res = await undiciRequest(`${gw.url}/${GatewayService.typeName}/Chat`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/proto" },
+      body: message().subarray(0, 20),
+    });
+    expect(res.statusCode).toBe(400);
+    expect(await res.body.json()).toEqual({
+      code: "invalid_argument",
+      message: "the request message is not valid protobuf: premature EOF",
+    });
+  });
+
+  it("is refused over gRPC with INVALID_ARGUMENT, not INTERNAL: cut short, or flagged compressed with no grpc-encoding", async () => {
+    expect(await grpcCall(framed(message().subarray(0, 20)))).toEqual({
+      status: "3",
+      message: "the request message is not valid protobuf: premature EOF",
+    });
+    expect(await grpcCall(framed(message(), 1))).toEqual({
+      status: "3",
+      message: "the request message is flagged compressed, but the call names no grpc-encoding",
+    });
+    // The same message, whole and not flagged, is served.
+    expect((await grpcCall(framed(message()))).status).toBe("0");
   });
 });
 

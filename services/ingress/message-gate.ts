@@ -51,12 +51,19 @@ export function messageChecked(
     const type = (req.header.get("content-type") ?? "").split(";", 1)[0]?.trim().toLowerCase();
     const envelope = ENVELOPED.get(type ?? "");
     if ((envelope === undefined && type !== UNARY) || !isByteStream(req.body)) return handler(req);
-    const encoding = req.header.get(envelope ?? "content-encoding") ?? "identity";
+    const encoding = req.header.get(envelope ?? "content-encoding") || "identity";
     const check = async (body: Buffer) => {
       const message = envelope === undefined ? unaryMessage(body, encoding) : firstFrame(body);
       if (message === undefined) return;
       let data: Uint8Array = message.data;
       if (message.compressed) {
+        if (encoding === "identity") {
+          // connect-node says INTERNAL here, though its own docs promise INVALID_ARGUMENT.
+          throw new ConnectError(
+            `the request message is flagged compressed, but the call names no ${envelope ?? "content-encoding"}`,
+            Code.InvalidArgument,
+          );
+        }
         // An encoding connect-node does not take, or data that does not inflate, is its to refuse.
         const decompress = decompressors[encoding];
         if (decompress === undefined) return;
