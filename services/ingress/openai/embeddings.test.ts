@@ -95,6 +95,30 @@ describe("parseEmbeddingsRequest: input", () => {
   });
 });
 
+describe("parseEmbeddingsRequest: dimensions", () => {
+  it("refuses a dimensions the hops cannot carry as a uint32 (1e308 once reached the upstream)", () => {
+    expect(
+      parseEmbeddingsRequest({ model: "m", input: "hi", dimensions: 0xffff_ffff }).params
+        .dimensions,
+    ).toBe(0xffff_ffff);
+    for (const dimensions of [0x1_0000_0000, 1e308]) {
+      let failure: unknown;
+      try {
+        parseEmbeddingsRequest({ model: "m", input: "hi", dimensions });
+      } catch (err) {
+        failure = err;
+      }
+      expect(failure).toBeInstanceOf(Failure);
+      const f = failure as Failure;
+      expect([f.status, f.param, f.message]).toEqual([
+        400,
+        "dimensions",
+        "'dimensions' must be at most 4294967295",
+      ]);
+    }
+  });
+});
+
 describe("renderEmbeddings", () => {
   it("encodes base64 as little-endian float32, whatever the input was", () => {
     const result = makeMessage(EmbedResultSchema, {

@@ -29,8 +29,9 @@ function invalid(message: string, param: string): Failure {
  */
 export const MAX_INPUTS = 2048;
 export const MAX_TOKENS_PER_REQUEST = 300_000;
-/** Token ids cross the fabric as uint32. */
-const MAX_TOKEN_ID = 0xffff_ffff;
+/** Token ids and `dimensions` cross the fabric as uint32. */
+const UINT32_MAX = 0xffff_ffff;
+const MAX_TOKEN_ID = UINT32_MAX;
 
 /** Why a token-array request is over OpenAI's caps, if it is. */
 export function tokenLimitsProblem(inputs: number, tokens: number): string | undefined {
@@ -142,6 +143,9 @@ export function parseEmbeddingsRequest(body: unknown): {
   if (b.dimensions !== undefined && b.dimensions !== null) {
     if (!Number.isInteger(b.dimensions) || (b.dimensions as number) < 1) {
       throw invalid("'dimensions' must be a positive integer", "dimensions");
+    }
+    if ((b.dimensions as number) > UINT32_MAX) {
+      throw invalid(`'dimensions' must be at most ${UINT32_MAX}`, "dimensions");
     }
     params.dimensions = b.dimensions as number;
   }
