@@ -33,7 +33,8 @@
  *   A missing api-version is refused (400), and dated versions before 2024-09-01 refuse
  *   `stream_options` and `max_completion_tokens` (400), as Azure does.
  * On every chat route a `stop` list of more than 4 is refused with OpenAI's 400 (param "stop",
- * code "array_above_max_length"), before any behaviour applies.
+ * code "array_above_max_length"), before any behaviour applies; on every embeddings route so is
+ * a `dimensions` over 3,072 (param "dimensions").
  * - POST /openai/v1/chat/completions, POST /openai/v1/embeddings, GET /openai/v1/models — the v1
  *   surface, no api-version, the deployment named by the body's `model`.
  * - anything else — 404 with an OpenAI error body.
@@ -210,7 +211,10 @@ export async function startOpenAIUpstream(
     }
     record.style = route.style;
     if (route.deployment !== undefined) record.deployment = route.deployment;
-    const refusal = azureRefusal(route, record.query, body) ?? stopRefusal(route, body);
+    const refusal =
+      azureRefusal(route, record.query, body) ??
+      stopRefusal(route, body) ??
+      dimensionsRefusal(route, body);
     if (refusal !== undefined) {
       sendBody(res, 400, refusal);
       return;
@@ -343,6 +347,23 @@ function stopRefusal(route: Route, body: unknown): Record<string, unknown> | und
       type: "invalid_request_error",
       param: "stop",
       code: "array_above_max_length",
+    },
+  };
+}
+
+/** OpenAI's largest embedding (text-embedding-3-large); a fake asked for more refuses, as OpenAI does. */
+const MAX_DIMENSIONS = 3072;
+
+function dimensionsRefusal(route: Route, body: unknown): Record<string, unknown> | undefined {
+  if (route.kind !== "embeddings" || !isRecord(body) || typeof body.dimensions !== "number")
+    return undefined;
+  if (body.dimensions <= MAX_DIMENSIONS) return undefined;
+  return {
+    error: {
+      message: `Invalid value for 'dimensions' = ${body.dimensions}. Must be less than or equal to ${MAX_DIMENSIONS}.`,
+      type: "invalid_request_error",
+      param: "dimensions",
+      code: null,
     },
   };
 }
