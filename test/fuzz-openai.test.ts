@@ -1,5 +1,11 @@
 import { appendFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ChatParamsSchema, EmbedParamsSchema } from "../gen/switchyard/chat/v1/chat_pb.js";
+import { parseJson, parseRequest } from "../services/ingress/body.js";
+import { openAICodec, responsesCodec } from "../services/ingress/codecs.js";
+import { parseEmbeddingsRequest } from "../services/ingress/openai/embeddings.js";
+import { Failure } from "../services/lib/errors.js";
+import { codecFor } from "../services/lib/hop/codec.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
 import { type AnthropicUpstream, startAnthropicUpstream } from "./upstreams/anthropic-upstream.js";
 import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
@@ -434,6 +440,29 @@ describe("mutated OpenAI-style requests", () => {
     await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
     expect(problems, problems.join("\n")).toEqual([]);
   }, 120_000);
+
+  // One process passes the parsed request between its services as an object; separate ones
+  // encode it as protobuf, which refuses what its fields cannot hold (a uint32 of 1e308). So
+  // whatever the ingress accepts must encode, or that layout would fail where this one did not.
+  it("every mutation the ingress accepts encodes as the hops carry it", () => {
+    const chat = codecFor(ChatParamsSchema);
+    const embed = codecFor(EmbedParamsSchema);
+    const encodeAccepted: Record<string, (body: unknown) => void> = {
+      "/v1/chat/completions": (body) => chat.encode(parseRequest(openAICodec.parse, body).params),
+      "/v1/responses": (body) => chat.encode(parseRequest(responsesCodec.parse, body).params),
+      "/v1/embeddings": (body) => embed.encode(parseRequest(parseEmbeddingsRequest, body).params),
+    };
+    const problems: string[] = [];
+    for (const c of ALL_CASES) {
+      try {
+        encodeAccepted[c.route]?.(parseJson(Buffer.from(c.body)));
+      } catch (err) {
+        if (!(err instanceof Failure))
+          problems.push(`${c.route} ${c.name} -> ${(err as Error).message}`);
+      }
+    }
+    expect(problems, problems.join("\n")).toEqual([]);
+  });
 
   it("still answers a valid request afterwards", async () => {
     const out = await send({
