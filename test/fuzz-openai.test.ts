@@ -8,14 +8,17 @@ import { Failure } from "../services/lib/errors.js";
 import { codecFor } from "../services/lib/hop/codec.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
 import { type AnthropicUpstream, startAnthropicUpstream } from "./upstreams/anthropic-upstream.js";
+import { type GeminiUpstream, startGeminiUpstream } from "./upstreams/gemini-upstream.js";
 import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
 
 // Mutation fuzzing of the OpenAI-style routes (`/v1/chat/completions`, `/v1/responses`,
 // `/v1/embeddings`): from a few valid bodies, every field replaced by each of a fixed set of
 // wrong values, every field deleted, an unknown field added at every object level, and whole
-// bodies that are not a JSON object. Both fakes always answer well, so any 5xx is the gateway's
-// own: each mutation must get a 2xx or a 4xx in OpenAI's error envelope, in time, and the
-// gateway must still serve a valid request at the end.
+// bodies that are not a JSON object. The bodies name models on OpenAI, Anthropic and Gemini
+// fakes, so each translation gets its share; the fakes always answer well, so any 5xx is the
+// gateway's own. Each mutation must get a 2xx or a 4xx in OpenAI's error envelope, in time, and
+// the gateway must still serve a valid request at the end. FUZZ_TRACE=FILE lists the mutations
+// as they are sent.
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
@@ -175,7 +178,7 @@ const responsesWhole: Json = {
 };
 
 const responsesStreamed: Json = {
-  model: "m-openai",
+  model: "m-gemini",
   input: [{ role: "user", content: "Weather in Paris?" }],
   tools: [{ type: "function", name: "get_weather", parameters: weatherSchema, strict: false }],
   tool_choice: { type: "function", name: "get_weather" },
@@ -185,7 +188,7 @@ const responsesStreamed: Json = {
 
 const embedBodies: Json[] = [
   { model: "m-openai", input: "hello world" },
-  { model: "m-openai", input: ["hello", "world"], encoding_format: "float", dimensions: 8 },
+  { model: "m-gemini", input: ["hello", "world"], encoding_format: "float", dimensions: 8 },
   {
     model: "m-openai",
     input: [
@@ -329,18 +332,25 @@ const ALL_CASES: Case[] = [
 
 let openai: OpenAIUpstream;
 let anthropic: AnthropicUpstream;
+let gemini: GeminiUpstream;
 let gw: RunningFabric;
 
 beforeAll(async () => {
-  [openai, anthropic] = await Promise.all([startOpenAIUpstream(), startAnthropicUpstream()]);
+  [openai, anthropic, gemini] = await Promise.all([
+    startOpenAIUpstream(),
+    startAnthropicUpstream(),
+    startGeminiUpstream(),
+  ]);
   gw = await startOneProcess(
     testConfig(`
 providers:
   oa: { type: openai, base_url: "${openai.url}", api_key: sk-oa }
   an: { type: anthropic, base_url: "${anthropic.url}", api_key: an-key }
+  ge: { type: gemini, base_url: "${gemini.url}", api_key: ge-key }
 models:
   m-openai: { targets: [{ provider: oa, model: gpt-up }] }
   m-anthropic: { targets: [{ provider: an, model: claude-up }] }
+  m-gemini: { targets: [{ provider: ge, model: gemini-up }] }
 routing: { retries: 0 }
 health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
 `),
@@ -349,7 +359,7 @@ health: { probe_interval_ms: 600000, stale_after_ms: 1200000 }
 
 afterAll(async () => {
   await gw?.stop();
-  await Promise.all([openai?.close(), anthropic?.close()]);
+  await Promise.all([openai?.close(), anthropic?.close(), gemini?.close()]);
 });
 
 interface Outcome {
