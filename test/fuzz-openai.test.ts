@@ -8,7 +8,11 @@ import { hashKey } from "../services/lib/config/keys.js";
 import { Failure } from "../services/lib/errors.js";
 import { codecFor } from "../services/lib/hop/codec.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
-import { type AnthropicUpstream, startAnthropicUpstream } from "./upstreams/anthropic-upstream.js";
+import {
+  type AnthropicUpstream,
+  signThinking,
+  startAnthropicUpstream,
+} from "./upstreams/anthropic-upstream.js";
 import { type GeminiUpstream, startGeminiUpstream } from "./upstreams/gemini-upstream.js";
 import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-upstream.js";
 
@@ -111,6 +115,7 @@ const chatWhole: Json = {
       ],
     },
     { role: "tool", tool_call_id: "call_1", content: "sunny" },
+    { role: "user", name: "ann", content: [{ type: "text", text: "Thanks." }] },
   ],
   tools: [
     {
@@ -132,6 +137,13 @@ const chatWhole: Json = {
   stop: ["END"],
   seed: 7,
   user: "u-1",
+  n: 1,
+  presence_penalty: 0.1,
+  frequency_penalty: 0.1,
+  logprobs: true,
+  top_logprobs: 2,
+  fallbacks: ["m-gemini"],
+  metadata: { trace: "t-1" },
 };
 
 const chatStreamed: Json = {
@@ -145,6 +157,14 @@ const chatStreamed: Json = {
   stream_options: { include_usage: true },
 };
 
+const THINKING = "The user wants the weather.";
+const REASONING = `sy1.${Buffer.from(
+  JSON.stringify([
+    { type: "thinking", thinking: THINKING, signature: signThinking(THINKING) },
+    { type: "redacted_thinking", data: "opaque" },
+  ]),
+).toString("base64url")}`;
+
 const responsesWhole: Json = {
   model: "m-anthropic",
   instructions: "You are terse.",
@@ -155,6 +175,13 @@ const responsesWhole: Json = {
         { type: "input_text", text: "What is in this picture?" },
         { type: "input_image", image_url: PNG_DATA_URL, detail: "low" },
       ],
+    },
+    // Reasoning blocks as this gateway hands them out (`sy1.` and base64url JSON).
+    {
+      type: "reasoning",
+      id: "rs_1",
+      summary: [{ type: "summary_text", text: "Thinking about the weather." }],
+      encrypted_content: REASONING,
     },
     {
       type: "function_call",
@@ -177,6 +204,11 @@ const responsesWhole: Json = {
   text: { format: { type: "json_schema", name: "answer", schema: weatherSchema, strict: true } },
   max_output_tokens: 64,
   temperature: 0.5,
+  include: ["reasoning.encrypted_content"],
+  parallel_tool_calls: true,
+  metadata: { trace: "t-1" },
+  store: false,
+  user: "u-1",
 };
 
 const responsesStreamed: Json = {
