@@ -58,6 +58,22 @@ export function buildRouter(deps: {
       }
     },
   );
+  // A target can be healthy and paused at once: it asked a router to wait (429 or 503 with
+  // Retry-After) after a probe had found it answering.
+  observedGauge(
+    deps.registry,
+    "switchyard_router_target_paused_seconds",
+    "How long the pause a target asked for (Retry-After) still lasts, in the shared health this router follows; 0 when none",
+    ["provider", "target"],
+    (g) => {
+      for (const t of targets) {
+        g.set(
+          { provider: t.provider, target: t.model },
+          health.pausedMs(t.provider, t.model) / 1000,
+        );
+      }
+    },
+  );
   const drain = new RouterDrain();
   const impl = createRouterService({
     drain,
