@@ -162,3 +162,16 @@ describe("fromAnthropicMessage", () => {
     expect(chunk.usage).toBeUndefined();
   });
 });
+
+describe("the upstream's model name", () => {
+  // The name reaches the client's x-switchyard-model header: a lone surrogate there made a 500,
+  // a 100 KB one a header no client accepts.
+  it("is left empty when a header could not carry it", () => {
+    const message = readJsonFixture<AnthropicMessage>("message-text.json");
+    for (const model of ["\ud800", "x".repeat(100 * 1024), "claude\r\nx-evil: 1"]) {
+      const chunk = fromAnthropicMessage({ ...message, model }, { provider: "anthropic" });
+      expect(chunk.start?.upstreamModel).toBe("");
+      expect(chunk.choices[0]?.content).toBe("Hello!");
+    }
+  });
+});

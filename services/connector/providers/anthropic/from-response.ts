@@ -17,6 +17,7 @@ import {
 import { anthropicBlock, reasoningBlock } from "../../../lib/chat/messages.js";
 import { makeMessage } from "../../../lib/hop/codec.js";
 import { isRecord } from "../json-object.js";
+import { reportedModel } from "../model-name.js";
 import type { AnthropicMessage } from "./wire.js";
 
 // Upstream JSON is read with a type check per field, so a malformed answer yields absent
@@ -156,7 +157,7 @@ export function toStart(
   return makeMessage(ChatStartSchema, {
     id: typeof message.id === "string" ? message.id : "",
     created: BigInt(options.now ?? Math.floor(Date.now() / 1000)),
-    upstreamModel: typeof message.model === "string" ? message.model : "",
+    upstreamModel: reportedModel(message.model) ?? "",
     provider: options.provider,
   });
 }

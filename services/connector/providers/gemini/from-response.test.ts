@@ -232,6 +232,21 @@ describe("fromGeminiResponse", () => {
     expect(chunk.usage).toBeUndefined();
   });
 
+  // The model version reaches the client's x-switchyard-model header: a lone surrogate there
+  // made a 500, a 100 KB one a header no client accepts.
+  it("names the answer after the request when the model version is no header value", () => {
+    for (const modelVersion of ["\ud800", "x".repeat(100 * 1024), "gemini\r\nx-evil: 1"]) {
+      const chunk = fromGeminiResponse(
+        {
+          candidates: [{ content: { parts: [{ text: "ok" }] }, finishReason: "STOP" }],
+          modelVersion,
+        },
+        OPTIONS,
+      );
+      expect(chunk.start?.upstreamModel).toBe("gemini-2.5-flash");
+    }
+  });
+
   it("throws an error body as a Failure and a candidate-less answer as malformed", () => {
     expect(
       failureOf(() =>

@@ -19,6 +19,7 @@ import { withThoughtSignature } from "../../../lib/chat/tool-call-ids.js";
 import { Failure } from "../../../lib/errors.js";
 import { makeMessage } from "../../../lib/hop/codec.js";
 import { isRecord } from "../json-object.js";
+import { reportedModel } from "../model-name.js";
 import { failureFromResponse, retryAfterMs, scrubSecrets } from "../upstream-http.js";
 import type { GeminiGenerateContentResponse } from "./wire.js";
 
@@ -141,7 +142,7 @@ export function toStart(
   return makeMessage(ChatStartSchema, {
     id: nonEmpty(response.responseId) ?? options.fallbackId,
     created: BigInt(Math.trunc(options.now)),
-    upstreamModel: nonEmpty(response.modelVersion) ?? options.model,
+    upstreamModel: reportedModel(response.modelVersion) ?? options.model,
     provider: options.provider,
   });
 }

@@ -7,6 +7,7 @@ import {
 } from "../../../../gen/switchyard/chat/v1/chat_pb.js";
 import { makeMessage } from "../../../lib/hop/codec.js";
 import { isRecord, parseObject } from "../json-object.js";
+import { reportedModel } from "../model-name.js";
 import { isCount } from "./from-response.js";
 import type { OpenAIEmbeddingsRequest } from "./wire.js";
 
@@ -89,7 +90,7 @@ export function fromOpenAIEmbeddings(
         promptTokens,
         totalTokens: isCount(usage.total_tokens) ? usage.total_tokens : promptTokens,
       }),
-      upstreamModel: typeof answer.model === "string" ? answer.model : "",
+      upstreamModel: reportedModel(answer.model) ?? "",
       provider,
     }),
   };

@@ -99,3 +99,16 @@ describe("fromOpenAICompletion", () => {
     },
   );
 });
+
+describe("the upstream's model name", () => {
+  // The name reaches the client's x-switchyard-model header: a lone surrogate there made a 500,
+  // a 100 KB one a header no client accepts.
+  it("is left empty (the requested model stands in) when a header could not carry it", () => {
+    const completion = readJsonFixture<OpenAIChatCompletion>("completion-plain.json");
+    for (const model of ["\ud800", "x".repeat(100 * 1024), "gpt\r\nx-evil: 1"]) {
+      const chunk = fromOpenAICompletion({ ...completion, model }, "openai");
+      expect(chunk.start?.upstreamModel).toBe("");
+      expect(chunk.choices[0]?.content).toBe("Hello! How can I assist you today?");
+    }
+  });
+});

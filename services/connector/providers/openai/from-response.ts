@@ -14,6 +14,7 @@ import {
 import { makeMessage } from "../../../lib/hop/codec.js";
 import type { OpenAIChatCompletion, OpenAIUsage } from "../../../lib/wire/openai.js";
 import { isRecord } from "../json-object.js";
+import { reportedModel } from "../model-name.js";
 
 // Upstream JSON is only as well-formed as the server that sent it: every field is read with a
 // type check so a sloppy OpenAI-compatible server yields absent fields, not wrong-typed ones.
@@ -60,7 +61,7 @@ export function toStart(
   const start = makeMessage(ChatStartSchema);
   if (typeof source.id === "string") start.id = source.id;
   start.created = BigInt(Math.trunc(numberOr(source.created, Math.floor(Date.now() / 1000))));
-  if (typeof source.model === "string") start.upstreamModel = source.model;
+  start.upstreamModel = reportedModel(source.model) ?? "";
   start.provider = provider;
   if (typeof source.system_fingerprint === "string") {
     start.systemFingerprint = source.system_fingerprint;
