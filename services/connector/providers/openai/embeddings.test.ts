@@ -88,6 +88,13 @@ describe("fromOpenAIEmbeddings", () => {
     expect(reading.ok && reading.result.embeddings.map((e) => e.values)).toEqual([[0], [1]]);
   });
 
+  it("leaves the model empty when the answer names one no header can carry", () => {
+    for (const model of ["\ud800", "x".repeat(100 * 1024), "m\r\nx-evil: 1"]) {
+      const reading = fromOpenAIEmbeddings({ data: [{ index: 0, embedding: [1] }], model }, 1, "p");
+      expect(reading.ok && reading.result.upstreamModel).toBe("");
+    }
+  });
+
   it("decodes base64 vectors from a server that ignored encoding_format", () => {
     const answer = { data: [{ index: 0, embedding: "AAAAPwAAgL4AAAA+" }], model: "m" };
     const reading = fromOpenAIEmbeddings(answer, 1, "p");
