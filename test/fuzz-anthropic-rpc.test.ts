@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ChatParamsSchema, Role, ToolChoice_Mode } from "../gen/switchyard/chat/v1/chat_pb.js";
 import { ChatRequestSchema } from "../gen/switchyard/gateway/v1/gateway_pb.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
+import { type Json, type Path, pathsOf } from "./helpers/json-paths.js";
 import {
   type AnthropicUpstream,
   signThinking,
@@ -50,31 +51,14 @@ interface Mutation {
   contentType?: string;
 }
 
-type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
-
 function stringify(value: unknown): string {
   return JSON.stringify(value).replaceAll(JSON.stringify(DEEP), DEEP_TEXT);
-}
-
-/** Every path in `value`, depth first, objects' keys and arrays' indexes alike. */
-function pathsOf(value: Json, prefix: Array<string | number> = []): Array<Array<string | number>> {
-  const out: Array<Array<string | number>> = [];
-  if (Array.isArray(value)) {
-    value.forEach((v, i) => {
-      out.push([...prefix, i], ...pathsOf(v, [...prefix, i]));
-    });
-  } else if (value !== null && typeof value === "object") {
-    for (const [k, v] of Object.entries(value)) {
-      out.push([...prefix, k], ...pathsOf(v, [...prefix, k]));
-    }
-  }
-  return out;
 }
 
 /** A copy of `root` with what `path` names passed to `edit` as (its parent, its key). */
 function edited(
   root: Json,
-  path: Array<string | number>,
+  path: Path,
   edit: (parent: Record<string, unknown> | unknown[], key: string | number) => void,
 ): Json {
   const copy = structuredClone(root);
@@ -102,7 +86,7 @@ function fieldMutations(valid: Json): Mutation[] {
     });
     out.push({ name: `${at} deleted`, body: stringify(deleted) });
   }
-  const objects: Array<Array<string | number>> = [[], ...paths];
+  const objects: Path[] = [[], ...paths];
   for (const path of objects) {
     let target: unknown = valid;
     for (const key of path) target = (target as Record<string | number, unknown>)[key];

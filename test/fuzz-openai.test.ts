@@ -8,6 +8,7 @@ import { hashKey } from "../services/lib/config/keys.js";
 import { Failure } from "../services/lib/errors.js";
 import { codecFor } from "../services/lib/hop/codec.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
+import { type Json, type Path, pathsOf, showPath, valueAt } from "./helpers/json-paths.js";
 import {
   type AnthropicUpstream,
   signThinking,
@@ -24,8 +25,6 @@ import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-ups
 // gateway's own. Each mutation must get a 2xx or a 4xx in OpenAI's error envelope, in time, and
 // the gateway must still serve a valid request at the end. FUZZ_TRACE=FILE lists the mutations
 // as they are sent.
-
-type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
 interface Case {
   route: string;
@@ -241,33 +240,12 @@ const VALID: ReadonlyArray<[string, string, Json]> = [
   ...embedBodies.map((b, i): [string, string, Json] => ["/v1/embeddings", `embeddings ${i}`, b]),
 ];
 
-type Path = ReadonlyArray<string | number>;
-
-/** Every path to a value in `value`, objects' keys and arrays' indexes alike, parents first. */
-function pathsOf(value: Json, at: Path = []): Path[] {
-  const found: Path[] = [];
-  if (Array.isArray(value)) {
-    value.forEach((v, i) => {
-      found.push([...at, i], ...pathsOf(v, [...at, i]));
-    });
-  } else if (value !== null && typeof value === "object") {
-    for (const [k, v] of Object.entries(value)) found.push([...at, k], ...pathsOf(v, [...at, k]));
-  }
-  return found;
-}
-
 /** Paths to every object (the root included), where an unknown field can be added. */
 function objectPathsOf(value: Json): Path[] {
   return [[], ...pathsOf(value)].filter((p) => {
-    const v = get(value, p);
+    const v = valueAt(value, p);
     return v !== null && typeof v === "object" && !Array.isArray(v);
   });
-}
-
-function get(value: Json, path: Path): Json {
-  let v = value;
-  for (const step of path) v = (v as Record<string | number, Json>)[step] as Json;
-  return v;
 }
 
 /** A deep copy of `value` with `edit` applied to the container of `path`'s last step. */
@@ -277,15 +255,9 @@ function mutate(
   edit: (parent: Json[] | Record<string, Json>, key: string | number) => void,
 ): Json {
   const copy = structuredClone(value);
-  const parent = get(copy, path.slice(0, -1)) as Json[] | Record<string, Json>;
+  const parent = valueAt(copy, path.slice(0, -1)) as Json[] | Record<string, Json>;
   edit(parent, path.at(-1) as string | number);
   return copy;
-}
-
-function show(path: Path): string {
-  return path.length === 0
-    ? "(root)"
-    : path.map((s) => (typeof s === "number" ? `[${s}]` : `.${s}`)).join("");
 }
 
 function casesOf(route: string, label: string, valid: Json): Case[] {
@@ -295,14 +267,14 @@ function casesOf(route: string, label: string, valid: Json): Case[] {
   for (const path of pathsOf(valid)) {
     for (const [valueName, wrong] of WRONG_VALUES) {
       add(
-        `${show(path)} = ${valueName}`,
+        `${showPath(path)} = ${valueName}`,
         mutate(valid, path, (p, k) => {
           (p as Record<string | number, Json>)[k] = wrong;
         }),
       );
     }
     add(
-      `delete ${show(path)}`,
+      `delete ${showPath(path)}`,
       mutate(valid, path, (p, k) => {
         if (Array.isArray(p)) p.splice(k as number, 1);
         else delete p[k as string];
@@ -311,11 +283,11 @@ function casesOf(route: string, label: string, valid: Json): Case[] {
   }
   for (const path of objectPathsOf(valid)) {
     const target = structuredClone(valid);
-    (get(target, path) as Record<string, Json>).zz_unknown_field = "surprise";
-    add(`add ${show(path)}.zz_unknown_field`, target);
+    (valueAt(target, path) as Record<string, Json>).zz_unknown_field = "surprise";
+    add(`add ${showPath(path)}.zz_unknown_field`, target);
     for (const [key, value] of PROTO_KEYS) {
       // Written as text: an object literal's or JSON.stringify's "__proto__" is not a field.
-      const json = stringify(get(valid, path));
+      const json = stringify(valueAt(valid, path));
       const withKey = `{${JSON.stringify(key)}:${JSON.stringify(value)}${json === "{}" ? "" : ","}${json.slice(1)}`;
       const body =
         path.length === 0
@@ -325,7 +297,7 @@ function casesOf(route: string, label: string, valid: Json): Case[] {
                 (p as Record<string | number, Json>)[k] = SLOT;
               }),
             ).replace(JSON.stringify(SLOT), () => withKey);
-      cases.push({ route, name: `${label}: add ${show(path)}.${key}`, body });
+      cases.push({ route, name: `${label}: add ${showPath(path)}.${key}`, body });
     }
   }
   return cases;

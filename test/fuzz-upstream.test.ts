@@ -4,6 +4,7 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hashKey } from "../services/lib/config/keys.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
+import { type Json, type Path, pathsOf, showPath, valueAt } from "./helpers/json-paths.js";
 import {
   type UpstreamBehavior as AnthropicBehavior,
   type AnthropicUpstream,
@@ -27,7 +28,6 @@ import type { RawBehavior } from "./upstreams/wire.js";
 // envelope, or an error event after the stream began; never a 500, a hang, or a stream that ends
 // as complete when the upstream's did not. FUZZ_TRACE=FILE lists the mutations as they are sent.
 
-type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type Provider = "openai" | "anthropic" | "gemini";
 type Client = "openai" | "anthropic";
 
@@ -156,30 +156,6 @@ function stringify(value: Json): string {
     .replace(/"\\u0000raw:([-+.\w]*)\\u0000"/g, "$1");
 }
 
-type Path = ReadonlyArray<string | number>;
-
-function pathsOf(value: Json, at: Path = []): Path[] {
-  const found: Path[] = [];
-  if (Array.isArray(value)) {
-    value.forEach((v, i) => {
-      found.push([...at, i], ...pathsOf(v, [...at, i]));
-    });
-  } else if (value !== null && typeof value === "object") {
-    for (const [k, v] of Object.entries(value)) found.push([...at, k], ...pathsOf(v, [...at, k]));
-  }
-  return found;
-}
-
-function get(value: Json, path: Path): Json {
-  let v = value;
-  for (const step of path) v = (v as Record<string | number, Json>)[step] as Json;
-  return v;
-}
-
-function show(path: Path): string {
-  return path.map((s) => (typeof s === "number" ? `[${s}]` : `.${s}`)).join("");
-}
-
 /**
  * Each field of `json` replaced by each wrong value or deleted, an unknown field at each object;
  * a field already fuzzed in an event of this kind (`fuzzed` holds `kind path`, indexes as #) is
@@ -197,23 +173,23 @@ function fieldMutationsOf(json: Json, kind: string, fuzzed: Set<string>): Array<
     if (!firstTime(path, "value")) continue;
     for (const [valueName, wrong] of WRONG_VALUES) {
       const copy = structuredClone(json);
-      (get(copy, path.slice(0, -1)) as Record<string | number, Json>)[path.at(-1) as string] =
+      (valueAt(copy, path.slice(0, -1)) as Record<string | number, Json>)[path.at(-1) as string] =
         wrong;
-      out.push([`${show(path)} = ${valueName}`, copy]);
+      out.push([`${showPath(path)} = ${valueName}`, copy]);
     }
     const copy = structuredClone(json);
-    const parent = get(copy, path.slice(0, -1)) as Json[] | Record<string, Json>;
+    const parent = valueAt(copy, path.slice(0, -1)) as Json[] | Record<string, Json>;
     if (Array.isArray(parent)) parent.splice(path.at(-1) as number, 1);
     else delete parent[path.at(-1) as string];
-    out.push([`delete ${show(path)}`, copy]);
+    out.push([`delete ${showPath(path)}`, copy]);
   }
   for (const path of [[], ...pathsOf(json)]) {
-    const target = get(json, path);
+    const target = valueAt(json, path);
     if (target === null || typeof target !== "object" || Array.isArray(target)) continue;
     if (!firstTime(path, "unknown")) continue;
     const copy = structuredClone(json);
-    (get(copy, path) as Record<string, Json>).zz_unknown_field = "surprise";
-    out.push([`add ${show(path) || "(root)"}.zz_unknown_field`, copy]);
+    (valueAt(copy, path) as Record<string, Json>).zz_unknown_field = "surprise";
+    out.push([`add ${showPath(path)}.zz_unknown_field`, copy]);
   }
   return out;
 }
