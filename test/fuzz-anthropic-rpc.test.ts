@@ -5,7 +5,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ChatParamsSchema, Role, ToolChoice_Mode } from "../gen/switchyard/chat/v1/chat_pb.js";
 import { ChatRequestSchema } from "../gen/switchyard/gateway/v1/gateway_pb.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
-import { type Json, type Path, pathsOf } from "./helpers/json-paths.js";
+import {
+  DEEP_ARRAY,
+  DEEP_ARRAY_TEXT,
+  type Json,
+  type Path,
+  pathsOf,
+  stringify,
+  WRONG_VALUES,
+} from "./helpers/json-paths.js";
 import {
   type AnthropicUpstream,
   signThinking,
@@ -21,27 +29,14 @@ import { type OpenAIUpstream, startOpenAIUpstream } from "./upstreams/openai-ups
 // mutations go to an Anthropic target, an OpenAI one and the mock, whose translations differ.
 
 const PER_REQUEST_MS = 10_000;
-const LONG = "a".repeat(100 * 1024);
 /** Stands for a 10,000-deep array, spliced in as text (JSON.stringify would recurse that deep). */
-const DEEP = "\u0000deep";
-const DEEP_TEXT = `${"[".repeat(10_000)}${"]".repeat(10_000)}`;
 
 /** The values every field is replaced with, each named as the failure message names it. */
 const VALUES: ReadonlyArray<[name: string, value: unknown]> = [
-  ["null", null],
-  ["true", true],
-  ["0", 0],
-  ["-1", -1],
-  ["1e308", 1e308],
-  ['"x"', "x"],
-  ['""', ""],
-  ["[]", []],
-  ["{}", {}],
+  ...WRONG_VALUES,
   ["[null]", [null]],
   ["3-deep object", { a: { b: { c: { d: 1 } } } }],
-  ["100 KB string", LONG],
-  ["lone surrogate", "\ud800"],
-  ["10,000-deep array", DEEP],
+  ["10,000-deep array", DEEP_ARRAY],
 ];
 
 interface Mutation {
@@ -49,10 +44,6 @@ interface Mutation {
   name: string;
   body: string;
   contentType?: string;
-}
-
-function stringify(value: unknown): string {
-  return JSON.stringify(value).replaceAll(JSON.stringify(DEEP), DEEP_TEXT);
 }
 
 /** A copy of `root` with what `path` names passed to `edit` as (its parent, its key). */
@@ -112,7 +103,7 @@ function bodyMutations(valid: Json): Mutation[] {
     { name: "JSON string", body: '"hello"' },
     { name: "JSON true", body: "true" },
     { name: "10,000 [", body: "[".repeat(10_000) },
-    { name: "10,000-deep array", body: DEEP_TEXT },
+    { name: "10,000-deep array", body: DEEP_ARRAY_TEXT },
     { name: "10,000-deep object", body: `${'{"a":'.repeat(10_000)}1${"}".repeat(10_000)}` },
     { name: "two JSON values", body: `${text}${text}` },
     { name: "trailing comma", body: `${text.slice(0, -1)},}` },

@@ -8,7 +8,16 @@ import { hashKey } from "../services/lib/config/keys.js";
 import { Failure } from "../services/lib/errors.js";
 import { codecFor } from "../services/lib/hop/codec.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
-import { type Json, type Path, pathsOf, showPath, valueAt } from "./helpers/json-paths.js";
+import {
+  type Json,
+  type Path,
+  pathsOf,
+  rawNumber,
+  showPath,
+  stringify,
+  valueAt,
+  WRONG_VALUES,
+} from "./helpers/json-paths.js";
 import {
   type AnthropicUpstream,
   signThinking,
@@ -39,22 +48,11 @@ const KEY = "sk-fuzz-openai-key";
 const PER_REQUEST_TIMEOUT_MS = 10_000;
 const IN_FLIGHT = 4;
 
-const LONG = "x".repeat(100 * 1024);
 const DEEP: Json = { a: { b: { c: "d" } } };
-const WRONG_VALUES: ReadonlyArray<[string, Json]> = [
-  ["null", null],
-  ["true", true],
-  ["0", 0],
-  ["-1", -1],
-  ["1e308", 1e308],
-  ['"x"', "x"],
-  ['""', ""],
-  ["[]", []],
-  ["{}", {}],
+const FIELD_VALUES: ReadonlyArray<[string, Json]> = [
+  ...WRONG_VALUES,
   ["[null]", [null]],
   ["3-deep object", DEEP],
-  ["100 KB string", LONG],
-  ["lone surrogate", "\ud800"],
   ["-0", rawNumber("-0")],
   ["1.5", 1.5],
   ["2^53+1", rawNumber("9007199254740993")],
@@ -69,15 +67,6 @@ const PROTO_KEYS: ReadonlyArray<[string, Json]> = [
   ["__proto__", { polluted: true }],
   ["toString", 1],
 ];
-
-/** A number written as this text in the body, where JSON.stringify would write another. */
-function rawNumber(text: string): string {
-  return `\u0000raw:${text}\u0000`;
-}
-
-function stringify(body: Json): string {
-  return JSON.stringify(body).replace(/"\\u0000raw:([-+.\w]*)\\u0000"/g, "$1");
-}
 
 const SLOT = "\u0000slot\u0000";
 
@@ -265,7 +254,7 @@ function casesOf(route: string, label: string, valid: Json): Case[] {
   const add = (name: string, body: Json) =>
     cases.push({ route, name: `${label}: ${name}`, body: stringify(body) });
   for (const path of pathsOf(valid)) {
-    for (const [valueName, wrong] of WRONG_VALUES) {
+    for (const [valueName, wrong] of FIELD_VALUES) {
       add(
         `${showPath(path)} = ${valueName}`,
         mutate(valid, path, (p, k) => {

@@ -4,7 +4,17 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hashKey } from "../services/lib/config/keys.js";
 import { type RunningFabric, startOneProcess, testConfig } from "./helpers/fabric.js";
-import { type Json, type Path, pathsOf, showPath, valueAt } from "./helpers/json-paths.js";
+import {
+  DEEP_ARRAY,
+  type Json,
+  type Path,
+  pathsOf,
+  rawNumber,
+  showPath,
+  stringify,
+  valueAt,
+  WRONG_VALUES,
+} from "./helpers/json-paths.js";
 import {
   type UpstreamBehavior as AnthropicBehavior,
   type AnthropicUpstream,
@@ -117,7 +127,6 @@ const ANSWERS: Answer[] = [
   whole("gemini", "gemini/fixtures/response-text.json"),
 ];
 
-const DEEP = "\u0000deep";
 /** What each provider sends when its stream fails after it began. */
 const ERROR_EVENT: Record<Provider, SseEvent> = {
   openai: { data: '{"error":{"message":"boom","type":"server_error","code":null}}' },
@@ -128,33 +137,12 @@ const ERROR_EVENT: Record<Provider, SseEvent> = {
   gemini: { data: '{"error":{"code":500,"message":"boom","status":"INTERNAL"}}' },
 };
 
-const WRONG_VALUES: ReadonlyArray<[string, Json]> = [
-  ["null", null],
-  ["0", 0],
-  ["-1", -1],
-  ["1e308", 1e308],
-  ['"x"', "x"],
-  ['""', ""],
-  ["[]", []],
-  ["{}", {}],
-  ["true", true],
-  ["lone surrogate", "\ud800"],
-  ["100 KB string", "x".repeat(100 * 1024)],
+const FIELD_VALUES: ReadonlyArray<[string, Json]> = [
+  ...WRONG_VALUES,
   ["1.5", 1.5],
   ["1e999", rawNumber("1e999")],
-  ["10,000-deep array", DEEP],
+  ["10,000-deep array", DEEP_ARRAY],
 ];
-
-/** Stands for text put in the JSON as is, where JSON.stringify would write something else. */
-function rawNumber(text: string): string {
-  return `\u0000raw:${text}\u0000`;
-}
-
-function stringify(value: Json): string {
-  return JSON.stringify(value)
-    .replaceAll(JSON.stringify(DEEP), `${"[".repeat(10_000)}${"]".repeat(10_000)}`)
-    .replace(/"\\u0000raw:([-+.\w]*)\\u0000"/g, "$1");
-}
 
 /**
  * Each field of `json` replaced by each wrong value or deleted, an unknown field at each object;
@@ -171,7 +159,7 @@ function fieldMutationsOf(json: Json, kind: string, fuzzed: Set<string>): Array<
   };
   for (const path of pathsOf(json)) {
     if (!firstTime(path, "value")) continue;
-    for (const [valueName, wrong] of WRONG_VALUES) {
+    for (const [valueName, wrong] of FIELD_VALUES) {
       const copy = structuredClone(json);
       (valueAt(copy, path.slice(0, -1)) as Record<string | number, Json>)[path.at(-1) as string] =
         wrong;

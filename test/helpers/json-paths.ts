@@ -1,4 +1,5 @@
-// Walking and editing JSON values by path, for the mutation fuzz tests (test/fuzz-*.test.ts).
+// Walking JSON values by path, and the wrong values put there, for the mutation fuzz tests
+// (test/fuzz-*.test.ts).
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
@@ -31,3 +32,34 @@ export function showPath(path: Path): string {
     ? "(root)"
     : path.map((s) => (typeof s === "number" ? `[${s}]` : `.${s}`)).join("");
 }
+
+/** A number written as this text in the JSON, where JSON.stringify would write another. */
+export function rawNumber(text: string): string {
+  return `\u0000raw:${text}\u0000`;
+}
+
+/** Stands for an array nested 10,000 deep, written as such by `stringify`. */
+export const DEEP_ARRAY = "\u0000deep";
+export const DEEP_ARRAY_TEXT = `${"[".repeat(10_000)}${"]".repeat(10_000)}`;
+
+/** JSON.stringify, with `rawNumber`s and `DEEP_ARRAY`s written as they stand for. */
+export function stringify(value: unknown): string {
+  return JSON.stringify(value)
+    .replaceAll(JSON.stringify(DEEP_ARRAY), DEEP_ARRAY_TEXT)
+    .replace(/"\\u0000raw:([-+.\w]*)\\u0000"/g, "$1");
+}
+
+/** Wrong values every fuzz test puts in every field, each named as failure messages name it. */
+export const WRONG_VALUES: ReadonlyArray<[name: string, value: Json]> = [
+  ["null", null],
+  ["true", true],
+  ["0", 0],
+  ["-1", -1],
+  ["1e308", 1e308],
+  ['"x"', "x"],
+  ['""', ""],
+  ["[]", []],
+  ["{}", {}],
+  ["lone surrogate", "\ud800"],
+  ["100 KB string", "x".repeat(100 * 1024)],
+];
